@@ -1,0 +1,261 @@
+//! `cr_checkpoint`: BLCR's checkpoint command. Options, defaults and exit codes follow BLCR
+//! 0.8.6 (see the README); the image is written under a temporary name in the destination's
+//! directory, mode 0400, synced and renamed only when whole.
+use std::fs::{File, OpenOptions};
+use std::io::BufWriter;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Arg, ArgAction, Command};
+use crest_cli::{chosen_signal, signal_args, signal_name, Say, VERSION};
+use crest_dump::DumpError;
+
+fn command() -> Command {
+    let cmd = Command::new("cr_checkpoint")
+        .about("Checkpoint a running process to a file")
+        .override_usage("cr_checkpoint [options] ID")
+        .disable_version_flag(true)
+        .disable_help_flag(true)
+        .arg(Arg::new("id").value_name("ID").required(true).value_parser(clap::value_parser!(i32)).help("PID (or PGID/SID with --pgid/--sid)"))
+        .arg(Arg::new("tree").short('T').long("tree").action(ArgAction::SetTrue).help("ID is a PID: the process and all its descendants (the default)"))
+        .arg(Arg::new("pid").short('p').long("pid").visible_alias("process").action(ArgAction::SetTrue).help("ID is a PID: that one process, all of its threads"))
+        .arg(Arg::new("pgid").short('g').long("pgid").visible_alias("group").action(ArgAction::SetTrue).help("ID is a process group (not supported yet)"))
+        .arg(Arg::new("sid").short('s').long("sid").visible_alias("session").action(ArgAction::SetTrue).help("ID is a session (not supported yet)"))
+        .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("write the image to FILE"))
+        .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("write the image to the open descriptor FD"))
+        .arg(Arg::new("cwd").short('c').long("cwd").action(ArgAction::SetTrue).help("write context.ID in the current directory (the default)"))
+        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").help("write context.ID in DIR"))
+        .arg(Arg::new("atomic").long("atomic").action(ArgAction::SetTrue).help("write a temporary file and rename it when whole (the default)"))
+        .arg(Arg::new("backup").long("backup").value_name("NAME").num_args(0..=1).require_equals(true).help("like --atomic, and keep an existing file as NAME (default FILE.~N~)"))
+        .arg(Arg::new("clobber").long("clobber").action(ArgAction::SetTrue).help("write straight into the destination"))
+        .arg(Arg::new("noclobber").long("noclobber").action(ArgAction::SetTrue).help("fail if the destination exists"))
+        .arg(Arg::new("sync").long("sync").action(ArgAction::SetTrue).help("fsync the image and its directory (the default)"))
+        .arg(Arg::new("nosync").long("nosync").action(ArgAction::SetTrue).help("do not fsync"))
+        .arg(Arg::new("time").short('t').long("time").value_name("SEC").value_parser(clap::value_parser!(u64)).help("give up after SEC seconds (0: no limit)"))
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
+        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("print progress"))
+        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"))
+        .arg(Arg::new("version").long("version").action(ArgAction::Version).help("print the version"));
+    let cmd = signal_args(cmd);
+    ["save-exe", "save-private", "save-shared", "save-all", "save-none", "ptraced-error", "ptraced-skip", "ptraced-allow", "ptracer-error", "ptracer-skip", "kmsg-none", "kmsg-error", "kmsg-warning"]
+        .iter()
+        .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
+        .version(VERSION)
+}
+
+/// How the image reaches its destination.
+enum Dest {
+    /// Temporary file renamed into place (with an optional backup name).
+    Atomic { path: PathBuf, tmp: PathBuf, backup: Option<Option<String>> },
+    /// Straight into the destination.
+    Direct { path: PathBuf },
+    /// An inherited descriptor.
+    Fd(i32),
+}
+
+fn last_index(m: &clap::ArgMatches, names: &[&str]) -> Option<&'static str> {
+    let all: &[&'static str] = &["atomic", "backup", "clobber", "noclobber"];
+    all.iter().copied().filter(|n| names.contains(n) && m.contains_id(n) && m.value_source(n) == Some(clap::parser::ValueSource::CommandLine)).max_by_key(|n| m.index_of(n))
+}
+
+fn main() {
+    let m = match command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            if e.kind() == clap::error::ErrorKind::DisplayVersion {
+                println!("cr_checkpoint version {VERSION}");
+                std::process::exit(0);
+            }
+            e.exit()
+        }
+        Err(e) => {
+            if !std::env::args().any(|a| a == "-q" || a == "--quiet") {
+                let _ = e.print();
+            }
+            std::process::exit(255)
+        }
+    };
+    let say = Say { quiet: m.get_flag("quiet") };
+    let id = *m.get_one::<i32>("id").expect("required by clap");
+    let code = match run(&m, id, &say) {
+        Ok(()) => 0,
+        Err((code, msg)) => {
+            say.err(format!("Checkpoint failed: {msg}"));
+            code
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
+    let einval = |s: String| (libc::EINVAL, s);
+    let scope = ["tree", "pid", "pgid", "sid"].into_iter().filter(|n| m.get_flag(n)).max_by_key(|n| m.index_of(n)).unwrap_or("tree");
+    if scope == "pgid" || scope == "sid" {
+        return Err((libc::EOPNOTSUPP, "--pgid and --sid scopes are not supported yet; use --tree or --pid".into()));
+    }
+    let dests: Vec<&str> = ["file", "fd", "cwd", "dir"].into_iter().filter(|d| m.value_source(d) == Some(clap::parser::ValueSource::CommandLine)).collect();
+    if dests.len() > 1 {
+        return Err(einval(format!("conflicting destinations: --{}", dests.join(" and --"))));
+    }
+    let target: Option<PathBuf> = match dests.first().copied() {
+        Some("file") => Some(PathBuf::from(m.get_one::<String>("file").expect("has value"))),
+        Some("dir") => Some(Path::new(m.get_one::<String>("dir").expect("has value")).join(format!("context.{pid}"))),
+        Some("fd") => None,
+        _ => Some(PathBuf::from(format!("context.{pid}"))),
+    };
+    let mode = last_index(m, &["atomic", "backup", "clobber", "noclobber"]).unwrap_or("atomic");
+    let dest = match (target, m.get_one::<i32>("fd")) {
+        (None, Some(&fd)) => Dest::Fd(fd),
+        (Some(path), _) => match mode {
+            "clobber" | "noclobber" => Dest::Direct { path },
+            _ => {
+                if path.is_dir() {
+                    return Err((libc::EISDIR, format!("{} is a directory (use --dir)", path.display())));
+                }
+                let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+                let backup = (mode == "backup").then(|| m.get_one::<String>("backup").cloned());
+                Dest::Atomic { tmp: dir.join(format!(".{base}.tmp")), path, backup }
+            }
+        },
+        (None, None) => unreachable!("fd destination always has a value"),
+    };
+    if scope == "tree" {
+        let children = crest_proc::read(pid, &format!("task/{pid}/children")).unwrap_or_default();
+        if !children.trim().is_empty() {
+            return Err((
+                libc::EOPNOTSUPP,
+                format!("PID {pid} has children ({}); process trees are not supported yet: use --pid to checkpoint the process alone", children.trim()),
+            ));
+        }
+    }
+    let sync = !(m.get_flag("nosync") && m.index_of("nosync") > m.index_of("sync"));
+    let signal = chosen_signal(m);
+    let verbose = m.get_flag("verbose") && !say.quiet;
+
+    // Open the destination before freezing: a bad destination must not stop the target at all.
+    let (file, shown): (File, String) = match &dest {
+        Dest::Fd(fd) => {
+            let f = File::from(std::os::fd::OwnedFd::from(
+                crest_cli_fd(*fd).map_err(|e| (e.raw_os_error().unwrap_or(libc::EBADF), format!("descriptor {fd}: {e}")))?,
+            ));
+            (f, format!("<fd{fd}>"))
+        }
+        Dest::Atomic { tmp, path, .. } => (open_new(tmp, false, true).map_err(|e| io_err(e, path))?, path.display().to_string()),
+        Dest::Direct { path } => (open_new(path, mode == "noclobber", true).map_err(|e| io_err(e, path))?, path.display().to_string()),
+    };
+    if verbose {
+        println!("targetfile='{shown}', scope={scope}, signal={signal}");
+    }
+    let cleanup = |dest: &Dest| match dest {
+        Dest::Atomic { tmp, .. } => {
+            let _ = std::fs::remove_file(tmp);
+        }
+        Dest::Direct { path } => {
+            let _ = std::fs::remove_file(path);
+        }
+        Dest::Fd(_) => {}
+    };
+    let started = Instant::now();
+    let result = (|| -> Result<_, DumpError> {
+        let mut frozen = crest_dump::freeze(pid)?;
+        let (w, _image, stats) = frozen.dump(BufWriter::with_capacity(1 << 20, file), scope)?;
+        let f = w.into_inner().map_err(|e| crest_image::ImageError::Io(e.into_error()))?;
+        if sync {
+            f.sync_all().map_err(crest_image::ImageError::Io)?;
+        }
+        Ok((frozen, stats))
+    })();
+    let (frozen, stats) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            cleanup(&dest);
+            return Err(dump_error(pid, e));
+        }
+    };
+    // The image is whole: put it in place, then apply the after-action.
+    if let Dest::Atomic { path, tmp, backup } = &dest {
+        let placed = (|| -> std::io::Result<()> {
+            if let Some(name) = backup {
+                if path.exists() {
+                    let b = match name {
+                        Some(n) => PathBuf::from(n),
+                        None => (1..).map(|n| PathBuf::from(format!("{}.~{n}~", path.display()))).find(|p| !p.exists()).expect("some number is free"),
+                    };
+                    std::fs::rename(path, b)?;
+                }
+            }
+            std::fs::rename(tmp, path)?;
+            if sync {
+                let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let _ = File::open(dir).and_then(|d| d.sync_all());
+            }
+            Ok(())
+        })();
+        if let Err(e) = placed {
+            cleanup(&dest);
+            drop(frozen);
+            return Err(io_err(e, path));
+        }
+    }
+    let kill = signal == libc::SIGKILL;
+    frozen.release(kill).map_err(|e| dump_error(pid, e))?;
+    if signal != 0 && !kill {
+        crest_ptrace::sys::kill(pid, signal).map_err(|e| (libc::ESRCH, format!("sending {} after the checkpoint: {e}", signal_name(signal))))?;
+    }
+    if verbose {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "checkpointed PID {pid} to {shown}: {} MiB of pages in {} mappings, {} remote syscalls, frozen {:.1} ms, total {:.1} ms",
+            stats.page_bytes >> 20,
+            stats.vmas,
+            stats.remote_syscalls,
+            stats.frozen_secs * 1e3,
+            secs * 1e3
+        );
+    }
+    Ok(())
+}
+
+/// The caller's descriptor `fd`, opened again through /proc so closing ours leaves theirs open.
+fn crest_cli_fd(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}")).map(Into::into)
+}
+
+fn open_new(path: &Path, excl: bool, trunc: bool) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).mode(0o400).custom_flags(libc::O_NOCTTY);
+    if excl {
+        o.create_new(true);
+    } else {
+        o.create(true).truncate(trunc);
+    }
+    match o.open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !excl && path.exists() => {
+            // An existing read-only image (mode 0400) is replaced, as BLCR does.
+            std::fs::remove_file(path)?;
+            o.open(path)
+        }
+        r => r,
+    }
+}
+
+fn io_err(e: std::io::Error, path: &Path) -> (i32, String) {
+    (e.raw_os_error().unwrap_or(libc::EIO), format!("{}: {e}", path.display()))
+}
+
+fn dump_error(pid: i32, e: DumpError) -> (i32, String) {
+    let code = match &e {
+        DumpError::NoProcess(_) => libc::ESRCH,
+        DumpError::Permission { .. } => libc::EPERM,
+        DumpError::Unsupported(_) | DumpError::Kind(crest_kinds::KindError::Unsupported(_)) => libc::EOPNOTSUPP,
+        DumpError::Image(crest_image::ImageError::Io(io)) => io.raw_os_error().unwrap_or(libc::EIO),
+        _ => libc::EIO,
+    };
+    let hint = match &e {
+        DumpError::NoProcess(_) => String::new(),
+        _ => format!(" (PID {pid} was left running as it was)"),
+    };
+    (code, format!("{e}{hint}"))
+}

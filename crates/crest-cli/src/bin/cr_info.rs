@@ -1,0 +1,89 @@
+//! `cr_info`: what a checkpoint image holds, for people (default) or tools (`--json`). The
+//! image is checked as `cr_restart` would check it; `--verify` also reads every page.
+use clap::{Arg, ArgAction, Command};
+use crest_image::{FdKind, ImageFile, SpecialArea, VmaBacking};
+use crest_kinds::memory::describe;
+
+fn main() {
+    let m = Command::new("cr_info")
+        .about("Describe a crest checkpoint image")
+        .version(crest_cli::VERSION)
+        .arg(Arg::new("file").value_name("FILE").required(true))
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the whole metadata as JSON"))
+        .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also check every page's checksum"))
+        .get_matches();
+    let path = m.get_one::<String>("file").expect("required");
+    let img = match ImageFile::open(std::path::Path::new(path)) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("cr_info: {path}: {e}");
+            std::process::exit(1);
+        }
+    };
+    if m.get_flag("verify") {
+        if let Err(e) = img.verify_pages(2) {
+            eprintln!("cr_info: {path}: {e}");
+            std::process::exit(1);
+        }
+    }
+    if m.get_flag("json") {
+        match serde_json::to_string_pretty(&img.image) {
+            Ok(s) => {
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{s}\n").as_bytes());
+            }
+            Err(e) => {
+                eprintln!("cr_info: {path}: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let mut out = String::new();
+    describe_image(&mut out, path, &img);
+    // A closed pipe (`cr_info ... | head`) is not an error worth a message.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+}
+
+fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
+    use std::fmt::Write;
+    let i = &img.image;
+    let _ = writeln!(o, "image:    {path} ({} bytes, format {}.{}, written by {})", img.len, img.header.major, img.header.minor, i.tool);
+    let _ = writeln!(o, "taken:    on {} (Linux {}), at {} (unix time), scope {}", i.host, i.kernel, i.time, i.scope);
+    let _ = writeln!(o, "pages:    {} bytes", i.page_bytes());
+    for p in &i.processes {
+        let cmd: Vec<String> = p.cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let _ = writeln!(o, "\nprocess {} (parent {}, group {}, session {}): {}", p.pid, p.ppid, p.pgid, p.sid, cmd.join(" "));
+        let _ = writeln!(o, "  exe {}  cwd {}  uid {}  umask {:03o}", p.exe, p.cwd, p.creds.uid[0], p.umask);
+        for t in &p.threads {
+            let _ = writeln!(o, "  thread {} ({}): rip {:#x} rsp {:#x}, xsave {} bytes, blocked {:#x}, {} pending", t.tid, t.comm, t.regs.rip, t.regs.rsp, t.xsave.len(), t.sigmask, t.pending.len());
+        }
+        let _ = writeln!(o, "  mappings ({}):", p.vmas.len());
+        for v in &p.vmas {
+            let prot = format!(
+                "{}{}{}{}",
+                if v.prot & 1 != 0 { 'r' } else { '-' },
+                if v.prot & 2 != 0 { 'w' } else { '-' },
+                if v.prot & 4 != 0 { 'x' } else { '-' },
+                if v.flags & crest_image::vma_flags::SHARED != 0 { 's' } else { 'p' }
+            );
+            let saved: u64 = v.pages.iter().map(|r| r.len).sum();
+            let extra = match &v.backing {
+                VmaBacking::File { offset, .. } => format!(" @{offset:#x}"),
+                VmaBacking::Special(SpecialArea::Vdso) => String::new(),
+                _ => String::new(),
+            };
+            let _ = writeln!(o, "    {:>14x}-{:<14x} {prot} {:>10} KiB, {:>10} KiB saved  {}{extra}", v.start, v.end, (v.end - v.start) >> 10, saved >> 10, describe(&v.backing));
+        }
+        let _ = writeln!(o, "  descriptors ({}):", p.fds.len());
+        for f in &p.fds {
+            let what = match &f.kind {
+                FdKind::Regular { path, pos, .. } => format!("file {path} at offset {pos}"),
+                FdKind::Directory { path, .. } => format!("directory {path}"),
+                FdKind::CharDevice { path, .. } => format!("device {path}"),
+                FdKind::Inherited { what } => format!("{what} (taken from cr_restart's own descriptor)"),
+            };
+            let _ = writeln!(o, "    {:>4}{} flags {:#o}: {what}", f.fd, if f.cloexec { " (cloexec)" } else { "" }, f.flags);
+        }
+        let _ = writeln!(o, "  signal actions: {}", p.sigactions.iter().map(|a| a.signo.to_string()).collect::<Vec<_>>().join(" "));
+    }
+}

@@ -1,0 +1,220 @@
+//! `cr_restart`: BLCR's restart command. It restores the image's process as its own child,
+//! stays in the foreground, forwards the signals it receives to it, and exits with its exit
+//! status or dies by the same signal. Options follow BLCR 0.8.6 (see the README).
+use std::fs::File;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, Command};
+use crest_cli::{chosen_signal, signal_args, signal_name, Say, VERSION};
+use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
+use crest_ptrace::sys::{self, ChildEnd};
+use crest_restore::{RestoreError, RestoreOptions};
+
+fn command() -> Command {
+    let cmd = Command::new("cr_restart")
+        .about("Restart a process from a checkpoint file")
+        .override_usage("cr_restart [options] [FILE]")
+        .disable_version_flag(true)
+        .disable_help_flag(true)
+        .arg(Arg::new("context").value_name("FILE").help("the checkpoint image"))
+        .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("the checkpoint image"))
+        .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("read the image from descriptor FD"))
+        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").hide(true))
+        .arg(Arg::new("restore-pid").long("restore-pid").action(ArgAction::SetTrue).help("give the process its saved PID (the default)"))
+        .arg(Arg::new("no-restore-pid").long("no-restore-pid").action(ArgAction::SetTrue).help("give the process a new PID"))
+        .arg(Arg::new("restore-pgid").long("restore-pgid").action(ArgAction::SetTrue).help("restore the process group (not supported yet)"))
+        .arg(Arg::new("no-restore-pgid").long("no-restore-pgid").action(ArgAction::SetTrue).help("join cr_restart's process group (the default)"))
+        .arg(Arg::new("restore-sid").long("restore-sid").action(ArgAction::SetTrue).help("restore the session (not supported yet)"))
+        .arg(Arg::new("no-restore-sid").long("no-restore-sid").action(ArgAction::SetTrue).help("join cr_restart's session (the default)"))
+        .arg(Arg::new("relocate").long("relocate").value_name("OLD=NEW").action(ArgAction::Append).help("paths under OLD are looked for under NEW (up to 16)"))
+        .arg(Arg::new("run-on-success").long("run-on-success").value_name("CMD").help("run CMD after a successful restart"))
+        .arg(Arg::new("run-on-failure").long("run-on-failure").value_name("CMD").help("run CMD after any failure"))
+        .arg(Arg::new("run-on-fail-args").long("run-on-fail-args").value_name("CMD").help("run CMD after a usage error"))
+        .arg(Arg::new("run-on-fail-temp").long("run-on-fail-temp").value_name("CMD").help("run CMD after a temporary failure (PID in use)"))
+        .arg(Arg::new("run-on-fail-env").long("run-on-fail-env").value_name("CMD").help("run CMD after a failure due to the environment (missing file, permission)"))
+        .arg(Arg::new("run-on-fail-perm").long("run-on-fail-perm").value_name("CMD").help("run CMD after any other failure"))
+        .arg(Arg::new("no-verify").long("no-verify").action(ArgAction::SetTrue).help("do not check page checksums while restoring"))
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
+        .arg(Arg::new("version").short('v').long("version").action(ArgAction::SetTrue).help("print the version"))
+        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"));
+    let cmd = signal_args(cmd);
+    ["omit-maybe", "omit-always", "omit-never", "kmsg-none", "kmsg-error", "kmsg-warning", "early-stop", "early-abrt"]
+        .iter()
+        .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
+}
+
+/// A failure: exit code, BLCR class for the hooks, message.
+struct Failure {
+    code: i32,
+    class: &'static str,
+    msg: String,
+}
+
+fn fail(code: i32, class: &'static str, msg: impl Into<String>) -> Failure {
+    Failure { code, class, msg: msg.into() }
+}
+
+fn hook(cmd: Option<&String>) -> Option<i32> {
+    let cmd = cmd?;
+    let st = std::process::Command::new("/bin/sh").arg("-c").arg(cmd).status().ok()?;
+    st.code().filter(|&c| c != 0)
+}
+
+fn main() {
+    let m = match command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.exit(),
+        Err(e) => {
+            if !std::env::args().any(|a| a == "-q" || a == "--quiet") {
+                let _ = e.print();
+            }
+            let fail_args = std::env::args().skip_while(|a| !a.starts_with("--run-on-fail")).nth(0);
+            let _ = fail_args;
+            std::process::exit(255)
+        }
+    };
+    if m.get_flag("version") {
+        println!("cr_restart version {VERSION}");
+        return;
+    }
+    let say = Say { quiet: m.get_flag("quiet") };
+    match run(&m, &say) {
+        Ok(never) => match never {},
+        Err(f) => {
+            let specific = format!("run-on-fail-{}", f.class);
+            if let Some(code) = hook(m.get_one::<String>(&specific).or(m.get_one::<String>("run-on-failure"))) {
+                std::process::exit(code);
+            }
+            say.err(format!("Restart failed: {}", f.msg));
+            std::process::exit(f.code)
+        }
+    }
+}
+
+enum Never {}
+
+fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
+    let sources = ["context", "file", "fd", "dir"].iter().filter(|s| m.contains_id(s)).count();
+    if sources != 1 {
+        return Err(fail(255, "args", "give exactly one image: FILE, --file FILE or --fd FD"));
+    }
+    if m.contains_id("dir") {
+        return Err(fail(libc::EINVAL, "args", "--dir is not implemented (as in BLCR); give the image file"));
+    }
+    if m.get_flag("restore-pgid") && m.index_of("restore-pgid") > m.index_of("no-restore-pgid") || m.get_flag("restore-sid") && m.index_of("restore-sid") > m.index_of("no-restore-sid") {
+        return Err(fail(libc::EOPNOTSUPP, "args", "--restore-pgid and --restore-sid are not supported yet"));
+    }
+    let relocs = parse_relocations(m.get_many::<String>("relocate").map(|v| v.cloned().collect()).unwrap_or_default())?;
+    let (file, shown) = if let Some(&fd) = m.get_one::<i32>("fd") {
+        (File::open(format!("/proc/self/fd/{fd}")).map_err(|e| fail(255, "args", format!("descriptor {fd}: {e}")))?, format!("<fd{fd}>"))
+    } else {
+        let p = m.get_one::<String>("context").or(m.get_one::<String>("file")).expect("one source");
+        (File::open(p).map_err(|e| fail(255, "args", format!("{p}: {e}")))?, p.clone())
+    };
+    let mut img = ImageFile::from_file(file).map_err(|e| image_failure(&shown, e))?;
+    for p in &mut img.image.processes {
+        relocate(p, &relocs);
+    }
+    let restore_pid = !(m.get_flag("no-restore-pid") && m.index_of("no-restore-pid") > m.index_of("restore-pid"));
+    let opts = RestoreOptions { restore_pid, verify: !m.get_flag("no-verify") };
+    // Signals that arrive while restoring wait; afterwards they are forwarded to the process.
+    let forwarded: Vec<i32> = (1..=64).filter(|&s| ![libc::SIGCHLD, libc::SIGKILL, libc::SIGSTOP].contains(&s)).collect();
+    sys::block_signals(&forwarded);
+    let restored = crest_restore::restore(&img, &opts).map_err(|e| restore_failure(&shown, e))?;
+    drop(img);
+    let pid = restored.pid;
+    let signal = chosen_signal(m);
+    if signal != 0 {
+        sys::kill(pid, signal).map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} after the restart: {e}", signal_name(signal))))?;
+    }
+    if let Some(code) = hook(m.get_one::<String>("run-on-success")) {
+        std::process::exit(code);
+    }
+    let _ = say;
+    std::thread::spawn(move || loop {
+        let sig = sys::wait_signal(&forwarded);
+        let _ = sys::kill(pid, sig);
+        if [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+            let _ = sys::kill(std::process::id() as i32, libc::SIGSTOP);
+        }
+    });
+    match sys::wait_child(pid) {
+        Ok(ChildEnd::Exited(code)) => std::process::exit(code),
+        Ok(ChildEnd::Signaled(sig)) => sys::die_by_signal(sig),
+        Err(e) => Err(fail(libc::ECHILD, "perm", format!("waiting for the restored process {pid}: {e}"))),
+    }
+}
+
+fn image_failure(shown: &str, e: ImageError) -> Failure {
+    let code = match &e {
+        ImageError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
+        _ => libc::EINVAL,
+    };
+    fail(code, "perm", format!("{shown}: {e}"))
+}
+
+fn restore_failure(shown: &str, e: RestoreError) -> Failure {
+    let code = match &e {
+        RestoreError::Spawn(crest_ptrace::husk::SpawnError::PidInUse(_)) => libc::EBUSY,
+        RestoreError::Spawn(crest_ptrace::husk::SpawnError::PidNeedsPrivilege(_)) => libc::EPERM,
+        RestoreError::Refused(_) => libc::ENOENT,
+        RestoreError::Image(_) => libc::EINVAL,
+        _ => libc::EIO,
+    };
+    fail(code, e.class(), format!("{shown}: {e}"))
+}
+
+/// BLCR's `--relocate OLD=NEW` syntax: `\=` is a literal `=`, `\\` a literal `\`.
+fn parse_relocations(args: Vec<String>) -> Result<Vec<(PathBuf, PathBuf)>, Failure> {
+    if args.len() > 16 {
+        return Err(fail(libc::EINVAL, "args", "Too many relocations (max is 16)"));
+    }
+    let mut out = Vec::new();
+    for a in args {
+        let mut parts = vec![String::new()];
+        let mut chars = a.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, chars.peek()) {
+                ('\\', Some('=')) | ('\\', Some('\\')) => parts.last_mut().expect("non-empty").push(chars.next().expect("peeked")),
+                ('=', _) => parts.push(String::new()),
+                _ => parts.last_mut().expect("non-empty").push(c),
+            }
+        }
+        let [old, new] = parts.as_slice() else { return Err(fail(libc::EINVAL, "args", format!("--relocate {a}: needs exactly one OLD=NEW"))) };
+        if !old.starts_with('/') || !new.starts_with('/') {
+            return Err(fail(libc::EINVAL, "args", format!("--relocate {a}: both paths must be absolute")));
+        }
+        let trim = |s: &str| if s.len() > 1 { s.trim_end_matches('/').to_string() } else { s.to_string() };
+        let (old, new) = (trim(old), trim(new));
+        if old != new {
+            out.push((PathBuf::from(old), PathBuf::from(new)));
+        }
+    }
+    Ok(out)
+}
+
+fn relocate_path(path: &mut String, relocs: &[(PathBuf, PathBuf)]) {
+    for (old, new) in relocs {
+        if let Ok(rest) = std::path::Path::new(path.as_str()).strip_prefix(old) {
+            *path = new.join(rest).to_string_lossy().into_owned();
+            return;
+        }
+    }
+}
+
+fn relocate(p: &mut Process, relocs: &[(PathBuf, PathBuf)]) {
+    if relocs.is_empty() {
+        return;
+    }
+    relocate_path(&mut p.cwd, relocs);
+    for v in &mut p.vmas {
+        if let VmaBacking::File { path, .. } = &mut v.backing {
+            relocate_path(path, relocs);
+        }
+    }
+    for f in &mut p.fds {
+        if let FdKind::Regular { path, .. } | FdKind::Directory { path, .. } = &mut f.kind {
+            relocate_path(path, relocs);
+        }
+    }
+}

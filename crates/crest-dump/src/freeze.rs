@@ -1,0 +1,216 @@
+//! Freezing a process, dumping it, and letting it go.
+use std::io::Write;
+use std::time::Instant;
+
+use crest_image::{Image, ImageWriter, Process, RECORD_VERSION};
+use crest_kinds::{fd, memory, mm, signals, task, thread, vdso, Scratch};
+use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
+
+use crate::{pages, DumpError, DumpStats};
+
+/// A frozen process: every thread seized and stopped.
+pub struct Frozen {
+    /// PID.
+    pub pid: i32,
+    threads: Vec<(Tracee, thread::Frozen)>,
+    since: Instant,
+    released: bool,
+}
+
+/// Seizes and stops every thread of `pid`.
+pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
+    let status = crest_proc::read(pid, "status").map_err(|_| DumpError::NoProcess(pid))?;
+    if let Some(t) = crest_proc::status_field(&status, "TracerPid").filter(|t| *t != "0") {
+        return Err(DumpError::Permission { pid, why: format!("it is already traced by PID {t} (a debugger or another checkpoint)") });
+    }
+    let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false };
+    loop {
+        let tids = crest_proc::tasks(pid).map_err(|_| DumpError::NoProcess(pid))?;
+        let new: Vec<i32> = tids.into_iter().filter(|t| !f.threads.iter().any(|(x, _)| x.tid == *t)).collect();
+        if new.is_empty() {
+            break;
+        }
+        for tid in new {
+            let t = match Tracee::seize(tid) {
+                Ok(t) => t,
+                Err(TraceError::Ptrace { err, .. }) if err.raw_os_error() == Some(libc::ESRCH) => continue, // exited meanwhile
+                Err(TraceError::Ptrace { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
+                    return Err(DumpError::Permission {
+                        pid,
+                        why: "ptrace was refused (another user's process, a setuid program, or kernel.yama.ptrace_scope forbids it; run as its owner or as root)".into(),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
+            t.interrupt()?;
+            let mut stolen = Vec::new();
+            loop {
+                match t.wait_stop()? {
+                    StopKind::Event => break,
+                    StopKind::Signal(_) => {
+                        stolen.push(t.siginfo()?);
+                        t.cont(0)?;
+                    }
+                    StopKind::Syscall | StopKind::OtherEvent(_) => t.cont(0)?,
+                }
+            }
+            let regs = t.regs()?;
+            let sigmask = t.sigmask()?;
+            f.threads.push((t, thread::Frozen { regs, sigmask, stolen }));
+        }
+    }
+    if f.threads.is_empty() {
+        return Err(DumpError::NoProcess(pid));
+    }
+    f.since = Instant::now();
+    Ok(f)
+}
+
+impl Frozen {
+    /// Number of threads.
+    pub fn thread_count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Writes the image of the frozen process into `out`; returns the sink and figures.
+    pub fn dump<W: Write + Send>(&mut self, out: W, scope: &str) -> Result<(W, Image, DumpStats), DumpError> {
+        let pid = self.pid;
+        if self.threads.len() > 1 {
+            return Err(DumpError::Unsupported(format!("PID {pid} has {} threads; multithreaded processes are not supported yet", self.threads.len())));
+        }
+        let (leader, frozen) = &self.threads[0];
+        let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
+        let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
+        let status = crest_proc::read(pid, "status")?;
+        let vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
+        let fds = fd::dump_all(pid)?;
+        let ts = task::dump(pid, &status)?;
+        let exe = crest_proc::readlink(pid, "exe")?;
+        if exe.ends_with(" (deleted)") {
+            return Err(DumpError::Unsupported(format!("PID {pid}: its executable {exe} was deleted; that is not supported yet")));
+        }
+        let vdso_area = vdso::areas(&maps).into_iter().find(|a| a.0 == crest_image::SpecialArea::Vdso);
+        let Some((_, vs, ve)) = vdso_area else {
+            return Err(DumpError::Unsupported(format!("PID {pid} has no vDSO; crest needs one to run system calls inside it")));
+        };
+        let ip = find_syscall_insn(pid, vs, ve)?;
+
+        // Borrow the leader: all signals blocked so no handler runs on borrowed registers.
+        leader.set_sigmask(!0)?;
+        let mut remote = Remote::new(leader, ip, frozen.regs);
+        let scratch = Scratch::map(&mut remote, pid, 0)?;
+        let collected = (|| -> Result<_, DumpError> {
+            let sigactions = signals::dump_actions(&mut remote, &scratch, &status)?;
+            let mmst = mm::dump(&mut remote, pid, &stat)?;
+            let th = thread::dump(leader, &mut remote, &scratch, pid, frozen)?;
+            Ok((sigactions, mmst, th))
+        })();
+        let cured = scratch.unmap(&mut remote);
+        let (sigactions, mmst, th) = collected?;
+        cured?;
+        let remote_syscalls = remote.count;
+        let shared_pending = leader.pending_signals(true)?;
+
+        let mut w = ImageWriter::new(out)?;
+        let (vmas, page_bytes) = pages::write_pages(pid, vmas, &mut w)?;
+        let (release, host) = crest_ptrace::sys::uname();
+        let image = Image {
+            v: RECORD_VERSION,
+            tool: concat!("crest ", env!("CARGO_PKG_VERSION")).to_string(),
+            kernel: release,
+            host,
+            time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            root_pid: pid,
+            scope: scope.to_string(),
+            vdso_layout: vdso::layout(&maps),
+            processes: vec![Process {
+                v: RECORD_VERSION,
+                pid,
+                ppid: stat.ppid,
+                pgid: stat.pgrp,
+                sid: stat.session,
+                exe,
+                cmdline: crest_proc::read_bytes(pid, "cmdline")?,
+                creds: ts.creds,
+                cwd: ts.cwd,
+                root: ts.root,
+                umask: ts.umask,
+                personality: ts.personality,
+                rlimits: ts.rlimits,
+                mm: mmst,
+                fds,
+                sigactions,
+                shared_pending,
+                threads: vec![th],
+                vmas,
+            }],
+        };
+        let out = w.finish(&image)?;
+        let stats = DumpStats { page_bytes, vmas: image.processes[0].vmas.len(), remote_syscalls, frozen_secs: self.since.elapsed().as_secs_f64() };
+        Ok((out, image, stats))
+    }
+
+    /// Lets the process go: registers, masks and kept signals back as they were, then detach.
+    /// With `kill`, SIGKILL it instead (after a successful checkpoint with `--kill`).
+    pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
+        self.released = true;
+        if kill {
+            crest_ptrace::sys::kill(self.pid, libc::SIGKILL)?;
+            for (t, _) in &self.threads {
+                let _ = t.wait_stop();
+            }
+            return Ok(());
+        }
+        let mut first_err = None;
+        for (t, fz) in std::mem::take(&mut self.threads) {
+            if let Err(e) = release_thread(self.pid, t, &fz) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Puts one thread back as it was and detaches. The thread may sit in a syscall-exit stop
+/// after remote syscalls; it is interrupted once more and let go from that event stop, so the
+/// kernel itself applies its syscall-restart rules to the original registers.
+fn release_thread(pid: i32, t: Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
+    if !fz.stolen.is_empty() {
+        requeue(pid, &t, fz)?;
+    }
+    t.set_regs(&fz.regs)?;
+    t.set_sigmask(fz.sigmask)?;
+    t.interrupt()?;
+    t.cont(0)?;
+    loop {
+        match t.wait_stop()? {
+            StopKind::Event => break,
+            StopKind::Signal(_) => t.cont(0)?, // signals are blocked; cannot happen but must not hang
+            _ => t.cont(0)?,
+        }
+    }
+    t.detach(0)?;
+    Ok(())
+}
+
+/// Queues the signals taken during the freeze again, from inside the thread.
+fn requeue(pid: i32, t: &Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
+    let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
+    let Some((_, vs, ve)) = vdso::areas(&maps).into_iter().find(|a| a.0 == crest_image::SpecialArea::Vdso) else { return Ok(()) };
+    t.set_sigmask(!0)?;
+    let mut remote = Remote::new(t, find_syscall_insn(pid, vs, ve)?, fz.regs);
+    let scratch = Scratch::map(&mut remote, pid, 0)?;
+    let r = signals::restore_pending(&mut remote, &scratch, pid, Some(t.tid), &fz.stolen);
+    scratch.unmap(&mut remote)?;
+    Ok(r?)
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.released {
+            for (t, fz) in std::mem::take(&mut self.threads) {
+                let _ = release_thread(self.pid, t, &fz);
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The checkpoint pipeline.
+//!
+//! 1. [`freeze`]: `PTRACE_SEIZE` + `PTRACE_INTERRUPT` every thread, rescanning
+//!    `/proc/PID/task` until no new thread appears; signals dequeued on the way are kept.
+//! 2. [`Frozen::dump`]: borrow the leader for remote syscalls (all its signals blocked, a scratch
+//!    page mapped), collect every object kind (`crest-kinds`), and stream the page data into
+//!    the image through a two-stage pipeline (this thread reads target memory with
+//!    `process_vm_readv`, a writer thread checksums and writes), then the metadata.
+//! 3. [`Frozen::release`]: unmap the scratch page, queue the kept signals again, put back
+//!    registers and mask, and let the threads go (or kill them), exactly as they were.
+//!
+//! A [`Frozen`] dropped without `release` lets the target go too: a failed checkpoint never
+//! leaves the target stopped or traced.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod freeze;
+mod pages;
+
+pub use freeze::{freeze, Frozen};
+
+/// What went wrong during a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// No such process.
+    #[error("no process with PID {0}")]
+    NoProcess(i32),
+    /// Not allowed to trace it.
+    #[error("not permitted to checkpoint PID {pid}: {why}")]
+    Permission {
+        /// The process.
+        pid: i32,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// Something in the process is not supported.
+    #[error("{0}")]
+    Unsupported(String),
+    /// An object could not be dumped.
+    #[error(transparent)]
+    Kind(#[from] crest_kinds::KindError),
+    /// The tracer failed.
+    #[error(transparent)]
+    Trace(#[from] crest_ptrace::TraceError),
+    /// /proc could not be read.
+    #[error(transparent)]
+    Proc(#[from] crest_proc::ProcError),
+    /// Writing the image failed.
+    #[error("writing the image: {0}")]
+    Image(#[from] crest_image::ImageError),
+}
+
+/// Figures about one checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct DumpStats {
+    /// Bytes of page data written.
+    pub page_bytes: u64,
+    /// Number of mappings.
+    pub vmas: usize,
+    /// Remote syscalls made.
+    pub remote_syscalls: u64,
+    /// Time the process was frozen until the image was complete, in seconds.
+    pub frozen_secs: f64,
+}

@@ -1,0 +1,64 @@
+//! Errors of image parsing and writing: each says what is wrong and where.
+use std::io;
+
+/// What can be wrong with an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Reading or writing the file failed.
+    #[error("i/o error on image: {0}")]
+    Io(#[from] io::Error),
+    /// The file does not start with crest's magic.
+    #[error("not a crest image (bad magic {found:02x?})")]
+    BadMagic {
+        /// The first bytes found.
+        found: Vec<u8>,
+    },
+    /// A version this build cannot read.
+    #[error("image format version {found_major}.{found_minor} is not supported (this crest reads {supported_major}.x)")]
+    Version {
+        /// Major found.
+        found_major: u32,
+        /// Minor found.
+        found_minor: u32,
+        /// Major this crate reads.
+        supported_major: u32,
+    },
+    /// The file is shorter than its own structure says.
+    #[error("image is truncated: {what} needs bytes up to {needed}, file has {len}")]
+    Truncated {
+        /// What did not fit.
+        what: &'static str,
+        /// The end offset required.
+        needed: u64,
+        /// The file length.
+        len: u64,
+    },
+    /// A checksum did not match.
+    #[error("checksum mismatch in {what}: the image is corrupt")]
+    Checksum {
+        /// Which part.
+        what: String,
+    },
+    /// The metadata record could not be decoded.
+    #[error("cannot decode {what}: {source}")]
+    Decode {
+        /// Which record.
+        what: &'static str,
+        /// Decoder error.
+        source: postcard::Error,
+    },
+    /// Encoding failed (a bug, or out of memory).
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// Which record.
+        what: &'static str,
+        /// Encoder error.
+        source: postcard::Error,
+    },
+    /// A required section is missing from the table.
+    #[error("image has no {0:?} section")]
+    MissingSection(crate::SectionKind),
+    /// A record holds values that cannot be right.
+    #[error("invalid image: {0}")]
+    Invalid(String),
+}

@@ -1,0 +1,151 @@
+//! The fixed-size framing of an image: header, trailer and section table entries.
+//!
+//! ```text
+//! 0              Header (HEADER_LEN bytes, little-endian, checksummed)
+//! HEADER_LEN     page data: runs of whole pages, each run page-aligned
+//! ...            sections (metadata), then the section table (postcard Vec<SectionEntry>)
+//! len-64         Trailer (TRAILER_LEN bytes): where the table is and its checksum
+//! ```
+//! Page data comes first so that a checkpoint can be streamed into a pipe; the trailer at the
+//! end makes truncation detectable before any record is decoded.
+use serde::{Deserialize, Serialize};
+
+use crate::{checksum, ImageError};
+
+/// First 8 bytes of every image.
+pub const MAGIC: [u8; 8] = *b"CRESTIMG";
+/// First 8 bytes of the trailer.
+pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
+/// Incompatible changes bump this; readers refuse other majors.
+pub const FORMAT_MAJOR: u32 = 1;
+/// Compatible additions bump this.
+pub const FORMAT_MINOR: u32 = 0;
+/// Size of the header; page data starts here, page aligned.
+pub const HEADER_LEN: u64 = 4096;
+/// Size of the trailer.
+pub const TRAILER_LEN: u64 = 64;
+/// Page size images are written with.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The fixed header at offset 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Format major version.
+    pub major: u32,
+    /// Format minor version.
+    pub minor: u32,
+    /// Page size of the page data.
+    pub page_size: u32,
+    /// Reserved flags, 0.
+    pub flags: u32,
+}
+
+impl Header {
+    /// Header of an image written by this build.
+    pub fn current() -> Self {
+        Header { major: FORMAT_MAJOR, minor: FORMAT_MINOR, page_size: PAGE_SIZE as u32, flags: 0 }
+    }
+
+    /// The HEADER_LEN bytes of this header.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_LEN as usize];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&self.major.to_le_bytes());
+        b[12..16].copy_from_slice(&self.minor.to_le_bytes());
+        b[16..20].copy_from_slice(&self.page_size.to_le_bytes());
+        b[20..24].copy_from_slice(&self.flags.to_le_bytes());
+        let sum = checksum(&b[0..24]);
+        b[24..32].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks the first bytes of a file.
+    pub fn decode(b: &[u8]) -> Result<Self, ImageError> {
+        if b.len() < 32 || b[0..8] != MAGIC {
+            return Err(ImageError::BadMagic { found: b[..b.len().min(8)].to_vec() });
+        }
+        let major = u32_at(b, 8);
+        let minor = u32_at(b, 12);
+        if major != FORMAT_MAJOR {
+            return Err(ImageError::Version { found_major: major, found_minor: minor, supported_major: FORMAT_MAJOR });
+        }
+        if u64_at(b, 24) != checksum(&b[0..24]) {
+            return Err(ImageError::Checksum { what: "header".into() });
+        }
+        let h = Header { major, minor, page_size: u32_at(b, 16), flags: u32_at(b, 20) };
+        if u64::from(h.page_size) != PAGE_SIZE {
+            return Err(ImageError::Invalid(format!("page size {} is not supported", h.page_size)));
+        }
+        Ok(h)
+    }
+}
+
+/// The fixed trailer in the last TRAILER_LEN bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    /// Offset of the section table.
+    pub table_offset: u64,
+    /// Length of the section table.
+    pub table_len: u64,
+    /// Checksum of the section table bytes.
+    pub table_sum: u64,
+}
+
+impl Trailer {
+    /// The TRAILER_LEN bytes of this trailer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; TRAILER_LEN as usize];
+        b[0..8].copy_from_slice(&TRAILER_MAGIC);
+        b[8..16].copy_from_slice(&self.table_offset.to_le_bytes());
+        b[16..24].copy_from_slice(&self.table_len.to_le_bytes());
+        b[24..32].copy_from_slice(&self.table_sum.to_le_bytes());
+        let sum = checksum(&b[0..32]);
+        b[32..40].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks the trailer bytes.
+    pub fn decode(b: &[u8]) -> Result<Self, ImageError> {
+        if b.len() != TRAILER_LEN as usize || b[0..8] != TRAILER_MAGIC {
+            return Err(ImageError::Invalid("no trailer at the end of the file (the image is truncated or was not finished)".into()));
+        }
+        if u64_at(b, 32) != checksum(&b[0..32]) {
+            return Err(ImageError::Checksum { what: "trailer".into() });
+        }
+        Ok(Trailer { table_offset: u64_at(b, 8), table_len: u64_at(b, 16), table_sum: u64_at(b, 24) })
+    }
+}
+
+/// What a section holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SectionKind {
+    /// The [`crate::Image`] record, postcard-encoded.
+    Meta,
+    /// Page data; each run is checksummed on its own in the metadata.
+    Pages,
+}
+
+/// One row of the section table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SectionEntry {
+    /// What it holds.
+    pub kind: SectionKind,
+    /// Where it starts.
+    pub offset: u64,
+    /// How long it is.
+    pub len: u64,
+    /// Checksum of its bytes (0 for `Pages`, whose runs carry their own).
+    pub sum: u64,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}

@@ -1,0 +1,137 @@
+//! Opening an image: framing, checksums and validation before anything is used.
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::format::{Header, SectionEntry, SectionKind, Trailer, HEADER_LEN, TRAILER_LEN};
+use crate::{checksum, validate, Image, ImageError, PageRun};
+
+/// Largest metadata section accepted (a guard against absurd sizes in a corrupt table).
+const MAX_META: u64 = 1 << 30;
+
+/// An opened, checked image: the file, its framing and its decoded metadata.
+#[derive(Debug)]
+pub struct ImageFile {
+    /// The open file; page data is read from it at the offsets in the records.
+    pub file: File,
+    /// The file's length.
+    pub len: u64,
+    /// The header.
+    pub header: Header,
+    /// The section table.
+    pub sections: Vec<SectionEntry>,
+    /// The metadata.
+    pub image: Image,
+}
+
+/// Positioned reads from a file or a byte slice.
+trait ReadAt {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for &[u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let src = start.checked_add(buf.len()).and_then(|end| self.get(start..end)).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+impl ImageFile {
+    /// Opens and checks the image at `path` (see [`ImageFile::from_file`]).
+    pub fn open(path: &Path) -> Result<Self, ImageError> {
+        Self::from_file(File::open(path)?)
+    }
+
+    /// Checks header, trailer, section table and metadata of `file`, and validates every record.
+    /// Page data is not read here: see [`ImageFile::verify_pages`].
+    pub fn from_file(file: File) -> Result<Self, ImageError> {
+        let len = file.metadata()?.len();
+        let (header, sections, image) = parse(&file, len)?;
+        Ok(ImageFile { file, len, header, sections, image })
+    }
+
+    /// Parses and validates an image held in memory (used by the fuzzer and tests).
+    pub fn check_bytes(bytes: &[u8]) -> Result<Image, ImageError> {
+        parse(&bytes, bytes.len() as u64).map(|(_, _, image)| image)
+    }
+
+    /// Every page run with the pid it belongs to.
+    pub fn runs(&self) -> Vec<(i32, PageRun)> {
+        self.image.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().map(move |r| (p.pid, *r)))).collect()
+    }
+
+    /// Reads every page run and checks its checksum, on `workers` threads.
+    /// Returns the first mismatch, naming the process and address.
+    pub fn verify_pages(&self, workers: usize) -> Result<(), ImageError> {
+        let runs = self.runs();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers.max(1))
+                .map(|_| {
+                    s.spawn(|| -> Result<(), ImageError> {
+                        let mut buf = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((pid, r)) = runs.get(i) else { return Ok(()) };
+                            buf.resize(r.len as usize, 0);
+                            FileExt::read_exact_at(&self.file, &mut buf, r.offset)?;
+                            if checksum(&buf) != r.sum {
+                                return Err(ImageError::Checksum { what: format!("page data of pid {pid} at {:#x}..{:#x}", r.vaddr, r.vaddr + r.len) });
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(ImageError::Invalid("page verifier panicked".into()))))
+        })
+    }
+}
+
+fn parse(src: &impl ReadAt, len: u64) -> Result<(Header, Vec<SectionEntry>, Image), ImageError> {
+    let mut head = vec![0u8; HEADER_LEN.min(len) as usize];
+    src.read_exact_at(&mut head, 0)?;
+    let header = Header::decode(&head)?;
+    if len < HEADER_LEN + TRAILER_LEN {
+        return Err(ImageError::Truncated { what: "header and trailer", needed: HEADER_LEN + TRAILER_LEN, len });
+    }
+    let mut tb = vec![0u8; TRAILER_LEN as usize];
+    src.read_exact_at(&mut tb, len - TRAILER_LEN)?;
+    let trailer = Trailer::decode(&tb)?;
+    let table_ok = trailer.table_offset.checked_add(trailer.table_len).is_some_and(|e| e <= len - TRAILER_LEN);
+    if !table_ok || trailer.table_offset < HEADER_LEN || trailer.table_len > 4096 {
+        return Err(ImageError::Invalid(format!("section table at {}+{} lies outside the file", trailer.table_offset, trailer.table_len)));
+    }
+    let mut table = vec![0u8; trailer.table_len as usize];
+    src.read_exact_at(&mut table, trailer.table_offset)?;
+    if checksum(&table) != trailer.table_sum {
+        return Err(ImageError::Checksum { what: "section table".into() });
+    }
+    let sections: Vec<SectionEntry> = postcard::from_bytes(&table).map_err(|source| ImageError::Decode { what: "section table", source })?;
+    for s in &sections {
+        if s.offset < HEADER_LEN || s.offset.checked_add(s.len).is_none_or(|e| e > trailer.table_offset) {
+            return Err(ImageError::Invalid(format!("{:?} section at {}+{} lies outside the file", s.kind, s.offset, s.len)));
+        }
+    }
+    let find = |k| sections.iter().find(|s| s.kind == k).copied().ok_or(ImageError::MissingSection(k));
+    let meta = find(SectionKind::Meta)?;
+    let pages = find(SectionKind::Pages)?;
+    if meta.len > MAX_META {
+        return Err(ImageError::Invalid(format!("metadata of {} bytes is too large", meta.len)));
+    }
+    let mut mb = vec![0u8; meta.len as usize];
+    src.read_exact_at(&mut mb, meta.offset)?;
+    if checksum(&mb) != meta.sum {
+        return Err(ImageError::Checksum { what: "metadata section".into() });
+    }
+    let image: Image = postcard::from_bytes(&mb).map_err(|source| ImageError::Decode { what: "image metadata", source })?;
+    validate::validate(&image, pages.offset, pages.offset + pages.len)?;
+    Ok((header, sections, image))
+}

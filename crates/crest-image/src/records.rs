@@ -1,0 +1,386 @@
+//! The records of an image: what crest saves of a process tree.
+//!
+//! Every top-level record carries a `v` field, the record's own version, so that one record can
+//! change without a new format major; readers refuse versions they do not know
+//! ([`crate::validate`]). Records are plain data, encoded with postcard.
+use serde::{Deserialize, Serialize};
+
+/// Version of [`Image`], [`Process`], [`Thread`], [`Vma`] and [`FdRecord`] written by this build.
+pub const RECORD_VERSION: u16 = 1;
+
+/// The whole checkpoint: a tree of processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// Record version.
+    pub v: u16,
+    /// crest version that wrote it.
+    pub tool: String,
+    /// Kernel release at checkpoint (`uname -r`).
+    pub kernel: String,
+    /// Host name at checkpoint.
+    pub host: String,
+    /// Seconds since the epoch when the checkpoint was taken.
+    pub time: u64,
+    /// The PID the user named.
+    pub root_pid: i32,
+    /// Scope the checkpoint was taken with (`tree`, `pid`, `pgid`, `sid`).
+    pub scope: String,
+    /// Size and layout of the vDSO areas of the checkpointing kernel.
+    pub vdso_layout: Vec<(SpecialArea, u64)>,
+    /// The processes, parents before children.
+    pub processes: Vec<Process>,
+}
+
+/// One process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// Record version.
+    pub v: u16,
+    /// PID.
+    pub pid: i32,
+    /// Parent PID (0 when the parent is outside the image).
+    pub ppid: i32,
+    /// Process group.
+    pub pgid: i32,
+    /// Session.
+    pub sid: i32,
+    /// Executable path (`/proc/PID/exe`).
+    pub exe: String,
+    /// Command line, NUL-separated as in `/proc/PID/cmdline`.
+    pub cmdline: Vec<u8>,
+    /// Credentials at checkpoint.
+    pub creds: Creds,
+    /// Current directory.
+    pub cwd: String,
+    /// Root directory.
+    pub root: String,
+    /// File creation mask.
+    pub umask: u32,
+    /// `personality(2)` value.
+    pub personality: u32,
+    /// Resource limits, indexed by resource number.
+    pub rlimits: Vec<Rlimit>,
+    /// Memory descriptor values restored with `PR_SET_MM_MAP`.
+    pub mm: MmState,
+    /// Mappings, sorted by address.
+    pub vmas: Vec<Vma>,
+    /// Open file descriptors.
+    pub fds: Vec<FdRecord>,
+    /// Signal dispositions for signals 1..=64 that are not SIG_DFL.
+    pub sigactions: Vec<SigAction>,
+    /// Signals pending for the whole process (raw 128-byte siginfo each).
+    pub shared_pending: Vec<Vec<u8>>,
+    /// Threads; the first is the thread-group leader.
+    pub threads: Vec<Thread>,
+}
+
+/// User and group ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Creds {
+    /// Real, effective, saved, filesystem uid.
+    pub uid: [u32; 4],
+    /// Real, effective, saved, filesystem gid.
+    pub gid: [u32; 4],
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// Effective capability set (bitmask).
+    pub cap_eff: u64,
+}
+
+/// One resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// Resource number (`RLIMIT_*`).
+    pub resource: u32,
+    /// Soft limit.
+    pub cur: u64,
+    /// Hard limit.
+    pub max: u64,
+}
+
+/// The memory descriptor fields of `struct prctl_mm_map`, and the auxiliary vector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MmState {
+    /// Start of code.
+    pub start_code: u64,
+    /// End of code.
+    pub end_code: u64,
+    /// Start of data.
+    pub start_data: u64,
+    /// End of data.
+    pub end_data: u64,
+    /// Start of the heap.
+    pub start_brk: u64,
+    /// Current program break.
+    pub brk: u64,
+    /// Start of the main stack.
+    pub start_stack: u64,
+    /// Start of argv strings.
+    pub arg_start: u64,
+    /// End of argv strings.
+    pub arg_end: u64,
+    /// Start of environment strings.
+    pub env_start: u64,
+    /// End of environment strings.
+    pub env_end: u64,
+    /// The auxiliary vector, as u64 words.
+    pub auxv: Vec<u64>,
+}
+
+/// Special mappings the kernel provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpecialArea {
+    /// `[vvar]`.
+    Vvar,
+    /// `[vvar_vclock]`.
+    VvarVclock,
+    /// `[vdso]`.
+    Vdso,
+    /// `[vsyscall]` (fixed, never moved).
+    Vsyscall,
+}
+
+/// What backs a mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmaBacking {
+    /// Private anonymous memory (heap, stack, `mmap(MAP_ANONYMOUS|MAP_PRIVATE)`).
+    Anon,
+    /// Shared anonymous memory, restored through a memfd; `id` is the same for all mappings of one object.
+    SharedAnon {
+        /// Identity of the shared object (device:inode at checkpoint).
+        id: u64,
+        /// Size of the object.
+        size: u64,
+    },
+    /// A file mapping.
+    File {
+        /// Path at checkpoint.
+        path: String,
+        /// Offset into the file.
+        offset: u64,
+        /// Device number at checkpoint.
+        dev: u64,
+        /// Inode at checkpoint.
+        ino: u64,
+        /// File size at checkpoint.
+        size: u64,
+        /// Modification time (ns) at checkpoint, to notice a changed file.
+        mtime_ns: i64,
+    },
+    /// A kernel special mapping.
+    Special(SpecialArea),
+}
+
+/// Bits of [`Vma::flags`].
+pub mod vma_flags {
+    /// MAP_SHARED.
+    pub const SHARED: u32 = 1;
+    /// Grows down (the main stack).
+    pub const GROWSDOWN: u32 = 2;
+    /// `[heap]`.
+    pub const HEAP: u32 = 4;
+    /// `[stack]`.
+    pub const STACK: u32 = 8;
+    /// Locked (mlock).
+    pub const LOCKED: u32 = 16;
+}
+
+/// madvise() states restored on a mapping, bits of [`Vma::madv`].
+pub mod madv_flags {
+    /// MADV_DONTFORK (`dc`).
+    pub const DONTFORK: u32 = 1;
+    /// MADV_WIPEONFORK (`wf`).
+    pub const WIPEONFORK: u32 = 2;
+    /// MADV_DONTDUMP (`dd`).
+    pub const DONTDUMP: u32 = 4;
+    /// MADV_HUGEPAGE (`hg`).
+    pub const HUGEPAGE: u32 = 8;
+    /// MADV_NOHUGEPAGE (`nh`).
+    pub const NOHUGEPAGE: u32 = 16;
+    /// MADV_MERGEABLE (`mg`).
+    pub const MERGEABLE: u32 = 32;
+    /// MADV_RANDOM (`rr`).
+    pub const RANDOM: u32 = 64;
+    /// MADV_SEQUENTIAL (`sr`).
+    pub const SEQUENTIAL: u32 = 128;
+}
+
+/// One memory mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vma {
+    /// Record version.
+    pub v: u16,
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: u32,
+    /// [`vma_flags`] bits.
+    pub flags: u32,
+    /// [`madv_flags`] bits.
+    pub madv: u32,
+    /// What backs it.
+    pub backing: VmaBacking,
+    /// Saved page contents, sorted by address, inside `start..end`.
+    pub pages: Vec<PageRun>,
+}
+
+/// A run of saved pages: `len` bytes for `vaddr..vaddr+len`, at `offset` in the image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRun {
+    /// Address in the process.
+    pub vaddr: u64,
+    /// Length in bytes, a multiple of the page size.
+    pub len: u64,
+    /// Offset of the data in the image file, page aligned.
+    pub offset: u64,
+    /// Checksum of the data.
+    pub sum: u64,
+}
+
+/// One open file descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdRecord {
+    /// Record version.
+    pub v: u16,
+    /// Descriptor number.
+    pub fd: i32,
+    /// File status flags (`O_*`, from fdinfo), access mode included.
+    pub flags: u32,
+    /// Close-on-exec.
+    pub cloexec: bool,
+    /// What it refers to.
+    pub kind: FdKind,
+}
+
+/// The kinds of files a descriptor can refer to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    /// A regular file, reopened by path.
+    Regular {
+        /// Path at checkpoint.
+        path: String,
+        /// File offset.
+        pos: u64,
+        /// Size at checkpoint.
+        size: u64,
+        /// Device number.
+        dev: u64,
+        /// Inode.
+        ino: u64,
+    },
+    /// A directory, reopened by path.
+    Directory {
+        /// Path.
+        path: String,
+        /// Offset.
+        pos: u64,
+    },
+    /// A character device that can be reopened by path (`/dev/null`, `/dev/zero`, ...).
+    CharDevice {
+        /// Path.
+        path: String,
+        /// Device number.
+        rdev: u64,
+    },
+    /// Something outside the image (a terminal, a pipe or socket to a process not checkpointed):
+    /// restored as the descriptor of the same number that `cr_restart` itself has, as BLCR did.
+    Inherited {
+        /// What it was, for messages (`/dev/pts/3`, `pipe:[1234]`).
+        what: String,
+    },
+}
+
+/// One signal's disposition, as the kernel's `struct sigaction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAction {
+    /// Signal number.
+    pub signo: u32,
+    /// Handler address, or SIG_IGN (1).
+    pub handler: u64,
+    /// SA_* flags.
+    pub flags: u64,
+    /// Restorer address.
+    pub restorer: u64,
+    /// Mask during the handler.
+    pub mask: u64,
+}
+
+/// x86-64 general registers (`struct user_regs_struct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[allow(missing_docs)]
+pub struct Regs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+/// rseq registration of a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rseq {
+    /// Address of `struct rseq`.
+    pub addr: u64,
+    /// Its registered length.
+    pub len: u32,
+    /// Abort signature.
+    pub sig: u32,
+}
+
+/// One thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thread {
+    /// Record version.
+    pub v: u16,
+    /// Thread id.
+    pub tid: i32,
+    /// Name (`comm`).
+    pub comm: String,
+    /// General registers.
+    pub regs: Regs,
+    /// The XSAVE area (x87, SSE, AVX, ...) as `PTRACE_GETREGSET(NT_X86_XSTATE)` returns it.
+    pub xsave: Vec<u8>,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// Signals pending for this thread (raw 128-byte siginfo each).
+    pub pending: Vec<Vec<u8>>,
+    /// `clear_child_tid` (`set_tid_address`).
+    pub clear_child_tid: u64,
+    /// Robust futex list head and length.
+    pub robust_list: (u64, u64),
+    /// Alternate signal stack: sp, flags, size.
+    pub altstack: (u64, i32, u64),
+    /// rseq registration, if any.
+    pub rseq: Option<Rseq>,
+}
+
+impl Image {
+    /// Total bytes of page data the image holds.
+    pub fn page_bytes(&self) -> u64 {
+        self.processes.iter().flat_map(|p| &p.vmas).flat_map(|v| &v.pages).map(|r| r.len).sum()
+    }
+}

@@ -1,0 +1,102 @@
+//! Checks that a decoded [`Image`] makes sense before anything acts on it: record versions,
+//! address ranges in user space, sorted non-overlapping mappings, page runs inside their mapping
+//! and inside the page section, sane counts. Every failure names the process and object.
+use crate::format::PAGE_SIZE;
+use crate::records::{FdKind, Image, VmaBacking, RECORD_VERSION};
+use crate::ImageError;
+
+/// Highest user address on x86-64 with 4-level paging (`TASK_SIZE_MAX`).
+pub const USER_ADDR_END: u64 = 0x7fff_ffff_f000;
+/// Highest user address with 5-level paging.
+pub const USER_ADDR_END_LA57: u64 = 0x00ff_ffff_ffff_f000;
+/// The fixed `[vsyscall]` page.
+pub const VSYSCALL_ADDR: u64 = 0xffff_ffff_ff60_0000;
+
+/// Validates `img`, whose page data must lie in `pages_start..pages_end` of the file.
+pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), ImageError> {
+    let bad = |m: String| Err(ImageError::Invalid(m));
+    if img.v != RECORD_VERSION {
+        return bad(format!("image record version {} is not supported", img.v));
+    }
+    if img.processes.is_empty() || img.processes.len() > 1 << 22 {
+        return bad(format!("{} processes", img.processes.len()));
+    }
+    for p in &img.processes {
+        let pid = p.pid;
+        if p.v != RECORD_VERSION {
+            return bad(format!("process record version {} (pid {pid}) is not supported", p.v));
+        }
+        if pid <= 0 || p.threads.is_empty() {
+            return bad(format!("process {pid} has an invalid pid or no threads"));
+        }
+        let mut prev_end = 0u64;
+        for v in &p.vmas {
+            if v.v != RECORD_VERSION {
+                return bad(format!("mapping record version {} (pid {pid}) is not supported", v.v));
+            }
+            let is_vsyscall = matches!(v.backing, VmaBacking::Special(crate::SpecialArea::Vsyscall));
+            let limit = if is_vsyscall { u64::MAX } else { USER_ADDR_END_LA57 };
+            if v.start >= v.end || v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.end > limit || (is_vsyscall && v.start != VSYSCALL_ADDR) {
+                return bad(format!("pid {pid}: mapping {:#x}-{:#x} is not a valid user-space range", v.start, v.end));
+            }
+            if v.start < prev_end {
+                return bad(format!("pid {pid}: mapping {:#x}-{:#x} overlaps the one before it", v.start, v.end));
+            }
+            prev_end = v.end;
+            if let VmaBacking::File { path, .. } = &v.backing {
+                if !path.starts_with('/') {
+                    return bad(format!("pid {pid}: mapping {:#x}-{:#x} has a relative path", v.start, v.end));
+                }
+            }
+            let mut run_end = v.start;
+            for r in &v.pages {
+                let ok = r.vaddr >= run_end
+                    && r.len > 0
+                    && r.vaddr % PAGE_SIZE == 0
+                    && r.len % PAGE_SIZE == 0
+                    && r.offset % PAGE_SIZE == 0
+                    && r.vaddr.checked_add(r.len).is_some_and(|e| e <= v.end)
+                    && r.offset >= pages_start
+                    && r.offset.checked_add(r.len).is_some_and(|e| e <= pages_end);
+                if !ok {
+                    return bad(format!("pid {pid}: page run {:#x}+{:#x} at offset {} does not fit its mapping or the page data", r.vaddr, r.len, r.offset));
+                }
+                run_end = r.vaddr + r.len;
+            }
+        }
+        let mut fds: Vec<i32> = p.fds.iter().map(|f| f.fd).collect();
+        fds.sort_unstable();
+        if fds.windows(2).any(|w| w[0] == w[1]) || fds.first().is_some_and(|&f| f < 0) {
+            return bad(format!("pid {pid}: duplicate or negative file descriptor numbers"));
+        }
+        for f in &p.fds {
+            if f.v != RECORD_VERSION {
+                return bad(format!("fd record version {} (pid {pid} fd {}) is not supported", f.v, f.fd));
+            }
+            if let FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } = &f.kind {
+                if !path.starts_with('/') {
+                    return bad(format!("pid {pid} fd {}: relative path", f.fd));
+                }
+            }
+        }
+        if p.sigactions.iter().any(|a| a.signo == 0 || a.signo > 64) {
+            return bad(format!("pid {pid}: signal number out of range"));
+        }
+        let siginfo_ok = |s: &Vec<u8>| s.len() == 128;
+        if !p.shared_pending.iter().all(siginfo_ok) {
+            return bad(format!("pid {pid}: malformed pending signal"));
+        }
+        for t in &p.threads {
+            if t.v != RECORD_VERSION {
+                return bad(format!("thread record version {} (tid {}) is not supported", t.v, t.tid));
+            }
+            if t.tid <= 0 || t.xsave.len() > 1 << 16 || !t.pending.iter().all(siginfo_ok) {
+                return bad(format!("pid {pid} tid {}: invalid thread record", t.tid));
+            }
+        }
+        if p.threads[0].tid != pid {
+            return bad(format!("pid {pid}: first thread is not the leader"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Character devices that are the same for every opener and can be reopened by path:
+//! `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom`, `/dev/tty`. Terminals
+//! and other devices are left to [`super::inherited`], as BLCR did.
+use std::fs::Metadata;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+use crest_image::{FdKind, FdRecord};
+use crest_proc::FdInfo;
+
+use super::{reopen_flags, FdHandler};
+use crate::KindError;
+
+const REOPENABLE: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+
+/// The handler.
+pub struct CharDevice;
+
+impl FdHandler for CharDevice {
+    fn name(&self) -> &'static str {
+        "character device"
+    }
+    fn claims(&self, link: &str, md: &Metadata) -> bool {
+        md.file_type().is_char_device() && REOPENABLE.contains(&link)
+    }
+    fn dump(&self, _pid: i32, _fd: i32, link: &str, md: &Metadata, _info: &FdInfo) -> Result<FdKind, KindError> {
+        Ok(FdKind::CharDevice { path: link.to_string(), rdev: md.rdev() })
+    }
+    fn restores(&self, kind: &FdKind) -> bool {
+        matches!(kind, FdKind::CharDevice { .. })
+    }
+    fn open(&self, rec: &FdRecord) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        let FdKind::CharDevice { path, .. } = &rec.kind else { return Ok(None) };
+        let acc = rec.flags & libc::O_ACCMODE as u32;
+        let f = std::fs::OpenOptions::new()
+            .read(acc != libc::O_WRONLY as u32)
+            .write(acc != libc::O_RDONLY as u32)
+            .custom_flags(reopen_flags(rec.flags) & !libc::O_ACCMODE)
+            .open(path)
+            .map_err(|e| format!("fd {}: reopening {path}: {e}", rec.fd))?;
+        Ok(Some(f.into()))
+    }
+}

@@ -1,0 +1,39 @@
+//! Directories (`opendir`, `O_PATH` and `O_DIRECTORY` descriptors): reopened by path.
+use std::fs::Metadata;
+use std::os::unix::fs::OpenOptionsExt;
+
+use crest_image::{FdKind, FdRecord};
+use crest_proc::FdInfo;
+
+use super::{reopen_flags, FdHandler};
+use crate::KindError;
+
+/// The handler.
+pub struct Directory;
+
+impl FdHandler for Directory {
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+    fn claims(&self, link: &str, md: &Metadata) -> bool {
+        md.file_type().is_dir() && link.starts_with('/')
+    }
+    fn dump(&self, pid: i32, fd: i32, link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+        if link.ends_with(" (deleted)") {
+            return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: directory {link} was deleted")));
+        }
+        Ok(FdKind::Directory { path: link.to_string(), pos: info.pos })
+    }
+    fn restores(&self, kind: &FdKind) -> bool {
+        matches!(kind, FdKind::Directory { .. })
+    }
+    fn open(&self, rec: &FdRecord) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        let FdKind::Directory { path, .. } = &rec.kind else { return Ok(None) };
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((reopen_flags(rec.flags) & !libc::O_ACCMODE) | libc::O_DIRECTORY)
+            .open(path)
+            .map_err(|e| format!("fd {}: reopening directory {path}: {e}", rec.fd))?;
+        Ok(Some(f.into()))
+    }
+}

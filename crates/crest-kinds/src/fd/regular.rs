@@ -1,0 +1,44 @@
+//! Regular files: reopened by path with the saved flags (`O_APPEND` included) and offset.
+//! The size and inode are recorded so a changed or replaced file can be noticed. Files unlinked
+//! before the checkpoint are refused for now.
+use std::fs::Metadata;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+use crest_image::{FdKind, FdRecord};
+use crest_proc::FdInfo;
+
+use super::{reopen_flags, FdHandler};
+use crate::KindError;
+
+/// The handler.
+pub struct Regular;
+
+impl FdHandler for Regular {
+    fn name(&self) -> &'static str {
+        "regular file"
+    }
+    fn claims(&self, link: &str, md: &Metadata) -> bool {
+        md.file_type().is_file() && link.starts_with('/')
+    }
+    fn dump(&self, pid: i32, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+        if link.ends_with(" (deleted)") {
+            return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} was deleted; deleted files are not supported yet")));
+        }
+        Ok(FdKind::Regular { path: link.to_string(), pos: info.pos, size: md.size(), dev: md.dev(), ino: md.ino() })
+    }
+    fn restores(&self, kind: &FdKind) -> bool {
+        matches!(kind, FdKind::Regular { .. })
+    }
+    fn open(&self, rec: &FdRecord) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        let FdKind::Regular { path, pos, .. } = &rec.kind else { return Ok(None) };
+        let acc = rec.flags & libc::O_ACCMODE as u32;
+        let f = std::fs::OpenOptions::new()
+            .read(acc != libc::O_WRONLY as u32)
+            .write(acc != libc::O_RDONLY as u32)
+            .custom_flags(reopen_flags(rec.flags) & !libc::O_ACCMODE)
+            .open(path)
+            .map_err(|e| format!("fd {}: reopening {path}: {e}", rec.fd))?;
+        std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(*pos)).map_err(|e| format!("fd {}: seeking {path} to {pos}: {e}", rec.fd))?;
+        Ok(Some(f.into()))
+    }
+}

@@ -1,0 +1,238 @@
+//! Memory mappings and their page data.
+//!
+//! Dump: every mapping of `smaps` is classified ([`classify`]) and the pages that cannot be
+//! read again from a file are listed from `pagemap` ([`pages_to_save`]): present or swapped
+//! pages of private anonymous memory, the copied-on-write pages of private file mappings, and
+//! the present pages of shared anonymous memory. The dump pipeline copies them into the image.
+//!
+//! Restore ([`restore`]): each mapping is recreated at its address with a remote `mmap`
+//! (writable while it is filled), its saved pages are `pread` by the husk itself straight from
+//! the image file (one copy, no staging), then the final protection and madvise flags are set.
+//!
+//! Not yet supported: SysV shared memory, private mappings of deleted files (refused with a
+//! message), `--save-*` policies.
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+
+use crest_image::{madv_flags, vma_flags, PageRun, SpecialArea, Vma, VmaBacking, RECORD_VERSION};
+use crest_proc::{pagemap, MapEntry, Pagemap};
+use crest_ptrace::Remote;
+
+use crate::{vdso, KindError};
+
+/// Turns one `smaps` entry into a [`Vma`] without page data.
+pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
+    let range = format!("{:#x}-{:#x}", m.start, m.end);
+    let mut flags = 0;
+    if m.shared {
+        flags |= vma_flags::SHARED;
+    }
+    if m.has("gd") {
+        flags |= vma_flags::GROWSDOWN;
+    }
+    if m.has("lo") {
+        flags |= vma_flags::LOCKED;
+    }
+    let mut madv = 0;
+    for (f, bit) in [
+        ("dc", madv_flags::DONTFORK),
+        ("wf", madv_flags::WIPEONFORK),
+        ("dd", madv_flags::DONTDUMP),
+        ("hg", madv_flags::HUGEPAGE),
+        ("nh", madv_flags::NOHUGEPAGE),
+        ("mg", madv_flags::MERGEABLE),
+        ("rr", madv_flags::RANDOM),
+        ("sr", madv_flags::SEQUENTIAL),
+    ] {
+        if m.has(f) {
+            madv |= bit;
+        }
+    }
+    let name = m.name.as_str();
+    let backing = if let Some(a) = vdso::special(name) {
+        VmaBacking::Special(a)
+    } else if name.is_empty() || name == "[heap]" || name == "[stack]" || name.starts_with("[anon:") {
+        if name == "[heap]" {
+            flags |= vma_flags::HEAP;
+        }
+        if name == "[stack]" {
+            flags |= vma_flags::STACK;
+        }
+        if m.shared {
+            VmaBacking::SharedAnon { id: (m.dev << 32) ^ m.ino, size: m.offset + (m.end - m.start) }
+        } else {
+            VmaBacking::Anon
+        }
+    } else if let Some(path) = name.strip_suffix(" (deleted)") {
+        if m.shared && (path == "/dev/zero" || path.starts_with("/memfd:")) {
+            VmaBacking::SharedAnon { id: (m.dev << 32) ^ m.ino, size: m.offset + (m.end - m.start) }
+        } else if path.starts_with("/SYSV") {
+            return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is SysV shared memory, which is not supported yet")));
+        } else {
+            return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is of the deleted file {path}, which is not supported yet")));
+        }
+    } else if name.starts_with('/') {
+        let md = std::fs::metadata(name).map_err(|e| KindError::io(format!("pid {pid}: mapping {range} of {name}"), e))?;
+        if md.ino() != m.ino {
+            return Err(KindError::Mismatch(format!("pid {pid}: mapping {range}: {name} was replaced since it was mapped (inode {} now, {} mapped)", md.ino(), m.ino)));
+        }
+        VmaBacking::File { path: name.to_string(), offset: m.offset, dev: md.dev(), ino: m.ino, size: md.size(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec() }
+    } else {
+        return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} ({name}) is of a kind crest cannot checkpoint")));
+    };
+    Ok(Vma { v: RECORD_VERSION, start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new() })
+}
+
+/// The address ranges of `vma` whose pages must be saved, from `pagemap`.
+pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<Vec<(u64, u64)>, KindError> {
+    let want: fn(u64) -> bool = match (&vma.backing, vma.flags & vma_flags::SHARED != 0) {
+        (VmaBacking::Special(_), _) | (VmaBacking::File { .. }, true) => return Ok(Vec::new()),
+        (VmaBacking::File { .. }, false) => |e| (e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0,
+        _ => |e| e & (pagemap::PRESENT | pagemap::SWAPPED) != 0,
+    };
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    // Read pagemap in pieces to bound memory for huge sparse mappings.
+    const STEP: u64 = 1 << 30;
+    let mut at = vma.start;
+    while at < vma.end {
+        let end = (at + STEP).min(vma.end);
+        pm.entries(at, end, scratch)?;
+        for (i, &e) in scratch.iter().enumerate() {
+            if want(e) {
+                let a = at + i as u64 * 4096;
+                match out.last_mut() {
+                    Some(last) if last.0 + last.1 == a => last.1 += 4096,
+                    _ => out.push((a, 4096)),
+                }
+            }
+        }
+        at = end;
+    }
+    Ok(out)
+}
+
+/// Descriptors inside the husk that back mappings: one per file path (opened read-write when
+/// a shared writable mapping needs it), one per shared anonymous object, and the image.
+#[derive(Debug, Default, Clone)]
+pub struct MapFds {
+    /// Path to descriptor.
+    pub files: HashMap<String, i32>,
+    /// Shared anonymous object id to memfd descriptor.
+    pub shared: HashMap<u64, i32>,
+    /// The image file.
+    pub image: i32,
+}
+
+/// Files a process's mappings need open: (path, needs write), and shared objects: (id, size).
+pub fn needed_files(vmas: &[Vma]) -> (Vec<(String, bool)>, Vec<(u64, u64)>) {
+    let mut files: Vec<(String, bool)> = Vec::new();
+    let mut shared: Vec<(u64, u64)> = Vec::new();
+    for v in vmas {
+        match &v.backing {
+            VmaBacking::File { path, .. } => {
+                let w = v.flags & vma_flags::SHARED != 0 && v.prot & 2 != 0;
+                match files.iter_mut().find(|f| &f.0 == path) {
+                    Some(f) => f.1 |= w,
+                    None => files.push((path.clone(), w)),
+                }
+            }
+            VmaBacking::SharedAnon { id, size } => {
+                if !shared.iter().any(|s| s.0 == *id) {
+                    shared.push((*id, *size));
+                }
+            }
+            _ => {}
+        }
+    }
+    (files, shared)
+}
+
+/// Recreates every mapping of `vmas` (special areas excepted) in the husk and fills it.
+/// Returns the number of bytes read from the image.
+pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds) -> Result<u64, KindError> {
+    let mut bytes = 0;
+    for v in vmas {
+        let (fd, off, mut flags) = match &v.backing {
+            VmaBacking::Special(_) => continue,
+            VmaBacking::Anon => (-1i64, 0u64, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS),
+            VmaBacking::SharedAnon { id, .. } => (i64::from(fds.shared[id]), 0, libc::MAP_SHARED),
+            VmaBacking::File { path, offset, .. } => {
+                (i64::from(fds.files[path]), *offset, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE })
+            }
+        };
+        flags |= libc::MAP_FIXED;
+        if v.flags & vma_flags::GROWSDOWN != 0 {
+            flags |= libc::MAP_GROWSDOWN;
+        }
+        let off = match &v.backing {
+            // A shared anonymous mapping may map the object at an offset.
+            VmaBacking::SharedAnon { size, .. } => size - (v.end - v.start),
+            _ => off,
+        };
+        let prot_fill = if v.pages.is_empty() { v.prot } else { v.prot | libc::PROT_WRITE as u32 };
+        let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
+        remote.call(&what, libc::SYS_mmap, &[v.start, v.end - v.start, u64::from(prot_fill), flags as u64, fd as u64, off])?;
+        bytes += fill(remote, pid, v, fds.image)?;
+        if prot_fill != v.prot {
+            remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
+        }
+        for (bit, advice) in [
+            (madv_flags::DONTFORK, libc::MADV_DONTFORK),
+            (madv_flags::WIPEONFORK, libc::MADV_WIPEONFORK),
+            (madv_flags::DONTDUMP, libc::MADV_DONTDUMP),
+            (madv_flags::HUGEPAGE, libc::MADV_HUGEPAGE),
+            (madv_flags::NOHUGEPAGE, libc::MADV_NOHUGEPAGE),
+            (madv_flags::MERGEABLE, libc::MADV_MERGEABLE),
+            (madv_flags::RANDOM, libc::MADV_RANDOM),
+            (madv_flags::SEQUENTIAL, libc::MADV_SEQUENTIAL),
+        ] {
+            if v.madv & bit != 0 {
+                // Advice the kernel does not support (e.g. no KSM) is not worth failing for.
+                let _ = remote.syscall(libc::SYS_madvise, &[v.start, v.end - v.start, advice as u64])?;
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+/// Reads the saved pages of `v` into place: the husk `pread`s them from the image, one call per
+/// run of pages contiguous both in memory and in the file.
+fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32) -> Result<u64, KindError> {
+    let mut merged: Vec<PageRun> = Vec::new();
+    for r in &v.pages {
+        match merged.last_mut() {
+            Some(m) if m.vaddr + m.len == r.vaddr && m.offset + m.len == r.offset && m.len < (1 << 30) => m.len += r.len,
+            _ => merged.push(*r),
+        }
+    }
+    let mut total = 0;
+    for r in merged {
+        let mut done = 0;
+        while done < r.len {
+            let n = remote.call(
+                &format!("pid {pid}: reading pages {:#x}+{:#x} from the image", r.vaddr + done, r.len - done),
+                libc::SYS_pread64,
+                &[image_fd as u64, r.vaddr + done, r.len - done, r.offset + done],
+            )?;
+            if n == 0 {
+                return Err(KindError::Mismatch(format!("pid {pid}: the image ends inside page data at offset {}", r.offset + done)));
+            }
+            done += n;
+        }
+        total += r.len;
+    }
+    Ok(total)
+}
+
+/// Words for a mapping's backing, for messages and `cr_info`.
+pub fn describe(b: &VmaBacking) -> String {
+    match b {
+        VmaBacking::Anon => "anonymous".into(),
+        VmaBacking::SharedAnon { .. } => "shared anonymous".into(),
+        VmaBacking::File { path, .. } => path.clone(),
+        VmaBacking::Special(SpecialArea::Vdso) => "[vdso]".into(),
+        VmaBacking::Special(SpecialArea::Vvar) => "[vvar]".into(),
+        VmaBacking::Special(SpecialArea::VvarVclock) => "[vvar_vclock]".into(),
+        VmaBacking::Special(SpecialArea::Vsyscall) => "[vsyscall]".into(),
+    }
+}

@@ -1,0 +1,55 @@
+//! Signal dispositions and pending signals of a process.
+//!
+//! Dump: for each signal `/proc/PID/status` lists as caught or ignored, a remote
+//! `rt_sigaction(sig, NULL, &old)` returns handler, flags, restorer and mask; pending signals
+//! come with their full siginfo from `PTRACE_PEEKSIGINFO` without being dequeued.
+//! Restore: the husk sets its own dispositions with `rt_sigaction` before it stops (handler
+//! addresses are only recorded by the kernel, so they need not be mapped yet); pending signals
+//! are queued again from inside with `rt_tgsigqueueinfo`/`rt_sigqueueinfo` (allowed for any
+//! `si_code` when a process signals itself) while every signal is still blocked.
+use crest_image::SigAction;
+use crest_ptrace::Remote;
+
+use crate::{le_u64, KindError, Scratch};
+
+fn mask_field(status: &str, key: &str) -> u64 {
+    crest_proc::status_field(status, key).and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0)
+}
+
+/// Reads the dispositions of every caught or ignored signal.
+pub fn dump_actions(remote: &mut Remote<'_>, scratch: &Scratch, status: &str) -> Result<Vec<SigAction>, KindError> {
+    let set = mask_field(status, "SigCgt") | mask_field(status, "SigIgn");
+    let mut out = Vec::new();
+    for signo in 1..=64u32 {
+        if set & (1 << (signo - 1)) == 0 || signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 {
+            continue;
+        }
+        remote.call(&format!("reading the action of signal {signo}"), libc::SYS_rt_sigaction, &[u64::from(signo), 0, scratch.addr, 8])?;
+        let b = scratch.read(0, 32)?;
+        out.push(SigAction { signo, handler: le_u64(&b, 0), flags: le_u64(&b, 8), restorer: le_u64(&b, 16), mask: le_u64(&b, 24) });
+    }
+    Ok(out)
+}
+
+/// Inside the husk: sets the saved dispositions on itself.
+pub fn prepare_actions(actions: &[SigAction]) -> Result<(), String> {
+    for a in actions {
+        crest_ptrace::sys::set_sigaction_raw(a.signo, a.handler, a.flags, a.restorer, a.mask)
+            .map_err(|e| format!("restoring the action of signal {}: {e}", a.signo))?;
+    }
+    Ok(())
+}
+
+/// Queues `infos` again inside the husk: to thread `tid` when given, else to the process.
+pub fn restore_pending(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: Option<i32>, infos: &[Vec<u8>]) -> Result<(), KindError> {
+    for info in infos {
+        let signo = u64::from(u32::from_le_bytes([info[0], info[1], info[2], info[3]]));
+        let at = scratch.write(0, info)?;
+        let what = format!("queueing pending signal {signo} again");
+        match tid {
+            Some(t) => remote.call(&what, libc::SYS_rt_tgsigqueueinfo, &[pid as u64, t as u64, signo, at])?,
+            None => remote.call(&what, libc::SYS_rt_sigqueueinfo, &[pid as u64, signo, at])?,
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! A thread: registers, XSAVE area, blocked mask, pending signals, `clear_child_tid`, robust
+//! futex list, alternate signal stack and rseq registration.
+//!
+//! Dump uses ptrace (`GETREGS`, `GETREGSET(NT_X86_XSTATE)`, `GETSIGMASK`, `PEEKSIGINFO`,
+//! `GET_RSEQ_CONFIGURATION`), `get_robust_list`, and remote `prctl(PR_GET_TID_ADDRESS)` and
+//! `sigaltstack`. Restore sets the same from inside the husk with remote `set_tid_address`,
+//! `set_robust_list`, `sigaltstack` and `rseq`; registers, XSAVE and mask are set last by the
+//! restore pipeline, just before the thread is let go.
+//!
+//! A thread stopped inside a system call keeps `orig_rax` and the kernel's `-ERESTART*` value in
+//! `rax`; the kernel's own restart rules apply when it resumes (see `crest-restore`).
+use crest_image::{Regs, Rseq, Thread, RECORD_VERSION};
+use crest_ptrace::{Remote, Tracee};
+
+use crate::{le_u64, KindError, Scratch};
+
+const PR_GET_TID_ADDRESS: u64 = 40;
+const SS_DISABLE: i32 = 2;
+
+macro_rules! regs_conv {
+    ($($f:ident),*) => {
+        /// ptrace registers to the image record.
+        pub fn regs_to_image(r: &crest_ptrace::Regs) -> Regs { Regs { $($f: r.$f),* } }
+        /// Image record to ptrace registers.
+        pub fn regs_from_image(r: &Regs) -> crest_ptrace::Regs {
+            // All fields are assigned below; start from the tracee layout's zero value.
+            let mut o = crest_ptrace::Regs { $($f: 0),* };
+            $(o.$f = r.$f;)*
+            o
+        }
+    };
+}
+regs_conv!(r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs);
+
+/// What the freeze saw of a thread before it was borrowed: its own registers and mask, and
+/// signals that were dequeued while stopping it.
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    /// Registers at the stop.
+    pub regs: crest_ptrace::Regs,
+    /// Blocked mask at the stop.
+    pub sigmask: u64,
+    /// Signals taken off the queue by signal-delivery-stops during the freeze.
+    pub stolen: Vec<Vec<u8>>,
+}
+
+/// Dumps thread `t` of process `pid`, borrowed through `remote` (which must run on `t`).
+pub fn dump(t: &Tracee, remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, frozen: &Frozen) -> Result<Thread, KindError> {
+    let tid = t.tid;
+    remote.call("reading clear_child_tid", libc::SYS_prctl, &[PR_GET_TID_ADDRESS, scratch.addr])?;
+    let clear_child_tid = le_u64(&scratch.read(0, 8)?, 0);
+    remote.call("reading the alternate signal stack", libc::SYS_sigaltstack, &[0, scratch.addr])?;
+    let ss = scratch.read(0, 24)?;
+    let altstack = (le_u64(&ss, 0), i32::from_le_bytes([ss[8], ss[9], ss[10], ss[11]]), le_u64(&ss, 16));
+    let mut pending = t.pending_signals(false)?;
+    pending.extend(frozen.stolen.iter().cloned());
+    Ok(Thread {
+        v: RECORD_VERSION,
+        tid,
+        comm: crest_proc::read(pid, &format!("task/{tid}/comm"))?.trim_end_matches('\n').to_string(),
+        regs: regs_to_image(&frozen.regs),
+        xsave: t.xstate()?,
+        sigmask: frozen.sigmask,
+        pending,
+        clear_child_tid,
+        robust_list: crest_ptrace::sys::robust_list(tid)?,
+        altstack,
+        rseq: t.rseq()?.map(|(addr, len, sig)| Rseq { addr, len, sig }),
+    })
+}
+
+/// Restores the per-thread kernel state of `th` from inside the husk (registers excepted).
+pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, th: &Thread) -> Result<(), KindError> {
+    remote.call("setting clear_child_tid", libc::SYS_set_tid_address, &[th.clear_child_tid])?;
+    if th.robust_list.0 != 0 {
+        remote.call("setting the robust futex list", libc::SYS_set_robust_list, &[th.robust_list.0, th.robust_list.1])?;
+    }
+    if th.altstack.1 & SS_DISABLE == 0 {
+        let mut ss = Vec::with_capacity(24);
+        ss.extend_from_slice(&th.altstack.0.to_le_bytes());
+        ss.extend_from_slice(&((th.altstack.1 & !1) as u32).to_le_bytes()); // SS_ONSTACK is a state, not a setting
+        ss.extend_from_slice(&0u32.to_le_bytes());
+        ss.extend_from_slice(&th.altstack.2.to_le_bytes());
+        let at = scratch.write(0, &ss)?;
+        remote.call("setting the alternate signal stack", libc::SYS_sigaltstack, &[at, 0])?;
+    }
+    if let Some(r) = th.rseq {
+        remote.call(&format!("registering rseq at {:#x}", r.addr), libc::SYS_rseq, &[r.addr, u64::from(r.len), 0, u64::from(r.sig)])?;
+    }
+    crate::signals::restore_pending(remote, scratch, pid, Some(th.tid), &th.pending)
+}

@@ -1,0 +1,30 @@
+//! Process control for crest: the only crate that talks to ptrace and the only place with
+//! `unsafe` besides the C library binding.
+//!
+//! * [`Tracee`]: one seized, stopped thread: registers, xsave area, signal mask, pending
+//!   signals, rseq configuration (`PTRACE_*` requests).
+//! * [`Remote`]: a tracee plus the address of a `syscall` instruction inside the target (found
+//!   in its vDSO), used to run system calls *inside* the target without injecting any code:
+//!   registers are pointed at that instruction and the thread runs exactly one syscall under
+//!   `PTRACE_SYSCALL`, after which its registers are put back.
+//! * [`mem`]: reading and writing another process's memory.
+//! * [`husk`]: forking the empty process a restore fills (`clone3` with `set_tid` to choose its PID).
+//! * [`sys`]: thin, safe wrappers of the few other syscalls crest needs.
+//!
+//! Every module with `unsafe` opens with a `# Safety` section; see `docs/unsafe.md`.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod husk;
+pub mod mem;
+mod remote;
+pub mod sys;
+mod tracee;
+
+pub use error::TraceError;
+pub use remote::{find_syscall_insn, Remote};
+pub use tracee::{Regs, StopKind, Tracee};
+
+/// Result of a syscall run inside the target: the tracer worked, the syscall may have failed.
+pub type RemoteResult = Result<Result<u64, i32>, TraceError>;

@@ -1,0 +1,262 @@
+//! Safe wrappers of the few other syscalls crest needs on other processes.
+//!
+//! # Safety
+//! Each call passes pointers to live, correctly sized local values only.
+#![allow(unsafe_code)]
+
+use crate::TraceError;
+
+/// `get_robust_list(tid)`: head address and length.
+pub fn robust_list(tid: i32) -> Result<(u64, u64), TraceError> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: head and len are valid out pointers.
+    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize) };
+    if r == -1 {
+        return Err(TraceError::sys(format!("get_robust_list of thread {tid}")));
+    }
+    Ok((head, len as u64))
+}
+
+/// `prlimit(pid, resource)`: (soft, hard).
+pub fn get_rlimit(pid: i32, resource: u32) -> Result<(u64, u64), TraceError> {
+    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: old is a valid out pointer; new is null.
+    let r = unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) };
+    if r == -1 {
+        return Err(TraceError::sys(format!("prlimit of pid {pid} resource {resource}")));
+    }
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// `prlimit(pid, resource, new)`.
+pub fn set_rlimit(pid: i32, resource: u32, cur: u64, max: u64) -> Result<(), TraceError> {
+    let new = libc::rlimit64 { rlim_cur: cur, rlim_max: max };
+    // SAFETY: new is a valid pointer; old is null.
+    let r = unsafe { libc::prlimit64(pid, resource as _, &new, std::ptr::null_mut()) };
+    if r == -1 {
+        return Err(TraceError::sys(format!("setting resource limit {resource} of pid {pid}")));
+    }
+    Ok(())
+}
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: i32, sig: i32) -> Result<(), TraceError> {
+    // SAFETY: no pointers.
+    if unsafe { libc::kill(pid, sig) } == -1 {
+        return Err(TraceError::sys(format!("sending signal {sig} to pid {pid}")));
+    }
+    Ok(())
+}
+
+/// `uname -r` and host name.
+pub fn uname() -> (String, String) {
+    // SAFETY: utsname is plain bytes; zeroed is valid.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a valid out pointer.
+    unsafe { libc::uname(&mut u) };
+    let s = |a: &[libc::c_char]| a.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect::<String>();
+    (s(&u.release), s(&u.nodename))
+}
+
+/// The kernel's `struct sigaction` for `rt_sigaction`.
+#[repr(C)]
+struct KSigaction {
+    handler: u64,
+    flags: u64,
+    restorer: u64,
+    mask: u64,
+}
+
+/// `rt_sigaction(sig, act, NULL)` on the calling process with the kernel's raw fields.
+pub fn set_sigaction_raw(sig: u32, handler: u64, flags: u64, restorer: u64, mask: u64) -> std::io::Result<()> {
+    let act = KSigaction { handler, flags, restorer, mask };
+    // SAFETY: act is a live kernel sigaction; oldact is null; sigsetsize is 8 as the kernel wants.
+    let r = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig as libc::c_long, &act as *const KSigaction, std::ptr::null::<KSigaction>(), 8) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Blocks every signal in the calling thread.
+pub fn block_all_signals() {
+    let all: u64 = !0;
+    // SAFETY: a valid 8-byte mask pointer; oldset null; sigsetsize 8.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &all as *const u64, std::ptr::null::<u64>(), 8) };
+}
+
+/// `umask(mask)`.
+pub fn set_umask(mask: u32) {
+    // SAFETY: no pointers.
+    unsafe { libc::umask(mask as libc::mode_t) };
+}
+
+/// `personality(p)`.
+pub fn set_personality(p: u32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::personality(p as libc::c_ulong) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `prctl(PR_SET_NAME)` of the calling thread.
+pub fn set_comm(name: &str) {
+    let mut b = [0u8; 16];
+    for (d, s) in b.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    // SAFETY: b is a NUL-terminated 16-byte buffer.
+    unsafe { libc::prctl(libc::PR_SET_NAME, b.as_ptr()) };
+}
+
+/// `dup3(old, new, flags)`.
+pub fn dup3(old: i32, new: i32, cloexec: bool) -> std::io::Result<()> {
+    // SAFETY: no pointers; descriptors are plain numbers.
+    if unsafe { libc::dup3(old, new, if cloexec { libc::O_CLOEXEC } else { 0 }) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `dup2(old, new)`, a no-op when equal.
+pub fn dup2(old: i32, new: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::dup2(old, new) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `close(fd)`, errors ignored.
+pub fn close(fd: i32) {
+    // SAFETY: closing a number; callers only close descriptors they own.
+    unsafe { libc::close(fd) };
+}
+
+/// `fcntl(fd, F_SETFD, FD_CLOEXEC or 0)`.
+pub fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `memfd_create(name, 0)` sized to `size`.
+pub fn memfd(name: &str, size: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is a valid C string.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), 0) };
+    if fd == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.set_len(size)?;
+    Ok(f.into())
+}
+
+/// `chroot(path)`.
+pub fn chroot(path: &str) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is a valid C string.
+    if unsafe { libc::chroot(c.as_ptr()) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `geteuid()`.
+pub fn euid() -> u32 {
+    // SAFETY: no pointers, cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a copy of `fd` at the lowest free number >= `min`.
+pub fn dup_above(fd: i32, min: i32) -> std::io::Result<i32> {
+    // SAFETY: no pointers.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEnd {
+    /// Exited with this status.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+/// Waits until child `pid` exits or is killed.
+pub fn wait_child(pid: i32) -> std::io::Result<ChildEnd> {
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == -1 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(ChildEnd::Exited(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(ChildEnd::Signaled(libc::WTERMSIG(status)));
+        }
+    }
+}
+
+fn sigset_of(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: set is a valid sigset_t; invalid numbers are rejected by the call.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// Blocks `signals` in the calling thread (and threads it creates later).
+pub fn block_signals(signals: &[i32]) {
+    let set = sigset_of(signals);
+    // SAFETY: set is valid; oldset null.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for one of `signals` (which must be blocked) and returns its number.
+pub fn wait_signal(signals: &[i32]) -> i32 {
+    let set = sigset_of(signals);
+    loop {
+        let mut sig = 0;
+        // SAFETY: set and sig are valid.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            return sig;
+        }
+    }
+}
+
+/// Dies by signal `sig` as the restored process did: default action, no core dump.
+pub fn die_by_signal(sig: i32) -> ! {
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain calls with valid arguments; after them the process ends.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+        libc::signal(sig, libc::SIG_DFL);
+        let set = sigset_of(&[sig]);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        libc::_exit(128 + sig)
+    }
+}

@@ -1,0 +1,227 @@
+//! Driving one husk from an empty fork to the restored process.
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+
+use crest_image::{FdKind, ImageFile, Process, SpecialArea, Vma, VmaBacking};
+use crest_kinds::memory::{self, MapFds};
+use crest_kinds::{fd, mm, signals, task, thread, vdso, Scratch};
+use crest_ptrace::{find_syscall_insn, Remote, StopKind};
+
+use crate::RestoreError;
+
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+const PR_SET_PDEATHSIG: u64 = 1;
+
+/// How to restart.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Give the process its saved PID (fails when taken).
+    pub restore_pid: bool,
+    /// Verify page checksums while restoring (on by default in the CLI).
+    pub verify: bool,
+}
+
+/// A restored process, a child of the caller, running.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Its PID.
+    pub pid: i32,
+    /// Bytes of page data read from the image.
+    pub page_bytes: u64,
+    /// Remote syscalls made.
+    pub remote_syscalls: u64,
+    /// Whether `/proc/PID/exe` could be set (needs privilege).
+    pub exe_set: bool,
+}
+
+/// Restores the image's process as a child of the caller, which must be single-threaded.
+pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    let image = &img.image;
+    let [p] = image.processes.as_slice() else {
+        return Err(RestoreError::Refused(format!("the image holds {} processes; process trees are not supported yet", image.processes.len())));
+    };
+    if p.threads.len() != 1 {
+        return Err(RestoreError::Refused(format!("process {} has {} threads; multithreaded processes are not supported yet", p.pid, p.threads.len())));
+    }
+    check_files(p)?;
+    let own_maps = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
+    let here = vdso::layout(&own_maps);
+    if here != image.vdso_layout {
+        return Err(RestoreError::Refused(format!(
+            "this kernel's vDSO layout {here:?} differs from the image's {:?} (checkpointed on {}): restart on a kernel like the one the checkpoint was taken on",
+            image.vdso_layout, image.kernel
+        )));
+    }
+
+    // Descriptors the husk needs while it is filled: the image, mapped files, memfds, the exe.
+    let (files, shared) = memory::needed_files(&p.vmas);
+    let max_fd = p.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
+    let aux_base = max_fd + 1;
+    let n_aux = 2 + files.len() + shared.len() + 1; // image, status pipe, files, memfds, exe
+    let mut fds = MapFds { image: aux_base, ..Default::default() };
+    let pipe_fd = aux_base + 1;
+    let mut next = aux_base + 2;
+    for (path, _) in &files {
+        fds.files.insert(path.clone(), next);
+        next += 1;
+    }
+    for (id, _) in &shared {
+        fds.shared.insert(*id, next);
+        next += 1;
+    }
+    let exe_fd = next;
+    let aux: Vec<i32> = (aux_base..aux_base + n_aux as i32).collect();
+    let image_raw = img.file.as_raw_fd();
+
+    let prepare = |status_fd: i32| -> Result<i32, String> {
+        // Everything the restore itself uses goes above the saved descriptors: first out of
+        // the way (above the whole range), then to its planned number.
+        let high = aux_base + n_aux as i32;
+        let mut staged: Vec<(i32, i32)> = Vec::new(); // (temporary, final)
+        let mut stage = |src: i32, dst: i32, what: &str| -> Result<(), String> {
+            let t = crest_ptrace::sys::dup_above(src, high).map_err(|e| format!("{what}: {e}"))?;
+            staged.push((t, dst));
+            Ok(())
+        };
+        stage(image_raw, fds.image, "image file")?;
+        stage(status_fd, pipe_fd, "status pipe")?;
+        for (path, write) in &files {
+            let f = std::fs::OpenOptions::new().read(true).write(*write).open(path).map_err(|e| format!("opening {path} to map it: {e}"))?;
+            stage(f.as_raw_fd(), fds.files[path], path)?;
+        }
+        for (id, size) in &shared {
+            let f = crest_ptrace::sys::memfd("crest-shared", *size).map_err(|e| format!("creating shared memory: {e}"))?;
+            stage(f.as_raw_fd(), fds.shared[id], "shared memory")?;
+        }
+        match std::fs::File::open(&p.exe) {
+            Ok(f) => stage(f.as_raw_fd(), exe_fd, &p.exe)?,
+            Err(e) => return Err(format!("opening the executable {}: {e}", p.exe)),
+        }
+        for (t, dst) in staged {
+            crest_ptrace::sys::dup2(t, dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
+            crest_ptrace::sys::close(t);
+        }
+        fd::prepare_all(&p.fds, &aux)?;
+        task::prepare(p, &p.cwd)?;
+        signals::prepare_actions(&p.sigactions)?;
+        Ok(pipe_fd)
+    };
+    let husk = crest_ptrace::husk::spawn(opts.restore_pid.then_some(p.pid), prepare)?;
+    let pid = husk.tid;
+    let result = std::thread::scope(|s| {
+        let verifier = opts.verify.then(|| s.spawn(|| img.verify_pages(1)));
+        let filled = fill(&husk, p, &fds, exe_fd, &aux);
+        let verified = match verifier {
+            Some(v) => v.join().unwrap_or_else(|_| Err(crest_image::ImageError::Invalid("page verifier panicked".into()))),
+            None => Ok(()),
+        };
+        verified?;
+        filled
+    });
+    match result {
+        Ok((page_bytes, remote_syscalls, exe_set)) => {
+            finish(&husk, p)?;
+            husk.detach(0)?;
+            Ok(Restored { pid, page_bytes, remote_syscalls, exe_set })
+        }
+        Err(e) => {
+            let _ = crest_ptrace::sys::kill(pid, libc::SIGKILL);
+            let _ = husk.wait_stop();
+            Err(e)
+        }
+    }
+}
+
+/// Refuses an image whose files are missing or changed since the checkpoint.
+fn check_files(p: &Process) -> Result<(), RestoreError> {
+    for v in &p.vmas {
+        if let VmaBacking::File { path, size, mtime_ns, .. } = &v.backing {
+            let md = std::fs::metadata(path).map_err(|e| RestoreError::Refused(format!("{path}, mapped at {:#x}, cannot be used: {e}", v.start)))?;
+            let m = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+            if md.size() != *size || m != *mtime_ns {
+                return Err(RestoreError::Refused(format!(
+                    "{path}, mapped at {:#x}, has changed since the checkpoint (size {} then, {} now); the process cannot be restored from it",
+                    v.start,
+                    size,
+                    md.size()
+                )));
+            }
+        }
+    }
+    for f in &p.fds {
+        if let FdKind::Regular { path, .. } | FdKind::Directory { path, .. } = &f.kind {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(RestoreError::Refused(format!("{path}, open as fd {}, cannot be used: {e}", f.fd)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A free range of `len` bytes in the saved layout that also avoids `avoid`.
+fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
+    let busy = |a: u64| vmas.iter().map(|v| (v.start, v.end)).chain(avoid.iter().copied()).any(|(s, e)| a < e && s < a + len);
+    std::iter::once(0x10_0000u64)
+        .chain(vmas.iter().map(|v| v.end))
+        .chain(avoid.iter().map(|a| a.1))
+        .filter(|&a| a + len <= crest_image::validate::USER_ADDR_END)
+        .find(|&a| !busy(a))
+}
+
+/// Turns the husk's memory into the saved process's. Returns (bytes, syscalls, exe set).
+fn fill(husk: &crest_ptrace::Tracee, p: &Process, fds: &MapFds, exe_fd: i32, aux: &[i32]) -> Result<(u64, u64, bool), RestoreError> {
+    let pid = husk.tid;
+    let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
+    let areas = vdso::areas(&maps);
+    let (_, vs, ve) = *areas.iter().find(|a| a.0 == SpecialArea::Vdso).ok_or_else(|| RestoreError::Refused("this kernel gives processes no vDSO".into()))?;
+    let regs = husk.regs()?;
+    let mut remote = Remote::new(husk, find_syscall_insn(pid, vs, ve)?, regs);
+    if let Some((addr, len, sig)) = husk.rseq()? {
+        remote.call("unregistering the restore process's rseq", libc::SYS_rseq, &[addr, u64::from(len), RSEQ_FLAG_UNREGISTER, u64::from(sig)])?;
+    }
+    remote.call("clearing the parent-death signal", libc::SYS_prctl, &[PR_SET_PDEATHSIG, 0])?;
+    // Unmap everything of the husk but the special areas, merging neighbours into one call.
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for m in maps.iter().filter(|m| vdso::special(&m.name).is_none()) {
+        match ranges.last_mut() {
+            Some(r) if r.1 == m.start => r.1 = m.end,
+            _ => ranges.push((m.start, m.end)),
+        }
+    }
+    for (s, e) in ranges {
+        remote.call(&format!("clearing the restore process's memory at {s:#x}"), libc::SYS_munmap, &[s, e - s])?;
+    }
+    let span: u64 = areas.iter().map(|a| a.2 - a.1).sum();
+    let here: Vec<(u64, u64)> = areas.iter().map(|a| (a.1, a.2)).collect();
+    let tmp = find_gap(&p.vmas, &here, span).ok_or_else(|| RestoreError::Refused("no free address range to move the vDSO through".into()))?;
+    vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
+    let gap = find_gap(&p.vmas, &[], crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
+    let scratch = Scratch::map(&mut remote, pid, gap)?;
+    let bytes = memory::restore(&mut remote, pid, &p.vmas, fds)?;
+    let exe_set = mm::restore(&mut remote, &scratch, &p.mm, exe_fd)?;
+    for &fd in aux {
+        let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;
+    }
+    thread::restore(&mut remote, &scratch, pid, &p.threads[0])?;
+    signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
+    scratch.unmap(&mut remote)?;
+    Ok((bytes, remote.count, exe_set))
+}
+
+/// Limits, XSAVE area, registers and mask; then one more interrupt so the thread is let go from
+/// an event stop and the kernel applies its syscall-restart rules to the saved registers.
+fn finish(husk: &crest_ptrace::Tracee, p: &Process) -> Result<(), RestoreError> {
+    let th = &p.threads[0];
+    task::restore_rlimits(husk.tid, &p.rlimits)?;
+    husk.set_xstate(&th.xsave)?;
+    husk.set_regs(&thread::regs_from_image(&th.regs))?;
+    husk.set_sigmask(th.sigmask)?;
+    husk.interrupt()?;
+    husk.cont(0)?;
+    loop {
+        match husk.wait_stop()? {
+            StopKind::Event => return Ok(()),
+            _ => husk.cont(0)?,
+        }
+    }
+}
