@@ -12,9 +12,21 @@ use crate::{pages, DumpError, DumpStats};
 pub struct Frozen {
     /// PID.
     pub pid: i32,
-    threads: Vec<(Tracee, thread::Frozen)>,
+    threads: Vec<(Tracee, thread::Frozen, Borrow)>,
     since: Instant,
     released: bool,
+}
+
+/// What the tracer has changed in a thread that must be undone before it may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Borrow {
+    /// Nothing changed; signals it had dequeued still to be queued again.
+    Untouched,
+    /// Registers and mask borrowed for remote syscalls.
+    Borrowed,
+    /// Put back as it was and parked in an event stop: it may be detached at any time, and if
+    /// the tracer dies the kernel lets it go correctly.
+    Clean,
 }
 
 /// Seizes and stops every thread of `pid`.
@@ -26,7 +38,7 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false };
     loop {
         let tids = crest_proc::tasks(pid).map_err(|_| DumpError::NoProcess(pid))?;
-        let new: Vec<i32> = tids.into_iter().filter(|t| !f.threads.iter().any(|(x, _)| x.tid == *t)).collect();
+        let new: Vec<i32> = tids.into_iter().filter(|t| !f.threads.iter().any(|(x, _, _)| x.tid == *t)).collect();
         if new.is_empty() {
             break;
         }
@@ -56,7 +68,7 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
             }
             let regs = t.regs()?;
             let sigmask = t.sigmask()?;
-            f.threads.push((t, thread::Frozen { regs, sigmask, stolen }));
+            f.threads.push((t, thread::Frozen { regs, sigmask, stolen }, Borrow::Untouched));
         }
     }
     if f.threads.is_empty() {
@@ -78,7 +90,8 @@ impl Frozen {
         if self.threads.len() > 1 {
             return Err(DumpError::Unsupported(format!("PID {pid} has {} threads; multithreaded processes are not supported yet", self.threads.len())));
         }
-        let (leader, frozen) = &self.threads[0];
+        self.threads[0].2 = Borrow::Borrowed;
+        let (leader, frozen, _) = &self.threads[0];
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
@@ -103,13 +116,19 @@ impl Frozen {
             let sigactions = signals::dump_actions(&mut remote, &scratch, &status)?;
             let mmst = mm::dump(&mut remote, pid, &stat)?;
             let th = thread::dump(leader, &mut remote, &scratch, pid, frozen)?;
-            Ok((sigactions, mmst, th))
+            let shared_pending = leader.pending_signals(true)?;
+            // Signals the freeze dequeued are in the image; queue them again in the live process.
+            signals::restore_pending(&mut remote, &scratch, pid, Some(leader.tid), &frozen.stolen)?;
+            Ok((sigactions, mmst, th, shared_pending))
         })();
-        let cured = scratch.unmap(&mut remote);
-        let (sigactions, mmst, th) = collected?;
-        cured?;
+        let unmapped = scratch.unmap(&mut remote);
         let remote_syscalls = remote.count;
-        let shared_pending = leader.pending_signals(true)?;
+        let (sigactions, mmst, th, shared_pending) = collected?;
+        unmapped?;
+        // Everything from here on reads from outside: put the thread back now, so that even a
+        // tracer killed during the long page copy leaves it running correctly.
+        put_back(leader, frozen)?;
+        self.threads[0].2 = Borrow::Clean;
 
         let mut w = ImageWriter::new(out)?;
         let (vmas, page_bytes) = pages::write_pages(pid, vmas, &mut w)?;
@@ -156,14 +175,14 @@ impl Frozen {
         self.released = true;
         if kill {
             crest_ptrace::sys::kill(self.pid, libc::SIGKILL)?;
-            for (t, _) in &self.threads {
+            for (t, _, _) in &self.threads {
                 let _ = t.wait_stop();
             }
             return Ok(());
         }
         let mut first_err = None;
-        for (t, fz) in std::mem::take(&mut self.threads) {
-            if let Err(e) = release_thread(self.pid, t, &fz) {
+        for (t, fz, state) in std::mem::take(&mut self.threads) {
+            if let Err(e) = release_thread(self.pid, t, &fz, state) {
                 first_err.get_or_insert(e);
             }
         }
@@ -171,26 +190,35 @@ impl Frozen {
     }
 }
 
-/// Puts one thread back as it was and detaches. The thread may sit in a syscall-exit stop
-/// after remote syscalls; it is interrupted once more and let go from that event stop, so the
-/// kernel itself applies its syscall-restart rules to the original registers.
-fn release_thread(pid: i32, t: Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
-    if !fz.stolen.is_empty() {
-        requeue(pid, &t, fz)?;
+/// Puts one thread back as it was and detaches it.
+fn release_thread(pid: i32, t: Tracee, fz: &thread::Frozen, state: Borrow) -> Result<(), DumpError> {
+    match state {
+        Borrow::Clean => {}
+        Borrow::Untouched if fz.stolen.is_empty() => {}
+        Borrow::Untouched => {
+            requeue(pid, &t, fz)?;
+            put_back(&t, fz)?;
+        }
+        Borrow::Borrowed => put_back(&t, fz)?,
     }
+    t.detach(0)?;
+    Ok(())
+}
+
+/// Gives a thread back its own registers and mask and parks it in an event stop. The thread
+/// may sit in a syscall-exit stop after remote syscalls; from the event stop the kernel itself
+/// applies its syscall-restart rules to the original registers when the thread resumes.
+fn put_back(t: &Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
     t.set_regs(&fz.regs)?;
     t.set_sigmask(fz.sigmask)?;
     t.interrupt()?;
     t.cont(0)?;
     loop {
         match t.wait_stop()? {
-            StopKind::Event => break,
-            StopKind::Signal(_) => t.cont(0)?, // signals are blocked; cannot happen but must not hang
+            StopKind::Event => return Ok(()),
             _ => t.cont(0)?,
         }
     }
-    t.detach(0)?;
-    Ok(())
 }
 
 /// Queues the signals taken during the freeze again, from inside the thread.
@@ -208,8 +236,8 @@ fn requeue(pid: i32, t: &Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
 impl Drop for Frozen {
     fn drop(&mut self) {
         if !self.released {
-            for (t, fz) in std::mem::take(&mut self.threads) {
-                let _ = release_thread(self.pid, t, &fz);
+            for (t, fz, state) in std::mem::take(&mut self.threads) {
+                let _ = release_thread(self.pid, t, &fz, state);
             }
         }
     }

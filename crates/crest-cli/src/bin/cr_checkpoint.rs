@@ -204,6 +204,15 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
     if signal != 0 && !kill {
         crest_ptrace::sys::kill(pid, signal).map_err(|e| (libc::ESRCH, format!("sending {} after the checkpoint: {e}", signal_name(signal))))?;
     }
+    if std::env::var_os("CREST_TIMING").is_some() {
+        eprintln!(
+            "crest-timing: checkpoint pid={pid} page_bytes={} remote_syscalls={} frozen_ms={:.3} total_ms={:.3}",
+            stats.page_bytes,
+            stats.remote_syscalls,
+            stats.frozen_secs * 1e3,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     if verbose {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(

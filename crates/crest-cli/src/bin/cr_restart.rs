@@ -94,6 +94,7 @@ fn main() {
 enum Never {}
 
 fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
+    let started = std::time::Instant::now();
     let sources = ["context", "file", "fd", "dir"].iter().filter(|s| m.contains_id(s)).count();
     if sources != 1 {
         return Err(fail(255, "args", "give exactly one image: FILE, --file FILE or --fd FD"));
@@ -123,6 +124,14 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     let restored = crest_restore::restore(&img, &opts).map_err(|e| restore_failure(&shown, e))?;
     drop(img);
     let pid = restored.pid;
+    if std::env::var_os("CREST_TIMING").is_some() {
+        eprintln!(
+            "crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}",
+            restored.page_bytes,
+            restored.remote_syscalls,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let signal = chosen_signal(m);
     if signal != 0 {
         sys::kill(pid, signal).map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} after the restart: {e}", signal_name(signal))))?;
