@@ -87,11 +87,6 @@ impl Frozen {
     /// Writes the image of the frozen process into `out`; returns the sink and figures.
     pub fn dump<W: Write + Send>(&mut self, out: W, scope: &str) -> Result<(W, Image, DumpStats), DumpError> {
         let pid = self.pid;
-        if self.threads.len() > 1 {
-            return Err(DumpError::Unsupported(format!("PID {pid} has {} threads; multithreaded processes are not supported yet", self.threads.len())));
-        }
-        self.threads[0].2 = Borrow::Borrowed;
-        let (leader, frozen, _) = &self.threads[0];
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
@@ -108,25 +103,45 @@ impl Frozen {
         };
         let ip = find_syscall_insn(pid, vs, ve)?;
 
-        // Borrow the leader: all signals blocked so no handler runs on borrowed registers.
+        // Borrow the leader (all signals blocked, so no handler runs on borrowed registers) for
+        // the process-wide state and a scratch page, then each other thread for its own state.
+        self.threads[0].2 = Borrow::Borrowed;
+        let (leader, frozen, _) = &self.threads[0];
         leader.set_sigmask(!0)?;
         let mut remote = Remote::new(leader, ip, frozen.regs);
         let scratch = Scratch::map(&mut remote, pid, 0)?;
+        let mut remote_syscalls = 0;
+        let mut states = vec![Borrow::Borrowed];
         let collected = (|| -> Result<_, DumpError> {
             let sigactions = signals::dump_actions(&mut remote, &scratch, &status)?;
             let mmst = mm::dump(&mut remote, pid, &stat)?;
-            let th = thread::dump(leader, &mut remote, &scratch, pid, frozen)?;
             let shared_pending = leader.pending_signals(true)?;
+            let mut threads = Vec::with_capacity(self.threads.len());
+            threads.push(thread::dump(leader, &mut remote, &scratch, pid, frozen)?);
             // Signals the freeze dequeued are in the image; queue them again in the live process.
             signals::restore_pending(&mut remote, &scratch, pid, Some(leader.tid), &frozen.stolen)?;
-            Ok((sigactions, mmst, th, shared_pending))
+            for (t, fz, _) in &self.threads[1..] {
+                states.push(Borrow::Borrowed);
+                t.set_sigmask(!0)?;
+                let mut r = Remote::new(t, ip, fz.regs);
+                threads.push(thread::dump(t, &mut r, &scratch, pid, fz)?);
+                signals::restore_pending(&mut r, &scratch, pid, Some(t.tid), &fz.stolen)?;
+                remote_syscalls += r.count;
+                put_back(t, fz)?;
+                *states.last_mut().expect("pushed above") = Borrow::Clean;
+            }
+            Ok((sigactions, mmst, threads, shared_pending))
         })();
         let unmapped = scratch.unmap(&mut remote);
-        let remote_syscalls = remote.count;
-        let (sigactions, mmst, th, shared_pending) = collected?;
+        remote_syscalls += remote.count;
+        for (i, st) in states.into_iter().enumerate() {
+            self.threads[i].2 = st;
+        }
+        let (sigactions, mmst, threads, shared_pending) = collected?;
         unmapped?;
-        // Everything from here on reads from outside: put the thread back now, so that even a
-        // tracer killed during the long page copy leaves it running correctly.
+        // Everything from here on reads from outside: put the leader back now, so that even a
+        // tracer killed during the long page copy leaves the process running correctly.
+        let (leader, frozen, _) = &self.threads[0];
         put_back(leader, frozen)?;
         self.threads[0].2 = Borrow::Clean;
 
@@ -160,7 +175,7 @@ impl Frozen {
                 fds,
                 sigactions,
                 shared_pending,
-                threads: vec![th],
+                threads,
                 vmas,
             }],
         };
@@ -175,7 +190,8 @@ impl Frozen {
         self.released = true;
         if kill {
             crest_ptrace::sys::kill(self.pid, libc::SIGKILL)?;
-            for (t, _, _) in &self.threads {
+            // The kernel reports the leader's exit last: reap the other threads first.
+            for (t, _, _) in self.threads.iter().rev() {
                 let _ = t.wait_stop();
             }
             return Ok(());

@@ -44,6 +44,34 @@ pub struct Frozen {
     pub stolen: Vec<Vec<u8>>,
 }
 
+/// Creates a thread like the one `remote` runs on (a remote `clone3` with pthread's flags,
+/// with `set_tid` = `tid` when given). The caller's tracer must have `PTRACE_O_TRACECLONE` set:
+/// the new thread is then traced and stopped before it runs a single instruction. Returns it.
+pub fn create(remote: &mut Remote<'_>, scratch: &Scratch, tid: Option<i32>) -> Result<Tracee, KindError> {
+    let flags = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD | libc::CLONE_SYSVSEM) as u64;
+    let set_tid = match tid {
+        Some(t) => scratch.write(1200, &t.to_le_bytes())?,
+        None => 0,
+    };
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+    // tls, set_tid, set_tid_size, cgroup. No stack: the thread never runs on the borrowed one.
+    let args: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, u64::from(tid.is_some()), 0];
+    let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let at = scratch.write(1024, &bytes)?;
+    let what = match tid {
+        Some(t) => format!("creating thread {t}"),
+        None => "creating a thread".to_string(),
+    };
+    let new = remote.call(&what, libc::SYS_clone3, &[at, bytes.len() as u64])? as i32;
+    let t = Tracee::adopt(new);
+    loop {
+        match t.wait_stop()? {
+            crest_ptrace::StopKind::Event => return Ok(t),
+            _ => t.cont(0)?,
+        }
+    }
+}
+
 /// Dumps thread `t` of process `pid`, borrowed through `remote` (which must run on `t`).
 pub fn dump(t: &Tracee, remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, frozen: &Frozen) -> Result<Thread, KindError> {
     let tid = t.tid;
@@ -71,6 +99,10 @@ pub fn dump(t: &Tracee, remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, fr
 
 /// Restores the per-thread kernel state of `th` from inside the husk (registers excepted).
 pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, th: &Thread) -> Result<(), KindError> {
+    let mut name = th.comm.as_bytes()[..th.comm.len().min(15)].to_vec();
+    name.push(0);
+    let at = scratch.write(3072, &name)?;
+    remote.call("setting the thread name", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at])?;
     remote.call("setting clear_child_tid", libc::SYS_set_tid_address, &[th.clear_child_tid])?;
     if th.robust_list.0 != 0 {
         remote.call("setting the robust futex list", libc::SYS_set_robust_list, &[th.robust_list.0, th.robust_list.1])?;

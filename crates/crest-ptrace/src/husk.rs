@@ -109,7 +109,7 @@ pub fn spawn<F: FnOnce(i32) -> Result<i32, String>>(pid: Option<i32>, prepare: F
         let text = String::from_utf8_lossy(&msg).trim_start_matches('\0').to_string();
         return Err(SpawnError::Prepare(if text.is_empty() { "the restore process died while being prepared".into() } else { text }));
     }
-    let t = Tracee::seize_with(child, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD)?;
+    let t = Tracee::seize_with(child, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE)?;
     t.interrupt()?;
     loop {
         match t.wait_stop()? {

@@ -31,12 +31,14 @@ pub struct Remote<'a> {
     base: Regs,
     /// Number of syscalls run, for statistics.
     pub count: u64,
+    /// `PTRACE_GETEVENTMSG` of a ptrace event during the last syscall (a new thread's id).
+    pub event_msg: Option<u64>,
 }
 
 impl<'a> Remote<'a> {
     /// Borrows `tracee`, whose registers are `base`, to run syscalls at `syscall_ip`.
     pub fn new(tracee: &'a Tracee, syscall_ip: u64, base: Regs) -> Self {
-        Remote { tracee, syscall_ip, base, count: 0 }
+        Remote { tracee, syscall_ip, base, count: 0, event_msg: None }
     }
 
     /// Where the `syscall` instruction is.
@@ -65,12 +67,16 @@ impl<'a> Remote<'a> {
         r.rip = self.syscall_ip;
         let t = self.tracee;
         t.set_regs(&r)?;
-        for phase in ["entry", "exit"] {
+        self.event_msg = None;
+        let mut stops = 0;
+        while stops < 2 {
             t.syscall_step()?;
             match t.wait_stop()? {
-                StopKind::Syscall => {}
+                StopKind::Syscall => stops += 1,
+                // clone/fork/exec events stop between entry and exit; note what they report.
+                StopKind::OtherEvent(_) => self.event_msg = Some(t.event_msg()?),
                 other => {
-                    return Err(TraceError::Unexpected { tid: t.tid, what: format!("{other:?} instead of syscall {phase} stop in remote syscall {nr}") })
+                    return Err(TraceError::Unexpected { tid: t.tid, what: format!("{other:?} instead of a syscall stop in remote syscall {nr}") })
                 }
             }
         }

@@ -135,6 +135,15 @@ impl Tracee {
         self.resume(libc::PTRACE_DETACH, "PTRACE_DETACH", sig)
     }
 
+    /// `PTRACE_GETEVENTMSG`.
+    pub fn event_msg(&self) -> Result<u64, TraceError> {
+        let mut msg: libc::c_ulong = 0;
+        // SAFETY: data points at a live unsigned long.
+        let r = unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, self.tid, 0, &mut msg as *mut libc::c_ulong) };
+        check(r, "PTRACE_GETEVENTMSG", self.tid)?;
+        Ok(msg)
+    }
+
     /// `PTRACE_GETREGS`.
     pub fn regs(&self) -> Result<Regs, TraceError> {
         // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.

@@ -40,9 +40,6 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let [p] = image.processes.as_slice() else {
         return Err(RestoreError::Refused(format!("the image holds {} processes; process trees are not supported yet", image.processes.len())));
     };
-    if p.threads.len() != 1 {
-        return Err(RestoreError::Refused(format!("process {} has {} threads; multithreaded processes are not supported yet", p.pid, p.threads.len())));
-    }
     check_files(p)?;
     let own_maps = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
     let here = vdso::layout(&own_maps);
@@ -110,7 +107,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let pid = husk.tid;
     let result = std::thread::scope(|s| {
         let verifier = opts.verify.then(|| s.spawn(|| img.verify_pages(1)));
-        let filled = fill(&husk, p, &fds, exe_fd, &aux);
+        let filled = fill(&husk, p, &fds, exe_fd, &aux, opts.restore_pid);
         let verified = match verifier {
             Some(v) => v.join().unwrap_or_else(|_| Err(crest_image::ImageError::Invalid("page verifier panicked".into()))),
             None => Ok(()),
@@ -119,8 +116,15 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         filled
     });
     match result {
-        Ok((page_bytes, remote_syscalls, exe_set)) => {
-            finish(&husk, p)?;
+        Ok((page_bytes, remote_syscalls, exe_set, threads)) => {
+            let all: Vec<&crest_ptrace::Tracee> = std::iter::once(&husk).chain(threads.iter()).collect();
+            if let Err(e) = finish(&all, p) {
+                let _ = crest_ptrace::sys::kill(pid, libc::SIGKILL);
+                return Err(e);
+            }
+            for t in threads {
+                t.detach(0)?;
+            }
             husk.detach(0)?;
             Ok(Restored { pid, page_bytes, remote_syscalls, exe_set })
         }
@@ -169,7 +173,8 @@ fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
 }
 
 /// Turns the husk's memory into the saved process's. Returns (bytes, syscalls, exe set).
-fn fill(husk: &crest_ptrace::Tracee, p: &Process, fds: &MapFds, exe_fd: i32, aux: &[i32]) -> Result<(u64, u64, bool), RestoreError> {
+#[allow(clippy::type_complexity)]
+fn fill(husk: &crest_ptrace::Tracee, p: &Process, fds: &MapFds, exe_fd: i32, aux: &[i32], restore_pid: bool) -> Result<(u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
     let pid = husk.tid;
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
     let areas = vdso::areas(&maps);
@@ -203,25 +208,37 @@ fn fill(husk: &crest_ptrace::Tracee, p: &Process, fds: &MapFds, exe_fd: i32, aux
         let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;
     }
     thread::restore(&mut remote, &scratch, pid, &p.threads[0])?;
+    let mut threads = Vec::with_capacity(p.threads.len() - 1);
+    let mut count = 0;
+    for th in &p.threads[1..] {
+        let t = thread::create(&mut remote, &scratch, restore_pid.then_some(th.tid))?;
+        let base = t.regs()?;
+        let mut r = Remote::new(&t, remote.syscall_ip(), base);
+        thread::restore(&mut r, &scratch, pid, th)?;
+        count += r.count;
+        threads.push(t);
+    }
     signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
     scratch.unmap(&mut remote)?;
-    Ok((bytes, remote.count, exe_set))
+    Ok((bytes, remote.count + count, exe_set, threads))
 }
 
-/// Limits, XSAVE area, registers and mask; then one more interrupt so the thread is let go from
-/// an event stop and the kernel applies its syscall-restart rules to the saved registers.
-fn finish(husk: &crest_ptrace::Tracee, p: &Process) -> Result<(), RestoreError> {
-    let th = &p.threads[0];
-    task::restore_rlimits(husk.tid, &p.rlimits)?;
-    husk.set_xstate(&th.xsave)?;
-    husk.set_regs(&thread::regs_from_image(&th.regs))?;
-    husk.set_sigmask(th.sigmask)?;
-    husk.interrupt()?;
-    husk.cont(0)?;
-    loop {
-        match husk.wait_stop()? {
-            StopKind::Event => return Ok(()),
-            _ => husk.cont(0)?,
+/// Limits, then each thread's XSAVE area, registers and mask; each thread is interrupted once
+/// more and let go from that event stop, so the kernel applies its syscall-restart rules.
+fn finish(threads: &[&crest_ptrace::Tracee], p: &Process) -> Result<(), RestoreError> {
+    task::restore_rlimits(threads[0].tid, &p.rlimits)?;
+    for (t, th) in threads.iter().zip(&p.threads) {
+        t.set_xstate(&th.xsave)?;
+        t.set_regs(&thread::regs_from_image(&th.regs))?;
+        t.set_sigmask(th.sigmask)?;
+        t.interrupt()?;
+        t.cont(0)?;
+        loop {
+            match t.wait_stop()? {
+                StopKind::Event => break,
+                _ => t.cont(0)?,
+            }
         }
     }
+    Ok(())
 }
