@@ -124,6 +124,7 @@ pub struct MapFds {
 }
 
 /// Files a process's mappings need open: (path, needs write), and shared objects: (id, size).
+#[allow(clippy::type_complexity)]
 pub fn needed_files(vmas: &[Vma]) -> (Vec<(String, bool)>, Vec<(u64, u64)>) {
     let mut files: Vec<(String, bool)> = Vec::new();
     let mut shared: Vec<(u64, u64)> = Vec::new();
@@ -136,11 +137,7 @@ pub fn needed_files(vmas: &[Vma]) -> (Vec<(String, bool)>, Vec<(u64, u64)>) {
                     None => files.push((path.clone(), w)),
                 }
             }
-            VmaBacking::SharedAnon { id, size } => {
-                if !shared.iter().any(|s| s.0 == *id) {
-                    shared.push((*id, *size));
-                }
-            }
+            VmaBacking::SharedAnon { id, size } if !shared.iter().any(|s| s.0 == *id) => shared.push((*id, *size)),
             _ => {}
         }
     }

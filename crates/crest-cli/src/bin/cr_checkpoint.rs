@@ -137,9 +137,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
     // Open the destination before freezing: a bad destination must not stop the target at all.
     let (file, shown): (File, String) = match &dest {
         Dest::Fd(fd) => {
-            let f = File::from(std::os::fd::OwnedFd::from(
-                crest_cli_fd(*fd).map_err(|e| (e.raw_os_error().unwrap_or(libc::EBADF), format!("descriptor {fd}: {e}")))?,
-            ));
+            let f = File::from(crest_cli_fd(*fd).map_err(|e| (e.raw_os_error().unwrap_or(libc::EBADF), format!("descriptor {fd}: {e}")))?);
             (f, format!("<fd{fd}>"))
         }
         Dest::Atomic { tmp, path, .. } => (open_new(tmp, false, true).map_err(|e| io_err(e, path))?, path.display().to_string()),

@@ -68,8 +68,6 @@ fn main() {
             if !std::env::args().any(|a| a == "-q" || a == "--quiet") {
                 let _ = e.print();
             }
-            let fail_args = std::env::args().skip_while(|a| !a.starts_with("--run-on-fail")).nth(0);
-            let _ = fail_args;
             std::process::exit(255)
         }
     };
