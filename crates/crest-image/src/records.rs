@@ -284,6 +284,30 @@ pub enum FdKind {
         /// Device number.
         rdev: u64,
     },
+    /// An eventfd with its counter.
+    EventFd {
+        /// The counter.
+        count: u64,
+        /// `EFD_SEMAPHORE`.
+        semaphore: bool,
+    },
+    /// One end of a pipe whose both ends are in the image; the read end carries the data that
+    /// was buffered in it (read without consuming it).
+    Pipe {
+        /// Identity of the pipe (its inode at checkpoint).
+        id: u64,
+        /// The write end (else the read end).
+        write_end: bool,
+        /// Pipe capacity (`F_GETPIPE_SZ`).
+        size: u32,
+        /// Buffered data (on the first read end only).
+        data: Vec<u8>,
+    },
+    /// An epoll instance and what it watches.
+    Epoll {
+        /// (descriptor, events, data) for each watched descriptor.
+        targets: Vec<(i32, u32, u64)>,
+    },
     /// Something outside the image (a terminal, a pipe or socket to a process not checkpointed):
     /// restored as the descriptor of the same number that `cr_restart` itself has, as BLCR did.
     Inherited {

@@ -206,7 +206,7 @@ pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Fields of `/proc/PID/fdinfo/N`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FdInfo {
     /// File position.
     pub pos: u64,
@@ -216,12 +216,14 @@ pub struct FdInfo {
     pub mnt_id: u64,
     /// Inode number.
     pub ino: u64,
+    /// The whole text, for the lines specific to a kind of file (eventfd, epoll, ...).
+    pub text: String,
 }
 
 /// Parses `fdinfo` text.
 pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ProcError> {
     let err = |what: &str| ProcError::Parse { path: "fdinfo".into(), what: what.into() };
-    let mut fi = FdInfo::default();
+    let mut fi = FdInfo { text: text.to_string(), ..FdInfo::default() };
     for l in text.lines() {
         let Some((k, v)) = l.split_once(':') else { continue };
         let v = v.trim();

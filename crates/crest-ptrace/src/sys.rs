@@ -260,3 +260,105 @@ pub fn die_by_signal(sig: i32) -> ! {
         libc::_exit(128 + sig)
     }
 }
+
+fn owned(fd: libc::c_int, what: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd == -1 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `eventfd(count, flags)`.
+pub fn eventfd(count: u32, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::eventfd(count, flags) }, "eventfd")
+}
+
+/// `pipe2(flags)`: (read end, write end).
+pub fn pipe2(flags: i32) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-int array.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((owned(fds[0], "pipe2")?, owned(fds[1], "pipe2")?))
+}
+
+/// `fcntl(F_GETPIPE_SZ)` / `fcntl(F_SETPIPE_SZ)`.
+pub fn pipe_size(fd: i32, set: Option<i32>) -> std::io::Result<i32> {
+    // SAFETY: no pointers.
+    let r = unsafe {
+        match set {
+            Some(n) => libc::fcntl(fd, libc::F_SETPIPE_SZ, n),
+            None => libc::fcntl(fd, libc::F_GETPIPE_SZ),
+        }
+    };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// `fcntl(F_GETFL)` / `fcntl(F_SETFL)`.
+pub fn status_flags(fd: i32, set: Option<i32>) -> std::io::Result<i32> {
+    // SAFETY: no pointers.
+    let r = unsafe {
+        match set {
+            Some(f) => libc::fcntl(fd, libc::F_SETFL, f),
+            None => libc::fcntl(fd, libc::F_GETFL),
+        }
+    };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// `tee(from, to, len, SPLICE_F_NONBLOCK)`: copies pipe data without consuming it.
+pub fn tee(from: i32, to: i32, len: usize) -> std::io::Result<usize> {
+    // SAFETY: no pointers.
+    let r = unsafe { libc::tee(from, to, len, libc::SPLICE_F_NONBLOCK) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// `epoll_create1(flags)`.
+pub fn epoll_create(flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::epoll_create1(flags) }, "epoll_create1")
+}
+
+/// `epoll_ctl(EPOLL_CTL_ADD, fd, {events, data})`.
+pub fn epoll_add(ep: i32, fd: i32, events: u32, data: u64) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: ev is a live epoll_event.
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A pidfd of `pid` (`pidfd_open`).
+pub fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int, "pidfd_open")
+}
+
+/// A copy of descriptor `fd` of the process behind `pidfd` (`pidfd_getfd`; needs ptrace rights).
+pub fn pidfd_getfd(pidfd: i32, fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) } as libc::c_int, "pidfd_getfd")
+}
+
+/// Takes ownership of descriptor number `fd`, which the caller owns and nobody else uses.
+pub fn owned_fd(fd: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller passes a descriptor it owns (just returned by dup/fcntl).
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}

@@ -80,6 +80,11 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                 FdKind::Regular { path, pos, .. } => format!("file {path} at offset {pos}"),
                 FdKind::Directory { path, .. } => format!("directory {path}"),
                 FdKind::CharDevice { path, .. } => format!("device {path}"),
+                FdKind::EventFd { count, semaphore } => format!("eventfd, counter {count}{}", if *semaphore { ", semaphore" } else { "" }),
+                FdKind::Pipe { id, write_end, data, .. } => {
+                    format!("{} end of pipe {id}{}", if *write_end { "write" } else { "read" }, if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) })
+                }
+                FdKind::Epoll { targets } => format!("epoll watching fds {:?}", targets.iter().map(|t| t.0).collect::<Vec<_>>()),
                 FdKind::Inherited { what } => format!("{what} (taken from cr_restart's own descriptor)"),
             };
             let _ = writeln!(o, "    {:>4}{} flags {:#o}: {what}", f.fd, if f.cloexec { " (cloexec)" } else { "" }, f.flags);

@@ -22,13 +22,13 @@ impl FdHandler for CharDevice {
     fn claims(&self, link: &str, md: &Metadata) -> bool {
         md.file_type().is_char_device() && REOPENABLE.contains(&link)
     }
-    fn dump(&self, _pid: i32, _fd: i32, link: &str, md: &Metadata, _info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, _cx: &mut super::DumpCx, _fd: i32, link: &str, md: &Metadata, _info: &FdInfo) -> Result<FdKind, KindError> {
         Ok(FdKind::CharDevice { path: link.to_string(), rdev: md.rdev() })
     }
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::CharDevice { .. })
     }
-    fn open(&self, rec: &FdRecord) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
         let FdKind::CharDevice { path, .. } = &rec.kind else { return Ok(None) };
         let acc = rec.flags & libc::O_ACCMODE as u32;
         let f = std::fs::OpenOptions::new()

@@ -18,7 +18,8 @@ impl FdHandler for Directory {
     fn claims(&self, link: &str, md: &Metadata) -> bool {
         md.file_type().is_dir() && link.starts_with('/')
     }
-    fn dump(&self, pid: i32, fd: i32, link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, cx: &mut super::DumpCx, fd: i32, link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+        let pid = cx.pid;
         if link.ends_with(" (deleted)") {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: directory {link} was deleted")));
         }
@@ -27,7 +28,7 @@ impl FdHandler for Directory {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Directory { .. })
     }
-    fn open(&self, rec: &FdRecord) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
         let FdKind::Directory { path, .. } = &rec.kind else { return Ok(None) };
         let f = std::fs::OpenOptions::new()
             .read(true)

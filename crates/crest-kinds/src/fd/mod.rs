@@ -13,8 +13,54 @@ use crate::KindError;
 
 mod chardev;
 mod directory;
+mod epoll;
+mod eventfd;
 mod inherited;
+mod pipe;
 mod regular;
+
+/// What the dump of one descriptor may need to know about the others.
+pub struct DumpCx {
+    /// The process.
+    pub pid: i32,
+    /// A pidfd of it, for `pidfd_getfd`.
+    pub pidfd: Option<std::os::fd::OwnedFd>,
+    /// Every descriptor with its link and fdinfo.
+    pub all: Vec<(i32, String, FdInfo)>,
+    /// Objects already dumped in full (pipe data is saved once).
+    pub seen: std::collections::HashSet<u64>,
+}
+
+/// What the restore of one descriptor may need from the others: objects created for an
+/// earlier descriptor (the other end of a pipe, a dup), parked above every saved number.
+pub struct PrepareCx {
+    /// Lowest number the parked descriptors may use.
+    pub high: i32,
+    /// Parked descriptors by (object id, which end).
+    pub parked: std::collections::HashMap<(u64, bool), std::os::fd::OwnedFd>,
+}
+
+impl PrepareCx {
+    /// Parks `fd` for `key` above the saved numbers.
+    pub fn park(&mut self, key: (u64, bool), fd: std::os::fd::OwnedFd) -> Result<(), String> {
+        let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&fd), self.high).map_err(|e| format!("moving a descriptor: {e}"))?;
+        drop(fd);
+        let parked = crest_ptrace::sys::owned_fd(n);
+        self.parked.insert(key, parked);
+        Ok(())
+    }
+
+    /// A new descriptor for the parked object `key`.
+    pub fn take(&self, key: (u64, bool)) -> Option<Result<std::os::fd::OwnedFd, String>> {
+        self.parked.get(&key).map(|f| f.try_clone().map_err(|e| format!("duplicating a descriptor: {e}")))
+    }
+}
+
+/// Sets the status flags (`O_NONBLOCK`, ...) a descriptor had.
+pub fn set_status_flags(fd: &std::os::fd::OwnedFd, flags: u32) -> Result<(), String> {
+    let keep = (libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;
+    crest_ptrace::sys::status_flags(std::os::fd::AsRawFd::as_raw_fd(fd), Some((flags & keep) as i32)).map(drop).map_err(|e| format!("setting descriptor flags: {e}"))
+}
 
 /// One kind of file a descriptor can refer to.
 pub trait FdHandler: Sync {
@@ -23,25 +69,35 @@ pub trait FdHandler: Sync {
     /// Does a descriptor whose link reads `link` and whose open file is `md` belong here?
     fn claims(&self, link: &str, md: &Metadata) -> bool;
     /// Describes it for the image.
-    fn dump(&self, pid: i32, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError>;
+    fn dump(&self, cx: &mut DumpCx, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError>;
     /// Does this handler restore records of this kind?
     fn restores(&self, kind: &FdKind) -> bool;
+    /// Restored after every other descriptor (it refers to them, as epoll does).
+    fn late(&self) -> bool {
+        false
+    }
     /// Inside the husk: opens the file again. `None` leaves the number as the husk inherited it.
-    fn open(&self, rec: &FdRecord) -> Result<Option<std::os::fd::OwnedFd>, String>;
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String>;
 }
 
 /// The registry, asked in order; [`inherited`] takes what no other kind claims.
-pub static HANDLERS: &[&dyn FdHandler] = &[&regular::Regular, &directory::Directory, &chardev::CharDevice, &inherited::Inherited];
+pub static HANDLERS: &[&dyn FdHandler] =
+    &[&regular::Regular, &directory::Directory, &chardev::CharDevice, &eventfd::EventFd, &epoll::Epoll, &pipe::Pipe, &inherited::Inherited];
 
 /// Dumps every descriptor of `pid`.
 pub fn dump_all(pid: i32) -> Result<Vec<FdRecord>, KindError> {
     let mut out = Vec::new();
+    let mut all = Vec::new();
     for fd in crest_proc::fds(pid)? {
         let link = crest_proc::readlink(pid, &format!("fd/{fd}"))?;
-        let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
         let info = crest_proc::parse_fdinfo(&crest_proc::read(pid, &format!("fdinfo/{fd}"))?)?;
-        let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).ok_or_else(|| KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is not supported")))?;
-        let kind = h.dump(pid, fd, &link, &md, &info)?;
+        all.push((fd, link, info));
+    }
+    let mut cx = DumpCx { pid, pidfd: crest_ptrace::sys::pidfd_open(pid).ok(), all: all.clone(), seen: Default::default() };
+    for (fd, link, info) in all {
+        let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
+        let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).ok_or_else(|| KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is not supported yet")))?;
+        let kind = h.dump(&mut cx, fd, &link, &md, &info)?;
         out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, kind });
     }
     Ok(out)
@@ -60,9 +116,13 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32]) -> Result<(), String> {
             crest_ptrace::sys::close(fd);
         }
     }
-    for r in recs {
-        let h = HANDLERS.iter().find(|h| h.restores(&r.kind)).ok_or_else(|| format!("fd {}: no handler", r.fd))?;
-        match h.open(r)? {
+    let high = keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1;
+    let mut cx = PrepareCx { high, parked: Default::default() };
+    let handler = |r: &FdRecord| HANDLERS.iter().find(|h| h.restores(&r.kind)).ok_or_else(|| format!("fd {}: no handler", r.fd));
+    let mut order: Vec<(&FdRecord, &&dyn FdHandler)> = recs.iter().map(|r| Ok((r, handler(r)?))).collect::<Result<_, String>>()?;
+    order.sort_by_key(|(_, h)| h.late());
+    for (r, h) in order {
+        match h.open(r, &mut cx)? {
             Some(f) => {
                 let raw = std::os::fd::IntoRawFd::into_raw_fd(f);
                 if raw != r.fd {

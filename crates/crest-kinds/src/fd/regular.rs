@@ -20,7 +20,8 @@ impl FdHandler for Regular {
     fn claims(&self, link: &str, md: &Metadata) -> bool {
         md.file_type().is_file() && link.starts_with('/')
     }
-    fn dump(&self, pid: i32, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, cx: &mut super::DumpCx, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+        let pid = cx.pid;
         if link.ends_with(" (deleted)") {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} was deleted; deleted files are not supported yet")));
         }
@@ -29,7 +30,7 @@ impl FdHandler for Regular {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Regular { .. })
     }
-    fn open(&self, rec: &FdRecord) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
         let FdKind::Regular { path, pos, .. } = &rec.kind else { return Ok(None) };
         let acc = rec.flags & libc::O_ACCMODE as u32;
         let f = std::fs::OpenOptions::new()
