@@ -1,110 +1,13 @@
 //! End-to-end checks of the commands on real processes: a counting program and a 64-thread
 //! program are checkpointed, killed and restarted, and must go on where they were; bad input
 //! gets a clear refusal. Every test kills what it started, by PID, even when it fails.
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(match name {
-        "cr_checkpoint" => env!("CARGO_BIN_EXE_cr_checkpoint"),
-        "cr_restart" => env!("CARGO_BIN_EXE_cr_restart"),
-        _ => env!("CARGO_BIN_EXE_cr_info"),
-    })
-}
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A scratch directory removed on drop.
-struct Dir(PathBuf);
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("crest-smoke-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Kills the PIDs it holds when dropped.
-struct Reaper(Vec<i32>);
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for &p in &self.0 {
-            let _ = Command::new("kill").arg("-9").arg(p.to_string()).stderr(Stdio::null()).status();
-        }
-    }
-}
-
-fn gcc(src: &str, out: &Path, extra: &[&str]) {
-    let st = Command::new("gcc").args(["-O1", "-Wall", "-o"]).arg(out).arg(root().join(src)).args(extra).status().expect("gcc runs");
-    assert!(st.success(), "compiling {src}");
-}
-
-fn wait_for(path: &Path, what: &str, timeout: Duration) -> String {
-    let t = Instant::now();
-    loop {
-        let s = std::fs::read_to_string(path).unwrap_or_default();
-        if s.contains(what) {
-            return s;
-        }
-        assert!(t.elapsed() < timeout, "timed out waiting for {what:?} in {}; it holds:\n{s}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_child(c: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let t = Instant::now();
-    loop {
-        if let Some(st) = c.try_wait().expect("try_wait") {
-            return st;
-        }
-        assert!(t.elapsed() < timeout, "pid {} did not finish in {timeout:?}", c.id());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
-}
-
-/// Starts `prog args` with stdout to a file, checkpoints it with --kill once `ready` shows
-/// there, restarts it and returns cr_restart's exit status and the output.
-fn round_trip(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration) -> (std::process::ExitStatus, String) {
-    let out = d.0.join("out.txt");
-    let f = std::fs::File::create(&out).expect("output file");
-    let mut child = Command::new(prog).args(args).current_dir(&d.0).stdout(f).stdin(Stdio::null()).spawn().expect("start program");
-    let pid = child.id() as i32;
-    let mut reaper = Reaper(vec![pid]);
-    wait_for(&out, ready, Duration::from_secs(20));
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-    assert!(ck.status.success(), "cr_checkpoint failed: {}", String::from_utf8_lossy(&ck.stderr));
-    let _ = child.wait();
-    let meta = std::fs::metadata(&img).expect("image exists");
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o400, "image is owner-read-only");
-    let mut cmd = Command::new(bin("cr_restart"));
-    if !is_root() {
-        cmd.arg("--no-restore-pid");
-    }
-    let mut rs = cmd.arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
-    reaper.0.push(rs.id() as i32);
-    let st = wait_child(&mut rs, timeout);
-    if !st.success() {
-        let mut e = String::new();
-        let _ = std::io::Read::read_to_string(rs.stderr.as_mut().expect("piped"), &mut e);
-        eprintln!("cr_restart stderr: {e}");
-    }
-    reaper.0.clear();
-    (st, std::fs::read_to_string(&out).unwrap_or_default())
-}
+use common::*;
 
 #[test]
 fn counter_goes_on_counting() {
