@@ -32,22 +32,18 @@ pub fn signal_args(mut cmd: Command) -> Command {
 
 /// The signal to send after the operation: the last of the flags given wins, as in BLCR.
 pub fn chosen_signal(m: &ArgMatches) -> i32 {
-    let mut best: Option<(usize, i32)> = None;
-    for (name, sig, _) in SIGNAL_FLAGS {
-        if m.get_flag(name) {
-            if let Some(i) = m.index_of(name) {
-                if best.is_none_or(|b| i > b.0) {
-                    best = Some((i, *sig));
-                }
-            }
-        }
+    let names: Vec<&str> = SIGNAL_FLAGS.iter().map(|f| f.0).chain(["signal"]).collect();
+    match last_given(m, &names) {
+        Some("signal") => m.get_one::<i32>("signal").copied().unwrap_or(0),
+        Some(name) => SIGNAL_FLAGS.iter().find(|f| f.0 == name).map_or(0, |f| f.1),
+        None => 0,
     }
-    if let (Some(i), Some(&n)) = (m.index_of("signal"), m.get_one::<i32>("signal")) {
-        if best.is_none_or(|b| i > b.0) {
-            best = Some((i, n));
-        }
-    }
-    best.map_or(0, |b| b.1)
+}
+
+/// Of the flags `names`, the one given last on the command line (BLCR's "last one wins").
+/// Flags left at their default do not count.
+pub fn last_given<'a>(m: &ArgMatches, names: &[&'a str]) -> Option<&'a str> {
+    names.iter().copied().filter(|n| m.value_source(n) == Some(clap::parser::ValueSource::CommandLine)).max_by_key(|n| m.index_of(n))
 }
 
 /// The name of a signal number, for messages.

@@ -53,3 +53,30 @@ fn foreign_file_is_refused_before_anything_starts() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("not a crest image"), "{b}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn ordinary_user_round_trip_with_new_pid() {
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root (to become nobody) and setpriv");
+        return;
+    }
+    let d = Dir::new("nobody");
+    std::fs::set_permissions(&d.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let prog = d.0.join("counter");
+    gcc("demo/counter.c", &prog, &[]);
+    let as_nobody = |script: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", script])
+            .env("CK", bin("cr_checkpoint"))
+            .env("RS", bin("cr_restart"))
+            .current_dir(&d.0)
+            .output()
+            .expect("setpriv runs")
+    };
+    let out = as_nobody("./counter 20 > out.txt & p=$!; sleep 0.5; \"$CK\" --kill $p || exit 10; wait $p; \"$RS\" context.$p; echo \"default=$?\"; \"$RS\" --no-restore-pid context.$p");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "as nobody: {text}");
+    assert!(text.contains("needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE"), "restoring the PID says what it needs: {text}");
+    let log = std::fs::read_to_string(d.0.join("out.txt")).unwrap_or_default();
+    assert!(log.contains("count 20,"), "the restored counter finished:\n{log}");
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Arg, ArgAction, Command};
-use crest_cli::{chosen_signal, signal_args, signal_name, Say, VERSION};
+use crest_cli::{chosen_signal, last_given, signal_args, signal_name, Say, VERSION};
 use crest_dump::DumpError;
 
 fn command() -> Command {
@@ -54,11 +54,6 @@ enum Dest {
     Fd(i32),
 }
 
-fn last_index(m: &clap::ArgMatches, names: &[&str]) -> Option<&'static str> {
-    let all: &[&'static str] = &["atomic", "backup", "clobber", "noclobber"];
-    all.iter().copied().filter(|n| names.contains(n) && m.contains_id(n) && m.value_source(n) == Some(clap::parser::ValueSource::CommandLine)).max_by_key(|n| m.index_of(n))
-}
-
 fn main() {
     let m = match command().try_get_matches() {
         Ok(m) => m,
@@ -90,7 +85,7 @@ fn main() {
 
 fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
     let einval = |s: String| (libc::EINVAL, s);
-    let scope = ["tree", "pid", "pgid", "sid"].into_iter().filter(|n| m.get_flag(n)).max_by_key(|n| m.index_of(n)).unwrap_or("tree");
+    let scope = last_given(m, &["tree", "pid", "pgid", "sid"]).unwrap_or("tree");
     if scope == "pgid" || scope == "sid" {
         return Err((libc::EOPNOTSUPP, "--pgid and --sid scopes are not supported yet; use --tree or --pid".into()));
     }
@@ -104,7 +99,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
         Some("fd") => None,
         _ => Some(PathBuf::from(format!("context.{pid}"))),
     };
-    let mode = last_index(m, &["atomic", "backup", "clobber", "noclobber"]).unwrap_or("atomic");
+    let mode = last_given(m, &["atomic", "backup", "clobber", "noclobber"]).unwrap_or("atomic");
     let dest = match (target, m.get_one::<i32>("fd")) {
         (None, Some(&fd)) => Dest::Fd(fd),
         (Some(path), _) => match mode {
@@ -130,7 +125,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
             ));
         }
     }
-    let sync = !(m.get_flag("nosync") && m.index_of("nosync") > m.index_of("sync"));
+    let sync = last_given(m, &["sync", "nosync"]) != Some("nosync");
     let signal = chosen_signal(m);
     let verbose = m.get_flag("verbose") && !say.quiet;
 

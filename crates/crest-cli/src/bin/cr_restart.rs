@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, Command};
-use crest_cli::{chosen_signal, signal_args, signal_name, Say, VERSION};
+use crest_cli::{chosen_signal, last_given, signal_args, signal_name, Say, VERSION};
 use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
 use crest_ptrace::sys::{self, ChildEnd};
 use crest_restore::{RestoreError, RestoreOptions};
@@ -100,7 +100,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     if m.contains_id("dir") {
         return Err(fail(libc::EINVAL, "args", "--dir is not implemented (as in BLCR); give the image file"));
     }
-    if m.get_flag("restore-pgid") && m.index_of("restore-pgid") > m.index_of("no-restore-pgid") || m.get_flag("restore-sid") && m.index_of("restore-sid") > m.index_of("no-restore-sid") {
+    if last_given(m, &["restore-pgid", "no-restore-pgid"]) == Some("restore-pgid") || last_given(m, &["restore-sid", "no-restore-sid"]) == Some("restore-sid") {
         return Err(fail(libc::EOPNOTSUPP, "args", "--restore-pgid and --restore-sid are not supported yet"));
     }
     let relocs = parse_relocations(m.get_many::<String>("relocate").map(|v| v.cloned().collect()).unwrap_or_default())?;
@@ -114,7 +114,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     for p in &mut img.image.processes {
         relocate(p, &relocs);
     }
-    let restore_pid = !(m.get_flag("no-restore-pid") && m.index_of("no-restore-pid") > m.index_of("restore-pid"));
+    let restore_pid = last_given(m, &["restore-pid", "no-restore-pid"]) != Some("no-restore-pid");
     let opts = RestoreOptions { restore_pid, verify: !m.get_flag("no-verify") };
     // Signals that arrive while restoring wait; afterwards they are forwarded to the process.
     let forwarded: Vec<i32> = (1..=64).filter(|&s| ![libc::SIGCHLD, libc::SIGKILL, libc::SIGSTOP].contains(&s)).collect();
