@@ -1,5 +1,4 @@
 //! Freezing a process, dumping it, and letting it go.
-use std::io::Write;
 use std::time::Instant;
 
 use crest_image::{Image, ImageWriter, Process, RECORD_VERSION};
@@ -85,7 +84,7 @@ impl Frozen {
     }
 
     /// Writes the image of the frozen process into `out`; returns the sink and figures.
-    pub fn dump<W: Write + Send>(&mut self, out: W, scope: &str) -> Result<(W, Image, DumpStats), DumpError> {
+    pub fn dump(&mut self, out: &std::fs::File, scope: &str) -> Result<(Image, DumpStats), DumpError> {
         let pid = self.pid;
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
@@ -146,7 +145,18 @@ impl Frozen {
         self.threads[0].2 = Borrow::Clean;
 
         let mut w = ImageWriter::new(out)?;
-        let (vmas, page_bytes) = pages::write_pages(pid, vmas, &mut w)?;
+        let seekable = out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false);
+        let (vmas, page_bytes) = if seekable {
+            let start = w.position();
+            let r = pages::write_pages::<&std::fs::File>(pid, vmas, pages::Sink::File(out, start))?;
+            // pwrite leaves the file position alone: move it past the pages for what follows.
+            let mut f = out;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
+            w.note_appended(r.1);
+            r
+        } else {
+            pages::write_pages(pid, vmas, pages::Sink::Stream(&mut w))?
+        };
         let (release, host) = crest_ptrace::sys::uname();
         let image = Image {
             v: RECORD_VERSION,
@@ -179,9 +189,9 @@ impl Frozen {
                 vmas,
             }],
         };
-        let out = w.finish(&image)?;
+        w.finish(&image)?;
         let stats = DumpStats { page_bytes, vmas: image.processes[0].vmas.len(), remote_syscalls, frozen_secs: self.since.elapsed().as_secs_f64() };
-        Ok((out, image, stats))
+        Ok((image, stats))
     }
 
     /// Lets the process go: registers, masks and kept signals back as they were, then detach.

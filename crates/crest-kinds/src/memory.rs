@@ -192,6 +192,8 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds) ->
     Ok(bytes)
 }
 
+const MADV_POPULATE_WRITE: u64 = 23;
+
 /// Reads the saved pages of `v` into place: the husk `pread`s them from the image, one call per
 /// run of pages contiguous both in memory and in the file.
 fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32) -> Result<u64, KindError> {
@@ -204,6 +206,10 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32) -> Result<u64
     }
     let mut total = 0;
     for r in merged {
+        // Allocate the pages in one pass, without a page fault for each, before filling them.
+        // Only the saved ranges: memory the process never touched stays unallocated. Kernels
+        // without MADV_POPULATE_WRITE (before 5.14) fault the pages in during the read instead.
+        let _ = remote.syscall(libc::SYS_madvise, &[r.vaddr, r.len, MADV_POPULATE_WRITE])?;
         let mut done = 0;
         while done < r.len {
             let n = remote.call(

@@ -2,7 +2,6 @@
 //! 0.8.6 (see the README); the image is written under a temporary name in the destination's
 //! directory, mode 0400, synced and renamed only when whole.
 use std::fs::{File, OpenOptions};
-use std::io::BufWriter;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -153,10 +152,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
     let started = Instant::now();
     let result = (|| -> Result<_, DumpError> {
         let mut frozen = crest_dump::freeze(pid)?;
-        let (w, _image, stats) = frozen.dump(BufWriter::with_capacity(1 << 20, file), scope)?;
-        let f = w.into_inner().map_err(|e| crest_image::ImageError::Io(e.into_error()))?;
-        if sync {
-            f.sync_all().map_err(crest_image::ImageError::Io)?;
+        let (_image, stats) = frozen.dump(&file, scope)?;
+        // Pipes and sockets cannot be synced; BLCR syncs what can be.
+        if sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+            file.sync_all().map_err(crest_image::ImageError::Io)?;
         }
         Ok((frozen, stats))
     })();
