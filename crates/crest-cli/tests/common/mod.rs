@@ -78,6 +78,21 @@ pub fn is_root() -> bool {
 /// Starts `prog args` with stdout to a file, checkpoints it with --kill once `ready` shows
 /// there, restarts it and returns cr_restart's exit status and the output.
 pub fn round_trip(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration) -> (std::process::ExitStatus, String) {
+    round_trip_with(d, prog, args, ready, timeout, false)
+}
+
+/// Like [`round_trip`] for a program that waits for SIGUSR2 to verify itself: once the
+/// restored program has printed a new line, it gets SIGUSR2.
+pub fn round_trip_verify(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration) -> (std::process::ExitStatus, String) {
+    round_trip_with(d, prog, args, ready, timeout, true)
+}
+
+/// The PID of the restored process: cr_restart's only child.
+pub fn child_of(pid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
+}
+
+fn round_trip_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration, verify: bool) -> (std::process::ExitStatus, String) {
     let out = d.0.join("out.txt");
     let f = std::fs::File::create(&out).expect("output file");
     let mut child = Command::new(prog).args(args).current_dir(&d.0).stdout(f).stdin(Stdio::null()).spawn().expect("start program");
@@ -94,8 +109,22 @@ pub fn round_trip(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Dur
     if !is_root() {
         cmd.arg("--no-restore-pid");
     }
+    let lines_before = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
     let mut rs = cmd.arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
     reaper.0.push(rs.id() as i32);
+    if verify {
+        let t = Instant::now();
+        while std::fs::read_to_string(&out).unwrap_or_default().lines().count() <= lines_before {
+            if rs.try_wait().ok().flatten().is_some() || t.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(p) = child_of(rs.id() as i32) {
+            reaper.0.push(p);
+            let _ = Command::new("kill").arg("-USR2").arg(p.to_string()).status();
+        }
+    }
     let st = wait_child(&mut rs, timeout);
     if !st.success() {
         let mut e = String::new();

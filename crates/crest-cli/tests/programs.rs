@@ -1,0 +1,112 @@
+//! The self-verifying C programs of `tests/c/`: each builds its state, is checkpointed with
+//! --kill and restarted, then gets SIGUSR2, checks everything and exits 0 with PASS. Also
+//! `sleep` and a chain of three checkpoint/restart rounds.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn run_c(name: &str, args: &[&str]) {
+    let d = Dir::new(name);
+    let prog = d.0.join(name);
+    gcc(&format!("tests/c/{name}.c"), &prog, &[]);
+    let dir = d.0.to_str().expect("utf8").to_string();
+    let args: Vec<&str> = args.iter().map(|a| if *a == "DIR" { dir.as_str() } else { a }).collect();
+    let (st, out) = round_trip_verify(&d, &prog, &args, "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "{name} after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
+#[test]
+fn memory_256_mib_pattern() {
+    run_c("mem256", &[]);
+}
+
+#[test]
+fn file_offsets_continue() {
+    run_c("fileoff", &["DIR"]);
+}
+
+#[test]
+fn signal_state_survives() {
+    run_c("signals", &[]);
+}
+
+#[test]
+fn heap_mmap_clocks_and_pid_after_restart() {
+    run_c("heapgrow", &[if is_root() { "same-pid" } else { "any-pid" }]);
+}
+
+#[test]
+fn blocking_syscalls_go_on() {
+    run_c("sleeper", &[]);
+}
+
+#[test]
+fn sleep_is_restored_asleep() {
+    let d = Dir::new("sleep");
+    let mut child = Command::new("sleep").arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("sleep");
+    let pid = child.id() as i32;
+    let mut reaper = Reaper(vec![pid]);
+    std::thread::sleep(Duration::from_millis(100));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("runs");
+    assert!(ck.status.success(), "{}", String::from_utf8_lossy(&ck.stderr));
+    let _ = child.wait();
+    let mut cmd = Command::new(bin("cr_restart"));
+    if !is_root() {
+        cmd.arg("--no-restore-pid");
+    }
+    let mut rs = cmd.arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
+    reaper.0.push(rs.id() as i32);
+    std::thread::sleep(Duration::from_millis(300));
+    let rp = child_of(rs.id() as i32).expect("restored child");
+    reaper.0.push(rp);
+    let cmdline = std::fs::read(format!("/proc/{rp}/cmdline")).expect("cmdline");
+    assert_eq!(cmdline, b"sleep\x001000\x00");
+    let status = std::fs::read_to_string(format!("/proc/{rp}/status")).expect("status");
+    assert!(status.contains("State:\tS"), "restored sleep is asleep: {status}");
+    assert!(status.contains("TracerPid:\t0"), "and not traced");
+    assert!(std::fs::read_link(format!("/proc/{rp}/exe")).expect("exe").ends_with("sleep"));
+    let _ = Command::new("kill").arg(rp.to_string()).status();
+    let st = rs.wait().expect("wait");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(15), "cr_restart dies by the same signal");
+}
+
+#[test]
+fn three_rounds_in_a_chain() {
+    let d = Dir::new("chain");
+    let prog = d.0.join("counter");
+    gcc("demo/counter.c", &prog, &[]);
+    let out = d.0.join("out.txt");
+    let mut child = Command::new(&prog).arg("0").stdout(std::fs::File::create(&out).expect("out")).spawn().expect("counter");
+    let mut pid = child.id() as i32;
+    let mut reaper = Reaper(vec![pid]);
+    let img = d.0.join("img");
+    let mut restarts = Vec::new();
+    for round in 1..=3 {
+        wait_for(&out, &format!("count {},", round * 4), Duration::from_secs(20));
+        let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("runs");
+        assert!(ck.status.success(), "round {round}: {}", String::from_utf8_lossy(&ck.stderr));
+        if round == 1 {
+            let _ = child.wait();
+        }
+        let mut cmd = Command::new(bin("cr_restart"));
+        if !is_root() {
+            cmd.arg("--no-restore-pid");
+        }
+        let rs = cmd.arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
+        reaper.0.push(rs.id() as i32);
+        std::thread::sleep(Duration::from_millis(100));
+        pid = child_of(rs.id() as i32).expect("restored child");
+        reaper.0.push(pid);
+        restarts.push(rs);
+    }
+    wait_for(&out, "count 16,", Duration::from_secs(20));
+    let text = std::fs::read_to_string(&out).expect("out");
+    let counts: Vec<u64> = text.lines().filter_map(|l| l.split("count ").nth(1)?.split(',').next()?.parse().ok()).collect();
+    assert!(counts.windows(2).all(|w| w[1] == w[0] + 1), "gapless over three restarts:\n{text}");
+    let _ = Path::new(&out);
+}

@@ -1,0 +1,51 @@
+/* What every test program shares: a "ready" line, ticks while it waits, and SIGUSR2 meaning
+ * "you were checkpointed and restarted: verify now". check() prints FAIL with a reason and
+ * exits 1; pass() prints PASS and exits 0. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t verify_now;
+static void on_usr2(int s) { (void)s; verify_now = 1; }
+
+static void ready(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr2;
+    sigaction(SIGUSR2, &sa, NULL);
+    printf("ready\n");
+    fflush(stdout);
+}
+
+static void check(int ok, const char *what)
+{
+    if (!ok) {
+        printf("FAIL: %s\n", what);
+        fflush(stdout);
+        exit(1);
+    }
+}
+
+static void pass(void)
+{
+    printf("PASS\n");
+    fflush(stdout);
+    exit(0);
+}
+
+/* Ticks every 50 ms until SIGUSR2; calls work() each tick if given. */
+__attribute__((unused)) static void wait_for_verify(void (*work)(long))
+{
+    for (long n = 0; !verify_now; n++) {
+        if (work)
+            work(n);
+        printf("tick %ld\n", n);
+        fflush(stdout);
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
