@@ -80,3 +80,53 @@ fn ordinary_user_round_trip_with_new_pid() {
     let log = std::fs::read_to_string(d.0.join("out.txt")).unwrap_or_default();
     assert!(log.contains("count 20,"), "the restored counter finished:\n{log}");
 }
+
+/// A real image of a small program, for the corruption tests.
+fn small_image(d: &Dir) -> Vec<u8> {
+    let prog = d.0.join("counter");
+    gcc("demo/counter.c", &prog, &[]);
+    let mut child = Command::new(&prog).arg("0").stdout(std::process::Stdio::null()).spawn().expect("counter");
+    let _reaper = Reaper(vec![child.id() as i32]);
+    std::thread::sleep(Duration::from_millis(300));
+    let img = d.0.join("good");
+    let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(child.id().to_string()).output().expect("runs");
+    assert!(ck.status.success(), "{}", String::from_utf8_lossy(&ck.stderr));
+    let _ = child.wait();
+    std::fs::read(&img).expect("image")
+}
+
+fn refused(d: &Dir, name: &str, bytes: &[u8]) {
+    let f = d.0.join(name);
+    std::fs::write(&f, bytes).expect("write");
+    for b in ["cr_info", "cr_restart"] {
+        let mut cmd = Command::new(bin(b));
+        if b == "cr_info" {
+            cmd.arg("--verify");
+        }
+        let out = cmd.arg(&f).output().expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{b} accepted the {name} image");
+        assert!(!err.is_empty() && !err.contains("panicked"), "{b} on the {name} image: {err}");
+    }
+}
+
+#[test]
+fn corrupt_and_truncated_images_are_refused() {
+    let d = Dir::new("corrupt");
+    let good = small_image(&d);
+    refused(&d, "empty", &[]);
+    refused(&d, "half", &good[..good.len() / 2]);
+    refused(&d, "no-trailer", &good[..good.len() - 1]);
+    let mut meta = good.clone();
+    let n = meta.len();
+    meta[n - 200] ^= 0x40;
+    refused(&d, "metadata-flipped", &meta);
+    let mut page = good.clone();
+    page[4096 + 100] ^= 0x01;
+    refused(&d, "page-flipped", &page);
+    let mut head = good.clone();
+    head[9] ^= 0x01;
+    refused(&d, "version-flipped", &head);
+    let rand: Vec<u8> = (0..good.len()).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8).collect();
+    refused(&d, "random", &rand);
+}
