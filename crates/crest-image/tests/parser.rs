@@ -1,0 +1,148 @@
+//! Property tests of the image parser: what the writer writes reads back equal; a truncated,
+//! altered or random file is refused with an error, never a panic; records that break the
+//! validation rules are refused with a message saying what is wrong.
+use crest_image::*;
+use proptest::prelude::*;
+
+fn thread(tid: i32) -> Thread {
+    Thread {
+        v: RECORD_VERSION,
+        tid,
+        comm: "t".into(),
+        regs: Regs::default(),
+        xsave: vec![0; 64],
+        sigmask: 0,
+        pending: vec![],
+        clear_child_tid: 0,
+        robust_list: (0, 0),
+        altstack: (0, 2, 0),
+        rseq: None,
+    }
+}
+
+/// An image of one process with `maps` anonymous mappings (page counts) whose pages are filled
+/// with `seed`-derived bytes; returns the file bytes and the record.
+fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
+    let mut w = ImageWriter::new(Vec::new()).expect("header");
+    let mut vmas = Vec::new();
+    let mut addr = 0x10_0000u64;
+    for (i, &pages) in maps.iter().enumerate() {
+        let pages = u64::from(pages % 8) + 1;
+        let mut v = Vma { v: RECORD_VERSION, start: addr, end: addr + pages * 4096, prot: 3, flags: 0, madv: 0, backing: VmaBacking::Anon, pages: vec![] };
+        if i % 2 == 0 {
+            let data: Vec<u8> = (0..pages * 4096).map(|b| (b as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
+            let (offset, sum) = w.append_pages(&data).expect("pages");
+            v.pages.push(PageRun { vaddr: addr, len: pages * 4096, offset, sum });
+        }
+        vmas.push(v);
+        addr += (pages + 1) * 4096;
+    }
+    let p = Process {
+        v: RECORD_VERSION,
+        pid: 42,
+        ppid: 1,
+        pgid: 42,
+        sid: 42,
+        exe: "/bin/x".into(),
+        cmdline: b"x\0".to_vec(),
+        creds: Creds::default(),
+        cwd: "/".into(),
+        root: "/".into(),
+        umask: 0o22,
+        personality: 0,
+        rlimits: vec![],
+        mm: MmState::default(),
+        vmas,
+        fds: (0..i32::from(fds)).map(|fd| FdRecord { v: RECORD_VERSION, fd, flags: 2, cloexec: false, kind: FdKind::Inherited { what: "pipe:[1]".into() } }).collect(),
+        sigactions: vec![],
+        shared_pending: vec![],
+        threads: vec![thread(42), thread(43)],
+    };
+    let img = Image { v: RECORD_VERSION, tool: "t".into(), kernel: "k".into(), host: "h".into(), time: 1, root_pid: 42, scope: "tree".into(), vdso_layout: vec![], processes: vec![p] };
+    let bytes = w.finish(&img).expect("finish");
+    (bytes, img)
+}
+
+fn rebuild(img: &Image, pages: &[u8]) -> Vec<u8> {
+    // Same page bytes, new metadata.
+    let mut w = ImageWriter::new(Vec::new()).expect("header");
+    w.sink().extend_from_slice(&pages[HEADER_LEN as usize..]);
+    w.note_appended((pages.len() as u64) - HEADER_LEN);
+    w.finish(img).expect("finish")
+}
+
+fn page_region(bytes: &[u8], img: &Image) -> Vec<u8> {
+    let end = img.processes[0].vmas.iter().flat_map(|v| &v.pages).map(|r| r.offset + r.len).max().unwrap_or(HEADER_LEN);
+    bytes[..end as usize].to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn round_trip(maps in prop::collection::vec(any::<u8>(), 1..12), seed in any::<u8>(), fds in 0u8..6) {
+        let (bytes, img) = build(&maps, seed, fds);
+        prop_assert_eq!(ImageFile::check_bytes(&bytes).expect("valid"), img);
+    }
+
+    #[test]
+    fn random_bytes_are_refused(data in prop::collection::vec(any::<u8>(), 0..20000)) {
+        prop_assert!(ImageFile::check_bytes(&data).is_err());
+    }
+
+    #[test]
+    fn altered_framing_or_metadata_is_refused(maps in prop::collection::vec(any::<u8>(), 1..6), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let (bytes, img) = build(&maps, 7, 2);
+        let pages_end = page_region(&bytes, &img).len();
+        // Any byte of the header's checked part, the metadata, the table or the trailer.
+        let candidates: Vec<usize> = (0..32).chain(pages_end..bytes.len() - 24).collect();
+        let i = candidates[at.index(candidates.len())];
+        let mut b = bytes.clone();
+        b[i] ^= 1 << bit;
+        prop_assert!(ImageFile::check_bytes(&b).is_err(), "flip at {} of {} accepted", i, b.len());
+    }
+}
+
+#[test]
+fn truncation_at_every_offset_is_refused() {
+    let (bytes, _) = build(&[1, 2, 3], 3, 3);
+    for len in 0..bytes.len() {
+        assert!(ImageFile::check_bytes(&bytes[..len]).is_err(), "truncated to {len} accepted");
+    }
+}
+
+#[test]
+fn flipped_page_data_is_caught_by_verify() {
+    let (mut bytes, img) = build(&[3, 1, 3], 5, 1);
+    let off = img.processes[0].vmas[0].pages[0].offset as usize + 100;
+    bytes[off] ^= 0x10;
+    let path = std::env::temp_dir().join(format!("crest-parser-test-{}", std::process::id()));
+    std::fs::write(&path, &bytes).expect("write");
+    let f = ImageFile::open(&path).expect("metadata is intact");
+    let err = f.verify_pages(2).expect_err("page flip must be caught");
+    let _ = std::fs::remove_file(&path);
+    assert!(err.to_string().contains("page data of pid 42"), "{err}");
+}
+
+#[test]
+fn invalid_records_are_refused_with_reasons() {
+    let (bytes, img) = build(&[2, 2, 2], 9, 2);
+    let pages = page_region(&bytes, &img);
+    let cases: Vec<(&str, Box<dyn Fn(&mut Image)>)> = vec![
+        ("version", Box::new(|i: &mut Image| i.processes[0].v = 99)),
+        ("overlaps", Box::new(|i: &mut Image| i.processes[0].vmas[1].start = i.processes[0].vmas[0].start)),
+        ("user-space", Box::new(|i: &mut Image| i.processes[0].vmas[2].end = 0xffff_8000_0000_0000)),
+        ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].offset = 1 << 40)),
+        ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].len += 4096 * 8)),
+        ("duplicate", Box::new(|i: &mut Image| i.processes[0].fds[1].fd = 0)),
+        ("signal number", Box::new(|i: &mut Image| i.processes[0].sigactions.push(SigAction { signo: 99, handler: 0, flags: 0, restorer: 0, mask: 0 }))),
+        ("leader", Box::new(|i: &mut Image| i.processes[0].threads.swap(0, 1))),
+        ("relative path", Box::new(|i: &mut Image| i.processes[0].vmas[0].backing = VmaBacking::File { path: "lib.so".into(), offset: 0, dev: 0, ino: 0, size: 0, mtime_ns: 0 })),
+    ];
+    for (want, change) in cases {
+        let mut bad = img.clone();
+        change(&mut bad);
+        let err = ImageFile::check_bytes(&rebuild(&bad, &pages)).expect_err(want).to_string();
+        assert!(err.contains(want), "expected {want:?} in: {err}");
+    }
+}
