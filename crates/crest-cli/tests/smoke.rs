@@ -130,3 +130,22 @@ fn corrupt_and_truncated_images_are_refused() {
     let rand: Vec<u8> = (0..good.len()).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8).collect();
     refused(&d, "random", &rand);
 }
+
+#[test]
+fn image_streams_through_a_pipe() {
+    let d = Dir::new("pipe");
+    let prog = d.0.join("counter");
+    gcc("demo/counter.c", &prog, &[]);
+    let out = d.0.join("out.txt");
+    let mut child = Command::new(&prog).arg("15").stdout(std::fs::File::create(&out).expect("out")).spawn().expect("counter");
+    let pid = child.id() as i32;
+    let _reaper = Reaper(vec![pid]);
+    wait_for(&out, "count 3,", Duration::from_secs(20));
+    let restore_pid = if is_root() { "" } else { "--no-restore-pid" };
+    let script = format!("\"$CK\" --kill --fd 1 {pid} | \"$RS\" {restore_pid} --fd 0");
+    let mut sh = Command::new("sh").arg("-c").arg(&script).env("CK", bin("cr_checkpoint")).env("RS", bin("cr_restart")).spawn().expect("sh");
+    let _ = child.wait();
+    let st = wait_child(&mut sh, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&out).expect("out");
+    assert!(st.success() && text.contains("count 15,"), "{st:?}\n{text}");
+}

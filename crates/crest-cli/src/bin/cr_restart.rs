@@ -110,6 +110,15 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         let p = m.get_one::<String>("context").or(m.get_one::<String>("file")).expect("one source");
         (File::open(p).map_err(|e| fail(255, "args", format!("{p}: {e}")))?, p.clone())
     };
+    // Restore reads page data at offsets: an image arriving through a pipe or socket is first
+    // copied into memory.
+    let file = if file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        file
+    } else {
+        let copy = File::from(sys::memfd("crest-image", 0).map_err(|e| fail(libc::ENOMEM, "temp", format!("{shown}: {e}")))?);
+        std::io::copy(&mut &file, &mut &copy).map_err(|e| fail(libc::EIO, "perm", format!("{shown}: reading the image: {e}")))?;
+        copy
+    };
     let mut img = ImageFile::from_file(file).map_err(|e| image_failure(&shown, e))?;
     for p in &mut img.image.processes {
         relocate(p, &relocs);
