@@ -63,6 +63,14 @@ impl ImageFile {
         parse(&bytes, bytes.len() as u64).map(|(_, _, image)| image)
     }
 
+    /// Decodes and validates a metadata section without its checksum (for fuzzing the decoder
+    /// and the validation behind the checksums); page data is taken to lie in `pages`.
+    pub fn check_metadata(bytes: &[u8], pages: std::ops::Range<u64>) -> Result<Image, ImageError> {
+        let image: Image = postcard::from_bytes(bytes).map_err(|source| ImageError::Decode { what: "image metadata", source })?;
+        validate::validate(&image, pages.start, pages.end)?;
+        Ok(image)
+    }
+
     /// Every page run with the pid it belongs to.
     pub fn runs(&self) -> Vec<(i32, PageRun)> {
         self.image.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().map(move |r| (p.pid, *r)))).collect()
