@@ -2,6 +2,9 @@
  * getpid is the saved PID (argv[1] "same-pid"), the clocks run forward and are sane. */
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include "prog.h"
 
@@ -12,11 +15,24 @@ int main(int argc, char **argv)
     struct timespec mono0, real0;
     clock_gettime(CLOCK_MONOTONIC, &mono0);
     clock_gettime(CLOCK_REALTIME, &real0);
+    umask(0027);
+    struct rlimit rl = {1000, 2000};
+    check(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit");
+    prctl(PR_SET_NAME, "crest-heap");
+    check(chdir("/tmp") == 0, "chdir");
     char *before = malloc(1000);
     strcpy(before, "allocated before");
     ready();
     wait_for_verify(NULL);
     check(!same_pid || getpid() == pid, "getpid is the saved PID");
+    check(umask(0) == 0027, "umask");
+    struct rlimit r2;
+    check(getrlimit(RLIMIT_NOFILE, &r2) == 0 && r2.rlim_cur == 1000 && r2.rlim_max == 2000, "rlimit");
+    char name[16] = {0};
+    prctl(PR_GET_NAME, name);
+    check(!strcmp(name, "crest-heap"), "comm");
+    char cwd[256];
+    check(getcwd(cwd, sizeof cwd) && !strcmp(cwd, "/tmp"), "cwd");
     struct timespec mono1, real1;
     clock_gettime(CLOCK_MONOTONIC, &mono1);
     clock_gettime(CLOCK_REALTIME, &real1);

@@ -70,9 +70,11 @@ fn sleep_is_restored_asleep() {
     assert!(status.contains("State:\tS"), "restored sleep is asleep: {status}");
     assert!(status.contains("TracerPid:\t0"), "and not traced");
     assert!(std::fs::read_link(format!("/proc/{rp}/exe")).expect("exe").ends_with("sleep"));
-    let _ = Command::new("kill").arg(rp.to_string()).status();
+    // A signal sent to cr_restart is forwarded; cr_restart then dies by the same signal.
+    let _ = Command::new("kill").arg("-TERM").arg(rs.id().to_string()).status();
     let st = rs.wait().expect("wait");
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(15), "cr_restart dies by the same signal");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(15), "cr_restart dies by the forwarded signal");
+    assert!(!Path::new(&format!("/proc/{rp}/status")).exists() || std::fs::read_to_string(format!("/proc/{rp}/status")).is_ok_and(|s| s.contains("State:\tZ")), "the restored sleep got the SIGTERM");
 }
 
 #[test]

@@ -73,6 +73,9 @@ fn ordinary_user_round_trip_with_new_pid() {
             .output()
             .expect("setpriv runs")
     };
+    let forbidden = as_nobody("\"$CK\" 1");
+    let msg = String::from_utf8_lossy(&forbidden.stderr);
+    assert!(!forbidden.status.success() && msg.contains("not permitted to checkpoint PID 1"), "another user's process: {msg}");
     let out = as_nobody("./counter 20 > out.txt & p=$!; sleep 0.5; \"$CK\" --kill $p || exit 10; wait $p; \"$RS\" context.$p; echo \"default=$?\"; \"$RS\" --no-restore-pid context.$p");
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "as nobody: {text}");
