@@ -2,12 +2,12 @@
 //! `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom`, `/dev/tty`. Terminals
 //! and other devices are left to [`super::inherited`], as BLCR did.
 use std::fs::Metadata;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use crest_image::{FdKind, FdRecord};
 use crest_proc::FdInfo;
 
-use super::{reopen_flags, FdHandler};
+use super::{reopen, FdHandler};
 use crate::KindError;
 
 const REOPENABLE: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
@@ -30,13 +30,6 @@ impl FdHandler for CharDevice {
     }
     fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
         let FdKind::CharDevice { path, .. } = &rec.kind else { return Ok(None) };
-        let acc = rec.flags & libc::O_ACCMODE as u32;
-        let f = std::fs::OpenOptions::new()
-            .read(acc != libc::O_WRONLY as u32)
-            .write(acc != libc::O_RDONLY as u32)
-            .custom_flags(reopen_flags(rec.flags) & !libc::O_ACCMODE)
-            .open(path)
-            .map_err(|e| format!("fd {}: reopening {path}: {e}", rec.fd))?;
-        Ok(Some(f.into()))
+        Ok(Some(reopen(path, rec, 0)?.into()))
     }
 }

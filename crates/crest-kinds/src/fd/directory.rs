@@ -1,11 +1,10 @@
 //! Directories (`opendir`, `O_PATH` and `O_DIRECTORY` descriptors): reopened by path.
 use std::fs::Metadata;
-use std::os::unix::fs::OpenOptionsExt;
 
 use crest_image::{FdKind, FdRecord};
 use crest_proc::FdInfo;
 
-use super::{reopen_flags, FdHandler};
+use super::{reopen, FdHandler};
 use crate::KindError;
 
 /// The handler.
@@ -30,11 +29,6 @@ impl FdHandler for Directory {
     }
     fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
         let FdKind::Directory { path, .. } = &rec.kind else { return Ok(None) };
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags((reopen_flags(rec.flags) & !libc::O_ACCMODE) | libc::O_DIRECTORY)
-            .open(path)
-            .map_err(|e| format!("fd {}: reopening directory {path}: {e}", rec.fd))?;
-        Ok(Some(f.into()))
+        Ok(Some(reopen(path, rec, libc::O_DIRECTORY)?.into()))
     }
 }

@@ -140,6 +140,18 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32]) -> Result<(), String> {
     Ok(())
 }
 
+/// Opens `path` again with the access mode and status flags of `rec` (the descriptor `rec.fd`).
+pub fn reopen(path: &str, rec: &FdRecord, extra: i32) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let acc = rec.flags & libc::O_ACCMODE as u32;
+    std::fs::OpenOptions::new()
+        .read(acc != libc::O_WRONLY as u32)
+        .write(acc != libc::O_RDONLY as u32)
+        .custom_flags((reopen_flags(rec.flags) & !libc::O_ACCMODE) | extra)
+        .open(path)
+        .map_err(|e| format!("fd {}: reopening {path}: {e}", rec.fd))
+}
+
 /// Open flags to reopen a file with: the saved access mode and status flags, without those
 /// that only mean something at creation.
 pub fn reopen_flags(flags: u32) -> i32 {

@@ -2,12 +2,12 @@
 //! The size and inode are recorded so a changed or replaced file can be noticed. Files unlinked
 //! before the checkpoint are refused for now.
 use std::fs::Metadata;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 
 use crest_image::{FdKind, FdRecord};
 use crest_proc::FdInfo;
 
-use super::{reopen_flags, FdHandler};
+use super::{reopen, FdHandler};
 use crate::KindError;
 
 /// The handler.
@@ -32,13 +32,7 @@ impl FdHandler for Regular {
     }
     fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
         let FdKind::Regular { path, pos, .. } = &rec.kind else { return Ok(None) };
-        let acc = rec.flags & libc::O_ACCMODE as u32;
-        let f = std::fs::OpenOptions::new()
-            .read(acc != libc::O_WRONLY as u32)
-            .write(acc != libc::O_RDONLY as u32)
-            .custom_flags(reopen_flags(rec.flags) & !libc::O_ACCMODE)
-            .open(path)
-            .map_err(|e| format!("fd {}: reopening {path}: {e}", rec.fd))?;
+        let f = reopen(path, rec, 0)?;
         std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(*pos)).map_err(|e| format!("fd {}: seeking {path} to {pos}: {e}", rec.fd))?;
         Ok(Some(f.into()))
     }
