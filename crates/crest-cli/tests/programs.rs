@@ -61,8 +61,13 @@ fn sleep_is_restored_asleep() {
     }
     let mut rs = cmd.arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
     reaper.0.push(rs.id() as i32);
-    std::thread::sleep(Duration::from_millis(300));
-    let rp = child_of(rs.id() as i32).expect("restored child");
+    let rp = restored_child(&mut rs, Duration::from_secs(20));
+    // The child exists from the start of the restore; it is the restored sleep once let go.
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{rp}/status")).is_ok_and(|s| s.contains("TracerPid:\t0") && s.contains("State:\tS")) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the restored sleep was not let go");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     reaper.0.push(rp);
     let cmdline = std::fs::read(format!("/proc/{rp}/cmdline")).expect("cmdline");
     assert_eq!(cmdline, b"sleep\x001000\x00");
@@ -99,10 +104,9 @@ fn three_rounds_in_a_chain() {
         if !is_root() {
             cmd.arg("--no-restore-pid");
         }
-        let rs = cmd.arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
+        let mut rs = cmd.arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
         reaper.0.push(rs.id() as i32);
-        std::thread::sleep(Duration::from_millis(100));
-        pid = child_of(rs.id() as i32).expect("restored child");
+        pid = restored_child(&mut rs, Duration::from_secs(20));
         reaper.0.push(pid);
         restarts.push(rs);
     }

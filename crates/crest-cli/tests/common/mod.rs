@@ -87,6 +87,22 @@ pub fn round_trip_verify(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeo
     round_trip_with(d, prog, args, ready, timeout, true)
 }
 
+/// Waits until cr_restart (`rs`) has a restored child and returns its PID; panics with
+/// cr_restart's exit status if it ends first.
+pub fn restored_child(rs: &mut Child, timeout: Duration) -> i32 {
+    let t = Instant::now();
+    loop {
+        if let Some(p) = child_of(rs.id() as i32) {
+            return p;
+        }
+        if let Some(st) = rs.try_wait().expect("try_wait") {
+            panic!("cr_restart ended without a restored process: {st:?}");
+        }
+        assert!(t.elapsed() < timeout, "no restored process after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The PID of the restored process: cr_restart's only child.
 pub fn child_of(pid: i32) -> Option<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
@@ -120,10 +136,9 @@ fn round_trip_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Du
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if let Some(p) = child_of(rs.id() as i32) {
-            reaper.0.push(p);
-            let _ = Command::new("kill").arg("-USR2").arg(p.to_string()).status();
-        }
+        let p = restored_child(&mut rs, Duration::from_secs(20));
+        reaper.0.push(p);
+        let _ = Command::new("kill").arg("-USR2").arg(p.to_string()).status();
     }
     let st = wait_child(&mut rs, timeout);
     if !st.success() {
