@@ -115,15 +115,6 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
         },
         (None, None) => unreachable!("fd destination always has a value"),
     };
-    if scope == "tree" {
-        let children = crest_proc::read(pid, &format!("task/{pid}/children")).unwrap_or_default();
-        if !children.trim().is_empty() {
-            return Err((
-                libc::EOPNOTSUPP,
-                format!("PID {pid} has children ({}); process trees are not supported yet: use --pid to checkpoint the process alone", children.trim()),
-            ));
-        }
-    }
     let sync = last_given(m, &["sync", "nosync"]) != Some("nosync");
     let signal = chosen_signal(m);
     let verbose = m.get_flag("verbose") && !say.quiet;
@@ -152,6 +143,16 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
     let started = Instant::now();
     let result = (|| -> Result<_, DumpError> {
         let mut frozen = crest_dump::freeze(pid)?;
+        // After the freeze, so that a missing or forbidden process is reported as such first.
+        if scope == "tree" {
+            let children = crest_proc::read(pid, &format!("task/{pid}/children")).unwrap_or_default();
+            if !children.trim().is_empty() {
+                return Err(DumpError::Unsupported(format!(
+                    "PID {pid} has children ({}); process trees are not supported yet: use --pid to checkpoint the process alone",
+                    children.trim()
+                )));
+            }
+        }
         let (_image, stats) = frozen.dump(&file, scope)?;
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
         if sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) {
