@@ -55,11 +55,7 @@ fn sleep_is_restored_asleep() {
     let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("runs");
     assert!(ck.status.success(), "{}", String::from_utf8_lossy(&ck.stderr));
     let _ = child.wait();
-    let mut cmd = Command::new(bin("cr_restart"));
-    if !is_root() {
-        cmd.arg("--no-restore-pid");
-    }
-    let mut rs = cmd.arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
     reaper.0.push(rs.id() as i32);
     let rp = restored_child(&mut rs, Duration::from_secs(20));
     // The child exists from the start of the restore; it is the restored sleep once let go.
@@ -88,8 +84,9 @@ fn three_rounds_in_a_chain() {
     let prog = d.0.join("counter");
     gcc("demo/counter.c", &prog, &[]);
     let out = d.0.join("out.txt");
-    let mut child = Command::new(&prog).arg("0").stdout(std::fs::File::create(&out).expect("out")).spawn().expect("counter");
+    let child = Command::new(&prog).arg("0").stdout(std::fs::File::create(&out).expect("out")).spawn().expect("counter");
     let mut pid = child.id() as i32;
+    let mut original = Some(child);
     let mut reaper = Reaper(vec![pid]);
     let img = d.0.join("img");
     let mut restarts = Vec::new();
@@ -97,14 +94,10 @@ fn three_rounds_in_a_chain() {
         wait_for(&out, &format!("count {},", round * 4), Duration::from_secs(20));
         let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("runs");
         assert!(ck.status.success(), "round {round}: {}", String::from_utf8_lossy(&ck.stderr));
-        if round == 1 {
-            let _ = child.wait();
+        if let Some(mut c) = original.take() {
+            let _ = c.wait();
         }
-        let mut cmd = Command::new(bin("cr_restart"));
-        if !is_root() {
-            cmd.arg("--no-restore-pid");
-        }
-        let mut rs = cmd.arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
+        let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
         reaper.0.push(rs.id() as i32);
         pid = restored_child(&mut rs, Duration::from_secs(20));
         reaper.0.push(pid);
@@ -114,5 +107,8 @@ fn three_rounds_in_a_chain() {
     let text = std::fs::read_to_string(&out).expect("out");
     let counts: Vec<u64> = text.lines().filter_map(|l| l.split("count ").nth(1)?.split(',').next()?.parse().ok()).collect();
     assert!(counts.windows(2).all(|w| w[1] == w[0] + 1), "gapless over three restarts:\n{text}");
-    let _ = Path::new(&out);
+    drop(reaper);
+    for mut r in restarts {
+        let _ = r.wait();
+    }
 }

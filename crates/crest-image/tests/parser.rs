@@ -128,7 +128,8 @@ fn flipped_page_data_is_caught_by_verify() {
 fn invalid_records_are_refused_with_reasons() {
     let (bytes, img) = build(&[2, 2, 2], 9, 2);
     let pages = page_region(&bytes, &img);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Image)>)> = vec![
+    type Change = Box<dyn Fn(&mut Image)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("version", Box::new(|i: &mut Image| i.processes[0].v = 99)),
         ("overlaps", Box::new(|i: &mut Image| i.processes[0].vmas[1].start = i.processes[0].vmas[0].start)),
         ("user-space", Box::new(|i: &mut Image| i.processes[0].vmas[2].end = 0xffff_8000_0000_0000)),

@@ -75,6 +75,15 @@ pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
 }
 
+/// `cr_restart`, with `--no-restore-pid` when PIDs cannot be restored (not root).
+pub fn cr_restart_cmd() -> Command {
+    let mut cmd = Command::new(bin("cr_restart"));
+    if !is_root() {
+        cmd.arg("--no-restore-pid");
+    }
+    cmd
+}
+
 /// Starts `prog args` with stdout to a file, checkpoints it with --kill once `ready` shows
 /// there, restarts it and returns cr_restart's exit status and the output.
 pub fn round_trip(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration) -> (std::process::ExitStatus, String) {
@@ -121,10 +130,7 @@ fn round_trip_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Du
     let _ = child.wait();
     let meta = std::fs::metadata(&img).expect("image exists");
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o400, "image is owner-read-only");
-    let mut cmd = Command::new(bin("cr_restart"));
-    if !is_root() {
-        cmd.arg("--no-restore-pid");
-    }
+    let mut cmd = cr_restart_cmd();
     let lines_before = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
     let mut rs = cmd.arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
     reaper.0.push(rs.id() as i32);
