@@ -5,6 +5,8 @@
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+pub mod commands;
+
 /// The version the commands print.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -6,42 +6,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::{Arg, ArgAction, Command};
-use crest_cli::{chosen_signal, last_given, signal_args, signal_name, Say, VERSION};
+use crest_cli::{chosen_signal, last_given, signal_name, Say, VERSION};
 use crest_dump::DumpError;
 
-fn command() -> Command {
-    let cmd = Command::new("cr_checkpoint")
-        .about("Checkpoint a running process to a file")
-        .override_usage("cr_checkpoint [options] ID")
-        .disable_version_flag(true)
-        .disable_help_flag(true)
-        .arg(Arg::new("id").value_name("ID").required(true).value_parser(clap::value_parser!(i32)).help("PID (or PGID/SID with --pgid/--sid)"))
-        .arg(Arg::new("tree").short('T').long("tree").action(ArgAction::SetTrue).help("ID is a PID: the process and all its descendants (the default)"))
-        .arg(Arg::new("pid").short('p').long("pid").visible_alias("process").action(ArgAction::SetTrue).help("ID is a PID: that one process, all of its threads"))
-        .arg(Arg::new("pgid").short('g').long("pgid").visible_alias("group").action(ArgAction::SetTrue).help("ID is a process group (not supported yet)"))
-        .arg(Arg::new("sid").short('s').long("sid").visible_alias("session").action(ArgAction::SetTrue).help("ID is a session (not supported yet)"))
-        .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("write the image to FILE"))
-        .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("write the image to the open descriptor FD"))
-        .arg(Arg::new("cwd").short('c').long("cwd").action(ArgAction::SetTrue).help("write context.ID in the current directory (the default)"))
-        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").help("write context.ID in DIR"))
-        .arg(Arg::new("atomic").long("atomic").action(ArgAction::SetTrue).help("write a temporary file and rename it when whole (the default)"))
-        .arg(Arg::new("backup").long("backup").value_name("NAME").num_args(0..=1).require_equals(true).help("like --atomic, and keep an existing file as NAME (default FILE.~N~)"))
-        .arg(Arg::new("clobber").long("clobber").action(ArgAction::SetTrue).help("write straight into the destination"))
-        .arg(Arg::new("noclobber").long("noclobber").action(ArgAction::SetTrue).help("fail if the destination exists"))
-        .arg(Arg::new("sync").long("sync").action(ArgAction::SetTrue).help("fsync the image and its directory (the default)"))
-        .arg(Arg::new("nosync").long("nosync").action(ArgAction::SetTrue).help("do not fsync"))
-        .arg(Arg::new("time").short('t').long("time").value_name("SEC").value_parser(clap::value_parser!(u64)).help("give up after SEC seconds (0: no limit)"))
-        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
-        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("print progress"))
-        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"))
-        .arg(Arg::new("version").long("version").action(ArgAction::Version).help("print the version"));
-    let cmd = signal_args(cmd);
-    ["save-exe", "save-private", "save-shared", "save-all", "save-none", "ptraced-error", "ptraced-skip", "ptraced-allow", "ptracer-error", "ptracer-skip", "kmsg-none", "kmsg-error", "kmsg-warning"]
-        .iter()
-        .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
-        .version(VERSION)
-}
 
 /// How the image reaches its destination.
 enum Dest {
@@ -54,7 +21,7 @@ enum Dest {
 }
 
 fn main() {
-    let m = match command().try_get_matches() {
+    let m = match crest_cli::commands::checkpoint().try_get_matches() {
         Ok(m) => m,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             if e.kind() == clap::error::ErrorKind::DisplayVersion {

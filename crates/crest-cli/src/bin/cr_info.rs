@@ -1,17 +1,10 @@
 //! `cr_info`: what a checkpoint image holds, for people (default) or tools (`--json`). The
 //! image is checked as `cr_restart` would check it; `--verify` also reads every page.
-use clap::{Arg, ArgAction, Command};
 use crest_image::{FdKind, ImageFile, SpecialArea, VmaBacking};
 use crest_kinds::memory::describe;
 
 fn main() {
-    let m = Command::new("cr_info")
-        .about("Describe a crest checkpoint image")
-        .version(crest_cli::VERSION)
-        .arg(Arg::new("file").value_name("FILE").required(true))
-        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the whole metadata as JSON"))
-        .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also check every page's checksum"))
-        .get_matches();
+    let m = crest_cli::commands::info().get_matches();
     let path = m.get_one::<String>("file").expect("required");
     let img = match ImageFile::open(std::path::Path::new(path)) {
         Ok(i) => i,

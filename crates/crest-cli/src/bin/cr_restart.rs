@@ -4,44 +4,11 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use clap::{Arg, ArgAction, Command};
-use crest_cli::{chosen_signal, last_given, signal_args, signal_name, Say, VERSION};
+use crest_cli::{chosen_signal, last_given, signal_name, Say, VERSION};
 use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
 use crest_ptrace::sys::{self, ChildEnd};
 use crest_restore::{RestoreError, RestoreOptions};
 
-fn command() -> Command {
-    let cmd = Command::new("cr_restart")
-        .about("Restart a process from a checkpoint file")
-        .override_usage("cr_restart [options] [FILE]")
-        .disable_version_flag(true)
-        .disable_help_flag(true)
-        .arg(Arg::new("context").value_name("FILE").help("the checkpoint image"))
-        .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("the checkpoint image"))
-        .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("read the image from descriptor FD"))
-        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").hide(true))
-        .arg(Arg::new("restore-pid").long("restore-pid").action(ArgAction::SetTrue).help("give the process its saved PID (the default)"))
-        .arg(Arg::new("no-restore-pid").long("no-restore-pid").action(ArgAction::SetTrue).help("give the process a new PID"))
-        .arg(Arg::new("restore-pgid").long("restore-pgid").action(ArgAction::SetTrue).help("restore the process group (not supported yet)"))
-        .arg(Arg::new("no-restore-pgid").long("no-restore-pgid").action(ArgAction::SetTrue).help("join cr_restart's process group (the default)"))
-        .arg(Arg::new("restore-sid").long("restore-sid").action(ArgAction::SetTrue).help("restore the session (not supported yet)"))
-        .arg(Arg::new("no-restore-sid").long("no-restore-sid").action(ArgAction::SetTrue).help("join cr_restart's session (the default)"))
-        .arg(Arg::new("relocate").long("relocate").value_name("OLD=NEW").action(ArgAction::Append).help("paths under OLD are looked for under NEW (up to 16)"))
-        .arg(Arg::new("run-on-success").long("run-on-success").value_name("CMD").help("run CMD after a successful restart"))
-        .arg(Arg::new("run-on-failure").long("run-on-failure").value_name("CMD").help("run CMD after any failure"))
-        .arg(Arg::new("run-on-fail-args").long("run-on-fail-args").value_name("CMD").help("run CMD after a usage error"))
-        .arg(Arg::new("run-on-fail-temp").long("run-on-fail-temp").value_name("CMD").help("run CMD after a temporary failure (PID in use)"))
-        .arg(Arg::new("run-on-fail-env").long("run-on-fail-env").value_name("CMD").help("run CMD after a failure due to the environment (missing file, permission)"))
-        .arg(Arg::new("run-on-fail-perm").long("run-on-fail-perm").value_name("CMD").help("run CMD after any other failure"))
-        .arg(Arg::new("no-verify").long("no-verify").action(ArgAction::SetTrue).help("do not check page checksums while restoring"))
-        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
-        .arg(Arg::new("version").short('v').long("version").action(ArgAction::SetTrue).help("print the version"))
-        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"));
-    let cmd = signal_args(cmd);
-    ["omit-maybe", "omit-always", "omit-never", "kmsg-none", "kmsg-error", "kmsg-warning", "early-stop", "early-abrt"]
-        .iter()
-        .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
-}
 
 /// A failure: exit code, BLCR class for the hooks, message.
 struct Failure {
@@ -61,7 +28,7 @@ fn hook(cmd: Option<&String>) -> Option<i32> {
 }
 
 fn main() {
-    let m = match command().try_get_matches() {
+    let m = match crest_cli::commands::restart().try_get_matches() {
         Ok(m) => m,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.exit(),
         Err(e) => {

@@ -1,0 +1,89 @@
+//! The command-line definitions of every crest command, in one place: the commands parse
+//! with them, and the man pages and shell completions are generated from them, so `--help`,
+//! the manual and the completions never disagree.
+use clap::{Arg, ArgAction, Command};
+
+use crate::{signal_args, VERSION};
+
+/// Every command, for generators.
+pub fn all() -> Vec<Command> {
+    vec![checkpoint(), restart(), info()]
+}
+
+/// `cr_checkpoint`'s options, as BLCR 0.8.6 spells them.
+pub fn checkpoint() -> Command {
+    let cmd = Command::new("cr_checkpoint")
+        .about("Checkpoint a running process to a file")
+        .override_usage("cr_checkpoint [options] ID")
+        .disable_version_flag(true)
+        .disable_help_flag(true)
+        .arg(Arg::new("id").value_name("ID").required(true).value_parser(clap::value_parser!(i32)).help("PID (or PGID/SID with --pgid/--sid)"))
+        .arg(Arg::new("tree").short('T').long("tree").action(ArgAction::SetTrue).help("ID is a PID: the process and all its descendants (the default)"))
+        .arg(Arg::new("pid").short('p').long("pid").visible_alias("process").action(ArgAction::SetTrue).help("ID is a PID: that one process, all of its threads"))
+        .arg(Arg::new("pgid").short('g').long("pgid").visible_alias("group").action(ArgAction::SetTrue).help("ID is a process group (not supported yet)"))
+        .arg(Arg::new("sid").short('s').long("sid").visible_alias("session").action(ArgAction::SetTrue).help("ID is a session (not supported yet)"))
+        .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("write the image to FILE"))
+        .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("write the image to the open descriptor FD"))
+        .arg(Arg::new("cwd").short('c').long("cwd").action(ArgAction::SetTrue).help("write context.ID in the current directory (the default)"))
+        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").help("write context.ID in DIR"))
+        .arg(Arg::new("atomic").long("atomic").action(ArgAction::SetTrue).help("write a temporary file and rename it when whole (the default)"))
+        .arg(Arg::new("backup").long("backup").value_name("NAME").num_args(0..=1).require_equals(true).help("like --atomic, and keep an existing file as NAME (default FILE.~N~)"))
+        .arg(Arg::new("clobber").long("clobber").action(ArgAction::SetTrue).help("write straight into the destination"))
+        .arg(Arg::new("noclobber").long("noclobber").action(ArgAction::SetTrue).help("fail if the destination exists"))
+        .arg(Arg::new("sync").long("sync").action(ArgAction::SetTrue).help("fsync the image and its directory (the default)"))
+        .arg(Arg::new("nosync").long("nosync").action(ArgAction::SetTrue).help("do not fsync"))
+        .arg(Arg::new("time").short('t').long("time").value_name("SEC").value_parser(clap::value_parser!(u64)).help("give up after SEC seconds (0: no limit)"))
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
+        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("print progress"))
+        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"))
+        .arg(Arg::new("version").long("version").action(ArgAction::Version).help("print the version"));
+    let cmd = signal_args(cmd);
+    ["save-exe", "save-private", "save-shared", "save-all", "save-none", "ptraced-error", "ptraced-skip", "ptraced-allow", "ptracer-error", "ptracer-skip", "kmsg-none", "kmsg-error", "kmsg-warning"]
+        .iter()
+        .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
+        .version(VERSION)
+}
+
+/// `cr_restart`'s options, as BLCR 0.8.6 spells them.
+pub fn restart() -> Command {
+    let cmd = Command::new("cr_restart")
+        .about("Restart a process from a checkpoint file")
+        .override_usage("cr_restart [options] [FILE]")
+        .disable_version_flag(true)
+        .disable_help_flag(true)
+        .arg(Arg::new("context").value_name("FILE").help("the checkpoint image"))
+        .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("the checkpoint image"))
+        .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("read the image from descriptor FD"))
+        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").hide(true))
+        .arg(Arg::new("restore-pid").long("restore-pid").action(ArgAction::SetTrue).help("give the process its saved PID (the default)"))
+        .arg(Arg::new("no-restore-pid").long("no-restore-pid").action(ArgAction::SetTrue).help("give the process a new PID"))
+        .arg(Arg::new("restore-pgid").long("restore-pgid").action(ArgAction::SetTrue).help("restore the process group (not supported yet)"))
+        .arg(Arg::new("no-restore-pgid").long("no-restore-pgid").action(ArgAction::SetTrue).help("join cr_restart's process group (the default)"))
+        .arg(Arg::new("restore-sid").long("restore-sid").action(ArgAction::SetTrue).help("restore the session (not supported yet)"))
+        .arg(Arg::new("no-restore-sid").long("no-restore-sid").action(ArgAction::SetTrue).help("join cr_restart's session (the default)"))
+        .arg(Arg::new("relocate").long("relocate").value_name("OLD=NEW").action(ArgAction::Append).help("paths under OLD are looked for under NEW (up to 16)"))
+        .arg(Arg::new("run-on-success").long("run-on-success").value_name("CMD").help("run CMD after a successful restart"))
+        .arg(Arg::new("run-on-failure").long("run-on-failure").value_name("CMD").help("run CMD after any failure"))
+        .arg(Arg::new("run-on-fail-args").long("run-on-fail-args").value_name("CMD").help("run CMD after a usage error"))
+        .arg(Arg::new("run-on-fail-temp").long("run-on-fail-temp").value_name("CMD").help("run CMD after a temporary failure (PID in use)"))
+        .arg(Arg::new("run-on-fail-env").long("run-on-fail-env").value_name("CMD").help("run CMD after a failure due to the environment (missing file, permission)"))
+        .arg(Arg::new("run-on-fail-perm").long("run-on-fail-perm").value_name("CMD").help("run CMD after any other failure"))
+        .arg(Arg::new("no-verify").long("no-verify").action(ArgAction::SetTrue).help("do not check page checksums while restoring"))
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
+        .arg(Arg::new("version").short('v').long("version").action(ArgAction::SetTrue).help("print the version"))
+        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"));
+    let cmd = signal_args(cmd);
+    ["omit-maybe", "omit-always", "omit-never", "kmsg-none", "kmsg-error", "kmsg-warning", "early-stop", "early-abrt"]
+        .iter()
+        .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
+}
+
+/// `cr_info`'s options.
+pub fn info() -> Command {
+    Command::new("cr_info")
+        .about("Describe a crest checkpoint image")
+        .version(VERSION)
+        .arg(Arg::new("file").value_name("FILE").required(true))
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the whole metadata as JSON"))
+        .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also check every page's checksum"))
+}
