@@ -63,5 +63,6 @@ int main(int argc, char **argv)
         free(small[i]);
     }
     free(big);
+    check_untouched_signals();
     pass();
 }

@@ -27,5 +27,6 @@ int main(void)
         check(heap[i] == gen(i + 77), "heap pattern");
     for (size_t i = 0; i < 4096; i++)
         check(stack[i] == gen(i + 99), "stack pattern");
+    check_untouched_signals();
     pass();
 }

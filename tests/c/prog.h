@@ -37,6 +37,18 @@ static void pass(void)
     exit(0);
 }
 
+/* Signals a program never set are at their defaults and no alternate stack is set. */
+__attribute__((unused)) static void check_untouched_signals(void)
+{
+    int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGCHLD, SIGUSR1, SIGTERM, SIGPIPE};
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction o;
+        check(sigaction(sigs[i], NULL, &o) == 0 && o.sa_handler == SIG_DFL, "untouched signal left at its default");
+    }
+    stack_t ss;
+    check(sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_DISABLE), "no alternate signal stack");
+}
+
 /* Ticks every 50 ms until SIGUSR2; calls work() each tick if given. */
 __attribute__((unused)) static void wait_for_verify(void (*work)(long))
 {

@@ -17,7 +17,7 @@ pub const MAGIC: [u8; 8] = *b"CRESTIMG";
 /// First 8 bytes of the trailer.
 pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
-pub const FORMAT_MAJOR: u32 = 1;
+pub const FORMAT_MAJOR: u32 = 2;
 /// Compatible additions bump this.
 pub const FORMAT_MINOR: u32 = 0;
 /// Size of the header; page data starts here, page aligned.
@@ -66,11 +66,12 @@ impl Header {
         }
         let major = u32_at(b, 8);
         let minor = u32_at(b, 12);
-        if major != FORMAT_MAJOR {
-            return Err(ImageError::Version { found_major: major, found_minor: minor, supported_major: FORMAT_MAJOR });
-        }
+        // The checksum first: a damaged header says so rather than naming a nonsense version.
         if u64_at(b, 24) != checksum(&b[0..24]) {
             return Err(ImageError::Checksum { what: "header".into() });
+        }
+        if major != FORMAT_MAJOR {
+            return Err(ImageError::Version { found_major: major, found_minor: minor, supported_major: FORMAT_MAJOR });
         }
         let h = Header { major, minor, page_size: u32_at(b, 16), flags: u32_at(b, 20) };
         if u64::from(h.page_size) != PAGE_SIZE {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of [`Image`], [`Process`], [`Thread`], [`Vma`] and [`FdRecord`] written by this build.
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
 /// The whole checkpoint: a tree of processes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +250,9 @@ pub struct FdRecord {
     pub flags: u32,
     /// Close-on-exec.
     pub cloexec: bool,
+    /// The open file description: descriptors with the same number here share one (they were
+    /// `dup`ed, and share offset and status flags). Unique within the image.
+    pub file: u64,
     /// What it refers to.
     pub kind: FdKind,
 }

@@ -53,7 +53,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         rlimits: vec![],
         mm: MmState::default(),
         vmas,
-        fds: (0..i32::from(fds)).map(|fd| FdRecord { v: RECORD_VERSION, fd, flags: 2, cloexec: false, kind: FdKind::Inherited { what: "pipe:[1]".into() } }).collect(),
+        fds: (0..i32::from(fds)).map(|fd| FdRecord { v: RECORD_VERSION, fd, flags: 2, cloexec: false, file: fd as u64, kind: FdKind::Inherited { what: "pipe:[1]".into() } }).collect(),
         sigactions: vec![],
         shared_pending: vec![],
         threads: vec![thread(42), thread(43)],

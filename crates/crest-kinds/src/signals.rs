@@ -3,7 +3,8 @@
 //! Dump: for each signal `/proc/PID/status` lists as caught or ignored, a remote
 //! `rt_sigaction(sig, NULL, &old)` returns handler, flags, restorer and mask; pending signals
 //! come with their full siginfo from `PTRACE_PEEKSIGINFO` without being dequeued.
-//! Restore: the husk sets its own dispositions with `rt_sigaction` before it stops (handler
+//! Restore: the husk resets every disposition and its alternate stack, then sets the saved
+//! dispositions with `rt_sigaction` before it stops (handler
 //! addresses are only recorded by the kernel, so they need not be mapped yet); pending signals
 //! are queued again from inside with `rt_tgsigqueueinfo`/`rt_sigqueueinfo` (allowed for any
 //! `si_code` when a process signals itself) while every signal is still blocked.
@@ -31,8 +32,18 @@ pub fn dump_actions(remote: &mut Remote<'_>, scratch: &Scratch, status: &str) ->
     Ok(out)
 }
 
-/// Inside the husk: sets the saved dispositions on itself.
+/// Inside the husk: sets the saved dispositions on itself. Everything the husk inherited from
+/// the restarting program (its own handlers, its alternate stack) is reset first, so a signal
+/// the process left at its default keeps the default.
 pub fn prepare_actions(actions: &[SigAction]) -> Result<(), String> {
+    for signo in 1..=64u32 {
+        if signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 || actions.iter().any(|a| a.signo == signo) {
+            continue;
+        }
+        // A number the kernel does not accept has nothing to reset.
+        let _ = crest_ptrace::sys::set_sigaction_raw(signo, 0, 0, 0, 0);
+    }
+    crest_ptrace::sys::disable_sigaltstack().map_err(|e| format!("turning off the alternate signal stack: {e}"))?;
     for a in actions {
         crest_ptrace::sys::set_sigaction_raw(a.signo, a.handler, a.flags, a.restorer, a.mask)
             .map_err(|e| format!("restoring the action of signal {}: {e}", a.signo))?;

@@ -79,6 +79,17 @@ pub fn set_sigaction_raw(sig: u32, handler: u64, flags: u64, restorer: u64, mask
     Ok(())
 }
 
+/// Turns off the calling thread's alternate signal stack.
+pub fn disable_sigaltstack() -> std::io::Result<()> {
+    let ss = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+    // SAFETY: ss is a valid stack_t; the old-stack pointer is null.
+    let r = unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Blocks every signal in the calling thread.
 pub fn block_all_signals() {
     let all: u64 = !0;
@@ -354,6 +365,18 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
 pub fn pidfd_getfd(pidfd: i32, fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     // SAFETY: no pointers.
     owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) } as libc::c_int, "pidfd_getfd")
+}
+
+/// Whether descriptor `fd1` of `pid1` and `fd2` of `pid2` are one open file description
+/// (`kcmp(KCMP_FILE)`; needs ptrace rights on both).
+pub fn same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> std::io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: no pointers; the kernel compares its own objects.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r == 0)
 }
 
 /// Takes ownership of descriptor number `fd`, which the caller owns and nobody else uses.

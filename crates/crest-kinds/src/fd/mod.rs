@@ -84,9 +84,10 @@ pub trait FdHandler: Sync {
 pub static HANDLERS: &[&dyn FdHandler] =
     &[&regular::Regular, &directory::Directory, &chardev::CharDevice, &eventfd::EventFd, &epoll::Epoll, &pipe::Pipe, &inherited::Inherited];
 
-/// Dumps every descriptor of `pid`.
+/// Dumps every descriptor of `pid`. Descriptors that share an open file description (found
+/// with `kcmp` among those on the same inode) get the same [`FdRecord::file`].
 pub fn dump_all(pid: i32) -> Result<Vec<FdRecord>, KindError> {
-    let mut out = Vec::new();
+    let mut out: Vec<FdRecord> = Vec::new();
     let mut all = Vec::new();
     for fd in crest_proc::fds(pid)? {
         let link = crest_proc::readlink(pid, &format!("fd/{fd}"))?;
@@ -94,11 +95,31 @@ pub fn dump_all(pid: i32) -> Result<Vec<FdRecord>, KindError> {
         all.push((fd, link, info));
     }
     let mut cx = DumpCx { pid, pidfd: crest_ptrace::sys::pidfd_open(pid).ok(), all: all.clone(), seen: Default::default() };
+    // (dev, ino) -> descriptors dumped so far on it, with their file ids.
+    let mut by_inode: std::collections::HashMap<(u64, u64), Vec<(i32, u64)>> = Default::default();
+    let mut next_file = 1u64;
     for (fd, link, info) in all {
         let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
         let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).ok_or_else(|| KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is not supported yet")))?;
         let kind = h.dump(&mut cx, fd, &link, &md, &info)?;
-        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, kind });
+        let same_inode = by_inode.entry((std::os::unix::fs::MetadataExt::dev(&md), std::os::unix::fs::MetadataExt::ino(&md))).or_default();
+        let mut file = None;
+        for &(other, id) in same_inode.iter() {
+            match crest_ptrace::sys::same_file(pid, fd, pid, other) {
+                Ok(true) => {
+                    file = Some(id);
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => return Err(KindError::io(format!("pid {pid}: comparing fd {fd} with fd {other} (kcmp)"), e)),
+            }
+        }
+        let file = file.unwrap_or_else(|| {
+            next_file += 1;
+            next_file - 1
+        });
+        same_inode.push((fd, file));
+        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind });
     }
     Ok(out)
 }
@@ -121,7 +142,16 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32]) -> Result<(), String> {
     let handler = |r: &FdRecord| HANDLERS.iter().find(|h| h.restores(&r.kind)).ok_or_else(|| format!("fd {}: no handler", r.fd));
     let mut order: Vec<(&FdRecord, &&dyn FdHandler)> = recs.iter().map(|r| Ok((r, handler(r)?))).collect::<Result<_, String>>()?;
     order.sort_by_key(|(_, h)| h.late());
+    // file id -> the number of the first descriptor restored for it.
+    let mut opened: std::collections::HashMap<u64, i32> = Default::default();
     for (r, h) in order {
+        if let Some(&first) = opened.get(&r.file) {
+            if !matches!(r.kind, FdKind::Inherited { .. }) {
+                crest_ptrace::sys::dup3(first, r.fd, r.cloexec).map_err(|e| format!("fd {}: sharing fd {first}'s open file: {e}", r.fd))?;
+                continue;
+            }
+        }
+        opened.entry(r.file).or_insert(r.fd);
         match h.open(r, &mut cx)? {
             Some(f) => {
                 let raw = std::os::fd::IntoRawFd::into_raw_fd(f);
