@@ -115,3 +115,49 @@ fn three_rounds_in_a_chain() {
         let _ = r.wait();
     }
 }
+
+/// The default checkpoint lets the process run on while its pages are saved from a
+/// copy-on-write snapshot: the image must still be of one instant, and the process must see
+/// nothing of it (no SIGCHLD, no child).
+#[test]
+fn running_process_checkpointed_at_one_instant() {
+    let d = Dir::new("churn");
+    let prog = d.0.join("churn");
+    gcc("tests/c/churn.c", &prog, &[]);
+    let out = d.0.join("out.txt");
+    let mut child = Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("churn");
+    let pid = child.id() as i32;
+    let mut reaper = Reaper(vec![pid]);
+    wait_for(&out, "tick 4", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).arg("-f").arg(&img).arg(pid.to_string()).env("CREST_TIMING", "1").output().expect("cr_checkpoint runs");
+    assert!(ck.status.success(), "cr_checkpoint failed: {}", String::from_utf8_lossy(&ck.stderr));
+    let ticks = |s: &str| s.lines().filter(|l| l.starts_with("tick")).count();
+    let seen = ticks(&std::fs::read_to_string(&out).unwrap_or_default());
+    let t = std::time::Instant::now();
+    while ticks(&std::fs::read_to_string(&out).unwrap_or_default()) <= seen {
+        assert!(t.elapsed() < Duration::from_secs(30), "the process did not run on after the checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let st = wait_child(&mut child, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.ends_with("PASS\n"), "the original after the checkpoint: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
+    reaper.0.clear();
+
+    std::fs::write(&out, "").expect("truncate");
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
+    reaper.0.push(rs.id() as i32);
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&out).unwrap_or_default().contains("tick") {
+        assert!(rs.try_wait().expect("try_wait").is_none(), "cr_restart ended early");
+        assert!(t.elapsed() < Duration::from_secs(30), "the restored process prints nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rp = restored_child(&mut rs, Duration::from_secs(20));
+    reaper.0.push(rp);
+    let _ = Command::new("kill").arg("-USR2").arg(rp.to_string()).status();
+    let st = wait_child(&mut rs, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.ends_with("PASS\n"), "the restored process: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
+}

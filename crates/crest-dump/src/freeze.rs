@@ -84,7 +84,13 @@ impl Frozen {
     }
 
     /// Writes the image of the frozen process into `out`; returns the sink and figures.
-    pub fn dump(&mut self, out: &std::fs::File, scope: &str) -> Result<(Image, DumpStats), DumpError> {
+    ///
+    /// With `snapshot`, the process is let go as soon as its state is read and a
+    /// copy-on-write copy of it is taken ([`crate::snapshot`]); its private pages are then read
+    /// from the copy while it runs, and [`Frozen::release`] has nothing left to do but apply
+    /// the after-action. Without (or when the copy cannot be made), it stays frozen until the
+    /// image is complete.
+    pub fn dump(&mut self, out: &std::fs::File, scope: &str, snapshot: bool) -> Result<(Image, DumpStats), DumpError> {
         let pid = self.pid;
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
@@ -132,6 +138,12 @@ impl Frozen {
             Ok((sigactions, mmst, threads, shared_pending))
         })();
         let unmapped = scratch.unmap(&mut remote);
+        // The copy is forked last, without the scratch page. If it cannot be (a process limit),
+        // the checkpoint goes on with the process frozen.
+        let snap = match (&collected, &unmapped) {
+            (Ok(_), Ok(())) if snapshot => crate::snapshot::take(&mut remote).ok(),
+            _ => None,
+        };
         remote_syscalls += remote.count;
         for (i, st) in states.into_iter().enumerate() {
             self.threads[i].2 = st;
@@ -146,16 +158,33 @@ impl Frozen {
 
         let mut w = ImageWriter::new(out)?;
         let seekable = out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false);
-        let (vmas, page_bytes) = if seekable {
-            let start = w.position();
-            let r = pages::write_pages::<&std::fs::File>(pid, vmas, pages::Sink::File(out, start))?;
-            // pwrite leaves the file position alone: move it past the pages for what follows.
-            let mut f = out;
-            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
-            w.note_appended(r.1);
-            r
-        } else {
-            pages::write_pages(pid, vmas, pages::Sink::Stream(&mut w))?
+        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &dyn Fn(&crest_image::Vma) -> bool| -> Result<(Vec<crest_image::Vma>, u64), DumpError> {
+            if seekable {
+                let start = w.position();
+                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, pages::Sink::File(out, start))?;
+                // pwrite leaves the file position alone: move it past the pages for what follows.
+                let mut f = out;
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
+                w.note_appended(r.1);
+                Ok(r)
+            } else {
+                pages::write_pages(from, vmas, select, pages::Sink::Stream(&mut w))
+            }
+        };
+        let mut frozen_secs = None;
+        let (vmas, page_bytes) = match snap {
+            Some(snap) => {
+                let saved = (|| -> Result<_, DumpError> {
+                    let (vmas, a) = write(pid, vmas, &crate::snapshot::read_while_frozen)?;
+                    self.let_go()?;
+                    frozen_secs = Some(self.since.elapsed().as_secs_f64());
+                    let (vmas, b) = write(snap.child.tid, vmas, &|v| !crate::snapshot::read_while_frozen(v))?;
+                    Ok((vmas, a + b))
+                })();
+                snap.discard();
+                saved?
+            }
+            None => write(pid, vmas, &|_| true)?,
         };
         let (release, host) = crest_ptrace::sys::uname();
         let image = Image {
@@ -190,22 +219,14 @@ impl Frozen {
             }],
         };
         w.finish(&image)?;
-        let stats = DumpStats { page_bytes, vmas: image.processes[0].vmas.len(), remote_syscalls, frozen_secs: self.since.elapsed().as_secs_f64() };
+        let frozen_secs = frozen_secs.unwrap_or_else(|| self.since.elapsed().as_secs_f64());
+        let stats = DumpStats { page_bytes, vmas: image.processes[0].vmas.len(), remote_syscalls, frozen_secs };
         Ok((image, stats))
     }
 
-    /// Lets the process go: registers, masks and kept signals back as they were, then detach.
-    /// With `kill`, SIGKILL it instead (after a successful checkpoint with `--kill`).
-    pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
+    /// Lets every thread go, as it was; the process is no longer frozen.
+    fn let_go(&mut self) -> Result<(), DumpError> {
         self.released = true;
-        if kill {
-            crest_ptrace::sys::kill(self.pid, libc::SIGKILL)?;
-            // The kernel reports the leader's exit last: reap the other threads first.
-            for (t, _, _) in self.threads.iter().rev() {
-                let _ = t.wait_stop();
-            }
-            return Ok(());
-        }
         let mut first_err = None;
         for (t, fz, state) in std::mem::take(&mut self.threads) {
             if let Err(e) = release_thread(self.pid, t, &fz, state) {
@@ -213,6 +234,22 @@ impl Frozen {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Lets the process go: registers, masks and kept signals back as they were, then detach.
+    /// With `kill`, SIGKILL it instead (after a successful checkpoint with `--kill`; the
+    /// process must not have been let go by a snapshot dump).
+    pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
+        if kill && !self.released {
+            self.released = true;
+            crest_ptrace::sys::kill(self.pid, libc::SIGKILL)?;
+            // The kernel reports the leader's exit last: reap the other threads first.
+            for (t, _, _) in self.threads.iter().rev() {
+                let _ = t.wait_stop();
+            }
+            return Ok(());
+        }
+        self.let_go()
     }
 }
 

@@ -6,6 +6,9 @@
 //!    page mapped), collect every object kind (`crest-kinds`), and stream the page data into
 //!    the image through a two-stage pipeline (this thread reads target memory with
 //!    `process_vm_readv`, a writer thread checksums and writes), then the metadata.
+//!    When the process is to run on (`--run`), a copy-on-write copy of it is forked first
+//!    ([`snapshot`]), the process is let go, and its private pages are read from the copy: it
+//!    stands still for the time of a `fork`, not of the page copy.
 //! 3. [`Frozen::release`]: unmap the scratch page, queue the kept signals again, put back
 //!    registers and mask, and let the threads go (or kill them), exactly as they were.
 //!
@@ -16,6 +19,7 @@
 
 mod freeze;
 mod pages;
+pub mod snapshot;
 
 pub use freeze::{freeze, Frozen};
 

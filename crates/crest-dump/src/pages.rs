@@ -92,11 +92,12 @@ impl<W: Write> Out<'_, W> {
 
 /// Saves the pages of `vmas` that need saving; returns the mappings with their page runs and
 /// the number of bytes written (the image grows by exactly that many).
-pub fn write_pages<W: Write + Send>(pid: i32, mut vmas: Vec<Vma>, sink: Sink<'_, W>) -> Result<(Vec<Vma>, u64), DumpError> {
+/// Only the mappings `select` picks are read (from process `pid`); the others are left as they are.
+pub fn write_pages<W: Write + Send>(pid: i32, mut vmas: Vec<Vma>, select: &dyn Fn(&Vma) -> bool, sink: Sink<'_, W>) -> Result<(Vec<Vma>, u64), DumpError> {
     let pm = Pagemap::open(pid)?;
     let mut scratch = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
-    for (i, v) in vmas.iter().enumerate() {
+    for (i, v) in vmas.iter().enumerate().filter(|(_, v)| select(v)) {
         // A zero page of anonymous memory comes back by itself; one of a file mapping must be
         // saved, since the file underneath holds other bytes.
         let skip_zero = matches!(v.backing, VmaBacking::Anon | VmaBacking::SharedAnon { .. });
