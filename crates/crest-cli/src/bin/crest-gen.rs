@@ -1,7 +1,7 @@
 //! `crest-gen OUTDIR`: writes the man pages and shell completions of every crest command into
 //! OUTDIR, from the same `clap` definitions the commands parse with (`crest_cli::commands`),
 //! so `--help`, the manual and the completions cannot disagree. Run by `make install` and the
-//! package targets; not installed itself.
+//! package targets; not installed itself (the Makefile installs the commands by name).
 //!
 //! ```text
 //! OUTDIR/man/man1/CMD.1                  NAME, SYNOPSIS, DESCRIPTION, OPTIONS from clap,
