@@ -147,7 +147,8 @@ fn round_trip_installed(d: &Dir, bin: &dyn Fn(&str) -> PathBuf) {
 }
 
 /// The guide's "PID restore without root": nobody restores a PID through a cr_restart with
-/// the file capability CAP_CHECKPOINT_RESTORE, and the restored process holds no capability.
+/// the file capability CAP_CHECKPOINT_RESTORE, and the restored process holds no capability;
+/// cr_check installed beside that cr_restart says PIDs can be restored.
 fn capability_instead_of_root(d: &Dir, bin: &dyn Fn(&str) -> PathBuf) {
     let work = d.0.join("nobody");
     std::fs::create_dir_all(&work).expect("dir");
@@ -163,10 +164,12 @@ fn capability_instead_of_root(d: &Dir, bin: &dyn Fn(&str) -> PathBuf) {
         return eprintln!("skipped the file-capability restart: no setpriv");
     }
     std::fs::copy(d.0.join("counter"), work.join("counter")).expect("copy counter");
+    std::fs::copy(bin("cr_check"), work.join("cr_check")).expect("copy cr_check");
     // As nobody: start, checkpoint, restart with the saved PID, read the restored process's
     // capabilities, let it finish. Every PID is written to pids.txt for the reaper.
     let script = r#"
         exec 2>err.txt
+        ./cr_check --json > check.json || exit 10
         ./counter 25 > out.txt & p=$!; echo $p >> pids.txt
         i=0; until grep -q 'count 3,' out.txt 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && exit 11; sleep 0.05; done
         "$CK" --kill $p || exit 12
@@ -200,5 +203,8 @@ fn capability_instead_of_root(d: &Dir, bin: &dyn Fn(&str) -> PathBuf) {
         assert!(text.lines().any(|l| l.starts_with(set) && l.ends_with("0000000000000000")), "the restored process holds no {set}:\n{text}");
     }
     assert!(counted.contains("count 25,"), "the restored counter finished:\n{counted}");
+    let check: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.join("check.json")).unwrap_or_default()).expect("cr_check --json");
+    let pid_line = check["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "PID restore")).cloned().unwrap_or_default();
+    assert!(pid_line["status"] == "OK" && check["pid_restore"] == true, "cr_check beside the capable cr_restart sees it: {pid_line}");
     reaper.0.clear();
 }

@@ -428,3 +428,22 @@ pub fn tcp_repair_allowed() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The permitted set of the file capabilities of `path` (its `security.capability`
+/// attribute), or `None` when it has none.
+pub fn file_capabilities(path: &std::path::Path) -> std::io::Result<Option<u64>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = [0u8; 24];
+    // SAFETY: c and the attribute name are NUL-terminated; buf is live and its length is passed.
+    let n = unsafe { libc::getxattr(c.as_ptr(), c"security.capability".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n == -1 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENODATA) { Ok(None) } else { Err(e) };
+    }
+    // struct vfs_cap_data: magic_etc, then (permitted, inheritable) low words, then high words
+    // (revision 2 and 3; revision 1 has only the low words).
+    let word = |i: usize| buf.get(i * 4..i * 4 + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let high = if n >= 20 { word(3) } else { 0 };
+    Ok(Some(u64::from(word(1)) | (u64::from(high) << 32)))
+}

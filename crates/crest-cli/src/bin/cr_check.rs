@@ -70,6 +70,9 @@ struct Env {
     cap_eff: u64,
     seccomp: u32,
     yama: Option<u32>,
+    /// The `cr_restart` installed beside this `cr_check`, when it has a file capability that
+    /// allows choosing PIDs (the administrator's guide's way to avoid root).
+    capable_restart: Option<std::path::PathBuf>,
 }
 
 impl Env {
@@ -81,6 +84,11 @@ impl Env {
             cap_eff: field("CapEff").and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).unwrap_or(0),
             seccomp: field("Seccomp").and_then(|v| v.trim().parse().ok()).unwrap_or(0),
             yama: sysctl("kernel/yama/ptrace_scope"),
+            capable_restart: std::env::current_exe().ok().and_then(|exe| {
+                let restart = exe.with_file_name("cr_restart");
+                let caps = sys::file_capabilities(&restart).ok()??;
+                (caps & ((1 << CAP_CHECKPOINT_RESTORE) | (1 << CAP_SYS_ADMIN)) != 0).then_some(restart)
+            }),
         }
     }
 
@@ -189,7 +197,7 @@ fn run_checks(env: &Env, release: &str) -> Vec<Check> {
             "use a kernel built with CONFIG_CHECKPOINT_RESTORE=y (every mainstream distribution's is)",
         ),
     });
-    v.push(if env.can_restore_pids() {
+    v.push(if env.can_restore_pids() || env.capable_restart.is_some() {
         ok("exe link", "restored processes get their saved /proc/PID/exe")
     } else {
         warn(
@@ -335,6 +343,13 @@ fn pid_restore(env: &Env) -> Check {
     // Asking for our own PID: EEXIST proves the right to choose PIDs and creates nothing.
     match husk::spawn(Some(std::process::id() as i32), Ok) {
         Err(SpawnError::PidInUse(_)) => ok("PID restore", format!("clone3 with set_tid is allowed: restored processes keep their PIDs{pid_max}")),
+        Err(SpawnError::PidNeedsPrivilege(_)) if env.capable_restart.is_some() => ok(
+            "PID restore",
+            format!(
+                "{} has the file capability to choose PIDs: restored processes keep their PIDs{pid_max}",
+                env.capable_restart.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+        ),
         Err(SpawnError::PidNeedsPrivilege(_)) => warn(
             "PID restore",
             if env.can_restore_pids() {
