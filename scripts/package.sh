@@ -18,6 +18,7 @@ trap 'rm -rf "$work"' EXIT
 # profile keeps line tables for backtraces; a package does not need them).
 root=$work/root
 cp -a "$stage" "$root"
+"$here/need.sh" strip binutils binutils
 strip --strip-debug "$root"/usr/bin/*
 release=1
 summary="Checkpoint/restart of Linux processes with BLCR's commands, from user space"
