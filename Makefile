@@ -1,16 +1,44 @@
-# crest: build, demo, test, bench, install.
+# crest: build, demo, test, bench, install, packages. See docs/admin-guide.md.
+#
+#   make                      build (cargo, release profile)
+#   make install              install under PREFIX (default /usr/local), inside DESTDIR if set
+#   make uninstall            remove what install put there (same PREFIX and DESTDIR)
+#   make debs / make rpms     binary packages for PREFIX=/usr, left in packages/
+#   make test                 the whole test suite
 PREFIX ?= /usr/local
 DESTDIR ?=
-BINDIR = $(DESTDIR)$(PREFIX)/bin
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+DOCDIR ?= $(DATADIR)/doc/crest
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR ?= $(DATADIR)/zsh/site-functions
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 CARGO ?= cargo
-BINS = cr_checkpoint cr_restart cr_info
+# Where the built commands and crest-gen are; NO_BUILD=1 installs them without running cargo
+# (for an install as root after `make` as a user, and for the install test).
+BUILD_DIR ?= target/release
+NO_BUILD ?=
+# Generated man pages and completions (crest-gen writes them from the commands' definitions).
+GEN ?= target/gen
+# Where `make debs` and `make rpms` leave the packages.
+PKGDIR ?= packages
+PKGSTAGE ?= target/pkgroot
 
-.PHONY: all build demo test bench install uninstall clean
+BINS = cr_checkpoint cr_restart cr_info cr_check
+DOCS = README.md docs/admin-guide.md
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+INSTALL ?= install
+
+.PHONY: all build gen demo test bench install uninstall stage debs rpms packages check-packages clean
 
 all: build
 
 build:
 	$(CARGO) build --release --workspace
+
+gen: $(if $(NO_BUILD),,build)
+	$(BUILD_DIR)/crest-gen $(GEN)
 
 demo: build
 	./scripts/demo.sh
@@ -21,12 +49,44 @@ test: build
 bench: build
 	./scripts/bench.sh
 
-install: build
-	install -d $(BINDIR)
-	for b in $(BINS); do install -m 0755 target/release/$$b $(BINDIR)/$$b; done
+install: gen
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	for b in $(BINS); do \
+		$(INSTALL) -m 0755 $(BUILD_DIR)/$$b $(DESTDIR)$(BINDIR)/$$b && \
+		$(INSTALL) -m 0644 $(GEN)/man/man1/$$b.1 $(DESTDIR)$(MANDIR)/man1/$$b.1 && \
+		$(INSTALL) -m 0644 $(GEN)/completions/bash/$$b $(DESTDIR)$(BASHCOMPDIR)/$$b && \
+		$(INSTALL) -m 0644 $(GEN)/completions/zsh/_$$b $(DESTDIR)$(ZSHCOMPDIR)/_$$b && \
+		$(INSTALL) -m 0644 $(GEN)/completions/fish/$$b.fish $(DESTDIR)$(FISHCOMPDIR)/$$b.fish || exit 1; \
+	done
+	$(INSTALL) -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
 
 uninstall:
-	for b in $(BINS); do rm -f $(BINDIR)/$$b; done
+	for b in $(BINS); do \
+		rm -f $(DESTDIR)$(BINDIR)/$$b $(DESTDIR)$(MANDIR)/man1/$$b.1 $(DESTDIR)$(BASHCOMPDIR)/$$b \
+			$(DESTDIR)$(ZSHCOMPDIR)/_$$b $(DESTDIR)$(FISHCOMPDIR)/$$b.fish; \
+	done
+	for d in $(DOCS); do rm -f $(DESTDIR)$(DOCDIR)/$$(basename $$d); done
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+
+# Packages are built from one staged install with PREFIX=/usr, so they hold exactly what
+# `make install` installs. The packaging tools are installed when missing.
+stage: $(if $(NO_BUILD),,build)
+	rm -rf $(PKGSTAGE)
+	$(MAKE) install NO_BUILD=1 PREFIX=/usr DESTDIR=$(CURDIR)/$(PKGSTAGE)
+
+debs: stage
+	./scripts/package.sh deb $(PKGSTAGE) $(VERSION) $(PKGDIR)
+
+rpms: stage
+	./scripts/package.sh rpm $(PKGSTAGE) $(VERSION) $(PKGDIR)
+
+packages: debs rpms
+
+# Installs each package into a scratch root and runs the installed cr_check there.
+check-packages:
+	./scripts/check-packages.sh $(PKGDIR) $(VERSION)
 
 clean:
 	$(CARGO) clean
+	rm -rf $(PKGDIR)

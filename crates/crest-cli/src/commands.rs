@@ -7,7 +7,7 @@ use crate::{signal_args, VERSION};
 
 /// Every command, for generators.
 pub fn all() -> Vec<Command> {
-    vec![checkpoint(), restart(), info()]
+    vec![checkpoint(), restart(), info(), check()]
 }
 
 /// `cr_checkpoint`'s options, as BLCR 0.8.6 spells them.
@@ -76,6 +76,7 @@ pub fn restart() -> Command {
     ["omit-maybe", "omit-always", "omit-never", "kmsg-none", "kmsg-error", "kmsg-warning", "early-stop", "early-abrt"]
         .iter()
         .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
+        .version(VERSION)
 }
 
 /// `cr_info`'s options.
@@ -86,4 +87,18 @@ pub fn info() -> Command {
         .arg(Arg::new("file").value_name("FILE").required(true))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the whole metadata as JSON"))
         .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also check every page's checksum"))
+}
+
+/// `cr_check`'s options.
+pub fn check() -> Command {
+    Command::new("cr_check")
+        .about("Report whether this kernel and these privileges allow checkpoint and restart")
+        .long_about(
+            "Report whether this kernel and these privileges allow checkpoint and restart. Each check prints OK, WARN or MISSING \
+             and, when something is missing, what to change. The checks run as the calling user: run cr_check as the user who \
+             will run cr_checkpoint and cr_restart.",
+        )
+        .version(VERSION)
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing; the exit status tells"))
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the results as JSON"))
 }

@@ -122,6 +122,10 @@ pub fn spawn<F: FnOnce(i32) -> Result<i32, String>>(pid: Option<i32>, prepare: F
 fn child_main<F: FnOnce(i32) -> Result<i32, String>>(wr: OwnedFd, prepare: F) -> ! {
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // A cr_restart that got capabilities from its file is not dumpable, and neither would be
+    // its child: then its own user could neither trace it here nor checkpoint it later.
+    // SAFETY: plain prctl with integer arguments; any process may make itself dumpable.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) };
     crate::sys::block_all_signals();
     let fd = wr.as_raw_fd();
     std::mem::forget(wr);

@@ -385,3 +385,88 @@ pub fn owned_fd(fd: i32) -> std::os::fd::OwnedFd {
     // SAFETY: the caller passes a descriptor it owns (just returned by dup/fcntl).
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
+
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE)`: the size of `struct prctl_mm_map` this kernel
+/// expects; fails with `EINVAL` without `CONFIG_CHECKPOINT_RESTORE`. Changes nothing.
+pub fn mm_map_size() -> std::io::Result<u32> {
+    const PR_SET_MM_MAP_SIZE: libc::c_ulong = 15;
+    let mut size: libc::c_uint = 0;
+    // SAFETY: with PR_SET_MM_MAP_SIZE the kernel only writes an unsigned int to the third
+    // argument, which points at `size`.
+    let r = unsafe { libc::prctl(libc::PR_SET_MM, PR_SET_MM_MAP_SIZE, &mut size as *mut libc::c_uint, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// Whether this kernel knows `madvise` advice `advice`: `madvise(NULL, 0, advice)` validates
+/// the advice and, on an empty range, touches nothing.
+pub fn madvise_known(advice: i32) -> std::io::Result<()> {
+    // SAFETY: a zero-length range: the kernel checks the advice and returns without looking at
+    // any memory.
+    if unsafe { libc::madvise(std::ptr::null_mut(), 0, advice) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `kcmp(pid, pid, KCMP_FILE, fd, fd)`: whether the kernel can compare open files (`CONFIG_KCMP`).
+pub fn kcmp_same_file(pid: i32, fd: i32) -> std::io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: no pointers; KCMP_FILE compares two descriptor numbers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd as libc::c_long, fd as libc::c_long) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}
+
+/// `userfaultfd(flags)`, closed again: whether this user may create one.
+pub fn userfaultfd_allowed(flags: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::syscall(libc::SYS_userfaultfd, flags as libc::c_long) } as libc::c_int, "userfaultfd").map(drop)
+}
+
+/// Whether this process may put a TCP socket into repair mode (`TCP_REPAIR`, which needs
+/// `CAP_NET_ADMIN`): an unconnected socket is created, switched into repair mode and closed;
+/// nothing is sent.
+pub fn tcp_repair_allowed() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const TCP_REPAIR: libc::c_int = 19;
+    // SAFETY: no pointers.
+    let mut fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd == -1 {
+        // SAFETY: no pointers (an IPv6-only host).
+        fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    }
+    let sock = owned(fd, "socket")?;
+    let on: libc::c_int = 1;
+    // SAFETY: optval points at a live int and optlen is its size.
+    let r = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_TCP, TCP_REPAIR, (&on as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+    };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The permitted set of the file capabilities of `path` (its `security.capability`
+/// attribute), or `None` when it has none.
+pub fn file_capabilities(path: &std::path::Path) -> std::io::Result<Option<u64>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = [0u8; 24];
+    // SAFETY: c and the attribute name are NUL-terminated; buf is live and its length is passed.
+    let n = unsafe { libc::getxattr(c.as_ptr(), c"security.capability".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n == -1 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENODATA) { Ok(None) } else { Err(e) };
+    }
+    // struct vfs_cap_data: magic_etc, then (permitted, inheritable) low words, then high words
+    // (revision 2 and 3; revision 1 has only the low words).
+    let word = |i: usize| buf.get(i * 4..i * 4 + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let high = if n >= 20 { word(3) } else { 0 };
+    Ok(Some(u64::from(word(1)) | (u64::from(high) << 32)))
+}

@@ -215,9 +215,12 @@ fn fill(husk: &crest_ptrace::Tracee, p: &Process, fds: &MapFds, exe_fd: i32, aux
         let base = t.regs()?;
         let mut r = Remote::new(&t, remote.syscall_ip(), base);
         thread::restore(&mut r, &scratch, pid, th)?;
+        task::limit_capabilities(&mut r, &scratch, pid, t.tid, p.creds.cap_eff)?;
         count += r.count;
         threads.push(t);
     }
+    // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid).
+    task::limit_capabilities(&mut remote, &scratch, pid, pid, p.creds.cap_eff)?;
     signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
     scratch.unmap(&mut remote)?;
     Ok((bytes, remote.count + count, exe_set, threads))
