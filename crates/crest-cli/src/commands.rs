@@ -35,6 +35,17 @@ pub fn checkpoint() -> Command {
         .arg(Arg::new("time").short('t').long("time").value_name("SEC").value_parser(clap::value_parser!(u64)).help("give up after SEC seconds (0: no limit)"))
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
         .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("print progress"))
+        .arg(
+            Arg::new("compress")
+                .short('z')
+                .long("compress")
+                .value_name("LEVEL")
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("3")
+                .value_parser(clap::value_parser!(i32).range(1..=19))
+                .help("compress page data with zstd at LEVEL (1..19, default 3), on all cores"),
+        )
         .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"))
         .arg(Arg::new("version").long("version").action(ArgAction::Version).help("print the version"));
     let cmd = signal_args(cmd);

@@ -24,6 +24,21 @@ fn memory_256_mib_pattern() {
     run_c("mem256", &[]);
 }
 
+/// The same 256 MiB through a compressed image (zstd at level 1); cr_info --verify checks the
+/// stored runs.
+#[test]
+fn memory_256_mib_compressed() {
+    let d = Dir::new("mem256z");
+    let prog = d.0.join("mem256");
+    gcc("tests/c/mem256.c", &prog, &[]);
+    let (st, out) = round_trip_verify_with(&d, &prog, &[], "ready", Duration::from_secs(60), &["--compress=1"]);
+    assert!(st.success() && out.contains("PASS"), "mem256 after a compressed restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    let info = Command::new(bin("cr_info")).arg("--verify").arg("--json").arg(d.0.join("img")).output().expect("cr_info");
+    assert!(info.status.success(), "cr_info --verify: {}", String::from_utf8_lossy(&info.stderr));
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("\"zlen\": ") && text.lines().any(|l| l.trim().starts_with("\"zlen\"") && !l.contains(" 0")), "no compressed run in the image");
+}
+
 #[test]
 fn file_offsets_continue() {
     run_c("fileoff", &["DIR"]);

@@ -136,7 +136,17 @@ fn corrupt_and_truncated_images_are_refused() {
 
 #[test]
 fn image_streams_through_a_pipe() {
-    let d = Dir::new("pipe");
+    stream_through_a_pipe("pipe", "");
+}
+
+/// The same, compressed: stored and compressed runs interleave in the stream.
+#[test]
+fn compressed_image_streams_through_a_pipe() {
+    stream_through_a_pipe("pipez", "--compress");
+}
+
+fn stream_through_a_pipe(name: &str, ck_opts: &str) {
+    let d = Dir::new(name);
     let prog = d.0.join("counter");
     gcc("demo/counter.c", &prog, &[]);
     let out = d.0.join("out.txt");
@@ -145,7 +155,7 @@ fn image_streams_through_a_pipe() {
     let _reaper = Reaper(vec![pid]);
     wait_for(&out, "count 3,", Duration::from_secs(20));
     let restore_pid = if is_root() { "" } else { "--no-restore-pid" };
-    let script = format!("\"$CK\" --kill --fd 1 {pid} | \"$RS\" {restore_pid} --fd 0");
+    let script = format!("\"$CK\" --kill {ck_opts} --fd 1 {pid} | \"$RS\" {restore_pid} --fd 0");
     let mut sh = Command::new("sh").arg("-c").arg(&script).env("CK", bin("cr_checkpoint")).env("RS", bin("cr_restart")).spawn().expect("sh");
     let _ = child.wait();
     let st = wait_child(&mut sh, Duration::from_secs(30));

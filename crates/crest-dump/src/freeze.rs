@@ -90,7 +90,7 @@ impl Frozen {
     /// from the copy while it runs, and [`Frozen::release`] has nothing left to do but apply
     /// the after-action. Without (or when the copy cannot be made), it stays frozen until the
     /// image is complete.
-    pub fn dump(&mut self, out: &std::fs::File, scope: &str, snapshot: bool) -> Result<(Image, DumpStats), DumpError> {
+    pub fn dump(&mut self, out: &std::fs::File, scope: &str, snapshot: bool, compress: Option<i32>) -> Result<(Image, DumpStats), DumpError> {
         let pid = self.pid;
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
@@ -161,14 +161,14 @@ impl Frozen {
         let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &dyn Fn(&crest_image::Vma) -> bool| -> Result<(Vec<crest_image::Vma>, u64), DumpError> {
             if seekable {
                 let start = w.position();
-                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, pages::Sink::File(out, start))?;
+                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, compress, pages::Sink::File(out, start))?;
                 // pwrite leaves the file position alone: move it past the pages for what follows.
                 let mut f = out;
                 std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
                 w.note_appended(r.1);
                 Ok(r)
             } else {
-                pages::write_pages(from, vmas, select, pages::Sink::Stream(&mut w))
+                pages::write_pages(from, vmas, select, compress, pages::Sink::Stream(&mut w))
             }
         };
         let mut frozen_secs = None;

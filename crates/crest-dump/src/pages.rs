@@ -7,7 +7,9 @@
 //! two at once, so that the kernel's work of allocating and filling the file's pages (the
 //! bulk of the cost on tmpfs) runs on both cores; into a pipe or socket, one writer in order.
 //! Runs are cut into pieces of at most [`PIECE`] bytes, each with its own checksum, so restore
-//! can verify and read them independently.
+//! can verify and read them independently. With compression, each writer compresses the runs
+//! it takes (so both cores compress) and stores a run compressed only when that makes it
+//! smaller; offsets are handed out as runs are written, raw runs on page boundaries.
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -36,11 +38,11 @@ struct Piece {
     skip_zero: bool,
 }
 
-/// A buffer read from the target, with where each of its runs goes.
+/// A buffer read from the target, with the runs to save in it.
 struct Batch {
     buf: Vec<u8>,
-    /// (vma index, vaddr, offset in buf, length, offset in the image)
-    runs: Vec<(usize, u64, usize, usize, u64)>,
+    /// (vma index, vaddr, offset in buf, length)
+    runs: Vec<(usize, u64, usize, usize)>,
 }
 
 /// Whether a page holds only zeros (stops at the first non-zero word).
@@ -78,22 +80,45 @@ enum Out<'a, W: Write> {
 }
 
 impl<W: Write> Out<'_, W> {
+    /// Writes `data` at `at`. A stream is written in order by one writer; a gap before `at`
+    /// (alignment padding) is filled with zeros.
     fn put(&self, data: &[u8], at: u64) -> Result<(), DumpError> {
         match self {
             Out::File(f) => f.write_all_at(data, at).map_err(|e| crest_image::ImageError::Io(e).into()),
             Out::Stream(w) => {
                 let mut w = w.lock().map_err(|_| DumpError::Unsupported("image writer poisoned".into()))?;
-                debug_assert_eq!(w.position(), at);
-                w.append_pages(data).map(drop).map_err(Into::into)
+                let gap = at.checked_sub(w.position()).ok_or_else(|| DumpError::Unsupported("page data written out of order".into()))?;
+                if gap > 0 {
+                    w.append_bytes(&vec![0; gap as usize])?;
+                }
+                w.append_bytes(data).map_err(Into::into)
             }
         }
     }
 }
 
+/// Where the next run goes: raw runs start on a page boundary, compressed ones anywhere.
+fn allocate(next: &Mutex<u64>, len: u64, aligned: bool) -> Result<u64, DumpError> {
+    let mut n = next.lock().map_err(|_| DumpError::Unsupported("image offset lock poisoned".into()))?;
+    if aligned {
+        *n = n.next_multiple_of(4096);
+    }
+    let at = *n;
+    *n += len;
+    Ok(at)
+}
+
 /// Saves the pages of `vmas` that need saving; returns the mappings with their page runs and
 /// the number of bytes written (the image grows by exactly that many).
-/// Only the mappings `select` picks are read (from process `pid`); the others are left as they are.
-pub fn write_pages<W: Write + Send>(pid: i32, mut vmas: Vec<Vma>, select: &dyn Fn(&Vma) -> bool, sink: Sink<'_, W>) -> Result<(Vec<Vma>, u64), DumpError> {
+/// Only the mappings `select` picks are read (from process `pid`); the others are left as they
+/// are. With `compress` (a zstd level), each run is stored compressed when that makes it smaller.
+pub fn write_pages<W: Write + Send>(
+    pid: i32,
+    mut vmas: Vec<Vma>,
+    select: &dyn Fn(&Vma) -> bool,
+    compress: Option<i32>,
+    sink: Sink<'_, W>,
+) -> Result<(Vec<Vma>, u64), DumpError> {
     let pm = Pagemap::open(pid)?;
     let mut scratch = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
@@ -120,19 +145,40 @@ pub fn write_pages<W: Write + Send>(pid: i32, mut vmas: Vec<Vma>, select: &dyn F
     for _ in 0..BUFFERS {
         let _ = to_reader.send(Vec::new());
     }
-    let end = std::thread::scope(|s| -> Result<u64, DumpError> {
+    let next = Mutex::new(start);
+    std::thread::scope(|s| -> Result<(), DumpError> {
         let handles: Vec<_> = (0..writers)
             .map(|_| {
-                let (rx, out, to_reader) = (&rx, &out, to_reader.clone());
+                let (rx, out, to_reader, next) = (&rx, &out, to_reader.clone(), &next);
                 s.spawn(move || -> Result<Vec<(usize, PageRun)>, DumpError> {
                     let mut runs = Vec::new();
+                    let mut zstd = match compress {
+                        Some(level) => Some((
+                            zstd::bulk::Compressor::new(level).map_err(|e| DumpError::Unsupported(format!("starting zstd at level {level}: {e}")))?,
+                            Vec::<u8>::with_capacity(zstd::zstd_safe::compress_bound(PIECE as usize)),
+                        )),
+                        None => None,
+                    };
                     loop {
-                        let next = rx.lock().map_err(|_| DumpError::Unsupported("page queue poisoned".into()))?.recv();
-                        let Ok(b) = next else { return Ok(runs) };
-                        for &(vi, vaddr, off, len, at) in &b.runs {
+                        let next_batch = rx.lock().map_err(|_| DumpError::Unsupported("page queue poisoned".into()))?.recv();
+                        let Ok(b) = next_batch else { return Ok(runs) };
+                        for &(vi, vaddr, off, len) in &b.runs {
                             let data = &b.buf[off..off + len];
-                            out.put(data, at)?;
-                            runs.push((vi, PageRun { vaddr, len: len as u64, offset: at, sum: checksum(data) }));
+                            let packed = match &mut zstd {
+                                Some((z, zbuf)) => {
+                                    zbuf.clear();
+                                    z.compress_to_buffer(data, zbuf).map_err(|e| DumpError::Unsupported(format!("compressing pages at {vaddr:#x}: {e}")))?;
+                                    (zbuf.len() < len).then_some(zbuf.as_slice())
+                                }
+                                None => None,
+                            };
+                            let (bytes, zlen) = match packed {
+                                Some(z) => (z, z.len() as u64),
+                                None => (data, 0),
+                            };
+                            let at = allocate(next, bytes.len() as u64, zlen == 0)?;
+                            out.put(bytes, at)?;
+                            runs.push((vi, PageRun { vaddr, len: len as u64, offset: at, zlen, sum: checksum(bytes) }));
                         }
                         let _ = to_reader.send(b.buf);
                     }
@@ -140,7 +186,7 @@ pub fn write_pages<W: Write + Send>(pid: i32, mut vmas: Vec<Vma>, select: &dyn F
             })
             .collect();
         drop(to_reader);
-        let read = read_all(pid, &pieces, start, &free, &to_writers);
+        let read = read_all(pid, &pieces, &free, &to_writers);
         drop(to_writers);
         let mut all = Vec::new();
         let mut failed = None;
@@ -154,20 +200,19 @@ pub fn write_pages<W: Write + Send>(pid: i32, mut vmas: Vec<Vma>, select: &dyn F
         if let Some(e) = failed {
             return Err(e);
         }
-        let end = read?;
+        read?;
         all.sort_by_key(|r| r.1.vaddr);
         for (vi, r) in all {
             vmas[vi].pages.push(r);
         }
-        Ok(end)
+        Ok(())
     })?;
+    let end = next.into_inner().map_err(|_| DumpError::Unsupported("image offset lock poisoned".into()))?;
     Ok((vmas, end - start))
 }
 
-/// Reads every piece into batches, cuts out zero pages, assigns image offsets from `start` on
-/// and hands the batches to the writers. Returns the image offset after the last run.
-fn read_all(pid: i32, pieces: &[Piece], start: u64, free: &mpsc::Receiver<Vec<u8>>, to_writers: &mpsc::SyncSender<Batch>) -> Result<u64, DumpError> {
-    let mut at = start;
+/// Reads every piece into batches, cuts out zero pages and hands the batches to the writers.
+fn read_all(pid: i32, pieces: &[Piece], free: &mpsc::Receiver<Vec<u8>>, to_writers: &mpsc::SyncSender<Batch>) -> Result<(), DumpError> {
     let mut i = 0;
     while i < pieces.len() {
         let mut j = i;
@@ -177,7 +222,7 @@ fn read_all(pid: i32, pieces: &[Piece], start: u64, free: &mpsc::Receiver<Vec<u8
             j += 1;
         }
         // A writer that failed stops taking buffers; its error is reported by the caller.
-        let Ok(mut buf) = free.recv() else { return Ok(at) };
+        let Ok(mut buf) = free.recv() else { return Ok(()) };
         buf.resize(bytes as usize, 0);
         let batch = &pieces[i..j];
         if batch.iter().all(|p| p.readable) {
@@ -201,17 +246,16 @@ fn read_all(pid: i32, pieces: &[Piece], start: u64, free: &mpsc::Receiver<Vec<u8
             let data = &buf[off..off + p.len as usize];
             let keep = if p.skip_zero { nonzero_runs(data) } else { vec![(0, data.len())] };
             for (o, l) in keep {
-                runs.push((p.vma, p.vaddr + o as u64, off + o, l, at));
-                at += l as u64;
+                runs.push((p.vma, p.vaddr + o as u64, off + o, l));
             }
             off += p.len as usize;
         }
         if to_writers.send(Batch { buf, runs }).is_err() {
-            return Ok(at);
+            return Ok(());
         }
         i = j;
     }
-    Ok(at)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ impl ImageFile {
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some((pid, r)) = runs.get(i) else { return Ok(()) };
-                            buf.resize(r.len as usize, 0);
+                            buf.resize(r.stored_len() as usize, 0);
                             FileExt::read_exact_at(&self.file, &mut buf, r.offset)?;
                             if checksum(&buf) != r.sum {
                                 return Err(ImageError::Checksum { what: format!("page data of pid {pid} at {:#x}..{:#x}", r.vaddr, r.vaddr + r.len) });

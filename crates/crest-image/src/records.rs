@@ -233,10 +233,24 @@ pub struct PageRun {
     pub vaddr: u64,
     /// Length in bytes, a multiple of the page size.
     pub len: u64,
-    /// Offset of the data in the image file, page aligned.
+    /// Offset of the data in the image file; page aligned when stored as is.
     pub offset: u64,
-    /// Checksum of the data.
+    /// 0: the `len` bytes are stored as they are. Otherwise the run is stored as one zstd frame
+    /// of `zlen` bytes (less than `len`) that decompresses to the `len` bytes.
+    pub zlen: u64,
+    /// Checksum of the bytes as stored.
     pub sum: u64,
+}
+
+impl PageRun {
+    /// Bytes the run takes in the image.
+    pub fn stored_len(&self) -> u64 {
+        if self.zlen == 0 {
+            self.len
+        } else {
+            self.zlen
+        }
+    }
 }
 
 /// One open file descriptor.
@@ -406,8 +420,14 @@ pub struct Thread {
 }
 
 impl Image {
-    /// Total bytes of page data the image holds.
+    /// Total bytes of memory the image's page data restores.
     pub fn page_bytes(&self) -> u64 {
         self.processes.iter().flat_map(|p| &p.vmas).flat_map(|v| &v.pages).map(|r| r.len).sum()
+    }
+
+    /// Total bytes the page data takes in the image (less than [`Image::page_bytes`] when
+    /// compressed).
+    pub fn stored_page_bytes(&self) -> u64 {
+        self.processes.iter().flat_map(|p| &p.vmas).flat_map(|v| &v.pages).map(|r| r.stored_len()).sum()
     }
 }

@@ -44,6 +44,13 @@ impl<W: Write> ImageWriter<W> {
         Ok((at, checksum(data)))
     }
 
+    /// Appends `data` as it is (compressed page runs, padding).
+    pub fn append_bytes(&mut self, data: &[u8]) -> Result<(), ImageError> {
+        self.out.write_all(data)?;
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
     /// Writes the metadata, section table and trailer, and returns the sink.
     pub fn finish(mut self, image: &Image) -> Result<W, ImageError> {
         let pages = SectionEntry { kind: SectionKind::Pages, offset: HEADER_LEN, len: self.pos - HEADER_LEN, sum: 0 };

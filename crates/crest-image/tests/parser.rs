@@ -32,7 +32,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         if i % 2 == 0 {
             let data: Vec<u8> = (0..pages * 4096).map(|b| (b as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
             let (offset, sum) = w.append_pages(&data).expect("pages");
-            v.pages.push(PageRun { vaddr: addr, len: pages * 4096, offset, sum });
+            v.pages.push(PageRun { vaddr: addr, len: pages * 4096, offset, zlen: 0, sum });
         }
         vmas.push(v);
         addr += (pages + 1) * 4096;

@@ -146,7 +146,8 @@ pub fn needed_files(vmas: &[Vma]) -> (Vec<(String, bool)>, Vec<(u64, u64)>) {
 
 /// Recreates every mapping of `vmas` (special areas excepted) in the husk and fills it.
 /// Returns the number of bytes read from the image.
-pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds) -> Result<u64, KindError> {
+/// `image` is the image file (crest's own descriptor), for compressed runs.
+pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, image: &std::fs::File) -> Result<u64, KindError> {
     let mut bytes = 0;
     for v in vmas {
         let (fd, off, mut flags) = match &v.backing {
@@ -169,7 +170,7 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds) ->
         let prot_fill = if v.pages.is_empty() { v.prot } else { v.prot | libc::PROT_WRITE as u32 };
         let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
         remote.call(&what, libc::SYS_mmap, &[v.start, v.end - v.start, u64::from(prot_fill), flags as u64, fd as u64, off])?;
-        bytes += fill(remote, pid, v, fds.image)?;
+        bytes += fill(remote, pid, v, fds.image, image)?;
         if prot_fill != v.prot {
             remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
         }
@@ -194,11 +195,30 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds) ->
 
 const MADV_POPULATE_WRITE: u64 = 23;
 
-/// Reads the saved pages of `v` into place: the husk `pread`s them from the image, one call per
-/// run of pages contiguous both in memory and in the file.
-fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32) -> Result<u64, KindError> {
-    let mut merged: Vec<PageRun> = Vec::new();
+/// Reads the saved pages of `v` into place: the husk `pread`s stored runs from the image, one
+/// call per run of pages contiguous both in memory and in the file; compressed runs are
+/// decompressed here and written in with `process_vm_writev`, on all cores.
+fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::fs::File) -> Result<u64, KindError> {
+    // Allocate the pages in one pass, without a page fault for each, before filling them. Only
+    // the saved ranges: memory the process never touched stays unallocated. Kernels without
+    // MADV_POPULATE_WRITE (before 5.14) fault the pages in during the read instead.
+    let mut spans: Vec<(u64, u64)> = Vec::new();
     for r in &v.pages {
+        match spans.last_mut() {
+            Some(s) if s.0 + s.1 == r.vaddr && s.1 < (1 << 30) => s.1 += r.len,
+            _ => spans.push((r.vaddr, r.len)),
+        }
+    }
+    for (a, l) in spans {
+        let _ = remote.syscall(libc::SYS_madvise, &[a, l, MADV_POPULATE_WRITE])?;
+    }
+    let mut merged: Vec<PageRun> = Vec::new();
+    let mut packed: Vec<PageRun> = Vec::new();
+    for r in &v.pages {
+        if r.zlen != 0 {
+            packed.push(*r);
+            continue;
+        }
         match merged.last_mut() {
             Some(m) if m.vaddr + m.len == r.vaddr && m.offset + m.len == r.offset && m.len < (1 << 30) => m.len += r.len,
             _ => merged.push(*r),
@@ -206,10 +226,6 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32) -> Result<u64
     }
     let mut total = 0;
     for r in merged {
-        // Allocate the pages in one pass, without a page fault for each, before filling them.
-        // Only the saved ranges: memory the process never touched stays unallocated. Kernels
-        // without MADV_POPULATE_WRITE (before 5.14) fault the pages in during the read instead.
-        let _ = remote.syscall(libc::SYS_madvise, &[r.vaddr, r.len, MADV_POPULATE_WRITE])?;
         let mut done = 0;
         while done < r.len {
             let n = remote.call(
@@ -224,7 +240,41 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32) -> Result<u64
         }
         total += r.len;
     }
-    Ok(total)
+    unpack(pid, image, &packed)?;
+    Ok(total + packed.iter().map(|r| r.len).sum::<u64>())
+}
+
+/// Decompresses `runs` from `image` into the memory of `pid`, on as many threads as cores.
+fn unpack(pid: i32, image: &std::fs::File, runs: &[PageRun]) -> Result<(), KindError> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(runs.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), KindError> {
+                    let mut z = zstd::bulk::Decompressor::new().map_err(|e| KindError::io("starting zstd", e))?;
+                    let (mut packed, mut plain) = (Vec::new(), Vec::new());
+                    loop {
+                        let Some(r) = runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
+                        let what = || format!("pid {pid}: compressed pages {:#x}+{:#x}", r.vaddr, r.len);
+                        packed.resize(r.zlen as usize, 0);
+                        std::os::unix::fs::FileExt::read_exact_at(image, &mut packed, r.offset).map_err(|e| KindError::io(what(), e))?;
+                        plain.clear();
+                        plain.reserve(r.len as usize);
+                        let n = z.decompress_to_buffer(&packed, &mut plain).map_err(|e| KindError::Mismatch(format!("{}: {e}", what())))?;
+                        if n as u64 != r.len {
+                            return Err(KindError::Mismatch(format!("{}: decompressed to {n} bytes", what())));
+                        }
+                        crest_ptrace::mem::write_vm(pid, r.vaddr, &plain)?;
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(KindError::Mismatch("a decompression thread panicked".into()))))
+    })
 }
 
 /// Words for a mapping's backing, for messages and `cr_info`.

@@ -63,6 +63,26 @@ pub fn read_scatter(pid: i32, buf: &mut [u8], ranges: &[(u64, u64)]) -> Result<(
     Ok(())
 }
 
+/// Writes `data` at `addr` of process `pid` (`process_vm_writev`; the pages must be writable).
+pub fn write_vm(pid: i32, addr: u64, data: &[u8]) -> Result<(), TraceError> {
+    let mut done = 0usize;
+    while done < data.len() {
+        let local = libc::iovec { iov_base: data[done..].as_ptr() as *mut libc::c_void, iov_len: data.len() - done };
+        let remote = libc::iovec { iov_base: (addr + done as u64) as *mut libc::c_void, iov_len: data.len() - done };
+        // SAFETY: local describes data[done..], which the kernel only reads; the remote range
+        // is checked by the kernel against the target's mappings.
+        let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            return Err(TraceError::Sys {
+                what: format!("writing memory of pid {pid} at {:#x}", addr + done as u64),
+                err: if n == 0 { std::io::Error::from_raw_os_error(libc::EFAULT) } else { std::io::Error::last_os_error() },
+            });
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
 /// Writes `data` at `addr` of process `pid` through `/proc/PID/mem`, which, like a debugger,
 /// may write read-only pages.
 pub fn write(pid: i32, addr: u64, data: &[u8]) -> Result<(), TraceError> {

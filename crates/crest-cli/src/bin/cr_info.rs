@@ -42,7 +42,12 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
     let i = &img.image;
     let _ = writeln!(o, "image:    {path} ({} bytes, format {}.{}, written by {})", img.len, img.header.major, img.header.minor, i.tool);
     let _ = writeln!(o, "taken:    on {} (Linux {}), at {} (unix time), scope {}", i.host, i.kernel, i.time, i.scope);
-    let _ = writeln!(o, "pages:    {} bytes", i.page_bytes());
+    let (plain, stored) = (i.page_bytes(), i.stored_page_bytes());
+    if stored == plain {
+        let _ = writeln!(o, "pages:    {plain} bytes");
+    } else {
+        let _ = writeln!(o, "pages:    {plain} bytes, stored in {stored} (zstd, {:.2}x)", plain as f64 / stored.max(1) as f64);
+    }
     for p in &i.processes {
         let cmd: Vec<String> = p.cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         let _ = writeln!(o, "\nprocess {} (parent {}, group {}, session {}): {}", p.pid, p.ppid, p.pgid, p.sid, cmd.join(" "));

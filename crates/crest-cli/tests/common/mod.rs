@@ -87,13 +87,18 @@ pub fn cr_restart_cmd() -> Command {
 /// Starts `prog args` with stdout to a file, checkpoints it with --kill once `ready` shows
 /// there, restarts it and returns cr_restart's exit status and the output.
 pub fn round_trip(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration) -> (std::process::ExitStatus, String) {
-    round_trip_with(d, prog, args, ready, timeout, false)
+    round_trip_with(d, prog, args, ready, timeout, false, &[])
 }
 
 /// Like [`round_trip`] for a program that waits for SIGUSR2 to verify itself: once the
 /// restored program has printed a new line, it gets SIGUSR2.
 pub fn round_trip_verify(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration) -> (std::process::ExitStatus, String) {
-    round_trip_with(d, prog, args, ready, timeout, true)
+    round_trip_with(d, prog, args, ready, timeout, true, &[])
+}
+
+/// Like [`round_trip_verify`], with more options for cr_checkpoint.
+pub fn round_trip_verify_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration, ck_args: &[&str]) -> (std::process::ExitStatus, String) {
+    round_trip_with(d, prog, args, ready, timeout, true, ck_args)
 }
 
 /// Waits until cr_restart (`rs`) has a restored child and returns its PID; panics with
@@ -117,7 +122,7 @@ pub fn child_of(pid: i32) -> Option<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
 }
 
-fn round_trip_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration, verify: bool) -> (std::process::ExitStatus, String) {
+fn round_trip_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Duration, verify: bool, ck_args: &[&str]) -> (std::process::ExitStatus, String) {
     let out = d.0.join("out.txt");
     let f = std::fs::File::create(&out).expect("output file");
     let mut child = Command::new(prog).args(args).current_dir(&d.0).stdout(f).stdin(Stdio::null()).spawn().expect("start program");
@@ -125,7 +130,7 @@ fn round_trip_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Du
     let mut reaper = Reaper(vec![pid]);
     wait_for(&out, ready, Duration::from_secs(20));
     let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let ck = Command::new(bin("cr_checkpoint")).arg("--kill").args(ck_args).arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
     assert!(ck.status.success(), "cr_checkpoint failed: {}", String::from_utf8_lossy(&ck.stderr));
     let _ = child.wait();
     let meta = std::fs::metadata(&img).expect("image exists");
