@@ -72,3 +72,63 @@ impl Say {
         }
     }
 }
+
+/// A progress bar on stderr for a long copy of page data: shown only on a terminal, only when
+/// not quiet, and only once the copy has taken a second. Stops when dropped.
+///
+/// The thread is fully started when [`ProgressDisplay::start`] returns, and allocates nothing
+/// until the copy has begun (a total is set): `cr_restart` forks its restore process in
+/// between, and a fork from a process whose other thread holds the allocator's lock would
+/// leave the child stuck.
+pub struct ProgressDisplay {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    /// Starts watching `p`; `verb` says what is being done ("saving", "restoring").
+    pub fn start(p: std::sync::Arc<crest_kinds::progress::Progress>, verb: &'static str, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if quiet || !std::io::stderr().is_terminal() {
+            return ProgressDisplay { stop, thread: None };
+        }
+        let flag = stop.clone();
+        let (started, wait_started) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            let _ = started.send(());
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_secs(1) || p.get().1 == 0 {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{prefix} {bytes}/{total_bytes} of memory, {binary_bytes_per_sec}, {eta} left {wide_bar}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(verb);
+            while !flag.load(Ordering::Relaxed) {
+                let (done, total) = p.get();
+                bar.set_length(total);
+                bar.set_position(done);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        let _ = wait_started.recv();
+        ProgressDisplay { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

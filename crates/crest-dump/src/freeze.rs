@@ -7,6 +7,19 @@ use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
 use crate::{pages, DumpError, DumpStats};
 
+/// How to write the image.
+#[derive(Clone, Copy)]
+pub struct DumpOptions<'a> {
+    /// Scope recorded in the image (`tree`, `pid`, ...).
+    pub scope: &'a str,
+    /// Let the process run on while its pages are saved from a copy-on-write snapshot.
+    pub snapshot: bool,
+    /// Compress page runs with zstd at this level.
+    pub compress: Option<i32>,
+    /// Counts the page bytes saved, for a progress display.
+    pub progress: &'a crest_kinds::progress::Progress,
+}
+
 /// A frozen process: every thread seized and stopped.
 pub struct Frozen {
     /// PID.
@@ -85,12 +98,13 @@ impl Frozen {
 
     /// Writes the image of the frozen process into `out`; returns the sink and figures.
     ///
-    /// With `snapshot`, the process is let go as soon as its state is read and a
+    /// With `opts.snapshot`, the process is let go as soon as its state is read and a
     /// copy-on-write copy of it is taken ([`crate::snapshot`]); its private pages are then read
     /// from the copy while it runs, and [`Frozen::release`] has nothing left to do but apply
     /// the after-action. Without (or when the copy cannot be made), it stays frozen until the
     /// image is complete.
-    pub fn dump(&mut self, out: &std::fs::File, scope: &str, snapshot: bool, compress: Option<i32>) -> Result<(Image, DumpStats), DumpError> {
+    pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>) -> Result<(Image, DumpStats), DumpError> {
+        let DumpOptions { scope, snapshot, compress, progress } = *opts;
         let pid = self.pid;
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
@@ -161,14 +175,14 @@ impl Frozen {
         let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &dyn Fn(&crest_image::Vma) -> bool| -> Result<(Vec<crest_image::Vma>, u64), DumpError> {
             if seekable {
                 let start = w.position();
-                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, compress, pages::Sink::File(out, start))?;
+                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, compress, progress, pages::Sink::File(out, start))?;
                 // pwrite leaves the file position alone: move it past the pages for what follows.
                 let mut f = out;
                 std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
                 w.note_appended(r.1);
                 Ok(r)
             } else {
-                pages::write_pages(from, vmas, select, compress, pages::Sink::Stream(&mut w))
+                pages::write_pages(from, vmas, select, compress, progress, pages::Sink::Stream(&mut w))
             }
         };
         let mut frozen_secs = None;

@@ -21,7 +21,7 @@ mod freeze;
 mod pages;
 pub mod snapshot;
 
-pub use freeze::{freeze, Frozen};
+pub use freeze::{freeze, DumpOptions, Frozen};
 
 /// What went wrong during a checkpoint.
 #[derive(Debug, thiserror::Error)]

@@ -117,6 +117,7 @@ pub fn write_pages<W: Write + Send>(
     mut vmas: Vec<Vma>,
     select: &dyn Fn(&Vma) -> bool,
     compress: Option<i32>,
+    progress: &crest_kinds::progress::Progress,
     sink: Sink<'_, W>,
 ) -> Result<(Vec<Vma>, u64), DumpError> {
     let pm = Pagemap::open(pid)?;
@@ -135,6 +136,7 @@ pub fn write_pages<W: Write + Send>(
             }
         }
     }
+    progress.add_total(pieces.iter().map(|p| p.len).sum());
     let (start, writers, out) = match sink {
         Sink::File(f, start) => (start, 2, Out::File(f)),
         Sink::Stream(w) => (w.position(), 1, Out::Stream(Mutex::new(w))),
@@ -180,6 +182,7 @@ pub fn write_pages<W: Write + Send>(
                             out.put(bytes, at)?;
                             runs.push((vi, PageRun { vaddr, len: len as u64, offset: at, zlen, sum: checksum(bytes) }));
                         }
+                        progress.add_done(b.buf.len() as u64);
                         let _ = to_reader.send(b.buf);
                     }
                 })

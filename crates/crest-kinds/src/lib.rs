@@ -20,6 +20,7 @@
 pub mod fd;
 pub mod memory;
 pub mod mm;
+pub mod progress;
 pub mod signals;
 pub mod task;
 pub mod thread;

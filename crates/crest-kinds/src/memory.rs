@@ -18,6 +18,7 @@ use crest_image::{madv_flags, vma_flags, PageRun, SpecialArea, Vma, VmaBacking, 
 use crest_proc::{pagemap, MapEntry, Pagemap};
 use crest_ptrace::Remote;
 
+use crate::progress::Progress;
 use crate::{vdso, KindError};
 
 /// Turns one `smaps` entry into a [`Vma`] without page data.
@@ -146,8 +147,10 @@ pub fn needed_files(vmas: &[Vma]) -> (Vec<(String, bool)>, Vec<(u64, u64)>) {
 
 /// Recreates every mapping of `vmas` (special areas excepted) in the husk and fills it.
 /// Returns the number of bytes read from the image.
-/// `image` is the image file (crest's own descriptor), for compressed runs.
-pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, image: &std::fs::File) -> Result<u64, KindError> {
+/// `image` is the image file (crest's own descriptor), for compressed runs; `progress` counts
+/// the bytes filled.
+pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, image: &std::fs::File, progress: &Progress) -> Result<u64, KindError> {
+    progress.add_total(vmas.iter().flat_map(|v| &v.pages).map(|r| r.len).sum());
     let mut bytes = 0;
     for v in vmas {
         let (fd, off, mut flags) = match &v.backing {
@@ -170,7 +173,7 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
         let prot_fill = if v.pages.is_empty() { v.prot } else { v.prot | libc::PROT_WRITE as u32 };
         let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
         remote.call(&what, libc::SYS_mmap, &[v.start, v.end - v.start, u64::from(prot_fill), flags as u64, fd as u64, off])?;
-        bytes += fill(remote, pid, v, fds.image, image)?;
+        bytes += fill(remote, pid, v, fds.image, image, progress)?;
         if prot_fill != v.prot {
             remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
         }
@@ -198,7 +201,7 @@ const MADV_POPULATE_WRITE: u64 = 23;
 /// Reads the saved pages of `v` into place: the husk `pread`s stored runs from the image, one
 /// call per run of pages contiguous both in memory and in the file; compressed runs are
 /// decompressed here and written in with `process_vm_writev`, on all cores.
-fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::fs::File) -> Result<u64, KindError> {
+fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::fs::File, progress: &Progress) -> Result<u64, KindError> {
     // Allocate the pages in one pass, without a page fault for each, before filling them. Only
     // the saved ranges: memory the process never touched stays unallocated. Kernels without
     // MADV_POPULATE_WRITE (before 5.14) fault the pages in during the read instead.
@@ -237,15 +240,16 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
                 return Err(KindError::Mismatch(format!("pid {pid}: the image ends inside page data at offset {}", r.offset + done)));
             }
             done += n;
+            progress.add_done(n);
         }
         total += r.len;
     }
-    unpack(pid, image, &packed)?;
+    unpack(pid, image, &packed, progress)?;
     Ok(total + packed.iter().map(|r| r.len).sum::<u64>())
 }
 
 /// Decompresses `runs` from `image` into the memory of `pid`, on as many threads as cores.
-fn unpack(pid: i32, image: &std::fs::File, runs: &[PageRun]) -> Result<(), KindError> {
+fn unpack(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Progress) -> Result<(), KindError> {
     if runs.is_empty() {
         return Ok(());
     }
@@ -269,6 +273,7 @@ fn unpack(pid: i32, image: &std::fs::File, runs: &[PageRun]) -> Result<(), KindE
                             return Err(KindError::Mismatch(format!("{}: decompressed to {n} bytes", what())));
                         }
                         crest_ptrace::mem::write_vm(pid, r.vaddr, &plain)?;
+                        progress.add_done(r.len);
                     }
                 })
             })

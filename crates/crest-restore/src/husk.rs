@@ -19,6 +19,8 @@ pub struct RestoreOptions {
     pub restore_pid: bool,
     /// Verify page checksums while restoring (on by default in the CLI).
     pub verify: bool,
+    /// Counts the page bytes restored, for a progress display.
+    pub progress: Option<std::sync::Arc<crest_kinds::progress::Progress>>,
 }
 
 /// A restored process, a child of the caller, running.
@@ -107,7 +109,8 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let pid = husk.tid;
     let result = std::thread::scope(|s| {
         let verifier = opts.verify.then(|| s.spawn(|| img.verify_pages(1)));
-        let filled = fill(&husk, p, &img.file, &fds, exe_fd, &aux, opts.restore_pid);
+        let no_progress = crest_kinds::progress::Progress::default();
+        let filled = fill(&husk, p, &img.file, opts.progress.as_deref().unwrap_or(&no_progress), &fds, exe_fd, &aux, opts.restore_pid);
         let verified = match verifier {
             Some(v) => v.join().unwrap_or_else(|_| Err(crest_image::ImageError::Invalid("page verifier panicked".into()))),
             None => Ok(()),
@@ -174,7 +177,7 @@ fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
 
 /// Turns the husk's memory into the saved process's. Returns (bytes, syscalls, exe set).
 #[allow(clippy::type_complexity)]
-fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, fds: &MapFds, exe_fd: i32, aux: &[i32], restore_pid: bool) -> Result<(u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
+fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, progress: &crest_kinds::progress::Progress, fds: &MapFds, exe_fd: i32, aux: &[i32], restore_pid: bool) -> Result<(u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
     let pid = husk.tid;
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
     let areas = vdso::areas(&maps);
@@ -202,7 +205,7 @@ fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, fds: &M
     vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
     let gap = find_gap(&p.vmas, &[], crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
     let scratch = Scratch::map(&mut remote, pid, gap)?;
-    let bytes = memory::restore(&mut remote, pid, &p.vmas, fds, image)?;
+    let bytes = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
     let exe_set = mm::restore(&mut remote, &scratch, &p.mm, exe_fd)?;
     for &fd in aux {
         let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;

@@ -124,8 +124,11 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
         // too (a copy-on-write snapshot holds its memory). When it is to die, it must not run
         // on beyond the moment the image describes.
         let snapshot = matches!(signal, 0 | libc::SIGSTOP | libc::SIGCONT) && std::env::var_os("CREST_NO_SNAPSHOT").is_none();
-        let compress = m.get_one::<i32>("compress").copied();
-        let (_image, stats) = frozen.dump(&file, scope, snapshot, compress)?;
+        let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
+        let shown = crest_cli::ProgressDisplay::start(progress.clone(), "saving", say.quiet);
+        let opts = crest_dump::DumpOptions { scope, snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress };
+        let (_image, stats) = frozen.dump(&file, &opts)?;
+        drop(shown);
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
         if sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) {
             file.sync_all().map_err(crest_image::ImageError::Io)?;

@@ -91,11 +91,15 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         relocate(p, &relocs);
     }
     let restore_pid = last_given(m, &["restore-pid", "no-restore-pid"]) != Some("no-restore-pid");
-    let opts = RestoreOptions { restore_pid, verify: !m.get_flag("no-verify") };
+    let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
+    let opts = RestoreOptions { restore_pid, verify: !m.get_flag("no-verify"), progress: Some(progress.clone()) };
     // Signals that arrive while restoring wait; afterwards they are forwarded to the process.
     let forwarded: Vec<i32> = (1..=64).filter(|&s| ![libc::SIGCHLD, libc::SIGKILL, libc::SIGSTOP].contains(&s)).collect();
     sys::block_signals(&forwarded);
-    let restored = crest_restore::restore(&img, &opts).map_err(|e| restore_failure(&shown, e))?;
+    let display = crest_cli::ProgressDisplay::start(progress, "restoring", m.get_flag("quiet"));
+    let restored = crest_restore::restore(&img, &opts).map_err(|e| restore_failure(&shown, e));
+    drop(display);
+    let restored = restored?;
     drop(img);
     let pid = restored.pid;
     if std::env::var_os("CREST_TIMING").is_some() {
