@@ -36,6 +36,20 @@ pub struct Restored {
     pub exe_set: bool,
 }
 
+/// When `pid` is a process that has died but not been reaped yet (the original, killed by
+/// `cr_checkpoint --kill` a moment ago, as in `cr_checkpoint --kill --fd 1 PID | cr_restart
+/// --fd 0`), gives its parent up to two seconds to reap it, so that its PID is free.
+fn wait_for_zombie(pid: i32) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(2) {
+        let dead = crest_proc::read(pid, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()).is_some_and(|st| matches!(st.state, 'Z' | 'X'));
+        if !dead {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Restores the image's process as a child of the caller, which must be single-threaded.
 pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let image = &img.image;
@@ -105,12 +119,14 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         signals::prepare_actions(&p.sigactions)?;
         Ok(pipe_fd)
     };
+    if opts.restore_pid {
+        wait_for_zombie(p.pid);
+    }
     let husk = crest_ptrace::husk::spawn(opts.restore_pid.then_some(p.pid), prepare)?;
     let pid = husk.tid;
     let result = std::thread::scope(|s| {
         let verifier = opts.verify.then(|| s.spawn(|| img.verify_pages(1)));
-        let no_progress = crest_kinds::progress::Progress::default();
-        let filled = fill(&husk, p, &img.file, opts.progress.as_deref().unwrap_or(&no_progress), &fds, exe_fd, &aux, opts.restore_pid);
+        let filled = fill(&husk, p, &img.file, &fds, exe_fd, &aux, opts);
         let verified = match verifier {
             Some(v) => v.join().unwrap_or_else(|_| Err(crest_image::ImageError::Invalid("page verifier panicked".into()))),
             None => Ok(()),
@@ -177,7 +193,7 @@ fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
 
 /// Turns the husk's memory into the saved process's. Returns (bytes, syscalls, exe set).
 #[allow(clippy::type_complexity)]
-fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, progress: &crest_kinds::progress::Progress, fds: &MapFds, exe_fd: i32, aux: &[i32], restore_pid: bool) -> Result<(u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
+fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, fds: &MapFds, exe_fd: i32, aux: &[i32], opts: &RestoreOptions) -> Result<(u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
     let pid = husk.tid;
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
     let areas = vdso::areas(&maps);
@@ -205,6 +221,8 @@ fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, progres
     vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
     let gap = find_gap(&p.vmas, &[], crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
     let scratch = Scratch::map(&mut remote, pid, gap)?;
+    let no_progress = crest_kinds::progress::Progress::default();
+    let progress = opts.progress.as_deref().unwrap_or(&no_progress);
     let bytes = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
     let exe_set = mm::restore(&mut remote, &scratch, &p.mm, exe_fd)?;
     for &fd in aux {
@@ -214,7 +232,7 @@ fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, progres
     let mut threads = Vec::with_capacity(p.threads.len() - 1);
     let mut count = 0;
     for th in &p.threads[1..] {
-        let t = thread::create(&mut remote, &scratch, restore_pid.then_some(th.tid))?;
+        let t = thread::create(&mut remote, &scratch, opts.restore_pid.then_some(th.tid))?;
         let base = t.regs()?;
         let mut r = Remote::new(&t, remote.syscall_ip(), base);
         thread::restore(&mut r, &scratch, pid, th)?;
