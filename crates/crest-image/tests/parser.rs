@@ -139,6 +139,16 @@ fn invalid_records_are_refused_with_reasons() {
         ("signal number", Box::new(|i: &mut Image| i.processes[0].sigactions.push(SigAction { signo: 99, handler: 0, flags: 0, restorer: 0, mask: 0 }))),
         ("leader", Box::new(|i: &mut Image| i.processes[0].threads.swap(0, 1))),
         ("relative path", Box::new(|i: &mut Image| i.processes[0].vmas[0].backing = VmaBacking::File { path: "lib.so".into(), offset: 0, dev: 0, ino: 0, size: 0, mtime_ns: 0 })),
+        // A compressed run must be smaller than what it restores and lie inside the page data.
+        ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].zlen = i.processes[0].vmas[0].pages[0].len)),
+        ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].zlen = i.processes[0].vmas[0].pages[0].len + 1)),
+        ("does not fit", Box::new(|i: &mut Image| {
+            let r = &mut i.processes[0].vmas[0].pages[0];
+            r.offset += 4096 * 64;
+            r.zlen = 100;
+        })),
+        // A stored run must be page aligned; a compressed one need not be.
+        ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].offset += 1)),
     ];
     for (want, change) in cases {
         let mut bad = img.clone();
@@ -146,4 +156,14 @@ fn invalid_records_are_refused_with_reasons() {
         let err = ImageFile::check_bytes(&rebuild(&bad, &pages)).expect_err(want).to_string();
         assert!(err.contains(want), "expected {want:?} in: {err}");
     }
+}
+
+#[test]
+fn compressed_runs_at_any_offset_are_accepted() {
+    let (bytes, mut img) = build(&[2, 2, 2], 9, 2);
+    let pages = page_region(&bytes, &img);
+    let r = &mut img.processes[0].vmas[0].pages[0];
+    r.offset += 1;
+    r.zlen = 100;
+    ImageFile::check_bytes(&rebuild(&img, &pages)).expect("an unaligned compressed run inside the page data is valid");
 }
