@@ -1,19 +1,20 @@
-//! Streaming page data from the frozen process into the image.
+//! Streaming page data from the process (or its snapshot) into the image.
 //!
-//! The calling thread reads target memory with `process_vm_readv` (scatter reads of many page
-//! runs at once) into 4 MiB buffers (small enough to stay in cache), cuts out the pages of anonymous memory that hold only
-//! zeros (a fresh mapping gives them back), and assigns each remaining run its place in the
-//! image. Writer threads checksum the runs and write them: into a regular file with `pwrite`,
-//! two at once, so that the kernel's work of allocating and filling the file's pages (the
-//! bulk of the cost on tmpfs) runs on both cores; into a pipe or socket, one writer in order.
-//! Runs are cut into pieces of at most [`PIECE`] bytes, each with its own checksum, so restore
-//! can verify and read them independently. With compression, each writer compresses the runs
-//! it takes (so both cores compress) and stores a run compressed only when that makes it
-//! smaller; offsets are handed out as runs are written, raw runs on page boundaries.
+//! The pages to save are cut into pieces of at most [`PIECE`] bytes (each becomes a run with its
+//! own checksum, so restore can verify and read them independently), and the pieces into
+//! batches of at most 4 MiB (small enough to stay in cache). Each worker thread takes the next
+//! batch, reads it with one `process_vm_readv` of many ranges, cuts out the pages of anonymous
+//! memory that hold only zeros (a fresh mapping gives them back), compresses each run with
+//! zstd if asked (keeping it only when smaller), takes the next free place in the image for it
+//! (raw runs on page boundaries) and writes it. Into a regular file two workers run at once,
+//! so that reading the target, compressing, and the kernel's work of allocating and filling
+//! the file's pages (the bulk of the cost on tmpfs) all use both cores; into a pipe or socket,
+//! one worker, in order.
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crest_image::{checksum, PageRun, Vma, VmaBacking};
 use crest_kinds::memory;
@@ -25,8 +26,8 @@ use crate::DumpError;
 pub const PIECE: u64 = 4 << 20;
 /// Bytes read from the target per batch.
 const BATCH: u64 = 4 << 20;
-/// Buffers in flight between the reader and the writers.
-const BUFFERS: usize = 4;
+/// Threads reading, compressing and writing pages into a regular file.
+const WORKERS: usize = 2;
 
 /// A piece of memory to save.
 #[derive(Clone, Copy)]
@@ -36,13 +37,6 @@ struct Piece {
     len: u64,
     readable: bool,
     skip_zero: bool,
-}
-
-/// A buffer read from the target, with the runs to save in it.
-struct Batch {
-    buf: Vec<u8>,
-    /// (vma index, vaddr, offset in buf, length)
-    runs: Vec<(usize, u64, usize, usize)>,
 }
 
 /// Whether a page holds only zeros (stops at the first non-zero word).
@@ -137,126 +131,134 @@ pub fn write_pages<W: Write + Send>(
         }
     }
     progress.add_total(pieces.iter().map(|p| p.len).sum());
-    let (start, writers, out) = match sink {
-        Sink::File(f, start) => (start, 2, Out::File(f)),
-        Sink::Stream(w) => (w.position(), 1, Out::Stream(Mutex::new(w))),
-    };
-    let (to_writers, rx) = mpsc::sync_channel::<Batch>(BUFFERS - writers);
-    let rx = Mutex::new(rx);
-    let (to_reader, free) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
-    for _ in 0..BUFFERS {
-        let _ = to_reader.send(Vec::new());
-    }
-    let next = Mutex::new(start);
-    std::thread::scope(|s| -> Result<(), DumpError> {
-        let handles: Vec<_> = (0..writers)
-            .map(|_| {
-                let (rx, out, to_reader, next) = (&rx, &out, to_reader.clone(), &next);
-                s.spawn(move || -> Result<Vec<(usize, PageRun)>, DumpError> {
-                    let mut runs = Vec::new();
-                    let mut zstd = match compress {
-                        Some(level) => Some((
-                            zstd::bulk::Compressor::new(level).map_err(|e| DumpError::Unsupported(format!("starting zstd at level {level}: {e}")))?,
-                            Vec::<u8>::with_capacity(zstd::zstd_safe::compress_bound(PIECE as usize)),
-                        )),
-                        None => None,
-                    };
-                    loop {
-                        let next_batch = rx.lock().map_err(|_| DumpError::Unsupported("page queue poisoned".into()))?.recv();
-                        let Ok(b) = next_batch else { return Ok(runs) };
-                        for &(vi, vaddr, off, len) in &b.runs {
-                            let data = &b.buf[off..off + len];
-                            let packed = match &mut zstd {
-                                Some((z, zbuf)) => {
-                                    zbuf.clear();
-                                    z.compress_to_buffer(data, zbuf).map_err(|e| DumpError::Unsupported(format!("compressing pages at {vaddr:#x}: {e}")))?;
-                                    (zbuf.len() < len).then_some(zbuf.as_slice())
-                                }
-                                None => None,
-                            };
-                            let (bytes, zlen) = match packed {
-                                Some(z) => (z, z.len() as u64),
-                                None => (data, 0),
-                            };
-                            let at = allocate(next, bytes.len() as u64, zlen == 0)?;
-                            out.put(bytes, at)?;
-                            runs.push((vi, PageRun { vaddr, len: len as u64, offset: at, zlen, sum: checksum(bytes) }));
-                        }
-                        progress.add_done(b.buf.len() as u64);
-                        let _ = to_reader.send(b.buf);
-                    }
-                })
-            })
-            .collect();
-        drop(to_reader);
-        let read = read_all(pid, &pieces, &free, &to_writers);
-        drop(to_writers);
-        let mut all = Vec::new();
-        let mut failed = None;
-        for h in handles {
-            match h.join() {
-                Ok(Ok(r)) => all.extend(r),
-                Ok(Err(e)) => failed = failed.or(Some(e)),
-                Err(_) => failed = failed.or(Some(DumpError::Unsupported("image writer thread panicked".into()))),
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        read?;
-        all.sort_by_key(|r| r.1.vaddr);
-        for (vi, r) in all {
-            vmas[vi].pages.push(r);
-        }
-        Ok(())
-    })?;
-    let end = next.into_inner().map_err(|_| DumpError::Unsupported("image offset lock poisoned".into()))?;
-    Ok((vmas, end - start))
-}
-
-/// Reads every piece into batches, cuts out zero pages and hands the batches to the writers.
-fn read_all(pid: i32, pieces: &[Piece], free: &mpsc::Receiver<Vec<u8>>, to_writers: &mpsc::SyncSender<Batch>) -> Result<(), DumpError> {
+    // Batches of pieces of at most BATCH bytes, in address order.
+    let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
     let mut i = 0;
     while i < pieces.len() {
-        let mut j = i;
-        let mut bytes = 0;
+        let (mut j, mut bytes) = (i, 0);
         while j < pieces.len() && (bytes == 0 || bytes + pieces[j].len <= BATCH) {
             bytes += pieces[j].len;
             j += 1;
         }
-        // A writer that failed stops taking buffers; its error is reported by the caller.
-        let Ok(mut buf) = free.recv() else { return Ok(()) };
-        buf.resize(bytes as usize, 0);
-        let batch = &pieces[i..j];
-        if batch.iter().all(|p| p.readable) {
-            let ranges: Vec<(u64, u64)> = batch.iter().map(|p| (p.vaddr, p.len)).collect();
-            crest_ptrace::mem::read_scatter(pid, &mut buf, &ranges)?;
-        } else {
-            let mut off = 0usize;
-            for p in batch {
-                let dst = &mut buf[off..off + p.len as usize];
-                if p.readable {
-                    crest_ptrace::mem::read_exact(pid, p.vaddr, dst)?;
-                } else {
-                    crest_ptrace::mem::read_forced(pid, p.vaddr, dst)?;
-                }
-                off += p.len as usize;
+        batches.push(i..j);
+        i = j;
+    }
+    let (start, workers, out) = match sink {
+        Sink::File(f, start) => (start, WORKERS, Out::File(f)),
+        Sink::Stream(w) => (w.position(), 1, Out::Stream(Mutex::new(w))),
+    };
+    let next_batch = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let next = Mutex::new(start);
+    let all = std::thread::scope(|s| -> Result<Vec<(usize, PageRun)>, DumpError> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (pieces, batches, out, next, next_batch, failed) = (&pieces, &batches, &out, &next, &next_batch, &failed);
+                s.spawn(move || {
+                    let r = work(pid, pieces, batches, next_batch, failed, compress, progress, out, next);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(r)) => all.extend(r),
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(_) => first_err = first_err.or(Some(DumpError::Unsupported("a page writer thread panicked".into()))),
             }
         }
-        let mut runs = Vec::new();
+        first_err.map_or(Ok(all), Err)
+    })?;
+    let mut all = all;
+    all.sort_by_key(|r| r.1.vaddr);
+    for (vi, r) in all {
+        vmas[vi].pages.push(r);
+    }
+    let end = next.into_inner().map_err(|_| DumpError::Unsupported("image offset lock poisoned".into()))?;
+    Ok((vmas, end - start))
+}
+
+/// One worker: takes the next batch, reads it from the target, cuts out zero pages, compresses
+/// and writes each run; until no batch is left or another worker failed.
+#[allow(clippy::too_many_arguments)]
+fn work<W: Write>(
+    pid: i32,
+    pieces: &[Piece],
+    batches: &[std::ops::Range<usize>],
+    next_batch: &AtomicUsize,
+    failed: &AtomicBool,
+    compress: Option<i32>,
+    progress: &crest_kinds::progress::Progress,
+    out: &Out<'_, W>,
+    next: &Mutex<u64>,
+) -> Result<Vec<(usize, PageRun)>, DumpError> {
+    let mut runs = Vec::new();
+    let mut zstd = match compress {
+        Some(level) => Some((
+            zstd::bulk::Compressor::new(level).map_err(|e| DumpError::Unsupported(format!("starting zstd at level {level}: {e}")))?,
+            Vec::<u8>::with_capacity(zstd::zstd_safe::compress_bound(PIECE as usize)),
+        )),
+        None => None,
+    };
+    let mut buf = Vec::new();
+    loop {
+        if failed.load(Ordering::Relaxed) {
+            return Ok(runs);
+        }
+        let Some(range) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else { return Ok(runs) };
+        let batch = &pieces[range.clone()];
+        read_batch(pid, batch, &mut buf)?;
         let mut off = 0usize;
         for p in batch {
-            let data = &buf[off..off + p.len as usize];
-            let keep = if p.skip_zero { nonzero_runs(data) } else { vec![(0, data.len())] };
-            for (o, l) in keep {
-                runs.push((p.vma, p.vaddr + o as u64, off + o, l));
+            let piece = &buf[off..off + p.len as usize];
+            let keep = if p.skip_zero { nonzero_runs(piece) } else { vec![(0, piece.len())] };
+            for (o, len) in keep {
+                let data = &piece[o..o + len];
+                let vaddr = p.vaddr + o as u64;
+                let packed = match &mut zstd {
+                    Some((z, zbuf)) => {
+                        zbuf.clear();
+                        z.compress_to_buffer(data, zbuf).map_err(|e| DumpError::Unsupported(format!("compressing pages at {vaddr:#x}: {e}")))?;
+                        (zbuf.len() < len).then_some(zbuf.as_slice())
+                    }
+                    None => None,
+                };
+                let (bytes, zlen) = match packed {
+                    Some(z) => (z, z.len() as u64),
+                    None => (data, 0),
+                };
+                let at = allocate(next, bytes.len() as u64, zlen == 0)?;
+                out.put(bytes, at)?;
+                runs.push((p.vma, PageRun { vaddr, len: len as u64, offset: at, zlen, sum: checksum(bytes) }));
             }
             off += p.len as usize;
         }
-        if to_writers.send(Batch { buf, runs }).is_err() {
-            return Ok(());
+        progress.add_done(buf.len() as u64);
+    }
+}
+
+/// Reads the pieces of one batch, back to back, into `buf`.
+fn read_batch(pid: i32, batch: &[Piece], buf: &mut Vec<u8>) -> Result<(), DumpError> {
+    buf.resize(batch.iter().map(|p| p.len as usize).sum(), 0);
+    if batch.iter().all(|p| p.readable) {
+        let ranges: Vec<(u64, u64)> = batch.iter().map(|p| (p.vaddr, p.len)).collect();
+        crest_ptrace::mem::read_scatter(pid, buf, &ranges)?;
+    } else {
+        let mut off = 0usize;
+        for p in batch {
+            let dst = &mut buf[off..off + p.len as usize];
+            if p.readable {
+                crest_ptrace::mem::read_exact(pid, p.vaddr, dst)?;
+            } else {
+                crest_ptrace::mem::read_forced(pid, p.vaddr, dst)?;
+            }
+            off += p.len as usize;
         }
-        i = j;
     }
     Ok(())
 }
