@@ -93,6 +93,7 @@ fn render_man(cmd: Command, w: &mut Vec<u8>) -> std::io::Result<()> {
 }
 
 /// A paragraph of a hand-written section.
+#[derive(Clone)]
 enum Para {
     Text(Vec<Inline>),
     /// A tagged paragraph (`.TP`): the tag, then its text.
@@ -135,7 +136,10 @@ fn extra(name: &str) -> Vec<(&'static str, Vec<Para>)> {
                 item("255", "A usage error."),
                 text("Other failures exit with the errno value of their cause, as BLCR did. A checkpoint that fails leaves the process running as it was and leaves no partial image."),
             ]),
-            ("ENVIRONMENT", vec![timing]),
+            ("ENVIRONMENT", vec![
+                timing.clone(),
+                item("CREST_NO_SNAPSHOT", "When set, a checkpoint that lets the process run on keeps it frozen until the image is whole, instead of saving its pages from a copy-on-write snapshot while it runs."),
+            ]),
             ("FILES", vec![item("context.PID", "The default image, in the current directory, mode 0400: it holds the process's memory.")]),
             ("SEE ALSO", vec![see_also(name)]),
         ],
