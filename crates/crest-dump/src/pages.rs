@@ -17,7 +17,7 @@ use crest_image::{checksum, PageRun, Vma, VmaBacking};
 use crest_kinds::memory;
 use crest_proc::Pagemap;
 
-use crate::DumpError;
+use crate::{check_cancel, DumpError};
 
 /// Largest page run in the image.
 pub const PIECE: u64 = 4 << 20;
@@ -128,6 +128,7 @@ pub fn write_pages<W: Write + Send>(pid: i32, mut vmas: Vec<Vma>, sink: Sink<'_,
                     loop {
                         let next = rx.lock().map_err(|_| DumpError::Unsupported("page queue poisoned".into()))?.recv();
                         let Ok(b) = next else { return Ok(runs) };
+                        check_cancel()?;
                         for &(vi, vaddr, off, len, at) in &b.runs {
                             let data = &b.buf[off..off + len];
                             out.put(data, at)?;
@@ -169,6 +170,7 @@ fn read_all(pid: i32, pieces: &[Piece], start: u64, free: &mpsc::Receiver<Vec<u8
     let mut at = start;
     let mut i = 0;
     while i < pieces.len() {
+        check_cancel()?;
         let mut j = i;
         let mut bytes = 0;
         while j < pieces.len() && (bytes == 0 || bytes + pieces[j].len <= BATCH) {
