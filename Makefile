@@ -1,11 +1,11 @@
-# crest: build, demo, test, bench, install.
+# crest: build, demo, test, soak, bench, install.
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR = $(DESTDIR)$(PREFIX)/bin
 CARGO ?= cargo
 BINS = cr_checkpoint cr_restart cr_info
 
-.PHONY: all build demo test bench install uninstall clean
+.PHONY: all build demo test soak bench install uninstall clean
 
 all: build
 
@@ -17,6 +17,9 @@ demo: build
 
 test: build
 	$(CARGO) test --release --workspace -- --test-threads=2
+
+soak: build
+	CREST_SOAK_ROUNDS=$${CREST_SOAK_ROUNDS:-200} $(CARGO) test --release -p crest-cli --test soak -- --nocapture
 
 bench: build
 	./scripts/bench.sh
