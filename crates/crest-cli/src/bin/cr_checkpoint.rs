@@ -98,7 +98,9 @@ fn worker(m: &clap::ArgMatches, id: i32, say: &Say, parent: u32) -> i32 {
         let _ = CANCEL_REASON.compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst);
         crest_dump::cancel();
     };
-    // cr_checkpoint killed: the kernel sends SIGTERM, taken below like any cancelling signal.
+    // cr_checkpoint killed: the kernel sends SIGTERM, taken below like any cancelling signal
+    // (its disposition made the default, as an ignored signal would be dropped, not waited for).
+    let _ = sys::set_sigaction_raw(libc::SIGTERM as u32, libc::SIG_DFL as u64, 0, 0, 0);
     if sys::set_parent_death_signal(libc::SIGTERM).is_err() || std::os::unix::process::parent_id() != parent {
         cancel(libc::SIGTERM);
     }

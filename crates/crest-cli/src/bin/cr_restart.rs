@@ -96,8 +96,8 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     for p in &mut img.image.processes {
         let moved = relocate(p, &relocs);
         let refused = |r: Refusal| fail(r.code, r.class, format!("{shown}: {}", r.msg));
-        preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
         preflight::credentials(p, &caller, std::fs::metadata(&p.exe).ok().as_ref()).map_err(refused)?;
+        preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
     }
     let restore_pid = last_given(m, &["restore-pid", "no-restore-pid"]) != Some("no-restore-pid");
     let opts = RestoreOptions { restore_pid, verify: !m.get_flag("no-verify") };
