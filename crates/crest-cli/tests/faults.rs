@@ -230,7 +230,7 @@ fn concurrent_checkpoints_of_one_process() {
         }
         assert_untouched(pid, "after two checkpoints at once");
     }
-    eprintln!("concurrent checkpoints: {one} rounds where one waited its turn and failed, {both} where they did not overlap");
+    eprintln!("concurrent checkpoints: {one} rounds where one was refused as the other held the process, {both} where they did not overlap");
     assert_eq!(names_in(&d.0), ["out.txt", "steady", "steady.log"]);
     verify_steady(pid, &out, 1);
 }
