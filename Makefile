@@ -5,6 +5,7 @@
 #   make uninstall            remove what install put there (same PREFIX and DESTDIR)
 #   make debs / make rpms     binary packages for PREFIX=/usr, left in packages/
 #   make test                 the whole test suite
+#   make soak                 200 checkpoint/restart rounds of a self-checking program
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR ?= $(PREFIX)/bin
@@ -30,7 +31,7 @@ DOCS = README.md docs/admin-guide.md
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 INSTALL ?= install
 
-.PHONY: all build gen demo test bench install uninstall stage debs rpms packages check-packages clean
+.PHONY: all build gen demo test soak bench install uninstall stage debs rpms packages check-packages clean
 
 all: build
 
@@ -45,6 +46,9 @@ demo: build
 
 test: build
 	$(CARGO) test --release --workspace -- --test-threads=2
+
+soak: build
+	CREST_SOAK_ROUNDS=$${CREST_SOAK_ROUNDS:-200} $(CARGO) test --release -p crest-cli --test soak -- --nocapture
 
 bench: build
 	./scripts/bench.sh

@@ -6,6 +6,7 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 pub mod commands;
+pub mod preflight;
 
 /// The version the commands print.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -73,12 +73,15 @@ fn sleep_is_restored_asleep() {
     let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).spawn().expect("cr_restart");
     reaper.0.push(rs.id() as i32);
     let rp = restored_child(&mut rs, Duration::from_secs(20));
-    // The child exists from the start of the restore (briefly untraced and asleep, as a copy of
-    // cr_restart, before it is seized); it is the restored sleep once let go.
+    // The child exists from the start of the restore; it is the restored sleep once let go.
+    // Before it is seized it also sleeps untraced (in pause()), so wait for sleep's command
+    // line too.
     let t = std::time::Instant::now();
-    while !(std::fs::read_to_string(format!("/proc/{rp}/status")).is_ok_and(|s| s.contains("TracerPid:\t0") && s.contains("State:\tS"))
-        && std::fs::read(format!("/proc/{rp}/cmdline")).is_ok_and(|c| c == b"sleep\x001000\x00"))
-    {
+    let restored = || {
+        std::fs::read(format!("/proc/{rp}/cmdline")).is_ok_and(|c| c == b"sleep\x001000\x00")
+            && std::fs::read_to_string(format!("/proc/{rp}/status")).is_ok_and(|s| s.contains("TracerPid:\t0") && s.contains("State:\tS"))
+    };
+    while !restored() {
         assert!(t.elapsed() < Duration::from_secs(20), "the restored sleep was not let go");
         std::thread::sleep(Duration::from_millis(10));
     }

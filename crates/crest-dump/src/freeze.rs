@@ -5,7 +5,7 @@ use crest_image::{Image, ImageWriter, Process, RECORD_VERSION};
 use crest_kinds::{fd, memory, mm, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
-use crate::{pages, DumpError, DumpStats};
+use crate::{check_cancel, pages, DumpError, DumpStats};
 
 /// How to write the image.
 #[derive(Clone, Copy)]
@@ -49,12 +49,14 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     }
     let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false };
     loop {
+        check_cancel()?;
         let tids = crest_proc::tasks(pid).map_err(|_| DumpError::NoProcess(pid))?;
         let new: Vec<i32> = tids.into_iter().filter(|t| !f.threads.iter().any(|(x, _, _)| x.tid == *t)).collect();
         if new.is_empty() {
             break;
         }
         for tid in new {
+            check_cancel()?;
             let t = match Tracee::seize(tid) {
                 Ok(t) => t,
                 Err(TraceError::Ptrace { err, .. }) if err.raw_os_error() == Some(libc::ESRCH) => continue, // exited meanwhile
@@ -106,6 +108,7 @@ impl Frozen {
     pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>) -> Result<(Image, DumpStats), DumpError> {
         let DumpOptions { scope, snapshot, compress, progress } = *opts;
         let pid = self.pid;
+        check_cancel()?;
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
@@ -169,6 +172,7 @@ impl Frozen {
         let (leader, frozen, _) = &self.threads[0];
         put_back(leader, frozen)?;
         self.threads[0].2 = Borrow::Clean;
+        check_cancel()?;
 
         let mut w = ImageWriter::new(out)?;
         let seekable = out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false);
@@ -232,6 +236,7 @@ impl Frozen {
                 vmas,
             }],
         };
+        check_cancel()?;
         w.finish(&image)?;
         let frozen_secs = frozen_secs.unwrap_or_else(|| self.since.elapsed().as_secs_f64());
         let stats = DumpStats { page_bytes, vmas: image.processes[0].vmas.len(), remote_syscalls, frozen_secs };

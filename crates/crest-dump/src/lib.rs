@@ -14,6 +14,10 @@
 //!
 //! A [`Frozen`] dropped without `release` lets the target go too: a failed checkpoint never
 //! leaves the target stopped or traced.
+//!
+//! [`cancel`] (from another thread: a time limit, a signal) makes the checkpoint in progress
+//! stop at its next safe point with [`DumpError::Cancelled`]; the caller drops the `Frozen` and
+//! the target goes on as it was.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,7 +25,32 @@ mod freeze;
 mod pages;
 pub mod snapshot;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 pub use freeze::{freeze, DumpOptions, Frozen};
+
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the checkpoint running in this process to stop at its next safe point (between
+/// threads while freezing, between stages, between page batches). It then fails with
+/// [`DumpError::Cancelled`]. There is no way back: a process cancels once.
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`cancel`] was called.
+pub fn cancelled() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
+
+/// `Err(Cancelled)` once [`cancel`] was called.
+pub(crate) fn check_cancel() -> Result<(), DumpError> {
+    if cancelled() {
+        Err(DumpError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
 
 /// What went wrong during a checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +81,9 @@ pub enum DumpError {
     /// Writing the image failed.
     #[error("writing the image: {0}")]
     Image(#[from] crest_image::ImageError),
+    /// [`cancel`] was called.
+    #[error("the checkpoint was cancelled")]
+    Cancelled,
 }
 
 /// Figures about one checkpoint.

@@ -20,7 +20,7 @@ use crest_image::{checksum, PageRun, Vma, VmaBacking};
 use crest_kinds::memory;
 use crest_proc::Pagemap;
 
-use crate::DumpError;
+use crate::{check_cancel, DumpError};
 
 /// Largest page run in the image.
 pub const PIECE: u64 = 4 << 20;
@@ -210,6 +210,7 @@ fn work<W: Write>(
         if failed.load(Ordering::Relaxed) {
             return Ok(runs);
         }
+        check_cancel()?;
         let Some(range) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else { return Ok(runs) };
         let batch = &pieces[range.clone()];
         read_batch(pid, batch, &mut buf)?;

@@ -38,8 +38,12 @@ pub struct Snapshot {
 pub fn take(remote: &mut Remote<'_>) -> Result<Snapshot, DumpError> {
     let leader = remote.tracee;
     leader.set_options(libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE)?;
-    // clone(flags = 0 (exit signal 0), stack = same, parent_tid, child_tid, tls unused).
-    let r = remote.call("forking a copy-on-write snapshot", libc::SYS_clone, &[0, 0, 0, 0, 0]);
+    // clone(flags = 0: no exit signal; stack pointer 16; parent_tid, child_tid, tls unused).
+    // The copy must never run: it is created stopped and traced, and killed with its tracer
+    // (PTRACE_O_EXITKILL, set at once). Should it be let go all the same, in the moment before
+    // that, it would return into the vDSO with every signal blocked and an unmapped stack, and
+    // die at its first stack access instead of running a second copy of the program.
+    let r = remote.call("forking a copy-on-write snapshot", libc::SYS_clone, &[0, 16, 0, 0, 0]);
     leader.set_options(libc::PTRACE_O_TRACESYSGOOD)?;
     let child = Tracee::adopt(r? as i32);
     loop {
@@ -48,6 +52,7 @@ pub fn take(remote: &mut Remote<'_>) -> Result<Snapshot, DumpError> {
             _ => child.cont(0)?,
         }
     }
+    child.set_options(libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL)?;
     Ok(Snapshot { child, parent: leader.tid })
 }
 

@@ -51,7 +51,11 @@ pub fn dump(pid: i32, status: &str) -> Result<TaskState, KindError> {
     let personality = u32::from_str_radix(crest_proc::read(pid, "personality")?.trim(), 16).unwrap_or(0);
     let mut rlimits = Vec::new();
     for r in 0..16u32 {
-        let (cur, max) = crest_ptrace::sys::get_rlimit(pid, r)?;
+        let (cur, max) = match crest_ptrace::sys::get_rlimit(pid, r) {
+            Ok(l) => l,
+            // prlimit on a process with other ids needs CAP_SYS_RESOURCE; /proc does not.
+            Err(e) => *crest_proc::parse_limits(&crest_proc::read(pid, "limits")?)?.get(r as usize).ok_or(e)?,
+        };
         rlimits.push(Rlimit { resource: r, cur, max });
     }
     let creds = Creds {

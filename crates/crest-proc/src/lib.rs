@@ -293,9 +293,46 @@ impl Pagemap {
     }
 }
 
+/// `/proc/PID/limits`: (soft, hard) per resource, in resource-number order (the kernel lists
+/// them so); `unlimited` is `u64::MAX`. Readable where `prlimit` on another user's process is
+/// not (that needs `CAP_SYS_RESOURCE`).
+pub fn parse_limits(text: &str) -> Result<Vec<(u64, u64)>, ProcError> {
+    let bad = |what: String| ProcError::Parse { path: "limits".into(), what };
+    let value = |v: &str| if v == "unlimited" { Ok(u64::MAX) } else { v.parse::<u64>().map_err(|_| bad(format!("limit {v:?}"))) };
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            // Columns: name (25 wide, with spaces), soft, hard, units.
+            let rest = l.get(26..).ok_or_else(|| bad(format!("short line {l:?}")))?;
+            let mut f = rest.split_whitespace();
+            let (soft, hard) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+            Ok((value(soft)?, value(hard)?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_in_resource_order() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max file size             unlimited            unlimited            bytes     \n\
+Max data size             unlimited            unlimited            bytes     \n\
+Max stack size            8388608              unlimited            bytes     \n\
+Max core file size        0                    unlimited            bytes     \n\
+Max resident set          unlimited            unlimited            bytes     \n\
+Max processes             95595                95595                processes \n\
+Max open files            1000                 2000                 files     \n";
+        let l = parse_limits(text).expect("parses");
+        assert_eq!(l.len(), 8);
+        assert_eq!(l[0], (u64::MAX, u64::MAX));
+        assert_eq!(l[3], (8388608, u64::MAX));
+        assert_eq!(l[7], (1000, 2000));
+    }
 
     const SMAPS: &str = "\
 55d0c8a00000-55d0c8a02000 r--p 00000000 fe:00 1234                       /usr/bin/sleep

@@ -69,6 +69,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), TraceError> {
 /// interrupts it. `PR_SET_PDEATHSIG` kills it should the caller die before that.
 pub fn spawn<F: FnOnce(i32) -> Result<i32, String>>(pid: Option<i32>, prepare: F) -> Result<Tracee, SpawnError> {
     let (rd, wr) = pipe()?;
+    let parent = std::process::id() as i32;
     let child = match pid {
         Some(want) => {
             let tid = want;
@@ -97,7 +98,7 @@ pub fn spawn<F: FnOnce(i32) -> Result<i32, String>>(pid: Option<i32>, prepare: F
     };
     if child == 0 {
         drop(rd);
-        child_main(wr, prepare);
+        child_main(wr, parent, prepare);
     }
     drop(wr);
     let mut msg = Vec::new();
@@ -119,13 +120,21 @@ pub fn spawn<F: FnOnce(i32) -> Result<i32, String>>(pid: Option<i32>, prepare: F
     }
 }
 
-fn child_main<F: FnOnce(i32) -> Result<i32, String>>(wr: OwnedFd, prepare: F) -> ! {
+fn child_main<F: FnOnce(i32) -> Result<i32, String>>(wr: OwnedFd, parent: i32, prepare: F) -> ! {
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // A cr_restart that got capabilities from its file is not dumpable, and neither would be
     // its child: then its own user could neither trace it here nor checkpoint it later.
     // SAFETY: plain prctl with integer arguments; any process may make itself dumpable.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) };
+    // A parent that died before the line above sends no signal: the child would wait in
+    // pause() for ever.
+    // SAFETY: getppid and _exit take no pointers.
+    unsafe {
+        if libc::getppid() != parent {
+            libc::_exit(127);
+        }
+    }
     crate::sys::block_all_signals();
     let fd = wr.as_raw_fd();
     std::mem::forget(wr);

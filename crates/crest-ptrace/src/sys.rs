@@ -470,3 +470,51 @@ pub fn file_capabilities(path: &std::path::Path) -> std::io::Result<Option<u64>>
     let high = if n >= 20 { word(3) } else { 0 };
     Ok(Some(u64::from(word(1)) | (u64::from(high) << 32)))
 }
+
+/// Which side of a [`fork`] the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// In the new child.
+    Child,
+    /// In the parent; the child's PID.
+    Parent(i32),
+}
+
+/// `fork()`. Refused unless the calling process has a single thread: only then may the child
+/// go on using the allocator and std.
+pub fn fork() -> std::io::Result<Forked> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(std::io::Error::other(format!("fork needs a single-threaded process; this one has {threads} threads")));
+    }
+    // SAFETY: the process is single-threaded (checked above), so the child inherits no lock
+    // held by another thread.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`: `sig` is sent to the calling process when its parent dies.
+pub fn set_parent_death_signal(sig: i32) -> std::io::Result<()> {
+    // SAFETY: integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Gives the open file `fd` (an `O_TMPFILE` file, or any file) the name `path`: `linkat` of
+/// `/proc/self/fd/FD` with `AT_SYMLINK_FOLLOW`, which needs no privilege. Fails with
+/// `EEXIST` if `path` exists.
+pub fn link_fd(fd: i32, path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).map_err(std::io::Error::other)?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: both are NUL-terminated strings that live across the call.
+    if unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

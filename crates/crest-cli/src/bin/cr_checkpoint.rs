@@ -1,18 +1,39 @@
 //! `cr_checkpoint`: BLCR's checkpoint command. Options, defaults and exit codes follow BLCR
-//! 0.8.6 (see the README); the image is written under a temporary name in the destination's
-//! directory, mode 0400, synced and renamed only when whole.
+//! 0.8.6 (see the README); the image is written to an unnamed temporary file in the
+//! destination's directory (`O_TMPFILE`, or `.NAME.tmp` where the file system has none), mode
+//! 0400, synced and given its name only when whole.
+//!
+//! As in BLCR the command forks: the child (the worker) freezes and dumps the process, the
+//! parent waits and exits with the worker's status. The worker is the tracer, so killing
+//! `cr_checkpoint`, even with SIGKILL, never kills a tracer that holds the target's registers:
+//! the worker gets SIGTERM as its parent-death signal, stops at the next safe point and lets
+//! the target go as it was. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `cr_checkpoint` and
+//! the `--time` limit stop it the same way.
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use crest_cli::{chosen_signal, last_given, signal_name, Say, VERSION};
 use crest_dump::DumpError;
+use crest_ptrace::sys::{self, ChildEnd, Forked};
 
+/// Signals that stop a checkpoint in progress (and are passed on to the worker).
+const CANCEL_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Why the worker cancelled: 0 not at all, a signal number, or [`TIMED_OUT`].
+static CANCEL_REASON: AtomicI32 = AtomicI32::new(0);
+const TIMED_OUT: i32 = -1;
+
+/// BLCR's `CR_EPTRACED` (2360) as an exit code: the target is traced by someone else.
+const EXIT_PTRACED: i32 = 2360 & 0xff;
 
 /// How the image reaches its destination.
 enum Dest {
-    /// Temporary file renamed into place (with an optional backup name).
+    /// Temporary file given its name when whole (with an optional backup name). `tmp` is the
+    /// temporary name, used where the file system has no `O_TMPFILE`.
     Atomic { path: PathBuf, tmp: PathBuf, backup: Option<Option<String>> },
     /// Straight into the destination.
     Direct { path: PathBuf },
@@ -39,17 +60,68 @@ fn main() {
     };
     let say = Say { quiet: m.get_flag("quiet") };
     let id = *m.get_one::<i32>("id").expect("required by clap");
-    let code = match run(&m, id, &say) {
+    // Blocked before the fork: the worker inherits them blocked and takes them with sigwait.
+    sys::block_signals(&CANCEL_SIGNALS);
+    let me = std::process::id();
+    match sys::fork() {
+        Ok(Forked::Child) => std::process::exit(worker(&m, id, &say, me)),
+        Ok(Forked::Parent(w)) => wait_for_worker(w, &say),
+        Err(e) => {
+            say.err(format!("Checkpoint failed: cannot start the checkpointing process: {e}; PID {id} was not touched"));
+            std::process::exit(e.raw_os_error().unwrap_or(libc::EAGAIN) & 0xff)
+        }
+    }
+}
+
+/// The parent: passes the cancelling signals on, waits, and exits with the worker's status.
+fn wait_for_worker(worker: i32, say: &Say) -> ! {
+    std::thread::spawn(move || loop {
+        let sig = sys::wait_signal(&CANCEL_SIGNALS);
+        let _ = sys::kill(worker, sig);
+    });
+    match sys::wait_child(worker) {
+        Ok(ChildEnd::Exited(code)) => std::process::exit(code),
+        Ok(ChildEnd::Signaled(sig)) => {
+            say.err(format!("Checkpoint failed: the checkpointing process was killed by signal {sig} ({})", signal_name(sig)));
+            std::process::exit(1)
+        }
+        Err(e) => {
+            say.err(format!("Checkpoint failed: waiting for the checkpointing process: {e}"));
+            std::process::exit(1)
+        }
+    }
+}
+
+/// The worker: sets up what cancels the checkpoint, then does it. Returns the exit status.
+fn worker(m: &clap::ArgMatches, id: i32, say: &Say, parent: u32) -> i32 {
+    let cancel = |why: i32| {
+        let _ = CANCEL_REASON.compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst);
+        crest_dump::cancel();
+    };
+    // cr_checkpoint killed: the kernel sends SIGTERM, taken below like any cancelling signal
+    // (its disposition made the default, as an ignored signal would be dropped, not waited for).
+    let _ = sys::set_sigaction_raw(libc::SIGTERM as u32, libc::SIG_DFL as u64, 0, 0, 0);
+    if sys::set_parent_death_signal(libc::SIGTERM).is_err() || std::os::unix::process::parent_id() != parent {
+        cancel(libc::SIGTERM);
+    }
+    std::thread::spawn(move || cancel(sys::wait_signal(&CANCEL_SIGNALS)));
+    let limit = m.get_one::<u64>("time").copied().filter(|&t| t > 0);
+    if let Some(secs) = limit {
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            cancel(TIMED_OUT);
+        });
+    }
+    match run(m, id, say, limit) {
         Ok(()) => 0,
         Err((code, msg)) => {
             say.err(format!("Checkpoint failed: {msg}"));
             code
         }
-    };
-    std::process::exit(code)
+    }
 }
 
-fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
+fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<(), (i32, String)> {
     let einval = |s: String| (libc::EINVAL, s);
     let scope = last_given(m, &["tree", "pid", "pgid", "sid"]).unwrap_or("tree");
     if scope == "pgid" || scope == "sid" {
@@ -87,29 +159,46 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
     let verbose = m.get_flag("verbose") && !say.quiet;
 
     // Open the destination before freezing: a bad destination must not stop the target at all.
+    // An unnamed temporary file vanishes by itself if the worker dies; a named one is removed
+    // on failure (and replaced by the next checkpoint to the same name).
+    let mut unnamed = false;
     let (file, shown): (File, String) = match &dest {
         Dest::Fd(fd) => {
             let f = File::from(crest_cli_fd(*fd).map_err(|e| (e.raw_os_error().unwrap_or(libc::EBADF), format!("descriptor {fd}: {e}")))?);
             (f, format!("<fd{fd}>"))
         }
-        Dest::Atomic { tmp, path, .. } => (open_new(tmp, false, true).map_err(|e| io_err(e, path))?, path.display().to_string()),
-        Dest::Direct { path } => (open_new(path, mode == "noclobber", true).map_err(|e| io_err(e, path))?, path.display().to_string()),
+        Dest::Atomic { tmp, path, .. } => {
+            let f = match open_unnamed(parent_dir(path)).map_err(|e| open_error(e, path))? {
+                Some(f) => {
+                    unnamed = true;
+                    f
+                }
+                None => open_new(tmp, false, true).map_err(|e| open_error(e, path))?,
+            };
+            (f, path.display().to_string())
+        }
+        Dest::Direct { path } => (open_new(path, mode == "noclobber", true).map_err(|e| open_error(e, path))?, path.display().to_string()),
     };
     if verbose {
         println!("targetfile='{shown}', scope={scope}, signal={signal}");
     }
     let cleanup = |dest: &Dest| match dest {
-        Dest::Atomic { tmp, .. } => {
+        Dest::Atomic { tmp, .. } if !unnamed => {
             let _ = std::fs::remove_file(tmp);
         }
         Dest::Direct { path } => {
             let _ = std::fs::remove_file(path);
         }
-        Dest::Fd(_) => {}
+        _ => {}
     };
     let started = Instant::now();
     let result = (|| -> Result<_, DumpError> {
-        let mut frozen = crest_dump::freeze(pid)?;
+        let mut frozen = match crest_dump::freeze(pid) {
+            // Refused while another tracer (a concurrent checkpoint) was just letting it go:
+            // try once more, so that a real refusal is told from a race.
+            Err(DumpError::Permission { .. }) if tracer_of(pid) == 0 => crest_dump::freeze(pid)?,
+            r => r?,
+        };
         // After the freeze, so that a missing or forbidden process is reported as such first.
         if scope == "tree" {
             let children = crest_proc::read(pid, &format!("task/{pid}/children")).unwrap_or_default();
@@ -133,13 +222,17 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
         if sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) {
             file.sync_all().map_err(crest_image::ImageError::Io)?;
         }
+        // Last chance to stop: once the image has its name the checkpoint is complete.
+        if crest_dump::cancelled() {
+            return Err(DumpError::Cancelled);
+        }
         Ok((frozen, stats))
     })();
     let (frozen, stats) = match result {
         Ok(x) => x,
         Err(e) => {
             cleanup(&dest);
-            return Err(dump_error(pid, e));
+            return Err(dump_error(pid, e, &shown, limit));
         }
     };
     // The image is whole: put it in place, then apply the after-action.
@@ -154,21 +247,24 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say) -> Result<(), (i32, String)> {
                     std::fs::rename(path, b)?;
                 }
             }
-            std::fs::rename(tmp, path)?;
+            if unnamed {
+                give_name(&file, path, tmp)?;
+            } else {
+                std::fs::rename(tmp, path)?;
+            }
             if sync {
-                let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                let _ = File::open(dir).and_then(|d| d.sync_all());
+                let _ = File::open(parent_dir(path)).and_then(|d| d.sync_all());
             }
             Ok(())
         })();
         if let Err(e) = placed {
             cleanup(&dest);
             drop(frozen);
-            return Err(io_err(e, path));
+            return Err(open_error(e, path));
         }
     }
     let kill = signal == libc::SIGKILL;
-    frozen.release(kill).map_err(|e| dump_error(pid, e))?;
+    frozen.release(kill).map_err(|e| (libc::EIO, format!("the image {shown} was written, but letting PID {pid} go failed: {e}")))?;
     if signal != 0 && !kill {
         crest_ptrace::sys::kill(pid, signal).map_err(|e| (libc::ESRCH, format!("sending {} after the checkpoint: {e}", signal_name(signal))))?;
     }
@@ -218,21 +314,105 @@ fn open_new(path: &Path, excl: bool, trunc: bool) -> std::io::Result<File> {
     }
 }
 
-fn io_err(e: std::io::Error, path: &Path) -> (i32, String) {
-    (e.raw_os_error().unwrap_or(libc::EIO), format!("{}: {e}", path.display()))
+/// The directory a destination path is in.
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-fn dump_error(pid: i32, e: DumpError) -> (i32, String) {
+/// An unnamed file in `dir` (`O_TMPFILE`), mode 0400; `None` where the file system has none.
+fn open_unnamed(dir: &Path) -> std::io::Result<Option<File>> {
+    match OpenOptions::new().write(true).mode(0o400).custom_flags(libc::O_TMPFILE | libc::O_NOCTTY).open(dir) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives the unnamed image its name: linked straight to `path` when that is free, else
+/// linked as `tmp` and renamed over `path` (a `tmp` left by an earlier, killed run is replaced).
+fn give_name(file: &File, path: &Path, tmp: &Path) -> std::io::Result<()> {
+    match sys::link_fd(file.as_raw_fd(), path) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            let _ = std::fs::remove_file(tmp);
+            sys::link_fd(file.as_raw_fd(), tmp)?;
+            std::fs::rename(tmp, path).inspect_err(|_| {
+                let _ = std::fs::remove_file(tmp);
+            })
+        }
+        r => r,
+    }
+}
+
+/// What an errno means for the image file, in words, with what to do about it.
+fn io_words(e: &std::io::Error) -> String {
+    let elsewhere = "write the image elsewhere (--file or --dir)";
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => format!("no space left on the device; free some space or {elsewhere}"),
+        Some(libc::EDQUOT) => format!("disk quota exceeded; free some space or {elsewhere}"),
+        Some(libc::EFBIG) => format!("the file grew beyond what this file system or RLIMIT_FSIZE allows; {elsewhere}"),
+        Some(libc::EACCES) | Some(libc::EPERM) => "permission denied; choose a directory you may write to (--file or --dir)".to_string(),
+        Some(libc::EROFS) => format!("read-only file system; {elsewhere}"),
+        Some(libc::ENOENT) => "no such file or directory; create the directory first".to_string(),
+        Some(libc::ENOTDIR) => "a component of the path is not a directory".to_string(),
+        Some(libc::EEXIST) => "the file exists (--noclobber); remove it or choose another name".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn open_error(e: std::io::Error, path: &Path) -> (i32, String) {
+    (e.raw_os_error().unwrap_or(libc::EIO), format!("cannot write the image {}: {}", path.display(), io_words(&e)))
+}
+
+/// Whether `pid` is gone, dead, exiting (its memory already released) or has SIGKILL pending.
+fn ended(pid: i32) -> bool {
+    let Ok(s) = crest_proc::read(pid, "status") else { return true };
+    let field = |k: &str| crest_proc::status_field(&s, k);
+    let killed = |k: &str| field(k).and_then(|v| u64::from_str_radix(v, 16).ok()).is_some_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0);
+    field("State").is_some_and(|st| st.starts_with('Z') || st.starts_with('X')) || field("VmSize").is_none() || killed("SigPnd") || killed("ShdPnd")
+}
+
+/// The PID tracing `pid` (0: none).
+fn tracer_of(pid: i32) -> i32 {
+    crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.parse().ok())).unwrap_or(0)
+}
+
+fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, String) {
+    let left = if shown.starts_with("<fd") {
+        format!("PID {pid} was left running as it was; what was written to {shown} is not a usable image")
+    } else {
+        format!("PID {pid} was left running as it was and no image was written")
+    };
+    match &e {
+        DumpError::Cancelled => {
+            return match CANCEL_REASON.load(Ordering::SeqCst) {
+                TIMED_OUT => (
+                    libc::ETIMEDOUT,
+                    format!("the checkpoint did not finish within the --time limit of {} s; {left}", limit.unwrap_or(0)),
+                ),
+                sig => (libc::EINTR, format!("interrupted by {}; {left}", signal_name(sig))),
+            }
+        }
+        DumpError::NoProcess(_) => return (libc::ESRCH, e.to_string()),
+        _ if ended(pid) => return (libc::ESRCH, format!("PID {pid} ended during the checkpoint, so there is nothing to save; no image was written")),
+        DumpError::Permission { .. } => {
+            let tracer = tracer_of(pid);
+            if tracer != 0 && tracer != std::process::id() as i32 {
+                let name = crest_proc::read(tracer, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
+                return (
+                    EXIT_PTRACED,
+                    format!("PID {pid} is already being traced by PID {tracer}{name}, another checkpoint or a debugger; try again when it is done"),
+                );
+            }
+        }
+        DumpError::Image(crest_image::ImageError::Io(io)) => {
+            return (io.raw_os_error().unwrap_or(libc::EIO), format!("writing the image {shown}: {}; {left}", io_words(io)));
+        }
+        _ => {}
+    }
     let code = match &e {
-        DumpError::NoProcess(_) => libc::ESRCH,
         DumpError::Permission { .. } => libc::EPERM,
         DumpError::Unsupported(_) | DumpError::Kind(crest_kinds::KindError::Unsupported(_)) => libc::EOPNOTSUPP,
-        DumpError::Image(crest_image::ImageError::Io(io)) => io.raw_os_error().unwrap_or(libc::EIO),
         _ => libc::EIO,
     };
-    let hint = match &e {
-        DumpError::NoProcess(_) => String::new(),
-        _ => format!(" (PID {pid} was left running as it was)"),
-    };
-    (code, format!("{e}{hint}"))
+    (code, format!("{e} ({left})"))
 }

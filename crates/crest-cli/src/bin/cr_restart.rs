@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
+use crest_cli::preflight::{self, Caller, Refusal};
 use crest_cli::{chosen_signal, last_given, signal_name, Say, VERSION};
 use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
 use crest_ptrace::sys::{self, ChildEnd};
@@ -46,8 +47,10 @@ fn main() {
     match run(&m, &say) {
         Ok(never) => match never {},
         Err(f) => {
+            // --run-on-failure sets all four hooks: of it and the class's own, the last given wins.
             let specific = format!("run-on-fail-{}", f.class);
-            if let Some(code) = hook(m.get_one::<String>(&specific).or(m.get_one::<String>("run-on-failure"))) {
+            let chosen = last_given(&m, &[specific.as_str(), "run-on-failure"]);
+            if let Some(code) = hook(chosen.and_then(|h| m.get_one::<String>(h))) {
                 std::process::exit(code);
             }
             say.err(format!("Restart failed: {}", f.msg));
@@ -87,8 +90,14 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         copy
     };
     let mut img = ImageFile::from_file(file).map_err(|e| image_failure(&shown, e))?;
+    // Nothing starts unless every file is there and unchanged and this user could have
+    // started the saved process.
+    let caller = Caller::current().map_err(|e| fail(libc::EIO, "perm", format!("reading this process's credentials: {e}")))?;
     for p in &mut img.image.processes {
-        relocate(p, &relocs);
+        let moved = relocate(p, &relocs);
+        let refused = |r: Refusal| fail(r.code, r.class, format!("{shown}: {}", r.msg));
+        preflight::credentials(p, &caller, std::fs::metadata(&p.exe).ok().as_ref()).map_err(refused)?;
+        preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
     }
     let restore_pid = last_given(m, &["restore-pid", "no-restore-pid"]) != Some("no-restore-pid");
     let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
@@ -189,19 +198,30 @@ fn relocate_path(path: &mut String, relocs: &[(PathBuf, PathBuf)]) {
     }
 }
 
-fn relocate(p: &mut Process, relocs: &[(PathBuf, PathBuf)]) {
+/// Applies the relocations to every path of `p`; returns the new paths that were moved.
+fn relocate(p: &mut Process, relocs: &[(PathBuf, PathBuf)]) -> std::collections::HashSet<String> {
+    let mut moved = std::collections::HashSet::new();
     if relocs.is_empty() {
-        return;
+        return moved;
     }
-    relocate_path(&mut p.cwd, relocs);
+    let mut apply = |path: &mut String| {
+        let before = path.clone();
+        relocate_path(path, relocs);
+        if *path != before {
+            moved.insert(path.clone());
+        }
+    };
+    apply(&mut p.cwd);
+    apply(&mut p.exe);
     for v in &mut p.vmas {
         if let VmaBacking::File { path, .. } = &mut v.backing {
-            relocate_path(path, relocs);
+            apply(path);
         }
     }
     for f in &mut p.fds {
         if let FdKind::Regular { path, .. } | FdKind::Directory { path, .. } = &mut f.kind {
-            relocate_path(path, relocs);
+            apply(path);
         }
     }
+    moved
 }

@@ -161,3 +161,145 @@ fn round_trip_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Du
     (st, std::fs::read_to_string(&out).unwrap_or_default())
 }
 
+
+/// Processes a test started: on drop, every PID is sent SIGKILL and every child is waited for
+/// (PID 1 here does not reap orphans, so nothing may be left to it).
+/// `reapers` are subreapers (`killafter`): they are left to end by themselves once the PIDs
+/// are killed, so that they reap what they adopted.
+#[derive(Default)]
+pub struct Procs {
+    pub children: Vec<Child>,
+    pub pids: Vec<i32>,
+    pub reapers: Vec<Child>,
+}
+impl Procs {
+    /// Stops killing `pid` on drop (it ended and was reaped: its number may be reused).
+    pub fn forget(&mut self, pid: i32) {
+        self.pids.retain(|&p| p != pid);
+    }
+    /// Keeps `c` and returns its PID.
+    pub fn add(&mut self, c: Child) -> i32 {
+        let pid = c.id() as i32;
+        self.children.push(c);
+        pid
+    }
+    /// The child with PID `pid`, taken out to be waited for by the caller.
+    pub fn take(&mut self, pid: i32) -> Child {
+        let i = self.children.iter().position(|c| c.id() as i32 == pid).expect("a child of this test");
+        self.children.remove(i)
+    }
+}
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            let _ = Command::new("kill").arg("-9").arg(p.to_string()).stderr(Stdio::null()).status();
+        }
+        for r in &mut self.reapers {
+            for p in children_of(r.id() as i32) {
+                let _ = Command::new("kill").arg("-9").arg(p.to_string()).stderr(Stdio::null()).status();
+            }
+            let t = Instant::now();
+            while r.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = r.kill();
+            let _ = r.wait();
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A file system mounted for a test, unmounted on drop.
+pub struct Mount(pub PathBuf);
+impl Mount {
+    /// `mount -t tmpfs -o OPTIONS` at `at` (created if needed).
+    pub fn tmpfs(at: &Path, options: &str) -> Mount {
+        std::fs::create_dir_all(at).expect("mount point");
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", options, "crest-test"]).arg(at).status().expect("mount runs");
+        assert!(st.success(), "mounting a tmpfs at {}", at.display());
+        Mount(at.to_path_buf())
+    }
+}
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if !Command::new("umount").arg(&self.0).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// State letter and tracer of `pid`, from /proc/PID/status.
+pub fn proc_state(pid: i32) -> Option<(char, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+    let state = field("State:")?.chars().next()?;
+    let tracer = field("TracerPid:")?.parse().ok()?;
+    Some((state, tracer))
+}
+
+/// Asserts that `pid` runs on as before: alive, not traced, not stopped.
+pub fn assert_untouched(pid: i32, when: &str) {
+    let (state, tracer) = proc_state(pid).unwrap_or_else(|| panic!("{when}: PID {pid} is gone"));
+    assert_eq!(tracer, 0, "{when}: PID {pid} is still traced");
+    assert!(!matches!(state, 'T' | 't' | 'Z' | 'X'), "{when}: PID {pid} is in state {state}");
+}
+
+/// Sends SIGUSR2 to a `steady` program and waits for its `PASS n` line in `out`.
+pub fn verify_steady(pid: i32, out: &Path, n: u32) {
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let text = wait_for(out, &format!("PASS {n}\n"), Duration::from_secs(30));
+    assert!(!text.contains("FAIL"), "steady failed its check:\n{}", text.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
+}
+
+/// Builds `tests/c/steady.c` into `d`.
+pub fn build_steady(d: &Dir) -> PathBuf {
+    let s = d.0.join("steady");
+    gcc("tests/c/steady.c", &s, &[]);
+    s
+}
+
+/// Builds the `tests/c/killafter.c` helper into `d`.
+pub fn build_killafter(d: &Dir) -> PathBuf {
+    let k = d.0.join("killafter");
+    gcc("tests/c/killafter.c", &k, &[]);
+    k
+}
+
+/// Starts `steady MIB DIR [same-pid]` in `d` with stdout to `out`, and waits for "ready".
+pub fn start_steady(prog: &Path, d: &Dir, mib: u32, out: &Path) -> Child {
+    let f = std::fs::File::create(out).expect("output file");
+    let mut cmd = Command::new(prog);
+    cmd.arg(mib.to_string()).arg(&d.0);
+    if is_root() {
+        cmd.arg("same-pid");
+    }
+    let c = cmd.stdout(f).stdin(Stdio::null()).spawn().expect("start steady");
+    wait_for(out, "ready", Duration::from_secs(60));
+    c
+}
+
+/// PIDs of the processes running the executable `exe`.
+pub fn procs_running(exe: &Path) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == exe))
+        .collect()
+}
+
+/// Children of `pid` (of all its threads).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    rd.filter_map(|e| e.ok())
+        .flat_map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+        .collect()
+}
+
+/// Names in directory `d`, sorted.
+pub fn names_in(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d).map(|rd| rd.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
