@@ -68,6 +68,7 @@ fn drain_slowly(mut r: impl Read + Send + 'static, bytes_per_sec: usize) -> std:
     })
 }
 
+/// The target dies while it is frozen (no snapshot: it stays frozen for the whole dump).
 #[test]
 fn target_killed_mid_dump_through_a_pipe() {
     let d = Dir::new("fault-dies-pipe");
@@ -76,7 +77,14 @@ fn target_killed_mid_dump_through_a_pipe() {
     let mut procs = Procs::default();
     let pid = procs.add(start_steady(&prog, &d, 256, &out));
     // Nobody reads the pipe yet: the dump stops in the middle of the pages, certainly under way.
-    let mut c = ck().args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
+    let mut c = ck()
+        .env("CREST_NO_SNAPSHOT", "1")
+        .args(["--fd", "1"])
+        .arg(pid.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cr_checkpoint");
     let mut pipe = c.stdout.take().expect("piped");
     let cpid = procs.add(c);
     let mut first = vec![0u8; 1 << 20];
@@ -88,6 +96,32 @@ fn target_killed_mid_dump_through_a_pipe() {
     let _ = drained.join();
     failed_with(&o, libc::ESRCH, &format!("PID {pid} ended during the checkpoint"));
     let _ = procs.take(pid).wait();
+}
+
+/// The target dies while its pages are saved from a snapshot (it runs on meanwhile): the
+/// snapshot still holds the memory of the checkpoint's instant, so the image is complete and
+/// valid.
+#[test]
+fn target_killed_while_its_snapshot_is_saved() {
+    let d = Dir::new("fault-dies-snap");
+    let prog = build_steady(&d);
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start_steady(&prog, &d, 256, &out));
+    let mut c = ck().args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
+    let mut pipe = c.stdout.take().expect("piped");
+    let cpid = procs.add(c);
+    let mut image = vec![0u8; 1 << 20];
+    pipe.read_exact(&mut image).expect("the image starts");
+    assert_eq!(proc_state(pid).map(|s| s.1), Some(0), "the target runs on while its snapshot is saved");
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = procs.take(pid).wait();
+    pipe.read_to_end(&mut image).expect("the rest of the image");
+    let o = procs.take(cpid).wait_with_output().expect("cr_checkpoint ends");
+    assert!(o.status.success(), "cr_checkpoint: {:?} {}", o.status, err(&o));
+    let img = d.0.join("img");
+    std::fs::write(&img, &image).expect("image");
+    assert!(verified(&img), "a complete image");
 }
 
 #[test]

@@ -116,6 +116,9 @@ impl Frozen {
         let fds = fd::dump_all(pid)?;
         let ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
+        // Everything read from /proc is read now, while frozen: with a snapshot the process
+        // runs on (and may even end) while its pages are saved.
+        let cmdline = crest_proc::read_bytes(pid, "cmdline")?;
         if exe.ends_with(" (deleted)") {
             return Err(DumpError::Unsupported(format!("PID {pid}: its executable {exe} was deleted; that is not supported yet")));
         }
@@ -221,7 +224,7 @@ impl Frozen {
                 pgid: stat.pgrp,
                 sid: stat.session,
                 exe,
-                cmdline: crest_proc::read_bytes(pid, "cmdline")?,
+                cmdline,
                 creds: ts.creds,
                 cwd: ts.cwd,
                 root: ts.root,
