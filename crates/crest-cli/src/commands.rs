@@ -49,7 +49,16 @@ pub fn checkpoint() -> Command {
         .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"))
         .arg(Arg::new("version").long("version").action(ArgAction::Version).help("print the version"));
     let cmd = signal_args(cmd);
-    ["save-exe", "save-private", "save-shared", "save-all", "save-none", "ptraced-error", "ptraced-skip", "ptraced-allow", "ptracer-error", "ptracer-skip", "kmsg-none", "kmsg-error", "kmsg-warning"]
+    let cmd = [
+        ("save-exe", "save the executable's contents in the image"),
+        ("save-private", "save the contents of private file mappings (the executable and libraries)"),
+        ("save-shared", "save the contents of shared file mappings"),
+        ("save-all", "all of the above: the image restarts even where those files changed or are gone"),
+        ("save-none", "save no file contents (the default); the --save options add up left to right, this one resets"),
+    ]
+    .iter()
+    .fold(cmd, |c, (n, h)| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).help(*h)));
+    ["ptraced-error", "ptraced-skip", "ptraced-allow", "ptracer-error", "ptracer-skip", "kmsg-none", "kmsg-error", "kmsg-warning"]
         .iter()
         .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
         .version(VERSION)

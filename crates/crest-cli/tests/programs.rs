@@ -195,3 +195,56 @@ fn ck_text_len(img: &Path) -> usize {
     let out = fds.iter().find(|f| f["fd"] == 1).expect("fd 1");
     out["kind"]["Regular"]["pos"].as_u64().expect("a regular file at an offset") as usize
 }
+
+/// `--save-all` puts the executable's and the libraries' contents in the image: it restarts
+/// after the executable is deleted. Without it, the same is refused, naming the file.
+#[test]
+fn save_all_restarts_without_the_executable() {
+    for save in [true, false] {
+        let d = Dir::new(if save { "saveall" } else { "savenone" });
+        let prog = d.0.join("sleeper");
+        gcc("tests/c/sleeper.c", &prog, &[]);
+        let out = d.0.join("out.txt");
+        let mut child = Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("sleeper");
+        let pid = child.id() as i32;
+        let mut reaper = Reaper(vec![pid]);
+        wait_for(&out, "ready", Duration::from_secs(20));
+        let img = d.0.join("img");
+        let mut ck = Command::new(bin("cr_checkpoint"));
+        ck.arg("--kill");
+        if save {
+            ck.arg("--save-all");
+        }
+        let o = ck.arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
+        assert!(o.status.success(), "cr_checkpoint: {}", String::from_utf8_lossy(&o.stderr));
+        let _ = child.wait();
+        std::fs::remove_file(&prog).expect("delete the executable");
+        let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+        reaper.0.push(rs.id() as i32);
+        if !save {
+            let st = wait_child(&mut rs, Duration::from_secs(30));
+            let mut e = String::new();
+            let _ = std::io::Read::read_to_string(rs.stderr.as_mut().expect("piped"), &mut e);
+            assert!(!st.success() && e.contains(prog.to_str().expect("utf8")), "without --save-all the restart must be refused naming the executable: {st:?} {e}");
+            assert!(child_of(rs.id() as i32).is_none());
+            continue;
+        }
+        let lines = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
+        let t = std::time::Instant::now();
+        while std::fs::read_to_string(&out).unwrap_or_default().lines().count() <= lines {
+            if let Some(st) = rs.try_wait().expect("try_wait") {
+                let mut e = String::new();
+                let _ = std::io::Read::read_to_string(rs.stderr.as_mut().expect("piped"), &mut e);
+                panic!("cr_restart ended: {st:?}: {e}");
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "the restored process prints nothing");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let rp = restored_child(&mut rs, Duration::from_secs(20));
+        reaper.0.push(rp);
+        let _ = Command::new("kill").arg("-USR2").arg(rp.to_string()).status();
+        let st = wait_child(&mut rs, Duration::from_secs(30));
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(st.success() && text.contains("PASS"), "restarted without its executable: {st:?}\n{text}");
+    }
+}

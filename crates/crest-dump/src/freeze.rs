@@ -18,6 +18,8 @@ pub struct DumpOptions<'a> {
     pub compress: Option<i32>,
     /// Counts the page bytes saved, for a progress display.
     pub progress: &'a crest_kinds::progress::Progress,
+    /// File mappings whose whole contents go into the image.
+    pub save: memory::SavePolicy,
 }
 
 /// A frozen process: every thread seized and stopped.
@@ -106,19 +108,20 @@ impl Frozen {
     /// the after-action. Without (or when the copy cannot be made), it stays frozen until the
     /// image is complete.
     pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>) -> Result<(Image, DumpStats), DumpError> {
-        let DumpOptions { scope, snapshot, compress, progress } = *opts;
+        let DumpOptions { scope, snapshot, compress, progress, save } = *opts;
         let pid = self.pid;
         check_cancel()?;
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
-        let vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
+        let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
         let fds = fd::dump_all(pid)?;
         let ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
         // Everything read from /proc is read now, while frozen: with a snapshot the process
         // runs on (and may even end) while its pages are saved.
         let cmdline = crest_proc::read_bytes(pid, "cmdline")?;
+        save.mark(&mut vmas, &exe);
         if exe.ends_with(" (deleted)") {
             return Err(DumpError::Unsupported(format!("PID {pid}: its executable {exe} was deleted; that is not supported yet")));
         }

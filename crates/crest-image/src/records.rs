@@ -183,6 +183,9 @@ pub mod vma_flags {
     pub const STACK: u32 = 8;
     /// Locked (mlock).
     pub const LOCKED: u32 = 16;
+    /// A file mapping whose whole contents are in the image (`cr_checkpoint --save-*`): it is
+    /// restored from the image when its file is gone or has changed.
+    pub const SAVED: u32 = 32;
 }
 
 /// madvise() states restored on a mapping, bits of [`Vma::madv`].

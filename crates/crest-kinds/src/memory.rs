@@ -84,8 +84,37 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     Ok(Vma { v: RECORD_VERSION, start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new() })
 }
 
-/// The address ranges of `vma` whose pages must be saved, from `pagemap`.
+/// Which file mappings have their whole contents saved (BLCR's `--save-*` options).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SavePolicy {
+    /// The executable's mappings (`--save-exe`).
+    pub exe: bool,
+    /// Every private file mapping: the executable and the libraries (`--save-private`).
+    pub private: bool,
+    /// Shared file mappings (`--save-shared`).
+    pub shared: bool,
+}
+
+impl SavePolicy {
+    /// Marks the mappings of `vmas` whose contents are to be saved whole ([`vma_flags::SAVED`]).
+    pub fn mark(&self, vmas: &mut [Vma], exe: &str) {
+        for v in vmas {
+            let VmaBacking::File { path, .. } = &v.backing else { continue };
+            let shared = v.flags & vma_flags::SHARED != 0;
+            if (self.exe && path == exe) || (self.private && !shared) || (self.shared && shared) {
+                v.flags |= vma_flags::SAVED;
+            }
+        }
+    }
+}
+
+/// The address ranges of `vma` whose pages must be saved, from `pagemap`. For a mapping marked
+/// [`vma_flags::SAVED`]: every page that the file backs (not those past its end).
 pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<Vec<(u64, u64)>, KindError> {
+    if let (VmaBacking::File { offset, size, .. }, true) = (&vma.backing, vma.flags & vma_flags::SAVED != 0) {
+        let backed = size.saturating_sub(*offset).next_multiple_of(4096).min(vma.end - vma.start);
+        return Ok(if backed > 0 { vec![(vma.start, backed)] } else { Vec::new() });
+    }
     let want: fn(u64) -> bool = match (&vma.backing, vma.flags & vma_flags::SHARED != 0) {
         (VmaBacking::Special(_), _) | (VmaBacking::File { .. }, true) => return Ok(Vec::new()),
         (VmaBacking::File { .. }, false) => |e| (e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0,

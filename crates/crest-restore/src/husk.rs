@@ -36,6 +36,38 @@ pub struct Restored {
     pub exe_set: bool,
 }
 
+/// For every file mapping whose contents the image holds (`cr_checkpoint --save-*`): when its
+/// file is gone or has changed since the checkpoint, restore it from the image alone, as
+/// anonymous memory (shared memory for a shared mapping), so the file is not needed. A shared
+/// mapping whose file is unchanged is mapped from the file and not written over. Returns the
+/// paths that were left out this way.
+pub fn use_saved_contents(p: &mut Process) -> Vec<String> {
+    let mut left_out = Vec::new();
+    for v in &mut p.vmas {
+        if v.flags & crest_image::vma_flags::SAVED == 0 {
+            continue;
+        }
+        let VmaBacking::File { path, size, mtime_ns, .. } = &v.backing else { continue };
+        let unchanged = std::fs::metadata(path).is_ok_and(|md| md.size() == *size && md.mtime() * 1_000_000_000 + md.mtime_nsec() == *mtime_ns);
+        let shared = v.flags & crest_image::vma_flags::SHARED != 0;
+        if unchanged {
+            if shared {
+                v.pages.clear();
+            }
+            continue;
+        }
+        if !left_out.contains(path) {
+            left_out.push(path.clone());
+        }
+        v.backing = if shared { VmaBacking::SharedAnon { id: (1 << 63) | v.start, size: v.end - v.start } } else { VmaBacking::Anon };
+    }
+    if !p.exe.is_empty() && left_out.contains(&p.exe) {
+        // The executable itself is gone or changed: /proc/PID/exe cannot point at it.
+        p.exe.clear();
+    }
+    left_out
+}
+
 /// When `pid` is a process that has died but not been reaped yet (the original, killed by
 /// `cr_checkpoint --kill` a moment ago, as in `cr_checkpoint --kill --fd 1 PID | cr_restart
 /// --fd 0`), gives its parent up to two seconds to reap it, so that its PID is free.
@@ -106,9 +138,12 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             let f = crest_ptrace::sys::memfd("crest-shared", *size).map_err(|e| format!("creating shared memory: {e}"))?;
             stage(f.as_raw_fd(), fds.shared[id], "shared memory")?;
         }
-        match std::fs::File::open(&p.exe) {
-            Ok(f) => stage(f.as_raw_fd(), exe_fd, &p.exe)?,
-            Err(e) => return Err(format!("opening the executable {}: {e}", p.exe)),
+        // An empty path: the executable's contents come from the image (it is gone or changed).
+        if !p.exe.is_empty() {
+            match std::fs::File::open(&p.exe) {
+                Ok(f) => stage(f.as_raw_fd(), exe_fd, &p.exe)?,
+                Err(e) => return Err(format!("opening the executable {}: {e}", p.exe)),
+            }
         }
         for (t, dst) in staged {
             crest_ptrace::sys::dup2(t, dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
@@ -224,7 +259,7 @@ fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, fds: &M
     let no_progress = crest_kinds::progress::Progress::default();
     let progress = opts.progress.as_deref().unwrap_or(&no_progress);
     let bytes = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
-    let exe_set = mm::restore(&mut remote, &scratch, &p.mm, exe_fd)?;
+    let exe_set = mm::restore(&mut remote, &scratch, &p.mm, if p.exe.is_empty() { -1 } else { exe_fd })?;
     for &fd in aux {
         let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;
     }

@@ -21,7 +21,7 @@
 
 mod husk;
 
-pub use husk::{restore, RestoreOptions, Restored};
+pub use husk::{restore, use_saved_contents, RestoreOptions, Restored};
 
 /// What went wrong during a restart.
 #[derive(Debug, thiserror::Error)]

@@ -215,7 +215,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         let snapshot = matches!(signal, 0 | libc::SIGSTOP | libc::SIGCONT) && std::env::var_os("CREST_NO_SNAPSHOT").is_none();
         let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
         let shown = crest_cli::ProgressDisplay::start(progress.clone(), "saving", say.quiet);
-        let opts = crest_dump::DumpOptions { scope, snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress };
+        let opts = crest_dump::DumpOptions { scope, snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress, save: save_policy(m) };
         let (_image, stats) = frozen.dump(&file, &opts)?;
         drop(shown);
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
@@ -415,4 +415,25 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, 
         _ => libc::EIO,
     };
     (code, format!("{e} ({left})"))
+}
+
+/// BLCR's `--save-*` options, applied left to right (`--save-none` resets).
+fn save_policy(m: &clap::ArgMatches) -> crest_kinds::memory::SavePolicy {
+    let mut given: Vec<(usize, &str)> = ["save-exe", "save-private", "save-shared", "save-all", "save-none"]
+        .into_iter()
+        .filter(|n| m.value_source(n) == Some(clap::parser::ValueSource::CommandLine))
+        .filter_map(|n| Some((m.index_of(n)?, n)))
+        .collect();
+    given.sort_unstable();
+    let mut p = crest_kinds::memory::SavePolicy::default();
+    for (_, n) in given {
+        match n {
+            "save-exe" => p.exe = true,
+            "save-private" => p.private = true,
+            "save-shared" => p.shared = true,
+            "save-all" => p = crest_kinds::memory::SavePolicy { exe: true, private: true, shared: true },
+            _ => p = crest_kinds::memory::SavePolicy::default(),
+        }
+    }
+    p
 }

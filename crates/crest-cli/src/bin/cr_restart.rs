@@ -95,6 +95,9 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     let caller = Caller::current().map_err(|e| fail(libc::EIO, "perm", format!("reading this process's credentials: {e}")))?;
     for p in &mut img.image.processes {
         let moved = relocate(p, &relocs);
+        for path in crest_restore::use_saved_contents(p) {
+            say_info(m, &format!("{path} is gone or has changed since the checkpoint: its contents come from the image"));
+        }
         let refused = |r: Refusal| fail(r.code, r.class, format!("{shown}: {}", r.msg));
         preflight::credentials(p, &caller, std::fs::metadata(&p.exe).ok().as_ref()).map_err(refused)?;
         preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
@@ -224,4 +227,11 @@ fn relocate(p: &mut Process, relocs: &[(PathBuf, PathBuf)]) -> std::collections:
         }
     }
     moved
+}
+
+/// A note on stderr, unless `-q`.
+fn say_info(m: &clap::ArgMatches, msg: &str) {
+    if !m.get_flag("quiet") {
+        eprintln!("cr_restart: {msg}");
+    }
 }

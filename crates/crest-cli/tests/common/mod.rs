@@ -110,7 +110,11 @@ pub fn restored_child(rs: &mut Child, timeout: Duration) -> i32 {
             return p;
         }
         if let Some(st) = rs.try_wait().expect("try_wait") {
-            panic!("cr_restart ended without a restored process: {st:?}");
+            let mut e = String::new();
+            if let Some(err) = rs.stderr.as_mut() {
+                let _ = std::io::Read::read_to_string(err, &mut e);
+            }
+            panic!("cr_restart ended without a restored process: {st:?}; stderr: {e}");
         }
         assert!(t.elapsed() < timeout, "no restored process after {timeout:?}");
         std::thread::sleep(Duration::from_millis(10));
