@@ -108,7 +108,8 @@ pub fn spawn<F: FnOnce(i32) -> Result<i32, String>>(pid: Option<i32>, prepare: F
         // SAFETY: status is a valid out pointer; child is our child.
         unsafe { libc::waitpid(child, &mut status, 0) };
         let text = String::from_utf8_lossy(&msg).trim_start_matches('\0').to_string();
-        return Err(SpawnError::Prepare(if text.is_empty() { "the restore process died while being prepared".into() } else { text }));
+        let how = if libc::WIFSIGNALED(status) { format!("killed by signal {}", libc::WTERMSIG(status)) } else { format!("exit status {}", libc::WEXITSTATUS(status)) };
+        return Err(SpawnError::Prepare(if text.is_empty() { format!("the restore process died while being prepared ({how})") } else { text }));
     }
     let t = Tracee::seize_with(child, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE)?;
     t.interrupt()?;
