@@ -49,6 +49,9 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     if let Some(t) = crest_proc::status_field(&status, "TracerPid").filter(|t| *t != "0") {
         return Err(DumpError::Permission { pid, why: format!("it is already traced by PID {t} (a debugger or another checkpoint)") });
     }
+    if let Some(by) = snapshot_in_progress(pid) {
+        return Err(DumpError::Busy { pid, by });
+    }
     let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false };
     loop {
         check_cancel()?;
@@ -329,4 +332,25 @@ impl Drop for Frozen {
             }
         }
     }
+}
+
+/// The tracer of a snapshot of `pid` still being saved (by another checkpoint, which let the
+/// process run on): a child of it with no exit signal, traced.
+fn snapshot_in_progress(pid: i32) -> Option<i32> {
+    let tids = crest_proc::tasks(pid).ok()?;
+    for tid in tids {
+        let children = crest_proc::read(pid, &format!("task/{tid}/children")).unwrap_or_default();
+        for c in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+            let Ok(stat) = crest_proc::read(c, "stat") else { continue };
+            // Field 38 (exit_signal) counted from the state, field 3, after the command name.
+            let exit_signal = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split_whitespace().nth(35)?.parse::<i32>().ok());
+            let tracer = crest_proc::read(c, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.parse::<i32>().ok()));
+            if let (Some(0), Some(t)) = (exit_signal, tracer) {
+                if t != 0 {
+                    return Some(t);
+                }
+            }
+        }
+    }
+    None
 }

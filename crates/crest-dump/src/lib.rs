@@ -66,6 +66,14 @@ pub enum DumpError {
         /// Why, and what to do.
         why: String,
     },
+    /// Another checkpoint is still saving the pages of this process (from a snapshot).
+    #[error("PID {pid} is already being traced by PID {by}, which is saving its pages from a snapshot")]
+    Busy {
+        /// The process.
+        pid: i32,
+        /// The tracer of the snapshot (the other checkpoint).
+        by: i32,
+    },
     /// Something in the process is not supported.
     #[error("{0}")]
     Unsupported(String),

@@ -393,6 +393,13 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, 
             }
         }
         DumpError::NoProcess(_) => return (libc::ESRCH, e.to_string()),
+        DumpError::Busy { by, .. } => {
+            let name = crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
+            return (
+                EXIT_PTRACED,
+                format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint that is saving its pages from a snapshot; try again when it is done"),
+            );
+        }
         _ if ended(pid) => return (libc::ESRCH, format!("PID {pid} ended during the checkpoint, so there is nothing to save; no image was written")),
         DumpError::Permission { .. } => {
             let tracer = tracer_of(pid);
