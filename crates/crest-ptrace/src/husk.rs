@@ -64,10 +64,11 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), TraceError> {
 /// stopped (with `PTRACE_O_EXITKILL`, so it dies if the caller dies before detaching).
 ///
 /// `prepare` gets the number of the child's status pipe and returns the number it moved it to
-/// (the preparation may rearrange descriptors). On success the child reports through that
+/// (the preparation may rearrange descriptors); a failure says where the pipe is by then, so
+/// the message reaches the parent. On success the child reports through that
 /// pipe, closes it and waits in `pause()` with every signal blocked; the parent then seizes and
 /// interrupts it. `PR_SET_PDEATHSIG` kills it should the caller die before that.
-pub fn spawn<F: FnOnce(i32) -> Result<i32, String>>(pid: Option<i32>, prepare: F) -> Result<Tracee, SpawnError> {
+pub fn spawn<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, prepare: F) -> Result<Tracee, SpawnError> {
     let (rd, wr) = pipe()?;
     let parent = std::process::id() as i32;
     let child = match pid {
@@ -121,7 +122,7 @@ pub fn spawn<F: FnOnce(i32) -> Result<i32, String>>(pid: Option<i32>, prepare: F
     }
 }
 
-fn child_main<F: FnOnce(i32) -> Result<i32, String>>(wr: OwnedFd, parent: i32, prepare: F) -> ! {
+fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(wr: OwnedFd, parent: i32, prepare: F) -> ! {
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // A cr_restart that got capabilities from its file is not dumpable, and neither would be
@@ -142,7 +143,7 @@ fn child_main<F: FnOnce(i32) -> Result<i32, String>>(wr: OwnedFd, parent: i32, p
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(fd)));
     let (fd, msg) = match result {
         Ok(Ok(fd)) => (fd, vec![0u8]),
-        Ok(Err(m)) => (fd, m.into_bytes()),
+        Ok(Err((at, m))) => (at, m.into_bytes()),
         Err(_) => (fd, b"internal error while preparing the restore process".to_vec()),
     };
     // SAFETY: fd is our status pipe (moved by prepare to the number it returned); msg is live.

@@ -118,7 +118,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let aux: Vec<i32> = (aux_base..aux_base + n_aux as i32).collect();
     let image_raw = img.file.as_raw_fd();
 
-    let prepare = |status_fd: i32| -> Result<i32, String> {
+    let prepare_husk = |status_fd: i32, placed: &std::cell::Cell<bool>| -> Result<i32, String> {
         // Everything the restore itself uses goes above the saved descriptors: first out of
         // the way (above the whole range), then to its planned number.
         let high = aux_base + n_aux as i32;
@@ -128,8 +128,8 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             staged.push((t, dst));
             Ok(())
         };
-        stage(image_raw, fds.image, "image file")?;
         stage(status_fd, pipe_fd, "status pipe")?;
+        stage(image_raw, fds.image, "image file")?;
         for (path, write) in &files {
             let f = std::fs::OpenOptions::new().read(true).write(*write).open(path).map_err(|e| format!("opening {path} to map it: {e}"))?;
             stage(f.as_raw_fd(), fds.files[path], path)?;
@@ -148,11 +148,18 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         for (t, dst) in staged {
             crest_ptrace::sys::dup2(t, dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
             crest_ptrace::sys::close(t);
+            placed.set(true);
         }
         fd::prepare_all(&p.fds, &aux)?;
         task::prepare(p, &p.cwd)?;
         signals::prepare_actions(&p.sigactions)?;
         Ok(pipe_fd)
+    };
+    let prepare = |status_fd: i32| -> Result<i32, (i32, String)> {
+        // The status pipe is placed first; until then failures are reported on its old number.
+        let placed = std::cell::Cell::new(false);
+        let r = prepare_husk(status_fd, &placed);
+        r.map_err(|e| (if placed.get() { pipe_fd } else { status_fd }, e))
     };
     if opts.restore_pid {
         wait_for_zombie(p.pid);
