@@ -40,7 +40,9 @@ fn start(procs: &mut Procs, prog: &Path, d: &Dir, out: &Path, uid: Option<u32>) 
     if let Some(u) = uid {
         c.uid(u).gid(u);
     }
-    let pid = procs.add(c.arg("16").arg(&d.0).stdout(f).stdin(Stdio::null()).spawn().expect("start"));
+    // Its stderr is its own: one inherited from the test runner may be a file the user may
+    // not open, which a restart as that user would rightly refuse to reopen.
+    let pid = procs.add(c.arg("16").arg(&d.0).stdout(f).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("start"));
     wait_for(out, "ready", Duration::from_secs(30));
     pid
 }
