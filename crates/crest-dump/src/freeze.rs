@@ -188,14 +188,14 @@ impl Frozen {
         let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &dyn Fn(&crest_image::Vma) -> bool| -> Result<(Vec<crest_image::Vma>, u64), DumpError> {
             if seekable {
                 let start = w.position();
-                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, compress, progress, pages::Sink::File(out, start))?;
+                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, compress, progress, from != pid, pages::Sink::File(out, start))?;
                 // pwrite leaves the file position alone: move it past the pages for what follows.
                 let mut f = out;
                 std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
                 w.note_appended(r.1);
                 Ok(r)
             } else {
-                pages::write_pages(from, vmas, select, compress, progress, pages::Sink::Stream(&mut w))
+                pages::write_pages(from, vmas, select, compress, progress, from != pid, pages::Sink::Stream(&mut w))
             }
         };
         let mut frozen_secs = None;

@@ -112,6 +112,7 @@ pub fn write_pages<W: Write + Send>(
     select: &dyn Fn(&Vma) -> bool,
     compress: Option<i32>,
     progress: &crest_kinds::progress::Progress,
+    snapshot: bool,
     sink: Sink<'_, W>,
 ) -> Result<(Vec<Vma>, u64), DumpError> {
     let pm = Pagemap::open(pid)?;
@@ -155,7 +156,7 @@ pub fn write_pages<W: Write + Send>(
             .map(|_| {
                 let (pieces, batches, out, next, next_batch, failed) = (&pieces, &batches, &out, &next, &next_batch, &failed);
                 s.spawn(move || {
-                    let r = work(pid, pieces, batches, next_batch, failed, compress, progress, out, next);
+                    let r = work(pid, snapshot, pieces, batches, next_batch, failed, compress, progress, out, next);
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -188,6 +189,7 @@ pub fn write_pages<W: Write + Send>(
 #[allow(clippy::too_many_arguments)]
 fn work<W: Write>(
     pid: i32,
+    snapshot: bool,
     pieces: &[Piece],
     batches: &[std::ops::Range<usize>],
     next_batch: &AtomicUsize,
@@ -206,6 +208,14 @@ fn work<W: Write>(
         None => None,
     };
     let mut buf = Vec::new();
+    // A snapshot shares its pages copy-on-write with the running process: process_vm_readv
+    // pins pages, which makes the kernel copy each shared page first; /proc/PID/mem reads
+    // them as they are.
+    let mem = if snapshot {
+        Some(File::open(format!("/proc/{pid}/mem")).map_err(|e| crest_kinds::KindError::io(format!("opening /proc/{pid}/mem"), e))?)
+    } else {
+        None
+    };
     loop {
         if failed.load(Ordering::Relaxed) {
             return Ok(runs);
@@ -213,7 +223,7 @@ fn work<W: Write>(
         check_cancel()?;
         let Some(range) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else { return Ok(runs) };
         let batch = &pieces[range.clone()];
-        read_batch(pid, batch, &mut buf)?;
+        read_batch(pid, mem.as_ref(), batch, &mut buf)?;
         let mut off = 0usize;
         for p in batch {
             let piece = &buf[off..off + p.len as usize];
@@ -243,10 +253,18 @@ fn work<W: Write>(
     }
 }
 
-/// Reads the pieces of one batch, back to back, into `buf`.
-fn read_batch(pid: i32, batch: &[Piece], buf: &mut Vec<u8>) -> Result<(), DumpError> {
+/// Reads the pieces of one batch, back to back, into `buf` (through `mem`, the process's
+/// `/proc/PID/mem`, when given).
+fn read_batch(pid: i32, mem: Option<&File>, batch: &[Piece], buf: &mut Vec<u8>) -> Result<(), DumpError> {
     buf.resize(batch.iter().map(|p| p.len as usize).sum(), 0);
-    if batch.iter().all(|p| p.readable) {
+    if let Some(mem) = mem {
+        let mut off = 0usize;
+        for p in batch {
+            let dst = &mut buf[off..off + p.len as usize];
+            mem.read_exact_at(dst, p.vaddr).map_err(|e| crest_kinds::KindError::io(format!("reading memory of pid {pid} at {:#x}", p.vaddr), e))?;
+            off += p.len as usize;
+        }
+    } else if batch.iter().all(|p| p.readable) {
         let ranges: Vec<(u64, u64)> = batch.iter().map(|p| (p.vaddr, p.len)).collect();
         crest_ptrace::mem::read_scatter(pid, buf, &ranges)?;
     } else {
