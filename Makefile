@@ -5,6 +5,7 @@
 #   make uninstall            remove what install put there (same PREFIX and DESTDIR)
 #   make debs / make rpms     binary packages for PREFIX=/usr, left in packages/
 #   make test                 the whole test suite
+#   make bench                the benchmark (docs/benchmarks.md); BENCH_ARGS=--quick for a short run
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR ?= $(PREFIX)/bin
@@ -47,7 +48,7 @@ test: build
 	$(CARGO) test --release --workspace -- --test-threads=2
 
 bench: build
-	./scripts/bench.sh
+	./scripts/bench.sh $(BENCH_ARGS)
 
 install: gen
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) \
