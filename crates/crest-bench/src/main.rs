@@ -180,7 +180,9 @@ impl Ctx {
 }
 
 /// Whether a row fits: `tmpfs_mem` bytes of memory if `dir` is on tmpfs (its images then take
-/// memory), else `mem` bytes of memory and `disk` bytes free in `dir`.
+/// memory), else `mem` bytes of memory and `disk` bytes free in `dir`. The figures the rows
+/// give count the snapshot of a `--run` checkpoint as a whole copy of the target: reading it
+/// with process_vm_readv unshares (copies) every page it reads, until the dump ends.
 fn room(dir: &Path, tmpfs_mem: u64, mem: u64, disk: u64) -> S {
     let (tmpfs, free) = sys::fs_info(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let need = if tmpfs { tmpfs_mem } else { mem } + MARGIN;
@@ -210,6 +212,7 @@ fn start_hold(o: &Opts, size: u64, kind: Option<&str>) -> R<(Target, u64)> {
 fn dump_restore(c: &mut Ctx, size: u64, storage: &Path) -> S {
     let st = storage.display().to_string();
     let len = size << 20;
+    // hold + snapshot + image, or hold + image + cp's copy, or hold + image + restored copy.
     room(storage, 3 * len, 2 * len, 2 * len)?;
     let dir = Scratch::new(storage, "dump")?;
     let img = dir.file("img");
@@ -253,7 +256,8 @@ fn rows_dump_restore(c: &mut Ctx, size: u64, st: &str) {
 fn sparse(c: &mut Ctx, size: u64, storage: &Path) -> S {
     let st = storage.display().to_string();
     let len = size << 20;
-    room(storage, len * 5 / 2, len * 7 / 4, len)?;
+    // Both holds (the sparse one has half its mapping resident) + the snapshot + the full image.
+    room(storage, len * 7 / 2, len * 5 / 2, len)?;
     let dir = Scratch::new(storage, "sparse")?;
     let img = dir.file("img");
     let _rm = Remove(&img);
@@ -334,7 +338,8 @@ fn variant_key(level: Option<i32>) -> String {
 fn compress(c: &mut Ctx, size: u64, storage: &Path) -> S {
     let st = storage.display().to_string();
     let len = size << 20;
-    room(storage, 2 * len, 2 * len, len / 2)?;
+    // hold + snapshot + the uncompressed image (half of it: no zero pages), or hold + memcpy.
+    room(storage, len * 5 / 2, 2 * len, len / 2)?;
     let dir = Scratch::new(storage, "compress")?;
     let img = dir.file("img");
     let _rm = Remove(&img);
@@ -367,7 +372,7 @@ fn compress(c: &mut Ctx, size: u64, storage: &Path) -> S {
 
 fn rows_compress(c: &mut Ctx, size: u64, st: &str) {
     let zbytes = c.get("z: zstd -1 bytes", size, st);
-    let pct = |b: u64, of: u64| format!("{:.0}%", 100.0 * b as f64 / of as f64);
+    let pct = |b: u64, of: u64| format!("{:.1}%", 100.0 * b as f64 / of as f64);
     let mut rows = vec![
         Row::of(&c.s, "z: memcpy", "memcpy into fresh pages, 1 core", size, st).rate(),
         Row::of(&c.s, "z: zstd -1", "zstd -1 of the memory, 1 core", size, st)
@@ -383,7 +388,7 @@ fn rows_compress(c: &mut Ctx, size: u64, st: &str) {
         if level.is_some() {
             dump = dump.vs(&c.s, "z: zstd -1", "zstd -1");
             if let (Some(i), Some(z)) = (image, zbytes) {
-                note = format!("{note} = {} of zstd -1", pct(i, z));
+                note = format!("{note} = {:.2}% of zstd -1", 100.0 * i as f64 / z as f64);
             }
         } else {
             dump = dump.vs(&c.s, "z: memcpy", "memcpy");
@@ -406,7 +411,8 @@ fn gap(t: &Target) -> R<f64> {
 fn downtime(c: &mut Ctx, size: u64, storage: &Path) -> S {
     let st = storage.display().to_string();
     let len = size << 20;
-    room(storage, 2 * len, len, len)?;
+    // loop + snapshot + image.
+    room(storage, 3 * len, 2 * len, len)?;
     let dir = Scratch::new(storage, "downtime")?;
     let img = dir.file("img");
     let _rm = Remove(&img);
@@ -506,21 +512,28 @@ fn rows_fixed(c: &mut Ctx, labels: &[String]) {
     rows.into_iter().for_each(|r| c.push(r));
 }
 
-fn header(o: &Opts) {
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn header(o: &Opts, load_before: &str) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let total = mem.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "crest-bench: Linux {}, {cpus} CPUs, {:.1} GiB; {} repetitions, medians and minimums; ratio = baseline median / crest median (above 1: crest is faster)",
+        "crest-bench: Linux {}, {cpus} CPUs, {:.1} GiB; load average {load_before} before, {} after; {} repetitions\n\
+         ratio = baseline median / crest median (above 1: crest is faster)",
         kernel.trim(),
         total as f64 / 1048576.0,
+        loadavg(),
         o.reps
     );
 }
 
 fn main() {
     let o = parse_args();
+    let load_before = loadavg();
     sys::catch_stop();
     sys::become_subreaper();
     let want = |s: &str| o.only.iter().any(|x| x == s);
@@ -591,7 +604,7 @@ fn main() {
         eprintln!("crest-bench: {}: {e}", csv.display());
     }
     println!();
-    header(&c.o);
+    header(&c.o, &load_before);
     table::print(&c.rows);
     println!("raw samples: {}", csv.display());
     if sys::stopped() {

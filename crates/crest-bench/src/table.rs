@@ -93,7 +93,7 @@ impl Row {
 }
 
 pub fn mib(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / 1048576.0)
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
 /// Prints the table: operation, size, storage, median and min seconds, GB/s (process memory
