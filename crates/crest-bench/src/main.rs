@@ -388,7 +388,9 @@ fn rows_compress(c: &mut Ctx, size: u64, st: &str) {
         if level.is_some() {
             dump = dump.vs(&c.s, "z: zstd -1", "zstd -1");
             if let (Some(i), Some(z)) = (image, zbytes) {
-                note = format!("{note} = {:.2}% of zstd -1", 100.0 * i as f64 / z as f64);
+                let diff = i as f64 - z as f64;
+                let word = if diff < 0.0 { "smaller" } else { "larger" };
+                note = format!("{note}, {:.1} KiB {word} than zstd -1 ({:+.2}%)", diff.abs() / 1024.0, 100.0 * diff / z as f64);
             }
         } else {
             dump = dump.vs(&c.s, "z: memcpy", "memcpy");
@@ -603,10 +605,17 @@ fn main() {
     if let Err(e) = c.s.write_csv(&csv) {
         eprintln!("crest-bench: {}: {e}", csv.display());
     }
+    let sizes_csv = c.o.progs.join("sizes.csv");
+    let mut facts: Vec<(&String, &u64)> = c.facts.iter().collect();
+    facts.sort();
+    let text: String = std::iter::once("what|size_mib|storage,value\n".to_string()).chain(facts.iter().map(|(k, v)| format!("\"{k}\",{v}\n"))).collect();
+    if let Err(e) = std::fs::write(&sizes_csv, text) {
+        eprintln!("crest-bench: {}: {e}", sizes_csv.display());
+    }
     println!();
     header(&c.o, &load_before);
     table::print(&c.rows);
-    println!("raw samples: {}", csv.display());
+    println!("raw samples: {}; image sizes (bytes): {}", csv.display(), sizes_csv.display());
     if sys::stopped() {
         eprintln!("crest-bench: interrupted");
         std::process::exit(130);
