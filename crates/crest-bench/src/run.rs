@@ -316,3 +316,25 @@ pub fn read_memory(pid: i32, addr: u64, len: u64, mut each: impl FnMut(&[u8]) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_fields() {
+        let l = "crest-timing: checkpoint pid=42 page_bytes=4096 remote_syscalls=9 frozen_ms=1.250 total_ms=3.5";
+        assert_eq!(field(l, "pid"), Some(42.0));
+        assert_eq!(field(l, "frozen_ms"), Some(1.25));
+        assert_eq!(field(l, "ms"), None);
+        assert_eq!(field("PASS rss_mib=1025", "rss_mib"), Some(1025.0));
+    }
+
+    #[test]
+    fn a_failing_command_is_reaped_and_reported() {
+        let r = run(&mut Command::new("/bin/false"), Duration::from_secs(30)).expect("runs");
+        assert!(!r.status.success());
+        let r = run(Command::new("/bin/sleep").arg("30"), Duration::from_millis(200));
+        assert!(r.is_err());
+    }
+}

@@ -154,3 +154,30 @@ fn secs(s: f64) -> String {
         format!("{s:.3}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_minimum() {
+        let mut s = Samples::default();
+        for (rep, v) in [3.0, 1.0, 2.0].into_iter().enumerate() {
+            s.add("dump", 1024, "/dev/shm", rep, v);
+        }
+        s.add("dump", 4096, "/dev/shm", 0, 9.0);
+        assert_eq!(s.stats("dump", 1024, "/dev/shm"), Some((2.0, 1.0)));
+        s.add("dump", 1024, "/dev/shm", 3, 4.0);
+        assert_eq!(s.stats("dump", 1024, "/dev/shm"), Some((2.5, 1.0)));
+        assert_eq!(s.stats("restore", 1024, "/dev/shm"), None);
+    }
+
+    #[test]
+    fn ratios_compare_medians() {
+        let mut s = Samples::default();
+        s.add("memcpy", 1, "x", 0, 2.0);
+        s.add("dump", 1, "x", 0, 1.0);
+        let r = Row::of(&s, "dump", "dump", 1, "x").vs(&s, "memcpy", "memcpy").vs(&s, "absent", "absent");
+        assert_eq!(r.base, vec![("memcpy".to_string(), 2.0)]);
+    }
+}
