@@ -6,6 +6,7 @@
 #   make debs / make rpms     binary packages for PREFIX=/usr, left in packages/
 #   make test                 the whole test suite
 #   make soak                 200 checkpoint/restart rounds of a self-checking program
+#   make bench                the benchmark (docs/benchmarks.md); BENCH_ARGS=--quick for a short run
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR ?= $(PREFIX)/bin
@@ -51,7 +52,7 @@ soak: build
 	CREST_SOAK_ROUNDS=$${CREST_SOAK_ROUNDS:-200} $(CARGO) test --release -p crest-cli --test soak -- --nocapture
 
 bench: build
-	./scripts/bench.sh
+	./scripts/bench.sh $(BENCH_ARGS)
 
 install: gen
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) \

@@ -1,14 +1,49 @@
-//! crest's benchmark. Dumps and restores a process holding N MiB of random data on each
-//! storage, interleaved with two baselines measured in the same run on the same bytes:
-//! `memcpy` into freshly mapped anonymous memory on one core (the memory-bus limit, first touch
-//! included) and `cp` of a file of the same size on the same filesystem. Also the downtime the
-//! target sees, checkpoint and restart time by thread count, and the fixed cost on `sleep`.
+//! crest's benchmark. Measures, each against baselines taken in the same run and interleaved
+//! with it, repetition by repetition:
+//!
+//! - dump and restore of a process holding N MiB of random data on each storage, against
+//!   `memcpy` into freshly mapped memory on one core and `cp` of the image on the same storage;
+//! - the dump of a sparse process (a quarter of its mapping written) against that of the same
+//!   mapping all written, with both image sizes;
+//! - compressed dumps (`--compress=LEVEL`) of half-zero, quarter-text, quarter-random memory,
+//!   against zstd level 1 of the same bytes on one core, with the image sizes, and their restores;
+//! - downtime: the longest gap a spinning target sees while `cr_checkpoint` runs on it, with the
+//!   copy-on-write snapshot and without, and what `cr_checkpoint` reports;
+//! - fixed costs: checkpoint and restart of `sleep` and of 1 to 64 threads, against spawning
+//!   `/bin/true`.
+//!
 //! Prints one table (median and minimum of the repetitions) and writes every sample to
-//! `target/bench/raw.csv`. Each restored copy must pass its own check of every byte.
-use std::io::{BufRead, BufReader, Write};
+//! `raw.csv` beside the benchmark programs. Every restored copy must pass its own check of
+//! every byte, and every original its check after being checkpointed; any failure makes the
+//! benchmark exit non-zero.
+mod run;
+mod sys;
+mod table;
+
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use run::{Remove, Scratch, Target, R};
+use table::{mib, Row, Samples};
+
+const SECTIONS: [&str; 5] = ["dump", "sparse", "compress", "downtime", "fixed"];
+/// Memory kept free besides what a row needs (the benchmark's own buffers, other users).
+const MARGIN: u64 = 1536 << 20;
+/// Source of the memcpy baseline, copied over and over into the fresh mapping.
+const MEMCPY_SRC: usize = 256 << 20;
+
+const USAGE: &str = "usage: crest-bench [--bin DIR] [--progs DIR] [--sizes MiB,..] [--storage DIR,..] [--reps N]
+                   [--threads N,..] [--levels L,..] [--only SECTION,..] [--quick]
+  --sizes    process sizes in MiB (default 1024,4096)
+  --storage  where images go (default /dev/shm,/var/tmp); compress, downtime and fixed use the first
+  --reps     repetitions of every measurement (default 3)
+  --threads  thread counts for the fixed costs (default 1,16,64)
+  --levels   zstd levels for the compressed dumps (default 1,3)
+  --only     some of: dump, sparse, compress, downtime, fixed (default all)
+  --quick    --sizes 256: every section, in about a minute";
 
 struct Opts {
     bin: PathBuf,
@@ -17,267 +52,579 @@ struct Opts {
     storage: Vec<PathBuf>,
     reps: usize,
     threads: Vec<u32>,
+    levels: Vec<i32>,
+    only: Vec<String>,
 }
 
-#[derive(Clone)]
-struct Sample {
-    op: String,
-    size_mib: u64,
-    storage: String,
-    secs: f64,
+fn list<T: std::str::FromStr>(v: &str, what: &str) -> Vec<T> {
+    v.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap_or_else(|_| usage(&format!("bad {what}: {s}")))).collect()
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("crest-bench: {msg}\n{USAGE}");
+    std::process::exit(2)
 }
 
 fn parse_args() -> Opts {
     let mut o = Opts {
         bin: PathBuf::from("target/release"),
         progs: PathBuf::from("target/bench"),
-        sizes: vec![1024],
+        sizes: vec![1024, 4096],
         storage: vec![PathBuf::from("/dev/shm"), PathBuf::from("/var/tmp")],
         reps: 3,
         threads: vec![1, 16, 64],
+        levels: vec![1, 3],
+        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     let mut a = std::env::args().skip(1);
     while let Some(k) = a.next() {
-        let v = a.next().unwrap_or_else(|| die(&format!("{k} needs a value")));
         match k.as_str() {
-            "--bin" => o.bin = v.into(),
-            "--progs" => o.progs = v.into(),
-            "--sizes" => o.sizes = v.split(',').map(|s| s.parse().unwrap_or_else(|_| die("bad --sizes"))).collect(),
-            "--storage" => o.storage = v.split(',').map(PathBuf::from).collect(),
-            "--reps" => o.reps = v.parse().unwrap_or_else(|_| die("bad --reps")),
-            "--threads" => o.threads = v.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap_or_else(|_| die("bad --threads"))).collect(),
-            _ => die(&format!("unknown option {k}")),
+            "--quick" => o.sizes = vec![256],
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            _ => {
+                let v = a.next().unwrap_or_else(|| usage(&format!("{k} needs a value")));
+                match k.as_str() {
+                    "--bin" => o.bin = v.into(),
+                    "--progs" => o.progs = v.into(),
+                    "--sizes" => o.sizes = list(&v, "--sizes"),
+                    "--storage" => o.storage = v.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
+                    "--reps" => o.reps = v.parse().unwrap_or_else(|_| usage("bad --reps")),
+                    "--threads" => o.threads = list(&v, "--threads"),
+                    "--levels" => o.levels = list(&v, "--levels"),
+                    "--only" => o.only = list(&v, "--only"),
+                    _ => usage(&format!("unknown option {k}")),
+                }
+            }
         }
+    }
+    if let Some(bad) = o.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        usage(&format!("unknown section {bad}"));
+    }
+    if o.sizes.is_empty() || o.storage.is_empty() || o.reps == 0 || o.sizes.contains(&0) {
+        usage("--sizes, --storage and --reps must not be empty or zero");
     }
     o
 }
 
-fn die(msg: &str) -> ! {
-    eprintln!("crest-bench: {msg}");
-    std::process::exit(2)
+/// Why a row stopped early.
+enum Stop {
+    /// Not enough memory or space for it: noted, not a failure.
+    Skip(String),
+    Fail(String),
 }
 
-/// A child killed (by PID) when dropped.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl From<String> for Stop {
+    fn from(s: String) -> Stop {
+        Stop::Fail(s)
     }
 }
 
-fn kill(pid: i32, sig: i32) {
-    // SAFETY: plain kill(2) on a PID this benchmark started.
-    unsafe { libc::kill(pid, sig) };
+impl From<&str> for Stop {
+    fn from(s: &str) -> Stop {
+        Stop::Fail(s.into())
+    }
 }
 
-fn wait_line(path: &Path, what: &str) {
-    let t = Instant::now();
-    while !std::fs::read_to_string(path).unwrap_or_default().contains(what) {
-        if t.elapsed() > Duration::from_secs(120) {
-            die(&format!("timed out waiting for {what:?} in {}", path.display()));
+type S = Result<(), Stop>;
+
+struct Ctx {
+    o: Opts,
+    s: Samples,
+    /// Sizes and other facts measured along (image bytes, resident MiB), by key.
+    facts: HashMap<String, u64>,
+    rows: Vec<Row>,
+    failures: Vec<String>,
+    src: Vec<u8>,
+}
+
+impl Ctx {
+    fn check(&self) -> S {
+        if sys::stopped() {
+            return Err("interrupted".into());
         }
-        std::thread::sleep(Duration::from_millis(10));
+        Ok(())
     }
-}
 
-/// Seconds to memcpy `src` into freshly mapped anonymous memory (first touch included).
-fn memcpy_fresh(src: &[u8]) -> f64 {
-    let len = src.len();
-    // SAFETY: anonymous private mapping of len bytes; checked for failure below.
-    let dst = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
-    if dst == libc::MAP_FAILED {
-        die("mmap failed");
+    fn fact(&mut self, what: &str, size: u64, st: &str, v: u64) {
+        self.facts.insert(format!("{what}|{size}|{st}"), v);
     }
-    let t = Instant::now();
-    // SAFETY: dst is a fresh mapping of len bytes, disjoint from src, which has len bytes.
-    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.cast::<u8>(), len) };
-    let secs = t.elapsed().as_secs_f64();
-    // SAFETY: unmapping exactly the mapping created above.
-    unsafe { libc::munmap(dst, len) };
-    secs
-}
 
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
+    fn get(&self, what: &str, size: u64, st: &str) -> Option<u64> {
+        self.facts.get(&format!("{what}|{size}|{st}")).copied()
     }
-    v.truncate(len);
-    v
-}
 
-/// The `key=value` fields of a `crest-timing:` line.
-fn field(line: &str, key: &str) -> Option<f64> {
-    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-}
-
-/// Runs cr_checkpoint; returns (wall seconds, frozen ms).
-fn checkpoint(o: &Opts, pid: i32, img: &Path) -> (f64, f64) {
-    let _ = std::fs::remove_file(img);
-    let t = Instant::now();
-    let out = Command::new(o.bin.join("cr_checkpoint")).env("CREST_TIMING", "1").args(["--nosync", "-f"]).arg(img).arg(pid.to_string()).output().expect("cr_checkpoint");
-    let wall = t.elapsed().as_secs_f64();
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        die(&format!("cr_checkpoint {pid} failed: {err}"));
-    }
-    let frozen = err.lines().find(|l| l.starts_with("crest-timing: checkpoint")).and_then(|l| field(l, "frozen_ms")).unwrap_or(f64::NAN);
-    (wall, frozen)
-}
-
-/// Starts cr_restart --no-restore-pid; returns (its child, restored pid, restore seconds
-/// reported, wall seconds until it reported).
-fn restart(o: &Opts, img: &Path) -> (Guard, i32, f64, f64) {
-    let t = Instant::now();
-    let mut c = Command::new(o.bin.join("cr_restart"))
-        .env("CREST_TIMING", "1")
-        .arg("--no-restore-pid")
-        .arg(img)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cr_restart");
-    let err = c.stderr.take().expect("piped");
-    let g = Guard(c);
-    let mut lines = BufReader::new(err).lines();
-    loop {
-        let Some(Ok(l)) = lines.next() else { die("cr_restart ended without restoring") };
-        if l.starts_with("crest-timing: restart") {
-            let wall = t.elapsed().as_secs_f64();
-            let pid = field(&l, "pid").unwrap_or(0.0) as i32;
-            return (g, pid, field(&l, "running_after_ms").unwrap_or(f64::NAN) / 1e3, wall);
+    /// Adds a row if it was measured at all.
+    fn push(&mut self, r: Row) {
+        if r.stats.is_some() {
+            self.rows.push(r);
         }
-        eprintln!("cr_restart: {l}");
     }
+
+    fn outcome(&mut self, what: &str, size: u64, st: &str, r: S) {
+        match r {
+            Ok(()) => {}
+            Err(Stop::Skip(m)) => {
+                eprintln!("crest-bench: skipped {what}, {size} MiB on {st}: {m}");
+                self.rows.push(Row::new(format!("{what}: skipped"), size, st).note(m));
+            }
+            Err(Stop::Fail(m)) => {
+                eprintln!("crest-bench: FAILED {what}, {size} MiB on {st}: {m}");
+                self.failures.push(format!("{what}, {size} MiB on {st}: {m}"));
+                self.rows.push(Row::new(format!("{what}: FAILED"), size, st).note(m));
+            }
+        }
+    }
+}
+
+/// Whether a row fits: `tmpfs_mem` bytes of memory if `dir` is on tmpfs (its images then take
+/// memory), else `mem` bytes of memory and `disk` bytes free in `dir`. The figures the rows
+/// give count the snapshot of a `--run` checkpoint as a whole copy of the target: reading it
+/// with process_vm_readv unshares (copies) every page it reads, until the dump ends.
+fn room(dir: &Path, tmpfs_mem: u64, mem: u64, disk: u64) -> S {
+    let (tmpfs, free) = sys::fs_info(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let need = if tmpfs { tmpfs_mem } else { mem } + MARGIN;
+    let avail = sys::mem_available();
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if avail < need {
+        return Err(Stop::Skip(format!("needs {:.1} GiB of memory, MemAvailable is {:.1} GiB", gib(need), gib(avail))));
+    }
+    if free < disk + (256 << 20) {
+        return Err(Stop::Skip(format!("needs {:.1} GiB free in {}, {:.1} GiB there", gib(disk), dir.display(), gib(free))));
+    }
+    Ok(())
+}
+
+/// Starts `hold size [kind]` and waits until its memory is filled; returns it and the address
+/// of its data.
+fn start_hold(o: &Opts, size: u64, kind: Option<&str>) -> R<(Target, u64)> {
+    let mut args = vec![size.to_string()];
+    args.extend(kind.map(String::from));
+    let t = Target::start(&o.progs.join("hold"), &args)?;
+    let line = t.out.until(&["ready"], run::LONG, "hold")?;
+    let addr = line.split_whitespace().nth(1).and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok()).ok_or_else(|| format!("hold printed {line:?}"))?;
+    Ok((t, addr))
+}
+
+/// Dump and restore of `hold size` (random data) on `storage`, interleaved with memcpy and cp.
+fn dump_restore(c: &mut Ctx, size: u64, storage: &Path) -> S {
+    let st = storage.display().to_string();
+    let len = size << 20;
+    // hold + snapshot + image, or hold + image + cp's copy, or hold + image + restored copy.
+    room(storage, 3 * len, 2 * len, 2 * len)?;
+    let dir = Scratch::new(storage, "dump")?;
+    let img = dir.file("img");
+    let _rm = Remove(&img);
+    let (hold, _) = start_hold(&c.o, size, None)?;
+    for rep in 0..c.o.reps {
+        c.check()?;
+        eprintln!("crest-bench: dump/restore {size} MiB on {st}, repetition {}", rep + 1);
+        c.s.add("memcpy", size, &st, rep, sys::memcpy_fresh(&c.src, len as usize)?);
+        let ck = run::checkpoint(&c.o.bin, hold.pid(), &img, &[], &[])?;
+        c.s.add("dump", size, &st, rep, ck.wall);
+        c.s.add("dump frozen", size, &st, rep, ck.frozen);
+        c.fact("image", size, &st, ck.image_bytes);
+        c.s.add("cp", size, &st, rep, dir.cp(&img, "copy")?);
+        let r = run::restart(&c.o.bin, &img)?;
+        c.s.add("restore", size, &st, rep, r.wall);
+        c.s.add("restore inside", size, &st, rep, r.inside);
+        let _ = std::fs::remove_file(&img);
+        r.verify()?;
+    }
+    hold.verify()?;
+    Ok(())
+}
+
+fn rows_dump_restore(c: &mut Ctx, size: u64, st: &str) {
+    let s = &c.s;
+    let image = c.get("image", size, st).map(|b| format!("image {}", mib(b))).unwrap_or_default();
+    let inside = s.median("restore inside", size, st).map(|m| format!("{m:.3} s inside cr_restart")).unwrap_or_default();
+    let rows = [
+        Row::of(s, "memcpy", "memcpy into fresh pages, 1 core", size, st).rate(),
+        Row::of(s, "cp", "cp of the image", size, st).rate(),
+        Row::of(s, "dump", "dump", size, st).rate().vs(s, "memcpy", "memcpy").vs(s, "cp", "cp").note(image),
+        Row::of(s, "dump frozen", "  target frozen (reported)", size, st),
+        Row::of(s, "restore", "restore, until it runs", size, st).rate().vs(s, "memcpy", "memcpy").vs(s, "cp", "cp").note(inside),
+    ];
+    rows.into_iter().for_each(|r| c.push(r));
+}
+
+/// Dump of `hold size sparse` (a quarter written with data, a quarter with zeros, half never
+/// touched) against `hold size` (all written), interleaved; and the sparse image's restore.
+fn sparse(c: &mut Ctx, size: u64, storage: &Path) -> S {
+    let st = storage.display().to_string();
+    let len = size << 20;
+    // Both holds (the sparse one has half its mapping resident) + the snapshot + the full image.
+    room(storage, len * 7 / 2, len * 5 / 2, len)?;
+    let dir = Scratch::new(storage, "sparse")?;
+    let img = dir.file("img");
+    let _rm = Remove(&img);
+    let (full, _) = start_hold(&c.o, size, None)?;
+    let (sparse, _) = start_hold(&c.o, size, Some("sparse"))?;
+    for rep in 0..c.o.reps {
+        c.check()?;
+        eprintln!("crest-bench: sparse {size} MiB on {st}, repetition {}", rep + 1);
+        let ck = run::checkpoint(&c.o.bin, full.pid(), &img, &[], &[])?;
+        c.s.add("sparse: full dump", size, &st, rep, ck.wall);
+        c.fact("sparse: full image", size, &st, ck.image_bytes);
+        let _ = std::fs::remove_file(&img);
+        let ck = run::checkpoint(&c.o.bin, sparse.pid(), &img, &[], &[])?;
+        c.s.add("sparse: dump", size, &st, rep, ck.wall);
+        c.fact("sparse: image", size, &st, ck.image_bytes);
+        let r = run::restart(&c.o.bin, &img)?;
+        c.s.add("sparse: restore", size, &st, rep, r.wall);
+        let _ = std::fs::remove_file(&img);
+        let pass = r.verify()?;
+        if let Some(rss) = run::field(&pass, "rss_mib") {
+            c.fact("sparse: restored rss", size, &st, rss as u64);
+        }
+    }
+    full.verify()?;
+    sparse.verify()?;
+    Ok(())
+}
+
+fn rows_sparse(c: &mut Ctx, size: u64, st: &str) {
+    let s = &c.s;
+    let full = c.get("sparse: full image", size, st).map(mib).unwrap_or("?".into());
+    let sparse = c.get("sparse: image", size, st).map(mib).unwrap_or("?".into());
+    let rss = c.get("sparse: restored rss", size, st).map(|r| format!("restored copy resident: {r} MiB")).unwrap_or_default();
+    let rows = [
+        Row::of(s, "sparse: full dump", format!("dump, all {size} MiB written"), size, st).rate().note(format!("image {full}")),
+        Row::of(s, "sparse: dump", "dump, 1/4 data + 1/4 zeros + 1/2 untouched", size, st)
+            .rate()
+            .vs(s, "sparse: full dump", "all written")
+            .note(format!("image {sparse} (all written: {full})")),
+        Row::of(s, "sparse: restore", "restore of that, until it runs", size, st).rate().vs(s, "restore", "restore, all written").note(rss),
+    ];
+    rows.into_iter().for_each(|r| c.push(r));
+}
+
+/// Seconds zstd level 1 takes on one core over `len` bytes of process `pid` at `addr` (read
+/// through /proc/PID/mem, not timed) as one stream, as `zstd -1` would, and its output size.
+fn zstd1(pid: i32, addr: u64, len: u64) -> R<(f64, u64)> {
+    struct Count(u64);
+    impl Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut enc = zstd::stream::write::Encoder::new(Count(0), 1).map_err(|e| format!("zstd: {e}"))?;
+    let mut secs = 0.0;
+    run::read_memory(pid, addr, len, |piece| {
+        let t = Instant::now();
+        enc.write_all(piece).map_err(|e| format!("zstd: {e}"))?;
+        secs += t.elapsed().as_secs_f64();
+        Ok(())
+    })?;
+    let t = Instant::now();
+    let out = enc.finish().map_err(|e| format!("zstd: {e}"))?;
+    secs += t.elapsed().as_secs_f64();
+    Ok((secs, out.0))
+}
+
+fn variant_key(level: Option<i32>) -> String {
+    level.map_or("mixed".into(), |l| format!("mixed --compress={l}"))
+}
+
+/// Dumps of `hold size mixed`, uncompressed and at each level, with their restores,
+/// interleaved with memcpy and zstd level 1 of the same bytes.
+fn compress(c: &mut Ctx, size: u64, storage: &Path) -> S {
+    let st = storage.display().to_string();
+    let len = size << 20;
+    // hold + snapshot + the uncompressed image (half of it: no zero pages), or hold + memcpy.
+    room(storage, len * 5 / 2, 2 * len, len / 2)?;
+    let dir = Scratch::new(storage, "compress")?;
+    let img = dir.file("img");
+    let _rm = Remove(&img);
+    let (hold, addr) = start_hold(&c.o, size, Some("mixed"))?;
+    let variants: Vec<Option<i32>> = std::iter::once(None).chain(c.o.levels.iter().map(|&l| Some(l))).collect();
+    for rep in 0..c.o.reps {
+        c.check()?;
+        eprintln!("crest-bench: compressed dumps of {size} MiB on {st}, repetition {}", rep + 1);
+        c.s.add("z: memcpy", size, &st, rep, sys::memcpy_fresh(&c.src, len as usize)?);
+        let (secs, bytes) = zstd1(hold.pid(), addr, len)?;
+        c.s.add("z: zstd -1", size, &st, rep, secs);
+        c.fact("z: zstd -1 bytes", size, &st, bytes);
+        for &level in &variants {
+            c.check()?;
+            let key = variant_key(level);
+            let arg = level.map(|l| format!("--compress={l}"));
+            let args: Vec<&str> = arg.iter().map(String::as_str).collect();
+            let ck = run::checkpoint(&c.o.bin, hold.pid(), &img, &args, &[])?;
+            c.s.add(&format!("z: dump {key}"), size, &st, rep, ck.wall);
+            c.fact(&format!("z: image {key}"), size, &st, ck.image_bytes);
+            let r = run::restart(&c.o.bin, &img)?;
+            c.s.add(&format!("z: restore {key}"), size, &st, rep, r.wall);
+            let _ = std::fs::remove_file(&img);
+            r.verify()?;
+        }
+    }
+    hold.verify()?;
+    Ok(())
+}
+
+fn rows_compress(c: &mut Ctx, size: u64, st: &str) {
+    let zbytes = c.get("z: zstd -1 bytes", size, st);
+    let pct = |b: u64, of: u64| format!("{:.1}%", 100.0 * b as f64 / of as f64);
+    let mut rows = vec![
+        Row::of(&c.s, "z: memcpy", "memcpy into fresh pages, 1 core", size, st).rate(),
+        Row::of(&c.s, "z: zstd -1", "zstd -1 of the memory, 1 core", size, st)
+            .rate()
+            .note(zbytes.map(|b| format!("{} = {} of the memory", mib(b), pct(b, size << 20))).unwrap_or_default()),
+    ];
+    let variants: Vec<Option<i32>> = std::iter::once(None).chain(c.o.levels.iter().map(|&l| Some(l))).collect();
+    for level in variants {
+        let key = variant_key(level);
+        let image = c.get(&format!("z: image {key}"), size, st);
+        let mut note = image.map(|b| format!("image {}", mib(b))).unwrap_or_default();
+        let mut dump = Row::of(&c.s, &format!("z: dump {key}"), format!("dump {key}"), size, st).rate();
+        if level.is_some() {
+            dump = dump.vs(&c.s, "z: zstd -1", "zstd -1");
+            if let (Some(i), Some(z)) = (image, zbytes) {
+                let diff = i as f64 - z as f64;
+                let word = if diff < 0.0 { "smaller" } else { "larger" };
+                note = format!("{note}, {:.1} KiB {word} than zstd -1 ({:+.2}%)", diff.abs() / 1024.0, 100.0 * diff / z as f64);
+            }
+        } else {
+            dump = dump.vs(&c.s, "z: memcpy", "memcpy");
+        }
+        rows.push(dump.note(note));
+        rows.push(Row::of(&c.s, &format!("z: restore {key}"), format!("restore {key}"), size, st).rate().vs(&c.s, "z: memcpy", "memcpy"));
+    }
+    rows.into_iter().for_each(|r| c.push(r));
+}
+
+/// The longest gap `loop size` saw since its last report (SIGUSR1), in seconds.
+fn gap(t: &Target) -> R<f64> {
+    sys::kill(t.pid(), libc::SIGUSR1);
+    let line = t.out.until(&["gap_us"], Duration::from_secs(60), "loop")?;
+    line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).map(|us| us / 1e6).ok_or_else(|| format!("loop printed {line:?}"))
+}
+
+/// The downtime `loop size` sees: an idle window (the noise floor), a checkpoint with the
+/// default --run (copy-on-write snapshot), and one with CREST_NO_SNAPSHOT=1.
+fn downtime(c: &mut Ctx, size: u64, storage: &Path) -> S {
+    let st = storage.display().to_string();
+    let len = size << 20;
+    // loop + snapshot + image.
+    room(storage, 3 * len, 2 * len, len)?;
+    let dir = Scratch::new(storage, "downtime")?;
+    let img = dir.file("img");
+    let _rm = Remove(&img);
+    let lp = Target::start(&c.o.progs.join("loop"), &[size.to_string()])?;
+    lp.out.until(&["ready"], run::LONG, "loop")?;
+    std::thread::sleep(Duration::from_millis(100));
+    gap(&lp)?;
+    let mut window = Duration::from_secs(1);
+    for rep in 0..c.o.reps {
+        c.check()?;
+        eprintln!("crest-bench: downtime of {size} MiB on {st}, repetition {}", rep + 1);
+        std::thread::sleep(window);
+        c.s.add("down: idle", size, &st, rep, gap(&lp)?);
+        for (key, env) in [("run", &[][..]), ("nosnap", &[("CREST_NO_SNAPSHOT", "1")][..])] {
+            let ck = run::checkpoint(&c.o.bin, lp.pid(), &img, &[], env)?;
+            c.s.add(&format!("down: gap {key}"), size, &st, rep, gap(&lp)?);
+            c.s.add(&format!("down: frozen {key}"), size, &st, rep, ck.frozen);
+            c.s.add(&format!("down: wall {key}"), size, &st, rep, ck.wall);
+            let _ = std::fs::remove_file(&img);
+            if key == "run" {
+                window = Duration::from_secs_f64(ck.wall.max(0.2));
+            }
+        }
+    }
+    lp.verify()?;
+    Ok(())
+}
+
+fn rows_downtime(c: &mut Ctx, size: u64, st: &str) {
+    let s = &c.s;
+    let wall = |k: &str| s.median(&format!("down: wall {k}"), size, st).map(|w| format!("cr_checkpoint took {w:.3} s")).unwrap_or_default();
+    let rows = [
+        Row::of(s, "down: idle", "longest gap, no checkpoint (noise)", size, st),
+        Row::of(s, "down: gap run", "longest gap, cr_checkpoint (--run)", size, st)
+            .vs(s, "down: gap nosnap", "CREST_NO_SNAPSHOT=1")
+            .note("target < 0.050 s")
+            .note(wall("run")),
+        Row::of(s, "down: frozen run", "  frozen, as cr_checkpoint reports", size, st),
+        Row::of(s, "down: gap nosnap", "longest gap, CREST_NO_SNAPSHOT=1", size, st).note(wall("nosnap")),
+        Row::of(s, "down: frozen nosnap", "  frozen, as cr_checkpoint reports", size, st),
+    ];
+    rows.into_iter().for_each(|r| c.push(r));
+}
+
+/// Checkpoint and restart of a small program: `tick` is a line prefix a restored copy prints
+/// when it runs (without one, its state in /proc tells).
+fn fixed(c: &mut Ctx, label: &str, prog: &Path, args: &[String], tick: Option<&str>) -> S {
+    let storage = c.o.storage[0].clone();
+    let st = storage.display().to_string();
+    let dir = Scratch::new(&storage, "fixed")?;
+    let img = dir.file("img");
+    let _rm = Remove(&img);
+    let t = Target::start(prog, args)?;
+    match tick {
+        Some(p) => drop(t.out.until(&[p], Duration::from_secs(30), label)?),
+        None => std::thread::sleep(Duration::from_millis(100)),
+    }
+    for rep in 0..c.o.reps {
+        c.check()?;
+        let r = run::run(&mut Command::new("/bin/true"), Duration::from_secs(30))?;
+        c.s.add("fixed: true", 0, &st, rep, r.wall);
+        let ck = run::checkpoint(&c.o.bin, t.pid(), &img, &[], &[])?;
+        c.s.add(&format!("fixed: checkpoint {label}"), 0, &st, rep, ck.wall);
+        c.s.add(&format!("fixed: frozen {label}"), 0, &st, rep, ck.frozen);
+        let r = run::restart(&c.o.bin, &img)?;
+        c.s.add(&format!("fixed: restart {label}"), 0, &st, rep, r.wall);
+        c.s.add(&format!("fixed: restart inside {label}"), 0, &st, rep, r.inside);
+        match tick {
+            Some(p) => drop(r.expect(p)?),
+            None if !r.running() => return Err(format!("the restored copy of {label} (PID {}) is not running", r.pid).into()),
+            None => {}
+        }
+        drop(r);
+        let _ = std::fs::remove_file(&img);
+    }
+    Ok(())
+}
+
+fn rows_fixed(c: &mut Ctx, labels: &[String]) {
+    let st = c.o.storage[0].display().to_string();
+    let s = &c.s;
+    let ms = |key: &str| s.median(key, 0, &st).map(|m| format!("{:.2} ms", m * 1e3)).unwrap_or("?".into());
+    let mut rows = vec![Row::of(s, "fixed: true", "spawn /bin/true, wall", 0, &st)];
+    for l in labels {
+        let (ck_target, rs_target) = if l.starts_with("sleep") { ("; target < 15 ms", "; target < 10 ms") } else { ("", "") };
+        rows.push(
+            Row::of(s, &format!("fixed: checkpoint {l}"), format!("checkpoint {l}, wall"), 0, &st)
+                .vs(s, "fixed: true", "/bin/true")
+                .note(format!("frozen {} (reported){ck_target}", ms(&format!("fixed: frozen {l}")))),
+        );
+        rows.push(
+            Row::of(s, &format!("fixed: restart {l}"), format!("restart {l}, wall until it runs"), 0, &st)
+                .vs(s, "fixed: true", "/bin/true")
+                .note(format!("{} inside cr_restart{rs_target}", ms(&format!("fixed: restart inside {l}")))),
+        );
+    }
+    rows.into_iter().for_each(|r| c.push(r));
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn header(o: &Opts, load_before: &str) {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = mem.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "crest-bench: Linux {}, {cpus} CPUs, {:.1} GiB; load average {load_before} before, {} after; {} repetitions\n\
+         ratio = baseline median / crest median (above 1: crest is faster)",
+        kernel.trim(),
+        total as f64 / 1048576.0,
+        loadavg(),
+        o.reps
+    );
 }
 
 fn main() {
     let o = parse_args();
-    let mut samples: Vec<Sample> = Vec::new();
-    let mut failures = 0;
-    let mut push = |op: &str, size: u64, st: &str, secs: f64| samples.push(Sample { op: op.into(), size_mib: size, storage: st.into(), secs });
-    for &size in &o.sizes {
-        let len = (size as usize) << 20;
-        let src = random_bytes(len);
-        for storage in &o.storage {
-            let st = storage.display().to_string();
-            let dir = storage.join(format!("crest-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
-            std::fs::write(dir.join("src"), &src).unwrap_or_else(|e| die(&format!("writing the cp source: {e}")));
-            let out = dir.join("hold.out");
-            let hold = Guard(Command::new(o.progs.join("hold")).arg(size.to_string()).stdout(std::fs::File::create(&out).expect("hold.out")).spawn().expect("hold"));
-            wait_line(&out, "ready");
-            let pid = hold.0.id() as i32;
-            let img = dir.join("img");
-            eprintln!("crest-bench: {size} MiB on {st}, {} repetitions", o.reps);
-            for _ in 0..o.reps {
-                push("memcpy", size, &st, memcpy_fresh(&src));
-                let _ = std::fs::remove_file(dir.join("dst"));
-                let t = Instant::now();
-                let ok = Command::new("cp").arg(dir.join("src")).arg(dir.join("dst")).status().is_ok_and(|s| s.success());
-                push("cp", size, &st, t.elapsed().as_secs_f64());
-                if !ok {
-                    die("cp failed");
-                }
-                let _ = std::fs::remove_file(dir.join("dst"));
-                let (wall, frozen) = checkpoint(&o, pid, &img);
-                push("dump", size, &st, wall);
-                push("dump: target frozen", size, &st, frozen / 1e3);
-                let (mut g, rpid, secs, wall) = restart(&o, &img);
-                push("restore", size, &st, secs);
-                push("restore (command wall time)", size, &st, wall);
-                kill(rpid, libc::SIGUSR2);
-                let status = g.0.wait().expect("wait cr_restart");
-                if !status.success() {
-                    failures += 1;
-                    eprintln!("crest-bench: FAILED: the restored copy of {size} MiB on {st} did not pass its check ({status:?})");
-                }
-            }
-            drop(hold);
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-    let shm = o.storage.first().cloned().unwrap_or_else(|| PathBuf::from("/dev/shm"));
-    let dir = shm.join(format!("crest-bench-t-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    let mut small = |op: &str, prog: &Path, args: &[String], ready: Option<&str>| {
-        let out = dir.join("small.out");
-        let g = Guard(Command::new(prog).args(args).stdin(Stdio::null()).stdout(std::fs::File::create(&out).expect("out")).spawn().expect("program"));
-        if let Some(r) = ready {
-            wait_line(&out, r);
-        } else {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let img = dir.join("img");
-        for _ in 0..o.reps {
-            let (wall, frozen) = checkpoint(&o, g.0.id() as i32, &img);
-            push(&format!("checkpoint {op}"), 0, &shm.display().to_string(), wall);
-            push(&format!("checkpoint {op}: target frozen"), 0, &shm.display().to_string(), frozen / 1e3);
-            let (rg, rpid, secs, _) = restart(&o, &img);
-            push(&format!("restart {op}"), 0, &shm.display().to_string(), secs);
-            kill(rpid, libc::SIGKILL);
-            drop(rg);
-        }
-    };
-    small("sleep 1000", Path::new("/bin/sleep"), &["1000".into()], None);
-    for &n in &o.threads {
-        small(&format!("{n} threads"), &o.progs.join("threads"), &["100000".into(), n.to_string()], Some("tick 2 "));
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    report(&samples, &o);
-    if failures > 0 {
-        die(&format!("{failures} restored copies failed their check"));
-    }
-}
-
-fn stats(v: &[f64]) -> (f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    (s[s.len() / 2], s[0])
-}
-
-fn report(samples: &[Sample], o: &Opts) {
-    let csv = Path::new("target/bench/raw.csv");
-    if let Ok(mut f) = std::fs::File::create(csv) {
-        let _ = writeln!(f, "op,size_mib,storage,seconds");
-        for s in samples {
-            let _ = writeln!(f, "{},{},{},{:.6}", s.op, s.size_mib, s.storage, s.secs);
-        }
-    }
-    let get = |op: &str, size: u64, st: &str| -> Vec<f64> { samples.iter().filter(|s| s.op == op && s.size_mib == size && s.storage == st).map(|s| s.secs).collect() };
-    println!("\n{:<30} {:>6} {:<10} {:>9} {:>9} {:>7}  {:<8} {:>9} {:>6}", "operation", "MiB", "storage", "median s", "min s", "GB/s", "baseline", "base med", "ratio");
-    for &size in &o.sizes {
-        for st in o.storage.iter().map(|p| p.display().to_string()) {
-            for op in ["dump", "restore"] {
-                let (med, min) = stats(&get(op, size, &st));
-                for base in ["memcpy", "cp"] {
-                    let (bmed, _) = stats(&get(base, size, &st));
-                    let gbs = (size as f64 * 1048576.0) / med / 1e9;
-                    println!("{op:<30} {size:>6} {st:<10} {med:>9.3} {min:>9.3} {gbs:>7.2}  {base:<8} {bmed:>9.3} {:>6.2}", bmed / med);
-                }
-            }
-            for op in ["dump: target frozen", "restore (command wall time)"] {
-                let (med, min) = stats(&get(op, size, &st));
-                println!("{op:<30} {size:>6} {st:<10} {med:>9.3} {min:>9.3}");
+    let load_before = loadavg();
+    sys::catch_stop();
+    sys::become_subreaper();
+    let want = |s: &str| o.only.iter().any(|x| x == s);
+    let src = if want("dump") || want("compress") { sys::random_bytes(MEMCPY_SRC) } else { Vec::new() };
+    let (dump_on, sparse_on, compress_on, down_on, fixed_on) = (want("dump"), want("sparse"), want("compress"), want("downtime"), want("fixed"));
+    let mut c = Ctx { o, s: Samples::default(), facts: HashMap::new(), rows: Vec::new(), failures: Vec::new(), src };
+    let sizes = c.o.sizes.clone();
+    let storages = c.o.storage.clone();
+    let first = storages[0].clone();
+    let first_st = first.display().to_string();
+    if dump_on {
+        for &size in &sizes {
+            for storage in &storages {
+                let st = storage.display().to_string();
+                let r = if sys::stopped() { Ok(()) } else { dump_restore(&mut c, size, storage) };
+                rows_dump_restore(&mut c, size, &st);
+                c.outcome("dump/restore", size, &st, r);
             }
         }
     }
-    println!("\n{:<42} {:>10} {:>10}", "fixed costs (ms)", "median", "min");
-    let mut ops: Vec<&str> = Vec::new();
-    for s in samples.iter().filter(|s| s.size_mib == 0) {
-        if !ops.contains(&s.op.as_str()) {
-            ops.push(&s.op);
+    if sparse_on && !sys::stopped() {
+        let size = *sizes.iter().max().expect("sizes");
+        let r = sparse(&mut c, size, &first);
+        rows_sparse(&mut c, size, &first_st);
+        c.outcome("sparse", size, &first_st, r);
+    }
+    if compress_on {
+        for &size in &sizes {
+            if !sys::stopped() {
+                let r = compress(&mut c, size, &first);
+                rows_compress(&mut c, size, &first_st);
+                c.outcome("compress", size, &first_st, r);
+            }
         }
     }
-    for op in ops {
-        let v: Vec<f64> = samples.iter().filter(|s| s.size_mib == 0 && s.op == op).map(|s| s.secs * 1e3).collect();
-        let (med, min) = stats(&v);
-        println!("{op:<42} {med:>10.2} {min:>10.2}");
+    if down_on {
+        for &size in &sizes {
+            if !sys::stopped() {
+                let r = downtime(&mut c, size, &first);
+                rows_downtime(&mut c, size, &first_st);
+                c.outcome("downtime", size, &first_st, r);
+            }
+        }
     }
-    println!("\nratio = baseline time / crest time (above 1: crest is faster). Raw samples: {}", csv.display());
+    if fixed_on && !sys::stopped() {
+        eprintln!("crest-bench: fixed costs");
+        let mut labels = vec!["sleep 1000".to_string()];
+        let r = fixed(&mut c, "sleep 1000", Path::new("/bin/sleep"), &["1000".into()], None);
+        c.outcome("fixed costs: sleep", 0, &first_st, r);
+        for n in c.o.threads.clone() {
+            if sys::stopped() {
+                break;
+            }
+            let label = format!("{n} threads");
+            let prog = c.o.progs.join("threads");
+            let r = fixed(&mut c, &label, &prog, &["100000".into(), n.to_string()], Some("tick"));
+            c.outcome(&format!("fixed costs: {label}"), 0, &first_st, r);
+            labels.push(label);
+        }
+        rows_fixed(&mut c, &labels);
+    }
+    let orphans = sys::reap_orphans();
+    if orphans > 0 {
+        eprintln!("crest-bench: reaped {orphans} orphaned processes");
+    }
+    let csv = c.o.progs.join("raw.csv");
+    if let Err(e) = c.s.write_csv(&csv) {
+        eprintln!("crest-bench: {}: {e}", csv.display());
+    }
+    let sizes_csv = c.o.progs.join("sizes.csv");
+    let mut facts: Vec<(&String, &u64)> = c.facts.iter().collect();
+    facts.sort();
+    let text: String = std::iter::once("what|size_mib|storage,value\n".to_string()).chain(facts.iter().map(|(k, v)| format!("\"{k}\",{v}\n"))).collect();
+    if let Err(e) = std::fs::write(&sizes_csv, text) {
+        eprintln!("crest-bench: {}: {e}", sizes_csv.display());
+    }
+    println!();
+    header(&c.o, &load_before);
+    table::print(&c.rows);
+    println!("raw samples: {}; image sizes (bytes): {}", csv.display(), sizes_csv.display());
+    if sys::stopped() {
+        eprintln!("crest-bench: interrupted");
+        std::process::exit(130);
+    }
+    if !c.failures.is_empty() {
+        eprintln!("crest-bench: {} failures:", c.failures.len());
+        for f in &c.failures {
+            eprintln!("  {f}");
+        }
+        std::process::exit(1);
+    }
 }
