@@ -30,6 +30,13 @@ fn failed_with(o: &Output, code: i32, words: &str) {
     assert!(!e.contains("panicked"), "{e}");
 }
 
+/// `cr_checkpoint --kill -f IMG PID`, which must succeed; the killed process is reaped.
+fn checkpoint_and_kill(procs: &mut Procs, pid: i32, img: &Path) {
+    let o = ck().arg("--kill").arg("-f").arg(img).arg(pid.to_string()).output().expect("cr_checkpoint");
+    assert!(o.status.success(), "{}", err(&o));
+    let _ = procs.take(pid).wait();
+}
+
 fn verified(img: &Path) -> bool {
     Command::new(bin("cr_info")).arg("--verify").arg(img).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
 }
@@ -374,9 +381,7 @@ fn killing_cr_restart_leaves_nothing_half_restored() {
     let mut procs = Procs::default();
     let pid = procs.add(start_steady(&prog, &d, 128, &out));
     let img = d.0.join("img");
-    let o = ck().arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
-    assert!(o.status.success(), "{}", err(&o));
-    let _ = procs.take(pid).wait();
+    checkpoint_and_kill(&mut procs, pid, &img);
     let sizes: Vec<_> = [out.clone(), d.0.join("steady.log")].into_iter().map(|f| (f.clone(), std::fs::metadata(&f).expect("size").len())).collect();
     // One whole restart, to know how long it takes.
     let t = Instant::now();
@@ -440,9 +445,7 @@ fn missing_or_changed_files_are_refused_and_relocate_finds_a_moved_copy() {
     let mut procs = Procs::default();
     let pid = procs.add(start_steady(&prog, &d, 16, &out));
     let img = d.0.join("img");
-    let o = ck().arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
-    assert!(o.status.success(), "{}", err(&o));
-    let _ = procs.take(pid).wait();
+    checkpoint_and_kill(&mut procs, pid, &img);
     let log = d.0.join("steady.log");
     let saved = std::fs::read(&log).expect("log");
     // A copy of everything elsewhere, modification times kept, for --relocate at the end.

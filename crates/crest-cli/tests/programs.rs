@@ -168,17 +168,8 @@ fn running_process_checkpointed_at_one_instant() {
     let at = ck_text_len(&img);
     let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
     reaper.0.push(rs.id() as i32);
-    let t = std::time::Instant::now();
     let since = |at: usize| std::fs::read(&out).map(|b| String::from_utf8_lossy(&b[at.min(b.len())..]).into_owned()).unwrap_or_default();
-    while !since(at).contains("tick") {
-        if let Some(st) = rs.try_wait().expect("try_wait") {
-            let mut e = String::new();
-            let _ = std::io::Read::read_to_string(rs.stderr.as_mut().expect("piped"), &mut e);
-            panic!("cr_restart ended early: {st:?}: {e}");
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "the restored process prints nothing");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_while_restarting(&mut rs, Duration::from_secs(30), || since(at).contains("tick"));
     let rp = restored_child(&mut rs, Duration::from_secs(20));
     reaper.0.push(rp);
     let _ = Command::new("kill").arg("-USR2").arg(rp.to_string()).status();
@@ -230,16 +221,7 @@ fn save_all_restarts_without_the_executable() {
             continue;
         }
         let lines = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
-        let t = std::time::Instant::now();
-        while std::fs::read_to_string(&out).unwrap_or_default().lines().count() <= lines {
-            if let Some(st) = rs.try_wait().expect("try_wait") {
-                let mut e = String::new();
-                let _ = std::io::Read::read_to_string(rs.stderr.as_mut().expect("piped"), &mut e);
-                panic!("cr_restart ended: {st:?}: {e}");
-            }
-            assert!(t.elapsed() < Duration::from_secs(30), "the restored process prints nothing");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_while_restarting(&mut rs, Duration::from_secs(30), || std::fs::read_to_string(&out).unwrap_or_default().lines().count() > lines);
         let rp = restored_child(&mut rs, Duration::from_secs(20));
         reaper.0.push(rp);
         let _ = Command::new("kill").arg("-USR2").arg(rp.to_string()).status();

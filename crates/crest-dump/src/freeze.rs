@@ -302,22 +302,22 @@ fn release_thread(pid: i32, t: Tracee, fz: &thread::Frozen, state: Borrow) -> Re
 fn put_back(t: &Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
     t.set_regs(&fz.regs)?;
     t.set_sigmask(fz.sigmask)?;
-    t.interrupt()?;
-    t.cont(0)?;
-    loop {
-        match t.wait_stop()? {
-            StopKind::Event => return Ok(()),
-            _ => t.cont(0)?,
-        }
-    }
+    Ok(t.park()?)
+}
+
+/// The address of a `syscall` instruction in the vDSO of `pid`, for remote syscalls; `None`
+/// when it has no vDSO.
+pub(crate) fn vdso_syscall(pid: i32) -> Result<Option<u64>, DumpError> {
+    let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
+    let Some((_, vs, ve)) = vdso::areas(&maps).into_iter().find(|a| a.0 == crest_image::SpecialArea::Vdso) else { return Ok(None) };
+    Ok(Some(find_syscall_insn(pid, vs, ve)?))
 }
 
 /// Queues the signals taken during the freeze again, from inside the thread.
 fn requeue(pid: i32, t: &Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
-    let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
-    let Some((_, vs, ve)) = vdso::areas(&maps).into_iter().find(|a| a.0 == crest_image::SpecialArea::Vdso) else { return Ok(()) };
+    let Some(ip) = vdso_syscall(pid)? else { return Ok(()) };
     t.set_sigmask(!0)?;
-    let mut remote = Remote::new(t, find_syscall_insn(pid, vs, ve)?, fz.regs);
+    let mut remote = Remote::new(t, ip, fz.regs);
     let scratch = Scratch::map(&mut remote, pid, 0)?;
     let r = signals::restore_pending(&mut remote, &scratch, pid, Some(t.tid), &fz.stolen);
     scratch.unmap(&mut remote)?;
@@ -341,9 +341,7 @@ fn snapshot_in_progress(pid: i32) -> Option<i32> {
     for tid in tids {
         let children = crest_proc::read(pid, &format!("task/{tid}/children")).unwrap_or_default();
         for c in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
-            let Ok(stat) = crest_proc::read(c, "stat") else { continue };
-            // Field 38 (exit_signal) counted from the state, field 3, after the command name.
-            let exit_signal = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split_whitespace().nth(35)?.parse::<i32>().ok());
+            let exit_signal = crest_proc::read(c, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()).map(|s| s.exit_signal);
             let tracer = crest_proc::read(c, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.parse::<i32>().ok()));
             if let (Some(0), Some(t)) = (exit_signal, tracer) {
                 if t != 0 {

@@ -151,7 +151,7 @@ pub fn write_pages<W: Write + Send>(
     let next_batch = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let next = Mutex::new(start);
-    let all = std::thread::scope(|s| -> Result<Vec<(usize, PageRun)>, DumpError> {
+    let mut all = std::thread::scope(|s| -> Result<Vec<(usize, PageRun)>, DumpError> {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (pieces, batches, out, next, next_batch, failed) = (&pieces, &batches, &out, &next, &next_batch, &failed);
@@ -175,7 +175,6 @@ pub fn write_pages<W: Write + Send>(
         }
         first_err.map_or(Ok(all), Err)
     })?;
-    let mut all = all;
     all.sort_by_key(|r| r.1.vaddr);
     for (vi, r) in all {
         vmas[vi].pages.push(r);

@@ -13,8 +13,7 @@
 //! the process is frozen) and mappings marked `MADV_DONTFORK` or `MADV_WIPEONFORK` (absent or
 //! empty in the copy; read while frozen too).
 use crest_image::{vma_flags, Vma, VmaBacking};
-use crest_kinds::vdso;
-use crest_ptrace::{find_syscall_insn, Remote, StopKind, Tracee};
+use crest_ptrace::{Remote, StopKind, Tracee};
 
 use crate::DumpError;
 
@@ -46,12 +45,7 @@ pub fn take(remote: &mut Remote<'_>) -> Result<Snapshot, DumpError> {
     let r = remote.call("forking a copy-on-write snapshot", libc::SYS_clone, &[0, 16, 0, 0, 0]);
     leader.set_options(libc::PTRACE_O_TRACESYSGOOD)?;
     let child = Tracee::adopt(r? as i32);
-    loop {
-        match child.wait_stop()? {
-            StopKind::Event => break,
-            _ => child.cont(0)?,
-        }
-    }
+    child.wait_event()?;
     child.set_options(libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL)?;
     Ok(Snapshot { child, parent: leader.tid })
 }
@@ -81,24 +75,16 @@ fn reap_inside(parent: i32, child: i32) -> Result<(), DumpError> {
     }
     let regs = t.regs()?;
     let mask = t.sigmask()?;
-    let maps = crest_proc::parse_smaps(&crest_proc::read(parent, "maps")?)?;
     let result = (|| -> Result<(), DumpError> {
-        let Some((_, vs, ve)) = vdso::areas(&maps).into_iter().find(|a| a.0 == crest_image::SpecialArea::Vdso) else { return Ok(()) };
+        let Some(ip) = crate::freeze::vdso_syscall(parent)? else { return Ok(()) };
         t.set_sigmask(!0)?;
-        let mut remote = Remote::new(&t, find_syscall_insn(parent, vs, ve)?, regs);
+        let mut remote = Remote::new(&t, ip, regs);
         remote.call("reaping the snapshot", libc::SYS_wait4, &[child as u64, 0, (libc::WNOHANG | libc::__WALL) as u64, 0])?;
         Ok(())
     })();
     t.set_regs(&regs)?;
     t.set_sigmask(mask)?;
-    t.interrupt()?;
-    t.cont(0)?;
-    loop {
-        match t.wait_stop()? {
-            StopKind::Event => break,
-            _ => t.cont(0)?,
-        }
-    }
+    t.park()?;
     t.detach(0)?;
     result
 }

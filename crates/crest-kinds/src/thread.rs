@@ -64,12 +64,8 @@ pub fn create(remote: &mut Remote<'_>, scratch: &Scratch, tid: Option<i32>) -> R
     };
     let new = remote.call(&what, libc::SYS_clone3, &[at, bytes.len() as u64])? as i32;
     let t = Tracee::adopt(new);
-    loop {
-        match t.wait_stop()? {
-            crest_ptrace::StopKind::Event => return Ok(t),
-            _ => t.cont(0)?,
-        }
-    }
+    t.wait_event()?;
+    Ok(t)
 }
 
 /// Dumps thread `t` of process `pid`, borrowed through `remote` (which must run on `t`).

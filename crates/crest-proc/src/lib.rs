@@ -150,6 +150,8 @@ pub struct Stat {
     pub pgrp: i32,
     /// (6) session.
     pub session: i32,
+    /// (38) exit_signal: the signal the parent gets when it ends (0: none).
+    pub exit_signal: i32,
     /// (28) startstack.
     pub start_stack: u64,
     /// (26) startcode.
@@ -190,6 +192,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         start_code: n(26)?,
         end_code: n(27)?,
         start_stack: n(28)?,
+        exit_signal: n(38)? as i32,
         start_data: n(45)?,
         end_data: n(46)?,
         start_brk: n(47)?,

@@ -114,12 +114,8 @@ pub fn spawn<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, pre
     }
     let t = Tracee::seize_with(child, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE)?;
     t.interrupt()?;
-    loop {
-        match t.wait_stop()? {
-            crate::StopKind::Event => return Ok(t),
-            _ => t.cont(0)?,
-        }
-    }
+    t.wait_event()?;
+    Ok(t)
 }
 
 fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(wr: OwnedFd, parent: i32, prepare: F) -> ! {

@@ -411,17 +411,6 @@ pub fn madvise_known(advice: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `kcmp(pid, pid, KCMP_FILE, fd, fd)`: whether the kernel can compare open files (`CONFIG_KCMP`).
-pub fn kcmp_same_file(pid: i32, fd: i32) -> std::io::Result<bool> {
-    const KCMP_FILE: libc::c_long = 0;
-    // SAFETY: no pointers; KCMP_FILE compares two descriptor numbers.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd as libc::c_long, fd as libc::c_long) };
-    if r == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(r == 0)
-}
-
 /// `userfaultfd(flags)`, closed again: whether this user may create one.
 pub fn userfaultfd_allowed(flags: i32) -> std::io::Result<()> {
     // SAFETY: no pointers.

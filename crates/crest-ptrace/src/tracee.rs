@@ -79,6 +79,25 @@ impl Tracee {
         check(r, "PTRACE_INTERRUPT", self.tid).map(drop)
     }
 
+    /// Waits for an event stop (`PTRACE_EVENT_STOP`), letting the thread go on from any other.
+    pub fn wait_event(&self) -> Result<(), TraceError> {
+        loop {
+            match self.wait_stop()? {
+                StopKind::Event => return Ok(()),
+                _ => self.cont(0)?,
+            }
+        }
+    }
+
+    /// Parks a stopped thread in an event stop (interrupt, resume, wait). From there it may be
+    /// detached at any time, and the kernel applies its syscall-restart rules to its registers
+    /// when it resumes.
+    pub fn park(&self) -> Result<(), TraceError> {
+        self.interrupt()?;
+        self.cont(0)?;
+        self.wait_event()
+    }
+
     /// Waits until the thread is in a ptrace stop and says which kind.
     pub fn wait_stop(&self) -> Result<StopKind, TraceError> {
         loop {

@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use crest_image::{FdKind, ImageFile, Process, SpecialArea, Vma, VmaBacking};
 use crest_kinds::memory::{self, MapFds};
 use crest_kinds::{fd, mm, signals, task, thread, vdso, Scratch};
-use crest_ptrace::{find_syscall_insn, Remote, StopKind};
+use crest_ptrace::{find_syscall_insn, Remote};
 
 use crate::RestoreError;
 
@@ -297,14 +297,7 @@ fn finish(threads: &[&crest_ptrace::Tracee], p: &Process) -> Result<(), RestoreE
         t.set_xstate(&th.xsave)?;
         t.set_regs(&thread::regs_from_image(&th.regs))?;
         t.set_sigmask(th.sigmask)?;
-        t.interrupt()?;
-        t.cont(0)?;
-        loop {
-            match t.wait_stop()? {
-                StopKind::Event => break,
-                _ => t.cont(0)?,
-            }
-        }
+        t.park()?;
     }
     Ok(())
 }

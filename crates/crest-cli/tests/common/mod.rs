@@ -307,3 +307,20 @@ pub fn names_in(d: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Waits until `ready()` holds while cr_restart (`rs`, stderr piped) runs; panics with its exit
+/// status and stderr if it ends first, or after `timeout`.
+pub fn wait_while_restarting(rs: &mut Child, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ready() {
+        if let Some(st) = rs.try_wait().expect("try_wait") {
+            let mut e = String::new();
+            if let Some(err) = rs.stderr.as_mut() {
+                let _ = std::io::Read::read_to_string(err, &mut e);
+            }
+            panic!("cr_restart ended early: {st:?}: {e}");
+        }
+        assert!(t.elapsed() < timeout, "the restored process did not get going in {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
