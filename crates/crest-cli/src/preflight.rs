@@ -240,6 +240,7 @@ mod tests {
             sigactions: Vec::new(),
             shared_pending: Vec::new(),
             threads: Vec::new(),
+            exit_status: None,
         }
     }
 

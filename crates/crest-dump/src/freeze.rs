@@ -1,17 +1,27 @@
 //! Freezing a process, dumping it, and letting it go.
 use std::time::Instant;
 
-use crest_image::{Image, ImageWriter, Process, RECORD_VERSION};
+use crest_image::{Process, RECORD_VERSION};
 use crest_kinds::{fd, memory, mm, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
-use crate::{check_cancel, pages, DumpError, DumpStats};
+use crate::{check_cancel, DumpError};
+
+/// What [`Frozen::collect`] read of one process.
+pub(crate) struct Collected {
+    /// Its record, the mappings still without page data.
+    pub process: Process,
+    /// The copy its private pages are read from, if one was taken.
+    pub snap: Option<crate::snapshot::Snapshot>,
+    /// Remote syscalls made.
+    pub remote_syscalls: u64,
+    /// The layout of its vDSO areas.
+    pub vdso_layout: Vec<(crest_image::SpecialArea, u64)>,
+}
 
 /// How to write the image.
 #[derive(Clone, Copy)]
 pub struct DumpOptions<'a> {
-    /// Scope recorded in the image (`tree`, `pid`, ...).
-    pub scope: &'a str,
     /// Let the process run on while its pages are saved from a copy-on-write snapshot.
     pub snapshot: bool,
     /// Compress page runs with zstd at this level.
@@ -103,28 +113,27 @@ impl Frozen {
         self.threads.len()
     }
 
-    /// Writes the image of the frozen process into `out`; returns the sink and figures.
+    /// Reads everything of the frozen process but its page data: `/proc`, registers, and
+    /// through remote syscalls what only the process itself can tell. Its descriptors are
+    /// compared with those of the other processes of the image through `files`.
     ///
-    /// With `opts.snapshot`, the process is let go as soon as its state is read and a
-    /// copy-on-write copy of it is taken ([`crate::snapshot`]); its private pages are then read
-    /// from the copy while it runs, and [`Frozen::release`] has nothing left to do but apply
-    /// the after-action. Without (or when the copy cannot be made), it stays frozen until the
-    /// image is complete.
-    pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>) -> Result<(Image, DumpStats), DumpError> {
-        let DumpOptions { scope, snapshot, compress, progress, save } = *opts;
+    /// With `opts.snapshot`, a copy-on-write copy of it is forked last ([`crate::snapshot`]):
+    /// its private pages can then be read from the copy once the process is let go. Without
+    /// (or when the copy cannot be made), they are read from the process while it is frozen.
+    pub(crate) fn collect(&mut self, opts: &DumpOptions<'_>, files: &mut fd::FileTable, ppid: i32) -> Result<Collected, DumpError> {
         let pid = self.pid;
         check_cancel()?;
         let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
-        let fds = fd::dump_all(pid)?;
+        let fds = fd::dump_all(pid, files)?;
         let ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
         // Everything read from /proc is read now, while frozen: with a snapshot the process
         // runs on (and may even end) while its pages are saved.
         let cmdline = crest_proc::read_bytes(pid, "cmdline")?;
-        save.mark(&mut vmas, &exe);
+        opts.save.mark(&mut vmas, &exe);
         if exe.ends_with(" (deleted)") {
             return Err(DumpError::Unsupported(format!("PID {pid}: its executable {exe} was deleted; that is not supported yet")));
         }
@@ -167,93 +176,92 @@ impl Frozen {
         // The copy is forked last, without the scratch page. If it cannot be (a process limit),
         // the checkpoint goes on with the process frozen.
         let snap = match (&collected, &unmapped) {
-            (Ok(_), Ok(())) if snapshot => crate::snapshot::take(&mut remote).ok(),
+            (Ok(_), Ok(())) if opts.snapshot => crate::snapshot::take(&mut remote).ok(),
             _ => None,
         };
         remote_syscalls += remote.count;
         for (i, st) in states.into_iter().enumerate() {
             self.threads[i].2 = st;
         }
-        let (sigactions, mmst, threads, shared_pending) = collected?;
-        unmapped?;
+        let discard = |snap: Option<crate::snapshot::Snapshot>| {
+            if let Some(s) = snap {
+                s.discard();
+            }
+        };
+        let (sigactions, mmst, threads, shared_pending) = match collected {
+            Ok(c) => c,
+            Err(e) => {
+                discard(snap);
+                return Err(e);
+            }
+        };
+        if let Err(e) = unmapped {
+            discard(snap);
+            return Err(e.into());
+        }
         // Everything from here on reads from outside: put the leader back now, so that even a
         // tracer killed during the long page copy leaves the process running correctly.
         let (leader, frozen, _) = &self.threads[0];
-        put_back(leader, frozen)?;
+        if let Err(e) = put_back(leader, frozen) {
+            discard(snap);
+            return Err(e);
+        }
         self.threads[0].2 = Borrow::Clean;
-        check_cancel()?;
-
-        let mut w = ImageWriter::new(out)?;
-        let seekable = out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false);
-        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &dyn Fn(&crest_image::Vma) -> bool| -> Result<(Vec<crest_image::Vma>, u64), DumpError> {
-            if seekable {
-                let start = w.position();
-                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, compress, progress, from != pid, pages::Sink::File(out, start))?;
-                // pwrite leaves the file position alone: move it past the pages for what follows.
-                let mut f = out;
-                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
-                w.note_appended(r.1);
-                Ok(r)
-            } else {
-                pages::write_pages(from, vmas, select, compress, progress, from != pid, pages::Sink::Stream(&mut w))
-            }
-        };
-        let mut frozen_secs = None;
-        let (vmas, page_bytes) = match snap {
-            Some(snap) => {
-                let saved = (|| -> Result<_, DumpError> {
-                    let (vmas, a) = write(pid, vmas, &crate::snapshot::read_while_frozen)?;
-                    self.let_go()?;
-                    frozen_secs = Some(self.since.elapsed().as_secs_f64());
-                    let (vmas, b) = write(snap.child.tid, vmas, &|v| !crate::snapshot::read_while_frozen(v))?;
-                    Ok((vmas, a + b))
-                })();
-                snap.discard();
-                saved?
-            }
-            None => write(pid, vmas, &|_| true)?,
-        };
-        let (release, host) = crest_ptrace::sys::uname();
-        let image = Image {
+        let process = Process {
             v: RECORD_VERSION,
-            tool: concat!("crest ", env!("CARGO_PKG_VERSION")).to_string(),
-            kernel: release,
-            host,
-            time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            root_pid: pid,
-            scope: scope.to_string(),
-            vdso_layout: vdso::layout(&maps),
-            processes: vec![Process {
-                v: RECORD_VERSION,
-                pid,
-                ppid: stat.ppid,
-                pgid: stat.pgrp,
-                sid: stat.session,
-                exe,
-                cmdline,
-                creds: ts.creds,
-                cwd: ts.cwd,
-                root: ts.root,
-                umask: ts.umask,
-                personality: ts.personality,
-                rlimits: ts.rlimits,
-                mm: mmst,
-                fds,
-                sigactions,
-                shared_pending,
-                threads,
-                vmas,
-            }],
+            pid,
+            ppid,
+            pgid: stat.pgrp,
+            sid: stat.session,
+            exe,
+            cmdline,
+            creds: ts.creds,
+            cwd: ts.cwd,
+            root: ts.root,
+            umask: ts.umask,
+            personality: ts.personality,
+            rlimits: ts.rlimits,
+            mm: mmst,
+            fds,
+            sigactions,
+            shared_pending,
+            threads,
+            vmas,
+            exit_status: None,
         };
-        check_cancel()?;
-        w.finish(&image)?;
-        let frozen_secs = frozen_secs.unwrap_or_else(|| self.since.elapsed().as_secs_f64());
-        let stats = DumpStats { page_bytes, vmas: image.processes[0].vmas.len(), remote_syscalls, frozen_secs };
-        Ok((image, stats))
+        Ok(Collected { process, snap, remote_syscalls, vdso_layout: vdso::layout(&maps) })
+    }
+
+    /// Time since the process was frozen.
+    pub(crate) fn frozen_for(&self) -> f64 {
+        self.since.elapsed().as_secs_f64()
+    }
+
+    /// Whether it has been let go already.
+    pub(crate) fn is_released(&self) -> bool {
+        self.released
+    }
+
+    /// Reaps the child `child` of the frozen process from inside it (a remote `wait4`), so
+    /// that a killed tree leaves no zombie behind. The leader is borrowed and put back.
+    pub(crate) fn reap(&mut self, child: i32) -> Result<(), DumpError> {
+        let Some(ip) = vdso_syscall(self.pid)? else { return Ok(()) };
+        let (t, fz, state) = &mut self.threads[0];
+        if *state == Borrow::Untouched && !fz.stolen.is_empty() {
+            // Its kept signals are queued again only when it is let go; it is not worth it here.
+            return Ok(());
+        }
+        t.set_sigmask(!0)?;
+        *state = Borrow::Borrowed;
+        let mut remote = Remote::new(t, ip, fz.regs);
+        let r = remote.call(&format!("reaping PID {child}"), libc::SYS_wait4, &[child as u64, 0, libc::__WALL as u64, 0]);
+        put_back(t, fz)?;
+        *state = Borrow::Clean;
+        r.map(drop).map_err(Into::into)
     }
 
     /// Lets every thread go, as it was; the process is no longer frozen.
-    fn let_go(&mut self) -> Result<(), DumpError> {
+    pub(crate) fn let_go(&mut self) -> Result<(), DumpError> {
         self.released = true;
         let mut first_err = None;
         for (t, fz, state) in std::mem::take(&mut self.threads) {

@@ -1,16 +1,18 @@
 //! The checkpoint pipeline.
 //!
-//! 1. [`freeze`]: `PTRACE_SEIZE` + `PTRACE_INTERRUPT` every thread, rescanning
-//!    `/proc/PID/task` until no new thread appears; signals dequeued on the way are kept.
-//! 2. [`Frozen::dump`]: borrow the leader for remote syscalls (all its signals blocked, a scratch
-//!    page mapped), collect every object kind (`crest-kinds`), and stream the page data into
-//!    the image through a two-stage pipeline (this thread reads target memory with
-//!    `process_vm_readv`, a writer thread checksums and writes), then the metadata.
-//!    When the process is to run on (`--run`), a copy-on-write copy of it is forked first
-//!    ([`snapshot`]), the process is let go, and its private pages are read from the copy: it
-//!    stands still for the time of a `fork`, not of the page copy.
-//! 3. [`Frozen::release`]: unmap the scratch page, queue the kept signals again, put back
-//!    registers and mask, and let the threads go (or kill them), exactly as they were.
+//! 1. [`freeze_scope`]: every process of the scope (BLCR's `--tree`, `--pid`, `--pgid`,
+//!    `--sid`), each with [`freeze`]: `PTRACE_SEIZE` + `PTRACE_INTERRUPT` every thread,
+//!    rescanning `/proc/PID/task` until no new thread appears; signals dequeued on the way are
+//!    kept. Zombies of the scope are recorded with their wait status.
+//! 2. [`FrozenTree::dump`]: for each process, borrow the leader for remote syscalls (all its
+//!    signals blocked, a scratch page mapped) and collect every object kind (`crest-kinds`;
+//!    descriptors are compared across the processes with `kcmp`), then write the page data
+//!    (worker threads read target memory, cut zero pages, compress, write), then the metadata.
+//!    When the processes are to run on (`--run`), a copy-on-write copy of each is forked
+//!    ([`snapshot`]), they are let go, and their private pages are read from the copies: they
+//!    stand still for the time of a `fork`, not of the page copy.
+//! 3. [`FrozenTree::release`]: queue the kept signals again, put back registers and masks, and
+//!    let the threads go (or kill the processes, children first), exactly as they were.
 //!
 //! A [`Frozen`] dropped without `release` lets the target go too: a failed checkpoint never
 //! leaves the target stopped or traced.
@@ -24,10 +26,12 @@
 mod freeze;
 mod pages;
 pub mod snapshot;
+mod tree;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use freeze::{freeze, DumpOptions, Frozen};
+pub use tree::{freeze_scope, FrozenTree, Scope};
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of [`Image`], [`Process`], [`Thread`], [`Vma`] and [`FdRecord`] written by this build.
-pub const RECORD_VERSION: u16 = 2;
+pub const RECORD_VERSION: u16 = 3;
 
 /// The whole checkpoint: a tree of processes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,42 @@ pub struct Image {
     pub vdso_layout: Vec<(SpecialArea, u64)>,
     /// The processes, parents before children.
     pub processes: Vec<Process>,
+    /// SysV IPC objects the processes use (shared memory segments, semaphore sets).
+    pub ipc: Vec<IpcObject>,
+}
+
+/// A SysV IPC object, restored with the same id (and key) when this system allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcObject {
+    /// `IPC_PRIVATE` (0) or the key it was created with.
+    pub key: i32,
+    /// Its id (`shmid`, `semid`).
+    pub id: i32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner uid and gid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// What it is.
+    pub kind: IpcKind,
+}
+
+/// The kinds of SysV IPC objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpcKind {
+    /// A shared memory segment; its pages are saved with the mappings that attach it.
+    Shm {
+        /// Size in bytes.
+        size: u64,
+        /// Marked for removal (`IPC_RMID`): removed again once restored and attached.
+        removed: bool,
+    },
+    /// A semaphore set with its values.
+    Sem {
+        /// The value of each semaphore.
+        values: Vec<u16>,
+    },
 }
 
 /// One process.
@@ -70,8 +106,10 @@ pub struct Process {
     pub sigactions: Vec<SigAction>,
     /// Signals pending for the whole process (raw 128-byte siginfo each).
     pub shared_pending: Vec<Vec<u8>>,
-    /// Threads; the first is the thread-group leader.
+    /// Threads; the first is the thread-group leader. Empty for a zombie.
     pub threads: Vec<Thread>,
+    /// A zombie (it has exited; its parent has not reaped it yet): its wait status.
+    pub exit_status: Option<i32>,
 }
 
 /// User and group ids.
@@ -169,6 +207,13 @@ pub enum VmaBacking {
     },
     /// A kernel special mapping.
     Special(SpecialArea),
+    /// An attached SysV shared memory segment (see [`IpcObject`]).
+    SysvShm {
+        /// The segment's id.
+        id: i32,
+        /// Offset of the mapping into the segment.
+        offset: u64,
+    },
 }
 
 /// Bits of [`Vma::flags`].
@@ -327,6 +372,13 @@ pub enum FdKind {
     Epoll {
         /// (descriptor, events, data) for each watched descriptor.
         targets: Vec<(i32, u32, u64)>,
+    },
+    /// A named pipe (FIFO) opened by path; the read end carries the data that was buffered in it.
+    Fifo {
+        /// Path.
+        path: String,
+        /// Buffered data (on the first descriptor that reads only).
+        data: Vec<u8>,
     },
     /// Something outside the image (a terminal, a pipe or socket to a process not checkpointed):
     /// restored as the descriptor of the same number that `cr_restart` itself has, as BLCR did.

@@ -21,13 +21,23 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
     if img.processes.is_empty() || img.processes.len() > 1 << 22 {
         return bad(format!("{} processes", img.processes.len()));
     }
+    let mut seen_pids = std::collections::HashSet::new();
     for p in &img.processes {
         let pid = p.pid;
         if p.v != RECORD_VERSION {
             return bad(format!("process record version {} (pid {pid}) is not supported", p.v));
         }
-        if pid <= 0 || p.threads.is_empty() {
-            return bad(format!("process {pid} has an invalid pid or no threads"));
+        if pid <= 0 || p.threads.is_empty() != p.exit_status.is_some() {
+            return bad(format!("process {pid} has an invalid pid, or no threads though it is alive, or threads though it is a zombie"));
+        }
+        if p.ppid != 0 && !seen_pids.contains(&p.ppid) {
+            return bad(format!("process {pid}: its parent {} is not before it in the image", p.ppid));
+        }
+        if !seen_pids.insert(pid) {
+            return bad(format!("process {pid} appears twice"));
+        }
+        if p.exit_status.is_some() {
+            continue;
         }
         let mut prev_end = 0u64;
         for v in &p.vmas {
@@ -96,6 +106,16 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
         }
         if p.threads[0].tid != pid {
             return bad(format!("pid {pid}: first thread is not the leader"));
+        }
+    }
+    for o in &img.ipc {
+        let ok = o.id >= 0
+            && match &o.kind {
+                crate::records::IpcKind::Shm { size, .. } => *size > 0 && *size <= 1 << 46,
+                crate::records::IpcKind::Sem { values } => !values.is_empty() && values.len() <= 32000,
+            };
+        if !ok {
+            return bad(format!("SysV IPC object {}: invalid", o.id));
         }
     }
     Ok(())

@@ -40,7 +40,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
     let p = Process {
         v: RECORD_VERSION,
         pid: 42,
-        ppid: 1,
+        ppid: 0,
         pgid: 42,
         sid: 42,
         exe: "/bin/x".into(),
@@ -57,8 +57,9 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         sigactions: vec![],
         shared_pending: vec![],
         threads: vec![thread(42), thread(43)],
+        exit_status: None,
     };
-    let img = Image { v: RECORD_VERSION, tool: "t".into(), kernel: "k".into(), host: "h".into(), time: 1, root_pid: 42, scope: "tree".into(), vdso_layout: vec![], processes: vec![p] };
+    let img = Image { v: RECORD_VERSION, tool: "t".into(), kernel: "k".into(), host: "h".into(), time: 1, root_pid: 42, scope: "tree".into(), vdso_layout: vec![], processes: vec![p], ipc: vec![] };
     let bytes = w.finish(&img).expect("finish");
     (bytes, img)
 }

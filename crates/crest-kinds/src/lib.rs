@@ -9,6 +9,7 @@
 //! | [`fd`] | file descriptors, one module per file kind behind [`fd::FdHandler`] | `fd/`, `fdinfo/` | reopened in the husk |
 //! | [`signals`] | dispositions and pending signals | remote `rt_sigaction`, `PTRACE_PEEKSIGINFO` | `rt_sigaction` in the husk, remote `rt_tgsigqueueinfo` |
 //! | [`thread`] | registers, xsave, mask, tid address, robust list, altstack, rseq | ptrace, remote `prctl`/`sigaltstack` | ptrace, remote syscalls |
+//! | [`ipc`] | SysV shared memory and semaphore sets | `/proc/sysvipc`, `IPC_STAT`, `GETALL` | recreated with their ids before the processes |
 //! | [`task`] | cwd, root, umask, personality, comm, rlimits, credentials | `/proc` | in the husk, `prlimit` |
 //!
 //! Dump functions take a [`Scratch`]: a page mapped inside the target for syscall arguments.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod fd;
+pub mod ipc;
 pub mod memory;
 pub mod mm;
 pub mod progress;

@@ -9,8 +9,11 @@
 //! (writable while it is filled), its saved pages are `pread` by the husk itself straight from
 //! the image file (one copy, no staging), then the final protection and madvise flags are set.
 //!
-//! Not yet supported: SysV shared memory, private mappings of deleted files (refused with a
-//! message), `--save-*` policies.
+//! SysV shared memory is attached again with a remote `shmat` at its address (the segment
+//! itself is recreated before, see [`crate::ipc`]); its pages are saved and restored like
+//! those of shared anonymous memory, from every process of the image that has them mapped.
+//!
+//! Not yet supported: private mappings of deleted files (refused with a message).
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
@@ -67,8 +70,9 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     } else if let Some(path) = name.strip_suffix(" (deleted)") {
         if m.shared && (path == "/dev/zero" || path.starts_with("/memfd:")) {
             VmaBacking::SharedAnon { id: (m.dev << 32) ^ m.ino, size: m.offset + (m.end - m.start) }
-        } else if path.starts_with("/SYSV") {
-            return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is SysV shared memory, which is not supported yet")));
+        } else if path.starts_with("/SYSV") && m.shared {
+            // The inode number of a SysV segment's mapping is its shmid.
+            VmaBacking::SysvShm { id: m.ino as i32, offset: m.offset }
         } else {
             return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is of the deleted file {path}, which is not supported yet")));
         }
@@ -181,9 +185,15 @@ pub fn needed_files(vmas: &[Vma]) -> (Vec<(String, bool)>, Vec<(u64, u64)>) {
 pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, image: &std::fs::File, progress: &Progress) -> Result<u64, KindError> {
     progress.add_total(vmas.iter().flat_map(|v| &v.pages).map(|r| r.len).sum());
     let mut bytes = 0;
+    // SysV segments attached so far: (id, end of the attachment).
+    let mut attached: Vec<(i32, u64, u64)> = Vec::new();
     for v in vmas {
         let (fd, off, mut flags) = match &v.backing {
             VmaBacking::Special(_) => continue,
+            VmaBacking::SysvShm { id, offset } => {
+                bytes += attach_sysv(remote, pid, v, *id, *offset, vmas, &mut attached, fds, image, progress)?;
+                continue;
+            }
             VmaBacking::Anon => (-1i64, 0u64, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS),
             VmaBacking::SharedAnon { id, .. } => (i64::from(fds.shared[id]), 0, libc::MAP_SHARED),
             VmaBacking::File { path, offset, .. } => {
@@ -206,22 +216,81 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
         if prot_fill != v.prot {
             remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
         }
-        for (bit, advice) in [
-            (madv_flags::DONTFORK, libc::MADV_DONTFORK),
-            (madv_flags::WIPEONFORK, libc::MADV_WIPEONFORK),
-            (madv_flags::DONTDUMP, libc::MADV_DONTDUMP),
-            (madv_flags::HUGEPAGE, libc::MADV_HUGEPAGE),
-            (madv_flags::NOHUGEPAGE, libc::MADV_NOHUGEPAGE),
-            (madv_flags::MERGEABLE, libc::MADV_MERGEABLE),
-            (madv_flags::RANDOM, libc::MADV_RANDOM),
-            (madv_flags::SEQUENTIAL, libc::MADV_SEQUENTIAL),
-        ] {
-            if v.madv & bit != 0 {
-                // Advice the kernel does not support (e.g. no KSM) is not worth failing for.
-                let _ = remote.syscall(libc::SYS_madvise, &[v.start, v.end - v.start, advice as u64])?;
-            }
+        advise(remote, v)?;
+    }
+    Ok(bytes)
+}
+
+/// Sets the madvise() states of `v`.
+fn advise(remote: &mut Remote<'_>, v: &Vma) -> Result<(), KindError> {
+    for (bit, advice) in [
+        (madv_flags::DONTFORK, libc::MADV_DONTFORK),
+        (madv_flags::WIPEONFORK, libc::MADV_WIPEONFORK),
+        (madv_flags::DONTDUMP, libc::MADV_DONTDUMP),
+        (madv_flags::HUGEPAGE, libc::MADV_HUGEPAGE),
+        (madv_flags::NOHUGEPAGE, libc::MADV_NOHUGEPAGE),
+        (madv_flags::MERGEABLE, libc::MADV_MERGEABLE),
+        (madv_flags::RANDOM, libc::MADV_RANDOM),
+        (madv_flags::SEQUENTIAL, libc::MADV_SEQUENTIAL),
+    ] {
+        if v.madv & bit != 0 {
+            // Advice the kernel does not support (e.g. no KSM) is not worth failing for.
+            let _ = remote.syscall(libc::SYS_madvise, &[v.start, v.end - v.start, advice as u64])?;
         }
     }
+    Ok(())
+}
+
+/// One mapping of a SysV segment. The first mapping of an attachment (offset 0) attaches the
+/// whole segment with a remote `shmat` at its address; the mappings that follow it (split by
+/// `mprotect`) lie inside that attachment. Parts of the attachment the process had unmapped
+/// are unmapped again.
+#[allow(clippy::too_many_arguments)]
+fn attach_sysv(
+    remote: &mut Remote<'_>,
+    pid: i32,
+    v: &Vma,
+    id: i32,
+    offset: u64,
+    vmas: &[Vma],
+    attached: &mut Vec<(i32, u64, u64)>,
+    fds: &MapFds,
+    image: &std::fs::File,
+    progress: &Progress,
+) -> Result<u64, KindError> {
+    let what = format!("pid {pid}: SysV shared memory {id} at {:#x}-{:#x}", v.start, v.end);
+    let inside = attached.iter().any(|&(i, s, e)| i == id && v.start >= s && v.end <= e && v.start - s == offset);
+    if !inside {
+        if offset != 0 {
+            return Err(KindError::Unsupported(format!("{what}: only part of the segment (from offset {offset:#x}) is attached, which cannot be restored")));
+        }
+        // Attached writable while filled; the protection is set below.
+        let at = remote.call(&format!("{what}: attaching it (shmat)"), libc::SYS_shmat, &[id as u64, v.start, 0])?;
+        if at != v.start {
+            return Err(KindError::Mismatch(format!("{what}: attached at {at:#x} instead")));
+        }
+        // A fresh attachment is one mapping: its end is the segment's size, rounded up.
+        let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
+        let end = maps.iter().find(|m| m.start == v.start).map_or(v.end, |m| m.end);
+        attached.push((id, v.start, end));
+        // Unmap what the process had unmapped of it: the parts no saved mapping covers.
+        let mut at = v.start;
+        for w in vmas.iter().filter(|w| w.start >= v.start && w.start < end) {
+            let same = matches!(w.backing, VmaBacking::SysvShm { id: i, offset: o } if i == id && o == w.start - v.start);
+            if !same {
+                break;
+            }
+            at = w.end;
+        }
+        if at < end {
+            remote.call(&format!("{what}: unmapping the part not mapped at the checkpoint"), libc::SYS_munmap, &[at, end - at])?;
+        }
+    }
+    let bytes = fill(remote, pid, v, fds.image, image, progress)?;
+    if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+        remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
+    }
+    advise(remote, v)?;
     Ok(bytes)
 }
 
@@ -316,6 +385,7 @@ pub fn describe(b: &VmaBacking) -> String {
     match b {
         VmaBacking::Anon => "anonymous".into(),
         VmaBacking::SharedAnon { .. } => "shared anonymous".into(),
+        VmaBacking::SysvShm { id, .. } => format!("SysV shared memory {id}"),
         VmaBacking::File { path, .. } => path.clone(),
         VmaBacking::Special(SpecialArea::Vdso) => "[vdso]".into(),
         VmaBacking::Special(SpecialArea::Vvar) => "[vvar]".into(),

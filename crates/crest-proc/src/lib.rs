@@ -174,6 +174,8 @@ pub struct Stat {
     pub env_end: u64,
     /// (20) num_threads.
     pub num_threads: u64,
+    /// (52) exit_code: the wait status of a zombie (0 while it runs).
+    pub exit_code: i32,
 }
 
 /// Parses `/proc/PID/stat`.
@@ -200,6 +202,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         arg_end: n(49)?,
         env_start: n(50)?,
         env_end: n(51)?,
+        exit_code: n(52).unwrap_or(0) as i32,
     })
 }
 
@@ -249,6 +252,29 @@ pub fn tasks(pid: i32) -> Result<Vec<i32>, ProcError> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     v.sort_unstable_by_key(|&t| (t != pid, t));
+    Ok(v)
+}
+
+/// Children of every thread of `pid` (`/proc/PID/task/TID/children`), sorted.
+pub fn children(pid: i32) -> Result<Vec<i32>, ProcError> {
+    let mut out = Vec::new();
+    for tid in tasks(pid)? {
+        // A thread that ended meanwhile has no children left.
+        let Ok(text) = read(pid, &format!("task/{tid}/children")) else { continue };
+        out.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every process in `/proc`, sorted.
+pub fn all_pids() -> Result<Vec<i32>, ProcError> {
+    let mut v: Vec<i32> = fs::read_dir("/proc")
+        .map_err(|err| ProcError::Read { path: "/proc".into(), err })?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
     Ok(v)
 }
 

@@ -17,6 +17,7 @@
 
 mod error;
 pub mod husk;
+pub mod ipc;
 pub mod mem;
 mod remote;
 pub mod sys;

@@ -123,10 +123,12 @@ fn worker(m: &clap::ArgMatches, id: i32, say: &Say, parent: u32) -> i32 {
 
 fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<(), (i32, String)> {
     let einval = |s: String| (libc::EINVAL, s);
-    let scope = last_given(m, &["tree", "pid", "pgid", "sid"]).unwrap_or("tree");
-    if scope == "pgid" || scope == "sid" {
-        return Err((libc::EOPNOTSUPP, "--pgid and --sid scopes are not supported yet; use --tree or --pid".into()));
-    }
+    let scope = match last_given(m, &["tree", "pid", "pgid", "sid"]) {
+        Some("pid") => crest_dump::Scope::Pid,
+        Some("pgid") => crest_dump::Scope::Pgid,
+        Some("sid") => crest_dump::Scope::Sid,
+        _ => crest_dump::Scope::Tree,
+    };
     let dests: Vec<&str> = ["file", "fd", "cwd", "dir"].into_iter().filter(|d| m.value_source(d) == Some(clap::parser::ValueSource::CommandLine)).collect();
     if dests.len() > 1 {
         return Err(einval(format!("conflicting destinations: --{}", dests.join(" and --"))));
@@ -180,7 +182,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         Dest::Direct { path } => (open_new(path, mode == "noclobber", true).map_err(|e| open_error(e, path))?, path.display().to_string()),
     };
     if verbose {
-        println!("targetfile='{shown}', scope={scope}, signal={signal}");
+        println!("targetfile='{shown}', scope={}, signal={signal}", scope.name());
     }
     let cleanup = |dest: &Dest| match dest {
         Dest::Atomic { tmp, .. } if !unnamed => {
@@ -193,29 +195,19 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
     };
     let started = Instant::now();
     let result = (|| -> Result<_, DumpError> {
-        let mut frozen = match crest_dump::freeze(pid) {
+        let mut frozen = match crest_dump::freeze_scope(scope, pid) {
             // Refused while another tracer (a concurrent checkpoint) was just letting it go:
             // try once more, so that a real refusal is told from a race.
-            Err(DumpError::Permission { .. }) if tracer_of(pid) == 0 => crest_dump::freeze(pid)?,
+            Err(DumpError::Permission { .. }) if tracer_of(pid) == 0 => crest_dump::freeze_scope(scope, pid)?,
             r => r?,
         };
-        // After the freeze, so that a missing or forbidden process is reported as such first.
-        if scope == "tree" {
-            let children = crest_proc::read(pid, &format!("task/{pid}/children")).unwrap_or_default();
-            if !children.trim().is_empty() {
-                return Err(DumpError::Unsupported(format!(
-                    "PID {pid} has children ({}); process trees are not supported yet: use --pid to checkpoint the process alone",
-                    children.trim()
-                )));
-            }
-        }
         // When the process is to run on after the checkpoint, it runs on during the page copy
         // too (a copy-on-write snapshot holds its memory). When it is to die, it must not run
         // on beyond the moment the image describes.
         let snapshot = matches!(signal, 0 | libc::SIGSTOP | libc::SIGCONT) && std::env::var_os("CREST_NO_SNAPSHOT").is_none();
         let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
         let shown = crest_cli::ProgressDisplay::start(progress.clone(), "saving", say.quiet);
-        let opts = crest_dump::DumpOptions { scope, snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress, save: save_policy(m) };
+        let opts = crest_dump::DumpOptions { snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress, save: save_policy(m) };
         let (_image, stats) = frozen.dump(&file, &opts)?;
         drop(shown);
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
@@ -264,9 +256,13 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         }
     }
     let kill = signal == libc::SIGKILL;
+    let pids = frozen.pids();
     frozen.release(kill).map_err(|e| (libc::EIO, format!("the image {shown} was written, but letting PID {pid} go failed: {e}")))?;
     if signal != 0 && !kill {
-        crest_ptrace::sys::kill(pid, signal).map_err(|e| (libc::ESRCH, format!("sending {} after the checkpoint: {e}", signal_name(signal))))?;
+        // As BLCR: every process of the scope gets the signal.
+        for p in pids {
+            crest_ptrace::sys::kill(p, signal).map_err(|e| (libc::ESRCH, format!("sending {} to PID {p} after the checkpoint: {e}", signal_name(signal))))?;
+        }
     }
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!(

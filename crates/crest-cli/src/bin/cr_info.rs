@@ -50,6 +50,11 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
     }
     for p in &i.processes {
         let cmd: Vec<String> = p.cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if let Some(status) = p.exit_status {
+            let how = if status & 0x7f == 0 { format!("exited with status {}", (status >> 8) & 0xff) } else { format!("killed by signal {}", status & 0x7f) };
+            let _ = writeln!(o, "\nprocess {} (parent {}, group {}, session {}): a zombie, {how}", p.pid, p.ppid, p.pgid, p.sid);
+            continue;
+        }
         let _ = writeln!(o, "\nprocess {} (parent {}, group {}, session {}): {}", p.pid, p.ppid, p.pgid, p.sid, cmd.join(" "));
         let _ = writeln!(o, "  exe {}  cwd {}  uid {}  umask {:03o}", p.exe, p.cwd, p.creds.uid[0], p.umask);
         for t in &p.threads {
@@ -83,10 +88,18 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                     format!("{} end of pipe {id}{}", if *write_end { "write" } else { "read" }, if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) })
                 }
                 FdKind::Epoll { targets } => format!("epoll watching fds {:?}", targets.iter().map(|t| t.0).collect::<Vec<_>>()),
+                FdKind::Fifo { path, data } => format!("FIFO {path}{}", if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) }),
                 FdKind::Inherited { what } => format!("{what} (taken from cr_restart's own descriptor)"),
             };
             let _ = writeln!(o, "    {:>4}{} flags {:#o}: {what}", f.fd, if f.cloexec { " (cloexec)" } else { "" }, f.flags);
         }
         let _ = writeln!(o, "  signal actions: {}", p.sigactions.iter().map(|a| a.signo.to_string()).collect::<Vec<_>>().join(" "));
+    }
+    for obj in &i.ipc {
+        let what = match &obj.kind {
+            crest_image::IpcKind::Shm { size, removed } => format!("SysV shared memory, {size} bytes{}", if *removed { ", removed" } else { "" }),
+            crest_image::IpcKind::Sem { values } => format!("SysV semaphore set, values {values:?}"),
+        };
+        let _ = writeln!(o, "\nipc {} (key {:#x}, mode {:o}, uid {}): {what}", obj.id, obj.key, obj.mode, obj.uid);
     }
 }

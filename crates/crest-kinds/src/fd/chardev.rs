@@ -22,7 +22,7 @@ impl FdHandler for CharDevice {
     fn claims(&self, link: &str, md: &Metadata) -> bool {
         md.file_type().is_char_device() && REOPENABLE.contains(&link)
     }
-    fn dump(&self, _cx: &mut super::DumpCx, _fd: i32, link: &str, md: &Metadata, _info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, _cx: &mut super::DumpCx<'_>, _fd: i32, link: &str, md: &Metadata, _info: &FdInfo) -> Result<FdKind, KindError> {
         Ok(FdKind::CharDevice { path: link.to_string(), rdev: md.rdev() })
     }
     fn restores(&self, kind: &FdKind) -> bool {

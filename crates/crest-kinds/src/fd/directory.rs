@@ -17,7 +17,7 @@ impl FdHandler for Directory {
     fn claims(&self, link: &str, md: &Metadata) -> bool {
         md.file_type().is_dir() && link.starts_with('/')
     }
-    fn dump(&self, cx: &mut super::DumpCx, fd: i32, link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, cx: &mut super::DumpCx<'_>, fd: i32, link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let pid = cx.pid;
         if link.ends_with(" (deleted)") {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: directory {link} was deleted")));

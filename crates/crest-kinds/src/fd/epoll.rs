@@ -29,10 +29,10 @@ impl FdHandler for Epoll {
     fn claims(&self, link: &str, _md: &Metadata) -> bool {
         link == "anon_inode:[eventpoll]"
     }
-    fn dump(&self, cx: &mut DumpCx, fd: i32, _link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, _link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let targets = parse_targets(&info.text).ok_or_else(|| KindError::Unsupported(format!("pid {} fd {fd}: cannot read the epoll set", cx.pid)))?;
         for (t, _, _) in &targets {
-            if !cx.all.iter().any(|(f, _, _)| f == t) {
+            if !cx.own().any(|o| o.fd == *t) {
                 return Err(KindError::Unsupported(format!("pid {} fd {fd}: epoll watches a file that is no longer open as fd {t}", cx.pid)));
             }
         }

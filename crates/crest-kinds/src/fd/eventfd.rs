@@ -23,7 +23,7 @@ impl FdHandler for EventFd {
     fn claims(&self, link: &str, _md: &Metadata) -> bool {
         link == "anon_inode:[eventfd]"
     }
-    fn dump(&self, cx: &mut DumpCx, fd: i32, _link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, _link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let count = field(&info.text, "eventfd-count:")
             .and_then(|v| u64::from_str_radix(v, 16).ok())
             .ok_or_else(|| KindError::Unsupported(format!("pid {} fd {fd}: eventfd without a readable counter", cx.pid)))?;

@@ -24,7 +24,7 @@ impl FdHandler for Inherited {
         // silently swapped for something else.
         !link.starts_with("anon_inode:") && (t.is_fifo() || t.is_socket() || t.is_char_device() || t.is_block_device())
     }
-    fn dump(&self, _cx: &mut super::DumpCx, _fd: i32, link: &str, _md: &Metadata, _info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, _cx: &mut super::DumpCx<'_>, _fd: i32, link: &str, _md: &Metadata, _info: &FdInfo) -> Result<FdKind, KindError> {
         Ok(FdKind::Inherited { what: link.to_string() })
     }
     fn restores(&self, kind: &FdKind) -> bool {

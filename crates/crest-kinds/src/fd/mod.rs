@@ -19,16 +19,61 @@ mod inherited;
 mod pipe;
 mod regular;
 
+/// One open descriptor of a process in the image, as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct OpenFd {
+    /// The process.
+    pub pid: i32,
+    /// The descriptor number.
+    pub fd: i32,
+    /// Its `/proc/PID/fd/N` link.
+    pub link: String,
+    /// Its fdinfo.
+    pub info: FdInfo,
+}
+
 /// What the dump of one descriptor may need to know about the others.
-pub struct DumpCx {
+pub struct DumpCx<'a> {
     /// The process.
     pub pid: i32,
     /// A pidfd of it, for `pidfd_getfd`.
     pub pidfd: Option<std::os::fd::OwnedFd>,
-    /// Every descriptor with its link and fdinfo.
-    pub all: Vec<(i32, String, FdInfo)>,
-    /// Objects already dumped in full (pipe data is saved once).
-    pub seen: std::collections::HashSet<u64>,
+    /// Every descriptor of every process in the image.
+    pub all: &'a [OpenFd],
+    /// Objects already dumped in full (pipe data is saved once per image).
+    pub seen: &'a mut std::collections::HashSet<u64>,
+}
+
+impl DumpCx<'_> {
+    /// The descriptors of this process.
+    pub fn own(&self) -> impl Iterator<Item = &OpenFd> {
+        self.all.iter().filter(move |o| o.pid == self.pid)
+    }
+}
+
+/// The descriptors of all the processes of one image, and which of them share an open file
+/// description (found with `kcmp` among those on the same inode, across processes).
+pub struct FileTable {
+    all: Vec<OpenFd>,
+    seen: std::collections::HashSet<u64>,
+    /// (dev, ino) -> descriptors dumped so far on it: (pid, fd, file id).
+    by_inode: std::collections::HashMap<(u64, u64), Vec<(i32, i32, u64)>>,
+    next_file: u64,
+}
+
+impl FileTable {
+    /// Reads the descriptors of every process of `pids` (all frozen).
+    pub fn new(pids: &[i32]) -> Result<Self, KindError> {
+        let mut all = Vec::new();
+        for &pid in pids {
+            for fd in crest_proc::fds(pid)? {
+                let link = crest_proc::readlink(pid, &format!("fd/{fd}"))?;
+                let info = crest_proc::parse_fdinfo(&crest_proc::read(pid, &format!("fdinfo/{fd}"))?)?;
+                all.push(OpenFd { pid, fd, link, info });
+            }
+        }
+        Ok(FileTable { all, seen: Default::default(), by_inode: Default::default(), next_file: 1 })
+    }
 }
 
 /// What the restore of one descriptor may need from the others: objects created for an
@@ -69,7 +114,7 @@ pub trait FdHandler: Sync {
     /// Does a descriptor whose link reads `link` and whose open file is `md` belong here?
     fn claims(&self, link: &str, md: &Metadata) -> bool;
     /// Describes it for the image.
-    fn dump(&self, cx: &mut DumpCx, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError>;
+    fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError>;
     /// Does this handler restore records of this kind?
     fn restores(&self, kind: &FdKind) -> bool;
     /// Restored after every other descriptor (it refers to them, as epoll does).
@@ -84,41 +129,35 @@ pub trait FdHandler: Sync {
 pub static HANDLERS: &[&dyn FdHandler] =
     &[&regular::Regular, &directory::Directory, &chardev::CharDevice, &eventfd::EventFd, &epoll::Epoll, &pipe::Pipe, &inherited::Inherited];
 
-/// Dumps every descriptor of `pid`. Descriptors that share an open file description (found
-/// with `kcmp` among those on the same inode) get the same [`FdRecord::file`].
-pub fn dump_all(pid: i32) -> Result<Vec<FdRecord>, KindError> {
+/// Dumps every descriptor of `pid`, one of the processes `table` was made for. Descriptors
+/// that share an open file description, in this process or another of the image, get the
+/// same [`FdRecord::file`].
+pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<Vec<FdRecord>, KindError> {
     let mut out: Vec<FdRecord> = Vec::new();
-    let mut all = Vec::new();
-    for fd in crest_proc::fds(pid)? {
-        let link = crest_proc::readlink(pid, &format!("fd/{fd}"))?;
-        let info = crest_proc::parse_fdinfo(&crest_proc::read(pid, &format!("fdinfo/{fd}"))?)?;
-        all.push((fd, link, info));
-    }
-    let mut cx = DumpCx { pid, pidfd: crest_ptrace::sys::pidfd_open(pid).ok(), all: all.clone(), seen: Default::default() };
-    // (dev, ino) -> descriptors dumped so far on it, with their file ids.
-    let mut by_inode: std::collections::HashMap<(u64, u64), Vec<(i32, u64)>> = Default::default();
-    let mut next_file = 1u64;
-    for (fd, link, info) in all {
+    let own: Vec<OpenFd> = table.all.iter().filter(|o| o.pid == pid).cloned().collect();
+    let pidfd = crest_ptrace::sys::pidfd_open(pid).ok();
+    let mut cx = DumpCx { pid, pidfd, all: &table.all, seen: &mut table.seen };
+    for OpenFd { fd, link, info, .. } in own {
         let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
         let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).ok_or_else(|| KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is not supported yet")))?;
         let kind = h.dump(&mut cx, fd, &link, &md, &info)?;
-        let same_inode = by_inode.entry((std::os::unix::fs::MetadataExt::dev(&md), std::os::unix::fs::MetadataExt::ino(&md))).or_default();
+        let same_inode = table.by_inode.entry((std::os::unix::fs::MetadataExt::dev(&md), std::os::unix::fs::MetadataExt::ino(&md))).or_default();
         let mut file = None;
-        for &(other, id) in same_inode.iter() {
-            match crest_ptrace::sys::same_file(pid, fd, pid, other) {
+        for &(other_pid, other, id) in same_inode.iter() {
+            match crest_ptrace::sys::same_file(pid, fd, other_pid, other) {
                 Ok(true) => {
                     file = Some(id);
                     break;
                 }
                 Ok(false) => {}
-                Err(e) => return Err(KindError::io(format!("pid {pid}: comparing fd {fd} with fd {other} (kcmp)"), e)),
+                Err(e) => return Err(KindError::io(format!("pid {pid}: comparing fd {fd} with fd {other} of pid {other_pid} (kcmp)"), e)),
             }
         }
         let file = file.unwrap_or_else(|| {
-            next_file += 1;
-            next_file - 1
+            table.next_file += 1;
+            table.next_file - 1
         });
-        same_inode.push((fd, file));
+        same_inode.push((pid, fd, file));
         out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind });
     }
     Ok(out)

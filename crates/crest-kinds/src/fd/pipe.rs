@@ -25,7 +25,7 @@ fn is_write(flags: u32) -> bool {
 }
 
 /// The bytes buffered in the pipe behind `fd` of the process, left in place.
-fn peek(cx: &DumpCx, fd: i32) -> std::io::Result<(Vec<u8>, u32)> {
+fn peek(cx: &DumpCx<'_>, fd: i32) -> std::io::Result<(Vec<u8>, u32)> {
     let pidfd = cx.pidfd.as_ref().ok_or_else(|| std::io::Error::other("no pidfd for the process"))?;
     let theirs = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), fd)?;
     let size = crest_ptrace::sys::pipe_size(theirs.as_raw_fd(), None)?;
@@ -49,9 +49,9 @@ impl FdHandler for Pipe {
     fn claims(&self, link: &str, _md: &Metadata) -> bool {
         inode(link).is_some()
     }
-    fn dump(&self, cx: &mut DumpCx, fd: i32, link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let id = inode(link).unwrap_or(0);
-        let ends: Vec<bool> = cx.all.iter().filter(|(_, l, _)| l == link).map(|(_, _, i)| is_write(i.flags)).collect();
+        let ends: Vec<bool> = cx.all.iter().filter(|o| o.link == link).map(|o| is_write(o.info.flags)).collect();
         if !(ends.contains(&true) && ends.contains(&false)) {
             // One end leads outside the image: like a terminal, it follows cr_restart's own.
             return Ok(FdKind::Inherited { what: link.to_string() });

@@ -20,7 +20,7 @@ impl FdHandler for Regular {
     fn claims(&self, link: &str, md: &Metadata) -> bool {
         md.file_type().is_file() && link.starts_with('/')
     }
-    fn dump(&self, cx: &mut super::DumpCx, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+    fn dump(&self, cx: &mut super::DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let pid = cx.pid;
         if link.ends_with(" (deleted)") {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} was deleted; deleted files are not supported yet")));

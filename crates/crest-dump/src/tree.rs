@@ -1,0 +1,385 @@
+//! The processes of one checkpoint (BLCR's scopes), frozen together, dumped into one image, and
+//! let go (or killed) together.
+//!
+//! [`freeze_scope`] seizes the processes one by one: under `--tree` a process's children are
+//! listed once it is frozen (a frozen process forks no more), so the walk sees every
+//! descendant; under `--pgid` and `--sid` `/proc` is scanned again until a scan finds no new
+//! member. Zombies of the scope whose parent is in it are recorded with their wait status.
+//!
+//! [`FrozenTree::dump`] collects every process while all are frozen (descriptors compared
+//! across processes with `kcmp`, pipe data read once), then writes the page data: shared
+//! mappings while all are frozen, then, with snapshots, the processes are let go and their
+//! private pages are read from their copies. The image is one consistent instant of the tree.
+use std::collections::HashMap;
+
+use crest_image::{Image, ImageWriter, Process, RECORD_VERSION};
+use crest_kinds::{fd, ipc};
+
+use crate::freeze::{freeze, Collected, DumpOptions, Frozen};
+use crate::{check_cancel, pages, DumpError, DumpStats};
+
+/// Which processes a checkpoint takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The process and all its descendants (`--tree`, the default).
+    Tree,
+    /// The process alone (`--pid`).
+    Pid,
+    /// Every process of the process group (`--pgid`).
+    Pgid,
+    /// Every process of the session (`--sid`).
+    Sid,
+}
+
+impl Scope {
+    /// BLCR's name of the scope, as recorded in the image.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Tree => "tree",
+            Scope::Pid => "pid",
+            Scope::Pgid => "pgid",
+            Scope::Sid => "sid",
+        }
+    }
+}
+
+/// A process of the scope that has exited and was not reaped.
+struct Zombie {
+    pid: i32,
+    stat: crest_proc::Stat,
+}
+
+/// Every process of a scope, frozen.
+pub struct FrozenTree {
+    /// The ID the scope was named by.
+    pub id: i32,
+    /// The scope.
+    pub scope: Scope,
+    /// Live processes, parents before children.
+    procs: Vec<Frozen>,
+    /// Each live process's and zombie's nearest ancestor in the scope (absent: none).
+    parents: HashMap<i32, i32>,
+    zombies: Vec<Zombie>,
+}
+
+fn stat_of(pid: i32) -> Option<crest_proc::Stat> {
+    crest_proc::parse_stat(&crest_proc::read(pid, "stat").ok()?).ok()
+}
+
+/// A child that is another checkpoint's snapshot (no exit signal, traced): not part of the tree.
+fn is_snapshot(pid: i32, st: &crest_proc::Stat) -> bool {
+    st.exit_signal == 0 && crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").map(|t| t != "0")).unwrap_or(false)
+}
+
+/// Seizes and stops every process of the scope `scope` named by `id`.
+pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
+    let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new() };
+    match scope {
+        Scope::Pid | Scope::Tree => {
+            t.procs.push(freeze(id)?);
+            if scope == Scope::Tree {
+                let mut at = 0;
+                while at < t.procs.len() {
+                    check_cancel()?;
+                    let parent = t.procs[at].pid;
+                    for c in crest_proc::children(parent)? {
+                        t.add(c, parent)?;
+                    }
+                    at += 1;
+                }
+            }
+        }
+        Scope::Pgid | Scope::Sid => {
+            loop {
+                check_cancel()?;
+                let mut new = 0;
+                for pid in crest_proc::all_pids()? {
+                    if t.procs.iter().any(|f| f.pid == pid) || t.zombies.iter().any(|z| z.pid == pid) {
+                        continue;
+                    }
+                    let Some(st) = stat_of(pid) else { continue };
+                    let member = if scope == Scope::Pgid { st.pgrp == id } else { st.session == id };
+                    if member && t.add(pid, 0)? {
+                        new += 1;
+                    }
+                }
+                if new == 0 {
+                    break;
+                }
+            }
+            // A member may have moved to another group or session before it was frozen.
+            t.procs.retain(|f| stat_of(f.pid).is_some_and(|st| if scope == Scope::Pgid { st.pgrp == id } else { st.session == id }));
+            if t.procs.is_empty() {
+                return Err(DumpError::NoProcess(id));
+            }
+            t.order();
+        }
+    }
+    Ok(t)
+}
+
+impl FrozenTree {
+    /// Freezes `pid` (found as a child of `parent`, or 0) and adds it; a zombie is recorded.
+    /// Returns whether it was added (it may have exited meanwhile).
+    fn add(&mut self, pid: i32, parent: i32) -> Result<bool, DumpError> {
+        let Some(st) = stat_of(pid) else { return Ok(false) };
+        if matches!(st.state, 'Z' | 'X') {
+            self.zombies.push(Zombie { pid, stat: st });
+            if parent != 0 {
+                self.parents.insert(pid, parent);
+            }
+            return Ok(true);
+        }
+        if is_snapshot(pid, &st) {
+            return Ok(false);
+        }
+        match freeze(pid) {
+            Ok(f) => {
+                self.procs.push(f);
+                if parent != 0 {
+                    self.parents.insert(pid, parent);
+                }
+                Ok(true)
+            }
+            Err(DumpError::NoProcess(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts the processes of a scanned scope in tree order: each after its nearest ancestor in
+    /// the scope; the named process (or group or session leader) first among those with none.
+    fn order(&mut self) {
+        let members: std::collections::HashSet<i32> = self.procs.iter().map(|f| f.pid).chain(self.zombies.iter().map(|z| z.pid)).collect();
+        for pid in members.iter().copied() {
+            let mut at = pid;
+            for _ in 0..4096 {
+                let Some(st) = stat_of(at) else { break };
+                if st.ppid <= 1 {
+                    break;
+                }
+                if members.contains(&st.ppid) {
+                    self.parents.insert(pid, st.ppid);
+                    break;
+                }
+                at = st.ppid;
+            }
+        }
+        // Zombies of a parent outside the scope are nobody's to wait for.
+        let parents = &self.parents;
+        self.zombies.retain(|z| parents.contains_key(&z.pid));
+        let depth = |pid: i32| {
+            let mut d = 0;
+            let mut at = pid;
+            while let Some(&p) = parents.get(&at) {
+                d += 1;
+                at = p;
+                if d > 4096 {
+                    break;
+                }
+            }
+            d
+        };
+        let id = self.id;
+        self.procs.sort_by_key(|f| (depth(f.pid), f.pid != id, f.pid));
+    }
+
+    /// PIDs of the live processes, parents first.
+    pub fn pids(&self) -> Vec<i32> {
+        self.procs.iter().map(|f| f.pid).collect()
+    }
+
+    /// Number of threads of all processes.
+    pub fn thread_count(&self) -> usize {
+        self.procs.iter().map(Frozen::thread_count).sum()
+    }
+
+    /// Writes the image of every process into `out`; returns it and figures.
+    pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>) -> Result<(Image, DumpStats), DumpError> {
+        check_cancel()?;
+        let pids = self.pids();
+        let mut files = fd::FileTable::new(&pids)?;
+        let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());
+        let discard_all = |c: Vec<Collected>| {
+            for c in c {
+                if let Some(s) = c.snap {
+                    s.discard();
+                }
+            }
+        };
+        for f in &mut self.procs {
+            let ppid = self.parents.get(&f.pid).copied().unwrap_or(0);
+            match f.collect(opts, &mut files, ppid) {
+                Ok(c) => collected.push(c),
+                Err(e) => {
+                    discard_all(collected);
+                    return Err(e);
+                }
+            }
+        }
+        let result = self.write(out, opts, &mut collected);
+        discard_all(collected);
+        result
+    }
+
+    fn write(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, collected: &mut [Collected]) -> Result<(Image, DumpStats), DumpError> {
+        let DumpOptions { compress, progress, .. } = *opts;
+        let procs: Vec<Process> = collected.iter().map(|c| c.process.clone()).collect();
+        let ipc = ipc::dump(&procs)?;
+        check_cancel()?;
+        let mut w = ImageWriter::new(out)?;
+        let seekable = out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false);
+        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &dyn Fn(&crest_image::Vma) -> bool, snapshot: bool| -> Result<(Vec<crest_image::Vma>, u64), DumpError> {
+            if seekable {
+                let start = w.position();
+                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, compress, progress, snapshot, pages::Sink::File(out, start))?;
+                // pwrite leaves the file position alone: move it past the pages for what follows.
+                let mut f = out;
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
+                w.note_appended(r.1);
+                Ok(r)
+            } else {
+                pages::write_pages(from, vmas, select, compress, progress, snapshot, pages::Sink::Stream(&mut w))
+            }
+        };
+        let mut page_bytes = 0;
+        // While every process is frozen: shared memory (the same pages in a copy), and all the
+        // pages of a process that has no copy.
+        for c in collected.iter_mut() {
+            let vmas = std::mem::take(&mut c.process.vmas);
+            let (vmas, n) = if c.snap.is_some() { write(c.process.pid, vmas, &crate::snapshot::read_while_frozen, false)? } else { write(c.process.pid, vmas, &|_| true, false)? };
+            c.process.vmas = vmas;
+            page_bytes += n;
+        }
+        let mut frozen_secs = None;
+        if collected.iter().any(|c| c.snap.is_some()) {
+            for (f, c) in self.procs.iter_mut().zip(collected.iter()) {
+                if c.snap.is_some() {
+                    f.let_go()?;
+                }
+            }
+            frozen_secs = self.procs.first().map(Frozen::frozen_for);
+            for c in collected.iter_mut() {
+                let Some(snap) = &c.snap else { continue };
+                let vmas = std::mem::take(&mut c.process.vmas);
+                let (vmas, n) = write(snap.child.tid, vmas, &|v| !crate::snapshot::read_while_frozen(v), true)?;
+                c.process.vmas = vmas;
+                page_bytes += n;
+            }
+        }
+        let mut processes: Vec<Process> = collected.iter().map(|c| c.process.clone()).collect();
+        for z in &self.zombies {
+            let ppid = self.parents.get(&z.pid).copied().unwrap_or(0);
+            processes.push(zombie_record(z, ppid));
+        }
+        sort_parents_first(&mut processes);
+        let (release, host) = crest_ptrace::sys::uname();
+        let remote_syscalls = collected.iter().map(|c| c.remote_syscalls).sum();
+        let image = Image {
+            v: RECORD_VERSION,
+            tool: concat!("crest ", env!("CARGO_PKG_VERSION")).to_string(),
+            kernel: release,
+            host,
+            time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            root_pid: self.id,
+            scope: self.scope.name().to_string(),
+            vdso_layout: collected.first().map(|c| c.vdso_layout.clone()).unwrap_or_default(),
+            processes,
+            ipc,
+        };
+        check_cancel()?;
+        w.finish(&image)?;
+        let frozen_secs = frozen_secs.unwrap_or_else(|| self.procs.first().map_or(0.0, Frozen::frozen_for));
+        let vmas = image.processes.iter().map(|p| p.vmas.len()).sum();
+        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs }))
+    }
+
+    /// Lets every process go as it was; with `kill`, kills them instead, children first, each
+    /// reaped by its frozen parent from inside (so no zombie is left to an init that does not
+    /// reap), the topmost ones left to their own parents.
+    pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
+        let mut first_err = None;
+        if kill {
+            for z in std::mem::take(&mut self.zombies) {
+                if let Some(parent) = self.parents.get(&z.pid).and_then(|p| self.procs.iter_mut().find(|f| f.pid == *p)) {
+                    if let Err(e) = parent.reap(z.pid) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            while let Some(f) = self.procs.pop() {
+                let pid = f.pid;
+                let was_running = f.is_released();
+                if let Err(e) = f.release(true) {
+                    first_err.get_or_insert(e);
+                }
+                if was_running {
+                    continue;
+                }
+                if let Some(parent) = self.parents.get(&pid).and_then(|p| self.procs.iter_mut().find(|f| f.pid == *p)) {
+                    if let Err(e) = parent.reap(pid) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        } else {
+            for f in std::mem::take(&mut self.procs) {
+                if let Err(e) = f.release(false) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// The record of a zombie: who it is and how it ended.
+fn zombie_record(z: &Zombie, ppid: i32) -> Process {
+    Process {
+        v: RECORD_VERSION,
+        pid: z.pid,
+        ppid,
+        pgid: z.stat.pgrp,
+        sid: z.stat.session,
+        exe: String::new(),
+        cmdline: Vec::new(),
+        creds: Default::default(),
+        cwd: String::new(),
+        root: String::new(),
+        umask: 0,
+        personality: 0,
+        rlimits: Vec::new(),
+        mm: Default::default(),
+        vmas: Vec::new(),
+        fds: Vec::new(),
+        sigactions: Vec::new(),
+        shared_pending: Vec::new(),
+        threads: Vec::new(),
+        exit_status: Some(z.stat.exit_code),
+    }
+}
+
+/// Orders `procs` so that every process comes after its parent (stable otherwise).
+fn sort_parents_first(procs: &mut Vec<Process>) {
+    let mut out: Vec<Process> = Vec::with_capacity(procs.len());
+    let mut rest = std::mem::take(procs);
+    while !rest.is_empty() {
+        let before = rest.len();
+        let mut i = 0;
+        while i < rest.len() {
+            let p = &rest[i];
+            if p.ppid == 0 || out.iter().any(|o| o.pid == p.ppid) {
+                out.push(rest.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if rest.len() == before {
+            // A parent missing from the image: the rest become top-level.
+            for mut p in rest.drain(..) {
+                p.ppid = 0;
+                out.push(p);
+            }
+        }
+    }
+    *procs = out;
+}
