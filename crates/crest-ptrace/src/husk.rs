@@ -1,14 +1,17 @@
 //! The husk: the process a restore fills.
 //!
-//! [`spawn`] forks (or `clone3`s with `set_tid`, to give the child a chosen PID), runs a
-//! preparation closure in the child (opening descriptors, setting the cwd and signal
-//! dispositions: things a process does most cheaply for itself), then the child asks to be
-//! traced and stops itself. From then on the parent drives it from outside with remote syscalls.
-//! If the preparation fails, the child sends the message through a pipe and exits.
+//! [`create`] `clone3`s a child (with `set_tid`, to give it a chosen PID), runs a preparation
+//! closure in it (creating the husks of its own children, opening descriptors, setting the cwd
+//! and signal dispositions: things a process does most cheaply for itself), then the child
+//! reports on its status pipe (its PID, or what failed) and waits. [`await_ready`] reads the
+//! report, [`seize`] takes the husk; from then on it is driven from outside with remote
+//! syscalls. [`spawn`] is the three for one husk. A husk of a process tree is created by the
+//! husk of its parent, so parent and child links are the saved ones; [`create_zombie`] makes a
+//! child that ends at once with a saved wait status.
 //!
 //! # Safety
-//! `fork`/`clone3` are called while the calling process is single-threaded (cr_restart is),
-//! so the child may use the allocator and std. After a raw `clone3` glibc's cached thread id is
+//! `clone3` is called while the calling process is single-threaded (cr_restart is, and so is
+//! every husk), so the child may use the allocator and std. After a raw `clone3` glibc's cached thread id is
 //! stale, so the child calls no pthread functions: it signals itself with raw `kill(getpid())`.
 #![allow(unsafe_code)]
 
@@ -70,55 +73,111 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), TraceError> {
 /// interrupts it. `PR_SET_PDEATHSIG` kills it should the caller die before that.
 pub fn spawn<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, prepare: F) -> Result<Tracee, SpawnError> {
     let (rd, wr) = pipe()?;
-    let parent = std::process::id() as i32;
-    let child = match pid {
-        Some(want) => {
-            let tid = want;
-            let args = CloneArgs { exit_signal: libc::SIGCHLD as u64, set_tid: &tid as *const i32 as u64, set_tid_size: 1, ..Default::default() };
-            // SAFETY: args is a live clone_args of the size passed; no CLONE_VM, so the child
-            // gets its own copy of memory, as with fork.
-            let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
-            if r == -1 {
-                let err = std::io::Error::last_os_error();
-                return Err(match err.raw_os_error() {
-                    Some(libc::EEXIST) => SpawnError::PidInUse(want),
-                    Some(libc::EPERM) => SpawnError::PidNeedsPrivilege(want),
-                    _ => TraceError::Sys { what: format!("clone3 with PID {want}"), err }.into(),
-                });
-            }
-            r as i32
-        }
-        None => {
-            // SAFETY: the caller is single-threaded (module invariant).
-            let r = unsafe { libc::fork() };
-            if r == -1 {
-                return Err(TraceError::sys("fork").into());
-            }
-            r
-        }
-    };
-    if child == 0 {
-        drop(rd);
-        child_main(wr, parent, prepare);
-    }
+    let child = create(pid, wr.as_raw_fd(), prepare)?;
     drop(wr);
+    let child = await_ready(rd, child)?;
+    seize(child)
+}
+
+/// A status pipe for a husk that [`create`] will make (possibly inside another husk): the
+/// caller keeps the read end for [`await_ready`], the write end is inherited down to the husk.
+pub fn status_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    Ok(pipe()?)
+}
+
+/// Forks (or `clone3`s with PID `pid`) a husk that runs `prepare`, reports on `status_fd` and
+/// waits; returns its PID at once. Callable in a husk, to create the husks of its children.
+pub fn create<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, status_fd: i32, prepare: F) -> Result<i32, SpawnError> {
+    let parent = std::process::id() as i32;
+    let child = fork_with_pid(pid)?;
+    if child == 0 {
+        child_main(status_fd, parent, prepare);
+    }
+    Ok(child)
+}
+
+/// Forks (or `clone3`s with PID `pid`) a child that becomes a zombie at once: it runs
+/// `before` (joining its process group), then exits with the wait status `status` (an exit
+/// code, or death by a signal, without a core dump).
+pub fn create_zombie<F: FnOnce()>(pid: Option<i32>, status: i32, before: F) -> Result<i32, SpawnError> {
+    let child = fork_with_pid(pid)?;
+    if child == 0 {
+        before();
+        let sig = status & 0x7f;
+        if sig != 0 {
+            // SAFETY: plain syscalls with integer arguments, or a zeroed rlimit and sigset on
+            // the stack; nothing here returns into Rust code that could observe the state.
+            unsafe {
+                let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), sig);
+            }
+        }
+        // SAFETY: _exit never returns.
+        unsafe { libc::_exit((status >> 8) & 0xff) };
+    }
+    Ok(child)
+}
+
+/// Waits until a husk has reported on the pipe whose read end is `rd`; returns its PID (which
+/// it reports itself: it may be a grandchild).
+pub fn await_ready(rd: OwnedFd, child: i32) -> Result<i32, SpawnError> {
     let mut msg = Vec::new();
     let _ = std::fs::File::from(rd).read_to_end(&mut msg);
-    if msg != [0] {
-        let mut status = 0;
-        // SAFETY: status is a valid out pointer; child is our child.
-        unsafe { libc::waitpid(child, &mut status, 0) };
-        let text = String::from_utf8_lossy(&msg).trim_start_matches('\0').to_string();
-        let how = if libc::WIFSIGNALED(status) { format!("killed by signal {}", libc::WTERMSIG(status)) } else { format!("exit status {}", libc::WEXITSTATUS(status)) };
-        return Err(SpawnError::Prepare(if text.is_empty() { format!("the restore process died while being prepared ({how})") } else { text }));
+    if msg.len() == 5 && msg[0] == 0 {
+        return Ok(i32::from_le_bytes([msg[1], msg[2], msg[3], msg[4]]));
     }
-    let t = Tracee::seize_with(child, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE)?;
+    let mut how = String::new();
+    if child > 0 {
+        let mut status = 0;
+        // SAFETY: status is a valid out pointer. The husk failed and exits; a husk that is not
+        // our child (a grandchild) makes waitpid fail at once with ECHILD.
+        if unsafe { libc::waitpid(child, &mut status, 0) } == child {
+            how = if libc::WIFSIGNALED(status) { format!("killed by signal {}", libc::WTERMSIG(status)) } else { format!("exit status {}", libc::WEXITSTATUS(status)) };
+        }
+    }
+    let text = String::from_utf8_lossy(&msg).trim_start_matches('\0').to_string();
+    Err(SpawnError::Prepare(if text.is_empty() { format!("the restore process died while being prepared{}", if how.is_empty() { String::new() } else { format!(" ({how})") }) } else { text }))
+}
+
+/// Seizes a husk that has reported ready and stops it.
+pub fn seize(pid: i32) -> Result<Tracee, SpawnError> {
+    let t = Tracee::seize_with(pid, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE)?;
     t.interrupt()?;
     t.wait_event()?;
     Ok(t)
 }
 
-fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(wr: OwnedFd, parent: i32, prepare: F) -> ! {
+/// A raw `clone3` (no C library `fork`: in a husk made by `clone3` the library's idea of the
+/// current thread is stale), with `set_tid` when a PID is wanted.
+fn fork_with_pid(pid: Option<i32>) -> Result<i32, SpawnError> {
+    let tid = pid.unwrap_or(0);
+    let mut args = CloneArgs { exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    if pid.is_some() {
+        args.set_tid = &tid as *const i32 as u64;
+        args.set_tid_size = 1;
+    }
+    // SAFETY: args is a live clone_args of the size passed (and set_tid points at a live i32);
+    // no CLONE_VM, so the child gets its own copy of memory, as with fork.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if r == -1 {
+        let err = std::io::Error::last_os_error();
+        return Err(match (pid, err.raw_os_error()) {
+            (Some(want), Some(libc::EEXIST)) => SpawnError::PidInUse(want),
+            (Some(want), Some(libc::EPERM)) => SpawnError::PidNeedsPrivilege(want),
+            (Some(want), _) => TraceError::Sys { what: format!("clone3 with PID {want}"), err }.into(),
+            (None, _) => TraceError::Sys { what: "clone3".into(), err }.into(),
+        });
+    }
+    Ok(r as i32)
+}
+
+fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(fd: i32, parent: i32, prepare: F) -> ! {
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // A cr_restart that got capabilities from its file is not dumpable, and neither would be
@@ -134,11 +193,16 @@ fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(wr: OwnedFd, parent:
         }
     }
     crate::sys::block_all_signals();
-    let fd = wr.as_raw_fd();
-    std::mem::forget(wr);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(fd)));
     let (fd, msg) = match result {
-        Ok(Ok(fd)) => (fd, vec![0u8]),
+        Ok(Ok(fd)) => {
+            // SAFETY: getpid takes no arguments (raw: after clone3 the C library's idea of
+            // the process may be stale).
+            let me = unsafe { libc::syscall(libc::SYS_getpid) } as i32;
+            let mut m = vec![0u8];
+            m.extend_from_slice(&me.to_le_bytes());
+            (fd, m)
+        }
         Ok(Err((at, m))) => (at, m.into_bytes()),
         Err(_) => (fd, b"internal error while preparing the restore process".to_vec()),
     };
@@ -147,7 +211,7 @@ fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(wr: OwnedFd, parent:
         libc::write(fd, msg.as_ptr().cast(), msg.len());
         libc::close(fd);
     }
-    if msg != [0] {
+    if msg.first() != Some(&0) {
         // SAFETY: _exit never returns.
         unsafe { libc::_exit(127) };
     }
@@ -156,4 +220,49 @@ fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(wr: OwnedFd, parent:
         // SIGKILL ends it.
         unsafe { libc::syscall(libc::SYS_pause) };
     }
+}
+
+/// `setsid()` in the calling husk: a new session and process group led by it.
+pub fn setsid() -> std::io::Result<()> {
+    // SAFETY: no arguments.
+    if unsafe { libc::setsid() } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `setpgid(pid, pgid)` (0 for the caller, 0 for a group of its own).
+pub fn setpgid(pid: i32, pgid: i32) -> std::io::Result<()> {
+    // SAFETY: integer arguments only.
+    if unsafe { libc::setpgid(pid, pgid) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The process group and session of the caller.
+pub fn group_and_session() -> (i32, i32) {
+    // SAFETY: integer arguments only.
+    unsafe { (libc::getpgid(0), libc::getsid(0)) }
+}
+
+/// Waits until the child `pid` has exited, without reaping it (it stays a zombie), then
+/// takes back the SIGCHLD that its end queued for the caller (which has signals blocked), so
+/// that the restored process does not get a signal it had not had.
+pub fn await_zombie(pid: i32) -> std::io::Result<()> {
+    // SAFETY: siginfo_t is plain data; zeroed is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: info is a live siginfo_t the kernel fills.
+    if unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: set is a zeroed sigset the calls fill; the zero timeout never blocks.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        while libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGCHLD {}
+    }
+    Ok(())
 }

@@ -339,6 +339,16 @@ pub fn tee(from: i32, to: i32, len: usize) -> std::io::Result<usize> {
     Ok(r as usize)
 }
 
+/// Whether the other side of `fd` is gone (`POLLHUP`: a pipe with no writer left).
+pub fn hung_up(fd: i32) -> std::io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: 0, revents: 0 };
+    // SAFETY: p is one live pollfd; a zero timeout never blocks.
+    if unsafe { libc::poll(&mut p, 1, 0) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.revents & libc::POLLHUP != 0)
+}
+
 /// `epoll_create1(flags)`.
 pub fn epoll_create(flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     // SAFETY: no pointers.

@@ -7,6 +7,7 @@ use crest_kinds::memory::{self, MapFds};
 use crest_kinds::{fd, mm, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
 
+use crate::plan::{Group, Plan};
 use crate::RestoreError;
 
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -15,8 +16,12 @@ const PR_SET_PDEATHSIG: u64 = 1;
 /// How to restart.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
-    /// Give the process its saved PID (fails when taken).
+    /// Give the processes their saved PIDs (fails when taken).
     pub restore_pid: bool,
+    /// Give the processes their saved process groups (`--restore-pgid`).
+    pub restore_pgid: bool,
+    /// Give the processes their saved sessions (`--restore-sid`).
+    pub restore_sid: bool,
     /// Verify page checksums while restoring (on by default in the CLI).
     pub verify: bool,
     /// Counts the page bytes restored, for a progress display.
@@ -26,8 +31,12 @@ pub struct RestoreOptions {
 /// A restored process, a child of the caller, running.
 #[derive(Debug, Clone)]
 pub struct Restored {
-    /// Its PID.
+    /// The PID of the image's first process (a child of the caller).
     pub pid: i32,
+    /// PIDs of every process that is a child of the caller, the first one first.
+    pub top: Vec<i32>,
+    /// (saved PID, new PID) of every restored process.
+    pub pids: Vec<(i32, i32)>,
     /// Bytes of page data read from the image.
     pub page_bytes: u64,
     /// Remote syscalls made.
@@ -82,66 +91,135 @@ fn wait_for_zombie(pid: i32) {
     }
 }
 
-/// Restores the image's process as a child of the caller, which must be single-threaded.
-pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
-    let image = &img.image;
-    let [p] = image.processes.as_slice() else {
-        return Err(RestoreError::Refused(format!("the image holds {} processes; process trees are not supported yet", image.processes.len())));
-    };
-    check_files(p)?;
-    let own_maps = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
-    let here = vdso::layout(&own_maps);
-    if here != image.vdso_layout {
-        return Err(RestoreError::Refused(format!(
-            "this kernel's vDSO layout {here:?} differs from the image's {:?} (checkpointed on {}): restart on a kernel like the one the checkpoint was taken on",
-            image.vdso_layout, image.kernel
-        )));
+/// Where a husk's own descriptors go while it is filled: the image, its status pipe, mapped
+/// files, memfds of shared memory, the executable; all above every saved descriptor number.
+struct Layout {
+    fds: MapFds,
+    files: Vec<(String, bool)>,
+    shared: Vec<(u64, u64)>,
+    pipe_fd: i32,
+    exe_fd: i32,
+    aux: Vec<i32>,
+}
+
+impl Layout {
+    fn new(p: &Process, aux_base: i32) -> Layout {
+        let (files, shared) = memory::needed_files(&p.vmas);
+        let n_aux = 2 + files.len() + shared.len() + 1; // image, status pipe, files, memfds, exe
+        let mut fds = MapFds { image: aux_base, ..Default::default() };
+        let mut next = aux_base + 2;
+        for (path, _) in &files {
+            fds.files.insert(path.clone(), next);
+            next += 1;
+        }
+        for (id, _) in &shared {
+            fds.shared.insert(*id, next);
+            next += 1;
+        }
+        Layout { fds, files, shared, pipe_fd: aux_base + 1, exe_fd: next, aux: (aux_base..aux_base + n_aux as i32).collect() }
+    }
+}
+
+/// What every husk of one restart needs to know, inherited through the forks.
+struct Ctx<'a> {
+    procs: &'a [Process],
+    plan: &'a Plan,
+    layouts: &'a [Layout],
+    /// File id -> parked descriptor of an object opened once for the image.
+    shared_files: &'a std::collections::HashMap<u64, i32>,
+    /// Shared memory object id -> parked memfd.
+    memfds: &'a std::collections::HashMap<u64, i32>,
+    /// Write end of each husk's status pipe (parked), -1 for zombies.
+    status: &'a [i32],
+    image_fd: i32,
+    parked: i32,
+    restore_pid: bool,
+}
+
+impl Ctx<'_> {
+    fn pid_for(&self, i: usize) -> Option<i32> {
+        self.restore_pid.then_some(self.procs[i].pid)
     }
 
-    // Descriptors the husk needs while it is filled: the image, mapped files, memfds, the exe.
-    let (files, shared) = memory::needed_files(&p.vmas);
-    let max_fd = p.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
-    let aux_base = max_fd + 1;
-    let n_aux = 2 + files.len() + shared.len() + 1; // image, status pipe, files, memfds, exe
-    let mut fds = MapFds { image: aux_base, ..Default::default() };
-    let pipe_fd = aux_base + 1;
-    let mut next = aux_base + 2;
-    for (path, _) in &files {
-        fds.files.insert(path.clone(), next);
-        next += 1;
+    /// Joins the planned group now if it exists already (`known`: new PIDs of the processes
+    /// created so far, 0 for the others). Returns false when it must be done later.
+    fn join_group(&self, i: usize, known: &[i32]) -> Result<bool, String> {
+        let target = match self.plan.group[i] {
+            Group::Inherit => return Ok(true),
+            Group::Own => 0,
+            Group::Existing(g) => g,
+            Group::Leader(l) if known[l] != 0 => known[l],
+            Group::Leader(_) => return Ok(false),
+        };
+        crest_ptrace::husk::setpgid(0, target).map_err(|e| format!("pid {}: joining process group {target}: {e}", self.procs[i].pid))?;
+        Ok(true)
     }
-    for (id, _) in &shared {
-        fds.shared.insert(*id, next);
-        next += 1;
-    }
-    let exe_fd = next;
-    let aux: Vec<i32> = (aux_base..aux_base + n_aux as i32).collect();
-    let image_raw = img.file.as_raw_fd();
 
-    let prepare_husk = |status_fd: i32, placed: &std::cell::Cell<bool>| -> Result<i32, String> {
-        // Everything the restore itself uses goes above the saved descriptors: first out of
-        // the way (above the whole range), then to its planned number.
-        let high = aux_base + n_aux as i32;
+    /// In the husk of process `i`: the session and group, the husks of its children, then its
+    /// own descriptors, directory and signal dispositions.
+    fn prepare(&self, i: usize, mut known: Vec<i32>, status_fd: i32, placed: &std::cell::Cell<bool>) -> Result<i32, String> {
+        let p = &self.procs[i];
+        let me = std::process::id() as i32;
+        known[i] = me;
+        if self.plan.setsid[i] {
+            crest_ptrace::husk::setsid().map_err(|e| format!("pid {}: starting its session: {e}", p.pid))?;
+        }
+        // Groups led by a process not created yet are joined from outside, later.
+        let _ = self.join_group(i, &known)?;
+        let mut zombies = Vec::new();
+        for &c in &self.plan.children[i] {
+            let child = &self.procs[c];
+            if let Some(status) = child.exit_status {
+                let k = known.clone();
+                let z = crest_ptrace::husk::create_zombie(self.pid_for(c), status, || {
+                    let _ = self.join_group(c, &k);
+                })
+                .map_err(|e| format!("pid {}: creating its zombie child {}: {e}", p.pid, child.pid))?;
+                known[c] = z;
+                zombies.push(z);
+            } else {
+                let k = known.clone();
+                let status = self.status[c];
+                let made = crest_ptrace::husk::create(self.pid_for(c), status, move |fd| {
+                    let placed = std::cell::Cell::new(false);
+                    let pipe_fd = self.layouts[c].pipe_fd;
+                    self.prepare(c, k, fd, &placed).map_err(|e| (if placed.get() { pipe_fd } else { fd }, e))
+                })
+                .map_err(|e| format!("pid {}: creating the process of its child {}: {e}", p.pid, child.pid))?;
+                known[c] = made;
+            }
+        }
+        for z in zombies {
+            crest_ptrace::husk::await_zombie(z).map_err(|e| format!("pid {}: waiting for its zombie child {z}: {e}", p.pid))?;
+        }
+        self.prepare_own(i, status_fd, placed)
+    }
+
+    fn prepare_own(&self, i: usize, status_fd: i32, placed: &std::cell::Cell<bool>) -> Result<i32, String> {
+        let p = &self.procs[i];
+        let l = &self.layouts[i];
+        // Everything the restore itself uses goes to its planned number above the saved
+        // descriptors: first out of the way (above the whole range), then into place.
+        let high = self.parked;
         let mut staged: Vec<(i32, i32)> = Vec::new(); // (temporary, final)
         let mut stage = |src: i32, dst: i32, what: &str| -> Result<(), String> {
             let t = crest_ptrace::sys::dup_above(src, high).map_err(|e| format!("{what}: {e}"))?;
             staged.push((t, dst));
             Ok(())
         };
-        stage(status_fd, pipe_fd, "status pipe")?;
-        stage(image_raw, fds.image, "image file")?;
-        for (path, write) in &files {
+        stage(status_fd, l.pipe_fd, "status pipe")?;
+        stage(self.image_fd, l.fds.image, "image file")?;
+        for (path, write) in &l.files {
             let f = std::fs::OpenOptions::new().read(true).write(*write).open(path).map_err(|e| format!("opening {path} to map it: {e}"))?;
-            stage(f.as_raw_fd(), fds.files[path], path)?;
+            stage(f.as_raw_fd(), l.fds.files[path], path)?;
         }
-        for (id, size) in &shared {
-            let f = crest_ptrace::sys::memfd("crest-shared", *size).map_err(|e| format!("creating shared memory: {e}"))?;
-            stage(f.as_raw_fd(), fds.shared[id], "shared memory")?;
+        for (id, _) in &l.shared {
+            stage(self.memfds[id], l.fds.shared[id], "shared memory")?;
         }
         // An empty path: the executable's contents come from the image (it is gone or changed).
         if !p.exe.is_empty() {
             match std::fs::File::open(&p.exe) {
-                Ok(f) => stage(f.as_raw_fd(), exe_fd, &p.exe)?,
+                Ok(f) => stage(f.as_raw_fd(), l.exe_fd, &p.exe)?,
                 Err(e) => return Err(format!("opening the executable {}: {e}", p.exe)),
             }
         }
@@ -150,25 +228,151 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             crest_ptrace::sys::close(t);
             placed.set(true);
         }
-        fd::prepare_all(&p.fds, &aux)?;
+        fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked)?;
         task::prepare(p, &p.cwd)?;
         signals::prepare_actions(&p.sigactions)?;
-        Ok(pipe_fd)
-    };
-    let prepare = |status_fd: i32| -> Result<i32, (i32, String)> {
-        // The status pipe is placed first; until then failures are reported on its old number.
-        let placed = std::cell::Cell::new(false);
-        let r = prepare_husk(status_fd, &placed);
-        r.map_err(|e| (if placed.get() { pipe_fd } else { status_fd }, e))
-    };
-    if opts.restore_pid {
-        wait_for_zombie(p.pid);
+        Ok(l.pipe_fd)
     }
-    let husk = crest_ptrace::husk::spawn(opts.restore_pid.then_some(p.pid), prepare)?;
-    let pid = husk.tid;
+}
+
+/// Restores the image's processes; the topmost are children of the caller, which must be
+/// single-threaded.
+pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    let image = &img.image;
+    let procs = image.processes.as_slice();
+    for p in procs.iter().filter(|p| p.exit_status.is_none()) {
+        check_files(p)?;
+    }
+    let own_maps = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
+    let here = vdso::layout(&own_maps);
+    if here != image.vdso_layout {
+        return Err(RestoreError::Refused(format!(
+            "this kernel's vDSO layout {here:?} differs from the image's {:?} (checkpointed on {}): restart on a kernel like the one the checkpoint was taken on",
+            image.vdso_layout, image.kernel
+        )));
+    }
+    let (my_pgid, my_sid) = crest_ptrace::husk::group_and_session();
+    let plan = Plan::new(procs, opts.restore_pgid, opts.restore_sid, my_pgid, my_sid)?;
+    if plan.top.iter().any(|&t| procs[t].exit_status.is_some()) {
+        return Err(RestoreError::Refused("the image's topmost process is a zombie".into()));
+    }
+    let live: Vec<usize> = (0..procs.len()).filter(|&i| procs[i].exit_status.is_none()).collect();
+    let max_fd = procs.iter().flat_map(|p| &p.fds).map(|f| f.fd).max().unwrap_or(2).max(2);
+    let layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1)).collect();
+    let parked = max_fd + 1 + layouts.iter().map(|l| l.aux.len() as i32).max().unwrap_or(0) + 1;
+
+    // Objects shared across the processes are opened here, once, and inherited by every husk.
+    let records: Vec<&[crest_image::FdRecord]> = live.iter().map(|&i| procs[i].fds.as_slice()).collect();
+    let shared = fd::prepare_shared(&records, parked).map_err(RestoreError::Refused)?;
+    let mut memfds_owned = Vec::new();
+    let mut memfds = std::collections::HashMap::new();
+    for l in &layouts {
+        for &(id, size) in &l.shared {
+            if memfds.contains_key(&id) {
+                continue;
+            }
+            let size = layouts.iter().flat_map(|l| &l.shared).filter(|s| s.0 == id).map(|s| s.1).max().unwrap_or(size);
+            let f = crest_ptrace::sys::memfd("crest-shared", size).map_err(|e| RestoreError::Refused(format!("creating shared memory: {e}")))?;
+            let n = crest_ptrace::sys::dup_above(f.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
+            memfds_owned.push(crest_ptrace::sys::owned_fd(n));
+            memfds.insert(id, n);
+        }
+    }
+    crest_kinds::ipc::restore(&image.ipc)?;
+    let image_fd = crest_ptrace::sys::dup_above(img.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
+    let image_fd_owned = crest_ptrace::sys::owned_fd(image_fd);
+    let mut status = vec![-1; procs.len()];
+    let mut readers: Vec<Option<std::os::fd::OwnedFd>> = (0..procs.len()).map(|_| None).collect();
+    let mut writers = Vec::new();
+    for &i in &live {
+        let (r, w) = crest_ptrace::husk::status_pipe()?;
+        let n = crest_ptrace::sys::dup_above(w.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
+        drop(w);
+        writers.push(crest_ptrace::sys::owned_fd(n));
+        status[i] = n;
+        readers[i] = Some(r);
+    }
+    if opts.restore_pid {
+        for p in procs {
+            wait_for_zombie(p.pid);
+        }
+    }
+    let ctx = Ctx { procs, plan: &plan, layouts: &layouts, shared_files: &shared.by_file, memfds: &memfds, status: &status, image_fd, parked, restore_pid: opts.restore_pid };
+
+    // The topmost husks; each creates the husks of its children.
+    let mut top_pids: Vec<i32> = Vec::new();
+    let mut spawn_err = None;
+    for &t in &plan.top {
+        let known = vec![0; procs.len()];
+        let ctx = &ctx;
+        match crest_ptrace::husk::create(ctx.pid_for(t), status[t], move |fd| {
+            let placed = std::cell::Cell::new(false);
+            ctx.prepare(t, known, fd, &placed).map_err(|e| (if placed.get() { ctx.layouts[t].pipe_fd } else { fd }, e))
+        }) {
+            Ok(pid) => top_pids.push(pid),
+            Err(e) => {
+                spawn_err = Some(e);
+                break;
+            }
+        }
+    }
+    drop(writers);
+    let mut new_pids = vec![0; procs.len()];
+    let mut first_err: Option<RestoreError> = spawn_err.map(Into::into);
+    for &i in &live {
+        let Some(r) = readers[i].take() else { continue };
+        let direct = plan.top.iter().position(|&t| t == i).and_then(|k| top_pids.get(k).copied()).unwrap_or(0);
+        match crest_ptrace::husk::await_ready(r, direct) {
+            Ok(pid) => new_pids[i] = pid,
+            Err(e) => {
+                first_err.get_or_insert(e.into());
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        let started: Vec<i32> = new_pids.iter().copied().filter(|&p| p != 0).chain(top_pids.iter().copied()).collect();
+        kill_all(&started, &top_pids);
+        return Err(e);
+    }
+    let all_pids: Vec<i32> = live.iter().map(|&i| new_pids[i]).collect();
+    let mut husks: Vec<(usize, crest_ptrace::Tracee)> = Vec::with_capacity(live.len());
+    for &i in &live {
+        match crest_ptrace::husk::seize(new_pids[i]) {
+            Ok(t) => husks.push((i, t)),
+            Err(e) => {
+                kill_all(&all_pids, &top_pids);
+                return Err(e.into());
+            }
+        }
+    }
+    // Every husk has its own copies by now.
+    drop(shared);
+    drop(memfds_owned);
+    drop(image_fd_owned);
+
     let result = std::thread::scope(|s| {
         let verifier = opts.verify.then(|| s.spawn(|| img.verify_pages(1)));
-        let filled = fill(&husk, p, &img.file, &fds, exe_fd, &aux, opts);
+        let mut filled = Ok((0, 0, true, Vec::new()));
+        for (i, husk) in &husks {
+            let join = match plan.group[*i] {
+                Group::Leader(l) => Some(new_pids[l]),
+                _ => None,
+            };
+            match fill(husk, &procs[*i], &img.file, &layouts[*i].fds, layouts[*i].exe_fd, &layouts[*i].aux, opts, join) {
+                Ok((bytes, calls, exe_set, threads)) => {
+                    if let Ok((b, c, e, all)) = &mut filled {
+                        *b += bytes;
+                        *c += calls;
+                        *e &= exe_set;
+                        all.push(threads);
+                    }
+                }
+                Err(e) => {
+                    filled = Err(e);
+                    break;
+                }
+            }
+        }
         let verified = match verifier {
             Some(v) => v.join().unwrap_or_else(|_| Err(crest_image::ImageError::Invalid("page verifier panicked".into()))),
             None => Ok(()),
@@ -176,24 +380,44 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         verified?;
         filled
     });
-    match result {
-        Ok((page_bytes, remote_syscalls, exe_set, threads)) => {
-            let all: Vec<&crest_ptrace::Tracee> = std::iter::once(&husk).chain(threads.iter()).collect();
-            if let Err(e) = finish(&all, p) {
-                let _ = crest_ptrace::sys::kill(pid, libc::SIGKILL);
-                return Err(e);
-            }
-            for t in threads {
-                t.detach(0)?;
-            }
-            husk.detach(0)?;
-            Ok(Restored { pid, page_bytes, remote_syscalls, exe_set })
-        }
+    let (page_bytes, remote_syscalls, exe_set, threads) = match result {
+        Ok(r) => r,
         Err(e) => {
-            let _ = crest_ptrace::sys::kill(pid, libc::SIGKILL);
-            let _ = husk.wait_stop();
-            Err(e)
+            kill_all(&all_pids, &top_pids);
+            return Err(e);
         }
+    };
+    let finished = (|| -> Result<(), RestoreError> {
+        for ((i, husk), threads) in husks.iter().zip(&threads) {
+            let all: Vec<&crest_ptrace::Tracee> = std::iter::once(husk).chain(threads.iter()).collect();
+            finish(&all, &procs[*i])?;
+        }
+        crest_kinds::ipc::finish(&image.ipc)?;
+        Ok(())
+    })();
+    if let Err(e) = finished {
+        kill_all(&all_pids, &top_pids);
+        return Err(e);
+    }
+    // Children first, so that no parent runs on while a child of it is still held.
+    for ((_, husk), threads) in husks.into_iter().zip(threads).rev() {
+        for t in threads {
+            t.detach(0)?;
+        }
+        husk.detach(0)?;
+    }
+    let pid = top_pids.first().copied().unwrap_or(0);
+    let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, remote_syscalls, exe_set })
+}
+
+/// Kills every husk of `pids` (children first) and reaps the caller's own (`top`).
+fn kill_all(pids: &[i32], top: &[i32]) {
+    for &p in pids.iter().rev() {
+        let _ = crest_ptrace::sys::kill(p, libc::SIGKILL);
+    }
+    for &p in top {
+        let _ = crest_ptrace::sys::wait_child(p);
     }
 }
 
@@ -235,7 +459,17 @@ fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
 
 /// Turns the husk's memory into the saved process's. Returns (bytes, syscalls, exe set).
 #[allow(clippy::type_complexity)]
-fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, fds: &MapFds, exe_fd: i32, aux: &[i32], opts: &RestoreOptions) -> Result<(u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
+#[allow(clippy::too_many_arguments)]
+fn fill(
+    husk: &crest_ptrace::Tracee,
+    p: &Process,
+    image: &std::fs::File,
+    fds: &MapFds,
+    exe_fd: i32,
+    aux: &[i32],
+    opts: &RestoreOptions,
+    join: Option<i32>,
+) -> Result<(u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
     let pid = husk.tid;
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
     let areas = vdso::areas(&maps);
@@ -246,6 +480,13 @@ fn fill(husk: &crest_ptrace::Tracee, p: &Process, image: &std::fs::File, fds: &M
         remote.call("unregistering the restore process's rseq", libc::SYS_rseq, &[addr, u64::from(len), RSEQ_FLAG_UNREGISTER, u64::from(sig)])?;
     }
     remote.call("clearing the parent-death signal", libc::SYS_prctl, &[PR_SET_PDEATHSIG, 0])?;
+    if let Some(g) = join {
+        // The group's leader was created after this process: it joins now.
+        let st = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
+        if st.pgrp != g {
+            remote.call(&format!("pid {}: joining process group {g}", p.pid), libc::SYS_setpgid, &[0, g as u64])?;
+        }
+    }
     // Unmap everything of the husk but the special areas, merging neighbours into one call.
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for m in maps.iter().filter(|m| vdso::special(&m.name).is_none()) {

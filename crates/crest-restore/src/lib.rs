@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod husk;
+mod plan;
 
 pub use husk::{restore, use_saved_contents, RestoreOptions, Restored};
 

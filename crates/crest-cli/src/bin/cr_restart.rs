@@ -70,9 +70,6 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     if m.contains_id("dir") {
         return Err(fail(libc::EINVAL, "args", "--dir is not implemented (as in BLCR); give the image file"));
     }
-    if last_given(m, &["restore-pgid", "no-restore-pgid"]) == Some("restore-pgid") || last_given(m, &["restore-sid", "no-restore-sid"]) == Some("restore-sid") {
-        return Err(fail(libc::EOPNOTSUPP, "args", "--restore-pgid and --restore-sid are not supported yet"));
-    }
     let relocs = parse_relocations(m.get_many::<String>("relocate").map(|v| v.cloned().collect()).unwrap_or_default())?;
     let (file, shown) = if let Some(&fd) = m.get_one::<i32>("fd") {
         (File::open(format!("/proc/self/fd/{fd}")).map_err(|e| fail(255, "args", format!("descriptor {fd}: {e}")))?, format!("<fd{fd}>"))
@@ -93,7 +90,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     // Nothing starts unless every file is there and unchanged and this user could have
     // started the saved process.
     let caller = Caller::current().map_err(|e| fail(libc::EIO, "perm", format!("reading this process's credentials: {e}")))?;
-    for p in &mut img.image.processes {
+    for p in img.image.processes.iter_mut().filter(|p| p.exit_status.is_none()) {
         let moved = relocate(p, &relocs);
         for path in crest_restore::use_saved_contents(p) {
             say_info(m, &format!("{path} is gone or has changed since the checkpoint: its contents come from the image"));
@@ -104,7 +101,9 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     }
     let restore_pid = last_given(m, &["restore-pid", "no-restore-pid"]) != Some("no-restore-pid");
     let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
-    let opts = RestoreOptions { restore_pid, verify: !m.get_flag("no-verify"), progress: Some(progress.clone()) };
+    let restore_pgid = last_given(m, &["restore-pgid", "no-restore-pgid"]) == Some("restore-pgid");
+    let restore_sid = last_given(m, &["restore-sid", "no-restore-sid"]) == Some("restore-sid");
+    let opts = RestoreOptions { restore_pid, restore_pgid, restore_sid, verify: !m.get_flag("no-verify"), progress: Some(progress.clone()) };
     // Signals that arrive while restoring wait; afterwards they are forwarded to the process.
     let forwarded: Vec<i32> = (1..=64).filter(|&s| ![libc::SIGCHLD, libc::SIGKILL, libc::SIGSTOP].contains(&s)).collect();
     sys::block_signals(&forwarded);

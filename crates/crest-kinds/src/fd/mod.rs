@@ -51,13 +51,16 @@ impl DumpCx<'_> {
     }
 }
 
+/// A descriptor dumped: (pid, fd, file id).
+type Dumped = (i32, i32, u64);
+
 /// The descriptors of all the processes of one image, and which of them share an open file
 /// description (found with `kcmp` among those on the same inode, across processes).
 pub struct FileTable {
     all: Vec<OpenFd>,
     seen: std::collections::HashSet<u64>,
-    /// (dev, ino) -> descriptors dumped so far on it: (pid, fd, file id).
-    by_inode: std::collections::HashMap<(u64, u64), Vec<(i32, i32, u64)>>,
+    /// (dev, ino) -> descriptors dumped so far on it.
+    by_inode: std::collections::HashMap<(u64, u64), Vec<Dumped>>,
     next_file: u64,
 }
 
@@ -163,20 +166,69 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<Vec<FdRecord>, KindEr
     Ok(out)
 }
 
+/// Objects shared by several processes of an image (one open file description in several
+/// processes, pipes and FIFOs between them), opened once by `cr_restart` before any husk is
+/// forked and parked at numbers no husk uses; every husk inherits them and dups its own.
+#[derive(Default)]
+pub struct SharedFds {
+    /// File id -> parked descriptor.
+    pub by_file: std::collections::HashMap<u64, i32>,
+    /// Owns the parked descriptors (and the other ends of pipes).
+    cx: Option<PrepareCx>,
+    opened: Vec<std::os::fd::OwnedFd>,
+}
+
+/// Whether a record of this kind is opened once for the whole image (else in its husk).
+fn opened_once(kind: &FdKind) -> bool {
+    !matches!(kind, FdKind::Inherited { .. } | FdKind::Epoll { .. })
+}
+
+/// Opens, in the caller (`cr_restart`), every object of `procs` (each process's descriptor
+/// records) that more than one process has, and every pipe and FIFO, parked at `high` or above.
+pub fn prepare_shared(procs: &[&[FdRecord]], high: i32) -> Result<SharedFds, String> {
+    let mut users: std::collections::HashMap<u64, usize> = Default::default();
+    for recs in procs {
+        let mut ids: Vec<u64> = recs.iter().map(|r| r.file).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            *users.entry(id).or_default() += 1;
+        }
+    }
+    let mut out = SharedFds { cx: Some(PrepareCx { high, parked: Default::default() }), ..Default::default() };
+    let cx = out.cx.as_mut().expect("set above");
+    for r in procs.iter().flat_map(|recs| recs.iter()) {
+        let once = matches!(r.kind, FdKind::Pipe { .. } | FdKind::Fifo { .. }) || users.get(&r.file).copied().unwrap_or(0) > 1;
+        if !once || !opened_once(&r.kind) || out.by_file.contains_key(&r.file) {
+            continue;
+        }
+        let h = HANDLERS.iter().find(|h| h.restores(&r.kind)).ok_or_else(|| format!("fd {}: no handler", r.fd))?;
+        let Some(f) = h.open(r, cx)? else { continue };
+        let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&f), high).map_err(|e| format!("fd {}: moving a descriptor: {e}", r.fd))?;
+        drop(f);
+        out.by_file.insert(r.file, n);
+        out.opened.push(crest_ptrace::sys::owned_fd(n));
+    }
+    Ok(out)
+}
+
 /// Inside the husk: recreates every descriptor of `recs` at its number. Descriptors the husk
-/// has that are neither restored nor kept are closed, except those in `keep` (the restore's own).
-pub fn prepare_all(recs: &[FdRecord], keep: &[i32]) -> Result<(), String> {
+/// has that are neither restored nor kept are closed, except those in `keep` (the restore's
+/// own); objects opened once for the image (`shared`) are dup'd into place. Every descriptor
+/// at `parked` or above (the image's shared objects, other husks' status pipes) is closed at
+/// the end.
+pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::HashMap<u64, i32>, parked: i32) -> Result<(), String> {
     let inherited: Vec<i32> = recs.iter().filter(|r| matches!(r.kind, FdKind::Inherited { .. })).map(|r| r.fd).collect();
     let own: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .map_err(|e| format!("listing own descriptors: {e}"))?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    for fd in own {
-        if !keep.contains(&fd) && !inherited.contains(&fd) {
+    for &fd in &own {
+        if !keep.contains(&fd) && !inherited.contains(&fd) && fd < parked {
             crest_ptrace::sys::close(fd);
         }
     }
-    let high = keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1;
+    let high = parked.max(keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1);
     let mut cx = PrepareCx { high, parked: Default::default() };
     let handler = |r: &FdRecord| HANDLERS.iter().find(|h| h.restores(&r.kind)).ok_or_else(|| format!("fd {}: no handler", r.fd));
     let mut order: Vec<(&FdRecord, &&dyn FdHandler)> = recs.iter().map(|r| Ok((r, handler(r)?))).collect::<Result<_, String>>()?;
@@ -184,9 +236,10 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32]) -> Result<(), String> {
     // file id -> the number of the first descriptor restored for it.
     let mut opened: std::collections::HashMap<u64, i32> = Default::default();
     for (r, h) in order {
-        if let Some(&first) = opened.get(&r.file) {
+        if let Some(&first) = opened.get(&r.file).or_else(|| shared.get(&r.file)) {
             if !matches!(r.kind, FdKind::Inherited { .. }) {
                 crest_ptrace::sys::dup3(first, r.fd, r.cloexec).map_err(|e| format!("fd {}: sharing fd {first}'s open file: {e}", r.fd))?;
+                opened.entry(r.file).or_insert(r.fd);
                 continue;
             }
         }
@@ -205,6 +258,10 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32]) -> Result<(), String> {
                 let _ = crest_ptrace::sys::set_cloexec(r.fd, r.cloexec);
             }
         }
+    }
+    drop(cx);
+    for fd in own.into_iter().filter(|&fd| fd >= parked && !keep.contains(&fd)) {
+        crest_ptrace::sys::close(fd);
     }
     Ok(())
 }

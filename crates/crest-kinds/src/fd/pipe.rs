@@ -1,4 +1,5 @@
-//! Pipes whose both ends are open in the process. The data buffered in the pipe is read
+//! Pipes whose both ends are open in the processes of the image (or whose write end is closed
+//! everywhere). The data buffered in the pipe is read
 //! without consuming it: a copy of the read end is taken with `pidfd_getfd` and `tee`d into a
 //! pipe of ours. Restore creates one pipe per saved pipe, refills it, and hands out its ends
 //! (dup'd descriptors share one end, as before). A pipe with an end outside the process is left
@@ -42,6 +43,13 @@ fn peek(cx: &DumpCx<'_>, fd: i32) -> std::io::Result<(Vec<u8>, u32)> {
     Ok((data, size as u32))
 }
 
+/// Whether some process still holds the write end of the pipe behind `fd`.
+fn writer_alive(cx: &DumpCx<'_>, fd: i32) -> bool {
+    let Some(pidfd) = cx.pidfd.as_ref() else { return true };
+    let Ok(theirs) = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), fd) else { return true };
+    !crest_ptrace::sys::hung_up(theirs.as_raw_fd()).unwrap_or(false)
+}
+
 impl FdHandler for Pipe {
     fn name(&self) -> &'static str {
         "pipe"
@@ -52,7 +60,18 @@ impl FdHandler for Pipe {
     fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let id = inode(link).unwrap_or(0);
         let ends: Vec<bool> = cx.all.iter().filter(|o| o.link == link).map(|o| is_write(o.info.flags)).collect();
-        if !(ends.contains(&true) && ends.contains(&false)) {
+        let both = ends.contains(&true) && ends.contains(&false);
+        // Only the read end, and no writer is left anywhere: restored as a pipe holding its
+        // data whose write end is closed.
+        if !both && !ends.contains(&true) && !writer_alive(cx, fd) {
+            let (data, size) = if cx.seen.insert(id) {
+                peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))?
+            } else {
+                (Vec::new(), 0)
+            };
+            return Ok(FdKind::Pipe { id, write_end: false, size, data });
+        }
+        if !both {
             // One end leads outside the image: like a terminal, it follows cr_restart's own.
             return Ok(FdKind::Inherited { what: link.to_string() });
         }

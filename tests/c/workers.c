@@ -1,0 +1,107 @@
+/* A parent and 4 forked workers sharing memory three ways: a MAP_SHARED|MAP_ANONYMOUS region
+ * with a process-shared POSIX semaphore in it, and a SysV shared memory segment (removed at
+ * once, so it lives while attached) guarded by a SysV semaphore set. Each worker takes each
+ * lock, adds one to the shared total and to its own count, and lets go. On SIGUSR2 the parent
+ * waits until the totals grow (the workers still share its memory), stops the workers, and
+ * checks that each total is the sum of the workers' counts: nothing lost, nothing private. */
+#include "prog.h"
+
+#include <errno.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <sys/wait.h>
+
+#define W 4
+
+struct shared {
+    sem_t lock;
+    volatile int stop;
+    volatile uint64_t total;
+    volatile uint64_t count[W];
+};
+
+struct sysv {
+    volatile uint64_t total;
+    volatile uint64_t count[W];
+};
+
+static int semid;
+
+static void sysv_lock(int delta)
+{
+    struct sembuf op = {0, (short)delta, 0};
+    while (semop(semid, &op, 1) != 0)
+        check(errno == EINTR, "semop");
+}
+
+int main(void)
+{
+    struct shared *s = mmap(NULL, 4 << 20, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    check(s != MAP_FAILED, "mmap shared");
+    check(sem_init(&s->lock, 1, 1) == 0, "sem_init");
+    int shmid = shmget(IPC_PRIVATE, 1 << 20, IPC_CREAT | 0600);
+    check(shmid >= 0, "shmget");
+    struct sysv *v = shmat(shmid, NULL, 0);
+    check(v != (void *)-1, "shmat");
+    check(shmctl(shmid, IPC_RMID, NULL) == 0, "removing the segment (it lives while attached)");
+    semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+    check(semid >= 0, "semget");
+    check(semctl(semid, 0, SETVAL, 1) == 0, "semctl SETVAL");
+    printf("ipc sem %d\n", semid);
+    fflush(stdout);
+    pid_t kids[W];
+    for (int w = 0; w < W; w++) {
+        kids[w] = fork();
+        check(kids[w] >= 0, "fork");
+        if (kids[w] == 0) {
+            while (!s->stop) {
+                while (sem_wait(&s->lock) != 0)
+                    check(errno == EINTR, "sem_wait");
+                s->total++;
+                s->count[w]++;
+                sem_post(&s->lock);
+                sysv_lock(-1);
+                v->total++;
+                v->count[w]++;
+                sysv_lock(1);
+                struct timespec ts = {0, 200 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            _exit(0);
+        }
+    }
+    while (s->total < 200 || v->total < 200) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    ready();
+    wait_for_verify(NULL);
+    uint64_t a = s->total, b = v->total;
+    for (int i = 0; i < 500 && (s->total < a + 100 || v->total < b + 100); i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    check(s->total >= a + 100, "the workers' updates reach the parent through the shared mapping");
+    check(v->total >= b + 100, "the workers' updates reach the parent through SysV shared memory");
+    s->stop = 1;
+    for (int w = 0; w < W; w++) {
+        int st;
+        while (waitpid(kids[w], &st, 0) < 0)
+            check(errno == EINTR, "waitpid");
+        check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker ended well");
+    }
+    uint64_t sa = 0, sb = 0;
+    for (int w = 0; w < W; w++) {
+        sa += s->count[w];
+        sb += v->count[w];
+    }
+    check(sa == s->total, "shared mapping: total is the sum of the workers' counts");
+    check(sb == v->total, "SysV memory: total is the sum of the workers' counts");
+    check(semctl(semid, 0, GETVAL) == 1, "SysV semaphore free at the end");
+    semctl(semid, 0, IPC_RMID);
+    pass();
+}
