@@ -243,3 +243,24 @@ fn job_by_session() {
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(text.contains("PASS") && text.contains("done 0"), "ring passed and bash went on:\n{text}");
 }
+
+/// Children that ended and were not reaped come back as zombies with their wait status.
+#[test]
+fn zombies_keep_their_exit_status() {
+    let d = Dir::new("zombies");
+    let prog = d.0.join("zombies");
+    gcc("tests/c/zombies.c", &prog, &[]);
+    let (st, out) = round_trip_verify(&d, &prog, &[if is_root() { "same-pid" } else { "any-pid" }], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "zombies after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
+/// A FIFO between a parent and its child, with data buffered in it at the checkpoint.
+#[test]
+fn fifo_between_parent_and_child() {
+    let d = Dir::new("fifo");
+    let prog = d.0.join("fifo");
+    gcc("tests/c/fifo.c", &prog, &[]);
+    let dir = d.0.to_str().expect("utf8").to_string();
+    let (st, out) = round_trip_verify(&d, &prog, &[dir.as_str()], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "fifo after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}

@@ -15,6 +15,7 @@ mod chardev;
 mod directory;
 mod epoll;
 mod eventfd;
+mod fifo;
 mod inherited;
 mod pipe;
 mod regular;
@@ -130,7 +131,7 @@ pub trait FdHandler: Sync {
 
 /// The registry, asked in order; [`inherited`] takes what no other kind claims.
 pub static HANDLERS: &[&dyn FdHandler] =
-    &[&regular::Regular, &directory::Directory, &chardev::CharDevice, &eventfd::EventFd, &epoll::Epoll, &pipe::Pipe, &inherited::Inherited];
+    &[&regular::Regular, &directory::Directory, &chardev::CharDevice, &eventfd::EventFd, &epoll::Epoll, &pipe::Pipe, &fifo::Fifo, &inherited::Inherited];
 
 /// Dumps every descriptor of `pid`, one of the processes `table` was made for. Descriptors
 /// that share an open file description, in this process or another of the image, get the

@@ -26,7 +26,7 @@ fn is_write(flags: u32) -> bool {
 }
 
 /// The bytes buffered in the pipe behind `fd` of the process, left in place.
-fn peek(cx: &DumpCx<'_>, fd: i32) -> std::io::Result<(Vec<u8>, u32)> {
+pub(super) fn peek(cx: &DumpCx<'_>, fd: i32) -> std::io::Result<(Vec<u8>, u32)> {
     let pidfd = cx.pidfd.as_ref().ok_or_else(|| std::io::Error::other("no pidfd for the process"))?;
     let theirs = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), fd)?;
     let size = crest_ptrace::sys::pipe_size(theirs.as_raw_fd(), None)?;
