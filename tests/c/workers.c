@@ -1,12 +1,15 @@
-/* A parent and 4 forked workers sharing memory three ways: a MAP_SHARED|MAP_ANONYMOUS region
- * with a process-shared POSIX semaphore in it, and a SysV shared memory segment (removed at
- * once, so it lives while attached) guarded by a SysV semaphore set. Each worker takes each
+/* A parent and 4 forked workers sharing memory: a MAP_SHARED|MAP_ANONYMOUS region with a
+ * process-shared POSIX semaphore in it, a SysV shared memory segment (removed at once, so it
+ * lives while attached) guarded by a SysV semaphore set, a memfd and a /dev/shm file (both
+ * mapped shared, their descriptors closed), updated under the POSIX semaphore. Each worker takes each
  * lock, adds one to the shared total and to its own count, and lets go. On SIGUSR2 the parent
  * waits until the totals grow (the workers still share its memory), stops the workers, and
  * checks that each total is the sum of the workers' counts: nothing lost, nothing private. */
+#define _GNU_SOURCE
 #include "prog.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <semaphore.h>
 #include <stdint.h>
 #include <sys/ipc.h>
@@ -31,6 +34,19 @@ struct sysv {
 
 static int semid;
 
+struct extra {
+    volatile uint64_t total;
+};
+
+static struct extra *map_fd(int fd)
+{
+    check(fd >= 0 && ftruncate(fd, 1 << 16) == 0, "sizing the shared file");
+    struct extra *e = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    check(e != MAP_FAILED, "mapping the shared file");
+    close(fd);
+    return e;
+}
+
 static void sysv_lock(int delta)
 {
     struct sembuf op = {0, (short)delta, 0};
@@ -51,6 +67,10 @@ int main(void)
     semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
     check(semid >= 0, "semget");
     check(semctl(semid, 0, SETVAL, 1) == 0, "semctl SETVAL");
+    struct extra *mf = map_fd(memfd_create("crest-workers", 0));
+    char shm[64];
+    snprintf(shm, sizeof shm, "/crest-workers-%d", (int)getpid());
+    struct extra *sf = map_fd(shm_open(shm, O_RDWR | O_CREAT | O_EXCL, 0600));
     printf("ipc sem %d\n", semid);
     fflush(stdout);
     pid_t kids[W];
@@ -63,6 +83,8 @@ int main(void)
                     check(errno == EINTR, "sem_wait");
                 s->total++;
                 s->count[w]++;
+                mf->total++;
+                sf->total++;
                 sem_post(&s->lock);
                 sysv_lock(-1);
                 v->total++;
@@ -100,6 +122,9 @@ int main(void)
         sb += v->count[w];
     }
     check(sa == s->total, "shared mapping: total is the sum of the workers' counts");
+    check(mf->total == s->total, "memfd: the same total");
+    check(sf->total == s->total, "/dev/shm file: the same total");
+    shm_unlink(shm);
     check(sb == v->total, "SysV memory: total is the sum of the workers' counts");
     check(semctl(semid, 0, GETVAL) == 1, "SysV semaphore free at the end");
     semctl(semid, 0, IPC_RMID);
