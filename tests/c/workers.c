@@ -67,7 +67,10 @@ int main(void)
     semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
     check(semid >= 0, "semget");
     check(semctl(semid, 0, SETVAL, 1) == 0, "semctl SETVAL");
-    struct extra *mf = map_fd(memfd_create("crest-workers", 0));
+    int mfd = memfd_create("crest-workers", 0);
+    int kept = dup(mfd); /* a memfd kept open as a descriptor too, at offset 8 */
+    check(kept >= 0 && lseek(kept, 8, SEEK_SET) == 8, "keeping the memfd open");
+    struct extra *mf = map_fd(mfd);
     char shm[64];
     snprintf(shm, sizeof shm, "/crest-workers-%d", (int)getpid());
     struct extra *sf = map_fd(shm_open(shm, O_RDWR | O_CREAT | O_EXCL, 0600));
@@ -123,6 +126,9 @@ int main(void)
     }
     check(sa == s->total, "shared mapping: total is the sum of the workers' counts");
     check(mf->total == s->total, "memfd: the same total");
+    uint64_t via_fd = 0;
+    check(pread(kept, &via_fd, sizeof via_fd, 0) == sizeof via_fd && via_fd == mf->total, "the memfd's descriptor and its mapping are one object");
+    check(lseek(kept, 0, SEEK_CUR) == 8, "the memfd descriptor's offset is kept");
     check(sf->total == s->total, "/dev/shm file: the same total");
     shm_unlink(shm);
     check(sb == v->total, "SysV memory: total is the sum of the workers' counts");

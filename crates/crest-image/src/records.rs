@@ -380,6 +380,20 @@ pub enum FdKind {
         /// Buffered data (on the first descriptor that reads only).
         data: Vec<u8>,
     },
+    /// A memfd (`memfd_create`); the same object as the shared mappings whose
+    /// [`VmaBacking::SharedAnon`] id is `id`.
+    Memfd {
+        /// Identity of the object (as in [`VmaBacking::SharedAnon`]).
+        id: u64,
+        /// Its name (without `memfd:`).
+        name: String,
+        /// Its size.
+        size: u64,
+        /// File offset of this descriptor.
+        pos: u64,
+        /// Its contents (on the first descriptor of the object only; empty otherwise).
+        data: Vec<u8>,
+    },
     /// Something outside the image (a terminal, a pipe or socket to a process not checkpointed):
     /// restored as the descriptor of the same number that `cr_restart` itself has, as BLCR did.
     Inherited {

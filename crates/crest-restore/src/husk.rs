@@ -263,7 +263,6 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
 
     // Objects shared across the processes are opened here, once, and inherited by every husk.
     let records: Vec<&[crest_image::FdRecord]> = live.iter().map(|&i| procs[i].fds.as_slice()).collect();
-    let shared = fd::prepare_shared(&records, parked).map_err(RestoreError::Refused)?;
     let mut memfds_owned = Vec::new();
     let mut memfds = std::collections::HashMap::new();
     for l in &layouts {
@@ -278,6 +277,8 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             memfds.insert(id, n);
         }
     }
+    let memfd_list: Vec<(u64, i32)> = memfds.iter().map(|(&id, &fd)| (id, fd)).collect();
+    let shared = fd::prepare_shared(&records, parked, &memfd_list).map_err(RestoreError::Refused)?;
     crest_kinds::ipc::restore(&image.ipc)?;
     let image_fd = crest_ptrace::sys::dup_above(img.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
     let image_fd_owned = crest_ptrace::sys::owned_fd(image_fd);

@@ -89,6 +89,7 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                 }
                 FdKind::Epoll { targets } => format!("epoll watching fds {:?}", targets.iter().map(|t| t.0).collect::<Vec<_>>()),
                 FdKind::Fifo { path, data } => format!("FIFO {path}{}", if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) }),
+                FdKind::Memfd { name, size, pos, .. } => format!("memfd {name}, {size} bytes, at offset {pos}"),
                 FdKind::Inherited { what } => format!("{what} (taken from cr_restart's own descriptor)"),
             };
             let _ = writeln!(o, "    {:>4}{} flags {:#o}: {what}", f.fd, if f.cloexec { " (cloexec)" } else { "" }, f.flags);

@@ -17,6 +17,7 @@ mod epoll;
 mod eventfd;
 mod fifo;
 mod inherited;
+mod memfd;
 mod pipe;
 mod regular;
 
@@ -131,7 +132,7 @@ pub trait FdHandler: Sync {
 
 /// The registry, asked in order; [`inherited`] takes what no other kind claims.
 pub static HANDLERS: &[&dyn FdHandler] =
-    &[&regular::Regular, &directory::Directory, &chardev::CharDevice, &eventfd::EventFd, &epoll::Epoll, &pipe::Pipe, &fifo::Fifo, &inherited::Inherited];
+    &[&memfd::Memfd, &regular::Regular, &directory::Directory, &chardev::CharDevice, &eventfd::EventFd, &epoll::Epoll, &pipe::Pipe, &fifo::Fifo, &inherited::Inherited];
 
 /// Dumps every descriptor of `pid`, one of the processes `table` was made for. Descriptors
 /// that share an open file description, in this process or another of the image, get the
@@ -186,7 +187,9 @@ fn opened_once(kind: &FdKind) -> bool {
 
 /// Opens, in the caller (`cr_restart`), every object of `procs` (each process's descriptor
 /// records) that more than one process has, and every pipe and FIFO, parked at `high` or above.
-pub fn prepare_shared(procs: &[&[FdRecord]], high: i32) -> Result<SharedFds, String> {
+/// `memfds` are the memfds made for shared mappings, by object id: a memfd descriptor of the
+/// same object takes its one.
+pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -> Result<SharedFds, String> {
     let mut users: std::collections::HashMap<u64, usize> = Default::default();
     for recs in procs {
         let mut ids: Vec<u64> = recs.iter().map(|r| r.file).collect();
@@ -198,8 +201,12 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32) -> Result<SharedFds, Str
     }
     let mut out = SharedFds { cx: Some(PrepareCx { high, parked: Default::default() }), ..Default::default() };
     let cx = out.cx.as_mut().expect("set above");
+    for &(id, fd) in memfds {
+        let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("shared memory: {e}"))?;
+        cx.park((id, false), crest_ptrace::sys::owned_fd(copy))?;
+    }
     for r in procs.iter().flat_map(|recs| recs.iter()) {
-        let once = matches!(r.kind, FdKind::Pipe { .. } | FdKind::Fifo { .. }) || users.get(&r.file).copied().unwrap_or(0) > 1;
+        let once = matches!(r.kind, FdKind::Pipe { .. } | FdKind::Fifo { .. } | FdKind::Memfd { .. }) || users.get(&r.file).copied().unwrap_or(0) > 1;
         if !once || !opened_once(&r.kind) || out.by_file.contains_key(&r.file) {
             continue;
         }

@@ -1,0 +1,72 @@
+//! memfds (`memfd_create`) open as descriptors. Their contents are read through a copy of the
+//! descriptor (`pidfd_getfd`) once per object; the object is the same one that shared mappings
+//! of it use ([`crest_image::VmaBacking::SharedAnon`] with the same id), so restore takes the
+//! memfd `cr_restart` made for those mappings when there is one, writes the contents into it
+//! and hands it out at the saved offset. Seals are not kept.
+use std::fs::Metadata;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use crest_image::{FdKind, FdRecord};
+use crest_proc::FdInfo;
+
+use super::{DumpCx, FdHandler, PrepareCx};
+use crate::KindError;
+
+/// Largest memfd saved through its descriptor.
+const MAX: u64 = 256 << 20;
+
+/// The handler.
+pub struct Memfd;
+
+/// The id of a shared memory object, as [`crate::memory::classify`] computes it from `maps`
+/// (whose device numbers are encoded as `st_dev` is).
+pub fn object_id(md: &Metadata) -> u64 {
+    (md.dev() << 32) ^ md.ino()
+}
+
+impl FdHandler for Memfd {
+    fn name(&self) -> &'static str {
+        "memfd"
+    }
+    fn claims(&self, link: &str, md: &Metadata) -> bool {
+        md.file_type().is_file() && link.starts_with("/memfd:") && link.ends_with(" (deleted)")
+    }
+    fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
+        let id = object_id(md);
+        let name = link.trim_start_matches("/memfd:").trim_end_matches(" (deleted)").to_string();
+        let size = md.size();
+        let mut data = Vec::new();
+        if cx.seen.insert(id) {
+            if size > MAX {
+                return Err(KindError::Unsupported(format!("pid {} fd {fd}: the memfd {name} holds {size} bytes; more than {MAX} is not supported yet", cx.pid)));
+            }
+            let what = || format!("pid {} fd {fd}: reading the memfd {name}", cx.pid);
+            let pidfd = cx.pidfd.as_ref().ok_or_else(|| KindError::Unsupported(what()))?;
+            let theirs = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), fd).map_err(|e| KindError::io(what(), e))?;
+            data = vec![0u8; size as usize];
+            std::fs::File::from(theirs).read_exact_at(&mut data, 0).map_err(|e| KindError::io(what(), e))?;
+        }
+        Ok(FdKind::Memfd { id, name, size, pos: info.pos, data })
+    }
+    fn restores(&self, kind: &FdKind) -> bool {
+        matches!(kind, FdKind::Memfd { .. })
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        let FdKind::Memfd { id, name, size, pos, data } = &rec.kind else { return Ok(None) };
+        let err = |e: std::io::Error| format!("fd {}: the memfd {name}: {e}", rec.fd);
+        if cx.take((*id, false)).is_none() {
+            let f = crest_ptrace::sys::memfd(name, *size).map_err(err)?;
+            cx.park((*id, false), f)?;
+        }
+        let f = std::fs::File::from(cx.take((*id, false)).expect("parked above")?);
+        if f.metadata().map_err(err)?.len() < *size {
+            f.set_len(*size).map_err(err)?;
+        }
+        if !data.is_empty() {
+            f.write_all_at(data, 0).map_err(err)?;
+        }
+        std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(*pos)).map_err(err)?;
+        Ok(Some(f.into()))
+    }
+}
