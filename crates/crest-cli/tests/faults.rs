@@ -105,9 +105,32 @@ fn target_killed_mid_dump_through_a_pipe() {
     let _ = procs.take(pid).wait();
 }
 
-/// The target dies while its pages are saved from a snapshot (it runs on meanwhile): the
-/// snapshot still holds the memory of the checkpoint's instant, so the image is complete and
-/// valid.
+/// The target dies while its pages are pre-copied (it runs on meanwhile, and the checkpoint's
+/// instant is still to come): the checkpoint fails cleanly, saying so.
+#[test]
+fn target_killed_while_its_pages_are_precopied() {
+    let d = Dir::new("fault-dies-pre");
+    let prog = build_steady(&d);
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start_steady(&prog, &d, 256, &out));
+    let mut c = ck().args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
+    let mut pipe = c.stdout.take().expect("piped");
+    let cpid = procs.add(c);
+    let mut first = vec![0u8; 1 << 20];
+    pipe.read_exact(&mut first).expect("the image starts");
+    assert_eq!(proc_state(pid).map(|s| s.1), Some(0), "the target runs on while its pages are pre-copied");
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = procs.take(pid).wait();
+    let drained = drain_slowly(pipe, 1 << 30);
+    let o = procs.take(cpid).wait_with_output().expect("cr_checkpoint ends");
+    let _ = drained.join();
+    failed_with(&o, libc::ESRCH, &format!("PID {pid} ended during the checkpoint"));
+}
+
+/// The target dies while its pages are saved from a snapshot (a process that cannot be
+/// tracked for a pre-copy; it runs on meanwhile): the snapshot still holds the memory of the
+/// checkpoint's instant, so the image is complete and valid.
 #[test]
 fn target_killed_while_its_snapshot_is_saved() {
     let d = Dir::new("fault-dies-snap");
@@ -115,7 +138,7 @@ fn target_killed_while_its_snapshot_is_saved() {
     let out = d.0.join("out.txt");
     let mut procs = Procs::default();
     let pid = procs.add(start_steady(&prog, &d, 256, &out));
-    let mut c = ck().args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
+    let mut c = ck().env("CREST_NO_PRECOPY", "1").args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
     let mut pipe = c.stdout.take().expect("piped");
     let cpid = procs.add(c);
     let mut image = vec![0u8; 1 << 20];

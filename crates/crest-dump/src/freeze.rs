@@ -120,10 +120,18 @@ impl Frozen {
     /// With `opts.snapshot`, a copy-on-write copy of it is forked last ([`crate::snapshot`]):
     /// its private pages can then be read from the copy once the process is let go. Without
     /// (or when the copy cannot be made), they are read from the process while it is frozen.
-    pub(crate) fn collect(&mut self, opts: &DumpOptions<'_>, files: &mut fd::FileTable, ppid: i32) -> Result<Collected, DumpError> {
+    ///
+    /// `known`: the mappings of the process with their flags, as read shortly before (by a
+    /// pre-copy): when `/proc/PID/maps` shows the same mappings, their flags are taken from
+    /// there rather than from `/proc/PID/smaps`, whose page counts cost a walk of every page
+    /// table.
+    pub(crate) fn collect(&mut self, opts: &DumpOptions<'_>, files: &mut fd::FileTable, ppid: i32, snapshot: bool, known: Option<&[crest_proc::MapEntry]>) -> Result<Collected, DumpError> {
         let pid = self.pid;
         check_cancel()?;
-        let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
+        let maps = match known.and_then(|k| same_maps(&crest_proc::parse_smaps(&crest_proc::read(pid, "maps").ok()?).ok()?, k)) {
+            Some(m) => m,
+            None => crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?,
+        };
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
@@ -176,7 +184,7 @@ impl Frozen {
         // The copy is forked last, without the scratch page. If it cannot be (a process limit),
         // the checkpoint goes on with the process frozen.
         let snap = match (&collected, &unmapped) {
-            (Ok(_), Ok(())) if opts.snapshot => crate::snapshot::take(&mut remote).ok(),
+            (Ok(_), Ok(())) if snapshot => crate::snapshot::take(&mut remote).ok(),
             _ => None,
         };
         remote_syscalls += remote.count;
@@ -243,21 +251,27 @@ impl Frozen {
     }
 
     /// Reaps the child `child` of the frozen process from inside it (a remote `wait4`), so
-    /// that a killed tree leaves no zombie behind. The leader is borrowed and put back.
+    /// that a killed tree leaves no zombie behind.
     pub(crate) fn reap(&mut self, child: i32) -> Result<(), DumpError> {
-        let Some(ip) = vdso_syscall(self.pid)? else { return Ok(()) };
+        self.call_inside(&format!("reaping PID {child}"), libc::SYS_wait4, &[child as u64, 0, libc::__WALL as u64, 0]).map(drop)
+    }
+
+    /// Runs one system call inside the frozen process, on its leader (borrowed, all signals
+    /// blocked, and put back). `None` when that would take more than one call: the process has
+    /// no vDSO, or signals dequeued by the freeze are still to be queued again.
+    pub(crate) fn call_inside(&mut self, what: &str, nr: libc::c_long, args: &[u64]) -> Result<Option<u64>, DumpError> {
+        let Some(ip) = vdso_syscall(self.pid)? else { return Ok(None) };
         let (t, fz, state) = &mut self.threads[0];
         if *state == Borrow::Untouched && !fz.stolen.is_empty() {
-            // Its kept signals are queued again only when it is let go; it is not worth it here.
-            return Ok(());
+            return Ok(None);
         }
         t.set_sigmask(!0)?;
         *state = Borrow::Borrowed;
         let mut remote = Remote::new(t, ip, fz.regs);
-        let r = remote.call(&format!("reaping PID {child}"), libc::SYS_wait4, &[child as u64, 0, libc::__WALL as u64, 0]);
+        let r = remote.call(what, nr, args);
         put_back(t, fz)?;
         *state = Borrow::Clean;
-        r.map(drop).map_err(Into::into)
+        Ok(Some(r?))
     }
 
     /// Lets every thread go, as it was; the process is no longer frozen.
@@ -287,6 +301,14 @@ impl Frozen {
         }
         self.let_go()
     }
+}
+
+/// `known`, when `now` (read from `/proc/PID/maps`) lists the same mappings.
+fn same_maps(now: &[crest_proc::MapEntry], known: &[crest_proc::MapEntry]) -> Option<Vec<crest_proc::MapEntry>> {
+    let same = |a: &crest_proc::MapEntry, b: &crest_proc::MapEntry| {
+        (a.start, a.end, a.prot, a.shared, a.offset, a.dev, a.ino, &a.name) == (b.start, b.end, b.prot, b.shared, b.offset, b.dev, b.ino, &b.name)
+    };
+    (now.len() == known.len() && now.iter().zip(known).all(|(a, b)| same(a, b))).then(|| known.to_vec())
 }
 
 /// Puts one thread back as it was and detaches it.

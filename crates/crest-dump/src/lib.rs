@@ -8,9 +8,12 @@
 //!    signals blocked, a scratch page mapped) and collect every object kind (`crest-kinds`;
 //!    descriptors are compared across the processes with `kcmp`), then write the page data
 //!    (worker threads read target memory, cut zero pages, compress, write), then the metadata.
-//!    When the processes are to run on (`--run`), a copy-on-write copy of each is forked
-//!    ([`snapshot`]), they are let go, and their private pages are read from the copies: they
-//!    stand still for the time of a `fork`, not of the page copy.
+//!    When the processes are to run on (`--run`), their private pages were saved before the
+//!    freeze, while they ran ([`precopy`]: write-protection tracked by an asynchronous
+//!    userfaultfd), and only what they wrote since is saved while they are frozen; then they
+//!    are let go at once. A process that cannot be tracked is saved from a copy-on-write copy
+//!    forked while it is frozen ([`snapshot`]). Either way they stand still for a page-table
+//!    walk, not for the copy of their memory.
 //! 3. [`FrozenTree::release`]: queue the kept signals again, put back registers and masks, and
 //!    let the threads go (or kill the processes, children first), exactly as they were.
 //!
@@ -25,12 +28,14 @@
 
 mod freeze;
 mod pages;
+mod precopy;
 pub mod snapshot;
 mod tree;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use freeze::{freeze, DumpOptions, Frozen};
+pub use precopy::{precopy, Precopy};
 pub use tree::{freeze_scope, FrozenTree, Scope};
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);

@@ -10,6 +10,7 @@
 //! so that reading the target, compressing, and the kernel's work of allocating and filling
 //! the file's pages (the bulk of the cost on tmpfs) all use both cores; into a pipe or socket,
 //! one worker, in order.
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -102,14 +103,30 @@ fn allocate(next: &Mutex<u64>, len: u64, aligned: bool) -> Result<u64, DumpError
     Ok(at)
 }
 
-/// Saves the pages of `vmas` that need saving; returns the mappings with their page runs and
-/// the number of bytes written (the image grows by exactly that many).
-/// Only the mappings `select` picks are read (from process `pid`); the others are left as they
-/// are. With `compress` (a zstd level), each run is stored compressed when that makes it smaller.
+/// What to save of the mappings of one process.
+pub struct Select<'a> {
+    /// The mappings whose pages are read; the others are left as they are.
+    pub vma: &'a dyn Fn(&Vma) -> bool,
+    /// For some mappings (by index), the address ranges to read instead of every page that
+    /// needs saving (the runs they have already are kept).
+    pub ranges: Option<&'a HashMap<usize, Vec<(u64, u64)>>>,
+}
+
+impl<'a> Select<'a> {
+    /// The mappings `f` picks, every page of them that needs saving.
+    pub fn only(f: &'a dyn Fn(&Vma) -> bool) -> Self {
+        Select { vma: f, ranges: None }
+    }
+}
+
+/// Saves the pages of `vmas` that need saving; returns the mappings with their page runs (in
+/// address order) and the number of bytes written (the image grows by exactly that many).
+/// Only what `select` picks is read (from process `pid`). With `compress` (a zstd level), each
+/// run is stored compressed when that makes it smaller.
 pub fn write_pages<W: Write + Send>(
     pid: i32,
     mut vmas: Vec<Vma>,
-    select: &dyn Fn(&Vma) -> bool,
+    select: &Select<'_>,
     compress: Option<i32>,
     progress: &crest_kinds::progress::Progress,
     snapshot: bool,
@@ -118,11 +135,15 @@ pub fn write_pages<W: Write + Send>(
     let pm = Pagemap::open(pid)?;
     let mut scratch = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
-    for (i, v) in vmas.iter().enumerate().filter(|(_, v)| select(v)) {
+    for (i, v) in vmas.iter().enumerate().filter(|(_, v)| (select.vma)(v)) {
         // A zero page of anonymous memory comes back by itself; one of a file mapping must be
         // saved, since the file underneath holds other bytes.
         let skip_zero = matches!(v.backing, VmaBacking::Anon | VmaBacking::SharedAnon { .. });
-        for (mut a, len) in memory::pages_to_save(v, &pm, &mut scratch)? {
+        let ranges = match select.ranges.and_then(|r| r.get(&i)) {
+            Some(r) => r.clone(),
+            None => memory::pages_to_save(v, &pm, &mut scratch)?,
+        };
+        for (mut a, len) in ranges {
             let end = a + len;
             while a < end {
                 let l = (end - a).min(PIECE);
@@ -179,8 +200,39 @@ pub fn write_pages<W: Write + Send>(
     for (vi, r) in all {
         vmas[vi].pages.push(r);
     }
+    if select.ranges.is_some() {
+        for v in &mut vmas {
+            v.pages.sort_by_key(|r| r.vaddr);
+        }
+    }
     let end = next.into_inner().map_err(|_| DumpError::Unsupported("image offset lock poisoned".into()))?;
     Ok((vmas, end - start))
+}
+
+/// [`write_pages`] into the image being written by `w` on `out`: with two threads at once
+/// when `out` is a regular file, in order otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn write_into(
+    w: &mut crest_image::ImageWriter<&File>,
+    out: &File,
+    pid: i32,
+    vmas: Vec<Vma>,
+    select: &Select<'_>,
+    compress: Option<i32>,
+    progress: &crest_kinds::progress::Progress,
+    snapshot: bool,
+) -> Result<(Vec<Vma>, u64), DumpError> {
+    if out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false) {
+        let start = w.position();
+        let r = write_pages::<&File>(pid, vmas, select, compress, progress, snapshot, Sink::File(out, start))?;
+        // pwrite leaves the file position alone: move it past the pages for what follows.
+        let mut f = out;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
+        w.note_appended(r.1);
+        Ok(r)
+    } else {
+        write_pages(pid, vmas, select, compress, progress, snapshot, Sink::Stream(w))
+    }
 }
 
 /// One worker: takes the next batch, reads it from the target, cuts out zero pages, compresses

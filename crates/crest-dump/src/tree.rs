@@ -193,8 +193,15 @@ impl FrozenTree {
         self.procs.iter().map(Frozen::thread_count).sum()
     }
 
-    /// Writes the image of every process into `out`; returns it and figures.
-    pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>) -> Result<(Image, DumpStats), DumpError> {
+    /// The live processes, parents first.
+    pub(crate) fn procs_mut(&mut self) -> &mut [Frozen] {
+        &mut self.procs
+    }
+
+    /// Writes the image of every process into `out`; returns it and figures. With `pre`, the
+    /// image was begun by a pre-copy ([`crate::precopy`]) of these processes: only what they
+    /// changed since is saved now, and they are let go as soon as it is.
+    pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, mut pre: Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         check_cancel()?;
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids)?;
@@ -208,7 +215,9 @@ impl FrozenTree {
         };
         for f in &mut self.procs {
             let ppid = self.parents.get(&f.pid).copied().unwrap_or(0);
-            match f.collect(opts, &mut files, ppid) {
+            let tracked = pre.as_ref().and_then(|p| p.tracked.get(&f.pid));
+            let snapshot = opts.snapshot && tracked.is_none();
+            match f.collect(opts, &mut files, ppid, snapshot, tracked.map(|t| t.maps.as_slice())) {
                 Ok(c) => collected.push(c),
                 Err(e) => {
                     discard_all(collected);
@@ -216,44 +225,44 @@ impl FrozenTree {
                 }
             }
         }
-        let result = self.write(out, opts, &mut collected);
+        let result = self.write(out, opts, &mut collected, &mut pre);
         discard_all(collected);
         result
     }
 
-    fn write(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, collected: &mut [Collected]) -> Result<(Image, DumpStats), DumpError> {
+    fn write(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, collected: &mut [Collected], pre: &mut Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         let DumpOptions { compress, progress, .. } = *opts;
         let procs: Vec<Process> = collected.iter().map(|c| c.process.clone()).collect();
         let ipc = ipc::dump(&procs)?;
         check_cancel()?;
-        let mut w = ImageWriter::new(out)?;
-        let seekable = out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false);
-        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &dyn Fn(&crest_image::Vma) -> bool, snapshot: bool| -> Result<(Vec<crest_image::Vma>, u64), DumpError> {
-            if seekable {
-                let start = w.position();
-                let r = pages::write_pages::<&std::fs::File>(from, vmas, select, compress, progress, snapshot, pages::Sink::File(out, start))?;
-                // pwrite leaves the file position alone: move it past the pages for what follows.
-                let mut f = out;
-                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
-                w.note_appended(r.1);
-                Ok(r)
-            } else {
-                pages::write_pages(from, vmas, select, compress, progress, snapshot, pages::Sink::Stream(&mut w))
-            }
+        let mut w = match pre.as_mut().and_then(|p| p.writer.take()) {
+            Some(w) => w,
+            None => ImageWriter::new(out)?,
         };
-        let mut page_bytes = 0;
-        // While every process is frozen: shared memory (the same pages in a copy), and all the
-        // pages of a process that has no copy.
+        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &pages::Select<'_>, snapshot: bool| pages::write_into(&mut w, out, from, vmas, select, compress, progress, snapshot);
+        let mut page_bytes = pre.as_ref().map_or(0, |p| p.bytes);
+        let tracked = |pid: i32| pre.as_ref().and_then(|p| p.tracked.get(&pid));
+        // While every process is frozen: what a pre-copy did not save or what changed since,
+        // shared memory (the same pages in a copy), and all the pages of a process that has
+        // neither a pre-copy nor a copy.
         for c in collected.iter_mut() {
-            let vmas = std::mem::take(&mut c.process.vmas);
-            let (vmas, n) = if c.snap.is_some() { write(c.process.pid, vmas, &crate::snapshot::read_while_frozen, false)? } else { write(c.process.pid, vmas, &|_| true, false)? };
+            let pid = c.process.pid;
+            let mut vmas = std::mem::take(&mut c.process.vmas);
+            let (vmas, n) = if let Some(t) = tracked(pid) {
+                let ranges = t.merge(pid, &mut vmas)?;
+                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&ranges) }, false)?
+            } else if c.snap.is_some() {
+                write(pid, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen), false)?
+            } else {
+                write(pid, vmas, &pages::Select::only(&|_| true), false)?
+            };
             c.process.vmas = vmas;
             page_bytes += n;
         }
         let mut frozen_secs = None;
-        if collected.iter().any(|c| c.snap.is_some()) {
+        if collected.iter().any(|c| c.snap.is_some() || tracked(c.process.pid).is_some()) {
             for (f, c) in self.procs.iter_mut().zip(collected.iter()) {
-                if c.snap.is_some() {
+                if c.snap.is_some() || tracked(c.process.pid).is_some() {
                     f.let_go()?;
                 }
             }
@@ -261,7 +270,7 @@ impl FrozenTree {
             for c in collected.iter_mut() {
                 let Some(snap) = &c.snap else { continue };
                 let vmas = std::mem::take(&mut c.process.vmas);
-                let (vmas, n) = write(snap.child.tid, vmas, &|v| !crate::snapshot::read_while_frozen(v), true)?;
+                let (vmas, n) = write(snap.child.tid, vmas, &pages::Select::only(&|v| !crate::snapshot::read_while_frozen(v)), true)?;
                 c.process.vmas = vmas;
                 page_bytes += n;
             }

@@ -9,6 +9,8 @@
 //!   `PTRACE_SYSCALL`, after which its registers are put back.
 //! * [`mem`]: reading and writing another process's memory.
 //! * [`husk`]: forking the empty process a restore fills (`clone3` with `set_tid` to choose its PID).
+//! * [`wp`]: which pages another process writes (asynchronous userfaultfd write-protection,
+//!   `PAGEMAP_SCAN`).
 //! * [`sys`]: thin, safe wrappers of the few other syscalls crest needs.
 //!
 //! Every module with `unsafe` opens with a `# Safety` section; see `docs/unsafe.md`.
@@ -22,6 +24,7 @@ pub mod mem;
 mod remote;
 pub mod sys;
 mod tracee;
+pub mod wp;
 
 pub use error::TraceError;
 pub use remote::{find_syscall_insn, Remote};

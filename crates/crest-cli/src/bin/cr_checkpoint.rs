@@ -194,21 +194,39 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         _ => {}
     };
     let started = Instant::now();
+    // Set once the pages were pre-copied: a process missing after that has ended meanwhile.
+    let mut precopied = false;
     let result = (|| -> Result<_, DumpError> {
-        let mut frozen = match crest_dump::freeze_scope(scope, pid) {
-            // Refused while another tracer (a concurrent checkpoint) was just letting it go:
-            // try once more, so that a real refusal is told from a race.
-            Err(DumpError::Permission { .. }) if tracer_of(pid) == 0 => crest_dump::freeze_scope(scope, pid)?,
-            r => r?,
-        };
-        // When the process is to run on after the checkpoint, it runs on during the page copy
-        // too (a copy-on-write snapshot holds its memory). When it is to die, it must not run
-        // on beyond the moment the image describes.
-        let snapshot = matches!(signal, 0 | libc::SIGSTOP | libc::SIGCONT) && std::env::var_os("CREST_NO_SNAPSHOT").is_none();
+        // When the process is to run on after the checkpoint, it runs on while its pages are
+        // saved too: they are pre-copied while it runs, and only those it writes meanwhile are
+        // saved again while it is frozen (a process that cannot be tracked so is saved from a
+        // copy-on-write snapshot). When it is to die, it must not run on beyond the moment the
+        // image describes.
+        let run_on = matches!(signal, 0 | libc::SIGSTOP | libc::SIGCONT);
+        let snapshot = run_on && std::env::var_os("CREST_NO_SNAPSHOT").is_none();
         let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
         let shown = crest_cli::ProgressDisplay::start(progress.clone(), "saving", say.quiet);
         let opts = crest_dump::DumpOptions { snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress, save: save_policy(m) };
-        let (_image, stats) = frozen.dump(&file, &opts)?;
+        let freeze = || match crest_dump::freeze_scope(scope, pid) {
+            // Refused while another tracer (a concurrent checkpoint) was just letting it go:
+            // try once more, so that a real refusal is told from a race.
+            Err(DumpError::Permission { .. }) if tracer_of(pid) == 0 => crest_dump::freeze_scope(scope, pid),
+            r => r,
+        };
+        let pre = if snapshot && std::env::var_os("CREST_NO_PRECOPY").is_none() {
+            let mut tries = 0;
+            loop {
+                match crest_dump::precopy(scope, pid, &file, &opts) {
+                    Err(DumpError::Permission { .. }) if tracer_of(pid) == 0 && tries == 0 => tries += 1,
+                    r => break Some(r?),
+                }
+            }
+        } else {
+            None
+        };
+        precopied = pre.is_some();
+        let mut frozen = freeze()?;
+        let (_image, stats) = frozen.dump(&file, &opts, pre)?;
         drop(shown);
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
         if sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) {
@@ -222,6 +240,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
     })();
     let (frozen, stats) = match result {
         Ok(x) => x,
+        Err(DumpError::NoProcess(_)) if precopied => {
+            cleanup(&dest);
+            return Err((libc::ESRCH, format!("PID {pid} ended during the checkpoint, so there is nothing to save; no image was written")));
+        }
         Err(e) => {
             cleanup(&dest);
             return Err(dump_error(pid, e, &shown, limit));

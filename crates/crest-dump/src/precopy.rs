@@ -1,0 +1,280 @@
+//! Pre-copy: the private pages of processes that are to run on after the checkpoint are saved
+//! while they run, and only the pages they write meanwhile are saved again while they are
+//! frozen, so that they stand still for a page-table scan, not for a copy of their memory.
+//!
+//! [`precopy`] freezes the scope for a moment, makes a userfaultfd inside each process (a remote
+//! syscall), takes it ([`crest_ptrace::wp`]) and lets the processes go. Then, while they run,
+//! it registers their private mappings for asynchronous write-protection, protects them, and
+//! writes every page that needs saving into the image. Any page written after its protection
+//! loses it; so does any page that appears later.
+//!
+//! Then, still while they run, up to [`MAX_PASSES`] more passes save again what was written
+//! during the previous one (`PAGEMAP_SCAN` reports those pages and protects them again in the
+//! same walk), as long as that shrinks quickly enough.
+//!
+//! At the checkpoint proper (a second freeze, [`crate::FrozenTree::dump`]), [`Tracked::merge`]
+//! scans each private mapping with `PAGEMAP_SCAN`: a page run saved earlier is kept when every
+//! page of it is still there and unwritten; everything else that needs saving is saved now.
+//! A mapping that is not registered (new since, moved by `mremap`, or of a process that could
+//! not be tracked) is saved whole, while frozen, as without pre-copy. Mappings are told apart by
+//! their registration, so a process that ran `exec` meanwhile is simply saved again.
+//!
+//! Shared memory is not pre-copied (another process may write it through its own mapping); it
+//! is read while every process is frozen.
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crest_image::{vma_flags, ImageWriter, PageRun, Vma, VmaBacking};
+use crest_kinds::memory;
+use crest_proc::MapEntry;
+use crest_ptrace::wp::{self, category, WriteTracker};
+
+use crate::freeze::DumpOptions;
+use crate::tree::{freeze_scope, Scope};
+use crate::{check_cancel, pages, DumpError};
+
+/// Pages saved ahead of a checkpoint, with what is needed to tell which are still good.
+pub struct Precopy<'a> {
+    /// The image, its page data begun.
+    pub(crate) writer: Option<ImageWriter<&'a File>>,
+    /// The processes being tracked, by PID.
+    pub(crate) tracked: HashMap<i32, Tracked>,
+    /// Page bytes written so far.
+    pub bytes: u64,
+}
+
+/// One tracked process.
+pub(crate) struct Tracked {
+    /// Its userfaultfd; closing it unregisters everything.
+    _uffd: WriteTracker,
+    /// Its mappings with their flags, read while it ran.
+    pub maps: Vec<MapEntry>,
+    /// The runs saved, in address order.
+    runs: Vec<PageRun>,
+}
+
+/// Whether the pages of `v` are pre-copied: private memory that is saved page by page.
+fn trackable(v: &Vma) -> bool {
+    matches!(v.backing, VmaBacking::Anon | VmaBacking::File { .. }) && v.flags & (vma_flags::SHARED | vma_flags::SAVED) == 0 && !crate::snapshot::read_while_frozen(v)
+}
+
+/// Saves the private pages of every process of the scope into `out` while they run on; see the
+/// module comment. A process that cannot be tracked is left to the checkpoint proper.
+pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>) -> Result<Precopy<'a>, DumpError> {
+    let mut fds: Vec<(i32, OwnedFd)> = Vec::new();
+    {
+        let mut tree = freeze_scope(scope, id)?;
+        for f in tree.procs_mut() {
+            if let Ok(Some(fd)) = take_userfaultfd(f) {
+                fds.push((f.pid, fd));
+            }
+        }
+        tree.release(false)?;
+    }
+    let mut w = ImageWriter::new(out)?;
+    let mut tracked = HashMap::new();
+    let mut bytes = 0;
+    for (pid, fd) in fds {
+        check_cancel()?;
+        let Ok(uffd) = WriteTracker::new(fd) else { continue };
+        // The process runs: it may have exited, or run exec; then it is saved as it is found.
+        let Ok(text) = crest_proc::read(pid, "smaps") else { continue };
+        let maps = crest_proc::parse_smaps(&text)?;
+        let exe = crest_proc::readlink(pid, "exe").unwrap_or_default();
+        let Ok(mut vmas) = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<Vec<Vma>, _>>() else { continue };
+        opts.save.mark(&mut vmas, &exe);
+        let on: HashSet<u64> = vmas.iter().filter(|v| trackable(v) && uffd.track(v.start, v.end - v.start).is_ok()).map(|v| v.start).collect();
+        let select = |v: &Vma| on.contains(&v.start);
+        let (vmas, n) = match pages::write_into(&mut w, out, pid, vmas, &pages::Select::only(&select), opts.compress, opts.progress, false) {
+            Ok(r) => r,
+            // It exited (or unmapped memory) while being read.
+            Err(DumpError::Kind(_)) | Err(DumpError::Trace(_)) | Err(DumpError::Proc(_)) if !alive(pid) => continue,
+            Err(e) => return Err(e),
+        };
+        bytes += n;
+        let mut runs: Vec<PageRun> = vmas.into_iter().flat_map(|v| v.pages).collect();
+        runs.sort_by_key(|r| r.vaddr);
+        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs });
+    }
+    // What was written during the first pass is saved again while the processes still run,
+    // pass after pass, as long as that shrinks what will be left for the stop.
+    let mut last = u64::MAX;
+    for _ in 0..MAX_PASSES {
+        let mut dirty = 0;
+        for (&pid, t) in tracked.iter_mut() {
+            check_cancel()?;
+            match t.pass(pid, &mut w, out, opts) {
+                Ok((n, d)) => {
+                    bytes += n;
+                    dirty += d;
+                }
+                // It exited meanwhile: the checkpoint proper will tell.
+                Err(_) if !alive(pid) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if dirty <= SMALL_ENOUGH || dirty * 2 > last {
+            break;
+        }
+        last = dirty;
+    }
+    Ok(Precopy { writer: Some(w), tracked, bytes })
+}
+
+/// Passes over the written pages after the first, at most.
+const MAX_PASSES: usize = 3;
+/// Bytes written since the last pass below which another pass is not worth it: what the stop
+/// then copies takes a few milliseconds.
+const SMALL_ENOUGH: u64 = 16 << 20;
+
+fn alive(pid: i32) -> bool {
+    crest_proc::read(pid, "stat").is_ok()
+}
+
+/// Makes a userfaultfd inside the frozen process `f` and takes it; `None` when it cannot be done
+/// without more work (see [`crate::Frozen::call_inside`]).
+fn take_userfaultfd(f: &mut crate::Frozen) -> Result<Option<OwnedFd>, DumpError> {
+    let Some(fd) = f.call_inside("creating a userfaultfd", libc::SYS_userfaultfd, &[wp::USERFAULTFD_FLAGS])? else { return Ok(None) };
+    let ours = crest_ptrace::sys::pidfd_open(f.pid).and_then(|p| crest_ptrace::sys::pidfd_getfd(p.as_raw_fd(), fd as i32));
+    f.call_inside("closing the userfaultfd", libc::SYS_close, &[fd])?;
+    Ok(ours.ok())
+}
+
+impl Tracked {
+    /// One pass while the process runs: saves again what it wrote since its pages were
+    /// protected (and protects them again, in the same page-table walk). Returns the bytes
+    /// written into the image and those saved again.
+    fn pass(&mut self, pid: i32, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>) -> Result<(u64, u64), DumpError> {
+        self.maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
+        let mut vmas = self.maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<Vec<Vma>, _>>()?;
+        let exe = crest_proc::readlink(pid, "exe").unwrap_or_default();
+        opts.save.mark(&mut vmas, &exe);
+        let ranges = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING)?;
+        let dirty = ranges.values().flatten().map(|r| r.1).sum();
+        let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();
+        let only = |v: &Vma| starts.contains(&v.start);
+        let (vmas, n) = pages::write_into(w, out, pid, vmas, &pages::Select { vma: &only, ranges: Some(&ranges) }, opts.compress, opts.progress, false)?;
+        // Runs of mappings that are gone or no longer tracked are of no more use.
+        let mut runs: Vec<PageRun> = vmas.into_iter().enumerate().filter(|(i, _)| ranges.contains_key(i)).flat_map(|(_, v)| v.pages).collect();
+        runs.sort_by_key(|r| r.vaddr);
+        self.runs = runs;
+        Ok((n, dirty))
+    }
+
+    /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
+    /// runs saved earlier that are still good, and returns, by mapping index, the ranges that
+    /// must be saved now. Mappings absent from the result are saved whole.
+    pub fn merge(&self, pid: i32, vmas: &mut [Vma]) -> Result<HashMap<usize, Vec<(u64, u64)>>, DumpError> {
+        self.sort(pid, vmas, 0)
+    }
+
+    /// [`Self::merge`], with more `PAGEMAP_SCAN` flags.
+    fn sort(&self, pid: i32, vmas: &mut [Vma], flags: u64) -> Result<HashMap<usize, Vec<(u64, u64)>>, DumpError> {
+        let path = format!("/proc/{pid}/pagemap");
+        let pagemap = File::open(&path).map_err(|e| crest_kinds::KindError::io(format!("opening {path}"), e))?;
+        let mut out = HashMap::new();
+        for (i, v) in vmas.iter_mut().enumerate() {
+            if !trackable(v) {
+                continue;
+            }
+            let file = matches!(v.backing, VmaBacking::File { .. });
+            // Whether a page is still the file's costs a look at its `struct page`: a cache
+            // miss per page, five times the cost of the whole scan; asked of file mappings only.
+            let ret = category::PRESENT | category::SWAPPED | category::WRITTEN | if file { category::FILE } else { 0 };
+            let Ok(regions) = wp::scan(&pagemap, v.start, v.end, wp::SCAN_CHECK_WPASYNC | flags, category::PRESENT | category::SWAPPED, ret) else {
+                continue;
+            };
+            let from = self.runs.partition_point(|r| r.vaddr < v.start);
+            let to = self.runs.partition_point(|r| r.vaddr < v.end);
+            let (keep, now) = sort_out(v.end, file, &regions, &self.runs[from..to]);
+            v.pages = keep;
+            out.insert(i, now);
+        }
+        Ok(out)
+    }
+}
+
+/// Given the scan of one mapping ending at `end` (`file`: a private file mapping, whose pages
+/// still shared with the file need no saving) and the runs saved earlier that start in it:
+/// the runs to keep, and the ranges to save now (merged, in address order).
+fn sort_out(end: u64, file: bool, regions: &[wp::Region], runs: &[PageRun]) -> (Vec<PageRun>, Vec<(u64, u64)>) {
+    let wanted = |c: u64| c & category::SWAPPED != 0 || (c & category::PRESENT != 0 && !(file && c & category::FILE != 0));
+    // Stretches of pages there and unwritten since they were protected.
+    let mut clean: Vec<(u64, u64)> = Vec::new();
+    let mut now: Vec<(u64, u64)> = Vec::new();
+    for r in regions {
+        if r.categories & category::WRITTEN == 0 {
+            match clean.last_mut() {
+                Some(l) if l.1 == r.start => l.1 = r.end,
+                _ => clean.push((r.start, r.end)),
+            }
+        } else if wanted(r.categories) {
+            now.push((r.start, r.end));
+        }
+    }
+    let mut keep = Vec::new();
+    for run in runs {
+        let (a, b) = (run.vaddr, run.vaddr + run.len);
+        let i = clean.partition_point(|c| c.1 <= a);
+        if b <= end && clean.get(i).is_some_and(|c| c.0 <= a && b <= c.1) {
+            keep.push(*run);
+            continue;
+        }
+        // Partly written, gone or cut by a new boundary: what is left of it is saved again.
+        for r in regions.iter().filter(|r| r.end > a && r.start < b && r.categories & category::WRITTEN == 0 && wanted(r.categories)) {
+            now.push((r.start.max(a), r.end.min(b).min(end)));
+        }
+    }
+    now.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(now.len());
+    for (a, b) in now {
+        match merged.last_mut() {
+            Some(l) if a <= l.1 => l.1 = l.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    (keep, merged.into_iter().filter(|(a, b)| b > a).map(|(a, b)| (a, b - a)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(start: u64, end: u64, categories: u64) -> wp::Region {
+        wp::Region { start: start * 4096, end: end * 4096, categories }
+    }
+
+    fn run(page: u64, pages: u64) -> PageRun {
+        PageRun { vaddr: page * 4096, len: pages * 4096, offset: 0, zlen: 0, sum: 0 }
+    }
+
+    const P: u64 = category::PRESENT;
+    const W: u64 = category::WRITTEN;
+
+    #[test]
+    fn clean_runs_are_kept_and_written_pages_saved_again() {
+        // Pages 0-9 present; 3 written; 6-7 gone; run 0-2, run 3-5, run 6-9.
+        let regions = [region(0, 3, P), region(3, 4, P | W), region(4, 6, P), region(8, 10, P)];
+        let (keep, now) = sort_out(10 * 4096, false, &regions, &[run(0, 3), run(3, 3), run(6, 4)]);
+        assert_eq!(keep, vec![run(0, 3)]);
+        // Page 3 written; 4-5 left of a partly written run; 8-9 left of a run with pages gone.
+        assert_eq!(now, vec![(3 * 4096, 3 * 4096), (8 * 4096, 2 * 4096)]);
+    }
+
+    #[test]
+    fn pages_still_of_the_file_are_not_saved() {
+        let regions = [region(0, 2, P | W | category::FILE), region(2, 3, P | W)];
+        let (keep, now) = sort_out(3 * 4096, true, &regions, &[]);
+        assert!(keep.is_empty());
+        assert_eq!(now, vec![(2 * 4096, 4096)]);
+    }
+
+    #[test]
+    fn a_run_past_a_new_end_is_saved_again() {
+        let regions = [region(0, 4, P)];
+        let (keep, now) = sort_out(2 * 4096, false, &regions[..], &[run(0, 4)]);
+        assert!(keep.is_empty());
+        assert_eq!(now, vec![(0, 2 * 4096)]);
+    }
+}
