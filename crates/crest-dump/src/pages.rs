@@ -61,6 +61,19 @@ fn nonzero_runs(data: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// Where the pages are read from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A frozen process.
+    Frozen,
+    /// A process that runs meanwhile (a pre-copy): the worker threads run at a lower priority
+    /// (nice 10), so that the process keeps its core when the machine is busy.
+    Running,
+    /// A copy-on-write snapshot, while the process runs: read through `/proc/PID/mem` (see
+    /// [`read_batch`]), at a lower priority too.
+    Snapshot,
+}
+
 /// Where page data goes.
 pub enum Sink<'a, W: Write> {
     /// A regular file: written with `pwrite` from the given offset on, by two threads.
@@ -119,8 +132,18 @@ impl<'a> Select<'a> {
     }
 }
 
-/// Saves the pages of `vmas` that need saving; returns the mappings with their page runs (in
-/// address order) and the number of bytes written (the image grows by exactly that many).
+/// What [`write_pages`] did.
+pub struct Written {
+    /// The mappings, with their page runs in address order.
+    pub vmas: Vec<Vma>,
+    /// Bytes written: the image grows by exactly that many.
+    pub bytes: u64,
+    /// From a running process: the ranges that could not be read (unmapped or moved meanwhile),
+    /// in address order.
+    pub missed: Vec<(u64, u64)>,
+}
+
+/// Saves the pages of `vmas` that need saving (see [`Written`]).
 /// Only what `select` picks is read (from process `pid`). With `compress` (a zstd level), each
 /// run is stored compressed when that makes it smaller.
 pub fn write_pages<W: Write + Send>(
@@ -129,9 +152,9 @@ pub fn write_pages<W: Write + Send>(
     select: &Select<'_>,
     compress: Option<i32>,
     progress: &crest_kinds::progress::Progress,
-    snapshot: bool,
+    source: Source,
     sink: Sink<'_, W>,
-) -> Result<(Vec<Vma>, u64), DumpError> {
+) -> Result<Written, DumpError> {
     let pm = Pagemap::open(pid)?;
     let mut scratch = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
@@ -172,12 +195,17 @@ pub fn write_pages<W: Write + Send>(
     let next_batch = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let next = Mutex::new(start);
+    let missed = Mutex::new(Vec::new());
     let mut all = std::thread::scope(|s| -> Result<Vec<(usize, PageRun)>, DumpError> {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (pieces, batches, out, next, next_batch, failed) = (&pieces, &batches, &out, &next, &next_batch, &failed);
+                let missed = (source == Source::Running).then_some(&missed);
                 s.spawn(move || {
-                    let r = work(pid, snapshot, pieces, batches, next_batch, failed, compress, progress, out, next);
+                    if source != Source::Frozen {
+                        crest_ptrace::sys::lower_thread_priority(10);
+                    }
+                    let r = work(pid, source == Source::Snapshot, pieces, batches, next_batch, failed, compress, progress, out, next, missed);
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -206,7 +234,9 @@ pub fn write_pages<W: Write + Send>(
         }
     }
     let end = next.into_inner().map_err(|_| DumpError::Unsupported("image offset lock poisoned".into()))?;
-    Ok((vmas, end - start))
+    let mut missed = missed.into_inner().map_err(|_| DumpError::Unsupported("missed-pages lock poisoned".into()))?;
+    missed.sort_unstable();
+    Ok(Written { vmas, bytes: end - start, missed })
 }
 
 /// [`write_pages`] into the image being written by `w` on `out`: with two threads at once
@@ -220,18 +250,18 @@ pub fn write_into(
     select: &Select<'_>,
     compress: Option<i32>,
     progress: &crest_kinds::progress::Progress,
-    snapshot: bool,
-) -> Result<(Vec<Vma>, u64), DumpError> {
+    source: Source,
+) -> Result<Written, DumpError> {
     if out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false) {
         let start = w.position();
-        let r = write_pages::<&File>(pid, vmas, select, compress, progress, snapshot, Sink::File(out, start))?;
+        let r = write_pages::<&File>(pid, vmas, select, compress, progress, source, Sink::File(out, start))?;
         // pwrite leaves the file position alone: move it past the pages for what follows.
         let mut f = out;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.1)).map_err(crest_image::ImageError::Io)?;
-        w.note_appended(r.1);
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.bytes)).map_err(crest_image::ImageError::Io)?;
+        w.note_appended(r.bytes);
         Ok(r)
     } else {
-        write_pages(pid, vmas, select, compress, progress, snapshot, Sink::Stream(w))
+        write_pages(pid, vmas, select, compress, progress, source, Sink::Stream(w))
     }
 }
 
@@ -249,6 +279,7 @@ fn work<W: Write>(
     progress: &crest_kinds::progress::Progress,
     out: &Out<'_, W>,
     next: &Mutex<u64>,
+    missed: Option<&Mutex<Vec<(u64, u64)>>>,
 ) -> Result<Vec<(usize, PageRun)>, DumpError> {
     let mut runs = Vec::new();
     let mut zstd = match compress {
@@ -274,7 +305,16 @@ fn work<W: Write>(
         check_cancel()?;
         let Some(range) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else { return Ok(runs) };
         let batch = &pieces[range.clone()];
-        read_batch(pid, mem.as_ref(), batch, &mut buf)?;
+        match (read_batch(pid, mem.as_ref(), batch, &mut buf), missed) {
+            (Ok(()), _) => {}
+            // A running process may unmap or move memory while it is read: these pieces are
+            // left to the checkpoint proper.
+            (Err(_), Some(m)) => {
+                m.lock().map_err(|_| DumpError::Unsupported("missed-pages lock poisoned".into()))?.extend(batch.iter().map(|p| (p.vaddr, p.len)));
+                continue;
+            }
+            (Err(e), None) => return Err(e),
+        }
         let mut off = 0usize;
         for p in batch {
             let piece = &buf[off..off + p.len as usize];

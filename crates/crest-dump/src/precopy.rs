@@ -52,6 +52,9 @@ pub(crate) struct Tracked {
     pub maps: Vec<MapEntry>,
     /// The runs saved, in address order.
     runs: Vec<PageRun>,
+    /// Ranges that could not be read (in address order): saved at the checkpoint proper
+    /// whatever the scan says.
+    missed: Vec<(u64, u64)>,
 }
 
 /// Whether the pages of `v` are pre-copied: private memory that is saved page by page.
@@ -86,22 +89,23 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         opts.save.mark(&mut vmas, &exe);
         let on: HashSet<u64> = vmas.iter().filter(|v| trackable(v) && uffd.track(v.start, v.end - v.start).is_ok()).map(|v| v.start).collect();
         let select = |v: &Vma| on.contains(&v.start);
-        let (vmas, n) = match pages::write_into(&mut w, out, pid, vmas, &pages::Select::only(&select), opts.compress, opts.progress, false) {
+        let written = match pages::write_into(&mut w, out, pid, vmas, &pages::Select::only(&select), opts.compress, opts.progress, pages::Source::Running) {
             Ok(r) => r,
             // It exited (or unmapped memory) while being read.
             Err(DumpError::Kind(_)) | Err(DumpError::Trace(_)) | Err(DumpError::Proc(_)) if !alive(pid) => continue,
             Err(e) => return Err(e),
         };
-        bytes += n;
-        let mut runs: Vec<PageRun> = vmas.into_iter().flat_map(|v| v.pages).collect();
+        bytes += written.bytes;
+        let mut runs: Vec<PageRun> = written.vmas.into_iter().flat_map(|v| v.pages).collect();
         runs.sort_by_key(|r| r.vaddr);
-        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs });
+        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs, missed: written.missed });
     }
     // What was written during the first pass is saved again while the processes still run,
     // pass after pass, as long as that shrinks what will be left for the stop.
     let mut last = u64::MAX;
     for _ in 0..MAX_PASSES {
         let mut dirty = 0;
+        let mut failed = Vec::new();
         for (&pid, t) in tracked.iter_mut() {
             check_cancel()?;
             match t.pass(pid, &mut w, out, opts) {
@@ -109,10 +113,14 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
                     bytes += n;
                     dirty += d;
                 }
-                // It exited meanwhile: the checkpoint proper will tell.
-                Err(_) if !alive(pid) => {}
-                Err(e) => return Err(e),
+                // Pages may have been protected again without being saved: what was saved of
+                // this process can no longer be trusted. It is saved as if never tracked (and
+                // if it exited meanwhile, the checkpoint proper will tell).
+                Err(_) => failed.push(pid),
             }
+        }
+        for pid in failed {
+            tracked.remove(&pid);
         }
         if dirty <= SMALL_ENOUGH || dirty * 2 > last {
             break;
@@ -154,12 +162,25 @@ impl Tracked {
         let dirty = ranges.values().flatten().map(|r| r.1).sum();
         let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();
         let only = |v: &Vma| starts.contains(&v.start);
-        let (vmas, n) = pages::write_into(w, out, pid, vmas, &pages::Select { vma: &only, ranges: Some(&ranges) }, opts.compress, opts.progress, false)?;
-        // Runs of mappings that are gone or no longer tracked are of no more use.
-        let mut runs: Vec<PageRun> = vmas.into_iter().enumerate().filter(|(i, _)| ranges.contains_key(i)).flat_map(|(_, v)| v.pages).collect();
+        let written = pages::write_into(w, out, pid, vmas, &pages::Select { vma: &only, ranges: Some(&ranges) }, opts.compress, opts.progress, pages::Source::Running)?;
+        // Runs of mappings that are gone or no longer tracked are of no more use. A tracked
+        // mapping whose scan failed may have had pages protected again without their being
+        // saved: it is saved whole at the checkpoint proper.
+        let mut missed = std::mem::take(&mut self.missed);
+        missed.extend(written.missed);
+        let mut runs = Vec::new();
+        for (i, v) in written.vmas.into_iter().enumerate() {
+            if ranges.contains_key(&i) {
+                runs.extend(v.pages);
+            } else if trackable(&v) {
+                missed.push((v.start, v.end - v.start));
+            }
+        }
         runs.sort_by_key(|r| r.vaddr);
         self.runs = runs;
-        Ok((n, dirty))
+        missed.sort_unstable();
+        self.missed = missed;
+        Ok((written.bytes, dirty))
     }
 
     /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
@@ -187,7 +208,8 @@ impl Tracked {
             };
             let from = self.runs.partition_point(|r| r.vaddr < v.start);
             let to = self.runs.partition_point(|r| r.vaddr < v.end);
-            let (keep, now) = sort_out(v.end, file, &regions, &self.runs[from..to]);
+            let missed: Vec<(u64, u64)> = self.missed.iter().copied().filter(|&(a, l)| a < v.end && a + l > v.start).collect();
+            let (keep, now) = sort_out(v.end, file, &regions, &self.runs[from..to], &missed);
             v.pages = keep;
             out.insert(i, now);
         }
@@ -196,15 +218,18 @@ impl Tracked {
 }
 
 /// Given the scan of one mapping ending at `end` (`file`: a private file mapping, whose pages
-/// still shared with the file need no saving) and the runs saved earlier that start in it:
-/// the runs to keep, and the ranges to save now (merged, in address order).
-fn sort_out(end: u64, file: bool, regions: &[wp::Region], runs: &[PageRun]) -> (Vec<PageRun>, Vec<(u64, u64)>) {
+/// still shared with the file need no saving), the runs saved earlier that start in it and
+/// the ranges of it that could not be read: the runs to keep, and the ranges to save now
+/// (merged, in address order).
+fn sort_out(end: u64, file: bool, regions: &[wp::Region], runs: &[PageRun], missed: &[(u64, u64)]) -> (Vec<PageRun>, Vec<(u64, u64)>) {
     let wanted = |c: u64| c & category::SWAPPED != 0 || (c & category::PRESENT != 0 && !(file && c & category::FILE != 0));
-    // Stretches of pages there and unwritten since they were protected.
+    // Stretches of pages there, private, and unwritten since they were protected. A page of a
+    // file mapping that is the file's again (MADV_DONTNEED keeps the protection of the slot)
+    // is not: the private copy saved earlier is gone.
     let mut clean: Vec<(u64, u64)> = Vec::new();
     let mut now: Vec<(u64, u64)> = Vec::new();
     for r in regions {
-        if r.categories & category::WRITTEN == 0 {
+        if r.categories & category::WRITTEN == 0 && wanted(r.categories) {
             match clean.last_mut() {
                 Some(l) if l.1 == r.start => l.1 = r.end,
                 _ => clean.push((r.start, r.end)),
@@ -214,17 +239,24 @@ fn sort_out(end: u64, file: bool, regions: &[wp::Region], runs: &[PageRun]) -> (
         }
     }
     let mut keep = Vec::new();
+    // Partly written, gone or cut by a new boundary: what is left of it is saved again. So is
+    // what could not be read.
+    let mut again = |a: u64, b: u64| {
+        for r in regions.iter().filter(|r| r.end > a && r.start < b && r.categories & category::WRITTEN == 0 && wanted(r.categories)) {
+            now.push((r.start.max(a), r.end.min(b).min(end)));
+        }
+    };
     for run in runs {
         let (a, b) = (run.vaddr, run.vaddr + run.len);
         let i = clean.partition_point(|c| c.1 <= a);
         if b <= end && clean.get(i).is_some_and(|c| c.0 <= a && b <= c.1) {
             keep.push(*run);
-            continue;
+        } else {
+            again(a, b);
         }
-        // Partly written, gone or cut by a new boundary: what is left of it is saved again.
-        for r in regions.iter().filter(|r| r.end > a && r.start < b && r.categories & category::WRITTEN == 0 && wanted(r.categories)) {
-            now.push((r.start.max(a), r.end.min(b).min(end)));
-        }
+    }
+    for &(a, l) in missed {
+        again(a, a + l);
     }
     now.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(now.len());
@@ -256,7 +288,7 @@ mod tests {
     fn clean_runs_are_kept_and_written_pages_saved_again() {
         // Pages 0-9 present; 3 written; 6-7 gone; run 0-2, run 3-5, run 6-9.
         let regions = [region(0, 3, P), region(3, 4, P | W), region(4, 6, P), region(8, 10, P)];
-        let (keep, now) = sort_out(10 * 4096, false, &regions, &[run(0, 3), run(3, 3), run(6, 4)]);
+        let (keep, now) = sort_out(10 * 4096, false, &regions, &[run(0, 3), run(3, 3), run(6, 4)], &[]);
         assert_eq!(keep, vec![run(0, 3)]);
         // Page 3 written; 4-5 left of a partly written run; 8-9 left of a run with pages gone.
         assert_eq!(now, vec![(3 * 4096, 3 * 4096), (8 * 4096, 2 * 4096)]);
@@ -265,15 +297,32 @@ mod tests {
     #[test]
     fn pages_still_of_the_file_are_not_saved() {
         let regions = [region(0, 2, P | W | category::FILE), region(2, 3, P | W)];
-        let (keep, now) = sort_out(3 * 4096, true, &regions, &[]);
+        let (keep, now) = sort_out(3 * 4096, true, &regions, &[], &[]);
         assert!(keep.is_empty());
         assert_eq!(now, vec![(2 * 4096, 4096)]);
     }
 
     #[test]
+    fn a_private_copy_given_back_to_the_file_is_not_kept() {
+        // Page 1 of a private file mapping is the file's page again, still protected.
+        let regions = [region(0, 1, P), region(1, 2, P | category::FILE), region(2, 3, P)];
+        let (keep, now) = sort_out(3 * 4096, true, &regions, &[run(0, 3)], &[]);
+        assert!(keep.is_empty());
+        assert_eq!(now, vec![(0, 4096), (2 * 4096, 4096)]);
+    }
+
+    #[test]
+    fn what_could_not_be_read_is_saved_now() {
+        let regions = [region(0, 8, P)];
+        let (keep, now) = sort_out(8 * 4096, false, &regions, &[run(0, 2)], &[(4 * 4096, 2 * 4096)]);
+        assert_eq!(keep, vec![run(0, 2)]);
+        assert_eq!(now, vec![(4 * 4096, 2 * 4096)]);
+    }
+
+    #[test]
     fn a_run_past_a_new_end_is_saved_again() {
         let regions = [region(0, 4, P)];
-        let (keep, now) = sort_out(2 * 4096, false, &regions[..], &[run(0, 4)]);
+        let (keep, now) = sort_out(2 * 4096, false, &regions[..], &[run(0, 4)], &[]);
         assert!(keep.is_empty());
         assert_eq!(now, vec![(0, 2 * 4096)]);
     }

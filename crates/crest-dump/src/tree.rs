@@ -239,7 +239,7 @@ impl FrozenTree {
             Some(w) => w,
             None => ImageWriter::new(out)?,
         };
-        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &pages::Select<'_>, snapshot: bool| pages::write_into(&mut w, out, from, vmas, select, compress, progress, snapshot);
+        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &pages::Select<'_>, source: pages::Source| pages::write_into(&mut w, out, from, vmas, select, compress, progress, source).map(|r| (r.vmas, r.bytes));
         let mut page_bytes = pre.as_ref().map_or(0, |p| p.bytes);
         let tracked = |pid: i32| pre.as_ref().and_then(|p| p.tracked.get(&pid));
         // While every process is frozen: what a pre-copy did not save or what changed since,
@@ -250,11 +250,11 @@ impl FrozenTree {
             let mut vmas = std::mem::take(&mut c.process.vmas);
             let (vmas, n) = if let Some(t) = tracked(pid) {
                 let ranges = t.merge(pid, &mut vmas)?;
-                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&ranges) }, false)?
+                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&ranges) }, pages::Source::Frozen)?
             } else if c.snap.is_some() {
-                write(pid, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen), false)?
+                write(pid, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen), pages::Source::Frozen)?
             } else {
-                write(pid, vmas, &pages::Select::only(&|_| true), false)?
+                write(pid, vmas, &pages::Select::only(&|_| true), pages::Source::Frozen)?
             };
             c.process.vmas = vmas;
             page_bytes += n;
@@ -270,7 +270,7 @@ impl FrozenTree {
             for c in collected.iter_mut() {
                 let Some(snap) = &c.snap else { continue };
                 let vmas = std::mem::take(&mut c.process.vmas);
-                let (vmas, n) = write(snap.child.tid, vmas, &pages::Select::only(&|v| !crate::snapshot::read_while_frozen(v)), true)?;
+                let (vmas, n) = write(snap.child.tid, vmas, &pages::Select::only(&|v| !crate::snapshot::read_while_frozen(v)), pages::Source::Snapshot)?;
                 c.process.vmas = vmas;
                 page_bytes += n;
             }

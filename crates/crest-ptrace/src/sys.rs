@@ -112,6 +112,16 @@ pub fn set_personality(p: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Lowers the priority of the calling thread to `nice` (`setpriority` on its thread ID; on
+/// Linux the nice value is per thread). Best effort.
+pub fn lower_thread_priority(nice: i32) {
+    // SAFETY: no pointers.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+    }
+}
+
 /// `prctl(PR_SET_NAME)` of the calling thread.
 pub fn set_comm(name: &str) {
     let mut b = [0u8; 16];
