@@ -428,7 +428,8 @@ fn downtime(c: &mut Ctx, size: u64, storage: &Path) -> S {
         eprintln!("crest-bench: downtime of {size} MiB on {st}, repetition {}", rep + 1);
         std::thread::sleep(window);
         c.s.add("down: idle", size, &st, rep, gap(&lp)?);
-        for (key, env) in [("run", &[][..]), ("nosnap", &[("CREST_NO_SNAPSHOT", "1")][..])] {
+        let modes = [("run", &[][..]), ("snap", &[("CREST_NO_PRECOPY", "1")][..]), ("nosnap", &[("CREST_NO_SNAPSHOT", "1")][..])];
+        for (key, env) in modes {
             let ck = run::checkpoint(&c.o.bin, lp.pid(), &img, &[], env)?;
             c.s.add(&format!("down: gap {key}"), size, &st, rep, gap(&lp)?);
             c.s.add(&format!("down: frozen {key}"), size, &st, rep, ck.frozen);
@@ -453,6 +454,8 @@ fn rows_downtime(c: &mut Ctx, size: u64, st: &str) {
             .note("target < 0.050 s")
             .note(wall("run")),
         Row::of(s, "down: frozen run", "  frozen, as cr_checkpoint reports", size, st),
+        Row::of(s, "down: gap snap", "longest gap, CREST_NO_PRECOPY=1", size, st).note("copy-on-write snapshot").note(wall("snap")),
+        Row::of(s, "down: frozen snap", "  frozen, as cr_checkpoint reports", size, st),
         Row::of(s, "down: gap nosnap", "longest gap, CREST_NO_SNAPSHOT=1", size, st).note(wall("nosnap")),
         Row::of(s, "down: frozen nosnap", "  frozen, as cr_checkpoint reports", size, st),
     ];
