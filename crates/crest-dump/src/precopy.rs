@@ -141,8 +141,14 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Makes a userfaultfd inside the frozen process `f` and takes it; `None` when it cannot be done
-/// without more work (see [`crate::Frozen::call_inside`]).
+/// without more work (see [`crate::Frozen::call_inside`]) or risk.
 fn take_userfaultfd(f: &mut crate::Frozen) -> Result<Option<OwnedFd>, DumpError> {
+    // Under a seccomp filter userfaultfd is often refused, and a filter may kill the process
+    // for trying: such a process is not tracked.
+    let status = crest_proc::read(f.pid, "status")?;
+    if crest_proc::status_field(&status, "Seccomp").is_some_and(|m| m != "0") {
+        return Ok(None);
+    }
     let Some(fd) = f.call_inside("creating a userfaultfd", libc::SYS_userfaultfd, &[wp::USERFAULTFD_FLAGS])? else { return Ok(None) };
     let ours = crest_ptrace::sys::pidfd_open(f.pid).and_then(|p| crest_ptrace::sys::pidfd_getfd(p.as_raw_fd(), fd as i32));
     f.call_inside("closing the userfaultfd", libc::SYS_close, &[fd])?;
