@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod compress;
 mod freeze;
 mod pages;
 mod precopy;

@@ -21,6 +21,7 @@ use crest_image::{checksum, PageRun, Vma, VmaBacking};
 use crest_kinds::memory;
 use crest_proc::Pagemap;
 
+use crate::compress::Packer;
 use crate::{check_cancel, DumpError};
 
 /// Largest page run in the image.
@@ -282,13 +283,7 @@ fn work<W: Write>(
     missed: Option<&Mutex<Vec<(u64, u64)>>>,
 ) -> Result<Vec<(usize, PageRun)>, DumpError> {
     let mut runs = Vec::new();
-    let mut zstd = match compress {
-        Some(level) => Some((
-            zstd::bulk::Compressor::new(level).map_err(|e| DumpError::Unsupported(format!("starting zstd at level {level}: {e}")))?,
-            Vec::<u8>::with_capacity(zstd::zstd_safe::compress_bound(PIECE as usize)),
-        )),
-        None => None,
-    };
+    let mut packer = compress.map(Packer::new).transpose()?;
     let mut buf = Vec::new();
     // A snapshot shares its pages copy-on-write with the running process: process_vm_readv
     // pins pages, which makes the kernel copy each shared page first; /proc/PID/mem reads
@@ -303,7 +298,12 @@ fn work<W: Write>(
             return Ok(runs);
         }
         check_cancel()?;
-        let Some(range) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else { return Ok(runs) };
+        let Some(range) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else {
+            if let Some(pk) = &mut packer {
+                runs.extend(place_packed(pk, next, out)?);
+            }
+            return Ok(runs);
+        };
         let batch = &pieces[range.clone()];
         match (read_batch(pid, mem.as_ref(), batch, &mut buf), missed) {
             (Ok(()), _) => {}
@@ -322,26 +322,43 @@ fn work<W: Write>(
             for (o, len) in keep {
                 let data = &piece[o..o + len];
                 let vaddr = p.vaddr + o as u64;
-                let packed = match &mut zstd {
-                    Some((z, zbuf)) => {
-                        zbuf.clear();
-                        z.compress_to_buffer(data, zbuf).map_err(|e| DumpError::Unsupported(format!("compressing pages at {vaddr:#x}: {e}")))?;
-                        (zbuf.len() < len).then_some(zbuf.as_slice())
+                let Some(pk) = &mut packer else {
+                    runs.push((p.vma, put_raw(data, vaddr, next, out)?));
+                    continue;
+                };
+                for (so, slen, worth) in pk.spans(data)? {
+                    let span = &data[so..so + slen];
+                    let at = vaddr + so as u64;
+                    if !(worth && pk.pack(p.vma, at, span)?) {
+                        runs.push((p.vma, put_raw(span, at, next, out)?));
                     }
-                    None => None,
-                };
-                let (bytes, zlen) = match packed {
-                    Some(z) => (z, z.len() as u64),
-                    None => (data, 0),
-                };
-                let at = allocate(next, bytes.len() as u64, zlen == 0)?;
-                out.put(bytes, at)?;
-                runs.push((p.vma, PageRun { vaddr, len: len as u64, offset: at, zlen, sum: checksum(bytes) }));
+                }
             }
             off += p.len as usize;
         }
+        if let Some(pk) = &mut packer {
+            if pk.full() {
+                runs.extend(place_packed(pk, next, out)?);
+            }
+        }
         progress.add_done(buf.len() as u64);
     }
+}
+
+/// Writes `data`, the memory at `vaddr`, as a raw run at the next page boundary.
+fn put_raw<W: Write>(data: &[u8], vaddr: u64, next: &Mutex<u64>, out: &Out<'_, W>) -> Result<PageRun, DumpError> {
+    let at = allocate(next, data.len() as u64, true)?;
+    out.put(data, at)?;
+    Ok(PageRun { vaddr, len: data.len() as u64, offset: at, zlen: 0, sum: checksum(data) })
+}
+
+/// Writes the compressed runs `pk` holds, back to back, at the next free place.
+fn place_packed<W: Write>(pk: &mut Packer, next: &Mutex<u64>, out: &Out<'_, W>) -> Result<Vec<(usize, PageRun)>, DumpError> {
+    pk.flush(|bytes| {
+        let at = allocate(next, bytes.len() as u64, false)?;
+        out.put(bytes, at)?;
+        Ok(at)
+    })
 }
 
 /// Reads the pieces of one batch, back to back, into `buf` (through `mem`, the process's

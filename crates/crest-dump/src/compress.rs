@@ -1,0 +1,256 @@
+//! Compression of page data (`cr_checkpoint --compress`).
+//!
+//! Each run of pages is cut into blocks of [`BLOCK`] bytes, and each block is judged from a
+//! sample of [`SAMPLE`] bytes: a sample whose bytes are spread too evenly to be worth a Huffman
+//! code is compressed on its own, and a block whose sample does not get smaller is stored raw
+//! without a compression pass (random or already compressed data costs a copy, not zstd's
+//! search for matches). Neighbouring blocks judged alike form one span: a compressible span
+//! becomes one zstd frame (kept only when smaller), an incompressible one a raw run.
+//!
+//! Raw runs start on a page boundary in the image, compressed ones anywhere, so a raw run just
+//! after a compressed one costs up to a page of padding. Compressed runs are therefore held
+//! back ([`Packer`]) and placed in the image together, many megabytes at a time, while raw runs
+//! are written at once, one after another, without padding.
+use crest_image::{checksum, PageRun};
+
+use crate::DumpError;
+
+/// Pages are judged compressible or not in blocks of this many bytes (zstd's own block size).
+pub(crate) const BLOCK: usize = 128 << 10;
+/// Bytes at the start of each block looked at to judge it.
+const SAMPLE: usize = 4096;
+/// Compressed bytes a worker holds back before placing them in the image: each placing can
+/// cost up to a page of padding before the next raw run.
+const HOLD: usize = 16 << 20;
+/// Below this many bits per byte (order-0 entropy), a sample is compressible without a try.
+const SPREAD: f64 = 7.0;
+
+/// Order-0 entropy of `data`, in bits per byte (0 for a single repeated byte, 8 at most).
+fn entropy(data: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[b as usize] += 1;
+    }
+    let n = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Whether compressing `len` bytes into `packed` saves enough to be worth it: at least 1/64,
+/// the gain below which zstd itself stores a block raw.
+fn worth(len: usize, packed: usize) -> bool {
+    packed + len / 64 < len
+}
+
+/// Cuts `data` into spans of whole blocks of `block` bytes (the last one may be shorter) that
+/// `judge` finds alike, as (offset, length, compressible).
+fn split(data: &[u8], block: usize, mut judge: impl FnMut(&[u8]) -> Result<bool, DumpError>) -> Result<Vec<(usize, usize, bool)>, DumpError> {
+    let mut out: Vec<(usize, usize, bool)> = Vec::new();
+    for (i, b) in data.chunks(block).enumerate() {
+        let z = judge(b)?;
+        match out.last_mut() {
+            Some(s) if s.2 == z => s.1 += b.len(),
+            _ => out.push((i * block, b.len(), z)),
+        }
+    }
+    Ok(out)
+}
+
+/// One worker's compressor: judges blocks, compresses spans, and holds the compressed runs
+/// until they are placed in the image together.
+pub(crate) struct Packer {
+    z: zstd::bulk::Compressor<'static>,
+    /// For the samples: small inputs at level 1, apart so that `z` keeps its tables.
+    probe: zstd::bulk::Compressor<'static>,
+    sample: Vec<u8>,
+    /// Compressed runs not yet in the image, back to back.
+    held: Vec<u8>,
+    /// Their runs, `offset` counted from the start of `held`.
+    runs: Vec<(usize, PageRun)>,
+}
+
+impl Packer {
+    /// A packer at zstd `level`.
+    pub(crate) fn new(level: i32) -> Result<Self, DumpError> {
+        let start = |l: i32| zstd::bulk::Compressor::new(l).map_err(|e| DumpError::Unsupported(format!("starting zstd at level {l}: {e}")));
+        Ok(Packer {
+            z: start(level)?,
+            probe: start(1)?,
+            sample: Vec::with_capacity(zstd::zstd_safe::compress_bound(SAMPLE)),
+            held: Vec::with_capacity(HOLD + zstd::zstd_safe::compress_bound(crate::pages::PIECE as usize)),
+            runs: Vec::new(),
+        })
+    }
+
+    /// Whether `block` looks worth compressing, from its first [`SAMPLE`] bytes.
+    fn compressible(&mut self, block: &[u8]) -> Result<bool, DumpError> {
+        if block.len() <= SAMPLE {
+            return Ok(true);
+        }
+        let sample = &block[..SAMPLE];
+        if entropy(sample) < SPREAD {
+            return Ok(true);
+        }
+        self.sample.clear();
+        let n = self.probe.compress_to_buffer(sample, &mut self.sample).map_err(|e| DumpError::Unsupported(format!("compressing a sample: {e}")))?;
+        Ok(worth(SAMPLE, n))
+    }
+
+    /// The spans of `data` as (offset, length, worth compressing).
+    pub(crate) fn spans(&mut self, data: &[u8]) -> Result<Vec<(usize, usize, bool)>, DumpError> {
+        split(data, BLOCK, |b| self.compressible(b))
+    }
+
+    /// Compresses `data` (the memory at `vaddr` of mapping `vma`) and holds it; false, holding
+    /// nothing, when that does not make it smaller.
+    pub(crate) fn pack(&mut self, vma: usize, vaddr: u64, data: &[u8]) -> Result<bool, DumpError> {
+        let at = self.held.len();
+        self.held.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        let mut dst = std::io::Cursor::new(&mut self.held);
+        dst.set_position(at as u64);
+        let n = self.z.compress_to_buffer(data, &mut dst).map_err(|e| DumpError::Unsupported(format!("compressing pages at {vaddr:#x}: {e}")))?;
+        if n >= data.len() {
+            self.held.truncate(at);
+            return Ok(false);
+        }
+        let sum = checksum(&self.held[at..at + n]);
+        self.runs.push((vma, PageRun { vaddr, len: data.len() as u64, offset: at as u64, zlen: n as u64, sum }));
+        Ok(true)
+    }
+
+    /// Bytes of compressed runs held.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether the runs held should now be placed in the image.
+    pub(crate) fn full(&self) -> bool {
+        self.held.len() >= HOLD
+    }
+
+    /// Places the held runs in the image: `place` writes the bytes and says at which offset;
+    /// returns the runs, which are no longer held.
+    pub(crate) fn flush(&mut self, place: impl FnOnce(&[u8]) -> Result<u64, DumpError>) -> Result<Vec<(usize, PageRun)>, DumpError> {
+        if self.runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = place(&self.held)?;
+        self.held.clear();
+        let mut runs = std::mem::take(&mut self.runs);
+        for (_, r) in &mut runs {
+            r.offset += at;
+        }
+        Ok(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes from xorshift64*: incompressible.
+    fn random(len: usize, mut x: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+            })
+            .collect()
+    }
+
+    /// Words separated by spaces: compressible.
+    fn text(len: usize) -> Vec<u8> {
+        let words = ["the", "pages", "of", "a", "process", "are", "saved", "and", "restored"];
+        let mut out = Vec::new();
+        let mut x = 7u64;
+        while out.len() < len {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            out.extend_from_slice(words[(x >> 60) as usize % words.len()].as_bytes());
+            out.push(b' ');
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn entropy_of_samples() {
+        assert_eq!(entropy(&[7u8; 4096]), 0.0);
+        let all: Vec<u8> = (0..4096).map(|i| i as u8).collect();
+        assert!((entropy(&all) - 8.0).abs() < 1e-9);
+        assert!(entropy(&random(SAMPLE, 1)) > SPREAD);
+        assert!(entropy(&text(SAMPLE)) < SPREAD);
+    }
+
+    #[test]
+    fn worth_needs_a_64th() {
+        assert!(worth(4096, 100));
+        assert!(worth(4096, 4096 - 65));
+        assert!(!worth(4096, 4096 - 64));
+        assert!(!worth(4096, 4096));
+        assert!(!worth(4096, 4105));
+    }
+
+    #[test]
+    fn split_merges_blocks_judged_alike() {
+        // Blocks of 4 bytes judged by their first byte; the last block is short.
+        let data = [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1];
+        let spans = split(&data, 4, |b| Ok(b[0] == 1)).unwrap();
+        assert_eq!(spans, vec![(0, 8, true), (8, 4, false), (12, 6, true)]);
+        assert!(split(&[], 4, |_| Ok(true)).unwrap().is_empty());
+        assert!(split(&data, 4, |_| Err(DumpError::Unsupported("no".into()))).is_err());
+    }
+
+    #[test]
+    fn random_blocks_are_stored_raw_and_text_compressed() {
+        let mut p = Packer::new(1).unwrap();
+        // text, random, random, text: three spans.
+        let mut data = text(BLOCK);
+        data.extend(random(2 * BLOCK, 3));
+        data.extend(text(BLOCK + 8192));
+        assert_eq!(p.spans(&data).unwrap(), vec![(0, BLOCK, true), (BLOCK, 2 * BLOCK, false), (3 * BLOCK, BLOCK + 8192, true)]);
+        // A short block is compressed without a look: its frame is all the judging it needs.
+        assert_eq!(p.spans(&random(4096, 5)).unwrap(), vec![(0, 4096, true)]);
+        // Random bytes that were tried anyway are not kept.
+        assert!(!p.pack(0, 0x1000, &random(BLOCK, 9)).unwrap());
+        assert_eq!(p.held(), 0);
+    }
+
+    #[test]
+    fn held_runs_are_placed_together() {
+        let mut p = Packer::new(3).unwrap();
+        let (a, b) = (text(BLOCK), vec![0u8; 8192]);
+        assert!(p.pack(1, 0x10000, &a).unwrap());
+        assert!(p.pack(2, 0x90000, &b).unwrap());
+        let held = p.held();
+        let mut image = vec![0u8; 100];
+        let runs = p
+            .flush(|bytes| {
+                assert_eq!(bytes.len(), held);
+                image.extend_from_slice(bytes);
+                Ok(100)
+            })
+            .unwrap();
+        assert_eq!(p.held(), 0);
+        assert_eq!(runs.len(), 2);
+        let mut end = 100;
+        for ((vma, r), (want_vma, want)) in runs.iter().zip([(1, &a), (2, &b)]) {
+            assert_eq!((*vma, r.offset, r.len), (want_vma, end, want.len() as u64));
+            let stored = &image[r.offset as usize..(r.offset + r.zlen) as usize];
+            assert_eq!(r.sum, checksum(stored));
+            assert_eq!(&zstd::bulk::decompress(stored, want.len()).unwrap(), want);
+            end += r.zlen;
+        }
+        assert_eq!(end as usize, image.len());
+        // Nothing held: nothing placed.
+        assert!(p.flush(|_| panic!("placed nothing")).unwrap().is_empty());
+    }
+}
