@@ -1,9 +1,9 @@
 //! Compression of page data (`cr_checkpoint --compress`).
 //!
-//! Each run of pages is cut into blocks of [`BLOCK`] bytes, and each block is judged from a
-//! sample of [`SAMPLE`] bytes: a sample whose bytes are spread too evenly to be worth a Huffman
-//! code is compressed on its own, and a block whose sample does not get smaller is stored raw
-//! without a compression pass (random or already compressed data costs a copy, not zstd's
+//! Each run of pages is cut into blocks of [`BLOCK`] bytes, and each block is judged from
+//! samples of [`SAMPLE`] bytes (at its start, then at its middle): a sample whose bytes are
+//! spread too evenly to be worth a Huffman code is compressed on its own, and a block none of
+//! whose samples gets smaller is stored raw without a compression pass (random or already compressed data costs a copy, not zstd's
 //! search for matches). Neighbouring blocks judged alike form one span: a compressible span
 //! becomes one zstd frame (kept only when smaller), an incompressible one a raw run.
 //!
@@ -17,8 +17,8 @@ use crate::DumpError;
 
 /// Pages are judged compressible or not in blocks of this many bytes (zstd's own block size).
 pub(crate) const BLOCK: usize = 128 << 10;
-/// Bytes at the start of each block looked at to judge it.
-const SAMPLE: usize = 4096;
+/// Bytes of a block looked at, at a time, to judge it.
+const SAMPLE: usize = 2048;
 /// Compressed bytes a worker holds back before placing them in the image: each placing can
 /// cost up to a page of padding before the next raw run.
 const HOLD: usize = 16 << 20;
@@ -88,18 +88,31 @@ impl Packer {
         })
     }
 
-    /// Whether `block` looks worth compressing, from its first [`SAMPLE`] bytes.
+    /// Whether `block` looks worth compressing, from a sample of [`SAMPLE`] bytes at its start
+    /// and, when that one does not, another at its middle. A block of one page is compressed
+    /// without a look: judging it would cost about as much.
     fn compressible(&mut self, block: &[u8]) -> Result<bool, DumpError> {
-        if block.len() <= SAMPLE {
+        if block.len() <= 4096 {
             return Ok(true);
         }
-        let sample = &block[..SAMPLE];
+        let mid = (block.len() / 2) & !4095;
+        for at in [0, mid] {
+            if self.sample_compresses(&block[at..at + SAMPLE])? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether `sample` gets smaller: at once when its bytes are spread unevenly enough for a
+    /// Huffman code, else by compressing it.
+    fn sample_compresses(&mut self, sample: &[u8]) -> Result<bool, DumpError> {
         if entropy(sample) < SPREAD {
             return Ok(true);
         }
         self.sample.clear();
         let n = self.probe.compress_to_buffer(sample, &mut self.sample).map_err(|e| DumpError::Unsupported(format!("compressing a sample: {e}")))?;
-        Ok(worth(SAMPLE, n))
+        Ok(worth(sample.len(), n))
     }
 
     /// The spans of `data` as (offset, length, worth compressing).
@@ -217,8 +230,18 @@ mod tests {
         data.extend(random(2 * BLOCK, 3));
         data.extend(text(BLOCK + 8192));
         assert_eq!(p.spans(&data).unwrap(), vec![(0, BLOCK, true), (BLOCK, 2 * BLOCK, false), (3 * BLOCK, BLOCK + 8192, true)]);
-        // A short block is compressed without a look: its frame is all the judging it needs.
+        // A block of one page is compressed without a look: its frame is all the judging it needs.
         assert_eq!(p.spans(&random(4096, 5)).unwrap(), vec![(0, 4096, true)]);
+        // Random at the start but text further on: compressed (zstd finds the text); random
+        // at the middle only: compressed too, since its start is text.
+        let mut half = random(BLOCK / 2, 11);
+        half.extend(text(BLOCK / 2));
+        assert_eq!(p.spans(&half).unwrap(), vec![(0, BLOCK, true)]);
+        let mut mid = text(BLOCK / 2);
+        mid.extend(random(BLOCK / 2, 13));
+        assert_eq!(p.spans(&mid).unwrap(), vec![(0, BLOCK, true)]);
+        // Two pages of random bytes: both samples are looked at, neither gets smaller.
+        assert_eq!(p.spans(&random(8192, 17)).unwrap(), vec![(0, 8192, false)]);
         // Random bytes that were tried anyway are not kept.
         assert!(!p.pack(0, 0x1000, &random(BLOCK, 9)).unwrap());
         assert_eq!(p.held(), 0);
