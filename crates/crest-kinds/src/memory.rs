@@ -297,8 +297,8 @@ fn attach_sysv(
 const MADV_POPULATE_WRITE: u64 = 23;
 
 /// Reads the saved pages of `v` into place: the husk `pread`s stored runs from the image, one
-/// call per run of pages contiguous both in memory and in the file; compressed runs are
-/// decompressed here and written in with `process_vm_writev`, on all cores.
+/// call per run of pages contiguous both in memory and in the file; meanwhile compressed runs
+/// are decompressed here and written in with `process_vm_writev`, on all cores.
 fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::fs::File, progress: &Progress) -> Result<u64, KindError> {
     // Allocate the pages in one pass, without a page fault for each, before filling them. Only
     // the saved ranges: memory the process never touched stays unallocated. Kernels without
@@ -325,8 +325,22 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
             _ => merged.push(*r),
         }
     }
+    // The compressed runs are decompressed on other threads while the husk reads the stored
+    // ones: the two go on at once rather than one after the other.
+    std::thread::scope(|s| {
+        let unpacking = s.spawn(|| unpack(pid, image, &packed, progress));
+        let read = read_stored(remote, pid, &merged, image_fd, progress);
+        let unpacked = unpacking.join().unwrap_or_else(|_| Err(KindError::Mismatch("a decompression thread panicked".into())));
+        let total = read?;
+        unpacked?;
+        Ok(total + packed.iter().map(|r| r.len).sum::<u64>())
+    })
+}
+
+/// Has the husk `pread` the stored (uncompressed) runs `runs` into place; returns their bytes.
+fn read_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], image_fd: i32, progress: &Progress) -> Result<u64, KindError> {
     let mut total = 0;
-    for r in merged {
+    for r in runs {
         let mut done = 0;
         while done < r.len {
             let n = remote.call(
@@ -342,8 +356,7 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
         }
         total += r.len;
     }
-    unpack(pid, image, &packed, progress)?;
-    Ok(total + packed.iter().map(|r| r.len).sum::<u64>())
+    Ok(total)
 }
 
 /// Decompresses `runs` from `image` into the memory of `pid`, on as many threads as cores.
