@@ -1,10 +1,11 @@
 //! Compression of page data (`cr_checkpoint --compress`).
 //!
 //! Each run of pages is cut into blocks of [`BLOCK`] bytes, and each block is judged from
-//! samples of [`SAMPLE`] bytes (at its start, then at its middle): a sample whose bytes are
-//! spread too evenly to be worth a Huffman code is compressed on its own, and a block none of
-//! whose samples gets smaller is stored raw without a compression pass (random or already compressed data costs a copy, not zstd's
-//! search for matches). Neighbouring blocks judged alike form one span: a compressible span
+//! samples of [`SAMPLE`] bytes (at its start, then at its middle). A sample whose bytes are
+//! spread unevenly enough for a Huffman code to gain is taken as compressible at once; another
+//! is compressed on its own to see. A block none of whose samples gets smaller is stored raw,
+//! without a compression pass: random or already compressed data costs a copy, not zstd's
+//! search for matches. Neighbouring blocks judged alike form one span: a compressible span
 //! becomes one zstd frame (kept only when smaller), an incompressible one a raw run.
 //!
 //! Raw runs start on a page boundary in the image, compressed ones anywhere, so a raw run just
@@ -16,7 +17,7 @@ use crest_image::{checksum, PageRun};
 use crate::DumpError;
 
 /// Pages are judged compressible or not in blocks of this many bytes (zstd's own block size).
-pub(crate) const BLOCK: usize = 128 << 10;
+const BLOCK: usize = 128 << 10;
 /// Bytes of a block looked at, at a time, to judge it.
 const SAMPLE: usize = 2048;
 /// Compressed bytes a worker holds back before placing them in the image: each placing can
