@@ -71,7 +71,7 @@ pub enum Source {
     /// (nice 10), so that the process keeps its core when the machine is busy.
     Running,
     /// A copy-on-write snapshot, while the process runs: read through `/proc/PID/mem` (see
-    /// [`read_batch`]), at a lower priority too.
+    /// `read_batch`), at a lower priority too.
     Snapshot,
 }
 
@@ -285,14 +285,8 @@ fn work<W: Write>(
     let mut runs = Vec::new();
     let mut packer = compress.map(Packer::new).transpose()?;
     let mut buf = Vec::new();
-    // A snapshot shares its pages copy-on-write with the running process: process_vm_readv
-    // pins pages, which makes the kernel copy each shared page first; /proc/PID/mem reads
-    // them as they are.
-    let mem = if snapshot {
-        Some(File::open(format!("/proc/{pid}/mem")).map_err(|e| crest_kinds::KindError::io(format!("opening /proc/{pid}/mem"), e))?)
-    } else {
-        None
-    };
+    // The process's /proc/PID/mem, opened once when first needed (see read_batch).
+    let mut mem = None;
     loop {
         if failed.load(Ordering::Relaxed) {
             return Ok(runs);
@@ -305,7 +299,7 @@ fn work<W: Write>(
             return Ok(runs);
         };
         let batch = &pieces[range.clone()];
-        match (read_batch(pid, mem.as_ref(), batch, &mut buf), missed) {
+        match (read_batch(pid, snapshot, &mut mem, batch, &mut buf), missed) {
             (Ok(()), _) => {}
             // A running process may unmap or move memory while it is read: these pieces are
             // left to the checkpoint proper.
@@ -361,31 +355,37 @@ fn place_packed<W: Write>(pk: &mut Packer, next: &Mutex<u64>, out: &Out<'_, W>) 
     })
 }
 
-/// Reads the pieces of one batch, back to back, into `buf` (through `mem`, the process's
-/// `/proc/PID/mem`, when given).
-fn read_batch(pid: i32, mem: Option<&File>, batch: &[Piece], buf: &mut Vec<u8>) -> Result<(), DumpError> {
+/// Reads the pieces of one batch, back to back, into `buf`. From a snapshot, everything is
+/// read through `/proc/PID/mem`: it shares its pages copy-on-write with the running process,
+/// and process_vm_readv pins pages, which makes the kernel copy each shared page first, where
+/// /proc/PID/mem reads them as they are. Otherwise with process_vm_readv, but for pieces that
+/// are not readable (present pages of a `PROT_NONE` mapping, such as the zero page under a
+/// thread stack's guard page), read through `/proc/PID/mem`, which may ignore protections.
+/// `mem` keeps that file open from one batch to the next.
+fn read_batch(pid: i32, snapshot: bool, mem: &mut Option<File>, batch: &[Piece], buf: &mut Vec<u8>) -> Result<(), DumpError> {
     buf.resize(batch.iter().map(|p| p.len as usize).sum(), 0);
-    if let Some(mem) = mem {
-        let mut off = 0usize;
-        for p in batch {
-            let dst = &mut buf[off..off + p.len as usize];
-            mem.read_exact_at(dst, p.vaddr).map_err(|e| crest_kinds::KindError::io(format!("reading memory of pid {pid} at {:#x}", p.vaddr), e))?;
-            off += p.len as usize;
+    let open = |mem: &mut Option<File>| -> Result<(), DumpError> {
+        if mem.is_none() {
+            *mem = Some(File::open(format!("/proc/{pid}/mem")).map_err(|e| crest_kinds::KindError::io(format!("opening /proc/{pid}/mem"), e))?);
         }
-    } else if batch.iter().all(|p| p.readable) {
+        Ok(())
+    };
+    if !snapshot && batch.iter().all(|p| p.readable) {
         let ranges: Vec<(u64, u64)> = batch.iter().map(|p| (p.vaddr, p.len)).collect();
         crest_ptrace::mem::read_scatter(pid, buf, &ranges)?;
-    } else {
-        let mut off = 0usize;
-        for p in batch {
-            let dst = &mut buf[off..off + p.len as usize];
-            if p.readable {
-                crest_ptrace::mem::read_exact(pid, p.vaddr, dst)?;
-            } else {
-                crest_ptrace::mem::read_forced(pid, p.vaddr, dst)?;
-            }
-            off += p.len as usize;
+        return Ok(());
+    }
+    let mut off = 0usize;
+    for p in batch {
+        let dst = &mut buf[off..off + p.len as usize];
+        if p.readable && !snapshot {
+            crest_ptrace::mem::read_exact(pid, p.vaddr, dst)?;
+        } else {
+            open(mem)?;
+            let f = mem.as_ref().expect("opened above");
+            f.read_exact_at(dst, p.vaddr).map_err(|e| crest_kinds::KindError::io(format!("reading memory of pid {pid} at {:#x}", p.vaddr), e))?;
         }
+        off += p.len as usize;
     }
     Ok(())
 }

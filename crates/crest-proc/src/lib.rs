@@ -311,6 +311,11 @@ impl Pagemap {
         Ok(Pagemap { file, path })
     }
 
+    /// The open file (for ioctls on it).
+    pub fn file(&self) -> &fs::File {
+        &self.file
+    }
+
     /// Entries for the pages of `start..end` (one u64 per page), into `out`.
     pub fn entries(&self, start: u64, end: u64, out: &mut Vec<u64>) -> Result<(), ProcError> {
         let n = ((end - start) / 4096) as usize;

@@ -49,6 +49,8 @@ pub mod category {
     pub const PRESENT: u64 = 1 << 3;
     /// In swap.
     pub const SWAPPED: u64 = 1 << 4;
+    /// The shared zero page.
+    pub const PFNZERO: u64 = 1 << 5;
 }
 
 /// `PM_SCAN_WP_MATCHING`: write-protect the pages reported, in the same walk.
