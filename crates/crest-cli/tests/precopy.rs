@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// MiB of each region of `mutate`.
-const MIB: &str = "16";
+/// MiB of each region of `mutate`: enough for a pre-copy (a process with less than 64 MiB of
+/// private memory is saved from a snapshot instead).
+const MIB: &str = "32";
 
 /// Starts `mutate`, checkpoints it `images` times in a row while it runs on (with
 /// `CREST_NO_PRECOPY=1` when `no_precopy`), checks that it ran on unharmed, then restarts each
@@ -41,7 +42,10 @@ fn checkpoint_running_mutate(name: &str, images: usize, no_precopy: bool) {
         }
         let ck = cmd.output().expect("cr_checkpoint runs");
         assert!(ck.status.success(), "checkpoint {k} failed: {}", String::from_utf8_lossy(&ck.stderr));
-        eprintln!("{name}: checkpoint {k}: {}", String::from_utf8_lossy(&ck.stderr).trim());
+        let timing = String::from_utf8_lossy(&ck.stderr).trim().to_string();
+        eprintln!("{name}: checkpoint {k}: {timing}");
+        let precopied = timing.split_whitespace().any(|f| f.starts_with("precopy_bytes=") && f != "precopy_bytes=0");
+        assert_eq!(precopied, !no_precopy, "pre-copied as asked: {timing}");
         assert_untouched(pid, &format!("after checkpoint {k}"));
         imgs.push(img);
     }

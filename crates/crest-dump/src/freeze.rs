@@ -56,8 +56,8 @@ enum Borrow {
 /// Seizes and stops every thread of `pid`.
 pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     let status = crest_proc::read(pid, "status").map_err(|_| DumpError::NoProcess(pid))?;
-    if let Some(t) = crest_proc::status_field(&status, "TracerPid").filter(|t| *t != "0") {
-        return Err(DumpError::Permission { pid, why: format!("it is already traced by PID {t} (a debugger or another checkpoint)") });
+    if let Some(by) = crest_proc::status_field(&status, "TracerPid").and_then(|t| t.parse::<i32>().ok()).filter(|t| *t != 0) {
+        return Err(DumpError::Traced { pid, by });
     }
     if let Some(by) = snapshot_in_progress(pid) {
         return Err(DumpError::Busy { pid, by });
@@ -70,6 +70,10 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
         if new.is_empty() {
             break;
         }
+        // Every new thread is seized and asked to stop first, then each stop is waited for:
+        // the threads stop in parallel (a thread that is not on a CPU stops only once it is
+        // scheduled again), not one scheduling delay after another.
+        let mut asked = Vec::with_capacity(new.len());
         for tid in new {
             check_cancel()?;
             let t = match Tracee::seize(tid) {
@@ -84,6 +88,9 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
                 Err(e) => return Err(e.into()),
             };
             t.interrupt()?;
+            asked.push(t);
+        }
+        for t in asked {
             let mut stolen = Vec::new();
             loop {
                 match t.wait_stop()? {
@@ -103,7 +110,6 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     if f.threads.is_empty() {
         return Err(DumpError::NoProcess(pid));
     }
-    f.since = Instant::now();
     Ok(f)
 }
 

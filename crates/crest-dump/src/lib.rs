@@ -76,6 +76,14 @@ pub enum DumpError {
         /// Why, and what to do.
         why: String,
     },
+    /// The process is traced already: by a debugger, or by another checkpoint.
+    #[error("PID {pid} is already being traced by PID {by} (a debugger or another checkpoint)")]
+    Traced {
+        /// The process.
+        pid: i32,
+        /// Its tracer.
+        by: i32,
+    },
     /// Another checkpoint is still saving the pages of this process (from a snapshot).
     #[error("PID {pid} is already being traced by PID {by}, which is saving its pages from a snapshot")]
     Busy {

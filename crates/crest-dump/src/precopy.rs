@@ -64,7 +64,13 @@ fn trackable(v: &Vma) -> bool {
 
 /// Saves the private pages of every process of the scope into `out` while they run on; see the
 /// module comment. A process that cannot be tracked is left to the checkpoint proper.
-pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>) -> Result<Precopy<'a>, DumpError> {
+///
+/// `None` when the scope holds less than [`WORTH_IT`] of private memory: a snapshot stops
+/// such processes for less than the pre-copy's own freezes.
+pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>) -> Result<Option<Precopy<'a>>, DumpError> {
+    if matches!(scope, Scope::Pid | Scope::Tree) && private_memory(id, scope == Scope::Tree) < WORTH_IT {
+        return Ok(None);
+    }
     let mut fds: Vec<(i32, OwnedFd)> = Vec::new();
     {
         let mut tree = freeze_scope(scope, id)?;
@@ -127,7 +133,28 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         }
         last = dirty;
     }
-    Ok(Precopy { writer: Some(w), tracked, bytes })
+    Ok(Some(Precopy { writer: Some(w), tracked, bytes }))
+}
+
+/// Private memory below which a pre-copy is not worth it.
+pub const WORTH_IT: u64 = 64 << 20;
+
+/// Resident private memory (`RssAnon`) of `pid`, with its descendants' when `tree`; a rough
+/// figure read without stopping anything.
+fn private_memory(pid: i32, tree: bool) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![pid];
+    let mut seen = 0;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if let Ok(status) = crest_proc::read(p, "status") {
+            total += crest_proc::status_field(&status, "RssAnon").and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) << 10;
+        }
+        if tree && seen < 100_000 {
+            todo.extend(crest_proc::children(p).unwrap_or_default());
+        }
+    }
+    total
 }
 
 /// Passes over the written pages after the first, at most.

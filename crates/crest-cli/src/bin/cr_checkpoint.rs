@@ -210,21 +210,22 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         let freeze = || match crest_dump::freeze_scope(scope, pid) {
             // Refused while another tracer (a concurrent checkpoint) was just letting it go:
             // try once more, so that a real refusal is told from a race.
-            Err(DumpError::Permission { .. }) if tracer_of(pid) == 0 => crest_dump::freeze_scope(scope, pid),
+            Err(DumpError::Permission { .. } | DumpError::Traced { .. }) if tracer_of(pid) == 0 => crest_dump::freeze_scope(scope, pid),
             r => r,
         };
         let pre = if snapshot && std::env::var_os("CREST_NO_PRECOPY").is_none() {
             let mut tries = 0;
             loop {
                 match crest_dump::precopy(scope, pid, &file, &opts) {
-                    Err(DumpError::Permission { .. }) if tracer_of(pid) == 0 && tries == 0 => tries += 1,
-                    r => break Some(r?),
+                    Err(DumpError::Permission { .. } | DumpError::Traced { .. }) if tracer_of(pid) == 0 && tries == 0 => tries += 1,
+                    r => break r?,
                 }
             }
         } else {
             None
         };
         precopied = pre.is_some();
+        let precopy_bytes = pre.as_ref().map_or(0, |p| p.bytes);
         let mut frozen = freeze()?;
         let (_image, stats) = frozen.dump(&file, &opts, pre)?;
         drop(shown);
@@ -236,9 +237,9 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         if crest_dump::cancelled() {
             return Err(DumpError::Cancelled);
         }
-        Ok((frozen, stats))
+        Ok((frozen, stats, precopy_bytes))
     })();
-    let (frozen, stats) = match result {
+    let (frozen, stats, precopy_bytes) = match result {
         Ok(x) => x,
         Err(DumpError::NoProcess(_)) if precopied => {
             cleanup(&dest);
@@ -288,7 +289,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
     }
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!(
-            "crest-timing: checkpoint pid={pid} page_bytes={} remote_syscalls={} frozen_ms={:.3} total_ms={:.3}",
+            "crest-timing: checkpoint pid={pid} page_bytes={} precopy_bytes={precopy_bytes} remote_syscalls={} frozen_ms={:.3} total_ms={:.3}",
             stats.page_bytes,
             stats.remote_syscalls,
             stats.frozen_secs * 1e3,
@@ -419,6 +420,10 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, 
             );
         }
         _ if ended(pid) => return (libc::ESRCH, format!("PID {pid} ended during the checkpoint, so there is nothing to save; no image was written")),
+        DumpError::Traced { by, .. } if *by != std::process::id() as i32 => {
+            let name = crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
+            return (EXIT_PTRACED, format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint or a debugger; try again when it is done"));
+        }
         DumpError::Permission { .. } => {
             let tracer = tracer_of(pid);
             if tracer != 0 && tracer != std::process::id() as i32 {
