@@ -7,7 +7,9 @@
 //!
 //! Restore ([`restore`]): each mapping is recreated at its address with a remote `mmap`
 //! (writable while it is filled), its saved pages are `pread` by the husk itself straight from
-//! the image file (one copy, no staging), then the final protection and madvise flags are set.
+//! the image file (one copy, no staging) while a thread of the restorer writes in the last
+//! part of them (so that two cores fault in and zero the fresh pages), then the final
+//! protection and madvise flags are set.
 //!
 //! SysV shared memory is attached again with a remote `shmat` at its address (the segment
 //! itself is recreated before, see [`crate::ipc`]); its pages are saved and restored like
@@ -328,19 +330,6 @@ const MADV_POPULATE_WRITE: u64 = 23;
 /// call per run of pages contiguous both in memory and in the file; meanwhile compressed runs
 /// are decompressed here and written in with `process_vm_writev`, on all cores.
 fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::fs::File, progress: &Progress) -> Result<u64, KindError> {
-    // Allocate the pages in one pass, without a page fault for each, before filling them. Only
-    // the saved ranges: memory the process never touched stays unallocated. Kernels without
-    // MADV_POPULATE_WRITE (before 5.14) fault the pages in during the read instead.
-    let mut spans: Vec<(u64, u64)> = Vec::new();
-    for r in &v.pages {
-        match spans.last_mut() {
-            Some(s) if s.0 + s.1 == r.vaddr && s.1 < (1 << 30) => s.1 += r.len,
-            _ => spans.push((r.vaddr, r.len)),
-        }
-    }
-    for (a, l) in spans {
-        let _ = remote.syscall(libc::SYS_madvise, &[a, l, MADV_POPULATE_WRITE])?;
-    }
     let mut merged: Vec<PageRun> = Vec::new();
     let mut packed: Vec<PageRun> = Vec::new();
     for r in &v.pages {
@@ -354,15 +343,88 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
         }
     }
     // The compressed runs are decompressed on other threads while the husk reads the stored
-    // ones: the two go on at once rather than one after the other.
+    // ones: the two go on at once rather than one after the other. Without compressed runs, a
+    // thread here writes in a share of the stored ones (the tail, in pieces), so that the
+    // kernel's work of allocating and zeroing the fresh pages, the bulk of a restore, is done
+    // on two cores.
+    let (own, helped) = if packed.is_empty() { split_stored(&merged, HELPER_SHARE) } else { (merged, Vec::new()) };
+    // Allocate the husk's pages in one pass, without a page fault for each, before filling
+    // them. Only the saved ranges: memory the process never touched stays unallocated. Kernels
+    // without MADV_POPULATE_WRITE (before 5.14) fault the pages in during the read instead.
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    let mut theirs: Vec<&PageRun> = own.iter().chain(&packed).collect();
+    theirs.sort_by_key(|r| r.vaddr);
+    for r in theirs {
+        match spans.last_mut() {
+            Some(s) if s.0 + s.1 == r.vaddr && s.1 < (1 << 30) => s.1 += r.len,
+            _ => spans.push((r.vaddr, r.len)),
+        }
+    }
+    for (a, l) in spans {
+        let _ = remote.syscall(libc::SYS_madvise, &[a, l, MADV_POPULATE_WRITE])?;
+    }
     std::thread::scope(|s| {
         let unpacking = s.spawn(|| unpack(pid, image, &packed, progress));
-        let read = read_stored(remote, pid, &merged, image_fd, progress);
+        let helping = s.spawn(|| write_stored(pid, image, &helped, progress));
+        let read = read_stored(remote, pid, &own, image_fd, progress);
         let unpacked = unpacking.join().unwrap_or_else(|_| Err(KindError::Mismatch("a decompression thread panicked".into())));
+        let helped_bytes = helping.join().unwrap_or_else(|_| Err(KindError::Mismatch("a page writer thread panicked".into())));
         let total = read?;
         unpacked?;
-        Ok(total + packed.iter().map(|r| r.len).sum::<u64>())
+        Ok(total + helped_bytes? + packed.iter().map(|r| r.len).sum::<u64>())
     })
+}
+
+/// The share of a mapping's stored pages written in by a thread of the restorer rather than
+/// read by the husk: it makes two copies (image to buffer, buffer to the husk) where the husk
+/// makes one, both fault in and zero the same fresh pages.
+const HELPER_SHARE: f64 = 0.45;
+/// Below this, a mapping's pages are all read by the husk.
+const HELP_FROM: u64 = 16 << 20;
+
+/// Cuts `runs` in two at about `share` of their bytes from the end: (the husk's, the helper's).
+fn split_stored(runs: &[PageRun], share: f64) -> (Vec<PageRun>, Vec<PageRun>) {
+    let total: u64 = runs.iter().map(|r| r.len).sum();
+    if total < HELP_FROM {
+        return (runs.to_vec(), Vec::new());
+    }
+    let mut cut = ((total as f64 * (1.0 - share)) as u64).next_multiple_of(4096);
+    let (mut own, mut helped) = (Vec::new(), Vec::new());
+    for r in runs {
+        if cut >= r.len {
+            own.push(*r);
+            cut -= r.len;
+        } else if cut == 0 {
+            helped.push(*r);
+        } else {
+            own.push(PageRun { len: cut, ..*r });
+            helped.push(PageRun { vaddr: r.vaddr + cut, offset: r.offset + cut, len: r.len - cut, ..*r });
+            cut = 0;
+        }
+    }
+    (own, helped)
+}
+
+/// Writes the stored runs `runs` from `image` into the memory of `pid` (`process_vm_writev`),
+/// in pieces of 4 MiB; returns their bytes.
+fn write_stored(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Progress) -> Result<u64, KindError> {
+    const PIECE: u64 = 4 << 20;
+    let mut buf = Vec::new();
+    let mut total = 0;
+    for r in runs {
+        let mut done = 0;
+        while done < r.len {
+            let n = (r.len - done).min(PIECE);
+            buf.resize(n as usize, 0);
+            std::os::unix::fs::FileExt::read_exact_at(image, &mut buf, r.offset + done)
+                .map_err(|e| KindError::io(format!("pid {pid}: reading pages {:#x}+{n:#x} from the image", r.vaddr + done), e))?;
+            crest_ptrace::mem::write_vm(pid, r.vaddr + done, &buf)?;
+            progress.add_done(n);
+            done += n;
+        }
+        total += r.len;
+    }
+    Ok(total)
 }
 
 /// Has the husk `pread` the stored (uncompressed) runs `runs` into place; returns their bytes.
@@ -432,5 +494,28 @@ pub fn describe(b: &VmaBacking) -> String {
         VmaBacking::Special(SpecialArea::Vvar) => "[vvar]".into(),
         VmaBacking::Special(SpecialArea::VvarVclock) => "[vvar_vclock]".into(),
         VmaBacking::Special(SpecialArea::Vsyscall) => "[vsyscall]".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(vaddr: u64, len: u64, offset: u64) -> PageRun {
+        PageRun { vaddr, len, offset, zlen: 0, sum: 0 }
+    }
+
+    #[test]
+    fn stored_runs_are_shared_at_a_page_boundary() {
+        let runs = [run(0, 40 << 20, 4096), run(100 << 20, 60 << 20, (40 << 20) + 4096)];
+        let (own, helped) = split_stored(&runs, 0.45);
+        let sum = |r: &[PageRun]| r.iter().map(|r| r.len).sum::<u64>();
+        assert_eq!(sum(&own) + sum(&helped), 100 << 20);
+        assert_eq!(sum(&own), 55 << 20);
+        // The second run is cut: its tail goes to the helper, from the same place in the file.
+        assert_eq!(own[1], run(100 << 20, 15 << 20, (40 << 20) + 4096));
+        assert_eq!(helped, vec![run(115 << 20, 45 << 20, (55 << 20) + 4096)]);
+        // Small mappings are the husk's alone.
+        assert_eq!(split_stored(&[run(0, 1 << 20, 0)], 0.45).1, Vec::new());
     }
 }
