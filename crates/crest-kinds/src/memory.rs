@@ -363,6 +363,10 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
     for (a, l) in spans {
         let _ = remote.syscall(libc::SYS_madvise, &[a, l, MADV_POPULATE_WRITE])?;
     }
+    if packed.is_empty() && helped.is_empty() {
+        // Most mappings: no thread is worth starting.
+        return read_stored(remote, pid, &own, image_fd, progress);
+    }
     std::thread::scope(|s| {
         let unpacking = s.spawn(|| unpack(pid, image, &packed, progress));
         let helping = s.spawn(|| write_stored(pid, image, &helped, progress));
