@@ -7,7 +7,7 @@
 //! process checks every word at once (it sees the pause) and again on SIGUSR2.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,13 +51,7 @@ fn checkpoint_running_mutate(name: &str, images: usize, no_precopy: bool) {
     }
 
     // The original runs on and its memory is intact.
-    let ticks = |s: &str| s.lines().filter(|l| l.starts_with("tick")).count();
-    let seen = ticks(&std::fs::read_to_string(&out).unwrap_or_default());
-    let t = Instant::now();
-    while ticks(&std::fs::read_to_string(&out).unwrap_or_default()) <= seen {
-        assert!(t.elapsed() < Duration::from_secs(60), "the process did not run on after the checkpoints");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_new_tick(&out, Duration::from_secs(60), "the process did not run on after the checkpoints");
     let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
     let st = wait_child(&mut child, Duration::from_secs(60));
     let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -67,7 +61,7 @@ fn checkpoint_running_mutate(name: &str, images: usize, no_precopy: bool) {
     // Each image restarted. The restored process writes on at its saved offset: the file is cut
     // there first, so that what follows is its output only.
     for (k, img) in imgs.iter().enumerate() {
-        let at = ck_text_len(img);
+        let at = stdout_offset(img);
         std::fs::OpenOptions::new().write(true).open(&out).and_then(|f| f.set_len(at as u64)).expect("cut the output file");
         let since = || std::fs::read(&out).map(|b| String::from_utf8_lossy(&b[at.min(b.len())..]).into_owned()).unwrap_or_default();
         let mut rs = cr_restart_cmd().arg(img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
@@ -125,11 +119,3 @@ fn without_precopy_images_are_of_the_freeze_too() {
     checkpoint_running_mutate("noprecopy", 1, true);
 }
 
-/// The offset of descriptor 1 saved in the image `img`.
-fn ck_text_len(img: &Path) -> usize {
-    let o = Command::new(bin("cr_info")).arg("--json").arg(img).output().expect("cr_info");
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let fds = v["processes"][0]["fds"].as_array().expect("fds");
-    let out = fds.iter().find(|f| f["fd"] == 1).expect("fd 1");
-    out["kind"]["Regular"]["pos"].as_u64().expect("a regular file at an offset") as usize
-}

@@ -150,13 +150,7 @@ fn running_process_checkpointed_at_one_instant() {
     let img = d.0.join("img");
     let ck = Command::new(bin("cr_checkpoint")).arg("-f").arg(&img).arg(pid.to_string()).env("CREST_TIMING", "1").output().expect("cr_checkpoint runs");
     assert!(ck.status.success(), "cr_checkpoint failed: {}", String::from_utf8_lossy(&ck.stderr));
-    let ticks = |s: &str| s.lines().filter(|l| l.starts_with("tick")).count();
-    let seen = ticks(&std::fs::read_to_string(&out).unwrap_or_default());
-    let t = std::time::Instant::now();
-    while ticks(&std::fs::read_to_string(&out).unwrap_or_default()) <= seen {
-        assert!(t.elapsed() < Duration::from_secs(30), "the process did not run on after the checkpoint");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_new_tick(&out, Duration::from_secs(30), "the process did not run on after the checkpoint");
     let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
     let st = wait_child(&mut child, Duration::from_secs(30));
     let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -165,7 +159,7 @@ fn running_process_checkpointed_at_one_instant() {
 
     // The restored process writes on at its saved offset, over what the original wrote after
     // the checkpoint: its lines are the ones after that offset.
-    let at = ck_text_len(&img);
+    let at = stdout_offset(&img);
     let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
     reaper.0.push(rs.id() as i32);
     let since = |at: usize| std::fs::read(&out).map(|b| String::from_utf8_lossy(&b[at.min(b.len())..]).into_owned()).unwrap_or_default();
@@ -176,15 +170,6 @@ fn running_process_checkpointed_at_one_instant() {
     let st = wait_child(&mut rs, Duration::from_secs(30));
     let text = since(at);
     assert!(st.success() && text.contains("PASS\n") && !text.contains("FAIL"), "the restored process: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
-}
-
-/// The offset of descriptor 1 saved in the image `img`.
-fn ck_text_len(img: &Path) -> usize {
-    let o = Command::new(bin("cr_info")).arg("--json").arg(img).output().expect("cr_info");
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let fds = v["processes"][0]["fds"].as_array().expect("fds");
-    let out = fds.iter().find(|f| f["fd"] == 1).expect("fd 1");
-    out["kind"]["Regular"]["pos"].as_u64().expect("a regular file at an offset") as usize
 }
 
 /// `--save-all` puts the executable's and the libraries' contents in the image: it restarts

@@ -324,3 +324,24 @@ pub fn wait_while_restarting(rs: &mut Child, timeout: Duration, mut ready: impl 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The offset of descriptor 1 saved in the image `img` (a regular file): where the restored
+/// process goes on writing its output.
+pub fn stdout_offset(img: &Path) -> usize {
+    let o = Command::new(bin("cr_info")).arg("--json").arg(img).output().expect("cr_info");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let fds = v["processes"][0]["fds"].as_array().expect("fds");
+    let out = fds.iter().find(|f| f["fd"] == 1).expect("fd 1");
+    out["kind"]["Regular"]["pos"].as_u64().expect("a regular file at an offset") as usize
+}
+
+/// Waits until `out` has more lines starting with "tick" than now: the process runs on.
+pub fn wait_new_tick(out: &Path, timeout: Duration, what: &str) {
+    let ticks = || std::fs::read_to_string(out).unwrap_or_default().lines().filter(|l| l.starts_with("tick")).count();
+    let seen = ticks();
+    let t = Instant::now();
+    while ticks() <= seen {
+        assert!(t.elapsed() < timeout, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
