@@ -75,27 +75,28 @@ fn drain_slowly(mut r: impl Read + Send + 'static, bytes_per_sec: usize) -> std:
     })
 }
 
-/// The target dies while it is frozen (no snapshot: it stays frozen for the whole dump).
-#[test]
-fn target_killed_mid_dump_through_a_pipe() {
-    let d = Dir::new("fault-dies-pipe");
-    let prog = build_steady(&d);
+/// A checkpoint of a 256 MiB `steady` into a pipe, under `env`, once the first MiB of the
+/// image has come out of it (nobody reads the pipe until then: the dump is certainly under
+/// way). Returns the processes (the target, then cr_checkpoint), their PIDs, the pipe and
+/// that first MiB.
+fn dump_into_pipe(d: &Dir, env: &[(&str, &str)]) -> (Procs, i32, i32, std::process::ChildStdout, Vec<u8>) {
+    let prog = build_steady(d);
     let out = d.0.join("out.txt");
     let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 256, &out));
-    // Nobody reads the pipe yet: the dump stops in the middle of the pages, certainly under way.
-    let mut c = ck()
-        .env("CREST_NO_SNAPSHOT", "1")
-        .args(["--fd", "1"])
-        .arg(pid.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cr_checkpoint");
+    let pid = procs.add(start_steady(&prog, d, 256, &out));
+    let mut c = ck().envs(env.iter().copied()).args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
     let mut pipe = c.stdout.take().expect("piped");
     let cpid = procs.add(c);
     let mut first = vec![0u8; 1 << 20];
     pipe.read_exact(&mut first).expect("the image starts");
+    (procs, pid, cpid, pipe, first)
+}
+
+/// The target dies while it is frozen (no snapshot: it stays frozen for the whole dump).
+#[test]
+fn target_killed_mid_dump_through_a_pipe() {
+    let d = Dir::new("fault-dies-pipe");
+    let (mut procs, pid, cpid, pipe, _) = dump_into_pipe(&d, &[("CREST_NO_SNAPSHOT", "1")]);
     assert_ne!(proc_state(pid).map(|s| s.1), Some(0), "the target is frozen while the image is written");
     let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
     let drained = drain_slowly(pipe, 1 << 30);
@@ -110,15 +111,7 @@ fn target_killed_mid_dump_through_a_pipe() {
 #[test]
 fn target_killed_while_its_pages_are_precopied() {
     let d = Dir::new("fault-dies-pre");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 256, &out));
-    let mut c = ck().args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
-    let mut pipe = c.stdout.take().expect("piped");
-    let cpid = procs.add(c);
-    let mut first = vec![0u8; 1 << 20];
-    pipe.read_exact(&mut first).expect("the image starts");
+    let (mut procs, pid, cpid, pipe, _) = dump_into_pipe(&d, &[]);
     assert_eq!(proc_state(pid).map(|s| s.1), Some(0), "the target runs on while its pages are pre-copied");
     let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
     let _ = procs.take(pid).wait();
@@ -134,15 +127,7 @@ fn target_killed_while_its_pages_are_precopied() {
 #[test]
 fn target_killed_while_its_snapshot_is_saved() {
     let d = Dir::new("fault-dies-snap");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 256, &out));
-    let mut c = ck().env("CREST_NO_PRECOPY", "1").args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
-    let mut pipe = c.stdout.take().expect("piped");
-    let cpid = procs.add(c);
-    let mut image = vec![0u8; 1 << 20];
-    pipe.read_exact(&mut image).expect("the image starts");
+    let (mut procs, pid, cpid, mut pipe, mut image) = dump_into_pipe(&d, &[("CREST_NO_PRECOPY", "1")]);
     assert_eq!(proc_state(pid).map(|s| s.1), Some(0), "the target runs on while its snapshot is saved");
     let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
     let _ = procs.take(pid).wait();

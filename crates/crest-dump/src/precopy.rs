@@ -88,11 +88,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         check_cancel()?;
         let Ok(uffd) = WriteTracker::new(fd) else { continue };
         // The process runs: it may have exited, or run exec; then it is saved as it is found.
-        let Ok(text) = crest_proc::read(pid, "smaps") else { continue };
-        let maps = crest_proc::parse_smaps(&text)?;
-        let exe = crest_proc::readlink(pid, "exe").unwrap_or_default();
-        let Ok(mut vmas) = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<Vec<Vma>, _>>() else { continue };
-        opts.save.mark(&mut vmas, &exe);
+        let Ok((maps, vmas)) = mappings(pid, opts) else { continue };
         let on: HashSet<u64> = vmas.iter().filter(|v| trackable(v) && uffd.track(v.start, v.end - v.start).is_ok()).map(|v| v.start).collect();
         let select = |v: &Vma| on.contains(&v.start);
         let written = match pages::write_into(&mut w, out, pid, vmas, &pages::Select::only(&select), opts.compress, opts.progress, pages::Source::Running) {
@@ -163,6 +159,15 @@ const MAX_PASSES: usize = 3;
 /// then copies takes a few milliseconds.
 const SMALL_ENOUGH: u64 = 16 << 20;
 
+/// The mappings of the running process `pid` with their flags (`smaps`), and as classified,
+/// those whose contents are saved whole marked.
+fn mappings(pid: i32, opts: &DumpOptions<'_>) -> Result<(Vec<MapEntry>, Vec<Vma>), DumpError> {
+    let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
+    let mut vmas = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<Vec<Vma>, _>>()?;
+    opts.save.mark(&mut vmas, &crest_proc::readlink(pid, "exe").unwrap_or_default());
+    Ok((maps, vmas))
+}
+
 fn alive(pid: i32) -> bool {
     crest_proc::read(pid, "stat").is_ok()
 }
@@ -187,10 +192,8 @@ impl Tracked {
     /// protected (and protects them again, in the same page-table walk). Returns the bytes
     /// written into the image and those saved again.
     fn pass(&mut self, pid: i32, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>) -> Result<(u64, u64), DumpError> {
-        self.maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
-        let mut vmas = self.maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<Vec<Vma>, _>>()?;
-        let exe = crest_proc::readlink(pid, "exe").unwrap_or_default();
-        opts.save.mark(&mut vmas, &exe);
+        let (maps, mut vmas) = mappings(pid, opts)?;
+        self.maps = maps;
         let ranges = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING)?;
         let dirty = ranges.values().flatten().map(|r| r.1).sum();
         let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();

@@ -207,26 +207,14 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
         let shown = crest_cli::ProgressDisplay::start(progress.clone(), "saving", say.quiet);
         let opts = crest_dump::DumpOptions { snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress, save: save_policy(m) };
-        let freeze = || match crest_dump::freeze_scope(scope, pid) {
-            // Refused while another tracer (a concurrent checkpoint) was just letting it go:
-            // try once more, so that a real refusal is told from a race.
-            Err(DumpError::Permission { .. } | DumpError::Traced { .. }) if tracer_of(pid) == 0 => crest_dump::freeze_scope(scope, pid),
-            r => r,
-        };
         let pre = if snapshot && std::env::var_os("CREST_NO_PRECOPY").is_none() {
-            let mut tries = 0;
-            loop {
-                match crest_dump::precopy(scope, pid, &file, &opts) {
-                    Err(DumpError::Permission { .. } | DumpError::Traced { .. }) if tracer_of(pid) == 0 && tries == 0 => tries += 1,
-                    r => break r?,
-                }
-            }
+            tracer_race_retried(pid, || crest_dump::precopy(scope, pid, &file, &opts))?
         } else {
             None
         };
         precopied = pre.is_some();
         let precopy_bytes = pre.as_ref().map_or(0, |p| p.bytes);
-        let mut frozen = freeze()?;
+        let mut frozen = tracer_race_retried(pid, || crest_dump::freeze_scope(scope, pid))?;
         let (_image, stats) = frozen.dump(&file, &opts, pre)?;
         drop(shown);
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
@@ -308,6 +296,16 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         );
     }
     Ok(())
+}
+
+/// `freeze` (which seizes `pid`), once more if it was refused while another tracer (a
+/// concurrent checkpoint) was just letting the process go, so that a real refusal is told
+/// from a race.
+fn tracer_race_retried<T>(pid: i32, freeze: impl Fn() -> Result<T, DumpError>) -> Result<T, DumpError> {
+    match freeze() {
+        Err(DumpError::Permission { .. } | DumpError::Traced { .. }) if tracer_of(pid) == 0 => freeze(),
+        r => r,
+    }
 }
 
 /// The caller's descriptor `fd`, opened again through /proc so closing ours leaves theirs open.
