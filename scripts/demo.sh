@@ -10,7 +10,16 @@ gcc -O1 -o "$work/counter" "$here/demo/counter.c"
 cd "$work"
 
 echo "== starting the counter"
-"$work/counter" 40 &
+# The counter gets only standard input, output and error: a descriptor this shell inherited
+# beyond those (a terminal emulator's, an editor's) would lead outside the checkpoint, and
+# crest refuses to checkpoint what it cannot restore.
+(
+  for f in /proc/$BASHPID/fd/*; do
+    n=${f##*/}
+    if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi
+  done
+  exec "$work/counter" 40
+) &
 pid=$!
 echo $pid >"$work/pids"
 sleep 1.5

@@ -46,6 +46,12 @@ pub fn checkpoint() -> Command {
                 .value_parser(clap::value_parser!(i32).range(1..=19))
                 .help("compress page data with zstd at LEVEL (1..19, default 3), on all cores"),
         )
+        .arg(
+            Arg::new("drop-unsupported")
+                .long("drop-unsupported")
+                .action(ArgAction::SetTrue)
+                .help("checkpoint even a process holding what crest cannot restore yet (sockets, terminals other than standard input, output and error, file locks, other devices): leave those out, restore each such descriptor as a closed socket, and list them in the image (cr_info); without it such a checkpoint is refused"),
+        )
         .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"))
         .arg(Arg::new("version").long("version").action(ArgAction::Version).help("print the version"));
     let cmd = signal_args(cmd);
@@ -89,6 +95,9 @@ pub fn restart() -> Command {
         .arg(Arg::new("run-on-fail-env").long("run-on-fail-env").value_name("CMD").help("run CMD after a failure due to the environment (missing file, permission)"))
         .arg(Arg::new("run-on-fail-perm").long("run-on-fail-perm").value_name("CMD").help("run CMD after any other failure"))
         .arg(Arg::new("no-verify").long("no-verify").action(ArgAction::SetTrue).help("do not check page checksums while restoring"))
+        .arg(Arg::new("relaxed-stdio").long("relaxed-stdio").action(ArgAction::SetTrue).help(
+            "hand cr_restart's standard input, output and error to the restored processes even where they are of another kind than at the checkpoint (a file where there was a terminal); by default such a restart is refused",
+        ))
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
         .arg(Arg::new("version").short('v').long("version").action(ArgAction::SetTrue).help("print the version"))
         .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"));

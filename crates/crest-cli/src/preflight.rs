@@ -36,6 +36,47 @@ fn refuse(code: i32, msg: String) -> Refusal {
 
 const RELOCATE: &str = "put it back, or give its new place with --relocate OLD=NEW";
 
+/// Checks that every descriptor of `p` that is to follow `cr_restart`'s own (standard input,
+/// output or error that led outside the image, [`FdKind::Inherited`]) finds there an object of
+/// the class it had: a terminal for a terminal, a pipe or FIFO for a pipe, a socket for a
+/// socket. `image_fd` is the descriptor the image is read from, which is never handed over.
+/// With `relaxed` (`--relaxed-stdio`), any open descriptor will do.
+pub fn stdio(p: &Process, image_fd: Option<i32>, relaxed: bool) -> Result<(), Refusal> {
+    for f in &p.fds {
+        let FdKind::Inherited { what, class } = &f.kind else { continue };
+        let mine = if image_fd == Some(f.fd) { None } else { crest_kinds::fd::class_of(f.fd) };
+        let open = image_fd != Some(f.fd) && std::fs::metadata(format!("/proc/self/fd/{}", f.fd)).is_ok();
+        if mine == Some(*class) || (relaxed && open) {
+            continue;
+        }
+        let have = if image_fd == Some(f.fd) {
+            "the image being read".to_string()
+        } else {
+            match std::fs::read_link(format!("/proc/self/fd/{}", f.fd)) {
+                Ok(l) => match mine {
+                    Some(c) => format!("{} ({})", c.name(), l.display()),
+                    None => format!("{}", l.display()),
+                },
+                Err(_) => "closed".to_string(),
+            }
+        };
+        return Err(refuse(
+            libc::EBADF,
+            format!(
+                "descriptor {} of PID {} was {} ({what}) at the checkpoint, and the restored process would get cr_restart's own descriptor {}, which is {have}: run cr_restart with its descriptor {} on {}{}",
+                f.fd,
+                p.pid,
+                class.name(),
+                f.fd,
+                f.fd,
+                class.name(),
+                if open { ", or give --relaxed-stdio to hand it over all the same" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the files of `p` (whose paths are already relocated); `relocated(path)` says
 /// whether a path was changed by `--relocate`.
 pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusal> {
@@ -278,6 +319,7 @@ mod tests {
             shared_pending: Vec::new(),
             threads: Vec::new(),
             exit_status: None,
+            dropped: Vec::new(),
         }
     }
 

@@ -30,6 +30,9 @@ pub struct DumpOptions<'a> {
     pub progress: &'a crest_kinds::progress::Progress,
     /// File mappings whose whole contents go into the image.
     pub save: memory::SavePolicy,
+    /// Leave out (and list) descriptors and file locks that cannot be restored, rather than
+    /// refuse the checkpoint (`--drop-unsupported`).
+    pub drop_unsupported: bool,
 }
 
 /// A frozen process: every thread seized and stopped.
@@ -141,7 +144,7 @@ impl Frozen {
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
-        let fds = fd::dump_all(pid, files)?;
+        let (fds, dropped) = fd::dump_all(pid, files)?;
         let ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
         // Everything read from /proc is read now, while frozen: with a snapshot the process
@@ -242,6 +245,7 @@ impl Frozen {
             threads,
             vmas,
             exit_status: None,
+            dropped,
         };
         Ok(Collected { process, snap, remote_syscalls, vdso_layout: vdso::layout(&maps) })
     }

@@ -204,7 +204,7 @@ impl FrozenTree {
     pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, mut pre: Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         check_cancel()?;
         let pids = self.pids();
-        let mut files = fd::FileTable::new(&pids)?;
+        let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
         let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());
         let discard_all = |c: Vec<Collected>| {
             for c in c {
@@ -366,6 +366,7 @@ fn zombie_record(z: &Zombie, ppid: i32) -> Process {
         shared_pending: Vec::new(),
         threads: Vec::new(),
         exit_status: Some(z.stat.exit_code),
+        dropped: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of [`Image`], [`Process`], [`Thread`], [`Vma`] and [`FdRecord`] written by this build.
-pub const RECORD_VERSION: u16 = 3;
+pub const RECORD_VERSION: u16 = 4;
 
 /// The whole checkpoint: a tree of processes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +110,10 @@ pub struct Process {
     pub threads: Vec<Thread>,
     /// A zombie (it has exited; its parent has not reaped it yet): its wait status.
     pub exit_status: Option<i32>,
+    /// Objects the process had that were left out of the image on request
+    /// (`cr_checkpoint --drop-unsupported`), described for `cr_info`: descriptors (restored as
+    /// closed sockets, [`FdKind::Dropped`]) and file locks (not held after a restart).
+    pub dropped: Vec<String>,
 }
 
 /// User and group ids.
@@ -394,12 +398,44 @@ pub enum FdKind {
         /// Its contents (on the first descriptor of the object only; empty otherwise).
         data: Vec<u8>,
     },
-    /// Something outside the image (a terminal, a pipe or socket to a process not checkpointed):
-    /// restored as the descriptor of the same number that `cr_restart` itself has, as BLCR did.
+    /// Standard input, output or error (descriptors 0 to 2 only) leading outside the image: a
+    /// terminal, or a pipe or socket to a process that was not checkpointed. Restored as the
+    /// descriptor of the same number that `cr_restart` itself has, as BLCR did, and only when
+    /// that one is of the same class.
     Inherited {
         /// What it was, for messages (`/dev/pts/3`, `pipe:[1234]`).
         what: String,
+        /// What kind of object it was.
+        class: StdioClass,
     },
+    /// An object crest cannot restore, left out on request (`--drop-unsupported`): restored as
+    /// a socket whose peer is closed (reads see end of file, writes fail with `EPIPE`).
+    Dropped {
+        /// What it was, for messages (`TCP 127.0.0.1:80 listening`).
+        what: String,
+    },
+}
+
+/// The kind of an outside object that standard input, output or error led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StdioClass {
+    /// A terminal.
+    Terminal,
+    /// A pipe or FIFO.
+    Pipe,
+    /// A socket.
+    Socket,
+}
+
+impl StdioClass {
+    /// Its name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            StdioClass::Terminal => "a terminal",
+            StdioClass::Pipe => "a pipe",
+            StdioClass::Socket => "a socket",
+        }
+    }
 }
 
 /// One signal's disposition, as the kernel's `struct sigaction`.

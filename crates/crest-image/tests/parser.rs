@@ -53,11 +53,14 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         rlimits: vec![],
         mm: MmState::default(),
         vmas,
-        fds: (0..i32::from(fds)).map(|fd| FdRecord { v: RECORD_VERSION, fd, flags: 2, cloexec: false, file: fd as u64, kind: FdKind::Inherited { what: "pipe:[1]".into() } }).collect(),
+        fds: (0..i32::from(fds))
+            .map(|fd| FdRecord { v: RECORD_VERSION, fd, flags: 2, cloexec: false, file: fd as u64, kind: FdKind::Inherited { what: "pipe:[1]".into(), class: crest_image::StdioClass::Pipe } })
+            .collect(),
         sigactions: vec![],
         shared_pending: vec![],
         threads: vec![thread(42), thread(43)],
         exit_status: None,
+        dropped: Vec::new(),
     };
     let img = Image { v: RECORD_VERSION, tool: "t".into(), kernel: "k".into(), host: "h".into(), time: 1, root_pid: 42, scope: "tree".into(), vdso_layout: vec![], processes: vec![p], ipc: vec![] };
     let bytes = w.finish(&img).expect("finish");

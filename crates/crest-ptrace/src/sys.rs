@@ -525,3 +525,70 @@ pub fn link_fd(fd: i32, path: &std::path::Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `getsockopt(fd, level, opt)` of an `int` option.
+pub fn sock_opt_int(fd: i32, level: i32, opt: i32) -> std::io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are live and len holds v's size.
+    if unsafe { libc::getsockopt(fd, level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// The raw `sockaddr` bytes of a socket's own address (`getsockname`) or, with `peer`, of the
+/// address it is connected to (`getpeername`).
+pub fn sock_addr(fd: i32, peer: bool) -> std::io::Result<Vec<u8>> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = (&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // SAFETY: p points at ss, whose size len holds; the kernel writes at most len bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let len = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: ss is live for the whole read and len is within it.
+    Ok(unsafe { std::slice::from_raw_parts((&ss as *const libc::sockaddr_storage).cast::<u8>(), len) }.to_vec())
+}
+
+/// A `NETLINK_SOCK_DIAG` socket, to ask the kernel about sockets (requests and answers are
+/// then written and read as plain bytes).
+pub fn sock_diag_socket() -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) }, "socket(NETLINK_SOCK_DIAG)")
+}
+
+/// `socketpair(domain, type | SOCK_CLOEXEC)`.
+pub fn socketpair(domain: i32, ty: i32) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-int array.
+    if unsafe { libc::socketpair(domain, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((owned(fds[0], "socketpair")?, owned(fds[1], "socketpair")?))
+}
+
+/// The number of the pseudo-terminal whose master is `fd` (`TIOCGPTN`: N of `/dev/pts/N`).
+pub fn pty_number(fd: i32) -> std::io::Result<u32> {
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int into n.
+    if unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut n) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n)
+}
+
+/// Whether `fd` is a terminal (`isatty`).
+pub fn is_terminal(fd: i32) -> bool {
+    // SAFETY: no pointers.
+    unsafe { libc::isatty(fd) == 1 }
+}

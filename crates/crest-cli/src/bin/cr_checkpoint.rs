@@ -206,7 +206,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         let snapshot = run_on && std::env::var_os("CREST_NO_SNAPSHOT").is_none();
         let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
         let shown = crest_cli::ProgressDisplay::start(progress.clone(), "saving", say.quiet);
-        let opts = crest_dump::DumpOptions { snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress, save: save_policy(m) };
+        let opts = crest_dump::DumpOptions { snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress, save: save_policy(m), drop_unsupported: m.get_flag("drop-unsupported") };
         let pre = if snapshot && std::env::var_os("CREST_NO_PRECOPY").is_none() { tracer_race_retried(pid, || crest_dump::precopy(scope, pid, &file, &opts))? } else { None };
         precopied = pre.is_some();
         let precopy_bytes = pre.as_ref().map_or(0, |p| p.bytes);
@@ -384,6 +384,20 @@ fn ended(pid: i32) -> bool {
     field("State").is_some_and(|st| st.starts_with('Z') || st.starts_with('X')) || field("VmSize").is_none() || killed("SigPnd") || killed("ShdPnd")
 }
 
+/// `pid`'s ancestors, its parent first.
+fn ancestors(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut at = pid;
+    while let Some(st) = crest_proc::read(at, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()) {
+        if st.ppid <= 0 || out.len() > 4096 {
+            break;
+        }
+        out.push(st.ppid);
+        at = st.ppid;
+    }
+    out
+}
+
 /// The PID tracing `pid` (0: none).
 fn tracer_of(pid: i32) -> i32 {
     crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.parse().ok())).unwrap_or(0)
@@ -408,9 +422,18 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, 
             return (EXIT_PTRACED, format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint that is saving its pages from a snapshot; try again when it is done"));
         }
         _ if ended(pid) => return (libc::ESRCH, format!("PID {pid} ended during the checkpoint, so there is nothing to save; no image was written")),
-        DumpError::Traced { by, .. } if *by != std::process::id() as i32 => {
-            let name = crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
-            return (EXIT_PTRACED, format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint or a debugger; try again when it is done"));
+        DumpError::Traced { pid: traced, by } if *by != std::process::id() as i32 => {
+            let comm = |p: i32| crest_proc::read(p, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
+            let (name, traced_name) = (comm(*by), comm(*traced));
+            // A debugger (strace, gdb) checkpointed together with what it traces.
+            let in_scope = *by == pid || ancestors(*by).contains(&pid);
+            if in_scope {
+                return (
+                    EXIT_PTRACED,
+                    format!("PID {traced}{traced_name} is being traced by PID {by}{name}, which is part of the checkpoint itself: a tracer cannot be checkpointed together with the process it traces; checkpoint them when it has let go"),
+                );
+            }
+            return (EXIT_PTRACED, format!("PID {traced}{traced_name} is already being traced by PID {by}{name}, another checkpoint or a debugger; try again when it is done"));
         }
         DumpError::Permission { .. } => {
             let tracer = tracer_of(pid);

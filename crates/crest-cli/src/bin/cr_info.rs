@@ -90,16 +90,29 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                 FdKind::Epoll { targets } => format!("epoll watching fds {:?}", targets.iter().map(|t| t.0).collect::<Vec<_>>()),
                 FdKind::Fifo { path, data } => format!("FIFO {path}{}", if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) }),
                 FdKind::Memfd { name, size, pos, .. } => format!("memfd {name}, {size} bytes, at offset {pos}"),
-                FdKind::Inherited { what } => format!("{what} (taken from cr_restart's own descriptor)"),
+                FdKind::Inherited { what, .. } => {
+                    format!("{what} (taken from cr_restart's own descriptor)")
+                }
+                FdKind::Dropped { what } => {
+                    format!("DROPPED: {what} (restored as a closed socket)")
+                }
             };
             let _ = writeln!(o, "    {:>4}{} flags {:#o}: {what}", f.fd, if f.cloexec { " (cloexec)" } else { "" }, f.flags);
+        }
+        if !p.dropped.is_empty() {
+            let _ = writeln!(o, "  left out by --drop-unsupported ({}):", p.dropped.len());
+            for d in &p.dropped {
+                let _ = writeln!(o, "    {d}");
+            }
         }
         let _ = writeln!(o, "  signal actions: {}", p.sigactions.iter().map(|a| a.signo.to_string()).collect::<Vec<_>>().join(" "));
     }
     for obj in &i.ipc {
         let what = match &obj.kind {
             crest_image::IpcKind::Shm { size, removed } => format!("SysV shared memory, {size} bytes{}", if *removed { ", removed" } else { "" }),
-            crest_image::IpcKind::Sem { values } => format!("SysV semaphore set, values {values:?}"),
+            crest_image::IpcKind::Sem { values } => {
+                format!("SysV semaphore set, values {values:?}")
+            }
         };
         let _ = writeln!(o, "\nipc {} (key {:#x}, mode {:o}, uid {}): {what}", obj.id, obj.key, obj.mode, obj.uid);
     }

@@ -97,6 +97,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         let refused = |r: Refusal| fail(r.code, r.class, format!("{shown}: {}", r.msg));
         preflight::credentials(p, &caller, std::fs::metadata(&p.exe).ok().as_ref()).map_err(refused)?;
         preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
+        preflight::stdio(p, m.get_one::<i32>("fd").copied(), m.get_flag("relaxed-stdio")).map_err(refused)?;
     }
     let restore_pid = last_given(m, &["restore-pid", "no-restore-pid"]) != Some("no-restore-pid");
     let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());

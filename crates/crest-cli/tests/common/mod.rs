@@ -5,7 +5,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Makes the programs the tests start hold only what the tests give them. crest refuses
+/// descriptors that lead outside a checkpoint other than standard input, output and error, and
+/// hands those over only to a `cr_restart` whose own are of the same kind; so the descriptors
+/// this test process inherited from whatever started it (a CI runner's pipe, a terminal's)
+/// are marked close-on-exec, and a terminal on standard error is put behind a pipe (copied
+/// to it by a thread), so that a program started here and `cr_restart` see the same kind of
+/// standard error however the tests are run.
+pub fn fd_hygiene() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use crest_ptrace::sys;
+        for e in std::fs::read_dir("/proc/self/fd").expect("own descriptors").flatten() {
+            if let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()).filter(|&fd| fd > 2) {
+                let _ = sys::set_cloexec(fd, true);
+            }
+        }
+        if sys::is_terminal(2) {
+            let (Ok(tty), Ok((r, w))) = (sys::dup_above(2, 3), sys::pipe2(libc::O_CLOEXEC)) else { return };
+            if sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), 2).is_ok() {
+                let mut tty = std::fs::File::from(sys::owned_fd(tty));
+                std::thread::spawn(move || std::io::copy(&mut std::fs::File::from(r), &mut tty));
+            }
+        }
+    });
+}
+
 pub fn bin(name: &str) -> PathBuf {
+    fd_hygiene();
     PathBuf::from(match name {
         "cr_checkpoint" => env!("CARGO_BIN_EXE_cr_checkpoint"),
         "cr_restart" => env!("CARGO_BIN_EXE_cr_restart"),
@@ -21,6 +48,7 @@ pub fn root() -> PathBuf {
 pub struct Dir(pub PathBuf);
 impl Dir {
     pub fn new(name: &str) -> Dir {
+        fd_hygiene();
         let d = std::env::temp_dir().join(format!("crest-smoke-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("temp dir");

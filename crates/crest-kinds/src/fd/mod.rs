@@ -20,6 +20,11 @@ mod inherited;
 mod memfd;
 mod pipe;
 mod regular;
+mod socket;
+mod tty;
+mod unsupported;
+
+pub use inherited::class_of;
 
 /// One open descriptor of a process in the image, as `/proc` shows it.
 #[derive(Debug, Clone)]
@@ -44,6 +49,12 @@ pub struct DumpCx<'a> {
     pub all: &'a [OpenFd],
     /// Objects already dumped in full (pipe data is saved once per image).
     pub seen: &'a mut std::collections::HashSet<u64>,
+    /// Leave out what cannot be restored instead of refusing the checkpoint.
+    pub drop_unsupported: bool,
+    /// What was left out of this process, described.
+    pub dropped: Vec<String>,
+    /// The peers of unix sockets.
+    pub unix_peers: &'a mut socket::UnixPeers,
 }
 
 impl DumpCx<'_> {
@@ -64,11 +75,15 @@ pub struct FileTable {
     /// (dev, ino) -> descriptors dumped so far on it.
     by_inode: std::collections::HashMap<(u64, u64), Vec<Dumped>>,
     next_file: u64,
+    drop_unsupported: bool,
+    unix_peers: socket::UnixPeers,
 }
 
 impl FileTable {
-    /// Reads the descriptors of every process of `pids` (all frozen).
-    pub fn new(pids: &[i32]) -> Result<Self, KindError> {
+    /// Reads the descriptors of every process of `pids` (all frozen). With
+    /// `drop_unsupported`, descriptors and file locks that cannot be restored are left out
+    /// (and listed) rather than refused.
+    pub fn new(pids: &[i32], drop_unsupported: bool) -> Result<Self, KindError> {
         let mut all = Vec::new();
         for &pid in pids {
             for fd in crest_proc::fds(pid)? {
@@ -77,7 +92,7 @@ impl FileTable {
                 all.push(OpenFd { pid, fd, link, info });
             }
         }
-        Ok(FileTable { all, seen: Default::default(), by_inode: Default::default(), next_file: 1 })
+        Ok(FileTable { all, seen: Default::default(), by_inode: Default::default(), next_file: 1, drop_unsupported, unix_peers: Default::default() })
     }
 }
 
@@ -130,21 +145,34 @@ pub trait FdHandler: Sync {
     fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String>;
 }
 
-/// The registry, asked in order; [`inherited`] takes what no other kind claims.
-pub static HANDLERS: &[&dyn FdHandler] =
-    &[&memfd::Memfd, &regular::Regular, &directory::Directory, &chardev::CharDevice, &eventfd::EventFd, &epoll::Epoll, &pipe::Pipe, &fifo::Fifo, &inherited::Inherited];
+/// The registry, asked in order; [`unsupported`] takes what no other kind claims.
+pub static HANDLERS: &[&dyn FdHandler] = &[
+    &memfd::Memfd,
+    &regular::Regular,
+    &directory::Directory,
+    &chardev::CharDevice,
+    &tty::Tty,
+    &eventfd::EventFd,
+    &epoll::Epoll,
+    &pipe::Pipe,
+    &fifo::Fifo,
+    &socket::Socket,
+    &inherited::Inherited,
+    &unsupported::Unsupported,
+];
 
 /// Dumps every descriptor of `pid`, one of the processes `table` was made for. Descriptors
 /// that share an open file description, in this process or another of the image, get the
-/// same [`FdRecord::file`].
-pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<Vec<FdRecord>, KindError> {
+/// same [`FdRecord::file`]. Also returns what was left out (`--drop-unsupported`).
+pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<String>), KindError> {
     let mut out: Vec<FdRecord> = Vec::new();
     let own: Vec<OpenFd> = table.all.iter().filter(|o| o.pid == pid).cloned().collect();
     let pidfd = crest_ptrace::sys::pidfd_open(pid).ok();
-    let mut cx = DumpCx { pid, pidfd, all: &table.all, seen: &mut table.seen };
+    let mut cx = DumpCx { pid, pidfd, all: &table.all, seen: &mut table.seen, drop_unsupported: table.drop_unsupported, dropped: Vec::new(), unix_peers: &mut table.unix_peers };
     for OpenFd { fd, link, info, .. } in own {
         let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
-        let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).ok_or_else(|| KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is not supported yet")))?;
+        locks(&mut cx, fd, &link, &info)?;
+        let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything");
         let kind = h.dump(&mut cx, fd, &link, &md, &info)?;
         let same_inode = table.by_inode.entry((std::os::unix::fs::MetadataExt::dev(&md), std::os::unix::fs::MetadataExt::ino(&md))).or_default();
         let mut file = None;
@@ -165,7 +193,40 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<Vec<FdRecord>, KindEr
         same_inode.push((pid, fd, file));
         out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind });
     }
-    Ok(out)
+    Ok((out, cx.dropped))
+}
+
+/// File locks held through descriptor `fd` (the `lock:` lines of its fdinfo: `flock`, POSIX
+/// and open-file-description locks, leases). crest does not restore them yet, and a program
+/// restarted without its lock would let another writer in: refused, or dropped on request.
+fn locks(cx: &mut DumpCx<'_>, fd: i32, link: &str, info: &FdInfo) -> Result<(), KindError> {
+    for line in info.text.lines().filter_map(|l| l.strip_prefix("lock:")) {
+        // "1: POSIX  ADVISORY  WRITE 14174 fe:00:10010679 0 9"
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let (kind, mode) = (w.get(1).copied().unwrap_or("?"), w.get(3).copied().unwrap_or("?").to_lowercase());
+        let kind = match kind {
+            "FLOCK" => "flock",
+            "OFDLCK" => "open-file-description",
+            "LEASE" => "lease",
+            k => k,
+        };
+        let what = match (kind, w.get(6), w.get(7)) {
+            ("lease", _, _) => format!("a {mode} lease on {link}"),
+            (_, Some(&"0"), Some(&"EOF")) | (_, None, _) | (_, _, None) => {
+                format!("a {kind} {mode} lock on {link}")
+            }
+            (_, Some(s), Some(e)) => format!("a {kind} {mode} lock on bytes {s}-{e} of {link}"),
+        };
+        if cx.drop_unsupported {
+            cx.dropped.push(format!("fd {fd}: {what} (not held after a restart)"));
+            continue;
+        }
+        return Err(KindError::Unsupported(format!(
+            "PID {} holds {what} through fd {fd}: file locks are not saved yet, and a restarted process without its lock would let another writer in; crest refuses to checkpoint it (--drop-unsupported checkpoints without the lock)",
+            cx.pid
+        )));
+    }
+    Ok(())
 }
 
 /// Objects shared by several processes of an image (one open file description in several

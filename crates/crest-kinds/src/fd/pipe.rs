@@ -3,12 +3,13 @@
 //! without consuming it: a copy of the read end is taken with `pidfd_getfd` and `tee`d into a
 //! pipe of ours. Restore creates one pipe per saved pipe, refills it, and hands out its ends
 //! (dup'd descriptors share one end, as before). A pipe with an end outside the process is left
-//! to [`super::inherited`], as BLCR did.
+//! to [`super::inherited`] on standard input, output or error, as BLCR did, and refused
+//! elsewhere.
 use std::fs::Metadata;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
-use crest_image::{FdKind, FdRecord};
+use crest_image::{FdKind, FdRecord, StdioClass};
 use crest_proc::FdInfo;
 
 use super::{set_status_flags, DumpCx, FdHandler, PrepareCx};
@@ -68,8 +69,17 @@ impl FdHandler for Pipe {
             return Ok(FdKind::Pipe { id, write_end: false, size, data });
         }
         if !both {
-            // One end leads outside the image: like a terminal, it follows cr_restart's own.
-            return Ok(FdKind::Inherited { what: link.to_string() });
+            // One end leads outside the image: on standard input, output or error, like a
+            // terminal, it follows cr_restart's own.
+            let end = if is_write(info.flags) { "write end" } else { "read end" };
+            return super::inherited::outside(
+                cx,
+                fd,
+                StdioClass::Pipe,
+                true,
+                format!("the {end} of {link}, whose other end is outside the checkpoint"),
+                "a pipe to a process outside the checkpoint is only kept on standard input, output or error",
+            );
         }
         let write_end = is_write(info.flags);
         let (data, size) =

@@ -1,0 +1,160 @@
+/* Holds one object crest does not restore yet, and checks it on demand.
+ *
+ *   holder MODE DIR     MODE: tcp-listen, socketpair, pty, flock or posix-lock (files in DIR)
+ *
+ * Ticks every 50 ms. SIGUSR1: the object must be as it was (a refused checkpoint left the
+ * process alone): prints "intact OK" and goes on. SIGUSR2: the process was restarted from an
+ * image taken with --drop-unsupported: its descriptor must now be a socket whose other end is
+ * closed (end of file), or, for a lock, the file open again and the lock not held; prints "closed OK" and exits 0.
+ * Any failed check prints "FAIL: why" and exits 1. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "prog.h"
+
+static volatile sig_atomic_t intact_now;
+static void on_usr1(int s) { (void)s; intact_now = 1; }
+
+static const char *mode;
+static char path[4096];
+static int fd_a = -1, fd_b = -1;
+static int port;
+
+/* In a child process: can the lock on `path` be taken by someone else? */
+static int others_can_lock(void)
+{
+    pid_t c = fork();
+    if (c == 0) {
+        int f = open(path, O_RDWR);
+        if (f < 0)
+            _exit(2);
+        if (!strcmp(mode, "flock"))
+            _exit(flock(f, LOCK_EX | LOCK_NB) == 0 ? 0 : 1);
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 100};
+        _exit(fcntl(f, F_SETLK, &fl) == 0 ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(c, &st, 0);
+    check(WIFEXITED(st) && WEXITSTATUS(st) != 2, "the lock checker could open the file");
+    return WEXITSTATUS(st) == 0;
+}
+
+static void setup(void)
+{
+    if (!strcmp(mode, "tcp-listen")) {
+        fd_a = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        check(fd_a >= 0 && bind(fd_a, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd_a, 8) == 0, "listening on loopback");
+        socklen_t l = sizeof a;
+        getsockname(fd_a, (struct sockaddr *)&a, &l);
+        port = ntohs(a.sin_port);
+    } else if (!strcmp(mode, "socketpair")) {
+        int sp[2];
+        check(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0, "socketpair");
+        fd_a = sp[0];
+        fd_b = sp[1];
+    } else if (!strcmp(mode, "pty")) {
+        fd_a = posix_openpt(O_RDWR | O_NOCTTY);
+        check(fd_a >= 0 && grantpt(fd_a) == 0 && unlockpt(fd_a) == 0, "a pty");
+        fd_b = open(ptsname(fd_a), O_RDWR | O_NOCTTY);
+        check(fd_b >= 0, "opening the pty's slave");
+        struct termios t;
+        tcgetattr(fd_b, &t);
+        cfmakeraw(&t);
+        tcsetattr(fd_b, TCSANOW, &t);
+    } else if (!strcmp(mode, "flock") || !strcmp(mode, "posix-lock")) {
+        fd_a = open(path, O_RDWR | O_CREAT, 0600);
+        check(fd_a >= 0, "creating the lock file");
+        if (!strcmp(mode, "flock")) {
+            check(flock(fd_a, LOCK_EX) == 0, "flock");
+        } else {
+            struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 100};
+            check(fcntl(fd_a, F_SETLK, &fl) == 0, "a POSIX lock");
+        }
+    } else {
+        check(0, "unknown mode");
+    }
+}
+
+static void intact(void)
+{
+    char c = 0;
+    if (!strcmp(mode, "tcp-listen")) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        check(connect(s, (struct sockaddr *)&a, sizeof a) == 0, "connecting to the listening socket");
+        int c2 = accept(fd_a, NULL, NULL);
+        check(c2 >= 0, "accepting on the listening socket");
+        close(c2);
+        close(s);
+    } else if (!strcmp(mode, "socketpair") || !strcmp(mode, "pty")) {
+        check(write(fd_a, "x", 1) == 1, "writing one end");
+        check(read(fd_b, &c, 1) == 1 && c == 'x', "reading it at the other end");
+    } else {
+        check(!others_can_lock(), "the lock is still held");
+    }
+    printf("intact OK\n");
+    fflush(stdout);
+}
+
+static void closed(void)
+{
+    char c;
+    int type = 0;
+    socklen_t l = sizeof type;
+    if (!strcmp(mode, "flock") || !strcmp(mode, "posix-lock")) {
+        /* The file is restored; only the lock was left out. */
+        check(fcntl(fd_a, F_GETFD) >= 0 && lseek(fd_a, 0, SEEK_CUR) == 0, "the lock file is open again");
+        check(others_can_lock(), "the dropped lock is not held");
+        printf("closed OK\n");
+        fflush(stdout);
+        exit(0);
+    }
+    check(getsockopt(fd_a, SOL_SOCKET, SO_TYPE, &type, &l) == 0, "the dropped descriptor is a socket");
+    check(read(fd_a, &c, 1) == 0, "the dropped descriptor reads end of file");
+    if (!strcmp(mode, "tcp-listen"))
+        check(accept(fd_a, NULL, NULL) < 0, "the dropped listening socket accepts nothing");
+    if (fd_b >= 0)
+        check(read(fd_b, &c, 1) == 0, "the other dropped descriptor reads end of file");
+    printf("closed OK\n");
+    fflush(stdout);
+    exit(0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3)
+        return 2;
+    mode = argv[1];
+    snprintf(path, sizeof path, "%s/lockfile", argv[2]);
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    setup();
+    ready();
+    for (long n = 0;; n++) {
+        if (intact_now) {
+            intact_now = 0;
+            intact();
+        }
+        if (verify_now)
+            closed();
+        printf("tick %ld\n", n);
+        fflush(stdout);
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
