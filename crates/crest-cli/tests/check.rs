@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::is_root;
+use common::{is_root, skip};
 
 const CHECKS: &[&str] = &[
     "architecture",
@@ -61,7 +61,7 @@ fn reports_every_check_and_says_ready() {
 #[test]
 fn ordinary_user_is_ready_without_pid_restore() {
     if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root (to become nobody) and setpriv");
+        skip("needs root (to become nobody) and setpriv");
         return;
     }
     let out = Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(env!("CARGO_BIN_EXE_cr_check")).output().expect("setpriv runs");

@@ -170,7 +170,7 @@ fn target_killed_mid_dump_to_a_file() {
 #[test]
 fn full_disk_leaves_no_partial_image() {
     if !is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
+        skip("mounting a small tmpfs needs root");
         return;
     }
     let d = Dir::new("fault-full");
@@ -192,7 +192,7 @@ fn full_disk_leaves_no_partial_image() {
 #[test]
 fn unwritable_directory_is_refused_before_freezing() {
     if !is_root() {
-        eprintln!("skipped: needs root (a read-only mount, another user)");
+        skip("needs root (a read-only mount, another user)");
         return;
     }
     let d = Dir::new("fault-unwritable");
@@ -380,7 +380,7 @@ fn restart_killed_after(killafter: &Path, us: i64, img: &Path, prog: &Path, out:
 #[test]
 fn killing_cr_restart_leaves_nothing_half_restored() {
     if !is_root() {
-        eprintln!("skipped: telling a restored process by its executable needs root (PR_SET_MM_EXE_FILE)");
+        skip("telling a restored process by its executable needs root (PR_SET_MM_EXE_FILE)");
         return;
     }
     let d = Dir::new("fault-kill-rs");
@@ -445,7 +445,7 @@ fn refused(img: &Path, prog: &Path, args: &[&str], code: i32, words: &str) -> St
 #[test]
 fn missing_or_changed_files_are_refused_and_relocate_finds_a_moved_copy() {
     if !is_root() {
-        eprintln!("skipped: telling a restored process by its executable needs root (PR_SET_MM_EXE_FILE)");
+        skip("telling a restored process by its executable needs root (PR_SET_MM_EXE_FILE)");
         return;
     }
     let d = Dir::new("fault-files");
@@ -503,7 +503,7 @@ fn missing_or_changed_files_are_refused_and_relocate_finds_a_moved_copy() {
 #[test]
 fn taken_pid_and_the_run_on_hooks() {
     if !is_root() {
-        eprintln!("skipped: restoring a PID needs root");
+        skip("restoring a PID needs root");
         return;
     }
     let d = Dir::new("fault-hooks");

@@ -106,7 +106,7 @@ fn install_check_checkpoint_restart_uninstall() {
     if is_root() {
         capability_instead_of_root(&d, &bin);
     } else {
-        eprintln!("skipped the file-capability restart: needs root (to set the capability and become nobody)");
+        skip("the file-capability restart: needs root (to set the capability and become nobody)");
     }
 
     let out = make("uninstall", &dest, &d.0.join("gen"));
@@ -157,11 +157,11 @@ fn capability_instead_of_root(d: &Dir, bin: &dyn Fn(&str) -> PathBuf) {
     std::fs::copy(bin("cr_restart"), &capable).expect("copy cr_restart");
     match Command::new("setcap").arg("cap_checkpoint_restore+ep").arg(&capable).output() {
         Ok(o) if o.status.success() => {}
-        Ok(o) => return eprintln!("skipped the file-capability restart: setcap failed: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => return eprintln!("skipped the file-capability restart: no setcap ({e})"),
+        Ok(o) => return skip(&format!("the file-capability restart: setcap failed: {}", String::from_utf8_lossy(&o.stderr))),
+        Err(e) => return skip(&format!("the file-capability restart: no setcap ({e})")),
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        return eprintln!("skipped the file-capability restart: no setpriv");
+        return skip("the file-capability restart: no setpriv");
     }
     std::fs::copy(d.0.join("counter"), work.join("counter")).expect("copy counter");
     std::fs::copy(bin("cr_check"), work.join("cr_check")).expect("copy cr_check");

@@ -50,7 +50,7 @@ fn start(procs: &mut Procs, prog: &Path, d: &Dir, out: &Path, uid: Option<u32>) 
 #[test]
 fn ordinary_user_checkpoints_and_restarts_their_own_process() {
     if !is_root() {
-        eprintln!("skipped: needs root to become another user");
+        skip("needs root to become another user");
         return;
     }
     let d = open_dir("priv-own");
@@ -87,7 +87,7 @@ fn ordinary_user_checkpoints_and_restarts_their_own_process() {
 #[test]
 fn ordinary_user_cannot_checkpoint_a_root_process() {
     if !is_root() {
-        eprintln!("skipped: needs root to become another user");
+        skip("needs root to become another user");
         return;
     }
     let d = open_dir("priv-root-target");
@@ -125,7 +125,7 @@ fn refused_to_nobody(img: &Path, prog: &Path, words: &str) {
 #[test]
 fn image_of_a_root_process_is_refused_to_an_ordinary_user() {
     if !is_root() {
-        eprintln!("skipped: needs root to become another user");
+        skip("needs root to become another user");
         return;
     }
     let d = open_dir("priv-root-image");
@@ -148,7 +148,7 @@ fn image_of_a_root_process_is_refused_to_an_ordinary_user() {
 #[test]
 fn image_of_a_set_user_id_program_is_refused_to_its_user() {
     if !is_root() {
-        eprintln!("skipped: needs root to become another user");
+        skip("needs root to become another user");
         return;
     }
     let d = open_dir("priv-setuid");
@@ -162,7 +162,7 @@ fn image_of_a_set_user_id_program_is_refused_to_its_user() {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)).unwrap_or("");
     if euid != "0" {
-        eprintln!("skipped: set-user-ID programs do not run as their owner here (nosuid mount?)");
+        skip("set-user-ID programs do not run as their owner here (nosuid mount?)");
         return;
     }
     // Its own user may not checkpoint it (it is not dumpable); root may.

@@ -45,6 +45,11 @@ fn file_offsets_continue() {
 }
 
 #[test]
+fn eventfds_and_epoll_sets() {
+    run_c("events", &[]);
+}
+
+#[test]
 fn signal_state_survives() {
     run_c("signals", &[]);
 }

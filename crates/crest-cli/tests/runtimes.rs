@@ -44,7 +44,7 @@ fn rust_thread_pool() {
 #[test]
 fn node_timer_loop() {
     if !have("node") {
-        eprintln!("skipped: node is not installed");
+        skip("node is not installed");
         return;
     }
     let d = Dir::new("node");
@@ -57,7 +57,7 @@ fn node_timer_loop() {
 #[test]
 fn java_loop() {
     if !have("java") || !have("javac") {
-        eprintln!("skipped: java or javac is not installed");
+        skip("java or javac is not installed");
         return;
     }
     let d = Dir::new("java");

@@ -57,7 +57,7 @@ fn foreign_file_is_refused_before_anything_starts() {
 #[test]
 fn ordinary_user_round_trip_with_new_pid() {
     if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root (to become nobody) and setpriv");
+        skip("needs root (to become nobody) and setpriv");
         return;
     }
     let d = Dir::new("nobody");
