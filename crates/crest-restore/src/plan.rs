@@ -97,3 +97,100 @@ impl Plan {
         Ok(plan)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crest_image::RECORD_VERSION;
+
+    /// A process record with only the ids that shape the plan.
+    fn p(pid: i32, ppid: i32, pgid: i32, sid: i32) -> Process {
+        Process {
+            v: RECORD_VERSION,
+            pid,
+            ppid,
+            pgid,
+            sid,
+            exe: String::new(),
+            cmdline: Vec::new(),
+            creds: Default::default(),
+            cwd: "/".into(),
+            root: "/".into(),
+            umask: 0o022,
+            personality: 0,
+            rlimits: Vec::new(),
+            mm: Default::default(),
+            vmas: Vec::new(),
+            fds: Vec::new(),
+            sigactions: Vec::new(),
+            shared_pending: Vec::new(),
+            threads: Vec::new(),
+            exit_status: None,
+            dropped: Vec::new(),
+        }
+    }
+
+    /// cr_restart's own group and session in these tests (never a real one).
+    const MINE: (i32, i32) = (900_001, 900_001);
+
+    #[test]
+    fn parents_fork_their_children_and_orphans_go_to_cr_restart() {
+        // 10 -> 11 -> 12, and 20 whose parent (5) was not saved.
+        let procs = [p(10, 1, 10, 10), p(11, 10, 10, 10), p(12, 11, 10, 10), p(20, 5, 10, 10)];
+        let plan = Plan::new(&procs, false, false, MINE.0, MINE.1).expect("plan");
+        assert_eq!(plan.top, vec![0, 3]);
+        assert_eq!(plan.children, vec![vec![1], vec![2], vec![], vec![]]);
+    }
+
+    #[test]
+    fn by_default_the_root_group_and_session_become_cr_restarts() {
+        // A shell job: 10 leads group 10 in session 5 (the shell, not saved); 11 is in it too;
+        // 12 leads a group of its own.
+        let procs = [p(10, 5, 10, 5), p(11, 10, 10, 5), p(12, 10, 12, 5)];
+        let plan = Plan::new(&procs, false, false, MINE.0, MINE.1).expect("plan");
+        assert_eq!(plan.setsid, vec![false; 3]);
+        assert_eq!(plan.group, vec![Group::Existing(MINE.0), Group::Existing(MINE.0), Group::Own]);
+    }
+
+    #[test]
+    fn a_session_inside_the_image_is_started_again_around_its_leader() {
+        // 10 (root) forks 11, which starts session 11 and forks 12 into it, in group 12.
+        let procs = [p(10, 1, 10, 10), p(11, 10, 11, 11), p(12, 11, 12, 11), p(13, 12, 12, 11)];
+        let plan = Plan::new(&procs, false, false, MINE.0, MINE.1).expect("plan");
+        assert_eq!(plan.setsid, vec![false, true, false, false]);
+        assert_eq!(plan.group, vec![Group::Existing(MINE.0), Group::Inherit, Group::Own, Group::Leader(2)]);
+    }
+
+    #[test]
+    fn restore_sid_restarts_every_session_leader_and_restore_pgid_every_group() {
+        let procs = [p(10, 1, 10, 10), p(11, 10, 10, 10), p(12, 10, 12, 10)];
+        let plan = Plan::new(&procs, true, true, MINE.0, MINE.1).expect("plan");
+        assert_eq!(plan.setsid, vec![true, false, false]);
+        assert_eq!(plan.group, vec![Group::Inherit, Group::Leader(0), Group::Own]);
+    }
+
+    #[test]
+    fn restore_sid_refuses_a_session_whose_leader_is_missing() {
+        let procs = [p(10, 5, 10, 5), p(11, 10, 10, 5)];
+        let err = Plan::new(&procs, false, true, MINE.0, MINE.1).err().expect("refused");
+        assert!(err.to_string().contains("session 5, whose leader is not in the image"), "{err}");
+    }
+
+    #[test]
+    fn restore_pgid_refuses_a_group_that_exists_nowhere() {
+        // Group 899_999 has no leader in the image and no process on this machine.
+        let procs = [p(10, 5, 10, 10), p(11, 10, 899_999, 10)];
+        let err = Plan::new(&procs, true, false, MINE.0, MINE.1).err().expect("refused");
+        assert!(err.to_string().contains("process group 899999, whose leader is not in the image"), "{err}");
+    }
+
+    #[test]
+    fn zombies_are_planned_like_the_others() {
+        let mut z = p(11, 10, 10, 10);
+        z.exit_status = Some(7 << 8);
+        let procs = [p(10, 1, 10, 10), z];
+        let plan = Plan::new(&procs, false, false, MINE.0, MINE.1).expect("plan");
+        assert_eq!(plan.children, vec![vec![1], vec![]]);
+        assert_eq!(plan.group[1], Group::Existing(MINE.0));
+    }
+}
