@@ -50,6 +50,11 @@ fn eventfds_and_epoll_sets() {
 }
 
 #[test]
+fn timerfds_and_signalfds() {
+    run_c("timerfds", &[]);
+}
+
+#[test]
 fn signal_state_survives() {
     run_c("signals", &[]);
 }

@@ -408,6 +408,25 @@ pub enum FdKind {
         /// What kind of object it was.
         class: StdioClass,
     },
+    /// A timerfd.
+    TimerFd {
+        /// Its clock (`CLOCK_*`).
+        clock: i32,
+        /// `timerfd_settime` flags (`TFD_TIMER_ABSTIME`, `TFD_TIMER_CANCEL_ON_SET`).
+        settime_flags: u32,
+        /// When it fires next: the time left, or with `TFD_TIMER_ABSTIME` the time on its
+        /// clock; 0: disarmed.
+        value_ns: u64,
+        /// Its period (0: fires once).
+        interval_ns: u64,
+        /// Expirations not yet read.
+        ticks: u64,
+    },
+    /// A signalfd.
+    SignalFd {
+        /// The signals it reads (bit N-1 for signal N).
+        mask: u64,
+    },
     /// An object crest cannot restore, left out on request (`--drop-unsupported`): restored as
     /// a socket whose peer is closed (reads see end of file, writes fail with `EPIPE`).
     Dropped {

@@ -592,3 +592,49 @@ pub fn is_terminal(fd: i32) -> bool {
     // SAFETY: no pointers.
     unsafe { libc::isatty(fd) == 1 }
 }
+
+/// `timerfd_create(clock, flags)`.
+pub fn timerfd_create(clock: i32, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::timerfd_create(clock, flags) }, "timerfd_create")
+}
+
+/// `timerfd_settime(fd, flags, {interval, value})`, times in nanoseconds.
+pub fn timerfd_settime(fd: i32, flags: i32, value_ns: u64, interval_ns: u64) -> std::io::Result<()> {
+    let ts = |ns: u64| libc::timespec { tv_sec: (ns / 1_000_000_000) as libc::time_t, tv_nsec: (ns % 1_000_000_000) as libc::c_long };
+    let its = libc::itimerspec { it_interval: ts(interval_ns), it_value: ts(value_ns) };
+    // SAFETY: its is a live itimerspec; no old value is asked for.
+    if unsafe { libc::timerfd_settime(fd, flags, &its, std::ptr::null_mut()) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the number of expirations a timerfd has not yet reported (`TFD_IOC_SET_TICKS`, a
+/// `CONFIG_CHECKPOINT_RESTORE` ioctl).
+pub fn timerfd_set_ticks(fd: i32, ticks: u64) -> std::io::Result<()> {
+    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400; // _IOW('T', 0, u64)
+                                                          // SAFETY: the ioctl reads one u64 from the pointer, which points at ticks.
+    if unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks as *const u64) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The current time of `clock`, in nanoseconds.
+pub fn clock_now_ns(clock: i32) -> std::io::Result<u64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a live timespec the kernel fills.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// `signalfd(-1, mask, flags)`: a new signalfd for the signals of the 64-bit `mask` (bit N-1
+/// for signal N).
+pub fn signalfd(mask: u64, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers but the mask, 8 bytes as the kernel's sigset_t; the raw syscall
+    // takes its size.
+    owned(unsafe { libc::syscall(libc::SYS_signalfd4, -1, &mask as *const u64, 8usize, flags) } as libc::c_int, "signalfd")
+}

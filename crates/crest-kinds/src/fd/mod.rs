@@ -20,7 +20,9 @@ mod inherited;
 mod memfd;
 mod pipe;
 mod regular;
+mod signalfd;
 mod socket;
+mod timerfd;
 mod tty;
 mod unsupported;
 
@@ -153,6 +155,8 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &chardev::CharDevice,
     &tty::Tty,
     &eventfd::EventFd,
+    &timerfd::TimerFd,
+    &signalfd::SignalFd,
     &epoll::Epoll,
     &pipe::Pipe,
     &fifo::Fifo,
