@@ -1,6 +1,8 @@
 /* Holds one object crest does not restore yet, and checks it on demand.
  *
- *   holder MODE DIR     MODE: tcp-listen, socketpair, pty, flock or posix-lock (files in DIR)
+ *   holder MODE DIR     MODE: tcp-conn, socketpair, pty, flock or posix-lock (files in DIR)
+ *
+ * tcp-conn: a loopback TCP connection, both ends in the process, and its listening socket.
  *
  * Ticks every 50 ms. SIGUSR1: the object must be as it was (a refused checkpoint left the
  * process alone): prints "intact OK" and goes on. SIGUSR2: the process was restarted from an
@@ -28,7 +30,7 @@ static void on_usr1(int s) { (void)s; intact_now = 1; }
 
 static const char *mode;
 static char path[4096];
-static int fd_a = -1, fd_b = -1;
+static int fd_a = -1, fd_b = -1, fd_l = -1;
 static int port;
 
 /* In a child process: can the lock on `path` be taken by someone else? */
@@ -52,13 +54,18 @@ static int others_can_lock(void)
 
 static void setup(void)
 {
-    if (!strcmp(mode, "tcp-listen")) {
-        fd_a = socket(AF_INET, SOCK_STREAM, 0);
+    if (!strcmp(mode, "tcp-conn")) {
+        fd_l = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        check(fd_a >= 0 && bind(fd_a, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd_a, 8) == 0, "listening on loopback");
+        int one = 1; /* as servers do, so that it can be bound again while old connections linger */
+        check(fd_l >= 0 && setsockopt(fd_l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 && bind(fd_l, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd_l, 8) == 0, "listening on loopback");
         socklen_t l = sizeof a;
-        getsockname(fd_a, (struct sockaddr *)&a, &l);
+        getsockname(fd_l, (struct sockaddr *)&a, &l);
         port = ntohs(a.sin_port);
+        fd_a = socket(AF_INET, SOCK_STREAM, 0);
+        check(connect(fd_a, (struct sockaddr *)&a, sizeof a) == 0, "connecting over loopback");
+        fd_b = accept(fd_l, NULL, NULL);
+        check(fd_b >= 0, "accepting the connection");
     } else if (!strcmp(mode, "socketpair")) {
         int sp[2];
         check(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0, "socketpair");
@@ -90,15 +97,7 @@ static void setup(void)
 static void intact(void)
 {
     char c = 0;
-    if (!strcmp(mode, "tcp-listen")) {
-        int s = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        check(connect(s, (struct sockaddr *)&a, sizeof a) == 0, "connecting to the listening socket");
-        int c2 = accept(fd_a, NULL, NULL);
-        check(c2 >= 0, "accepting on the listening socket");
-        close(c2);
-        close(s);
-    } else if (!strcmp(mode, "socketpair") || !strcmp(mode, "pty")) {
+    if (!strcmp(mode, "socketpair") || !strcmp(mode, "pty") || !strcmp(mode, "tcp-conn")) {
         check(write(fd_a, "x", 1) == 1, "writing one end");
         check(read(fd_b, &c, 1) == 1 && c == 'x', "reading it at the other end");
     } else {
@@ -123,8 +122,16 @@ static void closed(void)
     }
     check(getsockopt(fd_a, SOL_SOCKET, SO_TYPE, &type, &l) == 0, "the dropped descriptor is a socket");
     check(read(fd_a, &c, 1) == 0, "the dropped descriptor reads end of file");
-    if (!strcmp(mode, "tcp-listen"))
-        check(accept(fd_a, NULL, NULL) < 0, "the dropped listening socket accepts nothing");
+    if (fd_l >= 0) {
+        /* The listening socket was saved: it is back, and accepts. */
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        check(connect(s, (struct sockaddr *)&a, sizeof a) == 0, "connecting to the restored listening socket");
+        int c2 = accept(fd_l, NULL, NULL);
+        check(c2 >= 0, "accepting on the restored listening socket");
+        close(c2);
+        close(s);
+    }
     if (fd_b >= 0)
         check(read(fd_b, &c, 1) == 0, "the other dropped descriptor reads end of file");
     printf("closed OK\n");

@@ -55,6 +55,11 @@ fn timerfds_and_signalfds() {
 }
 
 #[test]
+fn listening_and_bound_sockets() {
+    run_c("listeners", &["DIR"]);
+}
+
+#[test]
 fn signal_state_survives() {
     run_c("signals", &[]);
 }

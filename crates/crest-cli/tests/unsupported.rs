@@ -84,8 +84,8 @@ fn refused_then_dropped(mode: &str, expect: &str) {
 }
 
 #[test]
-fn tcp_listening_socket_is_refused_or_dropped() {
-    refused_then_dropped("tcp-listen", "TCP 127.0.0.1:");
+fn tcp_connection_is_refused_or_dropped() {
+    refused_then_dropped("tcp-conn", "connected to 127.0.0.1:");
 }
 
 #[test]

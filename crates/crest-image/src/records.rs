@@ -422,6 +422,24 @@ pub enum FdKind {
         /// Expirations not yet read.
         ticks: u64,
     },
+    /// A socket that is not connected: listening, bound, or not bound yet; bound again and
+    /// listening again at restart.
+    Socket {
+        /// `AF_*`.
+        family: i32,
+        /// `SOCK_*`.
+        ty: i32,
+        /// Protocol.
+        protocol: i32,
+        /// The raw `sockaddr` it is bound to (empty: not bound).
+        addr: Vec<u8>,
+        /// Listening, with this backlog.
+        listen: Option<i32>,
+        /// `(level, name, value)` of each `int` option saved.
+        options: Vec<(i32, i32, i32)>,
+        /// In words, for messages (`TCP 127.0.0.1:80 listening`).
+        what: String,
+    },
     /// A signalfd.
     SignalFd {
         /// The signals it reads (bit N-1 for signal N).

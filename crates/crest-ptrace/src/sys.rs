@@ -638,3 +638,65 @@ pub fn signalfd(mask: u64, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> 
     // takes its size.
     owned(unsafe { libc::syscall(libc::SYS_signalfd4, -1, &mask as *const u64, 8usize, flags) } as libc::c_int, "signalfd")
 }
+
+/// `getsockopt(fd, level, opt)` into a buffer of `len` bytes; returns the bytes the kernel wrote.
+pub fn sock_opt_bytes(fd: i32, level: i32, opt: i32, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut l = len as libc::socklen_t;
+    // SAFETY: buf holds len bytes and l says so; the kernel writes at most l bytes.
+    if unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), &mut l) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(l as usize);
+    Ok(buf)
+}
+
+/// `setsockopt(fd, level, opt)` of an `int` option.
+pub fn set_sock_opt_int(fd: i32, level: i32, opt: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: value is a live int and its size is passed.
+    if unsafe { libc::setsockopt(fd, level, opt, (&value as *const i32).cast(), std::mem::size_of::<i32>() as libc::socklen_t) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `socket(domain, type | SOCK_CLOEXEC, protocol)`.
+pub fn socket(domain: i32, ty: i32, protocol: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) }, "socket")
+}
+
+/// `bind(fd, addr)`, with `addr` the raw `sockaddr` bytes (as [`sock_addr`] returns them).
+pub fn bind_raw(fd: i32, addr: &[u8]) -> std::io::Result<()> {
+    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() || addr.len() < 2 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: addr.len() fits in ss, checked above; the regions do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(addr.as_ptr(), (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(), addr.len()) };
+    // SAFETY: ss is live, aligned for any sockaddr, and holds addr.len() valid bytes.
+    if unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), addr.len() as libc::socklen_t) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `listen(fd, backlog)`.
+pub fn listen(fd: i32, backlog: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::listen(fd, backlog) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bytes waiting to be read on `fd` (`FIONREAD`).
+pub fn bytes_readable(fd: i32) -> std::io::Result<i32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into n.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n)
+}

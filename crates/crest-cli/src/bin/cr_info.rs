@@ -96,6 +96,7 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                 FdKind::TimerFd { clock, value_ns, interval_ns, ticks, .. } => {
                     format!("timerfd on clock {clock}, next in {:.3} s, every {:.3} s, {ticks} unread expirations", *value_ns as f64 / 1e9, *interval_ns as f64 / 1e9)
                 }
+                FdKind::Socket { what, .. } => what.clone(),
                 FdKind::SignalFd { mask } => format!("signalfd for signals {mask:#x}"),
                 FdKind::Dropped { what } => {
                     format!("DROPPED: {what} (restored as a closed socket)")

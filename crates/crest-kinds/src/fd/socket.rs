@@ -1,13 +1,21 @@
-//! Sockets. crest does not restore sockets yet, so a socket is refused at checkpoint time with
-//! a description of what it is ("TCP 127.0.0.1:6379 listening", "unix stream socket connected
-//! to /run/x.sock"), or left out on request ([`super::unsupported`]). The one exception, as in
-//! BLCR: standard input, output or error connected to a process that is not checkpointed
-//! (a service whose output goes to a log collector) follows `cr_restart`'s own
-//! ([`super::inherited`]).
+//! Sockets. Saved and restored: sockets that are not connected: listening TCP and unix
+//! (stream, seqpacket) sockets with no connection waiting to be accepted, bound UDP and unix
+//! datagram sockets with nothing waiting to be read, and sockets not bound yet; each comes back
+//! bound to its address (a unix socket's stale file replaced), listening with its backlog, with
+//! its options (`SO_REUSEADDR`, `SO_REUSEPORT`, `SO_KEEPALIVE`, `IPV6_V6ONLY`, `TCP_NODELAY`,
+//! ...). A listener shared by several processes (a pre-forking server) is one socket again.
+//!
+//! Connected sockets are not saved yet: they are refused at checkpoint time with a description
+//! ("TCP 127.0.0.1:5000 connected to 127.0.0.1:41234", "unix stream socket connected to
+//! /run/x.sock"), or left out on request ([`super::unsupported`]), as are queued connections
+//! and datagrams. The one exception, as in BLCR: standard input, output or error connected to a
+//! process that is not checkpointed (a service whose output goes to a log collector) follows
+//! `cr_restart`'s own ([`super::inherited`]).
 //!
 //! What a socket is comes from a copy of it (`pidfd_getfd`: domain, type, protocol, listening,
-//! own and peer address); the other end of a unix socket, from the kernel's socket diagnostics
-//! (`NETLINK_SOCK_DIAG`, asked once per checkpoint for every unix socket).
+//! own and peer address, `TCP_INFO`); the other end and the queues of a unix socket, from the
+//! kernel's socket diagnostics (`NETLINK_SOCK_DIAG`, asked once per checkpoint for every unix
+//! socket).
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io::{Read, Write};
@@ -27,16 +35,31 @@ pub(super) fn inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// Unix socket inode -> the inode of its peer, as the kernel's socket diagnostics tell them.
+/// What the kernel's socket diagnostics tell of a unix socket.
+#[derive(Debug, Clone, Copy, Default)]
+struct UnixDiag {
+    /// The inode of its peer (0: none).
+    peer: u64,
+    /// Connections waiting to be accepted (listening) or datagrams and bytes queued.
+    rqueue: u32,
+    /// A listener's backlog.
+    wqueue: u32,
+}
+
+/// Unix socket inode -> what the kernel's socket diagnostics tell of it.
 #[derive(Default)]
-pub struct UnixPeers(Option<HashMap<u64, u64>>);
+pub struct UnixPeers(Option<HashMap<u64, UnixDiag>>);
 
 impl UnixPeers {
-    fn peer_of(&mut self, ino: u64) -> Option<u64> {
+    fn get(&mut self, ino: u64) -> Option<UnixDiag> {
         if self.0.is_none() {
             self.0 = Some(unix_peers().unwrap_or_default());
         }
-        self.0.as_ref()?.get(&ino).copied().filter(|&p| p != 0)
+        self.0.as_ref()?.get(&ino).copied()
+    }
+
+    fn peer_of(&mut self, ino: u64) -> Option<u64> {
+        self.get(ino).map(|d| d.peer).filter(|&p| p != 0)
     }
 }
 
@@ -46,7 +69,9 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_RQLEN: u32 = 16;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -56,8 +81,8 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Every unix socket of this network namespace with its peer (0: none).
-fn unix_peers() -> std::io::Result<HashMap<u64, u64>> {
+/// Every unix socket of this network namespace with its peer and queues.
+fn unix_peers() -> std::io::Result<HashMap<u64, UnixDiag>> {
     let mut sock = std::fs::File::from(crest_ptrace::sys::sock_diag_socket()?);
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes());
@@ -67,7 +92,7 @@ fn unix_peers() -> std::io::Result<HashMap<u64, u64>> {
     req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, padding
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     req.extend_from_slice(&0u32.to_ne_bytes()); // inode: all
-    req.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // no cookie
     sock.write_all(&req)?;
     let mut out = HashMap::new();
@@ -92,7 +117,7 @@ fn unix_peers() -> std::io::Result<HashMap<u64, u64>> {
             let msg = &buf[at + 16..at + len];
             // struct unix_diag_msg: family, type, state, pad, inode, cookie[2]; then attributes.
             if let Some(ino) = u32_at(msg, 4) {
-                let mut peer = 0;
+                let mut d = UnixDiag::default();
                 let mut a = 16;
                 while a + 4 <= msg.len() {
                     let alen = u16_at(msg, a).unwrap_or(0) as usize;
@@ -100,12 +125,17 @@ fn unix_peers() -> std::io::Result<HashMap<u64, u64>> {
                     if alen < 4 {
                         break;
                     }
-                    if aty == UNIX_DIAG_PEER {
-                        peer = u32_at(msg, a + 4).unwrap_or(0);
+                    match aty {
+                        UNIX_DIAG_PEER => d.peer = u64::from(u32_at(msg, a + 4).unwrap_or(0)),
+                        UNIX_DIAG_RQLEN => {
+                            d.rqueue = u32_at(msg, a + 4).unwrap_or(0);
+                            d.wqueue = u32_at(msg, a + 8).unwrap_or(0);
+                        }
+                        _ => {}
                     }
                     a += (alen + 3) & !3;
                 }
-                out.insert(u64::from(ino), u64::from(peer));
+                out.insert(u64::from(ino), d);
             }
             at += (len + 3) & !3;
         }
@@ -208,6 +238,14 @@ impl FdHandler for Socket {
         let ino = inode(link).unwrap_or(0);
         let copy = cx.pidfd.as_ref().and_then(|p| crest_ptrace::sys::pidfd_getfd(p.as_raw_fd(), fd).ok());
         let mut d = copy.as_ref().map_or_else(|| Described { what: link.to_string(), connected: false }, |c| describe(c.as_raw_fd(), ino));
+        let mut why = "connected sockets are not saved yet".to_string();
+        if let Some(c) = &copy {
+            match unconnected(cx, c.as_raw_fd(), ino, &d) {
+                Ok(Some(kind)) => return Ok(kind),
+                Ok(None) => {}
+                Err(e) => why = e,
+            }
+        }
         // The other end of a unix socket, when it is in the image too.
         let peer = cx.unix_peers.peer_of(ino);
         let inside = peer.and_then(|p| cx.all.iter().find(|o| inode(&o.link) == Some(p)));
@@ -218,14 +256,135 @@ impl FdHandler for Socket {
             d.connected = true;
         }
         let outside = d.connected && inside.is_none() && !inet_peer_inside(cx, copy.as_ref().map(AsRawFd::as_raw_fd));
-        super::inherited::outside(cx, fd, StdioClass::Socket, outside, d.what, "sockets are not saved yet")
+        super::inherited::outside(cx, fd, StdioClass::Socket, outside, d.what, &why)
     }
-    fn restores(&self, _kind: &FdKind) -> bool {
-        false
+    fn restores(&self, kind: &FdKind) -> bool {
+        matches!(kind, FdKind::Socket { .. })
     }
-    fn open(&self, _rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        Ok(None)
+    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Ok(None) };
+        let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
+        let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
+        for &(level, name, value) in options {
+            crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), level, name, value).map_err(|e| err(&format!("setting option {level}:{name} to {value}"), e))?;
+        }
+        if !addr.is_empty() {
+            if let Some(path) = unix_path(addr) {
+                // The file the saved socket left behind: a socket file nobody listens on now.
+                use std::os::unix::fs::FileTypeExt;
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            crest_ptrace::sys::bind_raw(s.as_raw_fd(), addr).map_err(|e| {
+                let reuse = options.iter().any(|o| (o.0, o.1, o.2) == (libc::SOL_SOCKET, libc::SO_REUSEADDR, 1));
+                if e.raw_os_error() == Some(libc::EADDRINUSE) && !reuse && matches!(*family, libc::AF_INET | libc::AF_INET6) {
+                    // As for any server restarted without SO_REUSEADDR.
+                    err("binding it again (the connections it had on that port linger for a minute after it ended, and it did not set SO_REUSEADDR: try again shortly)", e)
+                } else {
+                    err("binding it again", e)
+                }
+            })?;
+        }
+        if let Some(backlog) = listen {
+            crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
+        }
+        super::set_status_flags(&s, rec.flags)?;
+        Ok(Some(s))
     }
+}
+
+/// The path of a unix socket address bound in the file system.
+fn unix_path(addr: &[u8]) -> Option<String> {
+    (i32::from(u16_at(addr, 0)?) == libc::AF_UNIX && addr.get(2).is_some_and(|&c| c != 0)).then(|| addr_words(addr)).flatten()
+}
+
+/// Options saved with a socket: (level, name), each an `int`, those that apply to its family
+/// and protocol. Set before it is bound again, as some must be.
+fn options_for(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
+    let mut o = vec![
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        (libc::SOL_SOCKET, libc::SO_BROADCAST),
+        (libc::SOL_SOCKET, libc::SO_OOBINLINE),
+        (libc::SOL_SOCKET, libc::SO_PASSCRED),
+    ];
+    if family == libc::AF_INET6 {
+        o.push((libc::IPPROTO_IPV6, libc::IPV6_V6ONLY));
+    }
+    if matches!(family, libc::AF_INET | libc::AF_INET6) {
+        o.push((libc::IPPROTO_IP, libc::IP_FREEBIND));
+    }
+    if ty == libc::SOCK_STREAM && protocol == libc::IPPROTO_TCP {
+        o.extend([libc::TCP_NODELAY, libc::TCP_DEFER_ACCEPT, libc::TCP_KEEPIDLE, libc::TCP_KEEPINTVL, libc::TCP_KEEPCNT].map(|n| (libc::IPPROTO_TCP, n)));
+    }
+    o
+}
+
+/// `TCP_LISTEN` and `TCP_CLOSE`, as `TCP_INFO` and the diagnostics report states.
+const TCP_LISTEN: u8 = 10;
+const TCP_CLOSE: u8 = 7;
+
+/// The record of a socket that is not connected and has nothing queued, or `None` for a
+/// socket that is connected (or of a kind not saved); `Err(why)` when it cannot be saved.
+fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Result<Option<FdKind>, String> {
+    use crest_ptrace::sys::{sock_addr, sock_opt_bytes, sock_opt_int};
+    if d.connected {
+        return Ok(None);
+    }
+    let opt = |o| sock_opt_int(copy, libc::SOL_SOCKET, o);
+    let (Ok(family), Ok(ty), Ok(protocol)) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL)) else { return Ok(None) };
+    let mut addr = sock_addr(copy, false).unwrap_or_default();
+    // Not bound: an internet address with port 0, a unix address with no name.
+    let inet_port = |a: &[u8]| a.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+    if addr.len() <= 2 || (matches!(family, libc::AF_INET | libc::AF_INET6) && inet_port(&addr) == Some(0)) {
+        addr.clear();
+    }
+    let listen = match (family, ty) {
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) if protocol == libc::IPPROTO_TCP => {
+            // struct tcp_info: state at 0; for a listener, unacked (24) is the number of
+            // connections waiting to be accepted and sacked (28) the backlog.
+            let info = sock_opt_bytes(copy, libc::IPPROTO_TCP, libc::TCP_INFO, 32).map_err(|e| format!("reading its TCP state: {e}"))?;
+            let word = |at: usize| u32_at(&info, at).unwrap_or(0);
+            match info.first().copied() {
+                Some(TCP_LISTEN) if word(24) > 0 => return Err(format!("{} connections are waiting to be accepted, and queued connections are not saved yet", word(24))),
+                Some(TCP_LISTEN) => Some(word(28) as i32),
+                Some(TCP_CLOSE) => None,
+                _ => return Err("a TCP socket in the middle of connecting or closing is not saved yet".to_string()),
+            }
+        }
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_UDP => {
+            if crest_ptrace::sys::bytes_readable(copy).unwrap_or(1) != 0 {
+                return Err("datagrams are waiting to be read, and queued data is not saved yet".to_string());
+            }
+            None
+        }
+        (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_SEQPACKET | libc::SOCK_DGRAM) => {
+            let Some(diag) = cx.unix_peers.get(ino) else { return Ok(None) };
+            if diag.peer != 0 {
+                return Ok(None);
+            }
+            let listening = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) == 1;
+            if diag.rqueue > 0 {
+                return Err(if listening {
+                    format!("{} connections are waiting to be accepted, and queued connections are not saved yet", diag.rqueue)
+                } else {
+                    "data is waiting to be read, and queued data is not saved yet".to_string()
+                });
+            }
+            if let Some(path) = unix_path(&addr).filter(|p| !p.starts_with('/')) {
+                // Bound by a relative name: bound again by its full name.
+                let cwd = crest_proc::readlink(cx.pid, "cwd").map_err(|e| format!("its address {path} is relative to a directory that cannot be read: {e}"))?;
+                let full = format!("{cwd}/{path}");
+                addr = (libc::AF_UNIX as u16).to_ne_bytes().iter().copied().chain(full.into_bytes()).chain([0]).collect();
+            }
+            listening.then_some(diag.wqueue as i32)
+        }
+        _ => return Ok(None),
+    };
+    let options = options_for(family, ty, protocol).into_iter().filter_map(|(level, name)| Some((level, name, sock_opt_int(copy, level, name).ok()?))).collect();
+    Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone() }))
 }
 
 /// Whether an internet socket's peer is another socket of the image (a connection over
