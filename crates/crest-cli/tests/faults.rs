@@ -547,7 +547,7 @@ fn taken_pid_and_the_run_on_hooks() {
     let marker = d.0.join("restarted");
     let log = std::fs::OpenOptions::new().append(true).open(&out).expect("out");
     let hook = format!("--run-on-success=touch {} && exit 5", marker.display());
-    let k = Command::new(&killafter).arg("-1").arg(bin("cr_restart")).arg(&hook).arg(&img).stdin(Stdio::null()).stdout(log).stderr(Stdio::null()).spawn().expect("killafter");
+    let k = Command::new(&killafter).arg("-1").arg(bin("cr_restart")).arg(&hook).arg(&img).stdin(Stdio::null()).stdout(log).spawn().expect("killafter");
     let kpid = k.id() as i32;
     procs.reapers.push(k);
     let t = Instant::now();

@@ -20,6 +20,7 @@ fn lines(path: &std::path::Path) -> usize {
 #[test]
 fn checkpoint_restart_rounds() {
     let rounds: u32 = std::env::var("CREST_SOAK_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    fd_hygiene(); // its own descriptors stay open for the whole test process
     let fds_before = open_fds();
     let d = Dir::new("soak");
     let prog = build_steady(&d);

@@ -220,7 +220,7 @@ fn a_traced_process_is_named_as_such() {
     let ck = checkpoint(&["--pid", "-f", img.to_str().expect("utf-8")], tracee);
     let err = String::from_utf8_lossy(&ck.stderr);
     assert_eq!(ck.status.code(), Some(56), "{err}");
-    assert!(err.contains(&format!("PID {tracee} (tracer) is already being traced by PID {tracer} (tracer)")), "{err}");
+    assert!(err.contains(&format!("PID {tracee} is already being traced by PID {tracer} (tracer)")), "{err}");
     assert!(!img.exists());
     assert_untouched(tracer, "the tracer after a refused checkpoint");
 }

@@ -433,7 +433,7 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, 
                     format!("PID {traced}{traced_name} is being traced by PID {by}{name}, which is part of the checkpoint itself: a tracer cannot be checkpointed together with the process it traces; checkpoint them when it has let go"),
                 );
             }
-            return (EXIT_PTRACED, format!("PID {traced}{traced_name} is already being traced by PID {by}{name}, another checkpoint or a debugger; try again when it is done"));
+            return (EXIT_PTRACED, format!("PID {traced} is already being traced by PID {by}{name}, another checkpoint or a debugger; try again when it is done"));
         }
         DumpError::Permission { .. } => {
             let tracer = tracer_of(pid);

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 /// descriptors that lead outside a checkpoint other than standard input, output and error, and
 /// hands those over only to a `cr_restart` whose own are of the same kind; so the descriptors
 /// this test process inherited from whatever started it (a CI runner's pipe, a terminal's)
-/// are marked close-on-exec, and a terminal on standard error is put behind a pipe (copied
-/// to it by a thread), so that a program started here and `cr_restart` see the same kind of
-/// standard error however the tests are run.
+/// are marked close-on-exec, and its standard error (a terminal, a file or a pipe, depending on
+/// how the tests are run) is put behind a pipe, copied to it by a thread: a program started
+/// here and a `cr_restart` given the test's standard error both have a pipe there, however the
+/// tests are run.
 pub fn fd_hygiene() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -21,12 +22,10 @@ pub fn fd_hygiene() {
                 let _ = sys::set_cloexec(fd, true);
             }
         }
-        if sys::is_terminal(2) {
-            let (Ok(tty), Ok((r, w))) = (sys::dup_above(2, 3), sys::pipe2(libc::O_CLOEXEC)) else { return };
-            if sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), 2).is_ok() {
-                let mut tty = std::fs::File::from(sys::owned_fd(tty));
-                std::thread::spawn(move || std::io::copy(&mut std::fs::File::from(r), &mut tty));
-            }
+        let (Ok(orig), Ok((r, w))) = (sys::dup_above(2, 3), sys::pipe2(libc::O_CLOEXEC)) else { return };
+        if sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), 2).is_ok() {
+            let mut orig = std::fs::File::from(sys::owned_fd(orig));
+            std::thread::spawn(move || std::io::copy(&mut std::fs::File::from(r), &mut orig));
         }
     });
 }
