@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
-use crest_cli::{chosen_signal, last_given, signal_name, Say, VERSION};
+use crest_cli::{chosen_signal, last_given, signal_name, Say};
 use crest_dump::DumpError;
 use crest_ptrace::sys::{self, ChildEnd, Forked};
 
@@ -42,22 +42,7 @@ enum Dest {
 }
 
 fn main() {
-    let m = match crest_cli::commands::checkpoint().try_get_matches() {
-        Ok(m) => m,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
-            if e.kind() == clap::error::ErrorKind::DisplayVersion {
-                println!("cr_checkpoint version {VERSION}");
-                std::process::exit(0);
-            }
-            e.exit()
-        }
-        Err(e) => {
-            if !std::env::args().any(|a| a == "-q" || a == "--quiet") {
-                let _ = e.print();
-            }
-            std::process::exit(255)
-        }
-    };
+    let m = crest_cli::parse_args(crest_cli::commands::checkpoint());
     let say = Say { quiet: m.get_flag("quiet") };
     let id = *m.get_one::<i32>("id").expect("required by clap");
     // Blocked before the fork: the worker inherits them blocked and takes them with sigwait.
@@ -166,7 +151,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
     let mut unnamed = false;
     let (file, shown): (File, String) = match &dest {
         Dest::Fd(fd) => {
-            let f = File::from(crest_cli_fd(*fd).map_err(|e| (e.raw_os_error().unwrap_or(libc::EBADF), format!("descriptor {fd}: {e}")))?);
+            let f = File::from(crest_cli_fd(*fd).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) | None => (libc::EBADF, format!("descriptor {fd} is not open")),
+                Some(code) => (code, format!("descriptor {fd}: {e}")),
+            })?);
             (f, format!("<fd{fd}>"))
         }
         Dest::Atomic { tmp, path, .. } => {

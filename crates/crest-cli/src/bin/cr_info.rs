@@ -4,21 +4,22 @@ use crest_image::{FdKind, ImageFile, SpecialArea, VmaBacking};
 use crest_kinds::memory::describe;
 
 fn main() {
-    let m = crest_cli::commands::info().get_matches();
+    let m = crest_cli::parse_args(crest_cli::commands::info());
     let path = m.get_one::<String>("file").expect("required");
-    let img = match ImageFile::open(std::path::Path::new(path)) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("cr_info: {path}: {e}");
-            std::process::exit(1);
-        }
-    };
-    if m.get_flag("verify") {
+    let file = crest_cli::open_image(path).unwrap_or_else(|msg| {
+        eprintln!("cr_info: {msg}");
+        std::process::exit(crest_cli::exits::USAGE)
+    });
+    let img = ImageFile::from_file(file).unwrap_or_else(|e| {
+        eprintln!("cr_info: {path}: {e}");
+        std::process::exit(crest_cli::image_error_code(&e))
+    });
+    let verified = m.get_flag("verify").then(|| {
         if let Err(e) = img.verify_pages(2) {
             eprintln!("cr_info: {path}: {e}");
-            std::process::exit(1);
+            std::process::exit(crest_cli::image_error_code(&e));
         }
-    }
+    });
     if m.get_flag("json") {
         match serde_json::to_string_pretty(&img.image) {
             Ok(s) => {

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use crest_cli::preflight::{self, Caller, Refusal};
-use crest_cli::{chosen_signal, last_given, signal_name, Say, VERSION};
+use crest_cli::{chosen_signal, exits, last_given, signal_name, Say};
 use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
 use crest_ptrace::sys::{self, ChildEnd};
 use crest_restore::{RestoreError, RestoreOptions};
@@ -29,20 +29,7 @@ fn hook(cmd: Option<&String>) -> Option<i32> {
 }
 
 fn main() {
-    let m = match crest_cli::commands::restart().try_get_matches() {
-        Ok(m) => m,
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.exit(),
-        Err(e) => {
-            if !std::env::args().any(|a| a == "-q" || a == "--quiet") {
-                let _ = e.print();
-            }
-            std::process::exit(255)
-        }
-    };
-    if m.get_flag("version") {
-        println!("cr_restart version {VERSION}");
-        return;
-    }
+    let m = crest_cli::parse_args(crest_cli::commands::restart());
     let say = Say { quiet: m.get_flag("quiet") };
     match run(&m, &say) {
         Ok(never) => match never {},
@@ -65,17 +52,17 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     let started = std::time::Instant::now();
     let sources = ["context", "file", "fd", "dir"].iter().filter(|s| m.contains_id(s)).count();
     if sources != 1 {
-        return Err(fail(255, "args", "give exactly one image: FILE, --file FILE or --fd FD"));
+        return Err(fail(exits::USAGE, "args", "give exactly one image: FILE, --file FILE or --fd FD"));
     }
     if m.contains_id("dir") {
         return Err(fail(libc::EINVAL, "args", "--dir is not implemented (as in BLCR); give the image file"));
     }
     let relocs = parse_relocations(m.get_many::<String>("relocate").map(|v| v.cloned().collect()).unwrap_or_default())?;
     let (file, shown) = if let Some(&fd) = m.get_one::<i32>("fd") {
-        (File::open(format!("/proc/self/fd/{fd}")).map_err(|e| fail(255, "args", format!("descriptor {fd}: {e}")))?, format!("<fd{fd}>"))
+        (File::open(format!("/proc/self/fd/{fd}")).map_err(|_| fail(libc::EBADF, "args", format!("descriptor {fd} is not open")))?, format!("<fd{fd}>"))
     } else {
         let p = m.get_one::<String>("context").or(m.get_one::<String>("file")).expect("one source");
-        (File::open(p).map_err(|e| fail(255, "args", format!("{p}: {e}")))?, p.clone())
+        (crest_cli::open_image(p).map_err(|msg| fail(exits::USAGE, "args", msg))?, p.clone())
     };
     // Restore reads page data at offsets: an image arriving through a pipe or socket is first
     // copied into memory.
@@ -144,11 +131,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
 }
 
 fn image_failure(shown: &str, e: ImageError) -> Failure {
-    let code = match &e {
-        ImageError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
-        _ => libc::EINVAL,
-    };
-    fail(code, "perm", format!("{shown}: {e}"))
+    fail(crest_cli::image_error_code(&e), "perm", format!("{shown}: {e}"))
 }
 
 fn restore_failure(shown: &str, e: RestoreError) -> Failure {
