@@ -185,3 +185,89 @@ fn exit_codes_follow_the_table() {
     assert_eq!(o.status.code(), Some(libc::ESRCH), "cr_checkpoint of no process: {}", text(&o));
     let _ = bin("cr_info");
 }
+
+/// Starts `sh -c 'read x' arg0 <0xff>` (stdin a pipe, so it waits) with a known variable in its
+/// environment, and checkpoints it with `args` into `img`; returns the shell and its PID.
+fn checkpointed_shell(d: &Dir, img: &Path, args: &[&str]) -> (std::process::Child, i32, Output) {
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xff");
+    let child = Command::new("sh")
+        .args(["-c", "read x", "arg0"])
+        .arg(odd)
+        .env("CREST_INFO_TEST", "hello world")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sh");
+    let pid = child.id() as i32;
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("read") || w.contains("wait")) {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "sh did not start waiting");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let o = Command::new(exe("cr_checkpoint")).args(args).arg("-f").arg(img).arg(pid.to_string()).current_dir(&d.0).output().expect("cr_checkpoint");
+    (child, pid, o)
+}
+
+/// cr_info for people: a readable date, sizes in KiB/MiB, and `--verify` ending with a line
+/// that says what it checked and that the image is good; for tools (`--json`): an ISO 8601
+/// date, the command line and environment as strings (bytes only where not UTF-8, marked).
+/// A damaged page makes `--verify` exit 22 without that line.
+#[test]
+fn cr_info_speaks_to_people_and_tools() {
+    let d = Dir::new("info");
+    let img = d.0.join("img");
+    let (mut sh, _pid, o) = checkpointed_shell(&d, &img, &["--pid"]);
+    let _ = sh.kill();
+    let _ = sh.wait();
+    assert!(o.status.success(), "cr_checkpoint: {}", text(&o));
+
+    let o = Command::new(exe("cr_info")).arg("--verify").arg(&img).env("TZ", "UTC").output().expect("cr_info");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "cr_info --verify: {}", text(&o));
+    let taken = out.lines().find(|l| l.starts_with("taken:")).expect("a taken: line");
+    let date = taken.split_whitespace().nth(1).unwrap_or("");
+    assert!(date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-' && taken.contains(" UTC "), "a readable date: {taken}");
+    assert!(!out.contains("unix time") && !out.contains(" 0 MiB"), "{out}");
+    let last = out.lines().last().unwrap_or("");
+    assert!(last.starts_with("verified: ") && last.ends_with("the image is good") && last.contains("1 process"), "--verify ends with what it checked: {last}");
+
+    let o = Command::new(exe("cr_info")).arg("--json").arg(&img).env("TZ", "Europe/Paris").output().expect("cr_info --json");
+    assert!(o.status.success(), "cr_info --json: {}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let time = v["time"].as_str().expect("time is a string");
+    assert!(time.len() == 25 && time.as_bytes()[10] == b'T' && (time.ends_with("+01:00") || time.ends_with("+02:00")), "ISO 8601 in local time: {time}");
+    assert!(v["time_unix"].as_u64().is_some(), "the unix time is kept as time_unix");
+    let p = &v["processes"][0];
+    assert_eq!(p["cmdline"], serde_json::json!(["sh", "-c", "read x", "arg0", {"non_utf8_bytes": [99, 97, 102, 255]}]), "cmdline as strings");
+    let env: Vec<&str> = p["environment"].as_array().expect("environment").iter().filter_map(|e| e.as_str()).collect();
+    assert!(env.contains(&"CREST_INFO_TEST=hello world"), "environment as strings: {env:?}");
+    assert!(p["exe"].is_string() && p["cwd"].is_string(), "paths are strings");
+
+    // Damage one byte of page data: --verify must say so and exit 22.
+    let run = p["vmas"].as_array().expect("vmas").iter().flat_map(|m| m["pages"].as_array().cloned().unwrap_or_default()).next().expect("a page run");
+    let at = run["offset"].as_u64().expect("offset");
+    let mut bytes = std::fs::read(&img).expect("image");
+    bytes[at as usize + 100] ^= 0x5a;
+    std::fs::write(&img, &bytes).expect("write back");
+    let o = Command::new(exe("cr_info")).arg("--verify").arg(&img).output().expect("cr_info");
+    assert_eq!(o.status.code(), Some(libc::EINVAL), "a damaged image: {}", text(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("is good") && String::from_utf8_lossy(&o.stderr).contains("NOT a good image"), "{}", text(&o));
+}
+
+/// `cr_checkpoint -v` says in sentences what it will do and what it did, on stderr (stdout
+/// may be the image, with `--fd 1`), with sizes in the unit that fits.
+#[test]
+fn verbose_checkpoint_speaks_in_sentences() {
+    let d = Dir::new("verbose");
+    let img = d.0.join("img");
+    let (mut sh, pid, o) = checkpointed_shell(&d, &img, &["-v", "--pid", "--term"]);
+    let st = wait_child(&mut sh, std::time::Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "cr_checkpoint -v: {err}");
+    assert!(o.stdout.is_empty(), "nothing on stdout: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(err.contains(&format!("Checkpointing PID {pid} alone (all its threads) to {}", img.display())) && err.contains("Then it gets SIGTERM."), "{err}");
+    assert!(err.contains(&format!("Checkpointed PID {pid} to {}: ", img.display())) && err.contains("KiB of memory pages"), "{err}");
+    assert!(!err.contains("targetfile=") && !err.contains("scope=") && !err.contains(" 0 MiB"), "no debug dump: {err}");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGTERM), "--term was sent");
+}

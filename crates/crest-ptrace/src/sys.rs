@@ -527,3 +527,60 @@ pub fn link_fd(fd: i32, path: &std::path::Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A moment in local time (the `TZ` variable, else `/etc/localtime`), as `localtime_r` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTime {
+    /// Year, e.g. 2026.
+    pub year: i32,
+    /// Month, 1..=12.
+    pub month: u32,
+    /// Day of the month, 1..=31.
+    pub day: u32,
+    /// Hour, 0..=23.
+    pub hour: u32,
+    /// Minute, 0..=59.
+    pub minute: u32,
+    /// Second, 0..=60.
+    pub second: u32,
+    /// Seconds east of UTC.
+    pub offset: i64,
+    /// The zone's abbreviation ("UTC", "CET"), empty when unknown.
+    pub zone: String,
+}
+
+/// `secs` seconds since the epoch in local time; `None` when out of range.
+pub fn local_time(secs: i64) -> Option<LocalTime> {
+    let t: libc::time_t = secs;
+    // SAFETY: tm is plain data, filled by localtime_r below.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: tzset reads TZ and the zone files into libc's own state; it takes no arguments.
+    unsafe { tzset() };
+    // SAFETY: both pointers are valid for the call; localtime_r writes only into tm.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return None;
+    }
+    let zone = if tm.tm_zone.is_null() {
+        String::new()
+    } else {
+        // SAFETY: tm_zone points to a NUL-terminated name in libc's zone data, which lives
+        // as long as the process (it is replaced only by another tzset, not freed under us
+        // here: the name is copied at once).
+        unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }.to_string_lossy().into_owned()
+    };
+    Some(LocalTime {
+        year: tm.tm_year + 1900,
+        month: (tm.tm_mon + 1) as u32,
+        day: tm.tm_mday as u32,
+        hour: tm.tm_hour as u32,
+        minute: tm.tm_min as u32,
+        second: tm.tm_sec as u32,
+        offset: tm.tm_gmtoff,
+        zone,
+    })
+}
+
+extern "C" {
+    /// POSIX `tzset` (glibc), not declared by the `libc` crate for this target.
+    fn tzset();
+}
