@@ -584,3 +584,28 @@ extern "C" {
     /// POSIX `tzset` (glibc), not declared by the `libc` crate for this target.
     fn tzset();
 }
+
+/// Sends `sig` to the process behind `pidfd` (`pidfd_send_signal`): never to another process
+/// that took its PID after it ended.
+pub fn pidfd_send_signal(pidfd: i32, sig: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers (a null siginfo means "as kill() would").
+    if unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, std::ptr::null::<libc::siginfo_t>(), 0) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Like [`wait_signal`], and also returns the signal's `si_code` (`SI_USER` from `kill`,
+/// `SI_KERNEL` from the kernel, e.g. a terminal's ^C to its foreground process group).
+pub fn wait_signal_info(signals: &[i32]) -> (i32, i32) {
+    let set = sigset_of(signals);
+    loop {
+        // SAFETY: siginfo_t is plain data, filled by sigwaitinfo.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set and info are valid for the call.
+        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        if sig > 0 {
+            return (sig, info.si_code);
+        }
+    }
+}

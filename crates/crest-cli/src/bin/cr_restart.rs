@@ -1,7 +1,9 @@
 //! `cr_restart`: BLCR's restart command. It restores the image's process as its own child,
-//! stays in the foreground, forwards the signals it receives to it, and exits with its exit
-//! status or dies by the same signal. Options follow BLCR 0.8.6 (see the README).
+//! stays in the foreground, forwards the signals it receives to it (those that end a job, to
+//! every restored process: see [`forward`]), and exits with its exit status or dies by the
+//! same signal. Options follow BLCR 0.8.6 (see the README).
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use crest_cli::preflight::{self, Caller, Refusal};
@@ -108,17 +110,29 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
             started.elapsed().as_secs_f64() * 1e3
         );
     }
+    // Every restored process, the eldest first, by pidfd: a signal meant for one of them never
+    // reaches another process that took its PID after it ended.
+    let mut members: Vec<(i32, std::os::fd::OwnedFd)> = Vec::new();
+    for p in std::iter::once(pid).chain(restored.pids.iter().map(|&(_, new)| new).filter(|&p| p != pid)) {
+        if let Ok(fd) = sys::pidfd_open(p) {
+            members.push((p, fd));
+        }
+    }
     let signal = chosen_signal(m);
     if signal != 0 {
-        sys::kill(pid, signal).map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} after the restart: {e}", signal_name(signal))))?;
+        // As BLCR: every restored process gets it.
+        for (p, fd) in &members {
+            sys::pidfd_send_signal(fd.as_raw_fd(), signal)
+                .map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} to PID {p} after the restart: {e}", signal_name(signal))))?;
+        }
     }
     if let Some(code) = hook(m.get_one::<String>("run-on-success")) {
         std::process::exit(code);
     }
     let _ = say;
     std::thread::spawn(move || loop {
-        let sig = sys::wait_signal(&forwarded);
-        let _ = sys::kill(pid, sig);
+        let (sig, code) = sys::wait_signal_info(&forwarded);
+        forward(sig, code, &members);
         if [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
             let _ = sys::kill(std::process::id() as i32, libc::SIGSTOP);
         }
@@ -127,6 +141,31 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         Ok(ChildEnd::Exited(code)) => std::process::exit(code),
         Ok(ChildEnd::Signaled(sig)) => sys::die_by_signal(sig),
         Err(e) => Err(fail(libc::ECHILD, "perm", format!("waiting for the restored process {pid}: {e}"))),
+    }
+}
+
+/// Signals that end a job: passed on to every restored process, not only the eldest.
+const ENDING_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
+
+/// Passes on a signal that cr_restart received (`code` its `si_code`) to the restored
+/// processes `members` (the eldest first). As BLCR's cr_restart, every signal goes to the
+/// eldest; unlike it, the signals that end a job (SIGHUP, SIGINT, SIGQUIT, SIGTERM) also go to
+/// every other restored process, so that none is left running when cr_restart is told to end
+/// (with --restore-pgid or --restore-sid they are not in cr_restart's process group, where a
+/// signal to the group would have reached them). A signal the kernel sent to cr_restart's
+/// whole process group (a terminal's ^C, ^\, hang-up) already reached the restored
+/// processes in that group, and is not sent to them twice.
+fn forward(sig: i32, code: i32, members: &[(i32, std::os::fd::OwnedFd)]) {
+    let own_group = crest_proc::read(std::process::id() as i32, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()).map(|s| s.pgrp);
+    let group_of = |p: i32| crest_proc::read(p, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()).map(|s| s.pgrp);
+    for (i, (p, fd)) in members.iter().enumerate() {
+        if i > 0 && !ENDING_SIGNALS.contains(&sig) {
+            break;
+        }
+        if code == libc::SI_KERNEL && own_group.is_some() && group_of(*p) == own_group {
+            continue;
+        }
+        let _ = sys::pidfd_send_signal(fd.as_raw_fd(), sig);
     }
 }
 

@@ -169,6 +169,10 @@ fn extra(name: &str) -> Vec<(&'static str, Vec<Para>)> {
             ("SEE ALSO", vec![see_also(name)]),
         ],
         "cr_restart" => vec![
+            ("SIGNALS", vec![
+                text("cr_restart stays in the foreground as the parent of the eldest restored process. The signal chosen with --term, --kill, --signal and the like goes to every restored process, as in BLCR."),
+                text("A signal sent to cr_restart is passed on to the eldest restored process, as BLCR's cr_restart did (SIGTSTP, SIGTTIN and SIGTTOU also stop cr_restart). The signals that end a job, SIGHUP, SIGINT, SIGQUIT and SIGTERM, go to every restored process still alive, so that none is left running when cr_restart is told to end, even with --restore-pgid or --restore-sid (BLCR left the eldest's descendants running then). A signal the kernel sent to cr_restart's whole process group, such as a terminal's ^C, is not sent again to the restored processes in that group. SIGKILL cannot be passed on."),
+            ]),
             exit_status(name),
             ("ENVIRONMENT", vec![timing]),
             ("SEE ALSO", vec![see_also(name)]),
