@@ -65,7 +65,7 @@ pub fn checkpoint() -> Command {
         .arg(Arg::new("nosync").long("nosync").action(ArgAction::SetTrue).help("do not fsync"))
         .arg(Arg::new("time").short('t').long("time").value_name("SEC").value_parser(clap::value_parser!(u64)).help("give up after SEC seconds (0: no limit)"))
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
-        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("print progress"))
+        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("say what is saved, where and what happens after, then what was saved (on stderr)"))
         .arg(
             Arg::new("compress")
                 .short('z')
