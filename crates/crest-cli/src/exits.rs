@@ -60,7 +60,13 @@ pub const TABLE: &[Exit] = &[
         meaning: "Interrupted by SIGINT, SIGTERM, SIGHUP or SIGQUIT; the process was left running as it was.",
         commands: &[CK],
     },
-    Exit { code: 5, name: "EIO", meaning: "Any other failure; the message says what.", commands: &[CK, RS] },
+    Exit {
+        code: 5,
+        name: "EIO",
+        meaning: "Any other failure; the message says what. (A few rarer causes exit with their own errno value, as in BLCR: \
+                  20 ENOTDIR for a path that is not a directory any more, 12 ENOMEM, 10 ECHILD.)",
+        commands: &[CK, RS],
+    },
     Exit { code: 9, name: "EBADF", meaning: "The descriptor given with --fd is not open (for writing, or for reading).", commands: &[CK, RS] },
     Exit { code: 13, name: "EACCES", meaning: "Permission denied: the image cannot be created in that directory.", commands: &[CK] },
     Exit { code: 16, name: "EBUSY", meaning: "The saved PID is in use (try --no-restore-pid).", commands: &[RS] },

@@ -56,10 +56,11 @@ pub fn open_image(path: &str) -> Result<std::fs::File, String> {
 }
 
 /// The exit code for an image that was opened but cannot be used (see [`exits::TABLE`]):
-/// the errno of a read that failed, else EINVAL (not a valid image).
+/// the errno of a read that failed, else EINVAL (not a valid image; a read past the end of a
+/// truncated file, which has no errno, included).
 pub fn image_error_code(e: &crest_image::ImageError) -> i32 {
     match e {
-        crest_image::ImageError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
+        crest_image::ImageError::Io(io) => io.raw_os_error().unwrap_or(libc::EINVAL),
         _ => libc::EINVAL,
     }
 }

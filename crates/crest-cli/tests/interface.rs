@@ -169,9 +169,16 @@ fn exit_codes_follow_the_table() {
     let junk = d.0.join("junk");
     std::fs::write(&junk, b"this is not a crest image\n").expect("junk");
     let missing = d.0.join("missing");
+    let empty = d.0.join("empty");
+    std::fs::write(&empty, b"").expect("empty");
     let dir = d.0.to_string_lossy().into_owned();
     for name in ["cr_restart", "cr_info"] {
-        for (what, path, code) in [("a directory", dir.as_str(), 255), ("a missing file", missing.to_str().expect("utf8"), 255), ("not an image", junk.to_str().expect("utf8"), 22)] {
+        for (what, path, code) in [
+            ("a directory", dir.as_str(), 255),
+            ("a missing file", missing.to_str().expect("utf8"), 255),
+            ("not an image", junk.to_str().expect("utf8"), 22),
+            ("an empty file", empty.to_str().expect("utf8"), 22),
+        ] {
             let o = Command::new(exe(name)).arg(path).stdin(Stdio::null()).output().expect("runs");
             assert_eq!(o.status.code(), Some(code), "{name} of {what}: {}", text(&o));
             assert!(crest_cli::exits::of(name).any(|e| e.code == code), "{name} exits {code}: the table says so");
