@@ -36,11 +36,7 @@ pub fn offered(cmd: &Command) -> Command {
 fn help_and_version(cmd: Command, short_version: bool) -> Command {
     let version = Arg::new("version").long("version").action(ArgAction::Version).help("print the version");
     let version = if short_version { version.short('v').help("print the version (-v as in BLCR's cr_restart)") } else { version };
-    cmd.disable_help_flag(true)
-        .disable_version_flag(true)
-        .version(VERSION)
-        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"))
-        .arg(version)
+    cmd.disable_help_flag(true).disable_version_flag(true).version(VERSION).arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help")).arg(version)
 }
 
 /// `cr_checkpoint`'s options, as BLCR 0.8.6 spells them.

@@ -116,11 +116,7 @@ fn every_documented_option_works_and_every_refused_one_says_so() {
                     "cr_restart" | "cr_info" => vec![libc::EINVAL],
                     _ => vec![0, 1],
                 };
-                assert!(
-                    !said_refused && o.status.code().is_some_and(|c| expected.contains(&c)),
-                    "{name} {args:?}: documented as working, but exited {:?} (not one of {expected:?}): {out}",
-                    o.status
-                );
+                assert!(!said_refused && o.status.code().is_some_and(|c| expected.contains(&c)), "{name} {args:?}: documented as working, but exited {:?} (not one of {expected:?}): {out}", o.status);
             }
             checked += 1;
         }
@@ -198,14 +194,7 @@ fn exit_codes_follow_the_table() {
 fn checkpointed_shell(d: &Dir, img: &Path, args: &[&str]) -> (std::process::Child, i32, Output) {
     use std::os::unix::ffi::OsStrExt;
     let odd = std::ffi::OsStr::from_bytes(b"caf\xff");
-    let child = Command::new("sh")
-        .args(["-c", "read x", "arg0"])
-        .arg(odd)
-        .env("CREST_INFO_TEST", "hello world")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sh");
+    let child = Command::new("sh").args(["-c", "read x", "arg0"]).arg(odd).env("CREST_INFO_TEST", "hello world").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("sh");
     let pid = child.id() as i32;
     let t = std::time::Instant::now();
     while !std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("read") || w.contains("wait")) {

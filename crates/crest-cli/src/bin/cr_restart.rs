@@ -12,7 +12,6 @@ use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
 use crest_ptrace::sys::{self, ChildEnd};
 use crest_restore::{RestoreError, RestoreOptions};
 
-
 /// A failure: exit code, BLCR class for the hooks, message.
 struct Failure {
     code: i32,
@@ -103,12 +102,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     drop(img);
     let pid = restored.pid;
     if std::env::var_os("CREST_TIMING").is_some() {
-        eprintln!(
-            "crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}",
-            restored.page_bytes,
-            restored.remote_syscalls,
-            started.elapsed().as_secs_f64() * 1e3
-        );
+        eprintln!("crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}", restored.page_bytes, restored.remote_syscalls, started.elapsed().as_secs_f64() * 1e3);
     }
     // Every restored process, the eldest first, by pidfd: a signal meant for one of them never
     // reaches another process that took its PID after it ended.
@@ -122,8 +116,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     if signal != 0 {
         // As BLCR: every restored process gets it.
         for (p, fd) in &members {
-            sys::pidfd_send_signal(fd.as_raw_fd(), signal)
-                .map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} to PID {p} after the restart: {e}", signal_name(signal))))?;
+            sys::pidfd_send_signal(fd.as_raw_fd(), signal).map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} to PID {p} after the restart: {e}", signal_name(signal))))?;
         }
     }
     if let Some(code) = hook(m.get_one::<String>("run-on-success")) {

@@ -50,11 +50,7 @@ fn generate(out: &Path) -> std::io::Result<()> {
         let mut page = Vec::new();
         render_man(cmd.clone(), &mut page)?;
         write(&man.join(format!("{name}.1")), &page)?;
-        for (shell, dir, file) in [
-            (Shell::Bash, "bash", name.clone()),
-            (Shell::Zsh, "zsh", format!("_{name}")),
-            (Shell::Fish, "fish", format!("{name}.fish")),
-        ] {
+        for (shell, dir, file) in [(Shell::Bash, "bash", name.clone()), (Shell::Zsh, "zsh", format!("_{name}")), (Shell::Fish, "fish", format!("{name}.fish"))] {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut crest_cli::commands::offered(&cmd), name.as_str(), &mut buf);
             let d = out.join("completions").join(dir);
@@ -84,10 +80,7 @@ fn render_man(cmd: Command, w: &mut Vec<u8>) -> std::io::Result<()> {
     let hidden: Vec<String> = cmd.get_arguments().filter(|a| a.is_hide_set()).filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect();
     if !hidden.is_empty() {
         let at = sections.iter().position(|s| s.0 == "EXIT STATUS").unwrap_or(0);
-        sections.insert(
-            at,
-            ("COMPATIBILITY", vec![text(&format!("Accepted so that BLCR's scripts run, and without effect in crest: {}.", hidden.join(", ")))]),
-        );
+        sections.insert(at, ("COMPATIBILITY", vec![text(&format!("Accepted so that BLCR's scripts run, and without effect in crest: {}.", hidden.join(", ")))]));
     }
     for (heading, paragraphs) in sections {
         roff.control("SH", [heading]);
@@ -146,9 +139,7 @@ fn exit_status(name: &str) -> (&'static str, Vec<Para>) {
             item(&e.code.to_string(), &if e.name.is_empty() { meaning } else { format!("{}: {meaning}", e.name) })
         })
         .collect();
-    v.push(text(
-        "The four commands share one table of exit codes (BLCR's convention: 0, an errno value, 255 for a usage error); the README holds all of it.",
-    ));
+    v.push(text("The four commands share one table of exit codes (BLCR's convention: 0, an errno value, 255 for a usage error); the README holds all of it."));
     if name == "cr_restart" {
         v.push(text("A --run-on-* command that exits non-zero replaces the status with its own, as in BLCR."));
     }
