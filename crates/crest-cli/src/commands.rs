@@ -5,9 +5,38 @@ use clap::{Arg, ArgAction, Command};
 
 use crate::{signal_args, VERSION};
 
+/// The words an option's help starts with when the command accepts it but refuses to carry
+/// it out (it exits 22, EINVAL). Such an option is documented in `--help` and the man page,
+/// and shell completions do not offer it; every other documented option works.
+pub const NOT_IMPLEMENTED: &str = "not implemented";
+
 /// Every command, for generators.
 pub fn all() -> Vec<Command> {
     vec![checkpoint(), restart(), info(), check()]
+}
+
+/// Whether the help of `arg` says that the command refuses it ([`NOT_IMPLEMENTED`]).
+pub fn is_refused(arg: &Arg) -> bool {
+    arg.get_help().is_some_and(|h| h.to_string().contains(NOT_IMPLEMENTED))
+}
+
+/// `cmd` as shell completions offer it: only the options `--help` shows and that work (not
+/// the hidden ones kept for BLCR's scripts, not the refused ones).
+pub fn offered(cmd: &Command) -> Command {
+    // A command's name must live for ever; the four commands' names are a few bytes, once.
+    let name: &'static str = Box::leak(cmd.get_name().to_string().into_boxed_str());
+    let mut c = Command::new(name).disable_help_flag(true).disable_version_flag(true);
+    if let Some(about) = cmd.get_about() {
+        c = c.about(about.clone());
+    }
+    cmd.get_arguments().filter(|a| !a.is_hide_set() && !is_refused(a)).fold(c, |c, a| c.arg(a.clone()))
+}
+
+/// `-h`/`-?`/`--help` and `--version` (also `-v` where BLCR had it so), the same in every command.
+fn help_and_version(cmd: Command, short_version: bool) -> Command {
+    let version = Arg::new("version").long("version").action(ArgAction::Version).help("print the version");
+    let version = if short_version { version.short('v').help("print the version (-v as in BLCR's cr_restart)") } else { version };
+    cmd.disable_help_flag(true).disable_version_flag(true).version(VERSION).arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help")).arg(version)
 }
 
 /// `cr_checkpoint`'s options, as BLCR 0.8.6 spells them.
@@ -15,13 +44,11 @@ pub fn checkpoint() -> Command {
     let cmd = Command::new("cr_checkpoint")
         .about("Checkpoint a running process to a file")
         .override_usage("cr_checkpoint [options] ID")
-        .disable_version_flag(true)
-        .disable_help_flag(true)
         .arg(Arg::new("id").value_name("ID").required(true).value_parser(clap::value_parser!(i32)).help("PID (or PGID/SID with --pgid/--sid)"))
         .arg(Arg::new("tree").short('T').long("tree").action(ArgAction::SetTrue).help("ID is a PID: the process and all its descendants (the default)"))
         .arg(Arg::new("pid").short('p').long("pid").visible_alias("process").action(ArgAction::SetTrue).help("ID is a PID: that one process, all of its threads"))
-        .arg(Arg::new("pgid").short('g').long("pgid").visible_alias("group").action(ArgAction::SetTrue).help("ID is a process group (not supported yet)"))
-        .arg(Arg::new("sid").short('s').long("sid").visible_alias("session").action(ArgAction::SetTrue).help("ID is a session (not supported yet)"))
+        .arg(Arg::new("pgid").short('g').long("pgid").visible_alias("group").action(ArgAction::SetTrue).help("ID is a process group: every process in it"))
+        .arg(Arg::new("sid").short('s').long("sid").visible_alias("session").action(ArgAction::SetTrue).help("ID is a session: every process in it"))
         .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("write the image to FILE"))
         .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("write the image to the open descriptor FD"))
         .arg(Arg::new("cwd").short('c').long("cwd").action(ArgAction::SetTrue).help("write context.ID in the current directory (the default)"))
@@ -34,7 +61,7 @@ pub fn checkpoint() -> Command {
         .arg(Arg::new("nosync").long("nosync").action(ArgAction::SetTrue).help("do not fsync"))
         .arg(Arg::new("time").short('t').long("time").value_name("SEC").value_parser(clap::value_parser!(u64)).help("give up after SEC seconds (0: no limit)"))
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
-        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("print progress"))
+        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("say what is saved, where and what happens after, then what was saved (on stderr)"))
         .arg(
             Arg::new("compress")
                 .short('z')
@@ -51,10 +78,8 @@ pub fn checkpoint() -> Command {
                 .long("drop-unsupported")
                 .action(ArgAction::SetTrue)
                 .help("checkpoint even a process holding what crest cannot restore yet (sockets, terminals other than standard input, output and error, file locks, other devices): leave those out, restore each such descriptor as a closed socket, and list them in the image (cr_info); without it such a checkpoint is refused"),
-        )
-        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"))
-        .arg(Arg::new("version").long("version").action(ArgAction::Version).help("print the version"));
-    let cmd = signal_args(cmd);
+        );
+    let cmd = signal_args(help_and_version(cmd, false));
     let cmd = [
         ("save-exe", "save the executable's contents in the image"),
         ("save-private", "save the contents of private file mappings (the executable and libraries)"),
@@ -67,7 +92,6 @@ pub fn checkpoint() -> Command {
     ["ptraced-error", "ptraced-skip", "ptraced-allow", "ptracer-error", "ptracer-skip", "kmsg-none", "kmsg-error", "kmsg-warning"]
         .iter()
         .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
-        .version(VERSION)
 }
 
 /// `cr_restart`'s options, as BLCR 0.8.6 spells them.
@@ -75,17 +99,15 @@ pub fn restart() -> Command {
     let cmd = Command::new("cr_restart")
         .about("Restart a process from a checkpoint file")
         .override_usage("cr_restart [options] [FILE]")
-        .disable_version_flag(true)
-        .disable_help_flag(true)
         .arg(Arg::new("context").value_name("FILE").help("the checkpoint image"))
         .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("the checkpoint image"))
         .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("read the image from descriptor FD"))
-        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").hide(true))
+        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").help(format!("{NOT_IMPLEMENTED} (as in BLCR; exits 22): give the image as FILE")))
         .arg(Arg::new("restore-pid").long("restore-pid").action(ArgAction::SetTrue).help("give the process its saved PID (the default)"))
         .arg(Arg::new("no-restore-pid").long("no-restore-pid").action(ArgAction::SetTrue).help("give the process a new PID"))
-        .arg(Arg::new("restore-pgid").long("restore-pgid").action(ArgAction::SetTrue).help("restore the process group (not supported yet)"))
+        .arg(Arg::new("restore-pgid").long("restore-pgid").action(ArgAction::SetTrue).help("give the processes their saved process groups"))
         .arg(Arg::new("no-restore-pgid").long("no-restore-pgid").action(ArgAction::SetTrue).help("join cr_restart's process group (the default)"))
-        .arg(Arg::new("restore-sid").long("restore-sid").action(ArgAction::SetTrue).help("restore the session (not supported yet)"))
+        .arg(Arg::new("restore-sid").long("restore-sid").action(ArgAction::SetTrue).help("give the processes their saved sessions"))
         .arg(Arg::new("no-restore-sid").long("no-restore-sid").action(ArgAction::SetTrue).help("join cr_restart's session (the default)"))
         .arg(Arg::new("relocate").long("relocate").value_name("OLD=NEW").action(ArgAction::Append).help("paths under OLD are looked for under NEW (up to 16)"))
         .arg(Arg::new("run-on-success").long("run-on-success").value_name("CMD").help("run CMD after a successful restart"))
@@ -98,36 +120,33 @@ pub fn restart() -> Command {
         .arg(Arg::new("relaxed-stdio").long("relaxed-stdio").action(ArgAction::SetTrue).help(
             "hand cr_restart's standard input, output and error to the restored processes even where they are of another kind than at the checkpoint (a file where there was a terminal); by default such a restart is refused",
         ))
-        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
-        .arg(Arg::new("version").short('v').long("version").action(ArgAction::SetTrue).help("print the version"))
-        .arg(Arg::new("help").short('h').short_alias('?').long("help").action(ArgAction::Help).help("print this help"));
-    let cmd = signal_args(cmd);
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"));
+    let cmd = signal_args(help_and_version(cmd, true));
     ["omit-maybe", "omit-always", "omit-never", "kmsg-none", "kmsg-error", "kmsg-warning", "early-stop", "early-abrt"]
         .iter()
         .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
-        .version(VERSION)
 }
 
 /// `cr_info`'s options.
 pub fn info() -> Command {
-    Command::new("cr_info")
-        .about("Describe a crest checkpoint image")
-        .version(VERSION)
-        .arg(Arg::new("file").value_name("FILE").required(true))
+    let cmd = Command::new("cr_info").about("Describe a crest checkpoint image").override_usage("cr_info [options] FILE");
+    help_and_version(cmd, false)
+        .arg(Arg::new("file").value_name("FILE").required(true).help("the checkpoint image"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the whole metadata as JSON"))
         .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also check every page's checksum"))
 }
 
 /// `cr_check`'s options.
 pub fn check() -> Command {
-    Command::new("cr_check")
+    let cmd = Command::new("cr_check")
         .about("Report whether this kernel and these privileges allow checkpoint and restart")
         .long_about(
             "Report whether this kernel and these privileges allow checkpoint and restart. Each check prints OK, WARN or MISSING \
              and, when something is missing, what to change. The checks run as the calling user: run cr_check as the user who \
              will run cr_checkpoint and cr_restart.",
         )
-        .version(VERSION)
+        .override_usage("cr_check [options]");
+    help_and_version(cmd, false)
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing; the exit status tells"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the results as JSON"))
 }

@@ -1,15 +1,88 @@
-//! What the crest commands share: BLCR's after-action signal flags, version strings and the
-//! user-facing error sentence.
+//! What the crest commands share: their option definitions, argument parsing (help, version
+//! and usage errors alike in every command), BLCR's after-action signal flags, the table of
+//! exit codes, and the user-facing error sentence.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 pub mod commands;
+pub mod exits;
 pub mod preflight;
 
 /// The version the commands print.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Parses the command line with `cmd`, the same way in every command: `--help` prints the
+/// usage on stdout and exits 0, `--version` prints `NAME version VERSION` (BLCR's words) and
+/// exits 0, and a usage error prints the usage on stderr (nothing with `-q`) and exits
+/// [`exits::USAGE`] (255, as BLCR's commands).
+pub fn parse_args(cmd: Command) -> ArgMatches {
+    parse_from(cmd, std::env::args_os())
+}
+
+/// [`parse_args`] over the arguments `args` (the first one is the command's name).
+pub fn parse_from(cmd: Command, args: impl IntoIterator<Item = std::ffi::OsString>) -> ArgMatches {
+    let name = cmd.get_name().to_string();
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    match cmd.try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp => e.exit(),
+            clap::error::ErrorKind::DisplayVersion => {
+                println!("{name} version {VERSION}");
+                std::process::exit(0)
+            }
+            _ => {
+                let quiet = args.iter().skip(1).any(|a| a == "-q" || a == "--quiet");
+                if !quiet {
+                    let _ = e.print();
+                }
+                std::process::exit(exits::USAGE)
+            }
+        },
+    }
+}
+
+/// Opens the image `path` for reading, as `cr_restart` and `cr_info` do. A file that cannot
+/// be opened, or a directory, is refused with a sentence; the caller exits [`exits::USAGE`],
+/// as BLCR's `cr_restart` did for a missing or unreadable file.
+pub fn open_image(path: &str) -> Result<std::fs::File, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{path}: cannot open the image: {e}"))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(format!("{path} is a directory, not a checkpoint image"));
+    }
+    Ok(f)
+}
+
+/// The exit code for an image that was opened but cannot be used (see [`exits::TABLE`]):
+/// the errno of a read that failed, else EINVAL (not a valid image; a read past the end of a
+/// truncated file, which has no errno, included).
+pub fn image_error_code(e: &crest_image::ImageError) -> i32 {
+    match e {
+        crest_image::ImageError::Io(io) => io.raw_os_error().unwrap_or(libc::EINVAL),
+        _ => libc::EINVAL,
+    }
+}
+
+/// A size for people: bytes below 1 KiB, then KiB, MiB, GiB with one decimal where it helps.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 && v.fract() != 0.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
 
 /// BLCR's after-action flags, in the order they are declared.
 const SIGNAL_FLAGS: &[(&str, i32, &str)] = &[

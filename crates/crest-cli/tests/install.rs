@@ -82,13 +82,16 @@ fn install_check_checkpoint_restart_uninstall() {
         let zsh = read(format!("share/zsh/site-functions/_{name}"));
         let fish = read(format!("share/fish/vendor_completions.d/{name}.fish"));
         assert!(man.contains(".SH \"EXIT STATUS\"") || man.contains(".SH EXIT STATUS"), "{name}.1 has an EXIT STATUS section");
-        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        for arg in cmd.get_arguments() {
             if let Some(long) = arg.get_long() {
                 let flag = format!("--{long}");
-                assert!(man.contains(&flag), "{name}.1 documents {flag}");
-                assert!(bash.contains(&flag), "bash completion of {name} offers {flag}");
-                assert!(zsh.contains(&flag), "zsh completion of {name} offers {flag}");
-                assert!(fish.contains(&format!("-l {long}")), "fish completion of {name} offers {flag}");
+                let word = |s: &str| s.split(|c: char| !(c.is_alphanumeric() || c == '-')).any(|w| w == flag);
+                assert!(man.contains(&flag), "{name}.1 documents {flag} (hidden ones under COMPATIBILITY)");
+                // Completions offer what --help shows and works: not a refused or a hidden option.
+                let offered = !arg.is_hide_set() && !crest_cli::commands::is_refused(arg);
+                assert_eq!(word(&bash), offered, "bash completion of {name} offers {flag}: {offered}");
+                assert_eq!(word(&zsh), offered, "zsh completion of {name} offers {flag}: {offered}");
+                assert_eq!(fish.contains(&format!("-l {long} ")) || fish.contains(&format!("-l {long}\n")), offered, "fish completion of {name} offers {flag}: {offered}");
             }
         }
     }

@@ -264,3 +264,100 @@ fn fifo_between_parent_and_child() {
     let (st, out) = round_trip_verify(&d, &prog, &[dir.as_str()], "ready", Duration::from_secs(60));
     assert!(st.success() && out.contains("PASS"), "fifo after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }
+
+/// Checkpoints (with --kill) a session of bash running `sleep 1000 | cat`, restarts it with
+/// `--restore-pgid --restore-sid` (as root: outside cr_restart's group) and `args`; returns
+/// the reaper running cr_restart, cr_restart's PID and the restored PIDs (none when cr_restart
+/// ended first), and the saved PIDs. All are in `procs`.
+fn restored_session(d: &Dir, procs: &mut Procs, args: &[&str]) -> (i32, i32, Vec<i32>, Vec<i32>) {
+    let killafter = build_killafter(d);
+    let orig = under_reaper(&killafter, &d.0, &["setsid", "bash", "-c", "sleep 1000 | cat; echo done"], Stdio::null());
+    let orig_pid = procs.add(orig);
+    let t = Instant::now();
+    let bash = loop {
+        if let Some(b) = child_of(orig_pid).filter(|&b| descendants(b).len() >= 2) {
+            break b;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "bash did not start sleep and cat");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut saved = vec![bash];
+    saved.extend(descendants(bash));
+    procs.pids.extend(&saved);
+    let (_, _, sid) = ids(bash).expect("bash");
+    let img = d.0.join("img");
+    checkpoint(&["--sid", "--kill"], &img, sid);
+    let mut orig = procs.take(orig_pid);
+    let _ = wait_child(&mut orig, Duration::from_secs(20));
+    procs.pids.clear();
+
+    let mut all: Vec<&str> = if is_root() { vec!["--restore-pgid", "--restore-sid"] } else { vec![] };
+    all.extend(args);
+    let rs = restart(&killafter, &d.0, &img, &all);
+    let rs_pid = procs.add(rs);
+    let t = Instant::now();
+    loop {
+        if let Some(cr) = child_of(rs_pid) {
+            let below = descendants(cr);
+            if below.len() >= 3 {
+                procs.pids.extend(&below);
+                return (rs_pid, cr, below, saved);
+            }
+        }
+        if procs.children.iter_mut().find(|c| c.id() as i32 == rs_pid).is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+            return (rs_pid, 0, Vec::new(), saved);
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the tree was not restored");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until the reaper `rs_pid` ends, which it does once cr_restart and every restored
+/// process have ended; panics naming those left running.
+fn all_end(procs: &mut Procs, rs_pid: i32, restored: &[i32], what: &str) {
+    let mut rs = procs.take(rs_pid);
+    let t = Instant::now();
+    while rs.try_wait().expect("try_wait").is_none() {
+        if t.elapsed() > Duration::from_secs(10) {
+            let left: Vec<String> = restored
+                .iter()
+                .filter(|&&p| proc_state(p).is_some_and(|s| s.0 != 'Z'))
+                .map(|p| format!("{p} {:?}", std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim()))
+                .collect();
+            procs.reapers.push(rs);
+            panic!("{what}: restored processes are left running: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    procs.pids.clear();
+    let left: Vec<i32> = restored.iter().copied().filter(|&p| proc_state(p).is_some()).collect();
+    assert!(left.is_empty(), "{what}: restored processes left: {left:?}");
+}
+
+/// SIGTERM sent to cr_restart ends the whole restored tree, not only its eldest process (bash):
+/// `sleep` and `cat`, restored outside cr_restart's process group, get it too.
+#[test]
+fn sigterm_to_cr_restart_ends_every_restored_process() {
+    let d = Dir::new("sigterm-tree");
+    let mut procs = Procs::default();
+    let (rs_pid, cr, restored, _) = restored_session(&d, &mut procs, &[]);
+    assert!(cr != 0, "the tree was restored");
+    if is_root() {
+        let (_, pgid, _) = ids(cr).expect("cr_restart");
+        assert!(restored.iter().all(|&p| ids(p).is_some_and(|i| i.1 != pgid)), "the restored processes are outside cr_restart's group");
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(cr.to_string()).status();
+    all_end(&mut procs, rs_pid, &restored, "after SIGTERM to cr_restart");
+}
+
+/// `cr_restart --term` sends SIGTERM to every restored process, as BLCR's did.
+#[test]
+fn after_restart_signal_reaches_every_restored_process() {
+    let d = Dir::new("term-tree");
+    let mut procs = Procs::default();
+    let (rs_pid, _, restored, saved) = restored_session(&d, &mut procs, &["--term"]);
+    // As root the restored processes have their saved PIDs, whether or not they were seen.
+    let restored = if is_root() { saved } else { restored };
+    procs.pids.extend(&restored);
+    all_end(&mut procs, rs_pid, &restored, "after cr_restart --term");
+}

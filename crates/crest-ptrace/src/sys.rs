@@ -613,8 +613,9 @@ pub fn timerfd_settime(fd: i32, flags: i32, value_ns: u64, interval_ns: u64) -> 
 /// Sets the number of expirations a timerfd has not yet reported (`TFD_IOC_SET_TICKS`, a
 /// `CONFIG_CHECKPOINT_RESTORE` ioctl).
 pub fn timerfd_set_ticks(fd: i32, ticks: u64) -> std::io::Result<()> {
-    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400; // _IOW('T', 0, u64)
-                                                          // SAFETY: the ioctl reads one u64 from the pointer, which points at ticks.
+    // _IOW('T', 0, u64)
+    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+    // SAFETY: the ioctl reads one u64 from the pointer, which points at ticks.
     if unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks as *const u64) } == -1 {
         return Err(std::io::Error::last_os_error());
     }
@@ -699,4 +700,86 @@ pub fn bytes_readable(fd: i32) -> std::io::Result<i32> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(n)
+}
+
+/// A moment in local time (the `TZ` variable, else `/etc/localtime`), as `localtime_r` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTime {
+    /// Year, e.g. 2026.
+    pub year: i32,
+    /// Month, 1..=12.
+    pub month: u32,
+    /// Day of the month, 1..=31.
+    pub day: u32,
+    /// Hour, 0..=23.
+    pub hour: u32,
+    /// Minute, 0..=59.
+    pub minute: u32,
+    /// Second, 0..=60.
+    pub second: u32,
+    /// Seconds east of UTC.
+    pub offset: i64,
+    /// The zone's abbreviation ("UTC", "CET"), empty when unknown.
+    pub zone: String,
+}
+
+/// `secs` seconds since the epoch in local time; `None` when out of range.
+pub fn local_time(secs: i64) -> Option<LocalTime> {
+    let t: libc::time_t = secs;
+    // SAFETY: tm is plain data, filled by localtime_r below.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: tzset reads TZ and the zone files into libc's own state; it takes no arguments.
+    unsafe { tzset() };
+    // SAFETY: both pointers are valid for the call; localtime_r writes only into tm.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return None;
+    }
+    let zone = if tm.tm_zone.is_null() {
+        String::new()
+    } else {
+        // SAFETY: tm_zone points to a NUL-terminated name in libc's zone data, which lives
+        // as long as the process (it is replaced only by another tzset, not freed under us
+        // here: the name is copied at once).
+        unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }.to_string_lossy().into_owned()
+    };
+    Some(LocalTime {
+        year: tm.tm_year + 1900,
+        month: (tm.tm_mon + 1) as u32,
+        day: tm.tm_mday as u32,
+        hour: tm.tm_hour as u32,
+        minute: tm.tm_min as u32,
+        second: tm.tm_sec as u32,
+        offset: tm.tm_gmtoff,
+        zone,
+    })
+}
+
+extern "C" {
+    /// POSIX `tzset` (glibc), not declared by the `libc` crate for this target.
+    fn tzset();
+}
+
+/// Sends `sig` to the process behind `pidfd` (`pidfd_send_signal`): never to another process
+/// that took its PID after it ended.
+pub fn pidfd_send_signal(pidfd: i32, sig: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers (a null siginfo means "as kill() would").
+    if unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, std::ptr::null::<libc::siginfo_t>(), 0) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Like [`wait_signal`], and also returns the signal's `si_code` (`SI_USER` from `kill`,
+/// `SI_KERNEL` from the kernel, e.g. a terminal's ^C to its foreground process group).
+pub fn wait_signal_info(signals: &[i32]) -> (i32, i32) {
+    let set = sigset_of(signals);
+    loop {
+        // SAFETY: siginfo_t is plain data, filled by sigwaitinfo.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set and info are valid for the call.
+        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        if sig > 0 {
+            return (sig, info.si_code);
+        }
+    }
 }

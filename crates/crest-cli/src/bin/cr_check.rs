@@ -9,7 +9,7 @@
 //! fails with `EEXIST` when PIDs may be chosen, `EPERM` when not, and creates nothing); the
 //! other interfaces are called in ways that change nothing. Each line is OK, WARN (works, with
 //! a limit, or a feature for later is unavailable) or MISSING (checkpoint or restart cannot
-//! work), with what to change. Exit status 0 when nothing is MISSING, 1 otherwise, 2 for a
+//! work), with what to change. Exit status 0 when nothing is MISSING, 1 otherwise, 255 for a
 //! usage error.
 use std::fmt::Write as _;
 use std::os::fd::AsRawFd;
@@ -123,7 +123,7 @@ fn cap_names(caps: u64) -> String {
 }
 
 fn main() {
-    let m = crest_cli::commands::check().get_matches();
+    let m = crest_cli::parse_args(crest_cli::commands::check());
     let env = Env::read();
     let (release, _) = sys::uname();
     let checks = run_checks(&env, &release);

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
-use crest_cli::{chosen_signal, last_given, signal_name, Say, VERSION};
+use crest_cli::{chosen_signal, last_given, signal_name, Say};
 use crest_dump::DumpError;
 use crest_ptrace::sys::{self, ChildEnd, Forked};
 
@@ -42,22 +42,7 @@ enum Dest {
 }
 
 fn main() {
-    let m = match crest_cli::commands::checkpoint().try_get_matches() {
-        Ok(m) => m,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
-            if e.kind() == clap::error::ErrorKind::DisplayVersion {
-                println!("cr_checkpoint version {VERSION}");
-                std::process::exit(0);
-            }
-            e.exit()
-        }
-        Err(e) => {
-            if !std::env::args().any(|a| a == "-q" || a == "--quiet") {
-                let _ = e.print();
-            }
-            std::process::exit(255)
-        }
-    };
+    let m = crest_cli::parse_args(crest_cli::commands::checkpoint());
     let say = Say { quiet: m.get_flag("quiet") };
     let id = *m.get_one::<i32>("id").expect("required by clap");
     // Blocked before the fork: the worker inherits them blocked and takes them with sigwait.
@@ -166,7 +151,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
     let mut unnamed = false;
     let (file, shown): (File, String) = match &dest {
         Dest::Fd(fd) => {
-            let f = File::from(crest_cli_fd(*fd).map_err(|e| (e.raw_os_error().unwrap_or(libc::EBADF), format!("descriptor {fd}: {e}")))?);
+            let f = File::from(crest_cli_fd(*fd).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) | None => (libc::EBADF, format!("descriptor {fd} is not open")),
+                Some(code) => (code, format!("descriptor {fd}: {e}")),
+            })?);
             (f, format!("<fd{fd}>"))
         }
         Dest::Atomic { tmp, path, .. } => {
@@ -182,7 +170,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         Dest::Direct { path } => (open_new(path, mode == "noclobber", true).map_err(|e| open_error(e, path))?, path.display().to_string()),
     };
     if verbose {
-        println!("targetfile='{shown}', scope={}, signal={signal}", scope.name());
+        eprintln!("{}", plan_sentence(pid, scope, &dest, &shown, sync, signal));
     }
     let cleanup = |dest: &Dest| match dest {
         Dest::Atomic { tmp, .. } if !unnamed => {
@@ -264,10 +252,11 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
     }
     let kill = signal == libc::SIGKILL;
     let pids = frozen.pids();
+    let saved = pids.len();
     frozen.release(kill).map_err(|e| (libc::EIO, format!("the image {shown} was written, but letting PID {pid} go failed: {e}")))?;
     if signal != 0 && !kill {
         // As BLCR: every process of the scope gets the signal.
-        for p in pids {
+        for &p in &pids {
             crest_ptrace::sys::kill(p, signal).map_err(|e| (libc::ESRCH, format!("sending {} to PID {p} after the checkpoint: {e}", signal_name(signal))))?;
         }
     }
@@ -283,8 +272,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
     if verbose {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "checkpointed PID {pid} to {shown}: {} MiB of pages in {} mappings, {} remote syscalls, frozen {:.1} ms, total {:.1} ms",
-            stats.page_bytes >> 20,
+            "Checkpointed {} to {shown}: {} of memory pages from {} mappings ({} system calls made inside the processes). \
+             The processes were frozen for {:.1} ms; the checkpoint took {:.1} ms in all.",
+            if saved == 1 { format!("PID {pid}") } else { format!("{saved} processes") },
+            crest_cli::human_bytes(stats.page_bytes),
             stats.vmas,
             stats.remote_syscalls,
             stats.frozen_secs * 1e3,
@@ -292,6 +283,34 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         );
     }
     Ok(())
+}
+
+/// What `-v` says before the checkpoint: what is saved, where, how, and what happens after.
+fn plan_sentence(pid: i32, scope: crest_dump::Scope, dest: &Dest, shown: &str, sync: bool, signal: i32) -> String {
+    let what = match scope {
+        crest_dump::Scope::Tree => format!("PID {pid} and all its descendants"),
+        crest_dump::Scope::Pid => format!("PID {pid} alone (all its threads)"),
+        crest_dump::Scope::Pgid => format!("every process of process group {pid}"),
+        crest_dump::Scope::Sid => format!("every process of session {pid}"),
+    };
+    let how = match dest {
+        Dest::Atomic { backup: Some(Some(b)), .. } => format!("{shown}, under a temporary name until it is whole (an existing {shown} is kept as {b})"),
+        Dest::Atomic { backup: Some(None), .. } => format!("{shown}, under a temporary name until it is whole (an existing {shown} is kept as {shown}.~N~)"),
+        Dest::Atomic { .. } => format!("{shown}, under a temporary name until it is whole"),
+        Dest::Direct { .. } => format!("{shown}, directly"),
+        Dest::Fd(fd) => format!("descriptor {fd}"),
+    };
+    let synced = if sync && !matches!(dest, Dest::Fd(_)) { ", synced to disk" } else { "" };
+    let one = matches!(scope, crest_dump::Scope::Pid);
+    let after = match (signal, one) {
+        (0, true) => "It runs on afterwards.".to_string(),
+        (0, false) => "They run on afterwards.".to_string(),
+        (libc::SIGKILL, true) => "Then it is killed (SIGKILL).".to_string(),
+        (libc::SIGKILL, false) => "Then they are killed (SIGKILL).".to_string(),
+        (s, true) => format!("Then it gets {}.", signal_name(s)),
+        (s, false) => format!("Then each of them gets {}.", signal_name(s)),
+    };
+    format!("Checkpointing {what} to {how}{synced}. {after}")
 }
 
 /// `freeze` (which seizes `pid`), once more if it was refused while another tracer (a

@@ -1,52 +1,164 @@
 //! `cr_info`: what a checkpoint image holds, for people (default) or tools (`--json`). The
-//! image is checked as `cr_restart` would check it; `--verify` also reads every page.
+//! image is checked as `cr_restart` would check it; `--verify` also reads every page and ends
+//! with a line that says what it checked and that the image is good (or exits 22).
+//!
+//! Dates are local (`TZ`): readable in the text, ISO 8601 in `--json` (with `time_unix`).
+//! In `--json` the command line and the environment are lists of strings; an argument or
+//! variable that is not UTF-8 is `{"non_utf8_bytes": [...]}`. Paths are strings.
 use crest_image::{FdKind, ImageFile, SpecialArea, VmaBacking};
 use crest_kinds::memory::describe;
 
 fn main() {
-    let m = crest_cli::commands::info().get_matches();
+    let m = crest_cli::parse_args(crest_cli::commands::info());
     let path = m.get_one::<String>("file").expect("required");
-    let img = match ImageFile::open(std::path::Path::new(path)) {
-        Ok(i) => i,
+    let file = crest_cli::open_image(path).unwrap_or_else(|msg| {
+        eprintln!("cr_info: {msg}");
+        std::process::exit(crest_cli::exits::USAGE)
+    });
+    let img = ImageFile::from_file(file).unwrap_or_else(|e| {
+        eprintln!("cr_info: {path}: {e}");
+        std::process::exit(crest_cli::image_error_code(&e))
+    });
+    let verified = m.get_flag("verify").then(|| match img.verify_pages(2) {
+        Ok(()) => Verified::of(&img),
         Err(e) => {
             eprintln!("cr_info: {path}: {e}");
-            std::process::exit(1);
+            eprintln!("cr_info: {path} is NOT a good image: it must not be restarted");
+            std::process::exit(crest_cli::image_error_code(&e));
         }
-    };
-    if m.get_flag("verify") {
-        if let Err(e) = img.verify_pages(2) {
-            eprintln!("cr_info: {path}: {e}");
-            std::process::exit(1);
-        }
-    }
-    if m.get_flag("json") {
-        match serde_json::to_string_pretty(&img.image) {
-            Ok(s) => {
-                let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{s}\n").as_bytes());
-            }
+    });
+    let out = if m.get_flag("json") {
+        let mut v = match serde_json::to_value(&img.image) {
+            Ok(v) => v,
             Err(e) => {
                 eprintln!("cr_info: {path}: {e}");
-                std::process::exit(1);
+                std::process::exit(libc::EIO);
             }
+        };
+        for_people(&mut v, &img);
+        if let Some(ver) = &verified {
+            v["verified"] = serde_json::json!({ "page_runs": ver.runs, "page_bytes": ver.bytes, "processes": ver.processes, "good": true });
         }
-        return;
-    }
-    let mut out = String::new();
-    describe_image(&mut out, path, &img);
+        format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+    } else {
+        let mut out = String::new();
+        describe_image(&mut out, path, &img);
+        if let Some(ver) = &verified {
+            out.push_str(&format!(
+                "\nverified: the header, the section table, every metadata record and all {} of page data ({} in the image) of {}: every checksum matches; the image is good\n",
+                plural(ver.runs, "run"),
+                crest_cli::human_bytes(ver.bytes),
+                plural(ver.processes, "process")
+            ));
+        }
+        out
+    };
     // A closed pipe (`cr_info ... | head`) is not an error worth a message.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+}
+
+/// `n thing(s)`.
+fn plural(n: usize, thing: &str) -> String {
+    match (n, thing.ends_with('s')) {
+        (1, _) => format!("1 {thing}"),
+        (_, true) => format!("{n} {thing}es"),
+        _ => format!("{n} {thing}s"),
+    }
+}
+
+/// What `--verify` checked.
+struct Verified {
+    runs: usize,
+    bytes: u64,
+    processes: usize,
+}
+
+impl Verified {
+    fn of(img: &ImageFile) -> Verified {
+        let runs = img.runs();
+        Verified { runs: runs.len(), bytes: runs.iter().map(|(_, r)| r.stored_len()).sum(), processes: img.image.processes.len() }
+    }
+}
+
+/// `time` as a readable local date: `2026-12-04 03:31:39 UTC`; ISO 8601 with `iso`.
+fn date(time: u64, iso: bool) -> String {
+    let Some(t) = i64::try_from(time).ok().and_then(crest_ptrace::sys::local_time) else { return format!("{time} (unix time)") };
+    let off = t.offset.unsigned_abs();
+    let sign = if t.offset < 0 { '-' } else { '+' };
+    if iso {
+        format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}", t.year, t.month, t.day, t.hour, t.minute, t.second, off / 3600, off / 60 % 60)
+    } else {
+        let zone = if t.zone.is_empty() { format!("{sign}{:02}{:02}", off / 3600, off / 60 % 60) } else { t.zone };
+        format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} {zone}", t.year, t.month, t.day, t.hour, t.minute, t.second)
+    }
+}
+
+/// NUL-separated strings, each as a JSON string, or where it is not UTF-8 as
+/// `{"non_utf8_bytes": [...]}`.
+fn strings(bytes: &[u8]) -> serde_json::Value {
+    let mut parts: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
+    if parts.last().is_some_and(|l| l.is_empty()) {
+        parts.pop();
+    }
+    parts
+        .into_iter()
+        .map(|a| match std::str::from_utf8(a) {
+            Ok(s) => serde_json::Value::String(s.to_string()),
+            Err(_) => serde_json::json!({ "non_utf8_bytes": a }),
+        })
+        .collect()
+}
+
+/// The JSON of the image, with what people read as text: the time as an ISO 8601 date (and
+/// `time_unix`), each process's command line and environment as lists of strings.
+fn for_people(v: &mut serde_json::Value, img: &ImageFile) {
+    v["time_unix"] = img.image.time.into();
+    v["time"] = date(img.image.time, true).into();
+    for (i, p) in img.image.processes.iter().enumerate() {
+        let pv = &mut v["processes"][i];
+        pv["cmdline"] = strings(&p.cmdline);
+        pv["environment"] = environment(img, p).map_or(serde_json::Value::Null, |e| strings(&e));
+    }
+}
+
+/// The environment strings of `p` (`mm.env_start..env_end`, as `/proc/PID/environ` shows
+/// them), read from the saved pages; `None` for a zombie or when they were not saved.
+fn environment(img: &ImageFile, p: &crest_image::Process) -> Option<Vec<u8>> {
+    let (start, end) = (p.mm.env_start, p.mm.env_end);
+    if p.exit_status.is_some() || end <= start || end - start > 1 << 20 {
+        return None;
+    }
+    let vma = p.vmas.iter().find(|v| v.start <= start && end <= v.end)?;
+    let mut out = vec![0u8; (end - start) as usize];
+    let mut covered = 0;
+    for r in vma.pages.iter().filter(|r| r.vaddr < end && start < r.vaddr + r.len) {
+        let data = if r.zlen == 0 {
+            let mut b = vec![0u8; r.len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&img.file, &mut b, r.offset).ok()?;
+            b
+        } else {
+            let mut packed = vec![0u8; r.zlen as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&img.file, &mut packed, r.offset).ok()?;
+            zstd::bulk::decompress(&packed, r.len as usize).ok()?
+        };
+        let (from, to) = (start.max(r.vaddr), end.min(r.vaddr + r.len));
+        out[(from - start) as usize..(to - start) as usize].copy_from_slice(data.get((from - r.vaddr) as usize..(to - r.vaddr) as usize)?);
+        covered += to - from;
+    }
+    (covered > 0).then_some(out)
 }
 
 fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
     use std::fmt::Write;
     let i = &img.image;
-    let _ = writeln!(o, "image:    {path} ({} bytes, format {}.{}, written by {})", img.len, img.header.major, img.header.minor, i.tool);
-    let _ = writeln!(o, "taken:    on {} (Linux {}), at {} (unix time), scope {}", i.host, i.kernel, i.time, i.scope);
+    let size = crest_cli::human_bytes;
+    let _ = writeln!(o, "image:    {path} ({}, format {}.{}, written by {})", size(img.len), img.header.major, img.header.minor, i.tool);
+    let _ = writeln!(o, "taken:    {} on {} (Linux {}), scope {}", date(i.time, false), i.host, i.kernel, i.scope);
     let (plain, stored) = (i.page_bytes(), i.stored_page_bytes());
     if stored == plain {
-        let _ = writeln!(o, "pages:    {plain} bytes");
+        let _ = writeln!(o, "pages:    {}", size(plain));
     } else {
-        let _ = writeln!(o, "pages:    {plain} bytes, stored in {stored} (zstd, {:.2}x)", plain as f64 / stored.max(1) as f64);
+        let _ = writeln!(o, "pages:    {}, stored in {} (zstd, {:.2}x)", size(plain), size(stored), plain as f64 / stored.max(1) as f64);
     }
     for p in &i.processes {
         let cmd: Vec<String> = p.cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();

@@ -1,11 +1,13 @@
 //! `cr_restart`: BLCR's restart command. It restores the image's process as its own child,
-//! stays in the foreground, forwards the signals it receives to it, and exits with its exit
-//! status or dies by the same signal. Options follow BLCR 0.8.6 (see the README).
+//! stays in the foreground, forwards the signals it receives to it (those that end a job, to
+//! every restored process: see [`forward`]), and exits with its exit status or dies by the
+//! same signal. Options follow BLCR 0.8.6 (see the README).
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use crest_cli::preflight::{self, Caller, Refusal};
-use crest_cli::{chosen_signal, last_given, signal_name, Say, VERSION};
+use crest_cli::{chosen_signal, exits, last_given, signal_name, Say};
 use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
 use crest_ptrace::sys::{self, ChildEnd};
 use crest_restore::{RestoreError, RestoreOptions};
@@ -28,20 +30,7 @@ fn hook(cmd: Option<&String>) -> Option<i32> {
 }
 
 fn main() {
-    let m = match crest_cli::commands::restart().try_get_matches() {
-        Ok(m) => m,
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.exit(),
-        Err(e) => {
-            if !std::env::args().any(|a| a == "-q" || a == "--quiet") {
-                let _ = e.print();
-            }
-            std::process::exit(255)
-        }
-    };
-    if m.get_flag("version") {
-        println!("cr_restart version {VERSION}");
-        return;
-    }
+    let m = crest_cli::parse_args(crest_cli::commands::restart());
     let say = Say { quiet: m.get_flag("quiet") };
     match run(&m, &say) {
         Ok(never) => match never {},
@@ -64,17 +53,17 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     let started = std::time::Instant::now();
     let sources = ["context", "file", "fd", "dir"].iter().filter(|s| m.contains_id(s)).count();
     if sources != 1 {
-        return Err(fail(255, "args", "give exactly one image: FILE, --file FILE or --fd FD"));
+        return Err(fail(exits::USAGE, "args", "give exactly one image: FILE, --file FILE or --fd FD"));
     }
     if m.contains_id("dir") {
         return Err(fail(libc::EINVAL, "args", "--dir is not implemented (as in BLCR); give the image file"));
     }
     let relocs = parse_relocations(m.get_many::<String>("relocate").map(|v| v.cloned().collect()).unwrap_or_default())?;
     let (file, shown) = if let Some(&fd) = m.get_one::<i32>("fd") {
-        (File::open(format!("/proc/self/fd/{fd}")).map_err(|e| fail(255, "args", format!("descriptor {fd}: {e}")))?, format!("<fd{fd}>"))
+        (File::open(format!("/proc/self/fd/{fd}")).map_err(|_| fail(libc::EBADF, "args", format!("descriptor {fd} is not open")))?, format!("<fd{fd}>"))
     } else {
         let p = m.get_one::<String>("context").or(m.get_one::<String>("file")).expect("one source");
-        (File::open(p).map_err(|e| fail(255, "args", format!("{p}: {e}")))?, p.clone())
+        (crest_cli::open_image(p).map_err(|msg| fail(exits::USAGE, "args", msg))?, p.clone())
     };
     // Restore reads page data at offsets: an image arriving through a pipe or socket is first
     // copied into memory.
@@ -116,17 +105,28 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!("crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}", restored.page_bytes, restored.remote_syscalls, started.elapsed().as_secs_f64() * 1e3);
     }
+    // Every restored process, the eldest first, by pidfd: a signal meant for one of them never
+    // reaches another process that took its PID after it ended.
+    let mut members: Vec<(i32, std::os::fd::OwnedFd)> = Vec::new();
+    for p in std::iter::once(pid).chain(restored.pids.iter().map(|&(_, new)| new).filter(|&p| p != pid)) {
+        if let Ok(fd) = sys::pidfd_open(p) {
+            members.push((p, fd));
+        }
+    }
     let signal = chosen_signal(m);
     if signal != 0 {
-        sys::kill(pid, signal).map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} after the restart: {e}", signal_name(signal))))?;
+        // As BLCR: every restored process gets it.
+        for (p, fd) in &members {
+            sys::pidfd_send_signal(fd.as_raw_fd(), signal).map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} to PID {p} after the restart: {e}", signal_name(signal))))?;
+        }
     }
     if let Some(code) = hook(m.get_one::<String>("run-on-success")) {
         std::process::exit(code);
     }
     let _ = say;
     std::thread::spawn(move || loop {
-        let sig = sys::wait_signal(&forwarded);
-        let _ = sys::kill(pid, sig);
+        let (sig, code) = sys::wait_signal_info(&forwarded);
+        forward(sig, code, &members);
         if [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
             let _ = sys::kill(std::process::id() as i32, libc::SIGSTOP);
         }
@@ -138,12 +138,33 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     }
 }
 
+/// Signals that end a job: passed on to every restored process, not only the eldest.
+const ENDING_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
+
+/// Passes on a signal that cr_restart received (`code` its `si_code`) to the restored
+/// processes `members` (the eldest first). As BLCR's cr_restart, every signal goes to the
+/// eldest; unlike it, the signals that end a job (SIGHUP, SIGINT, SIGQUIT, SIGTERM) also go to
+/// every other restored process, so that none is left running when cr_restart is told to end
+/// (with --restore-pgid or --restore-sid they are not in cr_restart's process group, where a
+/// signal to the group would have reached them). A signal the kernel sent to cr_restart's
+/// whole process group (a terminal's ^C, ^\, hang-up) already reached the restored
+/// processes in that group, and is not sent to them twice.
+fn forward(sig: i32, code: i32, members: &[(i32, std::os::fd::OwnedFd)]) {
+    let own_group = crest_proc::read(std::process::id() as i32, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()).map(|s| s.pgrp);
+    let group_of = |p: i32| crest_proc::read(p, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()).map(|s| s.pgrp);
+    for (i, (p, fd)) in members.iter().enumerate() {
+        if i > 0 && !ENDING_SIGNALS.contains(&sig) {
+            break;
+        }
+        if code == libc::SI_KERNEL && own_group.is_some() && group_of(*p) == own_group {
+            continue;
+        }
+        let _ = sys::pidfd_send_signal(fd.as_raw_fd(), sig);
+    }
+}
+
 fn image_failure(shown: &str, e: ImageError) -> Failure {
-    let code = match &e {
-        ImageError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
-        _ => libc::EINVAL,
-    };
-    fail(code, "perm", format!("{shown}: {e}"))
+    fail(crest_cli::image_error_code(&e), "perm", format!("{shown}: {e}"))
 }
 
 fn restore_failure(shown: &str, e: RestoreError) -> Failure {

@@ -5,11 +5,15 @@
 //!
 //! ```text
 //! OUTDIR/man/man1/CMD.1                  NAME, SYNOPSIS, DESCRIPTION, OPTIONS from clap,
-//!                                        then EXIT STATUS, ENVIRONMENT, FILES, SEE ALSO below
+//!                                        EXIT STATUS from crest_cli::exits, then
+//!                                        ENVIRONMENT, FILES, SEE ALSO below
 //! OUTDIR/completions/bash/CMD            bash-completion (share/bash-completion/completions)
 //! OUTDIR/completions/zsh/_CMD            zsh (share/zsh/site-functions)
 //! OUTDIR/completions/fish/CMD.fish       fish (share/fish/vendor_completions.d)
 //! ```
+//!
+//! The completions offer the options `--help` shows that work (`commands::offered`).
+//! `crest-gen --exit-codes` prints the exit-code table as the README holds it.
 //!
 //! The output is byte-for-byte reproducible: no dates, no paths of the build machine.
 #![forbid(unsafe_code)]
@@ -24,9 +28,13 @@ use roff::{bold, italic, roman, Inline, Roff};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args == ["--exit-codes"] {
+        print!("{}", crest_cli::exits::markdown());
+        return;
+    }
     let [out] = args.as_slice() else {
-        eprintln!("usage: crest-gen OUTDIR");
-        std::process::exit(2);
+        eprintln!("usage: crest-gen OUTDIR | crest-gen --exit-codes");
+        std::process::exit(crest_cli::exits::USAGE);
     };
     if let Err(e) = generate(Path::new(out)) {
         eprintln!("crest-gen: {e}");
@@ -44,7 +52,7 @@ fn generate(out: &Path) -> std::io::Result<()> {
         write(&man.join(format!("{name}.1")), &page)?;
         for (shell, dir, file) in [(Shell::Bash, "bash", name.clone()), (Shell::Zsh, "zsh", format!("_{name}")), (Shell::Fish, "fish", format!("{name}.fish"))] {
             let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut cmd.clone(), name.as_str(), &mut buf);
+            clap_complete::generate(shell, &mut crest_cli::commands::offered(&cmd), name.as_str(), &mut buf);
             let d = out.join("completions").join(dir);
             fs::create_dir_all(&d)?;
             write(&d.join(file), &buf)?;
@@ -68,7 +76,13 @@ fn render_man(cmd: Command, w: &mut Vec<u8>) -> std::io::Result<()> {
     man.render_description_section(w)?;
     man.render_options_section(w)?;
     let mut roff = Roff::new();
-    for (heading, paragraphs) in extra(&name) {
+    let mut sections = extra(&name);
+    let hidden: Vec<String> = cmd.get_arguments().filter(|a| a.is_hide_set()).filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect();
+    if !hidden.is_empty() {
+        let at = sections.iter().position(|s| s.0 == "EXIT STATUS").unwrap_or(0);
+        sections.insert(at, ("COMPATIBILITY", vec![text(&format!("Accepted so that BLCR's scripts run, and without effect in crest: {}.", hidden.join(", ")))]));
+    }
+    for (heading, paragraphs) in sections {
         roff.control("SH", [heading]);
         for p in paragraphs {
             match p {
@@ -117,21 +131,27 @@ fn see_also(name: &str) -> Para {
     Para::Text(v)
 }
 
+/// The EXIT STATUS section of `name`: its rows of the one table of exit codes.
+fn exit_status(name: &str) -> (&'static str, Vec<Para>) {
+    let mut v: Vec<Para> = crest_cli::exits::of(name)
+        .map(|e| {
+            let meaning = e.meaning.split_whitespace().collect::<Vec<_>>().join(" ");
+            item(&e.code.to_string(), &if e.name.is_empty() { meaning } else { format!("{}: {meaning}", e.name) })
+        })
+        .collect();
+    v.push(text("The four commands share one table of exit codes (BLCR's convention: 0, an errno value, 255 for a usage error); the README holds all of it."));
+    if name == "cr_restart" {
+        v.push(text("A --run-on-* command that exits non-zero replaces the status with its own, as in BLCR."));
+    }
+    ("EXIT STATUS", v)
+}
+
 /// The sections clap does not know about, per command.
 fn extra(name: &str) -> Vec<(&'static str, Vec<Para>)> {
     let timing = item("CREST_TIMING", "When set (to anything), print one line of timings on standard error.");
     match name {
         "cr_checkpoint" => vec![
-            ("EXIT STATUS", vec![
-                item("0", "The image was written (and the after-action, if any, done)."),
-                item("1", "EPERM: not permitted to trace the process (another user's, a setuid program, or kernel.yama.ptrace_scope forbids it)."),
-                item("3", "ESRCH: no such process."),
-                item("21", "EISDIR: the destination is a directory (use --dir)."),
-                item("22", "EINVAL: conflicting options."),
-                item("95", "EOPNOTSUPP: the process holds something crest cannot save yet; it goes on unharmed."),
-                item("255", "A usage error."),
-                text("Other failures exit with the errno value of their cause, as BLCR did. A checkpoint that fails leaves the process running as it was and leaves no partial image."),
-            ]),
+            exit_status(name),
             ("ENVIRONMENT", vec![
                 timing.clone(),
                 item("CREST_NO_SNAPSHOT", "When set, a checkpoint that lets the process run on keeps it frozen until the image is whole, instead of saving its pages from a copy-on-write snapshot while it runs."),
@@ -140,31 +160,23 @@ fn extra(name: &str) -> Vec<(&'static str, Vec<Para>)> {
             ("SEE ALSO", vec![see_also(name)]),
         ],
         "cr_restart" => vec![
-            ("EXIT STATUS", vec![
-                text("Once the process runs, cr_restart waits for it and exits with its exit status, or dies by the signal that killed it. Before that, a failure exits with:"),
-                item("1", "EPERM: restoring the saved PID needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (try --no-restore-pid)."),
-                item("2", "ENOENT: a file the image refers to is missing (see --relocate)."),
-                item("16", "EBUSY: the saved PID is in use (try --no-restore-pid)."),
-                item("22", "EINVAL: not a valid crest image (corrupt, truncated or foreign)."),
-                item("255", "A usage error."),
-                text("Other failures exit with the errno value of their cause. A --run-on-* command that exits non-zero replaces the status with its own."),
+            ("SIGNALS", vec![
+                text("cr_restart stays in the foreground as the parent of the eldest restored process. The signal chosen with --term, --kill, --signal and the like goes to every restored process, as in BLCR."),
+                text("A signal sent to cr_restart is passed on to the eldest restored process, as BLCR's cr_restart did (SIGTSTP, SIGTTIN and SIGTTOU also stop cr_restart). The signals that end a job, SIGHUP, SIGINT, SIGQUIT and SIGTERM, go to every restored process still alive, so that none is left running when cr_restart is told to end, even with --restore-pgid or --restore-sid (BLCR left the eldest's descendants running then). A signal the kernel sent to cr_restart's whole process group, such as a terminal's ^C, is not sent again to the restored processes in that group. SIGKILL cannot be passed on."),
             ]),
+            exit_status(name),
             ("ENVIRONMENT", vec![timing]),
             ("SEE ALSO", vec![see_also(name)]),
         ],
         "cr_info" => vec![
-            ("EXIT STATUS", vec![item("0", "The image was described."), item("1", "The image cannot be read or is not valid."), item("2", "A usage error.")]),
+            exit_status(name),
             ("SEE ALSO", vec![see_also(name)]),
         ],
         "cr_check" => vec![
             ("OUTPUT", vec![
                 text("One line per check: OK, WARN (works, with a limit) or MISSING (does not work here), the check's name and what was found; under a WARN or MISSING line, what to change. The last line says whether checkpoint and restart are ready."),
             ]),
-            ("EXIT STATUS", vec![
-                item("0", "Checkpoint and restart work for this user on this kernel (WARN lines may limit them, for example to --no-restore-pid)."),
-                item("1", "Something needed for checkpoint or restart is missing."),
-                item("2", "A usage error."),
-            ]),
+            exit_status(name),
             ("SEE ALSO", vec![see_also(name)]),
         ],
         _ => vec![("SEE ALSO", vec![see_also(name)])],
