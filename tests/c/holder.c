@@ -1,8 +1,9 @@
 /* Holds one object crest does not restore yet, and checks it on demand.
  *
- *   holder MODE DIR     MODE: tcp-conn, socketpair, pty, flock or posix-lock (files in DIR)
+ *   holder MODE DIR     MODE: tcp-conn, unix-outside, pty, flock or posix-lock (files in DIR)
  *
  * tcp-conn: a loopback TCP connection, both ends in the process, and its listening socket.
+ * unix-outside: a unix stream socket connected to DIR/outside.sock, which the test listens on.
  *
  * Ticks every 50 ms. SIGUSR1: the object must be as it was (a refused checkpoint left the
  * process alone): prints "intact OK" and goes on. SIGUSR2: the process was restarted from an
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -30,6 +32,7 @@ static void on_usr1(int s) { (void)s; intact_now = 1; }
 
 static const char *mode;
 static char path[4096];
+static const char *dir;
 static int fd_a = -1, fd_b = -1, fd_l = -1;
 static int port;
 
@@ -66,11 +69,11 @@ static void setup(void)
         check(connect(fd_a, (struct sockaddr *)&a, sizeof a) == 0, "connecting over loopback");
         fd_b = accept(fd_l, NULL, NULL);
         check(fd_b >= 0, "accepting the connection");
-    } else if (!strcmp(mode, "socketpair")) {
-        int sp[2];
-        check(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0, "socketpair");
-        fd_a = sp[0];
-        fd_b = sp[1];
+    } else if (!strcmp(mode, "unix-outside")) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        snprintf(a.sun_path, sizeof a.sun_path, "%s/outside.sock", dir);
+        fd_a = socket(AF_UNIX, SOCK_STREAM, 0);
+        check(fd_a >= 0 && connect(fd_a, (struct sockaddr *)&a, sizeof a) == 0, "connecting to the test's socket");
     } else if (!strcmp(mode, "pty")) {
         fd_a = posix_openpt(O_RDWR | O_NOCTTY);
         check(fd_a >= 0 && grantpt(fd_a) == 0 && unlockpt(fd_a) == 0, "a pty");
@@ -97,7 +100,9 @@ static void setup(void)
 static void intact(void)
 {
     char c = 0;
-    if (!strcmp(mode, "socketpair") || !strcmp(mode, "pty") || !strcmp(mode, "tcp-conn")) {
+    if (!strcmp(mode, "unix-outside")) {
+        check(write(fd_a, "x", 1) == 1, "writing to the test's socket");
+    } else if (!strcmp(mode, "pty") || !strcmp(mode, "tcp-conn")) {
         check(write(fd_a, "x", 1) == 1, "writing one end");
         check(read(fd_b, &c, 1) == 1 && c == 'x', "reading it at the other end");
     } else {
@@ -144,6 +149,7 @@ int main(int argc, char **argv)
     if (argc < 3)
         return 2;
     mode = argv[1];
+    dir = argv[2];
     snprintf(path, sizeof path, "%s/lockfile", argv[2]);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;

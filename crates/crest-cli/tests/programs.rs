@@ -60,6 +60,11 @@ fn listening_and_bound_sockets() {
 }
 
 #[test]
+fn unix_socket_pairs() {
+    run_c("unixpairs", &["DIR"]);
+}
+
+#[test]
 fn signal_state_survives() {
     run_c("signals", &[]);
 }

@@ -44,8 +44,11 @@ fn refused_then_dropped(mode: &str, expect: &str) {
     let prog = build(&d, "holder");
     let out = d.0.join("out");
     let mut procs = Procs::default();
+    // The other side of unix-outside: a socket of the test's, outside the checkpoint.
+    let listener = std::os::unix::net::UnixListener::bind(d.0.join("outside.sock")).expect("a unix listener");
     let pid = procs.add(Command::new(&prog).arg(mode).arg(&d.0).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("holder"));
     wait_for(&out, "ready", SECS);
+    let _kept = (mode == "unix-outside").then(|| listener.accept().expect("the holder connects"));
     let img = d.0.join("img");
     for after in ["--run", "--kill"] {
         let ck = checkpoint(&[after, "-f", img.to_str().expect("utf-8")], pid);
@@ -89,8 +92,8 @@ fn tcp_connection_is_refused_or_dropped() {
 }
 
 #[test]
-fn unix_socketpair_is_refused_or_dropped() {
-    refused_then_dropped("socketpair", "unix stream socket connected (its other end is fd");
+fn unix_connection_to_outside_is_refused_or_dropped() {
+    refused_then_dropped("unix-outside", "unix stream socket connected to /");
 }
 
 #[test]

@@ -440,6 +440,22 @@ pub enum FdKind {
         /// In words, for messages (`TCP 127.0.0.1:80 listening`).
         what: String,
     },
+    /// One end of a connected pair of unix sockets whose two ends are in the image (a
+    /// `socketpair`, or a connection between two processes of the image).
+    UnixPair {
+        /// Identity of the pair (shared by its two ends).
+        id: u64,
+        /// Which end (the two ends have `false` and `true`).
+        end: bool,
+        /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+        ty: i32,
+        /// `(level, name, value)` of each `int` option of this end.
+        options: Vec<(i32, i32, i32)>,
+        /// The pair's state, on the first end saved only.
+        state: Option<UnixPairState>,
+        /// In words, for messages.
+        what: String,
+    },
     /// A signalfd.
     SignalFd {
         /// The signals it reads (bit N-1 for signal N).
@@ -451,6 +467,16 @@ pub enum FdKind {
         /// What it was, for messages (`TCP 127.0.0.1:80 listening`).
         what: String,
     },
+}
+
+/// What a connected pair of unix sockets holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixPairState {
+    /// For each end (`false`, `true`), the messages (datagrams, or runs of bytes of a stream)
+    /// queued for it to read, oldest first.
+    pub queues: [Vec<Vec<u8>>; 2],
+    /// For each end, how it was shut down (1: receiving, 2: sending).
+    pub shutdown: [u8; 2],
 }
 
 /// The kind of an outside object that standard input, output or error led to.

@@ -209,6 +209,10 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                     format!("timerfd on clock {clock}, next in {:.3} s, every {:.3} s, {ticks} unread expirations", *value_ns as f64 / 1e9, *interval_ns as f64 / 1e9)
                 }
                 FdKind::Socket { what, .. } => what.clone(),
+                FdKind::UnixPair { what, state, .. } => match state {
+                    Some(s) => format!("{what}, {} and {} messages queued", s.queues[0].len(), s.queues[1].len()),
+                    None => what.clone(),
+                },
                 FdKind::SignalFd { mask } => format!("signalfd for signals {mask:#x}"),
                 FdKind::Dropped { what } => {
                     format!("DROPPED: {what} (restored as a closed socket)")

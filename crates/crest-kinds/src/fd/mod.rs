@@ -271,7 +271,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
         cx.park((id, false), crest_ptrace::sys::owned_fd(copy))?;
     }
     for r in procs.iter().flat_map(|recs| recs.iter()) {
-        let once = matches!(r.kind, FdKind::Pipe { .. } | FdKind::Fifo { .. } | FdKind::Memfd { .. }) || users.get(&r.file).copied().unwrap_or(0) > 1;
+        let once = matches!(r.kind, FdKind::Pipe { .. } | FdKind::Fifo { .. } | FdKind::Memfd { .. } | FdKind::UnixPair { .. }) || users.get(&r.file).copied().unwrap_or(0) > 1;
         if !once || !opened_once(&r.kind) || out.by_file.contains_key(&r.file) {
             continue;
         }

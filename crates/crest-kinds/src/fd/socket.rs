@@ -44,6 +44,8 @@ struct UnixDiag {
     rqueue: u32,
     /// A listener's backlog.
     wqueue: u32,
+    /// Shut down for receiving (1), sending (2).
+    shutdown: u8,
 }
 
 /// Unix socket inode -> what the kernel's socket diagnostics tell of it.
@@ -72,6 +74,7 @@ const UDIAG_SHOW_PEER: u32 = 4;
 const UDIAG_SHOW_RQLEN: u32 = 16;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -131,6 +134,7 @@ fn unix_peers() -> std::io::Result<HashMap<u64, UnixDiag>> {
                             d.rqueue = u32_at(msg, a + 4).unwrap_or(0);
                             d.wqueue = u32_at(msg, a + 8).unwrap_or(0);
                         }
+                        UNIX_DIAG_SHUTDOWN => d.shutdown = msg.get(a + 4).copied().unwrap_or(0),
                         _ => {}
                     }
                     a += (alen + 3) & !3;
@@ -248,8 +252,14 @@ impl FdHandler for Socket {
         }
         // The other end of a unix socket, when it is in the image too.
         let peer = cx.unix_peers.peer_of(ino);
-        let inside = peer.and_then(|p| cx.all.iter().find(|o| inode(&o.link) == Some(p)));
-        if let Some(o) = inside {
+        let inside = peer.and_then(|p| cx.all.iter().find(|o| inode(&o.link) == Some(p))).cloned();
+        if let (Some(o), Some(c), Some(p)) = (&inside, &copy, peer) {
+            match pair(cx, c.as_raw_fd(), ino, p, o, &d) {
+                Ok(kind) => return Ok(kind),
+                Err(e) => why = e,
+            }
+        }
+        if let Some(o) = &inside {
             d.what.push_str(&format!(" (its other end is fd {} of PID {})", o.fd, o.pid));
         } else if peer.is_some() && !d.what.contains("connected") {
             d.what.push_str(" connected");
@@ -259,9 +269,12 @@ impl FdHandler for Socket {
         super::inherited::outside(cx, fd, StdioClass::Socket, outside, d.what, &why)
     }
     fn restores(&self, kind: &FdKind) -> bool {
-        matches!(kind, FdKind::Socket { .. })
+        matches!(kind, FdKind::Socket { .. } | FdKind::UnixPair { .. })
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    fn open(&self, rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        if let FdKind::UnixPair { .. } = &rec.kind {
+            return open_pair(rec, cx).map(Some);
+        }
         let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Ok(None) };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
         let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
@@ -401,4 +414,117 @@ fn inet_peer_inside(cx: &DumpCx<'_>, copy: Option<i32>) -> bool {
         let Ok(c) = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), o.fd) else { return false };
         sock_addr(c.as_raw_fd(), false).is_ok_and(|a| a == peer) && sock_addr(c.as_raw_fd(), true).is_ok_and(|a| a == me)
     })
+}
+
+/// Tags a unix socket pair's identity so that it cannot be taken for a pipe's (both are inode
+/// numbers, of two file systems).
+const PAIR_TAG: u64 = 0x5000_0000_0000_0000;
+
+/// `RCV_SHUTDOWN` and `SEND_SHUTDOWN`, as the diagnostics report them.
+const SEND_SHUTDOWN: u8 = 2;
+
+/// The most queued data saved for one socket.
+const MAX_QUEUED: usize = 64 << 20;
+
+/// The messages (datagrams) or bytes queued for socket `fd` to read, taken without consuming
+/// them: with the peek offset (`SO_PEEK_OFF`) from 0, each peek returns what follows the last;
+/// the offset is put back as it was. Refused when descriptors are in flight.
+fn peek_queue(fd: i32) -> Result<Vec<Vec<u8>>, String> {
+    use crest_ptrace::sys::{peek_message, set_sock_opt_int, sock_opt_int};
+    let was = sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
+    set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|e| format!("its queue cannot be read (SO_PEEK_OFF: {e})"))?;
+    let mut out = Vec::new();
+    let mut total = 0;
+    let mut buf = vec![0u8; 256 << 10];
+    let result = loop {
+        match peek_message(fd, &mut buf) {
+            Ok((_, true)) => break Err("descriptors in flight (SCM_RIGHTS) are queued on it, and those are not saved yet".to_string()),
+            Ok((0, _)) => break Ok(()),
+            Ok((n, _)) if n > buf.len() => break Err(format!("a datagram of {n} bytes is queued on it, larger than crest saves")),
+            Ok((n, _)) => {
+                total += n;
+                if total > MAX_QUEUED {
+                    break Err(format!("more than {} MiB are queued on it", MAX_QUEUED >> 20));
+                }
+                out.push(buf[..n].to_vec());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) => break Err(format!("reading its queue: {e}")),
+        }
+    };
+    let _ = set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, was);
+    result.map(|()| out)
+}
+
+/// The record of one end of a connected pair of unix sockets whose other end, `peer_fd` of
+/// process `peer.pid`, is in the image too. The first end dumped carries the pair's state: the
+/// data queued for each end and how each was shut down.
+fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, d: &Described) -> Result<FdKind, String> {
+    use crest_ptrace::sys::sock_opt_int;
+    let ty = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| format!("reading its type: {e}"))?;
+    let (id, end) = (ino.min(peer) | PAIR_TAG, ino > peer);
+    let options = options_for(libc::AF_UNIX, ty, 0).into_iter().filter_map(|(level, name)| Some((level, name, sock_opt_int(copy, level, name).ok()?))).collect();
+    let state = if cx.seen.insert(id) {
+        let pidfd = crest_ptrace::sys::pidfd_open(o.pid).map_err(|e| format!("opening PID {}: {e}", o.pid))?;
+        let other = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), o.fd).map_err(|e| format!("taking a copy of its other end: {e}"))?;
+        let mine = peek_queue(copy)?;
+        let theirs = peek_queue(other.as_raw_fd()).map_err(|e| format!("its other end (fd {} of PID {}): {e}", o.fd, o.pid))?;
+        let mut sd = |i: u64| cx.unix_peers.get(i).map_or(0, |d| d.shutdown);
+        let (sd_mine, sd_theirs) = (sd(ino), sd(peer));
+        Some(if end {
+            crest_image::UnixPairState { queues: [theirs, mine], shutdown: [sd_theirs, sd_mine] }
+        } else {
+            crest_image::UnixPairState { queues: [mine, theirs], shutdown: [sd_mine, sd_theirs] }
+        })
+    } else {
+        None
+    };
+    Ok(FdKind::UnixPair { id, end, ty, options, state, what: d.what.clone() })
+}
+
+/// Restore of one end of a pair: the pair is made when its first end is opened, its queues
+/// refilled (what each end had to read is sent through the other) and its ends shut down as
+/// they were; both ends are parked for the descriptors that follow.
+fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::OwnedFd, String> {
+    use crest_ptrace::sys::{send_nonblocking, set_sock_opt_int, shutdown};
+    let FdKind::UnixPair { id, end, ty, options, state, what } = &rec.kind else { return Err(format!("fd {}: not a socket pair", rec.fd)) };
+    let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
+    if cx.take((*id, false)).is_none() {
+        let (a, b) = crest_ptrace::sys::socketpair(libc::AF_UNIX, *ty).map_err(|e| err("making the pair again", e))?;
+        cx.park((*id, false), a)?;
+        cx.park((*id, true), b)?;
+    }
+    let end_fd = |e: bool| cx.take((*id, e)).expect("parked above");
+    if let Some(st) = state {
+        for (i, queue) in st.queues.iter().enumerate() {
+            if queue.is_empty() {
+                continue;
+            }
+            // What end i had to read is sent by the other end.
+            let via = end_fd(i == 0)?;
+            let total: usize = queue.iter().map(Vec::len).sum();
+            let room = i32::try_from(total * 2 + (256 << 10)).unwrap_or(i32::MAX);
+            if set_sock_opt_int(via.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, room).is_err() {
+                let _ = set_sock_opt_int(via.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, room);
+            }
+            for m in queue {
+                let mut at = 0;
+                while at < m.len() || (m.is_empty() && at == 0) {
+                    let n = send_nonblocking(via.as_raw_fd(), &m[at..]).map_err(|e| err("putting its queued data back", e))?;
+                    at += n.max(usize::from(m.is_empty()));
+                }
+            }
+        }
+        for (i, sd) in st.shutdown.iter().enumerate() {
+            if sd & SEND_SHUTDOWN != 0 {
+                shutdown(end_fd(i == 1)?.as_raw_fd(), libc::SHUT_WR).map_err(|e| err("shutting it down as it was", e))?;
+            }
+        }
+    }
+    let mine = end_fd(*end)?;
+    for &(level, name, value) in options {
+        set_sock_opt_int(mine.as_raw_fd(), level, name, value).map_err(|e| err(&format!("setting option {level}:{name} to {value}"), e))?;
+    }
+    super::set_status_flags(&mine, rec.flags)?;
+    Ok(mine)
 }
