@@ -1,6 +1,6 @@
 /* Holds one object crest does not restore yet, and checks it on demand.
  *
- *   holder MODE DIR     MODE: tcp-conn, unix-outside, pty, flock or posix-lock (files in DIR)
+ *   holder MODE DIR     MODE: tcp-conn, unix-outside, pty or lease (files in DIR)
  *
  * tcp-conn: a loopback TCP connection, both ends in the process, and its listening socket.
  * unix-outside: a unix stream socket connected to DIR/outside.sock, which the test listens on.
@@ -8,7 +8,7 @@
  * Ticks every 50 ms. SIGUSR1: the object must be as it was (a refused checkpoint left the
  * process alone): prints "intact OK" and goes on. SIGUSR2: the process was restarted from an
  * image taken with --drop-unsupported: its descriptor must now be a socket whose other end is
- * closed (end of file), or, for a lock, the file open again and the lock not held; prints "closed OK" and exits 0.
+ * closed (end of file), or, for a lease, the file open again and the lease not held; prints "closed OK" and exits 0.
  * Any failed check prints "FAIL: why" and exits 1. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,25 +35,6 @@ static char path[4096];
 static const char *dir;
 static int fd_a = -1, fd_b = -1, fd_l = -1;
 static int port;
-
-/* In a child process: can the lock on `path` be taken by someone else? */
-static int others_can_lock(void)
-{
-    pid_t c = fork();
-    if (c == 0) {
-        int f = open(path, O_RDWR);
-        if (f < 0)
-            _exit(2);
-        if (!strcmp(mode, "flock"))
-            _exit(flock(f, LOCK_EX | LOCK_NB) == 0 ? 0 : 1);
-        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 100};
-        _exit(fcntl(f, F_SETLK, &fl) == 0 ? 0 : 1);
-    }
-    int st = 0;
-    waitpid(c, &st, 0);
-    check(WIFEXITED(st) && WEXITSTATUS(st) != 2, "the lock checker could open the file");
-    return WEXITSTATUS(st) == 0;
-}
 
 static void setup(void)
 {
@@ -83,15 +64,10 @@ static void setup(void)
         tcgetattr(fd_b, &t);
         cfmakeraw(&t);
         tcsetattr(fd_b, TCSANOW, &t);
-    } else if (!strcmp(mode, "flock") || !strcmp(mode, "posix-lock")) {
-        fd_a = open(path, O_RDWR | O_CREAT, 0600);
-        check(fd_a >= 0, "creating the lock file");
-        if (!strcmp(mode, "flock")) {
-            check(flock(fd_a, LOCK_EX) == 0, "flock");
-        } else {
-            struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 100};
-            check(fcntl(fd_a, F_SETLK, &fl) == 0, "a POSIX lock");
-        }
+    } else if (!strcmp(mode, "lease")) {
+        close(open(path, O_RDWR | O_CREAT, 0600));
+        fd_a = open(path, O_RDONLY);
+        check(fd_a >= 0 && fcntl(fd_a, F_SETLEASE, F_RDLCK) == 0, "a read lease");
     } else {
         check(0, "unknown mode");
     }
@@ -106,7 +82,7 @@ static void intact(void)
         check(write(fd_a, "x", 1) == 1, "writing one end");
         check(read(fd_b, &c, 1) == 1 && c == 'x', "reading it at the other end");
     } else {
-        check(!others_can_lock(), "the lock is still held");
+        check(fcntl(fd_a, F_GETLEASE) == F_RDLCK, "the lease is still held");
     }
     printf("intact OK\n");
     fflush(stdout);
@@ -117,10 +93,10 @@ static void closed(void)
     char c;
     int type = 0;
     socklen_t l = sizeof type;
-    if (!strcmp(mode, "flock") || !strcmp(mode, "posix-lock")) {
-        /* The file is restored; only the lock was left out. */
-        check(fcntl(fd_a, F_GETFD) >= 0 && lseek(fd_a, 0, SEEK_CUR) == 0, "the lock file is open again");
-        check(others_can_lock(), "the dropped lock is not held");
+    if (!strcmp(mode, "lease")) {
+        /* The file is restored; only the lease was left out. */
+        check(fcntl(fd_a, F_GETFD) >= 0 && lseek(fd_a, 0, SEEK_CUR) == 0, "the file is open again");
+        check(fcntl(fd_a, F_GETLEASE) == F_UNLCK, "the dropped lease is not held");
         printf("closed OK\n");
         fflush(stdout);
         exit(0);

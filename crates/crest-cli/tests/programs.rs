@@ -65,6 +65,11 @@ fn unix_socket_pairs() {
 }
 
 #[test]
+fn file_locks_are_taken_again() {
+    run_c("locks", &["DIR"]);
+}
+
+#[test]
 fn signal_state_survives() {
     run_c("signals", &[]);
 }
@@ -234,4 +239,26 @@ fn save_all_restarts_without_the_executable() {
         let text = std::fs::read_to_string(&out).unwrap_or_default();
         assert!(st.success() && text.contains("PASS"), "restarted without its executable: {st:?}\n{text}");
     }
+}
+
+/// A lock the restored process would take again but another process holds now (here: the
+/// original, checkpointed without --kill) refuses the restart, naming the file; nothing runs.
+#[test]
+fn a_lock_held_elsewhere_refuses_the_restart() {
+    let d = Dir::new("locks-held");
+    let prog = d.0.join("locks");
+    gcc("tests/c/locks.c", &prog, &[]);
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("locks"));
+    wait_for(&out, "ready", Duration::from_secs(20));
+    procs.pids.extend(children_of(pid));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
+    assert!(ck.status.success(), "{}", String::from_utf8_lossy(&ck.stderr));
+    let rs = Command::new(bin("cr_restart")).arg("--no-restore-pid").arg(&img).stdin(Stdio::null()).output().expect("cr_restart");
+    let err = String::from_utf8_lossy(&rs.stderr);
+    assert!(!rs.status.success() && err.contains("lock on") && err.contains("another process holds a lock on it now"), "{err}");
+    assert_untouched(pid, "the lock holder after a refused restart");
+    assert_eq!(procs_running(&prog).len(), 2, "the original and its child, nothing restored");
 }

@@ -102,13 +102,8 @@ fn pty_is_refused_or_dropped() {
 }
 
 #[test]
-fn flock_is_refused_or_dropped() {
-    refused_then_dropped("flock", "flock write lock on");
-}
-
-#[test]
-fn posix_lock_is_refused_or_dropped() {
-    refused_then_dropped("posix-lock", "POSIX write lock on bytes 0-99 of");
+fn lease_is_refused_or_dropped() {
+    refused_then_dropped("lease", "a lease on /");
 }
 
 /// A counter whose standard output is a pipe to the test restarts onto cr_restart's pipe; onto

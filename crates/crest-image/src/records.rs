@@ -321,6 +321,32 @@ pub struct FdRecord {
     pub file: u64,
     /// What it refers to.
     pub kind: FdKind,
+    /// File locks held through it.
+    pub locks: Vec<FileLock>,
+}
+
+/// A file lock held through a descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    /// Which kind.
+    pub kind: LockKind,
+    /// A write (exclusive) lock, else a read (shared) one.
+    pub write: bool,
+    /// First byte (byte-range locks).
+    pub start: u64,
+    /// Bytes locked (0: to the end of the file, whatever its size).
+    pub len: u64,
+}
+
+/// The kinds of file lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// `flock`, owned by the open file.
+    Flock,
+    /// A POSIX record lock (`fcntl(F_SETLK)`), owned by the process.
+    Posix,
+    /// An open-file-description lock (`fcntl(F_OFD_SETLK)`), owned by the open file.
+    Ofd,
 }
 
 /// The kinds of files a descriptor can refer to.

@@ -54,7 +54,15 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         mm: MmState::default(),
         vmas,
         fds: (0..i32::from(fds))
-            .map(|fd| FdRecord { v: RECORD_VERSION, fd, flags: 2, cloexec: false, file: fd as u64, kind: FdKind::Inherited { what: "pipe:[1]".into(), class: crest_image::StdioClass::Pipe } })
+            .map(|fd| FdRecord {
+                v: RECORD_VERSION,
+                fd,
+                flags: 2,
+                cloexec: false,
+                file: fd as u64,
+                kind: FdKind::Inherited { what: "pipe:[1]".into(), class: crest_image::StdioClass::Pipe },
+                locks: Vec::new(),
+            })
             .collect(),
         sigactions: vec![],
         shared_pending: vec![],

@@ -842,3 +842,28 @@ pub fn shutdown(fd: i32, how: i32) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `flock(fd, op)`.
+pub fn flock(fd: i32, op: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::flock(fd, op) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fcntl(fd, cmd, &flock)` for a byte-range lock (`F_SETLK`, `F_OFD_SETLK`) of type `ty`
+/// (`F_RDLCK`, `F_WRLCK`) on `len` bytes from `start` (0: to the end of the file).
+pub fn set_lock(fd: i32, cmd: i32, ty: i32, start: u64, len: u64) -> std::io::Result<()> {
+    // SAFETY: flock is plain data; all zeroes is a valid value (and l_pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ty as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
+    // SAFETY: fl is a live struct flock the kernel reads.
+    if unsafe { libc::fcntl(fd, cmd, &fl) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -229,6 +229,7 @@ impl Ctx<'_> {
             placed.set(true);
         }
         fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked)?;
+        fd::restore_locks(&p.fds)?;
         task::prepare(p, &p.cwd)?;
         signals::prepare_actions(&p.sigactions)?;
         Ok(l.pipe_fd)

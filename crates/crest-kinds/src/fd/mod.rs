@@ -17,6 +17,7 @@ mod epoll;
 mod eventfd;
 mod fifo;
 mod inherited;
+mod locks;
 mod memfd;
 mod pipe;
 mod regular;
@@ -27,6 +28,7 @@ mod tty;
 mod unsupported;
 
 pub use inherited::class_of;
+pub use locks::restore as restore_locks;
 
 /// One open descriptor of a process in the image, as `/proc` shows it.
 #[derive(Debug, Clone)]
@@ -175,7 +177,7 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
     let mut cx = DumpCx { pid, pidfd, all: &table.all, seen: &mut table.seen, drop_unsupported: table.drop_unsupported, dropped: Vec::new(), unix_peers: &mut table.unix_peers };
     for OpenFd { fd, link, info, .. } in own {
         let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
-        locks(&mut cx, fd, &link, &info)?;
+        let locks = locks::dump(&mut cx, fd, &link, &info)?;
         let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything");
         let kind = h.dump(&mut cx, fd, &link, &md, &info)?;
         let same_inode = table.by_inode.entry((std::os::unix::fs::MetadataExt::dev(&md), std::os::unix::fs::MetadataExt::ino(&md))).or_default();
@@ -195,42 +197,9 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
             table.next_file - 1
         });
         same_inode.push((pid, fd, file));
-        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind });
+        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks });
     }
     Ok((out, cx.dropped))
-}
-
-/// File locks held through descriptor `fd` (the `lock:` lines of its fdinfo: `flock`, POSIX
-/// and open-file-description locks, leases). crest does not restore them yet, and a program
-/// restarted without its lock would let another writer in: refused, or dropped on request.
-fn locks(cx: &mut DumpCx<'_>, fd: i32, link: &str, info: &FdInfo) -> Result<(), KindError> {
-    for line in info.text.lines().filter_map(|l| l.strip_prefix("lock:")) {
-        // "1: POSIX  ADVISORY  WRITE 14174 fe:00:10010679 0 9"
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let (kind, mode) = (w.get(1).copied().unwrap_or("?"), w.get(3).copied().unwrap_or("?").to_lowercase());
-        let kind = match kind {
-            "FLOCK" => "flock",
-            "OFDLCK" => "open-file-description",
-            "LEASE" => "lease",
-            k => k,
-        };
-        let what = match (kind, w.get(6), w.get(7)) {
-            ("lease", _, _) => format!("a {mode} lease on {link}"),
-            (_, Some(&"0"), Some(&"EOF")) | (_, None, _) | (_, _, None) => {
-                format!("a {kind} {mode} lock on {link}")
-            }
-            (_, Some(s), Some(e)) => format!("a {kind} {mode} lock on bytes {s}-{e} of {link}"),
-        };
-        if cx.drop_unsupported {
-            cx.dropped.push(format!("fd {fd}: {what} (not held after a restart)"));
-            continue;
-        }
-        return Err(KindError::Unsupported(format!(
-            "PID {} holds {what} through fd {fd}: file locks are not saved yet, and a restarted process without its lock would let another writer in; crest refuses to checkpoint it (--drop-unsupported checkpoints without the lock)",
-            cx.pid
-        )));
-    }
-    Ok(())
 }
 
 /// Objects shared by several processes of an image (one open file description in several
