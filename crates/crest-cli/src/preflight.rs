@@ -8,12 +8,13 @@
 //! process's offset and what it read or wrote would be gone); growing is allowed, as BLCR
 //! allowed appends. The working directory must exist.
 //!
-//! Credentials. A restored process runs with the credentials of the user who restarts it, as
-//! in BLCR. So that nobody gets the memory of a process they could not have run, each saved
-//! real, effective, saved and file-system uid must be one the restarting process has, unless
-//! it has `CAP_SETUID` (likewise gids and supplementary groups with `CAP_SETGID`); the saved
-//! effective capabilities must be among the restarter's permitted ones; and a set-user-ID or
-//! set-group-ID executable needs its owner (or group), or the capability.
+//! Credentials. A restored process gets its saved uids, gids, supplementary groups (when the
+//! restarter may set them) and capability sets. So that nobody gets the memory of a process
+//! they could not have run, each saved real, effective, saved and file-system uid must be one
+//! the restarting process has, unless it has `CAP_SETUID` (likewise gids and supplementary
+//! groups with `CAP_SETGID`); the saved effective and permitted capabilities must be among the
+//! restarter's permitted ones; and a set-user-ID or set-group-ID executable needs its owner
+//! (or group), or the capability.
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
@@ -276,7 +277,7 @@ pub fn credentials(p: &Process, me: &Caller, exe: Option<&std::fs::Metadata>) ->
             format!("the image's process ran with gid {} and groups {:?}; a process with gid {} and groups {:?} could not have started it: {what}", c.gid[1], c.groups, me.gid[1], me.groups),
         ));
     }
-    let missing = c.cap_eff & !me.cap_prm;
+    let missing = (c.cap_eff | c.cap_prm) & !me.cap_prm;
     if missing != 0 {
         return Err(refuse(libc::EPERM, format!("the image's process had capabilities this restart does not have ({}): {what}", cap_names(missing))));
     }
@@ -306,7 +307,7 @@ mod tests {
             sid: 1,
             exe: String::new(),
             cmdline: Vec::new(),
-            creds: Creds { uid: [uid; 4], gid: [gid; 4], groups, cap_eff },
+            creds: Creds { uid: [uid; 4], gid: [gid; 4], groups, cap_eff, ..Default::default() },
             cwd: "/".into(),
             root: "/".into(),
             umask: 0o022,
@@ -320,6 +321,7 @@ mod tests {
             threads: Vec::new(),
             exit_status: None,
             dropped: Vec::new(),
+            attrs: Default::default(),
         }
     }
 

@@ -367,6 +367,7 @@ fn zombie_record(z: &Zombie, ppid: i32) -> Process {
         threads: Vec::new(),
         exit_status: Some(z.stat.exit_code),
         dropped: Vec::new(),
+        attrs: Default::default(),
     }
 }
 

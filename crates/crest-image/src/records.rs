@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of [`Image`], [`Process`], [`Thread`], [`Vma`] and [`FdRecord`] written by this build.
-pub const RECORD_VERSION: u16 = 4;
+pub const RECORD_VERSION: u16 = 5;
 
 /// The whole checkpoint: a tree of processes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +114,44 @@ pub struct Process {
     /// (`cr_checkpoint --drop-unsupported`), described for `cr_info`: descriptors (restored as
     /// closed sockets, [`FdKind::Dropped`]) and file locks (not held after a restart).
     pub dropped: Vec<String>,
+    /// Process-wide kernel settings: interval timers, prctl flags, oom score.
+    pub attrs: ProcAttrs,
+}
+
+/// Process-wide settings restored after the memory (see `crest_kinds::attrs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProcAttrs {
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`: (interval, value) in microseconds.
+    pub itimers: [(u64, u64); 3],
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// `PR_GET_CHILD_SUBREAPER`.
+    pub child_subreaper: bool,
+    /// `PR_GET_DUMPABLE`.
+    pub dumpable: u32,
+    /// `PR_GET_THP_DISABLE`.
+    pub thp_disable: bool,
+    /// `/proc/PID/loginuid` (`u32::MAX`: unset).
+    pub loginuid: u32,
+    /// Stopped by a stop signal (a job stopped with Ctrl-Z): restored stopped.
+    pub stopped: bool,
+}
+
+/// Per-thread settings (see `crest_kinds::attrs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ThreadAttrs {
+    /// Scheduling policy (`SCHED_*`, with `SCHED_RESET_ON_FORK`).
+    pub policy: u32,
+    /// Nice value.
+    pub nice: i32,
+    /// Real-time priority.
+    pub rt_priority: u32,
+    /// `PR_GET_PDEATHSIG`.
+    pub pdeath_sig: u32,
+    /// `PR_GET_NO_NEW_PRIVS`.
+    pub no_new_privs: bool,
+    /// `PR_GET_TIMERSLACK`, in nanoseconds.
+    pub timer_slack: u64,
 }
 
 /// User and group ids.
@@ -127,6 +165,16 @@ pub struct Creds {
     pub groups: Vec<u32>,
     /// Effective capability set (bitmask).
     pub cap_eff: u64,
+    /// Permitted capability set.
+    pub cap_prm: u64,
+    /// Inheritable capability set.
+    pub cap_inh: u64,
+    /// Bounding set.
+    pub cap_bnd: u64,
+    /// Ambient set.
+    pub cap_amb: u64,
+    /// `PR_GET_SECUREBITS`.
+    pub securebits: u32,
 }
 
 /// One resource limit.
@@ -323,6 +371,19 @@ pub struct FdRecord {
     pub kind: FdKind,
     /// File locks held through it.
     pub locks: Vec<FileLock>,
+    /// Owner for `SIGIO` (`F_SETOWN_EX`) and the signal sent (`F_SETSIG`).
+    pub fown: Fown,
+}
+
+/// The owner of an open file for I/O signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Fown {
+    /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2).
+    pub kind: i32,
+    /// The owner (0: none).
+    pub pid: i32,
+    /// `F_GETSIG` (0: SIGIO).
+    pub signal: i32,
 }
 
 /// A file lock held through a descriptor.
@@ -423,6 +484,8 @@ pub enum FdKind {
         pos: u64,
         /// Its contents (on the first descriptor of the object only; empty otherwise).
         data: Vec<u8>,
+        /// Its seals (`F_GET_SEALS`).
+        seals: u32,
     },
     /// Standard input, output or error (descriptors 0 to 2 only) leading outside the image: a
     /// terminal, or a pipe or socket to a process that was not checkpointed. Restored as the
@@ -611,6 +674,8 @@ pub struct Thread {
     pub altstack: (u64, i32, u64),
     /// rseq registration, if any.
     pub rseq: Option<Rseq>,
+    /// Scheduling, parent-death signal, no_new_privs, timer slack.
+    pub attrs: ThreadAttrs,
 }
 
 impl Image {

@@ -6,7 +6,7 @@
 //! file is opened again and moved to its number with `dup3`, close-on-exec included.
 use std::fs::Metadata;
 
-use crest_image::{FdKind, FdRecord, RECORD_VERSION};
+use crest_image::{FdKind, FdRecord, Fown, RECORD_VERSION};
 use crest_proc::FdInfo;
 
 use crate::KindError;
@@ -197,9 +197,28 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
             table.next_file - 1
         });
         same_inode.push((pid, fd, file));
-        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks });
+        let fown = if matches!(kind, FdKind::Inherited { .. }) { Fown::default() } else { owner(&cx, fd)? };
+        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks, fown });
     }
     Ok((out, cx.dropped))
+}
+
+/// The owner of `fd`'s open file for I/O signals (`F_GETOWN_EX`, `F_GETSIG`), read through a
+/// copy of the descriptor.
+fn owner(cx: &DumpCx<'_>, fd: i32) -> Result<Fown, KindError> {
+    let Some(pidfd) = cx.pidfd.as_ref() else { return Ok(Fown::default()) };
+    let what = || format!("pid {} fd {fd}: reading its owner for I/O signals", cx.pid);
+    let theirs = crest_ptrace::sys::pidfd_getfd(std::os::fd::AsRawFd::as_raw_fd(pidfd), fd).map_err(|e| KindError::io(what(), e))?;
+    let (kind, pid, signal) = crest_ptrace::sys::file_owner(std::os::fd::AsRawFd::as_raw_fd(&theirs)).map_err(|e| KindError::io(what(), e))?;
+    Ok(Fown { kind, pid, signal })
+}
+
+/// Sets the owner for I/O signals of `fd`'s open file as it was.
+fn set_owner(r: &FdRecord) -> Result<(), String> {
+    if r.fown.pid == 0 && r.fown.signal == 0 {
+        return Ok(());
+    }
+    crest_ptrace::sys::set_file_owner(r.fd, r.fown.kind, r.fown.pid, r.fown.signal).map_err(|e| format!("fd {}: setting its owner {} and signal {}: {e}", r.fd, r.fown.pid, r.fown.signal))
 }
 
 /// Objects shared by several processes of an image (one open file description in several
@@ -279,6 +298,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
             if !matches!(r.kind, FdKind::Inherited { .. }) {
                 crest_ptrace::sys::dup3(first, r.fd, r.cloexec).map_err(|e| format!("fd {}: sharing fd {first}'s open file: {e}", r.fd))?;
                 opened.entry(r.file).or_insert(r.fd);
+                set_owner(r)?;
                 continue;
             }
         }
@@ -292,6 +312,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
                 } else {
                     crest_ptrace::sys::set_cloexec(raw, r.cloexec).map_err(|e| format!("fd {}: {e}", r.fd))?;
                 }
+                set_owner(r)?;
             }
             None => {
                 let _ = crest_ptrace::sys::set_cloexec(r.fd, r.cloexec);
