@@ -486,6 +486,8 @@ pub enum FdKind {
         data: Vec<u8>,
         /// Its seals (`F_GET_SEALS`).
         seals: u32,
+        /// Its permission bits.
+        mode: u32,
     },
     /// Standard input, output or error (descriptors 0 to 2 only) leading outside the image: a
     /// terminal, or a pipe or socket to a process that was not checkpointed. Restored as the

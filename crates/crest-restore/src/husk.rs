@@ -518,12 +518,12 @@ fn fill(
         let base = t.regs()?;
         let mut r = Remote::new(&t, remote.syscall_ip(), base);
         thread::restore(&mut r, &scratch, pid, th)?;
-        attrs::restore_thread(&mut r, &th.attrs)?;
         attrs::restore_creds(&mut r, &scratch, pid, t.tid, &p.creds)?;
+        // After the credentials: a change of ids clears the parent-death signal.
+        attrs::restore_thread(&mut r, &th.attrs)?;
         count += r.count;
         threads.push(t);
     }
-    attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
     attrs::restore_process(&mut remote, &scratch, &p.attrs)?;
     // Limits and the oom score from outside while the husk still has the restarter's ids
     // (prlimit on a process of another user needs CAP_SYS_RESOURCE).
@@ -531,6 +531,7 @@ fn fill(
     attrs::restore_oom(pid, &p.attrs)?;
     // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid).
     attrs::restore_creds(&mut remote, &scratch, pid, pid, &p.creds)?;
+    attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
     attrs::restore_dumpable(&mut remote, &p.attrs)?;
     signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
     scratch.unmap(&mut remote)?;

@@ -67,13 +67,13 @@ impl FdHandler for Memfd {
             data = vec![0u8; size as usize];
             std::fs::File::from(theirs).read_exact_at(&mut data, 0).map_err(|e| KindError::io(what(), e))?;
         }
-        Ok(FdKind::Memfd { id, name, size, pos: info.pos, data, seals })
+        Ok(FdKind::Memfd { id, name, size, pos: info.pos, data, seals, mode: md.mode() & 0o7777 })
     }
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Memfd { .. })
     }
     fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Memfd { id, name, size, pos, data, seals } = &rec.kind else { return Ok(None) };
+        let FdKind::Memfd { id, name, size, pos, data, seals, mode } = &rec.kind else { return Ok(None) };
         let err = |e: std::io::Error| format!("fd {}: the memfd {name}: {e}", rec.fd);
         if cx.take((*id, false)).is_none() {
             let f = crest_ptrace::sys::memfd_sealable(name, *size).map_err(err)?;
@@ -87,10 +87,15 @@ impl FdHandler for Memfd {
             f.write_all_at(data, 0).map_err(err)?;
         }
         std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(*pos)).map_err(err)?;
+        if f.metadata().map_err(err)?.mode() & 0o7777 != *mode {
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(err)?;
+        }
         let now = crest_ptrace::sys::seals(f.as_raw_fd()).map_err(err)?;
         if now != *seals {
             crest_ptrace::sys::add_seals(f.as_raw_fd(), *seals & !now).map_err(|e| format!("fd {}: sealing the memfd {name} ({seals:#x}): {e}", rec.fd))?;
         }
-        Ok(Some(f.into()))
+        let f: std::os::fd::OwnedFd = f.into();
+        super::set_status_flags(&f, rec.flags)?;
+        Ok(Some(f))
     }
 }

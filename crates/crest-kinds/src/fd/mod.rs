@@ -127,7 +127,7 @@ impl PrepareCx {
 
 /// Sets the status flags (`O_NONBLOCK`, ...) a descriptor had.
 pub fn set_status_flags(fd: &std::os::fd::OwnedFd, flags: u32) -> Result<(), String> {
-    let keep = (libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;
+    let keep = (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;
     crest_ptrace::sys::status_flags(std::os::fd::AsRawFd::as_raw_fd(fd), Some((flags & keep) as i32)).map(drop).map_err(|e| format!("setting descriptor flags: {e}"))
 }
 
