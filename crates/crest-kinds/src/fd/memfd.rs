@@ -79,7 +79,7 @@ impl FdHandler for Memfd {
             let f = crest_ptrace::sys::memfd_sealable(name, *size).map_err(err)?;
             cx.park((*id, false), f)?;
         }
-        let f = std::fs::File::from(cx.take((*id, false)).expect("parked above")?);
+        let f = std::fs::File::from(cx.open_file((*id, false), rec.flags as i32).expect("parked above")?);
         if f.metadata().map_err(err)?.len() < *size {
             f.set_len(*size).map_err(err)?;
         }

@@ -107,6 +107,8 @@ pub struct PrepareCx {
     pub high: i32,
     /// Parked descriptors by (object id, which end).
     pub parked: std::collections::HashMap<(u64, bool), std::os::fd::OwnedFd>,
+    /// Parked objects handed out already (see [`PrepareCx::open_file`]).
+    pub handed: std::collections::HashSet<(u64, bool)>,
 }
 
 impl PrepareCx {
@@ -122,6 +124,21 @@ impl PrepareCx {
     /// A new descriptor for the parked object `key`.
     pub fn take(&self, key: (u64, bool)) -> Option<Result<std::os::fd::OwnedFd, String>> {
         self.parked.get(&key).map(|f| f.try_clone().map_err(|e| format!("duplicating a descriptor: {e}")))
+    }
+
+    /// A new open file of the parked object `key`, for one saved open file description: the
+    /// first time a dup of the parked descriptor, then a new open of it through
+    /// `/proc/self/fd` with `flags` (the object was opened more than once, and each open file
+    /// has its own status flags and offset).
+    pub fn open_file(&mut self, key: (u64, bool), flags: i32) -> Option<Result<std::os::fd::OwnedFd, String>> {
+        let parked = self.parked.get(&key)?;
+        if self.handed.insert(key) {
+            return Some(parked.try_clone().map_err(|e| format!("duplicating a descriptor: {e}")));
+        }
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(parked));
+        let acc = flags & libc::O_ACCMODE;
+        let f = std::fs::OpenOptions::new().read(acc != libc::O_WRONLY).write(acc != libc::O_RDONLY).open(&path);
+        Some(f.map(Into::into).map_err(|e| format!("opening the object again: {e}")))
     }
 }
 
@@ -252,7 +269,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
             *users.entry(id).or_default() += 1;
         }
     }
-    let mut out = SharedFds { cx: Some(PrepareCx { high, parked: Default::default() }), ..Default::default() };
+    let mut out = SharedFds { cx: Some(PrepareCx { high, parked: Default::default(), handed: Default::default() }), ..Default::default() };
     let cx = out.cx.as_mut().expect("set above");
     for &(id, fd) in memfds {
         let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("shared memory: {e}"))?;
@@ -287,7 +304,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
         }
     }
     let high = parked.max(keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1);
-    let mut cx = PrepareCx { high, parked: Default::default() };
+    let mut cx = PrepareCx { high, parked: Default::default(), handed: Default::default() };
     let handler = |r: &FdRecord| HANDLERS.iter().find(|h| h.restores(&r.kind)).ok_or_else(|| format!("fd {}: no handler", r.fd));
     let mut order: Vec<(&FdRecord, &&dyn FdHandler)> = recs.iter().map(|r| Ok((r, handler(r)?))).collect::<Result<_, String>>()?;
     order.sort_by_key(|(_, h)| h.late());
