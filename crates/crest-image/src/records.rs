@@ -133,8 +133,8 @@ pub struct ProcAttrs {
     pub thp_disable: bool,
     /// `/proc/PID/loginuid` (`u32::MAX`: unset).
     pub loginuid: u32,
-    /// Stopped by a stop signal (a job stopped with Ctrl-Z): restored stopped.
-    pub stopped: bool,
+    /// `membarrier` registrations (`MEMBARRIER_CMD_GET_REGISTRATIONS`).
+    pub membarrier: u32,
 }
 
 /// Per-thread settings (see `crest_kinds::attrs`).

@@ -1,5 +1,5 @@
 //! Process and thread settings that are neither memory nor files: interval timers, scheduling
-//! policy and nice value, `oom_score_adj`, login uid, the prctl flags (child subreaper,
+//! policy and nice value, `oom_score_adj`, login uid, membarrier registrations, the prctl flags (child subreaper,
 //! parent-death signal, dumpable, THP disabled, no_new_privs, timer slack) and the credentials
 //! (uids, gids, groups, capability sets, securebits).
 //!
@@ -37,6 +37,10 @@ const PR_CAP_AMBIENT_RAISE: u64 = 2;
 const CAP_SETGID: u64 = 6;
 const SECBIT_KEEP_CAPS: u32 = 1 << 4;
 const SECBIT_KEEP_CAPS_LOCKED: u32 = 1 << 5;
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+/// The `MEMBARRIER_CMD_REGISTER_*` commands: global and private expedited, with core sync,
+/// with rseq.
+const MEMBARRIER_REGISTER: u32 = (1 << 2) | (1 << 4) | (1 << 6) | (1 << 8);
 const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
 const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
 const SCHED_DEADLINE: u32 = 6;
@@ -117,6 +121,11 @@ pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds:
     let dumpable = remote.call("reading the dumpable flag", libc::SYS_prctl, &[PR_GET_DUMPABLE])? as u32;
     let thp_disable = remote.call("reading the THP-disable flag", libc::SYS_prctl, &[PR_GET_THP_DISABLE, 0, 0, 0, 0])? != 0;
     creds.securebits = remote.call("reading the securebits", libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
+    let membarrier = match remote.syscall(libc::SYS_membarrier, &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0])? {
+        Ok(m) => m as u32 & MEMBARRIER_REGISTER,
+        Err(libc::EINVAL) => 0, // before Linux 6.3: registrations cannot be read
+        Err(e) => return Err(KindError::io("reading the membarrier registrations", std::io::Error::from_raw_os_error(e))),
+    };
     let num = |f: &str| crest_proc::read(pid, f).ok().and_then(|s| s.trim().parse::<i64>().ok());
     Ok(ProcAttrs {
         itimers,
@@ -125,7 +134,7 @@ pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds:
         dumpable,
         thp_disable,
         loginuid: num("loginuid").unwrap_or(u32::MAX as i64) as u32,
-        stopped: false,
+        membarrier,
     })
 }
 
@@ -153,14 +162,20 @@ pub fn prepare(a: &ProcAttrs) -> Result<(), String> {
     Ok(())
 }
 
-/// Through `remote` on the husk's leader, once its memory is in place: the interval timers and
-/// the process-wide prctl flags but `dumpable` (see [`restore_dumpable`]).
+/// Through `remote` on the husk's leader, once its memory is in place: membarrier
+/// registrations, the interval timers and the process-wide prctl flags but `dumpable` (see
+/// [`restore_dumpable`]).
 pub fn restore_process(remote: &mut Remote<'_>, scratch: &Scratch, a: &ProcAttrs) -> Result<(), KindError> {
     if a.child_subreaper {
         remote.call("setting the child subreaper flag", libc::SYS_prctl, &[PR_SET_CHILD_SUBREAPER, 1])?;
     }
     if a.thp_disable {
         remote.call("disabling transparent huge pages", libc::SYS_prctl, &[PR_SET_THP_DISABLE, 1, 0, 0, 0])?;
+    }
+    for bit in 0..32 {
+        if a.membarrier & MEMBARRIER_REGISTER & (1 << bit) != 0 {
+            remote.call("registering for membarrier", libc::SYS_membarrier, &[1 << bit, 0, 0])?;
+        }
     }
     for (which, &(interval, value)) in a.itimers.iter().enumerate() {
         if value == 0 {
