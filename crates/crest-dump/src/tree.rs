@@ -183,6 +183,25 @@ impl FrozenTree {
         self.procs.sort_by_key(|f| (depth(f.pid), f.pid != id, f.pid));
     }
 
+    /// Refuses a process (or zombie) of the image in a process group or session that is
+    /// neither the topmost process's (which the restart replaces with its own) nor led by a
+    /// process of the image: nothing could recreate it.
+    fn refuse_orphaned_groups(&self) -> Result<(), DumpError> {
+        let ids: Vec<(i32, crest_proc::Stat)> = self.procs.iter().filter_map(|f| Some((f.pid, stat_of(f.pid)?))).chain(self.zombies.iter().map(|z| (z.pid, z.stat.clone()))).collect();
+        let Some((_, top)) = ids.first() else { return Ok(()) };
+        let (top_pgid, top_sid) = (top.pgrp, top.session);
+        let here = |id: i32| ids.iter().any(|(p, _)| *p == id);
+        for (pid, st) in &ids {
+            if st.session != top_sid && !here(st.session) {
+                return Err(DumpError::Unsupported(format!("PID {pid} is in session {}, whose leader is not in the checkpoint; crest cannot recreate that session", st.session)));
+            }
+            if st.pgrp != top_pgid && !here(st.pgrp) {
+                return Err(DumpError::Unsupported(format!("PID {pid} is in process group {}, whose leader is not in the checkpoint; crest cannot recreate that group", st.pgrp)));
+            }
+        }
+        Ok(())
+    }
+
     /// PIDs of the live processes, parents first.
     pub fn pids(&self) -> Vec<i32> {
         self.procs.iter().map(|f| f.pid).collect()
@@ -203,6 +222,7 @@ impl FrozenTree {
     /// changed since is saved now, and they are let go as soon as it is.
     pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, mut pre: Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         check_cancel()?;
+        self.refuse_orphaned_groups()?;
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
         let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());
