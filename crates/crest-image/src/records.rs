@@ -283,6 +283,11 @@ pub mod vma_flags {
     /// A file mapping whose whole contents are in the image (`cr_checkpoint --save-*`): it is
     /// restored from the image when its file is gone or has changed.
     pub const SAVED: u32 = 32;
+    /// `MAP_DROPPABLE` (`dp`): its contents may be dropped at any time; not saved, restored
+    /// empty.
+    pub const DROPPABLE: u32 = 64;
+    /// `MAP_NORESERVE` (`nr`): no swap space reserved.
+    pub const NORESERVE: u32 = 128;
 }
 
 /// madvise() states restored on a mapping, bits of [`Vma::madv`].
