@@ -466,8 +466,13 @@ pub enum FdKind {
     },
     /// An epoll instance and what it watches.
     Epoll {
-        /// (descriptor, events, data) for each watched descriptor.
+        /// (descriptor, events, data) for each watched descriptor: the number it was added
+        /// with.
         targets: Vec<(i32, u32, u64)>,
+        /// For each target, the descriptor that held its file at the checkpoint: its own
+        /// number, or another when that number was closed (or now holds another file) and the
+        /// file stayed open under this one.
+        sources: Vec<i32>,
     },
     /// A named pipe (FIFO) opened by path; the read end carries the data that was buffered in it.
     Fifo {

@@ -996,3 +996,32 @@ pub fn add_seals(fd: i32, seals: u32) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {epfd, tfd, toff})`: whether descriptor `fd` of `pid` is
+/// the file the epoll instance `epfd` of `pid` watches as its `toff`-th target added as `tfd`.
+pub fn epoll_target_is(pid: i32, fd: i32, epfd: i32, tfd: i32, toff: u32) -> std::io::Result<bool> {
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    let slot = Slot { efd: epfd as u32, tfd: tfd as u32, toff };
+    // SAFETY: slot is a live struct kcmp_epoll_slot the kernel only reads.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd as libc::c_long, &slot as *const Slot) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}
+
+/// Whether `fd` is close-on-exec (`F_GETFD`).
+pub fn cloexec(fd: i32) -> std::io::Result<bool> {
+    // SAFETY: no pointers.
+    let r = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r & libc::FD_CLOEXEC != 0)
+}
