@@ -202,6 +202,23 @@ impl FrozenTree {
         Ok(())
     }
 
+    /// Refuses two processes of the image that share their descriptor table, file system
+    /// context, memory or signal handlers (made with `clone(CLONE_FILES)`, `CLONE_FS`,
+    /// `CLONE_VM`, `CLONE_SIGHAND` without `CLONE_THREAD`): each is restored with its own.
+    fn refuse_shared_tables(&self) -> Result<(), DumpError> {
+        let pids = self.pids();
+        for (i, &a) in pids.iter().enumerate() {
+            for &b in &pids[i + 1..] {
+                for (kind, what) in [(1, "memory (CLONE_VM)"), (2, "descriptor table (CLONE_FILES)"), (3, "root, directory and umask (CLONE_FS)"), (4, "signal handlers (CLONE_SIGHAND)")] {
+                    if crest_ptrace::sys::share(a, b, kind).unwrap_or(false) {
+                        return Err(DumpError::Unsupported(format!("PID {a} and PID {b} share one {what}; processes sharing it are not supported")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// PIDs of the live processes, parents first.
     pub fn pids(&self) -> Vec<i32> {
         self.procs.iter().map(|f| f.pid).collect()
@@ -223,6 +240,7 @@ impl FrozenTree {
     pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, mut pre: Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         check_cancel()?;
         self.refuse_orphaned_groups()?;
+        self.refuse_shared_tables()?;
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
         let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());

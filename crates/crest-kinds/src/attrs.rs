@@ -74,7 +74,8 @@ pub fn refuse_before_seizing(pid: i32, stat: &crest_proc::Stat, status: &str) ->
 }
 
 /// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: POSIX
-/// timers, threads with credentials of their own.
+/// timers, threads with credentials of their own, namespaces other than `cr_checkpoint`'s (the
+/// restarted process gets `cr_restart`'s).
 pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
     for t in crest_proc::tasks(pid).unwrap_or_default() {
@@ -83,6 +84,13 @@ pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
             if field(&ts, k) != field(status, k) {
                 return Err(KindError::Unsupported(format!("{who}: its thread {t} has other credentials ({k}) than the process; per-thread credentials are not supported")));
             }
+        }
+    }
+    for ns in ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+        if theirs.is_some() && mine.is_some() && theirs != mine {
+            return Err(KindError::Unsupported(format!("{who} is in another {ns} namespace than cr_checkpoint; namespaces are not supported")));
         }
     }
     if let Ok(timers) = crest_proc::read(pid, "timers") {

@@ -60,15 +60,22 @@ pub fn dump(pid: i32, status: &str) -> Result<TaskState, KindError> {
     };
     let mut creds = creds;
     crate::attrs::capabilities(status, &mut creds);
-    Ok(TaskState { cwd: crest_proc::readlink(pid, "cwd")?, root: crest_proc::readlink(pid, "root")?, umask, personality, rlimits, creds })
+    let (cwd, root) = (crest_proc::readlink(pid, "cwd")?, crest_proc::readlink(pid, "root")?);
+    for (what, dir) in [("working", &cwd), ("root", &root)] {
+        if dir.ends_with(" (deleted)") {
+            return Err(KindError::Unsupported(format!("PID {pid}: its {what} directory {dir} was deleted; that is not supported")));
+        }
+    }
+    Ok(TaskState { cwd, root, umask, personality, rlimits, creds })
 }
 
 /// Inside the husk: root, directory, umask, personality and name.
 pub fn prepare(p: &Process, cwd: &str) -> Result<(), String> {
+    // The directory first: its path is seen from the restarter's root, not from the new one.
+    std::env::set_current_dir(cwd).map_err(|e| format!("changing directory to {cwd}: {e}"))?;
     if p.root != "/" {
         crest_ptrace::sys::chroot(&p.root).map_err(|e| format!("changing root to {}: {e}", p.root))?;
     }
-    std::env::set_current_dir(cwd).map_err(|e| format!("changing directory to {cwd}: {e}"))?;
     crest_ptrace::sys::set_umask(p.umask);
     crest_ptrace::sys::set_personality(p.personality).map_err(|e| format!("setting personality {:#x}: {e}", p.personality))?;
     if let Some(t) = p.threads.first() {

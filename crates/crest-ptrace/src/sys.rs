@@ -1025,3 +1025,15 @@ pub fn cloexec(fd: i32) -> std::io::Result<bool> {
     }
     Ok(r & libc::FD_CLOEXEC != 0)
 }
+
+/// `kcmp(pid1, pid2, kind, 0, 0)` for the kinds that compare a whole object of two processes
+/// (`KCMP_VM` 1, `KCMP_FILES` 2, `KCMP_FS` 3, `KCMP_SIGHAND` 4, `KCMP_IO` 5, `KCMP_SYSVSEM` 6):
+/// whether they share it.
+pub fn share(pid1: i32, pid2: i32, kind: i32) -> std::io::Result<bool> {
+    // SAFETY: no pointers; the kernel compares its own objects.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind as libc::c_long, 0 as libc::c_long, 0 as libc::c_long) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}

@@ -142,6 +142,17 @@ impl PrepareCx {
     }
 }
 
+/// Refuses a file or directory of a process's own `/proc/PID` directory: reopened by path after
+/// a restart it would be another process's, or none.
+pub fn refuse_proc_file(pid: i32, fd: i32, link: &str) -> Result<(), KindError> {
+    let Some(rest) = link.strip_prefix("/proc/") else { return Ok(()) };
+    let first = rest.split('/').next().unwrap_or("");
+    if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} belongs to process {first}; files of /proc/PID are not supported")));
+    }
+    Ok(())
+}
+
 /// Sets the status flags (`O_NONBLOCK`, ...) a descriptor had.
 pub fn set_status_flags(fd: &std::os::fd::OwnedFd, flags: u32) -> Result<(), String> {
     let keep = (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;

@@ -25,6 +25,7 @@ impl FdHandler for Regular {
         if link.ends_with(" (deleted)") {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} was deleted; deleted files are not supported yet")));
         }
+        super::refuse_proc_file(pid, fd, link)?;
         Ok(FdKind::Regular { path: link.to_string(), pos: info.pos, size: md.size(), dev: md.dev(), ino: md.ino() })
     }
     fn restores(&self, kind: &FdKind) -> bool {
