@@ -135,6 +135,9 @@ pub struct ProcAttrs {
     pub loginuid: u32,
     /// `membarrier` registrations (`MEMBARRIER_CMD_GET_REGISTRATIONS`).
     pub membarrier: u32,
+    /// Control groups, as `/proc/PID/cgroup` lists them: (controllers, or `name=X`, or empty
+    /// for the unified hierarchy; path).
+    pub cgroups: Vec<(String, String)>,
 }
 
 /// Per-thread settings (see `crest_kinds::attrs`).

@@ -80,6 +80,10 @@ pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
     for t in crest_proc::tasks(pid).unwrap_or_default() {
         let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
+        let tcg = crest_proc::read(pid, &format!("task/{t}/cgroup")).unwrap_or_default();
+        if t != pid && !tcg.is_empty() && cgroups(&tcg) != cgroups(&crest_proc::read(pid, "cgroup").unwrap_or_default()) {
+            return Err(KindError::Unsupported(format!("{who}: its thread {t} is in other control groups than the process; that is not supported")));
+        }
         for k in ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"] {
             if field(&ts, k) != field(status, k) {
                 return Err(KindError::Unsupported(format!("{who}: its thread {t} has other credentials ({k}) than the process; per-thread credentials are not supported")));
@@ -143,6 +147,7 @@ pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds:
         thp_disable,
         loginuid: num("loginuid").unwrap_or(u32::MAX as i64) as u32,
         membarrier,
+        cgroups: cgroups(&crest_proc::read(pid, "cgroup")?),
     })
 }
 
@@ -235,6 +240,47 @@ pub fn restore_sched(tid: i32, saved: i32, a: &ThreadAttrs) -> Result<(), KindEr
         crest_ptrace::sys::sched_set(tid, &want).map_err(|e| {
             KindError::io(format!("thread {saved}: setting scheduling policy {} priority {} nice {} (raising them needs CAP_SYS_NICE)", want.policy, want.priority, want.nice), e)
         })?;
+    }
+    Ok(())
+}
+
+/// The (controllers, path) pairs of a `/proc/PID/cgroup` text.
+fn cgroups(text: &str) -> Vec<(String, String)> {
+    text.lines().filter_map(|l| l.split_once(':').and_then(|(_, rest)| rest.split_once(':')).map(|(c, p)| (c.to_string(), p.to_string()))).collect()
+}
+
+/// Where the hierarchy of `controllers` is mounted (from this process's mountinfo): (mount
+/// point, the path of the hierarchy mounted there).
+fn cgroup_mount(controllers: &str) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+    info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        let (root, at, fstype, opts) = (pre.get(3)?, pre.get(4)?, post.first()?, post.get(2)?);
+        let opts: Vec<&str> = opts.split(',').collect();
+        let fits = if want.is_empty() { *fstype == "cgroup2" } else { *fstype == "cgroup" && want.iter().all(|c| opts.contains(c)) };
+        let unescape = |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
+        fits.then(|| (unescape(at), unescape(root)))
+    })
+}
+
+/// From outside: moves the restored process `pid` into its saved control groups where it is
+/// not in them already (writing `cgroup.procs`). A group that is gone or that the restarter
+/// may not move processes into fails the restart.
+pub fn restore_cgroups(pid: i32, a: &ProcAttrs) -> Result<(), KindError> {
+    let now = cgroups(&crest_proc::read(pid, "cgroup")?);
+    for (controllers, path) in &a.cgroups {
+        if now.iter().any(|(c, p)| c == controllers && p == path) {
+            continue;
+        }
+        let name = if controllers.is_empty() { "the unified hierarchy".to_string() } else { format!("the {controllers} hierarchy") };
+        let what = format!("moving the process into control group {path} of {name}");
+        let (at, root) = cgroup_mount(controllers).ok_or_else(|| KindError::Mismatch(format!("{what}: that hierarchy is not mounted here")))?;
+        let rel = path.strip_prefix(root.trim_end_matches('/')).ok_or_else(|| KindError::Mismatch(format!("{what}: it is outside the part mounted at {at}")))?;
+        let procs = format!("{}/{}/cgroup.procs", at.trim_end_matches('/'), rel.trim_start_matches('/'));
+        std::fs::write(&procs, pid.to_string()).map_err(|e| KindError::io(format!("{what} ({procs})"), e))?;
     }
     Ok(())
 }

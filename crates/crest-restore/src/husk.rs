@@ -529,6 +529,7 @@ fn fill(
     // (prlimit on a process of another user needs CAP_SYS_RESOURCE).
     task::restore_rlimits(pid, &p.rlimits)?;
     attrs::restore_oom(pid, &p.attrs)?;
+    attrs::restore_cgroups(pid, &p.attrs)?;
     // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid).
     attrs::restore_creds(&mut remote, &scratch, pid, pid, &p.creds)?;
     attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
