@@ -58,9 +58,7 @@ fn field<'a>(status: &'a str, key: &str) -> &'a str {
 pub fn refuse_before_seizing(pid: i32, stat: &crest_proc::Stat, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
     if stat.state == 'T' {
-        return Err(KindError::Unsupported(format!(
-            "{who} is stopped (by SIGSTOP, SIGTSTP or Ctrl-Z); stopped processes are not supported yet: continue it first (SIGCONT, fg)"
-        )));
+        return Err(KindError::Unsupported(format!("{who} is stopped (by SIGSTOP, SIGTSTP or Ctrl-Z); stopped processes are not supported yet: continue it first (SIGCONT, fg)")));
     }
     for t in crest_proc::tasks(pid).unwrap_or_default() {
         let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
@@ -237,9 +235,8 @@ pub fn restore_sched(tid: i32, saved: i32, a: &ThreadAttrs) -> Result<(), KindEr
     };
     let now = crest_ptrace::sys::sched_get(tid).map_err(|e| KindError::io(format!("reading the scheduling settings of thread {tid}"), e))?;
     if now != want {
-        crest_ptrace::sys::sched_set(tid, &want).map_err(|e| {
-            KindError::io(format!("thread {saved}: setting scheduling policy {} priority {} nice {} (raising them needs CAP_SYS_NICE)", want.policy, want.priority, want.nice), e)
-        })?;
+        crest_ptrace::sys::sched_set(tid, &want)
+            .map_err(|e| KindError::io(format!("thread {saved}: setting scheduling policy {} priority {} nice {} (raising them needs CAP_SYS_NICE)", want.policy, want.priority, want.nice), e))?;
     }
     Ok(())
 }
@@ -290,8 +287,7 @@ pub fn restore_oom(pid: i32, a: &ProcAttrs) -> Result<(), KindError> {
     let path = format!("/proc/{pid}/oom_score_adj");
     let now = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i32>().ok());
     if now != Some(a.oom_score_adj) {
-        std::fs::write(&path, a.oom_score_adj.to_string())
-            .map_err(|e| KindError::io(format!("setting oom_score_adj to {} (lowering it needs CAP_SYS_RESOURCE)", a.oom_score_adj), e))?;
+        std::fs::write(&path, a.oom_score_adj.to_string()).map_err(|e| KindError::io(format!("setting oom_score_adj to {} (lowering it needs CAP_SYS_RESOURCE)", a.oom_score_adj), e))?;
     }
     Ok(())
 }

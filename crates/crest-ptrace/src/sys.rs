@@ -920,14 +920,7 @@ pub fn sched_get(tid: i32) -> std::io::Result<SchedAttr> {
 
 /// `sched_setattr(tid)` with a policy, its flags, nice value and real-time priority.
 pub fn sched_set(tid: i32, s: &SchedAttr) -> std::io::Result<()> {
-    let a = RawSchedAttr {
-        size: std::mem::size_of::<RawSchedAttr>() as u32,
-        policy: s.policy,
-        flags: s.flags,
-        nice: s.nice,
-        priority: s.priority,
-        ..Default::default()
-    };
+    let a = RawSchedAttr { size: std::mem::size_of::<RawSchedAttr>() as u32, policy: s.policy, flags: s.flags, nice: s.nice, priority: s.priority, ..Default::default() };
     // SAFETY: a is a valid, fully initialised struct of the size it states.
     let r = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &a as *const RawSchedAttr, 0) };
     if r == -1 {

@@ -27,9 +27,8 @@ const F_SEAL_FUTURE_WRITE: u32 = 16;
 fn mapped_shared(cx: &DumpCx<'_>, ino: u64) -> bool {
     let mut pids: Vec<i32> = cx.all.iter().map(|o| o.pid).collect();
     pids.dedup();
-    pids.into_iter().any(|pid| {
-        crest_proc::read(pid, "maps").ok().and_then(|m| crest_proc::parse_smaps(&m).ok()).is_some_and(|maps| maps.iter().any(|m| m.shared && m.ino == ino && m.name.starts_with("/memfd:")))
-    })
+    pids.into_iter()
+        .any(|pid| crest_proc::read(pid, "maps").ok().and_then(|m| crest_proc::parse_smaps(&m).ok()).is_some_and(|maps| maps.iter().any(|m| m.shared && m.ino == ino && m.name.starts_with("/memfd:"))))
 }
 
 /// The id of a shared memory object, as [`crate::memory::classify`] computes it from `maps`
