@@ -22,7 +22,7 @@ impl FdHandler for Directory {
         if link.ends_with(" (deleted)") {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: directory {link} was deleted")));
         }
-        super::refuse_proc_file(pid, fd, link)?;
+        super::refuse_unreopenable(pid, fd, link, info.flags)?;
         Ok(FdKind::Directory { path: link.to_string(), pos: info.pos })
     }
     fn restores(&self, kind: &FdKind) -> bool {

@@ -142,9 +142,13 @@ impl PrepareCx {
     }
 }
 
-/// Refuses a file or directory of a process's own `/proc/PID` directory: reopened by path after
-/// a restart it would be another process's, or none.
-pub fn refuse_proc_file(pid: i32, fd: i32, link: &str) -> Result<(), KindError> {
+/// Refuses a file or directory opened with `O_PATH` (not reopened as such yet), or one of a
+/// process's own `/proc/PID` directory: reopened by path after a restart it would be another
+/// process's, or none.
+pub fn refuse_unreopenable(pid: i32, fd: i32, link: &str, flags: u32) -> Result<(), KindError> {
+    if flags & libc::O_PATH as u32 != 0 {
+        return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is open with O_PATH, which is not supported yet")));
+    }
     let Some(rest) = link.strip_prefix("/proc/") else { return Ok(()) };
     let first = rest.split('/').next().unwrap_or("");
     if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
@@ -237,7 +241,12 @@ fn owner(cx: &DumpCx<'_>, fd: i32) -> Result<Fown, KindError> {
     let Some(pidfd) = cx.pidfd.as_ref() else { return Ok(Fown::default()) };
     let what = || format!("pid {} fd {fd}: reading its owner for I/O signals", cx.pid);
     let theirs = crest_ptrace::sys::pidfd_getfd(std::os::fd::AsRawFd::as_raw_fd(pidfd), fd).map_err(|e| KindError::io(what(), e))?;
-    let (kind, pid, signal) = crest_ptrace::sys::file_owner(std::os::fd::AsRawFd::as_raw_fd(&theirs)).map_err(|e| KindError::io(what(), e))?;
+    let (kind, pid, signal) = match crest_ptrace::sys::file_owner(std::os::fd::AsRawFd::as_raw_fd(&theirs)) {
+        Ok(o) => o,
+        // An O_PATH descriptor has no owner.
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Ok(Fown::default()),
+        Err(e) => return Err(KindError::io(what(), e)),
+    };
     Ok(Fown { kind, pid, signal })
 }
 
