@@ -26,6 +26,21 @@ fn process_settings_survive() {
     assert!(st.success() && out.contains("PASS"), "attrs after restart: {st:?}\n{}", out.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
 }
 
+/// As root: the restored process has its saved uids, gids, groups and capability sets, not
+/// the restarter's.
+#[test]
+fn credentials_survive() {
+    if !is_root() {
+        skip("credentials: needs root to become another user");
+        return;
+    }
+    let d = Dir::new("attrs-creds");
+    let prog = build(&d);
+    std::fs::set_permissions(&d.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let (st, out) = round_trip_verify(&d, &prog, &["creds"], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "attrs creds after restart: {st:?}\n{}", out.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
+}
+
 /// Starts `attrs refuse MODE`, checks that `cr_checkpoint --kill` exits 95 naming the process
 /// and `expect`, writes no image and leaves the process as it was (running, or `stopped`), then
 /// has it check itself.
@@ -65,6 +80,16 @@ fn posix_timers_are_refused() {
 #[test]
 fn seccomp_strict_mode_is_refused_before_anything_runs_inside() {
     refused("seccomp", "seccomp strict mode", |_| {}, false);
+}
+
+#[test]
+fn shared_descriptor_table_is_refused() {
+    refused("sharedfiles", "share one descriptor table", |_| {}, false);
+}
+
+#[test]
+fn group_without_its_leader_is_refused() {
+    refused("orphangroup", "whose leader is not in the checkpoint", |_| {}, false);
 }
 
 #[test]
