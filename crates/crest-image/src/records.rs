@@ -141,7 +141,7 @@ pub struct ProcAttrs {
 }
 
 /// Per-thread settings (see `crest_kinds::attrs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ThreadAttrs {
     /// Scheduling policy (`SCHED_*`, with `SCHED_RESET_ON_FORK`).
     pub policy: u32,
@@ -155,6 +155,9 @@ pub struct ThreadAttrs {
     pub no_new_privs: bool,
     /// `PR_GET_TIMERSLACK`, in nanoseconds.
     pub timer_slack: u64,
+    /// The thread's credentials: threads of one process may have their own (raw `setresuid`
+    /// and `capset` affect only the calling thread).
+    pub creds: Creds,
 }
 
 /// User and group ids.

@@ -72,20 +72,14 @@ pub fn refuse_before_seizing(pid: i32, stat: &crest_proc::Stat, status: &str) ->
 }
 
 /// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: POSIX
-/// timers, threads with credentials of their own, namespaces other than `cr_checkpoint`'s (the
+/// timers, threads in control groups of their own, namespaces other than `cr_checkpoint`'s (the
 /// restarted process gets `cr_restart`'s).
 pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
     for t in crest_proc::tasks(pid).unwrap_or_default() {
-        let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
         let tcg = crest_proc::read(pid, &format!("task/{t}/cgroup")).unwrap_or_default();
         if t != pid && !tcg.is_empty() && cgroups(&tcg) != cgroups(&crest_proc::read(pid, "cgroup").unwrap_or_default()) {
             return Err(KindError::Unsupported(format!("{who}: its thread {t} is in other control groups than the process; that is not supported")));
-        }
-        for k in ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"] {
-            if field(&ts, k) != field(status, k) {
-                return Err(KindError::Unsupported(format!("{who}: its thread {t} has other credentials ({k}) than the process; per-thread credentials are not supported")));
-            }
         }
     }
     for ns in ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"] {
@@ -102,6 +96,18 @@ pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
         }
     }
     Ok(())
+}
+
+/// The uids, gids and groups of a (task) `status`.
+fn thread_ids(status: &str) -> Creds {
+    let four = |k: &str| {
+        let mut o = [0u32; 4];
+        for (d, v) in o.iter_mut().zip(field(status, k).split_whitespace()) {
+            *d = v.parse().unwrap_or(0);
+        }
+        o
+    };
+    Creds { uid: four("Uid"), gid: four("Gid"), groups: field(status, "Groups").split_whitespace().filter_map(|g| g.parse().ok()).collect(), ..Default::default() }
 }
 
 fn hexset(status: &str, key: &str) -> u64 {
@@ -161,7 +167,11 @@ pub fn dump_thread(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i3
     let no_new_privs = remote.call("reading no_new_privs", libc::SYS_prctl, &[PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0])? != 0;
     let timer_slack = remote.call("reading the timer slack", libc::SYS_prctl, &[PR_GET_TIMERSLACK])?;
     let reset = if s.flags & SCHED_FLAG_RESET_ON_FORK != 0 { SCHED_RESET_ON_FORK } else { 0 };
-    Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack })
+    let status = crest_proc::read(pid, &format!("task/{tid}/status"))?;
+    let mut creds = thread_ids(&status);
+    capabilities(&status, &mut creds);
+    creds.securebits = remote.call("reading the securebits", libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
+    Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack, creds })
 }
 
 /// Inside the husk, before it stops: its login uid.

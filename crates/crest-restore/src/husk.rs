@@ -518,7 +518,7 @@ fn fill(
         let base = t.regs()?;
         let mut r = Remote::new(&t, remote.syscall_ip(), base);
         thread::restore(&mut r, &scratch, pid, th)?;
-        attrs::restore_creds(&mut r, &scratch, pid, t.tid, &p.creds)?;
+        attrs::restore_creds(&mut r, &scratch, pid, t.tid, thread_creds(p, th))?;
         // After the credentials: a change of ids clears the parent-death signal.
         attrs::restore_thread(&mut r, &th.attrs)?;
         count += r.count;
@@ -531,12 +531,22 @@ fn fill(
     attrs::restore_oom(pid, &p.attrs)?;
     attrs::restore_cgroups(pid, &p.attrs)?;
     // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid).
-    attrs::restore_creds(&mut remote, &scratch, pid, pid, &p.creds)?;
+    attrs::restore_creds(&mut remote, &scratch, pid, pid, thread_creds(p, &p.threads[0]))?;
     attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
     attrs::restore_dumpable(&mut remote, &p.attrs)?;
     signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
     scratch.unmap(&mut remote)?;
     Ok((bytes, remote.count + count, exe_set, threads))
+}
+
+/// The credentials of thread `th` of `p`: its own, or the process's when the image has none
+/// for it.
+fn thread_creds<'a>(p: &'a Process, th: &'a crest_image::Thread) -> &'a crest_image::Creds {
+    if th.attrs.creds.uid == [0; 4] && th.attrs.creds.gid == [0; 4] && th.attrs.creds.cap_bnd == 0 {
+        &p.creds
+    } else {
+        &th.attrs.creds
+    }
 }
 
 /// Scheduling settings, then each thread's XSAVE area, registers and mask; each thread is interrupted once

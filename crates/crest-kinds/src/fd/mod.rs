@@ -142,17 +142,17 @@ impl PrepareCx {
     }
 }
 
-/// Refuses a file or directory opened with `O_PATH` (not reopened as such yet), or one of a
-/// process's own `/proc/PID` directory: reopened by path after a restart it would be another
-/// process's, or none.
-pub fn refuse_unreopenable(pid: i32, fd: i32, link: &str, flags: u32) -> Result<(), KindError> {
+/// Refuses a file or directory opened with `O_PATH` (not reopened as such yet), or one of the
+/// `/proc/PID` directory of a process of the image (`image`: their PIDs) or of one that is
+/// gone: reopened by path after a restart it would be another process's, or none.
+pub fn refuse_unreopenable(pid: i32, fd: i32, link: &str, flags: u32, image: &[i32]) -> Result<(), KindError> {
     if flags & libc::O_PATH as u32 != 0 {
         return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is open with O_PATH, which is not supported yet")));
     }
     let Some(rest) = link.strip_prefix("/proc/") else { return Ok(()) };
-    let first = rest.split('/').next().unwrap_or("");
-    if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} belongs to process {first}; files of /proc/PID are not supported")));
+    let Ok(owner) = rest.split('/').next().unwrap_or("").parse::<i32>() else { return Ok(()) };
+    if image.contains(&owner) || crest_proc::read(owner, "stat").is_err() {
+        return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} belongs to process {owner}, which is in the checkpoint or gone; files of its /proc/PID are not supported")));
     }
     Ok(())
 }
