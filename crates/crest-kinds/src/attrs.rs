@@ -183,6 +183,30 @@ pub fn prepare(a: &ProcAttrs) -> Result<(), String> {
     Ok(())
 }
 
+/// Inside the husk, once its descriptors are restored: the unix socket files that restore bound
+/// again for it (as the restarter) get the owner the process would have given them, its saved
+/// file-system uid and gid, so that it and its peers may still connect once its credentials
+/// are restored.
+pub fn own_bound_sockets(fds: &[crest_image::FdRecord], creds: &Creds) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    for r in fds {
+        let crest_image::FdKind::Socket { family, addr, .. } = &r.kind else { continue };
+        // struct sockaddr_un: the family, then a NUL-terminated path (abstract names start with NUL).
+        if *family != libc::AF_UNIX || addr.len() <= 3 || addr[2] == 0 {
+            continue;
+        }
+        let path = &addr[2..];
+        let path = &path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())];
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+        let (uid, gid) = (creds.uid[3], creds.gid[3]);
+        let md = std::fs::symlink_metadata(path).map_err(|e| format!("fd {}: the socket file {}: {e}", r.fd, path.display()))?;
+        if std::os::unix::fs::MetadataExt::uid(&md) != uid || std::os::unix::fs::MetadataExt::gid(&md) != gid {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| format!("fd {}: giving the socket file {} to uid {uid} gid {gid}: {e}", r.fd, path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Through `remote` on the husk's leader, once its memory is in place: membarrier
 /// registrations, the interval timers and the process-wide prctl flags but `dumpable` (see
 /// [`restore_dumpable`]).

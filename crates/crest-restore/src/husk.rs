@@ -229,6 +229,7 @@ impl Ctx<'_> {
             placed.set(true);
         }
         fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked)?;
+        attrs::own_bound_sockets(&p.fds, &p.creds)?;
         fd::restore_locks(&p.fds)?;
         task::prepare(p, &p.cwd)?;
         attrs::prepare(&p.attrs)?;
