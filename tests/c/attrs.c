@@ -5,7 +5,8 @@
  * membarrier registration, locked and MAP_NORESERVE memory. Sets them all, says "ready", and
  * on SIGUSR2 checks every one and prints PASS.
  * With "creds" (as root): also becomes uid/gid 65534 with groups 100 and 65534, keeping only
- * CAP_NET_BIND_SERVICE, and checks that after the restart.
+ * CAP_NET_BIND_SERVICE, in its main thread only (raw system calls): a second thread stays root.
+ * Checks both after the restart.
  * With "refuse MODE": sets up something crest refuses and waits for SIGUSR2: a POSIX timer
  * (posixtimer), seccomp strict mode (seccomp: it spins, as it may only read and write), a
  * child sharing its descriptor table (sharedfiles), a child in the group of a process that
@@ -14,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <linux/capability.h>
 #include <linux/membarrier.h>
 #include <linux/seccomp.h>
@@ -57,6 +59,20 @@ static int smaps_has(void *addr, const char *flag)
     if (f)
         fclose(f);
     return found;
+}
+
+/* A thread that keeps its own credentials: on SIGUSR2 it reads its uids. */
+static volatile int root_uid = -1, root_done;
+static void *stays_root(void *arg)
+{
+    (void)arg;
+    while (!verify_now)
+        usleep(10000);
+    uid_t r, e, s;
+    if (syscall(SYS_getresuid, &r, &e, &s) == 0)
+        root_uid = (r == 0 && e == 0 && s == 0) ? 0 : (int)e;
+    root_done = 1;
+    return NULL;
 }
 
 static void caps(uint64_t *eff, uint64_t *prm)
@@ -131,11 +147,14 @@ int main(int argc, char **argv)
     check(oom && fprintf(oom, "345") > 0 && fclose(oom) == 0, "writing oom_score_adj");
     /* Before the prctl settings: a change of uid resets the parent-death signal. */
     int creds = argc > 1 && strcmp(argv[1], "creds") == 0 && geteuid() == 0;
+    pthread_t root_thread;
     if (creds) {
+        check(pthread_create(&root_thread, NULL, stays_root, NULL) == 0, "pthread_create");
+        /* Raw system calls: glibc's wrappers would change every thread. */
         gid_t groups[] = {100, 65534};
-        check(setgroups(2, groups) == 0, "setgroups");
+        check(syscall(SYS_setgroups, 2, groups) == 0, "setgroups");
         check(prctl(PR_SET_KEEPCAPS, 1) == 0, "PR_SET_KEEPCAPS");
-        check(setresgid(65534, 65534, 65534) == 0 && setresuid(65534, 65534, 65534) == 0, "becoming 65534");
+        check(syscall(SYS_setresgid, 65534, 65534, 65534) == 0 && syscall(SYS_setresuid, 65534, 65534, 65534) == 0, "becoming 65534");
         struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
         struct __user_cap_data_struct d[2] = {{1u << CAP_NET_BIND_SERVICE, 1u << CAP_NET_BIND_SERVICE, 0}, {0, 0, 0}};
         check(syscall(SYS_capset, &h, d) == 0, "capset");
@@ -217,6 +236,7 @@ int main(int argc, char **argv)
         uint64_t eff, prm;
         caps(&eff, &prm);
         check(eff == (1u << CAP_NET_BIND_SERVICE) && prm == eff, "only CAP_NET_BIND_SERVICE");
+        check(pthread_join(root_thread, NULL) == 0 && root_done && root_uid == 0, "the other thread is still root");
     }
     pass();
 }

@@ -27,7 +27,7 @@ fn process_settings_survive() {
 }
 
 /// As root: the restored process has its saved uids, gids, groups and capability sets, not
-/// the restarter's.
+/// the restarter's, and a thread that kept other credentials than its process keeps them.
 #[test]
 fn credentials_survive() {
     if !is_root() {
