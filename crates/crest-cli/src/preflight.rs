@@ -8,12 +8,13 @@
 //! process's offset and what it read or wrote would be gone); growing is allowed, as BLCR
 //! allowed appends. The working directory must exist.
 //!
-//! Credentials. A restored process runs with the credentials of the user who restarts it, as
-//! in BLCR. So that nobody gets the memory of a process they could not have run, each saved
-//! real, effective, saved and file-system uid must be one the restarting process has, unless
-//! it has `CAP_SETUID` (likewise gids and supplementary groups with `CAP_SETGID`); the saved
-//! effective capabilities must be among the restarter's permitted ones; and a set-user-ID or
-//! set-group-ID executable needs its owner (or group), or the capability.
+//! Credentials. A restored process gets its saved uids, gids, supplementary groups (when the
+//! restarter may set them) and capability sets. So that nobody gets the memory of a process
+//! they could not have run, each saved real, effective, saved and file-system uid must be one
+//! the restarting process has, unless it has `CAP_SETUID` (likewise gids and supplementary
+//! groups with `CAP_SETGID`); the saved effective and permitted capabilities must be among the
+//! restarter's permitted ones; and a set-user-ID or set-group-ID executable needs its owner
+//! (or group), or the capability.
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
@@ -259,26 +260,29 @@ fn cap_names(mask: u64) -> String {
 /// Refuses `p` if `me` could not have started it (see the module documentation). `exe` is the
 /// executable's metadata now, if it can be read.
 pub fn credentials(p: &Process, me: &Caller, exe: Option<&std::fs::Metadata>) -> Result<(), Refusal> {
-    let c = &p.creds;
     let what = "restart it as that user or as root";
-    let foreign_uid = c.uid.iter().any(|u| !me.uid.contains(u));
-    if foreign_uid && !me.has(CAP_SETUID) {
-        return Err(refuse(
-            libc::EPERM,
-            format!("the image's process ran as uid {} (real, effective, saved, file system: {:?}); uid {} could not have started it: {what}", c.uid[1], c.uid, me.uid[1]),
-        ));
-    }
     let mine: Vec<u32> = me.gid.iter().chain(&me.groups).copied().collect();
-    let foreign_gid = c.gid.iter().any(|g| !me.gid.contains(g)) || c.groups.iter().any(|g| !mine.contains(g));
-    if foreign_gid && !me.has(CAP_SETGID) {
-        return Err(refuse(
-            libc::EPERM,
-            format!("the image's process ran with gid {} and groups {:?}; a process with gid {} and groups {:?} could not have started it: {what}", c.gid[1], c.groups, me.gid[1], me.groups),
-        ));
-    }
-    let missing = c.cap_eff & !me.cap_prm;
-    if missing != 0 {
-        return Err(refuse(libc::EPERM, format!("the image's process had capabilities this restart does not have ({}): {what}", cap_names(missing))));
+    // The process's credentials and those of each thread (threads may have their own).
+    let threads = p.threads.iter().map(|t| &t.attrs.creds).filter(|c| c.uid != [0; 4] || c.gid != [0; 4] || c.cap_bnd != 0);
+    for c in std::iter::once(&p.creds).chain(threads) {
+        let foreign_uid = c.uid.iter().any(|u| !me.uid.contains(u));
+        if foreign_uid && !me.has(CAP_SETUID) {
+            return Err(refuse(
+                libc::EPERM,
+                format!("the image's process ran as uid {} (real, effective, saved, file system: {:?}); uid {} could not have started it: {what}", c.uid[1], c.uid, me.uid[1]),
+            ));
+        }
+        let foreign_gid = c.gid.iter().any(|g| !me.gid.contains(g)) || c.groups.iter().any(|g| !mine.contains(g));
+        if foreign_gid && !me.has(CAP_SETGID) {
+            return Err(refuse(
+                libc::EPERM,
+                format!("the image's process ran with gid {} and groups {:?}; a process with gid {} and groups {:?} could not have started it: {what}", c.gid[1], c.groups, me.gid[1], me.groups),
+            ));
+        }
+        let missing = (c.cap_eff | c.cap_prm) & !me.cap_prm;
+        if missing != 0 {
+            return Err(refuse(libc::EPERM, format!("the image's process had capabilities this restart does not have ({}): {what}", cap_names(missing))));
+        }
     }
     if let (Some(md), false) = (exe, p.exe.is_empty()) {
         let mode = md.mode();
@@ -306,7 +310,7 @@ mod tests {
             sid: 1,
             exe: String::new(),
             cmdline: Vec::new(),
-            creds: Creds { uid: [uid; 4], gid: [gid; 4], groups, cap_eff },
+            creds: Creds { uid: [uid; 4], gid: [gid; 4], groups, cap_eff, ..Default::default() },
             cwd: "/".into(),
             root: "/".into(),
             umask: 0o022,
@@ -320,6 +324,7 @@ mod tests {
             threads: Vec::new(),
             exit_status: None,
             dropped: Vec::new(),
+            attrs: Default::default(),
         }
     }
 

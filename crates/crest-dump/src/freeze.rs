@@ -2,7 +2,7 @@
 use std::time::Instant;
 
 use crest_image::{Process, RECORD_VERSION};
-use crest_kinds::{fd, memory, mm, signals, task, thread, vdso, Scratch};
+use crest_kinds::{attrs, fd, memory, mm, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
 use crate::{check_cancel, DumpError};
@@ -64,6 +64,11 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     }
     if let Some(by) = snapshot_in_progress(pid) {
         return Err(DumpError::Busy { pid, by });
+    }
+    // Before anything is done to it: state that would not come back, or that a system call
+    // run inside it would harm.
+    if let Ok(st) = crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?) {
+        attrs::refuse_before_seizing(pid, &st, &status)?;
     }
     let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false };
     loop {
@@ -143,9 +148,10 @@ impl Frozen {
         };
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
+        attrs::refuse(pid, &status)?;
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
         let (fds, dropped) = fd::dump_all(pid, files)?;
-        let ts = task::dump(pid, &status)?;
+        let mut ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
         // Everything read from /proc is read now, while frozen: with a snapshot the process
         // runs on (and may even end) while its pages are saved.
@@ -171,6 +177,7 @@ impl Frozen {
         let mut states = vec![Borrow::Borrowed];
         let collected = (|| -> Result<_, DumpError> {
             let sigactions = signals::dump_actions(&mut remote, &scratch, &status)?;
+            let pattrs = attrs::dump_process(&mut remote, &scratch, pid, &mut ts.creds)?;
             let mmst = mm::dump(&mut remote, pid, &stat)?;
             let shared_pending = leader.pending_signals(true)?;
             let mut threads = Vec::with_capacity(self.threads.len());
@@ -187,7 +194,7 @@ impl Frozen {
                 put_back(t, fz)?;
                 *states.last_mut().expect("pushed above") = Borrow::Clean;
             }
-            Ok((sigactions, mmst, threads, shared_pending))
+            Ok((sigactions, mmst, threads, shared_pending, pattrs))
         })();
         let unmapped = scratch.unmap(&mut remote);
         // The copy is forked last, without the scratch page. If it cannot be (a process limit),
@@ -205,7 +212,7 @@ impl Frozen {
                 s.discard();
             }
         };
-        let (sigactions, mmst, threads, shared_pending) = match collected {
+        let (sigactions, mmst, threads, shared_pending, pattrs) = match collected {
             Ok(c) => c,
             Err(e) => {
                 discard(snap);
@@ -246,6 +253,7 @@ impl Frozen {
             vmas,
             exit_status: None,
             dropped,
+            attrs: pattrs,
         };
         Ok(Collected { process, snap, remote_syscalls, vdso_layout: vdso::layout(&maps) })
     }

@@ -183,6 +183,42 @@ impl FrozenTree {
         self.procs.sort_by_key(|f| (depth(f.pid), f.pid != id, f.pid));
     }
 
+    /// Refuses a process (or zombie) of the image in a process group or session that is
+    /// neither the topmost process's (which the restart replaces with its own) nor led by a
+    /// process of the image: nothing could recreate it.
+    fn refuse_orphaned_groups(&self) -> Result<(), DumpError> {
+        let ids: Vec<(i32, crest_proc::Stat)> = self.procs.iter().filter_map(|f| Some((f.pid, stat_of(f.pid)?))).chain(self.zombies.iter().map(|z| (z.pid, z.stat.clone()))).collect();
+        let Some((_, top)) = ids.first() else { return Ok(()) };
+        let (top_pgid, top_sid) = (top.pgrp, top.session);
+        let here = |id: i32| ids.iter().any(|(p, _)| *p == id);
+        for (pid, st) in &ids {
+            if st.session != top_sid && !here(st.session) {
+                return Err(DumpError::Unsupported(format!("PID {pid} is in session {}, whose leader is not in the checkpoint; crest cannot recreate that session", st.session)));
+            }
+            if st.pgrp != top_pgid && !here(st.pgrp) {
+                return Err(DumpError::Unsupported(format!("PID {pid} is in process group {}, whose leader is not in the checkpoint; crest cannot recreate that group", st.pgrp)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses two processes of the image that share their descriptor table, file system
+    /// context, memory or signal handlers (made with `clone(CLONE_FILES)`, `CLONE_FS`,
+    /// `CLONE_VM`, `CLONE_SIGHAND` without `CLONE_THREAD`): each is restored with its own.
+    fn refuse_shared_tables(&self) -> Result<(), DumpError> {
+        let pids = self.pids();
+        for (i, &a) in pids.iter().enumerate() {
+            for &b in &pids[i + 1..] {
+                for (kind, what) in [(1, "memory (CLONE_VM)"), (2, "descriptor table (CLONE_FILES)"), (3, "root, directory and umask (CLONE_FS)"), (4, "signal handlers (CLONE_SIGHAND)")] {
+                    if crest_ptrace::sys::share(a, b, kind).unwrap_or(false) {
+                        return Err(DumpError::Unsupported(format!("PID {a} and PID {b} share one {what}; processes sharing it are not supported")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// PIDs of the live processes, parents first.
     pub fn pids(&self) -> Vec<i32> {
         self.procs.iter().map(|f| f.pid).collect()
@@ -203,6 +239,8 @@ impl FrozenTree {
     /// changed since is saved now, and they are let go as soon as it is.
     pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, mut pre: Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         check_cancel()?;
+        self.refuse_orphaned_groups()?;
+        self.refuse_shared_tables()?;
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
         let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());
@@ -367,6 +405,7 @@ fn zombie_record(z: &Zombie, ppid: i32) -> Process {
         threads: Vec::new(),
         exit_status: Some(z.stat.exit_code),
         dropped: Vec::new(),
+        attrs: Default::default(),
     }
 }
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of [`Image`], [`Process`], [`Thread`], [`Vma`] and [`FdRecord`] written by this build.
-pub const RECORD_VERSION: u16 = 4;
+pub const RECORD_VERSION: u16 = 5;
 
 /// The whole checkpoint: a tree of processes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +114,50 @@ pub struct Process {
     /// (`cr_checkpoint --drop-unsupported`), described for `cr_info`: descriptors (restored as
     /// closed sockets, [`FdKind::Dropped`]) and file locks (not held after a restart).
     pub dropped: Vec<String>,
+    /// Process-wide kernel settings: interval timers, prctl flags, oom score.
+    pub attrs: ProcAttrs,
+}
+
+/// Process-wide settings restored after the memory (see `crest_kinds::attrs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProcAttrs {
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`: (interval, value) in microseconds.
+    pub itimers: [(u64, u64); 3],
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// `PR_GET_CHILD_SUBREAPER`.
+    pub child_subreaper: bool,
+    /// `PR_GET_DUMPABLE`.
+    pub dumpable: u32,
+    /// `PR_GET_THP_DISABLE`.
+    pub thp_disable: bool,
+    /// `/proc/PID/loginuid` (`u32::MAX`: unset).
+    pub loginuid: u32,
+    /// `membarrier` registrations (`MEMBARRIER_CMD_GET_REGISTRATIONS`).
+    pub membarrier: u32,
+    /// Control groups, as `/proc/PID/cgroup` lists them: (controllers, or `name=X`, or empty
+    /// for the unified hierarchy; path).
+    pub cgroups: Vec<(String, String)>,
+}
+
+/// Per-thread settings (see `crest_kinds::attrs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ThreadAttrs {
+    /// Scheduling policy (`SCHED_*`, with `SCHED_RESET_ON_FORK`).
+    pub policy: u32,
+    /// Nice value.
+    pub nice: i32,
+    /// Real-time priority.
+    pub rt_priority: u32,
+    /// `PR_GET_PDEATHSIG`.
+    pub pdeath_sig: u32,
+    /// `PR_GET_NO_NEW_PRIVS`.
+    pub no_new_privs: bool,
+    /// `PR_GET_TIMERSLACK`, in nanoseconds.
+    pub timer_slack: u64,
+    /// The thread's credentials: threads of one process may have their own (raw `setresuid`
+    /// and `capset` affect only the calling thread).
+    pub creds: Creds,
 }
 
 /// User and group ids.
@@ -127,6 +171,16 @@ pub struct Creds {
     pub groups: Vec<u32>,
     /// Effective capability set (bitmask).
     pub cap_eff: u64,
+    /// Permitted capability set.
+    pub cap_prm: u64,
+    /// Inheritable capability set.
+    pub cap_inh: u64,
+    /// Bounding set.
+    pub cap_bnd: u64,
+    /// Ambient set.
+    pub cap_amb: u64,
+    /// `PR_GET_SECUREBITS`.
+    pub securebits: u32,
 }
 
 /// One resource limit.
@@ -235,6 +289,11 @@ pub mod vma_flags {
     /// A file mapping whose whole contents are in the image (`cr_checkpoint --save-*`): it is
     /// restored from the image when its file is gone or has changed.
     pub const SAVED: u32 = 32;
+    /// `MAP_DROPPABLE` (`dp`): its contents may be dropped at any time; not saved, restored
+    /// empty.
+    pub const DROPPABLE: u32 = 64;
+    /// `MAP_NORESERVE` (`nr`): no swap space reserved.
+    pub const NORESERVE: u32 = 128;
 }
 
 /// madvise() states restored on a mapping, bits of [`Vma::madv`].
@@ -323,6 +382,19 @@ pub struct FdRecord {
     pub kind: FdKind,
     /// File locks held through it.
     pub locks: Vec<FileLock>,
+    /// Owner for `SIGIO` (`F_SETOWN_EX`) and the signal sent (`F_SETSIG`).
+    pub fown: Fown,
+}
+
+/// The owner of an open file for I/O signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Fown {
+    /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2).
+    pub kind: i32,
+    /// The owner (0: none).
+    pub pid: i32,
+    /// `F_GETSIG` (0: SIGIO).
+    pub signal: i32,
 }
 
 /// A file lock held through a descriptor.
@@ -400,8 +472,13 @@ pub enum FdKind {
     },
     /// An epoll instance and what it watches.
     Epoll {
-        /// (descriptor, events, data) for each watched descriptor.
+        /// (descriptor, events, data) for each watched descriptor: the number it was added
+        /// with.
         targets: Vec<(i32, u32, u64)>,
+        /// For each target, the descriptor that held its file at the checkpoint: its own
+        /// number, or another when that number was closed (or now holds another file) and the
+        /// file stayed open under this one.
+        sources: Vec<i32>,
     },
     /// A named pipe (FIFO) opened by path; the read end carries the data that was buffered in it.
     Fifo {
@@ -423,6 +500,10 @@ pub enum FdKind {
         pos: u64,
         /// Its contents (on the first descriptor of the object only; empty otherwise).
         data: Vec<u8>,
+        /// Its seals (`F_GET_SEALS`).
+        seals: u32,
+        /// Its permission bits.
+        mode: u32,
     },
     /// Standard input, output or error (descriptors 0 to 2 only) leading outside the image: a
     /// terminal, or a pipe or socket to a process that was not checkpointed. Restored as the
@@ -611,6 +692,8 @@ pub struct Thread {
     pub altstack: (u64, i32, u64),
     /// rseq registration, if any.
     pub rseq: Option<Rseq>,
+    /// Scheduling, parent-death signal, no_new_privs, timer slack.
+    pub attrs: ThreadAttrs,
 }
 
 impl Image {

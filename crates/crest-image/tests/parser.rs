@@ -17,6 +17,7 @@ fn thread(tid: i32) -> Thread {
         robust_list: (0, 0),
         altstack: (0, 2, 0),
         rseq: None,
+        attrs: ThreadAttrs::default(),
     }
 }
 
@@ -62,6 +63,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
                 file: fd as u64,
                 kind: FdKind::Inherited { what: "pipe:[1]".into(), class: crest_image::StdioClass::Pipe },
                 locks: Vec::new(),
+                fown: Fown::default(),
             })
             .collect(),
         sigactions: vec![],
@@ -69,6 +71,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         threads: vec![thread(42), thread(43)],
         exit_status: None,
         dropped: Vec::new(),
+        attrs: ProcAttrs::default(),
     };
     let img = Image { v: RECORD_VERSION, tool: "t".into(), kernel: "k".into(), host: "h".into(), time: 1, root_pid: 42, scope: "tree".into(), vdso_layout: vec![], processes: vec![p], ipc: vec![] };
     let bytes = w.finish(&img).expect("finish");

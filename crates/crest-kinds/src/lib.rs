@@ -10,7 +10,8 @@
 //! | [`signals`] | dispositions and pending signals | remote `rt_sigaction`, `PTRACE_PEEKSIGINFO` | `rt_sigaction` in the husk, remote `rt_tgsigqueueinfo` |
 //! | [`thread`] | registers, xsave, mask, tid address, robust list, altstack, rseq | ptrace, remote `prctl`/`sigaltstack` | ptrace, remote syscalls |
 //! | [`ipc`] | SysV shared memory and semaphore sets | `/proc/sysvipc`, `IPC_STAT`, `GETALL` | recreated with their ids before the processes |
-//! | [`task`] | cwd, root, umask, personality, comm, rlimits, credentials | `/proc` | in the husk, `prlimit` |
+//! | [`task`] | cwd, root, umask, personality, comm, rlimits | `/proc` | in the husk, `prlimit` |
+//! | [`attrs`] | interval timers, scheduling, oom score, prctl flags, credentials; what is refused | `/proc`, `sched_getattr`, remote `getitimer`/`prctl` | remote `setitimer`/`prctl`/`set*id`/`capset`, `sched_setattr` |
 //!
 //! Dump functions take a [`Scratch`]: a page mapped inside the target for syscall arguments.
 //! Restore functions run either inside the husk before it stops (`prepare_*`, plain syscalls on
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attrs;
 pub mod fd;
 pub mod ipc;
 pub mod memory;

@@ -39,6 +39,12 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     if m.has("lo") {
         flags |= vma_flags::LOCKED;
     }
+    if m.has("dp") {
+        flags |= vma_flags::DROPPABLE;
+    }
+    if m.has("nr") {
+        flags |= vma_flags::NORESERVE;
+    }
     let mut madv = 0;
     for (f, bit) in [
         ("dc", madv_flags::DONTFORK),
@@ -224,11 +230,15 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
                 bytes += attach_sysv(remote, pid, v, *id, *offset, vmas, &mut attached, fds, image, progress)?;
                 continue;
             }
+            VmaBacking::Anon if v.flags & vma_flags::DROPPABLE != 0 => (-1i64, 0u64, MAP_DROPPABLE | libc::MAP_ANONYMOUS),
             VmaBacking::Anon => (-1i64, 0u64, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS),
             VmaBacking::SharedAnon { id, .. } => (i64::from(fds.shared[id]), 0, libc::MAP_SHARED),
             VmaBacking::File { path, offset, .. } => (i64::from(fds.files[path]), *offset, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE }),
         };
         flags |= libc::MAP_FIXED;
+        if v.flags & vma_flags::NORESERVE != 0 {
+            flags |= libc::MAP_NORESERVE;
+        }
         if v.flags & vma_flags::GROWSDOWN != 0 {
             flags |= libc::MAP_GROWSDOWN;
         }
@@ -237,10 +247,14 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
             VmaBacking::SharedAnon { size, .. } => size - (v.end - v.start),
             _ => off,
         };
-        let prot_fill = if v.pages.is_empty() { v.prot } else { v.prot | libc::PROT_WRITE as u32 };
+        // Droppable memory comes back empty, as if the kernel had dropped it.
+        let droppable = v.flags & vma_flags::DROPPABLE != 0;
+        let prot_fill = if v.pages.is_empty() || droppable { v.prot } else { v.prot | libc::PROT_WRITE as u32 };
         let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
         remote.call(&what, libc::SYS_mmap, &[v.start, v.end - v.start, u64::from(prot_fill), flags as u64, fd as u64, off])?;
-        bytes += fill(remote, pid, v, fds.image, image, progress)?;
+        if !droppable {
+            bytes += fill(remote, pid, v, fds.image, image, progress)?;
+        }
         if prot_fill != v.prot {
             remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
         }
@@ -265,6 +279,9 @@ fn advise(remote: &mut Remote<'_>, v: &Vma) -> Result<(), KindError> {
             // Advice the kernel does not support (e.g. no KSM) is not worth failing for.
             let _ = remote.syscall(libc::SYS_madvise, &[v.start, v.end - v.start, advice as u64])?;
         }
+    }
+    if v.flags & vma_flags::LOCKED != 0 {
+        remote.call(&format!("locking {:#x}-{:#x} in memory (mlock)", v.start, v.end), libc::SYS_mlock, &[v.start, v.end - v.start])?;
     }
     Ok(())
 }
@@ -323,6 +340,8 @@ fn attach_sysv(
 }
 
 const MADV_POPULATE_WRITE: u64 = 23;
+/// `MAP_DROPPABLE` (Linux 6.11).
+const MAP_DROPPABLE: i32 = 0x08;
 
 /// Reads the saved pages of `v` into place: the husk `pread`s stored runs from the image, one
 /// call per run of pages contiguous both in memory and in the file; meanwhile compressed runs

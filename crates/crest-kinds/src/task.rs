@@ -4,19 +4,13 @@
 //! Dump reads `/proc/PID/{cwd,root,status,personality}` and `prlimit`. Restore sets directory,
 //! umask and personality inside the husk before it stops, and the limits from outside with
 //! `prlimit` at the end (so that a low limit cannot get in the way of the restore itself).
-//! Credentials are recorded, not restored: the restored process runs with the credentials of
-//! the user who runs `cr_restart`, as in BLCR, but never with a capability it did not have
-//! when it was checkpointed ([`limit_capabilities`]): a `cr_restart` given
-//! `CAP_CHECKPOINT_RESTORE` by its administrator does not pass it on.
+//! Credentials are read here and restored by [`crate::attrs::restore_creds`]: the restored
+//! process gets its saved uids, gids, groups and capability sets, never more (a `cr_restart`
+//! given `CAP_CHECKPOINT_RESTORE` by its administrator does not pass it on); `cr_restart`
+//! refuses an image whose credentials its user could not have had.
 use crest_image::{Creds, Process, Rlimit};
-use crest_ptrace::Remote;
 
-use crate::{KindError, Scratch};
-
-/// Where in the scratch page the `capset` header and data go.
-const CAPS_AT: u64 = 3584;
-/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
-const CAP_VERSION_3: u32 = 0x2008_0522;
+use crate::KindError;
 
 /// What this module saves of a process.
 #[derive(Debug, Clone, Default)]
@@ -62,17 +56,26 @@ pub fn dump(pid: i32, status: &str) -> Result<TaskState, KindError> {
         uid: ids(status, "Uid"),
         gid: ids(status, "Gid"),
         groups: crest_proc::status_field(status, "Groups").unwrap_or("").split_whitespace().filter_map(|g| g.parse().ok()).collect(),
-        cap_eff: crest_proc::status_field(status, "CapEff").and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0),
+        ..Default::default()
     };
-    Ok(TaskState { cwd: crest_proc::readlink(pid, "cwd")?, root: crest_proc::readlink(pid, "root")?, umask, personality, rlimits, creds })
+    let mut creds = creds;
+    crate::attrs::capabilities(status, &mut creds);
+    let (cwd, root) = (crest_proc::readlink(pid, "cwd")?, crest_proc::readlink(pid, "root")?);
+    for (what, dir) in [("working", &cwd), ("root", &root)] {
+        if dir.ends_with(" (deleted)") {
+            return Err(KindError::Unsupported(format!("PID {pid}: its {what} directory {dir} was deleted; that is not supported")));
+        }
+    }
+    Ok(TaskState { cwd, root, umask, personality, rlimits, creds })
 }
 
 /// Inside the husk: root, directory, umask, personality and name.
 pub fn prepare(p: &Process, cwd: &str) -> Result<(), String> {
+    // The directory first: its path is seen from the restarter's root, not from the new one.
+    std::env::set_current_dir(cwd).map_err(|e| format!("changing directory to {cwd}: {e}"))?;
     if p.root != "/" {
         crest_ptrace::sys::chroot(&p.root).map_err(|e| format!("changing root to {}: {e}", p.root))?;
     }
-    std::env::set_current_dir(cwd).map_err(|e| format!("changing directory to {cwd}: {e}"))?;
     crest_ptrace::sys::set_umask(p.umask);
     crest_ptrace::sys::set_personality(p.personality).map_err(|e| format!("setting personality {:#x}: {e}", p.personality))?;
     if let Some(t) = p.threads.first() {
@@ -86,30 +89,5 @@ pub fn restore_rlimits(pid: i32, limits: &[Rlimit]) -> Result<(), KindError> {
     for l in limits {
         crest_ptrace::sys::set_rlimit(pid, l.resource, l.cur, l.max).map_err(|e| KindError::Mismatch(format!("{e} (a limit above the restarting user's hard limit needs CAP_SYS_RESOURCE)")))?;
     }
-    Ok(())
-}
-
-/// Inside thread `tid` of the husk: drops every capability the saved process did not have in
-/// its effective set (`saved_eff`), from the effective, permitted and inheritable sets (which
-/// also clears them from the ambient set). Capabilities are per thread: call it for each
-/// thread, after the last `clone3` that needed them. Does nothing when there is nothing to drop.
-pub fn limit_capabilities(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i32, saved_eff: u64) -> Result<(), KindError> {
-    let status = crest_proc::read(pid, &format!("task/{tid}/status"))?;
-    let set = |k: &str| crest_proc::status_field(&status, k).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).unwrap_or(0);
-    let (eff, prm, inh) = (set("CapEff"), set("CapPrm"), set("CapInh"));
-    if (eff | prm | inh) & !saved_eff == 0 {
-        return Ok(());
-    }
-    let (eff, prm, inh) = (eff & saved_eff, prm & saved_eff, inh & saved_eff);
-    let mut b = Vec::with_capacity(32);
-    b.extend_from_slice(&CAP_VERSION_3.to_le_bytes());
-    b.extend_from_slice(&0i32.to_le_bytes()); // pid 0: the calling thread
-    for half in [0, 32] {
-        for v in [eff, prm, inh] {
-            b.extend_from_slice(&((v >> half) as u32).to_le_bytes());
-        }
-    }
-    let at = scratch.write(CAPS_AT, &b)?;
-    remote.call(&format!("dropping capabilities of thread {tid}"), libc::SYS_capset, &[at, at + 8])?;
     Ok(())
 }

@@ -90,6 +90,7 @@ pub fn dump(t: &Tracee, remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, fr
         robust_list: crest_ptrace::sys::robust_list(tid)?,
         altstack,
         rseq: t.rseq()?.map(|(addr, len, sig)| Rseq { addr, len, sig }),
+        attrs: crate::attrs::dump_thread(remote, scratch, pid, tid)?,
     })
 }
 

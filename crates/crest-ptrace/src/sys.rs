@@ -167,10 +167,19 @@ pub fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
 
 /// `memfd_create(name, 0)` sized to `size`.
 pub fn memfd(name: &str, size: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+    memfd_with(name, size, 0)
+}
+
+/// `memfd_create(name, MFD_ALLOW_SEALING)` of `size` bytes: seals can be added to it.
+pub fn memfd_sealable(name: &str, size: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+    memfd_with(name, size, libc::MFD_ALLOW_SEALING)
+}
+
+fn memfd_with(name: &str, size: u64, flags: libc::c_uint) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let c = std::ffi::CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: c is a valid C string.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), 0) };
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), flags) };
     if fd == -1 {
         return Err(std::io::Error::last_os_error());
     }
@@ -866,4 +875,158 @@ pub fn set_lock(fd: i32, cmd: i32, ty: i32, start: u64, len: u64) -> std::io::Re
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A thread's scheduling settings, as `sched_getattr` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchedAttr {
+    /// `SCHED_*`.
+    pub policy: u32,
+    /// `SCHED_FLAG_*`.
+    pub flags: u64,
+    /// Nice value.
+    pub nice: i32,
+    /// Real-time priority.
+    pub priority: u32,
+}
+
+/// The kernel's `struct sched_attr` (version 1: with utilization clamps), as raw words.
+#[repr(C)]
+#[derive(Default)]
+struct RawSchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+    util_min: u32,
+    util_max: u32,
+}
+
+/// `sched_getattr(tid)`.
+pub fn sched_get(tid: i32) -> std::io::Result<SchedAttr> {
+    let mut a = RawSchedAttr::default();
+    let size = std::mem::size_of::<RawSchedAttr>() as u32;
+    // SAFETY: a is a valid out pointer of `size` bytes.
+    let r = unsafe { libc::syscall(libc::SYS_sched_getattr, tid, &mut a as *mut RawSchedAttr, size, 0) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(SchedAttr { policy: a.policy, flags: a.flags, nice: a.nice, priority: a.priority })
+}
+
+/// `sched_setattr(tid)` with a policy, its flags, nice value and real-time priority.
+pub fn sched_set(tid: i32, s: &SchedAttr) -> std::io::Result<()> {
+    let a = RawSchedAttr { size: std::mem::size_of::<RawSchedAttr>() as u32, policy: s.policy, flags: s.flags, nice: s.nice, priority: s.priority, ..Default::default() };
+    // SAFETY: a is a valid, fully initialised struct of the size it states.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &a as *const RawSchedAttr, 0) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const F_SETSIG: libc::c_int = 10;
+const F_GETSIG: libc::c_int = 11;
+const F_SETOWN_EX: libc::c_int = 15;
+const F_GETOWN_EX: libc::c_int = 16;
+
+/// The kernel's `struct f_owner_ex`.
+#[repr(C)]
+struct OwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// `fcntl(F_GETOWN_EX)` and `fcntl(F_GETSIG)`: (owner type, owner pid, signal).
+pub fn file_owner(fd: i32) -> std::io::Result<(i32, i32, i32)> {
+    let mut o = OwnerEx { kind: 0, pid: 0 };
+    // SAFETY: o is a valid out pointer to a struct f_owner_ex.
+    if unsafe { libc::fcntl(fd, F_GETOWN_EX, &mut o as *mut OwnerEx) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: no pointers.
+    let sig = unsafe { libc::fcntl(fd, F_GETSIG) };
+    if sig == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((o.kind, o.pid, sig))
+}
+
+/// `fcntl(F_SETOWN_EX)` and `fcntl(F_SETSIG)`.
+pub fn set_file_owner(fd: i32, kind: i32, pid: i32, sig: i32) -> std::io::Result<()> {
+    let o = OwnerEx { kind, pid };
+    // SAFETY: o is a valid pointer to a struct f_owner_ex.
+    if pid != 0 && unsafe { libc::fcntl(fd, F_SETOWN_EX, &o as *const OwnerEx) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: no pointers.
+    if sig != 0 && unsafe { libc::fcntl(fd, F_SETSIG, sig) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fcntl(F_GET_SEALS)`; 0 for a file that cannot be sealed.
+pub fn seals(fd: i32) -> std::io::Result<u32> {
+    // SAFETY: no pointers.
+    let r = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    if r == -1 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::EINVAL) { Ok(0) } else { Err(e) };
+    }
+    Ok(r as u32)
+}
+
+/// `fcntl(F_ADD_SEALS)`.
+pub fn add_seals(fd: i32, seals: u32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals as libc::c_int) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {epfd, tfd, toff})`: whether descriptor `fd` of `pid` is
+/// the file the epoll instance `epfd` of `pid` watches as its `toff`-th target added as `tfd`.
+pub fn epoll_target_is(pid: i32, fd: i32, epfd: i32, tfd: i32, toff: u32) -> std::io::Result<bool> {
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    let slot = Slot { efd: epfd as u32, tfd: tfd as u32, toff };
+    // SAFETY: slot is a live struct kcmp_epoll_slot the kernel only reads.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd as libc::c_long, &slot as *const Slot) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}
+
+/// Whether `fd` is close-on-exec (`F_GETFD`).
+pub fn cloexec(fd: i32) -> std::io::Result<bool> {
+    // SAFETY: no pointers.
+    let r = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r & libc::FD_CLOEXEC != 0)
+}
+
+/// `kcmp(pid1, pid2, kind, 0, 0)` for the kinds that compare a whole object of two processes
+/// (`KCMP_VM` 1, `KCMP_FILES` 2, `KCMP_FS` 3, `KCMP_SIGHAND` 4, `KCMP_IO` 5, `KCMP_SYSVSEM` 6):
+/// whether they share it.
+pub fn share(pid1: i32, pid2: i32, kind: i32) -> std::io::Result<bool> {
+    // SAFETY: no pointers; the kernel compares its own objects.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind as libc::c_long, 0 as libc::c_long, 0 as libc::c_long) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r == 0)
 }

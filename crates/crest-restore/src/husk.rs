@@ -4,7 +4,7 @@ use std::os::unix::fs::MetadataExt;
 
 use crest_image::{FdKind, ImageFile, Process, SpecialArea, Vma, VmaBacking};
 use crest_kinds::memory::{self, MapFds};
-use crest_kinds::{fd, mm, signals, task, thread, vdso, Scratch};
+use crest_kinds::{attrs, fd, mm, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
 
 use crate::plan::{Group, Plan};
@@ -229,8 +229,10 @@ impl Ctx<'_> {
             placed.set(true);
         }
         fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked)?;
+        attrs::own_bound_sockets(&p.fds, &p.creds)?;
         fd::restore_locks(&p.fds)?;
         task::prepare(p, &p.cwd)?;
+        attrs::prepare(&p.attrs)?;
         signals::prepare_actions(&p.sigactions)?;
         Ok(l.pipe_fd)
     }
@@ -517,21 +519,43 @@ fn fill(
         let base = t.regs()?;
         let mut r = Remote::new(&t, remote.syscall_ip(), base);
         thread::restore(&mut r, &scratch, pid, th)?;
-        task::limit_capabilities(&mut r, &scratch, pid, t.tid, p.creds.cap_eff)?;
+        attrs::restore_creds(&mut r, &scratch, pid, t.tid, thread_creds(p, th))?;
+        // After the credentials: a change of ids clears the parent-death signal.
+        attrs::restore_thread(&mut r, &th.attrs)?;
         count += r.count;
         threads.push(t);
     }
+    attrs::restore_process(&mut remote, &scratch, &p.attrs)?;
+    // Limits and the oom score from outside while the husk still has the restarter's ids
+    // (prlimit on a process of another user needs CAP_SYS_RESOURCE).
+    task::restore_rlimits(pid, &p.rlimits)?;
+    attrs::restore_oom(pid, &p.attrs)?;
+    attrs::restore_cgroups(pid, &p.attrs)?;
     // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid).
-    task::limit_capabilities(&mut remote, &scratch, pid, pid, p.creds.cap_eff)?;
+    attrs::restore_creds(&mut remote, &scratch, pid, pid, thread_creds(p, &p.threads[0]))?;
+    attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
+    attrs::restore_dumpable(&mut remote, &p.attrs)?;
     signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
     scratch.unmap(&mut remote)?;
     Ok((bytes, remote.count + count, exe_set, threads))
 }
 
-/// Limits, then each thread's XSAVE area, registers and mask; each thread is interrupted once
+/// The credentials of thread `th` of `p`: its own, or the process's when the image has none
+/// for it.
+fn thread_creds<'a>(p: &'a Process, th: &'a crest_image::Thread) -> &'a crest_image::Creds {
+    if th.attrs.creds.uid == [0; 4] && th.attrs.creds.gid == [0; 4] && th.attrs.creds.cap_bnd == 0 {
+        &p.creds
+    } else {
+        &th.attrs.creds
+    }
+}
+
+/// Scheduling settings, then each thread's XSAVE area, registers and mask; each thread is interrupted once
 /// more and let go from that event stop, so the kernel applies its syscall-restart rules.
 fn finish(threads: &[&crest_ptrace::Tracee], p: &Process) -> Result<(), RestoreError> {
-    task::restore_rlimits(threads[0].tid, &p.rlimits)?;
+    for (t, th) in threads.iter().zip(&p.threads) {
+        attrs::restore_sched(t.tid, th.tid, &th.attrs)?;
+    }
     for (t, th) in threads.iter().zip(&p.threads) {
         t.set_xstate(&th.xsave)?;
         t.set_regs(&thread::regs_from_image(&th.regs))?;

@@ -127,6 +127,7 @@ mod tests {
             threads: Vec::new(),
             exit_status: None,
             dropped: Vec::new(),
+            attrs: Default::default(),
         }
     }
 

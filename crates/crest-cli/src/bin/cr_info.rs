@@ -199,7 +199,7 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                 FdKind::Pipe { id, write_end, data, .. } => {
                     format!("{} end of pipe {id}{}", if *write_end { "write" } else { "read" }, if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) })
                 }
-                FdKind::Epoll { targets } => format!("epoll watching fds {:?}", targets.iter().map(|t| t.0).collect::<Vec<_>>()),
+                FdKind::Epoll { targets, .. } => format!("epoll watching fds {:?}", targets.iter().map(|t| t.0).collect::<Vec<_>>()),
                 FdKind::Fifo { path, data } => format!("FIFO {path}{}", if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) }),
                 FdKind::Memfd { name, size, pos, .. } => format!("memfd {name}, {size} bytes, at offset {pos}"),
                 FdKind::Inherited { what, .. } => {

@@ -22,6 +22,8 @@ impl FdHandler for Directory {
         if link.ends_with(" (deleted)") {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: directory {link} was deleted")));
         }
+        let image: Vec<i32> = cx.all.iter().map(|o| o.pid).collect();
+        super::refuse_unreopenable(pid, fd, link, info.flags, &image)?;
         Ok(FdKind::Directory { path: link.to_string(), pos: info.pos })
     }
     fn restores(&self, kind: &FdKind) -> bool {

@@ -1,6 +1,12 @@
 //! epoll instances: the watched descriptors with their event masks and data come from fdinfo
 //! (`tfd: N events: HEX data: HEX`); restore creates a new instance and adds each target by its
 //! number, after every other descriptor exists (this kind is restored late).
+//!
+//! A target is the file and the number it was added with: the number may since have been
+//! closed, or hold another file, while the file stays open under another number. `kcmp`
+//! (`KCMP_EPOLL_TFD`) finds which descriptor holds each target's file; restore puts that file
+//! at the number for the time of `EPOLL_CTL_ADD`. A target whose file is open under no number
+//! is refused.
 use std::fs::Metadata;
 
 use crest_image::{FdKind, FdRecord};
@@ -31,12 +37,19 @@ impl FdHandler for Epoll {
     }
     fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, _link: &str, _md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let targets = parse_targets(&info.text).ok_or_else(|| KindError::Unsupported(format!("pid {} fd {fd}: cannot read the epoll set", cx.pid)))?;
-        for (t, _, _) in &targets {
-            if !cx.own().any(|o| o.fd == *t) {
-                return Err(KindError::Unsupported(format!("pid {} fd {fd}: epoll watches a file that is no longer open as fd {t}", cx.pid)));
-            }
+        let own: Vec<i32> = cx.own().map(|o| o.fd).collect();
+        let mut sources = Vec::with_capacity(targets.len());
+        for (i, (t, _, _)) in targets.iter().enumerate() {
+            // Its rank among the targets added with the same number.
+            let toff = targets[..i].iter().filter(|x| x.0 == *t).count() as u32;
+            let is = |f: i32| crest_ptrace::sys::epoll_target_is(cx.pid, f, fd, *t, toff).unwrap_or(false);
+            let source = if own.contains(t) && is(*t) { Some(*t) } else { own.iter().copied().find(|&f| f != fd && is(f)) };
+            let Some(source) = source else {
+                return Err(KindError::Unsupported(format!("pid {} fd {fd}: epoll watches a file added as fd {t} that is no longer open as any descriptor", cx.pid)));
+            };
+            sources.push(source);
         }
-        Ok(FdKind::Epoll { targets })
+        Ok(FdKind::Epoll { targets, sources })
     }
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Epoll { .. })
@@ -44,11 +57,33 @@ impl FdHandler for Epoll {
     fn late(&self) -> bool {
         true
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Epoll { targets } = &rec.kind else { return Ok(None) };
-        let ep = crest_ptrace::sys::epoll_create(0).map_err(|e| format!("fd {}: {e}", rec.fd))?;
-        for &(t, events, data) in targets {
-            crest_ptrace::sys::epoll_add(std::os::fd::AsRawFd::as_raw_fd(&ep), t, events, data).map_err(|e| format!("fd {}: watching fd {t}: {e}", rec.fd))?;
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        let FdKind::Epoll { targets, sources } = &rec.kind else { return Ok(None) };
+        let made = crest_ptrace::sys::epoll_create(0).map_err(|e| format!("fd {}: {e}", rec.fd))?;
+        // Above every saved number, so that no target number is the instance itself.
+        let ep = crest_ptrace::sys::owned_fd(crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&made), cx.high).map_err(|e| format!("fd {}: {e}", rec.fd))?);
+        drop(made);
+        let epfd = std::os::fd::AsRawFd::as_raw_fd(&ep);
+        for (i, &(t, events, data)) in targets.iter().enumerate() {
+            let err = |e: std::io::Error| format!("fd {}: watching fd {t}: {e}", rec.fd);
+            let source = sources.get(i).copied().unwrap_or(t);
+            if source == t {
+                crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err)?;
+                continue;
+            }
+            // The file is at `source`: put it at `t` while it is added, then put back what
+            // was at `t`.
+            let held = match crest_ptrace::sys::cloexec(t) {
+                Ok(cloexec) => Some((crest_ptrace::sys::owned_fd(crest_ptrace::sys::dup_above(t, cx.high).map_err(err)?), cloexec)),
+                Err(_) => None,
+            };
+            crest_ptrace::sys::dup3(source, t, true).map_err(err)?;
+            let added = crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err);
+            match &held {
+                Some((f, cloexec)) => crest_ptrace::sys::dup3(std::os::fd::AsRawFd::as_raw_fd(f), t, *cloexec).map_err(err)?,
+                None => crest_ptrace::sys::close(t),
+            }
+            added?;
         }
         Ok(Some(ep))
     }

@@ -2,7 +2,8 @@
 //! descriptor (`pidfd_getfd`) once per object; the object is the same one that shared mappings
 //! of it use ([`crest_image::VmaBacking::SharedAnon`] with the same id), so restore takes the
 //! memfd `cr_restart` made for those mappings when there is one, writes the contents into it
-//! and hands it out at the saved offset. Seals are not kept.
+//! and hands it out at the saved offset, then seals it as it was (`F_ADD_SEALS`). A memfd sealed
+//! against writes that is also mapped shared is refused: its mapping could not be refilled.
 use std::fs::Metadata;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -18,6 +19,17 @@ const MAX: u64 = 256 << 20;
 
 /// The handler.
 pub struct Memfd;
+
+const F_SEAL_WRITE: u32 = 8;
+const F_SEAL_FUTURE_WRITE: u32 = 16;
+
+/// Whether a process of the image maps the memfd with inode `ino` shared.
+fn mapped_shared(cx: &DumpCx<'_>, ino: u64) -> bool {
+    let mut pids: Vec<i32> = cx.all.iter().map(|o| o.pid).collect();
+    pids.dedup();
+    pids.into_iter()
+        .any(|pid| crest_proc::read(pid, "maps").ok().and_then(|m| crest_proc::parse_smaps(&m).ok()).is_some_and(|maps| maps.iter().any(|m| m.shared && m.ino == ino && m.name.starts_with("/memfd:"))))
+}
 
 /// The id of a shared memory object, as [`crate::memory::classify`] computes it from `maps`
 /// (whose device numbers are encoded as `st_dev` is).
@@ -37,6 +49,13 @@ impl FdHandler for Memfd {
         let name = link.trim_start_matches("/memfd:").trim_end_matches(" (deleted)").to_string();
         let size = md.size();
         let mut data = Vec::new();
+        let what = || format!("pid {} fd {fd}: reading the seals of the memfd {name}", cx.pid);
+        let pidfd = cx.pidfd.as_ref().ok_or_else(|| KindError::Unsupported(what()))?;
+        let theirs = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), fd).map_err(|e| KindError::io(what(), e))?;
+        let seals = crest_ptrace::sys::seals(theirs.as_raw_fd()).map_err(|e| KindError::io(what(), e))?;
+        if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE) != 0 && mapped_shared(cx, md.ino()) {
+            return Err(KindError::Unsupported(format!("pid {} fd {fd}: the memfd {name} is sealed against writes and mapped shared; that is not supported yet", cx.pid)));
+        }
         if cx.seen.insert(id) {
             if size > MAX {
                 return Err(KindError::Unsupported(format!("pid {} fd {fd}: the memfd {name} holds {size} bytes; more than {MAX} is not supported yet", cx.pid)));
@@ -47,19 +66,19 @@ impl FdHandler for Memfd {
             data = vec![0u8; size as usize];
             std::fs::File::from(theirs).read_exact_at(&mut data, 0).map_err(|e| KindError::io(what(), e))?;
         }
-        Ok(FdKind::Memfd { id, name, size, pos: info.pos, data })
+        Ok(FdKind::Memfd { id, name, size, pos: info.pos, data, seals, mode: md.mode() & 0o7777 })
     }
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Memfd { .. })
     }
     fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Memfd { id, name, size, pos, data } = &rec.kind else { return Ok(None) };
+        let FdKind::Memfd { id, name, size, pos, data, seals, mode } = &rec.kind else { return Ok(None) };
         let err = |e: std::io::Error| format!("fd {}: the memfd {name}: {e}", rec.fd);
         if cx.take((*id, false)).is_none() {
-            let f = crest_ptrace::sys::memfd(name, *size).map_err(err)?;
+            let f = crest_ptrace::sys::memfd_sealable(name, *size).map_err(err)?;
             cx.park((*id, false), f)?;
         }
-        let f = std::fs::File::from(cx.take((*id, false)).expect("parked above")?);
+        let f = std::fs::File::from(cx.open_file((*id, false), rec.flags as i32).expect("parked above")?);
         if f.metadata().map_err(err)?.len() < *size {
             f.set_len(*size).map_err(err)?;
         }
@@ -67,6 +86,15 @@ impl FdHandler for Memfd {
             f.write_all_at(data, 0).map_err(err)?;
         }
         std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(*pos)).map_err(err)?;
-        Ok(Some(f.into()))
+        if f.metadata().map_err(err)?.mode() & 0o7777 != *mode {
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(err)?;
+        }
+        let now = crest_ptrace::sys::seals(f.as_raw_fd()).map_err(err)?;
+        if now != *seals {
+            crest_ptrace::sys::add_seals(f.as_raw_fd(), *seals & !now).map_err(|e| format!("fd {}: sealing the memfd {name} ({seals:#x}): {e}", rec.fd))?;
+        }
+        let f: std::os::fd::OwnedFd = f.into();
+        super::set_status_flags(&f, rec.flags)?;
+        Ok(Some(f))
     }
 }

@@ -6,7 +6,7 @@
 //! file is opened again and moved to its number with `dup3`, close-on-exec included.
 use std::fs::Metadata;
 
-use crest_image::{FdKind, FdRecord, RECORD_VERSION};
+use crest_image::{FdKind, FdRecord, Fown, RECORD_VERSION};
 use crest_proc::FdInfo;
 
 use crate::KindError;
@@ -107,6 +107,8 @@ pub struct PrepareCx {
     pub high: i32,
     /// Parked descriptors by (object id, which end).
     pub parked: std::collections::HashMap<(u64, bool), std::os::fd::OwnedFd>,
+    /// Parked objects handed out already (see [`PrepareCx::open_file`]).
+    pub handed: std::collections::HashSet<(u64, bool)>,
 }
 
 impl PrepareCx {
@@ -123,11 +125,41 @@ impl PrepareCx {
     pub fn take(&self, key: (u64, bool)) -> Option<Result<std::os::fd::OwnedFd, String>> {
         self.parked.get(&key).map(|f| f.try_clone().map_err(|e| format!("duplicating a descriptor: {e}")))
     }
+
+    /// A new open file of the parked object `key`, for one saved open file description: the
+    /// first time a dup of the parked descriptor, then a new open of it through
+    /// `/proc/self/fd` with `flags` (the object was opened more than once, and each open file
+    /// has its own status flags and offset).
+    pub fn open_file(&mut self, key: (u64, bool), flags: i32) -> Option<Result<std::os::fd::OwnedFd, String>> {
+        let parked = self.parked.get(&key)?;
+        if self.handed.insert(key) {
+            return Some(parked.try_clone().map_err(|e| format!("duplicating a descriptor: {e}")));
+        }
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(parked));
+        let acc = flags & libc::O_ACCMODE;
+        let f = std::fs::OpenOptions::new().read(acc != libc::O_WRONLY).write(acc != libc::O_RDONLY).open(&path);
+        Some(f.map(Into::into).map_err(|e| format!("opening the object again: {e}")))
+    }
+}
+
+/// Refuses a file or directory opened with `O_PATH` (not reopened as such yet), or one of the
+/// `/proc/PID` directory of a process of the image (`image`: their PIDs) or of one that is
+/// gone: reopened by path after a restart it would be another process's, or none.
+pub fn refuse_unreopenable(pid: i32, fd: i32, link: &str, flags: u32, image: &[i32]) -> Result<(), KindError> {
+    if flags & libc::O_PATH as u32 != 0 {
+        return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is open with O_PATH, which is not supported yet")));
+    }
+    let Some(rest) = link.strip_prefix("/proc/") else { return Ok(()) };
+    let Ok(owner) = rest.split('/').next().unwrap_or("").parse::<i32>() else { return Ok(()) };
+    if image.contains(&owner) || crest_proc::read(owner, "stat").is_err() {
+        return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} belongs to process {owner}, which is in the checkpoint or gone; files of its /proc/PID are not supported")));
+    }
+    Ok(())
 }
 
 /// Sets the status flags (`O_NONBLOCK`, ...) a descriptor had.
 pub fn set_status_flags(fd: &std::os::fd::OwnedFd, flags: u32) -> Result<(), String> {
-    let keep = (libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;
+    let keep = (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;
     crest_ptrace::sys::status_flags(std::os::fd::AsRawFd::as_raw_fd(fd), Some((flags & keep) as i32)).map(drop).map_err(|e| format!("setting descriptor flags: {e}"))
 }
 
@@ -197,9 +229,33 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
             table.next_file - 1
         });
         same_inode.push((pid, fd, file));
-        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks });
+        let fown = if matches!(kind, FdKind::Inherited { .. }) { Fown::default() } else { owner(&cx, fd)? };
+        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks, fown });
     }
     Ok((out, cx.dropped))
+}
+
+/// The owner of `fd`'s open file for I/O signals (`F_GETOWN_EX`, `F_GETSIG`), read through a
+/// copy of the descriptor.
+fn owner(cx: &DumpCx<'_>, fd: i32) -> Result<Fown, KindError> {
+    let Some(pidfd) = cx.pidfd.as_ref() else { return Ok(Fown::default()) };
+    let what = || format!("pid {} fd {fd}: reading its owner for I/O signals", cx.pid);
+    let theirs = crest_ptrace::sys::pidfd_getfd(std::os::fd::AsRawFd::as_raw_fd(pidfd), fd).map_err(|e| KindError::io(what(), e))?;
+    let (kind, pid, signal) = match crest_ptrace::sys::file_owner(std::os::fd::AsRawFd::as_raw_fd(&theirs)) {
+        Ok(o) => o,
+        // An O_PATH descriptor has no owner.
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Ok(Fown::default()),
+        Err(e) => return Err(KindError::io(what(), e)),
+    };
+    Ok(Fown { kind, pid, signal })
+}
+
+/// Sets the owner for I/O signals of `fd`'s open file as it was.
+fn set_owner(r: &FdRecord) -> Result<(), String> {
+    if r.fown.pid == 0 && r.fown.signal == 0 {
+        return Ok(());
+    }
+    crest_ptrace::sys::set_file_owner(r.fd, r.fown.kind, r.fown.pid, r.fown.signal).map_err(|e| format!("fd {}: setting its owner {} and signal {}: {e}", r.fd, r.fown.pid, r.fown.signal))
 }
 
 /// Objects shared by several processes of an image (one open file description in several
@@ -233,7 +289,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
             *users.entry(id).or_default() += 1;
         }
     }
-    let mut out = SharedFds { cx: Some(PrepareCx { high, parked: Default::default() }), ..Default::default() };
+    let mut out = SharedFds { cx: Some(PrepareCx { high, parked: Default::default(), handed: Default::default() }), ..Default::default() };
     let cx = out.cx.as_mut().expect("set above");
     for &(id, fd) in memfds {
         let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("shared memory: {e}"))?;
@@ -268,7 +324,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
         }
     }
     let high = parked.max(keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1);
-    let mut cx = PrepareCx { high, parked: Default::default() };
+    let mut cx = PrepareCx { high, parked: Default::default(), handed: Default::default() };
     let handler = |r: &FdRecord| HANDLERS.iter().find(|h| h.restores(&r.kind)).ok_or_else(|| format!("fd {}: no handler", r.fd));
     let mut order: Vec<(&FdRecord, &&dyn FdHandler)> = recs.iter().map(|r| Ok((r, handler(r)?))).collect::<Result<_, String>>()?;
     order.sort_by_key(|(_, h)| h.late());
@@ -279,6 +335,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
             if !matches!(r.kind, FdKind::Inherited { .. }) {
                 crest_ptrace::sys::dup3(first, r.fd, r.cloexec).map_err(|e| format!("fd {}: sharing fd {first}'s open file: {e}", r.fd))?;
                 opened.entry(r.file).or_insert(r.fd);
+                set_owner(r)?;
                 continue;
             }
         }
@@ -292,6 +349,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
                 } else {
                     crest_ptrace::sys::set_cloexec(raw, r.cloexec).map_err(|e| format!("fd {}: {e}", r.fd))?;
                 }
+                set_owner(r)?;
             }
             None => {
                 let _ = crest_ptrace::sys::set_cloexec(r.fd, r.cloexec);

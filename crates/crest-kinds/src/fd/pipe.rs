@@ -104,7 +104,7 @@ impl FdHandler for Pipe {
             let w = cx.take((*id, true)).expect("parked above")?;
             std::fs::File::from(w).write_all(data).map_err(err)?;
         }
-        let f = cx.take((*id, *write_end)).expect("parked above")?;
+        let f = cx.open_file((*id, *write_end), rec.flags as i32).expect("parked above")?;
         set_status_flags(&f, rec.flags)?;
         Ok(Some(f))
     }

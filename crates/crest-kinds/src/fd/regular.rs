@@ -25,6 +25,8 @@ impl FdHandler for Regular {
         if link.ends_with(" (deleted)") {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} was deleted; deleted files are not supported yet")));
         }
+        let image: Vec<i32> = cx.all.iter().map(|o| o.pid).collect();
+        super::refuse_unreopenable(pid, fd, link, info.flags, &image)?;
         Ok(FdKind::Regular { path: link.to_string(), pos: info.pos, size: md.size(), dev: md.dev(), ino: md.ino() })
     }
     fn restores(&self, kind: &FdKind) -> bool {

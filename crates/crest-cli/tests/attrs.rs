@@ -1,0 +1,110 @@
+//! Process settings that are neither memory nor files come back after a restart (`tests/c/attrs.c`
+//! checks each one); what crest does not restore yet is refused at checkpoint time with the
+//! process named and left running untouched, decided from `/proc` before anything runs inside
+//! it (a process in seccomp strict mode would be killed by the first remote system call).
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const SECS: Duration = Duration::from_secs(30);
+
+fn build(d: &Dir) -> PathBuf {
+    let p = d.0.join("attrs");
+    gcc("tests/c/attrs.c", &p, &[]);
+    p
+}
+
+#[test]
+fn process_settings_survive() {
+    let d = Dir::new("attrs");
+    let prog = build(&d);
+    let (st, out) = round_trip_verify(&d, &prog, &[], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "attrs after restart: {st:?}\n{}", out.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
+}
+
+/// As root: the restored process has its saved uids, gids, groups and capability sets, not
+/// the restarter's, and a thread that kept other credentials than its process keeps them.
+#[test]
+fn credentials_survive() {
+    if !is_root() {
+        skip("credentials: needs root to become another user");
+        return;
+    }
+    let d = Dir::new("attrs-creds");
+    let prog = build(&d);
+    std::fs::set_permissions(&d.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let (st, out) = round_trip_verify(&d, &prog, &["creds"], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "attrs creds after restart: {st:?}\n{}", out.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
+}
+
+/// Starts `attrs refuse MODE`, checks that `cr_checkpoint --kill` exits 95 naming the process
+/// and `expect`, writes no image and leaves the process as it was (running, or `stopped`), then
+/// has it check itself.
+fn refused(mode: &str, expect: &str, prepare: impl Fn(i32), stopped: bool) {
+    let d = Dir::new(&format!("attrs-{mode}"));
+    let prog = build(&d);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).args(["refuse", mode]).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("attrs"));
+    wait_for(&out, "ready", SECS);
+    std::thread::sleep(Duration::from_millis(100));
+    prepare(pid);
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert_eq!(ck.status.code(), Some(95), "{mode}: exit status (EOPNOTSUPP); stderr: {err}");
+    assert!(err.contains(expect) && err.contains(&format!("PID {pid}")), "{mode}: the message names the process and {expect:?}: {err}");
+    assert!(!img.exists(), "{mode}: no image is written");
+    if stopped {
+        let (now, tracer) = proc_state(pid).unwrap_or_else(|| panic!("{mode}: PID {pid} is gone after a refused checkpoint"));
+        assert_eq!((now, tracer), ('T', 0), "{mode}: PID {pid} after a refused checkpoint (state, tracer)");
+    } else {
+        assert_untouched(pid, &format!("{mode} after a refused checkpoint"));
+    }
+    let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let st = wait_child(&mut procs.take(pid), SECS);
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "{mode}: the process checks itself after the refusal: {st:?}\n{text}");
+}
+
+#[test]
+fn posix_timers_are_refused() {
+    refused("posixtimer", "POSIX timer", |_| {}, false);
+}
+
+#[test]
+fn seccomp_strict_mode_is_refused_before_anything_runs_inside() {
+    refused("seccomp", "seccomp strict mode", |_| {}, false);
+}
+
+#[test]
+fn shared_descriptor_table_is_refused() {
+    refused("sharedfiles", "share one descriptor table", |_| {}, false);
+}
+
+#[test]
+fn group_without_its_leader_is_refused() {
+    refused("orphangroup", "whose leader is not in the checkpoint", |_| {}, false);
+}
+
+#[test]
+fn stopped_process_is_refused_and_stays_stopped() {
+    refused(
+        "none",
+        "is stopped",
+        |pid| {
+            let _ = Command::new("kill").arg("-STOP").arg(pid.to_string()).status();
+            let t = std::time::Instant::now();
+            while proc_state(pid).map(|s| s.0) != Some('T') {
+                assert!(t.elapsed() < SECS, "PID {pid} does not stop");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        },
+        true,
+    );
+}

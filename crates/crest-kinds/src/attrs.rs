@@ -1,0 +1,403 @@
+//! Process and thread settings that are neither memory nor files: interval timers, scheduling
+//! policy and nice value, `oom_score_adj`, login uid, membarrier registrations, the prctl flags (child subreaper,
+//! parent-death signal, dumpable, THP disabled, no_new_privs, timer slack) and the credentials
+//! (uids, gids, groups, capability sets, securebits).
+//!
+//! Dump reads `/proc/PID/{status,oom_score_adj,loginuid}` and `sched_getattr` from outside,
+//! and through remote syscalls `getitimer` and `prctl(PR_GET_*)`. Restore sets `loginuid`
+//! inside the husk before it stops, the prctl flags, interval timers and credentials with
+//! remote syscalls once the memory is in place, and the scheduling settings and
+//! `oom_score_adj` from outside at the end.
+//!
+//! [`refuse`] is asked first, from `/proc` alone, before anything runs in the process: state
+//! crest does not restore makes the checkpoint fail rather than come back wrong.
+use crest_image::{Creds, ProcAttrs, ThreadAttrs};
+use crest_ptrace::Remote;
+
+use crate::{le_u64, KindError, Scratch};
+
+const PR_SET_PDEATHSIG: u64 = 1;
+const PR_GET_PDEATHSIG: u64 = 2;
+const PR_GET_DUMPABLE: u64 = 3;
+const PR_SET_DUMPABLE: u64 = 4;
+const PR_SET_KEEPCAPS: u64 = 8;
+const PR_CAPBSET_DROP: u64 = 24;
+const PR_GET_SECUREBITS: u64 = 27;
+const PR_SET_SECUREBITS: u64 = 28;
+const PR_SET_TIMERSLACK: u64 = 29;
+const PR_GET_TIMERSLACK: u64 = 30;
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
+const PR_SET_NO_NEW_PRIVS: u64 = 38;
+const PR_GET_NO_NEW_PRIVS: u64 = 39;
+const PR_SET_THP_DISABLE: u64 = 41;
+const PR_GET_THP_DISABLE: u64 = 42;
+const PR_CAP_AMBIENT: u64 = 47;
+const PR_CAP_AMBIENT_RAISE: u64 = 2;
+const CAP_SETGID: u64 = 6;
+const SECBIT_KEEP_CAPS: u32 = 1 << 4;
+const SECBIT_KEEP_CAPS_LOCKED: u32 = 1 << 5;
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+/// The `MEMBARRIER_CMD_REGISTER_*` commands: global and private expedited, with core sync,
+/// with rseq.
+const MEMBARRIER_REGISTER: u32 = (1 << 2) | (1 << 4) | (1 << 6) | (1 << 8);
+const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
+const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
+const SCHED_DEADLINE: u32 = 6;
+/// Where in the scratch page the structures of this module go.
+const AT: u64 = 3584;
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+fn field<'a>(status: &'a str, key: &str) -> &'a str {
+    crest_proc::status_field(status, key).unwrap_or("").trim()
+}
+
+/// Refuses, from `/proc` alone (nothing runs in the process), a process that a system call run
+/// inside it would harm, or that is stopped: checked before the process is seized.
+pub fn refuse_before_seizing(pid: i32, stat: &crest_proc::Stat, status: &str) -> Result<(), KindError> {
+    let who = format!("PID {pid} ({})", field(status, "Name"));
+    if stat.state == 'T' {
+        return Err(KindError::Unsupported(format!("{who} is stopped (by SIGSTOP, SIGTSTP or Ctrl-Z); stopped processes are not supported yet: continue it first (SIGCONT, fg)")));
+    }
+    for t in crest_proc::tasks(pid).unwrap_or_default() {
+        let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
+        match field(&ts, "Seccomp") {
+            "" | "0" => {}
+            "1" => return Err(KindError::Unsupported(format!("{who}: thread {t} runs in seccomp strict mode: any system call crest made inside it would kill it"))),
+            _ => return Err(KindError::Unsupported(format!("{who}: thread {t} runs under a seccomp filter, which crest does not save yet"))),
+        }
+    }
+    Ok(())
+}
+
+/// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: POSIX
+/// timers, threads in control groups of their own, namespaces other than `cr_checkpoint`'s (the
+/// restarted process gets `cr_restart`'s).
+pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
+    let who = format!("PID {pid} ({})", field(status, "Name"));
+    for t in crest_proc::tasks(pid).unwrap_or_default() {
+        let tcg = crest_proc::read(pid, &format!("task/{t}/cgroup")).unwrap_or_default();
+        if t != pid && !tcg.is_empty() && cgroups(&tcg) != cgroups(&crest_proc::read(pid, "cgroup").unwrap_or_default()) {
+            return Err(KindError::Unsupported(format!("{who}: its thread {t} is in other control groups than the process; that is not supported")));
+        }
+    }
+    for ns in ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+        if theirs.is_some() && mine.is_some() && theirs != mine {
+            return Err(KindError::Unsupported(format!("{who} is in another {ns} namespace than cr_checkpoint; namespaces are not supported")));
+        }
+    }
+    if let Ok(timers) = crest_proc::read(pid, "timers") {
+        if !timers.trim().is_empty() {
+            let n = timers.lines().filter(|l| l.starts_with("ID:")).count();
+            return Err(KindError::Unsupported(format!("{who} has {n} POSIX timer(s) (timer_create); they are not supported yet")));
+        }
+    }
+    Ok(())
+}
+
+/// The uids, gids and groups of a (task) `status`.
+fn thread_ids(status: &str) -> Creds {
+    let four = |k: &str| {
+        let mut o = [0u32; 4];
+        for (d, v) in o.iter_mut().zip(field(status, k).split_whitespace()) {
+            *d = v.parse().unwrap_or(0);
+        }
+        o
+    };
+    Creds { uid: four("Uid"), gid: four("Gid"), groups: field(status, "Groups").split_whitespace().filter_map(|g| g.parse().ok()).collect(), ..Default::default() }
+}
+
+fn hexset(status: &str, key: &str) -> u64 {
+    u64::from_str_radix(field(status, key), 16).unwrap_or(0)
+}
+
+/// The capability sets of a process from its `status` (securebits are read remotely).
+pub fn capabilities(status: &str, creds: &mut Creds) {
+    creds.cap_eff = hexset(status, "CapEff");
+    creds.cap_prm = hexset(status, "CapPrm");
+    creds.cap_inh = hexset(status, "CapInh");
+    creds.cap_bnd = hexset(status, "CapBnd");
+    creds.cap_amb = hexset(status, "CapAmb");
+}
+
+/// Reads the process-wide settings through `remote` (on the leader).
+pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds: &mut Creds) -> Result<ProcAttrs, KindError> {
+    let mut itimers = [(0, 0); 3];
+    for (which, t) in itimers.iter_mut().enumerate() {
+        remote.call("reading an interval timer", libc::SYS_getitimer, &[which as u64, scratch.addr + AT])?;
+        let b = scratch.read(AT, 32)?;
+        let us = |at: usize| le_u64(&b, at) * 1_000_000 + le_u64(&b, at + 8);
+        *t = (us(0), us(16));
+    }
+    remote.call("reading the child subreaper flag", libc::SYS_prctl, &[PR_GET_CHILD_SUBREAPER, scratch.addr + AT])?;
+    let child_subreaper = scratch.read(AT, 4)? != [0, 0, 0, 0];
+    let dumpable = remote.call("reading the dumpable flag", libc::SYS_prctl, &[PR_GET_DUMPABLE])? as u32;
+    let thp_disable = remote.call("reading the THP-disable flag", libc::SYS_prctl, &[PR_GET_THP_DISABLE, 0, 0, 0, 0])? != 0;
+    creds.securebits = remote.call("reading the securebits", libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
+    let membarrier = match remote.syscall(libc::SYS_membarrier, &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0])? {
+        Ok(m) => m as u32 & MEMBARRIER_REGISTER,
+        Err(libc::EINVAL) => 0, // before Linux 6.3: registrations cannot be read
+        Err(e) => return Err(KindError::io("reading the membarrier registrations", std::io::Error::from_raw_os_error(e))),
+    };
+    let num = |f: &str| crest_proc::read(pid, f).ok().and_then(|s| s.trim().parse::<i64>().ok());
+    Ok(ProcAttrs {
+        itimers,
+        oom_score_adj: num("oom_score_adj").unwrap_or(0) as i32,
+        child_subreaper,
+        dumpable,
+        thp_disable,
+        loginuid: num("loginuid").unwrap_or(u32::MAX as i64) as u32,
+        membarrier,
+        cgroups: cgroups(&crest_proc::read(pid, "cgroup")?),
+    })
+}
+
+/// Reads the settings of thread `tid` through `remote` (on that thread).
+pub fn dump_thread(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i32) -> Result<ThreadAttrs, KindError> {
+    let s = crest_ptrace::sys::sched_get(tid).map_err(|e| KindError::io(format!("pid {pid}: reading the scheduling settings of thread {tid}"), e))?;
+    if s.policy == SCHED_DEADLINE {
+        return Err(KindError::Unsupported(format!("pid {pid}: thread {tid} runs under SCHED_DEADLINE, which is not supported yet")));
+    }
+    remote.call("reading the parent-death signal", libc::SYS_prctl, &[PR_GET_PDEATHSIG, scratch.addr + AT])?;
+    let b = scratch.read(AT, 4)?;
+    let pdeath_sig = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let no_new_privs = remote.call("reading no_new_privs", libc::SYS_prctl, &[PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0])? != 0;
+    let timer_slack = remote.call("reading the timer slack", libc::SYS_prctl, &[PR_GET_TIMERSLACK])?;
+    let reset = if s.flags & SCHED_FLAG_RESET_ON_FORK != 0 { SCHED_RESET_ON_FORK } else { 0 };
+    let status = crest_proc::read(pid, &format!("task/{tid}/status"))?;
+    let mut creds = thread_ids(&status);
+    capabilities(&status, &mut creds);
+    creds.securebits = remote.call("reading the securebits", libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
+    Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack, creds })
+}
+
+/// Inside the husk, before it stops: its login uid.
+pub fn prepare(a: &ProcAttrs) -> Result<(), String> {
+    let now = std::fs::read_to_string("/proc/self/loginuid").ok().and_then(|s| s.trim().parse::<u32>().ok());
+    if now.is_some() && now != Some(a.loginuid) {
+        std::fs::write("/proc/self/loginuid", a.loginuid.to_string()).map_err(|e| format!("setting the login uid to {}: {e}", a.loginuid as i32))?;
+    }
+    Ok(())
+}
+
+/// Inside the husk, once its descriptors are restored: the unix socket files that restore bound
+/// again for it (as the restarter) get the owner the process would have given them, its saved
+/// file-system uid and gid, so that it and its peers may still connect once its credentials
+/// are restored.
+pub fn own_bound_sockets(fds: &[crest_image::FdRecord], creds: &Creds) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    for r in fds {
+        let crest_image::FdKind::Socket { family, addr, .. } = &r.kind else { continue };
+        // struct sockaddr_un: the family, then a NUL-terminated path (abstract names start with NUL).
+        if *family != libc::AF_UNIX || addr.len() <= 3 || addr[2] == 0 {
+            continue;
+        }
+        let path = &addr[2..];
+        let path = &path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())];
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+        let (uid, gid) = (creds.uid[3], creds.gid[3]);
+        let md = std::fs::symlink_metadata(path).map_err(|e| format!("fd {}: the socket file {}: {e}", r.fd, path.display()))?;
+        if std::os::unix::fs::MetadataExt::uid(&md) != uid || std::os::unix::fs::MetadataExt::gid(&md) != gid {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| format!("fd {}: giving the socket file {} to uid {uid} gid {gid}: {e}", r.fd, path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Through `remote` on the husk's leader, once its memory is in place: membarrier
+/// registrations, the interval timers and the process-wide prctl flags but `dumpable` (see
+/// [`restore_dumpable`]).
+pub fn restore_process(remote: &mut Remote<'_>, scratch: &Scratch, a: &ProcAttrs) -> Result<(), KindError> {
+    if a.child_subreaper {
+        remote.call("setting the child subreaper flag", libc::SYS_prctl, &[PR_SET_CHILD_SUBREAPER, 1])?;
+    }
+    if a.thp_disable {
+        remote.call("disabling transparent huge pages", libc::SYS_prctl, &[PR_SET_THP_DISABLE, 1, 0, 0, 0])?;
+    }
+    for bit in 0..32 {
+        if a.membarrier & MEMBARRIER_REGISTER & (1 << bit) != 0 {
+            remote.call("registering for membarrier", libc::SYS_membarrier, &[1 << bit, 0, 0])?;
+        }
+    }
+    for (which, &(interval, value)) in a.itimers.iter().enumerate() {
+        if value == 0 {
+            continue;
+        }
+        let mut b = Vec::with_capacity(32);
+        for us in [interval, value] {
+            b.extend_from_slice(&(us / 1_000_000).to_le_bytes());
+            b.extend_from_slice(&(us % 1_000_000).to_le_bytes());
+        }
+        let at = scratch.write(AT, &b)?;
+        remote.call("setting an interval timer", libc::SYS_setitimer, &[which as u64, at, 0])?;
+    }
+    Ok(())
+}
+
+/// Through `remote` on the husk's leader, after the credentials (a change of uid resets it):
+/// the dumpable flag.
+pub fn restore_dumpable(remote: &mut Remote<'_>, a: &ProcAttrs) -> Result<(), KindError> {
+    if a.dumpable <= 1 {
+        remote.call("setting the dumpable flag", libc::SYS_prctl, &[PR_SET_DUMPABLE, u64::from(a.dumpable)])?;
+    }
+    Ok(())
+}
+
+/// Through `remote` on thread `tid`: its parent-death signal, timer slack and no_new_privs.
+pub fn restore_thread(remote: &mut Remote<'_>, a: &ThreadAttrs) -> Result<(), KindError> {
+    remote.call("setting the parent-death signal", libc::SYS_prctl, &[PR_SET_PDEATHSIG, u64::from(a.pdeath_sig)])?;
+    if a.timer_slack != 0 {
+        remote.call("setting the timer slack", libc::SYS_prctl, &[PR_SET_TIMERSLACK, a.timer_slack])?;
+    }
+    if a.no_new_privs {
+        remote.call("setting no_new_privs", libc::SYS_prctl, &[PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// From outside, once the threads exist: scheduling policy, priority and nice value of thread
+/// `tid` (restored as the saved `saved`).
+pub fn restore_sched(tid: i32, saved: i32, a: &ThreadAttrs) -> Result<(), KindError> {
+    let want = crest_ptrace::sys::SchedAttr {
+        policy: a.policy & !SCHED_RESET_ON_FORK,
+        flags: if a.policy & SCHED_RESET_ON_FORK != 0 { SCHED_FLAG_RESET_ON_FORK } else { 0 },
+        nice: a.nice,
+        priority: a.rt_priority,
+    };
+    let now = crest_ptrace::sys::sched_get(tid).map_err(|e| KindError::io(format!("reading the scheduling settings of thread {tid}"), e))?;
+    if now != want {
+        crest_ptrace::sys::sched_set(tid, &want)
+            .map_err(|e| KindError::io(format!("thread {saved}: setting scheduling policy {} priority {} nice {} (raising them needs CAP_SYS_NICE)", want.policy, want.priority, want.nice), e))?;
+    }
+    Ok(())
+}
+
+/// The (controllers, path) pairs of a `/proc/PID/cgroup` text.
+fn cgroups(text: &str) -> Vec<(String, String)> {
+    text.lines().filter_map(|l| l.split_once(':').and_then(|(_, rest)| rest.split_once(':')).map(|(c, p)| (c.to_string(), p.to_string()))).collect()
+}
+
+/// Where the hierarchy of `controllers` is mounted (from this process's mountinfo): (mount
+/// point, the path of the hierarchy mounted there).
+fn cgroup_mount(controllers: &str) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+    info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        let (root, at, fstype, opts) = (pre.get(3)?, pre.get(4)?, post.first()?, post.get(2)?);
+        let opts: Vec<&str> = opts.split(',').collect();
+        let fits = if want.is_empty() { *fstype == "cgroup2" } else { *fstype == "cgroup" && want.iter().all(|c| opts.contains(c)) };
+        let unescape = |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
+        fits.then(|| (unescape(at), unescape(root)))
+    })
+}
+
+/// From outside: moves the restored process `pid` into its saved control groups where it is
+/// not in them already (writing `cgroup.procs`). A group that is gone or that the restarter
+/// may not move processes into fails the restart.
+pub fn restore_cgroups(pid: i32, a: &ProcAttrs) -> Result<(), KindError> {
+    let now = cgroups(&crest_proc::read(pid, "cgroup")?);
+    for (controllers, path) in &a.cgroups {
+        if now.iter().any(|(c, p)| c == controllers && p == path) {
+            continue;
+        }
+        let name = if controllers.is_empty() { "the unified hierarchy".to_string() } else { format!("the {controllers} hierarchy") };
+        let what = format!("moving the process into control group {path} of {name}");
+        let (at, root) = cgroup_mount(controllers).ok_or_else(|| KindError::Mismatch(format!("{what}: that hierarchy is not mounted here")))?;
+        let rel = path.strip_prefix(root.trim_end_matches('/')).ok_or_else(|| KindError::Mismatch(format!("{what}: it is outside the part mounted at {at}")))?;
+        let procs = format!("{}/{}/cgroup.procs", at.trim_end_matches('/'), rel.trim_start_matches('/'));
+        std::fs::write(&procs, pid.to_string()).map_err(|e| KindError::io(format!("{what} ({procs})"), e))?;
+    }
+    Ok(())
+}
+
+/// From outside: `oom_score_adj` of the restored process `pid`.
+pub fn restore_oom(pid: i32, a: &ProcAttrs) -> Result<(), KindError> {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let now = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    if now != Some(a.oom_score_adj) {
+        std::fs::write(&path, a.oom_score_adj.to_string()).map_err(|e| KindError::io(format!("setting oom_score_adj to {} (lowering it needs CAP_SYS_RESOURCE)", a.oom_score_adj), e))?;
+    }
+    Ok(())
+}
+
+/// Inside thread `tid` of the husk: the saved credentials. Supplementary groups (with
+/// `CAP_SETGID`), gids and uids are set when they differ from the husk's (which needs
+/// privilege, else `cr_restart`'s checks have refused the image), the bounding set is reduced, then the capability sets,
+/// ambient capabilities and securebits are set as saved. Credentials are per thread: call it
+/// for each thread, after the last `clone3` that needed privilege.
+pub fn restore_creds(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i32, c: &Creds) -> Result<(), KindError> {
+    let status = crest_proc::read(pid, &format!("task/{tid}/status"))?;
+    let ids = |k: &str| -> Vec<u32> { field(&status, k).split_whitespace().filter_map(|v| v.parse().ok()).collect() };
+    let what = |s: &str| format!("thread {tid}: {s}");
+    // The bounding set first: dropping needs CAP_SETPCAP, which may be dropped below.
+    let bnd = hexset(&status, "CapBnd");
+    for cap in 0..64u64 {
+        if bnd & !c.cap_bnd & (1 << cap) != 0 {
+            remote.call(&what("dropping a capability from the bounding set"), libc::SYS_prctl, &[PR_CAPBSET_DROP, cap])?;
+        }
+    }
+    let mut groups = ids("Groups");
+    let mut want = c.groups.clone();
+    groups.sort_unstable();
+    want.sort_unstable();
+    // Without CAP_SETGID the restarter's own groups stay (they include every saved one:
+    // `cr_restart` checked), as BLCR did.
+    let may_setgid = hexset(&status, "CapEff") & (1 << CAP_SETGID) != 0;
+    if groups != want && may_setgid {
+        let b: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        if b.len() as u64 > crate::SCRATCH_LEN - AT {
+            return Err(KindError::Unsupported(format!("thread {tid}: {} supplementary groups are more than crest restores", c.groups.len())));
+        }
+        let at = scratch.write(AT, &b)?;
+        remote.call(&what("setting the supplementary groups"), libc::SYS_setgroups, &[c.groups.len() as u64, at])?;
+    }
+    let securebits = remote.call(&what("reading the securebits"), libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
+    let uid_change = ids("Uid") != c.uid;
+    // Capabilities survive the change of uid only with SECBIT_KEEP_CAPS.
+    let keep = uid_change && c.cap_prm != 0 && c.securebits & SECBIT_KEEP_CAPS_LOCKED == 0;
+    let during = if keep { c.securebits | SECBIT_KEEP_CAPS } else { c.securebits };
+    if during != securebits {
+        if (during ^ securebits) == SECBIT_KEEP_CAPS {
+            remote.call(&what("keeping capabilities across the change of uid"), libc::SYS_prctl, &[PR_SET_KEEPCAPS, u64::from(during & SECBIT_KEEP_CAPS != 0)])?;
+        } else {
+            remote.call(&what("setting the securebits"), libc::SYS_prctl, &[PR_SET_SECUREBITS, u64::from(during)])?;
+        }
+    }
+    if ids("Gid") != c.gid {
+        remote.call(&what("setting the gids"), libc::SYS_setresgid, &[u64::from(c.gid[0]), u64::from(c.gid[1]), u64::from(c.gid[2])])?;
+        remote.call(&what("setting the filesystem gid"), libc::SYS_setfsgid, &[u64::from(c.gid[3])])?;
+    }
+    if uid_change {
+        remote.call(&what("setting the uids"), libc::SYS_setresuid, &[u64::from(c.uid[0]), u64::from(c.uid[1]), u64::from(c.uid[2])])?;
+        remote.call(&what("setting the filesystem uid"), libc::SYS_setfsuid, &[u64::from(c.uid[3])])?;
+    }
+    let status = crest_proc::read(pid, &format!("task/{tid}/status"))?;
+    let (eff, prm, inh) = (hexset(&status, "CapEff"), hexset(&status, "CapPrm"), hexset(&status, "CapInh"));
+    if (eff, prm, inh) != (c.cap_eff, c.cap_prm, c.cap_inh) {
+        let mut b = Vec::with_capacity(32);
+        b.extend_from_slice(&CAP_VERSION_3.to_le_bytes());
+        b.extend_from_slice(&0i32.to_le_bytes()); // pid 0: the calling thread
+        for half in [0, 32] {
+            for v in [c.cap_eff, c.cap_prm, c.cap_inh] {
+                b.extend_from_slice(&((v >> half) as u32).to_le_bytes());
+            }
+        }
+        let at = scratch.write(AT, &b)?;
+        remote.call(&what("setting the capability sets"), libc::SYS_capset, &[at, at + 8])?;
+    }
+    for cap in 0..64u64 {
+        if c.cap_amb & (1 << cap) != 0 {
+            remote.call(&what("raising an ambient capability"), libc::SYS_prctl, &[PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0])?;
+        }
+    }
+    if during != c.securebits {
+        remote.call(&what("setting the securebits"), libc::SYS_prctl, &[PR_SET_KEEPCAPS, u64::from(c.securebits & SECBIT_KEEP_CAPS != 0)])?;
+    }
+    Ok(())
+}
