@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod claim;
 mod compress;
 mod freeze;
 mod pages;
@@ -91,6 +92,15 @@ pub enum DumpError {
         pid: i32,
         /// The tracer of the snapshot (the other checkpoint).
         by: i32,
+    },
+    /// Another checkpoint is working on this process (see [`claim`]): in any of its phases, pre-copy,
+    /// freeze, snapshot or writing, even while the process runs untraced.
+    #[error("PID {pid} is already being checkpointed{}", by.map(|b| format!(" by PID {b}")).unwrap_or_default())]
+    Claimed {
+        /// The process.
+        pid: i32,
+        /// The other checkpoint's process, when it can be seen.
+        by: Option<i32>,
     },
     /// Something in the process is not supported.
     #[error("{0}")]

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crest_image::{Image, ImageWriter, Process, RECORD_VERSION};
 use crest_kinds::{fd, ipc};
 
-use crate::freeze::{freeze, Collected, DumpOptions, Frozen};
+use crate::freeze::{Collected, DumpOptions, Frozen};
 use crate::{check_cancel, pages, DumpError, DumpStats};
 
 /// Which processes a checkpoint takes.
@@ -69,6 +69,12 @@ fn stat_of(pid: i32) -> Option<crest_proc::Stat> {
 /// A child that is another checkpoint's snapshot (no exit signal, traced): not part of the tree.
 fn is_snapshot(pid: i32, st: &crest_proc::Stat) -> bool {
     st.exit_signal == 0 && crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").map(|t| t != "0")).unwrap_or(false)
+}
+
+/// Claims `pid` for this checkpoint ([`crate::claim`]), then freezes it.
+fn freeze(pid: i32) -> Result<Frozen, DumpError> {
+    crate::claim::claim(pid)?;
+    crate::freeze::freeze(pid)
 }
 
 /// Seizes and stops every process of the scope `scope` named by `id`.

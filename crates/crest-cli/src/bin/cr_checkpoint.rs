@@ -112,7 +112,10 @@ fn worker(m: &clap::ArgMatches, id: i32, say: &Say, parent: u32) -> i32 {
             cancel(TIMED_OUT);
         });
     }
-    match run(m, id, say, limit) {
+    let r = run(m, id, say, limit);
+    // Every process is let go (or killed) by now: other checkpoints may take them.
+    crest_dump::claim::release_all();
+    match r {
         Ok(()) => 0,
         Err((code, msg)) => {
             say.err(format!("Checkpoint failed: {msg}"));
@@ -410,6 +413,13 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, 
             }
         }
         DumpError::NoProcess(_) => return (libc::ESRCH, e.to_string()),
+        DumpError::Claimed { by, .. } => {
+            let who = match by {
+                Some(by) => format!(" by PID {by}{}", crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default()),
+                None => String::new(),
+            };
+            return (EXIT_PTRACED, format!("PID {pid} is already being checkpointed{who}; try again when that checkpoint is done"));
+        }
         DumpError::Busy { by, .. } => {
             let name = crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
             return (
