@@ -102,6 +102,10 @@ pub enum DumpError {
         /// The other checkpoint's process, when it can be seen.
         by: Option<i32>,
     },
+    /// The page data does not account for all the memory to save: a fault of the checkpoint
+    /// itself, caught before the image is given its name.
+    #[error("the image would be incomplete, so it was not written: {0}")]
+    Incomplete(String),
     /// Something in the process is not supported.
     #[error("{0}")]
     Unsupported(String),

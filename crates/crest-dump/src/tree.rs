@@ -255,8 +255,15 @@ impl FrozenTree {
             let pid = c.process.pid;
             let mut vmas = std::mem::take(&mut c.process.vmas);
             let (vmas, n) = if let Some(t) = tracked(pid) {
-                let ranges = t.merge(pid, &mut vmas)?;
-                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&ranges) }, pages::Source::Frozen)?
+                let sorted = t.merge(pid, &mut vmas)?;
+                // What the scan found to need saving; the zero pages read earlier and unwritten
+                // since count as saved.
+                for (&i, &need) in &sorted.wanted {
+                    let v = &mut vmas[i];
+                    v.need = need;
+                    v.zero = sorted.zeros.iter().filter(|z| z.0 >= v.start && z.0 < v.end).map(|z| z.1).sum();
+                }
+                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&sorted.now) }, pages::Source::Frozen)?
             } else if c.snap.is_some() {
                 write(pid, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen), pages::Source::Frozen)?
             } else {
@@ -287,6 +294,13 @@ impl FrozenTree {
             processes.push(zombie_record(z, ppid));
         }
         sort_parents_first(&mut processes);
+        // The page data must account for every page found to need saving: never write an image
+        // that would restore zeros in place of memory.
+        for p in &processes {
+            for v in &p.vmas {
+                crest_image::validate::check_coverage(p.pid, v).map_err(|e| DumpError::Incomplete(e.to_string()))?;
+            }
+        }
         let (release, host) = crest_ptrace::sys::uname();
         let remote_syscalls = collected.iter().map(|c| c.remote_syscalls).sum();
         let image = Image {
