@@ -39,6 +39,17 @@ enum Dest {
     Direct { path: PathBuf },
     /// An inherited descriptor.
     Fd(i32),
+    /// A FIFO, a socket or a character device named by `--file` (or `--dir`): written into as a
+    /// stream, as with `--fd`, never replaced or removed.
+    Stream { path: PathBuf, kind: StreamKind },
+}
+
+/// What a [`Dest::Stream`] is.
+#[derive(Clone, Copy)]
+enum StreamKind {
+    Fifo,
+    Socket,
+    CharDevice,
 }
 
 fn main() {
@@ -143,8 +154,36 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         _ => Some(PathBuf::from(format!("context.{pid}"))),
     };
     let mode = last_given(m, &["atomic", "backup", "clobber", "noclobber"]).unwrap_or("atomic");
+    // As BLCR: a symbolic link is followed (its target is what gets replaced, in the target's
+    // directory); a FIFO, a socket or a character device is written into; a directory or a
+    // block device is refused.
+    let target = target.map(|p| follow_links(&p));
+    let stream = match &target {
+        Some(path) => match std::fs::metadata(path) {
+            Ok(md) => {
+                use std::os::unix::fs::FileTypeExt;
+                let ft = md.file_type();
+                if ft.is_dir() {
+                    return Err((libc::EISDIR, format!("{} is a directory (use --dir)", path.display())));
+                } else if ft.is_block_device() {
+                    return Err(einval(format!("{} is a block device; an image goes to a regular file, a FIFO, a socket or a character device", path.display())));
+                } else if ft.is_fifo() {
+                    Some(StreamKind::Fifo)
+                } else if ft.is_socket() {
+                    Some(StreamKind::Socket)
+                } else if ft.is_char_device() {
+                    Some(StreamKind::CharDevice)
+                } else {
+                    None
+                }
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
     let dest = match (target, m.get_one::<i32>("fd")) {
         (None, Some(&fd)) => Dest::Fd(fd),
+        (Some(path), _) if stream.is_some() => Dest::Stream { path, kind: stream.expect("checked") },
         (Some(path), _) => match mode {
             "clobber" | "noclobber" => Dest::Direct { path },
             _ => {
@@ -172,6 +211,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
             let f = File::from(crest_cli_fd(*fd).map_err(|e| (e.raw_os_error().unwrap_or(libc::EBADF), format!("descriptor {fd}: {e}")))?);
             (f, format!("<fd{fd}>"))
         }
+        Dest::Stream { path, kind } => (open_stream(path, *kind).map_err(|e| stream_error(e, path, *kind))?, path.display().to_string()),
         Dest::Atomic { tmp, path, .. } => {
             let f = match open_unnamed(parent_dir(path)).map_err(|e| open_error(e, path))? {
                 Some(f) => {
@@ -238,7 +278,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         }
         Err(e) => {
             cleanup(&dest);
-            return Err(dump_error(pid, e, &shown, limit));
+            return Err(dump_error(pid, e, &shown, matches!(dest, Dest::Fd(_) | Dest::Stream { .. }), limit));
         }
     };
     // The image is whole: put it in place, then apply the after-action.
@@ -334,6 +374,46 @@ fn open_new(path: &Path, excl: bool, trunc: bool) -> std::io::Result<File> {
     }
 }
 
+/// `path` with every symbolic link of its last component followed (the directories above are
+/// the kernel's to follow): the file an image named `path` must replace. A dangling link gives
+/// the path it points to, which is then created.
+fn follow_links(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&p) {
+            Ok(to) => p = parent_dir(&p).join(to),
+            Err(_) => return p,
+        }
+    }
+    p
+}
+
+/// Opens a FIFO, a socket or a character device to write an image into. A FIFO must have a
+/// reader already (as BLCR, it is opened without blocking), then is written with blocking
+/// writes; a socket is connected to.
+fn open_stream(path: &Path, kind: StreamKind) -> std::io::Result<File> {
+    match kind {
+        StreamKind::Socket => Ok(File::from(std::os::fd::OwnedFd::from(std::os::unix::net::UnixStream::connect(path)?))),
+        StreamKind::Fifo => {
+            let f = OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK).open(path)?;
+            let flags = sys::status_flags(f.as_raw_fd(), None)?;
+            sys::status_flags(f.as_raw_fd(), Some(flags & !libc::O_NONBLOCK))?;
+            Ok(f)
+        }
+        StreamKind::CharDevice => OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open(path),
+    }
+}
+
+fn stream_error(e: std::io::Error, path: &Path, kind: StreamKind) -> (i32, String) {
+    let code = e.raw_os_error().unwrap_or(libc::EIO);
+    let why = match (kind, code) {
+        (StreamKind::Fifo, libc::ENXIO) => "it is a FIFO that no process has open for reading; start its reader first".to_string(),
+        (StreamKind::Socket, libc::ECONNREFUSED) => "it is a socket that no process listens on".to_string(),
+        _ => io_words(&e),
+    };
+    (code, format!("cannot write the image {}: {why}", path.display()))
+}
+
 /// The directory a destination path is in.
 fn parent_dir(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
@@ -380,7 +460,15 @@ fn io_words(e: &std::io::Error) -> String {
 }
 
 fn open_error(e: std::io::Error, path: &Path) -> (i32, String) {
-    (e.raw_os_error().unwrap_or(libc::EIO), format!("cannot write the image {}: {}", path.display(), io_words(&e)))
+    let dir = parent_dir(path);
+    // No such file, though its directory is there: a file system that makes no files (/proc,
+    // /sys), not a directory to create.
+    let why = if e.raw_os_error() == Some(libc::ENOENT) && dir.is_dir() {
+        format!("the file system of {} does not accept new files (as /proc and /sys); write the image elsewhere (--file or --dir)", dir.display())
+    } else {
+        io_words(&e)
+    };
+    (e.raw_os_error().unwrap_or(libc::EIO), format!("cannot write the image {}: {why}", path.display()))
 }
 
 /// Whether `pid` is gone, dead, exiting (its memory already released) or has SIGKILL pending.
@@ -396,8 +484,8 @@ fn tracer_of(pid: i32) -> i32 {
     crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.parse().ok())).unwrap_or(0)
 }
 
-fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, String) {
-    let left = if shown.starts_with("<fd") {
+fn dump_error(pid: i32, e: DumpError, shown: &str, stream: bool, limit: Option<u64>) -> (i32, String) {
+    let left = if stream {
         format!("PID {pid} was left running as it was; what was written to {shown} is not a usable image")
     } else {
         format!("PID {pid} was left running as it was and no image was written")
