@@ -147,7 +147,17 @@ impl FrozenTree {
                 }
                 Ok(true)
             }
-            Err(DumpError::NoProcess(_)) => Ok(false),
+            // It exited while being frozen: a zombie now, if its parent is frozen.
+            Err(DumpError::NoProcess(_)) => match stat_of(pid) {
+                Some(st) if st.state == 'Z' => {
+                    self.zombies.push(Zombie { pid, stat: st });
+                    if parent != 0 {
+                        self.parents.insert(pid, parent);
+                    }
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
             Err(e) => Err(e),
         }
     }
