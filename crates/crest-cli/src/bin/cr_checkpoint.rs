@@ -198,6 +198,8 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         },
         (None, None) => unreachable!("fd destination always has a value"),
     };
+    // What cannot be checkpointed at all is refused before the destination is even opened.
+    refuse_early(scope, pid)?;
     let sync = last_given(m, &["sync", "nosync"]) != Some("nosync");
     let signal = chosen_signal(m);
     let verbose = m.get_flag("verbose") && !say.quiet;
@@ -479,6 +481,109 @@ fn ended(pid: i32) -> bool {
     field("State").is_some_and(|st| st.starts_with('Z') || st.starts_with('X')) || field("VmSize").is_none() || killed("SigPnd") || killed("ShdPnd")
 }
 
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in the flags of `/proc/PID/stat`).
+fn kernel_thread(pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = crest_proc::read(pid, "stat") else { return false };
+    let Some(close) = stat.rfind(')') else { return false };
+    stat[close + 1..].split_whitespace().nth(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_KTHREAD != 0)
+}
+
+/// `" (NAME)"` for `pid`, or nothing.
+fn comm_of(pid: i32) -> String {
+    crest_proc::read(pid, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default()
+}
+
+fn kernel_thread_words(pid: i32) -> String {
+    format!("it is a kernel thread{}, with no user-space memory or registers to save: kernel threads cannot be checkpointed", comm_of(pid))
+}
+
+const INIT_WORDS: &str = "it is the init process of this PID namespace, which cannot be checkpointed (it reaps every orphan, and a restored copy could only be PID 1 again in a new PID namespace); checkpoint the processes under it instead";
+
+/// Refusals that need no freeze: a kernel thread, the init process, and a scope that holds
+/// this cr_checkpoint itself (BLCR's `CR_CHKPT_PROHIBIT_SELF`, `EDEADLK`: it would wait for
+/// itself).
+fn refuse_early(scope: crest_dump::Scope, pid: i32) -> Result<(), (i32, String)> {
+    if crest_proc::read(pid, "stat").is_err() {
+        // Gone, or never there: said by the usual path.
+        return Ok(());
+    }
+    if kernel_thread(pid) && matches!(scope, crest_dump::Scope::Pid | crest_dump::Scope::Tree) {
+        return Err((libc::EPERM, format!("not permitted to checkpoint PID {pid}: {}", kernel_thread_words(pid))));
+    }
+    if pid == 1 && matches!(scope, crest_dump::Scope::Pid | crest_dump::Scope::Tree) {
+        return Err((libc::EPERM, format!("not permitted to checkpoint PID 1: {INIT_WORDS}")));
+    }
+    let me = std::process::id() as i32;
+    let parent = std::os::unix::process::parent_id() as i32;
+    let stat = |p: i32| crest_proc::read(p, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok());
+    let Some(mine) = stat(me) else { return Ok(()) };
+    let (holds, what) = match scope {
+        crest_dump::Scope::Pid => (pid == me || pid == parent, format!("PID {pid}")),
+        crest_dump::Scope::Tree => {
+            // An ancestor of this process (or this process): its tree holds cr_checkpoint.
+            let mut at = me;
+            let mut found = false;
+            for _ in 0..4096 {
+                if at == pid {
+                    found = true;
+                    break;
+                }
+                match stat(at) {
+                    Some(st) if st.ppid > 0 => at = st.ppid,
+                    _ => break,
+                }
+            }
+            (found, format!("the tree of PID {pid}{}", comm_of(pid)))
+        }
+        crest_dump::Scope::Pgid => (mine.pgrp == pid, format!("process group {pid}")),
+        crest_dump::Scope::Sid => (mine.session == pid, format!("session {pid}")),
+    };
+    if holds {
+        return Err((
+            libc::EDEADLK,
+            format!(
+                "{what} contains cr_checkpoint itself (PID {parent}, working in PID {me}), which cannot checkpoint itself; nothing was frozen. Start the program to checkpoint in the background, or from another shell, and name its PID"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Why ptrace refused `pid`, as far as it can be told from outside.
+fn ptrace_refusal(pid: i32) -> String {
+    if kernel_thread(pid) {
+        return kernel_thread_words(pid);
+    }
+    if pid == 1 {
+        return INIT_WORDS.to_string();
+    }
+    let status = crest_proc::read(pid, "status").unwrap_or_default();
+    let ids = |k: &str| -> Vec<u32> { crest_proc::status_field(&status, k).map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default() };
+    let (uids, gids) = (ids("Uid"), ids("Gid"));
+    let me = sys::euid();
+    if me != 0 {
+        if uids.first().is_some_and(|&u| u != me) {
+            return format!("it belongs to another user (uid {}); run as its owner or as root", uids[0]);
+        }
+        if uids.windows(2).any(|w| w[0] != w[1]) || gids.windows(2).any(|w| w[0] != w[1]) {
+            return "it runs a set-user-ID or set-group-ID program (its real, effective and saved ids differ); run as root".to_string();
+        }
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+        Some(1) if me != 0 => return "kernel.yama.ptrace_scope is 1: only a process's ancestors may trace it; run as root or set it to 0".to_string(),
+        Some(2) if me != 0 => return "kernel.yama.ptrace_scope is 2: only root (CAP_SYS_PTRACE) may trace".to_string(),
+        Some(3) => return "kernel.yama.ptrace_scope is 3: ptrace is disabled on this system until the next boot".to_string(),
+        _ => {}
+    }
+    // The same access check guards /proc/PID/exe: refused too, the process is marked not
+    // dumpable and outside what this user may trace.
+    if std::fs::read_link(format!("/proc/{pid}/exe")).is_err_and(|e| e.raw_os_error() == Some(libc::EACCES)) {
+        return "the kernel refuses access even to its /proc files: it is marked not dumpable (a set-user-ID program, or it made itself so) and belongs to a user namespace where this user lacks CAP_SYS_PTRACE".to_string();
+    }
+    "ptrace(PTRACE_SEIZE) failed with EPERM: a security module (SELinux, AppArmor) or a seccomp filter forbids tracing it".to_string()
+}
+
 /// The PID tracing `pid` (0: none).
 fn tracer_of(pid: i32) -> i32 {
     crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.parse().ok())).unwrap_or(0)
@@ -515,10 +620,16 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, stream: bool, limit: Option<u
                 format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint that is saving its pages from a snapshot; try again when it is done"),
             );
         }
+        DumpError::Permission { pid: p, .. } if kernel_thread(*p) => {
+            return (libc::EPERM, format!("not permitted to checkpoint PID {p}: {} ({left})", ptrace_refusal(*p)));
+        }
         _ if ended(pid) => return (libc::ESRCH, format!("PID {pid} ended during the checkpoint, so there is nothing to save; no image was written")),
         DumpError::Traced { by, .. } if *by != std::process::id() as i32 => {
             let name = crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
             return (EXIT_PTRACED, format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint or a debugger; try again when it is done"));
+        }
+        DumpError::Permission { pid: p, .. } if kernel_thread(*p) || (!ended(*p) && tracer_of(*p) == 0) => {
+            return (libc::EPERM, format!("not permitted to checkpoint PID {p}: {} ({left})", ptrace_refusal(*p)));
         }
         DumpError::Permission { .. } => {
             let tracer = tracer_of(pid);
