@@ -293,10 +293,7 @@ fn rows_sparse(c: &mut Ctx, size: u64, st: &str) {
     let rss = c.get("sparse: restored rss", size, st).map(|r| format!("restored copy resident: {r} MiB")).unwrap_or_default();
     let rows = [
         Row::of(s, "sparse: full dump", format!("dump, all {size} MiB written"), size, st).rate().note(format!("image {full}")),
-        Row::of(s, "sparse: dump", "dump, 1/4 data + 1/4 zeros + 1/2 untouched", size, st)
-            .rate()
-            .vs(s, "sparse: full dump", "all written")
-            .note(format!("image {sparse} (all written: {full})")),
+        Row::of(s, "sparse: dump", "dump, 1/4 data + 1/4 zeros + 1/2 untouched", size, st).rate().vs(s, "sparse: full dump", "all written").note(format!("image {sparse} (all written: {full})")),
         Row::of(s, "sparse: restore", "restore of that, until it runs", size, st).rate().vs(s, "restore", "restore, all written").note(rss),
     ];
     rows.into_iter().for_each(|r| c.push(r));
@@ -375,9 +372,7 @@ fn rows_compress(c: &mut Ctx, size: u64, st: &str) {
     let pct = |b: u64, of: u64| format!("{:.1}%", 100.0 * b as f64 / of as f64);
     let mut rows = vec![
         Row::of(&c.s, "z: memcpy", "memcpy into fresh pages, 1 core", size, st).rate(),
-        Row::of(&c.s, "z: zstd -1", "zstd -1 of the memory, 1 core", size, st)
-            .rate()
-            .note(zbytes.map(|b| format!("{} = {} of the memory", mib(b), pct(b, size << 20))).unwrap_or_default()),
+        Row::of(&c.s, "z: zstd -1", "zstd -1 of the memory, 1 core", size, st).rate().note(zbytes.map(|b| format!("{} = {} of the memory", mib(b), pct(b, size << 20))).unwrap_or_default()),
     ];
     let variants: Vec<Option<i32>> = std::iter::once(None).chain(c.o.levels.iter().map(|&l| Some(l))).collect();
     for level in variants {
@@ -449,10 +444,7 @@ fn rows_downtime(c: &mut Ctx, size: u64, st: &str) {
     let wall = |k: &str| s.median(&format!("down: wall {k}"), size, st).map(|w| format!("cr_checkpoint took {w:.3} s")).unwrap_or_default();
     let rows = [
         Row::of(s, "down: idle", "longest gap, no checkpoint (noise)", size, st),
-        Row::of(s, "down: gap run", "longest gap, cr_checkpoint (--run)", size, st)
-            .vs(s, "down: gap nosnap", "CREST_NO_SNAPSHOT=1")
-            .note("target < 0.050 s")
-            .note(wall("run")),
+        Row::of(s, "down: gap run", "longest gap, cr_checkpoint (--run)", size, st).vs(s, "down: gap nosnap", "CREST_NO_SNAPSHOT=1").note("target < 0.050 s").note(wall("run")),
         Row::of(s, "down: frozen run", "  frozen, as cr_checkpoint reports", size, st),
         Row::of(s, "down: gap snap", "longest gap, CREST_NO_PRECOPY=1", size, st).note("copy-on-write snapshot").note(wall("snap")),
         Row::of(s, "down: frozen snap", "  frozen, as cr_checkpoint reports", size, st),

@@ -73,12 +73,7 @@ pub struct Target {
 impl Target {
     pub fn start(prog: &Path, args: &[String]) -> R<Target> {
         let name = prog.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut child = Command::new(prog)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", prog.display()))?;
+        let mut child = Command::new(prog).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().map_err(|e| format!("starting {}: {e}", prog.display()))?;
         let out = Lines::new(child.stdout.take().expect("piped"));
         Ok(Target { child, out, name: format!("{name} {}", args.join(" ")) })
     }

@@ -75,10 +75,7 @@ pub fn stopped() -> bool {
 /// MemAvailable from /proc/meminfo, in bytes.
 pub fn mem_available() -> u64 {
     let s = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| kib << 10)
+    s.lines().find_map(|l| l.strip_prefix("MemAvailable:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).map_or(0, |kib| kib << 10)
 }
 
 /// Whether `dir` is on tmpfs (its files take memory), and the bytes free there.

@@ -89,7 +89,11 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
                 if md.size() < *size {
                     return Err(refuse(
                         libc::ESTALE,
-                        format!("{path}, open as descriptor {}, was truncated since the checkpoint ({size} bytes then, {} now); the process cannot go on with it: restore the file as it was", f.fd, md.size()),
+                        format!(
+                            "{path}, open as descriptor {}, was truncated since the checkpoint ({size} bytes then, {} now); the process cannot go on with it: restore the file as it was",
+                            f.fd,
+                            md.size()
+                        ),
                     ));
                 }
             }
@@ -164,11 +168,47 @@ impl Caller {
 
 /// Capability names, by number, for messages.
 const CAP_NAMES: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 fn cap_names(mask: u64) -> String {
@@ -184,10 +224,7 @@ pub fn credentials(p: &Process, me: &Caller, exe: Option<&std::fs::Metadata>) ->
     if foreign_uid && !me.has(CAP_SETUID) {
         return Err(refuse(
             libc::EPERM,
-            format!(
-                "the image's process ran as uid {} (real, effective, saved, file system: {:?}); uid {} could not have started it: {what}",
-                c.uid[1], c.uid, me.uid[1]
-            ),
+            format!("the image's process ran as uid {} (real, effective, saved, file system: {:?}); uid {} could not have started it: {what}", c.uid[1], c.uid, me.uid[1]),
         ));
     }
     let mine: Vec<u32> = me.gid.iter().chain(&me.groups).copied().collect();

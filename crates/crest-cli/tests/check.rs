@@ -8,8 +8,25 @@ use std::process::Command;
 use common::is_root;
 
 const CHECKS: &[&str] = &[
-    "architecture", "kernel", "capabilities", "seccomp", "ptrace scope", "ptrace", "rseq", "process_vm_readv", "pagemap", "remote syscalls",
-    "pidfd_getfd", "PID restore", "PR_SET_MM_MAP", "exe link", "MADV_POPULATE_WRITE", "kcmp", "userfaultfd", "TCP repair", "vDSO",
+    "architecture",
+    "kernel",
+    "capabilities",
+    "seccomp",
+    "ptrace scope",
+    "ptrace",
+    "rseq",
+    "process_vm_readv",
+    "pagemap",
+    "remote syscalls",
+    "pidfd_getfd",
+    "PID restore",
+    "PR_SET_MM_MAP",
+    "exe link",
+    "MADV_POPULATE_WRITE",
+    "kcmp",
+    "userfaultfd",
+    "TCP repair",
+    "vDSO",
 ];
 
 fn cr_check() -> Command {
@@ -22,10 +39,7 @@ fn reports_every_check_and_says_ready() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     for name in CHECKS {
-        assert!(
-            text.lines().any(|l| ["OK ", "WARN ", "MISSING "].iter().any(|s| l.starts_with(s)) && l[8..].trim_start().starts_with(name)),
-            "no line for {name}:\n{text}"
-        );
+        assert!(text.lines().any(|l| ["OK ", "WARN ", "MISSING "].iter().any(|s| l.starts_with(s)) && l[8..].trim_start().starts_with(name)), "no line for {name}:\n{text}");
     }
     assert!(!text.contains("MISSING"), "{text}");
     assert!(text.lines().last().is_some_and(|l| l.starts_with("ready: ")), "{text}");
@@ -50,11 +64,7 @@ fn ordinary_user_is_ready_without_pid_restore() {
         eprintln!("skipped: needs root (to become nobody) and setpriv");
         return;
     }
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_cr_check"))
-        .output()
-        .expect("setpriv runs");
+    let out = Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(env!("CARGO_BIN_EXE_cr_check")).output().expect("setpriv runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     let line = text.lines().find(|l| l.contains("PID restore")).unwrap_or_default();

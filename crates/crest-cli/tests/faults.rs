@@ -46,9 +46,10 @@ fn verified(img: &Path) -> bool {
 struct Rng(u64);
 impl Rng {
     fn new(what: &str) -> Rng {
-        let seed = std::env::var("CREST_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-        });
+        let seed = std::env::var("CREST_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
         eprintln!("{what}: CREST_FAULT_SEED={seed}");
         Rng(seed | 1)
     }
@@ -588,14 +589,8 @@ fn missing_or_changed_files_are_refused_and_relocate_finds_a_moved_copy() {
     // The copy, with new inodes, is found through --relocate (the output file too: it was a
     // file in the moved directory).
     let out2 = moved.0.join("out.txt");
-    let rs = cr_restart_cmd()
-        .arg(format!("--relocate={}={}", d.0.display(), moved.0.display()))
-        .arg(&img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cr_restart");
+    let rs =
+        cr_restart_cmd().arg(format!("--relocate={}={}", d.0.display(), moved.0.display())).arg(&img).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
     let rs_pid = procs.add(rs);
     let rp = restored_child(procs.children.iter_mut().find(|c| c.id() as i32 == rs_pid).expect("cr_restart"), Duration::from_secs(30));
     procs.pids.push(rp);

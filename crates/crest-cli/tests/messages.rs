@@ -29,7 +29,10 @@ fn says(o: &Output, code: i32, words: &str, not: &str) {
 
 /// A kernel thread of this machine other than kthreadd (a kworker), if there is one.
 fn a_kworker() -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|&p| p > 2 && std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("kworker")))
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&p| p > 2 && std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("kworker")))
 }
 
 #[test]

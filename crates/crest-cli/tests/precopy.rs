@@ -118,4 +118,3 @@ fn precopied_images_are_of_the_final_freeze() {
 fn without_precopy_images_are_of_the_freeze_too() {
     checkpoint_running_mutate("noprecopy", 1, true);
 }
-

@@ -255,7 +255,9 @@ impl FrozenTree {
             Some(w) => w,
             None => ImageWriter::new(out)?,
         };
-        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &pages::Select<'_>, source: pages::Source| pages::write_into(&mut w, out, from, vmas, select, compress, progress, source).map(|r| (r.vmas, r.bytes));
+        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &pages::Select<'_>, source: pages::Source| {
+            pages::write_into(&mut w, out, from, vmas, select, compress, progress, source).map(|r| (r.vmas, r.bytes))
+        };
         let mut page_bytes = pre.as_ref().map_or(0, |p| p.bytes);
         let tracked = |pid: i32| pre.as_ref().and_then(|p| p.tracked.get(&pid));
         // While every process is frozen: what a pre-copy did not save or what changed since,

@@ -144,11 +144,14 @@ fn invalid_records_are_refused_with_reasons() {
         // A compressed run must be smaller than what it restores and lie inside the page data.
         ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].zlen = i.processes[0].vmas[0].pages[0].len)),
         ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].zlen = i.processes[0].vmas[0].pages[0].len + 1)),
-        ("does not fit", Box::new(|i: &mut Image| {
-            let r = &mut i.processes[0].vmas[0].pages[0];
-            r.offset += 4096 * 64;
-            r.zlen = 100;
-        })),
+        (
+            "does not fit",
+            Box::new(|i: &mut Image| {
+                let r = &mut i.processes[0].vmas[0].pages[0];
+                r.offset += 4096 * 64;
+                r.zlen = 100;
+            }),
+        ),
         // A stored run must be page aligned; a compressed one need not be.
         ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].offset += 1)),
         // The page data must account for every page the checkpoint found to save.

@@ -45,8 +45,7 @@ pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, mm: &MmState, exe_fd:
     }
     let auxv_addr = scratch.write(2048, &auxv)?;
     let mut map = Vec::with_capacity(104);
-    for w in [mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_addr]
-    {
+    for w in [mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_addr] {
         map.extend_from_slice(&w.to_le_bytes());
     }
     map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());

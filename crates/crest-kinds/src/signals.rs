@@ -45,8 +45,7 @@ pub fn prepare_actions(actions: &[SigAction]) -> Result<(), String> {
     }
     crest_ptrace::sys::disable_sigaltstack().map_err(|e| format!("turning off the alternate signal stack: {e}"))?;
     for a in actions {
-        crest_ptrace::sys::set_sigaction_raw(a.signo, a.handler, a.flags, a.restorer, a.mask)
-            .map_err(|e| format!("restoring the action of signal {}: {e}", a.signo))?;
+        crest_ptrace::sys::set_sigaction_raw(a.signo, a.handler, a.flags, a.restorer, a.mask).map_err(|e| format!("restoring the action of signal {}: {e}", a.signo))?;
     }
     Ok(())
 }

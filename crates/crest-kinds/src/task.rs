@@ -84,9 +84,7 @@ pub fn prepare(p: &Process, cwd: &str) -> Result<(), String> {
 /// From outside: the resource limits of the restored process.
 pub fn restore_rlimits(pid: i32, limits: &[Rlimit]) -> Result<(), KindError> {
     for l in limits {
-        crest_ptrace::sys::set_rlimit(pid, l.resource, l.cur, l.max).map_err(|e| {
-            KindError::Mismatch(format!("{e} (a limit above the restarting user's hard limit needs CAP_SYS_RESOURCE)"))
-        })?;
+        crest_ptrace::sys::set_rlimit(pid, l.resource, l.cur, l.max).map_err(|e| KindError::Mismatch(format!("{e} (a limit above the restarting user's hard limit needs CAP_SYS_RESOURCE)")))?;
     }
     Ok(())
 }

@@ -43,11 +43,7 @@ pub fn restore(remote: &mut Remote<'_>, current: &[(SpecialArea, u64, u64)], sav
         .collect();
     let sizes = |l: &[(SpecialArea, u64, u64)]| l.iter().map(|&(a, s, e)| (a, e - s)).collect::<Vec<_>>();
     if sizes(&targets) != sizes(current) {
-        return Err(KindError::Mismatch(format!(
-            "the image's vDSO layout {:?} differs from this kernel's {:?}: restart on the kernel the checkpoint was taken on",
-            sizes(&targets),
-            sizes(current)
-        )));
+        return Err(KindError::Mismatch(format!("the image's vDSO layout {:?} differs from this kernel's {:?}: restart on the kernel the checkpoint was taken on", sizes(&targets), sizes(current))));
     }
     let overlaps = current.iter().any(|&(_, s, e)| targets.iter().any(|&(_, ts, te)| s < te && ts < e));
     let mut now: Vec<(SpecialArea, u64, u64)> = current.to_vec();
@@ -67,11 +63,7 @@ pub fn restore(remote: &mut Remote<'_>, current: &[(SpecialArea, u64, u64)], sav
         for (i, dest) in dests.into_iter().enumerate() {
             let (area, s, e) = now[i];
             if s != dest {
-                remote.call(
-                    &format!("moving {area:?} from {s:#x} to {dest:#x}"),
-                    libc::SYS_mremap,
-                    &[s, e - s, e - s, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, dest],
-                )?;
+                remote.call(&format!("moving {area:?} from {s:#x} to {dest:#x}"), libc::SYS_mremap, &[s, e - s, e - s, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, dest])?;
             }
             now[i] = (area, dest, dest + (e - s));
             if area == SpecialArea::Vdso {

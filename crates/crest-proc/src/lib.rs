@@ -247,10 +247,7 @@ pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ProcError> {
 /// Thread ids in `/proc/PID/task`, sorted, the leader first.
 pub fn tasks(pid: i32) -> Result<Vec<i32>, ProcError> {
     let path = format!("/proc/{pid}/task");
-    let mut v: Vec<i32> = fs::read_dir(&path)
-        .map_err(|err| ProcError::Read { path: path.clone(), err })?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let mut v: Vec<i32> = fs::read_dir(&path).map_err(|err| ProcError::Read { path: path.clone(), err })?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     v.sort_unstable_by_key(|&t| (t != pid, t));
     Ok(v)
 }
@@ -270,10 +267,7 @@ pub fn children(pid: i32) -> Result<Vec<i32>, ProcError> {
 
 /// Every process in `/proc`, sorted.
 pub fn all_pids() -> Result<Vec<i32>, ProcError> {
-    let mut v: Vec<i32> = fs::read_dir("/proc")
-        .map_err(|err| ProcError::Read { path: "/proc".into(), err })?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let mut v: Vec<i32> = fs::read_dir("/proc").map_err(|err| ProcError::Read { path: "/proc".into(), err })?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     v.sort_unstable();
     Ok(v)
 }
@@ -281,8 +275,7 @@ pub fn all_pids() -> Result<Vec<i32>, ProcError> {
 /// Open descriptor numbers in `/proc/PID/fd`, sorted.
 pub fn fds(pid: i32) -> Result<Vec<i32>, ProcError> {
     let path = format!("/proc/{pid}/fd");
-    let mut v: Vec<i32> =
-        fs::read_dir(&path).map_err(|err| ProcError::Read { path: path.clone(), err })?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let mut v: Vec<i32> = fs::read_dir(&path).map_err(|err| ProcError::Read { path: path.clone(), err })?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     v.sort_unstable();
     Ok(v)
 }

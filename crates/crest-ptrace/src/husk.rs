@@ -18,7 +18,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::{Tracee, TraceError};
+use crate::{TraceError, Tracee};
 
 /// Why a husk could not be created.
 #[derive(Debug, thiserror::Error)]

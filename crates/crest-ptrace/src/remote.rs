@@ -17,10 +17,7 @@ use crate::{mem, RemoteResult, TraceError};
 pub fn find_syscall_insn(pid: i32, start: u64, end: u64) -> Result<u64, TraceError> {
     let mut code = vec![0u8; (end - start) as usize];
     mem::read_exact(pid, start, &mut code)?;
-    code.windows(2)
-        .position(|w| w == [0x0f, 0x05])
-        .map(|off| start + off as u64)
-        .ok_or_else(|| TraceError::Unexpected { tid: pid, what: "no syscall instruction found in the vDSO".into() })
+    code.windows(2).position(|w| w == [0x0f, 0x05]).map(|off| start + off as u64).ok_or_else(|| TraceError::Unexpected { tid: pid, what: "no syscall instruction found in the vDSO".into() })
 }
 
 /// A stopped thread borrowed to run syscalls.
@@ -75,9 +72,7 @@ impl<'a> Remote<'a> {
                 StopKind::Syscall => stops += 1,
                 // clone/fork/exec events stop between entry and exit; note what they report.
                 StopKind::OtherEvent(_) => self.event_msg = Some(t.event_msg()?),
-                other => {
-                    return Err(TraceError::Unexpected { tid: t.tid, what: format!("{other:?} instead of a syscall stop in remote syscall {nr}") })
-                }
+                other => return Err(TraceError::Unexpected { tid: t.tid, what: format!("{other:?} instead of a syscall stop in remote syscall {nr}") }),
             }
         }
         self.count += 1;

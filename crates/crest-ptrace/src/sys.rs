@@ -452,9 +452,7 @@ pub fn tcp_repair_allowed() -> std::io::Result<()> {
     let sock = owned(fd, "socket")?;
     let on: libc::c_int = 1;
     // SAFETY: optval points at a live int and optlen is its size.
-    let r = unsafe {
-        libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_TCP, TCP_REPAIR, (&on as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
-    };
+    let r = unsafe { libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_TCP, TCP_REPAIR, (&on as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
     if r == -1 {
         return Err(std::io::Error::last_os_error());
     }

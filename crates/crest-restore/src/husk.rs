@@ -451,11 +451,7 @@ fn check_files(p: &Process) -> Result<(), RestoreError> {
 /// A free range of `len` bytes in the saved layout that also avoids `avoid`.
 fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
     let busy = |a: u64| vmas.iter().map(|v| (v.start, v.end)).chain(avoid.iter().copied()).any(|(s, e)| a < e && s < a + len);
-    std::iter::once(0x10_0000u64)
-        .chain(vmas.iter().map(|v| v.end))
-        .chain(avoid.iter().map(|a| a.1))
-        .filter(|&a| a + len <= crest_image::validate::USER_ADDR_END)
-        .find(|&a| !busy(a))
+    std::iter::once(0x10_0000u64).chain(vmas.iter().map(|v| v.end)).chain(avoid.iter().map(|a| a.1)).filter(|&a| a + len <= crest_image::validate::USER_ADDR_END).find(|&a| !busy(a))
 }
 
 /// Turns the husk's memory into the saved process's. Returns (bytes, syscalls, exe set).

@@ -67,10 +67,7 @@ impl Plan {
         for (i, p) in procs.iter().enumerate() {
             let leads_session = p.pid == p.sid;
             if restore_sid && !leads_session && !index.contains_key(&p.sid) && p.sid != my_sid {
-                return Err(RestoreError::Refused(format!(
-                    "process {} was in session {}, whose leader is not in the image: it cannot be restored (restart without --restore-sid)",
-                    p.pid, p.sid
-                )));
+                return Err(RestoreError::Refused(format!("process {} was in session {}, whose leader is not in the image: it cannot be restored (restart without --restore-sid)", p.pid, p.sid)));
             }
             plan.group[i] = if plan.setsid[i] {
                 Group::Inherit // setsid made it the leader of a group of its own

@@ -112,13 +112,8 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 }
 
 fn cap_names(caps: u64) -> String {
-    const NAMES: &[(u32, &str)] = &[
-        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-        (CAP_CHECKPOINT_RESTORE, "CAP_CHECKPOINT_RESTORE"),
-        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
-        (24, "CAP_SYS_RESOURCE"),
-    ];
+    const NAMES: &[(u32, &str)] =
+        &[(CAP_SYS_PTRACE, "CAP_SYS_PTRACE"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_CHECKPOINT_RESTORE, "CAP_CHECKPOINT_RESTORE"), (CAP_NET_ADMIN, "CAP_NET_ADMIN"), (24, "CAP_SYS_RESOURCE")];
     let v: Vec<&str> = NAMES.iter().filter(|(c, _)| caps & (1 << c) != 0).map(|(_, n)| *n).collect();
     if v.is_empty() {
         "none of those crest uses".into()
@@ -140,10 +135,7 @@ fn main() {
         (true, false) => "ready: checkpoint and restart work for this user, restarting with --no-restore-pid".to_string(),
     };
     let out = if m.get_flag("json") {
-        let list: Vec<serde_json::Value> = checks
-            .iter()
-            .map(|c| serde_json::json!({ "name": c.name, "status": c.status.word(), "detail": c.detail, "fix": c.fix }))
-            .collect();
+        let list: Vec<serde_json::Value> = checks.iter().map(|c| serde_json::json!({ "name": c.name, "status": c.status.word(), "detail": c.detail, "fix": c.fix })).collect();
         let v = serde_json::json!({
             "version": crest_cli::VERSION,
             "kernel": release,
@@ -175,11 +167,7 @@ fn main() {
 
 fn run_checks(env: &Env, release: &str) -> Vec<Check> {
     let mut v = Vec::new();
-    v.push(if std::env::consts::ARCH == "x86_64" {
-        ok("architecture", "x86_64")
-    } else {
-        missing("architecture", std::env::consts::ARCH, "crest supports x86_64 only")
-    });
+    v.push(if std::env::consts::ARCH == "x86_64" { ok("architecture", "x86_64") } else { missing("architecture", std::env::consts::ARCH, "crest supports x86_64 only") });
     v.push(match kernel_version(release) {
         Some(k) if k >= MIN_KERNEL => ok("kernel", format!("{}.{} (crest needs {}.{} or later)", k.0, k.1, MIN_KERNEL.0, MIN_KERNEL.1)),
         _ => missing("kernel", format!("{release}: crest needs Linux {}.{} or later", MIN_KERNEL.0, MIN_KERNEL.1), "boot a newer kernel (any distribution kernel since 2021 will do)"),
@@ -191,20 +179,12 @@ fn run_checks(env: &Env, release: &str) -> Vec<Check> {
     v.push(pid_restore(env));
     v.push(match sys::mm_map_size() {
         Ok(n) => ok("PR_SET_MM_MAP", format!("available ({n}-byte map): brk, stack, arguments and auxv are restored")),
-        Err(e) => missing(
-            "PR_SET_MM_MAP",
-            format!("prctl(PR_SET_MM_MAP_SIZE) failed: {e}"),
-            "use a kernel built with CONFIG_CHECKPOINT_RESTORE=y (every mainstream distribution's is)",
-        ),
+        Err(e) => missing("PR_SET_MM_MAP", format!("prctl(PR_SET_MM_MAP_SIZE) failed: {e}"), "use a kernel built with CONFIG_CHECKPOINT_RESTORE=y (every mainstream distribution's is)"),
     });
     v.push(if env.can_restore_pids() || env.capable_restart.is_some() {
         ok("exe link", "restored processes get their saved /proc/PID/exe")
     } else {
-        warn(
-            "exe link",
-            "restored processes keep cr_restart's /proc/PID/exe (setting it needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)",
-            "the same as for PID restore; nothing else is affected",
-        )
+        warn("exe link", "restored processes keep cr_restart's /proc/PID/exe (setting it needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)", "the same as for PID restore; nothing else is affected")
     });
     v.push(match sys::madvise_known(libc::MADV_POPULATE_WRITE) {
         Ok(()) => ok("MADV_POPULATE_WRITE", "restores map their pages in at once"),
@@ -214,11 +194,7 @@ fn run_checks(env: &Env, release: &str) -> Vec<Check> {
     v.push(userfaultfd());
     v.push(match sys::tcp_repair_allowed() {
         Ok(()) => ok("TCP repair", "allowed (for TCP connections, which crest does not save yet)"),
-        Err(e) => warn(
-            "TCP repair",
-            format!("TCP_REPAIR refused ({e}); crest does not save sockets yet, so nothing is lost today"),
-            "restoring TCP connections will need CAP_NET_ADMIN",
-        ),
+        Err(e) => warn("TCP repair", format!("TCP_REPAIR refused ({e}); crest does not save sockets yet, so nothing is lost today"), "restoring TCP connections will need CAP_NET_ADMIN"),
     });
     v.push(vdso_layout());
     v
@@ -253,7 +229,9 @@ fn ptrace_scope(env: &Env) -> Check {
             "kernel.yama.ptrace_scope = 2: only CAP_SYS_PTRACE may trace",
             "give the user CAP_SYS_PTRACE (see the administrator's guide), or set kernel.yama.ptrace_scope = 0 or 1",
         ),
-        Some(s) => missing("ptrace scope", format!("kernel.yama.ptrace_scope = {s}: ptrace is disabled until reboot"), "set kernel.yama.ptrace_scope to 0 at boot (a file in /etc/sysctl.d/) and reboot"),
+        Some(s) => {
+            missing("ptrace scope", format!("kernel.yama.ptrace_scope = {s}: ptrace is disabled until reboot"), "set kernel.yama.ptrace_scope to 0 at boot (a file in /etc/sysctl.d/) and reboot")
+        }
     }
 }
 
@@ -295,13 +273,15 @@ fn probe_tracee(t: &Tracee, marker: Option<i32>) -> Result<Vec<Check>, TraceErro
         Ok(()) => ok("process_vm_readv", "reads the child's memory"),
         Err(e) => missing("process_vm_readv", e.to_string(), "use a kernel built with CONFIG_CROSS_MEMORY_ATTACH=y"),
     });
-    v.push(match crest_proc::Pagemap::open(pid).and_then(|pm| {
-        let mut e = Vec::new();
-        pm.entries(regs.rsp & !0xfff, (regs.rsp & !0xfff) + 4096, &mut e).map(|()| e)
-    }) {
-        Ok(_) => ok("pagemap", "/proc/PID/pagemap is readable"),
-        Err(e) => missing("pagemap", e.to_string(), "use a kernel built with CONFIG_PROC_PAGE_MONITOR=y"),
-    });
+    v.push(
+        match crest_proc::Pagemap::open(pid).and_then(|pm| {
+            let mut e = Vec::new();
+            pm.entries(regs.rsp & !0xfff, (regs.rsp & !0xfff) + 4096, &mut e).map(|()| e)
+        }) {
+            Ok(_) => ok("pagemap", "/proc/PID/pagemap is readable"),
+            Err(e) => missing("pagemap", e.to_string(), "use a kernel built with CONFIG_PROC_PAGE_MONITOR=y"),
+        },
+    );
     v.push(remote_syscall(t, regs));
     v.push(match (sys::pidfd_open(pid), marker) {
         (Ok(pidfd), Some(fd)) => match sys::pidfd_getfd(pidfd.as_raw_fd(), fd) {
@@ -345,10 +325,7 @@ fn pid_restore(env: &Env) -> Check {
         Err(SpawnError::PidInUse(_)) => ok("PID restore", format!("clone3 with set_tid is allowed: restored processes keep their PIDs{pid_max}")),
         Err(SpawnError::PidNeedsPrivilege(_)) if env.capable_restart.is_some() => ok(
             "PID restore",
-            format!(
-                "{} has the file capability to choose PIDs: restored processes keep their PIDs{pid_max}",
-                env.capable_restart.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-            ),
+            format!("{} has the file capability to choose PIDs: restored processes keep their PIDs{pid_max}", env.capable_restart.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
         ),
         Err(SpawnError::PidNeedsPrivilege(_)) => warn(
             "PID restore",
@@ -370,7 +347,10 @@ fn pid_restore(env: &Env) -> Check {
 }
 
 fn kcmp() -> Check {
-    let probe = std::fs::File::open("/").and_then(|f| { let me = std::process::id() as i32; sys::same_file(me, f.as_raw_fd(), me, f.as_raw_fd()) });
+    let probe = std::fs::File::open("/").and_then(|f| {
+        let me = std::process::id() as i32;
+        sys::same_file(me, f.as_raw_fd(), me, f.as_raw_fd())
+    });
     match probe {
         Ok(true) => ok("kcmp", "available (to tell shared open files apart in process trees)"),
         Ok(false) => warn("kcmp", "kcmp answered that a file differs from itself", "report this as a bug"),

@@ -252,11 +252,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
         let shown = crest_cli::ProgressDisplay::start(progress.clone(), "saving", say.quiet);
         let opts = crest_dump::DumpOptions { snapshot, compress: m.get_one::<i32>("compress").copied(), progress: &progress, save: save_policy(m) };
-        let pre = if snapshot && std::env::var_os("CREST_NO_PRECOPY").is_none() {
-            tracer_race_retried(pid, || crest_dump::precopy(scope, pid, &file, &opts))?
-        } else {
-            None
-        };
+        let pre = if snapshot && std::env::var_os("CREST_NO_PRECOPY").is_none() { tracer_race_retried(pid, || crest_dump::precopy(scope, pid, &file, &opts))? } else { None };
         precopied = pre.is_some();
         let precopy_bytes = pre.as_ref().map_or(0, |p| p.bytes);
         let mut frozen = tracer_race_retried(pid, || crest_dump::freeze_scope(scope, pid))?;
@@ -598,10 +594,7 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, stream: bool, limit: Option<u
     match &e {
         DumpError::Cancelled => {
             return match CANCEL_REASON.load(Ordering::SeqCst) {
-                TIMED_OUT => (
-                    libc::ETIMEDOUT,
-                    format!("the checkpoint did not finish within the --time limit of {} s; {left}", limit.unwrap_or(0)),
-                ),
+                TIMED_OUT => (libc::ETIMEDOUT, format!("the checkpoint did not finish within the --time limit of {} s; {left}", limit.unwrap_or(0))),
                 sig => (libc::EINTR, format!("interrupted by {}; {left}", signal_name(sig))),
             }
         }
@@ -615,10 +608,7 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, stream: bool, limit: Option<u
         }
         DumpError::Busy { by, .. } => {
             let name = crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
-            return (
-                EXIT_PTRACED,
-                format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint that is saving its pages from a snapshot; try again when it is done"),
-            );
+            return (EXIT_PTRACED, format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint that is saving its pages from a snapshot; try again when it is done"));
         }
         DumpError::Permission { pid: p, .. } if kernel_thread(*p) => {
             return (libc::EPERM, format!("not permitted to checkpoint PID {p}: {} ({left})", ptrace_refusal(*p)));
@@ -635,10 +625,7 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, stream: bool, limit: Option<u
             let tracer = tracer_of(pid);
             if tracer != 0 && tracer != std::process::id() as i32 {
                 let name = crest_proc::read(tracer, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
-                return (
-                    EXIT_PTRACED,
-                    format!("PID {pid} is already being traced by PID {tracer}{name}, another checkpoint or a debugger; try again when it is done"),
-                );
+                return (EXIT_PTRACED, format!("PID {pid} is already being traced by PID {tracer}{name}, another checkpoint or a debugger; try again when it is done"));
             }
         }
         DumpError::Image(crest_image::ImageError::Io(io)) => {

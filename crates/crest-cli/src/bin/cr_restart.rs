@@ -10,7 +10,6 @@ use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
 use crest_ptrace::sys::{self, ChildEnd};
 use crest_restore::{RestoreError, RestoreOptions};
 
-
 /// A failure: exit code, BLCR class for the hooks, message.
 struct Failure {
     code: i32,
@@ -114,12 +113,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     drop(img);
     let pid = restored.pid;
     if std::env::var_os("CREST_TIMING").is_some() {
-        eprintln!(
-            "crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}",
-            restored.page_bytes,
-            restored.remote_syscalls,
-            started.elapsed().as_secs_f64() * 1e3
-        );
+        eprintln!("crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}", restored.page_bytes, restored.remote_syscalls, started.elapsed().as_secs_f64() * 1e3);
     }
     let signal = chosen_signal(m);
     if signal != 0 {

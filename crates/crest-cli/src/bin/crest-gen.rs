@@ -42,11 +42,7 @@ fn generate(out: &Path) -> std::io::Result<()> {
         let mut page = Vec::new();
         render_man(cmd.clone(), &mut page)?;
         write(&man.join(format!("{name}.1")), &page)?;
-        for (shell, dir, file) in [
-            (Shell::Bash, "bash", name.clone()),
-            (Shell::Zsh, "zsh", format!("_{name}")),
-            (Shell::Fish, "fish", format!("{name}.fish")),
-        ] {
+        for (shell, dir, file) in [(Shell::Bash, "bash", name.clone()), (Shell::Zsh, "zsh", format!("_{name}")), (Shell::Fish, "fish", format!("{name}.fish"))] {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut cmd.clone(), name.as_str(), &mut buf);
             let d = out.join("completions").join(dir);

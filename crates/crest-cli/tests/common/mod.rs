@@ -165,7 +165,6 @@ fn round_trip_with(d: &Dir, prog: &Path, args: &[&str], ready: &str, timeout: Du
     (st, std::fs::read_to_string(&out).unwrap_or_default())
 }
 
-
 /// Processes a test started: on drop, every PID is sent SIGKILL and every child is waited for
 /// (PID 1 here does not reap orphans, so nothing may be left to it).
 /// `reapers` are subreapers (`killafter`): they are left to end by themselves once the PIDs
@@ -288,17 +287,13 @@ pub fn start_steady(prog: &Path, d: &Dir, mib: u32, out: &Path) -> Child {
 /// PIDs of the processes running the executable `exe`.
 pub fn procs_running(exe: &Path) -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == exe))
-        .collect()
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == exe)).collect()
 }
 
 /// Children of `pid` (of all its threads).
 pub fn children_of(pid: i32) -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    rd.filter_map(|e| e.ok())
-        .flat_map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
-        .collect()
+    rd.filter_map(|e| e.ok()).flat_map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>()).collect()
 }
 
 /// Names in directory `d`, sorted.

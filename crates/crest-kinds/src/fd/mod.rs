@@ -227,10 +227,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
 /// the end.
 pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::HashMap<u64, i32>, parked: i32) -> Result<(), String> {
     let inherited: Vec<i32> = recs.iter().filter(|r| matches!(r.kind, FdKind::Inherited { .. })).map(|r| r.fd).collect();
-    let own: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map_err(|e| format!("listing own descriptors: {e}"))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let own: Vec<i32> = std::fs::read_dir("/proc/self/fd").map_err(|e| format!("listing own descriptors: {e}"))?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     for &fd in &own {
         if !keep.contains(&fd) && !inherited.contains(&fd) && fd < parked {
             crest_ptrace::sys::close(fd);

@@ -64,11 +64,7 @@ impl FdHandler for Pipe {
         // Only the read end, and no writer is left anywhere: restored as a pipe holding its
         // data whose write end is closed.
         if !both && !ends.contains(&true) && !writer_alive(cx, fd) {
-            let (data, size) = if cx.seen.insert(id) {
-                peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))?
-            } else {
-                (Vec::new(), 0)
-            };
+            let (data, size) = if cx.seen.insert(id) { peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))? } else { (Vec::new(), 0) };
             return Ok(FdKind::Pipe { id, write_end: false, size, data });
         }
         if !both {
@@ -76,11 +72,8 @@ impl FdHandler for Pipe {
             return Ok(FdKind::Inherited { what: link.to_string() });
         }
         let write_end = is_write(info.flags);
-        let (data, size) = if !write_end && cx.seen.insert(id) {
-            peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))?
-        } else {
-            (Vec::new(), 0)
-        };
+        let (data, size) =
+            if !write_end && cx.seen.insert(id) { peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))? } else { (Vec::new(), 0) };
         Ok(FdKind::Pipe { id, write_end, size, data })
     }
     fn restores(&self, kind: &FdKind) -> bool {
