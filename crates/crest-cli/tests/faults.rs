@@ -301,7 +301,9 @@ fn a_second_checkpoint_is_refused_in_every_phase_of_the_first() {
     let out = d.0.join("out.txt");
     let mut procs = Procs::default();
     let pid = procs.add(start_steady(&prog, &d, 512, &out));
-    let phases: [(&str, &[(&str, &str)], u64); 4] =
+    /// The first one's phase, its environment, and when the second starts (ms after the claim).
+    type Phase<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
+    let phases: [Phase; 4] =
         [("pre-copy", &[], 50), ("pre-copy", &[], 300), ("snapshot", &[("CREST_NO_PRECOPY", "1")], 150), ("frozen", &[("CREST_NO_PRECOPY", "1"), ("CREST_NO_SNAPSHOT", "1")], 150)];
     let mut checks = 0;
     for (phase, env, delay_ms) in phases {
