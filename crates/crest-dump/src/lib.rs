@@ -20,6 +20,11 @@
 //! A [`Frozen`] dropped without `release` lets the target go too: a failed checkpoint never
 //! leaves the target stopped or traced.
 //!
+//! Before a process is frozen for the first time, the checkpoint [`claim`]s it for its whole
+//! length (the process runs untraced during a pre-copy and after a snapshot): a second
+//! checkpoint of it fails with [`DumpError::Claimed`] in every phase of the first. The caller
+//! gives the claims up with [`claim::release_all`] once the processes are let go.
+//!
 //! [`cancel`] (from another thread: a time limit, a signal) makes the checkpoint in progress
 //! stop at its next safe point with [`DumpError::Cancelled`]; the caller drops the `Frozen` and
 //! the target goes on as it was.
