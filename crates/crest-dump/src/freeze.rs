@@ -112,7 +112,7 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
                 // A thread that exits while being frozen is left out; the leader's exit is
                 // reported once the whole process has exited.
                 Err(e) if gone(&e) && t.tid != pid => continue,
-                Err(e) if gone(&e) => return Err(DumpError::NoProcess(pid)),
+                Err(e) if gone(&e) && !crest_proc::read(pid, "stat").is_ok_and(|s| crest_proc::parse_stat(&s).is_ok_and(|st| !matches!(st.state, 'Z' | 'X'))) => return Err(DumpError::NoProcess(pid)),
                 r => r?,
             };
             f.threads.push((t, thread::Frozen { regs, sigmask, stolen }, Borrow::Untouched));
