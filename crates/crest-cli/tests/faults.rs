@@ -268,7 +268,7 @@ fn concurrent_checkpoints_of_one_process() {
                 assert!(verified(img), "round {round}: image {} is whole", img.display());
                 let _ = std::fs::remove_file(img);
             } else {
-                failed_with(o, 56, &format!("PID {pid} is already being traced by PID"));
+                failed_with(o, 56, &format!("PID {pid} is already being checkpointed by PID"));
                 assert!(!img.exists(), "round {round}: no image from the one that failed");
             }
         }
@@ -283,6 +283,111 @@ fn concurrent_checkpoints_of_one_process() {
     eprintln!("concurrent checkpoints: {one} rounds where one was refused as the other held the process, {both} where they did not overlap");
     assert_eq!(names_in(&d.0), ["out.txt", "steady", "steady.log"]);
     verify_steady(pid, &out, 1);
+}
+
+/// Whether a checkpoint of `pid` has claimed it (its claim file exists).
+fn claimed(pid: i32) -> bool {
+    ["/run/lock", "/dev/shm", "/tmp"].iter().any(|d| names_in(Path::new(d)).iter().any(|n| n.starts_with(&format!("crest-checkpoint-{pid}-"))))
+}
+
+/// A second checkpoint started while a first one works on the process is refused, naming the
+/// first, whatever the first is doing: saving pages ahead while the process runs untraced
+/// (pre-copy), saving them from a snapshot while it runs, or saving them while it is frozen.
+/// The first one's image is whole, and restarts.
+#[test]
+fn a_second_checkpoint_is_refused_in_every_phase_of_the_first() {
+    let d = Dir::new("fault-second");
+    let prog = build_steady(&d);
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start_steady(&prog, &d, 512, &out));
+    /// The first one's phase, its environment, and when the second starts (ms after the claim).
+    type Phase<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
+    let phases: [Phase; 4] =
+        [("pre-copy", &[], 50), ("pre-copy", &[], 300), ("snapshot", &[("CREST_NO_PRECOPY", "1")], 150), ("frozen", &[("CREST_NO_PRECOPY", "1"), ("CREST_NO_SNAPSHOT", "1")], 150)];
+    let mut checks = 0;
+    for (phase, env, delay_ms) in phases {
+        let (a, b) = (d.0.join("a"), d.0.join("b"));
+        let first = ck().envs(env.iter().copied()).arg("-f").arg(&a).arg(pid.to_string()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
+        let t = Instant::now();
+        while !claimed(pid) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let worker = children_of(first.id() as i32);
+        let second = ck().arg("-f").arg(&b).arg(pid.to_string()).output().expect("cr_checkpoint");
+        let first_out = first.wait_with_output().expect("ends");
+        assert!(first_out.status.success(), "{phase}: the first checkpoint: {}", err(&first_out));
+        let when = format!("{phase}, {delay_ms} ms in");
+        assert!(t.elapsed() > Duration::from_millis(delay_ms + 50), "{when}: the first checkpoint ended before the second began; the test proves nothing");
+        failed_with(&second, 56, &format!("PID {pid} is already being checkpointed by PID {}", worker.first().copied().unwrap_or(0)));
+        assert!(!b.exists(), "{when}: no image from the second");
+        assert!(verified(&a), "{when}: the first image is whole");
+        assert!(!claimed(pid), "{when}: the claim is given up at the end");
+        std::fs::remove_file(&a).expect("rm");
+        assert_untouched(pid, &when);
+        checks += 1;
+        verify_steady(pid, &out, checks);
+    }
+    // A claim whose holder was killed outright (its lock file left behind) blocks nothing;
+    // while the holder lives, it is named.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let start = stat[stat.rfind(')').expect(")") + 1..].split_whitespace().nth(19).expect("start time").to_string();
+    let dir = ["/run/lock", "/dev/shm", "/tmp"].into_iter().find(|d| Path::new(d).is_dir()).expect("a lock directory");
+    let file = Path::new(dir).join(format!("crest-checkpoint-{pid}-{start}.lock"));
+    // `flock -o`: the lock stays with flock itself, not with the command it runs.
+    let holder = procs.add(Command::new("flock").arg("-o").arg(&file).arg("sleep").arg("600").spawn().expect("flock"));
+    let t = Instant::now();
+    while !std::fs::read_to_string("/proc/locks").unwrap_or_default().contains(&format!(" {holder} ")) {
+        assert!(t.elapsed() < Duration::from_secs(10), "flock took its lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let o = ck().arg("-f").arg(d.0.join("b")).arg(pid.to_string()).output().expect("cr_checkpoint");
+    failed_with(&o, 56, &format!("PID {pid} is already being checkpointed by PID {holder}"));
+    let mut h = procs.take(holder);
+    let sleeper = children_of(holder);
+    procs.pids.extend(&sleeper);
+    h.kill().expect("kill");
+    h.wait().expect("reaped");
+    assert!(file.exists(), "the killed holder left its file");
+    let o = ck().arg("-f").arg(d.0.join("b")).arg(pid.to_string()).output().expect("cr_checkpoint");
+    assert!(o.status.success(), "after a killed checkpoint: {}", err(&o));
+    assert!(verified(&d.0.join("b")));
+    assert!(!file.exists(), "the claim file left by the killed one is removed");
+    std::fs::remove_file(d.0.join("b")).expect("rm");
+    checks += 1;
+    verify_steady(pid, &out, checks);
+
+    // The image of a pre-copy that a second checkpoint tried to disturb restarts whole.
+    let a = d.0.join("a");
+    let first = ck().arg("--stop").arg("-f").arg(&a).arg(pid.to_string()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
+    let t = Instant::now();
+    while !claimed(pid) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let second = ck().arg("-f").arg(d.0.join("c")).arg(pid.to_string()).output().expect("cr_checkpoint");
+    failed_with(&second, 56, "is already being checkpointed by PID");
+    let first_out = first.wait_with_output().expect("ends");
+    assert!(first_out.status.success(), "{}", err(&first_out));
+    let mut orig = procs.take(pid);
+    orig.kill().expect("kill");
+    orig.wait().expect("reaped");
+    // The original may have ticked once more between the image and its SIGSTOP: its log goes
+    // back to where the image has it.
+    let o = Command::new(bin("cr_info")).arg("--json").arg(&a).output().expect("cr_info");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let fds = v["processes"][0]["fds"].as_array().expect("fds").clone();
+    let log = fds.iter().find(|f| f["kind"]["Regular"]["path"].as_str().is_some_and(|p| p.ends_with("steady.log"))).expect("the log is open");
+    let pos = log["kind"]["Regular"]["pos"].as_u64().expect("offset");
+    std::fs::OpenOptions::new().write(true).open(d.0.join("steady.log")).and_then(|f| f.set_len(pos)).expect("truncate the log");
+    let mut rs = cr_restart_cmd().arg(&a).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let restored = restored_child(&mut rs, Duration::from_secs(30));
+    procs.pids.push(restored);
+    wait_while_restarting(&mut rs, Duration::from_secs(60), || proc_state(restored).is_some_and(|(_, tracer)| tracer == 0));
+    let rs_pid = procs.add(rs);
+    procs.pids.push(rs_pid);
+    verify_steady(restored, &out, checks + 1);
 }
 
 #[test]

@@ -95,23 +95,34 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            t.interrupt()?;
+            match t.interrupt() {
+                Err(e) if gone(&e) => continue,
+                r => r?,
+            }
             asked.push(t);
         }
         for t in asked {
             let mut stolen = Vec::new();
-            loop {
-                match t.wait_stop()? {
-                    StopKind::Event => break,
-                    StopKind::Signal(_) => {
-                        stolen.push(t.siginfo()?);
-                        t.cont(0)?;
+            let stopped = (|| -> Result<_, TraceError> {
+                loop {
+                    match t.wait_stop()? {
+                        StopKind::Event => break,
+                        StopKind::Signal(_) => {
+                            stolen.push(t.siginfo()?);
+                            t.cont(0)?;
+                        }
+                        StopKind::Syscall | StopKind::OtherEvent(_) => t.cont(0)?,
                     }
-                    StopKind::Syscall | StopKind::OtherEvent(_) => t.cont(0)?,
                 }
-            }
-            let regs = t.regs()?;
-            let sigmask = t.sigmask()?;
+                Ok((t.regs()?, t.sigmask()?))
+            })();
+            let (regs, sigmask) = match stopped {
+                // A thread that exits while being frozen is left out; the leader's exit is
+                // reported once the whole process has exited.
+                Err(e) if gone(&e) && t.tid != pid => continue,
+                Err(e) if gone(&e) && !crest_proc::read(pid, "stat").is_ok_and(|s| crest_proc::parse_stat(&s).is_ok_and(|st| !matches!(st.state, 'Z' | 'X'))) => return Err(DumpError::NoProcess(pid)),
+                r => r?,
+            };
             f.threads.push((t, thread::Frozen { regs, sigmask, stolen }, Borrow::Untouched));
         }
     }
@@ -119,6 +130,11 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
         return Err(DumpError::NoProcess(pid));
     }
     Ok(f)
+}
+
+/// Whether `e` says the thread ended (exited, or is gone) while it was being frozen.
+fn gone(e: &TraceError) -> bool {
+    matches!(e, TraceError::Died { .. }) || matches!(e, TraceError::Ptrace { err, .. } if err.raw_os_error() == Some(libc::ESRCH))
 }
 
 impl Frozen {

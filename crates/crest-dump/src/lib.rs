@@ -20,12 +20,18 @@
 //! A [`Frozen`] dropped without `release` lets the target go too: a failed checkpoint never
 //! leaves the target stopped or traced.
 //!
+//! Before a process is frozen for the first time, the checkpoint [`claim`]s it for its whole
+//! length (the process runs untraced during a pre-copy and after a snapshot): a second
+//! checkpoint of it fails with [`DumpError::Claimed`] in every phase of the first. The caller
+//! gives the claims up with [`claim::release_all`] once the processes are let go.
+//!
 //! [`cancel`] (from another thread: a time limit, a signal) makes the checkpoint in progress
 //! stop at its next safe point with [`DumpError::Cancelled`]; the caller drops the `Frozen` and
 //! the target goes on as it was.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod claim;
 mod compress;
 mod freeze;
 mod pages;
@@ -92,6 +98,19 @@ pub enum DumpError {
         /// The tracer of the snapshot (the other checkpoint).
         by: i32,
     },
+    /// Another checkpoint is working on this process (see [`claim`]): in any of its phases, pre-copy,
+    /// freeze, snapshot or writing, even while the process runs untraced.
+    #[error("PID {pid} is already being checkpointed{}", by.map(|b| format!(" by PID {b}")).unwrap_or_default())]
+    Claimed {
+        /// The process.
+        pid: i32,
+        /// The other checkpoint's process, when it can be seen.
+        by: Option<i32>,
+    },
+    /// The page data does not account for all the memory to save: a fault of the checkpoint
+    /// itself, caught before the image is given its name.
+    #[error("the image would be incomplete, so it was not written: {0}")]
+    Incomplete(String),
     /// Something in the process is not supported.
     #[error("{0}")]
     Unsupported(String),

@@ -142,6 +142,9 @@ pub struct Written {
     /// From a running process: the ranges that could not be read (unmapped or moved meanwhile),
     /// in address order.
     pub missed: Vec<(u64, u64)>,
+    /// The ranges of anonymous memory read and found to hold only zeros (so stored as no run:
+    /// a fresh mapping gives them back), in address order, as (address, length).
+    pub zeros: Vec<(u64, u64)>,
 }
 
 /// Saves the pages of `vmas` that need saving (see [`Written`]).
@@ -159,13 +162,20 @@ pub fn write_pages<W: Write + Send>(
     let pm = Pagemap::open(pid)?;
     let mut scratch = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
+    let mut need: Vec<u64> = vmas.iter().map(|v| v.need).collect();
     for (i, v) in vmas.iter().enumerate().filter(|(_, v)| (select.vma)(v)) {
         // A zero page of anonymous memory comes back by itself; one of a file mapping must be
         // saved, since the file underneath holds other bytes.
         let skip_zero = matches!(v.backing, VmaBacking::Anon | VmaBacking::SharedAnon { .. });
+        // What needs saving ([`Vma::need`]): all of it here, or, for ranges given, told by the
+        // caller (the runs the mapping has already count too).
         let ranges = match select.ranges.and_then(|r| r.get(&i)) {
             Some(r) => r.clone(),
-            None => memory::pages_to_save(v, &pm, &mut scratch)?,
+            None => {
+                let r = memory::pages_to_save(v, &pm, &mut scratch)?;
+                need[i] = r.iter().map(|x| x.1).sum();
+                r
+            }
         };
         for (mut a, len) in ranges {
             let end = a + len;
@@ -175,6 +185,9 @@ pub fn write_pages<W: Write + Send>(
                 a += l;
             }
         }
+    }
+    for (v, n) in vmas.iter_mut().zip(need) {
+        v.need = n;
     }
     progress.add_total(pieces.iter().map(|p| p.len).sum());
     // Batches of pieces of at most BATCH bytes, in address order.
@@ -197,16 +210,17 @@ pub fn write_pages<W: Write + Send>(
     let failed = AtomicBool::new(false);
     let next = Mutex::new(start);
     let missed = Mutex::new(Vec::new());
+    let zeros = Mutex::new(Vec::new());
     let mut all = std::thread::scope(|s| -> Result<Vec<(usize, PageRun)>, DumpError> {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let (pieces, batches, out, next, next_batch, failed) = (&pieces, &batches, &out, &next, &next_batch, &failed);
+                let (pieces, batches, out, next, next_batch, failed, zeros) = (&pieces, &batches, &out, &next, &next_batch, &failed, &zeros);
                 let missed = (source == Source::Running).then_some(&missed);
                 s.spawn(move || {
                     if source != Source::Frozen {
                         crest_ptrace::sys::lower_thread_priority(10);
                     }
-                    let r = work(pid, source == Source::Snapshot, pieces, batches, next_batch, failed, compress, progress, out, next, missed);
+                    let r = work(pid, source == Source::Snapshot, pieces, batches, next_batch, failed, compress, progress, out, next, missed, zeros);
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -237,7 +251,13 @@ pub fn write_pages<W: Write + Send>(
     let end = next.into_inner().map_err(|_| DumpError::Unsupported("image offset lock poisoned".into()))?;
     let mut missed = missed.into_inner().map_err(|_| DumpError::Unsupported("missed-pages lock poisoned".into()))?;
     missed.sort_unstable();
-    Ok(Written { vmas, bytes: end - start, missed })
+    let zeros = zeros.into_inner().map_err(|_| DumpError::Unsupported("zero-pages lock poisoned".into()))?;
+    for &(vi, _, len) in &zeros {
+        vmas[vi].zero += len;
+    }
+    let mut zeros: Vec<(u64, u64)> = zeros.into_iter().map(|(_, a, l)| (a, l)).collect();
+    zeros.sort_unstable();
+    Ok(Written { vmas, bytes: end - start, missed, zeros })
 }
 
 /// [`write_pages`] into the image being written by `w` on `out`: with two threads at once
@@ -281,6 +301,7 @@ fn work<W: Write>(
     out: &Out<'_, W>,
     next: &Mutex<u64>,
     missed: Option<&Mutex<Vec<(u64, u64)>>>,
+    zeros: &Mutex<Vec<(usize, u64, u64)>>,
 ) -> Result<Vec<(usize, PageRun)>, DumpError> {
     let mut runs = Vec::new();
     let mut packer = compress.map(Packer::new).transpose()?;
@@ -313,6 +334,16 @@ fn work<W: Write>(
         for p in batch {
             let piece = &buf[off..off + p.len as usize];
             let keep = if p.skip_zero { nonzero_runs(piece) } else { vec![(0, piece.len())] };
+            if p.skip_zero {
+                let mut z = zeros.lock().map_err(|_| DumpError::Unsupported("zero-pages lock poisoned".into()))?;
+                let mut at = 0usize;
+                for &(o, len) in keep.iter().chain(std::iter::once(&(piece.len(), 0))) {
+                    if o > at {
+                        z.push((p.vma, p.vaddr + at as u64, (o - at) as u64));
+                    }
+                    at = o + len;
+                }
+            }
             for (o, len) in keep {
                 let data = &piece[o..o + len];
                 let vaddr = p.vaddr + o as u64;

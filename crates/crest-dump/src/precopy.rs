@@ -55,6 +55,13 @@ pub(crate) struct Tracked {
     /// Ranges that could not be read (in address order): saved at the checkpoint proper
     /// whatever the scan says.
     missed: Vec<(u64, u64)>,
+    /// Ranges of anonymous memory read and found all zeros (in address order): no run holds
+    /// them, and while they stay unwritten they need none.
+    zeros: Vec<(u64, u64)>,
+    /// The mappings registered with this process's userfaultfd, as (start, end). Only their
+    /// write-protection is this checkpoint's: another userfaultfd (the process's own) may
+    /// protect other mappings, and its protection says nothing about what was saved here.
+    registered: Vec<(u64, u64)>,
 }
 
 /// Whether the pages of `v` are pre-copied: private memory that is saved page by page.
@@ -89,7 +96,8 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         let Ok(uffd) = WriteTracker::new(fd) else { continue };
         // The process runs: it may have exited, or run exec; then it is saved as it is found.
         let Ok((maps, vmas)) = mappings(pid, opts) else { continue };
-        let on: HashSet<u64> = vmas.iter().filter(|v| trackable(v) && uffd.track(v.start, v.end - v.start).is_ok()).map(|v| v.start).collect();
+        let registered: Vec<(u64, u64)> = vmas.iter().filter(|v| trackable(v) && uffd.track(v.start, v.end - v.start).is_ok()).map(|v| (v.start, v.end)).collect();
+        let on: HashSet<u64> = registered.iter().map(|r| r.0).collect();
         let select = |v: &Vma| on.contains(&v.start);
         let written = match pages::write_into(&mut w, out, pid, vmas, &pages::Select::only(&select), opts.compress, opts.progress, pages::Source::Running) {
             Ok(r) => r,
@@ -100,7 +108,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         bytes += written.bytes;
         let mut runs: Vec<PageRun> = written.vmas.into_iter().flat_map(|v| v.pages).collect();
         runs.sort_by_key(|r| r.vaddr);
-        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs, missed: written.missed });
+        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs, missed: written.missed, zeros: written.zeros, registered });
     }
     // What was written during the first pass is saved again while the processes still run,
     // pass after pass, as long as that shrinks what will be left for the stop.
@@ -194,7 +202,7 @@ impl Tracked {
     fn pass(&mut self, pid: i32, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>) -> Result<(u64, u64), DumpError> {
         let (maps, mut vmas) = mappings(pid, opts)?;
         self.maps = maps;
-        let ranges = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING)?;
+        let Sorted { now: ranges, zeros, .. } = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING)?;
         let dirty = ranges.values().flatten().map(|r| r.1).sum();
         let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();
         let only = |v: &Vma| starts.contains(&v.start);
@@ -216,93 +224,145 @@ impl Tracked {
         self.runs = runs;
         missed.sort_unstable();
         self.missed = missed;
+        let mut zeros = zeros;
+        zeros.extend(written.zeros);
+        zeros.sort_unstable();
+        self.zeros = zeros;
         Ok((written.bytes, dirty))
     }
 
     /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
     /// runs saved earlier that are still good, and returns, by mapping index, the ranges that
-    /// must be saved now. Mappings absent from the result are saved whole.
-    pub fn merge(&self, pid: i32, vmas: &mut [Vma]) -> Result<HashMap<usize, Vec<(u64, u64)>>, DumpError> {
+    /// must be saved now (mappings absent from it are saved whole), with what the scan found.
+    pub fn merge(&self, pid: i32, vmas: &mut [Vma]) -> Result<Sorted, DumpError> {
         self.sort(pid, vmas, 0)
     }
 
     /// [`Self::merge`], with more `PAGEMAP_SCAN` flags.
-    fn sort(&self, pid: i32, vmas: &mut [Vma], flags: u64) -> Result<HashMap<usize, Vec<(u64, u64)>>, DumpError> {
+    fn sort(&self, pid: i32, vmas: &mut [Vma], flags: u64) -> Result<Sorted, DumpError> {
         let path = format!("/proc/{pid}/pagemap");
         let pagemap = File::open(&path).map_err(|e| crest_kinds::KindError::io(format!("opening {path}"), e))?;
-        let mut out = HashMap::new();
+        let mut out = Sorted::default();
         for (i, v) in vmas.iter_mut().enumerate() {
-            if !trackable(v) {
+            // Only a mapping registered here (and not grown since) is tracked by this
+            // checkpoint's write-protection.
+            if !trackable(v) || !self.registered.iter().any(|&(a, b)| a <= v.start && v.end <= b) {
                 continue;
             }
             let file = matches!(v.backing, VmaBacking::File { .. });
             // Whether a page is still the file's costs a look at its `struct page`: a cache
             // miss per page, five times the cost of the whole scan; asked of file mappings only.
-            let ret = category::PRESENT | category::SWAPPED | category::WRITTEN | if file { category::FILE } else { 0 };
+            let ret = category::PRESENT | category::SWAPPED | category::WRITTEN | category::PFNZERO | if file { category::FILE } else { 0 };
             let Ok(regions) = wp::scan(&pagemap, v.start, v.end, wp::SCAN_CHECK_WPASYNC | flags, category::PRESENT | category::SWAPPED, ret) else {
                 continue;
             };
             let from = self.runs.partition_point(|r| r.vaddr < v.start);
             let to = self.runs.partition_point(|r| r.vaddr < v.end);
-            let missed: Vec<(u64, u64)> = self.missed.iter().copied().filter(|&(a, l)| a < v.end && a + l > v.start).collect();
-            let (keep, now) = sort_out(v.end, file, &regions, &self.runs[from..to], &missed);
-            v.pages = keep;
-            out.insert(i, now);
+            let within = |x: &[(u64, u64)]| -> Vec<(u64, u64)> { x.iter().copied().filter(|&(a, l)| a < v.end && a + l > v.start).collect() };
+            let s = sort_out(v.end, file, &regions, &self.runs[from..to], &within(&self.zeros), &within(&self.missed));
+            v.pages = s.keep;
+            out.zeros.extend(s.zeros);
+            out.wanted.insert(i, s.wanted);
+            out.now.insert(i, s.now);
         }
         Ok(out)
     }
 }
 
-/// Given the scan of one mapping ending at `end` (`file`: a private file mapping, whose pages
-/// still shared with the file need no saving), the runs saved earlier that start in it and
-/// the ranges of it that could not be read: the runs to keep, and the ranges to save now
-/// (merged, in address order).
-fn sort_out(end: u64, file: bool, regions: &[wp::Region], runs: &[PageRun], missed: &[(u64, u64)]) -> (Vec<PageRun>, Vec<(u64, u64)>) {
-    let wanted = |c: u64| c & category::SWAPPED != 0 || (c & category::PRESENT != 0 && !(file && c & category::FILE != 0));
-    // Stretches of pages there, private, and unwritten since they were protected. A page of a
-    // file mapping that is the file's again (MADV_DONTNEED keeps the protection of the slot)
-    // is not: the private copy saved earlier is gone.
-    let mut clean: Vec<(u64, u64)> = Vec::new();
-    let mut now: Vec<(u64, u64)> = Vec::new();
-    for r in regions {
-        if r.categories & category::WRITTEN == 0 && wanted(r.categories) {
-            match clean.last_mut() {
-                Some(l) if l.1 == r.start => l.1 = r.end,
-                _ => clean.push((r.start, r.end)),
+/// What [`Tracked::merge`] found, by mapping index.
+#[derive(Default)]
+pub(crate) struct Sorted {
+    /// The ranges to save now, as (address, length).
+    pub now: HashMap<usize, Vec<(u64, u64)>>,
+    /// Bytes of pages that need saving (present or swapped private pages).
+    pub wanted: HashMap<usize, u64>,
+    /// The ranges found all zeros earlier and unwritten since, in all those mappings.
+    pub zeros: Vec<(u64, u64)>,
+}
+
+/// [`sort_out`]'s answer for one mapping.
+struct OneSorted {
+    keep: Vec<PageRun>,
+    zeros: Vec<(u64, u64)>,
+    now: Vec<(u64, u64)>,
+    wanted: u64,
+}
+
+/// `a` minus `b`; both sorted, non-overlapping (start, end) lists.
+fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(mut s, e) in a {
+        let from = b.partition_point(|r| r.1 <= s);
+        for &(bs, be) in b[from..].iter().take_while(|r| r.0 < e) {
+            if bs > s {
+                out.push((s, bs));
             }
-        } else if wanted(r.categories) {
-            now.push((r.start, r.end));
+            s = s.max(be);
+        }
+        if s < e {
+            out.push((s, e));
         }
     }
-    let mut keep = Vec::new();
-    // Partly written, gone or cut by a new boundary: what is left of it is saved again. So is
-    // what could not be read.
-    let mut again = |a: u64, b: u64| {
-        for r in regions.iter().filter(|r| r.end > a && r.start < b && r.categories & category::WRITTEN == 0 && wanted(r.categories)) {
-            now.push((r.start.max(a), r.end.min(b).min(end)));
+    out
+}
+
+/// `a` and `b`; both sorted, non-overlapping (start, end) lists.
+fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(s, e) in a {
+        let from = b.partition_point(|r| r.1 <= s);
+        for &(bs, be) in b[from..].iter().take_while(|r| r.0 < e) {
+            out.push((s.max(bs), e.min(be)));
         }
-    };
+    }
+    out
+}
+
+/// Sorted (start, end) ranges, the touching ones joined.
+fn joined(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    r.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+    for (a, b) in r.into_iter().filter(|(a, b)| b > a) {
+        match out.last_mut() {
+            Some(l) if a <= l.1 => l.1 = l.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Given the scan of one mapping ending at `end` (`file`: a private file mapping, whose pages
+/// still shared with the file need no saving), the runs saved earlier that start in it, the
+/// ranges found all zeros and those that could not be read (as (address, length)): the runs
+/// to keep, the zero ranges still good, and the ranges to save now (merged, in address order).
+///
+/// Every page that needs saving ends up in exactly one of the three: kept only if it is
+/// unwritten since it was protected and was saved (or found zero) after that; saved now
+/// otherwise. A page that is clean but was never saved here (protected by someone else, say)
+/// is saved now, never taken as saved.
+fn sort_out(end: u64, file: bool, regions: &[wp::Region], runs: &[PageRun], zeros: &[(u64, u64)], missed: &[(u64, u64)]) -> OneSorted {
+    let pairs = |x: &[(u64, u64)]| joined(x.iter().map(|&(a, l)| (a, (a + l).min(end))).collect());
+    // The shared zero page (memory read but never written) is not saved, as without pre-copy;
+    // nor is a page of a file mapping that is still the file's.
+    let wanted_cat = |c: u64| c & category::SWAPPED != 0 || (c & category::PRESENT != 0 && c & category::PFNZERO == 0 && !(file && c & category::FILE != 0));
+    let wanted = joined(regions.iter().filter(|r| wanted_cat(r.categories)).map(|r| (r.start, r.end.min(end))).collect());
+    // Stretches of pages there, private, and unwritten since they were protected, less what
+    // could not be read. A page of a file mapping that is the file's again (MADV_DONTNEED
+    // keeps the protection of the slot) is not: the private copy saved earlier is gone.
+    let clean = subtract(&joined(regions.iter().filter(|r| r.categories & category::WRITTEN == 0 && wanted_cat(r.categories)).map(|r| (r.start, r.end.min(end))).collect()), &pairs(missed));
+    let mut keep = Vec::new();
     for run in runs {
         let (a, b) = (run.vaddr, run.vaddr + run.len);
         let i = clean.partition_point(|c| c.1 <= a);
         if b <= end && clean.get(i).is_some_and(|c| c.0 <= a && b <= c.1) {
             keep.push(*run);
-        } else {
-            again(a, b);
         }
     }
-    for &(a, l) in missed {
-        again(a, a + l);
-    }
-    now.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(now.len());
-    for (a, b) in now {
-        match merged.last_mut() {
-            Some(l) if a <= l.1 => l.1 = l.1.max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    (keep, merged.into_iter().filter(|(a, b)| b > a).map(|(a, b)| (a, b - a)).collect())
+    let zeros = intersect(&pairs(zeros), &clean);
+    let covered = joined(keep.iter().map(|r| (r.vaddr, r.vaddr + r.len)).chain(zeros.iter().copied()).collect());
+    let now = subtract(&wanted, &covered);
+    let len = |x: Vec<(u64, u64)>| x.into_iter().map(|(a, b)| (a, b - a)).collect::<Vec<_>>();
+    OneSorted { wanted: wanted.iter().map(|(a, b)| b - a).sum(), keep, zeros: len(zeros), now: len(now) }
 }
 
 #[cfg(test)]
@@ -324,7 +384,7 @@ mod tests {
     fn clean_runs_are_kept_and_written_pages_saved_again() {
         // Pages 0-9 present; 3 written; 6-7 gone; run 0-2, run 3-5, run 6-9.
         let regions = [region(0, 3, P), region(3, 4, P | W), region(4, 6, P), region(8, 10, P)];
-        let (keep, now) = sort_out(10 * 4096, false, &regions, &[run(0, 3), run(3, 3), run(6, 4)], &[]);
+        let OneSorted { keep, now, .. } = sort_out(10 * 4096, false, &regions, &[run(0, 3), run(3, 3), run(6, 4)], &[], &[]);
         assert_eq!(keep, vec![run(0, 3)]);
         // Page 3 written; 4-5 left of a partly written run; 8-9 left of a run with pages gone.
         assert_eq!(now, vec![(3 * 4096, 3 * 4096), (8 * 4096, 2 * 4096)]);
@@ -333,7 +393,7 @@ mod tests {
     #[test]
     fn pages_still_of_the_file_are_not_saved() {
         let regions = [region(0, 2, P | W | category::FILE), region(2, 3, P | W)];
-        let (keep, now) = sort_out(3 * 4096, true, &regions, &[], &[]);
+        let OneSorted { keep, now, .. } = sort_out(3 * 4096, true, &regions, &[], &[], &[]);
         assert!(keep.is_empty());
         assert_eq!(now, vec![(2 * 4096, 4096)]);
     }
@@ -342,24 +402,38 @@ mod tests {
     fn a_private_copy_given_back_to_the_file_is_not_kept() {
         // Page 1 of a private file mapping is the file's page again, still protected.
         let regions = [region(0, 1, P), region(1, 2, P | category::FILE), region(2, 3, P)];
-        let (keep, now) = sort_out(3 * 4096, true, &regions, &[run(0, 3)], &[]);
+        let OneSorted { keep, now, .. } = sort_out(3 * 4096, true, &regions, &[run(0, 3)], &[], &[]);
         assert!(keep.is_empty());
         assert_eq!(now, vec![(0, 4096), (2 * 4096, 4096)]);
     }
 
     #[test]
     fn what_could_not_be_read_is_saved_now() {
+        // Pages 2-3 and 6-7 were read as zeros; 4-5 could not be read.
         let regions = [region(0, 8, P)];
-        let (keep, now) = sort_out(8 * 4096, false, &regions, &[run(0, 2)], &[(4 * 4096, 2 * 4096)]);
+        let OneSorted { keep, now, zeros, wanted } = sort_out(8 * 4096, false, &regions, &[run(0, 2)], &[(2 * 4096, 2 * 4096), (6 * 4096, 2 * 4096)], &[(4 * 4096, 2 * 4096)]);
         assert_eq!(keep, vec![run(0, 2)]);
+        assert_eq!(zeros, vec![(2 * 4096, 2 * 4096), (6 * 4096, 2 * 4096)]);
         assert_eq!(now, vec![(4 * 4096, 2 * 4096)]);
+        assert_eq!(wanted, 8 * 4096);
     }
 
     #[test]
     fn a_run_past_a_new_end_is_saved_again() {
         let regions = [region(0, 4, P)];
-        let (keep, now) = sort_out(2 * 4096, false, &regions[..], &[run(0, 4)], &[]);
+        let OneSorted { keep, now, .. } = sort_out(2 * 4096, false, &regions[..], &[run(0, 4)], &[], &[]);
         assert!(keep.is_empty());
         assert_eq!(now, vec![(0, 2 * 4096)]);
+    }
+
+    #[test]
+    fn clean_pages_never_saved_here_are_saved_now() {
+        // Protected by another userfaultfd: clean, but no run or zero range of this checkpoint
+        // holds them.
+        let regions = [region(0, 4, P), region(4, 5, P | W), region(5, 6, P | category::PFNZERO)];
+        let OneSorted { keep, now, wanted, .. } = sort_out(6 * 4096, false, &regions, &[], &[], &[]);
+        assert!(keep.is_empty());
+        assert_eq!(now, vec![(0, 5 * 4096)]);
+        assert_eq!(wanted, 5 * 4096);
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crest_image::{Image, ImageWriter, Process, RECORD_VERSION};
 use crest_kinds::{fd, ipc};
 
-use crate::freeze::{freeze, Collected, DumpOptions, Frozen};
+use crate::freeze::{Collected, DumpOptions, Frozen};
 use crate::{check_cancel, pages, DumpError, DumpStats};
 
 /// Which processes a checkpoint takes.
@@ -69,6 +69,12 @@ fn stat_of(pid: i32) -> Option<crest_proc::Stat> {
 /// A child that is another checkpoint's snapshot (no exit signal, traced): not part of the tree.
 fn is_snapshot(pid: i32, st: &crest_proc::Stat) -> bool {
     st.exit_signal == 0 && crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").map(|t| t != "0")).unwrap_or(false)
+}
+
+/// Claims `pid` for this checkpoint ([`crate::claim`]), then freezes it.
+fn freeze(pid: i32) -> Result<Frozen, DumpError> {
+    crate::claim::claim(pid)?;
+    crate::freeze::freeze(pid)
 }
 
 /// Seizes and stops every process of the scope `scope` named by `id`.
@@ -141,7 +147,17 @@ impl FrozenTree {
                 }
                 Ok(true)
             }
-            Err(DumpError::NoProcess(_)) => Ok(false),
+            // It exited while being frozen: a zombie now, if its parent is frozen.
+            Err(DumpError::NoProcess(_)) => match stat_of(pid) {
+                Some(st) if st.state == 'Z' => {
+                    self.zombies.push(Zombie { pid, stat: st });
+                    if parent != 0 {
+                        self.parents.insert(pid, parent);
+                    }
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
             Err(e) => Err(e),
         }
     }
@@ -289,8 +305,15 @@ impl FrozenTree {
             let pid = c.process.pid;
             let mut vmas = std::mem::take(&mut c.process.vmas);
             let (vmas, n) = if let Some(t) = tracked(pid) {
-                let ranges = t.merge(pid, &mut vmas)?;
-                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&ranges) }, pages::Source::Frozen)?
+                let sorted = t.merge(pid, &mut vmas)?;
+                // What the scan found to need saving; the zero pages read earlier and unwritten
+                // since count as saved.
+                for (&i, &need) in &sorted.wanted {
+                    let v = &mut vmas[i];
+                    v.need = need;
+                    v.zero = sorted.zeros.iter().filter(|z| z.0 >= v.start && z.0 < v.end).map(|z| z.1).sum();
+                }
+                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&sorted.now) }, pages::Source::Frozen)?
             } else if c.snap.is_some() {
                 write(pid, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen), pages::Source::Frozen)?
             } else {
@@ -321,6 +344,13 @@ impl FrozenTree {
             processes.push(zombie_record(z, ppid));
         }
         sort_parents_first(&mut processes);
+        // The page data must account for every page found to need saving: never write an image
+        // that would restore zeros in place of memory.
+        for p in &processes {
+            for v in &p.vmas {
+                crest_image::validate::check_coverage(p.pid, v).map_err(|e| DumpError::Incomplete(e.to_string()))?;
+            }
+        }
         let (release, host) = crest_ptrace::sys::uname();
         let remote_syscalls = collected.iter().map(|c| c.remote_syscalls).sum();
         let image = Image {

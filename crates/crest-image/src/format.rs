@@ -17,7 +17,7 @@ pub const MAGIC: [u8; 8] = *b"CRESTIMG";
 /// First 8 bytes of the trailer.
 pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
-pub const FORMAT_MAJOR: u32 = 2;
+pub const FORMAT_MAJOR: u32 = 3;
 /// Compatible additions bump this.
 pub const FORMAT_MINOR: u32 = 0;
 /// Size of the header; page data starts here, page aligned.

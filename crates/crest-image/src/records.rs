@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of [`Image`], [`Process`], [`Thread`], [`Vma`] and [`FdRecord`] written by this build.
-pub const RECORD_VERSION: u16 = 5;
+pub const RECORD_VERSION: u16 = 6;
 
 /// The whole checkpoint: a tree of processes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +335,12 @@ pub struct Vma {
     pub backing: VmaBacking,
     /// Saved page contents, sorted by address, inside `start..end`.
     pub pages: Vec<PageRun>,
+    /// Bytes of the mapping's pages that needed saving when it was checkpointed (present or
+    /// swapped pages of private memory, and so on: see the format description).
+    pub need: u64,
+    /// Of those, bytes that held only zeros and are therefore in no run. The runs and these
+    /// account for every byte of `need`: an image whose page data does not is refused.
+    pub zero: u64,
 }
 
 /// A run of saved pages: `len` bytes for `vaddr..vaddr+len`, at `offset` in the image file.

@@ -2,7 +2,7 @@
 //! address ranges in user space, sorted non-overlapping mappings, page runs inside their mapping
 //! and inside the page section, sane counts. Every failure names the process and object.
 use crate::format::PAGE_SIZE;
-use crate::records::{FdKind, Image, VmaBacking, RECORD_VERSION};
+use crate::records::{FdKind, Image, Vma, VmaBacking, RECORD_VERSION};
 use crate::ImageError;
 
 /// Highest user address on x86-64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -11,6 +11,24 @@ pub const USER_ADDR_END: u64 = 0x7fff_ffff_f000;
 pub const USER_ADDR_END_LA57: u64 = 0x00ff_ffff_ffff_f000;
 /// The fixed `[vsyscall]` page.
 pub const VSYSCALL_ADDR: u64 = 0xffff_ffff_ff60_0000;
+
+/// Checks that the page data of `v` (a mapping of process `pid`) accounts for every page the
+/// checkpoint found to need saving: its runs and its zero pages make up [`Vma::need`].
+pub fn check_coverage(pid: i32, v: &Vma) -> Result<(), ImageError> {
+    let stored: u64 = v.pages.iter().map(|r| r.len).sum();
+    if stored.checked_add(v.zero) == Some(v.need) {
+        return Ok(());
+    }
+    Err(ImageError::Invalid(format!(
+        "pid {pid}: mapping {:#x}-{:#x} held {} bytes of memory to save, but its page data covers {} ({} stored, {} of zeros): pages are missing",
+        v.start,
+        v.end,
+        v.need,
+        stored.saturating_add(v.zero),
+        stored,
+        v.zero
+    )))
+}
 
 /// Validates `img`, whose page data must lie in `pages_start..pages_end` of the file.
 pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), ImageError> {
@@ -73,6 +91,7 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
                 }
                 run_end = r.vaddr + r.len;
             }
+            check_coverage(pid, v)?;
         }
         let mut fds: Vec<i32> = p.fds.iter().map(|f| f.fd).collect();
         fds.sort_unstable();

@@ -29,11 +29,12 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
     let mut addr = 0x10_0000u64;
     for (i, &pages) in maps.iter().enumerate() {
         let pages = u64::from(pages % 8) + 1;
-        let mut v = Vma { v: RECORD_VERSION, start: addr, end: addr + pages * 4096, prot: 3, flags: 0, madv: 0, backing: VmaBacking::Anon, pages: vec![] };
+        let mut v = Vma { v: RECORD_VERSION, start: addr, end: addr + pages * 4096, prot: 3, flags: 0, madv: 0, backing: VmaBacking::Anon, pages: vec![], need: 0, zero: 0 };
         if i % 2 == 0 {
             let data: Vec<u8> = (0..pages * 4096).map(|b| (b as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
             let (offset, sum) = w.append_pages(&data).expect("pages");
             v.pages.push(PageRun { vaddr: addr, len: pages * 4096, offset, zlen: 0, sum });
+            v.need = pages * 4096;
         }
         vmas.push(v);
         addr += (pages + 1) * 4096;
@@ -167,6 +168,10 @@ fn invalid_records_are_refused_with_reasons() {
         ),
         // A stored run must be page aligned; a compressed one need not be.
         ("does not fit", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages[0].offset += 1)),
+        // The page data must account for every page the checkpoint found to save.
+        ("pages are missing", Box::new(|i: &mut Image| i.processes[0].vmas[0].pages.clear())),
+        ("pages are missing", Box::new(|i: &mut Image| i.processes[0].vmas[1].need = 1 << 30)),
+        ("pages are missing", Box::new(|i: &mut Image| i.processes[0].vmas[2].zero += 4096)),
     ];
     for (want, change) in cases {
         let mut bad = img.clone();

@@ -39,6 +39,17 @@ enum Dest {
     Direct { path: PathBuf },
     /// An inherited descriptor.
     Fd(i32),
+    /// A FIFO, a socket or a character device named by `--file` (or `--dir`): written into as a
+    /// stream, as with `--fd`, never replaced or removed.
+    Stream { path: PathBuf, kind: StreamKind },
+}
+
+/// What a [`Dest::Stream`] is.
+#[derive(Clone, Copy)]
+enum StreamKind {
+    Fifo,
+    Socket,
+    CharDevice,
 }
 
 fn main() {
@@ -97,7 +108,10 @@ fn worker(m: &clap::ArgMatches, id: i32, say: &Say, parent: u32) -> i32 {
             cancel(TIMED_OUT);
         });
     }
-    match run(m, id, say, limit) {
+    let r = run(m, id, say, limit);
+    // Every process is let go (or killed) by now: other checkpoints may take them.
+    crest_dump::claim::release_all();
+    match r {
         Ok(()) => 0,
         Err((code, msg)) => {
             say.err(format!("Checkpoint failed: {msg}"));
@@ -125,8 +139,36 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         _ => Some(PathBuf::from(format!("context.{pid}"))),
     };
     let mode = last_given(m, &["atomic", "backup", "clobber", "noclobber"]).unwrap_or("atomic");
+    // As BLCR: a symbolic link is followed (its target is what gets replaced, in the target's
+    // directory); a FIFO, a socket or a character device is written into; a directory or a
+    // block device is refused.
+    let target = target.map(|p| follow_links(&p));
+    let stream = match &target {
+        Some(path) => match std::fs::metadata(path) {
+            Ok(md) => {
+                use std::os::unix::fs::FileTypeExt;
+                let ft = md.file_type();
+                if ft.is_dir() {
+                    return Err((libc::EISDIR, format!("{} is a directory (use --dir)", path.display())));
+                } else if ft.is_block_device() {
+                    return Err(einval(format!("{} is a block device; an image goes to a regular file, a FIFO, a socket or a character device", path.display())));
+                } else if ft.is_fifo() {
+                    Some(StreamKind::Fifo)
+                } else if ft.is_socket() {
+                    Some(StreamKind::Socket)
+                } else if ft.is_char_device() {
+                    Some(StreamKind::CharDevice)
+                } else {
+                    None
+                }
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
     let dest = match (target, m.get_one::<i32>("fd")) {
         (None, Some(&fd)) => Dest::Fd(fd),
+        (Some(path), _) if stream.is_some() => Dest::Stream { path, kind: stream.expect("checked") },
         (Some(path), _) => match mode {
             "clobber" | "noclobber" => Dest::Direct { path },
             _ => {
@@ -141,6 +183,8 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         },
         (None, None) => unreachable!("fd destination always has a value"),
     };
+    // What cannot be checkpointed at all is refused before the destination is even opened.
+    refuse_early(scope, pid)?;
     let sync = last_given(m, &["sync", "nosync"]) != Some("nosync");
     let signal = chosen_signal(m);
     let verbose = m.get_flag("verbose") && !say.quiet;
@@ -157,6 +201,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
             })?);
             (f, format!("<fd{fd}>"))
         }
+        Dest::Stream { path, kind } => (open_stream(path, *kind).map_err(|e| stream_error(e, path, *kind))?, path.display().to_string()),
         Dest::Atomic { tmp, path, .. } => {
             let f = match open_unnamed(parent_dir(path)).map_err(|e| open_error(e, path))? {
                 Some(f) => {
@@ -219,7 +264,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, limit: Option<u64>) -> Result<
         }
         Err(e) => {
             cleanup(&dest);
-            return Err(dump_error(pid, e, &shown, limit));
+            return Err(dump_error(pid, e, &shown, matches!(dest, Dest::Fd(_) | Dest::Stream { .. }), limit));
         }
     };
     // The image is whole: put it in place, then apply the after-action.
@@ -299,8 +344,9 @@ fn plan_sentence(pid: i32, scope: crest_dump::Scope, dest: &Dest, shown: &str, s
         Dest::Atomic { .. } => format!("{shown}, under a temporary name until it is whole"),
         Dest::Direct { .. } => format!("{shown}, directly"),
         Dest::Fd(fd) => format!("descriptor {fd}"),
+        Dest::Stream { .. } => format!("{shown}, written into as a stream"),
     };
-    let synced = if sync && !matches!(dest, Dest::Fd(_)) { ", synced to disk" } else { "" };
+    let synced = if sync && !matches!(dest, Dest::Fd(_) | Dest::Stream { .. }) { ", synced to disk" } else { "" };
     let one = matches!(scope, crest_dump::Scope::Pid);
     let after = match (signal, one) {
         (0, true) => "It runs on afterwards.".to_string(),
@@ -344,6 +390,46 @@ fn open_new(path: &Path, excl: bool, trunc: bool) -> std::io::Result<File> {
         }
         r => r,
     }
+}
+
+/// `path` with every symbolic link of its last component followed (the directories above are
+/// the kernel's to follow): the file an image named `path` must replace. A dangling link gives
+/// the path it points to, which is then created.
+fn follow_links(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&p) {
+            Ok(to) => p = parent_dir(&p).join(to),
+            Err(_) => return p,
+        }
+    }
+    p
+}
+
+/// Opens a FIFO, a socket or a character device to write an image into. A FIFO must have a
+/// reader already (as BLCR, it is opened without blocking), then is written with blocking
+/// writes; a socket is connected to.
+fn open_stream(path: &Path, kind: StreamKind) -> std::io::Result<File> {
+    match kind {
+        StreamKind::Socket => Ok(File::from(std::os::fd::OwnedFd::from(std::os::unix::net::UnixStream::connect(path)?))),
+        StreamKind::Fifo => {
+            let f = OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK).open(path)?;
+            let flags = sys::status_flags(f.as_raw_fd(), None)?;
+            sys::status_flags(f.as_raw_fd(), Some(flags & !libc::O_NONBLOCK))?;
+            Ok(f)
+        }
+        StreamKind::CharDevice => OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open(path),
+    }
+}
+
+fn stream_error(e: std::io::Error, path: &Path, kind: StreamKind) -> (i32, String) {
+    let code = e.raw_os_error().unwrap_or(libc::EIO);
+    let why = match (kind, code) {
+        (StreamKind::Fifo, libc::ENXIO) => "it is a FIFO that no process has open for reading; start its reader first".to_string(),
+        (StreamKind::Socket, libc::ECONNREFUSED) => "it is a socket that no process listens on".to_string(),
+        _ => io_words(&e),
+    };
+    (code, format!("cannot write the image {}: {why}", path.display()))
 }
 
 /// The directory a destination path is in.
@@ -392,7 +478,15 @@ fn io_words(e: &std::io::Error) -> String {
 }
 
 fn open_error(e: std::io::Error, path: &Path) -> (i32, String) {
-    (e.raw_os_error().unwrap_or(libc::EIO), format!("cannot write the image {}: {}", path.display(), io_words(&e)))
+    let dir = parent_dir(path);
+    // No such file, though its directory is there: a file system that makes no files (/proc,
+    // /sys), not a directory to create.
+    let why = if e.raw_os_error() == Some(libc::ENOENT) && dir.is_dir() {
+        format!("the file system of {} does not accept new files (as /proc and /sys); write the image elsewhere (--file or --dir)", dir.display())
+    } else {
+        io_words(&e)
+    };
+    (e.raw_os_error().unwrap_or(libc::EIO), format!("cannot write the image {}: {why}", path.display()))
 }
 
 /// Whether `pid` is gone, dead, exiting (its memory already released) or has SIGKILL pending.
@@ -417,13 +511,116 @@ fn ancestors(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in the flags of `/proc/PID/stat`).
+fn kernel_thread(pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = crest_proc::read(pid, "stat") else { return false };
+    let Some(close) = stat.rfind(')') else { return false };
+    stat[close + 1..].split_whitespace().nth(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_KTHREAD != 0)
+}
+
+/// `" (NAME)"` for `pid`, or nothing.
+fn comm_of(pid: i32) -> String {
+    crest_proc::read(pid, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default()
+}
+
+fn kernel_thread_words(pid: i32) -> String {
+    format!("it is a kernel thread{}, with no user-space memory or registers to save: kernel threads cannot be checkpointed", comm_of(pid))
+}
+
+const INIT_WORDS: &str = "it is the init process of this PID namespace, which cannot be checkpointed (it reaps every orphan, and a restored copy could only be PID 1 again in a new PID namespace); checkpoint the processes under it instead";
+
+/// Refusals that need no freeze: a kernel thread, the init process, and a scope that holds
+/// this cr_checkpoint itself (BLCR's `CR_CHKPT_PROHIBIT_SELF`, `EDEADLK`: it would wait for
+/// itself).
+fn refuse_early(scope: crest_dump::Scope, pid: i32) -> Result<(), (i32, String)> {
+    if crest_proc::read(pid, "stat").is_err() {
+        // Gone, or never there: said by the usual path.
+        return Ok(());
+    }
+    if kernel_thread(pid) && matches!(scope, crest_dump::Scope::Pid | crest_dump::Scope::Tree) {
+        return Err((libc::EPERM, format!("not permitted to checkpoint PID {pid}: {}", kernel_thread_words(pid))));
+    }
+    if pid == 1 && matches!(scope, crest_dump::Scope::Pid | crest_dump::Scope::Tree) {
+        return Err((libc::EPERM, format!("not permitted to checkpoint PID 1: {INIT_WORDS}")));
+    }
+    let me = std::process::id() as i32;
+    let parent = std::os::unix::process::parent_id() as i32;
+    let stat = |p: i32| crest_proc::read(p, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok());
+    let Some(mine) = stat(me) else { return Ok(()) };
+    let (holds, what) = match scope {
+        crest_dump::Scope::Pid => (pid == me || pid == parent, format!("PID {pid}")),
+        crest_dump::Scope::Tree => {
+            // An ancestor of this process (or this process): its tree holds cr_checkpoint.
+            let mut at = me;
+            let mut found = false;
+            for _ in 0..4096 {
+                if at == pid {
+                    found = true;
+                    break;
+                }
+                match stat(at) {
+                    Some(st) if st.ppid > 0 => at = st.ppid,
+                    _ => break,
+                }
+            }
+            (found, format!("the tree of PID {pid}{}", comm_of(pid)))
+        }
+        crest_dump::Scope::Pgid => (mine.pgrp == pid, format!("process group {pid}")),
+        crest_dump::Scope::Sid => (mine.session == pid, format!("session {pid}")),
+    };
+    if holds {
+        return Err((
+            libc::EDEADLK,
+            format!(
+                "{what} contains cr_checkpoint itself (PID {parent}, working in PID {me}), which cannot checkpoint itself; nothing was frozen. Start the program to checkpoint in the background, or from another shell, and name its PID"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Why ptrace refused `pid`, as far as it can be told from outside.
+fn ptrace_refusal(pid: i32) -> String {
+    if kernel_thread(pid) {
+        return kernel_thread_words(pid);
+    }
+    if pid == 1 {
+        return INIT_WORDS.to_string();
+    }
+    let status = crest_proc::read(pid, "status").unwrap_or_default();
+    let ids = |k: &str| -> Vec<u32> { crest_proc::status_field(&status, k).map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default() };
+    let (uids, gids) = (ids("Uid"), ids("Gid"));
+    let me = sys::euid();
+    if me != 0 {
+        if uids.first().is_some_and(|&u| u != me) {
+            return format!("it belongs to another user (uid {}); run as its owner or as root", uids[0]);
+        }
+        if uids.windows(2).any(|w| w[0] != w[1]) || gids.windows(2).any(|w| w[0] != w[1]) {
+            return "it runs a set-user-ID or set-group-ID program (its real, effective and saved ids differ); run as root".to_string();
+        }
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+        Some(1) if me != 0 => return "kernel.yama.ptrace_scope is 1: only a process's ancestors may trace it; run as root or set it to 0".to_string(),
+        Some(2) if me != 0 => return "kernel.yama.ptrace_scope is 2: only root (CAP_SYS_PTRACE) may trace".to_string(),
+        Some(3) => return "kernel.yama.ptrace_scope is 3: ptrace is disabled on this system until the next boot".to_string(),
+        _ => {}
+    }
+    // The same access check guards /proc/PID/exe: refused too, the process is marked not
+    // dumpable and outside what this user may trace.
+    if std::fs::read_link(format!("/proc/{pid}/exe")).is_err_and(|e| e.raw_os_error() == Some(libc::EACCES)) {
+        return "the kernel refuses access even to its /proc files: it is marked not dumpable (a set-user-ID program, or it made itself so) and belongs to a user namespace where this user lacks CAP_SYS_PTRACE".to_string();
+    }
+    "ptrace(PTRACE_SEIZE) failed with EPERM: a security module (SELinux, AppArmor) or a seccomp filter forbids tracing it".to_string()
+}
+
 /// The PID tracing `pid` (0: none).
 fn tracer_of(pid: i32) -> i32 {
     crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.parse().ok())).unwrap_or(0)
 }
 
-fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, String) {
-    let left = if shown.starts_with("<fd") {
+fn dump_error(pid: i32, e: DumpError, shown: &str, stream: bool, limit: Option<u64>) -> (i32, String) {
+    let left = if stream {
         format!("PID {pid} was left running as it was; what was written to {shown} is not a usable image")
     } else {
         format!("PID {pid} was left running as it was and no image was written")
@@ -436,9 +633,19 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, 
             }
         }
         DumpError::NoProcess(_) => return (libc::ESRCH, e.to_string()),
+        DumpError::Claimed { by, .. } => {
+            let who = match by {
+                Some(by) => format!(" by PID {by}{}", crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default()),
+                None => String::new(),
+            };
+            return (EXIT_PTRACED, format!("PID {pid} is already being checkpointed{who}; try again when that checkpoint is done"));
+        }
         DumpError::Busy { by, .. } => {
             let name = crest_proc::read(*by, "comm").map(|c| format!(" ({})", c.trim())).unwrap_or_default();
             return (EXIT_PTRACED, format!("PID {pid} is already being traced by PID {by}{name}, another checkpoint that is saving its pages from a snapshot; try again when it is done"));
+        }
+        DumpError::Permission { pid: p, .. } if kernel_thread(*p) => {
+            return (libc::EPERM, format!("not permitted to checkpoint PID {p}: {} ({left})", ptrace_refusal(*p)));
         }
         _ if ended(pid) => return (libc::ESRCH, format!("PID {pid} ended during the checkpoint, so there is nothing to save; no image was written")),
         DumpError::Traced { pid: traced, by } if *by != std::process::id() as i32 => {
@@ -453,6 +660,9 @@ fn dump_error(pid: i32, e: DumpError, shown: &str, limit: Option<u64>) -> (i32, 
                 );
             }
             return (EXIT_PTRACED, format!("PID {traced} is already being traced by PID {by}{name}, another checkpoint or a debugger; try again when it is done"));
+        }
+        DumpError::Permission { pid: p, .. } if kernel_thread(*p) || (!ended(*p) && tracer_of(*p) == 0) => {
+            return (libc::EPERM, format!("not permitted to checkpoint PID {p}: {} ({left})", ptrace_refusal(*p)));
         }
         DumpError::Permission { .. } => {
             let tracer = tracer_of(pid);
