@@ -7,13 +7,13 @@
 //! opened with the saved mode without blocking, and the saved status flags are set.
 use std::fs::Metadata;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 
 use crest_image::{FdKind, FdRecord};
 use crest_proc::FdInfo;
 
 use super::{reopen, set_status_flags, DumpCx, FdHandler, PrepareCx};
-use crate::KindError;
+use crate::{KindError, ObjId};
 
 /// The handler.
 pub struct Fifo;
@@ -27,7 +27,7 @@ impl FdHandler for Fifo {
     }
     fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let reads = info.flags & libc::O_ACCMODE as u32 != libc::O_WRONLY as u32;
-        let data = if reads && cx.seen.insert(md.ino()) {
+        let data = if reads && cx.seen.insert(ObjId::fifo(md)) {
             super::pipe::peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in the FIFO {link}", cx.pid), e))?.0
         } else {
             Vec::new()
@@ -43,7 +43,7 @@ impl FdHandler for Fifo {
         if !md.file_type().is_fifo() {
             return Err(format!("fd {}: {path} is no longer a FIFO", rec.fd));
         }
-        let key = (md.ino(), false);
+        let key = (ObjId::fifo(&md), false);
         if cx.take(key).is_none() {
             let both = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("fd {}: opening the FIFO {path}: {e}", rec.fd))?;
             cx.park(key, both.into())?;

@@ -9,6 +9,7 @@ use std::fs::Metadata;
 use crest_image::{FdKind, FdRecord, Fown, RECORD_VERSION};
 use crest_proc::FdInfo;
 
+use crate::ident::{ObjId, Slot};
 use crate::KindError;
 
 mod chardev;
@@ -52,7 +53,7 @@ pub struct DumpCx<'a> {
     /// Every descriptor of every process in the image.
     pub all: &'a [OpenFd],
     /// Objects already dumped in full (pipe data is saved once per image).
-    pub seen: &'a mut std::collections::HashSet<u64>,
+    pub seen: &'a mut std::collections::HashSet<ObjId>,
     /// Leave out what cannot be restored instead of refusing the checkpoint.
     pub drop_unsupported: bool,
     /// What was left out of this process, described.
@@ -75,7 +76,7 @@ type Dumped = (i32, i32, u64);
 /// description (found with `kcmp` among those on the same inode, across processes).
 pub struct FileTable {
     all: Vec<OpenFd>,
-    seen: std::collections::HashSet<u64>,
+    seen: std::collections::HashSet<ObjId>,
     /// (dev, ino) -> descriptors dumped so far on it.
     by_inode: std::collections::HashMap<(u64, u64), Vec<Dumped>>,
     next_file: u64,
@@ -105,15 +106,15 @@ impl FileTable {
 pub struct PrepareCx {
     /// Lowest number the parked descriptors may use.
     pub high: i32,
-    /// Parked descriptors by (object id, which end).
-    pub parked: std::collections::HashMap<(u64, bool), std::os::fd::OwnedFd>,
+    /// Parked descriptors by object and end.
+    pub parked: std::collections::HashMap<Slot, std::os::fd::OwnedFd>,
     /// Parked objects handed out already (see [`PrepareCx::open_file`]).
-    pub handed: std::collections::HashSet<(u64, bool)>,
+    pub handed: std::collections::HashSet<Slot>,
 }
 
 impl PrepareCx {
     /// Parks `fd` for `key` above the saved numbers.
-    pub fn park(&mut self, key: (u64, bool), fd: std::os::fd::OwnedFd) -> Result<(), String> {
+    pub fn park(&mut self, key: Slot, fd: std::os::fd::OwnedFd) -> Result<(), String> {
         let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&fd), self.high).map_err(|e| format!("moving a descriptor: {e}"))?;
         drop(fd);
         let parked = crest_ptrace::sys::owned_fd(n);
@@ -122,7 +123,7 @@ impl PrepareCx {
     }
 
     /// A new descriptor for the parked object `key`.
-    pub fn take(&self, key: (u64, bool)) -> Option<Result<std::os::fd::OwnedFd, String>> {
+    pub fn take(&self, key: Slot) -> Option<Result<std::os::fd::OwnedFd, String>> {
         self.parked.get(&key).map(|f| f.try_clone().map_err(|e| format!("duplicating a descriptor: {e}")))
     }
 
@@ -130,7 +131,7 @@ impl PrepareCx {
     /// first time a dup of the parked descriptor, then a new open of it through
     /// `/proc/self/fd` with `flags` (the object was opened more than once, and each open file
     /// has its own status flags and offset).
-    pub fn open_file(&mut self, key: (u64, bool), flags: i32) -> Option<Result<std::os::fd::OwnedFd, String>> {
+    pub fn open_file(&mut self, key: Slot, flags: i32) -> Option<Result<std::os::fd::OwnedFd, String>> {
         let parked = self.parked.get(&key)?;
         if self.handed.insert(key) {
             return Some(parked.try_clone().map_err(|e| format!("duplicating a descriptor: {e}")));
@@ -293,7 +294,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
     let cx = out.cx.as_mut().expect("set above");
     for &(id, fd) in memfds {
         let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("shared memory: {e}"))?;
-        cx.park((id, false), crest_ptrace::sys::owned_fd(copy))?;
+        cx.park((ObjId::shared_memory(id), false), crest_ptrace::sys::owned_fd(copy))?;
     }
     for r in procs.iter().flat_map(|recs| recs.iter()) {
         let once = matches!(r.kind, FdKind::Pipe { .. } | FdKind::Fifo { .. } | FdKind::Memfd { .. } | FdKind::UnixPair { .. }) || users.get(&r.file).copied().unwrap_or(0) > 1;
@@ -379,4 +380,73 @@ pub fn reopen(path: &str, rec: &FdRecord, extra: i32) -> Result<std::fs::File, S
 /// that only mean something at creation.
 pub fn reopen_flags(flags: u32) -> i32 {
     (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_CLOEXEC)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    use crest_image::{FdKind, FdRecord, Fown, RECORD_VERSION};
+
+    use super::{DumpCx, FdHandler, PrepareCx};
+    use crate::ObjId;
+
+    /// A directory of its own for one test, with a FIFO in it.
+    fn fifo(test: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("crest-kinds-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a test directory");
+        let path = dir.join("fifo").to_str().expect("a UTF-8 path").to_string();
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().expect("mkfifo runs").success());
+        (dir, path)
+    }
+
+    fn record(fd: i32, file: u64, kind: FdKind) -> FdRecord {
+        FdRecord { v: RECORD_VERSION, fd, flags: libc::O_RDONLY as u32, cloexec: true, file, kind, locks: Vec::new(), fown: Fown::default() }
+    }
+
+    /// A FIFO whose inode number is that of a pipe dumped before it keeps its own data: the
+    /// two are different objects (regression: both were keyed by the inode number alone).
+    #[test]
+    fn fifo_data_is_dumped_after_a_pipe_with_its_inode_number() {
+        let (dir, path) = fifo("dump");
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("the FIFO opens");
+        (&f).write_all(b"fifo data").expect("the FIFO takes data");
+        let (pid, fd) = (std::process::id() as i32, f.as_raw_fd());
+        let md = std::fs::metadata(format!("/proc/self/fd/{fd}")).expect("its metadata");
+        let info = crest_proc::parse_fdinfo(&crest_proc::read(pid, &format!("fdinfo/{fd}")).expect("its fdinfo")).expect("parsed");
+        let mut seen = std::collections::HashSet::from([ObjId::pipe(md.ino())]);
+        let mut peers = Default::default();
+        let mut cx = DumpCx { pid, pidfd: crest_ptrace::sys::pidfd_open(pid).ok(), all: &[], seen: &mut seen, drop_unsupported: false, dropped: Vec::new(), unix_peers: &mut peers };
+        let kind = super::fifo::Fifo.dump(&mut cx, fd, &path, &md, &info).expect("the FIFO dumps");
+        assert_eq!(kind, FdKind::Fifo { path: path.clone(), data: b"fifo data".to_vec() });
+        // A second descriptor of the same FIFO does not carry the data again.
+        let kind = super::fifo::Fifo.dump(&mut cx, fd, &path, &md, &info).expect("the FIFO dumps");
+        assert_eq!(kind, FdKind::Fifo { path, data: Vec::new() });
+        drop(f);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// At restore, a pipe whose saved id is the inode number of a FIFO and that FIFO are made as
+    /// two objects, each refilled with its own data (regression: the FIFO took the pipe's
+    /// parked read end for its own and failed to refill it).
+    #[test]
+    fn a_pipe_and_a_fifo_with_one_inode_number_are_restored_apart() {
+        let (dir, path) = fifo("restore");
+        let ino = std::fs::metadata(&path).expect("the FIFO exists").ino();
+        let mut cx = PrepareCx { high: 100, parked: Default::default(), handed: Default::default() };
+        let pipe = record(50, 1, FdKind::Pipe { id: ino, write_end: false, size: 0, data: b"pipe data".to_vec() });
+        let fifo = record(51, 2, FdKind::Fifo { path, data: b"fifo data".to_vec() });
+        let p = super::pipe::Pipe.open(&pipe, &mut cx).expect("the pipe is made").expect("a descriptor");
+        let f = super::fifo::Fifo.open(&fifo, &mut cx).expect("the FIFO is reopened").expect("a descriptor");
+        let mut buf = [0u8; 64];
+        let n = std::fs::File::from(p).read(&mut buf).expect("the pipe reads");
+        assert_eq!(&buf[..n], b"pipe data");
+        let n = std::fs::File::from(f).read(&mut buf).expect("the FIFO reads");
+        assert_eq!(&buf[..n], b"fifo data");
+        drop(cx);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -416,10 +416,6 @@ fn inet_peer_inside(cx: &DumpCx<'_>, copy: Option<i32>) -> bool {
     })
 }
 
-/// Tags a unix socket pair's identity so that it cannot be taken for a pipe's (both are inode
-/// numbers, of two file systems).
-const PAIR_TAG: u64 = 0x5000_0000_0000_0000;
-
 /// `RCV_SHUTDOWN` and `SEND_SHUTDOWN`, as the diagnostics report them.
 const SEND_SHUTDOWN: u8 = 2;
 
@@ -462,9 +458,9 @@ fn peek_queue(fd: i32) -> Result<Vec<Vec<u8>>, String> {
 fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_opt_int;
     let ty = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| format!("reading its type: {e}"))?;
-    let (id, end) = (ino.min(peer) | PAIR_TAG, ino > peer);
+    let (id, end) = (ino.min(peer), ino > peer);
     let options = options_for(libc::AF_UNIX, ty, 0).into_iter().filter_map(|(level, name)| Some((level, name, sock_opt_int(copy, level, name).ok()?))).collect();
-    let state = if cx.seen.insert(id) {
+    let state = if cx.seen.insert(crate::ObjId::unix_pair(id)) {
         let pidfd = crest_ptrace::sys::pidfd_open(o.pid).map_err(|e| format!("opening PID {}: {e}", o.pid))?;
         let other = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), o.fd).map_err(|e| format!("taking a copy of its other end: {e}"))?;
         let mine = peek_queue(copy)?;
@@ -489,12 +485,13 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
     use crest_ptrace::sys::{send_nonblocking, set_sock_opt_int, shutdown};
     let FdKind::UnixPair { id, end, ty, options, state, what } = &rec.kind else { return Err(format!("fd {}: not a socket pair", rec.fd)) };
     let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
-    if cx.take((*id, false)).is_none() {
+    let id = crate::ObjId::unix_pair(*id);
+    if cx.take((id, false)).is_none() {
         let (a, b) = crest_ptrace::sys::socketpair(libc::AF_UNIX, *ty).map_err(|e| err("making the pair again", e))?;
-        cx.park((*id, false), a)?;
-        cx.park((*id, true), b)?;
+        cx.park((id, false), a)?;
+        cx.park((id, true), b)?;
     }
-    let end_fd = |e: bool| cx.take((*id, e)).expect("parked above");
+    let end_fd = |e: bool| cx.take((id, e)).expect("parked above");
     if let Some(st) = state {
         for (i, queue) in st.queues.iter().enumerate() {
             if queue.is_empty() {
