@@ -2,7 +2,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
-use crest_image::{FdKind, ImageFile, Process, SpecialArea, Vma, VmaBacking};
+use crest_image::{ImageFile, Process, SpecialArea, Vma, VmaBacking};
 use crest_kinds::memory::{self, MapFds};
 use crest_kinds::{attrs, fd, mm, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
@@ -442,7 +442,7 @@ fn check_files(p: &Process) -> Result<(), RestoreError> {
         }
     }
     for f in &p.fds {
-        if let FdKind::Regular { path, .. } | FdKind::Directory { path, .. } = &f.kind {
+        if let Some(path) = f.kind.path() {
             if let Err(e) = std::fs::metadata(path) {
                 return Err(RestoreError::Refused(format!("{path}, open as fd {}, cannot be used: {e}", f.fd)));
             }

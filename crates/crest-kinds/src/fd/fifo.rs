@@ -37,8 +37,15 @@ impl FdHandler for Fifo {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Fifo { .. })
     }
-    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Fifo { path, data } = &rec.kind else { return Ok(None) };
+    fn sharing(&self, _kind: &FdKind) -> super::Sharing {
+        super::Sharing::Image
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Fifo { path, data } = kind else { return String::new() };
+        format!("FIFO {path}{}", if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) })
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Fifo { path, data } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let md = std::fs::metadata(path).map_err(|e| format!("fd {}: the FIFO {path}: {e}", rec.fd))?;
         if !md.file_type().is_fifo() {
             return Err(format!("fd {}: {path} is no longer a FIFO", rec.fd));
@@ -54,6 +61,6 @@ impl FdHandler for Fifo {
         }
         let f: std::os::fd::OwnedFd = reopen(path, rec, libc::O_NONBLOCK)?.into();
         set_status_flags(&f, rec.flags)?;
-        Ok(Some(f))
+        Ok(super::Opened::Fd(f))
     }
 }

@@ -71,8 +71,15 @@ impl FdHandler for Memfd {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Memfd { .. })
     }
-    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Memfd { id, name, size, pos, data, seals, mode } = &rec.kind else { return Ok(None) };
+    fn sharing(&self, _kind: &FdKind) -> super::Sharing {
+        super::Sharing::Image
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Memfd { name, size, pos, .. } = kind else { return String::new() };
+        format!("memfd {name}, {size} bytes, at offset {pos}")
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Memfd { id, name, size, pos, data, seals, mode } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |e: std::io::Error| format!("fd {}: the memfd {name}: {e}", rec.fd);
         let key = (ObjId::shared_memory(*id), false);
         if cx.take(key).is_none() {
@@ -96,6 +103,6 @@ impl FdHandler for Memfd {
         }
         let f: std::os::fd::OwnedFd = f.into();
         super::set_status_flags(&f, rec.flags)?;
-        Ok(Some(f))
+        Ok(super::Opened::Fd(f))
     }
 }

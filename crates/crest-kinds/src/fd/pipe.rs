@@ -93,8 +93,15 @@ impl FdHandler for Pipe {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Pipe { .. })
     }
-    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Pipe { id, write_end, size, data } = &rec.kind else { return Ok(None) };
+    fn sharing(&self, _kind: &FdKind) -> super::Sharing {
+        super::Sharing::Image
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Pipe { id, write_end, data, .. } = kind else { return String::new() };
+        format!("{} end of pipe {id}{}", if *write_end { "write" } else { "read" }, if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) })
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Pipe { id, write_end, size, data } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |e: std::io::Error| format!("fd {}: pipe: {e}", rec.fd);
         let id = ObjId::pipe(*id);
         if cx.take((id, false)).is_none() {
@@ -111,6 +118,6 @@ impl FdHandler for Pipe {
         }
         let f = cx.open_file((id, *write_end), rec.flags as i32).expect("parked above")?;
         set_status_flags(&f, rec.flags)?;
-        Ok(Some(f))
+        Ok(super::Opened::Fd(f))
     }
 }

@@ -271,11 +271,25 @@ impl FdHandler for Socket {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Socket { .. } | FdKind::UnixPair { .. })
     }
-    fn open(&self, rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        if let FdKind::UnixPair { .. } = &rec.kind {
-            return open_pair(rec, cx).map(Some);
+    fn sharing(&self, kind: &FdKind) -> super::Sharing {
+        if matches!(kind, FdKind::UnixPair { .. }) {
+            super::Sharing::Image
+        } else {
+            super::Sharing::File
         }
-        let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Ok(None) };
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        match kind {
+            FdKind::UnixPair { what, state: Some(s), .. } => format!("{what}, {} and {} messages queued", s.queues[0].len(), s.queues[1].len()),
+            FdKind::Socket { what, .. } | FdKind::UnixPair { what, .. } => what.clone(),
+            _ => String::new(),
+        }
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<super::Opened, String> {
+        if let FdKind::UnixPair { .. } = &rec.kind {
+            return open_pair(rec, cx).map(super::Opened::Fd);
+        }
+        let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
         let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
         for &(level, name, value) in options {
@@ -303,7 +317,7 @@ impl FdHandler for Socket {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
         }
         super::set_status_flags(&s, rec.flags)?;
-        Ok(Some(s))
+        Ok(super::Opened::Fd(s))
     }
 }
 
