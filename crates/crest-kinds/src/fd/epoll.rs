@@ -73,7 +73,7 @@ impl FdHandler for Epoll {
         }
         let made = crest_ptrace::sys::epoll_create(0).map_err(|e| format!("fd {}: {e}", rec.fd))?;
         // Above every saved number, so that no target number is the instance itself.
-        let ep = crest_ptrace::sys::owned_fd(crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&made), cx.high).map_err(|e| format!("fd {}: {e}", rec.fd))?);
+        let ep = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&made), cx.high).map_err(|e| format!("fd {}: {e}", rec.fd))?;
         drop(made);
         let epfd = std::os::fd::AsRawFd::as_raw_fd(&ep);
         for (i, &(t, events, data)) in targets.iter().enumerate() {
@@ -86,15 +86,26 @@ impl FdHandler for Epoll {
             // The file is at `source`: put it at `t` while it is added, then put back what
             // was at `t`.
             let held = match crest_ptrace::sys::cloexec(t) {
-                Ok(cloexec) => Some((crest_ptrace::sys::owned_fd(crest_ptrace::sys::dup_above(t, cx.high).map_err(err)?), cloexec)),
+                Ok(cloexec) => Some((crest_ptrace::sys::dup_above(t, cx.high).map_err(err)?, cloexec)),
                 Err(_) => None,
             };
-            crest_ptrace::sys::dup3(source, t, true).map_err(err)?;
-            let added = crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err);
-            match &held {
-                Some((f, cloexec)) => crest_ptrace::sys::dup3(std::os::fd::AsRawFd::as_raw_fd(f), t, *cloexec).map_err(err)?,
-                None => crest_ptrace::sys::close(t),
-            }
+            let added = match &held {
+                Some((f, cloexec)) => {
+                    crest_ptrace::sys::dup3(source, t, true).map_err(err)?;
+                    let added = crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err);
+                    crest_ptrace::sys::dup3(std::os::fd::AsRawFd::as_raw_fd(f), t, *cloexec).map_err(err)?;
+                    added
+                }
+                None => {
+                    // `t` is free: the lowest free number from `t` up is `t` itself, and the
+                    // copy is closed again when dropped.
+                    let copy = crest_ptrace::sys::dup_above(source, t).map_err(err)?;
+                    if std::os::fd::AsRawFd::as_raw_fd(&copy) != t {
+                        return Err(format!("fd {}: watching fd {t}: the number was taken meanwhile", rec.fd));
+                    }
+                    crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err)
+                }
+            };
             added?;
         }
         Ok(super::Opened::Fd(ep))

@@ -131,9 +131,8 @@ impl PrepareCx {
 
     /// Parks `fd` for `key` above the saved numbers.
     pub fn park(&mut self, key: Slot, fd: std::os::fd::OwnedFd) -> Result<(), String> {
-        let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&fd), self.high).map_err(|e| format!("moving a descriptor: {e}"))?;
+        let parked = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&fd), self.high).map_err(|e| format!("moving a descriptor: {e}"))?;
         drop(fd);
-        let parked = crest_ptrace::sys::owned_fd(n);
         self.parked.insert(key, parked);
         Ok(())
     }
@@ -359,7 +358,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
     let cx = out.cx.as_mut().expect("set above");
     for &(id, fd) in memfds {
         let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("shared memory: {e}"))?;
-        cx.park((ObjId::shared_memory(id), false), crest_ptrace::sys::owned_fd(copy))?;
+        cx.park((ObjId::shared_memory(id), false), copy)?;
     }
     for r in procs.iter().flat_map(|recs| recs.iter()) {
         let h = handler_for(&r.kind).ok_or_else(|| format!("fd {}: no handler", r.fd))?;
@@ -374,8 +373,8 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
         let Opened::Fd(f) = h.open(r, cx)? else { continue };
         let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&f), high).map_err(|e| format!("fd {}: moving a descriptor: {e}", r.fd))?;
         drop(f);
-        out.by_file.insert(r.file, n);
-        out.opened.push(crest_ptrace::sys::owned_fd(n));
+        out.by_file.insert(r.file, std::os::fd::AsRawFd::as_raw_fd(&n));
+        out.opened.push(n);
     }
     Ok(out)
 }
