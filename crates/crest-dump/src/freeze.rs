@@ -56,7 +56,12 @@ enum Borrow {
     Clean,
 }
 
-/// Seizes and stops every thread of `pid`.
+/// Seizes and stops every thread of `pid`. Whatever fails on the way, every thread seized so far
+/// is let go (detached, running as before).
+///
+/// For tests, `CREST_FAIL_AT=STEP` makes it fail at one step: `seized` (a thread seized, not
+/// yet asked to stop), `interrupted` (asked to stop, not waited for), `stopped` (a thread
+/// stopped, not yet recorded) or `frozen` (every thread stopped).
 pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     let status = crest_proc::read(pid, "status").map_err(|_| DumpError::NoProcess(pid))?;
     if let Some(by) = crest_proc::status_field(&status, "TracerPid").and_then(|t| t.parse::<i32>().ok()).filter(|t| *t != 0) {
@@ -95,11 +100,13 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            fail_at("seized")?;
             match t.interrupt() {
                 Err(e) if gone(&e) => continue,
                 r => r?,
             }
             asked.push(t);
+            fail_at("interrupted")?;
         }
         for t in asked {
             let mut stolen = Vec::new();
@@ -123,13 +130,23 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
                 Err(e) if gone(&e) && !crest_proc::read(pid, "stat").is_ok_and(|s| crest_proc::parse_stat(&s).is_ok_and(|st| !matches!(st.state, 'Z' | 'X'))) => return Err(DumpError::NoProcess(pid)),
                 r => r?,
             };
+            fail_at("stopped")?;
             f.threads.push((t, thread::Frozen { regs, sigmask, stolen }, Borrow::Untouched));
         }
     }
     if f.threads.is_empty() {
         return Err(DumpError::NoProcess(pid));
     }
+    fail_at("frozen")?;
     Ok(f)
+}
+
+/// Fails at `step` when the environment asks for it (`CREST_FAIL_AT`, for tests).
+fn fail_at(step: &'static str) -> Result<(), DumpError> {
+    match std::env::var_os("CREST_FAIL_AT") {
+        Some(s) if s == step => Err(DumpError::Injected(step)),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `e` says the thread ended (exited, or is gone) while it was being frozen.

@@ -107,6 +107,9 @@ pub enum DumpError {
         /// The other checkpoint's process, when it can be seen.
         by: Option<i32>,
     },
+    /// A failure injected for a test (`CREST_FAIL_AT=STEP`, see [`freeze()`]).
+    #[error("failure injected at {0}")]
+    Injected(&'static str),
     /// The page data does not account for all the memory to save: a fault of the checkpoint
     /// itself, caught before the image is given its name.
     #[error("the image would be incomplete, so it was not written: {0}")]

@@ -582,6 +582,35 @@ pub enum FdKind {
     },
 }
 
+impl FdKind {
+    /// The path in the file system the record names, reopened by it at restart: checked by
+    /// validation (absolute) and before a restart (present), moved by `cr_restart --relocate`.
+    /// A new kind that names a path says so here, once.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } => Some(path),
+            FdKind::EventFd { .. }
+            | FdKind::Pipe { .. }
+            | FdKind::Epoll { .. }
+            | FdKind::Memfd { .. }
+            | FdKind::Inherited { .. }
+            | FdKind::TimerFd { .. }
+            | FdKind::Socket { .. }
+            | FdKind::UnixPair { .. }
+            | FdKind::SignalFd { .. }
+            | FdKind::Dropped { .. } => None,
+        }
+    }
+
+    /// [`FdKind::path`], to change it.
+    pub fn path_mut(&mut self) -> Option<&mut String> {
+        match self {
+            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 /// What a connected pair of unix sockets holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnixPairState {

@@ -2,7 +2,7 @@
 //! address ranges in user space, sorted non-overlapping mappings, page runs inside their mapping
 //! and inside the page section, sane counts. Every failure names the process and object.
 use crate::format::PAGE_SIZE;
-use crate::records::{FdKind, Image, Vma, VmaBacking, RECORD_VERSION};
+use crate::records::{Image, Vma, VmaBacking, RECORD_VERSION};
 use crate::ImageError;
 
 /// Highest user address on x86-64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -102,7 +102,7 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             if f.v != RECORD_VERSION {
                 return bad(format!("fd record version {} (pid {pid} fd {}) is not supported", f.v, f.fd));
             }
-            if let FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } = &f.kind {
+            if let Some(path) = f.kind.path() {
                 if !path.starts_with('/') {
                     return bad(format!("pid {pid} fd {}: relative path", f.fd));
                 }

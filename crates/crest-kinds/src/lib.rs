@@ -7,6 +7,7 @@
 //! | [`vdso`] | `[vvar]`, `[vvar_vclock]`, `[vdso]` | `smaps` | remote `mremap` to the saved addresses |
 //! | [`mm`] | brk, stack, arg/env, auxv, exe | `stat`, remote `brk(0)`, `auxv` | remote `prctl(PR_SET_MM_MAP)` |
 //! | [`fd`] | file descriptors, one module per file kind behind [`fd::FdHandler`] | `fd/`, `fdinfo/` | reopened in the husk |
+//! | [`ident`] | the identity of an object shared by several descriptors or mappings ([`ObjId`]) | | |
 //! | [`signals`] | dispositions and pending signals | remote `rt_sigaction`, `PTRACE_PEEKSIGINFO` | `rt_sigaction` in the husk, remote `rt_tgsigqueueinfo` |
 //! | [`thread`] | registers, xsave, mask, tid address, robust list, altstack, rseq | ptrace, remote `prctl`/`sigaltstack` | ptrace, remote syscalls |
 //! | [`ipc`] | SysV shared memory and semaphore sets | `/proc/sysvipc`, `IPC_STAT`, `GETALL` | recreated with their ids before the processes |
@@ -21,6 +22,7 @@
 
 pub mod attrs;
 pub mod fd;
+pub mod ident;
 pub mod ipc;
 pub mod memory;
 pub mod mm;
@@ -29,6 +31,8 @@ pub mod signals;
 pub mod task;
 pub mod thread;
 pub mod vdso;
+
+pub use ident::{ObjId, ObjKind};
 
 use crest_ptrace::{mem, Remote, TraceError};
 

@@ -205,14 +205,18 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a copy of `fd` at the lowest free number >= `min`.
-pub fn dup_above(fd: i32, min: i32) -> std::io::Result<i32> {
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a copy of `fd` at the lowest free number >= `min`, owned
+/// by the caller.
+pub fn dup_above(fd: i32, min: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
     // SAFETY: no pointers.
     let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
     if r == -1 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(r)
+    // SAFETY: `r` is a descriptor the kernel has just made for this call: open, and owned by
+    // nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r) })
 }
 
 /// How a child ended.
@@ -406,13 +410,6 @@ pub fn same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> std::io::Result<bo
         return Err(std::io::Error::last_os_error());
     }
     Ok(r == 0)
-}
-
-/// Takes ownership of descriptor number `fd`, which the caller owns and nobody else uses.
-pub fn owned_fd(fd: i32) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: the caller passes a descriptor it owns (just returned by dup/fcntl).
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 
 /// `prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE)`: the size of `struct prctl_mm_map` this kernel

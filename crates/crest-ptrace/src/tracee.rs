@@ -27,11 +27,20 @@ pub enum StopKind {
     OtherEvent(i32),
 }
 
-/// A thread under ptrace. Dropping it does not detach: call [`Tracee::detach`].
+/// A thread under ptrace.
+///
+/// A thread taken with [`Tracee::seize`] (a thread of a process that must go on running) is
+/// detached when the `Tracee` is dropped, whatever happened before: an error on the way cannot
+/// leave it traced and stopped. (Dropping it stops it first if need be, since only a stopped
+/// tracee can be detached, and passes on a signal it stopped for.) Detaching cannot give back
+/// registers borrowed for remote syscalls: whoever borrows them puts them back first. Husks
+/// ([`Tracee::seize_with`]) and threads that were never the target's own ([`Tracee::adopt`]) are
+/// not detached on drop: they are killed rather than let run half made.
 #[derive(Debug)]
 pub struct Tracee {
     /// Thread id.
     pub tid: i32,
+    detach_on_drop: bool,
 }
 
 fn check(ret: libc::c_long, req: &'static str, tid: i32) -> Result<libc::c_long, TraceError> {
@@ -49,20 +58,21 @@ impl Tracee {
         // SAFETY: PTRACE_SEIZE takes no pointers; data is the option mask.
         let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0, libc::PTRACE_O_TRACESYSGOOD as libc::c_long) };
         check(r, "PTRACE_SEIZE", tid)?;
-        Ok(Tracee { tid })
+        Ok(Tracee { tid, detach_on_drop: true })
     }
 
-    /// `PTRACE_SEIZE` with the given options.
+    /// `PTRACE_SEIZE` with the given options; not detached on drop (see [`Tracee`]).
     pub fn seize_with(tid: i32, opts: libc::c_int) -> Result<Self, TraceError> {
         // SAFETY: PTRACE_SEIZE takes no pointers; data is the option mask.
         let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0, opts as libc::c_long) };
         check(r, "PTRACE_SEIZE", tid)?;
-        Ok(Tracee { tid })
+        Ok(Tracee { tid, detach_on_drop: false })
     }
 
-    /// A thread already traced by us (a husk that called `PTRACE_TRACEME`).
+    /// A thread already traced by us (a thread or process created by a traced one); not
+    /// detached on drop (see [`Tracee`]).
     pub fn adopt(tid: i32) -> Self {
-        Tracee { tid }
+        Tracee { tid, detach_on_drop: false }
     }
 
     /// `PTRACE_SETOPTIONS`.
@@ -149,9 +159,12 @@ impl Tracee {
         self.resume(libc::PTRACE_SYSCALL, "PTRACE_SYSCALL", 0)
     }
 
-    /// `PTRACE_DETACH`, delivering `sig` (0 for none).
-    pub fn detach(self, sig: i32) -> Result<(), TraceError> {
-        self.resume(libc::PTRACE_DETACH, "PTRACE_DETACH", sig)
+    /// `PTRACE_DETACH`, delivering `sig` (0 for none). Should it fail, a thread taken with
+    /// [`Tracee::seize`] is still stopped and detached as `self` is dropped.
+    pub fn detach(mut self, sig: i32) -> Result<(), TraceError> {
+        self.resume(libc::PTRACE_DETACH, "PTRACE_DETACH", sig)?;
+        self.detach_on_drop = false;
+        Ok(())
     }
 
     /// `PTRACE_GETEVENTMSG`.
@@ -264,5 +277,28 @@ impl Tracee {
         let r = unsafe { libc::ptrace(PTRACE_GET_RSEQ_CONFIGURATION, self.tid, std::mem::size_of::<RseqConf>(), &mut c as *mut RseqConf) };
         check(r, "PTRACE_GET_RSEQ_CONFIGURATION", self.tid)?;
         Ok((c.abi != 0).then_some((c.abi, c.len, c.sig)))
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        if !self.detach_on_drop {
+            return;
+        }
+        if self.resume(libc::PTRACE_DETACH, "PTRACE_DETACH", 0).is_ok() {
+            return;
+        }
+        // Not in a ptrace stop (seized, or interrupted and not waited for yet): stop it, then
+        // detach it from that stop, passing on a signal it stopped for. A thread that is gone
+        // fails both, and there is nothing left to do.
+        if self.interrupt().is_err() {
+            return;
+        }
+        let sig = match self.wait_stop() {
+            Ok(StopKind::Signal(sig)) => sig,
+            Ok(_) => 0,
+            Err(_) => return,
+        };
+        let _ = self.resume(libc::PTRACE_DETACH, "PTRACE_DETACH", sig);
     }
 }

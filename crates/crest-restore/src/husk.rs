@@ -2,7 +2,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
-use crest_image::{FdKind, ImageFile, Process, SpecialArea, Vma, VmaBacking};
+use crest_image::{ImageFile, Process, SpecialArea, Vma, VmaBacking};
 use crest_kinds::memory::{self, MapFds};
 use crest_kinds::{attrs, fd, mm, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
@@ -201,7 +201,7 @@ impl Ctx<'_> {
         // Everything the restore itself uses goes to its planned number above the saved
         // descriptors: first out of the way (above the whole range), then into place.
         let high = self.parked;
-        let mut staged: Vec<(i32, i32)> = Vec::new(); // (temporary, final)
+        let mut staged: Vec<(std::os::fd::OwnedFd, i32)> = Vec::new(); // (temporary, final)
         let mut stage = |src: i32, dst: i32, what: &str| -> Result<(), String> {
             let t = crest_ptrace::sys::dup_above(src, high).map_err(|e| format!("{what}: {e}"))?;
             staged.push((t, dst));
@@ -224,8 +224,8 @@ impl Ctx<'_> {
             }
         }
         for (t, dst) in staged {
-            crest_ptrace::sys::dup2(t, dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
-            crest_ptrace::sys::close(t);
+            crest_ptrace::sys::dup2(t.as_raw_fd(), dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
+            drop(t);
             placed.set(true);
         }
         fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked)?;
@@ -276,15 +276,15 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             let size = layouts.iter().flat_map(|l| &l.shared).filter(|s| s.0 == id).map(|s| s.1).max().unwrap_or(size);
             let f = crest_ptrace::sys::memfd("crest-shared", size).map_err(|e| RestoreError::Refused(format!("creating shared memory: {e}")))?;
             let n = crest_ptrace::sys::dup_above(f.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
-            memfds_owned.push(crest_ptrace::sys::owned_fd(n));
-            memfds.insert(id, n);
+            memfds.insert(id, n.as_raw_fd());
+            memfds_owned.push(n);
         }
     }
     let memfd_list: Vec<(u64, i32)> = memfds.iter().map(|(&id, &fd)| (id, fd)).collect();
     let shared = fd::prepare_shared(&records, parked, &memfd_list).map_err(RestoreError::Refused)?;
     crest_kinds::ipc::restore(&image.ipc)?;
-    let image_fd = crest_ptrace::sys::dup_above(img.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
-    let image_fd_owned = crest_ptrace::sys::owned_fd(image_fd);
+    let image_fd_owned = crest_ptrace::sys::dup_above(img.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
+    let image_fd = image_fd_owned.as_raw_fd();
     let mut status = vec![-1; procs.len()];
     let mut readers: Vec<Option<std::os::fd::OwnedFd>> = (0..procs.len()).map(|_| None).collect();
     let mut writers = Vec::new();
@@ -292,8 +292,8 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         let (r, w) = crest_ptrace::husk::status_pipe()?;
         let n = crest_ptrace::sys::dup_above(w.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
         drop(w);
-        writers.push(crest_ptrace::sys::owned_fd(n));
-        status[i] = n;
+        status[i] = n.as_raw_fd();
+        writers.push(n);
         readers[i] = Some(r);
     }
     if opts.restore_pid {
@@ -442,7 +442,7 @@ fn check_files(p: &Process) -> Result<(), RestoreError> {
         }
     }
     for f in &p.fds {
-        if let FdKind::Regular { path, .. } | FdKind::Directory { path, .. } = &f.kind {
+        if let Some(path) = f.kind.path() {
             if let Err(e) = std::fs::metadata(path) {
                 return Err(RestoreError::Refused(format!("{path}, open as fd {}, cannot be used: {e}", f.fd)));
             }

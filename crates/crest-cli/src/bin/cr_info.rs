@@ -5,7 +5,7 @@
 //! Dates are local (`TZ`): readable in the text, ISO 8601 in `--json` (with `time_unix`).
 //! In `--json` the command line and the environment are lists of strings; an argument or
 //! variable that is not UTF-8 is `{"non_utf8_bytes": [...]}`. Paths are strings.
-use crest_image::{FdKind, ImageFile, SpecialArea, VmaBacking};
+use crest_image::{ImageFile, SpecialArea, VmaBacking};
 use crest_kinds::memory::describe;
 
 fn main() {
@@ -191,33 +191,7 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
         }
         let _ = writeln!(o, "  descriptors ({}):", p.fds.len());
         for f in &p.fds {
-            let what = match &f.kind {
-                FdKind::Regular { path, pos, .. } => format!("file {path} at offset {pos}"),
-                FdKind::Directory { path, .. } => format!("directory {path}"),
-                FdKind::CharDevice { path, .. } => format!("device {path}"),
-                FdKind::EventFd { count, semaphore } => format!("eventfd, counter {count}{}", if *semaphore { ", semaphore" } else { "" }),
-                FdKind::Pipe { id, write_end, data, .. } => {
-                    format!("{} end of pipe {id}{}", if *write_end { "write" } else { "read" }, if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) })
-                }
-                FdKind::Epoll { targets, .. } => format!("epoll watching fds {:?}", targets.iter().map(|t| t.0).collect::<Vec<_>>()),
-                FdKind::Fifo { path, data } => format!("FIFO {path}{}", if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) }),
-                FdKind::Memfd { name, size, pos, .. } => format!("memfd {name}, {size} bytes, at offset {pos}"),
-                FdKind::Inherited { what, .. } => {
-                    format!("{what} (taken from cr_restart's own descriptor)")
-                }
-                FdKind::TimerFd { clock, value_ns, interval_ns, ticks, .. } => {
-                    format!("timerfd on clock {clock}, next in {:.3} s, every {:.3} s, {ticks} unread expirations", *value_ns as f64 / 1e9, *interval_ns as f64 / 1e9)
-                }
-                FdKind::Socket { what, .. } => what.clone(),
-                FdKind::UnixPair { what, state, .. } => match state {
-                    Some(s) => format!("{what}, {} and {} messages queued", s.queues[0].len(), s.queues[1].len()),
-                    None => what.clone(),
-                },
-                FdKind::SignalFd { mask } => format!("signalfd for signals {mask:#x}"),
-                FdKind::Dropped { what } => {
-                    format!("DROPPED: {what} (restored as a closed socket)")
-                }
-            };
+            let what = crest_kinds::fd::describe(&f.kind);
             let _ = writeln!(o, "    {:>4}{} flags {:#o}: {what}", f.fd, if f.cloexec { " (cloexec)" } else { "" }, f.flags);
         }
         if !p.dropped.is_empty() {

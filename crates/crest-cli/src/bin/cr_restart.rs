@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crest_cli::preflight::{self, Caller, Refusal};
 use crest_cli::{chosen_signal, exits, last_given, signal_name, Say};
-use crest_image::{FdKind, ImageError, ImageFile, Process, VmaBacking};
+use crest_image::{ImageError, ImageFile, Process, VmaBacking};
 use crest_ptrace::sys::{self, ChildEnd};
 use crest_restore::{RestoreError, RestoreOptions};
 
@@ -237,7 +237,7 @@ fn relocate(p: &mut Process, relocs: &[(PathBuf, PathBuf)]) -> std::collections:
         }
     }
     for f in &mut p.fds {
-        if let FdKind::Regular { path, .. } | FdKind::Directory { path, .. } = &mut f.kind {
+        if let Some(path) = f.kind.path_mut() {
             apply(path);
         }
     }

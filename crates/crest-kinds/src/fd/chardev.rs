@@ -28,8 +28,12 @@ impl FdHandler for CharDevice {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::CharDevice { .. })
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::CharDevice { path, .. } = &rec.kind else { return Ok(None) };
-        Ok(Some(reopen(path, rec, 0)?.into()))
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::CharDevice { path, .. } = kind else { return String::new() };
+        format!("device {path}")
+    }
+    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::CharDevice { path, .. } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
+        Ok(super::Opened::Fd(reopen(path, rec, 0)?.into()))
     }
 }

@@ -29,8 +29,12 @@ impl FdHandler for Directory {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Directory { .. })
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Directory { path, .. } = &rec.kind else { return Ok(None) };
-        Ok(Some(reopen(path, rec, libc::O_DIRECTORY)?.into()))
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Directory { path, .. } = kind else { return String::new() };
+        format!("directory {path}")
+    }
+    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Directory { path, .. } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
+        Ok(super::Opened::Fd(reopen(path, rec, libc::O_DIRECTORY)?.into()))
     }
 }

@@ -1,6 +1,7 @@
 //! epoll instances: the watched descriptors with their event masks and data come from fdinfo
 //! (`tfd: N events: HEX data: HEX`); restore creates a new instance and adds each target by its
-//! number, after every other descriptor exists (this kind is restored late).
+//! number, once every descriptor it watches is in place (it answers [`super::Opened::NotYet`]
+//! until then).
 //!
 //! A target is the file and the number it was added with: the number may since have been
 //! closed, or hold another file, while the file stays open under another number. `kcmp`
@@ -54,14 +55,25 @@ impl FdHandler for Epoll {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Epoll { .. })
     }
-    fn late(&self) -> bool {
-        true
+    fn sharing(&self, _kind: &FdKind) -> super::Sharing {
+        super::Sharing::Process
     }
-    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Epoll { targets, sources } = &rec.kind else { return Ok(None) };
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Epoll { targets, .. } = kind else { return String::new() };
+        format!("epoll watching fds {:?}", targets.iter().map(|t| t.0).collect::<Vec<_>>())
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Epoll { targets, sources } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
+        // Every descriptor it watches, or that holds a watched file, is restored first.
+        let mut waits: Vec<i32> = sources.iter().copied().chain(targets.iter().map(|t| t.0)).filter(|&n| n != rec.fd && cx.saved.contains(&n) && !cx.placed.contains(&n)).collect();
+        if !waits.is_empty() {
+            waits.sort_unstable();
+            waits.dedup();
+            return Ok(super::Opened::NotYet(waits));
+        }
         let made = crest_ptrace::sys::epoll_create(0).map_err(|e| format!("fd {}: {e}", rec.fd))?;
         // Above every saved number, so that no target number is the instance itself.
-        let ep = crest_ptrace::sys::owned_fd(crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&made), cx.high).map_err(|e| format!("fd {}: {e}", rec.fd))?);
+        let ep = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&made), cx.high).map_err(|e| format!("fd {}: {e}", rec.fd))?;
         drop(made);
         let epfd = std::os::fd::AsRawFd::as_raw_fd(&ep);
         for (i, &(t, events, data)) in targets.iter().enumerate() {
@@ -74,18 +86,29 @@ impl FdHandler for Epoll {
             // The file is at `source`: put it at `t` while it is added, then put back what
             // was at `t`.
             let held = match crest_ptrace::sys::cloexec(t) {
-                Ok(cloexec) => Some((crest_ptrace::sys::owned_fd(crest_ptrace::sys::dup_above(t, cx.high).map_err(err)?), cloexec)),
+                Ok(cloexec) => Some((crest_ptrace::sys::dup_above(t, cx.high).map_err(err)?, cloexec)),
                 Err(_) => None,
             };
-            crest_ptrace::sys::dup3(source, t, true).map_err(err)?;
-            let added = crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err);
-            match &held {
-                Some((f, cloexec)) => crest_ptrace::sys::dup3(std::os::fd::AsRawFd::as_raw_fd(f), t, *cloexec).map_err(err)?,
-                None => crest_ptrace::sys::close(t),
-            }
+            let added = match &held {
+                Some((f, cloexec)) => {
+                    crest_ptrace::sys::dup3(source, t, true).map_err(err)?;
+                    let added = crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err);
+                    crest_ptrace::sys::dup3(std::os::fd::AsRawFd::as_raw_fd(f), t, *cloexec).map_err(err)?;
+                    added
+                }
+                None => {
+                    // `t` is free: the lowest free number from `t` up is `t` itself, and the
+                    // copy is closed again when dropped.
+                    let copy = crest_ptrace::sys::dup_above(source, t).map_err(err)?;
+                    if std::os::fd::AsRawFd::as_raw_fd(&copy) != t {
+                        return Err(format!("fd {}: watching fd {t}: the number was taken meanwhile", rec.fd));
+                    }
+                    crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err)
+                }
+            };
             added?;
         }
-        Ok(Some(ep))
+        Ok(super::Opened::Fd(ep))
     }
 }
 

@@ -33,13 +33,17 @@ impl FdHandler for EventFd {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::EventFd { .. })
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::EventFd { count, semaphore } = rec.kind else { return Ok(None) };
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::EventFd { count, semaphore } = kind else { return String::new() };
+        format!("eventfd, counter {count}{}", if *semaphore { ", semaphore" } else { "" })
+    }
+    fn open(&self, rec: &FdRecord, _cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::EventFd { count, semaphore } = rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let f = crest_ptrace::sys::eventfd(0, if semaphore { libc::EFD_SEMAPHORE } else { 0 }).map_err(|e| format!("fd {}: {e}", rec.fd))?;
         if count > 0 {
             std::fs::File::from(f.try_clone().map_err(|e| e.to_string())?).write_all(&count.to_ne_bytes()).map_err(|e| format!("fd {}: setting the eventfd counter: {e}", rec.fd))?;
         }
         set_status_flags(&f, rec.flags)?;
-        Ok(Some(f))
+        Ok(super::Opened::Fd(f))
     }
 }

@@ -7,13 +7,13 @@
 //! opened with the saved mode without blocking, and the saved status flags are set.
 use std::fs::Metadata;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 
 use crest_image::{FdKind, FdRecord};
 use crest_proc::FdInfo;
 
 use super::{reopen, set_status_flags, DumpCx, FdHandler, PrepareCx};
-use crate::KindError;
+use crate::{KindError, ObjId};
 
 /// The handler.
 pub struct Fifo;
@@ -27,7 +27,7 @@ impl FdHandler for Fifo {
     }
     fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let reads = info.flags & libc::O_ACCMODE as u32 != libc::O_WRONLY as u32;
-        let data = if reads && cx.seen.insert(md.ino()) {
+        let data = if reads && cx.seen.insert(ObjId::fifo(md)) {
             super::pipe::peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in the FIFO {link}", cx.pid), e))?.0
         } else {
             Vec::new()
@@ -37,13 +37,20 @@ impl FdHandler for Fifo {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Fifo { .. })
     }
-    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Fifo { path, data } = &rec.kind else { return Ok(None) };
+    fn sharing(&self, _kind: &FdKind) -> super::Sharing {
+        super::Sharing::Image
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Fifo { path, data } = kind else { return String::new() };
+        format!("FIFO {path}{}", if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) })
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Fifo { path, data } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let md = std::fs::metadata(path).map_err(|e| format!("fd {}: the FIFO {path}: {e}", rec.fd))?;
         if !md.file_type().is_fifo() {
             return Err(format!("fd {}: {path} is no longer a FIFO", rec.fd));
         }
-        let key = (md.ino(), false);
+        let key = (ObjId::fifo(&md), false);
         if cx.take(key).is_none() {
             let both = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("fd {}: opening the FIFO {path}: {e}", rec.fd))?;
             cx.park(key, both.into())?;
@@ -54,6 +61,6 @@ impl FdHandler for Fifo {
         }
         let f: std::os::fd::OwnedFd = reopen(path, rec, libc::O_NONBLOCK)?.into();
         set_status_flags(&f, rec.flags)?;
-        Ok(Some(f))
+        Ok(super::Opened::Fd(f))
     }
 }

@@ -56,7 +56,14 @@ impl FdHandler for Inherited {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Inherited { .. })
     }
-    fn open(&self, _rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        Ok(None)
+    fn sharing(&self, _kind: &FdKind) -> super::Sharing {
+        super::Sharing::Descriptor
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Inherited { what, .. } = kind else { return String::new() };
+        format!("{what} (taken from cr_restart's own descriptor)")
+    }
+    fn open(&self, _rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<super::Opened, String> {
+        Ok(super::Opened::AsIs)
     }
 }

@@ -12,7 +12,7 @@ use crest_image::{FdKind, FdRecord};
 use crest_proc::FdInfo;
 
 use super::{DumpCx, FdHandler, PrepareCx};
-use crate::KindError;
+use crate::{KindError, ObjId};
 
 /// Largest memfd saved through its descriptor.
 const MAX: u64 = 256 << 20;
@@ -56,7 +56,7 @@ impl FdHandler for Memfd {
         if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE) != 0 && mapped_shared(cx, md.ino()) {
             return Err(KindError::Unsupported(format!("pid {} fd {fd}: the memfd {name} is sealed against writes and mapped shared; that is not supported yet", cx.pid)));
         }
-        if cx.seen.insert(id) {
+        if cx.seen.insert(ObjId::memfd(md)) {
             if size > MAX {
                 return Err(KindError::Unsupported(format!("pid {} fd {fd}: the memfd {name} holds {size} bytes; more than {MAX} is not supported yet", cx.pid)));
             }
@@ -71,14 +71,22 @@ impl FdHandler for Memfd {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Memfd { .. })
     }
-    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Memfd { id, name, size, pos, data, seals, mode } = &rec.kind else { return Ok(None) };
+    fn sharing(&self, _kind: &FdKind) -> super::Sharing {
+        super::Sharing::Image
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Memfd { name, size, pos, .. } = kind else { return String::new() };
+        format!("memfd {name}, {size} bytes, at offset {pos}")
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Memfd { id, name, size, pos, data, seals, mode } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |e: std::io::Error| format!("fd {}: the memfd {name}: {e}", rec.fd);
-        if cx.take((*id, false)).is_none() {
+        let key = (ObjId::shared_memory(*id), false);
+        if cx.take(key).is_none() {
             let f = crest_ptrace::sys::memfd_sealable(name, *size).map_err(err)?;
-            cx.park((*id, false), f)?;
+            cx.park(key, f)?;
         }
-        let f = std::fs::File::from(cx.open_file((*id, false), rec.flags as i32).expect("parked above")?);
+        let f = std::fs::File::from(cx.open_file(key, rec.flags as i32).expect("parked above")?);
         if f.metadata().map_err(err)?.len() < *size {
             f.set_len(*size).map_err(err)?;
         }
@@ -95,6 +103,6 @@ impl FdHandler for Memfd {
         }
         let f: std::os::fd::OwnedFd = f.into();
         super::set_status_flags(&f, rec.flags)?;
-        Ok(Some(f))
+        Ok(super::Opened::Fd(f))
     }
 }

@@ -13,7 +13,7 @@ use crest_image::{FdKind, FdRecord, StdioClass};
 use crest_proc::FdInfo;
 
 use super::{set_status_flags, DumpCx, FdHandler, PrepareCx};
-use crate::KindError;
+use crate::{KindError, ObjId};
 
 /// The handler.
 pub struct Pipe;
@@ -65,7 +65,8 @@ impl FdHandler for Pipe {
         // Only the read end, and no writer is left anywhere: restored as a pipe holding its
         // data whose write end is closed.
         if !both && !ends.contains(&true) && !writer_alive(cx, fd) {
-            let (data, size) = if cx.seen.insert(id) { peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))? } else { (Vec::new(), 0) };
+            let (data, size) =
+                if cx.seen.insert(ObjId::pipe(id)) { peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))? } else { (Vec::new(), 0) };
             return Ok(FdKind::Pipe { id, write_end: false, size, data });
         }
         if !both {
@@ -82,30 +83,41 @@ impl FdHandler for Pipe {
             );
         }
         let write_end = is_write(info.flags);
-        let (data, size) =
-            if !write_end && cx.seen.insert(id) { peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))? } else { (Vec::new(), 0) };
+        let (data, size) = if !write_end && cx.seen.insert(ObjId::pipe(id)) {
+            peek(cx, fd).map_err(|e| KindError::io(format!("pid {} fd {fd}: reading the data buffered in {link}", cx.pid), e))?
+        } else {
+            (Vec::new(), 0)
+        };
         Ok(FdKind::Pipe { id, write_end, size, data })
     }
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Pipe { .. })
     }
-    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Pipe { id, write_end, size, data } = &rec.kind else { return Ok(None) };
+    fn sharing(&self, _kind: &FdKind) -> super::Sharing {
+        super::Sharing::Image
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Pipe { id, write_end, data, .. } = kind else { return String::new() };
+        format!("{} end of pipe {id}{}", if *write_end { "write" } else { "read" }, if data.is_empty() { String::new() } else { format!(", {} bytes buffered", data.len()) })
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Pipe { id, write_end, size, data } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |e: std::io::Error| format!("fd {}: pipe: {e}", rec.fd);
-        if cx.take((*id, false)).is_none() {
+        let id = ObjId::pipe(*id);
+        if cx.take((id, false)).is_none() {
             let (r, w) = crest_ptrace::sys::pipe2(libc::O_CLOEXEC).map_err(err)?;
             if *size > 0 {
                 crest_ptrace::sys::pipe_size(w.as_raw_fd(), Some(*size as i32)).map_err(err)?;
             }
-            cx.park((*id, false), r)?;
-            cx.park((*id, true), w)?;
+            cx.park((id, false), r)?;
+            cx.park((id, true), w)?;
         }
         if !data.is_empty() {
-            let w = cx.take((*id, true)).expect("parked above")?;
+            let w = cx.take((id, true)).expect("parked above")?;
             std::fs::File::from(w).write_all(data).map_err(err)?;
         }
-        let f = cx.open_file((*id, *write_end), rec.flags as i32).expect("parked above")?;
+        let f = cx.open_file((id, *write_end), rec.flags as i32).expect("parked above")?;
         set_status_flags(&f, rec.flags)?;
-        Ok(Some(f))
+        Ok(super::Opened::Fd(f))
     }
 }

@@ -32,10 +32,14 @@ impl FdHandler for Regular {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Regular { .. })
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::Regular { path, pos, .. } = &rec.kind else { return Ok(None) };
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Regular { path, pos, .. } = kind else { return String::new() };
+        format!("file {path} at offset {pos}")
+    }
+    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::Regular { path, pos, .. } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let f = reopen(path, rec, 0)?;
         std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(*pos)).map_err(|e| format!("fd {}: seeking {path} to {pos}: {e}", rec.fd))?;
-        Ok(Some(f.into()))
+        Ok(super::Opened::Fd(f.into()))
     }
 }

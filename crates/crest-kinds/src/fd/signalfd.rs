@@ -31,9 +31,13 @@ impl FdHandler for SignalFd {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::SignalFd { .. })
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::SignalFd { mask } = rec.kind else { return Ok(None) };
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::SignalFd { mask } = kind else { return String::new() };
+        format!("signalfd for signals {mask:#x}")
+    }
+    fn open(&self, rec: &FdRecord, _cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::SignalFd { mask } = rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let fd = crest_ptrace::sys::signalfd(mask, (rec.flags as i32) & libc::O_NONBLOCK).map_err(|e| format!("fd {}: signalfd for mask {mask:#x}: {e}", rec.fd))?;
-        Ok(Some(fd))
+        Ok(super::Opened::Fd(fd))
     }
 }

@@ -271,11 +271,25 @@ impl FdHandler for Socket {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Socket { .. } | FdKind::UnixPair { .. })
     }
-    fn open(&self, rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        if let FdKind::UnixPair { .. } = &rec.kind {
-            return open_pair(rec, cx).map(Some);
+    fn sharing(&self, kind: &FdKind) -> super::Sharing {
+        if matches!(kind, FdKind::UnixPair { .. }) {
+            super::Sharing::Image
+        } else {
+            super::Sharing::File
         }
-        let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Ok(None) };
+    }
+    fn describe(&self, kind: &FdKind) -> String {
+        match kind {
+            FdKind::UnixPair { what, state: Some(s), .. } => format!("{what}, {} and {} messages queued", s.queues[0].len(), s.queues[1].len()),
+            FdKind::Socket { what, .. } | FdKind::UnixPair { what, .. } => what.clone(),
+            _ => String::new(),
+        }
+    }
+    fn open(&self, rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<super::Opened, String> {
+        if let FdKind::UnixPair { .. } = &rec.kind {
+            return open_pair(rec, cx).map(super::Opened::Fd);
+        }
+        let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
         let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
         for &(level, name, value) in options {
@@ -303,7 +317,7 @@ impl FdHandler for Socket {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
         }
         super::set_status_flags(&s, rec.flags)?;
-        Ok(Some(s))
+        Ok(super::Opened::Fd(s))
     }
 }
 
@@ -416,10 +430,6 @@ fn inet_peer_inside(cx: &DumpCx<'_>, copy: Option<i32>) -> bool {
     })
 }
 
-/// Tags a unix socket pair's identity so that it cannot be taken for a pipe's (both are inode
-/// numbers, of two file systems).
-const PAIR_TAG: u64 = 0x5000_0000_0000_0000;
-
 /// `RCV_SHUTDOWN` and `SEND_SHUTDOWN`, as the diagnostics report them.
 const SEND_SHUTDOWN: u8 = 2;
 
@@ -462,9 +472,9 @@ fn peek_queue(fd: i32) -> Result<Vec<Vec<u8>>, String> {
 fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_opt_int;
     let ty = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| format!("reading its type: {e}"))?;
-    let (id, end) = (ino.min(peer) | PAIR_TAG, ino > peer);
+    let (id, end) = (ino.min(peer), ino > peer);
     let options = options_for(libc::AF_UNIX, ty, 0).into_iter().filter_map(|(level, name)| Some((level, name, sock_opt_int(copy, level, name).ok()?))).collect();
-    let state = if cx.seen.insert(id) {
+    let state = if cx.seen.insert(crate::ObjId::unix_pair(id)) {
         let pidfd = crest_ptrace::sys::pidfd_open(o.pid).map_err(|e| format!("opening PID {}: {e}", o.pid))?;
         let other = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), o.fd).map_err(|e| format!("taking a copy of its other end: {e}"))?;
         let mine = peek_queue(copy)?;
@@ -489,12 +499,13 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
     use crest_ptrace::sys::{send_nonblocking, set_sock_opt_int, shutdown};
     let FdKind::UnixPair { id, end, ty, options, state, what } = &rec.kind else { return Err(format!("fd {}: not a socket pair", rec.fd)) };
     let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
-    if cx.take((*id, false)).is_none() {
+    let id = crate::ObjId::unix_pair(*id);
+    if cx.take((id, false)).is_none() {
         let (a, b) = crest_ptrace::sys::socketpair(libc::AF_UNIX, *ty).map_err(|e| err("making the pair again", e))?;
-        cx.park((*id, false), a)?;
-        cx.park((*id, true), b)?;
+        cx.park((id, false), a)?;
+        cx.park((id, true), b)?;
     }
-    let end_fd = |e: bool| cx.take((*id, e)).expect("parked above");
+    let end_fd = |e: bool| cx.take((id, e)).expect("parked above");
     if let Some(st) = state {
         for (i, queue) in st.queues.iter().enumerate() {
             if queue.is_empty() {

@@ -53,8 +53,12 @@ impl FdHandler for TimerFd {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::TimerFd { .. })
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        let FdKind::TimerFd { clock, settime_flags, value_ns, interval_ns, ticks } = rec.kind else { return Ok(None) };
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::TimerFd { clock, value_ns, interval_ns, ticks, .. } = kind else { return String::new() };
+        format!("timerfd on clock {clock}, next in {:.3} s, every {:.3} s, {ticks} unread expirations", *value_ns as f64 / 1e9, *interval_ns as f64 / 1e9)
+    }
+    fn open(&self, rec: &FdRecord, _cx: &mut PrepareCx) -> Result<super::Opened, String> {
+        let FdKind::TimerFd { clock, settime_flags, value_ns, interval_ns, ticks } = rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |what: &str, e: std::io::Error| format!("fd {}: timerfd on clock {clock}: {what}: {e}", rec.fd);
         let flags = (rec.flags as i32) & libc::O_NONBLOCK;
         let t = crest_ptrace::sys::timerfd_create(clock, flags).map_err(|e| err("creating it", e))?;
@@ -64,6 +68,6 @@ impl FdHandler for TimerFd {
         if ticks > 0 {
             crest_ptrace::sys::timerfd_set_ticks(t.as_raw_fd(), ticks).map_err(|e| err("giving back its unread expirations", e))?;
         }
-        Ok(Some(t))
+        Ok(super::Opened::Fd(t))
     }
 }

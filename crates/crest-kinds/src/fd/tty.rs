@@ -7,7 +7,7 @@ use std::fs::Metadata;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use crest_image::{FdKind, FdRecord, StdioClass};
+use crest_image::{FdKind, StdioClass};
 use crest_proc::FdInfo;
 
 use super::{DumpCx, FdHandler};
@@ -43,11 +43,5 @@ impl FdHandler for Tty {
             return super::unsupported::refuse(cx, fd, what, "pseudo-terminals are not saved yet");
         }
         super::inherited::outside(cx, fd, StdioClass::Terminal, true, format!("the terminal {link}"), "a terminal is only kept on standard input, output or error")
-    }
-    fn restores(&self, _kind: &FdKind) -> bool {
-        false
-    }
-    fn open(&self, _rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
-        Ok(None)
     }
 }

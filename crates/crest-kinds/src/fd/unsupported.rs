@@ -61,9 +61,13 @@ impl FdHandler for Unsupported {
     fn restores(&self, kind: &FdKind) -> bool {
         matches!(kind, FdKind::Dropped { .. })
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    fn describe(&self, kind: &FdKind) -> String {
+        let FdKind::Dropped { what } = kind else { return String::new() };
+        format!("DROPPED: {what} (restored as a closed socket)")
+    }
+    fn open(&self, rec: &FdRecord, _cx: &mut super::PrepareCx) -> Result<super::Opened, String> {
         let (mine, other) = crest_ptrace::sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM).map_err(|e| format!("fd {}: a closed socket in place of what was dropped: {e}", rec.fd))?;
         drop(other);
-        Ok(Some(mine))
+        Ok(super::Opened::Fd(mine))
     }
 }
