@@ -122,44 +122,7 @@ pub fn last_given<'a>(m: &ArgMatches, names: &[&'a str]) -> Option<&'a str> {
     names.iter().copied().filter(|n| m.value_source(n) == Some(clap::parser::ValueSource::CommandLine)).max_by_key(|n| m.index_of(n))
 }
 
-/// The name of a signal number, for messages.
-pub fn signal_name(sig: i32) -> String {
-    let names = [
-        "",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    names.get(sig as usize).filter(|n| !n.is_empty()).map_or_else(|| format!("signal {sig}"), |n| n.to_string())
-}
+pub use crest_kinds::exit::signal_name;
 
 /// Whether stderr messages are wanted (`-q` silences them).
 pub struct Say {

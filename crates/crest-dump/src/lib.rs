@@ -31,8 +31,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod claim;
 mod compress;
+mod explain;
 mod freeze;
 mod pages;
 mod precopy;
@@ -41,6 +43,7 @@ mod tree;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use checkpoint::{checkpoint, After, Cancel, Destination, Error, Outcome, Policy, Request};
 pub use freeze::{freeze, DumpOptions, Frozen};
 pub use precopy::{precopy, Precopy};
 pub use tree::{freeze_scope, FrozenTree, Scope};
@@ -59,9 +62,9 @@ pub fn cancelled() -> bool {
     CANCELLED.load(Ordering::SeqCst)
 }
 
-/// `Err(Cancelled)` once [`cancel`] was called.
+/// `Err(Cancelled)` once [`cancel`] was called, or the [`Cancel`] of a checkpoint running.
 pub(crate) fn check_cancel() -> Result<(), DumpError> {
-    if cancelled() {
+    if cancelled() || checkpoint::any_cancelled() {
         Err(DumpError::Cancelled)
     } else {
         Ok(())

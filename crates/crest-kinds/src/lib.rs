@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod attrs;
+pub mod exit;
 pub mod fd;
 pub mod ipc;
 pub mod memory;
