@@ -21,8 +21,11 @@
 
 mod husk;
 mod plan;
+pub mod preflight;
+pub mod restart;
 
 pub use husk::{restore, use_saved_contents, RestoreOptions, Restored};
+pub use restart::{restart, Error, Request, Source};
 
 /// What went wrong during a restart.
 #[derive(Debug, thiserror::Error)]
