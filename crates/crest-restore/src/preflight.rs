@@ -584,6 +584,47 @@ mod tests {
         assert_eq!(credentials(&p, &user(md.uid(), 1000, vec![]), Some(&md)), Ok(()), "its owner may");
     }
 
+    fn fifo(fd: i32, path: &str) -> crest_image::FdRecord {
+        crest_image::FdRecord { v: 1, fd, flags: 0, cloexec: false, file: fd as u64, kind: FdKind::Fifo { path: path.into(), data: Vec::new() }, locks: Vec::new(), fown: Default::default() }
+    }
+
+    /// A FIFO names a path like a file does: it is relocated, and refused by the same rule when
+    /// it is gone or is something else now.
+    #[test]
+    fn every_kind_that_names_a_path_is_relocated_and_checked() {
+        let d = std::env::temp_dir().join(format!("crest-preflight-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("new")).expect("temp dir");
+        let mut p = process(0, 0, vec![], 0);
+        p.fds.push(fifo(3, "/old/place/f"));
+        let r = files(&p, &|_| false).unwrap_err();
+        assert_eq!(r.kind.code(), libc::ENOENT);
+        assert!(r.msg.starts_with("/old/place/f, open as descriptor 3, cannot be used (") && r.msg.ends_with(RELOCATE), "{}", r.msg);
+
+        let relocs = Relocation::parse_all(&[format!("/old/place={}", d.join("new").display())]).expect("parses");
+        let moved = relocate(&mut p, &relocs);
+        let at = d.join("new/f").display().to_string();
+        assert_eq!(paths(&p).last(), Some(&(at.clone(), Named::OpenFifo { fd: 3 })));
+        assert!(moved.contains(&at));
+        std::fs::write(&at, b"").expect("a plain file where the FIFO was");
+        let r = files(&p, &|_| false).unwrap_err();
+        assert_eq!((r.kind.code(), r.msg.clone()), (libc::EINVAL, format!("{at}, open as descriptor 3, is not a FIFO any more; {RELOCATE}")));
+        std::fs::remove_file(&at).expect("remove");
+        assert!(std::process::Command::new("mkfifo").arg(&at).status().is_ok_and(|s| s.success()), "mkfifo");
+        assert_eq!(files(&p, &|_| false), Ok(()));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn relocations_parse_as_blcr_does() {
+        assert_eq!(Relocation::parse("/a/=/b").expect("parses"), Some(Relocation { old: "/a".into(), new: "/b".into() }));
+        assert_eq!(Relocation::parse("/a\\=b=/c").expect("parses"), Some(Relocation { old: "/a=b".into(), new: "/c".into() }));
+        assert_eq!(Relocation::parse("/a=/a/").expect("parses"), None);
+        assert_eq!(Relocation::parse("a=/b"), Err(RelocationError::Relative("a=/b".into())));
+        assert_eq!(Relocation::parse("/a=/b=/c"), Err(RelocationError::NotOnePair("/a=/b=/c".into())));
+        assert_eq!(Relocation::parse_all(&vec!["/a=/b"; 17]), Err(RelocationError::TooMany));
+    }
+
     #[test]
     fn dates_read_as_dates() {
         assert_eq!(when(0), "1970-01-01 00:00:00.000000000 UTC");
