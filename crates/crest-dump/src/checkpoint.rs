@@ -554,6 +554,9 @@ pub fn checkpoint(req: &Request<'_>) -> Result<Outcome, Error> {
 
 fn run(req: &Request<'_>, cancel: &Cancel) -> Result<Outcome, Error> {
     let pid = req.pid;
+    // A process there at the start and missing later has ended during the checkpoint (killed
+    // while a pre-copy or the freeze was under way, say), which is not "no such process".
+    let existed = crest_proc::read(pid, "stat").is_ok();
     let target = resolve(&req.destination)?;
     // What cannot be checkpointed at all is refused before the destination is even opened.
     explain::refuse_early(req.scope, pid)?;
@@ -632,7 +635,7 @@ fn run(req: &Request<'_>, cancel: &Cancel) -> Result<Outcome, Error> {
     let left = Left { pid, stream: target.is_stream().then(|| shown.clone()) };
     let (frozen, stats, precopy_bytes) = match result {
         Ok(x) => x,
-        Err(DumpError::NoProcess(_)) if precopied => {
+        Err(DumpError::NoProcess(p)) if precopied || (existed && p == pid) => {
             cleanup();
             return Err(Error::Ended(pid));
         }
