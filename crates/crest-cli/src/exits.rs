@@ -1,14 +1,17 @@
 //! The one table of exit codes of all four commands. The man pages' EXIT STATUS sections are
 //! generated from it (`crest-gen`), the README holds it as [`markdown`] renders it (a test
-//! compares them), and the commands exit with these constants.
+//! compares them). The codes come from the libraries' one mapping of a failure to an exit
+//! status, [`crest_kinds::exit::ErrorKind::code`], which the commands exit with.
 //!
 //! The convention is BLCR's: 0 for success, 255 for a usage error, and otherwise the errno
 //! value of the cause, so that one number means one thing in every command.
 
+use crest_kinds::exit::ErrorKind;
+
 /// A usage error: unknown option, missing or extra operand, bad value (BLCR's `exit(-1)`).
-pub const USAGE: i32 = 255;
+pub const USAGE: i32 = ErrorKind::Usage.code();
 /// BLCR's `CR_EPTRACED` (2360) as an exit code: the process is traced by someone else.
-pub const PTRACED: i32 = 2360 & 0xff;
+pub const PTRACED: i32 = ErrorKind::Traced.code();
 
 /// One exit code: its number, the errno name behind it, what it means, and which commands
 /// use it.
@@ -39,7 +42,7 @@ pub const TABLE: &[Exit] = &[
         commands: &[CK, RS, INFO, CHECK],
     },
     Exit {
-        code: 1,
+        code: ErrorKind::NotPermitted.code(),
         name: "EPERM",
         meaning: "Not permitted: tracing the process is not allowed (another user's, set-user-ID, kernel.yama.ptrace_scope), \
                   restoring its PID needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (try --no-restore-pid), or the image's \
@@ -47,23 +50,28 @@ pub const TABLE: &[Exit] = &[
                   process was killed (as BLCR's); cr_check exits 1 when something checkpoint or restart needs is missing here.",
         commands: &[CK, RS, CHECK],
     },
-    Exit { code: 2, name: "ENOENT", meaning: "A file the image refers to is missing (see --relocate), or the directory of the destination does not exist.", commands: &[CK, RS] },
-    Exit { code: 3, name: "ESRCH", meaning: "No such process, or it ended during the checkpoint.", commands: &[CK] },
-    Exit { code: 4, name: "EINTR", meaning: "Interrupted by SIGINT, SIGTERM, SIGHUP or SIGQUIT; the process was left running as it was.", commands: &[CK] },
     Exit {
-        code: 5,
+        code: ErrorKind::NotFound.code(),
+        name: "ENOENT",
+        meaning: "A file the image refers to is missing (see --relocate), or the directory of the destination does not exist.",
+        commands: &[CK, RS],
+    },
+    Exit { code: ErrorKind::NoProcess.code(), name: "ESRCH", meaning: "No such process, or it ended during the checkpoint.", commands: &[CK] },
+    Exit { code: ErrorKind::Interrupted.code(), name: "EINTR", meaning: "Interrupted by SIGINT, SIGTERM, SIGHUP or SIGQUIT; the process was left running as it was.", commands: &[CK] },
+    Exit {
+        code: ErrorKind::Failed.code(),
         name: "EIO",
         meaning: "Any other failure; the message says what. (A few rarer causes exit with their own errno value, as in BLCR: \
                   20 ENOTDIR for a path that is not a directory any more, 12 ENOMEM, 10 ECHILD.)",
         commands: &[CK, RS],
     },
-    Exit { code: 9, name: "EBADF", meaning: "The descriptor given with --fd is not open (for writing, or for reading).", commands: &[CK, RS] },
+    Exit { code: ErrorKind::BadDescriptor.code(), name: "EBADF", meaning: "The descriptor given with --fd is not open (for writing, or for reading).", commands: &[CK, RS] },
     Exit { code: 13, name: "EACCES", meaning: "Permission denied: the image cannot be created in that directory.", commands: &[CK] },
-    Exit { code: 16, name: "EBUSY", meaning: "The saved PID is in use (try --no-restore-pid).", commands: &[RS] },
+    Exit { code: ErrorKind::PidInUse.code(), name: "EBUSY", meaning: "The saved PID is in use (try --no-restore-pid).", commands: &[RS] },
     Exit { code: 17, name: "EEXIST", meaning: "The destination exists and --noclobber was given.", commands: &[CK] },
     Exit { code: 21, name: "EISDIR", meaning: "The destination is a directory (use --dir).", commands: &[CK] },
     Exit {
-        code: 22,
+        code: ErrorKind::Invalid.code(),
         name: "EINVAL",
         meaning: "Invalid: the file is not a valid crest image (corrupt, truncated, foreign, a page checksum fails); or \
                   conflicting destinations, a bad --relocate, or an option that is not implemented (cr_restart --dir).",
@@ -71,8 +79,8 @@ pub const TABLE: &[Exit] = &[
     },
     Exit { code: 28, name: "ENOSPC", meaning: "No space left on the device (27 EFBIG, 122 EDQUOT and 30 EROFS likewise name why the image could not be written).", commands: &[CK] },
     Exit { code: PTRACED, name: "CR_EPTRACED", meaning: "The process is already traced: by another checkpoint or by a debugger.", commands: &[CK] },
-    Exit { code: 95, name: "EOPNOTSUPP", meaning: "The process holds something crest cannot save yet; it goes on unharmed.", commands: &[CK] },
-    Exit { code: 110, name: "ETIMEDOUT", meaning: "The --time limit ran out; the process was left running as it was.", commands: &[CK] },
+    Exit { code: ErrorKind::Unsupported.code(), name: "EOPNOTSUPP", meaning: "The process holds something crest cannot save yet; it goes on unharmed.", commands: &[CK] },
+    Exit { code: ErrorKind::TimedOut.code(), name: "ETIMEDOUT", meaning: "The --time limit ran out; the process was left running as it was.", commands: &[CK] },
     Exit {
         code: USAGE,
         name: "",

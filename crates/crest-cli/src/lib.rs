@@ -8,7 +8,6 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 pub mod commands;
 pub mod exits;
-pub mod preflight;
 
 /// The version the commands print.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -44,25 +43,19 @@ pub fn parse_from(cmd: Command, args: impl IntoIterator<Item = std::ffi::OsStrin
     }
 }
 
-/// Opens the image `path` for reading, as `cr_restart` and `cr_info` do. A file that cannot
-/// be opened, or a directory, is refused with a sentence; the caller exits [`exits::USAGE`],
-/// as BLCR's `cr_restart` did for a missing or unreadable file.
+/// Opens the image `path` for reading, as `cr_restart` and `cr_info` do
+/// ([`crest_restore::restart::open_image`]). A file that cannot be opened, or a directory, is
+/// refused with a sentence; the caller exits [`exits::USAGE`], as BLCR's `cr_restart` did for a
+/// missing or unreadable file.
 pub fn open_image(path: &str) -> Result<std::fs::File, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{path}: cannot open the image: {e}"))?;
-    if f.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(format!("{path} is a directory, not a checkpoint image"));
-    }
-    Ok(f)
+    crest_restore::restart::open_image(path).map_err(|e| e.to_string())
 }
 
 /// The exit code for an image that was opened but cannot be used (see [`exits::TABLE`]):
 /// the errno of a read that failed, else EINVAL (not a valid image; a read past the end of a
 /// truncated file, which has no errno, included).
 pub fn image_error_code(e: &crest_image::ImageError) -> i32 {
-    match e {
-        crest_image::ImageError::Io(io) => io.raw_os_error().unwrap_or(libc::EINVAL),
-        _ => libc::EINVAL,
-    }
+    crest_restore::restart::image_error_kind(e).code()
 }
 
 /// A size for people: bytes below 1 KiB, then KiB, MiB, GiB with one decimal where it helps.
@@ -122,44 +115,7 @@ pub fn last_given<'a>(m: &ArgMatches, names: &[&'a str]) -> Option<&'a str> {
     names.iter().copied().filter(|n| m.value_source(n) == Some(clap::parser::ValueSource::CommandLine)).max_by_key(|n| m.index_of(n))
 }
 
-/// The name of a signal number, for messages.
-pub fn signal_name(sig: i32) -> String {
-    let names = [
-        "",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    names.get(sig as usize).filter(|n| !n.is_empty()).map_or_else(|| format!("signal {sig}"), |n| n.to_string())
-}
+pub use crest_kinds::exit::signal_name;
 
 /// Whether stderr messages are wanted (`-q` silences them).
 pub struct Say {

@@ -1,5 +1,22 @@
 //! The checkpoint pipeline.
 //!
+//! Most callers want [`checkpoint()`]: one call that does a whole checkpoint as a
+//! [`Request`] describes it (scope, [`Destination`], [`After`]-action, compression, time limit,
+//! [`Cancel`] handle, progress) and returns an [`Outcome`] or an [`Error`] whose
+//! [`Error::kind`] maps to BLCR's exit codes:
+//!
+//! ```no_run
+//! let mut req = crest_dump::Request::new(4242);
+//! req.destination = crest_dump::Destination::Path { path: "/tmp/ctx".into(), policy: crest_dump::Policy::Atomic };
+//! req.after = crest_dump::After::Kill;
+//! match crest_dump::checkpoint(&req) {
+//!     Ok(done) => println!("saved {} processes into {}", done.pids.len(), done.shown),
+//!     Err(e) => eprintln!("Checkpoint failed: {e} (exit {})", e.kind().code()),
+//! }
+//! ```
+//!
+//! The steps it takes, each public for callers that need them apart:
+//!
 //! 1. [`freeze_scope`]: every process of the scope (BLCR's `--tree`, `--pid`, `--pgid`,
 //!    `--sid`), each with [`freeze`]: `PTRACE_SEIZE` + `PTRACE_INTERRUPT` every thread,
 //!    rescanning `/proc/PID/task` until no new thread appears; signals dequeued on the way are
@@ -25,14 +42,16 @@
 //! checkpoint of it fails with [`DumpError::Claimed`] in every phase of the first. The caller
 //! gives the claims up with [`claim::release_all`] once the processes are let go.
 //!
-//! [`cancel`] (from another thread: a time limit, a signal) makes the checkpoint in progress
-//! stop at its next safe point with [`DumpError::Cancelled`]; the caller drops the `Frozen` and
-//! the target goes on as it was.
+//! [`cancel`] or a request's [`Cancel`] handle (from another thread: a time limit, a signal)
+//! makes the checkpoint in progress stop at its next safe point with [`DumpError::Cancelled`];
+//! the caller drops the `Frozen` and the target goes on as it was.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod claim;
 mod compress;
+mod explain;
 mod freeze;
 mod pages;
 mod precopy;
@@ -41,6 +60,7 @@ mod tree;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use checkpoint::{checkpoint, After, Cancel, Destination, Error, Outcome, Policy, Request};
 pub use freeze::{freeze, DumpOptions, Frozen};
 pub use precopy::{precopy, Precopy};
 pub use tree::{freeze_scope, FrozenTree, Scope};
@@ -59,9 +79,9 @@ pub fn cancelled() -> bool {
     CANCELLED.load(Ordering::SeqCst)
 }
 
-/// `Err(Cancelled)` once [`cancel`] was called.
+/// `Err(Cancelled)` once [`cancel`] was called, or the [`Cancel`] of a checkpoint running.
 pub(crate) fn check_cancel() -> Result<(), DumpError> {
-    if cancelled() {
+    if cancelled() || checkpoint::any_cancelled() {
         Err(DumpError::Cancelled)
     } else {
         Ok(())

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod attrs;
+pub mod exit;
 pub mod fd;
 pub mod ident;
 pub mod ipc;

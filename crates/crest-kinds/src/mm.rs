@@ -56,7 +56,11 @@ pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, mm: &MmState, exe_fd:
         scratch.write(0, &m)?;
         match remote.syscall(libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, at, m.len() as u64, 0])? {
             Ok(_) => return Ok(fd != -1),
-            Err(libc::EPERM) if fd != -1 => continue,
+            // EPERM: the exe link needs CAP_SYS_RESOURCE. EBUSY: the husk's own executable is
+            // still mapped, because the restored process maps it too: the restarter restores a
+            // program of its own binary (a program restarting itself through the library), so
+            // the link the husk has is already the right one.
+            Err(libc::EPERM | libc::EBUSY) if fd != -1 => continue,
             Err(e) => {
                 return Err(KindError::io("setting the memory layout (prctl PR_SET_MM_MAP)", std::io::Error::from_raw_os_error(e)));
             }

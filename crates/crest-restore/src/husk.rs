@@ -239,13 +239,11 @@ impl Ctx<'_> {
 }
 
 /// Restores the image's processes; the topmost are children of the caller, which must be
-/// single-threaded.
+/// single-threaded. The files the image needs are not checked here: run
+/// [`crate::preflight`] first, as [`crate::restart`] does.
 pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let image = &img.image;
     let procs = image.processes.as_slice();
-    for p in procs.iter().filter(|p| p.exit_status.is_none()) {
-        check_files(p)?;
-    }
     let own_maps = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
     let here = vdso::layout(&own_maps);
     if here != image.vdso_layout {
@@ -423,32 +421,6 @@ fn kill_all(pids: &[i32], top: &[i32]) {
     for &p in top {
         let _ = crest_ptrace::sys::wait_child(p);
     }
-}
-
-/// Refuses an image whose files are missing or changed since the checkpoint.
-fn check_files(p: &Process) -> Result<(), RestoreError> {
-    for v in &p.vmas {
-        if let VmaBacking::File { path, size, mtime_ns, .. } = &v.backing {
-            let md = std::fs::metadata(path).map_err(|e| RestoreError::Refused(format!("{path}, mapped at {:#x}, cannot be used: {e}", v.start)))?;
-            let m = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-            if md.size() != *size || m != *mtime_ns {
-                return Err(RestoreError::Refused(format!(
-                    "{path}, mapped at {:#x}, has changed since the checkpoint (size {} then, {} now); the process cannot be restored from it",
-                    v.start,
-                    size,
-                    md.size()
-                )));
-            }
-        }
-    }
-    for f in &p.fds {
-        if let Some(path) = f.kind.path() {
-            if let Err(e) = std::fs::metadata(path) {
-                return Err(RestoreError::Refused(format!("{path}, open as fd {}, cannot be used: {e}", f.fd)));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A free range of `len` bytes in the saved layout that also avoids `avoid`.

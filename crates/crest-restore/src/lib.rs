@@ -1,7 +1,21 @@
 //! The restart pipeline.
 //!
+//! Most callers want [`restart()`]: one call that opens the image a [`Request`] names,
+//! relocates its paths, checks everything before anything starts ([`preflight`]) and restores
+//! the processes as children of the caller; an [`Error`] says why not, with a `kind()` that
+//! maps to BLCR's exit codes:
+//!
+//! ```no_run
+//! let mut req = crest_restore::Request::new(crest_restore::Source::Path("/tmp/ctx".into()));
+//! req.restore_pid = false;
+//! let restored = crest_restore::restart(&req).expect("restarted");
+//! println!("running again as PID {}", restored.pid);
+//! ```
+//!
+//! The steps of [`restore`], which [`restart`] calls once the checks passed:
+//!
 //! 1. Check: the image is whole (framing and metadata checksums, validation), this kernel's
-//!    vDSO has the saved layout, every file the process needs is there and unchanged.
+//!    vDSO has the saved layout (the files were checked by [`preflight`]).
 //! 2. Husk: fork (or `clone3` with `set_tid` for the saved PID) a child that reopens the
 //!    descriptors, sets directory, umask, personality, name and signal dispositions for itself,
 //!    then waits to be seized ([`crest_ptrace::husk`]).
@@ -21,8 +35,11 @@
 
 mod husk;
 mod plan;
+pub mod preflight;
+pub mod restart;
 
 pub use husk::{restore, use_saved_contents, RestoreOptions, Restored};
+pub use restart::{restart, Error, Request, Source};
 
 /// What went wrong during a restart.
 #[derive(Debug, thiserror::Error)]

@@ -2,15 +2,15 @@
 //! stays in the foreground, forwards the signals it receives to it (those that end a job, to
 //! every restored process: see [`forward`]), and exits with its exit status or dies by the
 //! same signal. Options follow BLCR 0.8.6 (see the README).
-use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use crest_cli::preflight::{self, Caller, Refusal};
 use crest_cli::{chosen_signal, exits, last_given, signal_name, Say};
-use crest_image::{ImageError, ImageFile, Process, VmaBacking};
+use crest_kinds::exit::ErrorKind;
 use crest_ptrace::sys::{self, ChildEnd};
-use crest_restore::{RestoreError, RestoreOptions};
+use crest_restore::preflight::Relocation;
+use crest_restore::restart::Event;
+use crest_restore::{Request, Source};
 
 /// A failure: exit code, BLCR class for the hooks, message.
 struct Failure {
@@ -56,51 +56,39 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         return Err(fail(exits::USAGE, "args", "give exactly one image: FILE, --file FILE or --fd FD"));
     }
     if m.contains_id("dir") {
-        return Err(fail(libc::EINVAL, "args", "--dir is not implemented (as in BLCR); give the image file"));
+        return Err(fail(ErrorKind::Invalid.code(), "args", "--dir is not implemented (as in BLCR); give the image file"));
     }
-    let relocs = parse_relocations(m.get_many::<String>("relocate").map(|v| v.cloned().collect()).unwrap_or_default())?;
-    let (file, shown) = if let Some(&fd) = m.get_one::<i32>("fd") {
-        (File::open(format!("/proc/self/fd/{fd}")).map_err(|_| fail(libc::EBADF, "args", format!("descriptor {fd} is not open")))?, format!("<fd{fd}>"))
-    } else {
-        let p = m.get_one::<String>("context").or(m.get_one::<String>("file")).expect("one source");
-        (crest_cli::open_image(p).map_err(|msg| fail(exits::USAGE, "args", msg))?, p.clone())
+    let args: Vec<String> = m.get_many::<String>("relocate").map(|v| v.cloned().collect()).unwrap_or_default();
+    let relocations = Relocation::parse_all(&args).map_err(|e| fail(ErrorKind::Invalid.code(), "args", e.to_string()))?;
+    let image = match m.get_one::<i32>("fd") {
+        Some(&fd) => Source::Fd(fd),
+        None => Source::Path(PathBuf::from(m.get_one::<String>("context").or(m.get_one::<String>("file")).expect("one source"))),
     };
-    // Restore reads page data at offsets: an image arriving through a pipe or socket is first
-    // copied into memory.
-    let file = if file.metadata().is_ok_and(|m| m.file_type().is_file()) {
-        file
-    } else {
-        let copy = File::from(sys::memfd("crest-image", 0).map_err(|e| fail(libc::ENOMEM, "temp", format!("{shown}: {e}")))?);
-        std::io::copy(&mut &file, &mut &copy).map_err(|e| fail(libc::EIO, "perm", format!("{shown}: reading the image: {e}")))?;
-        copy
-    };
-    let mut img = ImageFile::from_file(file).map_err(|e| image_failure(&shown, e))?;
-    // Nothing starts unless every file is there and unchanged and this user could have
-    // started the saved process.
-    let caller = Caller::current().map_err(|e| fail(libc::EIO, "perm", format!("reading this process's credentials: {e}")))?;
-    for p in img.image.processes.iter_mut().filter(|p| p.exit_status.is_none()) {
-        let moved = relocate(p, &relocs);
-        for path in crest_restore::use_saved_contents(p) {
-            say_info(m, &format!("{path} is gone or has changed since the checkpoint: its contents come from the image"));
-        }
-        let refused = |r: Refusal| fail(r.code, r.class, format!("{shown}: {}", r.msg));
-        preflight::credentials(p, &caller, std::fs::metadata(&p.exe).ok().as_ref()).map_err(refused)?;
-        preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
-        preflight::stdio(p, m.get_one::<i32>("fd").copied(), m.get_flag("relaxed-stdio")).map_err(refused)?;
-    }
-    let restore_pid = last_given(m, &["restore-pid", "no-restore-pid"]) != Some("no-restore-pid");
     let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
-    let restore_pgid = last_given(m, &["restore-pgid", "no-restore-pgid"]) == Some("restore-pgid");
-    let restore_sid = last_given(m, &["restore-sid", "no-restore-sid"]) == Some("restore-sid");
-    let opts = RestoreOptions { restore_pid, restore_pgid, restore_sid, verify: !m.get_flag("no-verify"), progress: Some(progress.clone()) };
     // Signals that arrive while restoring wait; afterwards they are forwarded to the process.
     let forwarded: Vec<i32> = (1..=64).filter(|&s| ![libc::SIGCHLD, libc::SIGKILL, libc::SIGSTOP].contains(&s)).collect();
-    sys::block_signals(&forwarded);
-    let display = crest_cli::ProgressDisplay::start(progress, "restoring", m.get_flag("quiet"));
-    let restored = crest_restore::restore(&img, &opts).map_err(|e| restore_failure(&shown, e));
-    drop(display);
-    let restored = restored?;
-    drop(img);
+    let display = std::cell::RefCell::new(None);
+    let events = |e: Event<'_>| match e {
+        Event::SavedContents { path } => say_info(m, &format!("{path} is gone or has changed since the checkpoint: its contents come from the image")),
+        Event::Restoring => {
+            sys::block_signals(&forwarded);
+            *display.borrow_mut() = Some(crest_cli::ProgressDisplay::start(progress.clone(), "restoring", m.get_flag("quiet")));
+        }
+    };
+    let req = Request {
+        image,
+        relocations,
+        restore_pid: last_given(m, &["restore-pid", "no-restore-pid"]) != Some("no-restore-pid"),
+        restore_pgid: last_given(m, &["restore-pgid", "no-restore-pgid"]) == Some("restore-pgid"),
+        restore_sid: last_given(m, &["restore-sid", "no-restore-sid"]) == Some("restore-sid"),
+        verify: !m.get_flag("no-verify"),
+        relaxed_stdio: m.get_flag("relaxed-stdio"),
+        progress: Some(progress.clone()),
+        on_event: Some(&events),
+    };
+    let restored = crest_restore::restart(&req);
+    drop(display.take());
+    let restored = restored.map_err(|e| fail(e.kind().code(), e.class().name(), e.to_string()))?;
     let pid = restored.pid;
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!("crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}", restored.page_bytes, restored.remote_syscalls, started.elapsed().as_secs_f64() * 1e3);
@@ -117,7 +105,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     if signal != 0 {
         // As BLCR: every restored process gets it.
         for (p, fd) in &members {
-            sys::pidfd_send_signal(fd.as_raw_fd(), signal).map_err(|e| fail(libc::ESRCH, "perm", format!("sending {} to PID {p} after the restart: {e}", signal_name(signal))))?;
+            sys::pidfd_send_signal(fd.as_raw_fd(), signal).map_err(|e| fail(ErrorKind::NoProcess.code(), "perm", format!("sending {} to PID {p} after the restart: {e}", signal_name(signal))))?;
         }
     }
     if let Some(code) = hook(m.get_one::<String>("run-on-success")) {
@@ -161,87 +149,6 @@ fn forward(sig: i32, code: i32, members: &[(i32, std::os::fd::OwnedFd)]) {
         }
         let _ = sys::pidfd_send_signal(fd.as_raw_fd(), sig);
     }
-}
-
-fn image_failure(shown: &str, e: ImageError) -> Failure {
-    fail(crest_cli::image_error_code(&e), "perm", format!("{shown}: {e}"))
-}
-
-fn restore_failure(shown: &str, e: RestoreError) -> Failure {
-    let code = match &e {
-        RestoreError::Spawn(crest_ptrace::husk::SpawnError::PidInUse(_)) => libc::EBUSY,
-        RestoreError::Spawn(crest_ptrace::husk::SpawnError::PidNeedsPrivilege(_)) => libc::EPERM,
-        RestoreError::Refused(_) => libc::ENOENT,
-        RestoreError::Image(_) => libc::EINVAL,
-        _ => libc::EIO,
-    };
-    fail(code, e.class(), format!("{shown}: {e}"))
-}
-
-/// BLCR's `--relocate OLD=NEW` syntax: `\=` is a literal `=`, `\\` a literal `\`.
-fn parse_relocations(args: Vec<String>) -> Result<Vec<(PathBuf, PathBuf)>, Failure> {
-    if args.len() > 16 {
-        return Err(fail(libc::EINVAL, "args", "Too many relocations (max is 16)"));
-    }
-    let mut out = Vec::new();
-    for a in args {
-        let mut parts = vec![String::new()];
-        let mut chars = a.chars().peekable();
-        while let Some(c) = chars.next() {
-            match (c, chars.peek()) {
-                ('\\', Some('=')) | ('\\', Some('\\')) => parts.last_mut().expect("non-empty").push(chars.next().expect("peeked")),
-                ('=', _) => parts.push(String::new()),
-                _ => parts.last_mut().expect("non-empty").push(c),
-            }
-        }
-        let [old, new] = parts.as_slice() else { return Err(fail(libc::EINVAL, "args", format!("--relocate {a}: needs exactly one OLD=NEW"))) };
-        if !old.starts_with('/') || !new.starts_with('/') {
-            return Err(fail(libc::EINVAL, "args", format!("--relocate {a}: both paths must be absolute")));
-        }
-        let trim = |s: &str| if s.len() > 1 { s.trim_end_matches('/').to_string() } else { s.to_string() };
-        let (old, new) = (trim(old), trim(new));
-        if old != new {
-            out.push((PathBuf::from(old), PathBuf::from(new)));
-        }
-    }
-    Ok(out)
-}
-
-fn relocate_path(path: &mut String, relocs: &[(PathBuf, PathBuf)]) {
-    for (old, new) in relocs {
-        if let Ok(rest) = std::path::Path::new(path.as_str()).strip_prefix(old) {
-            *path = new.join(rest).to_string_lossy().into_owned();
-            return;
-        }
-    }
-}
-
-/// Applies the relocations to every path of `p`; returns the new paths that were moved.
-fn relocate(p: &mut Process, relocs: &[(PathBuf, PathBuf)]) -> std::collections::HashSet<String> {
-    let mut moved = std::collections::HashSet::new();
-    if relocs.is_empty() {
-        return moved;
-    }
-    let mut apply = |path: &mut String| {
-        let before = path.clone();
-        relocate_path(path, relocs);
-        if *path != before {
-            moved.insert(path.clone());
-        }
-    };
-    apply(&mut p.cwd);
-    apply(&mut p.exe);
-    for v in &mut p.vmas {
-        if let VmaBacking::File { path, .. } = &mut v.backing {
-            apply(path);
-        }
-    }
-    for f in &mut p.fds {
-        if let Some(path) = f.kind.path_mut() {
-            apply(path);
-        }
-    }
-    moved
 }
 
 /// A note on stderr, unless `-q`.

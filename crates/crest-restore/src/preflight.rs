@@ -1,4 +1,4 @@
-//! What `cr_restart` checks before it starts anything: that the files the image needs are
+//! What a restart checks before it starts anything: that the files the image needs are
 //! there and unchanged, and that the restarting user could have started the saved process.
 //!
 //! Files. A file the process had mapped must have the size and modification time it had at
@@ -6,7 +6,9 @@
 //! still be there, still be the same file (same inode; not checked for a path moved with
 //! `--relocate`, whose copy is a new inode), and not be shorter than at the checkpoint (the
 //! process's offset and what it read or wrote would be gone); growing is allowed, as BLCR
-//! allowed appends. The working directory must exist.
+//! allowed appends. The working directory, open directories, FIFOs and devices must be there
+//! and of the same kind. Every path is found through one list ([`paths`]), which relocation
+//! ([`relocate`]) goes through too: a kind that names a path is relocated and checked alike.
 //!
 //! Credentials. A restored process gets its saved uids, gids, supplementary groups (when the
 //! restarter may set them) and capability sets. So that nobody gets the memory of a process
@@ -15,24 +17,28 @@
 //! groups with `CAP_SETGID`); the saved effective and permitted capabilities must be among the
 //! restarter's permitted ones; and a set-user-ID or set-group-ID executable needs its owner
 //! (or group), or the capability.
-use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
+use std::collections::{BTreeSet, HashSet};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::PathBuf;
+
+use crest_kinds::exit::ErrorKind;
 
 use crest_image::{FdKind, Process, VmaBacking};
 
-/// Why a restart is refused: BLCR exit code, failure class (`env`, `perm`) and the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a restart is refused before anything starts: what kind of failure it is (the errno
+/// of the cause, as BLCR) and what is wrong and what to do. BLCR's failure class for
+/// `--run-on-fail-*` is `env` for all of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{msg}")]
 pub struct Refusal {
-    /// Exit code (an errno, as BLCR).
-    pub code: i32,
-    /// BLCR failure class for `--run-on-fail-*`.
-    pub class: &'static str,
+    /// The kind of failure (and exit code).
+    pub kind: ErrorKind,
     /// What is wrong and what to do.
     pub msg: String,
 }
 
 fn refuse(code: i32, msg: String) -> Refusal {
-    Refusal { code, class: "env", msg }
+    Refusal { kind: ErrorKind::of_errno(code), msg }
 }
 
 const RELOCATE: &str = "put it back, or give its new place with --relocate OLD=NEW";
@@ -78,72 +84,265 @@ pub fn stdio(p: &Process, image_fd: Option<i32>, relaxed: bool) -> Result<(), Re
     Ok(())
 }
 
-/// Checks the files of `p` (whose paths are already relocated); `relocated(path)` says
-/// whether a path was changed by `--relocate`.
-pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusal> {
-    match std::fs::metadata(&p.cwd) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(refuse(libc::ENOTDIR, format!("the process's working directory {} is not a directory any more; {RELOCATE}", p.cwd))),
-        Err(e) => return Err(refuse(e.raw_os_error().unwrap_or(libc::ENOENT), format!("the process's working directory {} cannot be used ({e}); {RELOCATE}", p.cwd))),
+/// Where in a [`Process`] a path is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Cwd,
+    Exe,
+    Vma(usize),
+    Fd(usize),
+}
+
+/// What a path of an image names, and so what must be found there at restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// The working directory: a directory.
+    WorkingDirectory,
+    /// The executable (`/proc/PID/exe`): a file.
+    Executable,
+    /// A mapped file: a regular file with the saved size and modification time (its pages are
+    /// mapped again from it).
+    Mapped {
+        /// Size at the checkpoint.
+        size: u64,
+        /// Modification time at the checkpoint, in nanoseconds.
+        mtime_ns: i64,
+    },
+    /// An open regular file: the same inode (unless relocated), no shorter than it was.
+    OpenFile {
+        /// The descriptor.
+        fd: i32,
+        /// Size at the checkpoint.
+        size: u64,
+        /// Inode at the checkpoint.
+        ino: u64,
+    },
+    /// An open directory.
+    OpenDirectory {
+        /// The descriptor.
+        fd: i32,
+    },
+    /// An open named pipe (FIFO).
+    OpenFifo {
+        /// The descriptor.
+        fd: i32,
+    },
+    /// An open character device.
+    OpenDevice {
+        /// The descriptor.
+        fd: i32,
+    },
+}
+
+impl Named {
+    /// The path in words, for messages.
+    fn what(self, path: &str) -> String {
+        match self {
+            Named::WorkingDirectory => format!("the process's working directory {path}"),
+            Named::Executable => format!("{path}, the process's executable,"),
+            Named::Mapped { .. } => format!("{path}, which the process had mapped into memory,"),
+            Named::OpenFile { fd, .. } | Named::OpenDirectory { fd } | Named::OpenFifo { fd } | Named::OpenDevice { fd } => format!("{path}, open as descriptor {fd},"),
+        }
     }
+}
+
+/// Every path `p` names, once each, with what it names: the one list that relocation and the
+/// file checks go through, so that every kind that names a path is relocated and checked by
+/// the same rule. The working directory comes first, the executable last (it is mapped too,
+/// and said so first).
+fn named(p: &Process) -> Vec<(Place, Named)> {
+    let mut out = vec![(Place::Cwd, Named::WorkingDirectory)];
+    for (i, v) in p.vmas.iter().enumerate() {
+        if let VmaBacking::File { size, mtime_ns, .. } = &v.backing {
+            out.push((Place::Vma(i), Named::Mapped { size: *size, mtime_ns: *mtime_ns }));
+        }
+    }
+    for (i, f) in p.fds.iter().enumerate() {
+        let n = match &f.kind {
+            FdKind::Regular { size, ino, .. } => Named::OpenFile { fd: f.fd, size: *size, ino: *ino },
+            FdKind::Directory { .. } => Named::OpenDirectory { fd: f.fd },
+            FdKind::Fifo { .. } => Named::OpenFifo { fd: f.fd },
+            FdKind::CharDevice { .. } => Named::OpenDevice { fd: f.fd },
+            _ => continue,
+        };
+        out.push((Place::Fd(i), n));
+    }
+    if !p.exe.is_empty() {
+        out.push((Place::Exe, Named::Executable));
+    }
+    out
+}
+
+fn path_at(p: &Process, at: Place) -> &str {
+    match at {
+        Place::Cwd => &p.cwd,
+        Place::Exe => &p.exe,
+        Place::Vma(i) => match &p.vmas[i].backing {
+            VmaBacking::File { path, .. } => path,
+            _ => "",
+        },
+        Place::Fd(i) => p.fds[i].kind.path().unwrap_or(""),
+    }
+}
+
+fn path_at_mut(p: &mut Process, at: Place) -> Option<&mut String> {
+    match at {
+        Place::Cwd => Some(&mut p.cwd),
+        Place::Exe => Some(&mut p.exe),
+        Place::Vma(i) => match &mut p.vmas[i].backing {
+            VmaBacking::File { path, .. } => Some(path),
+            _ => None,
+        },
+        Place::Fd(i) => p.fds[i].kind.path_mut(),
+    }
+}
+
+/// Every path `p` names, with what it names (see [`Named`]).
+pub fn paths(p: &Process) -> Vec<(String, Named)> {
+    named(p).into_iter().map(|(at, n)| (path_at(p, at).to_string(), n)).collect()
+}
+
+/// A relocation (BLCR's `--relocate OLD=NEW`): paths under `old` are taken from under `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relocation {
+    /// The saved prefix.
+    pub old: PathBuf,
+    /// Its replacement.
+    pub new: PathBuf,
+}
+
+/// BLCR's limit on relocations.
+pub const MAX_RELOCATIONS: usize = 16;
+
+/// A bad `--relocate` argument.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelocationError {
+    /// More than [`MAX_RELOCATIONS`].
+    #[error("Too many relocations (max is 16)")]
+    TooMany,
+    /// Not one `OLD=NEW`.
+    #[error("--relocate {0}: needs exactly one OLD=NEW")]
+    NotOnePair(String),
+    /// A relative path.
+    #[error("--relocate {0}: both paths must be absolute")]
+    Relative(String),
+}
+
+impl Relocation {
+    /// Parses BLCR's `OLD=NEW` syntax: `\=` is a literal `=`, `\\` a literal `\`; trailing
+    /// slashes are ignored. `None` when both sides are the same (nothing to do).
+    pub fn parse(a: &str) -> Result<Option<Relocation>, RelocationError> {
+        let mut parts = vec![String::new()];
+        let mut chars = a.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, chars.peek()) {
+                ('\\', Some('=')) | ('\\', Some('\\')) => parts.last_mut().expect("non-empty").push(chars.next().expect("peeked")),
+                ('=', _) => parts.push(String::new()),
+                _ => parts.last_mut().expect("non-empty").push(c),
+            }
+        }
+        let [old, new] = parts.as_slice() else { return Err(RelocationError::NotOnePair(a.to_string())) };
+        if !old.starts_with('/') || !new.starts_with('/') {
+            return Err(RelocationError::Relative(a.to_string()));
+        }
+        let trim = |s: &str| if s.len() > 1 { s.trim_end_matches('/').to_string() } else { s.to_string() };
+        let (old, new) = (trim(old), trim(new));
+        Ok((old != new).then(|| Relocation { old: PathBuf::from(old), new: PathBuf::from(new) }))
+    }
+
+    /// Parses every argument; at most [`MAX_RELOCATIONS`].
+    pub fn parse_all<S: AsRef<str>>(args: &[S]) -> Result<Vec<Relocation>, RelocationError> {
+        if args.len() > MAX_RELOCATIONS {
+            return Err(RelocationError::TooMany);
+        }
+        Ok(args.iter().map(|a| Relocation::parse(a.as_ref())).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
+    }
+}
+
+fn relocate_path(path: &mut String, relocs: &[Relocation]) {
+    for r in relocs {
+        if let Ok(rest) = std::path::Path::new(path.as_str()).strip_prefix(&r.old) {
+            *path = r.new.join(rest).to_string_lossy().into_owned();
+            return;
+        }
+    }
+}
+
+/// Applies the relocations to every path of `p` (each that [`paths`] lists); returns the new
+/// paths that were moved.
+pub fn relocate(p: &mut Process, relocs: &[Relocation]) -> HashSet<String> {
+    let mut moved = HashSet::new();
+    if relocs.is_empty() {
+        return moved;
+    }
+    for (at, _) in named(p) {
+        let Some(path) = path_at_mut(p, at) else { continue };
+        let before = path.clone();
+        relocate_path(path, relocs);
+        if *path != before {
+            moved.insert(path.clone());
+        }
+    }
+    moved
+}
+
+/// Checks every path of `p` (already relocated) by one rule: it must be there, of the kind it
+/// was, and unchanged as far as its kind needs (see [`Named`]). `relocated(path)` says
+/// whether a path was changed by a relocation (its copy is a new inode).
+pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusal> {
     let mut seen = BTreeSet::new();
-    for v in &p.vmas {
-        let VmaBacking::File { path, size, mtime_ns, .. } = &v.backing else { continue };
-        if !seen.insert(path.as_str()) {
+    for (at, n) in named(p) {
+        let path = path_at(p, at);
+        if matches!(n, Named::Mapped { .. }) && !seen.insert(path) {
             continue;
         }
+        let what = n.what(path);
         let md = match std::fs::metadata(path) {
             Ok(m) => m,
-            Err(e) => return Err(refuse(e.raw_os_error().unwrap_or(libc::ENOENT), format!("{path}, which the process had mapped into memory, cannot be used ({e}); {RELOCATE}"))),
+            Err(e) => return Err(refuse(e.raw_os_error().unwrap_or(libc::ENOENT), format!("{what} cannot be used ({e}); {RELOCATE}"))),
         };
-        if !md.is_file() {
-            return Err(refuse(libc::EINVAL, format!("{path}, which the process had mapped into memory, is not a regular file any more; {RELOCATE}")));
+        let ft = md.file_type();
+        let (fits, kind, code) = match n {
+            Named::WorkingDirectory | Named::OpenDirectory { .. } => (ft.is_dir(), "a directory", libc::ENOTDIR),
+            Named::Executable | Named::Mapped { .. } | Named::OpenFile { .. } => (ft.is_file(), "a regular file", libc::EINVAL),
+            Named::OpenFifo { .. } => (ft.is_fifo(), "a FIFO", libc::EINVAL),
+            Named::OpenDevice { .. } => (ft.is_char_device(), "a character device", libc::EINVAL),
+        };
+        if !fits {
+            return Err(refuse(code, format!("{what} is not {kind} any more; {RELOCATE}")));
         }
-        let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-        if md.size() != *size || mtime != *mtime_ns {
-            return Err(refuse(
-                libc::ESTALE,
-                format!(
-                    "{path}, which the process had mapped into memory, has changed since the checkpoint (size {size} then, {} now; modified {} then, {} now); the process cannot be restored with it: restore the file as it was",
-                    md.size(),
-                    when(*mtime_ns),
-                    when(mtime)
-                ),
-            ));
-        }
-    }
-    for f in &p.fds {
-        match &f.kind {
-            FdKind::Regular { path, size, ino, .. } => {
-                let md = match std::fs::metadata(path) {
-                    Ok(m) => m,
-                    Err(e) => return Err(refuse(e.raw_os_error().unwrap_or(libc::ENOENT), format!("{path}, open as descriptor {}, cannot be used ({e}); {RELOCATE}", f.fd))),
-                };
-                if !md.is_file() {
-                    return Err(refuse(libc::EINVAL, format!("{path}, open as descriptor {}, is not a regular file any more; {RELOCATE}", f.fd)));
-                }
-                if md.ino() != *ino && !relocated(path) {
-                    return Err(refuse(
-                        libc::ESTALE,
-                        format!("{path}, open as descriptor {}, is another file now (inode {ino} then, {} now): it was replaced since the checkpoint; restore the original, or give a copy's place with --relocate OLD=NEW", f.fd, md.ino()),
-                    ));
-                }
-                if md.size() < *size {
+        match n {
+            Named::Mapped { size, mtime_ns } => {
+                let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+                if md.size() != size || mtime != mtime_ns {
                     return Err(refuse(
                         libc::ESTALE,
                         format!(
-                            "{path}, open as descriptor {}, was truncated since the checkpoint ({size} bytes then, {} now); the process cannot go on with it: restore the file as it was",
-                            f.fd,
+                            "{path}, which the process had mapped into memory, has changed since the checkpoint (size {size} then, {} now; modified {} then, {} now); the process cannot be restored with it: restore the file as it was",
+                            md.size(),
+                            when(mtime_ns),
+                            when(mtime)
+                        ),
+                    ));
+                }
+            }
+            Named::OpenFile { fd, size, ino } => {
+                if md.ino() != ino && !relocated(path) {
+                    return Err(refuse(
+                        libc::ESTALE,
+                        format!("{path}, open as descriptor {fd}, is another file now (inode {ino} then, {} now): it was replaced since the checkpoint; restore the original, or give a copy's place with --relocate OLD=NEW", md.ino()),
+                    ));
+                }
+                if md.size() < size {
+                    return Err(refuse(
+                        libc::ESTALE,
+                        format!(
+                            "{path}, open as descriptor {fd}, was truncated since the checkpoint ({size} bytes then, {} now); the process cannot go on with it: restore the file as it was",
                             md.size()
                         ),
                     ));
                 }
             }
-            FdKind::Directory { path, .. } => match std::fs::metadata(path) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(refuse(libc::ENOTDIR, format!("{path}, open as descriptor {}, is not a directory any more; {RELOCATE}", f.fd))),
-                Err(e) => return Err(refuse(e.raw_os_error().unwrap_or(libc::ENOENT), format!("{path}, open as descriptor {}, cannot be used ({e}); {RELOCATE}", f.fd))),
-            },
             _ => {}
         }
     }
@@ -347,7 +546,7 @@ mod tests {
     #[test]
     fn another_users_process_is_refused() {
         let r = credentials(&process(0, 0, vec![0], 0), &user(65534, 65534, vec![]), None).unwrap_err();
-        assert_eq!((r.code, r.class), (libc::EPERM, "env"));
+        assert_eq!(r.kind.code(), libc::EPERM);
         assert!(r.msg.contains("ran as uid 0") && r.msg.contains("uid 65534 could not have started it"), "{}", r.msg);
         let mut setuid_like = process(1000, 1000, vec![], 0);
         setuid_like.creds.uid = [1000, 0, 0, 0];
@@ -377,6 +576,47 @@ mod tests {
         assert!(r.msg.contains("set-user-ID"), "{}", r.msg);
         p.creds.uid = [md.uid(); 4];
         assert_eq!(credentials(&p, &user(md.uid(), 1000, vec![]), Some(&md)), Ok(()), "its owner may");
+    }
+
+    fn fifo(fd: i32, path: &str) -> crest_image::FdRecord {
+        crest_image::FdRecord { v: 1, fd, flags: 0, cloexec: false, file: fd as u64, kind: FdKind::Fifo { path: path.into(), data: Vec::new() }, locks: Vec::new(), fown: Default::default() }
+    }
+
+    /// A FIFO names a path like a file does: it is relocated, and refused by the same rule when
+    /// it is gone or is something else now.
+    #[test]
+    fn every_kind_that_names_a_path_is_relocated_and_checked() {
+        let d = std::env::temp_dir().join(format!("crest-preflight-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("new")).expect("temp dir");
+        let mut p = process(0, 0, vec![], 0);
+        p.fds.push(fifo(3, "/old/place/f"));
+        let r = files(&p, &|_| false).unwrap_err();
+        assert_eq!(r.kind.code(), libc::ENOENT);
+        assert!(r.msg.starts_with("/old/place/f, open as descriptor 3, cannot be used (") && r.msg.ends_with(RELOCATE), "{}", r.msg);
+
+        let relocs = Relocation::parse_all(&[format!("/old/place={}", d.join("new").display())]).expect("parses");
+        let moved = relocate(&mut p, &relocs);
+        let at = d.join("new/f").display().to_string();
+        assert_eq!(paths(&p).last(), Some(&(at.clone(), Named::OpenFifo { fd: 3 })));
+        assert!(moved.contains(&at));
+        std::fs::write(&at, b"").expect("a plain file where the FIFO was");
+        let r = files(&p, &|_| false).unwrap_err();
+        assert_eq!((r.kind.code(), r.msg.clone()), (libc::EINVAL, format!("{at}, open as descriptor 3, is not a FIFO any more; {RELOCATE}")));
+        std::fs::remove_file(&at).expect("remove");
+        assert!(std::process::Command::new("mkfifo").arg(&at).status().is_ok_and(|s| s.success()), "mkfifo");
+        assert_eq!(files(&p, &|_| false), Ok(()));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn relocations_parse_as_blcr_does() {
+        assert_eq!(Relocation::parse("/a/=/b").expect("parses"), Some(Relocation { old: "/a".into(), new: "/b".into() }));
+        assert_eq!(Relocation::parse("/a\\=b=/c").expect("parses"), Some(Relocation { old: "/a=b".into(), new: "/c".into() }));
+        assert_eq!(Relocation::parse("/a=/a/").expect("parses"), None);
+        assert_eq!(Relocation::parse("a=/b"), Err(RelocationError::Relative("a=/b".into())));
+        assert_eq!(Relocation::parse("/a=/b=/c"), Err(RelocationError::NotOnePair("/a=/b=/c".into())));
+        assert_eq!(Relocation::parse_all(&vec!["/a=/b"; 17]), Err(RelocationError::TooMany));
     }
 
     #[test]

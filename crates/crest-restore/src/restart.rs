@@ -1,0 +1,269 @@
+//! [`restart`]: one whole restart, as `cr_restart` (or any other caller) asks for it with a
+//! [`Request`]: the image is opened (a path, a descriptor or an open file; one arriving through
+//! a pipe is first copied into memory), its paths relocated, every process checked
+//! ([`crate::preflight`]: credentials, files, inherited descriptors), then restored as children
+//! of the caller ([`crate::restore`]). Nothing starts unless every check passed. The
+//! [`Error`] says why in the words `cr_restart` prints, with an [`ErrorKind`] for the exit code
+//! and BLCR's failure [`Class`].
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crest_image::{ImageError, ImageFile};
+use crest_kinds::exit::ErrorKind;
+use crest_kinds::progress::Progress;
+
+use crate::preflight::{self, Caller, Refusal, Relocation};
+use crate::{RestoreError, RestoreOptions, Restored};
+
+/// Where the image comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A file by name.
+    Path(PathBuf),
+    /// A descriptor of this process (a file, or a pipe or socket, read to its end first).
+    Fd(i32),
+    /// An open file (or pipe), read from its start (or to its end).
+    File(File),
+}
+
+/// What to restart, and how.
+pub struct Request<'a> {
+    /// The image.
+    pub image: Source,
+    /// Paths to take from elsewhere (BLCR's `--relocate`).
+    pub relocations: Vec<Relocation>,
+    /// Give the processes their saved PIDs (fails when one is taken).
+    pub restore_pid: bool,
+    /// Give the processes their saved process groups.
+    pub restore_pgid: bool,
+    /// Give the processes their saved sessions.
+    pub restore_sid: bool,
+    /// Check every page run's checksum while restoring.
+    pub verify: bool,
+    /// Hand over any open descriptor for an inherited standard descriptor, whatever its class.
+    pub relaxed_stdio: bool,
+    /// Counts the page bytes restored, for a progress display.
+    pub progress: Option<Arc<Progress>>,
+    /// Told what happens, as it happens, on the calling thread.
+    pub on_event: Option<&'a dyn Fn(Event<'_>)>,
+}
+
+impl Request<'_> {
+    /// A restart of `image` with its saved PIDs, checksums verified: `cr_restart FILE`.
+    pub fn new(image: Source) -> Self {
+        Request { image, relocations: Vec::new(), restore_pid: true, restore_pgid: false, restore_sid: false, verify: true, relaxed_stdio: false, progress: None, on_event: None }
+    }
+}
+
+/// What happens during a restart, for a caller that says so.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A file the image holds the contents of is gone or changed: they come from the image.
+    SavedContents {
+        /// The file.
+        path: &'a str,
+    },
+    /// Every check passed; the processes are about to be created (the caller's last moment to
+    /// block the signals it wants to pass on to them, or start a progress display).
+    Restoring,
+}
+
+/// BLCR's failure classes, for `cr_restart --run-on-fail-*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A bad request (`args`).
+    Args,
+    /// Might work later (`temp`): a PID in use.
+    Temp,
+    /// The environment does not fit (`env`): files, privileges, kernel.
+    Env,
+    /// Anything else (`perm`).
+    Perm,
+}
+
+impl Class {
+    /// BLCR's name of the class.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Args => "args",
+            Class::Temp => "temp",
+            Class::Env => "env",
+            Class::Perm => "perm",
+        }
+    }
+}
+
+/// Why a restart failed. The messages are the ones `cr_restart` prints after "Restart failed: ".
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image file cannot be opened.
+    #[error("{path}: cannot open the image: {source}")]
+    Open {
+        /// The path given.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The image path names a directory.
+    #[error("{path} is a directory, not a checkpoint image")]
+    IsDirectory {
+        /// The path given.
+        path: String,
+    },
+    /// The image descriptor is not open.
+    #[error("descriptor {fd} is not open")]
+    BadDescriptor {
+        /// The descriptor.
+        fd: i32,
+    },
+    /// A memory file for an image arriving through a pipe could not be made.
+    #[error("{shown}: {source}")]
+    Memory {
+        /// The image, for messages.
+        shown: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An image arriving through a pipe could not be read.
+    #[error("{shown}: reading the image: {source}")]
+    Read {
+        /// The image, for messages.
+        shown: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not a usable image.
+    #[error("{shown}: {source}")]
+    Image {
+        /// The image, for messages.
+        shown: String,
+        /// The error.
+        source: ImageError,
+    },
+    /// This process's credentials could not be read.
+    #[error("reading this process's credentials: {0}")]
+    Credentials(std::io::Error),
+    /// A check before anything starts failed.
+    #[error("{shown}: {source}")]
+    Refused {
+        /// The image, for messages.
+        shown: String,
+        /// What is wrong.
+        source: Refusal,
+    },
+    /// Restoring failed.
+    #[error("{shown}: {source}")]
+    Restore {
+        /// The image, for messages.
+        shown: String,
+        /// The failure.
+        source: RestoreError,
+    },
+}
+
+impl Error {
+    /// The class of the failure, and so the exit code ([`ErrorKind::code`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // As BLCR's cr_restart, for an image that cannot be opened.
+            Error::Open { .. } | Error::IsDirectory { .. } => ErrorKind::Usage,
+            Error::BadDescriptor { .. } => ErrorKind::BadDescriptor,
+            Error::Memory { .. } => ErrorKind::Os(libc::ENOMEM),
+            Error::Read { .. } | Error::Credentials(_) => ErrorKind::Failed,
+            Error::Image { source, .. } => image_error_kind(source),
+            Error::Refused { source, .. } => source.kind,
+            Error::Restore { source, .. } => match source {
+                RestoreError::Spawn(crest_ptrace::husk::SpawnError::PidInUse(_)) => ErrorKind::PidInUse,
+                RestoreError::Spawn(crest_ptrace::husk::SpawnError::PidNeedsPrivilege(_)) => ErrorKind::NotPermitted,
+                RestoreError::Refused(_) => ErrorKind::NotFound,
+                RestoreError::Image(_) => ErrorKind::Invalid,
+                _ => ErrorKind::Failed,
+            },
+        }
+    }
+
+    /// BLCR's failure class, for `--run-on-fail-*`.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Open { .. } | Error::IsDirectory { .. } | Error::BadDescriptor { .. } => Class::Args,
+            Error::Memory { .. } => Class::Temp,
+            Error::Read { .. } | Error::Image { .. } | Error::Credentials(_) => Class::Perm,
+            Error::Refused { .. } => Class::Env,
+            Error::Restore { source, .. } => match source.class() {
+                "temp" => Class::Temp,
+                "env" => Class::Env,
+                _ => Class::Perm,
+            },
+        }
+    }
+}
+
+/// The kind of an image that was opened but cannot be used: the errno of a read that failed,
+/// else [`ErrorKind::Invalid`] (not a valid image; a read past the end of a truncated file,
+/// which has no errno, included).
+pub fn image_error_kind(e: &ImageError) -> ErrorKind {
+    match e {
+        ImageError::Io(io) => io.raw_os_error().map_or(ErrorKind::Invalid, ErrorKind::of_errno),
+        _ => ErrorKind::Invalid,
+    }
+}
+
+/// Opens the image `path` for reading. A file that cannot be opened, or a directory, is
+/// refused ([`ErrorKind::Usage`], as BLCR's `cr_restart` for a missing or unreadable file).
+pub fn open_image(path: &str) -> Result<File, Error> {
+    let f = File::open(path).map_err(|source| Error::Open { path: path.to_string(), source })?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Error::IsDirectory { path: path.to_string() });
+    }
+    Ok(f)
+}
+
+/// Restarts what `req` names. See the [module documentation](self). The caller must be
+/// single-threaded when the processes are created (after [`Event::Restoring`]), apart from
+/// threads that allocate nothing meanwhile.
+pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
+    let tell = |e: Event<'_>| {
+        if let Some(f) = req.on_event {
+            f(e)
+        }
+    };
+    let (file, shown) = match &req.image {
+        Source::Fd(fd) => (File::open(format!("/proc/self/fd/{fd}")).map_err(|_| Error::BadDescriptor { fd: *fd })?, format!("<fd{fd}>")),
+        Source::Path(p) => {
+            let p = p.display().to_string();
+            (open_image(&p)?, p)
+        }
+        Source::File(f) => (f.try_clone().map_err(|source| Error::Read { shown: "the file given".into(), source })?, "the file given".to_string()),
+    };
+    // Restore reads page data at offsets: an image arriving through a pipe or socket is first
+    // copied into memory.
+    let file = if file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        file
+    } else {
+        let copy = File::from(crest_ptrace::sys::memfd("crest-image", 0).map_err(|source| Error::Memory { shown: shown.clone(), source })?);
+        std::io::copy(&mut &file, &mut &copy).map_err(|source| Error::Read { shown: shown.clone(), source })?;
+        copy
+    };
+    let mut img = ImageFile::from_file(file).map_err(|source| Error::Image { shown: shown.clone(), source })?;
+    // Nothing starts unless every file is there and unchanged and this user could have
+    // started the saved process.
+    let caller = Caller::current().map_err(Error::Credentials)?;
+    let image_fd = match req.image {
+        Source::Fd(fd) => Some(fd),
+        _ => None,
+    };
+    for p in img.image.processes.iter_mut().filter(|p| p.exit_status.is_none()) {
+        let moved = preflight::relocate(p, &req.relocations);
+        for path in crate::use_saved_contents(p) {
+            tell(Event::SavedContents { path: &path });
+        }
+        let refused = |source: Refusal| Error::Refused { shown: shown.clone(), source };
+        preflight::credentials(p, &caller, std::fs::metadata(&p.exe).ok().as_ref()).map_err(refused)?;
+        preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
+        preflight::stdio(p, image_fd, req.relaxed_stdio).map_err(refused)?;
+    }
+    let opts = RestoreOptions { restore_pid: req.restore_pid, restore_pgid: req.restore_pgid, restore_sid: req.restore_sid, verify: req.verify, progress: req.progress.clone() };
+    tell(Event::Restoring);
+    crate::restore(&img, &opts).map_err(|source| Error::Restore { shown, source })
+}
