@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
-use crest_image::{madv_flags, vma_flags, PageRun, SpecialArea, Vma, VmaBacking, RECORD_VERSION};
+use crest_image::{madv_flags, vma_flags, PageRun, SpecialArea, Vma, VmaBacking};
 use crest_proc::{pagemap, MapEntry, Pagemap};
 use crest_ptrace::Remote;
 
@@ -93,7 +93,7 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     } else {
         return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} ({name}) is of a kind crest cannot checkpoint")));
     };
-    Ok(Vma { v: RECORD_VERSION, start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0 })
+    Ok(Vma { start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0 })
 }
 
 /// Which file mappings have their whole contents saved (BLCR's `--save-*` options).
