@@ -32,7 +32,6 @@
 #![warn(missing_docs)]
 
 pub mod claim;
-mod compress;
 mod freeze;
 mod pages;
 mod precopy;

@@ -56,6 +56,12 @@ pub enum ImageError {
         /// Which part.
         what: String,
     },
+    /// A compressed page run does not decompress to what its record says.
+    #[error("{what}: the image is corrupt")]
+    BadRun {
+        /// Which run, and what is wrong.
+        what: String,
+    },
     /// The metadata record could not be decoded.
     #[error("cannot decode {what}: {source}")]
     Decode {
@@ -71,6 +77,14 @@ pub enum ImageError {
         what: &'static str,
         /// Encoder error.
         source: postcard::Error,
+    },
+    /// The compression library failed (starting, or compressing).
+    #[error("{what}: {source}")]
+    Codec {
+        /// What was being done.
+        what: String,
+        /// The library's error.
+        source: io::Error,
     },
     /// A required section is missing from the table.
     #[error("image has no {0} section")]

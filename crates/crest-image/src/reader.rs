@@ -3,6 +3,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::codec::RunReader;
 use crate::format::{Header, SectionEntry, SectionKind, Trailer, FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, MAX_TABLE, TRAILER_LEN};
 use crate::{checksum, validate, Image, ImageError, PageRun};
 
@@ -76,24 +77,33 @@ impl ImageFile {
         self.image.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().map(move |r| (p.pid, *r)))).collect()
     }
 
-    /// Reads every page run and checks its checksum, on `workers` threads.
-    /// Returns the first mismatch, naming the process and address.
+    /// Reads every page run as a restart does ([`RunReader::read`]) and checks it: its
+    /// checksum, and for a compressed run that it decompresses to exactly its length; on
+    /// `workers` threads. Returns the first failure, naming the process and address.
     pub fn verify_pages(&self, workers: usize) -> Result<(), ImageError> {
+        self.verify_runs(workers, |reader, buf, pid, r| reader.read(&self.file, pid, r, buf))
+    }
+
+    /// Checks the checksum of every page run as stored, without decompressing
+    /// ([`RunReader::check_stored`]), on `workers` threads: what a restart does beside the
+    /// restoring, which decompresses the compressed runs itself with [`RunReader::read`].
+    pub fn verify_checksums(&self, workers: usize) -> Result<(), ImageError> {
+        self.verify_runs(workers, |reader, _, pid, r| reader.check_stored(&self.file, pid, r))
+    }
+
+    fn verify_runs(&self, workers: usize, check: impl Fn(&mut RunReader, &mut Vec<u8>, i32, &PageRun) -> Result<(), ImageError> + Sync) -> Result<(), ImageError> {
         let runs = self.runs();
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers.max(1))
                 .map(|_| {
                     s.spawn(|| -> Result<(), ImageError> {
+                        let mut reader = RunReader::new()?;
                         let mut buf = Vec::new();
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some((pid, r)) = runs.get(i) else { return Ok(()) };
-                            buf.resize(r.stored_len() as usize, 0);
-                            FileExt::read_exact_at(&self.file, &mut buf, r.offset)?;
-                            if checksum(&buf) != r.sum {
-                                return Err(ImageError::Checksum { what: format!("page data of pid {pid} at {:#x}..{:#x}", r.vaddr, r.vaddr + r.len) });
-                            }
+                            check(&mut reader, &mut buf, *pid, r)?;
                         }
                     })
                 })

@@ -270,3 +270,56 @@ fn metadata_a_newer_minor_cannot_decode_names_both_versions() {
     let err = ImageFile::check_bytes(&as_version(bad, FORMAT_MAJOR, FORMAT_MINOR + 2)).expect_err("refused").to_string();
     assert!(err.contains(&format!("version {FORMAT_MAJOR}.{}", FORMAT_MINOR + 2)) && err.contains(&format!("format {FORMAT_MAJOR}.{FORMAT_MINOR}")) && err.contains("newer crest"), "{err}");
 }
+
+/// An image whose first mapping's pages are stored compressed, through the codec the
+/// checkpoint uses; returns the file bytes and the record.
+fn build_compressed() -> (Vec<u8>, Image) {
+    let (bytes, mut img) = build(&[3, 1, 3], 5, 1);
+    let pages = page_region(&bytes, &img);
+    let mut w = ImageWriter::new(Vec::new()).expect("header");
+    w.sink().extend_from_slice(&pages[HEADER_LEN as usize..]);
+    w.note_appended((pages.len() as u64) - HEADER_LEN);
+    let v = &mut img.processes[0].vmas[0];
+    let plain: Vec<u8> = std::iter::repeat_n(b"compressible ".as_slice(), 4096 * 4 / 13 + 1).flatten().copied().take((v.end - v.start) as usize).collect();
+    let mut packer = codec::Packer::new(3).expect("zstd");
+    assert!(packer.pack(0, v.start, &plain).expect("pack"));
+    let runs = packer
+        .flush(|b| -> Result<u64, ImageError> {
+            let at = w.position();
+            w.append_bytes(b)?;
+            Ok(at)
+        })
+        .expect("flush");
+    v.pages = runs.into_iter().map(|(_, r)| r).collect();
+    v.need = v.end - v.start;
+    (w.finish(&img).expect("finish"), img)
+}
+
+fn verify(bytes: &[u8]) -> Result<(), ImageError> {
+    let path = std::env::temp_dir().join(format!("crest-parser-verify-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::write(&path, bytes).expect("write");
+    let r = ImageFile::open(&path).and_then(|f| f.verify_pages(2));
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+#[test]
+fn compressed_runs_are_verified_by_reading_them_back() {
+    let (bytes, img) = build_compressed();
+    assert!(img.processes[0].vmas[0].pages[0].zlen > 0);
+    verify(&bytes).expect("a good compressed image verifies");
+    // A run that decompresses to another length than it says is caught, though its stored
+    // bytes match their checksum.
+    let pages = bytes[..img.processes[0].vmas.iter().flat_map(|v| &v.pages).map(|r| r.offset + r.stored_len()).max().unwrap() as usize].to_vec();
+    let mut shorter = img.clone();
+    let v = &mut shorter.processes[0].vmas[0];
+    v.pages[0].len -= 4096;
+    v.need -= 4096;
+    let err = verify(&rebuild(&shorter, &pages)).expect_err("a wrong length is caught").to_string();
+    assert!(err.contains("decompress") && err.contains("pid 42"), "{err}");
+    // A flipped bit in the compressed bytes fails the checksum.
+    let mut flipped = bytes.clone();
+    flipped[img.processes[0].vmas[0].pages[0].offset as usize + 5] ^= 4;
+    let err = verify(&flipped).expect_err("a flip is caught").to_string();
+    assert!(err.contains("page data of pid 42"), "{err}");
+}
