@@ -301,6 +301,49 @@ mod tests {
         assert_eq!(super::decode_record::<New>(&fields).unwrap(), new);
     }
 
+    fn new_record() -> impl proptest::strategy::Strategy<Value = New> {
+        use proptest::prelude::*;
+        (any::<u32>(), ".{0,20}", any::<Option<(u8, Option<u16>)>>(), prop::collection::vec(any::<u64>(), 0..8)).prop_map(|(a, s, k, added)| New {
+            a,
+            s,
+            kind: k.map_or(NewKind::Unit, |(x, y)| NewKind::Pair { x, y }),
+            added,
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn records_cross_versions_both_ways(new in new_record(), n in 0usize..4) {
+            let news = vec![new.clone(); n];
+            let old: Vec<Old> = postcard::from_bytes(&postcard::to_stdvec(&news).unwrap()).unwrap();
+            let kind = match new.kind { NewKind::Unit => OldKind::Unit, NewKind::Pair { x, .. } => OldKind::Pair { x } };
+            proptest::prop_assert_eq!(&old, &vec![Old { a: new.a, s: new.s.clone(), kind }; n]);
+            let back: Vec<New> = postcard::from_bytes(&postcard::to_stdvec(&old).unwrap()).unwrap();
+            let kind = match new.kind { NewKind::Unit => NewKind::Unit, NewKind::Pair { x, .. } => NewKind::Pair { x, y: None } };
+            proptest::prop_assert_eq!(back, vec![New { a: new.a, s: new.s, kind, added: vec![] }; n]);
+        }
+
+        #[test]
+        fn a_record_cut_anywhere_is_an_error_or_its_defaults(new in new_record(), cut in proptest::prelude::any::<proptest::sample::Index>()) {
+            let bytes = postcard::to_stdvec(&new).unwrap();
+            // The frame itself cut short: always an error.
+            let at = cut.index(bytes.len());
+            proptest::prop_assert!(postcard::from_bytes::<New>(&bytes[..at]).is_err());
+            // A frame whose fields end early: an error, or the fields it holds and defaults.
+            let fields = &bytes[1..];
+            let at = cut.index(fields.len() + 1);
+            if let Ok(got) = super::decode_record::<New>(&fields[..at]) {
+                proptest::prop_assert_eq!((got.a, &got.s), (new.a, &new.s));
+            }
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_without_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = super::decode_record::<New>(&bytes);
+            let _ = postcard::from_bytes::<Vec<New>>(&bytes);
+        }
+    }
+
     #[test]
     fn json_sees_plain_records() {
         let new = New { a: 1, s: "s".into(), kind: NewKind::Unit, added: vec![4] };

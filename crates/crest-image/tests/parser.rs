@@ -253,6 +253,31 @@ fn with_metadata(pages: &[u8], meta: &[u8]) -> Vec<u8> {
     out
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Metadata cut anywhere, behind a valid checksum, is refused by the record decoder with an
+    /// error that says so, never a panic and never a record with missing parts.
+    #[test]
+    fn metadata_cut_anywhere_is_refused(maps in prop::collection::vec(any::<u8>(), 1..6), fds in 0u8..4, cut in any::<prop::sample::Index>()) {
+        let (bytes, img) = build(&maps, 3, fds);
+        let pages = page_region(&bytes, &img);
+        let meta = postcard::to_stdvec(&img).expect("encode");
+        let at = cut.index(meta.len());
+        let err = ImageFile::check_bytes(&with_metadata(&pages, &meta[..at])).expect_err("a cut record").to_string();
+        prop_assert!(err.contains("cannot decode image metadata"), "{}", err);
+        prop_assert!(ImageFile::check_metadata(&meta[..at], HEADER_LEN..pages.len() as u64).is_err());
+    }
+
+    /// A whole image cut anywhere is refused (the trailer is missing or in the wrong place).
+    #[test]
+    fn image_cut_anywhere_is_refused(maps in prop::collection::vec(any::<u8>(), 1..6), cut in any::<prop::sample::Index>()) {
+        let (bytes, _) = build(&maps, 5, 2);
+        let at = cut.index(bytes.len());
+        prop_assert!(ImageFile::check_bytes(&bytes[..at]).is_err());
+    }
+}
+
 #[test]
 fn metadata_a_newer_minor_cannot_decode_names_both_versions() {
     let (bytes, img) = build(&[1, 1], 4, 1);
