@@ -149,6 +149,11 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
     let size = crest_cli::human_bytes;
     let _ = writeln!(o, "image:    {path} ({}, format {}.{}, written by {})", size(img.len), img.header.major, img.header.minor, i.tool);
     let _ = writeln!(o, "taken:    {} on {} (Linux {}), scope {}", date(i.time, false), i.host, i.kernel, i.scope);
+    // Sections of kinds this crest does not know, skipped (those it must understand are refused).
+    let skipped: Vec<String> = img.sections.iter().filter(|s| matches!(s.kind, crest_image::SectionKind::Other(_))).map(|s| format!("{} ({})", s.kind, size(s.len))).collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(o, "skipped:  sections this crest does not know: {}", skipped.join(", "));
+    }
     let (plain, stored) = (i.page_bytes(), i.stored_page_bytes());
     if stored == plain {
         let _ = writeln!(o, "pages:    {}", size(plain));
