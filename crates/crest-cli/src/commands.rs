@@ -133,7 +133,7 @@ pub fn info() -> Command {
     help_and_version(cmd, false)
         .arg(Arg::new("file").value_name("FILE").required(true).help("the checkpoint image"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the whole metadata as JSON"))
-        .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also check every page's checksum"))
+        .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also read every page run as cr_restart does: its checksum, and that a compressed one decompresses"))
 }
 
 /// `cr_check`'s options.

@@ -1,7 +1,7 @@
 //! Freezing a process, dumping it, and letting it go.
 use std::time::Instant;
 
-use crest_image::{Process, RECORD_VERSION};
+use crest_image::Process;
 use crest_kinds::{attrs, fd, memory, mm, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
@@ -265,7 +265,6 @@ impl Frozen {
         }
         self.threads[0].2 = Borrow::Clean;
         let process = Process {
-            v: RECORD_VERSION,
             pid,
             ppid,
             pgid: stat.pgrp,

@@ -50,7 +50,6 @@
 
 pub mod checkpoint;
 pub mod claim;
-mod compress;
 mod explain;
 mod freeze;
 mod pages;

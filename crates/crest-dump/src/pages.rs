@@ -17,15 +17,15 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crest_image::{checksum, PageRun, Vma, VmaBacking};
+use crest_image::codec::{stored_run, Packer};
+use crest_image::{PageRun, Vma, VmaBacking};
 use crest_kinds::memory;
 use crest_proc::Pagemap;
 
-use crate::compress::Packer;
 use crate::{check_cancel, DumpError};
 
 /// Largest page run in the image.
-pub const PIECE: u64 = 4 << 20;
+pub const PIECE: u64 = crest_image::codec::MAX_RUN;
 /// Bytes read from the target per batch.
 const BATCH: u64 = 4 << 20;
 /// Threads reading, compressing and writing pages into a regular file.
@@ -374,7 +374,7 @@ fn work<W: Write>(
 fn put_raw<W: Write>(data: &[u8], vaddr: u64, next: &Mutex<u64>, out: &Out<'_, W>) -> Result<PageRun, DumpError> {
     let at = allocate(next, data.len() as u64, true)?;
     out.put(data, at)?;
-    Ok(PageRun { vaddr, len: data.len() as u64, offset: at, zlen: 0, sum: checksum(data) })
+    Ok(stored_run(vaddr, at, data))
 }
 
 /// Writes the compressed runs `pk` holds, back to back, at the next free place.

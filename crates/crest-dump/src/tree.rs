@@ -12,7 +12,7 @@
 //! private pages are read from their copies. The image is one consistent instant of the tree.
 use std::collections::HashMap;
 
-use crest_image::{Image, ImageWriter, Process, RECORD_VERSION};
+use crest_image::{Image, ImageWriter, Process};
 use crest_kinds::{fd, ipc};
 
 use crate::freeze::{Collected, DumpOptions, Frozen};
@@ -354,7 +354,6 @@ impl FrozenTree {
         let (release, host) = crest_ptrace::sys::uname();
         let remote_syscalls = collected.iter().map(|c| c.remote_syscalls).sum();
         let image = Image {
-            v: RECORD_VERSION,
             tool: concat!("crest ", env!("CARGO_PKG_VERSION")).to_string(),
             kernel: release,
             host,
@@ -414,7 +413,6 @@ impl FrozenTree {
 /// The record of a zombie: who it is and how it ended.
 fn zombie_record(z: &Zombie, ppid: i32) -> Process {
     Process {
-        v: RECORD_VERSION,
         pid: z.pid,
         ppid,
         pgid: z.stat.pgrp,

@@ -14,7 +14,7 @@ pub enum ImageError {
         found: Vec<u8>,
     },
     /// A version this build cannot read.
-    #[error("image format version {found_major}.{found_minor} is not supported (this crest reads {supported_major}.x)")]
+    #[error("image format version {found_major}.{found_minor} is not supported: this crest reads format {supported_major}.0 to {supported_major}.{supported_minor}")]
     Version {
         /// Major found.
         found_major: u32,
@@ -22,6 +22,23 @@ pub enum ImageError {
         found_minor: u32,
         /// Major this crate reads.
         supported_major: u32,
+        /// Newest minor this crate knows.
+        supported_minor: u32,
+    },
+    /// An image of a newer minor version that holds something this build does not know and
+    /// may not skip.
+    #[error("image format version {found_major}.{found_minor} holds {what}, which this crest (format {supported_major}.{supported_minor}) does not know: a newer crest is needed to read it")]
+    Newer {
+        /// Major found.
+        found_major: u32,
+        /// Minor found.
+        found_minor: u32,
+        /// Major this crate reads.
+        supported_major: u32,
+        /// Newest minor this crate knows.
+        supported_minor: u32,
+        /// What it holds.
+        what: String,
     },
     /// The file is shorter than its own structure says.
     #[error("image is truncated: {what} needs bytes up to {needed}, file has {len}")]
@@ -37,6 +54,12 @@ pub enum ImageError {
     #[error("checksum mismatch in {what}: the image is corrupt")]
     Checksum {
         /// Which part.
+        what: String,
+    },
+    /// A compressed page run does not decompress to what its record says.
+    #[error("{what}: the image is corrupt")]
+    BadRun {
+        /// Which run, and what is wrong.
         what: String,
     },
     /// The metadata record could not be decoded.
@@ -55,8 +78,16 @@ pub enum ImageError {
         /// Encoder error.
         source: postcard::Error,
     },
+    /// The compression library failed (starting, or compressing).
+    #[error("{what}: {source}")]
+    Codec {
+        /// What was being done.
+        what: String,
+        /// The library's error.
+        source: io::Error,
+    },
     /// A required section is missing from the table.
-    #[error("image has no {0:?} section")]
+    #[error("image has no {0} section")]
     MissingSection(crate::SectionKind),
     /// A record holds values that cannot be right.
     #[error("invalid image: {0}")]

@@ -3,7 +3,7 @@
 //! ```text
 //! 0              Header (HEADER_LEN bytes, little-endian, checksummed)
 //! HEADER_LEN     page data: runs of whole pages, each run page-aligned
-//! ...            sections (metadata), then the section table (postcard Vec<SectionEntry>)
+//! ...            sections (metadata, ...), then the section table (postcard Vec<SectionEntry>)
 //! len-64         Trailer (TRAILER_LEN bytes): where the table is and its checksum
 //! ```
 //! Page data comes first so that a checkpoint can be streamed into a pipe; the trailer at the
@@ -17,13 +17,15 @@ pub const MAGIC: [u8; 8] = *b"CRESTIMG";
 /// First 8 bytes of the trailer.
 pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
-pub const FORMAT_MAJOR: u32 = 3;
-/// Compatible additions bump this.
+pub const FORMAT_MAJOR: u32 = 4;
+/// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
 pub const FORMAT_MINOR: u32 = 0;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
 pub const TRAILER_LEN: u64 = 64;
+/// Largest section table readers accept.
+pub const MAX_TABLE: u64 = 4096;
 /// Page size images are written with.
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -71,7 +73,7 @@ impl Header {
             return Err(ImageError::Checksum { what: "header".into() });
         }
         if major != FORMAT_MAJOR {
-            return Err(ImageError::Version { found_major: major, found_minor: minor, supported_major: FORMAT_MAJOR });
+            return Err(ImageError::Version { found_major: major, found_minor: minor, supported_major: FORMAT_MAJOR, supported_minor: FORMAT_MINOR });
         }
         let h = Header { major, minor, page_size: u32_at(b, 16), flags: u32_at(b, 20) };
         if u64::from(h.page_size) != PAGE_SIZE {
@@ -117,26 +119,79 @@ impl Trailer {
     }
 }
 
-/// What a section holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a section holds. Open: a kind this build does not know is kept as [`SectionKind::Other`]
+/// (and skipped, or refused when its entry says it must be understood).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "u32", into = "u32")]
 pub enum SectionKind {
-    /// The [`crate::Image`] record, postcard-encoded.
+    /// The [`crate::Image`] record, postcard-encoded (0).
     Meta,
-    /// Page data; each run is checksummed on its own in the metadata.
+    /// Page data; each run is checksummed on its own in the metadata (1).
     Pages,
+    /// A kind this build does not know.
+    Other(u32),
 }
 
-/// One row of the section table.
+impl From<u32> for SectionKind {
+    fn from(v: u32) -> Self {
+        match v {
+            0 => SectionKind::Meta,
+            1 => SectionKind::Pages,
+            v => SectionKind::Other(v),
+        }
+    }
+}
+
+impl From<SectionKind> for u32 {
+    fn from(k: SectionKind) -> u32 {
+        match k {
+            SectionKind::Meta => 0,
+            SectionKind::Pages => 1,
+            SectionKind::Other(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Display for SectionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SectionKind::Meta => f.write_str("metadata"),
+            SectionKind::Pages => f.write_str("page data"),
+            SectionKind::Other(v) => write!(f, "kind {v}"),
+        }
+    }
+}
+
+/// Bits of [`SectionEntry::flags`].
+pub mod section_flags {
+    /// A reader that does not know the section's kind must refuse the image (without it, such
+    /// a section is skipped).
+    pub const MUST_UNDERSTAND: u32 = 1;
+}
+
+/// One row of the section table (a framed record: fields can be added at its end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct SectionEntry {
     /// What it holds.
     pub kind: SectionKind,
+    /// [`section_flags`] bits.
+    pub flags: u32,
     /// Where it starts.
     pub offset: u64,
     /// How long it is.
     pub len: u64,
     /// Checksum of its bytes (0 for `Pages`, whose runs carry their own).
     pub sum: u64,
+}
+
+crate::frame::framed!(SectionEntry);
+
+impl SectionEntry {
+    /// Whether a reader that does not know this section's kind must refuse the image.
+    pub fn must_understand(&self) -> bool {
+        self.flags & section_flags::MUST_UNDERSTAND != 0
+    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {

@@ -8,21 +8,24 @@
 //! This crate is pure data: it parses, validates and writes bytes and never makes a syscall
 //! beyond reading and writing the file it is given, so tools can read images without tracing.
 //!
+//! * [`codec`] stores page runs (raw or zstd-compressed), checks and reads them back.
 //! * [`ImageWriter`] streams page data and then the metadata into any `Write`.
 //! * [`ImageFile`] opens an image, checks header, trailer, table and metadata, and
 //!   [`validate::validate`]s every record before returning the [`Image`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod codec;
 mod error;
 mod format;
+pub mod frame;
 mod reader;
 mod records;
 pub mod validate;
 mod writer;
 
 pub use error::ImageError;
-pub use format::{Header, SectionEntry, SectionKind, Trailer, FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, MAGIC, PAGE_SIZE, TRAILER_LEN, TRAILER_MAGIC};
+pub use format::{section_flags, Header, SectionEntry, SectionKind, Trailer, FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, MAGIC, PAGE_SIZE, TRAILER_LEN, TRAILER_MAGIC};
 pub use reader::ImageFile;
 pub use records::*;
 pub use writer::ImageWriter;

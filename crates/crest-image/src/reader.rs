@@ -3,7 +3,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::format::{Header, SectionEntry, SectionKind, Trailer, HEADER_LEN, TRAILER_LEN};
+use crate::codec::RunReader;
+use crate::format::{Header, SectionEntry, SectionKind, Trailer, FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, MAX_TABLE, TRAILER_LEN};
 use crate::{checksum, validate, Image, ImageError, PageRun};
 
 /// Largest metadata section accepted (a guard against absurd sizes in a corrupt table).
@@ -76,24 +77,33 @@ impl ImageFile {
         self.image.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().map(move |r| (p.pid, *r)))).collect()
     }
 
-    /// Reads every page run and checks its checksum, on `workers` threads.
-    /// Returns the first mismatch, naming the process and address.
+    /// Reads every page run as a restart does ([`RunReader::read`]) and checks it: its
+    /// checksum, and for a compressed run that it decompresses to exactly its length; on
+    /// `workers` threads. Returns the first failure, naming the process and address.
     pub fn verify_pages(&self, workers: usize) -> Result<(), ImageError> {
+        self.verify_runs(workers, |reader, buf, pid, r| reader.read(&self.file, pid, r, buf))
+    }
+
+    /// Checks the checksum of every page run as stored, without decompressing
+    /// ([`RunReader::check_stored`]), on `workers` threads: what a restart does beside the
+    /// restoring, which decompresses the compressed runs itself with [`RunReader::read`].
+    pub fn verify_checksums(&self, workers: usize) -> Result<(), ImageError> {
+        self.verify_runs(workers, |reader, _, pid, r| reader.check_stored(&self.file, pid, r))
+    }
+
+    fn verify_runs(&self, workers: usize, check: impl Fn(&mut RunReader, &mut Vec<u8>, i32, &PageRun) -> Result<(), ImageError> + Sync) -> Result<(), ImageError> {
         let runs = self.runs();
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers.max(1))
                 .map(|_| {
                     s.spawn(|| -> Result<(), ImageError> {
+                        let mut reader = RunReader::new()?;
                         let mut buf = Vec::new();
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some((pid, r)) = runs.get(i) else { return Ok(()) };
-                            buf.resize(r.stored_len() as usize, 0);
-                            FileExt::read_exact_at(&self.file, &mut buf, r.offset)?;
-                            if checksum(&buf) != r.sum {
-                                return Err(ImageError::Checksum { what: format!("page data of pid {pid} at {:#x}..{:#x}", r.vaddr, r.vaddr + r.len) });
-                            }
+                            check(&mut reader, &mut buf, *pid, r)?;
                         }
                     })
                 })
@@ -101,6 +111,16 @@ impl ImageFile {
             handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(ImageError::Invalid("page verifier panicked".into()))))
         })
     }
+}
+
+/// `err`, or when the image is of a newer minor version than this build knows (so that what
+/// could not be read may be something added since), an error naming both versions.
+fn newer(header: &Header, what: &str, err: ImageError) -> ImageError {
+    // Not `<=`, which with FORMAT_MINOR 0 is a comparison that cannot fail.
+    if header.minor.saturating_sub(FORMAT_MINOR) == 0 {
+        return err;
+    }
+    ImageError::Newer { found_major: header.major, found_minor: header.minor, supported_major: FORMAT_MAJOR, supported_minor: FORMAT_MINOR, what: what.to_string() }
 }
 
 fn parse(src: &impl ReadAt, len: u64) -> Result<(Header, Vec<SectionEntry>, Image), ImageError> {
@@ -114,7 +134,7 @@ fn parse(src: &impl ReadAt, len: u64) -> Result<(Header, Vec<SectionEntry>, Imag
     src.read_exact_at(&mut tb, len - TRAILER_LEN)?;
     let trailer = Trailer::decode(&tb)?;
     let table_ok = trailer.table_offset.checked_add(trailer.table_len).is_some_and(|e| e <= len - TRAILER_LEN);
-    if !table_ok || trailer.table_offset < HEADER_LEN || trailer.table_len > 4096 {
+    if !table_ok || trailer.table_offset < HEADER_LEN || trailer.table_len > MAX_TABLE {
         return Err(ImageError::Invalid(format!("section table at {}+{} lies outside the file", trailer.table_offset, trailer.table_len)));
     }
     let mut table = vec![0u8; trailer.table_len as usize];
@@ -122,10 +142,20 @@ fn parse(src: &impl ReadAt, len: u64) -> Result<(Header, Vec<SectionEntry>, Imag
     if checksum(&table) != trailer.table_sum {
         return Err(ImageError::Checksum { what: "section table".into() });
     }
-    let sections: Vec<SectionEntry> = postcard::from_bytes(&table).map_err(|source| ImageError::Decode { what: "section table", source })?;
+    let sections: Vec<SectionEntry> = postcard::from_bytes(&table).map_err(|source| newer(&header, "a section table", ImageError::Decode { what: "section table", source }))?;
     for s in &sections {
         if s.offset < HEADER_LEN || s.offset.checked_add(s.len).is_none_or(|e| e > trailer.table_offset) {
-            return Err(ImageError::Invalid(format!("{:?} section at {}+{} lies outside the file", s.kind, s.offset, s.len)));
+            return Err(ImageError::Invalid(format!("{} section at {}+{} lies outside the file", s.kind, s.offset, s.len)));
+        }
+        if let SectionKind::Other(k) = s.kind {
+            // Sections of kinds this build does not know are skipped, unless the writer said
+            // that a reader must understand them.
+            if s.must_understand() {
+                let what = format!("a section of kind {k} that must be understood");
+                return Err(newer(&header, &what, ImageError::Invalid(format!("{what}, unknown in format {}.{}", header.major, header.minor))));
+            }
+        } else if sections.iter().filter(|o| o.kind == s.kind).count() > 1 {
+            return Err(ImageError::Invalid(format!("the section table lists two {} sections", s.kind)));
         }
     }
     let find = |k| sections.iter().find(|s| s.kind == k).copied().ok_or(ImageError::MissingSection(k));
@@ -139,7 +169,7 @@ fn parse(src: &impl ReadAt, len: u64) -> Result<(Header, Vec<SectionEntry>, Imag
     if checksum(&mb) != meta.sum {
         return Err(ImageError::Checksum { what: "metadata section".into() });
     }
-    let image: Image = postcard::from_bytes(&mb).map_err(|source| ImageError::Decode { what: "image metadata", source })?;
+    let image: Image = postcard::from_bytes(&mb).map_err(|source| newer(&header, "metadata records", ImageError::Decode { what: "image metadata", source }))?;
     validate::validate(&image, pages.offset, pages.offset + pages.len)?;
     Ok((header, sections, image))
 }

@@ -1,18 +1,20 @@
 //! The records of an image: what crest saves of a process tree.
 //!
-//! Every top-level record carries a `v` field, the record's own version, so that one record can
-//! change without a new format major; readers refuse versions they do not know
-//! ([`crate::validate`]). Records are plain data, encoded with postcard.
+//! Records are plain data, encoded with postcard, each one framed ([`crate::frame`]): a record
+//! is a length and its fields, so fields can be added at the end of a record in a minor version
+//! of the format. A field added that way is `#[serde(default)]` (an image written before it
+//! reads as the default) and comes after every field that was there before; fields are never
+//! removed, reordered or changed in type without a new major version (`docs/image-format.md`).
 use serde::{Deserialize, Serialize};
 
-/// Version of [`Image`], [`Process`], [`Thread`], [`Vma`] and [`FdRecord`] written by this build.
-pub const RECORD_VERSION: u16 = 6;
+use crate::frame::framed;
+
+framed!(Image, IpcObject, IpcKind, Process, ProcAttrs, ThreadAttrs, Creds, Rlimit, MmState, VmaBacking, Vma, PageRun, FdRecord, Fown, FileLock, FdKind, UnixPairState, SigAction, Rseq, Thread);
 
 /// The whole checkpoint: a tree of processes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Image {
-    /// Record version.
-    pub v: u16,
     /// crest version that wrote it.
     pub tool: String,
     /// Kernel release at checkpoint (`uname -r`).
@@ -35,6 +37,7 @@ pub struct Image {
 
 /// A SysV IPC object, restored with the same id (and key) when this system allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct IpcObject {
     /// `IPC_PRIVATE` (0) or the key it was created with.
     pub key: i32,
@@ -52,6 +55,7 @@ pub struct IpcObject {
 
 /// The kinds of SysV IPC objects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub enum IpcKind {
     /// A shared memory segment; its pages are saved with the mappings that attach it.
     Shm {
@@ -69,9 +73,8 @@ pub enum IpcKind {
 
 /// One process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Process {
-    /// Record version.
-    pub v: u16,
     /// PID.
     pub pid: i32,
     /// Parent PID (0 when the parent is outside the image).
@@ -120,6 +123,7 @@ pub struct Process {
 
 /// Process-wide settings restored after the memory (see `crest_kinds::attrs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(remote = "Self")]
 pub struct ProcAttrs {
     /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`: (interval, value) in microseconds.
     pub itimers: [(u64, u64); 3],
@@ -142,6 +146,7 @@ pub struct ProcAttrs {
 
 /// Per-thread settings (see `crest_kinds::attrs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(remote = "Self")]
 pub struct ThreadAttrs {
     /// Scheduling policy (`SCHED_*`, with `SCHED_RESET_ON_FORK`).
     pub policy: u32,
@@ -162,6 +167,7 @@ pub struct ThreadAttrs {
 
 /// User and group ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(remote = "Self")]
 pub struct Creds {
     /// Real, effective, saved, filesystem uid.
     pub uid: [u32; 4],
@@ -185,6 +191,7 @@ pub struct Creds {
 
 /// One resource limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Rlimit {
     /// Resource number (`RLIMIT_*`).
     pub resource: u32,
@@ -196,6 +203,7 @@ pub struct Rlimit {
 
 /// The memory descriptor fields of `struct prctl_mm_map`, and the auxiliary vector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(remote = "Self")]
 pub struct MmState {
     /// Start of code.
     pub start_code: u64,
@@ -238,6 +246,7 @@ pub enum SpecialArea {
 
 /// What backs a mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub enum VmaBacking {
     /// Private anonymous memory (heap, stack, `mmap(MAP_ANONYMOUS|MAP_PRIVATE)`).
     Anon,
@@ -318,9 +327,8 @@ pub mod madv_flags {
 
 /// One memory mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Vma {
-    /// Record version.
-    pub v: u16,
     /// First address.
     pub start: u64,
     /// One past the last address.
@@ -345,6 +353,7 @@ pub struct Vma {
 
 /// A run of saved pages: `len` bytes for `vaddr..vaddr+len`, at `offset` in the image file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct PageRun {
     /// Address in the process.
     pub vaddr: u64,
@@ -372,9 +381,8 @@ impl PageRun {
 
 /// One open file descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct FdRecord {
-    /// Record version.
-    pub v: u16,
     /// Descriptor number.
     pub fd: i32,
     /// File status flags (`O_*`, from fdinfo), access mode included.
@@ -394,6 +402,7 @@ pub struct FdRecord {
 
 /// The owner of an open file for I/O signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(remote = "Self")]
 pub struct Fown {
     /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2).
     pub kind: i32,
@@ -405,6 +414,7 @@ pub struct Fown {
 
 /// A file lock held through a descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct FileLock {
     /// Which kind.
     pub kind: LockKind,
@@ -429,6 +439,7 @@ pub enum LockKind {
 
 /// The kinds of files a descriptor can refer to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub enum FdKind {
     /// A regular file, reopened by path.
     Regular {
@@ -613,6 +624,7 @@ impl FdKind {
 
 /// What a connected pair of unix sockets holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct UnixPairState {
     /// For each end (`false`, `true`), the messages (datagrams, or runs of bytes of a stream)
     /// queued for it to read, oldest first.
@@ -645,6 +657,7 @@ impl StdioClass {
 
 /// One signal's disposition, as the kernel's `struct sigaction`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct SigAction {
     /// Signal number.
     pub signo: u32,
@@ -693,6 +706,7 @@ pub struct Regs {
 
 /// rseq registration of a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Rseq {
     /// Address of `struct rseq`.
     pub addr: u64,
@@ -704,9 +718,8 @@ pub struct Rseq {
 
 /// One thread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Thread {
-    /// Record version.
-    pub v: u16,
     /// Thread id.
     pub tid: i32,
     /// Name (`comm`).

@@ -1,8 +1,8 @@
-//! Checks that a decoded [`Image`] makes sense before anything acts on it: record versions,
-//! address ranges in user space, sorted non-overlapping mappings, page runs inside their mapping
-//! and inside the page section, sane counts. Every failure names the process and object.
+//! Checks that a decoded [`Image`] makes sense before anything acts on it: address ranges in
+//! user space, sorted non-overlapping mappings, page runs inside their mapping and inside the
+//! page section, sane counts. Every failure names the process and object.
 use crate::format::PAGE_SIZE;
-use crate::records::{Image, Vma, VmaBacking, RECORD_VERSION};
+use crate::records::{Image, Vma, VmaBacking};
 use crate::ImageError;
 
 /// Highest user address on x86-64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -33,18 +33,12 @@ pub fn check_coverage(pid: i32, v: &Vma) -> Result<(), ImageError> {
 /// Validates `img`, whose page data must lie in `pages_start..pages_end` of the file.
 pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), ImageError> {
     let bad = |m: String| Err(ImageError::Invalid(m));
-    if img.v != RECORD_VERSION {
-        return bad(format!("image record version {} is not supported", img.v));
-    }
     if img.processes.is_empty() || img.processes.len() > 1 << 22 {
         return bad(format!("{} processes", img.processes.len()));
     }
     let mut seen_pids = std::collections::HashSet::new();
     for p in &img.processes {
         let pid = p.pid;
-        if p.v != RECORD_VERSION {
-            return bad(format!("process record version {} (pid {pid}) is not supported", p.v));
-        }
         if pid <= 0 || p.threads.is_empty() != p.exit_status.is_some() {
             return bad(format!("process {pid} has an invalid pid, or no threads though it is alive, or threads though it is a zombie"));
         }
@@ -59,9 +53,6 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
         }
         let mut prev_end = 0u64;
         for v in &p.vmas {
-            if v.v != RECORD_VERSION {
-                return bad(format!("mapping record version {} (pid {pid}) is not supported", v.v));
-            }
             let is_vsyscall = matches!(v.backing, VmaBacking::Special(crate::SpecialArea::Vsyscall));
             let limit = if is_vsyscall { u64::MAX } else { USER_ADDR_END_LA57 };
             if v.start >= v.end || v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.end > limit || (is_vsyscall && v.start != VSYSCALL_ADDR) {
@@ -99,9 +90,6 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             return bad(format!("pid {pid}: duplicate or negative file descriptor numbers"));
         }
         for f in &p.fds {
-            if f.v != RECORD_VERSION {
-                return bad(format!("fd record version {} (pid {pid} fd {}) is not supported", f.v, f.fd));
-            }
             if let Some(path) = f.kind.path() {
                 if !path.starts_with('/') {
                     return bad(format!("pid {pid} fd {}: relative path", f.fd));
@@ -116,9 +104,6 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             return bad(format!("pid {pid}: malformed pending signal"));
         }
         for t in &p.threads {
-            if t.v != RECORD_VERSION {
-                return bad(format!("thread record version {} (tid {}) is not supported", t.v, t.tid));
-            }
             if t.tid <= 0 || t.xsave.len() > 1 << 16 || !t.pending.iter().all(siginfo_ok) {
                 return bad(format!("pid {pid} tid {}: invalid thread record", t.tid));
             }

@@ -1,7 +1,7 @@
 //! Streaming image writer: header, page data, then metadata, table and trailer.
 use std::io::Write;
 
-use crate::format::{Header, SectionEntry, SectionKind, Trailer, HEADER_LEN, PAGE_SIZE};
+use crate::format::{Header, SectionEntry, SectionKind, Trailer, HEADER_LEN, MAX_TABLE, PAGE_SIZE};
 use crate::{checksum, Image, ImageError};
 
 /// Writes an image into any byte sink, in one pass, without seeking.
@@ -11,13 +11,15 @@ use crate::{checksum, Image, ImageError};
 pub struct ImageWriter<W: Write> {
     out: W,
     pos: u64,
+    /// Sections written by [`ImageWriter::finish`] after the metadata.
+    extra: Vec<(SectionKind, u32, Vec<u8>)>,
 }
 
 impl<W: Write> ImageWriter<W> {
     /// Writes the header and returns a writer positioned at the start of page data.
     pub fn new(mut out: W) -> Result<Self, ImageError> {
         out.write_all(&Header::current().encode())?;
-        Ok(ImageWriter { out, pos: HEADER_LEN })
+        Ok(ImageWriter { out, pos: HEADER_LEN, extra: Vec::new() })
     }
 
     /// Offset the next appended byte will have.
@@ -51,14 +53,30 @@ impl<W: Write> ImageWriter<W> {
         Ok(())
     }
 
-    /// Writes the metadata, section table and trailer, and returns the sink.
+    /// Adds a section of `kind` holding `bytes`, written after the metadata; `flags` are
+    /// [`crate::section_flags`] bits.
+    pub fn add_section(&mut self, kind: SectionKind, flags: u32, bytes: Vec<u8>) {
+        self.extra.push((kind, flags, bytes));
+    }
+
+    /// Writes the metadata, the added sections, the section table and the trailer, and returns
+    /// the sink.
     pub fn finish(mut self, image: &Image) -> Result<W, ImageError> {
-        let pages = SectionEntry { kind: SectionKind::Pages, offset: HEADER_LEN, len: self.pos - HEADER_LEN, sum: 0 };
+        let pages = SectionEntry { kind: SectionKind::Pages, flags: 0, offset: HEADER_LEN, len: self.pos - HEADER_LEN, sum: 0 };
         let meta_bytes = postcard::to_stdvec(image).map_err(|source| ImageError::Encode { what: "image metadata", source })?;
-        let meta = SectionEntry { kind: SectionKind::Meta, offset: self.pos, len: meta_bytes.len() as u64, sum: checksum(&meta_bytes) };
+        let meta = SectionEntry { kind: SectionKind::Meta, flags: 0, offset: self.pos, len: meta_bytes.len() as u64, sum: checksum(&meta_bytes) };
         self.out.write_all(&meta_bytes)?;
         self.pos += meta.len;
-        let table = postcard::to_stdvec(&vec![pages, meta]).map_err(|source| ImageError::Encode { what: "section table", source })?;
+        let mut table = vec![pages, meta];
+        for (kind, flags, bytes) in std::mem::take(&mut self.extra) {
+            table.push(SectionEntry { kind, flags, offset: self.pos, len: bytes.len() as u64, sum: checksum(&bytes) });
+            self.out.write_all(&bytes)?;
+            self.pos += bytes.len() as u64;
+        }
+        let table = postcard::to_stdvec(&table).map_err(|source| ImageError::Encode { what: "section table", source })?;
+        if table.len() as u64 > MAX_TABLE {
+            return Err(ImageError::Invalid(format!("a section table of {} bytes is larger than readers accept ({MAX_TABLE})", table.len())));
+        }
         let trailer = Trailer { table_offset: self.pos, table_len: table.len() as u64, table_sum: checksum(&table) };
         self.out.write_all(&table)?;
         self.out.write_all(&trailer.encode())?;

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
-use crest_image::{madv_flags, vma_flags, PageRun, SpecialArea, Vma, VmaBacking, RECORD_VERSION};
+use crest_image::{madv_flags, vma_flags, PageRun, SpecialArea, Vma, VmaBacking};
 use crest_proc::{pagemap, MapEntry, Pagemap};
 use crest_ptrace::Remote;
 
@@ -93,7 +93,7 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     } else {
         return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} ({name}) is of a kind crest cannot checkpoint")));
     };
-    Ok(Vma { v: RECORD_VERSION, start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0 })
+    Ok(Vma { start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0 })
 }
 
 /// Which file mappings have their whole contents saved (BLCR's `--save-*` options).
@@ -481,19 +481,12 @@ fn unpack(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Progress
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| -> Result<(), KindError> {
-                    let mut z = zstd::bulk::Decompressor::new().map_err(|e| KindError::io("starting zstd", e))?;
-                    let (mut packed, mut plain) = (Vec::new(), Vec::new());
+                    // The image's own reader: checks each run's checksum and length as it goes.
+                    let mut reader = crest_image::codec::RunReader::new().map_err(|e| KindError::Mismatch(e.to_string()))?;
+                    let mut plain = Vec::new();
                     loop {
                         let Some(r) = runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
-                        let what = || format!("pid {pid}: compressed pages {:#x}+{:#x}", r.vaddr, r.len);
-                        packed.resize(r.zlen as usize, 0);
-                        std::os::unix::fs::FileExt::read_exact_at(image, &mut packed, r.offset).map_err(|e| KindError::io(what(), e))?;
-                        plain.clear();
-                        plain.reserve(r.len as usize);
-                        let n = z.decompress_to_buffer(&packed, &mut plain).map_err(|e| KindError::Mismatch(format!("{}: {e}", what())))?;
-                        if n as u64 != r.len {
-                            return Err(KindError::Mismatch(format!("{}: decompressed to {n} bytes", what())));
-                        }
+                        reader.read(image, pid, r, &mut plain).map_err(|e| KindError::Mismatch(e.to_string()))?;
                         crest_ptrace::mem::write_vm(pid, r.vaddr, &plain)?;
                         progress.add_done(r.len);
                     }

@@ -9,7 +9,7 @@
 //!
 //! A thread stopped inside a system call keeps `orig_rax` and the kernel's `-ERESTART*` value in
 //! `rax`; the kernel's own restart rules apply when it resumes (see `crest-restore`).
-use crest_image::{Regs, Rseq, Thread, RECORD_VERSION};
+use crest_image::{Regs, Rseq, Thread};
 use crest_ptrace::{Remote, Tracee};
 
 use crate::{le_u64, KindError, Scratch};
@@ -79,7 +79,6 @@ pub fn dump(t: &Tracee, remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, fr
     let mut pending = t.pending_signals(false)?;
     pending.extend(frozen.stolen.iter().cloned());
     Ok(Thread {
-        v: RECORD_VERSION,
         tid,
         comm: crest_proc::read(pid, &format!("task/{tid}/comm"))?.trim_end_matches('\n').to_string(),
         regs: regs_to_image(&frozen.regs),

@@ -353,7 +353,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     drop(image_fd_owned);
 
     let result = std::thread::scope(|s| {
-        let verifier = opts.verify.then(|| s.spawn(|| img.verify_pages(1)));
+        let verifier = opts.verify.then(|| s.spawn(|| img.verify_checksums(1)));
         let mut filled = Ok((0, 0, true, Vec::new()));
         for (i, husk) in &husks {
             let join = match plan.group[*i] {

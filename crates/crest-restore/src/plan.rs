@@ -101,12 +101,10 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crest_image::RECORD_VERSION;
 
     /// A process record with only the ids that shape the plan.
     fn p(pid: i32, ppid: i32, pgid: i32, sid: i32) -> Process {
         Process {
-            v: RECORD_VERSION,
             pid,
             ppid,
             pgid,

@@ -502,7 +502,6 @@ mod tests {
 
     fn process(uid: u32, gid: u32, groups: Vec<u32>, cap_eff: u64) -> Process {
         Process {
-            v: 1,
             pid: 1,
             ppid: 0,
             pgid: 1,

@@ -1,6 +1,7 @@
 //! `cr_info`: what a checkpoint image holds, for people (default) or tools (`--json`). The
-//! image is checked as `cr_restart` would check it; `--verify` also reads every page and ends
-//! with a line that says what it checked and that the image is good (or exits 22).
+//! image is checked as `cr_restart` would check it; `--verify` also reads every page run with the
+//! image's own reader (`crest_image::codec`, as `cr_restart` does: checksums, decompression) and
+//! ends with a line that says what it checked and that the image is good (or exits 22).
 //!
 //! Dates are local (`TZ`): readable in the text, ISO 8601 in `--json` (with `time_unix`).
 //! In `--json` the command line and the environment are lists of strings; an argument or
@@ -45,7 +46,7 @@ fn main() {
         describe_image(&mut out, path, &img);
         if let Some(ver) = &verified {
             out.push_str(&format!(
-                "\nverified: the header, the section table, every metadata record and all {} of page data ({} in the image) of {}: every checksum matches; the image is good\n",
+                "\nverified: the header, the section table, every metadata record and all {} of page data ({} in the image) of {}: every checksum matches and every compressed run decompresses to its length; the image is good\n",
                 plural(ver.runs, "run"),
                 crest_cli::human_bytes(ver.bytes),
                 plural(ver.processes, "process")
@@ -131,16 +132,10 @@ fn environment(img: &ImageFile, p: &crest_image::Process) -> Option<Vec<u8>> {
     let vma = p.vmas.iter().find(|v| v.start <= start && end <= v.end)?;
     let mut out = vec![0u8; (end - start) as usize];
     let mut covered = 0;
+    let mut reader = crest_image::codec::RunReader::new().ok()?;
+    let mut data = Vec::new();
     for r in vma.pages.iter().filter(|r| r.vaddr < end && start < r.vaddr + r.len) {
-        let data = if r.zlen == 0 {
-            let mut b = vec![0u8; r.len as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&img.file, &mut b, r.offset).ok()?;
-            b
-        } else {
-            let mut packed = vec![0u8; r.zlen as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&img.file, &mut packed, r.offset).ok()?;
-            zstd::bulk::decompress(&packed, r.len as usize).ok()?
-        };
+        reader.read(&img.file, p.pid, r, &mut data).ok()?;
         let (from, to) = (start.max(r.vaddr), end.min(r.vaddr + r.len));
         out[(from - start) as usize..(to - start) as usize].copy_from_slice(data.get((from - r.vaddr) as usize..(to - r.vaddr) as usize)?);
         covered += to - from;
@@ -154,6 +149,11 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
     let size = crest_cli::human_bytes;
     let _ = writeln!(o, "image:    {path} ({}, format {}.{}, written by {})", size(img.len), img.header.major, img.header.minor, i.tool);
     let _ = writeln!(o, "taken:    {} on {} (Linux {}), scope {}", date(i.time, false), i.host, i.kernel, i.scope);
+    // Sections of kinds this crest does not know, skipped (those it must understand are refused).
+    let skipped: Vec<String> = img.sections.iter().filter(|s| matches!(s.kind, crest_image::SectionKind::Other(_))).map(|s| format!("{} ({})", s.kind, size(s.len))).collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(o, "skipped:  sections this crest does not know: {}", skipped.join(", "));
+    }
     let (plain, stored) = (i.page_bytes(), i.stored_page_bytes());
     if stored == plain {
         let _ = writeln!(o, "pages:    {}", size(plain));

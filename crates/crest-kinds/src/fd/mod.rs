@@ -13,7 +13,7 @@
 //! file is opened again and moved to its number with `dup3`, close-on-exec included.
 use std::fs::Metadata;
 
-use crest_image::{FdKind, FdRecord, Fown, RECORD_VERSION};
+use crest_image::{FdKind, FdRecord, Fown};
 use crest_proc::FdInfo;
 
 use crate::ident::{ObjId, Slot};
@@ -300,7 +300,7 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
         });
         same_inode.push((pid, fd, file));
         let fown = if matches!(kind, FdKind::Inherited { .. }) { Fown::default() } else { owner(&cx, fd)? };
-        out.push(FdRecord { v: RECORD_VERSION, fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks, fown });
+        out.push(FdRecord { fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks, fown });
     }
     Ok((out, cx.dropped))
 }

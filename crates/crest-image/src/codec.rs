@@ -1,4 +1,11 @@
-//! Compression of page data (`cr_checkpoint --compress`).
+//! The page-run codec: how page runs are stored, checked and read back, the same for the
+//! writer (`cr_checkpoint`), the reader (`cr_restart`) and the checker (`cr_info --verify`).
+//!
+//! A run is stored as it is ([`stored_run`]) or as one zstd frame ([`Packer`]), with the xxh3
+//! checksum of the bytes as stored; [`RunReader`] reads a run back, checks its checksum and
+//! decompresses it to exactly its length.
+//!
+//! ## Compression (`cr_checkpoint --compress`)
 //!
 //! Each run of pages is cut into blocks of [`BLOCK`] bytes, and each block is judged from
 //! samples of [`SAMPLE`] bytes (at its start, then at its middle). A sample whose bytes are
@@ -12,9 +19,10 @@
 //! after a compressed one costs up to a page of padding. Compressed runs are therefore held
 //! back ([`Packer`]) and placed in the image together, many megabytes at a time, while raw runs
 //! are written at once, one after another, without padding.
-use crest_image::{checksum, PageRun};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
-use crate::DumpError;
+use crate::{checksum, ImageError, PageRun};
 
 /// Pages are judged compressible or not in blocks of this many bytes (zstd's own block size).
 const BLOCK: usize = 128 << 10;
@@ -25,6 +33,79 @@ const SAMPLE: usize = 2048;
 const HOLD: usize = 16 << 20;
 /// Below this many bits per byte (order-0 entropy), a sample is compressible without a try.
 const SPREAD: f64 = 7.0;
+/// Longest run the writer makes (page data is read and written in pieces of this size).
+pub const MAX_RUN: u64 = 4 << 20;
+/// Longest run a reader decompresses: a guard against absurd lengths in a damaged image.
+const MAX_PACKED_RUN: u64 = 1 << 30;
+
+/// A run of `data`, the memory at `vaddr`, stored as it is at `offset`.
+pub fn stored_run(vaddr: u64, offset: u64, data: &[u8]) -> PageRun {
+    PageRun { vaddr, len: data.len() as u64, offset, zlen: 0, sum: checksum(data) }
+}
+
+/// An error of the zstd library, for `what`.
+fn zstd_error(what: String, source: std::io::Error) -> ImageError {
+    ImageError::Codec { what, source }
+}
+
+/// Reads page runs back from an image: each one checked against its checksum and, when it is
+/// compressed, decompressed to exactly its length. One per thread; it keeps its buffers.
+pub struct RunReader {
+    z: zstd::bulk::Decompressor<'static>,
+    stored: Vec<u8>,
+}
+
+impl RunReader {
+    /// A reader.
+    pub fn new() -> Result<Self, ImageError> {
+        let z = zstd::bulk::Decompressor::new().map_err(|e| zstd_error("starting zstd".into(), e))?;
+        Ok(RunReader { z, stored: Vec::new() })
+    }
+
+    /// Reads run `r` of process `pid` from `file` and checks its checksum, then leaves in `out`
+    /// the `r.len` bytes it restores (decompressed when it is compressed).
+    pub fn read(&mut self, file: &File, pid: i32, r: &PageRun, out: &mut Vec<u8>) -> Result<(), ImageError> {
+        let what = || format!("page data of pid {pid} at {:#x}..{:#x}", r.vaddr, r.vaddr.saturating_add(r.len));
+        if r.zlen == 0 {
+            out.resize(r.len as usize, 0);
+            file.read_exact_at(out, r.offset)?;
+            return check(out, r.sum, what);
+        }
+        self.stored.resize(r.zlen as usize, 0);
+        file.read_exact_at(&mut self.stored, r.offset)?;
+        check(&self.stored, r.sum, what)?;
+        self.unpack(r, out, what)
+    }
+
+    /// Reads run `r` of process `pid` as it is stored and checks its checksum, without
+    /// decompressing it.
+    pub fn check_stored(&mut self, file: &File, pid: i32, r: &PageRun) -> Result<(), ImageError> {
+        self.stored.resize(r.stored_len() as usize, 0);
+        file.read_exact_at(&mut self.stored, r.offset)?;
+        check(&self.stored, r.sum, || format!("page data of pid {pid} at {:#x}..{:#x}", r.vaddr, r.vaddr.saturating_add(r.len)))
+    }
+
+    fn unpack(&mut self, r: &PageRun, out: &mut Vec<u8>, what: impl Fn() -> String) -> Result<(), ImageError> {
+        if r.len > MAX_PACKED_RUN {
+            return Err(ImageError::Invalid(format!("{}: a compressed run of {} bytes is too long", what(), r.len)));
+        }
+        out.clear();
+        out.reserve(r.len as usize);
+        let n = self.z.decompress_to_buffer(&self.stored, out).map_err(|e| ImageError::BadRun { what: format!("{} does not decompress to its {} bytes ({e})", what(), r.len) })?;
+        if n as u64 != r.len {
+            return Err(ImageError::BadRun { what: format!("{} decompresses to {n} bytes, not {}", what(), r.len) });
+        }
+        Ok(())
+    }
+}
+
+/// Whether `bytes` have checksum `sum`.
+fn check(bytes: &[u8], sum: u64, what: impl Fn() -> String) -> Result<(), ImageError> {
+    if checksum(bytes) != sum {
+        return Err(ImageError::Checksum { what: what() });
+    }
+    Ok(())
+}
 
 /// Order-0 entropy of `data`, in bits per byte (0 for a single repeated byte, 8 at most).
 fn entropy(data: &[u8]) -> f64 {
@@ -51,7 +132,7 @@ fn worth(len: usize, packed: usize) -> bool {
 
 /// Cuts `data` into spans of whole blocks of `block` bytes (the last one may be shorter) that
 /// `judge` finds alike, as (offset, length, compressible).
-fn split(data: &[u8], block: usize, mut judge: impl FnMut(&[u8]) -> Result<bool, DumpError>) -> Result<Vec<(usize, usize, bool)>, DumpError> {
+fn split(data: &[u8], block: usize, mut judge: impl FnMut(&[u8]) -> Result<bool, ImageError>) -> Result<Vec<(usize, usize, bool)>, ImageError> {
     let mut out: Vec<(usize, usize, bool)> = Vec::new();
     for (i, b) in data.chunks(block).enumerate() {
         let z = judge(b)?;
@@ -65,7 +146,7 @@ fn split(data: &[u8], block: usize, mut judge: impl FnMut(&[u8]) -> Result<bool,
 
 /// One worker's compressor: judges blocks, compresses spans, and holds the compressed runs
 /// until they are placed in the image together.
-pub(crate) struct Packer {
+pub struct Packer {
     z: zstd::bulk::Compressor<'static>,
     /// For the samples: small inputs at level 1, apart so that `z` keeps its tables.
     probe: zstd::bulk::Compressor<'static>,
@@ -78,13 +159,13 @@ pub(crate) struct Packer {
 
 impl Packer {
     /// A packer at zstd `level`.
-    pub(crate) fn new(level: i32) -> Result<Self, DumpError> {
-        let start = |l: i32| zstd::bulk::Compressor::new(l).map_err(|e| DumpError::Unsupported(format!("starting zstd at level {l}: {e}")));
+    pub fn new(level: i32) -> Result<Self, ImageError> {
+        let start = |l: i32| zstd::bulk::Compressor::new(l).map_err(|e| zstd_error(format!("starting zstd at level {l}"), e));
         Ok(Packer {
             z: start(level)?,
             probe: start(1)?,
             sample: Vec::with_capacity(zstd::zstd_safe::compress_bound(SAMPLE)),
-            held: Vec::with_capacity(HOLD + zstd::zstd_safe::compress_bound(crate::pages::PIECE as usize)),
+            held: Vec::with_capacity(HOLD + zstd::zstd_safe::compress_bound(MAX_RUN as usize)),
             runs: Vec::new(),
         })
     }
@@ -92,7 +173,7 @@ impl Packer {
     /// Whether `block` looks worth compressing, from a sample of [`SAMPLE`] bytes at its start
     /// and, when that one does not, another at its middle. A block of one page is compressed
     /// without a look: judging it would cost about as much.
-    fn compressible(&mut self, block: &[u8]) -> Result<bool, DumpError> {
+    fn compressible(&mut self, block: &[u8]) -> Result<bool, ImageError> {
         if block.len() <= 4096 {
             return Ok(true);
         }
@@ -107,28 +188,28 @@ impl Packer {
 
     /// Whether `sample` gets smaller: at once when its bytes are spread unevenly enough for a
     /// Huffman code, else by compressing it.
-    fn sample_compresses(&mut self, sample: &[u8]) -> Result<bool, DumpError> {
+    fn sample_compresses(&mut self, sample: &[u8]) -> Result<bool, ImageError> {
         if entropy(sample) < SPREAD {
             return Ok(true);
         }
         self.sample.clear();
-        let n = self.probe.compress_to_buffer(sample, &mut self.sample).map_err(|e| DumpError::Unsupported(format!("compressing a sample: {e}")))?;
+        let n = self.probe.compress_to_buffer(sample, &mut self.sample).map_err(|e| zstd_error("compressing a sample".into(), e))?;
         Ok(worth(sample.len(), n))
     }
 
     /// The spans of `data` as (offset, length, worth compressing).
-    pub(crate) fn spans(&mut self, data: &[u8]) -> Result<Vec<(usize, usize, bool)>, DumpError> {
+    pub fn spans(&mut self, data: &[u8]) -> Result<Vec<(usize, usize, bool)>, ImageError> {
         split(data, BLOCK, |b| self.compressible(b))
     }
 
     /// Compresses `data` (the memory at `vaddr` of mapping `vma`) and holds it; false, holding
     /// nothing, when that does not make it smaller.
-    pub(crate) fn pack(&mut self, vma: usize, vaddr: u64, data: &[u8]) -> Result<bool, DumpError> {
+    pub fn pack(&mut self, vma: usize, vaddr: u64, data: &[u8]) -> Result<bool, ImageError> {
         let at = self.held.len();
         self.held.reserve(zstd::zstd_safe::compress_bound(data.len()));
         let mut dst = std::io::Cursor::new(&mut self.held);
         dst.set_position(at as u64);
-        let n = self.z.compress_to_buffer(data, &mut dst).map_err(|e| DumpError::Unsupported(format!("compressing pages at {vaddr:#x}: {e}")))?;
+        let n = self.z.compress_to_buffer(data, &mut dst).map_err(|e| zstd_error(format!("compressing pages at {vaddr:#x}"), e))?;
         if n >= data.len() {
             self.held.truncate(at);
             return Ok(false);
@@ -145,13 +226,13 @@ impl Packer {
     }
 
     /// Whether the runs held should now be placed in the image.
-    pub(crate) fn full(&self) -> bool {
+    pub fn full(&self) -> bool {
         self.held.len() >= HOLD
     }
 
     /// Places the held runs in the image: `place` writes the bytes and says at which offset;
     /// returns the runs, which are no longer held.
-    pub(crate) fn flush(&mut self, place: impl FnOnce(&[u8]) -> Result<u64, DumpError>) -> Result<Vec<(usize, PageRun)>, DumpError> {
+    pub fn flush<E>(&mut self, place: impl FnOnce(&[u8]) -> Result<u64, E>) -> Result<Vec<(usize, PageRun)>, E> {
         if self.runs.is_empty() {
             return Ok(Vec::new());
         }
@@ -220,7 +301,7 @@ mod tests {
         let spans = split(&data, 4, |b| Ok(b[0] == 1)).unwrap();
         assert_eq!(spans, vec![(0, 8, true), (8, 4, false), (12, 6, true)]);
         assert!(split(&[], 4, |_| Ok(true)).unwrap().is_empty());
-        assert!(split(&data, 4, |_| Err(DumpError::Unsupported("no".into()))).is_err());
+        assert!(split(&data, 4, |_| Err(ImageError::Invalid("no".into()))).is_err());
     }
 
     #[test]
@@ -257,7 +338,7 @@ mod tests {
         let held = p.held();
         let mut image = vec![0u8; 100];
         let runs = p
-            .flush(|bytes| {
+            .flush(|bytes| -> Result<u64, ImageError> {
                 assert_eq!(bytes.len(), held);
                 image.extend_from_slice(bytes);
                 Ok(100)
@@ -275,6 +356,6 @@ mod tests {
         }
         assert_eq!(end as usize, image.len());
         // Nothing held: nothing placed.
-        assert!(p.flush(|_| panic!("placed nothing")).unwrap().is_empty());
+        assert!(p.flush(|_| -> Result<u64, ImageError> { panic!("placed nothing") }).unwrap().is_empty());
     }
 }

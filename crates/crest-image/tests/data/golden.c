@@ -1,0 +1,51 @@
+/* The process behind the golden images (make-golden.sh): MODE is single, tree or threads.
+ * It fills a little memory with text, forks two children (tree) or starts three threads
+ * (threads), creates the file READY, and sleeps until it is killed. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *heap;
+
+static void fill(void)
+{
+    static const char words[] = "the pages of a process are saved and restored ";
+    heap = malloc(16 << 10);
+    for (size_t i = 0; i < (16 << 10); i++)
+        heap[i] = words[i % (sizeof words - 1)];
+}
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3)
+        return 2;
+    fill();
+    if (strcmp(argv[1], "tree") == 0) {
+        for (int i = 0; i < 2; i++)
+            if (fork() == 0)
+                sleeper(NULL);
+    } else if (strcmp(argv[1], "threads") == 0) {
+        for (int i = 0; i < 3; i++) {
+            pthread_t t;
+            if (pthread_create(&t, NULL, sleeper, NULL) != 0)
+                return 1;
+        }
+    } else if (strcmp(argv[1], "single") != 0) {
+        return 2;
+    }
+    FILE *f = fopen(argv[2], "w");
+    if (!f)
+        return 1;
+    fclose(f);
+    sleeper(NULL);
+}

@@ -1,0 +1,59 @@
+//! Golden images (tests/data, one directory per format version): every build reads the images
+//! of earlier versions, as far as everything short of restarting them (framing, records,
+//! validation, and every page run read back as a restart reads it), or refuses them with a
+//! message that names both the image's version and its own.
+use std::path::{Path, PathBuf};
+
+use crest_image::{ImageError, ImageFile, FORMAT_MAJOR, FORMAT_MINOR};
+
+/// What each golden image holds: (file, processes, threads of its first process, compressed).
+const EXPECTED: &[(&str, usize, usize, bool)] = &[("single.crest", 1, 1, false), ("tree.crest", 3, 1, false), ("threads.crest", 1, 4, false), ("compressed.crest", 3, 1, true)];
+
+/// The version directories under tests/data, as ((major, minor), path).
+fn versions() -> Vec<((u32, u32), PathBuf)> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut out: Vec<_> = std::fs::read_dir(&data)
+        .expect("tests/data")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?.to_string();
+            let (major, minor) = name.split_once('.')?;
+            Some(((major.parse().ok()?, minor.parse().ok()?), path))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn golden_images_are_read_or_refused_naming_both_versions() {
+    let all = versions();
+    assert!(all.iter().any(|(v, _)| *v == (4, 0)), "the golden images of format 4.0 are missing: {all:?}");
+    let ours = format!("{FORMAT_MAJOR}.{FORMAT_MINOR}");
+    for ((major, minor), dir) in all {
+        for &(name, processes, threads, compressed) in EXPECTED {
+            let path = dir.join(name);
+            let what = format!("golden image {major}.{minor}/{name}");
+            match ImageFile::open(&path) {
+                Ok(img) => {
+                    assert_eq!(major, FORMAT_MAJOR, "{what}: read, though of another major version");
+                    assert_eq!((img.header.major, img.header.minor), (major, minor), "{what}: its header names another version");
+                    let i = &img.image;
+                    assert_eq!(i.processes.len(), processes, "{what}: processes");
+                    assert_eq!(i.processes[0].threads.len(), threads, "{what}: threads");
+                    assert!(i.processes.iter().all(|p| p.threads.iter().all(|t| t.xsave.len() > 512 && t.regs.rip != 0)), "{what}: thread state");
+                    assert!(i.processes.iter().skip(1).all(|p| p.ppid == i.processes[0].pid), "{what}: the children's parent");
+                    assert!(i.processes.iter().all(|p| p.vmas.iter().any(|v| !v.pages.is_empty())), "{what}: page data");
+                    let packed = img.runs().iter().any(|(_, r)| r.zlen != 0);
+                    assert_eq!(packed, compressed, "{what}: compressed runs");
+                    img.verify_pages(2).unwrap_or_else(|e| panic!("{what}: {e}"));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(matches!(e, ImageError::Version { .. } | ImageError::Newer { .. }), "{what}: refused for another reason than its version: {msg}");
+                    assert!(msg.contains(&format!("{major}.{minor}")) && msg.contains(&ours), "{what}: the refusal does not name both versions: {msg}");
+                }
+            }
+        }
+    }
+}
