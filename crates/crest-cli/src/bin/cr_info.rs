@@ -214,6 +214,10 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                     None => what.clone(),
                 },
                 FdKind::SignalFd { mask } => format!("signalfd for signals {mask:#x}"),
+                FdKind::Inet { what, tcp: Some(t), .. } => {
+                    format!("{what}, TCP state {}, {} bytes to send ({} not sent yet), {} bytes received and not read", t.state, t.send_queue.len(), t.unsent, t.recv_queue.len())
+                }
+                FdKind::Inet { what, .. } => what.clone(),
                 FdKind::Dropped { what } => {
                     format!("DROPPED: {what} (restored as a closed socket)")
                 }

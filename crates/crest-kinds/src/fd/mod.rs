@@ -23,12 +23,14 @@ mod pipe;
 mod regular;
 mod signalfd;
 mod socket;
+mod tcp;
 mod timerfd;
 mod tty;
 mod unsupported;
 
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
+pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
 
 /// One open descriptor of a process in the image, as `/proc` shows it.
 #[derive(Debug, Clone)]

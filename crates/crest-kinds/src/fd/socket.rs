@@ -249,6 +249,21 @@ impl FdHandler for Socket {
                 Ok(None) => {}
                 Err(e) => why = e,
             }
+            let opt = |o| crest_ptrace::sys::sock_opt_int(c.as_raw_fd(), libc::SOL_SOCKET, o).unwrap_or(-1);
+            let (family, ty, protocol) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL));
+            let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
+            if inet && d.connected && matches!((ty, protocol), (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP)) {
+                match super::tcp::dump(c, family, ty, protocol, &d) {
+                    Ok(kind) => return Ok(kind),
+                    Err(e) => why = e,
+                }
+            }
+            match family {
+                libc::AF_NETLINK => why = "netlink sockets (a channel to the kernel: routing, audit, udev events...) are not saved".to_string(),
+                libc::AF_PACKET => why = "packet sockets (raw access to a network interface) are not saved".to_string(),
+                _ if inet && ty == libc::SOCK_RAW => why = "raw IP sockets are not saved".to_string(),
+                _ => {}
+            }
         }
         // The other end of a unix socket, when it is in the image too.
         let peer = cx.unix_peers.peer_of(ino);
@@ -261,25 +276,42 @@ impl FdHandler for Socket {
         }
         if let Some(o) = &inside {
             d.what.push_str(&format!(" (its other end is fd {} of PID {})", o.fd, o.pid));
-        } else if peer.is_some() && !d.what.contains("connected") {
-            d.what.push_str(" connected");
-            d.connected = true;
+        } else if let Some(p) = peer {
+            if !d.what.contains("connected") {
+                d.what.push_str(" connected");
+                d.connected = true;
+            }
+            why = match holder_of(p) {
+                Some((pid, comm)) => format!("its other end belongs to PID {pid} ({comm}), which is not in the checkpoint, so the connection cannot be made again"),
+                None => "its other end belongs to no process of the checkpoint, so the connection cannot be made again".to_string(),
+            };
         }
         let outside = d.connected && inside.is_none() && !inet_peer_inside(cx, copy.as_ref().map(AsRawFd::as_raw_fd));
         super::inherited::outside(cx, fd, StdioClass::Socket, outside, d.what, &why)
     }
     fn restores(&self, kind: &FdKind) -> bool {
-        matches!(kind, FdKind::Socket { .. } | FdKind::UnixPair { .. })
+        matches!(kind, FdKind::Socket { .. } | FdKind::UnixPair { .. } | FdKind::Inet { .. })
     }
     fn open(&self, rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<Option<std::os::fd::OwnedFd>, String> {
         if let FdKind::UnixPair { .. } = &rec.kind {
             return open_pair(rec, cx).map(Some);
+        }
+        if let FdKind::Inet { .. } = &rec.kind {
+            return super::tcp::open(rec).map(Some);
         }
         let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Ok(None) };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
         let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
         for &(level, name, value) in options {
             crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), level, name, value).map_err(|e| err(&format!("setting option {level}:{name} to {value}"), e))?;
+        }
+        // A TCP listener shares its port with the connections accepted from it, which may be
+        // restored before it (in repair mode, they may share any port): it binds with
+        // SO_REUSEADDR, then gets its own setting back.
+        let reuse = options.iter().find(|o| (o.0, o.1) == (libc::SOL_SOCKET, libc::SO_REUSEADDR)).map(|o| o.2);
+        let tcp_listener = listen.is_some() && matches!(*family, libc::AF_INET | libc::AF_INET6) && *protocol == libc::IPPROTO_TCP;
+        if tcp_listener && reuse == Some(0) {
+            crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| err("setting SO_REUSEADDR", e))?;
         }
         if !addr.is_empty() {
             if let Some(path) = unix_path(addr) {
@@ -302,6 +334,9 @@ impl FdHandler for Socket {
         if let Some(backlog) = listen {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
         }
+        if tcp_listener && reuse == Some(0) {
+            crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0).map_err(|e| err("setting SO_REUSEADDR", e))?;
+        }
         super::set_status_flags(&s, rec.flags)?;
         Ok(Some(s))
     }
@@ -314,7 +349,7 @@ fn unix_path(addr: &[u8]) -> Option<String> {
 
 /// Options saved with a socket: (level, name), each an `int`, those that apply to its family
 /// and protocol. Set before it is bound again, as some must be.
-fn options_for(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
+pub(super) fn options_for(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
     let mut o = vec![
         (libc::SOL_SOCKET, libc::SO_REUSEADDR),
         (libc::SOL_SOCKET, libc::SO_REUSEPORT),
@@ -527,4 +562,18 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
     }
     super::set_status_flags(&mine, rec.flags)?;
     Ok(mine)
+}
+
+/// The process that holds the socket of inode `ino` (the other end of a connection), and its
+/// name, for messages: the first found in `/proc`.
+fn holder_of(ino: u64) -> Option<(i32, String)> {
+    let want = format!("socket:[{ino}]");
+    for pid in crest_proc::all_pids().ok()? {
+        let Ok(fds) = crest_proc::fds(pid) else { continue };
+        if fds.into_iter().any(|fd| crest_proc::readlink(pid, &format!("fd/{fd}")).is_ok_and(|l| l == want)) {
+            let comm = crest_proc::read(pid, "comm").map(|c| c.trim().to_string()).unwrap_or_default();
+            return Some((pid, comm));
+        }
+    }
+    None
 }
