@@ -5,12 +5,15 @@
 //! its options (`SO_REUSEADDR`, `SO_REUSEPORT`, `SO_KEEPALIVE`, `IPV6_V6ONLY`, `TCP_NODELAY`,
 //! ...). A listener shared by several processes (a pre-forking server) is one socket again.
 //!
-//! Connected sockets are not saved yet: they are refused at checkpoint time with a description
-//! ("TCP 127.0.0.1:5000 connected to 127.0.0.1:41234", "unix stream socket connected to
-//! /run/x.sock"), or left out on request ([`super::unsupported`]), as are queued connections
-//! and datagrams. The one exception, as in BLCR: standard input, output or error connected to a
-//! process that is not checkpointed (a service whose output goes to a log collector) follows
-//! `cr_restart`'s own ([`super::inherited`]).
+//! Connected unix sockets whose two ends are in the image are made again as a pair with their
+//! queued messages; connected TCP and UDP sockets are restored by [`super::tcp`]. Other
+//! connected sockets (a unix socket whose peer is outside the image: the message names the
+//! process holding it), netlink, packet and raw sockets, queued connections and datagrams are
+//! refused at checkpoint time with a description ("unix stream socket connected to
+//! /run/x.sock"), or left out on request ([`super::unsupported`]). The one exception, as in
+//! BLCR: standard input, output or error connected to a process that is not checkpointed (a
+//! service whose output goes to a log collector) follows `cr_restart`'s own
+//! ([`super::inherited`]).
 //!
 //! What a socket is comes from a copy of it (`pidfd_getfd`: domain, type, protocol, listening,
 //! own and peer address, `TCP_INFO`); the other end and the queues of a unix socket, from the
