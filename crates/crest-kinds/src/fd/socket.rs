@@ -399,7 +399,7 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
             let info = sock_opt_bytes(copy, libc::IPPROTO_TCP, libc::TCP_INFO, 32).map_err(|e| format!("reading its TCP state: {e}"))?;
             let word = |at: usize| u32_at(&info, at).unwrap_or(0);
             match info.first().copied() {
-                Some(TCP_LISTEN) if word(24) > 0 => return Err(format!("{} connections are waiting to be accepted, and queued connections are not saved yet", word(24))),
+                Some(TCP_LISTEN) if word(24) > 0 => return Err(pending(word(24))),
                 Some(TCP_LISTEN) => Some(word(28) as i32),
                 Some(TCP_CLOSE) => None,
                 _ => return Err("a TCP socket in the middle of connecting or closing is not saved yet".to_string()),
@@ -418,11 +418,7 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
             }
             let listening = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) == 1;
             if diag.rqueue > 0 {
-                return Err(if listening {
-                    format!("{} connections are waiting to be accepted, and queued connections are not saved yet", diag.rqueue)
-                } else {
-                    "data is waiting to be read, and queued data is not saved yet".to_string()
-                });
+                return Err(if listening { pending(diag.rqueue) } else { "data is waiting to be read, and queued data is not saved yet".to_string() });
             }
             if let Some(path) = unix_path(&addr).filter(|p| !p.starts_with('/')) {
                 // Bound by a relative name: bound again by its full name.
@@ -436,6 +432,15 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
     };
     let options = options_for(family, ty, protocol).into_iter().filter_map(|(level, name)| Some((level, name, sock_opt_int(copy, level, name).ok()?))).collect();
     Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone() }))
+}
+
+/// Why a listener with `n` connections waiting to be accepted is refused.
+fn pending(n: u32) -> String {
+    format!(
+        "{n} connection{} waiting to be accepted, and the kernel cannot put a connection back in a listener's queue (checkpoint again once the program has accepted {})",
+        if n == 1 { " is" } else { "s are" },
+        if n == 1 { "it" } else { "them" }
+    )
 }
 
 /// Whether an internet socket's peer is another socket of the image (a connection over
