@@ -1,8 +1,10 @@
 /* Holds one object crest does not restore yet, and checks it on demand.
  *
- *   holder MODE DIR     MODE: tcp-conn, unix-outside, pty or lease (files in DIR)
+ *   holder MODE DIR     MODE: tcp-conn, unix-outside, netlink, pty or lease (files in DIR)
  *
- * tcp-conn: a loopback TCP connection, both ends in the process, and its listening socket.
+ * tcp-conn: a loopback TCP connection, both ends in the process, and its listening socket
+ * (refused when cr_checkpoint may not use TCP repair).
+ * netlink: a NETLINK_ROUTE socket.
  * unix-outside: a unix stream socket connected to DIR/outside.sock, which the test listens on.
  *
  * Ticks every 50 ms. SIGUSR1: the object must be as it was (a refused checkpoint left the
@@ -21,6 +23,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <linux/netlink.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -55,6 +58,9 @@ static void setup(void)
         snprintf(a.sun_path, sizeof a.sun_path, "%s/outside.sock", dir);
         fd_a = socket(AF_UNIX, SOCK_STREAM, 0);
         check(fd_a >= 0 && connect(fd_a, (struct sockaddr *)&a, sizeof a) == 0, "connecting to the test's socket");
+    } else if (!strcmp(mode, "netlink")) {
+        fd_a = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+        check(fd_a >= 0, "a netlink socket");
     } else if (!strcmp(mode, "pty")) {
         fd_a = posix_openpt(O_RDWR | O_NOCTTY);
         check(fd_a >= 0 && grantpt(fd_a) == 0 && unlockpt(fd_a) == 0, "a pty");
@@ -78,6 +84,10 @@ static void intact(void)
     char c = 0;
     if (!strcmp(mode, "unix-outside")) {
         check(write(fd_a, "x", 1) == 1, "writing to the test's socket");
+    } else if (!strcmp(mode, "netlink")) {
+        int type = 0;
+        socklen_t l = sizeof type;
+        check(getsockopt(fd_a, SOL_SOCKET, SO_TYPE, &type, &l) == 0 && type == SOCK_RAW, "the netlink socket is still there");
     } else if (!strcmp(mode, "pty") || !strcmp(mode, "tcp-conn")) {
         check(write(fd_a, "x", 1) == 1, "writing one end");
         check(read(fd_b, &c, 1) == 1 && c == 'x', "reading it at the other end");

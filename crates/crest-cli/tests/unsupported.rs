@@ -22,6 +22,11 @@ fn checkpoint(args: &[&str], pid: i32) -> std::process::Output {
     Command::new(bin("cr_checkpoint")).args(args).arg(pid.to_string()).output().expect("cr_checkpoint runs")
 }
 
+/// `cr_checkpoint` without `CAP_NET_ADMIN` (out of its bounding set), so without TCP repair.
+fn checkpoint_without_net_admin(args: &[&str], pid: i32) -> std::process::Output {
+    Command::new("setpriv").args(["--bounding-set=-net_admin", "--inh-caps=-net_admin"]).arg(bin("cr_checkpoint")).args(args).arg(pid.to_string()).output().expect("setpriv runs")
+}
+
 fn lines(p: &Path) -> usize {
     std::fs::read_to_string(p).unwrap_or_default().lines().count()
 }
@@ -40,6 +45,12 @@ fn more_lines(p: &Path, n: usize) {
 /// with --kill) and leaves it intact, then checkpoints it with --drop-unsupported --kill,
 /// checks that cr_info lists what was dropped, restarts it and has it check the object closed.
 fn refused_then_dropped(mode: &str, expect: &str) {
+    refused_then_dropped_by(mode, expect, "", checkpoint)
+}
+
+/// [`refused_then_dropped`] with another way to run `cr_checkpoint`, whose refusal must also
+/// say `why`.
+fn refused_then_dropped_by(mode: &str, expect: &str, why: &str, checkpoint: fn(&[&str], i32) -> std::process::Output) {
     let d = Dir::new(&format!("unsup-{mode}"));
     let prog = build(&d, "holder");
     let out = d.0.join("out");
@@ -56,6 +67,7 @@ fn refused_then_dropped(mode: &str, expect: &str) {
         assert_eq!(ck.status.code(), Some(95), "{mode} {after}: exit status (EOPNOTSUPP); stderr: {err}");
         assert!(err.contains(expect) && err.contains(&format!("PID {pid}")), "{mode} {after}: the message names the process and {expect:?}: {err}");
         assert!(err.contains("--drop-unsupported"), "{mode}: the message says how to checkpoint anyway: {err}");
+        assert!(err.contains(why), "{mode}: the message says why ({why}): {err}");
         assert!(!img.exists(), "{mode} {after}: no image is written");
         assert_untouched(pid, &format!("{mode} after a refused checkpoint ({after})"));
         more_lines(&out, 2);
@@ -86,9 +98,19 @@ fn refused_then_dropped(mode: &str, expect: &str) {
     );
 }
 
+/// TCP connections are saved in repair mode, which needs CAP_NET_ADMIN: without it, refused
+/// with a message that says so, or dropped on request.
 #[test]
-fn tcp_connection_is_refused_or_dropped() {
-    refused_then_dropped("tcp-conn", "connected to 127.0.0.1:");
+fn tcp_connection_without_net_admin_is_refused_or_dropped() {
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        return skip("needs root and setpriv, to take CAP_NET_ADMIN away from cr_checkpoint");
+    }
+    refused_then_dropped_by("tcp-conn", "connected to 127.0.0.1:", "CAP_NET_ADMIN", checkpoint_without_net_admin);
+}
+
+#[test]
+fn netlink_socket_is_refused_or_dropped() {
+    refused_then_dropped("netlink", "netlink socket (protocol 0)");
 }
 
 #[test]

@@ -62,6 +62,14 @@ pub struct FrozenTree {
     zombies: Vec<Zombie>,
 }
 
+impl Drop for FrozenTree {
+    /// A checkpoint that failed: connections put in repair mode leave it before the processes
+    /// are let go.
+    fn drop(&mut self) {
+        fd::leave_repair();
+    }
+}
+
 fn stat_of(pid: i32) -> Option<crest_proc::Stat> {
     crest_proc::parse_stat(&crest_proc::read(pid, "stat").ok()?).ok()
 }
@@ -324,6 +332,8 @@ impl FrozenTree {
         }
         let mut frozen_secs = None;
         if collected.iter().any(|c| c.snap.is_some() || tracked(c.process.pid).is_some()) {
+            // They run on now: their connections leave repair mode.
+            fd::leave_repair();
             for (f, c) in self.procs.iter_mut().zip(collected.iter()) {
                 if c.snap.is_some() || tracked(c.process.pid).is_some() {
                     f.let_go()?;
@@ -376,6 +386,12 @@ impl FrozenTree {
     /// reap), the topmost ones left to their own parents.
     pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
         let mut first_err = None;
+        // TCP connections stay in repair mode through a kill, so that they close silently.
+        if kill {
+            fd::keep_repair();
+        } else {
+            fd::leave_repair();
+        }
         if kill {
             for z in std::mem::take(&mut self.zombies) {
                 if let Some(parent) = self.parents.get(&z.pid).and_then(|p| self.procs.iter_mut().find(|f| f.pid == *p)) {

@@ -9,7 +9,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::framed;
 
-framed!(Image, IpcObject, IpcKind, Process, ProcAttrs, ThreadAttrs, Creds, Rlimit, MmState, VmaBacking, Vma, PageRun, FdRecord, Fown, FileLock, FdKind, UnixPairState, SigAction, Rseq, Thread);
+framed!(
+    Image,
+    IpcObject,
+    IpcKind,
+    Process,
+    ProcAttrs,
+    ThreadAttrs,
+    Creds,
+    Rlimit,
+    MmState,
+    VmaBacking,
+    Vma,
+    PageRun,
+    FdRecord,
+    Fown,
+    FileLock,
+    FdKind,
+    TcpState,
+    UnixPairState,
+    SigAction,
+    Rseq,
+    Thread
+);
 
 /// The whole checkpoint: a tree of processes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -591,6 +613,57 @@ pub enum FdKind {
         /// What it was, for messages (`TCP 127.0.0.1:80 listening`).
         what: String,
     },
+    /// A connected internet socket: a TCP connection (with its state, restored through
+    /// `TCP_REPAIR`) or a connected UDP socket; bound to its address and connected to its peer
+    /// again at restart.
+    Inet {
+        /// `AF_INET` or `AF_INET6`.
+        family: i32,
+        /// `SOCK_STREAM` or `SOCK_DGRAM`.
+        ty: i32,
+        /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+        protocol: i32,
+        /// The raw `sockaddr` it is bound to.
+        local: Vec<u8>,
+        /// The raw `sockaddr` of its peer.
+        peer: Vec<u8>,
+        /// `(level, name, value)` of each `int` option saved.
+        options: Vec<(i32, i32, i32)>,
+        /// The connection's state (TCP only).
+        tcp: Option<TcpState>,
+        /// In words, for messages (`TCP 127.0.0.1:41234 connected to 127.0.0.1:80`).
+        what: String,
+    },
+}
+
+/// What a TCP connection holds, read in repair mode (`TCP_REPAIR`) while its process was
+/// frozen. A FIN sent or received is not counted in the sequence numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct TcpState {
+    /// The kernel's TCP state: `TCP_ESTABLISHED` (1), `TCP_FIN_WAIT1` (4), `TCP_FIN_WAIT2` (5),
+    /// `TCP_CLOSE_WAIT` (8), `TCP_LAST_ACK` (9), `TCP_CLOSING` (11).
+    pub state: u8,
+    /// Sequence number after the last byte queued for sending (`write_seq`).
+    pub send_seq: u32,
+    /// Sequence number of the next byte expected from the peer (`rcv_nxt`).
+    pub recv_seq: u32,
+    /// Bytes sent and not acknowledged, then bytes not sent yet, oldest first.
+    pub send_queue: Vec<u8>,
+    /// How many of the last bytes of `send_queue` were not sent yet.
+    pub unsent: u32,
+    /// Bytes received and not read yet.
+    pub recv_queue: Vec<u8>,
+    /// Largest segment size (`mss_clamp`).
+    pub mss: u32,
+    /// Options agreed with the peer (`tcpi_options`: timestamps 1, SACK 2, window scaling 4).
+    pub options: u8,
+    /// Window scale of what is sent and of what is received.
+    pub wscale: (u8, u8),
+    /// The connection's timestamp clock (`TCP_TIMESTAMP`), when timestamps are on.
+    pub timestamp: u32,
+    /// `TCP_REPAIR_WINDOW`: `snd_wl1`, `snd_wnd`, `max_window`, `rcv_wnd`, `rcv_wup`.
+    pub window: [u32; 5],
 }
 
 impl FdKind {
@@ -609,6 +682,7 @@ impl FdKind {
             | FdKind::Socket { .. }
             | FdKind::UnixPair { .. }
             | FdKind::SignalFd { .. }
+            | FdKind::Inet { .. }
             | FdKind::Dropped { .. } => None,
         }
     }

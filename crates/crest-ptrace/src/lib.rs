@@ -21,6 +21,7 @@ mod error;
 pub mod husk;
 pub mod ipc;
 pub mod mem;
+pub mod net;
 mod remote;
 pub mod sys;
 mod tracee;

@@ -395,6 +395,10 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             finish(&all, &procs[*i])?;
         }
         crest_kinds::ipc::finish(&image.ipc)?;
+        // Every connection's two ends exist now, when both are in the image.
+        for (i, _) in &husks {
+            fd::leave_repair_restored(new_pids[*i], &procs[*i].fds).map_err(RestoreError::Refused)?;
+        }
         Ok(())
     })();
     if let Err(e) = finished {

@@ -578,7 +578,7 @@ mod tests {
     }
 
     fn fifo(fd: i32, path: &str) -> crest_image::FdRecord {
-        crest_image::FdRecord { v: 1, fd, flags: 0, cloexec: false, file: fd as u64, kind: FdKind::Fifo { path: path.into(), data: Vec::new() }, locks: Vec::new(), fown: Default::default() }
+        crest_image::FdRecord { fd, flags: 0, cloexec: false, file: fd as u64, kind: FdKind::Fifo { path: path.into(), data: Vec::new() }, locks: Vec::new(), fown: Default::default() }
     }
 
     /// A FIFO names a path like a file does: it is relocated, and refused by the same rule when

@@ -31,12 +31,14 @@ mod pipe;
 mod regular;
 mod signalfd;
 mod socket;
+mod tcp;
 mod timerfd;
 mod tty;
 mod unsupported;
 
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
+pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
 
 /// One open descriptor of a process in the image, as `/proc` shows it.
 #[derive(Debug, Clone)]
@@ -484,7 +486,7 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
 
-    use crest_image::{FdKind, FdRecord, Fown, RECORD_VERSION};
+    use crest_image::{FdKind, FdRecord, Fown};
 
     use super::{DumpCx, FdHandler, Opened, PrepareCx};
     use crate::ObjId;
@@ -500,7 +502,7 @@ mod tests {
     }
 
     fn record(fd: i32, file: u64, kind: FdKind) -> FdRecord {
-        FdRecord { v: RECORD_VERSION, fd, flags: libc::O_RDONLY as u32, cloexec: true, file, kind, locks: Vec::new(), fown: Fown::default() }
+        FdRecord { fd, flags: libc::O_RDONLY as u32, cloexec: true, file, kind, locks: Vec::new(), fown: Fown::default() }
     }
 
     /// A FIFO whose inode number is that of a pipe dumped before it keeps its own data: the
@@ -565,6 +567,7 @@ mod tests {
             FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into() },
             FdKind::SignalFd { mask: 0 },
             FdKind::Dropped { what: s() },
+            FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into() },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -581,6 +584,7 @@ mod tests {
             FdKind::UnixPair { .. } => 11,
             FdKind::SignalFd { .. } => 12,
             FdKind::Dropped { .. } => 13,
+            FdKind::Inet { .. } => 14,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all

@@ -5,12 +5,15 @@
 //! its options (`SO_REUSEADDR`, `SO_REUSEPORT`, `SO_KEEPALIVE`, `IPV6_V6ONLY`, `TCP_NODELAY`,
 //! ...). A listener shared by several processes (a pre-forking server) is one socket again.
 //!
-//! Connected sockets are not saved yet: they are refused at checkpoint time with a description
-//! ("TCP 127.0.0.1:5000 connected to 127.0.0.1:41234", "unix stream socket connected to
-//! /run/x.sock"), or left out on request ([`super::unsupported`]), as are queued connections
-//! and datagrams. The one exception, as in BLCR: standard input, output or error connected to a
-//! process that is not checkpointed (a service whose output goes to a log collector) follows
-//! `cr_restart`'s own ([`super::inherited`]).
+//! Connected unix sockets whose two ends are in the image are made again as a pair with their
+//! queued messages; connected TCP and UDP sockets are restored by [`super::tcp`]. Other
+//! connected sockets (a unix socket whose peer is outside the image: the message names the
+//! process holding it), netlink, packet and raw sockets, queued connections and datagrams are
+//! refused at checkpoint time with a description ("unix stream socket connected to
+//! /run/x.sock"), or left out on request ([`super::unsupported`]). The one exception, as in
+//! BLCR: standard input, output or error connected to a process that is not checkpointed (a
+//! service whose output goes to a log collector) follows `cr_restart`'s own
+//! ([`super::inherited`]).
 //!
 //! What a socket is comes from a copy of it (`pidfd_getfd`: domain, type, protocol, listening,
 //! own and peer address, `TCP_INFO`); the other end and the queues of a unix socket, from the
@@ -249,6 +252,21 @@ impl FdHandler for Socket {
                 Ok(None) => {}
                 Err(e) => why = e,
             }
+            let opt = |o| crest_ptrace::sys::sock_opt_int(c.as_raw_fd(), libc::SOL_SOCKET, o).unwrap_or(-1);
+            let (family, ty, protocol) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL));
+            let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
+            if inet && d.connected && matches!((ty, protocol), (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP)) {
+                match super::tcp::dump(c, family, ty, protocol, &d) {
+                    Ok(kind) => return Ok(kind),
+                    Err(e) => why = e,
+                }
+            }
+            match family {
+                libc::AF_NETLINK => why = "netlink sockets (a channel to the kernel: routing, audit, udev events...) are not saved".to_string(),
+                libc::AF_PACKET => why = "packet sockets (raw access to a network interface) are not saved".to_string(),
+                _ if inet && ty == libc::SOCK_RAW => why = "raw IP sockets are not saved".to_string(),
+                _ => {}
+            }
         }
         // The other end of a unix socket, when it is in the image too.
         let peer = cx.unix_peers.peer_of(ino);
@@ -261,15 +279,21 @@ impl FdHandler for Socket {
         }
         if let Some(o) = &inside {
             d.what.push_str(&format!(" (its other end is fd {} of PID {})", o.fd, o.pid));
-        } else if peer.is_some() && !d.what.contains("connected") {
-            d.what.push_str(" connected");
-            d.connected = true;
+        } else if let Some(p) = peer {
+            if !d.what.contains("connected") {
+                d.what.push_str(" connected");
+                d.connected = true;
+            }
+            why = match holder_of(p) {
+                Some((pid, comm)) => format!("its other end belongs to PID {pid} ({comm}), which is not in the checkpoint, so the connection cannot be made again"),
+                None => "its other end belongs to no process of the checkpoint, so the connection cannot be made again".to_string(),
+            };
         }
         let outside = d.connected && inside.is_none() && !inet_peer_inside(cx, copy.as_ref().map(AsRawFd::as_raw_fd));
         super::inherited::outside(cx, fd, StdioClass::Socket, outside, d.what, &why)
     }
     fn restores(&self, kind: &FdKind) -> bool {
-        matches!(kind, FdKind::Socket { .. } | FdKind::UnixPair { .. })
+        matches!(kind, FdKind::Socket { .. } | FdKind::UnixPair { .. } | FdKind::Inet { .. })
     }
     fn sharing(&self, kind: &FdKind) -> super::Sharing {
         if matches!(kind, FdKind::UnixPair { .. }) {
@@ -281,7 +305,10 @@ impl FdHandler for Socket {
     fn describe(&self, kind: &FdKind) -> String {
         match kind {
             FdKind::UnixPair { what, state: Some(s), .. } => format!("{what}, {} and {} messages queued", s.queues[0].len(), s.queues[1].len()),
-            FdKind::Socket { what, .. } | FdKind::UnixPair { what, .. } => what.clone(),
+            FdKind::Inet { what, tcp: Some(t), .. } => {
+                format!("{what}, TCP state {}, {} bytes to send ({} not sent yet), {} bytes received and not read", t.state, t.send_queue.len(), t.unsent, t.recv_queue.len())
+            }
+            FdKind::Socket { what, .. } | FdKind::UnixPair { what, .. } | FdKind::Inet { what, .. } => what.clone(),
             _ => String::new(),
         }
     }
@@ -289,11 +316,22 @@ impl FdHandler for Socket {
         if let FdKind::UnixPair { .. } = &rec.kind {
             return open_pair(rec, cx).map(super::Opened::Fd);
         }
+        if let FdKind::Inet { .. } = &rec.kind {
+            return super::tcp::open(rec).map(super::Opened::Fd);
+        }
         let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
         let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
         for &(level, name, value) in options {
             crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), level, name, value).map_err(|e| err(&format!("setting option {level}:{name} to {value}"), e))?;
+        }
+        // A TCP listener shares its port with the connections accepted from it, which may be
+        // restored before it (in repair mode, they may share any port): it binds with
+        // SO_REUSEADDR, then gets its own setting back.
+        let reuse = options.iter().find(|o| (o.0, o.1) == (libc::SOL_SOCKET, libc::SO_REUSEADDR)).map(|o| o.2);
+        let tcp_listener = listen.is_some() && matches!(*family, libc::AF_INET | libc::AF_INET6) && *protocol == libc::IPPROTO_TCP;
+        if tcp_listener && reuse == Some(0) {
+            crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| err("setting SO_REUSEADDR", e))?;
         }
         if !addr.is_empty() {
             if let Some(path) = unix_path(addr) {
@@ -316,6 +354,9 @@ impl FdHandler for Socket {
         if let Some(backlog) = listen {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
         }
+        if tcp_listener && reuse == Some(0) {
+            crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0).map_err(|e| err("setting SO_REUSEADDR", e))?;
+        }
         super::set_status_flags(&s, rec.flags)?;
         Ok(super::Opened::Fd(s))
     }
@@ -328,7 +369,7 @@ fn unix_path(addr: &[u8]) -> Option<String> {
 
 /// Options saved with a socket: (level, name), each an `int`, those that apply to its family
 /// and protocol. Set before it is bound again, as some must be.
-fn options_for(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
+pub(super) fn options_for(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
     let mut o = vec![
         (libc::SOL_SOCKET, libc::SO_REUSEADDR),
         (libc::SOL_SOCKET, libc::SO_REUSEPORT),
@@ -375,7 +416,7 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
             let info = sock_opt_bytes(copy, libc::IPPROTO_TCP, libc::TCP_INFO, 32).map_err(|e| format!("reading its TCP state: {e}"))?;
             let word = |at: usize| u32_at(&info, at).unwrap_or(0);
             match info.first().copied() {
-                Some(TCP_LISTEN) if word(24) > 0 => return Err(format!("{} connections are waiting to be accepted, and queued connections are not saved yet", word(24))),
+                Some(TCP_LISTEN) if word(24) > 0 => return Err(pending(word(24))),
                 Some(TCP_LISTEN) => Some(word(28) as i32),
                 Some(TCP_CLOSE) => None,
                 _ => return Err("a TCP socket in the middle of connecting or closing is not saved yet".to_string()),
@@ -394,11 +435,7 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
             }
             let listening = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) == 1;
             if diag.rqueue > 0 {
-                return Err(if listening {
-                    format!("{} connections are waiting to be accepted, and queued connections are not saved yet", diag.rqueue)
-                } else {
-                    "data is waiting to be read, and queued data is not saved yet".to_string()
-                });
+                return Err(if listening { pending(diag.rqueue) } else { "data is waiting to be read, and queued data is not saved yet".to_string() });
             }
             if let Some(path) = unix_path(&addr).filter(|p| !p.starts_with('/')) {
                 // Bound by a relative name: bound again by its full name.
@@ -412,6 +449,15 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
     };
     let options = options_for(family, ty, protocol).into_iter().filter_map(|(level, name)| Some((level, name, sock_opt_int(copy, level, name).ok()?))).collect();
     Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone() }))
+}
+
+/// Why a listener with `n` connections waiting to be accepted is refused.
+fn pending(n: u32) -> String {
+    format!(
+        "{n} connection{} waiting to be accepted, and the kernel cannot put a connection back in a listener's queue (checkpoint again once the program has accepted {})",
+        if n == 1 { " is" } else { "s are" },
+        if n == 1 { "it" } else { "them" }
+    )
 }
 
 /// Whether an internet socket's peer is another socket of the image (a connection over
@@ -538,4 +584,18 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
     }
     super::set_status_flags(&mine, rec.flags)?;
     Ok(mine)
+}
+
+/// The process that holds the socket of inode `ino` (the other end of a connection), and its
+/// name, for messages: the first found in `/proc`.
+fn holder_of(ino: u64) -> Option<(i32, String)> {
+    let want = format!("socket:[{ino}]");
+    for pid in crest_proc::all_pids().ok()? {
+        let Ok(fds) = crest_proc::fds(pid) else { continue };
+        if fds.into_iter().any(|fd| crest_proc::readlink(pid, &format!("fd/{fd}")).is_ok_and(|l| l == want)) {
+            let comm = crest_proc::read(pid, "comm").map(|c| c.trim().to_string()).unwrap_or_default();
+            return Some((pid, comm));
+        }
+    }
+    None
 }

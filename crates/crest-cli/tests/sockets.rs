@@ -1,0 +1,102 @@
+//! Connected sockets: TCP connections restored in repair mode (both ends in the image, or a
+//! peer that is not checkpointed and must not notice), IPv6, half-closed connections and
+//! connected UDP sockets; and the refusals for what is not saved.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Connections between sockets of one process, with data queued both ways, IPv6, a
+/// half-closed connection and connected UDP sockets (tests/c/tcpconns.c).
+#[test]
+fn tcp_connections_inside_the_image() {
+    if !is_root() {
+        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
+    }
+    let d = Dir::new("tcpconns");
+    let prog = d.0.join("tcpconns");
+    gcc("tests/c/tcpconns.c", &prog, &[]);
+    let (st, out) = round_trip_verify(&d, &prog, &[], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "tcpconns after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
+/// Starts `tcppeer server` (IPv6 with `six`) and returns it with its port.
+fn start_server(d: &Dir, prog: &Path, six: bool) -> (std::process::Child, String) {
+    let port_file = d.0.join("port");
+    let log = std::fs::File::create(d.0.join("server.txt")).expect("server log");
+    let mut args = vec!["server".to_string(), port_file.to_str().expect("utf8").to_string()];
+    if six {
+        args.push("6".into());
+    }
+    let server = Command::new(prog).args(&args).stdin(Stdio::null()).stdout(log).spawn().expect("server");
+    let port = wait_for(&port_file, "\n", Duration::from_secs(10)).trim().to_string();
+    (server, port)
+}
+
+/// The client of a connection to a server that is not checkpointed is checkpointed with
+/// --kill and restarted: it reads what the server had sent, goes on with the same connection,
+/// and the server sees neither a reset nor an end of file.
+fn peer_outside(six: bool) {
+    if !is_root() {
+        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
+    }
+    let d = Dir::new(if six { "tcppeer6" } else { "tcppeer" });
+    let prog = d.0.join("tcppeer");
+    gcc("tests/c/tcppeer.c", &prog, &[]);
+    let (mut server, port) = start_server(&d, &prog, six);
+    let _reaper = Reaper(vec![server.id() as i32]);
+    let mut args = vec!["client", port.as_str()];
+    if six {
+        args.push("6");
+    }
+    let (st, out) = round_trip_verify(&d, &prog, &args, "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "the client after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    let sst = wait_child(&mut server, Duration::from_secs(20));
+    let log = std::fs::read_to_string(d.0.join("server.txt")).unwrap_or_default();
+    assert!(sst.success(), "the server noticed: {sst:?}: {log}");
+    assert!(log.contains("26 lines, then quit"), "the server's view: {log}");
+}
+
+#[test]
+fn tcp_peer_outside_does_not_notice() {
+    peer_outside(false);
+}
+
+#[test]
+fn tcp6_peer_outside_does_not_notice() {
+    peer_outside(true);
+}
+
+/// A checkpoint with --run (the default) in the middle of a conversation: the client goes on,
+/// and the server sees no error.
+#[test]
+fn tcp_conversation_goes_on_during_a_checkpoint() {
+    if !is_root() {
+        return skip("saving TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
+    }
+    let d = Dir::new("tcprun");
+    let prog = d.0.join("tcppeer");
+    gcc("tests/c/tcppeer.c", &prog, &[]);
+    let (mut server, port) = start_server(&d, &prog, false);
+    let out = d.0.join("out.txt");
+    let f = std::fs::File::create(&out).expect("output file");
+    let mut client = Command::new(&prog).args(["client", &port, "run"]).stdin(Stdio::null()).stdout(f).spawn().expect("client");
+    let _reaper = Reaper(vec![server.id() as i32, client.id() as i32]);
+    wait_for(&out, "tick 3\n", Duration::from_secs(20));
+    for round in 0..2 {
+        let img = d.0.join(format!("img{round}"));
+        let ck = Command::new(bin("cr_checkpoint")).arg("-f").arg(&img).arg(client.id().to_string()).output().expect("cr_checkpoint runs");
+        assert!(ck.status.success(), "cr_checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
+        let ticks = std::fs::read_to_string(&out).unwrap_or_default().lines().filter(|l| l.starts_with("tick")).count();
+        wait_for(&out, &format!("tick {}\n", ticks + 2), Duration::from_secs(20));
+    }
+    let _ = Command::new("kill").arg("-USR2").arg(client.id().to_string()).status();
+    let st = wait_child(&mut client, Duration::from_secs(20));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "the client: {st:?}\n{}", text.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    let sst = wait_child(&mut server, Duration::from_secs(20));
+    assert!(sst.success(), "the server noticed: {}", std::fs::read_to_string(d.0.join("server.txt")).unwrap_or_default());
+}
