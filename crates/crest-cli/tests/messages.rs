@@ -4,7 +4,6 @@
 //! refused. Every test kills and reaps what it started, by PID.
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -63,15 +62,18 @@ fn the_init_process_is_refused_as_such() {
 fn a_scope_that_holds_cr_checkpoint_is_refused_before_freezing() {
     let d = Dir::new("msg-self");
     // The shell that runs cr_checkpoint: its tree, its session and its group hold
-    // cr_checkpoint; a child of the shell keeps running untouched meanwhile.
-    let script = r#"sleep 30 & s=$!; "$CK" -f "$D/img" $$; echo "tree=$?"; "$CK" --sid -f "$D/img" $(ps -o sid= $$); echo "sid=$?"; "$CK" --pgid -f "$D/img" $(ps -o pgid= $$); echo "pgid=$?"; grep TracerPid /proc/$s/status; kill $s; wait $s"#;
-    let o = Command::new("sh").arg("-c").arg(script).env("CK", bin("cr_checkpoint")).env("D", &d.0).stdin(Stdio::null()).process_group(0).output().expect("sh");
+    // cr_checkpoint; a child of the shell keeps running untouched meanwhile. The shell leads
+    // a session of its own (the test's may have its leader outside this PID namespace, where
+    // the kernel shows it as session 0).
+    let script = r#"sleep 30 & s=$!; "$CK" -f "$D/img" $$; echo "tree=$?"; "$CK" --sid -f "$D/img" $(ps -o sid= $$); echo "sid=$?"; "$CK" --pgid -f "$D/img" $(ps -o pgid= $$); echo "pgid=$?"; "$CK" --sid -f "$D/img" 0; echo "zero=$?"; grep TracerPid /proc/$s/status; kill $s; wait $s"#;
+    let o = Command::new("setsid").arg("-w").arg("sh").arg("-c").arg(script).env("CK", bin("cr_checkpoint")).env("D", &d.0).stdin(Stdio::null()).output().expect("setsid sh");
     let out = String::from_utf8_lossy(&o.stdout);
     let e = err(&o);
     for scope in ["tree", "sid", "pgid"] {
         assert!(out.contains(&format!("{scope}={}", libc::EDEADLK)), "--{scope} of the shell: exit {}; out: {out}; err: {e}", libc::EDEADLK);
     }
     assert!(e.contains("contains cr_checkpoint itself") && e.contains("nothing was frozen"), "{e}");
+    assert!(out.contains(&format!("zero={}", libc::EINVAL)) && e.contains("session 0 cannot be checkpointed"), "--sid 0: {out}; {e}");
     assert!(out.contains("TracerPid:\t0"), "the shell's child was never traced: {out}");
     assert!(!d.0.join("img").exists(), "no image");
     assert!(!e.contains("panicked"), "{e}");

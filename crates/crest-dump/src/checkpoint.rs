@@ -393,6 +393,9 @@ pub enum Error {
         /// The process doing the checkpoint.
         me: i32,
     },
+    /// The ID names no process, group or session that could be checkpointed (0 or negative).
+    #[error("{0}")]
+    NotAnId(String),
     /// No such process.
     #[error("no process with PID {0}")]
     NoProcess(i32),
@@ -510,7 +513,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::IsDirectory { .. } => ErrorKind::Os(libc::EISDIR),
-            Error::BlockDevice { .. } => ErrorKind::Invalid,
+            Error::BlockDevice { .. } | Error::NotAnId(_) => ErrorKind::Invalid,
             Error::Destination { source, .. } | Error::Write { source, .. } => ErrorKind::of_io(source),
             Error::Descriptor { source, .. } => match source.raw_os_error() {
                 Some(libc::ENOENT) | None => ErrorKind::BadDescriptor,

@@ -51,7 +51,20 @@ const INIT_WORDS: &str = "it is the init process of this PID namespace, which ca
 /// this process or its parent (BLCR's `CR_CHKPT_PROHIBIT_SELF`, `EDEADLK`: it would wait for
 /// itself).
 pub(crate) fn refuse_early(scope: Scope, pid: i32) -> Result<(), Error> {
-    if crest_proc::read(pid, "stat").is_err() {
+    if pid <= 0 {
+        return Err(Error::NotAnId(match (scope, pid) {
+            (Scope::Sid, 0) => {
+                "session 0 cannot be checkpointed: the kernel shows 0 as the session of processes whose session leader is outside this PID namespace; checkpoint them by --tree or --pgid instead"
+                    .to_string()
+            }
+            (Scope::Pgid, 0) => {
+                "process group 0 cannot be checkpointed: the kernel shows 0 as the group of processes whose group leader is outside this PID namespace; checkpoint them by --tree instead".to_string()
+            }
+            _ => format!("{pid} is not a process ID: give the PID (or, with --pgid or --sid, the group or session ID) of what to checkpoint"),
+        }));
+    }
+    // A group or session may outlive its leader; a process must be there.
+    if matches!(scope, Scope::Pid | Scope::Tree) && crest_proc::read(pid, "stat").is_err() {
         // Gone, or never there: said by the usual path.
         return Ok(());
     }
