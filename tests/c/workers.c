@@ -74,6 +74,20 @@ int main(void)
     char shm[64];
     snprintf(shm, sizeof shm, "/crest-workers-%d", (int)getpid());
     struct extra *sf = map_fd(shm_open(shm, O_RDWR | O_CREAT | O_EXCL, 0600));
+    /* A child that writes a part of the shared mapping no other process ever touches, then
+     * ends: its pages live only in the shared object, in no process's page tables. */
+    pid_t scribe = fork();
+    check(scribe >= 0, "fork");
+    if (scribe == 0) {
+        unsigned char *far = (unsigned char *)s + (2 << 20);
+        for (int i = 0; i < (64 << 10); i++)
+            far[i] = (unsigned char)(i * 7 + 1);
+        _exit(0);
+    }
+    int sst;
+    while (waitpid(scribe, &sst, 0) < 0)
+        check(errno == EINTR, "waitpid");
+    check(WIFEXITED(sst) && WEXITSTATUS(sst) == 0, "the scribe ended well");
     printf("ipc sem %d\n", semid);
     fflush(stdout);
     pid_t kids[W];
@@ -125,6 +139,9 @@ int main(void)
         sb += v->count[w];
     }
     check(sa == s->total, "shared mapping: total is the sum of the workers' counts");
+    const unsigned char *far = (const unsigned char *)s + (2 << 20);
+    for (int i = 0; i < (64 << 10); i++)
+        check(far[i] == (unsigned char)(i * 7 + 1), "shared mapping: what an ended child wrote is still there");
     check(mf->total == s->total, "memfd: the same total");
     uint64_t via_fd = 0;
     check(pread(kept, &via_fd, sizeof via_fd, 0) == sizeof via_fd && via_fd == mf->total, "the memfd's descriptor and its mapping are one object");

@@ -124,13 +124,51 @@ pub struct Select<'a> {
     /// For some mappings (by index), the address ranges to read instead of every page that
     /// needs saving (the runs they have already are kept).
     pub ranges: Option<&'a HashMap<usize, Vec<(u64, u64)>>>,
+    /// The parts of shared anonymous objects already saved for another process of the image
+    /// (by object id, as offset ranges): saved once, restored through that process's mapping.
+    pub shared: Option<&'a SharedSaved>,
 }
+
+/// Offset ranges of each shared anonymous object (by id) whose pages are in the image.
+pub type SharedSaved = Mutex<HashMap<u64, Vec<(u64, u64)>>>;
 
 impl<'a> Select<'a> {
     /// The mappings `f` picks, every page of them that needs saving.
     pub fn only(f: &'a dyn Fn(&Vma) -> bool) -> Self {
-        Select { vma: f, ranges: None }
+        Select { vma: f, ranges: None, shared: None }
     }
+
+    /// The same, saving each part of a shared anonymous object once across the calls that
+    /// share `saved`.
+    pub fn once(mut self, saved: &'a SharedSaved) -> Self {
+        self.shared = Some(saved);
+        self
+    }
+}
+
+/// `ranges` (addresses in `v`, a mapping of shared object `id` from `offset`) less what
+/// `saved` has of that object; what is left is added to `saved`.
+fn not_saved_yet(saved: &SharedSaved, id: u64, offset: u64, v: &Vma, ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let Ok(mut saved) = saved.lock() else { return ranges };
+    let have = saved.entry(id).or_default();
+    let mut out = Vec::new();
+    for (a, len) in ranges {
+        // Walk the range, cutting out every saved part.
+        let (mut s, e) = (a - v.start + offset, a - v.start + offset + len);
+        let mut cuts: Vec<(u64, u64)> = have.iter().copied().filter(|&(hs, hl)| hs < e && hs + hl > s).collect();
+        cuts.sort_unstable();
+        for (hs, hl) in cuts {
+            if hs > s {
+                out.push((s, hs - s));
+            }
+            s = s.max(hs + hl);
+        }
+        if s < e {
+            out.push((s, e - s));
+        }
+    }
+    have.extend(out.iter().copied());
+    out.into_iter().map(|(o, l)| (o - offset + v.start, l)).collect()
 }
 
 /// What [`write_pages`] did.
@@ -172,7 +210,10 @@ pub fn write_pages<W: Write + Send>(
         let ranges = match select.ranges.and_then(|r| r.get(&i)) {
             Some(r) => r.clone(),
             None => {
-                let r = memory::pages_to_save(v, &pm, &mut scratch)?;
+                let mut r = memory::pages_to_save(v, &pm, &mut scratch)?;
+                if let (Some(saved), VmaBacking::SharedAnon { id, size }) = (select.shared, &v.backing) {
+                    r = not_saved_yet(saved, *id, size - (v.end - v.start), v, r);
+                }
                 need[i] = r.iter().map(|x| x.1).sum();
                 r
             }

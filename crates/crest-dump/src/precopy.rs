@@ -206,7 +206,7 @@ impl Tracked {
         let dirty = ranges.values().flatten().map(|r| r.1).sum();
         let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();
         let only = |v: &Vma| starts.contains(&v.start);
-        let written = pages::write_into(w, out, pid, vmas, &pages::Select { vma: &only, ranges: Some(&ranges) }, opts.compress, opts.progress, pages::Source::Running)?;
+        let written = pages::write_into(w, out, pid, vmas, &pages::Select { vma: &only, ranges: Some(&ranges), shared: None }, opts.compress, opts.progress, pages::Source::Running)?;
         // Runs of mappings that are gone or no longer tracked are of no more use. A tracked
         // mapping whose scan failed may have had pages protected again without their being
         // saved: it is saved whole at the checkpoint proper.

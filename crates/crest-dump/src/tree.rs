@@ -306,6 +306,8 @@ impl FrozenTree {
         };
         let mut page_bytes = pre.as_ref().map_or(0, |p| p.bytes);
         let tracked = |pid: i32| pre.as_ref().and_then(|p| p.tracked.get(&pid));
+        // Each part of a shared anonymous object is saved once, by the first process that maps it.
+        let shared = pages::SharedSaved::default();
         // While every process is frozen: what a pre-copy did not save or what changed since,
         // shared memory (the same pages in a copy), and all the pages of a process that has
         // neither a pre-copy nor a copy.
@@ -321,11 +323,11 @@ impl FrozenTree {
                     v.need = need;
                     v.zero = sorted.zeros.iter().filter(|z| z.0 >= v.start && z.0 < v.end).map(|z| z.1).sum();
                 }
-                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&sorted.now) }, pages::Source::Frozen)?
+                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&sorted.now), shared: Some(&shared) }, pages::Source::Frozen)?
             } else if c.snap.is_some() {
-                write(pid, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen), pages::Source::Frozen)?
+                write(pid, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen).once(&shared), pages::Source::Frozen)?
             } else {
-                write(pid, vmas, &pages::Select::only(&|_| true), pages::Source::Frozen)?
+                write(pid, vmas, &pages::Select::only(&|_| true).once(&shared), pages::Source::Frozen)?
             };
             c.process.vmas = vmas;
             page_bytes += n;

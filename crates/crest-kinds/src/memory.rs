@@ -148,6 +148,13 @@ fn scan_to_save(vma: &Vma, pm: &Pagemap) -> Option<Vec<(u64, u64)>> {
 /// The address ranges of `vma` whose pages must be saved, from `pagemap`. For a mapping marked
 /// [`vma_flags::SAVED`]: every page that the file backs (not those past its end).
 pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<Vec<(u64, u64)>, KindError> {
+    if let VmaBacking::SharedAnon { size, .. } = &vma.backing {
+        // The object holds pages that no process maps any more (written by a process that has
+        // exited, or swapped out), which this process's page tables do not show: ask the
+        // object. Without access to it, every page of the mapping is read (zeros are skipped;
+        // the kernel allocates the object's missing pages as they are read).
+        return Ok(shared_object_pages(pm.pid(), vma, size - (vma.end - vma.start)).unwrap_or_else(|| vec![(vma.start, vma.end - vma.start)]));
+    }
     if let (VmaBacking::File { offset, size, .. }, true) = (&vma.backing, vma.flags & vma_flags::SAVED != 0) {
         let backed = size.saturating_sub(*offset).next_multiple_of(4096).min(vma.end - vma.start);
         return Ok(if backed > 0 { vec![(vma.start, backed)] } else { Vec::new() });
@@ -179,6 +186,28 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
         at = end;
     }
     Ok(out)
+}
+
+/// The address ranges of the shared anonymous mapping `vma` of `pid` (mapping its object from
+/// `offset`) whose pages exist in the object, found with `SEEK_DATA` through
+/// `/proc/PID/map_files` (which needs `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`): `None`
+/// when the object cannot be opened.
+fn shared_object_pages(pid: i32, vma: &Vma, offset: u64) -> Option<Vec<(u64, u64)>> {
+    let file = std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end)).ok()?;
+    let end = offset + (vma.end - vma.start);
+    let mut out = Vec::new();
+    let mut at = offset;
+    while at < end {
+        let Some(data) = crest_ptrace::sys::seek_data(&file, at, true).ok()? else { break };
+        if data >= end {
+            break;
+        }
+        let hole = crest_ptrace::sys::seek_data(&file, data, false).ok()?.unwrap_or(end).min(end);
+        let (from, to) = (data / 4096 * 4096, hole.next_multiple_of(4096).min(end));
+        out.push((vma.start + (from - offset), to - from));
+        at = to.max(at + 4096);
+    }
+    Some(out)
 }
 
 /// Descriptors inside the husk that back mappings: one per file path (opened read-write when

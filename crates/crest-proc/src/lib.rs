@@ -294,6 +294,7 @@ pub mod pagemap {
 pub struct Pagemap {
     file: fs::File,
     path: String,
+    pid: i32,
 }
 
 impl Pagemap {
@@ -301,7 +302,12 @@ impl Pagemap {
     pub fn open(pid: i32) -> Result<Self, ProcError> {
         let path = format!("/proc/{pid}/pagemap");
         let file = fs::File::open(&path).map_err(|err| ProcError::Read { path: path.clone(), err })?;
-        Ok(Pagemap { file, path })
+        Ok(Pagemap { file, path, pid })
+    }
+
+    /// The process it describes.
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     /// The open file (for ioctls on it).

@@ -150,6 +150,20 @@ pub fn dup2(old: i32, new: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `lseek(fd, offset, SEEK_DATA)` (`data`) or `SEEK_HOLE`: the start of the next run of data
+/// (or hole) at or after `offset`; `None` when there is no more data (`ENXIO`).
+pub fn seek_data(fd: &impl std::os::fd::AsFd, offset: u64, data: bool) -> std::io::Result<Option<u64>> {
+    use std::os::fd::AsRawFd;
+    let whence = if data { libc::SEEK_DATA } else { libc::SEEK_HOLE };
+    // SAFETY: no pointers; the descriptor is borrowed for the call.
+    let r = unsafe { libc::lseek(fd.as_fd().as_raw_fd(), offset as libc::off_t, whence) };
+    if r == -1 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
+    }
+    Ok(Some(r as u64))
+}
+
 /// `close(fd)`, errors ignored.
 pub fn close(fd: i32) {
     // SAFETY: closing a number; callers only close descriptors they own.
