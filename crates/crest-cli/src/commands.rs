@@ -170,3 +170,15 @@ pub fn check() -> Command {
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing; the exit status tells"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the results as JSON"))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_with_their_suffixes() {
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert_eq!(super::parse_size("8K"), Ok(8 << 10));
+        assert_eq!(super::parse_size("64m"), Ok(64 << 20));
+        assert_eq!(super::parse_size("2G"), Ok(2 << 30));
+        assert!(super::parse_size("big").is_err() && super::parse_size("-1").is_err() && super::parse_size("99999999999G").is_err());
+    }
+}
