@@ -74,6 +74,13 @@ pub fn checkpoint() -> Command {
                 .help("compress page data with zstd at LEVEL (1..19, default 3), on all cores"),
         )
         .arg(
+            Arg::new("deleted-max")
+                .long("deleted-max")
+                .value_name("SIZE")
+                .value_parser(parse_size)
+                .help("save the contents of files deleted while open or mapped up to SIZE bytes each (suffixes K, M, G; default 64M); a larger one is refused"),
+        )
+        .arg(
             Arg::new("drop-unsupported")
                 .long("drop-unsupported")
                 .action(ArgAction::SetTrue)
@@ -92,6 +99,19 @@ pub fn checkpoint() -> Command {
     ["ptraced-error", "ptraced-skip", "ptraced-allow", "ptracer-error", "ptracer-skip", "kmsg-none", "kmsg-error", "kmsg-warning"]
         .iter()
         .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
+}
+
+/// A size in bytes, with an optional suffix K, M or G (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (a number of bytes, with K, M or G after it)"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// `cr_restart`'s options, as BLCR 0.8.6 spells them.
@@ -149,4 +169,16 @@ pub fn check() -> Command {
     help_and_version(cmd, false)
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing; the exit status tells"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the results as JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_with_their_suffixes() {
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert_eq!(super::parse_size("8K"), Ok(8 << 10));
+        assert_eq!(super::parse_size("64m"), Ok(64 << 20));
+        assert_eq!(super::parse_size("2G"), Ok(2 << 30));
+        assert!(super::parse_size("big").is_err() && super::parse_size("-1").is_err() && super::parse_size("99999999999G").is_err());
+    }
 }

@@ -55,6 +55,45 @@ fn timerfds_and_signalfds() {
 }
 
 #[test]
+fn inotify_watches_keep_their_numbers() {
+    if !is_root() {
+        return skip("finding an inotify watch's path by its file handle needs CAP_DAC_READ_SEARCH");
+    }
+    run_c("inotifies", &["DIR"]);
+}
+
+#[test]
+fn deleted_files_come_back_with_their_contents() {
+    if !is_root() {
+        return skip("reading a mapped deleted file through /proc/PID/map_files needs CAP_SYS_ADMIN");
+    }
+    run_c("deleted", &["DIR"]);
+}
+
+/// A deleted file larger than `--deleted-max` is refused, named, and the process runs on.
+#[test]
+fn a_deleted_file_above_the_limit_is_refused() {
+    if !is_root() {
+        return skip("reading a mapped deleted file through /proc/PID/map_files needs CAP_SYS_ADMIN");
+    }
+    let d = Dir::new("deleted-max");
+    let prog = d.0.join("deleted");
+    gcc("tests/c/deleted.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("deleted"));
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "--deleted-max", "8K", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert_eq!(ck.status.code(), Some(95), "refused as unsupported: {err}");
+    let d1 = d.0.join("d1");
+    assert!(err.contains(&format!("the deleted file {} holds 12388 bytes of data, more than --deleted-max 8192", d1.display())), "the message names the file and the limit: {err}");
+    assert!(!img.exists(), "no image is written");
+    assert_untouched(pid, "after a refused checkpoint");
+}
+
+#[test]
 fn listening_and_bound_sockets() {
     run_c("listeners", &["DIR"]);
 }

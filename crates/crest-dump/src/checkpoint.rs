@@ -41,6 +41,9 @@ pub struct Request<'a> {
     pub save: SavePolicy,
     /// Leave out (and list in the image) descriptors that cannot be restored, rather than refuse.
     pub drop_unsupported: bool,
+    /// Largest file deleted while open or mapped whose contents are saved in the image; a
+    /// larger one is refused (`--deleted-max`).
+    pub deleted_max: u64,
     /// Sync the image (and its directory) to disk before it is given its name.
     pub sync: bool,
     /// Give up, leaving the processes as they were, when the checkpoint takes longer.
@@ -72,6 +75,7 @@ impl Request<'_> {
             compress: None,
             save: SavePolicy::default(),
             drop_unsupported: false,
+            deleted_max: crest_kinds::fd::DELETED_MAX,
             sync: true,
             time_limit: None,
             cancel: None,
@@ -621,7 +625,7 @@ fn run(req: &Request<'_>, cancel: &Cancel) -> Result<Outcome, Error> {
         // copy-on-write snapshot). When it is to die, it must not run on beyond the moment the
         // image describes.
         let snapshot = req.after.runs_on() && req.snapshot;
-        let opts = DumpOptions { snapshot, compress: req.compress, progress, save: req.save, drop_unsupported: req.drop_unsupported };
+        let opts = DumpOptions { snapshot, compress: req.compress, progress, save: req.save, drop_unsupported: req.drop_unsupported, deleted_max: req.deleted_max };
         let pre = if snapshot && req.precopy { tracer_race_retried(pid, || crate::precopy(req.scope, pid, &file, &opts))? } else { None };
         precopied = pre.is_some();
         let precopy_bytes = pre.as_ref().map_or(0, |p| p.bytes);

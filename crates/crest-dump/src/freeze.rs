@@ -33,6 +33,8 @@ pub struct DumpOptions<'a> {
     /// Leave out (and list) descriptors and file locks that cannot be restored, rather than
     /// refuse the checkpoint (`--drop-unsupported`).
     pub drop_unsupported: bool,
+    /// Largest deleted file whose contents are saved (`--deleted-max`).
+    pub deleted_max: u64,
 }
 
 /// A frozen process: every thread seized and stopped.
@@ -184,6 +186,7 @@ impl Frozen {
         attrs::refuse(pid, &status)?;
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
         let (fds, dropped) = fd::dump_all(pid, files)?;
+        files.deleted_mappings(pid, &mut vmas)?;
         let mut ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
         // Everything read from /proc is read now, while frozen: with a snapshot the process

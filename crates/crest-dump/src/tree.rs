@@ -267,6 +267,7 @@ impl FrozenTree {
         self.refuse_shared_tables()?;
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
+        files.deleted_max = opts.deleted_max;
         let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());
         let discard_all = |c: Vec<Collected>| {
             for c in c {

@@ -28,6 +28,8 @@ framed!(
     FdKind,
     TcpState,
     UnixPairState,
+    InotifyWatch,
+    DeletedFile,
     SigAction,
     Rseq,
     Thread
@@ -303,6 +305,43 @@ pub enum VmaBacking {
         /// Offset of the mapping into the segment.
         offset: u64,
     },
+    /// A mapping of a file that was deleted (unlinked) while mapped: the file is recreated at
+    /// restart, unlinked, in the directory it was in, once for every mapping and descriptor
+    /// of it in the image ([`FdKind::Deleted`] with the same `id`).
+    Deleted {
+        /// Identity of the file (device and inode at checkpoint), shared with the descriptors
+        /// and mappings of the same file.
+        id: u64,
+        /// The path it had (without ` (deleted)`).
+        path: String,
+        /// Offset of the mapping into the file.
+        offset: u64,
+        /// The file itself, on the first record of it in the image (descriptor or mapping).
+        file: Option<DeletedFile>,
+    },
+}
+
+/// The contents and attributes of a file deleted while open or mapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct DeletedFile {
+    /// Its size.
+    pub size: u64,
+    /// Its permission bits.
+    pub mode: u32,
+    /// Its owner.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
+    /// Last access, in nanoseconds since the epoch.
+    pub atime_ns: i64,
+    /// Last modification, in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Where its data lies: (offset, length) of each run of data, in order; the rest of the
+    /// file up to `size` is holes.
+    pub extents: Vec<(u64, u64)>,
+    /// The bytes of the extents, one after the other.
+    pub data: Vec<u8>,
 }
 
 /// Bits of [`Vma::flags`].
@@ -634,6 +673,43 @@ pub enum FdKind {
         /// In words, for messages (`TCP 127.0.0.1:41234 connected to 127.0.0.1:80`).
         what: String,
     },
+    /// An inotify instance with its watches, each added again at restart with the same watch
+    /// descriptor. Events queued and not read at the checkpoint are not restored.
+    Inotify {
+        /// The watches, by increasing watch descriptor.
+        watches: Vec<InotifyWatch>,
+        /// Bytes of events that were queued and not read at the checkpoint (lost).
+        lost: u32,
+    },
+    /// A regular file that was deleted (unlinked) while open: recreated at restart, unlinked,
+    /// in the directory it was in; one file for every descriptor and mapping of it in the
+    /// image ([`VmaBacking::Deleted`] with the same `id`).
+    Deleted {
+        /// Identity of the file (device and inode at checkpoint).
+        id: u64,
+        /// The path it had (without ` (deleted)`); its directory is where it is recreated.
+        path: String,
+        /// File offset of this descriptor.
+        pos: u64,
+        /// The file itself, on the first record of it in the image (descriptor or mapping).
+        file: Option<DeletedFile>,
+    },
+}
+
+/// One watch of an inotify instance, as `/proc/PID/fdinfo` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct InotifyWatch {
+    /// The watch descriptor.
+    pub wd: i32,
+    /// The events watched (`IN_*`, with `IN_ONESHOT`, `IN_EXCL_UNLINK`, ...).
+    pub mask: u32,
+    /// A path of the watched file or directory at checkpoint.
+    pub path: String,
+    /// Its device number (as `st_dev`) at checkpoint.
+    pub dev: u64,
+    /// Its inode at checkpoint.
+    pub ino: u64,
 }
 
 /// What a TCP connection holds, read in repair mode (`TCP_REPAIR`) while its process was
@@ -672,8 +748,10 @@ impl FdKind {
     /// A new kind that names a path says so here, once.
     pub fn path(&self) -> Option<&str> {
         match self {
-            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } => Some(path),
-            FdKind::EventFd { .. }
+            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } => Some(path),
+            // Its watches name paths of their own (checked and relocated one by one).
+            FdKind::Inotify { .. }
+            | FdKind::EventFd { .. }
             | FdKind::Pipe { .. }
             | FdKind::Epoll { .. }
             | FdKind::Memfd { .. }
@@ -690,7 +768,7 @@ impl FdKind {
     /// [`FdKind::path`], to change it.
     pub fn path_mut(&mut self) -> Option<&mut String> {
         match self {
-            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } => Some(path),
+            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } => Some(path),
             _ => None,
         }
     }

@@ -62,7 +62,7 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
                 return bad(format!("pid {pid}: mapping {:#x}-{:#x} overlaps the one before it", v.start, v.end));
             }
             prev_end = v.end;
-            if let VmaBacking::File { path, .. } = &v.backing {
+            if let VmaBacking::File { path, .. } | VmaBacking::Deleted { path, .. } = &v.backing {
                 if !path.starts_with('/') {
                     return bad(format!("pid {pid}: mapping {:#x}-{:#x} has a relative path", v.start, v.end));
                 }
@@ -93,6 +93,11 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             if let Some(path) = f.kind.path() {
                 if !path.starts_with('/') {
                     return bad(format!("pid {pid} fd {}: relative path", f.fd));
+                }
+            }
+            if let crate::FdKind::Inotify { watches, .. } = &f.kind {
+                if watches.iter().any(|w| !w.path.starts_with('/')) {
+                    return bad(format!("pid {pid} fd {}: an inotify watch with a relative path", f.fd));
                 }
             }
         }

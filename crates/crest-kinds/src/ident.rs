@@ -22,6 +22,9 @@ pub enum ObjKind {
     SharedMemory,
     /// A connected pair of unix sockets (on `sockfs`).
     UnixPair,
+    /// A regular file deleted while open or mapped, by the image's id for it (device and
+    /// inode).
+    DeletedFile,
 }
 
 /// The identity of one kernel object: its kind, and within the kind the device and inode (or,
@@ -56,6 +59,12 @@ impl ObjId {
     /// [`crest_image::VmaBacking::SharedAnon`]).
     pub fn shared_memory(id: u64) -> Self {
         ObjId { kind: ObjKind::SharedMemory, dev: 0, ino: id }
+    }
+
+    /// The deleted file with id `id` in the image ([`crest_image::FdKind::Deleted`],
+    /// [`crest_image::VmaBacking::Deleted`]).
+    pub fn deleted_file(id: u64) -> Self {
+        ObjId { kind: ObjKind::DeletedFile, dev: 0, ino: id }
     }
 
     /// The pair of unix sockets named by `id`: the lower inode of its two ends.

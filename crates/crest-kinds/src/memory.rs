@@ -15,7 +15,10 @@
 //! itself is recreated before, see [`crate::ipc`]); its pages are saved and restored like
 //! those of shared anonymous memory, from every process of the image that has them mapped.
 //!
-//! Not yet supported: private mappings of deleted files (refused with a message).
+//! Mappings of files deleted while mapped are [`VmaBacking::Deleted`]: the file's contents
+//! are saved once per image ([`crate::fd::FileTable::deleted_mappings`]) and it is recreated,
+//! unlinked, before the husks; each mapping maps the recreated file, so a shared mapping and a
+//! descriptor of it share pages again.
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
@@ -81,8 +84,14 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
         } else if path.starts_with("/SYSV") && m.shared {
             // The inode number of a SysV segment's mapping is its shmid.
             VmaBacking::SysvShm { id: m.ino as i32, offset: m.offset }
+        } else if path.starts_with('/') {
+            // The file is read once per image, with the descriptors.
+            if path == "/[aio]" {
+                return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is an AIO ring (io_setup), which is not supported")));
+            }
+            VmaBacking::Deleted { id: (m.dev << 32) ^ m.ino, path: path.to_string(), offset: m.offset, file: None }
         } else {
-            return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is of the deleted file {path}, which is not supported yet")));
+            return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is of the deleted file {path}, which is not supported")));
         }
     } else if name.starts_with('/') {
         let md = std::fs::metadata(name).map_err(|e| KindError::io(format!("pid {pid}: mapping {range} of {name}"), e))?;
@@ -126,7 +135,7 @@ impl SavePolicy {
 /// `pagemap` shows only to `CAP_SYS_ADMIN`. `None` where the kernel has no `PAGEMAP_SCAN`.
 fn scan_to_save(vma: &Vma, pm: &Pagemap) -> Option<Vec<(u64, u64)>> {
     use crest_ptrace::wp::{category, scan};
-    let private_file = matches!(vma.backing, VmaBacking::File { .. });
+    let private_file = matches!(vma.backing, VmaBacking::File { .. } | VmaBacking::Deleted { .. });
     // Whether a page is the file's costs a look at its `struct page`: asked of file mappings only.
     let ret = category::PRESENT | category::SWAPPED | category::PFNZERO | if private_file { category::FILE } else { 0 };
     let regions = scan(pm.file(), vma.start, vma.end, 0, category::PRESENT | category::SWAPPED, ret).ok()?;
@@ -160,8 +169,8 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
         return Ok(if backed > 0 { vec![(vma.start, backed)] } else { Vec::new() });
     }
     let want: fn(u64) -> bool = match (&vma.backing, vma.flags & vma_flags::SHARED != 0) {
-        (VmaBacking::Special(_), _) | (VmaBacking::File { .. }, true) => return Ok(Vec::new()),
-        (VmaBacking::File { .. }, false) => |e| (e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0,
+        (VmaBacking::Special(_), _) | (VmaBacking::File { .. } | VmaBacking::Deleted { .. }, true) => return Ok(Vec::new()),
+        (VmaBacking::File { .. } | VmaBacking::Deleted { .. }, false) => |e| (e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0,
         _ => |e| e & (pagemap::PRESENT | pagemap::SWAPPED) != 0,
     };
     if let Some(r) = scan_to_save(vma, pm) {
@@ -218,6 +227,8 @@ pub struct MapFds {
     pub files: HashMap<String, i32>,
     /// Shared anonymous object id to memfd descriptor.
     pub shared: HashMap<u64, i32>,
+    /// Deleted file id to the descriptor of its recreated file.
+    pub deleted: HashMap<u64, i32>,
     /// The image file.
     pub image: i32,
 }
@@ -243,6 +254,19 @@ pub fn needed_files(vmas: &[Vma]) -> (Vec<(String, bool)>, Vec<(u64, u64)>) {
     (files, shared)
 }
 
+/// The deleted files a process's mappings need ([`VmaBacking::Deleted`] ids), once each.
+pub fn needed_deleted(vmas: &[Vma]) -> Vec<u64> {
+    let mut ids: Vec<u64> = Vec::new();
+    for v in vmas {
+        if let VmaBacking::Deleted { id, .. } = &v.backing {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+    }
+    ids
+}
+
 /// Recreates every mapping of `vmas` (special areas excepted) in the husk and fills it.
 /// Returns the number of bytes read from the image.
 /// `image` is the image file (crest's own descriptor), for compressed runs; `progress` counts
@@ -263,6 +287,7 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
             VmaBacking::Anon => (-1i64, 0u64, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS),
             VmaBacking::SharedAnon { id, .. } => (i64::from(fds.shared[id]), 0, libc::MAP_SHARED),
             VmaBacking::File { path, offset, .. } => (i64::from(fds.files[path]), *offset, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE }),
+            VmaBacking::Deleted { id, offset, .. } => (i64::from(fds.deleted[id]), *offset, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE }),
         };
         flags |= libc::MAP_FIXED;
         if v.flags & vma_flags::NORESERVE != 0 {
@@ -533,6 +558,7 @@ pub fn describe(b: &VmaBacking) -> String {
         VmaBacking::SharedAnon { .. } => "shared anonymous".into(),
         VmaBacking::SysvShm { id, .. } => format!("SysV shared memory {id}"),
         VmaBacking::File { path, .. } => path.clone(),
+        VmaBacking::Deleted { path, .. } => format!("{path} (deleted)"),
         VmaBacking::Special(SpecialArea::Vdso) => "[vdso]".into(),
         VmaBacking::Special(SpecialArea::Vvar) => "[vvar]".into(),
         VmaBacking::Special(SpecialArea::VvarVclock) => "[vvar_vclock]".into(),

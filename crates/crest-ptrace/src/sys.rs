@@ -1041,3 +1041,62 @@ pub fn share(pid1: i32, pid2: i32, kind: i32) -> std::io::Result<bool> {
     }
     Ok(r == 0)
 }
+
+/// `inotify_init1(flags)`: a new inotify instance.
+pub fn inotify_init(flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::inotify_init1(flags | libc::IN_CLOEXEC) }, "inotify_init1")
+}
+
+/// `inotify_add_watch(fd, path, mask)`: the watch descriptor.
+pub fn inotify_add_watch(fd: i32, path: &str, mask: u32) -> std::io::Result<i32> {
+    let c = std::ffi::CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is a NUL-terminated string that lives across the call.
+    let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) };
+    if wd == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(wd)
+}
+
+/// `inotify_rm_watch(fd, wd)`.
+pub fn inotify_rm_watch(fd: i32, wd: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::inotify_rm_watch(fd, wd) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `open_by_handle_at(mount_fd, handle, flags)`: opens the file a file handle (`handle_type`
+/// and its bytes, as `name_to_handle_at` gave them or fdinfo shows them) names, on the file
+/// system of `mount_fd`. Needs `CAP_DAC_READ_SEARCH`.
+pub fn open_by_handle(mount_fd: i32, handle_type: i32, handle: &[u8], flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    if handle.len() > 128 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }, in u32 words
+    // so that it is aligned.
+    let mut buf = vec![0u32; 2 + handle.len().div_ceil(4)];
+    buf[0] = handle.len() as u32;
+    buf[1] = handle_type as u32;
+    for (i, b) in handle.iter().enumerate() {
+        buf[2 + i / 4] |= u32::from(*b) << (8 * (i % 4));
+    }
+    // SAFETY: buf is a live, aligned struct file_handle whose handle_bytes says how many bytes
+    // follow the header, all inside buf; the kernel only reads it.
+    owned(unsafe { libc::syscall(libc::SYS_open_by_handle_at, mount_fd, buf.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_int, "open_by_handle_at")
+}
+
+/// `lseek(fd, offset, whence)` for `SEEK_DATA` and `SEEK_HOLE`, which `std` does not offer:
+/// `None` when there is no data (or hole) at or after `offset` (`ENXIO`).
+pub fn seek_data_or_hole(fd: i32, offset: u64, hole: bool) -> std::io::Result<Option<u64>> {
+    let whence = if hole { libc::SEEK_HOLE } else { libc::SEEK_DATA };
+    // SAFETY: no pointers.
+    let r = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
+    if r == -1 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
+    }
+    Ok(Some(r as u64))
+}

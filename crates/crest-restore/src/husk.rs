@@ -97,6 +97,7 @@ struct Layout {
     fds: MapFds,
     files: Vec<(String, bool)>,
     shared: Vec<(u64, u64)>,
+    deleted: Vec<u64>,
     pipe_fd: i32,
     exe_fd: i32,
     aux: Vec<i32>,
@@ -105,7 +106,8 @@ struct Layout {
 impl Layout {
     fn new(p: &Process, aux_base: i32) -> Layout {
         let (files, shared) = memory::needed_files(&p.vmas);
-        let n_aux = 2 + files.len() + shared.len() + 1; // image, status pipe, files, memfds, exe
+        let deleted = memory::needed_deleted(&p.vmas);
+        let n_aux = 2 + files.len() + shared.len() + deleted.len() + 1; // image, status pipe, files, memfds, deleted files, exe
         let mut fds = MapFds { image: aux_base, ..Default::default() };
         let mut next = aux_base + 2;
         for (path, _) in &files {
@@ -116,7 +118,11 @@ impl Layout {
             fds.shared.insert(*id, next);
             next += 1;
         }
-        Layout { fds, files, shared, pipe_fd: aux_base + 1, exe_fd: next, aux: (aux_base..aux_base + n_aux as i32).collect() }
+        for id in &deleted {
+            fds.deleted.insert(*id, next);
+            next += 1;
+        }
+        Layout { fds, files, shared, deleted, pipe_fd: aux_base + 1, exe_fd: next, aux: (aux_base..aux_base + n_aux as i32).collect() }
     }
 }
 
@@ -129,6 +135,8 @@ struct Ctx<'a> {
     shared_files: &'a std::collections::HashMap<u64, i32>,
     /// Shared memory object id -> parked memfd.
     memfds: &'a std::collections::HashMap<u64, i32>,
+    /// Deleted file id -> parked recreated file.
+    deleted: &'a std::collections::HashMap<u64, i32>,
     /// Write end of each husk's status pipe (parked), -1 for zombies.
     status: &'a [i32],
     image_fd: i32,
@@ -216,6 +224,9 @@ impl Ctx<'_> {
         for (id, _) in &l.shared {
             stage(self.memfds[id], l.fds.shared[id], "shared memory")?;
         }
+        for id in &l.deleted {
+            stage(self.deleted[id], l.fds.deleted[id], "a deleted file")?;
+        }
         // An empty path: the executable's contents come from the image (it is gone or changed).
         if !p.exe.is_empty() {
             match std::fs::File::open(&p.exe) {
@@ -279,7 +290,16 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         }
     }
     let memfd_list: Vec<(u64, i32)> = memfds.iter().map(|(&id, &fd)| (id, fd)).collect();
-    let shared = fd::prepare_shared(&records, parked, &memfd_list).map_err(RestoreError::Refused)?;
+    // Files deleted while open or mapped, recreated once for the image.
+    let mut deleted_owned = Vec::new();
+    let mut deleted = std::collections::HashMap::new();
+    for (id, f) in fd::recreate_deleted(procs).map_err(RestoreError::Refused)? {
+        let n = crest_ptrace::sys::dup_above(f.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
+        deleted.insert(id, n.as_raw_fd());
+        deleted_owned.push(n);
+    }
+    let deleted_list: Vec<(u64, i32)> = deleted.iter().map(|(&id, &fd)| (id, fd)).collect();
+    let shared = fd::prepare_shared(&records, parked, &memfd_list, &deleted_list).map_err(RestoreError::Refused)?;
     crest_kinds::ipc::restore(&image.ipc)?;
     let image_fd_owned = crest_ptrace::sys::dup_above(img.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
     let image_fd = image_fd_owned.as_raw_fd();
@@ -299,7 +319,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             wait_for_zombie(p.pid);
         }
     }
-    let ctx = Ctx { procs, plan: &plan, layouts: &layouts, shared_files: &shared.by_file, memfds: &memfds, status: &status, image_fd, parked, restore_pid: opts.restore_pid };
+    let ctx = Ctx { procs, plan: &plan, layouts: &layouts, shared_files: &shared.by_file, memfds: &memfds, deleted: &deleted, status: &status, image_fd, parked, restore_pid: opts.restore_pid };
 
     // The topmost husks; each creates the husks of its children.
     let mut top_pids: Vec<i32> = Vec::new();
@@ -350,6 +370,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     // Every husk has its own copies by now.
     drop(shared);
     drop(memfds_owned);
+    drop(deleted_owned);
     drop(image_fd_owned);
 
     let result = std::thread::scope(|s| {

@@ -91,6 +91,8 @@ enum Place {
     Exe,
     Vma(usize),
     Fd(usize),
+    /// Watch `.1` of the inotify descriptor `.0`.
+    Watch(usize, usize),
 }
 
 /// What a path of an image names, and so what must be found there at restart.
@@ -132,6 +134,16 @@ pub enum Named {
         /// The descriptor.
         fd: i32,
     },
+    /// A file deleted while open or mapped: it is recreated, unlinked, in the directory the
+    /// path names, which must be there.
+    Deleted,
+    /// A file or directory an inotify descriptor watches: it must be there.
+    Watched {
+        /// The descriptor.
+        fd: i32,
+        /// The watch descriptor.
+        wd: i32,
+    },
 }
 
 impl Named {
@@ -142,6 +154,8 @@ impl Named {
             Named::Executable => format!("{path}, the process's executable,"),
             Named::Mapped { .. } => format!("{path}, which the process had mapped into memory,"),
             Named::OpenFile { fd, .. } | Named::OpenDirectory { fd } | Named::OpenFifo { fd } | Named::OpenDevice { fd } => format!("{path}, open as descriptor {fd},"),
+            Named::Deleted => format!("the directory of {path}, a file deleted while the process had it open or mapped,"),
+            Named::Watched { fd, wd } => format!("{path}, which inotify descriptor {fd} watches (watch {wd}),"),
         }
     }
 }
@@ -153,8 +167,10 @@ impl Named {
 fn named(p: &Process) -> Vec<(Place, Named)> {
     let mut out = vec![(Place::Cwd, Named::WorkingDirectory)];
     for (i, v) in p.vmas.iter().enumerate() {
-        if let VmaBacking::File { size, mtime_ns, .. } = &v.backing {
-            out.push((Place::Vma(i), Named::Mapped { size: *size, mtime_ns: *mtime_ns }));
+        match &v.backing {
+            VmaBacking::File { size, mtime_ns, .. } => out.push((Place::Vma(i), Named::Mapped { size: *size, mtime_ns: *mtime_ns })),
+            VmaBacking::Deleted { .. } => out.push((Place::Vma(i), Named::Deleted)),
+            _ => {}
         }
     }
     for (i, f) in p.fds.iter().enumerate() {
@@ -163,6 +179,11 @@ fn named(p: &Process) -> Vec<(Place, Named)> {
             FdKind::Directory { .. } => Named::OpenDirectory { fd: f.fd },
             FdKind::Fifo { .. } => Named::OpenFifo { fd: f.fd },
             FdKind::CharDevice { .. } => Named::OpenDevice { fd: f.fd },
+            FdKind::Deleted { .. } => Named::Deleted,
+            FdKind::Inotify { watches, .. } => {
+                out.extend(watches.iter().enumerate().map(|(j, w)| (Place::Watch(i, j), Named::Watched { fd: f.fd, wd: w.wd })));
+                continue;
+            }
             _ => continue,
         };
         out.push((Place::Fd(i), n));
@@ -178,10 +199,14 @@ fn path_at(p: &Process, at: Place) -> &str {
         Place::Cwd => &p.cwd,
         Place::Exe => &p.exe,
         Place::Vma(i) => match &p.vmas[i].backing {
-            VmaBacking::File { path, .. } => path,
+            VmaBacking::File { path, .. } | VmaBacking::Deleted { path, .. } => path,
             _ => "",
         },
         Place::Fd(i) => p.fds[i].kind.path().unwrap_or(""),
+        Place::Watch(i, j) => match &p.fds[i].kind {
+            FdKind::Inotify { watches, .. } => &watches[j].path,
+            _ => "",
+        },
     }
 }
 
@@ -190,10 +215,14 @@ fn path_at_mut(p: &mut Process, at: Place) -> Option<&mut String> {
         Place::Cwd => Some(&mut p.cwd),
         Place::Exe => Some(&mut p.exe),
         Place::Vma(i) => match &mut p.vmas[i].backing {
-            VmaBacking::File { path, .. } => Some(path),
+            VmaBacking::File { path, .. } | VmaBacking::Deleted { path, .. } => Some(path),
             _ => None,
         },
         Place::Fd(i) => p.fds[i].kind.path_mut(),
+        Place::Watch(i, j) => match &mut p.fds[i].kind {
+            FdKind::Inotify { watches, .. } => Some(&mut watches[j].path),
+            _ => None,
+        },
     }
 }
 
@@ -293,17 +322,28 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
     let mut seen = BTreeSet::new();
     for (at, n) in named(p) {
         let path = path_at(p, at);
-        if matches!(n, Named::Mapped { .. }) && !seen.insert(path) {
+        if matches!(n, Named::Mapped { .. } | Named::Deleted) && !seen.insert(path) {
             continue;
         }
         let what = n.what(path);
-        let md = match std::fs::metadata(path) {
+        // A deleted file is recreated in its directory.
+        let looked_at = match n {
+            Named::Deleted => std::path::Path::new(path).parent().and_then(|d| d.to_str()).unwrap_or("/"),
+            _ => path,
+        };
+        let found = match n {
+            // A watched symbolic link is watched itself.
+            Named::Watched { .. } => std::fs::symlink_metadata(looked_at),
+            _ => std::fs::metadata(looked_at),
+        };
+        let md = match found {
             Ok(m) => m,
             Err(e) => return Err(refuse(e.raw_os_error().unwrap_or(libc::ENOENT), format!("{what} cannot be used ({e}); {RELOCATE}"))),
         };
         let ft = md.file_type();
         let (fits, kind, code) = match n {
-            Named::WorkingDirectory | Named::OpenDirectory { .. } => (ft.is_dir(), "a directory", libc::ENOTDIR),
+            Named::WorkingDirectory | Named::OpenDirectory { .. } | Named::Deleted => (ft.is_dir(), "a directory", libc::ENOTDIR),
+            Named::Watched { .. } => (true, "", 0),
             Named::Executable | Named::Mapped { .. } | Named::OpenFile { .. } => (ft.is_file(), "a regular file", libc::EINVAL),
             Named::OpenFifo { .. } => (ft.is_fifo(), "a FIFO", libc::EINVAL),
             Named::OpenDevice { .. } => (ft.is_char_device(), "a character device", libc::EINVAL),
@@ -605,6 +645,29 @@ mod tests {
         std::fs::remove_file(&at).expect("remove");
         assert!(std::process::Command::new("mkfifo").arg(&at).status().is_ok_and(|s| s.success()), "mkfifo");
         assert_eq!(files(&p, &|_| false), Ok(()));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A deleted file needs its directory, and an inotify watch its path; both are relocated.
+    #[test]
+    fn deleted_files_and_watches_are_checked_and_relocated() {
+        let d = std::env::temp_dir().join(format!("crest-preflight-deleted-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("new/w")).expect("temp dir");
+        let mut p = process(0, 0, vec![], 0);
+        let rec = |fd: i32, kind: FdKind| crest_image::FdRecord { fd, flags: 0, cloexec: false, file: fd as u64, kind, locks: Vec::new(), fown: Default::default() };
+        p.fds.push(rec(3, FdKind::Deleted { id: 1, path: "/old/gone".into(), pos: 0, file: None }));
+        let r = files(&p, &|_| false).unwrap_err();
+        assert!(r.msg.starts_with("the directory of /old/gone, a file deleted while the process had it open or mapped, cannot be used ("), "{}", r.msg);
+        let watch = crest_image::InotifyWatch { wd: 2, mask: 0x100, path: "/old/w".into(), dev: 0, ino: 0 };
+        p.fds.push(rec(4, FdKind::Inotify { watches: vec![watch], lost: 0 }));
+        let relocs = Relocation::parse_all(&[format!("/old={}", d.join("new").display())]).expect("parses");
+        relocate(&mut p, &relocs);
+        assert_eq!(files(&p, &|_| false), Ok(()));
+        assert!(paths(&p).contains(&(d.join("new/w").display().to_string(), Named::Watched { fd: 4, wd: 2 })));
+        std::fs::remove_dir(d.join("new/w")).expect("remove");
+        let r = files(&p, &|_| false).unwrap_err();
+        assert!(r.msg.contains("which inotify descriptor 4 watches (watch 2), cannot be used"), "{}", r.msg);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -183,7 +183,7 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
             );
             let saved: u64 = v.pages.iter().map(|r| r.len).sum();
             let extra = match &v.backing {
-                VmaBacking::File { offset, .. } => format!(" @{offset:#x}"),
+                VmaBacking::File { offset, .. } | VmaBacking::Deleted { offset, .. } => format!(" @{offset:#x}"),
                 VmaBacking::Special(SpecialArea::Vdso) => String::new(),
                 _ => String::new(),
             };

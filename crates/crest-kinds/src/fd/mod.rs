@@ -20,11 +20,13 @@ use crate::ident::{ObjId, Slot};
 use crate::KindError;
 
 mod chardev;
+mod deleted;
 mod directory;
 mod epoll;
 mod eventfd;
 mod fifo;
 mod inherited;
+mod inotify;
 mod locks;
 mod memfd;
 mod pipe;
@@ -36,6 +38,7 @@ mod timerfd;
 mod tty;
 mod unsupported;
 
+pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
 pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
@@ -69,6 +72,8 @@ pub struct DumpCx<'a> {
     pub dropped: Vec<String>,
     /// The peers of unix sockets.
     pub unix_peers: &'a mut socket::UnixPeers,
+    /// Largest deleted file whose contents are saved (`--deleted-max`).
+    pub deleted_max: u64,
 }
 
 impl DumpCx<'_> {
@@ -91,6 +96,8 @@ pub struct FileTable {
     next_file: u64,
     drop_unsupported: bool,
     unix_peers: socket::UnixPeers,
+    /// Largest deleted file whose contents are saved (`cr_checkpoint --deleted-max`).
+    pub deleted_max: u64,
 }
 
 impl FileTable {
@@ -106,7 +113,7 @@ impl FileTable {
                 all.push(OpenFd { pid, fd, link, info });
             }
         }
-        Ok(FileTable { all, seen: Default::default(), by_inode: Default::default(), next_file: 1, drop_unsupported, unix_peers: Default::default() })
+        Ok(FileTable { all, seen: Default::default(), by_inode: Default::default(), next_file: 1, drop_unsupported, unix_peers: Default::default(), deleted_max: deleted::DEFAULT_MAX })
     }
 }
 
@@ -256,6 +263,7 @@ pub fn describe(kind: &FdKind) -> String {
 /// The registry, asked in order; [`unsupported`] takes what no other kind claims.
 pub static HANDLERS: &[&dyn FdHandler] = &[
     &memfd::Memfd,
+    &deleted::Deleted,
     &regular::Regular,
     &directory::Directory,
     &chardev::CharDevice,
@@ -263,6 +271,7 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &eventfd::EventFd,
     &timerfd::TimerFd,
     &signalfd::SignalFd,
+    &inotify::Inotify,
     &epoll::Epoll,
     &pipe::Pipe,
     &fifo::Fifo,
@@ -278,7 +287,8 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
     let mut out: Vec<FdRecord> = Vec::new();
     let own: Vec<OpenFd> = table.all.iter().filter(|o| o.pid == pid).cloned().collect();
     let pidfd = crest_ptrace::sys::pidfd_open(pid).ok();
-    let mut cx = DumpCx { pid, pidfd, all: &table.all, seen: &mut table.seen, drop_unsupported: table.drop_unsupported, dropped: Vec::new(), unix_peers: &mut table.unix_peers };
+    let mut cx =
+        DumpCx { pid, pidfd, all: &table.all, seen: &mut table.seen, drop_unsupported: table.drop_unsupported, dropped: Vec::new(), unix_peers: &mut table.unix_peers, deleted_max: table.deleted_max };
     for OpenFd { fd, link, info, .. } in own {
         let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
         let locks = locks::dump(&mut cx, fd, &link, &info)?;
@@ -345,8 +355,9 @@ pub struct SharedFds {
 /// Opens, in the caller (`cr_restart`), every object of `procs` (each process's descriptor
 /// records) that more than one process has, and every pipe and FIFO, parked at `high` or above.
 /// `memfds` are the memfds made for shared mappings, by object id: a memfd descriptor of the
-/// same object takes its one.
-pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -> Result<SharedFds, String> {
+/// same object takes its one; `deleted` are the deleted files recreated for the image
+/// ([`recreate_deleted`]), by id.
+pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)], deleted: &[(u64, i32)]) -> Result<SharedFds, String> {
     let mut users: std::collections::HashMap<u64, usize> = Default::default();
     for recs in procs {
         let mut ids: Vec<u64> = recs.iter().map(|r| r.file).collect();
@@ -361,6 +372,10 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
     for &(id, fd) in memfds {
         let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("shared memory: {e}"))?;
         cx.park((ObjId::shared_memory(id), false), copy)?;
+    }
+    for &(id, fd) in deleted {
+        let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("a deleted file: {e}"))?;
+        cx.park((ObjId::deleted_file(id), false), copy)?;
     }
     for r in procs.iter().flat_map(|recs| recs.iter()) {
         let h = handler_for(&r.kind).ok_or_else(|| format!("fd {}: no handler", r.fd))?;
@@ -501,7 +516,7 @@ mod tests {
         (dir, path)
     }
 
-    fn record(fd: i32, file: u64, kind: FdKind) -> FdRecord {
+    pub(super) fn record(fd: i32, file: u64, kind: FdKind) -> FdRecord {
         FdRecord { fd, flags: libc::O_RDONLY as u32, cloexec: true, file, kind, locks: Vec::new(), fown: Fown::default() }
     }
 
@@ -517,7 +532,16 @@ mod tests {
         let info = crest_proc::parse_fdinfo(&crest_proc::read(pid, &format!("fdinfo/{fd}")).expect("its fdinfo")).expect("parsed");
         let mut seen = std::collections::HashSet::from([ObjId::pipe(md.ino())]);
         let mut peers = Default::default();
-        let mut cx = DumpCx { pid, pidfd: crest_ptrace::sys::pidfd_open(pid).ok(), all: &[], seen: &mut seen, drop_unsupported: false, dropped: Vec::new(), unix_peers: &mut peers };
+        let mut cx = DumpCx {
+            pid,
+            pidfd: crest_ptrace::sys::pidfd_open(pid).ok(),
+            all: &[],
+            seen: &mut seen,
+            drop_unsupported: false,
+            dropped: Vec::new(),
+            unix_peers: &mut peers,
+            deleted_max: super::DELETED_MAX,
+        };
         let kind = super::fifo::Fifo.dump(&mut cx, fd, &path, &md, &info).expect("the FIFO dumps");
         assert_eq!(kind, FdKind::Fifo { path: path.clone(), data: b"fifo data".to_vec() });
         // A second descriptor of the same FIFO does not carry the data again.
@@ -568,6 +592,8 @@ mod tests {
             FdKind::SignalFd { mask: 0 },
             FdKind::Dropped { what: s() },
             FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into() },
+            FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2 }], lost: 0 },
+            FdKind::Deleted { id: 1, path: "/tmp/f".into(), pos: 0, file: None },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -585,6 +611,8 @@ mod tests {
             FdKind::SignalFd { .. } => 12,
             FdKind::Dropped { .. } => 13,
             FdKind::Inet { .. } => 14,
+            FdKind::Inotify { .. } => 15,
+            FdKind::Deleted { .. } => 16,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all

@@ -1,6 +1,6 @@
 //! Regular files: reopened by path with the saved flags (`O_APPEND` included) and offset.
 //! The size and inode are recorded so a changed or replaced file can be noticed. Files unlinked
-//! before the checkpoint are refused for now.
+//! before the checkpoint are the deleted files' kind (`deleted.rs`).
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 
@@ -22,9 +22,6 @@ impl FdHandler for Regular {
     }
     fn dump(&self, cx: &mut super::DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let pid = cx.pid;
-        if link.ends_with(" (deleted)") {
-            return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} was deleted; deleted files are not supported yet")));
-        }
         let image: Vec<i32> = cx.all.iter().map(|o| o.pid).collect();
         super::refuse_unreopenable(pid, fd, link, info.flags, &image)?;
         Ok(FdKind::Regular { path: link.to_string(), pos: info.pos, size: md.size(), dev: md.dev(), ino: md.ino() })
