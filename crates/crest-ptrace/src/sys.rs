@@ -1087,16 +1087,3 @@ pub fn open_by_handle(mount_fd: i32, handle_type: i32, handle: &[u8], flags: i32
     // follow the header, all inside buf; the kernel only reads it.
     owned(unsafe { libc::syscall(libc::SYS_open_by_handle_at, mount_fd, buf.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_int, "open_by_handle_at")
 }
-
-/// `lseek(fd, offset, whence)` for `SEEK_DATA` and `SEEK_HOLE`, which `std` does not offer:
-/// `None` when there is no data (or hole) at or after `offset` (`ENXIO`).
-pub fn seek_data_or_hole(fd: i32, offset: u64, hole: bool) -> std::io::Result<Option<u64>> {
-    let whence = if hole { libc::SEEK_HOLE } else { libc::SEEK_DATA };
-    // SAFETY: no pointers.
-    let r = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
-    if r == -1 {
-        let e = std::io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
-    }
-    Ok(Some(r as u64))
-}

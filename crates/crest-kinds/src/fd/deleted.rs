@@ -58,11 +58,11 @@ fn extents(f: &std::fs::File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < size {
-        let Some(start) = crest_ptrace::sys::seek_data_or_hole(f.as_raw_fd(), at, false)? else { break };
+        let Some(start) = crest_ptrace::sys::seek_data(f, at, true)? else { break };
         if start >= size {
             break;
         }
-        let end = crest_ptrace::sys::seek_data_or_hole(f.as_raw_fd(), start, true)?.unwrap_or(size).min(size);
+        let end = crest_ptrace::sys::seek_data(f, start, false)?.unwrap_or(size).min(size);
         out.push((start, end - start));
         at = end;
     }
