@@ -252,3 +252,46 @@ fn signal_context_callbacks_run_in_their_thread() {
     procs.children.push(rs);
     assert!(s.contains(&format!("signal: restarted by {rs_pid}")), "{s}");
 }
+
+/// A directory of `d` with the preload libraries under their sonames.
+fn preload_dir(d: &Dir) -> PathBuf {
+    let dir = bin("cr_checkpoint").parent().expect("bin dir").to_path_buf();
+    let l = d.0.join("preload");
+    std::fs::create_dir_all(&l).expect("dir");
+    for (built, name) in [("libcrest_libcr_run.so", "libcr_run.so.0"), ("libcrest_libcr_omit.so", "libcr_omit.so.0")] {
+        let src = [dir.join(built), dir.join("deps").join(built)].into_iter().find(|p| p.exists()).expect("the preload libraries are built");
+        let _ = std::os::unix::fs::symlink(src, l.join(name));
+    }
+    l
+}
+
+#[test]
+fn cr_run_preloads_and_omit_leaves_the_program_out() {
+    let d = Dir::new("libcr-run");
+    let cr_run = bin("cr_checkpoint").with_file_name("cr_run");
+    let lib = preload_dir(&d);
+    let o = Command::new(&cr_run).args(["sh", "-c", "echo $LD_PRELOAD; grep -c libcr_run /proc/self/maps"]).env("LD_LIBRARY_PATH", &lib).env("LD_PRELOAD", "libcr_omit.so.0").output().expect("cr_run");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "libcr_run.so.0\n4\n", "{}", text(&o));
+    // Under --omit the program is left out of a checkpoint that names it.
+    let mut procs = Procs::default();
+    let out = d.0.join("out.txt");
+    let child =
+        Command::new(&cr_run).args(["--omit", "sh", "-c", "echo ready; exec sleep 60"]).env("LD_LIBRARY_PATH", &lib).stdout(std::fs::File::create(&out).expect("out")).spawn().expect("cr_run --omit");
+    let pid = procs.add(child);
+    wait_for(&out, "ready", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let o = checkpoint(&["-f", d.0.join("img").to_str().expect("utf-8")], pid);
+    assert_eq!(o.status.code(), Some(libc::ESRCH), "{}", text(&o));
+    assert!(text(&o).contains("asked to be left out"), "{}", text(&o));
+    // A static program is named as one that cannot take the preload, and runs.
+    let src = d.0.join("st.c");
+    std::fs::write(&src, "int main(void) { return 3; }\n").expect("write");
+    let st = d.0.join("st");
+    let built = Command::new("gcc").arg("-static").arg("-o").arg(&st).arg(&src).status().is_ok_and(|s| s.success());
+    if !built {
+        return skip("cr_run on a static program: gcc -static fails here (no static libc)");
+    }
+    let o = Command::new(&cr_run).arg(&st).output().expect("cr_run static");
+    assert_eq!(o.status.code(), Some(3));
+    assert!(text(&o).contains("is statically linked"), "{}", text(&o));
+}

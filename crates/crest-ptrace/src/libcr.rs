@@ -19,9 +19,10 @@ pub const SIGNUM: i32 = 64;
 /// The name of the thread libcr starts in a process at `cr_init` (its `comm`).
 pub const THREAD_NAME: &str = "crest-libcr";
 
-/// The file names of the preload libraries (their sonames), as they appear in
-/// `/proc/PID/maps`: a process with [`OMIT_LIB`] mapped is left out of every checkpoint.
-pub const OMIT_LIB: &str = "libcr_omit.so";
+/// How libcr_omit's file name starts in `/proc/PID/maps`: its soname as installed, or the name
+/// cargo builds it under (a link named by the soname shows as the file it points to): a
+/// process with it mapped is left out of every checkpoint.
+pub const OMIT_LIBS: [&str; 2] = ["libcr_omit.so", "libcrest_libcr_omit.so"];
 
 /// The kind of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +187,7 @@ pub fn libcr_thread(pid: i32) -> Option<i32> {
 
 /// Whether `pid` has libcr_omit loaded (it asks to be left out of every checkpoint).
 pub fn omits_itself(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.lines().any(|l| l.rsplit('/').next().is_some_and(|f| f.starts_with(OMIT_LIB))))
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.lines().any(|l| l.rsplit('/').next().is_some_and(|f| OMIT_LIBS.iter().any(|o| f.starts_with(o)))))
 }
 
 /// Sends message `kind` to thread `tid` of `pid`.
