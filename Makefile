@@ -16,6 +16,9 @@ DOCDIR ?= $(DATADIR)/doc/crest
 BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 ZSHCOMPDIR ?= $(DATADIR)/zsh/site-functions
 FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CARGO ?= cargo
 # Where the built commands and crest-gen are; NO_BUILD=1 installs them without running cargo
 # (for an install as root after `make` as a user, and for the install test).
@@ -27,7 +30,11 @@ GEN ?= target/gen
 PKGDIR ?= packages
 PKGSTAGE ?= target/pkgroot
 
-BINS = cr_checkpoint cr_restart cr_info cr_check
+BINS = cr_checkpoint cr_restart cr_info cr_check cr_run
+# libcr and its preload libraries: built as crest_libcr*, installed under BLCR's sonames, each
+# with its link name (SLURM preloads the unversioned libcr_run.so).
+LIBS = libcr libcr_run libcr_omit
+HEADERS = crates/crest-libcr/include/libcr.h crates/crest-libcr/include/blcr_common.h crates/crest-libcr/include/blcr_errcodes.h
 DOCS = README.md docs/admin-guide.md
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 INSTALL ?= install
@@ -65,6 +72,17 @@ install: gen
 		$(INSTALL) -m 0644 $(GEN)/completions/fish/$$b.fish $(DESTDIR)$(FISHCOMPDIR)/$$b.fish || exit 1; \
 	done
 	$(INSTALL) -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	for l in $(LIBS); do \
+		src=$$(ls $(BUILD_DIR)/lib$$(echo $$l | sed 's/^lib/crest_lib/').so $(BUILD_DIR)/deps/lib$$(echo $$l | sed 's/^lib/crest_lib/').so 2>/dev/null | head -n 1); \
+		[ -n "$$src" ] || { echo "$$l: not built (run make)" >&2; exit 1; }; \
+		$(INSTALL) -m 0755 $$src $(DESTDIR)$(LIBDIR)/$$l.so.0 && \
+		ln -sf $$l.so.0 $(DESTDIR)$(LIBDIR)/$$l.so || exit 1; \
+	done
+	$(INSTALL) -m 0644 $(HEADERS) $(DESTDIR)$(INCLUDEDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+		crates/crest-libcr/libcr.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libcr.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/libcr.pc
 
 uninstall:
 	for b in $(BINS); do \
@@ -72,6 +90,9 @@ uninstall:
 			$(DESTDIR)$(ZSHCOMPDIR)/_$$b $(DESTDIR)$(FISHCOMPDIR)/$$b.fish; \
 	done
 	for d in $(DOCS); do rm -f $(DESTDIR)$(DOCDIR)/$$(basename $$d); done
+	for l in $(LIBS); do rm -f $(DESTDIR)$(LIBDIR)/$$l.so.0 $(DESTDIR)$(LIBDIR)/$$l.so; done
+	for h in $(HEADERS); do rm -f $(DESTDIR)$(INCLUDEDIR)/$$(basename $$h); done
+	rm -f $(DESTDIR)$(PKGCONFIGDIR)/libcr.pc
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 # Packages are built from one staged install with PREFIX=/usr, so they hold exactly what

@@ -77,7 +77,7 @@ rpm)
   "$here/need.sh" rpmbuild rpm rpm-build
   arch=$(uname -m)
   # The file list, from the staged tree: man pages with a glob, since rpmbuild compresses them.
-  files=$(cd "$root" && find . -type f | sed 's|^\.||' | sort | sed 's|^\(/usr/share/man/.*\)$|\1*|')
+  files=$(cd "$root" && find . \( -type f -o -type l \) | sed 's|^\.||' | sort | sed 's|^\(/usr/share/man/.*\)$|\1*|')
   mkdir -p "$work"/{BUILD,RPMS,SOURCES,SPECS,SRPMS}
   cat >"$work/SPECS/crest.spec" <<EOF
 Name:           crest

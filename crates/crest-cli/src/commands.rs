@@ -12,7 +12,7 @@ pub const NOT_IMPLEMENTED: &str = "not implemented";
 
 /// Every command, for generators.
 pub fn all() -> Vec<Command> {
-    vec![checkpoint(), restart(), info(), check()]
+    vec![checkpoint(), restart(), info(), check(), run()]
 }
 
 /// Whether the help of `arg` says that the command refuses it ([`NOT_IMPLEMENTED`]).
@@ -23,7 +23,7 @@ pub fn is_refused(arg: &Arg) -> bool {
 /// `cmd` as shell completions offer it: only the options `--help` shows and that work (not
 /// the hidden ones kept for BLCR's scripts, not the refused ones).
 pub fn offered(cmd: &Command) -> Command {
-    // A command's name must live for ever; the four commands' names are a few bytes, once.
+    // A command's name must live for ever; the commands' names are a few bytes, once.
     let name: &'static str = Box::leak(cmd.get_name().to_string().into_boxed_str());
     let mut c = Command::new(name).disable_help_flag(true).disable_version_flag(true);
     if let Some(about) = cmd.get_about() {
@@ -169,6 +169,23 @@ pub fn check() -> Command {
     help_and_version(cmd, false)
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing; the exit status tells"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the results as JSON"))
+}
+
+/// `cr_run`'s options, as BLCR 0.8.6 spells them: only leading options, then the command.
+pub fn run() -> Command {
+    let cmd = Command::new("cr_run")
+        .about("Run a program with libcr's preload library")
+        .long_about(
+            "Run COMMAND with BLCR's preload library (libcr_run.so.0, or libcr_omit.so.0 with --omit) added to LD_PRELOAD, \
+             as BLCR's cr_run did. crest checkpoints any process without it; libcr_omit leaves the program out of every \
+             checkpoint that would hold it. A statically linked program cannot preload a library: cr_run says so and runs it \
+             as it is.",
+        )
+        .override_usage("cr_run [--omit|--run] [--] COMMAND [ARGS...]");
+    help_and_version(cmd, false)
+        .arg(Arg::new("omit").long("omit").action(ArgAction::SetTrue).help("preload libcr_omit: the program is left out of every checkpoint"))
+        .arg(Arg::new("run").long("run").action(ArgAction::SetTrue).help("preload libcr_run (the default); overrides an earlier --omit"))
+        .arg(Arg::new("command").value_name("COMMAND").required(true).num_args(1..).trailing_var_arg(true).help("the program to run, and its arguments"))
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ const CK: &str = "cr_checkpoint";
 const RS: &str = "cr_restart";
 const INFO: &str = "cr_info";
 const CHECK: &str = "cr_check";
+const RUN: &str = "cr_run";
 
 /// Every exit code of every command, in numeric order.
 pub const TABLE: &[Exit] = &[
@@ -39,7 +40,7 @@ pub const TABLE: &[Exit] = &[
         meaning: "Success: the image was written (cr_checkpoint), described or verified (cr_info), checkpoint and restart work here \
                   (cr_check). cr_restart exits with the restored process's own status once it runs, or dies by the signal that \
                   killed it, as BLCR's did.",
-        commands: &[CK, RS, INFO, CHECK],
+        commands: &[CK, RS, INFO, CHECK, RUN],
     },
     Exit {
         code: ErrorKind::NotPermitted.code(),
@@ -78,15 +79,29 @@ pub const TABLE: &[Exit] = &[
         commands: &[CK, RS, INFO],
     },
     Exit { code: 28, name: "ENOSPC", meaning: "No space left on the device (27 EFBIG, 122 EDQUOT and 30 EROFS likewise name why the image could not be written).", commands: &[CK] },
+    Exit {
+        code: 2354 & 0xff,
+        name: "CR_ETEMPFAIL",
+        meaning: "A libcr callback of the process cancelled the checkpoint for now (CR_CHECKPOINT_TEMP_FAILURE); it runs on. A callback's own \
+                  code v (CR_CHECKPOINT_TEMP_FAILURE_CODE(v)) gives v & 0xff instead.",
+        commands: &[CK],
+    },
+    Exit {
+        code: 2355 & 0xff,
+        name: "CR_EPERMFAIL",
+        meaning: "A libcr callback cannot let the process be checkpointed (CR_CHECKPOINT_PERM_FAILURE): every process of the request was killed.",
+        commands: &[CK],
+    },
     Exit { code: PTRACED, name: "CR_EPTRACED", meaning: "The process is already traced: by another checkpoint or by a debugger.", commands: &[CK] },
     Exit { code: ErrorKind::Unsupported.code(), name: "EOPNOTSUPP", meaning: "The process holds something crest cannot save yet; it goes on unharmed.", commands: &[CK] },
     Exit { code: ErrorKind::TimedOut.code(), name: "ETIMEDOUT", meaning: "The --time limit ran out; the process was left running as it was.", commands: &[CK] },
+    Exit { code: 127, name: "", meaning: "cr_run could not start the command (not found, not executable); otherwise cr_run becomes the command and exits as it does.", commands: &[RUN] },
     Exit {
         code: USAGE,
         name: "",
         meaning: "A usage error (unknown option, missing or extra operand, bad value); and for cr_restart and cr_info, an image \
                   that cannot be opened or read (missing, unreadable, a directory), as BLCR's cr_restart.",
-        commands: &[CK, RS, INFO, CHECK],
+        commands: &[CK, RS, INFO, CHECK, RUN],
     },
 ];
 
@@ -100,7 +115,7 @@ pub fn markdown() -> String {
     let mut s = String::from("| exit | errno | meaning | commands |\n| --- | --- | --- | --- |\n");
     for e in TABLE {
         let meaning: String = e.meaning.split_whitespace().collect::<Vec<_>>().join(" ");
-        let cmds = if e.commands.len() == 4 { "all".to_string() } else { e.commands.join(", ") };
+        let cmds = if e.commands.len() == 5 { "all".to_string() } else { e.commands.join(", ") };
         s.push_str(&format!("| {} | {} | {} | {} |\n", e.code, if e.name.is_empty() { "" } else { e.name }, meaning, cmds));
     }
     s

@@ -106,6 +106,7 @@ fn install_check_checkpoint_restart_uninstall() {
     assert!(v["checks"].as_array().is_some_and(|c| c.iter().any(|c| c["name"] == "ptrace" && c["status"] == "OK")), "{v}");
 
     round_trip_installed(&d, &bin);
+    libcr_installed(&d, &usr, &dest);
     if is_root() {
         capability_instead_of_root(&d, &bin);
     } else {
@@ -210,4 +211,27 @@ fn capability_instead_of_root(d: &Dir, bin: &dyn Fn(&str) -> PathBuf) {
     let pid_line = check["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "PID restore")).cloned().unwrap_or_default();
     assert!(pid_line["status"] == "OK" && check["pid_restore"] == true, "cr_check beside the capable cr_restart sees it: {pid_line}");
     reaper.0.clear();
+}
+
+/// A BLCR-aware program builds with `pkg-config --cflags --libs libcr` against the install
+/// and runs with the installed libcr.so.0.
+fn libcr_installed(d: &Dir, usr: &Path, dest: &Path) {
+    let pc = |arg: &str| {
+        Command::new("pkg-config")
+            .arg(arg)
+            .arg("libcr")
+            .env("PKG_CONFIG_PATH", usr.join("lib/pkgconfig"))
+            .env("PKG_CONFIG_SYSROOT_DIR", dest)
+            .env("PKG_CONFIG_ALLOW_SYSTEM_CFLAGS", "1")
+            .env("PKG_CONFIG_ALLOW_SYSTEM_LIBS", "1")
+            .output()
+    };
+    let (Ok(cflags), Ok(libs)) = (pc("--cflags"), pc("--libs")) else { return skip("pkg-config libcr: no pkg-config here") };
+    assert!(cflags.status.success() && libs.status.success(), "pkg-config libcr: {}", String::from_utf8_lossy(&cflags.stderr));
+    let words = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let flags: Vec<String> = words(&cflags).into_iter().chain(words(&libs)).collect();
+    let prog = d.0.join("abi");
+    gcc("tests/c/libcr_abi.c", &prog, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = Command::new(&prog).env("LD_LIBRARY_PATH", usr.join("lib")).output().expect("runs");
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("CR_ERESTARTED 2363"), "a program built with pkg-config libcr: {}", String::from_utf8_lossy(&o.stderr));
 }

@@ -1,7 +1,7 @@
 //! The commands' interface against their own documentation: every option documented as working
 //! is accepted and not refused, every option the code refuses says so in its help (and is not
-//! offered by the completions); help, version and usage errors behave alike in all four
-//! commands; and the exit codes are those of the one table (`crest_cli::exits`).
+//! offered by the completions); help, version and usage errors behave alike in every
+//! command; and the exit codes are those of the one table (`crest_cli::exits`).
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ fn exe(name: &str) -> PathBuf {
         "cr_restart" => env!("CARGO_BIN_EXE_cr_restart"),
         "cr_info" => env!("CARGO_BIN_EXE_cr_info"),
         "cr_check" => env!("CARGO_BIN_EXE_cr_check"),
+        "cr_run" => env!("CARGO_BIN_EXE_cr_run"),
         _ => panic!("no command {name}"),
     })
 }
@@ -73,6 +74,7 @@ fn run_with_option(cmd: &clap::Command, arg: &clap::Arg, d: &Dir, junk: &Path, p
         "cr_checkpoint" => args.push(pid.to_string()),
         "cr_restart" if !["file", "fd", "dir"].contains(&long) => args.push(junk.to_string_lossy().into_owned()),
         "cr_info" => args.push(junk.to_string_lossy().into_owned()),
+        "cr_run" => args.push("true".into()),
         _ => {}
     }
     let stdin = std::fs::File::open(junk).expect("junk");
@@ -115,6 +117,7 @@ fn every_documented_option_works_and_every_refused_one_says_so() {
                 let expected = match name.as_str() {
                     "cr_checkpoint" => vec![libc::ESRCH],
                     "cr_restart" | "cr_info" => vec![libc::EINVAL],
+                    "cr_run" => vec![0],
                     _ => vec![0, 1],
                 };
                 assert!(!said_refused && o.status.code().is_some_and(|c| expected.contains(&c)), "{name} {args:?}: documented as working, but exited {:?} (not one of {expected:?}): {out}", o.status);
@@ -131,7 +134,7 @@ fn every_documented_option_works_and_every_refused_one_says_so() {
 /// (silent with -q where the command has it).
 #[test]
 fn help_version_and_usage_errors_are_alike() {
-    for name in ["cr_checkpoint", "cr_restart", "cr_info", "cr_check"] {
+    for name in ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run"] {
         for h in ["--help", "-h", "-?"] {
             let o = Command::new(exe(name)).arg(h).output().expect("runs");
             assert_eq!(o.status.code(), Some(0), "{name} {h}");
@@ -148,7 +151,9 @@ fn help_version_and_usage_errors_are_alike() {
         assert_eq!((o.status.code(), o.stderr.len()), (Some(crest_cli::exits::USAGE), 0), "{name} -q: a silent usage error");
     }
     // Missing or extra operands are usage errors too.
-    for (name, args) in [("cr_checkpoint", vec![]), ("cr_checkpoint", vec!["1", "2"]), ("cr_checkpoint", vec!["x"]), ("cr_info", vec![]), ("cr_restart", vec![]), ("cr_check", vec!["extra"])] {
+    for (name, args) in
+        [("cr_checkpoint", vec![]), ("cr_checkpoint", vec!["1", "2"]), ("cr_checkpoint", vec!["x"]), ("cr_info", vec![]), ("cr_restart", vec![]), ("cr_check", vec!["extra"]), ("cr_run", vec![])]
+    {
         let o = Command::new(exe(name)).args(&args).output().expect("runs");
         assert_eq!(o.status.code(), Some(crest_cli::exits::USAGE), "{name} {args:?}: {}", text(&o));
     }

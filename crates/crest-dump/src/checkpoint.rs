@@ -61,6 +61,13 @@ pub struct Request<'a> {
     pub snapshot: bool,
     /// Told what happens, as it happens (the destination is open, ...).
     pub on_event: Option<&'a (dyn Fn(Event<'_>) + Sync)>,
+    /// The process that asked for the checkpoint, as libcr callbacks are told it
+    /// (`cr_get_checkpoint_info()->requester`); by default the caller.
+    pub requester: Option<i32>,
+    /// The caller checkpoints on behalf of a process of the scope (libcr's
+    /// `cr_request_checkpoint` runs `cr_checkpoint` as its child): the caller and its parent
+    /// are left out of the scope instead of the checkpoint being refused for holding itself.
+    pub on_behalf: bool,
 }
 
 impl Request<'_> {
@@ -83,6 +90,8 @@ impl Request<'_> {
             precopy: true,
             snapshot: true,
             on_event: None,
+            requester: None,
+            on_behalf: false,
         }
     }
 }
@@ -403,6 +412,21 @@ pub enum Error {
     /// No such process.
     #[error("no process with PID {0}")]
     NoProcess(i32),
+    /// A libcr callback cancelled the checkpoint (`CR_CHECKPOINT_TEMP_FAILURE` or
+    /// `_PERM_FAILURE`): the process, the code (BLCR's `CR_ETEMPFAIL`, `CR_EPERMFAIL` or the
+    /// callback's own), whether permanently (every process of the request was killed).
+    #[error("{}", refused_words(*pid, *code, *perm))]
+    Refused {
+        /// The process whose callback refused.
+        pid: i32,
+        /// The code.
+        code: u16,
+        /// Permanent: the processes were killed.
+        perm: bool,
+    },
+    /// The named process asked to be left out (`CR_CHECKPOINT_OMIT`, or libcr_omit).
+    #[error("no processes checkpointed: PID {0} asked to be left out of checkpoints (CR_CHECKPOINT_OMIT or libcr_omit)")]
+    Omitted(i32),
     /// The process ended during the checkpoint.
     #[error("PID {0} ended during the checkpoint, so there is nothing to save; no image was written")]
     Ended(i32),
@@ -525,7 +549,8 @@ impl Error {
             },
             Error::Prohibited { .. } | Error::NotPermitted { .. } => ErrorKind::NotPermitted,
             Error::ContainsSelf { .. } => ErrorKind::Deadlock,
-            Error::NoProcess(_) | Error::Ended(_) | Error::Signal { .. } => ErrorKind::NoProcess,
+            Error::NoProcess(_) | Error::Ended(_) | Error::Signal { .. } | Error::Omitted(_) => ErrorKind::NoProcess,
+            Error::Refused { code, .. } => ErrorKind::Os(*code as i32 & 0xff),
             Error::Interrupted { .. } => ErrorKind::Interrupted,
             Error::TimedOut { .. } => ErrorKind::TimedOut,
             Error::Claimed { .. } | Error::Busy { .. } | Error::TracerInScope { .. } | Error::Traced { .. } => ErrorKind::Traced,
@@ -536,6 +561,18 @@ impl Error {
             },
             Error::Release { .. } => ErrorKind::Failed,
         }
+    }
+}
+
+fn refused_words(pid: i32, code: u16, perm: bool) -> String {
+    let why = match code as i32 {
+        crest_ptrace::libcr::CR_ETEMPFAIL | crest_ptrace::libcr::CR_EPERMFAIL => String::new(),
+        c => format!(" (code {c})"),
+    };
+    if perm {
+        format!("cancelled by the application: a checkpoint callback of PID {pid} cannot let it be checkpointed{why}; every process of the request was killed (CR_CHECKPOINT_PERM_FAILURE)")
+    } else {
+        format!("cancelled by the application: a checkpoint callback of PID {pid} asked to try again later{why} (CR_CHECKPOINT_TEMP_FAILURE); the processes run on as they were")
     }
 }
 
@@ -553,20 +590,47 @@ pub fn checkpoint(req: &Request<'_>) -> Result<Outcome, Error> {
             }
         });
     }
-    let r = run(req, &cancel);
+    if req.on_behalf {
+        crate::tree::leave_out(vec![std::process::id() as i32, std::os::unix::process::parent_id() as i32]);
+    }
+    let mut coop = None;
+    let r = run(req, &cancel, &mut coop);
+    crate::tree::leave_out(Vec::new());
+    // Processes that use libcr wait in their callbacks for the outcome.
+    if let Some(coop) = coop {
+        match &r {
+            Ok(_) if req.after == After::Kill => {}
+            Ok(_) => coop.go_on(),
+            Err(e) => coop.fail(e.kind().code()),
+        }
+    }
     // Every process is let go (or killed) by now: other checkpoints may take them.
     crate::claim::release_all();
     r
 }
 
-fn run(req: &Request<'_>, cancel: &Cancel) -> Result<Outcome, Error> {
+/// The image's name for libcr callbacks (`cr_checkpoint_info.dest`): the full path of a file,
+/// device or FIFO; empty when it is not in a file system.
+fn dest_name(target: &Target) -> String {
+    let abs = |p: &Path| std::path::absolute(p).map(|p| p.display().to_string()).unwrap_or_default();
+    match target {
+        Target::Atomic { path, .. } | Target::Direct { path, .. } | Target::Stream { path, .. } => abs(path),
+        Target::Fd(fd) => std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().filter(|p| p.is_absolute()).map(|p| p.display().to_string()).unwrap_or_default(),
+        Target::File | Target::Writer => String::new(),
+    }
+}
+
+fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Cooperation>) -> Result<Outcome, Error> {
     let pid = req.pid;
     // A process there at the start and missing later has ended during the checkpoint (killed
     // while a pre-copy or the freeze was under way, say), which is not "no such process".
     let existed = crest_proc::read(pid, "stat").is_ok();
     let target = resolve(&req.destination)?;
     // What cannot be checkpointed at all is refused before the destination is even opened.
-    explain::refuse_early(req.scope, pid)?;
+    match explain::refuse_early(req.scope, pid) {
+        Err(Error::ContainsSelf { .. }) if req.on_behalf => {}
+        r => r?,
+    }
     let signal = req.after.signal();
 
     // Open the destination before freezing: a bad destination must not stop the target at all.
@@ -608,6 +672,32 @@ fn run(req: &Request<'_>, cancel: &Cancel) -> Result<Outcome, Error> {
         _ => {}
     };
     let started = Instant::now();
+    // Processes that use libcr run their callbacks before anything is frozen.
+    let me = std::process::id() as i32;
+    match crate::libcr::callbacks(req.scope, pid, req.requester.unwrap_or(me), signal, &dest_name(&target)) {
+        Ok(c) => {
+            let mut out = c.omitted();
+            if req.on_behalf {
+                out.extend([me, std::os::unix::process::parent_id() as i32]);
+            }
+            crate::tree::leave_out(out);
+            *coop = Some(c);
+        }
+        Err(e) => {
+            cleanup();
+            let left = Left { pid, stream: target.is_stream().then(|| shown.clone()) };
+            return Err(match e {
+                crate::libcr::CoopError::Cancelled => match req.time_limit {
+                    Some(limit) if cancel.timed_out() => Error::TimedOut { limit, left },
+                    _ => Error::Interrupted { signal: cancel.signal(), left },
+                },
+                crate::libcr::CoopError::Ended(p) => Error::Ended(p),
+                crate::libcr::CoopError::Refused { pid, code, perm } => Error::Refused { pid, code, perm },
+                crate::libcr::CoopError::Omitted(p) => Error::Omitted(p),
+                crate::libcr::CoopError::Io(source) => Error::Write { shown: "the socket libcr processes answer on".into(), source, left },
+            });
+        }
+    }
     // Set once the pages were pre-copied: a process missing after that has ended meanwhile.
     let mut precopied = false;
     let own_progress;

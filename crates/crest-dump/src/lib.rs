@@ -52,6 +52,7 @@ pub mod checkpoint;
 pub mod claim;
 mod explain;
 mod freeze;
+mod libcr;
 mod pages;
 mod precopy;
 pub mod snapshot;

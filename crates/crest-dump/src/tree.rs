@@ -79,6 +79,20 @@ fn is_snapshot(pid: i32, st: &crest_proc::Stat) -> bool {
     st.exit_signal == 0 && crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").map(|t| t != "0")).unwrap_or(false)
 }
 
+/// Processes the checkpoint running in this process leaves out of its scope: the processes
+/// doing a checkpoint on behalf of a process in it, and processes whose libcr callbacks asked
+/// to be omitted (`CR_CHECKPOINT_OMIT`). Set by [`crate::checkpoint()`] for its length.
+static LEFT_OUT: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Sets the processes left out of the scopes frozen from now on.
+pub(crate) fn leave_out(pids: Vec<i32>) {
+    *LEFT_OUT.lock().unwrap_or_else(|p| p.into_inner()) = pids;
+}
+
+fn left_out(pid: i32) -> bool {
+    LEFT_OUT.lock().unwrap_or_else(|p| p.into_inner()).contains(&pid)
+}
+
 /// Claims `pid` for this checkpoint ([`crate::claim`]), then freezes it.
 fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     crate::claim::claim(pid)?;
@@ -136,6 +150,9 @@ impl FrozenTree {
     /// Freezes `pid` (found as a child of `parent`, or 0) and adds it; a zombie is recorded.
     /// Returns whether it was added (it may have exited meanwhile).
     fn add(&mut self, pid: i32, parent: i32) -> Result<bool, DumpError> {
+        if left_out(pid) {
+            return Ok(false);
+        }
         let Some(st) = stat_of(pid) else { return Ok(false) };
         if matches!(st.state, 'Z' | 'X') {
             self.zombies.push(Zombie { pid, stat: st });

@@ -11,6 +11,7 @@
 //! * [`husk`]: forking the empty process a restore fills (`clone3` with `set_tid` to choose its PID).
 //! * [`wp`]: which pages another process writes (asynchronous userfaultfd write-protection,
 //!   `PAGEMAP_SCAN`).
+//! * [`libcr`]: the protocol between the commands and a process that uses libcr.
 //! * [`sys`]: thin, safe wrappers of the few other syscalls crest needs.
 //!
 //! Every module with `unsafe` opens with a `# Safety` section; see `docs/unsafe.md`.
@@ -20,6 +21,7 @@
 mod error;
 pub mod husk;
 pub mod ipc;
+pub mod libcr;
 pub mod mem;
 pub mod net;
 mod remote;

@@ -1087,3 +1087,39 @@ pub fn open_by_handle(mount_fd: i32, handle_type: i32, handle: &[u8], flags: i32
     // follow the header, all inside buf; the kernel only reads it.
     owned(unsafe { libc::syscall(libc::SYS_open_by_handle_at, mount_fd, buf.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_int, "open_by_handle_at")
 }
+
+/// Queues signal `sig` with value `value` to thread `tid` of process `pid`
+/// (`rt_tgsigqueueinfo`, `si_code` `SI_QUEUE`, this process as the sender).
+pub fn tg_sigqueue(pid: i32, tid: i32, sig: i32, value: i32) -> std::io::Result<()> {
+    /// The x86-64 `siginfo_t` of a queued signal: 128 bytes.
+    #[repr(C)]
+    struct QueuedInfo {
+        signo: i32,
+        errno: i32,
+        code: i32,
+        pad: i32,
+        pid: i32,
+        uid: u32,
+        value: u64,
+        rest: [u64; 12],
+    }
+    let info = QueuedInfo { signo: sig, errno: 0, code: libc::SI_QUEUE, pad: 0, pid: std::process::id() as i32, uid: euid(), value: value as u32 as u64, rest: [0; 12] };
+    // SAFETY: the kernel reads 128 bytes of siginfo from a live local value of that size.
+    let r = unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, &info as *const QueuedInfo) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The PID of the process at the other end of unix socket `fd` (`SO_PEERCRED`).
+pub fn peer_pid(fd: i32) -> std::io::Result<i32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into a live local ucred.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut libc::ucred as *mut libc::c_void, &mut len) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.pid)
+}

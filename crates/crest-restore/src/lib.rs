@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod husk;
+pub mod libcr;
 mod plan;
 pub mod preflight;
 pub mod restart;

@@ -265,5 +265,13 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
     }
     let opts = RestoreOptions { restore_pid: req.restore_pid, restore_pgid: req.restore_pgid, restore_sid: req.restore_sid, verify: req.verify, progress: req.progress.clone() };
     tell(Event::Restoring);
-    crate::restore(&img, &opts).map_err(|source| Error::Restore { shown, source })
+    let restored = crate::restore(&img, &opts).map_err(|source| Error::Restore { shown, source })?;
+    // Processes that use libcr learn that they were restarted, and from which image.
+    let src = match &req.image {
+        Source::Path(p) => std::path::absolute(p).map(|p| p.display().to_string()).unwrap_or_default(),
+        Source::Fd(fd) => std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().filter(|p| p.is_absolute()).map(|p| p.display().to_string()).unwrap_or_default(),
+        Source::File(_) => String::new(),
+    };
+    crate::libcr::tell_restarted(&restored.pids.iter().map(|&(_, new)| new).collect::<Vec<_>>(), &src);
+    Ok(restored)
 }

@@ -16,6 +16,7 @@ use crest_cli::{chosen_signal, last_given, signal_name, Say};
 use crest_dump::checkpoint::{Event, Target};
 use crest_dump::{After, Cancel, Destination, Policy, Request};
 use crest_kinds::exit::ErrorKind;
+use crest_ptrace::libcr as proto;
 use crest_ptrace::sys::{self, ChildEnd, Forked};
 
 /// Signals that stop a checkpoint in progress (and are passed on to the worker).
@@ -44,16 +45,28 @@ fn wait_for_worker(worker: i32, say: &Say) -> ! {
         let sig = sys::wait_signal(&CANCEL_SIGNALS);
         let _ = sys::kill(worker, sig);
     });
-    match sys::wait_child(worker) {
-        Ok(ChildEnd::Exited(code)) => std::process::exit(code),
+    let code = match sys::wait_child(worker) {
+        Ok(ChildEnd::Exited(code)) => code,
         Ok(ChildEnd::Signaled(sig)) => {
             say.err(format!("Checkpoint failed: the checkpointing process was killed by signal {sig} ({})", signal_name(sig)));
-            std::process::exit(1)
+            1
         }
         Err(e) => {
             say.err(format!("Checkpoint failed: waiting for the checkpointing process: {e}"));
-            std::process::exit(1)
+            1
         }
+    };
+    notify_requester(code);
+    std::process::exit(code)
+}
+
+/// Run by libcr for a process that checkpoints itself: tells its libcr thread the exit status
+/// (`CREST_LIBCR_NOTIFY=PID:TID:HANDLE`), which its `cr_poll_checkpoint` returns.
+fn notify_requester(code: i32) {
+    let Ok(v) = std::env::var(proto::NOTIFY_ENV) else { return };
+    let n: Vec<i64> = v.split(':').filter_map(|x| x.parse().ok()).collect();
+    if let [pid, tid, handle] = n[..] {
+        let _ = proto::send(pid as i32, tid as i32, proto::Msg::Done, handle as u8, code as u16);
     }
 }
 
@@ -130,6 +143,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
         precopy: std::env::var_os("CREST_NO_PRECOPY").is_none(),
         snapshot: std::env::var_os("CREST_NO_SNAPSHOT").is_none(),
         on_event: Some(&plan),
+        // Run by libcr for a process that checkpoints itself (cr_request_checkpoint): that
+        // process is the requester, and this command (its child) is left out of the scope.
+        requester: std::env::var(proto::REQUESTER_ENV).ok().and_then(|p| p.parse().ok()),
+        on_behalf: std::env::var_os(proto::REQUESTER_ENV).is_some(),
     };
     let shown = crest_cli::ProgressDisplay::start(progress, "saving", say.quiet);
     let done = crest_dump::checkpoint(&req);

@@ -119,7 +119,7 @@ fn item(tag: &str, s: &str) -> Para {
 }
 
 fn see_also(name: &str) -> Para {
-    let others: Vec<&str> = ["cr_checkpoint", "cr_restart", "cr_info", "cr_check"].into_iter().filter(|n| *n != name).collect();
+    let others: Vec<&str> = ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run"].into_iter().filter(|n| *n != name).collect();
     let mut v = Vec::new();
     for (i, n) in others.iter().enumerate() {
         v.push(bold(*n));
@@ -139,7 +139,7 @@ fn exit_status(name: &str) -> (&'static str, Vec<Para>) {
             item(&e.code.to_string(), &if e.name.is_empty() { meaning } else { format!("{}: {meaning}", e.name) })
         })
         .collect();
-    v.push(text("The four commands share one table of exit codes (BLCR's convention: 0, an errno value, 255 for a usage error); the README holds all of it."));
+    v.push(text("The commands share one table of exit codes (BLCR's convention: 0, an errno value, 255 for a usage error); the README holds all of it."));
     if name == "cr_restart" {
         v.push(text("A --run-on-* command that exits non-zero replaces the status with its own, as in BLCR."));
     }
@@ -177,6 +177,16 @@ fn extra(name: &str) -> Vec<(&'static str, Vec<Para>)> {
                 text("One line per check: OK, WARN (works, with a limit) or MISSING (does not work here), the check's name and what was found; under a WARN or MISSING line, what to change. The last line says whether checkpoint and restart are ready."),
             ]),
             exit_status(name),
+            ("SEE ALSO", vec![see_also(name)]),
+        ],
+        "cr_run" => vec![
+            exit_status(name),
+            ("ENVIRONMENT", vec![
+                item("LD_PRELOAD", "Set for COMMAND to the preload library's soname, followed by the entries it had, less any libcr_run or libcr_omit; the library is found by the dynamic loader's search (ld.so.cache, LD_LIBRARY_PATH)."),
+            ]),
+            ("FILES", vec![
+                item("libcr_run.so.0, libcr_omit.so.0", "The preload libraries, installed in PREFIX/lib with libcr.so.0, the library BLCR-aware programs link with (-lcr, or pkg-config libcr)."),
+            ]),
             ("SEE ALSO", vec![see_also(name)]),
         ],
         _ => vec![("SEE ALSO", vec![see_also(name)])],

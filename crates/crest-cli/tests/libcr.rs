@@ -1,0 +1,297 @@
+//! libcr end to end: C programs built against `libcr.h` and the library, checkpointed and
+//! restarted by the commands. The header must match the library (layouts, constants, error
+//! texts); the examples of `examples/c/` must print what they promise (a callback that
+//! flushes its buffer sees the checkpoint go on, then the restart; a critical section holds a
+//! checkpoint off; a program checkpoints itself); and each failure a callback can cause has
+//! its exit status and message: a callback that hangs (bounded by `--time`), one that gives
+//! TEMP or PERM failure, OMIT, a process killed in its callback. Everything started is killed
+//! by PID and waited for, even on failure.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// The built library, found beside the commands (or among cargo's dependencies).
+fn library() -> PathBuf {
+    let dir = bin("cr_checkpoint").parent().expect("bin dir").to_path_buf();
+    [dir.join("libcrest_libcr.so"), dir.join("deps/libcrest_libcr.so")].into_iter().find(|p| p.exists()).expect("libcrest_libcr.so is built (cargo build --release)")
+}
+
+/// A directory of `d` where the library has its link name and soname.
+fn libdir(d: &Dir) -> PathBuf {
+    let l = d.0.join("lib");
+    std::fs::create_dir_all(&l).expect("lib dir");
+    for name in ["libcr.so", "libcr.so.0"] {
+        let _ = std::os::unix::fs::symlink(library(), l.join(name));
+    }
+    l
+}
+
+/// Builds `src` against libcr.h and the library.
+fn build(d: &Dir, src: &str, name: &str) -> PathBuf {
+    let out = d.0.join(name);
+    let inc = root().join("crates/crest-libcr/include");
+    gcc(src, &out, &[&format!("-I{}", inc.display()), &format!("-L{}", libdir(d).display()), "-lcr"]);
+    out
+}
+
+/// Starts `prog args` in `d` with its output in `out`, the library on its path.
+fn start(d: &Dir, prog: &Path, args: &[&str], out: &Path) -> Child {
+    let f = std::fs::File::create(out).expect("output file");
+    Command::new(prog).args(args).current_dir(&d.0).env("LD_LIBRARY_PATH", libdir(d)).stdout(f).stdin(Stdio::null()).spawn().expect("start program")
+}
+
+fn checkpoint(args: &[&str], pid: i32) -> Output {
+    Command::new(bin("cr_checkpoint")).args(args).arg(pid.to_string()).output().expect("cr_checkpoint runs")
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn header_matches_the_library() {
+    let d = Dir::new("libcr-abi");
+    let prog = build(&d, "tests/c/libcr_abi.c", "abi");
+    let o = Command::new(&prog).env("LD_LIBRARY_PATH", libdir(&d)).output().expect("runs");
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let has = |line: String| assert!(out.lines().any(|l| l == line), "expected {line:?} in:\n{out}");
+    use crest_libcr::*;
+    has(format!("sizeof cr_checkpoint_args_t {}", std::mem::size_of::<cr_checkpoint_args_t>()));
+    has(format!("sizeof cr_restart_args_t {}", std::mem::size_of::<cr_restart_args_t>()));
+    has(format!("sizeof cr_checkpoint_info {}", std::mem::size_of::<cr_checkpoint_info>()));
+    has(format!("sizeof cr_restart_info {}", std::mem::size_of::<cr_restart_info>()));
+    has(format!("sizeof cr_rstrt_relocate {}", std::mem::size_of::<cr_rstrt_relocate>()));
+    has(format!("offset cr_checkpoint_args_t.cr_flags {}", std::mem::offset_of!(cr_checkpoint_args_t, cr_flags)));
+    has(format!("offset cr_restart_args_t.cr_relocate {}", std::mem::offset_of!(cr_restart_args_t, cr_relocate)));
+    has(format!("offset cr_checkpoint_info.scope {}", std::mem::offset_of!(cr_checkpoint_info, scope)));
+    has(format!("offset cr_restart_info.src {}", std::mem::offset_of!(cr_restart_info, src)));
+    // BLCR's measured sizes (BLCR-REFERENCE.md §5.2).
+    assert_eq!((std::mem::size_of::<cr_checkpoint_args_t>(), std::mem::size_of::<cr_restart_args_t>()), (28, 24));
+    has(format!("CR_THREAD_CONTEXT {}", crest_libcr::core::c::THREAD_CONTEXT));
+    has(format!("CR_SIGNAL_CONTEXT {}", crest_libcr::core::c::SIGNAL_CONTEXT));
+    has(format!("CR_SIGNUM {0} cri_signum {0}", crest_ptrace::libcr::SIGNUM));
+    has("CR_ETEMPFAIL 2354".into());
+    has("CR_ERESTARTED 2363".into());
+    has("CR_ENOINIT 2365".into());
+    has("CR_MAX_ERRCODE 2366".into());
+    for (_, v, t) in ERRCODES {
+        has(format!("strerror {v} {}", t.to_str().expect("utf-8")));
+    }
+    has("checkpoint outside -2364".into());
+    has("register before init -1".into());
+    has("init args 0 scope -1 target 0 fd -1".into());
+    has("cr_init 0 1".into());
+    has("first signal id 0x2000000".into());
+    has("first thread id 0x4000000".into());
+    has("tryenter 0 leave 0 status 0".into());
+}
+
+#[test]
+fn flush_example_goes_on_then_restarts() {
+    let d = Dir::new("libcr-flush");
+    let prog = build(&d, "examples/c/flush.c", "flush");
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start(&d, &prog, &[], &out));
+    wait_for(&out, "ready", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let img = d.0.join("img");
+    let o = checkpoint(&["-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_for(&out, "continuing\n", Duration::from_secs(10));
+    // The buffered lines were written before the checkpoint, and the callback was told where.
+    assert!(s.contains("tick 1\n"), "the buffer was flushed:\n{s}");
+    assert!(s.contains(&format!("callback: flushed, checkpoint to {}\n", img.display())), "{s}");
+    assert_untouched(pid, "after the checkpoint");
+
+    let o = checkpoint(&["--kill", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let _ = procs.take(pid).wait();
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let rs_pid = rs.id() as i32;
+    let s = wait_for(&out, "restarted by", Duration::from_secs(10));
+    let restored = restored_child(&mut rs, Duration::from_secs(10));
+    procs.pids.push(restored);
+    procs.children.push(rs);
+    assert!(s.contains(&format!("restarted by {rs_pid} from {}\n", img.display())), "the restarted copy learns who restarted it and from what:\n{s}");
+}
+
+#[test]
+fn critical_section_holds_the_checkpoint_off() {
+    let d = Dir::new("libcr-cs");
+    let prog = build(&d, "examples/c/critical.c", "critical");
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start(&d, &prog, &[], &out));
+    wait_for(&out, "ready", Duration::from_secs(10));
+    for i in 0..3 {
+        let o = checkpoint(&["-f", d.0.join(format!("img{i}")).to_str().expect("utf-8")], pid);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let s = wait_for(&out, "continuing\ncallback", Duration::from_secs(10));
+    let s = if s.matches("continuing").count() < 3 { wait_for(&out, "continuing\n", Duration::from_secs(10)) } else { s };
+    assert_eq!(s.matches("consistent").count(), 3, "{s}");
+    assert!(!s.contains("INCONSISTENT"), "a checkpoint ran inside the critical section:\n{s}");
+}
+
+#[test]
+fn a_program_checkpoints_itself() {
+    let d = Dir::new("libcr-self");
+    let prog = build(&d, "examples/c/self.c", "self");
+    let img = d.0.join("img");
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start(&d, &prog, &[img.to_str().expect("utf-8")], &out));
+    let st = wait_child(procs.children.last_mut().expect("child"), Duration::from_secs(30));
+    procs.forget(pid);
+    let s = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && s.contains("checkpointed: counter 42"), "{st:?}: {s}");
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let st = wait_child(&mut rs, Duration::from_secs(30));
+    let s = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && s.contains("restarted: counter 42"), "the restarted copy sees CR_ERESTARTED: {st:?}: {s}");
+}
+
+/// Starts `libcr_cases MODE` and waits until it is ready.
+fn case(d: &Dir, mode: &str, procs: &mut Procs) -> (i32, PathBuf) {
+    let prog = build(d, "tests/c/libcr_cases.c", "cases");
+    let out = d.0.join(format!("{mode}.txt"));
+    let pid = procs.add(start(d, &prog, &[mode], &out));
+    wait_for(&out, "ready", Duration::from_secs(10));
+    (pid, out)
+}
+
+#[test]
+fn a_callback_that_hangs_is_bounded_by_time() {
+    let d = Dir::new("libcr-hang");
+    let mut procs = Procs::default();
+    let (pid, out) = case(&d, "hang", &mut procs);
+    let t = std::time::Instant::now();
+    let o = checkpoint(&["--time", "2", "-f", d.0.join("img").to_str().expect("utf-8")], pid);
+    assert_eq!(o.status.code(), Some(libc::ETIMEDOUT), "{}", text(&o));
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(text(&o).contains("--time limit of 2 s"), "{}", text(&o));
+    wait_for(&out, "thread: hanging", Duration::from_secs(5));
+    assert_untouched(pid, "after the timeout");
+    assert!(!d.0.join("img").exists());
+}
+
+#[test]
+fn temporary_failure_cancels_and_the_process_goes_on() {
+    let d = Dir::new("libcr-temp");
+    let mut procs = Procs::default();
+    let (pid, out) = case(&d, "temp", &mut procs);
+    let o = checkpoint(&["-f", d.0.join("img").to_str().expect("utf-8")], pid);
+    assert_eq!(o.status.code(), Some(50), "CR_ETEMPFAIL & 0xff: {}", text(&o));
+    assert!(text(&o).contains("cancelled by the application"), "{}", text(&o));
+    wait_for(&out, "thread: returned -2354 (Temporary error: checkpoint cancelled)", Duration::from_secs(5));
+    assert_untouched(pid, "after the cancelled checkpoint");
+    // With the callback's own code.
+    let (pid, out) = case(&d, "code", &mut procs);
+    let o = checkpoint(&["-f", d.0.join("img").to_str().expect("utf-8")], pid);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    wait_for(&out, "thread: returned -7", Duration::from_secs(5));
+}
+
+#[test]
+fn permanent_failure_kills_the_request() {
+    let d = Dir::new("libcr-perm");
+    let mut procs = Procs::default();
+    let (pid, _) = case(&d, "perm", &mut procs);
+    let o = checkpoint(&["-f", d.0.join("img").to_str().expect("utf-8")], pid);
+    assert_eq!(o.status.code(), Some(51), "CR_EPERMFAIL & 0xff: {}", text(&o));
+    let st = wait_child(&mut procs.take(pid), Duration::from_secs(10));
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL));
+}
+
+#[test]
+fn omit_returns_eomitted_and_nothing_is_checkpointed() {
+    let d = Dir::new("libcr-omit");
+    let mut procs = Procs::default();
+    let (pid, out) = case(&d, "omit", &mut procs);
+    let o = checkpoint(&["-f", d.0.join("img").to_str().expect("utf-8")], pid);
+    assert_eq!(o.status.code(), Some(libc::ESRCH), "{}", text(&o));
+    assert!(text(&o).contains("no processes checkpointed"), "{}", text(&o));
+    wait_for(&out, "thread: returned -2358 (Process omitted from checkpoint at a callback's request)", Duration::from_secs(5));
+    assert_untouched(pid, "after omitting itself");
+}
+
+#[test]
+fn a_process_killed_in_its_callback_ends_the_checkpoint() {
+    let d = Dir::new("libcr-killed");
+    let mut procs = Procs::default();
+    let (pid, out) = case(&d, "hang", &mut procs);
+    let killer = std::thread::spawn(move || {
+        wait_for(&out, "thread: hanging", Duration::from_secs(10));
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    });
+    let o = checkpoint(&["--time", "20", "-f", d.0.join("img").to_str().expect("utf-8")], pid);
+    killer.join().expect("killer");
+    assert_eq!(o.status.code(), Some(libc::ESRCH), "{}", text(&o));
+    assert!(text(&o).contains("ended during the checkpoint"), "{}", text(&o));
+}
+
+#[test]
+fn signal_context_callbacks_run_in_their_thread() {
+    let d = Dir::new("libcr-signal");
+    let mut procs = Procs::default();
+    let (pid, out) = case(&d, "signal", &mut procs);
+    let img = d.0.join("img");
+    let o = checkpoint(&["--kill", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let _ = procs.take(pid).wait();
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let rs_pid = rs.id() as i32;
+    let s = wait_for(&out, "signal: restarted", Duration::from_secs(10));
+    procs.pids.push(restored_child(&mut rs, Duration::from_secs(10)));
+    procs.children.push(rs);
+    assert!(s.contains(&format!("signal: restarted by {rs_pid}")), "{s}");
+}
+
+/// A directory of `d` with the preload libraries under their sonames.
+fn preload_dir(d: &Dir) -> PathBuf {
+    let dir = bin("cr_checkpoint").parent().expect("bin dir").to_path_buf();
+    let l = d.0.join("preload");
+    std::fs::create_dir_all(&l).expect("dir");
+    for (built, name) in [("libcrest_libcr_run.so", "libcr_run.so.0"), ("libcrest_libcr_omit.so", "libcr_omit.so.0")] {
+        let src = [dir.join(built), dir.join("deps").join(built)].into_iter().find(|p| p.exists()).expect("the preload libraries are built");
+        let _ = std::os::unix::fs::symlink(src, l.join(name));
+    }
+    l
+}
+
+#[test]
+fn cr_run_preloads_and_omit_leaves_the_program_out() {
+    let d = Dir::new("libcr-run");
+    let cr_run = bin("cr_checkpoint").with_file_name("cr_run");
+    let lib = preload_dir(&d);
+    let o = Command::new(&cr_run).args(["sh", "-c", "echo $LD_PRELOAD; grep -c libcr_run /proc/self/maps"]).env("LD_LIBRARY_PATH", &lib).env("LD_PRELOAD", "libcr_omit.so.0").output().expect("cr_run");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "libcr_run.so.0\n4\n", "{}", text(&o));
+    // Under --omit the program is left out of a checkpoint that names it.
+    let mut procs = Procs::default();
+    let out = d.0.join("out.txt");
+    let child =
+        Command::new(&cr_run).args(["--omit", "sh", "-c", "echo ready; exec sleep 60"]).env("LD_LIBRARY_PATH", &lib).stdout(std::fs::File::create(&out).expect("out")).spawn().expect("cr_run --omit");
+    let pid = procs.add(child);
+    wait_for(&out, "ready", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let o = checkpoint(&["-f", d.0.join("img").to_str().expect("utf-8")], pid);
+    assert_eq!(o.status.code(), Some(libc::ESRCH), "{}", text(&o));
+    assert!(text(&o).contains("asked to be left out"), "{}", text(&o));
+    // A static program is named as one that cannot take the preload, and runs.
+    let src = d.0.join("st.c");
+    std::fs::write(&src, "int main(void) { return 3; }\n").expect("write");
+    let st = d.0.join("st");
+    let built = Command::new("gcc").arg("-static").arg("-o").arg(&st).arg(&src).status().is_ok_and(|s| s.success());
+    if !built {
+        return skip("cr_run on a static program: gcc -static fails here (no static libc)");
+    }
+    let o = Command::new(&cr_run).arg(&st).output().expect("cr_run static");
+    assert_eq!(o.status.code(), Some(3));
+    assert!(text(&o).contains("is statically linked"), "{}", text(&o));
+}

@@ -1,0 +1,813 @@
+//! libcr's state in a process and what it does, without the C types: callbacks, critical
+//! sections, the libcr thread that takes crest's messages, and checkpoints asked for by the
+//! process itself. See docs/architecture.md, "libcr", for the protocol.
+use std::cell::{Cell, RefCell};
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering::SeqCst};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+use crest_ptrace::libcr::{self as proto, Answer, Info, Msg};
+
+use crate::sys;
+
+/// A callback as C gives it.
+pub type Callback = extern "C" fn(*mut libc::c_void) -> libc::c_int;
+
+/// One registration: the function (`None`: disabled by `cr_replace_callback(.., NULL, ..)`)
+/// and its argument.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub func: Option<Callback>,
+    pub arg: usize,
+}
+
+/// BLCR's numbers that the logic needs.
+pub mod c {
+    pub const READY: i32 = 0;
+    pub const TEMP_FAILURE: i32 = 1;
+    pub const PERM_FAILURE: i32 = 2;
+    pub const OMIT: i32 = 4;
+    pub const ABORT_MASK: i32 = 7;
+    pub const THREAD_CONTEXT: i32 = 0x400_0000;
+    pub const SIGNAL_CONTEXT: i32 = 0x200_0000;
+    pub const MAX_CALLBACKS: i32 = 0x1FF_FFFF;
+    pub const ETEMPFAIL: i32 = 2354;
+    pub const EPERMFAIL: i32 = 2355;
+    pub const EOMITTED: i32 = 2358;
+    pub const ERESTARTED: i32 = 2363;
+    pub const ENOTCB: i32 = 2364;
+    pub const ENOINIT: i32 = 2365;
+    pub const HOOKS: usize = 6;
+}
+
+/// Thread-context callbacks, in registration order.
+static THREAD_CBS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+/// Signal-context callbacks of each thread (by TID), in registration order. A thread holds
+/// the lock only with the libcr signal blocked, so its own handler never waits for itself.
+static SIGNAL_CBS: Mutex<Vec<(i32, Vec<Entry>)>> = Mutex::new(Vec::new());
+/// Hooks by event (`cr_register_hook`), as function addresses (0: none).
+static HOOKS: [AtomicUsize; c::HOOKS] = [const { AtomicUsize::new(0) }; c::HOOKS];
+use std::sync::atomic::AtomicUsize;
+
+static STARTED: Once = Once::new();
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+/// The libcr thread's TID.
+static THREAD_TID: AtomicI32 = AtomicI32::new(0);
+
+/// A checkpoint request is pending or running: outermost critical sections wait.
+static PENDING: AtomicU32 = AtomicU32::new(0);
+/// Critical sections held, over all threads.
+static CS_COUNT: AtomicU32 = AtomicU32::new(0);
+/// Threads whose signal-context callbacks reached `cr_checkpoint`.
+static ARRIVED: AtomicU32 = AtomicU32::new(0);
+/// The first non-READY flags the signal-context callbacks gave.
+static SIGNAL_FLAGS: AtomicI32 = AtomicI32::new(0);
+/// Bumped when the outcome of a checkpoint is known; [`OUTCOME`] holds it.
+static OUTCOME_SEQ: AtomicU32 = AtomicU32::new(0);
+static OUTCOME: AtomicI32 = AtomicI32::new(0);
+
+/// What the callbacks of the current request are told, and the last restart.
+static INFO: Mutex<Option<Info>> = Mutex::new(None);
+static RESTART: Mutex<Option<(i32, String)>> = Mutex::new(None);
+/// The checkpoint's connection, while the callbacks run.
+static CONN: Mutex<Option<UnixStream>> = Mutex::new(None);
+/// The thread-context callbacks reached their end for the current request.
+static THREAD_FINISHED: AtomicBool = AtomicBool::new(false);
+
+/// Hold settings (`cr_hold_ctrl`): thread default, initialised threads, others.
+pub static HOLD: [AtomicI32; 3] = [AtomicI32::new(4), AtomicI32::new(3), AtomicI32::new(3)];
+
+/// Checkpoints the process asked for: state per handle (index + 1).
+pub const SLOTS: usize = 64;
+/// Free, pending, done (result in [`REQ_RESULT`]), restarted.
+const FREE: u32 = 0;
+const PENDING_REQ: u32 = 1;
+const DONE: u32 = 2;
+const RESTARTED: u32 = 3;
+static REQ_STATE: [AtomicU32; SLOTS] = [const { AtomicU32::new(FREE) }; SLOTS];
+static REQ_RESULT: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
+static REQ_HELPER: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
+
+/// One callback running on this thread.
+#[derive(Clone, Copy)]
+struct Frame {
+    signal: bool,
+    chain: *const Entry,
+    len: usize,
+    /// Position in call order (0: the most recently registered).
+    idx: usize,
+    result: Option<i32>,
+}
+
+const MAX_FRAMES: usize = 32;
+
+thread_local! {
+    static FRAMES: RefCell<[Option<Frame>; MAX_FRAMES]> = const { RefCell::new([None; MAX_FRAMES]) };
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    static INIT_COUNT: Cell<i32> = const { Cell::new(0) };
+    static CS_DEPTH: Cell<u32> = const { Cell::new(0) };
+    static PERSIST: Cell<i32> = const { Cell::new(0) };
+    static SIGNAL_DONE: Cell<Option<i32>> = const { Cell::new(None) };
+}
+
+/// A libcr error: the errno the C call sets.
+pub type Errno = i32;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `cr_init`: the first call in the process installs the handler and starts the libcr thread.
+pub fn init() -> i32 {
+    STARTED.call_once(|| {
+        sys::install_handler(proto::SIGNUM, crate::signal_handler);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name(proto::THREAD_NAME.into()).spawn(move || {
+            sys::block_all();
+            sys::set_thread_name(proto::THREAD_NAME);
+            THREAD_TID.store(sys::gettid(), SeqCst);
+            let _ = tx.send(());
+            thread_loop()
+        });
+        if spawned.is_ok() {
+            let _ = rx.recv();
+        }
+        INITIALISED.store(true, SeqCst);
+    });
+    INIT_COUNT.with(|n| {
+        let v = n.get();
+        n.set(v + 1);
+        v
+    })
+}
+
+/// Whether `cr_init` was called in this process.
+pub fn initialised() -> bool {
+    INITIALISED.load(SeqCst)
+}
+
+/// Whether this thread runs a callback.
+pub fn in_callback() -> bool {
+    DEPTH.with(Cell::get) > 0
+}
+
+/// `cr_register_callback`.
+pub fn register(func: Option<Callback>, arg: usize, flags: i32) -> Result<i32, Errno> {
+    if !initialised() {
+        return Err(c::ENOINIT);
+    }
+    if in_callback() {
+        return Err(libc::EBUSY);
+    }
+    let e = Entry { func, arg };
+    match flags & (c::THREAD_CONTEXT | c::SIGNAL_CONTEXT) {
+        c::THREAD_CONTEXT => {
+            let mut v = lock(&THREAD_CBS);
+            if v.len() as i32 >= c::MAX_CALLBACKS {
+                return Err(libc::ENOSPC);
+            }
+            v.push(e);
+            Ok((v.len() as i32 - 1) | c::THREAD_CONTEXT)
+        }
+        c::SIGNAL_CONTEXT => with_own_signal_cbs(|v| {
+            if v.len() as i32 >= c::MAX_CALLBACKS {
+                return Err(libc::ENOSPC);
+            }
+            v.push(e);
+            Ok((v.len() as i32 - 1) | c::SIGNAL_CONTEXT)
+        }),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+/// Runs `f` on this thread's signal-context registrations, the libcr signal blocked.
+fn with_own_signal_cbs<T>(f: impl FnOnce(&mut Vec<Entry>) -> T) -> T {
+    sys::mask_signal(proto::SIGNUM, true);
+    let tid = sys::gettid();
+    let r = {
+        let mut all = lock(&SIGNAL_CBS);
+        // Registrations of threads that ended go (their TIDs may be reused).
+        all.retain(|(t, _)| *t == tid || sys::thread_alive(*t));
+        let at = match all.iter().position(|(t, _)| *t == tid) {
+            Some(i) => i,
+            None => {
+                all.push((tid, Vec::new()));
+                all.len() - 1
+            }
+        };
+        f(&mut all[at].1)
+    };
+    sys::mask_signal(proto::SIGNUM, false);
+    r
+}
+
+/// `cr_replace_callback`.
+pub fn replace(id: i32, func: Option<Callback>, arg: usize, flags: i32) -> Result<(), Errno> {
+    if !initialised() {
+        return Err(c::ENOINIT);
+    }
+    if in_callback() {
+        return Err(libc::EBUSY);
+    }
+    let ctx = flags & (c::THREAD_CONTEXT | c::SIGNAL_CONTEXT);
+    if id < 0 || id & (c::THREAD_CONTEXT | c::SIGNAL_CONTEXT) != ctx {
+        return Err(libc::EINVAL);
+    }
+    let idx = (id & c::MAX_CALLBACKS) as usize;
+    let e = Entry { func, arg };
+    let set = |v: &mut Vec<Entry>| v.get_mut(idx).map(|s| *s = e).ok_or(libc::EINVAL);
+    match ctx {
+        c::THREAD_CONTEXT => set(&mut lock(&THREAD_CBS)),
+        c::SIGNAL_CONTEXT => with_own_signal_cbs(set),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+/// `cr_replace_self`: the running callback's registration.
+pub fn replace_self(func: Option<Callback>, arg: usize, flags: i32) -> Result<(), Errno> {
+    let f = top_frame().ok_or(c::ENOTCB)?;
+    let ctx = if f.signal { c::SIGNAL_CONTEXT } else { c::THREAD_CONTEXT };
+    if flags & (c::THREAD_CONTEXT | c::SIGNAL_CONTEXT) != ctx {
+        return Err(libc::EINVAL);
+    }
+    let reg = f.len - 1 - f.idx;
+    let e = Entry { func, arg };
+    if f.signal {
+        // In a handler the lock may be held by this very thread's interrupted code: only try.
+        let tid = sys::gettid();
+        let mut all = SIGNAL_CBS.try_lock().map_err(|_| libc::EBUSY)?;
+        let v = all.iter_mut().find(|(t, _)| *t == tid).ok_or(libc::EINVAL)?;
+        v.1.get_mut(reg).map(|s| *s = e).ok_or(libc::EINVAL)
+    } else {
+        lock(&THREAD_CBS).get_mut(reg).map(|s| *s = e).ok_or(libc::EINVAL)
+    }
+}
+
+fn top_frame() -> Option<Frame> {
+    let d = DEPTH.with(Cell::get);
+    if d == 0 {
+        return None;
+    }
+    FRAMES.with(|f| f.borrow()[d - 1])
+}
+
+/// Runs the callbacks of `chain` (registration order) from call position `idx` on, the most
+/// recently registered first; the oldest's `cr_checkpoint` ends the group ([`finish`]).
+fn call_from(signal: bool, chain: &[Entry], idx: usize) -> i32 {
+    let len = chain.len();
+    let mut i = idx;
+    while i < len && chain[len - 1 - i].func.is_none() {
+        i += 1;
+    }
+    let Some(func) = chain.get(len.wrapping_sub(1 + i)).filter(|_| i < len).and_then(|e| e.func) else {
+        return finish(signal, c::READY);
+    };
+    let arg = chain[len - 1 - i].arg;
+    let d = DEPTH.with(Cell::get);
+    if d >= MAX_FRAMES {
+        return finish(signal, c::READY);
+    }
+    FRAMES.with(|f| f.borrow_mut()[d] = Some(Frame { signal, chain: chain.as_ptr(), len, idx: i, result: None }));
+    DEPTH.with(|x| x.set(d + 1));
+    let ret = func(arg as *mut libc::c_void);
+    let frame = FRAMES.with(|f| f.borrow_mut()[d].take());
+    DEPTH.with(|x| x.set(d));
+    let r = match frame.and_then(|f| f.result) {
+        Some(r) => r,
+        // It returned without calling cr_checkpoint: the library calls it for it.
+        None => call_from(signal, chain, i + 1),
+    };
+    if ret != 0 {
+        // As BLCR: a callback that fails is fatal.
+        let msg = b"libcr: a checkpoint callback returned non-zero; aborting\n";
+        let _ = std::io::stderr().write_all(msg);
+        std::process::abort();
+    }
+    r
+}
+
+/// `cr_checkpoint(flags)`, inside a callback.
+pub fn checkpoint(flags: i32) -> i32 {
+    let d = DEPTH.with(Cell::get);
+    let Some(f) = top_frame() else { return -c::ENOTCB };
+    if let Some(r) = f.result {
+        return r;
+    }
+    let r = if flags & c::ABORT_MASK != 0 {
+        finish(f.signal, flags)
+    } else {
+        // The chain outlives every frame that points into it: it lives in the caller of
+        // call_from, below on this stack.
+        let chain = chain_of(&f);
+        call_from(f.signal, chain, f.idx + 1)
+    };
+    FRAMES.with(|fr| {
+        if let Some(Some(fr)) = fr.borrow_mut().get_mut(d - 1) {
+            fr.result = Some(r);
+        }
+    });
+    r
+}
+
+fn chain_of(f: &Frame) -> &'static [Entry] {
+    crate::frame_chain(f.chain, f.len)
+}
+
+/// The end of a group's callbacks, with the flags they gave.
+fn finish(signal: bool, flags: i32) -> i32 {
+    if signal {
+        if let Some(r) = SIGNAL_DONE.with(Cell::get) {
+            return r;
+        }
+        let seq = OUTCOME_SEQ.load(SeqCst);
+        if flags != c::READY {
+            let _ = SIGNAL_FLAGS.compare_exchange(0, flags, SeqCst, SeqCst);
+        }
+        ARRIVED.fetch_add(1, SeqCst);
+        sys::futex_wake(&ARRIVED);
+        while OUTCOME_SEQ.load(SeqCst) == seq {
+            sys::futex_wait(&OUTCOME_SEQ, seq, None);
+        }
+        let r = OUTCOME.load(SeqCst);
+        SIGNAL_DONE.with(|s| s.set(Some(r)));
+        return r;
+    }
+    if THREAD_FINISHED.swap(true, SeqCst) {
+        return OUTCOME.load(SeqCst);
+    }
+    let flags = if flags == c::READY { signal_phase() } else { flags };
+    let answer = match flags & c::ABORT_MASK {
+        0 => Answer::Ready,
+        f if f & c::PERM_FAILURE != 0 => Answer::Perm(code_of(flags, c::EPERMFAIL)),
+        f if f & c::TEMP_FAILURE != 0 => Answer::Temp(code_of(flags, c::ETEMPFAIL)),
+        _ => Answer::Omit,
+    };
+    let sent = match lock(&CONN).take() {
+        Some(mut s) => s.write_all(answer.line().as_bytes()).is_ok(),
+        None => false,
+    };
+    let r = match answer {
+        Answer::Omit => -c::EOMITTED,
+        _ => wait_outcome(!sent),
+    };
+    OUTCOME.store(r, SeqCst);
+    OUTCOME_SEQ.fetch_add(1, SeqCst);
+    sys::futex_wake(&OUTCOME_SEQ);
+    r
+}
+
+fn code_of(flags: i32, default: i32) -> u16 {
+    match (flags >> 16) & 0xffff {
+        0 => default as u16,
+        v => v as u16,
+    }
+}
+
+/// Runs every thread's signal-context callbacks (each in its thread, by a signal) and waits
+/// until each reached its `cr_checkpoint`; the first non-READY flags they gave.
+fn signal_phase() -> i32 {
+    let me = std::process::id() as i32;
+    let tids: Vec<i32> = lock(&SIGNAL_CBS).iter().filter(|(t, v)| v.iter().any(|e| e.func.is_some()) && sys::thread_alive(*t)).map(|(t, _)| *t).collect();
+    ARRIVED.store(0, SeqCst);
+    SIGNAL_FLAGS.store(0, SeqCst);
+    let mut sent = 0;
+    for &t in &tids {
+        if proto::send(me, t, Msg::SignalPhase, 0, 0).is_ok() {
+            sent += 1;
+        }
+    }
+    loop {
+        let n = ARRIVED.load(SeqCst);
+        if n >= sent {
+            break;
+        }
+        sys::futex_wait(&ARRIVED, n, Some(Duration::from_millis(100)));
+        // A thread that ended will not arrive.
+        let alive = tids.iter().filter(|t| sys::thread_alive(**t)).count() as u32;
+        if alive < sent && ARRIVED.load(SeqCst) >= alive {
+            break;
+        }
+    }
+    SIGNAL_FLAGS.load(SeqCst)
+}
+
+/// Waits for the checkpoint's outcome: 0 to go on, the requester's PID after a restart, or
+/// minus an errno. `gone`: the checkpoint could not be answered; take what it sent, if
+/// anything.
+fn wait_outcome(gone: bool) -> i32 {
+    loop {
+        let timeout = if gone { Some(Duration::from_millis(200)) } else { None };
+        let Some(t) = sys::wait_signal(proto::SIGNUM, timeout) else {
+            if gone {
+                return -libc::ESRCH;
+            }
+            continue;
+        };
+        match proto::decode(t.value) {
+            Some((Msg::Continue, _, _)) => return 0,
+            Some((Msg::Failed, _, code)) => return -(code as i32),
+            Some((Msg::Restarted, _, _)) => {
+                restarted(t.pid);
+                return t.pid;
+            }
+            Some((Msg::Done, handle, code)) => done(handle, code),
+            _ => {}
+        }
+    }
+}
+
+/// The libcr thread: takes crest's messages for ever.
+fn thread_loop() -> ! {
+    loop {
+        let Some(t) = sys::wait_signal(proto::SIGNUM, None) else { continue };
+        match proto::decode(t.value) {
+            Some((Msg::Request, _, _)) => request(t.pid),
+            Some((Msg::Done, handle, code)) => done(handle, code),
+            Some((Msg::Restarted, _, _)) => restarted(t.pid),
+            _ => {}
+        }
+    }
+}
+
+/// A checkpoint by worker `worker` asks for the callbacks.
+fn request(worker: i32) {
+    let Ok(addr) = SocketAddr::from_abstract_name(proto::socket_name(worker)) else { return };
+    let Ok(stream) = UnixStream::connect_addr(&addr) else { return };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut line = String::new();
+    let Ok(mut reader) = stream.try_clone().map(BufReader::new) else { return };
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    drop(reader);
+    let Some(info) = Info::parse(&line) else { return };
+    PENDING.store(1, SeqCst);
+    loop {
+        let n = CS_COUNT.load(SeqCst);
+        if n == 0 {
+            break;
+        }
+        sys::futex_wait(&CS_COUNT, n, Some(Duration::from_millis(100)));
+    }
+    *lock(&INFO) = Some(info);
+    *lock(&CONN) = Some(stream);
+    THREAD_FINISHED.store(false, SeqCst);
+    let chain: Vec<Entry> = lock(&THREAD_CBS).clone();
+    let r = call_from(false, &chain, 0);
+    // Should a callback have finished the group without reaching its end (it cannot), the
+    // connection is closed here anyway: nothing of the checkpoint's may be left open.
+    lock(&CONN).take();
+    run_hooks(r, false);
+    *lock(&INFO) = None;
+    PENDING.store(0, SeqCst);
+    sys::futex_wake(&PENDING);
+}
+
+/// Runs the hook of the outcome `r` for a thread-context (`signal` false) or signal-context
+/// group.
+pub fn run_hooks(r: i32, signal: bool) {
+    let ev = match (r > 0, signal) {
+        (false, true) => 0,
+        (false, false) => 1,
+        (true, true) => 3,
+        (true, false) => 4,
+    };
+    if r < 0 {
+        return;
+    }
+    crate::call_hook(HOOKS[ev].load(SeqCst), ev as i32);
+}
+
+/// `cr_register_hook`: the previous hook's address.
+pub fn register_hook(event: i32, hook: usize) -> Result<usize, Errno> {
+    if !initialised() {
+        return Err(c::ENOINIT);
+    }
+    let h = usize::try_from(event).ok().and_then(|e| HOOKS.get(e)).ok_or(libc::EINVAL)?;
+    Ok(h.swap(hook, SeqCst))
+}
+
+/// The process was restarted by `requester`: pending self-checkpoints learn it, and the
+/// image's name is asked for.
+fn restarted(requester: i32) {
+    for (i, s) in REQ_STATE.iter().enumerate() {
+        if s.compare_exchange(PENDING_REQ, RESTARTED, SeqCst, SeqCst).is_ok() {
+            REQ_RESULT[i].store(c::ERESTARTED, SeqCst);
+            sys::futex_wake(s);
+        }
+    }
+    let src = (|| {
+        let addr = SocketAddr::from_abstract_name(proto::restart_socket_name(requester)).ok()?;
+        let s = UnixStream::connect_addr(&addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line.trim_end_matches('\n').to_string())
+    })()
+    .unwrap_or_default();
+    *lock(&RESTART) = Some((requester, src));
+}
+
+/// A self-checkpoint's helper ended with exit status `code`.
+fn done(handle: u8, code: u16) {
+    let Some(i) = (handle as usize).checked_sub(1).filter(|&i| i < SLOTS) else { return };
+    let errno = match code as i32 {
+        0 => 0,
+        // cr_checkpoint's exit status is errno & 0xff: BLCR's codes come back whole.
+        c @ 50..=61 => 2304 + c,
+        c => c,
+    };
+    REQ_RESULT[i].store(errno, SeqCst);
+    if REQ_STATE[i].compare_exchange(PENDING_REQ, DONE, SeqCst, SeqCst).is_ok() {
+        sys::futex_wake(&REQ_STATE[i]);
+    }
+    let helper = REQ_HELPER[i].swap(0, SeqCst);
+    if helper > 0 {
+        let _ = sys::try_reap(helper, true);
+    }
+    if REQ_STATE.iter().all(|s| s.load(SeqCst) != PENDING_REQ) {
+        sys::allow_tracer(0);
+    }
+}
+
+/// The signal handler's work: a signal-context phase asked by the libcr thread.
+pub fn on_signal(t: &sys::Taken) {
+    if t.code != libc::SI_QUEUE || t.pid != std::process::id() as i32 {
+        return;
+    }
+    if !matches!(proto::decode(t.value), Some((Msg::SignalPhase, _, _))) {
+        return;
+    }
+    let tid = sys::gettid();
+    // Copied onto the stack: no allocation in a handler.
+    let mut chain = [Entry { func: None, arg: 0 }; 64];
+    let n = {
+        let Ok(all) = SIGNAL_CBS.lock() else { return };
+        let Some((_, v)) = all.iter().find(|(t, _)| *t == tid) else { return };
+        let n = v.len().min(chain.len());
+        chain[..n].copy_from_slice(&v[v.len() - n..]);
+        n
+    };
+    SIGNAL_DONE.with(|s| s.set(None));
+    let r = call_from(true, &chain[..n], 0);
+    run_hooks(r, true);
+}
+
+/// `cr_get_checkpoint_info`: inside a callback, what the request says.
+pub fn checkpoint_info() -> Option<Info> {
+    if !in_callback() {
+        return None;
+    }
+    lock(&INFO).clone()
+}
+
+/// `cr_get_restart_info`: after a restart, who asked and from which image.
+pub fn restart_info() -> Option<(i32, String)> {
+    let f = top_frame()?;
+    if f.result.is_some_and(|r| r > 0) || OUTCOME.load(SeqCst) > 0 {
+        return lock(&RESTART).clone();
+    }
+    None
+}
+
+/// `cr_enter_cs` (`block`) and `cr_tryenter_cs`: `Ok(true)` when entered.
+pub fn enter_cs(block: bool) -> Result<bool, Errno> {
+    if !initialised() {
+        return Err(c::ENOINIT);
+    }
+    if in_callback() {
+        return Ok(true);
+    }
+    if CS_DEPTH.with(Cell::get) == 0 {
+        loop {
+            let p = PENDING.load(SeqCst);
+            if p == 0 {
+                break;
+            }
+            if !block {
+                return Ok(false);
+            }
+            sys::futex_wait(&PENDING, p, Some(Duration::from_millis(100)));
+        }
+    }
+    CS_DEPTH.with(|d| d.set(d.get() + 1));
+    CS_COUNT.fetch_add(1, SeqCst);
+    Ok(true)
+}
+
+/// `cr_leave_cs`: leaving the last section lets a pending checkpoint run, and waits for it.
+pub fn leave_cs() -> Result<(), Errno> {
+    if !initialised() {
+        return Err(c::ENOINIT);
+    }
+    if in_callback() {
+        return Ok(());
+    }
+    let d = CS_DEPTH.with(Cell::get);
+    if d == 0 {
+        return Err(libc::EINVAL);
+    }
+    CS_DEPTH.with(|x| x.set(d - 1));
+    if CS_COUNT.fetch_sub(1, SeqCst) == 1 {
+        sys::futex_wake(&CS_COUNT);
+    }
+    if d == 1 {
+        loop {
+            let p = PENDING.load(SeqCst);
+            if p == 0 {
+                break;
+            }
+            sys::futex_wait(&PENDING, p, Some(Duration::from_millis(100)));
+        }
+    }
+    Ok(())
+}
+
+/// `cr_status`: idle, pending or active.
+pub fn status() -> Result<i32, Errno> {
+    if !initialised() {
+        return Err(c::ENOINIT);
+    }
+    Ok(if in_callback() {
+        2
+    } else if PENDING.load(SeqCst) != 0 || REQ_STATE.iter().any(|s| s.load(SeqCst) == PENDING_REQ) {
+        1
+    } else {
+        0
+    })
+}
+
+/// `cr_inc_persist` / `cr_dec_persist`: the previous count.
+pub fn persist(delta: i32) -> Result<i32, Errno> {
+    if !initialised() {
+        return Err(c::ENOINIT);
+    }
+    PERSIST.with(|p| {
+        let v = p.get();
+        if v + delta < 0 {
+            return Err(libc::ERANGE);
+        }
+        p.set(v + delta);
+        Ok(v)
+    })
+}
+
+/// A checkpoint the process asks for, as `cr_request_checkpoint` gives it.
+pub struct SelfRequest {
+    pub scope: i32,
+    pub target: i32,
+    pub fd: Option<i32>,
+    pub signal: i32,
+    pub timeout: u32,
+    pub flags: u32,
+}
+
+/// The `cr_checkpoint` (or `cr_restart`) to run: `CREST_BINDIR`, else beside this library
+/// (the build tree), else `../bin` from it (an install), else found on PATH.
+fn helper(name: &str) -> CString {
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(d) = std::env::var_os("CREST_BINDIR") {
+        dirs.push(d.into());
+    }
+    if let Some(lib) = sys::own_path() {
+        if let Some(d) = lib.parent() {
+            dirs.push(d.to_path_buf());
+            dirs.push(d.join("../bin"));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    let found = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| name.into());
+    CString::new(found.into_os_string().into_encoded_bytes()).unwrap_or_default()
+}
+
+fn cstrings(v: &[String]) -> Vec<CString> {
+    v.iter().map(|s| CString::new(s.as_str()).unwrap_or_default()).collect()
+}
+
+/// `cr_request_checkpoint`: starts `cr_checkpoint` on the process's behalf; the handle.
+pub fn request_checkpoint(r: &SelfRequest) -> Result<u64, Errno> {
+    if !(0..=3).contains(&r.scope) {
+        return Err(libc::EINVAL);
+    }
+    if r.signal < 0 || r.signal >= 65 {
+        return Err(libc::EINVAL);
+    }
+    init();
+    let slot = REQ_STATE.iter().position(|s| s.compare_exchange(FREE, PENDING_REQ, SeqCst, SeqCst).is_ok()).ok_or(libc::EAGAIN)?;
+    let me = std::process::id() as i32;
+    let (pgrp, sid) = sys::pgrp_and_session();
+    let target = match (r.target, r.scope) {
+        (0, 1) => pgrp,
+        (0, 2) => sid,
+        (0, _) => me,
+        (t, _) => t,
+    };
+    let mut args = vec!["cr_checkpoint".to_string(), ["--pid", "--pgid", "--sid", "--tree"][r.scope as usize].to_string()];
+    if std::env::var_os("CREST_LIBCR_VERBOSE").is_none() {
+        args.push("--quiet".into());
+    }
+    match r.fd {
+        Some(fd) => args.extend(["--fd".to_string(), fd.to_string()]),
+        None => args.push("--cwd".into()),
+    }
+    if r.signal > 0 {
+        args.extend(["--signal".to_string(), r.signal.to_string()]);
+    }
+    if r.timeout > 0 {
+        args.extend(["--time".to_string(), r.timeout.to_string()]);
+    }
+    for (bit, opt) in [(0x200, "--save-exe"), (0x400, "--save-private"), (0x800, "--save-shared")] {
+        if r.flags & bit != 0 {
+            args.push(opt.into());
+        }
+    }
+    args.push(target.to_string());
+    let mut argv = cstrings(&args);
+    argv[0] = helper("cr_checkpoint");
+    let tid = THREAD_TID.load(SeqCst);
+    let mut env: Vec<String> = std::env::vars_os().filter(|(k, _)| k != proto::NOTIFY_ENV && k != proto::REQUESTER_ENV).filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?))).collect();
+    env.push(format!("{}={me}:{tid}:{}", proto::NOTIFY_ENV, slot + 1));
+    env.push(format!("{}={me}", proto::REQUESTER_ENV));
+    let envp = cstrings(&env);
+    // cr_checkpoint is a child of this process, left out of the checkpoint by its own choice;
+    // ptrace_scope 1 lets a process trace only its descendants, not its parent: allowed here.
+    let pid = sys::spawn(&argv, &envp, r.fd, sys::allow_tracer).inspect_err(|_| REQ_STATE[slot].store(FREE, SeqCst)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    REQ_HELPER[slot].store(pid, SeqCst);
+    Ok(slot as u64 + 1)
+}
+
+/// Waits up to `timeout` (forever: `None`) for self-checkpoint `handle`; whether it ended.
+pub fn wait_request(handle: u64, timeout: Option<Duration>) -> Result<bool, Errno> {
+    let i = slot_of(handle)?;
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let s = REQ_STATE[i].load(SeqCst);
+        if s != PENDING_REQ {
+            return Ok(true);
+        }
+        let left = match deadline {
+            Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                Some(l) if !l.is_zero() => Some(l),
+                _ => return Ok(false),
+            },
+            None => None,
+        };
+        sys::futex_wait(&REQ_STATE[i], s, left);
+    }
+}
+
+fn slot_of(handle: u64) -> Result<usize, Errno> {
+    let i = (handle as usize).wrapping_sub(1);
+    if i >= SLOTS || REQ_STATE[i].load(SeqCst) == FREE {
+        return Err(libc::EINVAL);
+    }
+    Ok(i)
+}
+
+/// Collects self-checkpoint `handle`: `Ok` when done, the errno otherwise
+/// (`EAGAIN` not yet; `CR_ERESTARTED` in the restarted copy).
+pub fn reap_request(handle: u64) -> Result<(), Errno> {
+    let i = slot_of(handle)?;
+    let s = REQ_STATE[i].load(SeqCst);
+    if s == PENDING_REQ {
+        return Err(libc::EAGAIN);
+    }
+    let e = REQ_RESULT[i].load(SeqCst);
+    REQ_STATE[i].store(FREE, SeqCst);
+    match (s, e) {
+        (RESTARTED, _) => Err(c::ERESTARTED),
+        (_, 0) => Ok(()),
+        (_, e) => Err(e),
+    }
+}
+
+/// `cr_request_restart`: starts `cr_restart` as a child with the image at `fd`; its PID.
+pub fn request_restart(fd: i32, flags: u32, signal: i32, relocations: &[(String, String)]) -> Result<i32, Errno> {
+    let mut args = vec!["cr_restart".to_string()];
+    if flags & 0x2 == 0 {
+        args.push("--no-restore-pid".into());
+    }
+    if flags & 0x4 != 0 {
+        args.push("--restore-pgid".into());
+    }
+    if flags & 0x8 != 0 {
+        args.push("--restore-sid".into());
+    }
+    if signal > 0 {
+        args.extend(["--signal".to_string(), signal.to_string()]);
+    }
+    for (o, n) in relocations {
+        args.push(format!("--relocate={}={}", o.replace('\\', "\\\\").replace('=', "\\="), n.replace('\\', "\\\\").replace('=', "\\=")));
+    }
+    args.extend(["--fd".to_string(), fd.to_string()]);
+    let mut argv = cstrings(&args);
+    argv[0] = helper("cr_restart");
+    let env: Vec<String> = std::env::vars_os().filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?))).collect();
+    sys::spawn(&argv, &cstrings(&env), Some(fd), |_| {}).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
