@@ -11,6 +11,7 @@ trap 'rm -rf "$work"' EXIT
 fail=0 passed=0
 
 # The guide's list of installed files, relative to PREFIX, between its two markers.
+# Symbolic links (the libraries' development names) count as installed files.
 expected=$(sed -n '/<!-- installed-files:begin -->/,/<!-- installed-files:end -->/p' "$here/docs/admin-guide.md" |
   grep -E '^PREFIX/' | sed 's|^PREFIX/|/usr/|' | sort)
 [ -n "$expected" ] || { echo "check-packages: no file list in docs/admin-guide.md" >&2; exit 1; }
@@ -18,7 +19,7 @@ expected=$(sed -n '/<!-- installed-files:begin -->/,/<!-- installed-files:end --
 # compare NAME ROOT: the files under ROOT/usr, man pages without their .gz, against the list.
 compare() {
   local name=$1 root=$2 got
-  got=$(cd "$root" && find usr -type f ! -name copyright | sed 's|^|/|; s|\.gz$||' | sort)
+  got=$(cd "$root" && find usr \( -type f -o -type l \) ! -name copyright | sed 's|^|/|; s|\.gz$||' | sort)
   if [ "$got" = "$expected" ]; then
     echo "ok: $name holds the $(echo "$expected" | wc -l) files the guide lists"
     passed=$((passed + 1))
