@@ -31,6 +31,7 @@ mod pipe;
 mod regular;
 mod signalfd;
 mod socket;
+mod sockopt;
 mod tcp;
 mod timerfd;
 mod tty;
@@ -563,11 +564,24 @@ mod tests {
             FdKind::Memfd { id: 1, name: s(), size: 0, pos: 0, data: Vec::new(), seals: 0, mode: 0 },
             FdKind::Inherited { what: s(), class: crest_image::StdioClass::Pipe },
             FdKind::TimerFd { clock: 0, settime_flags: 0, value_ns: 0, interval_ns: 0, ticks: 0 },
-            FdKind::Socket { family: 0, ty: 0, protocol: 0, addr: Vec::new(), listen: None, options: Vec::new(), what: "a socket".into() },
-            FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into() },
+            FdKind::Socket {
+                family: 0,
+                ty: 0,
+                protocol: 0,
+                addr: Vec::new(),
+                listen: None,
+                options: Vec::new(),
+                what: "a socket".into(),
+                byte_options: Vec::new(),
+                ino: 0,
+                peer: 0,
+                unlinked: false,
+                shutdown: 0,
+            },
+            FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into(), byte_options: Vec::new() },
             FdKind::SignalFd { mask: 0 },
             FdKind::Dropped { what: s() },
-            FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into() },
+            FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into(), byte_options: Vec::new(), shutdown: 0 },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,

@@ -319,12 +319,10 @@ impl FdHandler for Socket {
         if let FdKind::Inet { .. } = &rec.kind {
             return super::tcp::open(rec).map(super::Opened::Fd);
         }
-        let FdKind::Socket { family, ty, protocol, addr, listen, options, what } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
+        let FdKind::Socket { family, ty, protocol, addr, listen, options, what, byte_options, .. } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
         let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
-        for &(level, name, value) in options {
-            crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), level, name, value).map_err(|e| err(&format!("setting option {level}:{name} to {value}"), e))?;
-        }
+        super::sockopt::apply(s.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
         // A TCP listener shares its port with the connections accepted from it, which may be
         // restored before it (in repair mode, they may share any port): it binds with
         // SO_REUSEADDR, then gets its own setting back.
@@ -341,7 +339,7 @@ impl FdHandler for Socket {
                     let _ = std::fs::remove_file(&path);
                 }
             }
-            crest_ptrace::sys::bind_raw(s.as_raw_fd(), addr).map_err(|e| {
+            super::sockopt::bind(s.as_raw_fd(), addr).map_err(|e| {
                 let reuse = options.iter().any(|o| (o.0, o.1, o.2) == (libc::SOL_SOCKET, libc::SO_REUSEADDR, 1));
                 if e.raw_os_error() == Some(libc::EADDRINUSE) && !reuse && matches!(*family, libc::AF_INET | libc::AF_INET6) {
                     // As for any server restarted without SO_REUSEADDR.
@@ -357,6 +355,7 @@ impl FdHandler for Socket {
         if tcp_listener && reuse == Some(0) {
             crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0).map_err(|e| err("setting SO_REUSEADDR", e))?;
         }
+        super::sockopt::finish(s.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
         super::set_status_flags(&s, rec.flags)?;
         Ok(super::Opened::Fd(s))
     }
@@ -365,29 +364,6 @@ impl FdHandler for Socket {
 /// The path of a unix socket address bound in the file system.
 fn unix_path(addr: &[u8]) -> Option<String> {
     (i32::from(u16_at(addr, 0)?) == libc::AF_UNIX && addr.get(2).is_some_and(|&c| c != 0)).then(|| addr_words(addr)).flatten()
-}
-
-/// Options saved with a socket: (level, name), each an `int`, those that apply to its family
-/// and protocol. Set before it is bound again, as some must be.
-pub(super) fn options_for(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
-    let mut o = vec![
-        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-        (libc::SOL_SOCKET, libc::SO_REUSEPORT),
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
-        (libc::SOL_SOCKET, libc::SO_BROADCAST),
-        (libc::SOL_SOCKET, libc::SO_OOBINLINE),
-        (libc::SOL_SOCKET, libc::SO_PASSCRED),
-    ];
-    if family == libc::AF_INET6 {
-        o.push((libc::IPPROTO_IPV6, libc::IPV6_V6ONLY));
-    }
-    if matches!(family, libc::AF_INET | libc::AF_INET6) {
-        o.push((libc::IPPROTO_IP, libc::IP_FREEBIND));
-    }
-    if ty == libc::SOCK_STREAM && protocol == libc::IPPROTO_TCP {
-        o.extend([libc::TCP_NODELAY, libc::TCP_DEFER_ACCEPT, libc::TCP_KEEPIDLE, libc::TCP_KEEPINTVL, libc::TCP_KEEPCNT].map(|n| (libc::IPPROTO_TCP, n)));
-    }
-    o
 }
 
 /// `TCP_LISTEN` and `TCP_CLOSE`, as `TCP_INFO` and the diagnostics report states.
@@ -447,8 +423,8 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
         }
         _ => return Ok(None),
     };
-    let options = options_for(family, ty, protocol).into_iter().filter_map(|(level, name)| Some((level, name, sock_opt_int(copy, level, name).ok()?))).collect();
-    Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone() }))
+    let (options, byte_options) = super::sockopt::read(copy, family, ty, protocol)?;
+    Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone(), byte_options, ino: 0, peer: 0, unlinked: false, shutdown: 0 }))
 }
 
 /// Why a listener with `n` connections waiting to be accepted is refused.
@@ -477,7 +453,18 @@ fn inet_peer_inside(cx: &DumpCx<'_>, copy: Option<i32>) -> bool {
 }
 
 /// `RCV_SHUTDOWN` and `SEND_SHUTDOWN`, as the diagnostics report them.
+const RCV_SHUTDOWN: u8 = 1;
 const SEND_SHUTDOWN: u8 = 2;
+
+/// The `shutdown` call that leaves a socket shut down as `sd` (diagnostics bits) says.
+pub(super) fn shutdown_how(sd: u8) -> Option<i32> {
+    match (sd & RCV_SHUTDOWN != 0, sd & SEND_SHUTDOWN != 0) {
+        (true, true) => Some(libc::SHUT_RDWR),
+        (true, false) => Some(libc::SHUT_RD),
+        (false, true) => Some(libc::SHUT_WR),
+        (false, false) => None,
+    }
+}
 
 /// The most queued data saved for one socket.
 const MAX_QUEUED: usize = 64 << 20;
@@ -519,7 +506,7 @@ fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, 
     use crest_ptrace::sys::sock_opt_int;
     let ty = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| format!("reading its type: {e}"))?;
     let (id, end) = (ino.min(peer), ino > peer);
-    let options = options_for(libc::AF_UNIX, ty, 0).into_iter().filter_map(|(level, name)| Some((level, name, sock_opt_int(copy, level, name).ok()?))).collect();
+    let (options, byte_options) = super::sockopt::read(copy, libc::AF_UNIX, ty, 0)?;
     let state = if cx.seen.insert(crate::ObjId::unix_pair(id)) {
         let pidfd = crest_ptrace::sys::pidfd_open(o.pid).map_err(|e| format!("opening PID {}: {e}", o.pid))?;
         let other = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), o.fd).map_err(|e| format!("taking a copy of its other end: {e}"))?;
@@ -535,7 +522,7 @@ fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, 
     } else {
         None
     };
-    Ok(FdKind::UnixPair { id, end, ty, options, state, what: d.what.clone() })
+    Ok(FdKind::UnixPair { id, end, ty, options, state, what: d.what.clone(), byte_options })
 }
 
 /// Restore of one end of a pair: the pair is made when its first end is opened, its queues
@@ -543,7 +530,7 @@ fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, 
 /// they were; both ends are parked for the descriptors that follow.
 fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::OwnedFd, String> {
     use crest_ptrace::sys::{send_nonblocking, set_sock_opt_int, shutdown};
-    let FdKind::UnixPair { id, end, ty, options, state, what } = &rec.kind else { return Err(format!("fd {}: not a socket pair", rec.fd)) };
+    let FdKind::UnixPair { id, end, ty, options, state, what, byte_options } = &rec.kind else { return Err(format!("fd {}: not a socket pair", rec.fd)) };
     let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
     let id = crate::ObjId::unix_pair(*id);
     if cx.take((id, false)).is_none() {
@@ -572,16 +559,17 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
                 }
             }
         }
-        for (i, sd) in st.shutdown.iter().enumerate() {
-            if sd & SEND_SHUTDOWN != 0 {
-                shutdown(end_fd(i == 1)?.as_raw_fd(), libc::SHUT_WR).map_err(|e| err("shutting it down as it was", e))?;
+        // Each end as it was: a stream end shut down carries the mirror of it to the other
+        // end, which was saved too; a datagram end's is its own.
+        for (i, &sd) in st.shutdown.iter().enumerate() {
+            if let Some(how) = shutdown_how(sd) {
+                shutdown(end_fd(i == 1)?.as_raw_fd(), how).map_err(|e| err("shutting it down as it was", e))?;
             }
         }
     }
     let mine = end_fd(*end)?;
-    for &(level, name, value) in options {
-        set_sock_opt_int(mine.as_raw_fd(), level, name, value).map_err(|e| err(&format!("setting option {level}:{name} to {value}"), e))?;
-    }
+    super::sockopt::apply(mine.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
+    super::sockopt::finish(mine.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
     super::set_status_flags(&mine, rec.flags)?;
     Ok(mine)
 }

@@ -122,23 +122,18 @@ fn set_queue(fd: i32, q: i32) -> std::io::Result<()> {
     crest_ptrace::sys::set_sock_opt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, q)
 }
 
-/// Options saved with a connected socket, as for the other sockets.
-fn saved_options(copy: i32, family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32, i32)> {
-    super::socket::options_for(family, ty, protocol).into_iter().filter_map(|(level, name)| Some((level, name, crest_ptrace::sys::sock_opt_int(copy, level, name).ok()?))).collect()
-}
-
 /// The record of a connected TCP or UDP socket (`copy` is a copy of it), or `Err(why)`.
 pub(super) fn dump(copy: &OwnedFd, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_addr;
     let fd = copy.as_raw_fd();
     let local = sock_addr(fd, false).map_err(|e| format!("reading its address: {e}"))?;
     let peer = sock_addr(fd, true).map_err(|e| format!("reading its peer's address: {e}"))?;
-    let options = saved_options(fd, family, ty, protocol);
+    let (options, byte_options) = super::sockopt::read(fd, family, ty, protocol)?;
     if protocol == libc::IPPROTO_UDP {
         if crest_ptrace::sys::bytes_readable(fd).unwrap_or(1) != 0 {
             return Err("datagrams are waiting to be read, and queued datagrams are not saved yet".into());
         }
-        return Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: None, what: d.what.clone() });
+        return Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: None, what: d.what.clone(), byte_options, shutdown: 0 });
     }
     let state = crest_ptrace::sys::sock_opt_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, 8).map_err(|e| format!("reading its TCP state: {e}"))?.first().copied().unwrap_or(0);
     if !matches!(state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING) {
@@ -154,7 +149,7 @@ pub(super) fn dump(copy: &OwnedFd, family: i32, ty: i32, protocol: i32, d: &Desc
     let held = copy.try_clone().map_err(|e| format!("duplicating a descriptor: {e}"))?;
     hold(held);
     let tcp = read_state(fd).map_err(|e| format!("reading its state in repair mode: {e}"))?;
-    Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: Some(tcp), what: d.what.clone() })
+    Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: Some(tcp), what: d.what.clone(), byte_options, shutdown: 0 })
 }
 
 /// Reads the state of connection `fd`, in repair mode.
@@ -216,19 +211,21 @@ fn read_state(fd: i32) -> Result<TcpState, String> {
 /// a TCP connection with its state and still in repair mode ([`leave_repair_restored`]).
 pub(super) fn open(rec: &FdRecord) -> Result<OwnedFd, String> {
     use crest_ptrace::sys::set_sock_opt_int;
-    let FdKind::Inet { family, ty, protocol, local, peer, options, tcp, what } = &rec.kind else { return Err(format!("fd {}: not an internet socket", rec.fd)) };
+    let FdKind::Inet { family, ty, protocol, local, peer, options, tcp, what, byte_options, shutdown } = &rec.kind else { return Err(format!("fd {}: not an internet socket", rec.fd)) };
     let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
     let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
     let fd = s.as_raw_fd();
-    for &(level, name, value) in options {
-        set_sock_opt_int(fd, level, name, value).map_err(|e| err(&format!("setting option {level}:{name} to {value}"), e))?;
-    }
+    super::sockopt::apply(fd, options, byte_options).map_err(|(step, e)| err(&step, e))?;
     let Some(t) = tcp else {
         let port = local.get(2..4).is_some_and(|p| p != [0, 0]);
         if port {
-            crest_ptrace::sys::bind_raw(fd, local).map_err(|e| err("binding it again", e))?;
+            super::sockopt::bind(fd, local).map_err(|e| err("binding it again", e))?;
         }
         crest_ptrace::net::connect_raw(fd, peer).map_err(|e| err("connecting it again", e))?;
+        if let Some(how) = super::socket::shutdown_how(*shutdown) {
+            crest_ptrace::sys::shutdown(fd, how).map_err(|e| err("shutting it down as it was", e))?;
+        }
+        super::sockopt::finish(fd, options, byte_options).map_err(|(step, e)| err(&step, e))?;
         super::set_status_flags(&s, rec.flags)?;
         return Ok(s);
     };
@@ -240,8 +237,9 @@ pub(super) fn open(rec: &FdRecord) -> Result<OwnedFd, String> {
             err("putting it in repair mode", e)
         }
     })?;
-    crest_ptrace::sys::bind_raw(fd, local).map_err(|e| err("binding it again", e))?;
+    super::sockopt::bind(fd, local).map_err(|e| err("binding it again", e))?;
     rebuild(fd, peer, t).map_err(|(step, e)| err(step, e))?;
+    super::sockopt::finish(fd, options, byte_options).map_err(|(step, e)| err(&step, e))?;
     super::set_status_flags(&s, rec.flags)?;
     Ok(s)
 }
