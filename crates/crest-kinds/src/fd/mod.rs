@@ -124,12 +124,34 @@ pub struct PrepareCx {
     pub parked: std::collections::HashMap<Slot, std::os::fd::OwnedFd>,
     /// Parked objects handed out already (see [`PrepareCx::open_file`]).
     pub handed: std::collections::HashSet<Slot>,
+    /// Unix sockets bound again, by their inode at the checkpoint: the address that reaches
+    /// each (its own, or another name of its file when its own was removed).
+    pub unix_names: std::collections::HashMap<u64, Vec<u8>>,
+    /// Files and directories made for the restore, removed by [`PrepareCx::clean_up`] once
+    /// every object is made (in the order given).
+    pub temporary: Vec<std::path::PathBuf>,
 }
 
 impl PrepareCx {
     /// A context whose parked descriptors go at `high` or above.
     pub fn new(high: i32) -> Self {
-        PrepareCx { high, saved: Default::default(), placed: Default::default(), parked: Default::default(), handed: Default::default() }
+        PrepareCx { high, saved: Default::default(), placed: Default::default(), parked: Default::default(), handed: Default::default(), unix_names: Default::default(), temporary: Default::default() }
+    }
+
+    /// Removes the files made for the restore, then the directories (see `temporary`).
+    pub fn clean_up(&mut self) -> Result<(), String> {
+        let all = std::mem::take(&mut self.temporary);
+        let (dirs, files): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+        for path in files {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("removing {}, made for the restore: {e}", path.display())),
+                _ => {}
+            }
+        }
+        for path in dirs {
+            std::fs::remove_dir(&path).map_err(|e| format!("removing the directory {}, made for the restore: {e}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Parks `fd` for `key` above the saved numbers.
@@ -363,6 +385,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
         let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("shared memory: {e}"))?;
         cx.park((ObjId::shared_memory(id), false), copy)?;
     }
+    let mut queue = Vec::new();
     for r in procs.iter().flat_map(|recs| recs.iter()) {
         let h = handler_for(&r.kind).ok_or_else(|| format!("fd {}: no handler", r.fd))?;
         let once = match h.sharing(&r.kind) {
@@ -370,15 +393,37 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)]) -
             Sharing::File => users.get(&r.file).copied().unwrap_or(0) > 1,
             Sharing::Process | Sharing::Descriptor => false,
         };
-        if !once || out.by_file.contains_key(&r.file) {
-            continue;
+        if once {
+            queue.push((r, h));
         }
-        let Opened::Fd(f) = h.open(r, cx)? else { continue };
-        let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&f), high).map_err(|e| format!("fd {}: moving a descriptor: {e}", r.fd))?;
-        drop(f);
-        out.by_file.insert(r.file, std::os::fd::AsRawFd::as_raw_fd(&n));
-        out.opened.push(n);
     }
+    // Rounds, as in a husk: an object that needs another one made first (a datagram socket
+    // connected to another) waits for the next round.
+    while !queue.is_empty() {
+        let tried = queue.len();
+        let mut waiting = Vec::new();
+        for (r, h) in std::mem::take(&mut queue) {
+            if out.by_file.contains_key(&r.file) {
+                continue;
+            }
+            match h.open(r, cx)? {
+                Opened::Fd(f) => {
+                    let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&f), high).map_err(|e| format!("fd {}: moving a descriptor: {e}", r.fd))?;
+                    drop(f);
+                    out.by_file.insert(r.file, std::os::fd::AsRawFd::as_raw_fd(&n));
+                    out.opened.push(n);
+                }
+                Opened::NotYet(_) => waiting.push((r, h)),
+                Opened::AsIs => {}
+            }
+        }
+        if waiting.len() == tried {
+            let what: Vec<String> = waiting.iter().map(|(r, h)| format!("fd {} ({})", r.fd, h.describe(&r.kind))).collect();
+            return Err(format!("objects shared by the image wait for each other and none can be made first: {}", what.join(", ")));
+        }
+        queue = waiting;
+    }
+    cx.clean_up()?;
     Ok(out)
 }
 
@@ -422,6 +467,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
         }
         queue = waiting;
     }
+    cx.clean_up()?;
     drop(cx);
     for fd in own.into_iter().filter(|&fd| fd >= parked && !keep.contains(&fd)) {
         crest_ptrace::sys::close(fd);

@@ -123,7 +123,7 @@ fn set_queue(fd: i32, q: i32) -> std::io::Result<()> {
 }
 
 /// The record of a connected TCP or UDP socket (`copy` is a copy of it), or `Err(why)`.
-pub(super) fn dump(copy: &OwnedFd, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
+pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_addr;
     let fd = copy.as_raw_fd();
     let local = sock_addr(fd, false).map_err(|e| format!("reading its address: {e}"))?;
@@ -133,7 +133,8 @@ pub(super) fn dump(copy: &OwnedFd, family: i32, ty: i32, protocol: i32, d: &Desc
         if crest_ptrace::sys::bytes_readable(fd).unwrap_or(1) != 0 {
             return Err("datagrams are waiting to be read, and queued datagrams are not saved yet".into());
         }
-        return Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: None, what: d.what.clone(), byte_options, shutdown: 0 });
+        let shutdown = super::socket::inet_shutdown(family, protocol, ino).unwrap_or(0);
+        return Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: None, what: d.what.clone(), byte_options, shutdown });
     }
     let state = crest_ptrace::sys::sock_opt_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, 8).map_err(|e| format!("reading its TCP state: {e}"))?.first().copied().unwrap_or(0);
     if !matches!(state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING) {
