@@ -2,8 +2,14 @@
 //! (stream, seqpacket) sockets with no connection waiting to be accepted, bound UDP and unix
 //! datagram sockets with nothing waiting to be read, and sockets not bound yet; each comes back
 //! bound to its address (a unix socket's stale file replaced), listening with its backlog, with
-//! its options (`SO_REUSEADDR`, `SO_REUSEPORT`, `SO_KEEPALIVE`, `IPV6_V6ONLY`, `TCP_NODELAY`,
-//! ...). A listener shared by several processes (a pre-forking server) is one socket again.
+//! its options ([`super::sockopt`]) and shut down as it was. A listener shared by several
+//! processes (a pre-forking server) is one socket again.
+//!
+//! A unix datagram socket connected to a server that is not connected back (a client of a
+//! datagram service) whose server is in the image comes back connected to it: both are made
+//! by `cr_restart`, the server bound first. A unix socket whose file was removed or replaced
+//! after it was bound (the diagnostics' inode of its file is no longer what its path names)
+//! is bound to its address again and the file removed, what took its name left in place.
 //!
 //! Connected unix sockets whose two ends are in the image are made again as a pair with their
 //! queued messages; connected TCP and UDP sockets are restored by [`super::tcp`]. Other

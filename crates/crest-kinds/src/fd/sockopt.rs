@@ -33,39 +33,10 @@ const SO_TIMESTAMPING_OLD: i32 = 37;
 const SO_ZEROCOPY: i32 = 60;
 
 /// The `int` options saved for a socket of this family, type and protocol, in the order they
-/// are set again. `SO_SNDBUF` and `SO_RCVBUF` come before `SO_BUF_LOCK`, which setting them
-/// changes.
+/// are set again: IP's before `SO_PRIORITY` (`IP_TOS` sets the priority too), `SO_SNDBUF` and
+/// `SO_RCVBUF` before `SO_BUF_LOCK` (setting them locks them).
 fn int_options(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
-    let mut o: Vec<(i32, i32)> = [
-        libc::SO_REUSEADDR,
-        libc::SO_REUSEPORT,
-        libc::SO_KEEPALIVE,
-        libc::SO_BROADCAST,
-        libc::SO_OOBINLINE,
-        libc::SO_PASSCRED,
-        libc::SO_PASSSEC,
-        libc::SO_PRIORITY,
-        libc::SO_RCVLOWAT,
-        libc::SO_MARK,
-        libc::SO_DONTROUTE,
-        libc::SO_NO_CHECK,
-        SO_TIMESTAMP_OLD,
-        SO_TIMESTAMPNS_OLD,
-        SO_TIMESTAMPING_OLD,
-        libc::SO_RXQ_OVFL,
-        libc::SO_SELECT_ERR_QUEUE,
-        libc::SO_BUSY_POLL,
-        SO_ZEROCOPY,
-        libc::SO_SNDBUF,
-        libc::SO_RCVBUF,
-        SO_BUF_LOCK,
-    ]
-    .into_iter()
-    .map(|n| (libc::SOL_SOCKET, n))
-    .collect();
-    if family == libc::AF_UNIX {
-        o.push((libc::SOL_SOCKET, libc::SO_PEEK_OFF));
-    }
+    let mut o: Vec<(i32, i32)> = Vec::new();
     if matches!(family, libc::AF_INET | libc::AF_INET6) {
         o.extend(
             [
@@ -106,6 +77,37 @@ fn int_options(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
         if ty != libc::SOCK_STREAM {
             o.extend([libc::IPV6_MULTICAST_HOPS, libc::IPV6_MULTICAST_LOOP].map(|n| (libc::IPPROTO_IPV6, n)));
         }
+    }
+    // After IP_TOS, which sets the priority too.
+    o.extend(
+        [
+            libc::SO_REUSEADDR,
+            libc::SO_REUSEPORT,
+            libc::SO_KEEPALIVE,
+            libc::SO_BROADCAST,
+            libc::SO_OOBINLINE,
+            libc::SO_PASSCRED,
+            libc::SO_PASSSEC,
+            libc::SO_PRIORITY,
+            libc::SO_RCVLOWAT,
+            libc::SO_MARK,
+            libc::SO_DONTROUTE,
+            libc::SO_NO_CHECK,
+            SO_TIMESTAMP_OLD,
+            SO_TIMESTAMPNS_OLD,
+            SO_TIMESTAMPING_OLD,
+            libc::SO_RXQ_OVFL,
+            libc::SO_SELECT_ERR_QUEUE,
+            libc::SO_BUSY_POLL,
+            SO_ZEROCOPY,
+            libc::SO_SNDBUF,
+            libc::SO_RCVBUF,
+            SO_BUF_LOCK,
+        ]
+        .map(|n| (libc::SOL_SOCKET, n)),
+    );
+    if family == libc::AF_UNIX {
+        o.push((libc::SOL_SOCKET, libc::SO_PEEK_OFF));
     }
     if ty == libc::SOCK_STREAM && protocol == libc::IPPROTO_TCP {
         o.extend(
