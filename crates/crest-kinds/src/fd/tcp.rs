@@ -298,10 +298,15 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     set_sock_opt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &bytes).map_err(|e| ("setting its window", e))?;
     if fin_received(t.state) {
         let local = crest_ptrace::sys::sock_addr(fd, false).map_err(|e| ("reading its address", e))?;
+        // An IPv6 socket connected over IPv4 (addresses ::ffff:a.b.c.d) gets an IPv4 packet.
+        let (from, to) = match (unmapped(peer), unmapped(&local)) {
+            (Some(p), Some(l)) => (p, l),
+            _ => (peer.to_vec(), local),
+        };
         let ack = t.send_seq.wrapping_sub(t.send_queue.len() as u32);
-        let packet = fin_packet(peer, &local, t.recv_seq, ack, (t.window[1] >> t.wscale.0).min(0xffff) as u16)
-            .ok_or(("receiving its peer's FIN again", std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))?;
-        crest_ptrace::net::send_ip_packet(&packet, &local).map_err(|e| ("receiving its peer's FIN again (a raw socket, which needs CAP_NET_RAW)", e))?;
+        let packet =
+            fin_packet(&from, &to, t.recv_seq, ack, (t.window[1] >> t.wscale.0).min(0xffff) as u16).ok_or(("receiving its peer's FIN again", std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))?;
+        crest_ptrace::net::send_ip_packet(&packet, &to).map_err(|e| ("receiving its peer's FIN again (a raw socket, which needs CAP_NET_RAW)", e))?;
     }
     if fin_sent(t.state) {
         set_queue(fd, TCP_SEND_QUEUE).map_err(|e| ("sending its FIN again", e))?;
@@ -342,6 +347,19 @@ fn write_queue(fd: i32, data: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The IPv4 `sockaddr_in` of an IPv6 `sockaddr_in6` holding an IPv4-mapped address
+/// (`::ffff:a.b.c.d`), with its port; `None` for any other address.
+fn unmapped(addr: &[u8]) -> Option<Vec<u8>> {
+    if i32::from(u16::from_ne_bytes([*addr.first()?, *addr.get(1)?])) != libc::AF_INET6 || addr.get(8..20)? != [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+        return None;
+    }
+    let mut v4 = vec![0u8; std::mem::size_of::<libc::sockaddr_in>()];
+    v4[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    v4[2..4].copy_from_slice(addr.get(2..4)?);
+    v4[4..8].copy_from_slice(addr.get(20..24)?);
+    Some(v4)
 }
 
 /// The one's-complement sum of `b` (16-bit words, network order) added to `sum`.
