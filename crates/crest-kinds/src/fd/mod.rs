@@ -39,6 +39,7 @@ mod unsupported;
 
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
+pub use socket::settle_restored;
 pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
 
 /// One open descriptor of a process in the image, as `/proc` shows it.

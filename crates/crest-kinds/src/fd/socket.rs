@@ -393,6 +393,12 @@ impl FdHandler for Socket {
         if tcp_listener && reuse == Some(0) {
             crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| err("setting SO_REUSEADDR", e))?;
         }
+        // Sockets that shared a port through SO_REUSEPORT may since have cleared it on some of
+        // them; bound in any order, each needs it at its bind. It is cleared again by
+        // [`settle_restored`], once every socket of the image is bound.
+        if reuseport_for_bind(&rec.kind) {
+            crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(|e| err("setting SO_REUSEPORT for the time of its bind", e))?;
+        }
         if let (true, Some(path)) = (*unlinked, unix_path(addr)) {
             let name = bind_unlinked(s.as_raw_fd(), addr, &path, *ino, cx).map_err(|(step, e)| err(&step, e))?;
             if *ino != 0 {
@@ -439,6 +445,30 @@ impl FdHandler for Socket {
         super::set_status_flags(&s, rec.flags)?;
         Ok(super::Opened::Fd(s))
     }
+}
+
+/// Whether the socket of record `kind` is bound with `SO_REUSEPORT` set though it was not: a
+/// bound internet socket (it may share its port with others that had it).
+fn reuseport_for_bind(kind: &FdKind) -> bool {
+    let FdKind::Socket { family, addr, options, .. } = kind else { return false };
+    matches!(*family, libc::AF_INET | libc::AF_INET6) && !addr.is_empty() && options.iter().any(|o| (o.0, o.1, o.2) == (libc::SOL_SOCKET, libc::SO_REUSEPORT, 0))
+}
+
+/// In `cr_restart`, once every process of the image is rebuilt and before any runs: clears
+/// `SO_REUSEPORT` on the sockets of process `pid` (restored from `recs`) that were bound with
+/// it set only for their bind.
+pub fn settle_restored(pid: i32, recs: &[FdRecord]) -> Result<(), String> {
+    let socks: Vec<&FdRecord> = recs.iter().filter(|r| reuseport_for_bind(&r.kind)).collect();
+    if socks.is_empty() {
+        return Ok(());
+    }
+    let pidfd = crest_ptrace::sys::pidfd_open(pid).map_err(|e| format!("PID {pid}: {e}"))?;
+    for r in socks {
+        let err = |step: &str, e: std::io::Error| format!("fd {}: {}: {step}: {e}", r.fd, Socket.describe(&r.kind));
+        let s = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), r.fd).map_err(|e| err("taking a copy of it", e))?;
+        crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0).map_err(|e| err("clearing SO_REUSEPORT again", e))?;
+    }
+    Ok(())
 }
 
 /// Binds unix socket `fd` to `addr`, whose file `path` had been removed (or replaced) when
