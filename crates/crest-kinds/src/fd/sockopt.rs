@@ -10,7 +10,8 @@
 //! Others are saved as bytes ([`crest_image::ByteOption`]): `SO_LINGER`, `SO_BINDTODEVICE`,
 //! `SO_RCVTIMEO`, `SO_SNDTIMEO`, `TCP_CONGESTION` (when not the default), and a classic BPF
 //! filter (`SO_ATTACH_FILTER`, read back with `SO_GET_FILTER`); a socket with an eBPF filter
-//! (`SO_ATTACH_BPF`), which cannot be read back, is refused.
+//! (`SO_ATTACH_BPF`), which cannot be read back, is refused, as is a UDP socket corked
+//! (`UDP_CORK`) with data written and not sent yet.
 //!
 //! At restart an option already at its saved value on the new socket is left alone (setting
 //! some, `SO_MARK` say, needs a privilege even to set their default); the others are set
@@ -156,6 +157,13 @@ pub(super) type Saved = (Vec<(i32, i32, i32)>, Vec<ByteOption>);
 /// saved.
 pub(super) fn read(copy: i32, family: i32, ty: i32, protocol: i32) -> Result<Saved, String> {
     use crest_ptrace::sys::{sock_opt_bytes, sock_opt_int};
+    if ty == libc::SOCK_DGRAM
+        && protocol == libc::IPPROTO_UDP
+        && sock_opt_int(copy, libc::IPPROTO_UDP, libc::UDP_CORK).is_ok_and(|v| v != 0)
+        && crest_ptrace::net::ioctl_int(copy, crest_ptrace::net::SIOCOUTQ).is_ok_and(|n| n > 0)
+    {
+        return Err("it is corked (UDP_CORK) with data written and not sent yet, and that data is not saved".to_string());
+    }
     let lock = sock_opt_int(copy, libc::SOL_SOCKET, SO_BUF_LOCK).unwrap_or(0);
     let ints = int_options(family, ty, protocol)
         .into_iter()
