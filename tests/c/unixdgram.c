@@ -2,7 +2,8 @@
  * server with a client, then a second server bound to the same name (the first one's file
  * removed in between) with a client in a forked child, then the directory removed. In DIR: a
  * server whose file was replaced by a regular file, with a client; a listener whose file was
- * removed. After restart every client reaches its server, each server still reports its
+ * removed; a datagram socket bound in DIR and connected to itself. After restart every client
+ * reaches its server, each server still reports its
  * address, and the file system is as it was: no DIR/gone, the regular file still there with its
  * contents, no socket file left. */
 #include <dirent.h>
@@ -84,6 +85,10 @@ int main(int argc, char **argv)
     int f = open(r.sun_path, O_CREAT | O_WRONLY, 0600);
     check(f >= 0 && write(f, "a file", 6) == 6 && close(f) == 0, "a regular file in its place");
 
+    struct sockaddr_un me = name(argv[1], "itself");
+    int self = bound(SOCK_DGRAM, &me);
+    check(connect(self, (struct sockaddr *)&me, sizeof me) == 0, "a socket connected to itself");
+
     struct sockaddr_un ln = name(argv[1], "listener");
     int l = bound(SOCK_STREAM, &ln);
     check(listen(l, 4) == 0 && unlink(ln.sun_path) == 0, "a listener whose file is removed");
@@ -98,6 +103,8 @@ int main(int argc, char **argv)
     int st = 0;
     check(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child sent");
     reaches(c3, s3, "three", "the third client reaches its server");
+    reaches(self, self, "me", "the socket connected to itself reaches itself");
+    named(self, &me, "its address");
     named(s1, &g, "the first server's address");
     named(s2, &g, "the second server's address");
     named(s3, &r, "the third server's address");

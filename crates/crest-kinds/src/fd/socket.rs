@@ -375,9 +375,11 @@ impl FdHandler for Socket {
         }
         let FdKind::Socket { family, ty, protocol, addr, listen, options, what, byte_options, ino, peer, unlinked, shutdown } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
-        // A client waits for its server to be bound.
+        // A client waits for its server to be bound; a socket connected to itself connects
+        // once bound.
         let server = match *peer {
             0 => None,
+            p if p == *ino => None,
             p => match cx.unix_names.get(&p) {
                 Some(a) => Some(a.clone()),
                 None => return Ok(super::Opened::NotYet(Vec::new())),
@@ -428,7 +430,7 @@ impl FdHandler for Socket {
         if let Some(backlog) = listen {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
         }
-        if let Some(a) = &server {
+        if let Some(a) = server.as_ref().or_else(|| cx.unix_names.get(peer).filter(|_| *peer == *ino)) {
             crest_ptrace::net::connect_raw(s.as_raw_fd(), a).map_err(|e| err("connecting it to its server again", e))?;
         }
         if let Some(how) = shutdown_how(*shutdown) {
@@ -576,15 +578,17 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
                 // Connected: a pair (its peer connected back to it) is saved by pair(), a
                 // socket whose peer is outside the image is refused by the caller.
                 let back = cx.unix_peers.peer_of(diag.peer);
-                if ty != libc::SOCK_DGRAM || back == Some(ino) || !cx.all.iter().any(|o| inode(&o.link) == Some(diag.peer)) {
+                let itself = diag.peer == ino;
+                if ty != libc::SOCK_DGRAM || (back == Some(ino) && !itself) || !cx.all.iter().any(|o| inode(&o.link) == Some(diag.peer)) {
                     return Ok(None);
                 }
-                if back.is_some_and(|b| cx.unix_peers.peer_of(b) == Some(diag.peer)) {
+                if !itself && back.is_some_and(|b| cx.unix_peers.peer_of(b) == Some(diag.peer)) {
                     return Err("it is connected to a datagram socket that is one end of a connected pair, which is not saved".to_string());
                 }
                 peer = diag.peer;
             }
-            if cx.unix_peers.has_clients(ino) {
+            // A server, or a socket connected to itself (its own client).
+            if peer == ino || cx.unix_peers.has_clients(ino) {
                 server = ino;
             }
             shutdown = diag.shutdown;
@@ -696,7 +700,7 @@ fn peek_queue(fd: i32) -> Result<Vec<Vec<u8>>, String> {
 fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_opt_int;
     let ty = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| format!("reading its type: {e}"))?;
-    if cx.unix_peers.peer_of(peer) != Some(ino) {
+    if cx.unix_peers.peer_of(peer) != Some(ino) || peer == ino {
         return Err("it is connected to a socket that is connected elsewhere, which is not saved".to_string());
     }
     let (id, end) = (ino.min(peer), ino > peer);
