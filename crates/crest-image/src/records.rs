@@ -588,8 +588,9 @@ pub enum FdKind {
         /// Options that are not an `int` (format 4.1): see [`ByteOption`].
         #[serde(default)]
         byte_options: Vec<ByteOption>,
-        /// A unix socket another socket of the image is connected to: its inode at the
-        /// checkpoint, the identity those sockets name in `peer` (0: none; format 4.1).
+        /// A unix socket another socket of the image is connected to (or that is connected to
+        /// itself): its inode at the checkpoint, the identity those sockets name in `peer` (0:
+        /// none; format 4.1).
         #[serde(default)]
         ino: u64,
         /// A unix datagram socket connected to a socket that is not connected back to it
