@@ -623,6 +623,10 @@ pub enum FdKind {
         /// Options of this end that are not an `int` (format 4.1): see [`ByteOption`].
         #[serde(default)]
         byte_options: Vec<ByteOption>,
+        /// A stream or seqpacket socket whose other end was closed: the pair is made, the data
+        /// queued for this end sent through the other end, which is closed then (format 4.1).
+        #[serde(default)]
+        alone: bool,
     },
     /// A signalfd.
     SignalFd {
@@ -729,7 +733,7 @@ impl FdKind {
     pub fn uses_socket_state(&self) -> bool {
         match self {
             FdKind::Socket { byte_options, ino, peer, unlinked, shutdown, .. } => !byte_options.is_empty() || *ino != 0 || *peer != 0 || *unlinked || *shutdown != 0,
-            FdKind::UnixPair { byte_options, .. } => !byte_options.is_empty(),
+            FdKind::UnixPair { byte_options, alone, .. } => !byte_options.is_empty() || *alone,
             FdKind::Inet { byte_options, shutdown, .. } => !byte_options.is_empty() || *shutdown != 0,
             _ => false,
         }

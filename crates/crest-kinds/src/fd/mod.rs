@@ -625,7 +625,7 @@ mod tests {
                 unlinked: false,
                 shutdown: 0,
             },
-            FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into(), byte_options: Vec::new() },
+            FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into(), byte_options: Vec::new(), alone: false },
             FdKind::SignalFd { mask: 0 },
             FdKind::Dropped { what: s() },
             FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into(), byte_options: Vec::new(), shutdown: 0 },

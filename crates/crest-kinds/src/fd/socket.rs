@@ -12,7 +12,8 @@
 //! is bound to its address again and the file removed, what took its name left in place.
 //!
 //! Connected unix sockets whose two ends are in the image are made again as a pair with their
-//! queued messages; connected TCP and UDP sockets are restored by [`super::tcp`]. Other
+//! queued messages (a stream socket whose other end was closed, as a pair whose other end is
+//! closed once it has sent what was queued); connected TCP and UDP sockets are restored by [`super::tcp`]. Other
 //! connected sockets (a unix socket whose peer is outside the image: the message names the
 //! process holding it), netlink, packet and raw sockets, queued connections and datagrams are
 //! refused at checkpoint time with a description ("unix stream socket connected to
@@ -326,6 +327,13 @@ impl FdHandler for Socket {
         if let (Some(o), Some(c), Some(p)) = (&inside, &copy, peer) {
             match pair(cx, c.as_raw_fd(), ino, p, o, &d) {
                 Ok(kind) => return Ok(kind),
+                Err(e) => why = e,
+            }
+        }
+        if let (None, Some(c), true) = (peer, &copy, d.connected) {
+            match alone(cx, c.as_raw_fd(), ino, &d) {
+                Ok(Some(kind)) => return Ok(kind),
+                Ok(None) => {}
                 Err(e) => why = e,
             }
         }
@@ -720,7 +728,24 @@ fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, 
     } else {
         None
     };
-    Ok(FdKind::UnixPair { id, end, ty, options, state, what: d.what.clone(), byte_options })
+    Ok(FdKind::UnixPair { id, end, ty, options, state, what: d.what.clone(), byte_options, alone: false })
+}
+
+/// The record of a unix stream or seqpacket socket whose other end was closed (it still
+/// reads what that end had sent, then end of file), or `None` for another socket.
+fn alone(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Result<Option<FdKind>, String> {
+    use crest_ptrace::sys::sock_opt_int;
+    let opt = |o| sock_opt_int(copy, libc::SOL_SOCKET, o).unwrap_or(-1);
+    let (family, ty) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE));
+    let Some(diag) = cx.unix_peers.get(ino) else { return Ok(None) };
+    // Its peer's close shut it down both ways.
+    if family != libc::AF_UNIX || !matches!(ty, libc::SOCK_STREAM | libc::SOCK_SEQPACKET) || diag.peer != 0 || diag.shutdown != RCV_SHUTDOWN | SEND_SHUTDOWN {
+        return Ok(None);
+    }
+    let (options, byte_options) = super::sockopt::read(copy, family, ty, 0)?;
+    let mine = peek_queue(copy)?;
+    let state = Some(crest_image::UnixPairState { queues: [mine, Vec::new()], shutdown: [0, 0] });
+    Ok(Some(FdKind::UnixPair { id: ino, end: false, ty, options, state, what: format!("{} (its other end closed)", d.what), byte_options, alone: true }))
 }
 
 /// Restore of one end of a pair: the pair is made when its first end is opened, its queues
@@ -728,7 +753,7 @@ fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, 
 /// they were; both ends are parked for the descriptors that follow.
 fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::OwnedFd, String> {
     use crest_ptrace::sys::{send_nonblocking, set_sock_opt_int, shutdown};
-    let FdKind::UnixPair { id, end, ty, options, state, what, byte_options } = &rec.kind else { return Err(format!("fd {}: not a socket pair", rec.fd)) };
+    let FdKind::UnixPair { id, end, ty, options, state, what, byte_options, alone } = &rec.kind else { return Err(format!("fd {}: not a socket pair", rec.fd)) };
     let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
     let id = crate::ObjId::unix_pair(*id);
     if cx.take((id, false)).is_none() {
@@ -766,6 +791,10 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
         }
     }
     let mine = end_fd(*end)?;
+    if *alone {
+        // Its other end had been closed: closing it now ends the stream after the data.
+        cx.parked.remove(&(id, !*end));
+    }
     super::sockopt::apply(mine.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
     super::sockopt::finish(mine.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
     super::set_status_flags(&mine, rec.flags)?;
