@@ -1,6 +1,6 @@
 //! Sockets. Saved and restored: sockets that are not connected: listening TCP and unix
-//! (stream, seqpacket) sockets with no connection waiting to be accepted, bound UDP and unix
-//! datagram sockets with nothing waiting to be read, and sockets not bound yet; each comes back
+//! (stream, seqpacket) sockets with no connection waiting to be accepted, bound UDP, ICMP echo
+//! and unix datagram sockets with nothing waiting to be read, and sockets not bound yet; each comes back
 //! bound to its address (a unix socket's stale file replaced), listening with its backlog, with
 //! its options ([`super::sockopt`]) and shut down as it was. A listener shared by several
 //! processes (a pre-forking server) is one socket again.
@@ -573,8 +573,16 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
                 _ => return Err("a TCP socket in the middle of connecting or closing is not saved yet".to_string()),
             }
         }
-        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_UDP => {
-            if crest_ptrace::sys::bytes_readable(copy).unwrap_or(1) != 0 {
+        // UDP, and ICMP echo ("ping") sockets, whose port is the echo identifier.
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if matches!(protocol, libc::IPPROTO_UDP | libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
+            // FIONREAD is UDP's; an ICMP socket is peeked at (which would also take a pending
+            // error, which a UDP socket may have and an echo socket does not report).
+            let empty = if protocol == libc::IPPROTO_UDP {
+                crest_ptrace::sys::bytes_readable(copy).is_ok_and(|n| n == 0)
+            } else {
+                matches!(crest_ptrace::net::peek(copy, &mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            };
+            if !empty {
                 return Err("datagrams are waiting to be read, and queued data is not saved yet".to_string());
             }
             shutdown = inet_shutdown(family, protocol, ino).unwrap_or(0);
