@@ -4,8 +4,9 @@
  * options (TCP_NODELAY, TCP_CORK, TCP_KEEPIDLE, TCP_USER_TIMEOUT); a UDP socket with a classic
  * BPF filter; another whose filter is locked; an IPv6 UDP socket bound to an address of no
  * interface with IP_FREEBIND, then cleared; a connected UDP socket shut down for writing; unix
- * pairs shut down for reading (a datagram end and a stream end). With "root": SO_MARK and
- * SO_BINDTODEVICE too. */
+ * pairs shut down for reading (a datagram end and a stream end); two UDP-Lite sockets
+ * connected to each other with a checksum coverage (when the kernel has UDP-Lite). With
+ * "root": SO_MARK and SO_BINDTODEVICE too. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/filter.h>
@@ -101,6 +102,18 @@ int main(int argc, char **argv)
     check(connect(u1, (struct sockaddr *)&a2, sizeof a2) == 0 && connect(u2, (struct sockaddr *)&a1, sizeof a1) == 0, "connected UDP");
     check(shutdown(u1, SHUT_WR) == 0, "UDP shut down for writing");
 
+    /* UDP-Lite: level IPPROTO_UDPLITE (136), UDPLITE_SEND_CSCOV 10, UDPLITE_RECV_CSCOV 11. */
+    int l1 = socket(AF_INET, SOCK_DGRAM, 136), l2 = socket(AF_INET, SOCK_DGRAM, 136);
+    if (l1 >= 0 && l2 >= 0) {
+        struct sockaddr_in b1 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)}, b2 = b1;
+        socklen_t bl = sizeof b1;
+        check(bind(l1, (struct sockaddr *)&b1, sizeof b1) == 0 && getsockname(l1, (struct sockaddr *)&b1, &bl) == 0, "UDP-Lite one");
+        check(bind(l2, (struct sockaddr *)&b2, sizeof b2) == 0 && getsockname(l2, (struct sockaddr *)&b2, &bl) == 0, "UDP-Lite two");
+        check(connect(l1, (struct sockaddr *)&b2, sizeof b2) == 0 && connect(l2, (struct sockaddr *)&b1, sizeof b1) == 0, "connected UDP-Lite");
+        seti(l1, 136, 10, 20, "UDPLITE_SEND_CSCOV");
+        seti(l2, 136, 11, 20, "UDPLITE_RECV_CSCOV");
+    }
+
     int dg[2], st[2];
     check(socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, st) == 0, "unix pairs");
     check(shutdown(dg[0], SHUT_RD) == 0 && shutdown(st[0], SHUT_RD) == 0, "unix ends shut down for reading");
@@ -149,6 +162,11 @@ int main(int argc, char **argv)
     char b[8];
     check(send(u1, "x", 1, 0) < 0 && errno == EPIPE, "the UDP socket shut down for writing cannot send");
     check(send(u2, "y", 1, 0) == 1 && recv(u1, b, sizeof b, 0) == 1 && b[0] == 'y', "it still receives");
+
+    if (l1 >= 0 && l2 >= 0) {
+        check(geti(l1, 136, 10) == 20 && geti(l2, 136, 11) == 20, "the UDP-Lite checksum coverage");
+        check(send(l1, "lite!", 5, 0) == 5 && recv(l2, b, sizeof b, 0) == 5 && send(l2, "ok", 2, 0) == 2 && recv(l1, b, sizeof b, 0) == 2, "UDP-Lite both ways");
+    }
 
     check(send(dg[1], "z", 1, 0) < 0 && errno == EPIPE, "no datagram to an end shut down for reading");
     check(send(dg[0], "w", 1, 0) == 1 && recv(dg[1], b, sizeof b, 0) == 1, "the other way works");

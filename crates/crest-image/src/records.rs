@@ -647,7 +647,7 @@ pub enum FdKind {
         family: i32,
         /// `SOCK_STREAM` or `SOCK_DGRAM`.
         ty: i32,
-        /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+        /// `IPPROTO_TCP`, `IPPROTO_UDP` or `IPPROTO_UDPLITE`.
         protocol: i32,
         /// The raw `sockaddr` it is bound to.
         local: Vec<u8>,

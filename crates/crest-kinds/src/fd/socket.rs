@@ -258,6 +258,7 @@ fn describe(copy: i32, ino: u64) -> Described {
             match (ty, proto) {
                 (libc::SOCK_STREAM, libc::IPPROTO_TCP) => format!("TCP{v}"),
                 (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => format!("UDP{v}"),
+                (libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE) => format!("UDP-Lite{v}"),
                 (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
                     format!("ICMP{v} (ping)")
                 }
@@ -308,7 +309,7 @@ impl FdHandler for Socket {
             let opt = |o| crest_ptrace::sys::sock_opt_int(c.as_raw_fd(), libc::SOL_SOCKET, o).unwrap_or(-1);
             let (family, ty, protocol) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL));
             let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
-            if inet && d.connected && matches!((ty, protocol), (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP)) {
+            if inet && d.connected && matches!((ty, protocol), (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)) {
                 match super::tcp::dump(c, ino, family, ty, protocol, &d) {
                     Ok(kind) => return Ok(kind),
                     Err(e) => why = e,
@@ -573,11 +574,11 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
                 _ => return Err("a TCP socket in the middle of connecting or closing is not saved yet".to_string()),
             }
         }
-        // UDP, and ICMP echo ("ping") sockets, whose port is the echo identifier.
-        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if matches!(protocol, libc::IPPROTO_UDP | libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
+        // UDP, UDP-Lite, and ICMP echo ("ping") sockets, whose port is the echo identifier.
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if matches!(protocol, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE | libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
             // FIONREAD is UDP's; an ICMP socket is peeked at (which would also take a pending
             // error, which a UDP socket may have and an echo socket does not report).
-            let empty = if protocol == libc::IPPROTO_UDP {
+            let empty = if protocol != libc::IPPROTO_ICMP && protocol != libc::IPPROTO_ICMPV6 {
                 crest_ptrace::sys::bytes_readable(copy).is_ok_and(|n| n == 0)
             } else {
                 matches!(crest_ptrace::net::peek(copy, &mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)

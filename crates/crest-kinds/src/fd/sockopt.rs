@@ -5,7 +5,7 @@
 //! Options that are an `int` are saved as `(level, name, value)`: those of `SOL_SOCKET`
 //! (`SO_PRIORITY`, `SO_MARK`, `SO_RCVLOWAT`, `SO_PASSCRED`, ...), of IP and IPv6 (`IP_TOS`,
 //! `IP_FREEBIND`, `IPV6_V6ONLY`, ...), of TCP (`TCP_NODELAY`, `TCP_CORK`, the keepalive
-//! timers, ...) and UDP (`UDP_CORK`). The buffer sizes (`SO_SNDBUF`, `SO_RCVBUF`) are saved only
+//! timers, ...), UDP (`UDP_CORK`) and UDP-Lite (its checksum coverage). The buffer sizes (`SO_SNDBUF`, `SO_RCVBUF`) are saved only
 //! when the program set them (`SO_BUF_LOCK` says so): otherwise the kernel sizes them itself.
 //! Others are saved as bytes ([`crest_image::ByteOption`]): `SO_LINGER`, `SO_BINDTODEVICE`,
 //! `SO_RCVTIMEO`, `SO_SNDTIMEO`, `TCP_CONGESTION` (when not the default), and a classic BPF
@@ -32,6 +32,9 @@ const SO_TIMESTAMP_OLD: i32 = 29;
 const SO_TIMESTAMPNS_OLD: i32 = 35;
 const SO_TIMESTAMPING_OLD: i32 = 37;
 const SO_ZEROCOPY: i32 = 60;
+/// UDP-Lite's checksum coverage, sent and required.
+const UDPLITE_SEND_CSCOV: i32 = 10;
+const UDPLITE_RECV_CSCOV: i32 = 11;
 
 /// The `int` options saved for a socket of this family, type and protocol, in the order they
 /// are set again: IP's before `SO_PRIORITY` (`IP_TOS` sets the priority too), `SO_SNDBUF` and
@@ -130,8 +133,11 @@ fn int_options(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
             .map(|n| (libc::IPPROTO_TCP, n)),
         );
     }
-    if ty == libc::SOCK_DGRAM && protocol == libc::IPPROTO_UDP {
+    if ty == libc::SOCK_DGRAM && matches!(protocol, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) {
         o.push((libc::IPPROTO_UDP, libc::UDP_CORK));
+    }
+    if protocol == libc::IPPROTO_UDPLITE {
+        o.extend([UDPLITE_SEND_CSCOV, UDPLITE_RECV_CSCOV].map(|n| (libc::IPPROTO_UDPLITE, n)));
     }
     o
 }
@@ -158,7 +164,7 @@ pub(super) type Saved = (Vec<(i32, i32, i32)>, Vec<ByteOption>);
 pub(super) fn read(copy: i32, family: i32, ty: i32, protocol: i32) -> Result<Saved, String> {
     use crest_ptrace::sys::{sock_opt_bytes, sock_opt_int};
     if ty == libc::SOCK_DGRAM
-        && protocol == libc::IPPROTO_UDP
+        && matches!(protocol, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)
         && sock_opt_int(copy, libc::IPPROTO_UDP, libc::UDP_CORK).is_ok_and(|v| v != 0)
         && crest_ptrace::net::ioctl_int(copy, crest_ptrace::net::SIOCOUTQ).is_ok_and(|n| n > 0)
     {

@@ -1,4 +1,4 @@
-//! Connected internet sockets: TCP connections and connected UDP sockets, IPv4 and IPv6.
+//! Connected internet sockets: TCP connections and connected UDP (and UDP-Lite) sockets, IPv4 and IPv6.
 //!
 //! A TCP connection is read and rebuilt with the kernel's repair mode (`TCP_REPAIR`, which
 //! needs `CAP_NET_ADMIN`). At checkpoint, crest takes a copy of the socket (`pidfd_getfd`) and
@@ -122,14 +122,14 @@ fn set_queue(fd: i32, q: i32) -> std::io::Result<()> {
     crest_ptrace::sys::set_sock_opt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, q)
 }
 
-/// The record of a connected TCP or UDP socket (`copy` is a copy of it), or `Err(why)`.
+/// The record of a connected TCP or UDP (UDP-Lite) socket (`copy` is a copy of it), or `Err(why)`.
 pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_addr;
     let fd = copy.as_raw_fd();
     let local = sock_addr(fd, false).map_err(|e| format!("reading its address: {e}"))?;
     let peer = sock_addr(fd, true).map_err(|e| format!("reading its peer's address: {e}"))?;
     let (options, byte_options) = super::sockopt::read(fd, family, ty, protocol)?;
-    if protocol == libc::IPPROTO_UDP {
+    if protocol != libc::IPPROTO_TCP {
         if crest_ptrace::sys::bytes_readable(fd).unwrap_or(1) != 0 {
             return Err("datagrams are waiting to be read, and queued datagrams are not saved yet".into());
         }
