@@ -1,10 +1,13 @@
 /* Holds one object crest does not restore yet, and checks it on demand.
  *
- *   holder MODE DIR     MODE: tcp-conn, unix-outside, netlink, pty or lease (files in DIR)
+ *   holder MODE DIR     MODE: tcp-conn, unix-outside, netlink, pty, lease, udp-corked or
+ *                       ebpf-filter (files in DIR)
  *
  * tcp-conn: a loopback TCP connection, both ends in the process, and its listening socket
  * (refused when cr_checkpoint may not use TCP repair).
  * netlink: a NETLINK_ROUTE socket.
+ * udp-corked: a UDP socket corked (UDP_CORK) with a datagram written and not sent yet.
+ * ebpf-filter: a UDP socket with an eBPF program as its filter (SO_ATTACH_BPF; needs root).
  * unix-outside: a unix stream socket connected to DIR/outside.sock, which the test listens on.
  *
  * Ticks every 50 ms. SIGUSR1: the object must be as it was (a refused checkpoint left the
@@ -16,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +27,9 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <linux/bpf.h>
 #include <linux/netlink.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -61,6 +67,25 @@ static void setup(void)
     } else if (!strcmp(mode, "netlink")) {
         fd_a = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
         check(fd_a >= 0, "a netlink socket");
+    } else if (!strcmp(mode, "udp-corked")) {
+        fd_a = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int one = 1;
+        check(fd_a >= 0 && connect(fd_a, (struct sockaddr *)&a, sizeof a) == 0 && setsockopt(fd_a, IPPROTO_UDP, UDP_CORK, &one, sizeof one) == 0, "a corked UDP socket");
+        check(write(fd_a, "corked", 6) == 6, "data written while corked");
+    } else if (!strcmp(mode, "ebpf-filter")) {
+        /* r0 = -1 (keep the whole packet); exit */
+        struct bpf_insn insns[] = {{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = -1}, {.code = BPF_JMP | BPF_EXIT}};
+        union bpf_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+        attr.insns = (unsigned long)insns;
+        attr.insn_cnt = 2;
+        attr.license = (unsigned long)"GPL";
+        int prog = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+        fd_a = socket(AF_INET, SOCK_DGRAM, 0);
+        check(prog >= 0 && fd_a >= 0 && setsockopt(fd_a, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof prog) == 0, "an eBPF socket filter");
+        close(prog);
     } else if (!strcmp(mode, "pty")) {
         fd_a = posix_openpt(O_RDWR | O_NOCTTY);
         check(fd_a >= 0 && grantpt(fd_a) == 0 && unlockpt(fd_a) == 0, "a pty");
@@ -88,6 +113,13 @@ static void intact(void)
         int type = 0;
         socklen_t l = sizeof type;
         check(getsockopt(fd_a, SOL_SOCKET, SO_TYPE, &type, &l) == 0 && type == SOCK_RAW, "the netlink socket is still there");
+    } else if (!strcmp(mode, "ebpf-filter")) {
+        socklen_t n = 0;
+        check(getsockopt(fd_a, SOL_SOCKET, SO_GET_FILTER, NULL, &n) != 0 && errno == EACCES, "the eBPF filter is still attached");
+    } else if (!strcmp(mode, "udp-corked")) {
+        int cork = 0;
+        socklen_t l = sizeof cork;
+        check(getsockopt(fd_a, IPPROTO_UDP, UDP_CORK, &cork, &l) == 0 && cork == 1, "the UDP socket is still corked");
     } else if (!strcmp(mode, "pty") || !strcmp(mode, "tcp-conn")) {
         check(write(fd_a, "x", 1) == 1, "writing one end");
         check(read(fd_b, &c, 1) == 1 && c == 'x', "reading it at the other end");

@@ -1,20 +1,24 @@
 /* Sockets a server holds while no client is connected: a TCP listener on loopback with
  * SO_REUSEADDR and TCP_NODELAY, an IPv6-only TCP listener, a bound UDP socket, a unix stream
  * listener at a path in DIR, an abstract unix seqpacket listener and a bound unix datagram
- * socket, plus a TCP socket not bound yet. After restart each is bound to its address again
- * with its options, and a client reaches it.
+ * socket, plus a TCP socket not bound yet; and two TCP listeners that share a port through
+ * SO_REUSEPORT, which one of them cleared since; and an ICMP echo socket bound to loopback (if
+ * ping_group_range lets this process make one). After restart each is bound to its address
+ * again with its options, and a client reaches it (the echo socket gets its echo reply).
  *
  *   listeners DIR */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/ip_icmp.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include "prog.h"
 
-static int tcp4, tcp6, udp, ux, uxabs, uxdg, fresh;
+static int tcp4, tcp6, udp, ux, uxabs, uxdg, fresh, rp1, rp2, ping;
+static struct sockaddr_in arp, aping;
 static struct sockaddr_in a4;
 static struct sockaddr_in6 a6;
 static struct sockaddr_in au;
@@ -87,6 +91,25 @@ int main(int argc, char **argv)
     fresh = socket(AF_INET, SOCK_STREAM, 0);
     check(fresh >= 0, "an unbound socket");
 
+    rp1 = socket(AF_INET, SOCK_STREAM, 0);
+    rp2 = socket(AF_INET, SOCK_STREAM, 0);
+    arp = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    check(setsockopt(rp1, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 && setsockopt(rp2, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0, "SO_REUSEPORT");
+    check(bind(rp1, (struct sockaddr *)&arp, sizeof arp) == 0 && listen(rp1, 5) == 0, "the first listener of a shared port");
+    l = sizeof arp;
+    getsockname(rp1, (struct sockaddr *)&arp, &l);
+    check(bind(rp2, (struct sockaddr *)&arp, sizeof arp) == 0 && listen(rp2, 5) == 0, "the second listener of the port");
+    int zero = 0;
+    check(setsockopt(rp2, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero) == 0, "the second one clears SO_REUSEPORT");
+
+    ping = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+    if (ping >= 0) {
+        aping = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        check(bind(ping, (struct sockaddr *)&aping, sizeof aping) == 0, "an ICMP echo socket bound");
+        l = sizeof aping;
+        getsockname(ping, (struct sockaddr *)&aping, &l);
+    }
+
     ready();
     wait_for_verify(NULL);
 
@@ -108,5 +131,23 @@ int main(int argc, char **argv)
     struct sockaddr_in fa;
     l = sizeof fa;
     check(getsockname(fresh, (struct sockaddr *)&fa, &l) == 0 && fa.sin_port == 0 && opt(fresh, SOL_SOCKET, SO_TYPE) == SOCK_STREAM, "the unbound socket is still unbound");
+    check(opt(rp1, SOL_SOCKET, SO_REUSEPORT) == 1 && opt(rp2, SOL_SOCKET, SO_REUSEPORT) == 0, "SO_REUSEPORT as each had it");
+    struct sockaddr_in g1, g2;
+    socklen_t l1 = sizeof g1, l2 = sizeof g2;
+    check(getsockname(rp1, (struct sockaddr *)&g1, &l1) == 0 && getsockname(rp2, (struct sockaddr *)&g2, &l2) == 0 && g1.sin_port == arp.sin_port && g2.sin_port == arp.sin_port, "both on the shared port");
+    /* A client reaches one of the two. */
+    c = socket(AF_INET, SOCK_STREAM, 0);
+    check(connect(c, (struct sockaddr *)&arp, sizeof arp) == 0, "a client reaches the shared port");
+    close(c);
+    if (ping >= 0) {
+        struct sockaddr_in gp;
+        socklen_t lp = sizeof gp;
+        check(getsockname(ping, (struct sockaddr *)&gp, &lp) == 0 && gp.sin_port == aping.sin_port && gp.sin_addr.s_addr == aping.sin_addr.s_addr, "the echo socket's address and identifier");
+        struct icmphdr req = {.type = ICMP_ECHO, .un.echo.sequence = htons(7)};
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        check(sendto(ping, &req, sizeof req, 0, (struct sockaddr *)&to, sizeof to) == sizeof req, "an echo request");
+        struct icmphdr rep;
+        check(recv(ping, &rep, sizeof rep, 0) == sizeof rep && rep.type == ICMP_ECHOREPLY && rep.un.echo.sequence == htons(7), "its echo reply");
+    }
     pass();
 }

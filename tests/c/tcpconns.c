@@ -4,7 +4,8 @@
  *    server's receive queue and stay in the client's send queue (not sent yet);
  *  - a TCP connection over IPv6 with a message queued each way;
  *  - a half-closed TCP connection: the client sent "bye" and shut down writing; the server
- *    has not read it (its side is in CLOSE_WAIT, the client's in FIN_WAIT2);
+ *    has not read it (its side is in CLOSE_WAIT, the client's in FIN_WAIT2); another over
+ *    IPv4 between IPv6 sockets (addresses ::ffff:127.0.0.1);
  *  - two UDP sockets connected to each other.
  * After restart every connection goes on: the same addresses, the queued data in order, the
  * end of file after "bye", options kept, and the listener still accepts.
@@ -19,7 +20,7 @@
 #include <sys/socket.h>
 #include "prog.h"
 
-static int lst, c4, s4, c6, s6, hc, hs, u1, u2;
+static int lst, c4, s4, c6, s6, hc, hs, mc, ms, u1, u2;
 static long bulk; /* bytes the client wrote after its message */
 static struct sockaddr_storage a_c4, a_s4, p_c4, a_c6;
 
@@ -45,7 +46,10 @@ static void pair(int family, int *client, int *server, int *listener)
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         a->sin6_family = AF_INET6;
         a->sin6_addr = in6addr_loopback;
+        if (family == -AF_INET6) /* IPv4 between IPv6 sockets */
+            inet_pton(AF_INET6, "::ffff:127.0.0.1", &a->sin6_addr);
         len = sizeof *a;
+        family = AF_INET6;
     }
     int l = socket(family, SOCK_STREAM, 0);
     check(l >= 0 && bind(l, (struct sockaddr *)&ss, len) == 0 && listen(l, 4) == 0, "listener");
@@ -122,6 +126,8 @@ int main(void)
 
     pair(AF_INET, &hc, &hs, NULL);
     check(write(hc, "bye", 3) == 3 && shutdown(hc, SHUT_WR) == 0, "half-closing");
+    pair(-AF_INET6, &mc, &ms, NULL);
+    check(write(mc, "mapped", 6) == 6 && shutdown(mc, SHUT_WR) == 0, "half-closing over IPv4 between IPv6 sockets");
 
     struct sockaddr_in ua = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)}, ub = ua;
     socklen_t l = sizeof ua;
@@ -171,6 +177,12 @@ int main(void)
     check(!memcmp(b, "ok", 2), "half-closed: the reply");
     close(hs);
     check(read(hc, b, sizeof b) == 0, "half-closed: the client sees the end");
+
+    read_exact(ms, b, 6, "half-closed over IPv4 between IPv6 sockets: the server reads");
+    check(!memcmp(b, "mapped", 6), "half-closed, mapped: the message");
+    check(read(ms, b, sizeof b) == 0, "half-closed, mapped: then end of file");
+    check(write(ms, "ok", 2) == 2, "half-closed, mapped: the server still writes");
+    read_exact(mc, b, 2, "half-closed, mapped: the client still reads");
 
     check(send(u1, "dgram", 5, 0) == 5, "UDP: sending");
     check(recv(u2, b, sizeof b, 0) == 5 && !memcmp(b, "dgram", 5), "UDP: the peer receives");

@@ -1,17 +1,19 @@
 /* Connected unix socket pairs whose two ends are in the checkpoint: a stream pair with bytes
  * queued both ways, a datagram pair with three datagrams queued (their boundaries matter), a
  * seqpacket pair one end of which was shut down for writing, a stream connection accepted
- * from a listener of the process, and a stream pair shared with a forked child that writes
- * into it (the child is in the checkpoint too). After restart everything queued is read back
+ * from a listener of the process, a stream pair shared with a forked child that writes
+ * into it (the child is in the checkpoint too), and a stream and a seqpacket socket whose
+ * other end was closed after sending (they read what was sent, then end of file). After restart everything queued is read back
  * in order with its boundaries, the shut-down end still reads end of file, and every pair
  * still carries new data both ways. */
+#include <errno.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include "prog.h"
 
-static int st[2], dg[2], sp[2], cl, ac, ch[2];
+static int st[2], dg[2], sp[2], cl, ac, ch[2], orph[2], orphsp[2];
 
 static void readback(int fd, const char *want, const char *what)
 {
@@ -62,6 +64,10 @@ int main(int argc, char **argv)
     check(write(ch[0], "e", 1) == 1, "to the child");
     readback(ch[0], "e", "the child echoes before");
 
+    check(socketpair(AF_UNIX, SOCK_STREAM, 0, orph) == 0 && write(orph[1], "last words", 10) == 10 && close(orph[1]) == 0, "a stream end closed after sending");
+    check(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, orphsp) == 0 && send(orphsp[1], "one", 3, 0) == 3 && send(orphsp[1], "two", 3, 0) == 3 && close(orphsp[1]) == 0, "a seqpacket end closed after sending");
+    signal(SIGPIPE, SIG_IGN);
+
     ready();
     wait_for_verify(NULL);
 
@@ -76,6 +82,11 @@ int main(int argc, char **argv)
     check(send(sp[1], "x", 1, 0) == 1 && recv(sp[0], b, sizeof b, 0) == 1, "the other way still works");
     readback(ac, "hello", "data queued on the accepted connection");
     both_ways(cl, ac, "the accepted connection carries new data");
+    readback(orph[0], "last words", "what the closed end had sent");
+    check(read(orph[0], b, sizeof b) == 0, "then end of file");
+    check(write(orph[0], "x", 1) < 0 && errno == EPIPE, "and no one to write to");
+    check(recv(orphsp[0], b, sizeof b, 0) == 3 && !memcmp(b, "one", 3) && recv(orphsp[0], b, sizeof b, 0) == 3 && !memcmp(b, "two", 3), "the closed seqpacket end's messages");
+    check(recv(orphsp[0], b, sizeof b, 0) == 0, "then end of file (seqpacket)");
     check(write(ch[0], "f", 1) == 1, "to the child after the restart");
     readback(ch[0], "f", "the child echoes after the restart");
     close(ch[0]);

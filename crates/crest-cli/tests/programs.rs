@@ -103,6 +103,21 @@ fn unix_socket_pairs() {
     run_c("unixpairs", &["DIR"]);
 }
 
+/// Socket options (ints, linger, timeouts, buffer lock, TCP options, BPF filters, with root
+/// SO_MARK and SO_BINDTODEVICE), an address bound with IP_FREEBIND since cleared, and how UDP
+/// sockets and unix pair ends were shut down.
+#[test]
+fn socket_options_and_shutdown_states() {
+    run_c("sockopts", &[if is_root() { "root" } else { "user" }]);
+}
+
+/// Unix datagram servers with clients (one in a child process), servers whose file was removed
+/// or replaced, a listener whose file was removed, a directory since removed.
+#[test]
+fn unix_datagram_clients_and_removed_names() {
+    run_c("unixdgram", &["DIR"]);
+}
+
 #[test]
 fn file_locks_are_taken_again() {
     run_c("locks", &["DIR"]);

@@ -100,3 +100,40 @@ fn tcp_conversation_goes_on_during_a_checkpoint() {
     let sst = wait_child(&mut server, Duration::from_secs(20));
     assert!(sst.success(), "the server noticed: {}", std::fs::read_to_string(d.0.join("server.txt")).unwrap_or_default());
 }
+
+/// A connection its peer (not checkpointed) had shut down for writing, with bytes the peer had
+/// not read yet queued both in its receive queue and in the client's send queue: the client
+/// restored in CLOSE_WAIT reads end of file again and can still write; the server gets every
+/// byte in order and sees no reset.
+fn peer_shut_down_writing(six: bool) {
+    if !is_root() {
+        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
+    }
+    let d = Dir::new(if six { "tcphalf6" } else { "tcphalf4v6" });
+    let prog = d.0.join("tcphalf");
+    gcc("tests/c/tcphalf.c", &prog, &[]);
+    let (mut server, port) = start_server(&d, &prog, six);
+    let _reaper = Reaper(vec![server.id() as i32]);
+    let go = d.0.join("port.go");
+    let mut args = vec!["client", port.as_str(), go.to_str().expect("utf8")];
+    if six {
+        args.push("6");
+    }
+    let (st, out) = round_trip_verify(&d, &prog, &args, "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "the client after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    let sst = wait_child(&mut server, Duration::from_secs(20));
+    let log = std::fs::read_to_string(d.0.join("server.txt")).unwrap_or_default();
+    assert!(sst.success() && log.contains("PASS"), "the server: {sst:?}: {log}");
+}
+
+/// Over IPv4 to an IPv6 socket (addresses ::ffff:127.0.0.1): the peer's FIN is sent to it again
+/// as an IPv4 packet.
+#[test]
+fn tcp_close_wait_ipv4_on_ipv6_socket() {
+    peer_shut_down_writing(false);
+}
+
+#[test]
+fn tcp6_close_wait() {
+    peer_shut_down_writing(true);
+}

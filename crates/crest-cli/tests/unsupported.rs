@@ -113,6 +113,21 @@ fn netlink_socket_is_refused_or_dropped() {
     refused_then_dropped("netlink", "netlink socket (protocol 0)");
 }
 
+/// Datagram data corked and not sent yet is not saved.
+#[test]
+fn corked_udp_data_is_refused_or_dropped() {
+    refused_then_dropped_by("udp-corked", "UDP 127.0.0.1:", "UDP_CORK", checkpoint);
+}
+
+/// An eBPF program cannot be read back from a socket it filters.
+#[test]
+fn ebpf_socket_filter_is_refused_or_dropped() {
+    if !is_root() {
+        return skip("loading an eBPF program needs root");
+    }
+    refused_then_dropped_by("ebpf-filter", "UDP 0.0.0.0:0", "SO_ATTACH_BPF", checkpoint);
+}
+
 #[test]
 fn unix_connection_to_outside_is_refused_or_dropped() {
     refused_then_dropped("unix-outside", "unix stream socket connected to /");

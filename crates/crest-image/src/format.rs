@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 0;
+pub const FORMAT_MINOR: u32 = 1;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -128,6 +128,11 @@ pub enum SectionKind {
     Meta,
     /// Page data; each run is checksummed on its own in the metadata (1).
     Pages,
+    /// Empty, marked MUST_UNDERSTAND (2): the image's socket records use fields added in
+    /// format 4.1 that a 4.0 reader would ignore and restore the socket without (options that
+    /// are not ints, datagram connections, removed names, shutdown), so 4.0 readers refuse it.
+    /// Written only in the images that use them ([`crate::FdKind::uses_socket_state`]).
+    SocketState,
     /// A kind this build does not know.
     Other(u32),
 }
@@ -137,6 +142,7 @@ impl From<u32> for SectionKind {
         match v {
             0 => SectionKind::Meta,
             1 => SectionKind::Pages,
+            2 => SectionKind::SocketState,
             v => SectionKind::Other(v),
         }
     }
@@ -147,6 +153,7 @@ impl From<SectionKind> for u32 {
         match k {
             SectionKind::Meta => 0,
             SectionKind::Pages => 1,
+            SectionKind::SocketState => 2,
             SectionKind::Other(v) => v,
         }
     }
@@ -157,6 +164,7 @@ impl std::fmt::Display for SectionKind {
         match self {
             SectionKind::Meta => f.write_str("metadata"),
             SectionKind::Pages => f.write_str("page data"),
+            SectionKind::SocketState => f.write_str("socket state of format 4.1"),
             SectionKind::Other(v) => write!(f, "kind {v}"),
         }
     }

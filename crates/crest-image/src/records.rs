@@ -624,6 +624,25 @@ pub enum FdKind {
         options: Vec<(i32, i32, i32)>,
         /// In words, for messages (`TCP 127.0.0.1:80 listening`).
         what: String,
+        /// Options that are not an `int` (format 4.1): see [`ByteOption`].
+        #[serde(default)]
+        byte_options: Vec<ByteOption>,
+        /// A unix socket another socket of the image is connected to (or that is connected to
+        /// itself): its inode at the checkpoint, the identity those sockets name in `peer` (0:
+        /// none; format 4.1).
+        #[serde(default)]
+        ino: u64,
+        /// A unix datagram socket connected to a socket that is not connected back to it
+        /// (a client of a datagram server): the server's `ino` (0: not connected; format 4.1).
+        #[serde(default)]
+        peer: u64,
+        /// A unix socket whose address names no file any more (the file was removed or
+        /// replaced): bound to its address again, and the file removed (format 4.1).
+        #[serde(default)]
+        unlinked: bool,
+        /// How it was shut down: 1 receiving, 2 sending (format 4.1).
+        #[serde(default)]
+        shutdown: u8,
     },
     /// One end of a connected pair of unix sockets whose two ends are in the image (a
     /// `socketpair`, or a connection between two processes of the image).
@@ -640,6 +659,13 @@ pub enum FdKind {
         state: Option<UnixPairState>,
         /// In words, for messages.
         what: String,
+        /// Options of this end that are not an `int` (format 4.1): see [`ByteOption`].
+        #[serde(default)]
+        byte_options: Vec<ByteOption>,
+        /// A stream or seqpacket socket whose other end was closed: the pair is made, the data
+        /// queued for this end sent through the other end, which is closed then (format 4.1).
+        #[serde(default)]
+        alone: bool,
     },
     /// A signalfd.
     SignalFd {
@@ -660,7 +686,7 @@ pub enum FdKind {
         family: i32,
         /// `SOCK_STREAM` or `SOCK_DGRAM`.
         ty: i32,
-        /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+        /// `IPPROTO_TCP`, `IPPROTO_UDP` or `IPPROTO_UDPLITE`.
         protocol: i32,
         /// The raw `sockaddr` it is bound to.
         local: Vec<u8>,
@@ -672,6 +698,13 @@ pub enum FdKind {
         tcp: Option<TcpState>,
         /// In words, for messages (`TCP 127.0.0.1:41234 connected to 127.0.0.1:80`).
         what: String,
+        /// Options that are not an `int` (format 4.1): see [`ByteOption`].
+        #[serde(default)]
+        byte_options: Vec<ByteOption>,
+        /// How a UDP socket was shut down: 1 receiving, 2 sending (format 4.1; a TCP
+        /// connection's is in its state).
+        #[serde(default)]
+        shutdown: u8,
     },
     /// An inotify instance with its watches, each added again at restart with the same watch
     /// descriptor. Events queued and not read at the checkpoint are not restored.
@@ -711,6 +744,13 @@ pub struct InotifyWatch {
     /// Its inode at checkpoint.
     pub ino: u64,
 }
+
+/// A socket option whose value is not an `int`: `(level, name, value)`, the value as
+/// `getsockopt` gives it and `setsockopt` takes it (`SO_LINGER`'s `struct linger`,
+/// `SO_BINDTODEVICE`'s interface name, `SO_RCVTIMEO`'s `struct timeval`, `TCP_CONGESTION`'s
+/// name), except `(SOL_SOCKET, SO_ATTACH_FILTER)`: the socket's classic BPF filter, its
+/// `struct sock_filter` instructions (8 bytes each) as `SO_GET_FILTER` reads them.
+pub type ByteOption = (i32, i32, Vec<u8>);
 
 /// What a TCP connection holds, read in repair mode (`TCP_REPAIR`) while its process was
 /// frozen. A FIN sent or received is not counted in the sequence numbers.
@@ -762,6 +802,18 @@ impl FdKind {
             | FdKind::SignalFd { .. }
             | FdKind::Inet { .. }
             | FdKind::Dropped { .. } => None,
+        }
+    }
+
+    /// Whether the record uses a socket field of format 4.1 that a 4.0 reader would ignore,
+    /// restoring the socket without it: such an image carries a [`crate::SectionKind::SocketState`]
+    /// section, which 4.0 readers refuse.
+    pub fn uses_socket_state(&self) -> bool {
+        match self {
+            FdKind::Socket { byte_options, ino, peer, unlinked, shutdown, .. } => !byte_options.is_empty() || *ino != 0 || *peer != 0 || *unlinked || *shutdown != 0,
+            FdKind::UnixPair { byte_options, alone, .. } => !byte_options.is_empty() || *alone,
+            FdKind::Inet { byte_options, shutdown, .. } => !byte_options.is_empty() || *shutdown != 0,
+            _ => false,
         }
     }
 

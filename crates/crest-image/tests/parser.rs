@@ -231,6 +231,49 @@ fn unknown_sections_that_must_be_understood_are_refused() {
     assert!(err.contains(&theirs) && err.contains(&ours) && err.contains("kind 90") && err.contains("newer crest"), "{err}");
 }
 
+/// A socket record that uses a field of format 4.1 (here SO_LINGER, saved as bytes) makes the
+/// writer add the empty SocketState section marked MUST_UNDERSTAND, which 4.0 readers refuse
+/// (the field alone they would skip, restoring the socket without it); this build reads it.
+#[test]
+fn socket_state_of_4_1_is_announced_to_older_readers() {
+    let (bytes, mut img) = build(&[2], 4, 1);
+    let pages = page_region(&bytes, &img);
+    let path = std::env::temp_dir().join(format!("crest-parser-socket-state-{}", std::process::id()));
+    let marker = |b: &[u8]| {
+        std::fs::write(&path, b).expect("write");
+        let f = ImageFile::open(&path).expect("read");
+        f.sections.into_iter().find(|s| s.kind == SectionKind::SocketState)
+    };
+    assert!(marker(&bytes).is_none(), "an image without sockets carries no SocketState section");
+    img.processes[0].fds[0].kind = FdKind::Socket {
+        family: 2,
+        ty: 1,
+        protocol: 6,
+        addr: Vec::new(),
+        listen: None,
+        options: vec![(1, 2, 1)],
+        what: "TCP not bound".into(),
+        byte_options: Vec::new(),
+        ino: 0,
+        peer: 0,
+        unlinked: false,
+        shutdown: 0,
+    };
+    let plain = rebuild(&img, &pages);
+    assert!(marker(&plain).is_none(), "int options alone are read by 4.0 readers too");
+    if let FdKind::Socket { byte_options, .. } = &mut img.processes[0].fds[0].kind {
+        byte_options.push((1, 13, vec![1, 0, 0, 0, 30, 0, 0, 0]));
+    }
+    let image = rebuild(&img, &pages);
+    let s = marker(&image).expect("a SocketState section");
+    assert!(s.must_understand() && s.len == 0, "{s:?}");
+    assert_eq!(ImageFile::check_bytes(&image).expect("read by this build"), img);
+    // As a reader that does not know the kind sees it.
+    let err = ImageFile::check_bytes(&with_sections(&img, &pages, &[(91, section_flags::MUST_UNDERSTAND, b"")])).expect_err("refused").to_string();
+    assert!(err.contains("must be understood"), "{err}");
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn other_majors_are_refused_naming_both_versions() {
     let (bytes, _) = build(&[1], 4, 1);

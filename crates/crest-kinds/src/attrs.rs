@@ -190,7 +190,8 @@ pub fn prepare(a: &ProcAttrs) -> Result<(), String> {
 pub fn own_bound_sockets(fds: &[crest_image::FdRecord], creds: &Creds) -> Result<(), String> {
     use std::os::unix::ffi::OsStrExt;
     for r in fds {
-        let crest_image::FdKind::Socket { family, addr, .. } = &r.kind else { continue };
+        // A socket whose file was removed has none now.
+        let crest_image::FdKind::Socket { family, addr, unlinked: false, .. } = &r.kind else { continue };
         // struct sockaddr_un: the family, then a NUL-terminated path (abstract names start with NUL).
         if *family != libc::AF_UNIX || addr.len() <= 3 || addr[2] == 0 {
             continue;

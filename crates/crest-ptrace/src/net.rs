@@ -92,3 +92,45 @@ pub fn send_ip_packet(packet: &[u8], to: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The classic BPF program attached to socket `fd` as its filter (`SO_GET_FILTER`), as its
+/// `struct sock_filter` instructions (8 bytes each); empty when none is. An eBPF program
+/// (`SO_ATTACH_BPF`) cannot be read back: the kernel answers `EACCES`.
+pub fn socket_filter(fd: i32) -> std::io::Result<Vec<u8>> {
+    // For SO_GET_FILTER the length is counted in instructions: 0 asks for the count.
+    let mut count: libc::socklen_t = 0;
+    // SAFETY: a null buffer with a length of 0: the kernel only writes count.
+    if unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut count) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut insns = vec![0u8; count as usize * std::mem::size_of::<libc::sock_filter>()];
+    if count == 0 {
+        return Ok(insns);
+    }
+    let mut got = count;
+    // SAFETY: insns holds count instructions and got says so; the kernel writes at most that.
+    if unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_GET_FILTER, insns.as_mut_ptr().cast(), &mut got) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    insns.truncate(got as usize * std::mem::size_of::<libc::sock_filter>());
+    Ok(insns)
+}
+
+/// Attaches the classic BPF program `insns` (`struct sock_filter` instructions, as
+/// [`socket_filter`] reads them) to socket `fd` as its filter (`SO_ATTACH_FILTER`).
+pub fn attach_socket_filter(fd: i32, insns: &[u8]) -> std::io::Result<()> {
+    let size = std::mem::size_of::<libc::sock_filter>();
+    if insns.is_empty() || !insns.len().is_multiple_of(size) || insns.len() / size > usize::from(u16::MAX) {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // The kernel reads the program through a pointer: copy it into aligned instructions.
+    let prog: Vec<libc::sock_filter> =
+        insns.chunks_exact(size).map(|c| libc::sock_filter { code: u16::from_ne_bytes([c[0], c[1]]), jt: c[2], jf: c[3], k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]) }).collect();
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
+    // SAFETY: fprog points at prog, which lives until the call returns and holds fprog.len
+    // instructions; the kernel copies them and only reads.
+    if unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, (&fprog as *const libc::sock_fprog).cast(), std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

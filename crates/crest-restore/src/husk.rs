@@ -419,6 +419,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         // Every connection's two ends exist now, when both are in the image.
         for (i, _) in &husks {
             fd::leave_repair_restored(new_pids[*i], &procs[*i].fds).map_err(RestoreError::Refused)?;
+            fd::settle_restored(new_pids[*i], &procs[*i].fds).map_err(RestoreError::Refused)?;
         }
         Ok(())
     })();

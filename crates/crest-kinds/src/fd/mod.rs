@@ -33,6 +33,7 @@ mod pipe;
 mod regular;
 mod signalfd;
 mod socket;
+mod sockopt;
 mod tcp;
 mod timerfd;
 mod tty;
@@ -41,6 +42,7 @@ mod unsupported;
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
+pub use socket::settle_restored;
 pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
 
 /// One open descriptor of a process in the image, as `/proc` shows it.
@@ -130,12 +132,34 @@ pub struct PrepareCx {
     pub parked: std::collections::HashMap<Slot, std::os::fd::OwnedFd>,
     /// Parked objects handed out already (see [`PrepareCx::open_file`]).
     pub handed: std::collections::HashSet<Slot>,
+    /// Unix sockets bound again, by their inode at the checkpoint: the address that reaches
+    /// each (its own, or another name of its file when its own was removed).
+    pub unix_names: std::collections::HashMap<u64, Vec<u8>>,
+    /// Files and directories made for the restore, removed by [`PrepareCx::clean_up`] once
+    /// every object is made (in the order given).
+    pub temporary: Vec<std::path::PathBuf>,
 }
 
 impl PrepareCx {
     /// A context whose parked descriptors go at `high` or above.
     pub fn new(high: i32) -> Self {
-        PrepareCx { high, saved: Default::default(), placed: Default::default(), parked: Default::default(), handed: Default::default() }
+        PrepareCx { high, saved: Default::default(), placed: Default::default(), parked: Default::default(), handed: Default::default(), unix_names: Default::default(), temporary: Default::default() }
+    }
+
+    /// Removes the files made for the restore, then the directories (see `temporary`).
+    pub fn clean_up(&mut self) -> Result<(), String> {
+        let all = std::mem::take(&mut self.temporary);
+        let (dirs, files): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+        for path in files {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("removing {}, made for the restore: {e}", path.display())),
+                _ => {}
+            }
+        }
+        for path in dirs {
+            std::fs::remove_dir(&path).map_err(|e| format!("removing the directory {}, made for the restore: {e}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Parks `fd` for `key` above the saved numbers.
@@ -377,6 +401,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)], d
         let copy = crest_ptrace::sys::dup_above(fd, high).map_err(|e| format!("a deleted file: {e}"))?;
         cx.park((ObjId::deleted_file(id), false), copy)?;
     }
+    let mut queue = Vec::new();
     for r in procs.iter().flat_map(|recs| recs.iter()) {
         let h = handler_for(&r.kind).ok_or_else(|| format!("fd {}: no handler", r.fd))?;
         let once = match h.sharing(&r.kind) {
@@ -384,15 +409,37 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)], d
             Sharing::File => users.get(&r.file).copied().unwrap_or(0) > 1,
             Sharing::Process | Sharing::Descriptor => false,
         };
-        if !once || out.by_file.contains_key(&r.file) {
-            continue;
+        if once {
+            queue.push((r, h));
         }
-        let Opened::Fd(f) = h.open(r, cx)? else { continue };
-        let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&f), high).map_err(|e| format!("fd {}: moving a descriptor: {e}", r.fd))?;
-        drop(f);
-        out.by_file.insert(r.file, std::os::fd::AsRawFd::as_raw_fd(&n));
-        out.opened.push(n);
     }
+    // Rounds, as in a husk: an object that needs another one made first (a datagram socket
+    // connected to another) waits for the next round.
+    while !queue.is_empty() {
+        let tried = queue.len();
+        let mut waiting = Vec::new();
+        for (r, h) in std::mem::take(&mut queue) {
+            if out.by_file.contains_key(&r.file) {
+                continue;
+            }
+            match h.open(r, cx)? {
+                Opened::Fd(f) => {
+                    let n = crest_ptrace::sys::dup_above(std::os::fd::AsRawFd::as_raw_fd(&f), high).map_err(|e| format!("fd {}: moving a descriptor: {e}", r.fd))?;
+                    drop(f);
+                    out.by_file.insert(r.file, std::os::fd::AsRawFd::as_raw_fd(&n));
+                    out.opened.push(n);
+                }
+                Opened::NotYet(_) => waiting.push((r, h)),
+                Opened::AsIs => {}
+            }
+        }
+        if waiting.len() == tried {
+            let what: Vec<String> = waiting.iter().map(|(r, h)| format!("fd {} ({})", r.fd, h.describe(&r.kind))).collect();
+            return Err(format!("objects shared by the image wait for each other and none can be made first: {}", what.join(", ")));
+        }
+        queue = waiting;
+    }
+    cx.clean_up()?;
     Ok(out)
 }
 
@@ -436,6 +483,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
         }
         queue = waiting;
     }
+    cx.clean_up()?;
     drop(cx);
     for fd in own.into_iter().filter(|&fd| fd >= parked && !keep.contains(&fd)) {
         crest_ptrace::sys::close(fd);
@@ -587,11 +635,24 @@ mod tests {
             FdKind::Memfd { id: 1, name: s(), size: 0, pos: 0, data: Vec::new(), seals: 0, mode: 0 },
             FdKind::Inherited { what: s(), class: crest_image::StdioClass::Pipe },
             FdKind::TimerFd { clock: 0, settime_flags: 0, value_ns: 0, interval_ns: 0, ticks: 0 },
-            FdKind::Socket { family: 0, ty: 0, protocol: 0, addr: Vec::new(), listen: None, options: Vec::new(), what: "a socket".into() },
-            FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into() },
+            FdKind::Socket {
+                family: 0,
+                ty: 0,
+                protocol: 0,
+                addr: Vec::new(),
+                listen: None,
+                options: Vec::new(),
+                what: "a socket".into(),
+                byte_options: Vec::new(),
+                ino: 0,
+                peer: 0,
+                unlinked: false,
+                shutdown: 0,
+            },
+            FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into(), byte_options: Vec::new(), alone: false },
             FdKind::SignalFd { mask: 0 },
             FdKind::Dropped { what: s() },
-            FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into() },
+            FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into(), byte_options: Vec::new(), shutdown: 0 },
             FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2 }], lost: 0 },
             FdKind::Deleted { id: 1, path: "/tmp/f".into(), pos: 0, file: None },
         ];

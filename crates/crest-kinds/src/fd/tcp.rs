@@ -1,4 +1,4 @@
-//! Connected internet sockets: TCP connections and connected UDP sockets, IPv4 and IPv6.
+//! Connected internet sockets: TCP connections and connected UDP (and UDP-Lite) sockets, IPv4 and IPv6.
 //!
 //! A TCP connection is read and rebuilt with the kernel's repair mode (`TCP_REPAIR`, which
 //! needs `CAP_NET_ADMIN`). At checkpoint, crest takes a copy of the socket (`pidfd_getfd`) and
@@ -122,23 +122,19 @@ fn set_queue(fd: i32, q: i32) -> std::io::Result<()> {
     crest_ptrace::sys::set_sock_opt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, q)
 }
 
-/// Options saved with a connected socket, as for the other sockets.
-fn saved_options(copy: i32, family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32, i32)> {
-    super::socket::options_for(family, ty, protocol).into_iter().filter_map(|(level, name)| Some((level, name, crest_ptrace::sys::sock_opt_int(copy, level, name).ok()?))).collect()
-}
-
-/// The record of a connected TCP or UDP socket (`copy` is a copy of it), or `Err(why)`.
-pub(super) fn dump(copy: &OwnedFd, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
+/// The record of a connected TCP or UDP (UDP-Lite) socket (`copy` is a copy of it), or `Err(why)`.
+pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_addr;
     let fd = copy.as_raw_fd();
     let local = sock_addr(fd, false).map_err(|e| format!("reading its address: {e}"))?;
     let peer = sock_addr(fd, true).map_err(|e| format!("reading its peer's address: {e}"))?;
-    let options = saved_options(fd, family, ty, protocol);
-    if protocol == libc::IPPROTO_UDP {
+    let (options, byte_options) = super::sockopt::read(fd, family, ty, protocol)?;
+    if protocol != libc::IPPROTO_TCP {
         if crest_ptrace::sys::bytes_readable(fd).unwrap_or(1) != 0 {
             return Err("datagrams are waiting to be read, and queued datagrams are not saved yet".into());
         }
-        return Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: None, what: d.what.clone() });
+        let shutdown = super::socket::inet_shutdown(family, protocol, ino).unwrap_or(0);
+        return Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: None, what: d.what.clone(), byte_options, shutdown });
     }
     let state = crest_ptrace::sys::sock_opt_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, 8).map_err(|e| format!("reading its TCP state: {e}"))?.first().copied().unwrap_or(0);
     if !matches!(state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING) {
@@ -154,7 +150,7 @@ pub(super) fn dump(copy: &OwnedFd, family: i32, ty: i32, protocol: i32, d: &Desc
     let held = copy.try_clone().map_err(|e| format!("duplicating a descriptor: {e}"))?;
     hold(held);
     let tcp = read_state(fd).map_err(|e| format!("reading its state in repair mode: {e}"))?;
-    Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: Some(tcp), what: d.what.clone() })
+    Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: Some(tcp), what: d.what.clone(), byte_options, shutdown: 0 })
 }
 
 /// Reads the state of connection `fd`, in repair mode.
@@ -216,19 +212,21 @@ fn read_state(fd: i32) -> Result<TcpState, String> {
 /// a TCP connection with its state and still in repair mode ([`leave_repair_restored`]).
 pub(super) fn open(rec: &FdRecord) -> Result<OwnedFd, String> {
     use crest_ptrace::sys::set_sock_opt_int;
-    let FdKind::Inet { family, ty, protocol, local, peer, options, tcp, what } = &rec.kind else { return Err(format!("fd {}: not an internet socket", rec.fd)) };
+    let FdKind::Inet { family, ty, protocol, local, peer, options, tcp, what, byte_options, shutdown } = &rec.kind else { return Err(format!("fd {}: not an internet socket", rec.fd)) };
     let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
     let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
     let fd = s.as_raw_fd();
-    for &(level, name, value) in options {
-        set_sock_opt_int(fd, level, name, value).map_err(|e| err(&format!("setting option {level}:{name} to {value}"), e))?;
-    }
+    super::sockopt::apply(fd, options, byte_options).map_err(|(step, e)| err(&step, e))?;
     let Some(t) = tcp else {
         let port = local.get(2..4).is_some_and(|p| p != [0, 0]);
         if port {
-            crest_ptrace::sys::bind_raw(fd, local).map_err(|e| err("binding it again", e))?;
+            super::sockopt::bind(fd, local).map_err(|e| err("binding it again", e))?;
         }
         crest_ptrace::net::connect_raw(fd, peer).map_err(|e| err("connecting it again", e))?;
+        if let Some(how) = super::socket::shutdown_how(*shutdown) {
+            crest_ptrace::sys::shutdown(fd, how).map_err(|e| err("shutting it down as it was", e))?;
+        }
+        super::sockopt::finish(fd, options, byte_options).map_err(|(step, e)| err(&step, e))?;
         super::set_status_flags(&s, rec.flags)?;
         return Ok(s);
     };
@@ -240,8 +238,9 @@ pub(super) fn open(rec: &FdRecord) -> Result<OwnedFd, String> {
             err("putting it in repair mode", e)
         }
     })?;
-    crest_ptrace::sys::bind_raw(fd, local).map_err(|e| err("binding it again", e))?;
+    super::sockopt::bind(fd, local).map_err(|e| err("binding it again", e))?;
     rebuild(fd, peer, t).map_err(|(step, e)| err(step, e))?;
+    super::sockopt::finish(fd, options, byte_options).map_err(|(step, e)| err(&step, e))?;
     super::set_status_flags(&s, rec.flags)?;
     Ok(s)
 }
@@ -299,10 +298,15 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     set_sock_opt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &bytes).map_err(|e| ("setting its window", e))?;
     if fin_received(t.state) {
         let local = crest_ptrace::sys::sock_addr(fd, false).map_err(|e| ("reading its address", e))?;
+        // An IPv6 socket connected over IPv4 (addresses ::ffff:a.b.c.d) gets an IPv4 packet.
+        let (from, to) = match (unmapped(peer), unmapped(&local)) {
+            (Some(p), Some(l)) => (p, l),
+            _ => (peer.to_vec(), local),
+        };
         let ack = t.send_seq.wrapping_sub(t.send_queue.len() as u32);
-        let packet = fin_packet(peer, &local, t.recv_seq, ack, (t.window[1] >> t.wscale.0).min(0xffff) as u16)
-            .ok_or(("receiving its peer's FIN again", std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))?;
-        crest_ptrace::net::send_ip_packet(&packet, &local).map_err(|e| ("receiving its peer's FIN again (a raw socket, which needs CAP_NET_RAW)", e))?;
+        let packet =
+            fin_packet(&from, &to, t.recv_seq, ack, (t.window[1] >> t.wscale.0).min(0xffff) as u16).ok_or(("receiving its peer's FIN again", std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))?;
+        crest_ptrace::net::send_ip_packet(&packet, &to).map_err(|e| ("receiving its peer's FIN again (a raw socket, which needs CAP_NET_RAW)", e))?;
     }
     if fin_sent(t.state) {
         set_queue(fd, TCP_SEND_QUEUE).map_err(|e| ("sending its FIN again", e))?;
@@ -343,6 +347,19 @@ fn write_queue(fd: i32, data: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The IPv4 `sockaddr_in` of an IPv6 `sockaddr_in6` holding an IPv4-mapped address
+/// (`::ffff:a.b.c.d`), with its port; `None` for any other address.
+fn unmapped(addr: &[u8]) -> Option<Vec<u8>> {
+    if i32::from(u16::from_ne_bytes([*addr.first()?, *addr.get(1)?])) != libc::AF_INET6 || addr.get(8..20)? != [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+        return None;
+    }
+    let mut v4 = vec![0u8; std::mem::size_of::<libc::sockaddr_in>()];
+    v4[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    v4[2..4].copy_from_slice(addr.get(2..4)?);
+    v4[4..8].copy_from_slice(addr.get(20..24)?);
+    Some(v4)
 }
 
 /// The one's-complement sum of `b` (16-bit words, network order) added to `sum`.
