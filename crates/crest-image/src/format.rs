@@ -169,6 +169,29 @@ pub mod section_flags {
     pub const MUST_UNDERSTAND: u32 = 1;
 }
 
+/// Kinds of the empty sections marked MUST_UNDERSTAND that announce state a reader without
+/// it would restore wrongly; written only in the images that hold such state.
+pub mod marker_kinds {
+    /// A process has POSIX timers (`ProcAttrs.posix_timers`).
+    pub const POSIX_TIMERS: u32 = 2;
+    /// A process was stopped by job control (`ProcAttrs.stop_signal`).
+    pub const STOPPED: u32 = 3;
+    /// The markers this build understands.
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED];
+
+    /// The markers `image` needs.
+    pub fn needed(image: &crate::Image) -> Vec<u32> {
+        let mut v = Vec::new();
+        if image.processes.iter().any(|p| !p.attrs.posix_timers.is_empty()) {
+            v.push(POSIX_TIMERS);
+        }
+        if image.processes.iter().any(|p| p.attrs.stop_signal != 0) {
+            v.push(STOPPED);
+        }
+        v
+    }
+}
+
 /// One row of the section table (a framed record: fields can be added at its end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self")]

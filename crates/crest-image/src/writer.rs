@@ -68,6 +68,9 @@ impl<W: Write> ImageWriter<W> {
         self.out.write_all(&meta_bytes)?;
         self.pos += meta.len;
         let mut table = vec![pages, meta];
+        for k in crate::format::marker_kinds::needed(image) {
+            self.extra.push((SectionKind::Other(k), crate::section_flags::MUST_UNDERSTAND, Vec::new()));
+        }
         for (kind, flags, bytes) in std::mem::take(&mut self.extra) {
             table.push(SectionEntry { kind, flags, offset: self.pos, len: bytes.len() as u64, sum: checksum(&bytes) });
             self.out.write_all(&bytes)?;
