@@ -2,7 +2,7 @@
 use std::time::Instant;
 
 use crest_image::Process;
-use crest_kinds::{attrs, fd, memory, mm, signals, task, thread, vdso, Scratch};
+use crest_kinds::{attrs, fd, memory, mm, signals, task, thread, timers, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
 use crate::{check_cancel, DumpError};
@@ -210,7 +210,9 @@ impl Frozen {
         let mut states = vec![Borrow::Borrowed];
         let collected = (|| -> Result<_, DumpError> {
             let sigactions = signals::dump_actions(&mut remote, &scratch, &status)?;
-            let pattrs = attrs::dump_process(&mut remote, &scratch, pid, &mut ts.creds)?;
+            let mut pattrs = attrs::dump_process(&mut remote, &scratch, pid, &mut ts.creds)?;
+            let tids: Vec<i32> = self.threads.iter().map(|(t, _, _)| t.tid).collect();
+            pattrs.posix_timers = timers::dump(&mut remote, &scratch, pid, &tids)?;
             let mmst = mm::dump(&mut remote, pid, &stat)?;
             let shared_pending = leader.pending_signals(true)?;
             let mut threads = Vec::with_capacity(self.threads.len());

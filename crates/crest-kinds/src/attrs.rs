@@ -71,8 +71,8 @@ pub fn refuse_before_seizing(pid: i32, stat: &crest_proc::Stat, status: &str) ->
     Ok(())
 }
 
-/// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: POSIX
-/// timers, threads in control groups of their own, namespaces other than `cr_checkpoint`'s (the
+/// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: threads
+/// in control groups of their own, namespaces other than `cr_checkpoint`'s (the
 /// restarted process gets `cr_restart`'s).
 pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
@@ -87,12 +87,6 @@ pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
         let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
         if theirs.is_some() && mine.is_some() && theirs != mine {
             return Err(KindError::Unsupported(format!("{who} is in another {ns} namespace than cr_checkpoint; namespaces are not supported")));
-        }
-    }
-    if let Ok(timers) = crest_proc::read(pid, "timers") {
-        if !timers.trim().is_empty() {
-            let n = timers.lines().filter(|l| l.starts_with("ID:")).count();
-            return Err(KindError::Unsupported(format!("{who} has {n} POSIX timer(s) (timer_create); they are not supported yet")));
         }
     }
     Ok(())
@@ -152,6 +146,7 @@ pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds:
         loginuid: num("loginuid").unwrap_or(u32::MAX as i64) as u32,
         membarrier,
         cgroups: cgroups(&crest_proc::read(pid, "cgroup")?),
+        ..Default::default()
     })
 }
 

@@ -4,7 +4,7 @@ use std::os::unix::fs::MetadataExt;
 
 use crest_image::{ImageFile, Process, SpecialArea, Vma, VmaBacking};
 use crest_kinds::memory::{self, MapFds};
-use crest_kinds::{attrs, fd, mm, signals, task, thread, vdso, Scratch};
+use crest_kinds::{attrs, fd, mm, signals, task, thread, timers, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
 
 use crate::plan::{Group, Plan};
@@ -502,6 +502,9 @@ fn fill(
         threads.push(t);
     }
     attrs::restore_process(&mut remote, &scratch, &p.attrs)?;
+    // Timers may signal any thread: after every thread exists.
+    let new_tid = |saved: i32| p.threads.iter().zip(std::iter::once(pid).chain(threads.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n);
+    timers::restore(&mut remote, &scratch, p.pid, &p.attrs.posix_timers, &new_tid)?;
     // Limits and the oom score from outside while the husk still has the restarter's ids
     // (prlimit on a process of another user needs CAP_SYS_RESOURCE).
     task::restore_rlimits(pid, &p.rlimits)?;
