@@ -54,12 +54,9 @@ fn field<'a>(status: &'a str, key: &str) -> &'a str {
 }
 
 /// Refuses, from `/proc` alone (nothing runs in the process), a process that a system call run
-/// inside it would harm, or that is stopped: checked before the process is seized.
-pub fn refuse_before_seizing(pid: i32, stat: &crest_proc::Stat, status: &str) -> Result<(), KindError> {
+/// inside it would harm: checked before the process is seized.
+pub fn refuse_before_seizing(pid: i32, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
-    if stat.state == 'T' {
-        return Err(KindError::Unsupported(format!("{who} is stopped (by SIGSTOP, SIGTSTP or Ctrl-Z); stopped processes are not supported yet: continue it first (SIGCONT, fg)")));
-    }
     for t in crest_proc::tasks(pid).unwrap_or_default() {
         let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
         match field(&ts, "Seccomp") {
