@@ -215,7 +215,10 @@ pub fn restore_process(remote: &mut Remote<'_>, scratch: &Scratch, a: &ProcAttrs
         }
     }
     for (which, &(interval, value)) in a.itimers.iter().enumerate() {
-        if value == 0 {
+        // A periodic ITIMER_REAL that expired and whose SIGALRM is still pending reads as
+        // disarmed with its period: the kernel arms it again as that signal is taken, which
+        // the signal restored as pending does too, once the period is set.
+        if value == 0 && interval == 0 {
             continue;
         }
         let mut b = Vec::with_capacity(32);
