@@ -430,9 +430,12 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
 /// `SIGSTOP`.
 fn stop_signal(p: &Process, pid: i32) -> i32 {
     let sig = p.attrs.stop_signal as i32;
+    if !matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+        return libc::SIGSTOP;
+    }
     let default = !p.sigactions.iter().any(|a| a.signo as i32 == sig && a.handler != 0);
     let unblocked = p.threads.iter().any(|t| t.sigmask & (1u64 << (sig - 1)) == 0);
-    if sig == libc::SIGSTOP || !matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) || !default || !unblocked || orphaned_group(pid) {
+    if !default || !unblocked || orphaned_group(pid) {
         libc::SIGSTOP
     } else {
         sig
