@@ -94,7 +94,10 @@ fn stopped_child_in_a_tree() {
     procs.forget(child);
 
     let before = lines(&out);
-    let mut rs = cr_restart_cmd().arg(d.0.join("img2")).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    // Its own process group again, as when it stopped: a group whose parent is in another
+    // group of the session is not orphaned, so SIGTSTP stops it (restored by default into
+    // cr_restart's group, which may be orphaned here, the child is stopped by SIGSTOP).
+    let mut rs = cr_restart_cmd().arg("--restore-pgid").arg(d.0.join("img2")).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
     procs.pids.push(rs.id() as i32);
     wait_while_restarting(&mut rs, SECS, || lines(&out) > before);
     let rp = restored_child(&mut rs, SECS);
