@@ -8,7 +8,7 @@
  * CAP_NET_BIND_SERVICE, in its main thread only (raw system calls): a second thread stays root.
  * Checks both after the restart.
  * With "refuse MODE": sets up something crest refuses and waits for SIGUSR2: a POSIX timer
- * (posixtimer), seccomp strict mode (seccomp: it spins, as it may only read and write), a
+ * on the CPU clock of its parent (cputimer), seccomp strict mode (seccomp: it spins, as it may only read and write), a
  * child sharing its descriptor table (sharedfiles), a child in the group of a process that
  * has exited (orphangroup). */
 #define _GNU_SOURCE
@@ -87,12 +87,14 @@ static void caps(uint64_t *eff, uint64_t *prm)
 int main(int argc, char **argv)
 {
     if (argc > 2 && strcmp(argv[1], "refuse") == 0) {
-        if (strcmp(argv[2], "posixtimer") == 0) {
+        if (strcmp(argv[2], "cputimer") == 0) {
             timer_t t;
+            clockid_t clock;
             struct sigevent ev;
             memset(&ev, 0, sizeof ev);
             ev.sigev_notify = SIGEV_NONE;
-            check(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0, "timer_create");
+            check(clock_getcpuclockid(getppid(), &clock) == 0, "clock_getcpuclockid");
+            check(timer_create(clock, &ev, &t) == 0, "timer_create");
         }
         pid_t child = 0;
         if (strcmp(argv[2], "sharedfiles") == 0) {

@@ -10,7 +10,12 @@ use std::time::Duration;
 use common::*;
 
 fn run_c(name: &str, args: &[&str]) {
-    let d = Dir::new(name);
+    run_c_in(name, name, args);
+}
+
+/// [`run_c`] in a directory of its own (`dir`), for a second test of one program.
+fn run_c_in(dir: &str, name: &str, args: &[&str]) {
+    let d = Dir::new(dir);
     let prog = d.0.join(name);
     gcc(&format!("tests/c/{name}.c"), &prog, &[]);
     let dir = d.0.to_str().expect("utf8").to_string();
@@ -52,6 +57,19 @@ fn eventfds_and_epoll_sets() {
 #[test]
 fn timerfds_and_signalfds() {
     run_c("timerfds", &[]);
+}
+
+/// POSIX timers keep their ids (with holes), clocks, notification, value, time left and
+/// period.
+#[test]
+fn posix_timers_keep_ids_and_signals() {
+    run_c("posixtimers", &[]);
+}
+
+/// A one-shot timer close to firing at the checkpoint fires after the restart.
+#[test]
+fn posix_timer_due_at_checkpoint_fires_after_restart() {
+    run_c_in("posixtimers-expire", "posixtimers", &["expire"]);
 }
 
 #[test]

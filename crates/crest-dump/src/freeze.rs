@@ -2,7 +2,7 @@
 use std::time::Instant;
 
 use crest_image::Process;
-use crest_kinds::{attrs, fd, memory, mm, signals, task, thread, vdso, Scratch};
+use crest_kinds::{attrs, fd, memory, mm, signals, task, thread, timers, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
 use crate::{check_cancel, DumpError};
@@ -44,6 +44,20 @@ pub struct Frozen {
     threads: Vec<(Tracee, thread::Frozen, Borrow)>,
     since: Instant,
     released: bool,
+    /// The job-control signal the process is stopped by, 0 when it runs: it was stopped when
+    /// it was seized, or a `SIGSTOP` reached it while frozen.
+    stop_signal: u32,
+    /// It was stopped when it was seized: detaching it puts it back in that stop by itself
+    /// (the kernel keeps the group stop while it is traced).
+    was_stopped: bool,
+}
+
+/// The job-control stop signals.
+const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+/// The signal number of a raw 128-byte `siginfo`.
+fn signo(info: &[u8]) -> i32 {
+    info.get(..4).map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// What the tracer has changed in a thread that must be undone before it may run.
@@ -74,10 +88,9 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     }
     // Before anything is done to it: state that would not come back, or that a system call
     // run inside it would harm.
-    if let Ok(st) = crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?) {
-        attrs::refuse_before_seizing(pid, &st, &status)?;
-    }
-    let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false };
+    attrs::refuse_before_seizing(pid, &status)?;
+    let was_stopped = crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?).is_ok_and(|st| st.state == 'T');
+    let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false, stop_signal: 0, was_stopped };
     loop {
         check_cancel()?;
         let tids = crest_proc::tasks(pid).map_err(|_| DumpError::NoProcess(pid))?;
@@ -112,10 +125,26 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
         }
         for t in asked {
             let mut stolen = Vec::new();
+            let mut sigstop = false;
+            let mut group_stop = 0;
             let stopped = (|| -> Result<_, TraceError> {
                 loop {
                     match t.wait_stop()? {
-                        StopKind::Event => break,
+                        StopKind::Event => {
+                            // Seizing a stopped thread makes it report its group stop, with
+                            // the signal that stopped it.
+                            if was_stopped {
+                                group_stop = signo(&t.siginfo()?);
+                            }
+                            break;
+                        }
+                        // A SIGSTOP on its way is not queued again (it cannot be blocked, so
+                        // the next remote syscall would stop on it): the process is noted as
+                        // stopped, and stopped again when it is let go.
+                        StopKind::Signal(libc::SIGSTOP) => {
+                            sigstop = true;
+                            t.cont(0)?;
+                        }
                         StopKind::Signal(_) => {
                             stolen.push(t.siginfo()?);
                             t.cont(0)?;
@@ -133,6 +162,9 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
                 r => r?,
             };
             fail_at("stopped")?;
+            if f.stop_signal == 0 && (was_stopped || sigstop) {
+                f.stop_signal = if STOP_SIGNALS.contains(&group_stop) { group_stop as u32 } else { libc::SIGSTOP as u32 };
+            }
             f.threads.push((t, thread::Frozen { regs, sigmask, stolen }, Borrow::Untouched));
         }
     }
@@ -213,11 +245,14 @@ impl Frozen {
         let mut states = vec![Borrow::Borrowed];
         let collected = (|| -> Result<_, DumpError> {
             let sigactions = signals::dump_actions(&mut remote, &scratch, &status)?;
-            let pattrs = attrs::dump_process(&mut remote, &scratch, pid, &mut ts.creds)?;
+            let mut pattrs = attrs::dump_process(&mut remote, &scratch, pid, &mut ts.creds)?;
+            let tids: Vec<i32> = self.threads.iter().map(|(t, _, _)| t.tid).collect();
+            pattrs.posix_timers = timers::dump(&mut remote, &scratch, pid, &tids)?;
             let mmst = mm::dump(&mut remote, pid, &stat)?;
             let shared_pending = leader.pending_signals(true)?;
             let mut threads = Vec::with_capacity(self.threads.len());
             threads.push(thread::dump(leader, &mut remote, &scratch, pid, frozen)?);
+            let mut stops = 0;
             // Signals the freeze dequeued are in the image; queue them again in the live process.
             signals::restore_pending(&mut remote, &scratch, pid, Some(leader.tid), &frozen.stolen)?;
             for (t, fz, _) in &self.threads[1..] {
@@ -227,10 +262,11 @@ impl Frozen {
                 threads.push(thread::dump(t, &mut r, &scratch, pid, fz)?);
                 signals::restore_pending(&mut r, &scratch, pid, Some(t.tid), &fz.stolen)?;
                 remote_syscalls += r.count;
+                stops += r.stops;
                 put_back(t, fz)?;
                 *states.last_mut().expect("pushed above") = Borrow::Clean;
             }
-            Ok((sigactions, mmst, threads, shared_pending, pattrs))
+            Ok((sigactions, mmst, threads, shared_pending, pattrs, stops))
         })();
         let unmapped = scratch.unmap(&mut remote);
         // The copy is forked last, without the scratch page. If it cannot be (a process limit),
@@ -240,6 +276,7 @@ impl Frozen {
             _ => None,
         };
         remote_syscalls += remote.count;
+        let leader_stops = remote.stops;
         for (i, st) in states.into_iter().enumerate() {
             self.threads[i].2 = st;
         }
@@ -248,7 +285,7 @@ impl Frozen {
                 s.discard();
             }
         };
-        let (sigactions, mmst, threads, shared_pending, pattrs) = match collected {
+        let (sigactions, mmst, mut threads, mut shared_pending, mut pattrs, stops) = match collected {
             Ok(c) => c,
             Err(e) => {
                 discard(snap);
@@ -267,6 +304,20 @@ impl Frozen {
             return Err(e);
         }
         self.threads[0].2 = Borrow::Clean;
+        // A SIGSTOP still pending (sent to the process while it was stopped) or discarded on the
+        // way to a remote syscall is not saved: the process is saved as stopped instead. (While
+        // it is stopped, a pending stop signal changes nothing: the SIGCONT that continues it
+        // discards them all.)
+        let before = shared_pending.len() + threads.iter().map(|t| t.pending.len()).sum::<usize>();
+        shared_pending.retain(|i| signo(i) != libc::SIGSTOP);
+        for t in &mut threads {
+            t.pending.retain(|i| signo(i) != libc::SIGSTOP);
+        }
+        let after = shared_pending.len() + threads.iter().map(|t| t.pending.len()).sum::<usize>();
+        if self.stop_signal == 0 && (stops + leader_stops > 0 || after < before) {
+            self.stop_signal = libc::SIGSTOP as u32;
+        }
+        pattrs.stop_signal = self.stop_signal;
         let process = Process {
             pid,
             ppid,
@@ -331,6 +382,13 @@ impl Frozen {
     pub(crate) fn let_go(&mut self) -> Result<(), DumpError> {
         self.released = true;
         let mut first_err = None;
+        // A process that was stopped goes back to its stop as it is detached; one that a SIGSTOP
+        // reached meanwhile is stopped now (the signal waits, pending, until it is detached).
+        if self.stop_signal != 0 && !self.was_stopped {
+            if let Err(e) = crest_ptrace::sys::kill(self.pid, libc::SIGSTOP) {
+                first_err.get_or_insert(e.into());
+            }
+        }
         for (t, fz, state) in std::mem::take(&mut self.threads) {
             if let Err(e) = release_thread(self.pid, t, &fz, state) {
                 first_err.get_or_insert(e);

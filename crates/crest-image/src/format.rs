@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 1;
+pub const FORMAT_MINOR: u32 = 2;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -175,6 +175,29 @@ pub mod section_flags {
     /// A reader that does not know the section's kind must refuse the image (without it, such
     /// a section is skipped).
     pub const MUST_UNDERSTAND: u32 = 1;
+}
+
+/// Kinds of the empty sections marked MUST_UNDERSTAND that announce state a reader without
+/// it would restore wrongly; written only in the images that hold such state.
+pub mod marker_kinds {
+    /// A process has POSIX timers (`ProcAttrs.posix_timers`), format 4.2.
+    pub const POSIX_TIMERS: u32 = 3;
+    /// A process was stopped by job control (`ProcAttrs.stop_signal`), format 4.2.
+    pub const STOPPED: u32 = 4;
+    /// The markers this build understands.
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED];
+
+    /// The markers `image` needs.
+    pub fn needed(image: &crate::Image) -> Vec<u32> {
+        let mut v = Vec::new();
+        if image.processes.iter().any(|p| !p.attrs.posix_timers.is_empty()) {
+            v.push(POSIX_TIMERS);
+        }
+        if image.processes.iter().any(|p| p.attrs.stop_signal != 0) {
+            v.push(STOPPED);
+        }
+        v
+    }
 }
 
 /// One row of the section table (a framed record: fields can be added at its end).

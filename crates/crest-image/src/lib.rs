@@ -25,7 +25,7 @@ pub mod validate;
 mod writer;
 
 pub use error::ImageError;
-pub use format::{section_flags, Header, SectionEntry, SectionKind, Trailer, FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, MAGIC, PAGE_SIZE, TRAILER_LEN, TRAILER_MAGIC};
+pub use format::{marker_kinds, section_flags, Header, SectionEntry, SectionKind, Trailer, FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, MAGIC, PAGE_SIZE, TRAILER_LEN, TRAILER_MAGIC};
 pub use reader::ImageFile;
 pub use records::*;
 pub use writer::ImageWriter;

@@ -150,7 +150,7 @@ fn parse(src: &impl ReadAt, len: u64) -> Result<(Header, Vec<SectionEntry>, Imag
         if let SectionKind::Other(k) = s.kind {
             // Sections of kinds this build does not know are skipped, unless the writer said
             // that a reader must understand them.
-            if s.must_understand() {
+            if s.must_understand() && !crate::format::marker_kinds::UNDERSTOOD.contains(&k) {
                 let what = format!("a section of kind {k} that must be understood");
                 return Err(newer(&header, &what, ImageError::Invalid(format!("{what}, unknown in format {}.{}", header.major, header.minor))));
             }

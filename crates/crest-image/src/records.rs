@@ -15,6 +15,7 @@ framed!(
     IpcKind,
     Process,
     ProcAttrs,
+    PosixTimer,
     ThreadAttrs,
     Creds,
     Rlimit,
@@ -166,6 +167,38 @@ pub struct ProcAttrs {
     /// Control groups, as `/proc/PID/cgroup` lists them: (controllers, or `name=X`, or empty
     /// for the unified hierarchy; path).
     pub cgroups: Vec<(String, String)>,
+    /// POSIX timers (`timer_create`), in increasing id order.
+    #[serde(default)]
+    pub posix_timers: Vec<PosixTimer>,
+    /// The signal that stopped the process by job control (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`,
+    /// `SIGTTOU`); 0: it was not stopped.
+    #[serde(default)]
+    pub stop_signal: u32,
+}
+
+/// One POSIX timer of a process (see `crest_kinds::timers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(remote = "Self")]
+pub struct PosixTimer {
+    /// The timer id `timer_create` gave (`timer_t`).
+    pub id: i32,
+    /// Its clock (`CLOCK_*`, or a negative CPU clock id).
+    pub clock: i32,
+    /// `sigev_notify`: `SIGEV_SIGNAL` 0, `SIGEV_NONE` 1, `SIGEV_THREAD` 2, with `SIGEV_THREAD_ID`
+    /// (4) when the signal goes to one thread.
+    pub notify: i32,
+    /// `sigev_signo`.
+    pub signal: i32,
+    /// `sigev_value` (`sival_ptr`).
+    pub value: u64,
+    /// The thread the signal goes to (`SIGEV_THREAD_ID`); 0 otherwise.
+    pub tid: i32,
+    /// Time left until it fires, in nanoseconds; 0: disarmed.
+    pub value_ns: u64,
+    /// Its period in nanoseconds; 0: one-shot.
+    pub interval_ns: u64,
+    /// `timer_getoverrun` (not restored: the kernel has no way to set it).
+    pub overrun: i32,
 }
 
 /// Per-thread settings (see `crest_kinds::attrs`).

@@ -104,6 +104,12 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
         if p.sigactions.iter().any(|a| a.signo == 0 || a.signo > 64) {
             return bad(format!("pid {pid}: signal number out of range"));
         }
+        if p.attrs.stop_signal > 64 || p.attrs.posix_timers.iter().any(|t| !(0..=64).contains(&t.signal)) {
+            return bad(format!("pid {pid}: signal number out of range"));
+        }
+        if p.attrs.posix_timers.windows(2).any(|w| w[0].id >= w[1].id) || p.attrs.posix_timers.first().is_some_and(|t| t.id < 0) {
+            return bad(format!("pid {pid}: POSIX timer ids out of order"));
+        }
         let siginfo_ok = |s: &Vec<u8>| s.len() == 128;
         if !p.shared_pending.iter().all(siginfo_ok) {
             return bad(format!("pid {pid}: malformed pending signal"));

@@ -71,6 +71,9 @@ impl<W: Write> ImageWriter<W> {
         if image.processes.iter().any(|p| p.fds.iter().any(|f| f.kind.uses_socket_state())) {
             self.extra.push((SectionKind::SocketState, crate::section_flags::MUST_UNDERSTAND, Vec::new()));
         }
+        for k in crate::format::marker_kinds::needed(image) {
+            self.extra.push((SectionKind::Other(k), crate::section_flags::MUST_UNDERSTAND, Vec::new()));
+        }
         for (kind, flags, bytes) in std::mem::take(&mut self.extra) {
             table.push(SectionEntry { kind, flags, offset: self.pos, len: bytes.len() as u64, sum: checksum(&bytes) });
             self.out.write_all(&bytes)?;

@@ -54,12 +54,9 @@ fn field<'a>(status: &'a str, key: &str) -> &'a str {
 }
 
 /// Refuses, from `/proc` alone (nothing runs in the process), a process that a system call run
-/// inside it would harm, or that is stopped: checked before the process is seized.
-pub fn refuse_before_seizing(pid: i32, stat: &crest_proc::Stat, status: &str) -> Result<(), KindError> {
+/// inside it would harm: checked before the process is seized.
+pub fn refuse_before_seizing(pid: i32, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
-    if stat.state == 'T' {
-        return Err(KindError::Unsupported(format!("{who} is stopped (by SIGSTOP, SIGTSTP or Ctrl-Z); stopped processes are not supported yet: continue it first (SIGCONT, fg)")));
-    }
     for t in crest_proc::tasks(pid).unwrap_or_default() {
         let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
         match field(&ts, "Seccomp") {
@@ -71,8 +68,8 @@ pub fn refuse_before_seizing(pid: i32, stat: &crest_proc::Stat, status: &str) ->
     Ok(())
 }
 
-/// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: POSIX
-/// timers, threads in control groups of their own, namespaces other than `cr_checkpoint`'s (the
+/// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: threads
+/// in control groups of their own, namespaces other than `cr_checkpoint`'s (the
 /// restarted process gets `cr_restart`'s).
 pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
@@ -87,12 +84,6 @@ pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
         let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
         if theirs.is_some() && mine.is_some() && theirs != mine {
             return Err(KindError::Unsupported(format!("{who} is in another {ns} namespace than cr_checkpoint; namespaces are not supported")));
-        }
-    }
-    if let Ok(timers) = crest_proc::read(pid, "timers") {
-        if !timers.trim().is_empty() {
-            let n = timers.lines().filter(|l| l.starts_with("ID:")).count();
-            return Err(KindError::Unsupported(format!("{who} has {n} POSIX timer(s) (timer_create); they are not supported yet")));
         }
     }
     Ok(())
@@ -152,6 +143,7 @@ pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds:
         loginuid: num("loginuid").unwrap_or(u32::MAX as i64) as u32,
         membarrier,
         cgroups: cgroups(&crest_proc::read(pid, "cgroup")?),
+        ..Default::default()
     })
 }
 
@@ -224,7 +216,10 @@ pub fn restore_process(remote: &mut Remote<'_>, scratch: &Scratch, a: &ProcAttrs
         }
     }
     for (which, &(interval, value)) in a.itimers.iter().enumerate() {
-        if value == 0 {
+        // A periodic ITIMER_REAL that expired and whose SIGALRM is still pending reads as
+        // disarmed with its period: the kernel arms it again as that signal is taken, which
+        // the signal restored as pending does too, once the period is set.
+        if value == 0 && interval == 0 {
             continue;
         }
         let mut b = Vec::with_capacity(32);

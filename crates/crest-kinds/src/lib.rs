@@ -12,6 +12,7 @@
 //! | [`thread`] | registers, xsave, mask, tid address, robust list, altstack, rseq | ptrace, remote `prctl`/`sigaltstack` | ptrace, remote syscalls |
 //! | [`ipc`] | SysV shared memory and semaphore sets | `/proc/sysvipc`, `IPC_STAT`, `GETALL` | recreated with their ids before the processes |
 //! | [`task`] | cwd, root, umask, personality, comm, rlimits | `/proc` | in the husk, `prlimit` |
+//! | [`timers`] | POSIX timers: id, clock, notification, time left, period | `/proc/PID/timers`, remote `timer_gettime`/`timer_getoverrun` | remote `timer_create` (same id), `timer_settime` |
 //! | [`attrs`] | interval timers, scheduling, oom score, prctl flags, credentials; what is refused | `/proc`, `sched_getattr`, remote `getitimer`/`prctl` | remote `setitimer`/`prctl`/`set*id`/`capset`, `sched_setattr` |
 //!
 //! Dump functions take a [`Scratch`]: a page mapped inside the target for syscall arguments.
@@ -31,6 +32,7 @@ pub mod progress;
 pub mod signals;
 pub mod task;
 pub mod thread;
+pub mod timers;
 pub mod vdso;
 
 pub use ident::{ObjId, ObjKind};

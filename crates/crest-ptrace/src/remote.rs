@@ -30,12 +30,15 @@ pub struct Remote<'a> {
     pub count: u64,
     /// `PTRACE_GETEVENTMSG` of a ptrace event during the last syscall (a new thread's id).
     pub event_msg: Option<u64>,
+    /// `SIGSTOP`s the thread dequeued on its way to a syscall, and that were discarded (a
+    /// stopped process keeps a `SIGSTOP` sent to it pending; it cannot be blocked).
+    pub stops: u32,
 }
 
 impl<'a> Remote<'a> {
     /// Borrows `tracee`, whose registers are `base`, to run syscalls at `syscall_ip`.
     pub fn new(tracee: &'a Tracee, syscall_ip: u64, base: Regs) -> Self {
-        Remote { tracee, syscall_ip, base, count: 0, event_msg: None }
+        Remote { tracee, syscall_ip, base, count: 0, event_msg: None, stops: 0 }
     }
 
     /// Where the `syscall` instruction is.
@@ -70,6 +73,14 @@ impl<'a> Remote<'a> {
             t.syscall_step()?;
             match t.wait_stop()? {
                 StopKind::Syscall => stops += 1,
+                // Before the syscall is entered, the thread passes through the kernel's signal
+                // path, where a process stopped by job control traps once more (the stop that
+                // `PTRACE_SEIZE` of a stopped thread leaves pending) and dequeues a `SIGSTOP`
+                // sent to it while it was stopped (all other signals are blocked). No user
+                // instruction has run: go on to the syscall. The `SIGSTOP` is discarded and
+                // counted; whoever borrows the thread stops the process again when it lets it go.
+                StopKind::Event if stops == 0 => {}
+                StopKind::Signal(libc::SIGSTOP) if stops == 0 => self.stops += 1,
                 // clone/fork/exec events stop between entry and exit; note what they report.
                 StopKind::OtherEvent(_) => self.event_msg = Some(t.event_msg()?),
                 other => return Err(TraceError::Unexpected { tid: t.tid, what: format!("{other:?} instead of a syscall stop in remote syscall {nr}") }),

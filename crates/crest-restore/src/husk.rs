@@ -4,7 +4,7 @@ use std::os::unix::fs::MetadataExt;
 
 use crest_image::{ImageFile, Process, SpecialArea, Vma, VmaBacking};
 use crest_kinds::memory::{self, MapFds};
-use crest_kinds::{attrs, fd, mm, signals, task, thread, vdso, Scratch};
+use crest_kinds::{attrs, fd, mm, signals, task, thread, timers, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
 
 use crate::plan::{Group, Plan};
@@ -428,7 +428,13 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         return Err(e);
     }
     // Children first, so that no parent runs on while a child of it is still held.
-    for ((_, husk), threads) in husks.into_iter().zip(threads).rev() {
+    for ((i, husk), threads) in husks.into_iter().zip(threads).rev() {
+        // A process that was stopped by job control stops again as it is let go, before it
+        // runs an instruction: the SIGSTOP waits, pending, until it is detached. Its parent
+        // is told, as when it stopped (waitpid with WUNTRACED, SIGCHLD).
+        if procs[i].attrs.stop_signal != 0 {
+            crest_ptrace::sys::kill(husk.tid, stop_signal(&procs[i], husk.tid))?;
+        }
         for t in threads {
             t.detach(0)?;
         }
@@ -437,6 +443,36 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
     Ok(Restored { pid, top: top_pids, pids, page_bytes, remote_syscalls, exe_set })
+}
+
+/// The signal that stops the restored process `pid` (saved as `p`) again: the one that had
+/// stopped it, so that its parent's `waitpid` tells the same, when that one stops it for sure
+/// (its action is the default, some thread does not block it and, for `SIGTSTP`, `SIGTTIN` and
+/// `SIGTTOU`, which the kernel discards there, its process group is not orphaned); else
+/// `SIGSTOP`.
+fn stop_signal(p: &Process, pid: i32) -> i32 {
+    let sig = p.attrs.stop_signal as i32;
+    if !matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+        return libc::SIGSTOP;
+    }
+    let default = !p.sigactions.iter().any(|a| a.signo as i32 == sig && a.handler != 0);
+    let unblocked = p.threads.iter().any(|t| t.sigmask & (1u64 << (sig - 1)) == 0);
+    if !default || !unblocked || orphaned_group(pid) {
+        libc::SIGSTOP
+    } else {
+        sig
+    }
+}
+
+/// Whether the process group of `pid` is orphaned: no member has a parent in another group of
+/// the same session (the parent being init aside).
+fn orphaned_group(pid: i32) -> bool {
+    let stat = |p: i32| crest_proc::read(p, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok());
+    let Some(me) = stat(pid) else { return true };
+    let Ok(all) = crest_proc::all_pids() else { return true };
+    !all.into_iter()
+        .filter_map(|q| stat(q).filter(|s| s.pgrp == me.pgrp && !matches!(s.state, 'Z' | 'X')))
+        .any(|q| q.ppid > 1 && stat(q.ppid).is_some_and(|parent| parent.pgrp != me.pgrp && parent.session == me.session))
 }
 
 /// Kills every husk of `pids` (children first) and reaps the caller's own (`top`).
@@ -524,6 +560,9 @@ fn fill(
         threads.push(t);
     }
     attrs::restore_process(&mut remote, &scratch, &p.attrs)?;
+    // Timers may signal any thread: after every thread exists.
+    let new_tid = |saved: i32| p.threads.iter().zip(std::iter::once(pid).chain(threads.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n);
+    timers::restore(&mut remote, &scratch, p.pid, &p.attrs.posix_timers, &new_tid)?;
     // Limits and the oom score from outside while the husk still has the restarter's ids
     // (prlimit on a process of another user needs CAP_SYS_RESOURCE).
     task::restore_rlimits(pid, &p.rlimits)?;
