@@ -10,7 +10,10 @@
 //! - downtime: the longest gap a spinning target sees while `cr_checkpoint` runs on it, with the
 //!   copy-on-write snapshot and without, and what `cr_checkpoint` reports;
 //! - fixed costs: checkpoint and restart of `sleep` and of 1 to 64 threads, against spawning
-//!   `/bin/true`.
+//!   `/bin/true`;
+//! - restart: a process of the largest size restarted from one image again and again (pages
+//!   mapped from the image, with and without checksums, and copied), against memcpy; a ring of
+//!   8 processes, against the restart of one `sleep`.
 //!
 //! Prints one table (median and minimum of the repetitions) and writes every sample to
 //! `raw.csv` beside the benchmark programs. Every restored copy must pass its own check of
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use run::{Remove, Scratch, Target, R};
 use table::{mib, Row, Samples};
 
-const SECTIONS: [&str; 5] = ["dump", "sparse", "compress", "downtime", "fixed"];
+const SECTIONS: [&str; 6] = ["dump", "sparse", "compress", "downtime", "fixed", "restart"];
 /// Memory kept free besides what a row needs (the benchmark's own buffers, other users).
 const MARGIN: u64 = 1536 << 20;
 /// Source of the memcpy baseline, copied over and over into the fresh mapping.
@@ -42,7 +45,7 @@ const USAGE: &str = "usage: crest-bench [--bin DIR] [--progs DIR] [--sizes MiB,.
   --reps     repetitions of every measurement (default 3)
   --threads  thread counts for the fixed costs (default 1,16,64)
   --levels   zstd levels for the compressed dumps (default 1,3)
-  --only     some of: dump, sparse, compress, downtime, fixed (default all)
+  --only     some of: dump, sparse, compress, downtime, fixed, restart (default all)
   --quick    --sizes 256: every section, in about a minute";
 
 struct Opts {
@@ -509,6 +512,103 @@ fn rows_fixed(c: &mut Ctx, labels: &[String]) {
     rows.into_iter().for_each(|r| c.push(r));
 }
 
+/// The ways `restart` restarts one image: (key, row label, cr_restart options).
+const RESTART_WAYS: [(&str, &str, &[&str]); 3] = [
+    ("restart", "restart, until it runs", &[]),
+    ("restart no-verify", "restart --no-verify, until it runs", &["--no-verify"]),
+    ("restart copy", "restart --copy-pages, until it runs", &["--copy-pages"]),
+];
+
+/// Whether this `cr_restart` knows `option`.
+fn knows(c: &Ctx, option: &str) -> bool {
+    Command::new(c.o.bin.join("cr_restart")).arg("--help").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(option))
+}
+
+/// One image of `hold size` restarted again and again, each way of [`RESTART_WAYS`] that this
+/// `cr_restart` knows in turn, interleaved with memcpy; every restored copy checks its bytes.
+fn restart(c: &mut Ctx, size: u64, storage: &Path) -> S {
+    let st = storage.display().to_string();
+    let len = size << 20;
+    // hold + image + a restored copy (whose pages, mapped from the image, may be copies).
+    room(storage, 3 * len, 2 * len, len)?;
+    let dir = Scratch::new(storage, "restart")?;
+    let img = dir.file("img");
+    let _rm = Remove(&img);
+    let (hold, _) = start_hold(&c.o, size, None)?;
+    run::checkpoint(&c.o.bin, hold.pid(), &img, &[], &[])?;
+    let ways: Vec<_> = RESTART_WAYS.iter().filter(|w| w.2.iter().all(|o| knows(c, o))).collect();
+    for rep in 0..c.o.reps {
+        for (key, _, args) in &ways {
+            c.check()?;
+            eprintln!("crest-bench: {key} of {size} MiB on {st}, repetition {}", rep + 1);
+            c.s.add(&format!("{key} memcpy"), size, &st, rep, sys::memcpy_fresh(&c.src, len as usize)?);
+            let r = run::restart_with(&c.o.bin, &img, args)?;
+            c.s.add(key, size, &st, rep, r.wall);
+            c.s.add(&format!("{key} inside"), size, &st, rep, r.inside);
+            r.verify()?;
+        }
+    }
+    hold.verify()?;
+    Ok(())
+}
+
+fn rows_restart(c: &mut Ctx, size: u64, st: &str) {
+    let s = &c.s;
+    let mut rows = Vec::new();
+    for (key, label, _) in RESTART_WAYS {
+        let inside = s.median(&format!("{key} inside"), size, st).map(|m| format!("{m:.3} s inside cr_restart")).unwrap_or_default();
+        let goal = if key == "restart" { "; target < 0.3 s" } else { "" };
+        rows.push(Row::of(s, &format!("{key} memcpy"), "memcpy into fresh pages, 1 core", size, st).rate());
+        rows.push(Row::of(s, key, label, size, st).rate().vs(s, &format!("{key} memcpy"), "memcpy").note(format!("{inside}{goal}")));
+    }
+    rows.into_iter().for_each(|r| c.push(r));
+}
+
+/// A ring of 8 processes (`tests/c/ring.c`) restarted from one image again and again,
+/// interleaved with the restart of `sleep 1000`; every restored ring checks itself.
+fn ring(c: &mut Ctx) -> S {
+    let storage = c.o.storage[0].clone();
+    let st = storage.display().to_string();
+    let dir = Scratch::new(&storage, "ring")?;
+    let (img, one) = (dir.file("ring"), dir.file("sleep"));
+    let (_rm, _rm1) = (Remove(&img), Remove(&one));
+    let ring = Target::start(&c.o.progs.join("ring"), &[])?;
+    // Two ticks: the ring has gone round 128 times, as many as its check at the end wants.
+    for _ in 0..2 {
+        drop(ring.out.until(&["tick"], Duration::from_secs(30), "ring")?);
+    }
+    let sleep = Target::start(Path::new("/bin/sleep"), &["1000".into()])?;
+    std::thread::sleep(Duration::from_millis(100));
+    run::checkpoint(&c.o.bin, ring.pid(), &img, &[], &[])?;
+    run::checkpoint(&c.o.bin, sleep.pid(), &one, &[], &[])?;
+    for rep in 0..c.o.reps {
+        c.check()?;
+        eprintln!("crest-bench: ring of 8, repetition {}", rep + 1);
+        let r = run::restart(&c.o.bin, &one)?;
+        c.s.add("ring: sleep", 0, &st, rep, r.wall);
+        if !r.running() {
+            return Err(format!("the restored copy of sleep (PID {}) is not running", r.pid).into());
+        }
+        drop(r);
+        let r = run::restart(&c.o.bin, &img)?;
+        c.s.add("ring: restart", 0, &st, rep, r.wall);
+        c.s.add("ring: restart inside", 0, &st, rep, r.inside);
+        r.verify()?;
+    }
+    Ok(())
+}
+
+fn rows_ring(c: &mut Ctx) {
+    let st = c.o.storage[0].display().to_string();
+    let s = &c.s;
+    let inside = s.median("ring: restart inside", 0, &st).map(|m| format!("{:.2} ms inside cr_restart", m * 1e3)).unwrap_or_default();
+    let rows = [
+        Row::of(s, "ring: sleep", "restart sleep 1000, wall until it runs", 0, &st),
+        Row::of(s, "ring: restart", "restart ring of 8, wall until it runs", 0, &st).vs(s, "ring: sleep", "1 sleep").note(inside),
+    ];
+    rows.into_iter().for_each(|r| c.push(r));
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
@@ -534,8 +634,8 @@ fn main() {
     sys::catch_stop();
     sys::become_subreaper();
     let want = |s: &str| o.only.iter().any(|x| x == s);
-    let src = if want("dump") || want("compress") { sys::random_bytes(MEMCPY_SRC) } else { Vec::new() };
-    let (dump_on, sparse_on, compress_on, down_on, fixed_on) = (want("dump"), want("sparse"), want("compress"), want("downtime"), want("fixed"));
+    let src = if want("dump") || want("compress") || want("restart") { sys::random_bytes(MEMCPY_SRC) } else { Vec::new() };
+    let (dump_on, sparse_on, compress_on, down_on, fixed_on, want_restart) = (want("dump"), want("sparse"), want("compress"), want("downtime"), want("fixed"), want("restart"));
     let mut c = Ctx { o, s: Samples::default(), facts: HashMap::new(), rows: Vec::new(), failures: Vec::new(), src };
     let sizes = c.o.sizes.clone();
     let storages = c.o.storage.clone();
@@ -591,6 +691,15 @@ fn main() {
             labels.push(label);
         }
         rows_fixed(&mut c, &labels);
+    }
+    if want_restart && !sys::stopped() {
+        let size = *sizes.iter().max().expect("sizes");
+        let r = restart(&mut c, size, &first);
+        rows_restart(&mut c, size, &first_st);
+        c.outcome("restart", size, &first_st, r);
+        let r = ring(&mut c);
+        rows_ring(&mut c);
+        c.outcome("ring of 8", 0, &first_st, r);
     }
     let orphans = sys::reap_orphans();
     if orphans > 0 {

@@ -191,10 +191,16 @@ pub struct Restored {
 }
 
 pub fn restart(bin: &Path, img: &Path) -> R<Restored> {
+    restart_with(bin, img, &[])
+}
+
+/// [`restart`] with more options for `cr_restart`.
+pub fn restart_with(bin: &Path, img: &Path, args: &[&str]) -> R<Restored> {
     let t = Instant::now();
     let mut cr = Command::new(bin.join("cr_restart"))
         .env("CREST_TIMING", "1")
         .arg("--no-restore-pid")
+        .args(args)
         .arg(img)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

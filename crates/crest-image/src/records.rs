@@ -390,7 +390,8 @@ pub mod vma_flags {
     /// Locked (mlock).
     pub const LOCKED: u32 = 16;
     /// A file mapping whose whole contents are in the image (`cr_checkpoint --save-*`): it is
-    /// restored from the image when its file is gone or has changed.
+    /// restored from the image when its file is gone or has changed. On anonymous memory:
+    /// memory that a restart had mapped from an earlier image, saved whole.
     pub const SAVED: u32 = 32;
     /// `MAP_DROPPABLE` (`dp`): its contents may be dropped at any time; not saved, restored
     /// empty.

@@ -64,7 +64,12 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
         }
     }
     let name = m.name.as_str();
-    let backing = if let Some(a) = vdso::special(name) {
+    let backing = if maps_an_image(pid, m) {
+        // Memory a restart mapped from its image: saved whole, as anonymous memory, so that the
+        // new image does not depend on the old one.
+        flags |= vma_flags::SAVED;
+        VmaBacking::Anon
+    } else if let Some(a) = vdso::special(name) {
         VmaBacking::Special(a)
     } else if name.is_empty() || name == "[heap]" || name == "[stack]" || name.starts_with("[anon:") {
         if name == "[heap]" {
@@ -103,6 +108,23 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
         return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} ({name}) is of a kind crest cannot checkpoint")));
     };
     Ok(Vma { start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0 })
+}
+
+/// Whether the mapping `m` of `pid` is a private mapping of a crest image (its pages mapped
+/// there by a restart, see `docs/architecture.md`): the file, through `/proc/PID/map_files`
+/// (where the image may have been deleted or replaced since) or else by its path, begins with
+/// the image magic. Page data begins at 4096 in an image, so a mapping from offset 0 is not one.
+pub fn maps_an_image(pid: i32, m: &MapEntry) -> bool {
+    use std::os::unix::fs::FileExt;
+    if m.shared || m.offset < crest_image::HEADER_LEN || !m.name.starts_with('/') {
+        return false;
+    }
+    let file = std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).or_else(|e| match m.name.strip_suffix(" (deleted)") {
+        Some(_) => Err(e),
+        None => std::fs::File::open(&m.name).and_then(|f| if f.metadata()?.ino() == m.ino { Ok(f) } else { Err(std::io::ErrorKind::NotFound.into()) }),
+    });
+    let mut magic = [0u8; 8];
+    file.is_ok_and(|f| f.read_exact_at(&mut magic, 0).is_ok() && magic == crest_image::MAGIC)
 }
 
 /// Which file mappings have their whole contents saved (BLCR's `--save-*` options).
@@ -163,6 +185,11 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
         // object. Without access to it, every page of the mapping is read (zeros are skipped;
         // the kernel allocates the object's missing pages as they are read).
         return Ok(shared_object_pages(pm.pid(), vma, size - (vma.end - vma.start)).unwrap_or_else(|| vec![(vma.start, vma.end - vma.start)]));
+    }
+    if matches!(vma.backing, VmaBacking::Anon) && vma.flags & vma_flags::SAVED != 0 {
+        // Mapped from an image by a restart ([`maps_an_image`]): every page is data, whether
+        // the process read it in yet or not (the dump leaves out those that are all zeros).
+        return Ok(vec![(vma.start, vma.end - vma.start)]);
     }
     if let (VmaBacking::File { offset, size, .. }, true) = (&vma.backing, vma.flags & vma_flags::SAVED != 0) {
         let backed = size.saturating_sub(*offset).next_multiple_of(4096).min(vma.end - vma.start);
@@ -231,6 +258,9 @@ pub struct MapFds {
     pub deleted: HashMap<u64, i32>,
     /// The image file.
     pub image: i32,
+    /// Whether stored runs of private anonymous memory are mapped from the image rather than
+    /// read ([`mapped_from_image`]): the image file may be mapped (the caller checked it).
+    pub map_image: bool,
 }
 
 /// Files a process's mappings need open: (path, needs write), and shared objects: (id, size).
@@ -267,13 +297,22 @@ pub fn needed_deleted(vmas: &[Vma]) -> Vec<u64> {
     ids
 }
 
+/// What [`restore`] did with the page data.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Filled {
+    /// Bytes of page data restored.
+    pub bytes: u64,
+    /// Of those, the bytes mapped from the image rather than copied.
+    pub mapped: u64,
+}
+
 /// Recreates every mapping of `vmas` (special areas excepted) in the husk and fills it.
-/// Returns the number of bytes read from the image.
 /// `image` is the image file (crest's own descriptor), for compressed runs; `progress` counts
 /// the bytes filled.
-pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, image: &std::fs::File, progress: &Progress) -> Result<u64, KindError> {
+pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, image: &std::fs::File, progress: &Progress) -> Result<Filled, KindError> {
     progress.add_total(vmas.iter().flat_map(|v| &v.pages).map(|r| r.len).sum());
     let mut bytes = 0;
+    let mut mapped = 0;
     // SysV segments attached so far: (id, end of the attachment).
     let mut attached: Vec<(i32, u64, u64)> = Vec::new();
     for v in vmas {
@@ -307,15 +346,34 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
         let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
         remote.call(&what, libc::SYS_mmap, &[v.start, v.end - v.start, u64::from(prot_fill), flags as u64, fd as u64, off])?;
         if !droppable {
-            bytes += fill(remote, pid, v, fds.image, image, progress)?;
+            let from_image = (fds.map_image && mapped_from_image(v)).then_some(prot_fill);
+            let (b, m) = fill(remote, pid, v, fds.image, image, progress, from_image)?;
+            bytes += b;
+            mapped += m;
         }
         if prot_fill != v.prot {
             remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
         }
         advise(remote, v)?;
     }
-    Ok(bytes)
+    Ok(Filled { bytes, mapped })
 }
+
+/// Whether the stored runs of `v` may be mapped from the image (MAP_PRIVATE of the image file
+/// over the anonymous mapping): plain private anonymous memory only. Not the heap or a stack
+/// (`brk` and growing down expect anonymous memory at their edges), not memory that is locked,
+/// droppable, or wiped in a child (`MADV_WIPEONFORK` applies to anonymous memory only).
+pub fn mapped_from_image(v: &Vma) -> bool {
+    let not = vma_flags::SHARED | vma_flags::GROWSDOWN | vma_flags::HEAP | vma_flags::STACK | vma_flags::LOCKED | vma_flags::DROPPABLE;
+    matches!(v.backing, VmaBacking::Anon) && v.flags & not == 0 && v.madv & madv_flags::WIPEONFORK == 0
+}
+
+/// Stored runs shorter than this are copied even where they could be mapped: each mapped run
+/// is a mapping of its own in the kernel (unless it continues the one before, in memory and
+/// in the file), and a process may have only so many (`vm.max_map_count`).
+const MAP_FROM: u64 = 256 << 10;
+/// At most this many runs of one mapping are mapped from the image; the rest are copied.
+const MAX_MAPPED_RUNS: usize = 1024;
 
 /// Sets the madvise() states of `v`.
 fn advise(remote: &mut Remote<'_>, v: &Vma) -> Result<(), KindError> {
@@ -385,7 +443,7 @@ fn attach_sysv(
             remote.call(&format!("{what}: unmapping the part not mapped at the checkpoint"), libc::SYS_munmap, &[at, end - at])?;
         }
     }
-    let bytes = fill(remote, pid, v, fds.image, image, progress)?;
+    let (bytes, _) = fill(remote, pid, v, fds.image, image, progress, None)?;
     if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
         remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
     }
@@ -397,10 +455,14 @@ const MADV_POPULATE_WRITE: u64 = 23;
 /// `MAP_DROPPABLE` (Linux 6.11).
 const MAP_DROPPABLE: i32 = 0x08;
 
-/// Reads the saved pages of `v` into place: the husk `pread`s stored runs from the image, one
-/// call per run of pages contiguous both in memory and in the file; meanwhile compressed runs
-/// are decompressed here and written in with `process_vm_writev`, on all cores.
-fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::fs::File, progress: &Progress) -> Result<u64, KindError> {
+/// Brings the saved pages of `v` into place: with `map` (the protection `v` is mapped with),
+/// stored runs of at least [`MAP_FROM`] are mapped privately from the image, with the
+/// protection `map`, over the anonymous mapping; the husk `pread`s the other stored runs from
+/// the image, one call per run of pages contiguous both in memory and in the file; meanwhile
+/// compressed runs are decompressed here and written in with `process_vm_writev`, on all cores.
+/// Returns the bytes restored and, of those, the bytes mapped.
+#[allow(clippy::too_many_arguments)]
+fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::fs::File, progress: &Progress, map: Option<u32>) -> Result<(u64, u64), KindError> {
     let mut merged: Vec<PageRun> = Vec::new();
     let mut packed: Vec<PageRun> = Vec::new();
     for r in &v.pages {
@@ -408,10 +470,34 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
             packed.push(*r);
             continue;
         }
+        // Runs to be mapped are merged without limit: one mapping each.
+        let cap = if map.is_some() { u64::MAX } else { 1 << 30 };
         match merged.last_mut() {
-            Some(m) if m.vaddr + m.len == r.vaddr && m.offset + m.len == r.offset && m.len < (1 << 30) => m.len += r.len,
+            Some(m) if m.vaddr + m.len == r.vaddr && m.offset + m.len == r.offset && m.len < cap => m.len += r.len,
             _ => merged.push(*r),
         }
+    }
+    let mut mapped = 0;
+    if let Some(prot) = map {
+        let mut copied = Vec::new();
+        let mut n = 0;
+        for r in merged {
+            if r.len < MAP_FROM || n == MAX_MAPPED_RUNS {
+                copied.push(r);
+                continue;
+            }
+            let flags = libc::MAP_PRIVATE | libc::MAP_FIXED | if v.flags & vma_flags::NORESERVE != 0 { libc::MAP_NORESERVE } else { 0 };
+            remote.call(
+                &format!("pid {pid}: mapping pages {:#x}+{:#x} from the image", r.vaddr, r.len),
+                libc::SYS_mmap,
+                &[r.vaddr, r.len, u64::from(prot), flags as u64, image_fd as u64, r.offset],
+            )?;
+            progress.add_done(r.len);
+            mapped += r.len;
+            n += 1;
+        }
+        // Copied runs longer than a pread can take at once are cut again.
+        merged = copied.into_iter().flat_map(|r| (0..r.len).step_by(1 << 30).map(move |o| PageRun { vaddr: r.vaddr + o, offset: r.offset + o, len: (r.len - o).min(1 << 30), ..r })).collect();
     }
     // The compressed runs are decompressed on other threads while the husk reads the stored
     // ones: the two go on at once rather than one after the other. Without compressed runs, a
@@ -436,7 +522,7 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
     }
     if packed.is_empty() && helped.is_empty() {
         // Most mappings: no thread is worth starting.
-        return read_stored(remote, pid, &own, image_fd, progress);
+        return Ok((read_stored(remote, pid, &own, image_fd, progress)? + mapped, mapped));
     }
     std::thread::scope(|s| {
         let unpacking = s.spawn(|| unpack(pid, image, &packed, progress));
@@ -446,7 +532,7 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
         let helped_bytes = helping.join().unwrap_or_else(|_| Err(KindError::Mismatch("a page writer thread panicked".into())));
         let total = read?;
         unpacked?;
-        Ok(total + helped_bytes? + packed.iter().map(|r| r.len).sum::<u64>())
+        Ok((total + helped_bytes? + packed.iter().map(|r| r.len).sum::<u64>() + mapped, mapped))
     })
 }
 

@@ -8,6 +8,7 @@
 //!   registers are pointed at that instruction and the thread runs exactly one syscall under
 //!   `PTRACE_SYSCALL`, after which its registers are put back.
 //! * [`mem`]: reading and writing another process's memory.
+//! * [`mapped`]: a read-only `mmap` of part of a file (checking an image's pages in place).
 //! * [`husk`]: forking the empty process a restore fills (`clone3` with `set_tid` to choose its PID).
 //! * [`wp`]: which pages another process writes (asynchronous userfaultfd write-protection,
 //!   `PAGEMAP_SCAN`).
@@ -22,6 +23,7 @@ mod error;
 pub mod husk;
 pub mod ipc;
 pub mod libcr;
+pub mod mapped;
 pub mod mem;
 pub mod net;
 mod remote;

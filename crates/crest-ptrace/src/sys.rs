@@ -164,6 +164,18 @@ pub fn seek_data(fd: &impl std::os::fd::AsFd, offset: u64, data: bool) -> std::i
     Ok(Some(r as u64))
 }
 
+/// `fstatfs(fd)`: the magic number of the file system the file is on (`f_type`).
+pub fn fs_type(fd: &impl std::os::fd::AsFd) -> std::io::Result<i64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statfs is plain data; zeroed is valid, and the kernel fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a live statfs; the descriptor is borrowed for the call.
+    if unsafe { libc::fstatfs(fd.as_fd().as_raw_fd(), &mut st) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
 /// `close(fd)`, errors ignored.
 pub fn close(fd: i32) {
     // SAFETY: closing a number; callers only close descriptors they own.

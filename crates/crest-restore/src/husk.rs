@@ -24,6 +24,9 @@ pub struct RestoreOptions {
     pub restore_sid: bool,
     /// Verify page checksums while restoring (on by default in the CLI).
     pub verify: bool,
+    /// Map stored pages of private anonymous memory from the image where it may be mapped
+    /// ([`crate::mapping::mappable`]) rather than copy them.
+    pub map_image: bool,
     /// Counts the page bytes restored, for a progress display.
     pub progress: Option<std::sync::Arc<crest_kinds::progress::Progress>>,
 }
@@ -39,6 +42,10 @@ pub struct Restored {
     pub pids: Vec<(i32, i32)>,
     /// Bytes of page data read from the image.
     pub page_bytes: u64,
+    /// Of those, the bytes mapped from the image rather than copied.
+    pub mapped_bytes: u64,
+    /// Why the image's pages were copied rather than mapped, when mapping was asked for.
+    pub not_mapped: Option<String>,
     /// Remote syscalls made.
     pub remote_syscalls: u64,
     /// Whether `/proc/PID/exe` could be set (needs privilege).
@@ -270,7 +277,13 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     }
     let live: Vec<usize> = (0..procs.len()).filter(|&i| procs[i].exit_status.is_none()).collect();
     let max_fd = procs.iter().flat_map(|p| &p.fds).map(|f| f.fd).max().unwrap_or(2).max(2);
-    let layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1)).collect();
+    // Pages mapped from the image: only an image that cannot change under the mappings.
+    let not_mapped = if opts.map_image { crate::mapping::mappable(&img.file).err() } else { None };
+    let map_image = opts.map_image && not_mapped.is_none();
+    let mut layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1)).collect();
+    for l in &mut layouts {
+        l.fds.map_image = map_image;
+    }
     let parked = max_fd + 1 + layouts.iter().map(|l| l.aux.len() as i32).max().unwrap_or(0) + 1;
 
     // Objects shared across the processes are opened here, once, and inherited by every husk.
@@ -357,41 +370,64 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         return Err(e);
     }
     let all_pids: Vec<i32> = live.iter().map(|&i| new_pids[i]).collect();
-    let mut husks: Vec<(usize, crest_ptrace::Tracee)> = Vec::with_capacity(live.len());
-    for &i in &live {
-        match crest_ptrace::husk::seize(new_pids[i]) {
-            Ok(t) => husks.push((i, t)),
-            Err(e) => {
-                kill_all(&all_pids, &top_pids);
-                return Err(e.into());
-            }
-        }
-    }
     // Every husk has its own copies by now.
     drop(shared);
     drop(memfds_owned);
     drop(deleted_owned);
     drop(image_fd_owned);
 
-    let result = std::thread::scope(|s| {
-        let verifier = opts.verify.then(|| s.spawn(|| img.verify_checksums(1)));
-        let mut filled = Ok((0, 0, true, Vec::new()));
-        for (i, husk) in &husks {
-            let join = match plan.group[*i] {
-                Group::Leader(l) => Some(new_pids[l]),
-                _ => None,
-            };
-            match fill(husk, &procs[*i], &img.file, &layouts[*i].fds, layouts[*i].exe_fd, &layouts[*i].aux, opts, join) {
-                Ok((bytes, calls, exe_set, threads)) => {
-                    if let Ok((b, c, e, all)) = &mut filled {
-                        *b += bytes;
-                        *c += calls;
-                        *e &= exe_set;
-                        all.push(threads);
-                    }
+    // Each husk is seized, filled, finished and let go by one worker thread (ptrace requests
+    // must come from the thread that seized, and the threads created in a husk are traced by
+    // that thread too), so the processes of a tree are filled at once; the letting go is
+    // ordered across the workers, children first.
+    let workers = live.len().clamp(1, MAX_WORKERS);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let new_pids_ref = &new_pids;
+    let work = Work { procs, plan: &plan, layouts: &layouts, live: &live, new_pids: new_pids_ref, image: &img.file, opts, next: &next, failed: &failed };
+    let outcome = std::thread::scope(|s| -> Result<Totals, RestoreError> {
+        // Pages mapped from the image leave the husks little to do: the check of the checksums
+        // is what the restart waits for, on every core, reading the page cache in place.
+        // Copied pages keep one core busy; the check takes the other.
+        let verifier =
+            opts.verify.then(|| s.spawn(move || if map_image { crate::mapping::verify_in_place(img, std::thread::available_parallelism().map_or(2, |n| n.get())) } else { img.verify_checksums(1) }));
+        let (reply_tx, replies) = std::sync::mpsc::channel::<Reply>();
+        let mut orders = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = std::sync::mpsc::channel::<Order>();
+            let reply = reply_tx.clone();
+            let work = &work;
+            s.spawn(move || {
+                // A worker that panics says so rather than leave the others waiting for it.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run(w, &rx, &reply))).is_err() {
+                    let _ = reply.send(Reply::Done(Err(RestoreError::Refused("a restore thread panicked".into()))));
                 }
-                Err(e) => {
-                    filled = Err(e);
+            });
+            orders.push(tx);
+        }
+        drop(reply_tx);
+        // Which worker holds each husk (by index in `live`).
+        let mut owner = vec![usize::MAX; live.len()];
+        let mut totals = Totals { exe_set: true, ..Default::default() };
+        let mut first_err: Option<RestoreError> = None;
+        for _ in 0..live.len() {
+            match replies.recv() {
+                Ok(Reply::Filled { k, worker, result }) => match result {
+                    Ok((filled, calls, exe_set)) => {
+                        owner[k] = worker;
+                        totals.page_bytes += filled.bytes;
+                        totals.mapped += filled.mapped;
+                        totals.calls += calls;
+                        totals.exe_set &= exe_set;
+                    }
+                    Err(e) => {
+                        owner[k] = worker;
+                        first_err.get_or_insert(e);
+                    }
+                },
+                Ok(Reply::Skipped) => {}
+                Ok(Reply::Done(_)) | Err(_) => {
+                    first_err.get_or_insert(RestoreError::Refused("a restore thread ended early".into()));
                     break;
                 }
             }
@@ -400,49 +436,166 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             Some(v) => v.join().unwrap_or_else(|_| Err(crest_image::ImageError::Invalid("page verifier panicked".into()))),
             None => Ok(()),
         };
+        if let Some(e) = first_err {
+            return Err(e);
+        }
         verified?;
-        filled
+        // Registers and masks of every thread, each by the worker that holds it.
+        for tx in &orders {
+            let _ = tx.send(Order::Finish);
+        }
+        for _ in 0..workers {
+            match replies.recv() {
+                Ok(Reply::Done(r)) => r?,
+                _ => return Err(RestoreError::Refused("a restore thread ended early".into())),
+            }
+        }
+        crest_kinds::ipc::finish(&image.ipc)?;
+        // Every connection's two ends exist now, when both are in the image.
+        for &i in &live {
+            fd::leave_repair_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
+            fd::settle_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
+        }
+        // Children first, so that no parent runs on while a child of it is still held.
+        for k in (0..live.len()).rev() {
+            let _ = orders[owner[k]].send(Order::Detach(k));
+            match replies.recv() {
+                Ok(Reply::Done(r)) => r?,
+                _ => return Err(RestoreError::Refused("a restore thread ended early".into())),
+            }
+        }
+        Ok(totals)
+        // The workers end when their orders are dropped; a husk still held then is killed
+        // (PTRACE_O_EXITKILL) and, below, reaped.
     });
-    let (page_bytes, remote_syscalls, exe_set, threads) = match result {
-        Ok(r) => r,
+    let Totals { page_bytes, mapped: mapped_bytes, calls: remote_syscalls, exe_set } = match outcome {
+        Ok(t) => t,
         Err(e) => {
             kill_all(&all_pids, &top_pids);
             return Err(e);
         }
     };
-    let finished = (|| -> Result<(), RestoreError> {
-        for ((i, husk), threads) in husks.iter().zip(&threads) {
-            let all: Vec<&crest_ptrace::Tracee> = std::iter::once(husk).chain(threads.iter()).collect();
-            finish(&all, &procs[*i])?;
-        }
-        crest_kinds::ipc::finish(&image.ipc)?;
-        // Every connection's two ends exist now, when both are in the image.
-        for (i, _) in &husks {
-            fd::leave_repair_restored(new_pids[*i], &procs[*i].fds).map_err(RestoreError::Refused)?;
-            fd::settle_restored(new_pids[*i], &procs[*i].fds).map_err(RestoreError::Refused)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = finished {
-        kill_all(&all_pids, &top_pids);
-        return Err(e);
-    }
-    // Children first, so that no parent runs on while a child of it is still held.
-    for ((i, husk), threads) in husks.into_iter().zip(threads).rev() {
-        // A process that was stopped by job control stops again as it is let go, before it
-        // runs an instruction: the SIGSTOP waits, pending, until it is detached. Its parent
-        // is told, as when it stopped (waitpid with WUNTRACED, SIGCHLD).
-        if procs[i].attrs.stop_signal != 0 {
-            crest_ptrace::sys::kill(husk.tid, stop_signal(&procs[i], husk.tid))?;
-        }
-        for t in threads {
-            t.detach(0)?;
-        }
-        husk.detach(0)?;
-    }
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
-    Ok(Restored { pid, top: top_pids, pids, page_bytes, remote_syscalls, exe_set })
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped })
+}
+
+/// Threads that fill husks at once, at most.
+const MAX_WORKERS: usize = 8;
+
+/// Sums over the processes.
+#[derive(Default)]
+struct Totals {
+    page_bytes: u64,
+    mapped: u64,
+    calls: u64,
+    exe_set: bool,
+}
+
+/// What the restoring thread asks of a worker once the husks are filled.
+enum Order {
+    /// Registers, masks and scheduling of every thread of every husk it holds.
+    Finish,
+    /// Let husk `k` (index in `live`) and its threads go.
+    Detach(usize),
+}
+
+/// What a worker reports.
+enum Reply {
+    /// Husk `k` (index in `live`) is seized and filled by `worker`, or failed.
+    Filled { k: usize, worker: usize, result: Result<(memory::Filled, u64, bool), RestoreError> },
+    /// An index taken after another husk failed: not filled.
+    Skipped,
+    /// An order was carried out.
+    Done(Result<(), RestoreError>),
+}
+
+/// What the workers share.
+struct Work<'a> {
+    procs: &'a [Process],
+    plan: &'a Plan,
+    layouts: &'a [Layout],
+    live: &'a [usize],
+    new_pids: &'a [i32],
+    image: &'a std::fs::File,
+    opts: &'a RestoreOptions,
+    next: &'a std::sync::atomic::AtomicUsize,
+    failed: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Work<'_> {
+    /// One worker: seizes and fills husks until none is left, then carries out the orders.
+    fn run(&self, worker: usize, orders: &std::sync::mpsc::Receiver<Order>, reply: &std::sync::mpsc::Sender<Reply>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut held: Vec<(usize, crest_ptrace::Tracee, Vec<crest_ptrace::Tracee>)> = Vec::new();
+        loop {
+            let k = self.next.fetch_add(1, Relaxed);
+            if k >= self.live.len() {
+                break;
+            }
+            if self.failed.load(Relaxed) {
+                let _ = reply.send(Reply::Skipped);
+                continue;
+            }
+            let i = self.live[k];
+            let join = match self.plan.group[i] {
+                Group::Leader(l) => Some(self.new_pids[l]),
+                _ => None,
+            };
+            let result = crest_ptrace::husk::seize(self.new_pids[i]).map_err(RestoreError::from).and_then(|husk| {
+                let l = &self.layouts[i];
+                let r = fill(&husk, &self.procs[i], self.image, &l.fds, l.exe_fd, &l.aux, self.opts, join);
+                // Held even when the fill failed: the husk dies with this thread's hold on it.
+                match r {
+                    Ok((filled, calls, exe_set, threads)) => {
+                        held.push((k, husk, threads));
+                        Ok((filled, calls, exe_set))
+                    }
+                    Err(e) => {
+                        held.push((k, husk, Vec::new()));
+                        Err(e)
+                    }
+                }
+            });
+            if result.is_err() {
+                self.failed.store(true, Relaxed);
+            }
+            if reply.send(Reply::Filled { k, worker, result }).is_err() {
+                return;
+            }
+        }
+        while let Ok(order) = orders.recv() {
+            let done = match order {
+                Order::Finish => held.iter().try_for_each(|(k, husk, threads)| {
+                    let all: Vec<&crest_ptrace::Tracee> = std::iter::once(husk).chain(threads.iter()).collect();
+                    finish(&all, &self.procs[self.live[*k]])
+                }),
+                Order::Detach(k) => match held.iter().position(|h| h.0 == k) {
+                    Some(at) => {
+                        let (_, husk, threads) = held.swap_remove(at);
+                        let p = &self.procs[self.live[k]];
+                        (|| -> Result<(), RestoreError> {
+                            // A process that was stopped by job control stops again as it is
+                            // let go, before it runs an instruction: the signal waits, pending,
+                            // until it is detached. Its parent is told, as when it stopped.
+                            if p.attrs.stop_signal != 0 {
+                                crest_ptrace::sys::kill(husk.tid, stop_signal(p, husk.tid))?;
+                            }
+                            for t in threads {
+                                t.detach(0)?;
+                            }
+                            husk.detach(0)?;
+                            Ok(())
+                        })()
+                    }
+                    None => Err(RestoreError::Refused(format!("no restore thread holds process {k}"))),
+                },
+            };
+            if reply.send(Reply::Done(done)).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The signal that stops the restored process `pid` (saved as `p`) again: the one that had
@@ -491,7 +644,7 @@ fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
     std::iter::once(0x10_0000u64).chain(vmas.iter().map(|v| v.end)).chain(avoid.iter().map(|a| a.1)).filter(|&a| a + len <= crest_image::validate::USER_ADDR_END).find(|&a| !busy(a))
 }
 
-/// Turns the husk's memory into the saved process's. Returns (bytes, syscalls, exe set).
+/// Turns the husk's memory into the saved process's. Returns (pages, syscalls, exe set, threads).
 #[allow(clippy::type_complexity)]
 #[allow(clippy::too_many_arguments)]
 fn fill(
@@ -503,7 +656,7 @@ fn fill(
     aux: &[i32],
     opts: &RestoreOptions,
     join: Option<i32>,
-) -> Result<(u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
+) -> Result<(memory::Filled, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
     let pid = husk.tid;
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
     let areas = vdso::areas(&maps);
@@ -540,7 +693,7 @@ fn fill(
     let scratch = Scratch::map(&mut remote, pid, gap)?;
     let no_progress = crest_kinds::progress::Progress::default();
     let progress = opts.progress.as_deref().unwrap_or(&no_progress);
-    let bytes = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
+    let filled = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
     let exe_set = mm::restore(&mut remote, &scratch, &p.mm, if p.exe.is_empty() { -1 } else { exe_fd })?;
     for &fd in aux {
         let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;
@@ -574,7 +727,7 @@ fn fill(
     attrs::restore_dumpable(&mut remote, &p.attrs)?;
     signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
     scratch.unmap(&mut remote)?;
-    Ok((bytes, remote.count + count, exe_set, threads))
+    Ok((filled, remote.count + count, exe_set, threads))
 }
 
 /// The credentials of thread `th` of `p`: its own, or the process's when the image has none

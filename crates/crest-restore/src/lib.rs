@@ -21,9 +21,12 @@
 //!    then waits to be seized ([`crest_ptrace::husk`]).
 //! 3. From outside, with remote syscalls through the husk's vDSO: drop rseq, unmap all of the
 //!    husk's memory, move the vDSO areas to the saved addresses, map every saved area and
-//!    `pread` its pages straight from the image, set protections and madvise flags,
+//!    map its pages privately from the image ([`mapping`]: an uncompressed image on a local
+//!    file system that nobody can write) or else `pread` them straight from it, set
+//!    protections and madvise flags,
 //!    `PR_SET_MM_MAP`, close the restore's own descriptors, restore per-thread state and
-//!    pending signals. Meanwhile a second thread checks every page run's checksum; on a
+//!    pending signals. The processes of a tree are filled at once, each by a thread of its
+//!    own. Meanwhile other threads check every page run's checksum; on a
 //!    mismatch the husk is killed before it runs a single instruction of the restored program.
 //! 4. Resource limits with `prlimit`, then XSAVE area, registers and blocked mask; the thread is
 //!    interrupted once more and detached from that stop, so the kernel's own syscall-restart
@@ -35,6 +38,7 @@
 
 mod husk;
 pub mod libcr;
+pub mod mapping;
 mod plan;
 pub mod preflight;
 pub mod restart;

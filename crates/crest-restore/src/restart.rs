@@ -41,6 +41,10 @@ pub struct Request<'a> {
     pub restore_sid: bool,
     /// Check every page run's checksum while restoring.
     pub verify: bool,
+    /// Map the stored pages of private anonymous memory from the image when the image allows
+    /// it ([`crate::mapping::mappable`]), rather than copying them (`cr_restart --copy-pages`
+    /// turns it off).
+    pub map_image: bool,
     /// Hand over any open descriptor for an inherited standard descriptor, whatever its class.
     pub relaxed_stdio: bool,
     /// Counts the page bytes restored, for a progress display.
@@ -52,7 +56,7 @@ pub struct Request<'a> {
 impl Request<'_> {
     /// A restart of `image` with its saved PIDs, checksums verified: `cr_restart FILE`.
     pub fn new(image: Source) -> Self {
-        Request { image, relocations: Vec::new(), restore_pid: true, restore_pgid: false, restore_sid: false, verify: true, relaxed_stdio: false, progress: None, on_event: None }
+        Request { image, relocations: Vec::new(), restore_pid: true, restore_pgid: false, restore_sid: false, verify: true, map_image: true, relaxed_stdio: false, progress: None, on_event: None }
     }
 }
 
@@ -263,7 +267,8 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
         preflight::stdio(p, image_fd, req.relaxed_stdio).map_err(refused)?;
     }
-    let opts = RestoreOptions { restore_pid: req.restore_pid, restore_pgid: req.restore_pgid, restore_sid: req.restore_sid, verify: req.verify, progress: req.progress.clone() };
+    let opts =
+        RestoreOptions { restore_pid: req.restore_pid, restore_pgid: req.restore_pgid, restore_sid: req.restore_sid, verify: req.verify, map_image: req.map_image, progress: req.progress.clone() };
     tell(Event::Restoring);
     let restored = crate::restore(&img, &opts).map_err(|source| Error::Restore { shown, source })?;
     // Processes that use libcr learn that they were restarted, and from which image.

@@ -82,6 +82,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         restore_pgid: last_given(m, &["restore-pgid", "no-restore-pgid"]) == Some("restore-pgid"),
         restore_sid: last_given(m, &["restore-sid", "no-restore-sid"]) == Some("restore-sid"),
         verify: !m.get_flag("no-verify"),
+        map_image: !m.get_flag("copy-pages"),
         relaxed_stdio: m.get_flag("relaxed-stdio"),
         progress: Some(progress.clone()),
         on_event: Some(&events),
@@ -91,7 +92,13 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     let restored = restored.map_err(|e| fail(e.kind().code(), e.class().name(), e.to_string()))?;
     let pid = restored.pid;
     if std::env::var_os("CREST_TIMING").is_some() {
-        eprintln!("crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}", restored.page_bytes, restored.remote_syscalls, started.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "crest-timing: restart pid={pid} page_bytes={} mapped_bytes={} remote_syscalls={} running_after_ms={:.3}",
+            restored.page_bytes,
+            restored.mapped_bytes,
+            restored.remote_syscalls,
+            started.elapsed().as_secs_f64() * 1e3
+        );
     }
     // Every restored process, the eldest first, by pidfd: a signal meant for one of them never
     // reaches another process that took its PID after it ended.

@@ -1,0 +1,94 @@
+//! Pages mapped from the image rather than copied (see `docs/architecture.md`, "Pages mapped
+//! from the image"): whether an image file may be mapped into the restored processes
+//! ([`mappable`]), and the check of every page run's checksum in place, on every core
+//! ([`verify_in_place`]).
+use std::os::unix::fs::MetadataExt;
+
+use crest_image::{ImageError, ImageFile};
+
+/// File systems whose files are in the page cache of this machine and change only through it:
+/// a private mapping of such a file reads the bytes that were checked.
+const LOCAL_FS: [(i64, &str); 8] =
+    [(0x0102_1994, "tmpfs"), (0x8584_58f6, "ramfs"), (0xEF53, "ext2/3/4"), (0x5846_5342, "xfs"), (0x9123_683E, "btrfs"), (0xF2F5_2010, "f2fs"), (0x2FC1_2FC1, "zfs"), (0x3153_464a, "jfs")];
+
+/// Whether the stored page runs of `file` (an open image) may be mapped into the restored
+/// processes: `Err` says why not. Only a regular file that nobody can write (mode without any
+/// write bit, owned by root or by this user: no one else could make it writable), on a local
+/// file system with a page cache ([`LOCAL_FS`]; not a network or FUSE file system, whose
+/// files can change under the mapping without this machine knowing, nor a DAX one).
+pub fn mappable(file: &std::fs::File) -> Result<(), String> {
+    let md = file.metadata().map_err(|e| format!("cannot stat the image: {e}"))?;
+    if !md.file_type().is_file() {
+        return Err("the image is not a regular file".into());
+    }
+    if md.mode() & 0o222 != 0 {
+        return Err(format!("the image is writable (mode {:o}): it could change under the mapping", md.mode() & 0o7777));
+    }
+    let me = crest_ptrace::sys::euid();
+    if md.uid() != 0 && md.uid() != me {
+        return Err(format!("the image belongs to user {}, who could make it writable", md.uid()));
+    }
+    if md.nlink() == 0 {
+        return Err("the image is deleted".into());
+    }
+    let fs = crest_ptrace::sys::fs_type(file).map_err(|e| format!("cannot tell the image's file system: {e}"))?;
+    if !LOCAL_FS.iter().any(|&(m, _)| m == fs) {
+        return Err(format!("the image is on a file system (type {fs:#x}) that crest does not map images from"));
+    }
+    Ok(())
+}
+
+/// Bytes checked per mapping of the image while verifying.
+const WINDOW: u64 = 64 << 20;
+
+/// Checks the checksum of every page run of `img` as stored, reading the page cache in place
+/// (a read-only mapping of the file, no copy), on `workers` threads. The same check as
+/// [`ImageFile::verify_checksums`], with the same messages.
+pub fn verify_in_place(img: &ImageFile, workers: usize) -> Result<(), ImageError> {
+    let mut runs = img.runs();
+    runs.sort_by_key(|(_, r)| r.offset);
+    // Windows of whole runs, each mapped once.
+    let mut windows: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut i = 0;
+    while i < runs.len() {
+        let start = runs[i].1.offset;
+        let mut j = i + 1;
+        while j < runs.len() && runs[j].1.offset + runs[j].1.stored_len() - start <= WINDOW {
+            j += 1;
+        }
+        windows.push(i..j);
+        i = j;
+    }
+    let len = img.file.metadata()?.len();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                s.spawn(|| -> Result<(), ImageError> {
+                    loop {
+                        let Some(w) = windows.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
+                        let group = &runs[w.clone()];
+                        let from = group[0].1.offset;
+                        let to = group.iter().map(|(_, r)| r.offset + r.stored_len()).max().unwrap_or(from);
+                        if to > len {
+                            let (pid, r) = group.iter().find(|(_, r)| r.offset + r.stored_len() > len).copied().unwrap_or(group[0]);
+                            return Err(ImageError::Invalid(format!(
+                                "page data of pid {pid} at {:#x} lies past the end of the image ({} bytes needed, {len} there)",
+                                r.vaddr,
+                                r.offset + r.stored_len()
+                            )));
+                        }
+                        let m = crest_ptrace::mapped::Mapped::new(&img.file, from, (to - from) as usize)?;
+                        for (pid, r) in group {
+                            let at = (r.offset - from) as usize;
+                            if crest_image::checksum(&m.bytes()[at..at + r.stored_len() as usize]) != r.sum {
+                                return Err(ImageError::Checksum { what: format!("page data of pid {pid} at {:#x}..{:#x}", r.vaddr, r.vaddr.saturating_add(r.len)) });
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(ImageError::Invalid("page verifier panicked".into()))))
+    })
+}
