@@ -222,6 +222,43 @@ fn omit_returns_eomitted_and_nothing_is_checkpointed() {
 }
 
 #[test]
+fn omit_leaves_the_process_out_and_the_rest_of_the_tree_is_checkpointed() {
+    // As BLCR: the parent's callback answers OMIT, its child's READY; the child alone is
+    // checkpointed (and killed by --kill), the parent runs on, and a restart brings the child
+    // back, told that it was restarted.
+    let d = Dir::new("libcr-omittree");
+    let mut procs = Procs::default();
+    let (pid, out) = case(&d, "omittree", &mut procs);
+    let s = wait_for(&out, "child ", Duration::from_secs(10));
+    let child: i32 = s.lines().find_map(|l| l.strip_prefix("child ")?.parse().ok()).expect("child PID");
+    procs.pids.push(child);
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&out).unwrap_or_default().matches("ready").count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the child is not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let img = d.0.join("img");
+    let o = checkpoint(&["--tree", "--kill", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(&out, "thread: returned -2358 (Process omitted from checkpoint at a callback's request)", Duration::from_secs(5));
+    wait_for(&out, "child ended", Duration::from_secs(10));
+    procs.forget(child);
+    assert_untouched(pid, "after omitting itself");
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+    let listing = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(listing.contains(&format!("process {child} (parent 0,")) && !listing.contains(&format!("process {pid} ")), "the image holds the child alone:\n{listing}");
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = wait_child(&mut procs.take(pid), Duration::from_secs(10));
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let rs_pid = rs.id() as i32;
+    let s = wait_for(&out, "thread: restarted by", Duration::from_secs(10));
+    procs.pids.push(restored_child(&mut rs, Duration::from_secs(10)));
+    procs.children.push(rs);
+    assert!(s.contains(&format!("thread: restarted by {rs_pid}")), "{s}");
+}
+
+#[test]
 fn a_process_killed_in_its_callback_ends_the_checkpoint() {
     let d = Dir::new("libcr-killed");
     let mut procs = Procs::default();
