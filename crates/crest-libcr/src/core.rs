@@ -92,12 +92,9 @@ static REQ_STATE: [AtomicU32; SLOTS] = [const { AtomicU32::new(FREE) }; SLOTS];
 static REQ_RESULT: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 static REQ_HELPER: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 
-/// The messages of each request (self-checkpoint handles and restart handles, told apart by
-/// `RESTART_LOG`): what its `cr_checkpoint` or `cr_restart` wrote on its standard error, kept
-/// in a memory file for `cr_log_checkpoint` and `cr_log_restart` until the request is reaped.
+/// The messages of each self-checkpoint (by handle): what its `cr_checkpoint` wrote on its
+/// standard error, kept in a memory file for `cr_log_checkpoint` until the request is reaped.
 static LOGS: Mutex<Vec<(u64, std::fs::File)>> = Mutex::new(Vec::new());
-/// Added to a restart's handle in [`LOGS`].
-const RESTART_LOG: u64 = 1 << 40;
 
 /// A memory file for the messages of request `key`, kept in [`LOGS`]; its descriptor.
 fn new_log(key: u64) -> Option<i32> {
@@ -121,9 +118,9 @@ fn log_of(key: u64) -> Vec<u8> {
     buf
 }
 
-/// `cr_log_checkpoint` (`restart` false) and `cr_log_restart`: the messages of request `handle`.
-pub fn log(handle: u64, restart: bool) -> Vec<u8> {
-    log_of(if restart { handle | RESTART_LOG } else { handle })
+/// `cr_log_checkpoint`: the messages of self-checkpoint `handle`.
+pub fn log(handle: u64) -> Vec<u8> {
+    log_of(handle)
 }
 
 fn drop_log(key: u64) {
@@ -852,9 +849,26 @@ pub fn reap_request(handle: u64) -> Result<(), Errno> {
     }
 }
 
-/// Restarts asked for (`cr_request_restart`): the handle (the descriptor the outcome comes on)
-/// and the `cr_restart` child telling it.
-static RESTARTS: Mutex<Vec<(i32, i32)>> = Mutex::new(Vec::new());
+/// Restarts asked for (`cr_request_restart`): the handle (the descriptor the outcome comes on),
+/// the `cr_restart` child telling it, and its line once read.
+static RESTARTS: Mutex<Vec<(i32, i32, Option<String>)>> = Mutex::new(Vec::new());
+
+/// The line restart `handle` told, once there (`Ok(None)`: not yet), read at most once.
+fn restart_line(handle: i32) -> Result<Option<String>, Errno> {
+    let mut all = lock(&RESTARTS);
+    let r = all.iter_mut().find(|r| r.0 == handle).ok_or(libc::EINVAL)?;
+    if r.2.is_none() {
+        if !sys::wait_readable(handle, Some(Duration::ZERO)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))? {
+            return Ok(None);
+        }
+        // One write of one line by cr_restart, or end of file if it died first.
+        let mut buf = [0u8; 4096];
+        let f = sys::borrow_file(handle);
+        let n = std::io::Read::read(&mut &*f, &mut buf).unwrap_or(0);
+        r.2 = Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+    }
+    Ok(r.2.clone())
+}
 
 /// `cr_request_restart`: starts `cr_restart` as a child with the image at `fd`, on behalf of
 /// this process; the handle, a descriptor on which `cr_restart` tells the outcome once the
@@ -885,19 +899,26 @@ pub fn request_restart(fd: i32, flags: u32, signal: i32, relocations: &[(String,
         std::env::vars_os().filter(|(k, _)| k != proto::REQUESTER_ENV && k != proto::RESTART_NOTIFY_ENV).filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?))).collect();
     env.push(format!("{}={}", proto::REQUESTER_ENV, std::process::id()));
     env.push(format!("{}={wr_fd}", proto::RESTART_NOTIFY_ENV));
-    let key = std::os::fd::AsRawFd::as_raw_fd(&rd) as u64 | RESTART_LOG;
-    let log = new_log(key);
-    let pid = sys::spawn(&argv, &cstrings(&env), &[fd, wr_fd], log, |_| {}).inspect_err(|_| drop_log(key)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    // cr_restart keeps this process's standard error: it may hand it to the restored processes.
+    let pid = sys::spawn(&argv, &cstrings(&env), &[fd, wr_fd], None, |_| {}).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     drop(wr);
     let handle = std::os::fd::IntoRawFd::into_raw_fd(rd);
-    lock(&RESTARTS).push((handle, pid));
+    lock(&RESTARTS).push((handle, pid, None));
     Ok(handle)
+}
+
+/// `cr_log_restart`: the message of a failed restart (`cr_restart` tells it with the failure).
+pub fn restart_log(handle: i32) -> Vec<u8> {
+    match restart_line(handle) {
+        Ok(Some(l)) if l.starts_with("ERR ") => l.splitn(3, ' ').nth(2).map(|m| format!("{m}\n").into_bytes()).unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// Waits up to `timeout` (forever: `None`) for restart `handle` to be complete; whether it is.
 pub fn wait_restart(handle: i32, timeout: Option<Duration>) -> Result<bool, Errno> {
-    if !lock(&RESTARTS).iter().any(|&(h, _)| h == handle) {
-        return Err(libc::EINVAL);
+    if !lock(&RESTARTS).iter().any(|r| r.0 == handle && r.2.is_none()) {
+        return if lock(&RESTARTS).iter().any(|r| r.0 == handle) { Ok(true) } else { Err(libc::EINVAL) };
     }
     sys::wait_readable(handle, timeout).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -906,21 +927,20 @@ pub fn wait_restart(handle: i32, timeout: Option<Duration>) -> Result<bool, Errn
 /// not a child of the caller, which it never is here: `cr_restart` is its parent), or the errno
 /// of the failure (`EAGAIN`: not complete yet).
 pub fn reap_restart(handle: i32) -> Result<i32, Errno> {
-    let pid = lock(&RESTARTS).iter().find(|&&(h, _)| h == handle).map(|&(_, p)| p).ok_or(libc::EINVAL)?;
-    if !sys::wait_readable(handle, Some(Duration::ZERO)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))? {
-        return Err(libc::EAGAIN);
-    }
-    lock(&RESTARTS).retain(|&(h, _)| h != handle);
-    drop_log(handle as u64 | RESTART_LOG);
-    let mut line = String::new();
-    let _ = BufReader::new(sys::own_fd(handle)).read_line(&mut line);
-    let line = line.trim_end();
+    let line = restart_line(handle)?.ok_or(libc::EAGAIN)?;
+    let pid = {
+        let mut all = lock(&RESTARTS);
+        let pid = all.iter().find(|r| r.0 == handle).map_or(0, |r| r.1);
+        all.retain(|r| r.0 != handle);
+        pid
+    };
+    drop(sys::own_fd(handle));
     if let Ok(eldest) = line.parse::<i32>() {
         return Ok(eldest);
     }
     // A failure: cr_restart's exit status is the errno (& 0xff; BLCR's own codes come back
     // whole), as for a checkpoint.
-    let code = match line.strip_prefix("ERR ").and_then(|c| c.parse::<i32>().ok()) {
+    let code = match line.strip_prefix("ERR ").and_then(|c| c.split(' ').next()?.parse::<i32>().ok()) {
         Some(c) => c,
         None => sys::try_reap(pid, true).unwrap_or(libc::EIO),
     };

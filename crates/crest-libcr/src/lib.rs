@@ -441,7 +441,7 @@ pub unsafe extern "C" fn cr_log_checkpoint(handle: *mut cr_checkpoint_handle_t, 
         return fail(libc::EINVAL, -1);
     }
     // SAFETY: the caller's handle and buffer.
-    unsafe { copy_log(&core::log(*handle, false), len, msg) }
+    unsafe { copy_log(&core::log(*handle), len, msg) }
 }
 
 #[no_mangle]
@@ -467,7 +467,7 @@ pub unsafe extern "C" fn cr_poll_checkpoint_msg(handle: *mut cr_checkpoint_handl
         _ => {
             if !msg_p.is_null() {
                 // SAFETY: the caller's pointers: its handle, and where the messages go.
-                unsafe { *msg_p = malloc_log(&core::log(*handle, false)) };
+                unsafe { *msg_p = malloc_log(&core::log(*handle)) };
             }
             // SAFETY: as above.
             match unsafe { cr_reap_checkpoint(handle) } {
@@ -547,7 +547,7 @@ pub unsafe extern "C" fn cr_log_restart(handle: *mut cr_restart_handle_t, len: c
         return fail(libc::EINVAL, -1);
     }
     // SAFETY: the caller's handle and buffer.
-    unsafe { copy_log(&core::log(*handle, true), len, msg) }
+    unsafe { copy_log(&core::restart_log(*handle as i32), len, msg) }
 }
 
 #[no_mangle]
@@ -573,7 +573,7 @@ pub unsafe extern "C" fn cr_poll_restart_msg(handle: *mut cr_restart_handle_t, t
         _ => {
             if !msg_p.is_null() {
                 // SAFETY: the caller's pointers: its handle, and where the messages go.
-                unsafe { *msg_p = malloc_log(&core::log(*handle, true)) };
+                unsafe { *msg_p = malloc_log(&core::restart_log(*handle as i32)) };
             }
             // SAFETY: as above.
             match unsafe { cr_reap_restart(handle) } {

@@ -44,7 +44,7 @@ fn main() {
                 std::process::exit(code);
             }
             say.err(format!("Restart failed: {}", f.msg));
-            notify(&format!("ERR {}", f.code));
+            notify(&format!("ERR {} Restart failed: {}", f.code, f.msg.replace('\n', " ")));
             std::process::exit(f.code)
         }
     }
@@ -55,7 +55,8 @@ enum Never {}
 /// Where libcr's `cr_request_restart`, which ran this command, waits for the outcome.
 static NOTIFY: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
 
-/// Takes the descriptor named by `CREST_LIBCR_RESTART_NOTIFY` (set by `cr_request_restart`)
+/// Takes the descriptor named by `CREST_LIBCR_RESTART_NOTIFY` (set by `cr_request_restart`:
+/// it is told the eldest restored PID, or `ERR CODE MESSAGE`)
 /// out of reach of the restored processes and of the hooks: a close-on-exec copy, kept until
 /// [`notify`], the original closed.
 fn take_notify() {
