@@ -16,7 +16,8 @@ expected=$(sed -n '/<!-- installed-files:begin -->/,/<!-- installed-files:end --
   grep -E '^PREFIX/' | sed 's|^PREFIX/|/usr/|' | sort)
 [ -n "$expected" ] || { echo "check-packages: no file list in docs/admin-guide.md" >&2; exit 1; }
 
-# compare NAME ROOT: the files under ROOT/usr, man pages without their .gz, against the list.
+# compare NAME ROOT: the files and links (libcr.so and the like) under ROOT/usr, man pages
+# without their .gz, against the list.
 compare() {
   local name=$1 root=$2 got
   got=$(cd "$root" && find usr \( -type f -o -type l \) ! -name copyright | sed 's|^|/|; s|\.gz$||' | sort)

@@ -222,6 +222,43 @@ fn omit_returns_eomitted_and_nothing_is_checkpointed() {
 }
 
 #[test]
+fn omit_leaves_the_process_out_and_the_rest_of_the_tree_is_checkpointed() {
+    // As BLCR: the parent's callback answers OMIT, its child's READY; the child alone is
+    // checkpointed (and killed by --kill), the parent runs on, and a restart brings the child
+    // back, told that it was restarted.
+    let d = Dir::new("libcr-omittree");
+    let mut procs = Procs::default();
+    let (pid, out) = case(&d, "omittree", &mut procs);
+    let s = wait_for(&out, "child ", Duration::from_secs(10));
+    let child: i32 = s.lines().find_map(|l| l.strip_prefix("child ")?.parse().ok()).expect("child PID");
+    procs.pids.push(child);
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&out).unwrap_or_default().matches("ready").count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the child is not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let img = d.0.join("img");
+    let o = checkpoint(&["--tree", "--kill", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(&out, "thread: returned -2358 (Process omitted from checkpoint at a callback's request)", Duration::from_secs(5));
+    wait_for(&out, "child ended", Duration::from_secs(10));
+    procs.forget(child);
+    assert_untouched(pid, "after omitting itself");
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+    let listing = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(listing.contains(&format!("process {child} (parent 0,")) && !listing.contains(&format!("process {pid} ")), "the image holds the child alone:\n{listing}");
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = wait_child(&mut procs.take(pid), Duration::from_secs(10));
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let rs_pid = rs.id() as i32;
+    let s = wait_for(&out, "thread: restarted by", Duration::from_secs(10));
+    procs.pids.push(restored_child(&mut rs, Duration::from_secs(10)));
+    procs.children.push(rs);
+    assert!(s.contains(&format!("thread: restarted by {rs_pid}")), "{s}");
+}
+
+#[test]
 fn a_process_killed_in_its_callback_ends_the_checkpoint() {
     let d = Dir::new("libcr-killed");
     let mut procs = Procs::default();
@@ -294,4 +331,217 @@ fn cr_run_preloads_and_omit_leaves_the_program_out() {
     let o = Command::new(&cr_run).arg(&st).output().expect("cr_run static");
     assert_eq!(o.status.code(), Some(3));
     assert!(text(&o).contains("is statically linked"), "{}", text(&o));
+}
+
+/// Waits until `path` holds `what` `n` times.
+fn wait_count(path: &Path, what: &str, n: usize, timeout: Duration) -> String {
+    let t = std::time::Instant::now();
+    loop {
+        let s = std::fs::read_to_string(path).unwrap_or_default();
+        if s.matches(what).count() >= n {
+            return s;
+        }
+        assert!(t.elapsed() < timeout, "timed out waiting for {n} of {what:?} in {}; it holds:\n{s}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn no_failure(s: &str) {
+    assert!(!s.contains("FAIL"), "a call returned what the client does not expect:\n{s}");
+}
+
+/// Kills `pids` and waits until `parent` (a subreaper) has no children left.
+fn kill_under(parent: i32, pids: &[i32]) {
+    for p in pids {
+        let _ = Command::new("kill").arg("-9").arg(p.to_string()).stderr(Stdio::null()).status();
+    }
+    let t = std::time::Instant::now();
+    while !children_of(parent).is_empty() && t.elapsed() < Duration::from_secs(10) {
+        for p in children_of(parent) {
+            let _ = Command::new("kill").arg("-9").arg(p.to_string()).stderr(Stdio::null()).status();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn mpich_hydra_and_nemesis_checkpoint_the_proxy_tree_and_restart_it() {
+    // The hydra proxy omits itself from the checkpoint of its own tree (cr_checkpoint(OMIT)
+    // gives -CR_EOMITTED) and polls until it is done; its two nemesis ranks are checkpointed,
+    // continue, and after hydra's cr_request_restart learn the proxy's PID as the requester.
+    let d = Dir::new("libcr-hydra");
+    let hydra = build(&d, "tests/c/client_hydra.c", "hydra");
+    let nemesis = build(&d, "tests/c/client_nemesis.c", "nemesis");
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let dir = d.0.to_str().expect("utf-8");
+    let proxy = procs.add(start(&d, &hydra, &["checkpoint", dir, "2", nemesis.to_str().expect("utf-8")], &out));
+    wait_count(&out, "ready", 2, Duration::from_secs(10));
+    procs.pids.extend(children_of(proxy));
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = Command::new("kill").arg("-USR1").arg(proxy.to_string()).status();
+    let s = wait_for(&out, "hydra: ranks stopped", Duration::from_secs(30));
+    no_failure(&s);
+    assert!(s.contains("hydra: checkpoint done (poll 1), callback got -CR_EOMITTED"), "{s}");
+    assert_eq!(s.matches("continuing").count(), 2, "each rank's callback went on:\n{s}");
+    let st = wait_child(&mut procs.take(proxy), Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    let img = std::fs::read_dir(&d.0).expect("dir").flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("context-num0-"))).expect("the image");
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+    let listing = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert_eq!(listing.matches("\nprocess ").count(), 2, "the ranks alone are in the image:\n{listing}");
+    assert!(!listing.contains(&format!("process {proxy} ")), "{listing}");
+
+    // The ranks' output goes on in out.txt (the restart checks it is as it was).
+    let restart_out = d.0.join("restart.txt");
+    let restarter = procs.add(start(&d, &hydra, &["restart", dir, img.to_str().expect("utf-8"), "2"], &restart_out));
+    let s = wait_count(&out, "restarted, requester", 2, Duration::from_secs(30));
+    no_failure(&s);
+    no_failure(&std::fs::read_to_string(&restart_out).unwrap_or_default());
+    for rank in 0..2 {
+        assert!(s.contains(&format!("nemesis {rank}: restarted, requester {restarter}, env PMI_RANK={rank}")), "rank {rank} found its env file by the proxy's PID:\n{s}");
+    }
+    let under: Vec<i32> = children_of(restarter).into_iter().flat_map(|c| std::iter::once(c).chain(children_of(c))).collect();
+    kill_under(restarter, &under);
+}
+
+#[test]
+fn open_mpi_checkpoints_itself_and_restarts() {
+    // Open MPI's crs/blcr: thread and signal callbacks that go on only for its own requests,
+    // hooks, a critical section, a self-checkpoint polled until done (the restarted copy sees
+    // CR_ERESTARTED), the older cr_request_file and cr_status, and callbacks disabled at the end.
+    let d = Dir::new("libcr-ompi");
+    let prog = build(&d, "tests/c/client_ompi.c", "ompi");
+    let dir = d.0.to_str().expect("utf-8");
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start(&d, &prog, &["self", dir], &out));
+    let st = wait_child(procs.children.last_mut().expect("child"), Duration::from_secs(30));
+    procs.forget(pid);
+    let s = std::fs::read_to_string(&out).unwrap_or_default();
+    no_failure(&s);
+    assert!(st.success() && s.contains("ompi: continued, thread callback 0, signal callback 0, hooks 0x1\nompi: finalized\n"), "{st:?}: {s}");
+    let img = d.0.join(format!("ompi_blcr_context.{pid}"));
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let st = wait_child(&mut rs, Duration::from_secs(30));
+    let s = std::fs::read_to_string(&out).unwrap_or_default();
+    no_failure(&s);
+    assert!(st.success() && s.contains("ompi: restarted, thread callback restart, signal callback restart, hooks 0x8\nompi: finalized\n"), "{st:?}: {s}");
+
+    // The older calls.
+    let out = d.0.join("old.txt");
+    let pid = procs.add(start(&d, &prog, &["old", dir], &out));
+    let st = wait_child(procs.children.last_mut().expect("child"), Duration::from_secs(30));
+    procs.forget(pid);
+    let s = std::fs::read_to_string(&out).unwrap_or_default();
+    no_failure(&s);
+    assert!(st.success() && s.contains("ompi: continued, thread callback 0") && s.contains("ompi: finalized"), "{st:?}: {s}");
+    assert!(d.0.join(format!("ompi_blcr_context.{pid}")).exists());
+
+    // A checkpoint another process asks for is one Open MPI's callbacks leave out.
+    let out = d.0.join("peer.txt");
+    let pid = procs.add(start(&d, &prog, &["peer", dir], &out));
+    wait_for(&out, "ompi: ready", Duration::from_secs(10));
+    let o = checkpoint(&["--pid", "-f", d.0.join("peer.img").to_str().expect("utf-8")], pid);
+    assert_eq!(o.status.code(), Some(libc::ESRCH), "{}", text(&o));
+    let s = wait_for(&out, "ompi: finalized", Duration::from_secs(10));
+    assert!(s.contains("ompi: peer checkpoint, thread callback -CR_EOMITTED"), "{s}");
+}
+
+#[test]
+fn slurm_srun_cr_checkpoints_itself_without_srun() {
+    // srun_cr runs srun under cr_run --omit: a checkpoint of its tree holds srun_cr alone; its
+    // callback finds the image's directory in the checkpoint info, and after a restart reads
+    // the image's path. Without a directory it answers PERM_FAILURE: the request is killed.
+    let d = Dir::new("libcr-srun-cr");
+    let prog = build(&d, "tests/c/client_srun_cr.c", "srun_cr");
+    let lib = preload_dir(&d);
+    let cr_run = bin("cr_checkpoint").with_file_name("cr_run");
+    // Under a subreaper (killafter) that reaps srun when srun_cr is killed.
+    let killafter = build_killafter(&d);
+    let start_srun_cr = |procs: &mut Procs, out: &Path| -> (i32, i32) {
+        let f = std::fs::File::create(out).expect("output file");
+        let libs = format!("{}:{}", libdir(&d).display(), lib.display());
+        let c = Command::new(&killafter)
+            .args(["-1", prog.to_str().expect("utf-8"), cr_run.to_str().expect("utf-8"), "sleep", "60"])
+            .current_dir(&d.0)
+            .env("LD_LIBRARY_PATH", libs)
+            .stdout(f)
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("srun_cr");
+        procs.reapers.push(c);
+        let s = wait_for(out, "srun_cr: ready, pid ", Duration::from_secs(10));
+        let line = s.lines().find_map(|l| l.strip_prefix("srun_cr: ready, pid ")).expect("ready line");
+        let (pid, srun) = line.split_once(", srun ").and_then(|(p, s)| Some((p.parse().ok()?, s.parse().ok()?))).expect("PIDs");
+        procs.pids.extend([pid, srun]);
+        // srun has exec'd with libcr_omit preloaded.
+        let t = std::time::Instant::now();
+        while !crest_ptrace::libcr::omits_itself(srun) {
+            assert!(t.elapsed() < Duration::from_secs(10), "srun did not start under cr_run --omit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (pid, srun)
+    };
+    let mut procs = Procs::default();
+    let out = d.0.join("out.txt");
+    let (pid, srun) = start_srun_cr(&mut procs, &out);
+    let img = d.0.join("ckpt").join("script.ckpt");
+    std::fs::create_dir_all(img.parent().expect("dir")).expect("mkdir");
+    let o = checkpoint(&["-T", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_for(&out, "srun_cr: continuing", Duration::from_secs(10));
+    assert!(s.contains(&format!("srun_cr: step images go to {}\n", d.0.join("ckpt").display())), "{s}");
+    assert_untouched(srun, "srun, left out");
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+    let listing = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(listing.contains(&format!("process {pid} ")) && !listing.contains(&format!("process {srun} ")), "srun_cr without srun:\n{listing}");
+    // Restarted: it reads the image's path.
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = wait_child(procs.reapers.last_mut().expect("killafter"), Duration::from_secs(10));
+    procs.forget(pid);
+    procs.forget(srun);
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let s = wait_for(&out, "srun_cr: restarted from", Duration::from_secs(10));
+    procs.pids.push(restored_child(&mut rs, Duration::from_secs(10)));
+    procs.children.push(rs);
+    assert!(s.contains(&format!("srun_cr: restarted from {}\n", img.display())), "{s}");
+
+    // An image that is not a file leaves it no directory: PERM_FAILURE.
+    let out = d.0.join("perm.txt");
+    let (pid, _) = start_srun_cr(&mut procs, &out);
+    let o = Command::new(bin("cr_checkpoint")).args(["-T", "--fd", "1"]).arg(pid.to_string()).stdin(Stdio::null()).output().expect("cr_checkpoint");
+    assert_eq!(o.status.code(), Some(51), "{}", text(&o));
+    // killafter exits with 128 + the signal srun_cr died by.
+    let st = wait_child(procs.reapers.last_mut().expect("killafter"), Duration::from_secs(10));
+    assert_eq!(st.code(), Some(128 + libc::SIGKILL));
+    procs.forget(pid);
+    assert!(std::fs::read_to_string(&out).unwrap_or_default().contains("srun_cr: no directory for the step images"));
+}
+
+#[test]
+fn gasnet_waits_and_reaps_its_checkpoint_and_its_restart() {
+    // GASNet: a self-checkpoint with CR_CHKPT_ASYNC_ERR, waited for (looping on EINTR), its
+    // messages read, reaped: 0 in the original, CR_ERESTARTED in the copy; and a restart through
+    // cr_request_restart, waited for and reaped: the PID of the restored process.
+    let d = Dir::new("libcr-gasnet");
+    let prog = build(&d, "tests/c/client_gasnet.c", "gasnet");
+    let img = d.0.join("img");
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start(&d, &prog, &["checkpoint", img.to_str().expect("utf-8")], &out));
+    let s = wait_for(&out, "gasnet: checkpointed", Duration::from_secs(30));
+    no_failure(&s);
+    assert!(s.contains(&format!("gasnet: checkpointed, reap 0, pid {pid}\n")), "{s}");
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = wait_child(&mut procs.take(pid), Duration::from_secs(10));
+    let restarter = procs.add(start(&d, &prog, &["restart", img.to_str().expect("utf-8")], &d.0.join("restart.txt")));
+    let r = wait_for(&d.0.join("restart.txt"), "gasnet: restart", Duration::from_secs(30));
+    let s = wait_for(&out, "gasnet: restarted", Duration::from_secs(30));
+    let under: Vec<i32> = children_of(restarter).into_iter().flat_map(|c| std::iter::once(c).chain(children_of(c))).collect();
+    kill_under(restarter, &under);
+    no_failure(&r);
+    assert!(r.contains(&format!("gasnet: restart reaped: {pid}\n")), "cr_reap_restart gives the restored PID:\n{r}");
+    assert!(s.contains(&format!("gasnet: restarted, pid {pid}\n")), "{s}");
 }

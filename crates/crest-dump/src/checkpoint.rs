@@ -424,8 +424,9 @@ pub enum Error {
         /// Permanent: the processes were killed.
         perm: bool,
     },
-    /// The named process asked to be left out (`CR_CHECKPOINT_OMIT`, or libcr_omit).
-    #[error("no processes checkpointed: PID {0} asked to be left out of checkpoints (CR_CHECKPOINT_OMIT or libcr_omit)")]
+    /// Every process of the request asked to be left out (`CR_CHECKPOINT_OMIT`, or libcr_omit);
+    /// the PID named. Some that do leave the rest to be checkpointed.
+    #[error("no processes checkpointed: every process of the request (PID {0} named) asked to be left out of checkpoints (CR_CHECKPOINT_OMIT or libcr_omit)")]
     Omitted(i32),
     /// The process ended during the checkpoint.
     #[error("PID {0} ended during the checkpoint, so there is nothing to save; no image was written")]

@@ -1,6 +1,7 @@
 //! Cooperation with processes that use libcr, before they are frozen: each one (found by its
 //! `crest-libcr` thread) is asked to run its checkpoint callbacks, and the checkpoint waits,
-//! within its time limit, until every one has answered READY, OMIT, or a failure
+//! within its time limit, until every one has answered READY, OMIT (it is left out, the rest
+//! is checkpointed), or a failure
 //! (`CR_CHECKPOINT_TEMP_FAILURE` cancels the checkpoint, `CR_CHECKPOINT_PERM_FAILURE` cancels
 //! it and kills every process of the request). Afterwards each is told whether the checkpoint
 //! was made (its callbacks go on) or failed. Processes without libcr are not asked anything.
@@ -25,7 +26,8 @@ pub(crate) enum CoopError {
     Ended(i32),
     /// A callback cancelled the checkpoint: the process, the code, and whether permanently.
     Refused { pid: i32, code: u16, perm: bool },
-    /// The named process asked to be left out: nothing is left to checkpoint.
+    /// Every process of the scope asked to be left out (the named one first): nothing is left
+    /// to checkpoint.
     Omitted(i32),
     /// The socket the processes answer on could not be made.
     Io(std::io::Error),
@@ -133,7 +135,7 @@ pub(crate) fn callbacks(scope: Scope, id: i32, requester: i32, signal: i32, dest
         }
     }
     if coop.members.iter().all(|m| m.tid == 0) {
-        return finish(coop, scope, id);
+        return finish(coop, &pids, id);
     }
     let me = std::process::id() as i32;
     let addr = SocketAddr::from_abstract_name(proto::socket_name(me)).map_err(CoopError::Io)?;
@@ -204,7 +206,7 @@ pub(crate) fn callbacks(scope: Scope, id: i32, requester: i32, signal: i32, dest
     drop(conns);
     drop(listener);
     match outcome {
-        Ok(()) => finish(coop, scope, id),
+        Ok(()) => finish(coop, &pids, id),
         Err(e) => {
             let errno = match &e {
                 CoopError::Refused { code, .. } => *code as i32,
@@ -224,10 +226,12 @@ pub(crate) fn callbacks(scope: Scope, id: i32, requester: i32, signal: i32, dest
     }
 }
 
-/// The named process omitted itself: nothing is left (a process of a tree, group or session
-/// that omitted itself is left out of the freeze instead).
-fn finish(coop: Cooperation, scope: Scope, id: i32) -> Result<Cooperation, CoopError> {
-    if matches!(scope, Scope::Pid | Scope::Tree) && coop.omitted().contains(&id) {
+/// As BLCR: the processes that asked to be left out are, and the checkpoint of the rest of the
+/// scope goes on; only when none is left is nothing checkpointed (BLCR's ESRCH, "no processes
+/// checkpointed"). `pids` is the scope as listed before the callbacks ran.
+fn finish(coop: Cooperation, pids: &[i32], id: i32) -> Result<Cooperation, CoopError> {
+    let omitted = coop.omitted();
+    if !pids.is_empty() && pids.iter().all(|p| omitted.contains(p)) {
         coop.fail(libc::ESRCH);
         return Err(CoopError::Omitted(id));
     }

@@ -104,16 +104,40 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
     let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new() };
     match scope {
         Scope::Pid | Scope::Tree => {
-            t.procs.push(freeze(id)?);
+            // A process left out (BLCR's OMIT) is not frozen, but under --tree its descendants
+            // are, as in BLCR: they are saved as if their parent had been outside the tree (a
+            // restart makes them children of cr_restart).
+            let root_out = left_out(id);
+            if !root_out {
+                t.procs.push(freeze(id)?);
+            } else if scope == Scope::Pid {
+                return Err(DumpError::NoProcess(id));
+            }
             if scope == Scope::Tree {
-                let mut at = 0;
-                while at < t.procs.len() {
-                    check_cancel()?;
-                    let parent = t.procs[at].pid;
-                    for c in crest_proc::children(parent)? {
-                        t.add(c, parent)?;
+                // Each process to look at with its parent if that is frozen (0: not frozen).
+                let mut todo: std::collections::VecDeque<(i32, i32)> = std::collections::VecDeque::new();
+                let me = std::process::id() as i32;
+                let skipped = |p: i32, todo: &mut std::collections::VecDeque<(i32, i32)>| {
+                    // The checkpoint's own processes are left out with whatever they started.
+                    if p != me {
+                        todo.extend(crest_proc::children(p).unwrap_or_default().into_iter().map(|c| (c, 0)));
                     }
-                    at += 1;
+                };
+                if root_out {
+                    skipped(id, &mut todo);
+                } else {
+                    todo.extend(crest_proc::children(id)?.into_iter().map(|c| (c, id)));
+                }
+                while let Some((pid, parent)) = todo.pop_front() {
+                    check_cancel()?;
+                    if left_out(pid) {
+                        skipped(pid, &mut todo);
+                    } else if t.add(pid, parent)? && t.procs.last().is_some_and(|f| f.pid == pid) {
+                        todo.extend(crest_proc::children(pid)?.into_iter().map(|c| (c, pid)));
+                    }
+                }
+                if t.procs.is_empty() {
+                    return Err(DumpError::NoProcess(id));
                 }
             }
         }

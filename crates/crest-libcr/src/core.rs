@@ -92,6 +92,41 @@ static REQ_STATE: [AtomicU32; SLOTS] = [const { AtomicU32::new(FREE) }; SLOTS];
 static REQ_RESULT: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 static REQ_HELPER: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 
+/// The messages of each self-checkpoint (by handle): what its `cr_checkpoint` wrote on its
+/// standard error, kept in a memory file for `cr_log_checkpoint` until the request is reaped.
+static LOGS: Mutex<Vec<(u64, std::fs::File)>> = Mutex::new(Vec::new());
+
+/// A memory file for the messages of request `key`, kept in [`LOGS`]; its descriptor.
+fn new_log(key: u64) -> Option<i32> {
+    let f = sys::memfd("crest-libcr-log").ok()?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut logs = lock(&LOGS);
+    logs.retain(|(k, _)| *k != key);
+    logs.push((key, f));
+    Some(fd)
+}
+
+/// The messages of request `key` so far (empty when there are none).
+fn log_of(key: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let logs = lock(&LOGS);
+    let Some((_, f)) = logs.iter().find(|(k, _)| *k == key) else { return Vec::new() };
+    let len = f.metadata().map_or(0, |m| m.len()).min(1 << 20) as usize;
+    let mut buf = vec![0u8; len];
+    let n = f.read_at(&mut buf, 0).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+/// `cr_log_checkpoint`: the messages of self-checkpoint `handle`.
+pub fn log(handle: u64) -> Vec<u8> {
+    log_of(handle)
+}
+
+fn drop_log(key: u64) {
+    lock(&LOGS).retain(|(k, _)| *k != key);
+}
+
 /// One callback running on this thread.
 #[derive(Clone, Copy)]
 struct Frame {
@@ -407,27 +442,48 @@ fn wait_outcome(gone: bool) -> i32 {
             }
             continue;
         };
+        if !trusted(&t) {
+            continue;
+        }
         match proto::decode(t.value) {
             Some((Msg::Continue, _, _)) => return 0,
             Some((Msg::Failed, _, code)) => return -(code as i32),
-            Some((Msg::Restarted, _, _)) => {
-                restarted(t.pid);
-                return t.pid;
-            }
+            Some((Msg::Restarted, _, _)) => return restarted(t.pid),
             Some((Msg::Done, handle, code)) => done(handle, code),
             _ => {}
         }
     }
 }
 
+/// Whether a message comes from a process allowed to checkpoint or restart this one: root or
+/// the same user (the kernel lets only those queue a signal here, and so does this check).
+fn trusted(t: &sys::Taken) -> bool {
+    t.code == libc::SI_QUEUE && proto::trusted(t.uid, sys::own_uids())
+}
+
+/// Connects to the abstract socket `name` that process `pid` (a message's sender) listens on,
+/// and checks that `pid` of a trusted user is the one listening (`SO_PEERCRED`): anyone may bind
+/// an abstract name first.
+fn connect_to(name: String, pid: i32) -> Option<UnixStream> {
+    let addr = SocketAddr::from_abstract_name(name).ok()?;
+    let s = UnixStream::connect_addr(&addr).ok()?;
+    let (peer, uid) = sys::peer_cred(std::os::fd::AsRawFd::as_raw_fd(&s))?;
+    (peer == pid && proto::trusted(uid, sys::own_uids())).then_some(s)
+}
+
 /// The libcr thread: takes crest's messages for ever.
 fn thread_loop() -> ! {
     loop {
         let Some(t) = sys::wait_signal(proto::SIGNUM, None) else { continue };
+        if !trusted(&t) {
+            continue;
+        }
         match proto::decode(t.value) {
             Some((Msg::Request, _, _)) => request(t.pid),
             Some((Msg::Done, handle, code)) => done(handle, code),
-            Some((Msg::Restarted, _, _)) => restarted(t.pid),
+            Some((Msg::Restarted, _, _)) => {
+                restarted(t.pid);
+            }
             _ => {}
         }
     }
@@ -435,8 +491,7 @@ fn thread_loop() -> ! {
 
 /// A checkpoint by worker `worker` asks for the callbacks.
 fn request(worker: i32) {
-    let Ok(addr) = SocketAddr::from_abstract_name(proto::socket_name(worker)) else { return };
-    let Ok(stream) = UnixStream::connect_addr(&addr) else { return };
+    let Some(stream) = connect_to(proto::socket_name(worker), worker) else { return };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut line = String::new();
     let Ok(mut reader) = stream.try_clone().map(BufReader::new) else { return };
@@ -491,25 +546,27 @@ pub fn register_hook(event: i32, hook: usize) -> Result<usize, Errno> {
     Ok(h.swap(hook, SeqCst))
 }
 
-/// The process was restarted by `requester`: pending self-checkpoints learn it, and the
-/// image's name is asked for.
-fn restarted(requester: i32) {
+/// The process was restarted, as `sender` (`cr_restart`) says: pending self-checkpoints learn
+/// it, and who asked for the restart and from which image are asked for. Returns the
+/// requester (the sender when it does not say).
+fn restarted(sender: i32) -> i32 {
     for (i, s) in REQ_STATE.iter().enumerate() {
         if s.compare_exchange(PENDING_REQ, RESTARTED, SeqCst, SeqCst).is_ok() {
             REQ_RESULT[i].store(c::ERESTARTED, SeqCst);
             sys::futex_wake(s);
         }
     }
-    let src = (|| {
-        let addr = SocketAddr::from_abstract_name(proto::restart_socket_name(requester)).ok()?;
-        let s = UnixStream::connect_addr(&addr).ok()?;
+    let info = (|| {
+        let s = connect_to(proto::restart_socket_name(sender), sender)?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).ok()?;
-        Some(line.trim_end_matches('\n').to_string())
+        proto::RestartInfo::parse(&line)
     })()
-    .unwrap_or_default();
-    *lock(&RESTART) = Some((requester, src));
+    .unwrap_or(proto::RestartInfo { requester: sender, src: String::new() });
+    let requester = info.requester;
+    *lock(&RESTART) = Some((requester, info.src));
+    requester
 }
 
 /// A self-checkpoint's helper ended with exit status `code`.
@@ -536,7 +593,7 @@ fn done(handle: u8, code: u16) {
 
 /// The signal handler's work: a signal-context phase asked by the libcr thread.
 pub fn on_signal(t: &sys::Taken) {
-    if t.code != libc::SI_QUEUE || t.pid != std::process::id() as i32 {
+    if !trusted(t) || t.pid != std::process::id() as i32 {
         return;
     }
     if !matches!(proto::decode(t.value), Some((Msg::SignalPhase, _, _))) {
@@ -709,8 +766,11 @@ pub fn request_checkpoint(r: &SelfRequest) -> Result<u64, Errno> {
         (t, _) => t,
     };
     let mut args = vec!["cr_checkpoint".to_string(), ["--pid", "--pgid", "--sid", "--tree"][r.scope as usize].to_string()];
-    if std::env::var_os("CREST_LIBCR_VERBOSE").is_none() {
-        args.push("--quiet".into());
+    // Its messages go to the request's log (cr_log_checkpoint); with CREST_LIBCR_VERBOSE to
+    // this process's standard error, with its progress.
+    let verbose = std::env::var_os("CREST_LIBCR_VERBOSE").is_some();
+    if verbose {
+        args.push("--verbose".into());
     }
     match r.fd {
         Some(fd) => args.extend(["--fd".to_string(), fd.to_string()]),
@@ -737,7 +797,8 @@ pub fn request_checkpoint(r: &SelfRequest) -> Result<u64, Errno> {
     let envp = cstrings(&env);
     // cr_checkpoint is a child of this process, left out of the checkpoint by its own choice;
     // ptrace_scope 1 lets a process trace only its descendants, not its parent: allowed here.
-    let pid = sys::spawn(&argv, &envp, r.fd, sys::allow_tracer).inspect_err(|_| REQ_STATE[slot].store(FREE, SeqCst)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let log = if verbose { None } else { new_log(slot as u64 + 1) };
+    let pid = sys::spawn(&argv, &envp, r.fd.as_slice(), log, sys::allow_tracer).inspect_err(|_| REQ_STATE[slot].store(FREE, SeqCst)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     REQ_HELPER[slot].store(pid, SeqCst);
     Ok(slot as u64 + 1)
 }
@@ -779,6 +840,7 @@ pub fn reap_request(handle: u64) -> Result<(), Errno> {
         return Err(libc::EAGAIN);
     }
     let e = REQ_RESULT[i].load(SeqCst);
+    drop_log(handle);
     REQ_STATE[i].store(FREE, SeqCst);
     match (s, e) {
         (RESTARTED, _) => Err(c::ERESTARTED),
@@ -787,7 +849,30 @@ pub fn reap_request(handle: u64) -> Result<(), Errno> {
     }
 }
 
-/// `cr_request_restart`: starts `cr_restart` as a child with the image at `fd`; its PID.
+/// Restarts asked for (`cr_request_restart`): the handle (the descriptor the outcome comes on),
+/// the `cr_restart` child telling it, and its line once read.
+static RESTARTS: Mutex<Vec<(i32, i32, Option<String>)>> = Mutex::new(Vec::new());
+
+/// The line restart `handle` told, once there (`Ok(None)`: not yet), read at most once.
+fn restart_line(handle: i32) -> Result<Option<String>, Errno> {
+    let mut all = lock(&RESTARTS);
+    let r = all.iter_mut().find(|r| r.0 == handle).ok_or(libc::EINVAL)?;
+    if r.2.is_none() {
+        if !sys::wait_readable(handle, Some(Duration::ZERO)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))? {
+            return Ok(None);
+        }
+        // One write of one line by cr_restart, or end of file if it died first.
+        let mut buf = [0u8; 4096];
+        let f = sys::borrow_file(handle);
+        let n = std::io::Read::read(&mut &*f, &mut buf).unwrap_or(0);
+        r.2 = Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+    }
+    Ok(r.2.clone())
+}
+
+/// `cr_request_restart`: starts `cr_restart` as a child with the image at `fd`, on behalf of
+/// this process; the handle, a descriptor on which `cr_restart` tells the outcome once the
+/// restart is complete ([`proto::RESTART_NOTIFY_ENV`]).
 pub fn request_restart(fd: i32, flags: u32, signal: i32, relocations: &[(String, String)]) -> Result<i32, Errno> {
     let mut args = vec!["cr_restart".to_string()];
     if flags & 0x2 == 0 {
@@ -808,6 +893,61 @@ pub fn request_restart(fd: i32, flags: u32, signal: i32, relocations: &[(String,
     args.extend(["--fd".to_string(), fd.to_string()]);
     let mut argv = cstrings(&args);
     argv[0] = helper("cr_restart");
-    let env: Vec<String> = std::env::vars_os().filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?))).collect();
-    sys::spawn(&argv, &cstrings(&env), Some(fd), |_| {}).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    let (rd, wr) = sys::pipe().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let wr_fd = std::os::fd::AsRawFd::as_raw_fd(&wr);
+    let mut env: Vec<String> =
+        std::env::vars_os().filter(|(k, _)| k != proto::REQUESTER_ENV && k != proto::RESTART_NOTIFY_ENV).filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?))).collect();
+    env.push(format!("{}={}", proto::REQUESTER_ENV, std::process::id()));
+    env.push(format!("{}={wr_fd}", proto::RESTART_NOTIFY_ENV));
+    // cr_restart keeps this process's standard error: it may hand it to the restored processes.
+    let pid = sys::spawn(&argv, &cstrings(&env), &[fd, wr_fd], None, |_| {}).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    drop(wr);
+    let handle = std::os::fd::IntoRawFd::into_raw_fd(rd);
+    lock(&RESTARTS).push((handle, pid, None));
+    Ok(handle)
+}
+
+/// `cr_log_restart`: the message of a failed restart (`cr_restart` tells it with the failure).
+pub fn restart_log(handle: i32) -> Vec<u8> {
+    match restart_line(handle) {
+        Ok(Some(l)) if l.starts_with("ERR ") => l.splitn(3, ' ').nth(2).map(|m| format!("{m}\n").into_bytes()).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Waits up to `timeout` (forever: `None`) for restart `handle` to be complete; whether it is.
+pub fn wait_restart(handle: i32, timeout: Option<Duration>) -> Result<bool, Errno> {
+    if !lock(&RESTARTS).iter().any(|r| r.0 == handle && r.2.is_none()) {
+        return if lock(&RESTARTS).iter().any(|r| r.0 == handle) { Ok(true) } else { Err(libc::EINVAL) };
+    }
+    sys::wait_readable(handle, timeout).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Collects restart `handle`: as BLCR, the PID of the eldest restored process (0 when it is
+/// not a child of the caller, which it never is here: `cr_restart` is its parent), or the errno
+/// of the failure (`EAGAIN`: not complete yet).
+pub fn reap_restart(handle: i32) -> Result<i32, Errno> {
+    let line = restart_line(handle)?.ok_or(libc::EAGAIN)?;
+    let pid = {
+        let mut all = lock(&RESTARTS);
+        let pid = all.iter().find(|r| r.0 == handle).map_or(0, |r| r.1);
+        all.retain(|r| r.0 != handle);
+        pid
+    };
+    drop(sys::own_fd(handle));
+    if let Ok(eldest) = line.parse::<i32>() {
+        return Ok(eldest);
+    }
+    // A failure: cr_restart's exit status is the errno (& 0xff; BLCR's own codes come back
+    // whole), as for a checkpoint.
+    let code = match line.strip_prefix("ERR ").and_then(|c| c.split(' ').next()?.parse::<i32>().ok()) {
+        Some(c) => c,
+        None => sys::try_reap(pid, true).unwrap_or(libc::EIO),
+    };
+    let _ = sys::try_reap(pid, false);
+    Err(match code {
+        0 => libc::EIO,
+        c @ 50..=61 => 2304 + c,
+        c => c,
+    })
 }

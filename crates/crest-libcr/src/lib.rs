@@ -397,14 +397,51 @@ pub unsafe extern "C" fn cr_wait_checkpoint(handle: *mut cr_checkpoint_handle_t,
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn cr_log_checkpoint(_handle: *mut cr_checkpoint_handle_t, len: c_uint, msg: *mut c_char) -> c_int {
-    // crest keeps no kernel log: there are no messages.
-    if len > 0 && !msg.is_null() {
-        // SAFETY: room for at least one byte in the caller's buffer.
-        unsafe { *msg = 0 };
+/// Copies the messages `log` into the caller's buffer of `len` bytes (NUL-terminated,
+/// truncated); as BLCR, the bytes needed with the NUL, 0 when there are none.
+unsafe fn copy_log(log: &[u8], len: c_uint, msg: *mut c_char) -> c_int {
+    if log.is_empty() {
+        if len > 0 && !msg.is_null() {
+            // SAFETY: room for at least one byte in the caller's buffer.
+            unsafe { *msg = 0 };
+        }
+        return 0;
     }
-    0
+    if len > 0 && !msg.is_null() {
+        let n = log.len().min(len as usize - 1);
+        // SAFETY: the caller's buffer holds `len` bytes; n + 1 <= len are written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(log.as_ptr(), msg as *mut u8, n);
+            *msg.add(n) = 0;
+        }
+    }
+    (log.len() + 1).min(c_int::MAX as usize) as c_int
+}
+
+/// The messages `log` in a buffer from `malloc` (the caller frees it), or null when none.
+fn malloc_log(log: &[u8]) -> *mut c_char {
+    if log.is_empty() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: malloc of the size needed; null is handled.
+    let p = unsafe { libc::malloc(log.len() + 1) } as *mut c_char;
+    if !p.is_null() {
+        // SAFETY: a fresh buffer of len + 1 bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(log.as_ptr(), p as *mut u8, log.len());
+            *p.add(log.len()) = 0;
+        }
+    }
+    p
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cr_log_checkpoint(handle: *mut cr_checkpoint_handle_t, len: c_uint, msg: *mut c_char) -> c_int {
+    if handle.is_null() {
+        return fail(libc::EINVAL, -1);
+    }
+    // SAFETY: the caller's handle and buffer.
+    unsafe { copy_log(&core::log(*handle), len, msg) }
 }
 
 #[no_mangle]
@@ -420,18 +457,24 @@ pub unsafe extern "C" fn cr_reap_checkpoint(handle: *mut cr_checkpoint_handle_t)
 #[no_mangle]
 pub unsafe extern "C" fn cr_poll_checkpoint_msg(handle: *mut cr_checkpoint_handle_t, tv: *mut libc::timeval, msg_p: *mut *mut c_char) -> c_int {
     if !msg_p.is_null() {
-        // SAFETY: the caller's pointer; no messages.
+        // SAFETY: the caller's pointer; set below once there are messages.
         unsafe { *msg_p = std::ptr::null_mut() };
     }
     // SAFETY: the caller's pointers, passed on.
     match unsafe { cr_wait_checkpoint(handle, tv) } {
         0 => 0,
         r if r < 0 => CR_POLL_ERR_PRE,
-        // SAFETY: as above.
-        _ => match unsafe { cr_reap_checkpoint(handle) } {
-            0 => 1,
-            _ => CR_POLL_ERR_POST,
-        },
+        _ => {
+            if !msg_p.is_null() {
+                // SAFETY: the caller's pointers: its handle, and where the messages go.
+                unsafe { *msg_p = malloc_log(&core::log(*handle)) };
+            }
+            // SAFETY: as above.
+            match unsafe { cr_reap_checkpoint(handle) } {
+                0 => 1,
+                _ => CR_POLL_ERR_POST,
+            }
+        }
     }
 }
 
@@ -469,18 +512,13 @@ pub unsafe extern "C" fn cr_request_restart(args: *const cr_restart_args_t, hand
         }
     }
     match core::request_restart(a.cr_fd, a.cr_flags, a.cr_signal, &relocations) {
-        Ok(pid) => {
+        Ok(h) => {
             // SAFETY: the caller's handle.
-            unsafe { *handle = pid as c_ulong };
+            unsafe { *handle = h as c_ulong };
             0
         }
         Err(e) => fail(e, -1),
     }
-}
-
-/// The restored process of the restart `pid` (cr_restart's child), once there.
-fn restored_child(pid: i32) -> Option<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 #[no_mangle]
@@ -489,23 +527,27 @@ pub unsafe extern "C" fn cr_wait_restart(handle: *mut cr_restart_handle_t, tv: *
         return fail(libc::EINVAL, -1);
     }
     // SAFETY: the caller's pointers.
-    let (pid, t) = unsafe { (*handle as i32, timeout_of(tv)) };
-    let deadline = t.map(|t| std::time::Instant::now() + t);
-    loop {
-        if restored_child(pid).is_some() || !sys::alive(pid) || sys::try_reap(pid, false).is_some() {
-            return 1;
+    let (h, t) = unsafe { (*handle as i32, timeout_of(tv)) };
+    match core::wait_restart(h, t) {
+        Ok(true) => 1,
+        Ok(false) => {
+            if !tv.is_null() {
+                // SAFETY: as above; select() leaves no time left after a timeout.
+                unsafe { *tv = libc::timeval { tv_sec: 0, tv_usec: 0 } };
+            }
+            0
         }
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            return 0;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+        Err(e) => fail(e, -1),
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cr_log_restart(handle: *mut cr_restart_handle_t, len: c_uint, msg: *mut c_char) -> c_int {
-    // SAFETY: the caller's pointers, passed on.
-    unsafe { cr_log_checkpoint(handle, len, msg) }
+    if handle.is_null() {
+        return fail(libc::EINVAL, -1);
+    }
+    // SAFETY: the caller's handle and buffer.
+    unsafe { copy_log(&core::restart_log(*handle as i32), len, msg) }
 }
 
 #[no_mangle]
@@ -514,33 +556,31 @@ pub unsafe extern "C" fn cr_reap_restart(handle: *mut cr_restart_handle_t) -> c_
         return fail(libc::EINVAL, -1);
     }
     // SAFETY: the caller's handle.
-    let pid = unsafe { *handle } as i32;
-    if let Some(child) = restored_child(pid) {
-        return child;
-    }
-    match sys::try_reap(pid, false) {
-        Some(0) => 0,
-        Some(code) => fail(code, -1),
-        None if sys::alive(pid) => fail(libc::EAGAIN, -1),
-        None => fail(libc::ECHILD, -1),
-    }
+    let h = unsafe { *handle } as i32;
+    result(core::reap_restart(h))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cr_poll_restart_msg(handle: *mut cr_restart_handle_t, tv: *mut libc::timeval, msg_p: *mut *mut c_char) -> c_int {
     if !msg_p.is_null() {
-        // SAFETY: the caller's pointer; no messages.
+        // SAFETY: the caller's pointer; set below once there are messages.
         unsafe { *msg_p = std::ptr::null_mut() };
     }
     // SAFETY: the caller's pointers, passed on.
     match unsafe { cr_wait_restart(handle, tv) } {
         0 => 0,
         r if r < 0 => CR_POLL_ERR_PRE,
-        // SAFETY: as above.
-        _ => match unsafe { cr_reap_restart(handle) } {
-            r if r >= 0 => r,
-            _ => CR_POLL_ERR_POST,
-        },
+        _ => {
+            if !msg_p.is_null() {
+                // SAFETY: the caller's pointers: its handle, and where the messages go.
+                unsafe { *msg_p = malloc_log(&core::restart_log(*handle as i32)) };
+            }
+            // SAFETY: as above.
+            match unsafe { cr_reap_restart(handle) } {
+                r if r >= 0 => r,
+                _ => CR_POLL_ERR_POST,
+            }
+        }
     }
 }
 

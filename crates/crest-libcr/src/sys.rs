@@ -74,11 +74,70 @@ pub fn block_all() {
     }
 }
 
-/// A signal taken by [`wait_signal`]: its value, `si_code` and sender.
+/// A signal taken by [`wait_signal`]: its value, `si_code`, sender and the sender's real
+/// user id.
 pub struct Taken {
     pub value: i32,
     pub code: i32,
     pub pid: i32,
+    pub uid: u32,
+}
+
+/// This process's real and effective user ids.
+pub fn own_uids() -> (u32, u32) {
+    // SAFETY: no arguments.
+    unsafe { (libc::getuid(), libc::geteuid()) }
+}
+
+/// The PID and real user id of the process at the other end of unix socket `fd`
+/// (`SO_PEERCRED`: recorded by the kernel, not claimed by the peer).
+pub fn peer_cred(fd: i32) -> Option<(i32, u32)> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into a live local ucred.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut libc::ucred as *mut libc::c_void, &mut len) };
+    (r == 0).then_some((cred.pid, cred.uid))
+}
+
+/// Waits up to `timeout` (forever: `None`) until `fd` can be read: `Ok(true)` when it can,
+/// `Ok(false)` at the timeout, the error (`EINTR` included) otherwise.
+pub fn wait_readable(fd: i32, timeout: Option<Duration>) -> std::io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    // SAFETY: one live pollfd.
+    match unsafe { libc::poll(&mut p, 1, ms) } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+pub fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: a live two-int array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made by the kernel for this call, owned by nothing else.
+    Ok(unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Descriptor `fd` (a restart's handle) as a file, for reading, left open.
+pub fn borrow_file(fd: i32) -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a descriptor this library made and owns (a restart's handle); ManuallyDrop keeps
+    // it from being closed here.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Takes ownership of descriptor `fd`, a number the caller handed over (a restart's handle).
+pub fn own_fd(fd: i32) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the handle is a descriptor this library made and gave the caller, given back to
+    // be read and closed exactly once (by cr_reap_restart).
+    unsafe { std::fs::File::from_raw_fd(fd) }
 }
 
 /// Takes signal `sig` (blocked in this thread), waiting at most `timeout` (forever: `None`).
@@ -93,9 +152,9 @@ pub fn wait_signal(sig: i32, timeout: Option<Duration>) -> Option<Taken> {
     if r != sig {
         return None;
     }
-    // SAFETY: for a queued real-time signal the kernel filled the pid and value fields.
-    let (pid, value) = unsafe { (info.si_pid(), info.si_value().sival_ptr as usize as i32) };
-    Some(Taken { value, code: info.si_code, pid })
+    // SAFETY: for a queued real-time signal the kernel filled the pid, uid and value fields.
+    let (pid, uid, value) = unsafe { (info.si_pid(), info.si_uid(), info.si_value().sival_ptr as usize as i32) };
+    Some(Taken { value, code: info.si_code, pid, uid })
 }
 
 /// The value, `si_code` and sender of a signal's `siginfo`, given to a handler.
@@ -106,8 +165,8 @@ pub unsafe fn taken_from(info: *const libc::siginfo_t) -> Taken {
     // SAFETY: the caller passes the kernel's siginfo.
     let info = unsafe { &*info };
     // SAFETY: the fields of a queued signal; for other codes the values are only compared.
-    let (pid, value) = unsafe { (info.si_pid(), info.si_value().sival_ptr as usize as i32) };
-    Taken { value, code: info.si_code, pid }
+    let (pid, uid, value) = unsafe { (info.si_pid(), info.si_uid(), info.si_value().sival_ptr as usize as i32) };
+    Taken { value, code: info.si_code, pid, uid }
 }
 
 /// Installs `handler` for `sig`: `SA_SIGINFO | SA_RESTART`, every signal blocked while it runs.
@@ -135,10 +194,17 @@ pub fn allow_tracer(pid: i32) {
     unsafe { libc::prctl(libc::PR_SET_PTRACER, pid as libc::c_ulong, 0, 0, 0) };
 }
 
-/// Whether process `pid` exists.
-pub fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+/// An anonymous memory file, close-on-exec: where a helper's messages are kept.
+pub fn memfd(name: &str) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = CString::new(name).unwrap_or_default();
+    // SAFETY: a live NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel has just made for this call, owned by nothing else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// Whether thread `tid` of this process exists.
@@ -173,11 +239,14 @@ pub fn own_path() -> Option<std::path::PathBuf> {
     }
 }
 
-/// Starts `argv[0]` with `argv` and `envp` as a child that keeps descriptor `keep` (made
-/// inheritable at the same number) and standard input, output and error, and closes every
-/// other descriptor. The child waits until `before_go(pid)` has run in the parent (which may
+/// Starts `argv[0]` with `argv` and `envp` as a child that keeps the descriptors `keep` (made
+/// inheritable at the same numbers) and standard input, output and error, and closes every
+/// other descriptor; its standard error is `stderr` when given. The child waits until `before_go(pid)` has run in the parent (which may
 /// allow it to trace us). Returns its PID.
-pub fn spawn(argv: &[CString], envp: &[CString], keep: Option<i32>, before_go: impl FnOnce(i32)) -> std::io::Result<i32> {
+pub fn spawn(argv: &[CString], envp: &[CString], keep: &[i32], stderr: Option<i32>, before_go: impl FnOnce(i32)) -> std::io::Result<i32> {
+    let mut keep: Vec<i32> = keep.iter().copied().filter(|&fd| fd >= 0).collect();
+    keep.sort_unstable();
+    keep.dedup();
     let mut argp: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argp.push(std::ptr::null());
     let mut envpp: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
@@ -196,14 +265,19 @@ pub fn spawn(argv: &[CString], envp: &[CString], keep: Option<i32>, before_go: i
             libc::close(go[1]);
             libc::read(go[0], &mut b as *mut u8 as *mut libc::c_void, 1);
             libc::close(go[0]);
+            if let Some(fd) = stderr {
+                libc::dup2(fd, 2);
+            }
             let mut low = 3;
-            if let Some(fd) = keep {
+            for &fd in &keep {
                 // dup2 onto itself keeps close-on-exec: go through a spare number.
                 let spare = libc::fcntl(fd, libc::F_DUPFD, 3);
                 libc::dup2(spare, fd);
                 libc::close(spare);
-                if fd >= 3 {
-                    libc::syscall(libc::SYS_close_range, 3u32, (fd - 1) as u32, 0u32);
+                if fd >= low {
+                    if fd > low {
+                        libc::syscall(libc::SYS_close_range, low as u32, (fd - 1) as u32, 0u32);
+                    }
                     low = fd + 1;
                 }
             }

@@ -92,9 +92,21 @@ pub fn restart_socket_name(pid: i32) -> String {
 /// that asked for it: `PID:TID:HANDLE`.
 pub const NOTIFY_ENV: &str = "CREST_LIBCR_NOTIFY";
 
-/// The environment variable naming, for the callbacks, the process that asked for a
-/// checkpoint on whose behalf `cr_checkpoint` runs.
+/// The environment variable naming the process that asked for a checkpoint (or a restart) on
+/// whose behalf `cr_checkpoint` (`cr_restart`) runs: what the callbacks are told.
 pub const REQUESTER_ENV: &str = "CREST_LIBCR_REQUESTER";
+
+/// The environment variable giving `cr_restart`, run by `cr_request_restart`, the descriptor
+/// on which it tells the outcome once the restart is complete: one line, the PID of the eldest
+/// restored process, or `ERR ERRNO`; then end of file.
+pub const RESTART_NOTIFY_ENV: &str = "CREST_LIBCR_RESTART_NOTIFY";
+
+/// Whether a process with real user id `uid` may send libcr's messages to, or serve its
+/// sockets for, a process whose real and effective user ids are `own`: root or the same user,
+/// those who may checkpoint or restart it.
+pub fn trusted(uid: u32, own: (u32, u32)) -> bool {
+    uid == 0 || uid == own.0 || uid == own.1
+}
 
 /// How long a restart requester keeps telling the image's name to restored processes.
 pub const RESTART_SOCKET_TIME: Duration = Duration::from_secs(30);
@@ -127,6 +139,30 @@ impl Info {
         let mut num = || it.next()?.parse::<i32>().ok();
         let (scope, target, requester, signal) = (num()?, num()?, num()?, num()?);
         Some(Info { scope, target, requester, signal, dest: it.next().unwrap_or("").to_string() })
+    }
+}
+
+/// What a restart tells the restored processes (`struct cr_restart_info`), one line on the
+/// restart socket: `REQUESTER SRC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartInfo {
+    /// The process that asked for the restart (`cr_restart`, or the caller of
+    /// `cr_request_restart`).
+    pub requester: i32,
+    /// The image's path, empty when it is not a file.
+    pub src: String,
+}
+
+impl RestartInfo {
+    /// The line sent.
+    pub fn line(&self) -> String {
+        format!("{} {}\n", self.requester, self.src.replace('\n', " "))
+    }
+
+    /// A line received.
+    pub fn parse(line: &str) -> Option<RestartInfo> {
+        let (requester, src) = line.trim_end_matches('\n').split_once(' ')?;
+        Some(RestartInfo { requester: requester.parse().ok()?, src: src.to_string() })
     }
 }
 
@@ -207,6 +243,10 @@ mod tests {
         assert_eq!(decode(0), None);
         let i = Info { scope: 3, target: 10, requester: 9, signal: 0, dest: "/tmp/a b".into() };
         assert_eq!(Info::parse(&i.line()), Some(i));
+        let r = RestartInfo { requester: 12, src: "/tmp/a b".into() };
+        assert_eq!(RestartInfo::parse(&r.line()), Some(r));
+        assert_eq!(RestartInfo::parse("12 \n"), Some(RestartInfo { requester: 12, src: String::new() }));
+        assert!(trusted(0, (1000, 1000)) && trusted(1000, (1000, 1000)) && !trusted(1001, (1000, 1000)));
         for a in [Answer::Ready, Answer::Omit, Answer::Temp(5), Answer::Perm(2355)] {
             assert_eq!(Answer::parse(&a.line()), Some(a));
         }

@@ -1126,6 +1126,12 @@ pub fn tg_sigqueue(pid: i32, tid: i32, sig: i32, value: i32) -> std::io::Result<
 
 /// The PID of the process at the other end of unix socket `fd` (`SO_PEERCRED`).
 pub fn peer_pid(fd: i32) -> std::io::Result<i32> {
+    peer_cred(fd).map(|(pid, _)| pid)
+}
+
+/// The PID and real user id of the process at the other end of unix socket `fd`, as the
+/// kernel recorded them when it connected (or listened): `SO_PEERCRED`.
+pub fn peer_cred(fd: i32) -> std::io::Result<(i32, u32)> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into a live local ucred.
@@ -1133,5 +1139,5 @@ pub fn peer_pid(fd: i32) -> std::io::Result<i32> {
     if r == -1 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(cred.pid)
+    Ok((cred.pid, cred.uid))
 }

@@ -51,12 +51,28 @@ pub struct Request<'a> {
     pub progress: Option<Arc<Progress>>,
     /// Told what happens, as it happens, on the calling thread.
     pub on_event: Option<&'a dyn Fn(Event<'_>)>,
+    /// The process that asked for the restart, as libcr callbacks are told it
+    /// (`cr_get_restart_info()->requester`; libcr's `cr_request_restart` runs `cr_restart` as
+    /// its child on behalf of the caller); by default the caller.
+    pub requester: Option<i32>,
 }
 
 impl Request<'_> {
     /// A restart of `image` with its saved PIDs, checksums verified: `cr_restart FILE`.
     pub fn new(image: Source) -> Self {
-        Request { image, relocations: Vec::new(), restore_pid: true, restore_pgid: false, restore_sid: false, verify: true, map_image: true, relaxed_stdio: false, progress: None, on_event: None }
+        Request {
+            image,
+            relocations: Vec::new(),
+            restore_pid: true,
+            restore_pgid: false,
+            restore_sid: false,
+            verify: true,
+            map_image: true,
+            relaxed_stdio: false,
+            progress: None,
+            on_event: None,
+            requester: None,
+        }
     }
 }
 
@@ -277,6 +293,6 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         Source::Fd(fd) => std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().filter(|p| p.is_absolute()).map(|p| p.display().to_string()).unwrap_or_default(),
         Source::File(_) => String::new(),
     };
-    crate::libcr::tell_restarted(&restored.pids.iter().map(|&(_, new)| new).collect::<Vec<_>>(), &src);
+    crate::libcr::tell_restarted(&restored.pids.iter().map(|&(_, new)| new).collect::<Vec<_>>(), req.requester.unwrap_or(std::process::id() as i32), &src);
     Ok(restored)
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crest_cli::{chosen_signal, exits, last_given, signal_name, Say};
 use crest_kinds::exit::ErrorKind;
+use crest_ptrace::libcr as proto;
 use crest_ptrace::sys::{self, ChildEnd};
 use crest_restore::preflight::Relocation;
 use crest_restore::restart::Event;
@@ -32,6 +33,7 @@ fn hook(cmd: Option<&String>) -> Option<i32> {
 fn main() {
     let m = crest_cli::parse_args(crest_cli::commands::restart());
     let say = Say { quiet: m.get_flag("quiet") };
+    take_notify();
     match run(&m, &say) {
         Ok(never) => match never {},
         Err(f) => {
@@ -42,12 +44,36 @@ fn main() {
                 std::process::exit(code);
             }
             say.err(format!("Restart failed: {}", f.msg));
+            notify(&format!("ERR {} Restart failed: {}", f.code, f.msg.replace('\n', " ")));
             std::process::exit(f.code)
         }
     }
 }
 
 enum Never {}
+
+/// Where libcr's `cr_request_restart`, which ran this command, waits for the outcome.
+static NOTIFY: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Takes the descriptor named by `CREST_LIBCR_RESTART_NOTIFY` (set by `cr_request_restart`:
+/// it is told the eldest restored PID, or `ERR CODE MESSAGE`)
+/// out of reach of the restored processes and of the hooks: a close-on-exec copy, kept until
+/// [`notify`], the original closed.
+fn take_notify() {
+    let Some(fd) = std::env::var(proto::RESTART_NOTIFY_ENV).ok().and_then(|v| v.parse::<i32>().ok()).filter(|&fd| fd > 2) else { return };
+    std::env::remove_var(proto::RESTART_NOTIFY_ENV);
+    if let Ok(copy) = sys::dup_above(fd, 3) {
+        sys::close(fd);
+        *NOTIFY.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::fs::File::from(copy));
+    }
+}
+
+/// Tells the waiting `cr_request_restart` one line, then end of file.
+fn notify(line: &str) {
+    if let Some(mut f) = NOTIFY.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes());
+    }
+}
 
 fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     let started = std::time::Instant::now();
@@ -86,6 +112,8 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         relaxed_stdio: m.get_flag("relaxed-stdio"),
         progress: Some(progress.clone()),
         on_event: Some(&events),
+        // Run by libcr's cr_request_restart: its caller asked for the restart.
+        requester: std::env::var(proto::REQUESTER_ENV).ok().and_then(|p| p.parse().ok()),
     };
     let restored = crest_restore::restart(&req);
     drop(display.take());
@@ -115,6 +143,8 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
             sys::pidfd_send_signal(fd.as_raw_fd(), signal).map_err(|e| fail(ErrorKind::NoProcess.code(), "perm", format!("sending {} to PID {p} after the restart: {e}", signal_name(signal))))?;
         }
     }
+    // The restart is complete: a cr_request_restart waiting for it learns the eldest's PID.
+    notify(&pid.to_string());
     if let Some(code) = hook(m.get_one::<String>("run-on-success")) {
         std::process::exit(code);
     }
