@@ -215,12 +215,16 @@ pub fn restore_process(remote: &mut Remote<'_>, scratch: &Scratch, a: &ProcAttrs
             remote.call("registering for membarrier", libc::SYS_membarrier, &[1 << bit, 0, 0])?;
         }
     }
-    for (which, &(interval, value)) in a.itimers.iter().enumerate() {
-        // A periodic ITIMER_REAL that expired and whose SIGALRM is still pending reads as
-        // disarmed with its period: the kernel arms it again as that signal is taken, which
-        // the signal restored as pending does too, once the period is set.
+    for (which, &(interval, mut value)) in a.itimers.iter().enumerate() {
         if value == 0 && interval == 0 {
             continue;
+        }
+        // A periodic ITIMER_REAL that expired and whose SIGALRM is still pending reads as
+        // disarmed with its period (the kernel arms it again as that signal is taken). Set
+        // with a zero value, the period would be dropped too (setitimer clears it): it is
+        // armed one period ahead instead, and the pending signal is delivered as saved.
+        if value == 0 {
+            value = interval;
         }
         let mut b = Vec::with_capacity(32);
         for us in [interval, value] {
