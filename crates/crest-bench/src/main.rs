@@ -514,9 +514,9 @@ fn rows_fixed(c: &mut Ctx, labels: &[String]) {
 
 /// The ways `restart` restarts one image: (key, row label, cr_restart options).
 const RESTART_WAYS: [(&str, &str, &[&str]); 3] = [
-    ("restart", "restart, until it runs", &[]),
-    ("restart no-verify", "restart --no-verify, until it runs", &["--no-verify"]),
-    ("restart copy", "restart --copy-pages, until it runs", &["--copy-pages"]),
+    ("restart", "restart (pages copied), until it runs", &[]),
+    ("restart mapped", "restart --map-pages, until it runs", &["--map-pages"]),
+    ("restart mapped no-verify", "restart --map-pages --no-verify, until it runs", &["--map-pages", "--no-verify"]),
 ];
 
 /// Whether this `cr_restart` knows `option`.

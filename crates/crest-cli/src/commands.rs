@@ -137,9 +137,10 @@ pub fn restart() -> Command {
         .arg(Arg::new("run-on-fail-env").long("run-on-fail-env").value_name("CMD").help("run CMD after a failure due to the environment (missing file, permission)"))
         .arg(Arg::new("run-on-fail-perm").long("run-on-fail-perm").value_name("CMD").help("run CMD after any other failure"))
         .arg(Arg::new("no-verify").long("no-verify").action(ArgAction::SetTrue).help("do not check page checksums before the restored processes run"))
-        .arg(Arg::new("copy-pages").long("copy-pages").action(ArgAction::SetTrue).help(
-            "copy every page into the restored processes; by default the pages of an uncompressed image that nobody can write, on a local file system, are mapped from it (shared with the page cache until written)",
+        .arg(Arg::new("map-pages").long("map-pages").action(ArgAction::SetTrue).help(
+            "map the pages of an uncompressed image that nobody can write, on a local file system, from it (shared with the page cache until written) instead of copying them; that memory then behaves as a private mapping of the image: MADV_DONTNEED refills it from the image rather than with zeros, and growing it with mremap maps the image",
         ))
+        .arg(Arg::new("copy-pages").long("copy-pages").action(ArgAction::SetTrue).help("copy every page into the restored processes (the default); overrides --map-pages"))
         .arg(Arg::new("relaxed-stdio").long("relaxed-stdio").action(ArgAction::SetTrue).help(
             "hand cr_restart's standard input, output and error to the restored processes even where they are of another kind than at the checkpoint (a file where there was a terminal); by default such a restart is refused",
         ))

@@ -59,7 +59,7 @@ fn mapped_memory_is_written_forked_and_checkpointed_again_without_its_image() {
     let _ = procs.take(pid).wait();
     procs.forget(pid);
 
-    let (rs, p) = restart(&first, &[], &mut procs);
+    let (rs, p) = restart(&first, &["--map-pages"], &mut procs);
     procs.children.push(rs);
     let mapped = maps_of(p, &first);
     assert!(!mapped.is_empty(), "the restored memory is a mapping of the image:\n{}", std::fs::read_to_string(format!("/proc/{p}/maps")).unwrap_or_default());
@@ -74,7 +74,7 @@ fn mapped_memory_is_written_forked_and_checkpointed_again_without_its_image() {
     let _ = wait_child(&mut rs, Duration::from_secs(20));
     procs.forget(p);
 
-    let (mut rs, p) = restart(&second, &[], &mut procs);
+    let (mut rs, p) = restart(&second, &["--map-pages"], &mut procs);
     assert!(maps_of(p, &first).is_empty(), "nothing maps the deleted first image");
     usr2(p);
     let st = wait_child(&mut rs, Duration::from_secs(30));
@@ -98,10 +98,10 @@ fn images_that_may_change_are_copied() {
     checkpoint(pid, &img);
     let _ = procs.take(pid).wait();
     procs.forget(pid);
-    // Writable: copied, not mapped. Asked to copy: copied.
+    // Writable: copied, not mapped. Asked to copy: copied. Not asked to map: copied.
     std::fs::set_permissions(&img, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let before = std::fs::read_to_string(&out).expect("output");
-    for (mode, extra) in [(0o600, &[][..]), (0o400, &["--copy-pages"][..])] {
+    for (mode, extra) in [(0o600, &["--map-pages"][..]), (0o400, &["--map-pages", "--copy-pages"][..]), (0o400, &[][..])] {
         // The output as at the checkpoint: the restored copy writes on from there.
         std::fs::write(&out, &before).expect("output");
         std::fs::set_permissions(&img, std::os::unix::fs::PermissionsExt::from_mode(mode)).expect("chmod");

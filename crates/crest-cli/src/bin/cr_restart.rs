@@ -108,7 +108,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         restore_pgid: last_given(m, &["restore-pgid", "no-restore-pgid"]) == Some("restore-pgid"),
         restore_sid: last_given(m, &["restore-sid", "no-restore-sid"]) == Some("restore-sid"),
         verify: !m.get_flag("no-verify"),
-        map_image: !m.get_flag("copy-pages"),
+        map_image: m.get_flag("map-pages") && !m.get_flag("copy-pages"),
         relaxed_stdio: m.get_flag("relaxed-stdio"),
         progress: Some(progress.clone()),
         on_event: Some(&events),
