@@ -28,6 +28,7 @@ framed!(
     FdKind,
     TcpState,
     UnixPairState,
+    PtyState,
     SigAction,
     Rseq,
     Thread
@@ -634,6 +635,46 @@ pub enum FdKind {
         /// In words, for messages (`TCP 127.0.0.1:41234 connected to 127.0.0.1:80`).
         what: String,
     },
+    /// One end of a pseudo-terminal whose master is in the image: the master (`/dev/ptmx`) or
+    /// a slave (`/dev/pts/N`). The pair is made again once for the image, with the same index
+    /// when it is free.
+    Pty {
+        /// The index of the pair at checkpoint (N of `/dev/pts/N`).
+        index: u32,
+        /// The master end (else a slave).
+        master: bool,
+        /// The terminal's state, on the first record of the pair only.
+        state: Option<PtyState>,
+    },
+}
+
+/// What a pseudo-terminal holds besides its two ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct PtyState {
+    /// The slave's `struct termios2` (`TCGETS2`): `c_iflag`, `c_oflag`, `c_cflag`, `c_lflag`.
+    pub flags: [u32; 4],
+    /// `c_line`, the line discipline.
+    pub line: u8,
+    /// `c_cc`, the special characters.
+    pub cc: Vec<u8>,
+    /// Input and output speeds (`c_ispeed`, `c_ospeed`).
+    pub speed: (u32, u32),
+    /// Window size (`TIOCGWINSZ`): rows, columns, x pixels, y pixels.
+    pub winsize: [u16; 4],
+    /// Packet mode on the master (`TIOCGPKT`).
+    pub packet: bool,
+    /// The slave is locked (`TIOCGPTLCK`: not `unlockpt`ed).
+    pub locked: bool,
+    /// The session whose controlling terminal it is (0: none).
+    pub session: i32,
+    /// Its foreground process group (0: none).
+    pub foreground: i32,
+    /// Bytes written to the master and not yet read from the slave, as the slave's line
+    /// discipline holds them.
+    pub input: Vec<u8>,
+    /// Bytes written to the slave and not yet read from the master.
+    pub output: Vec<u8>,
 }
 
 /// What a TCP connection holds, read in repair mode (`TCP_REPAIR`) while its process was
@@ -683,6 +724,7 @@ impl FdKind {
             | FdKind::UnixPair { .. }
             | FdKind::SignalFd { .. }
             | FdKind::Inet { .. }
+            | FdKind::Pty { .. }
             | FdKind::Dropped { .. } => None,
         }
     }

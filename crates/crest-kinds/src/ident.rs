@@ -22,6 +22,8 @@ pub enum ObjKind {
     SharedMemory,
     /// A connected pair of unix sockets (on `sockfs`).
     UnixPair,
+    /// A pseudo-terminal pair (on `devpts`), by its index.
+    Pty,
 }
 
 /// The identity of one kernel object: its kind, and within the kind the device and inode (or,
@@ -61,6 +63,12 @@ impl ObjId {
     /// The pair of unix sockets named by `id`: the lower inode of its two ends.
     pub fn unix_pair(id: u64) -> Self {
         ObjId { kind: ObjKind::UnixPair, dev: 0, ino: id }
+    }
+
+    /// The pseudo-terminal pair with index `index` (N of `/dev/pts/N`): its master parks at
+    /// `true`, its slave at `false`.
+    pub fn pty(index: u32) -> Self {
+        ObjId { kind: ObjKind::Pty, dev: 0, ino: u64::from(index) }
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Restored {
     pub remote_syscalls: u64,
     /// Whether `/proc/PID/exe` could be set (needs privilege).
     pub exe_set: bool,
+    /// What was restored otherwise than it was saved, in words (a pseudo-terminal with a new
+    /// index).
+    pub notes: Vec<String>,
 }
 
 /// For every file mapping whose contents the image holds (`cr_checkpoint --save-*`): when its
@@ -134,6 +137,11 @@ struct Ctx<'a> {
     image_fd: i32,
     parked: i32,
     restore_pid: bool,
+    /// For each process, the parked slave of the pseudo-terminal it takes as its controlling
+    /// terminal (a session leader), and the one whose foreground group it sets (the
+    /// foreground group's processes).
+    ctty: &'a [Option<i32>],
+    foreground: &'a [Option<i32>],
 }
 
 impl Ctx<'_> {
@@ -163,9 +171,17 @@ impl Ctx<'_> {
         known[i] = me;
         if self.plan.setsid[i] {
             crest_ptrace::husk::setsid().map_err(|e| format!("pid {}: starting its session: {e}", p.pid))?;
+            // Before its children's husks, which inherit it.
+            if let Some(tty) = self.ctty[i] {
+                fd::take_controlling(tty).map_err(|e| format!("pid {}: {e}", p.pid))?;
+            }
         }
         // Groups led by a process not created yet are joined from outside, later.
-        let _ = self.join_group(i, &known)?;
+        if self.join_group(i, &known)? {
+            if let Some(tty) = self.foreground[i] {
+                fd::set_foreground(tty).map_err(|e| format!("pid {}: {e}", p.pid))?;
+            }
+        }
         let mut zombies = Vec::new();
         for &c in &self.plan.children[i] {
             let child = &self.procs[c];
@@ -299,7 +315,34 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             wait_for_zombie(p.pid);
         }
     }
-    let ctx = Ctx { procs, plan: &plan, layouts: &layouts, shared_files: &shared.by_file, memfds: &memfds, status: &status, image_fd, parked, restore_pid: opts.restore_pid };
+    // Controlling terminals in the image: the session leader takes it, the foreground group's
+    // processes set their group in the foreground once they are in it.
+    let mut ctty = vec![None; procs.len()];
+    let mut foreground = vec![None; procs.len()];
+    for (index, session, fg) in fd::controlling(procs) {
+        let Some(tty) = shared.parked((crest_kinds::ObjId::pty(index), false)) else { continue };
+        let Some(leader) = live.iter().copied().find(|&i| procs[i].pid == session && plan.setsid[i]) else { continue };
+        ctty[leader] = Some(tty);
+        for &i in &live {
+            if fg != 0 && procs[i].sid == session && procs[i].pgid == fg {
+                foreground[i] = Some(tty);
+            }
+        }
+    }
+    let notes = shared.notes().to_vec();
+    let ctx = Ctx {
+        procs,
+        plan: &plan,
+        layouts: &layouts,
+        shared_files: &shared.by_file,
+        memfds: &memfds,
+        status: &status,
+        image_fd,
+        parked,
+        restore_pid: opts.restore_pid,
+        ctty: &ctty,
+        foreground: &foreground,
+    };
 
     // The topmost husks; each creates the husks of its children.
     let mut top_pids: Vec<i32> = Vec::new();
@@ -414,7 +457,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     }
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
-    Ok(Restored { pid, top: top_pids, pids, page_bytes, remote_syscalls, exe_set })
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, remote_syscalls, exe_set, notes })
 }
 
 /// Kills every husk of `pids` (children first) and reaps the caller's own (`top`).

@@ -90,6 +90,9 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     drop(display.take());
     let restored = restored.map_err(|e| fail(e.kind().code(), e.class().name(), e.to_string()))?;
     let pid = restored.pid;
+    for note in &restored.notes {
+        say_info(m, note);
+    }
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!("crest-timing: restart pid={pid} page_bytes={} remote_syscalls={} running_after_ms={:.3}", restored.page_bytes, restored.remote_syscalls, started.elapsed().as_secs_f64() * 1e3);
     }

@@ -28,6 +28,7 @@ mod inherited;
 mod locks;
 mod memfd;
 mod pipe;
+mod pty;
 mod regular;
 mod signalfd;
 mod socket;
@@ -38,6 +39,7 @@ mod unsupported;
 
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
+pub use pty::{controlling, set_foreground, take_controlling};
 pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
 
 /// One open descriptor of a process in the image, as `/proc` shows it.
@@ -123,12 +125,15 @@ pub struct PrepareCx {
     pub parked: std::collections::HashMap<Slot, std::os::fd::OwnedFd>,
     /// Parked objects handed out already (see [`PrepareCx::open_file`]).
     pub handed: std::collections::HashSet<Slot>,
+    /// What was restored otherwise than it was saved, in words (a pseudo-terminal with a new
+    /// index), for `cr_restart --verbose`.
+    pub notes: Vec<String>,
 }
 
 impl PrepareCx {
     /// A context whose parked descriptors go at `high` or above.
     pub fn new(high: i32) -> Self {
-        PrepareCx { high, saved: Default::default(), placed: Default::default(), parked: Default::default(), handed: Default::default() }
+        PrepareCx { high, saved: Default::default(), placed: Default::default(), parked: Default::default(), handed: Default::default(), notes: Vec::new() }
     }
 
     /// Parks `fd` for `key` above the saved numbers.
@@ -259,6 +264,7 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &regular::Regular,
     &directory::Directory,
     &chardev::CharDevice,
+    &pty::Pty,
     &tty::Tty,
     &eventfd::EventFd,
     &timerfd::TimerFd,
@@ -340,6 +346,19 @@ pub struct SharedFds {
     /// Owns the parked descriptors (and the other ends of pipes).
     cx: Option<PrepareCx>,
     opened: Vec<std::os::fd::OwnedFd>,
+}
+
+impl SharedFds {
+    /// The descriptor parked for `key`, which every husk inherits until it has placed its own
+    /// (the slave of a pseudo-terminal a session leader takes as its controlling terminal).
+    pub fn parked(&self, key: Slot) -> Option<i32> {
+        self.cx.as_ref()?.parked.get(&key).map(std::os::fd::AsRawFd::as_raw_fd)
+    }
+
+    /// What was restored otherwise than it was saved, in words.
+    pub fn notes(&self) -> &[String] {
+        self.cx.as_ref().map_or(&[], |cx| &cx.notes)
+    }
 }
 
 /// Opens, in the caller (`cr_restart`), every object of `procs` (each process's descriptor
@@ -568,6 +587,7 @@ mod tests {
             FdKind::SignalFd { mask: 0 },
             FdKind::Dropped { what: s() },
             FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into() },
+            FdKind::Pty { index: 0, master: true, state: None },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -585,6 +605,7 @@ mod tests {
             FdKind::SignalFd { .. } => 12,
             FdKind::Dropped { .. } => 13,
             FdKind::Inet { .. } => 14,
+            FdKind::Pty { .. } => 15,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
