@@ -86,12 +86,19 @@ fn slave_outside(index: u32, image: &HashSet<i32>) -> Option<(i32, i32)> {
             continue;
         }
         for fd in crest_proc::fds(pid).unwrap_or_default() {
-            if crest_proc::readlink(pid, &format!("fd/{fd}")).is_ok_and(|l| l == path) {
+            if crest_proc::readlink(pid, &format!("fd/{fd}")).is_ok_and(|l| l == path) && !traced_by_me(pid) {
                 return Some((pid, fd));
             }
         }
     }
     None
+}
+
+/// Whether `pid` is traced by this process: a copy of a process of the image, forked for a
+/// snapshot of its memory (it has the process's descriptors for the moment).
+fn traced_by_me(pid: i32) -> bool {
+    let status = crest_proc::read(pid, "status").unwrap_or_default();
+    crest_proc::status_field(&status, "TracerPid").and_then(|v| v.trim().parse::<u32>().ok()) == Some(std::process::id())
 }
 
 /// A copy of descriptor `fd` of process `pid`.
@@ -228,8 +235,8 @@ fn state(index: u32, master: &OwnedFd, slave: Option<&OwnedFd>) -> Result<PtySta
             let n = sys::bytes_readable(s_fd).unwrap_or(0) as usize;
             let data = if n > 0 { read_waiting(s, n) } else { Ok(Vec::new()) };
             let put_back = match &data {
-                Ok(d) => insert(s_fd, &t, d),
-                Err(_) => sys::set_tty_termios(s_fd, &t).map_err(|e| e.to_string()),
+                Ok(d) if !d.is_empty() => insert(s_fd, &t, d),
+                _ => sys::set_tty_termios(s_fd, &t).map_err(|e| format!("setting the settings of /dev/pts/{index} back: {e}")),
             };
             st.input = data.map_err(|e| what(e, "input queue"))?;
             put_back?;
