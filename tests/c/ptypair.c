@@ -143,7 +143,10 @@ static void read_line(int m, char *buf, size_t size)
     size_t len = 0;
     for (;;) {
         struct pollfd p = {.fd = m, .events = POLLIN};
-        check(poll(&p, 1, 5000) == 1, "an answer from the echoer within 5 s");
+        int r = poll(&p, 1, 5000);
+        if (r < 0 && errno == EINTR)
+            continue; /* a restart interrupts a poll with a timeout, as a signal does */
+        check(r == 1, "an answer from the echoer within 5 s");
         char c;
         ssize_t n = read(m, &c, 1);
         if (n < 0 && errno == EINTR)
@@ -179,7 +182,10 @@ static void read_all(int fd, char *buf, size_t size, size_t want)
     size_t len = 0;
     while (len < want && len < size - 1) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        check(poll(&p, 1, 5000) == 1, "the partial line's bytes within 5 s");
+        int r = poll(&p, 1, 5000);
+        if (r < 0 && errno == EINTR)
+            continue;
+        check(r == 1, "the partial line's bytes within 5 s");
         ssize_t n = read(fd, buf + len, size - 1 - len);
         check(n > 0, "reading the canonical pair");
         len += n;

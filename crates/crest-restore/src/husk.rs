@@ -577,7 +577,7 @@ fn finish(threads: &[&crest_ptrace::Tracee], p: &Process) -> Result<(), RestoreE
     }
     for (t, th) in threads.iter().zip(&p.threads) {
         t.set_xstate(&th.xsave)?;
-        t.set_regs(&thread::regs_from_image(&th.regs))?;
+        t.set_regs(&thread::regs_to_resume(&th.regs))?;
         t.set_sigmask(th.sigmask)?;
         t.park()?;
     }
