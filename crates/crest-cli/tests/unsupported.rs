@@ -61,7 +61,11 @@ fn refused_then_dropped_by(mode: &str, expect: &str, why: &str, checkpoint: fn(&
     wait_for(&out, "ready", SECS);
     let _kept = (mode == "unix-outside").then(|| listener.accept().expect("the holder connects"));
     // The other side of pty: its slave, open here.
-    let _slave = (mode == "pty").then(|| std::os::unix::fs::OpenOptionsExt::custom_flags(std::fs::OpenOptions::new().read(true).write(true), libc::O_NOCTTY).open(std::fs::read_to_string(d.0.join("pts")).expect("the slave's name")).expect("the slave opens"));
+    let _slave = (mode == "pty").then(|| {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(std::fs::OpenOptions::new().read(true).write(true), libc::O_NOCTTY)
+            .open(std::fs::read_to_string(d.0.join("pts")).expect("the slave's name"))
+            .expect("the slave opens")
+    });
     let img = d.0.join("img");
     for after in ["--run", "--kill"] {
         let ck = checkpoint(&[after, "-f", img.to_str().expect("utf-8")], pid);

@@ -675,6 +675,9 @@ pub struct PtyState {
     pub input: Vec<u8>,
     /// Bytes written to the slave and not yet read from the master.
     pub output: Vec<u8>,
+    /// The slave's owner, group and permission bits (`/dev/pts/N`, set by `grantpt` or
+    /// `fchown`).
+    pub owner: (u32, u32, u32),
 }
 
 /// What a TCP connection holds, read in repair mode (`TCP_REPAIR`) while its process was

@@ -269,7 +269,9 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         )));
     }
     let (my_pgid, my_sid) = crest_ptrace::husk::group_and_session();
-    let plan = Plan::new(procs, opts.restore_pgid, opts.restore_sid, my_pgid, my_sid)?;
+    // A session whose controlling terminal is in the image starts again around its leader.
+    let tty_sessions: Vec<i32> = fd::controlling(procs).iter().map(|c| c.1).collect();
+    let plan = Plan::keeping(procs, opts.restore_pgid, opts.restore_sid, my_pgid, my_sid, &tty_sessions)?;
     if plan.top.iter().any(|&t| procs[t].exit_status.is_some()) {
         return Err(RestoreError::Refused("the image's topmost process is a zombie".into()));
     }

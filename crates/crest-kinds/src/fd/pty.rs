@@ -124,7 +124,8 @@ fn read_waiting(fd: &OwnedFd, n: usize) -> std::io::Result<Vec<u8>> {
 
 fn termios_of(st: &PtyState) -> sys::Termios2 {
     // The saved fields over a read of the current settings, so that the struct is whole.
-    let mut t = sys::Termios2 { c_iflag: st.flags[0], c_oflag: st.flags[1], c_cflag: st.flags[2], c_lflag: st.flags[3], c_line: st.line, c_cc: Default::default(), c_ispeed: st.speed.0, c_ospeed: st.speed.1 };
+    let mut t =
+        sys::Termios2 { c_iflag: st.flags[0], c_oflag: st.flags[1], c_cflag: st.flags[2], c_lflag: st.flags[3], c_line: st.line, c_cc: Default::default(), c_ispeed: st.speed.0, c_ospeed: st.speed.1 };
     for (d, s) in t.c_cc.iter_mut().zip(&st.cc) {
         *d = *s;
     }
@@ -207,7 +208,12 @@ fn state(index: u32, master: &OwnedFd, slave: Option<&OwnedFd>) -> Result<PtySta
         foreground,
         input: Vec::new(),
         output: Vec::new(),
+        owner: (0, 0, 0o620),
     };
+    if let Some(s) = slave {
+        let md = std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd())).map_err(|e| what(e, "owner"))?;
+        st.owner = (md.uid(), md.gid(), md.mode() & 0o7777);
+    }
     let try_again = |n: usize, dir: &str, why: &str| format!("{n} bytes {dir} /dev/pts/{index} are not read yet and {why}: try again");
     // Written by the slave, waiting for the master (whose line discipline is raw).
     let out = sys::bytes_readable(m).map_err(|e| what(e, "output queue"))? as usize;
@@ -387,6 +393,10 @@ fn apply(master: i32, slave: i32, st: &PtyState) -> Result<(), String> {
     sys::set_tty_termios(slave, &t).map_err(|e| format!("setting its settings: {e}"))?;
     insert(slave, &t, &st.input)?;
     insert_raw(master, &st.output)?;
+    let (uid, gid, mode) = st.owner;
+    let node = format!("/proc/self/fd/{slave}");
+    std::os::unix::fs::chown(&node, Some(uid), Some(gid)).map_err(|e| format!("giving its slave to {uid}:{gid}: {e}"))?;
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(|e| format!("setting its slave's mode {mode:o}: {e}"))?;
     if st.packet {
         sys::set_tty_int(master, TtyInt::Packet, 1).map_err(|e| format!("setting packet mode: {e}"))?;
     }
