@@ -199,7 +199,7 @@ mod tests {
         let procs = [p(10, 1, 10, 10), p(11, 10, 10, 10)];
         let plan = Plan::keeping(&procs, false, false, MINE.0, MINE.1, &[10]).expect("plan");
         assert_eq!(plan.setsid, vec![true, false]);
-        assert_eq!(plan.group, vec![Group::Inherit, Group::Inherit]);
+        assert_eq!(plan.group, vec![Group::Inherit, Group::Leader(0)]);
     }
 
     #[test]
