@@ -31,6 +31,7 @@ framed!(
     UnixPairState,
     InotifyWatch,
     DeletedFile,
+    PtyState,
     SigAction,
     Rseq,
     Thread
@@ -761,6 +762,49 @@ pub enum FdKind {
         /// The file itself, on the first record of it in the image (descriptor or mapping).
         file: Option<DeletedFile>,
     },
+    /// One end of a pseudo-terminal whose master is in the image: the master (`/dev/ptmx`) or
+    /// a slave (`/dev/pts/N`). The pair is made again once for the image, with the same index
+    /// when it is free.
+    Pty {
+        /// The index of the pair at checkpoint (N of `/dev/pts/N`).
+        index: u32,
+        /// The master end (else a slave).
+        master: bool,
+        /// The terminal's state, on the first record of the pair only.
+        state: Option<PtyState>,
+    },
+}
+
+/// What a pseudo-terminal holds besides its two ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct PtyState {
+    /// The slave's `struct termios2` (`TCGETS2`): `c_iflag`, `c_oflag`, `c_cflag`, `c_lflag`.
+    pub flags: [u32; 4],
+    /// `c_line`, the line discipline.
+    pub line: u8,
+    /// `c_cc`, the special characters.
+    pub cc: Vec<u8>,
+    /// Input and output speeds (`c_ispeed`, `c_ospeed`).
+    pub speed: (u32, u32),
+    /// Window size (`TIOCGWINSZ`): rows, columns, x pixels, y pixels.
+    pub winsize: [u16; 4],
+    /// Packet mode on the master (`TIOCGPKT`).
+    pub packet: bool,
+    /// The slave is locked (`TIOCGPTLCK`: not `unlockpt`ed).
+    pub locked: bool,
+    /// The session whose controlling terminal it is (0: none).
+    pub session: i32,
+    /// Its foreground process group (0: none).
+    pub foreground: i32,
+    /// Bytes written to the master and not yet read from the slave, as the slave's line
+    /// discipline holds them.
+    pub input: Vec<u8>,
+    /// Bytes written to the slave and not yet read from the master.
+    pub output: Vec<u8>,
+    /// The slave's owner, group and permission bits (`/dev/pts/N`, set by `grantpt` or
+    /// `fchown`).
+    pub owner: (u32, u32, u32),
 }
 
 /// One watch of an inotify instance, as `/proc/PID/fdinfo` shows it.
@@ -835,6 +879,7 @@ impl FdKind {
             | FdKind::UnixPair { .. }
             | FdKind::SignalFd { .. }
             | FdKind::Inet { .. }
+            | FdKind::Pty { .. }
             | FdKind::Dropped { .. } => None,
         }
     }

@@ -25,6 +25,8 @@ pub enum ObjKind {
     /// A regular file deleted while open or mapped, by the image's id for it (device and
     /// inode).
     DeletedFile,
+    /// A pseudo-terminal pair (on `devpts`), by its index.
+    Pty,
 }
 
 /// The identity of one kernel object: its kind, and within the kind the device and inode (or,
@@ -70,6 +72,12 @@ impl ObjId {
     /// The pair of unix sockets named by `id`: the lower inode of its two ends.
     pub fn unix_pair(id: u64) -> Self {
         ObjId { kind: ObjKind::UnixPair, dev: 0, ino: id }
+    }
+
+    /// The pseudo-terminal pair with index `index` (N of `/dev/pts/N`): its master parks at
+    /// `true`, its slave at `false`.
+    pub fn pty(index: u32) -> Self {
+        ObjId { kind: ObjKind::Pty, dev: 0, ino: u64::from(index) }
     }
 }
 

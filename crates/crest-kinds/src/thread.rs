@@ -32,6 +32,24 @@ macro_rules! regs_conv {
 }
 regs_conv!(r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs);
 
+const ERESTARTNOINTR: u64 = (-513i64) as u64;
+const ERESTART_RESTARTBLOCK: u64 = (-516i64) as u64;
+
+/// The registers to let a restored thread go with. A thread stopped in a system call the
+/// kernel restarts through `restart_syscall` (`-ERESTART_RESTARTBLOCK`) would find no restart
+/// state in its new process (the kernel keeps it per task) and get `EINTR`; a `poll` without
+/// timeout is restarted as it was called instead (its arguments are still in the registers), so
+/// that a program that never expects `EINTR` from it (one that takes its signals through a
+/// signalfd, as `script` does) goes on. Other such calls (sleeps, waits with a timeout) get
+/// `EINTR`, with what is left of their time, as after a signal.
+pub fn regs_to_resume(r: &Regs) -> crest_ptrace::Regs {
+    let mut o = regs_from_image(r);
+    if o.rax == ERESTART_RESTARTBLOCK && o.orig_rax == libc::SYS_poll as u64 && (o.rdx as i32) < 0 {
+        o.rax = ERESTARTNOINTR;
+    }
+    o
+}
+
 /// What the freeze saw of a thread before it was borrowed: its own registers and mask, and
 /// signals that were dequeued while stopping it.
 #[derive(Debug, Clone)]

@@ -1141,3 +1141,117 @@ pub fn peer_cred(fd: i32) -> std::io::Result<(i32, u32)> {
     }
     Ok((cred.pid, cred.uid))
 }
+
+/// A terminal's settings as `TCGETS2` reads them (speeds included).
+pub type Termios2 = libc::termios2;
+
+/// The settings of the terminal behind `fd` (`TCGETS2`; on a pty master, its slave's).
+pub fn tty_termios(fd: i32) -> std::io::Result<Termios2> {
+    // SAFETY: termios2 is plain data; all zeros is a valid value.
+    let mut t: Termios2 = unsafe { std::mem::zeroed() };
+    // SAFETY: TCGETS2 writes one struct termios2 into t.
+    if unsafe { libc::ioctl(fd, libc::TCGETS2, &mut t) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(t)
+}
+
+/// Sets the settings of the terminal behind `fd` at once, without flushing (`TCSETS2`).
+pub fn set_tty_termios(fd: i32, t: &Termios2) -> std::io::Result<()> {
+    // SAFETY: TCSETS2 reads one struct termios2 from t.
+    if unsafe { libc::ioctl(fd, libc::TCSETS2, t as *const Termios2) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The window size of the terminal behind `fd` (`TIOCGWINSZ`): rows, columns, x and y pixels.
+pub fn tty_winsize(fd: i32) -> std::io::Result<[u16; 4]> {
+    let mut w = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one struct winsize into w.
+    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok([w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel])
+}
+
+/// Sets the window size of the terminal behind `fd` (`TIOCSWINSZ`).
+pub fn set_tty_winsize(fd: i32, s: [u16; 4]) -> std::io::Result<()> {
+    let w = libc::winsize { ws_row: s[0], ws_col: s[1], ws_xpixel: s[2], ws_ypixel: s[3] };
+    // SAFETY: TIOCSWINSZ reads one struct winsize from w.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &w as *const libc::winsize) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A terminal setting that is one `int`, read with one ioctl and set with another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtyInt {
+    /// Packet mode of a pty master (`TIOCGPKT`, `TIOCPKT`).
+    Packet,
+    /// The lock of a pty's slave (`TIOCGPTLCK`, `TIOCSPTLCK`).
+    Lock,
+    /// The foreground process group (`TIOCGPGRP`, `TIOCSPGRP`).
+    Foreground,
+    /// The session whose controlling terminal it is (`TIOCGSID`; not settable).
+    Session,
+}
+
+impl TtyInt {
+    fn requests(self) -> (libc::Ioctl, Option<libc::Ioctl>) {
+        match self {
+            TtyInt::Packet => (libc::TIOCGPKT, Some(libc::TIOCPKT)),
+            TtyInt::Lock => (libc::TIOCGPTLCK, Some(libc::TIOCSPTLCK)),
+            TtyInt::Foreground => (libc::TIOCGPGRP, Some(libc::TIOCSPGRP)),
+            TtyInt::Session => (libc::TIOCGSID, None),
+        }
+    }
+}
+
+/// Reads `what` of the terminal behind `fd`.
+pub fn tty_int(fd: i32, what: TtyInt) -> std::io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: each of these ioctls writes one int into v.
+    if unsafe { libc::ioctl(fd, what.requests().0, &mut v) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// Sets `what` of the terminal behind `fd`.
+pub fn set_tty_int(fd: i32, what: TtyInt, value: i32) -> std::io::Result<()> {
+    let req = what.requests().1.ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let v: libc::c_int = value;
+    // SAFETY: each of these ioctls reads one int from v.
+    if unsafe { libc::ioctl(fd, req, &v as *const libc::c_int) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal behind `fd` the caller's controlling terminal (`TIOCSCTTY`, without
+/// stealing it from another session).
+pub fn set_controlling_tty(fd: i32) -> std::io::Result<()> {
+    // SAFETY: the argument is a plain 0, no pointer.
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Puts `byte` in the input queue of the terminal behind `fd`, as if it had been received
+/// (`TIOCSTI`; needs `CAP_SYS_ADMIN` unless it is the caller's controlling terminal).
+pub fn tty_insert(fd: i32, byte: u8) -> std::io::Result<()> {
+    // SAFETY: TIOCSTI reads one byte from the pointer.
+    if unsafe { libc::ioctl(fd, libc::TIOCSTI, &byte as *const u8) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens the slave of the pty whose master is `fd` (`TIOCGPTPEER`) with `flags`.
+pub fn pty_peer(fd: i32, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: the argument is the open flags, no pointer.
+    owned(unsafe { libc::ioctl(fd, libc::TIOCGPTPEER, flags) }, "TIOCGPTPEER")
+}

@@ -50,6 +50,9 @@ pub struct Restored {
     pub remote_syscalls: u64,
     /// Whether `/proc/PID/exe` could be set (needs privilege).
     pub exe_set: bool,
+    /// What was restored otherwise than it was saved, in words (a pseudo-terminal with a new
+    /// index).
+    pub notes: Vec<String>,
 }
 
 /// For every file mapping whose contents the image holds (`cr_checkpoint --save-*`): when its
@@ -149,6 +152,11 @@ struct Ctx<'a> {
     image_fd: i32,
     parked: i32,
     restore_pid: bool,
+    /// For each process, the parked slave of the pseudo-terminal it takes as its controlling
+    /// terminal (a session leader), and the one whose foreground group it sets (the
+    /// foreground group's processes).
+    ctty: &'a [Option<i32>],
+    foreground: &'a [Option<i32>],
 }
 
 impl Ctx<'_> {
@@ -178,9 +186,17 @@ impl Ctx<'_> {
         known[i] = me;
         if self.plan.setsid[i] {
             crest_ptrace::husk::setsid().map_err(|e| format!("pid {}: starting its session: {e}", p.pid))?;
+            // Before its children's husks, which inherit it.
+            if let Some(tty) = self.ctty[i] {
+                fd::take_controlling(tty).map_err(|e| format!("pid {}: {e}", p.pid))?;
+            }
         }
         // Groups led by a process not created yet are joined from outside, later.
-        let _ = self.join_group(i, &known)?;
+        if self.join_group(i, &known)? {
+            if let Some(tty) = self.foreground[i] {
+                fd::set_foreground(tty).map_err(|e| format!("pid {}: {e}", p.pid))?;
+            }
+        }
         let mut zombies = Vec::new();
         for &c in &self.plan.children[i] {
             let child = &self.procs[c];
@@ -271,7 +287,9 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         )));
     }
     let (my_pgid, my_sid) = crest_ptrace::husk::group_and_session();
-    let plan = Plan::new(procs, opts.restore_pgid, opts.restore_sid, my_pgid, my_sid)?;
+    // A session whose controlling terminal is in the image starts again around its leader.
+    let tty_sessions: Vec<i32> = fd::controlling(procs).iter().map(|c| c.1).collect();
+    let plan = Plan::keeping(procs, opts.restore_pgid, opts.restore_sid, my_pgid, my_sid, &tty_sessions)?;
     if plan.top.iter().any(|&t| procs[t].exit_status.is_some()) {
         return Err(RestoreError::Refused("the image's topmost process is a zombie".into()));
     }
@@ -332,7 +350,35 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             wait_for_zombie(p.pid);
         }
     }
-    let ctx = Ctx { procs, plan: &plan, layouts: &layouts, shared_files: &shared.by_file, memfds: &memfds, deleted: &deleted, status: &status, image_fd, parked, restore_pid: opts.restore_pid };
+    // Controlling terminals in the image: the session leader takes it, the foreground group's
+    // processes set their group in the foreground once they are in it.
+    let mut ctty = vec![None; procs.len()];
+    let mut foreground = vec![None; procs.len()];
+    for (index, session, fg) in fd::controlling(procs) {
+        let Some(tty) = shared.parked((crest_kinds::ObjId::pty(index), false)) else { continue };
+        let Some(leader) = live.iter().copied().find(|&i| procs[i].pid == session && plan.setsid[i]) else { continue };
+        ctty[leader] = Some(tty);
+        for &i in &live {
+            if fg != 0 && procs[i].sid == session && procs[i].pgid == fg {
+                foreground[i] = Some(tty);
+            }
+        }
+    }
+    let notes = shared.notes().to_vec();
+    let ctx = Ctx {
+        procs,
+        plan: &plan,
+        layouts: &layouts,
+        shared_files: &shared.by_file,
+        memfds: &memfds,
+        deleted: &deleted,
+        status: &status,
+        image_fd,
+        parked,
+        restore_pid: opts.restore_pid,
+        ctty: &ctty,
+        foreground: &foreground,
+    };
 
     // The topmost husks; each creates the husks of its children.
     let mut top_pids: Vec<i32> = Vec::new();
@@ -477,7 +523,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     };
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
-    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped })
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes })
 }
 
 /// Threads that fill husks at once, at most.
@@ -748,7 +794,7 @@ fn finish(threads: &[&crest_ptrace::Tracee], p: &Process) -> Result<(), RestoreE
     }
     for (t, th) in threads.iter().zip(&p.threads) {
         t.set_xstate(&th.xsave)?;
-        t.set_regs(&thread::regs_from_image(&th.regs))?;
+        t.set_regs(&thread::regs_to_resume(&th.regs))?;
         t.set_sigmask(th.sigmask)?;
         t.park()?;
     }

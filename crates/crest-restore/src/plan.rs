@@ -8,7 +8,9 @@
 //! and session in place of the saved root's; other groups and sessions whose leader is in the
 //! image are recreated around the leader's new PID. With `--restore-sid`, every session leader
 //! of the image starts its session again (with its saved PID, which is then the session id);
-//! with `--restore-pgid` every process joins the group of its saved id.
+//! with `--restore-pgid` every process joins the group of its saved id. A session whose
+//! controlling terminal is in the image (a pseudo-terminal) is always started again around its
+//! leader, so that the leader can take the terminal back.
 use std::collections::HashMap;
 
 use crest_image::Process;
@@ -47,7 +49,15 @@ fn exists_group(pgid: i32) -> bool {
 impl Plan {
     /// Plans the restart of `procs` (parents before children), from a `cr_restart` in group
     /// `my_pgid` and session `my_sid`.
+    #[cfg(test)]
     pub fn new(procs: &[Process], restore_pgid: bool, restore_sid: bool, my_pgid: i32, my_sid: i32) -> Result<Plan, RestoreError> {
+        Plan::keeping(procs, restore_pgid, restore_sid, my_pgid, my_sid, &[])
+    }
+
+    /// [`Plan::new`], where the leaders of `sessions` start their session again even when it is
+    /// the topmost process's (their controlling terminal is in the image and comes back with
+    /// the session).
+    pub fn keeping(procs: &[Process], restore_pgid: bool, restore_sid: bool, my_pgid: i32, my_sid: i32, sessions: &[i32]) -> Result<Plan, RestoreError> {
         let n = procs.len();
         let index: HashMap<i32, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
         let mut plan = Plan { children: vec![Vec::new(); n], top: Vec::new(), setsid: vec![false; n], group: vec![Group::Inherit; n] };
@@ -60,7 +70,7 @@ impl Plan {
         let Some(&root) = plan.top.first() else { return Ok(plan) };
         let (root_sid, root_pgid) = (procs[root].sid, procs[root].pgid);
         for (i, p) in procs.iter().enumerate() {
-            plan.setsid[i] = p.pid == p.sid && (restore_sid || p.sid != root_sid);
+            plan.setsid[i] = p.pid == p.sid && (restore_sid || p.sid != root_sid || sessions.contains(&p.sid));
         }
         // The root's session is cr_restart's unless its leader starts it again.
         let root_session_here = !index.get(&root_sid).is_some_and(|&l| plan.setsid[l]);
@@ -181,6 +191,15 @@ mod tests {
         let procs = [p(10, 5, 10, 10), p(11, 10, 899_999, 10)];
         let err = Plan::new(&procs, true, false, MINE.0, MINE.1).err().expect("refused");
         assert!(err.to_string().contains("process group 899999, whose leader is not in the image"), "{err}");
+    }
+
+    #[test]
+    fn a_root_session_with_its_terminal_in_the_image_is_started_again() {
+        // 10 leads its session, whose controlling terminal is in the image; 11 is in its group.
+        let procs = [p(10, 1, 10, 10), p(11, 10, 10, 10)];
+        let plan = Plan::keeping(&procs, false, false, MINE.0, MINE.1, &[10]).expect("plan");
+        assert_eq!(plan.setsid, vec![true, false]);
+        assert_eq!(plan.group, vec![Group::Inherit, Group::Leader(0)]);
     }
 
     #[test]

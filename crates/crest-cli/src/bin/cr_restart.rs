@@ -119,6 +119,9 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     drop(display.take());
     let restored = restored.map_err(|e| fail(e.kind().code(), e.class().name(), e.to_string()))?;
     let pid = restored.pid;
+    for note in &restored.notes {
+        say_info(m, note);
+    }
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!(
             "crest-timing: restart pid={pid} page_bytes={} mapped_bytes={} remote_syscalls={} running_after_ms={:.3}",

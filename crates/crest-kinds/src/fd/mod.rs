@@ -30,6 +30,7 @@ mod inotify;
 mod locks;
 mod memfd;
 mod pipe;
+mod pty;
 mod regular;
 mod signalfd;
 mod socket;
@@ -42,6 +43,7 @@ mod unsupported;
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
+pub use pty::{controlling, set_foreground, take_controlling};
 pub use socket::settle_restored;
 pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
 
@@ -138,12 +140,24 @@ pub struct PrepareCx {
     /// Files and directories made for the restore, removed by [`PrepareCx::clean_up`] once
     /// every object is made (in the order given).
     pub temporary: Vec<std::path::PathBuf>,
+    /// What was restored otherwise than it was saved, in words (a pseudo-terminal with a new
+    /// index), for `cr_restart --verbose`.
+    pub notes: Vec<String>,
 }
 
 impl PrepareCx {
     /// A context whose parked descriptors go at `high` or above.
     pub fn new(high: i32) -> Self {
-        PrepareCx { high, saved: Default::default(), placed: Default::default(), parked: Default::default(), handed: Default::default(), unix_names: Default::default(), temporary: Default::default() }
+        PrepareCx {
+            high,
+            saved: Default::default(),
+            placed: Default::default(),
+            parked: Default::default(),
+            handed: Default::default(),
+            unix_names: Default::default(),
+            temporary: Default::default(),
+            notes: Vec::new(),
+        }
     }
 
     /// Removes the files made for the restore, then the directories (see `temporary`).
@@ -291,6 +305,7 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &regular::Regular,
     &directory::Directory,
     &chardev::CharDevice,
+    &pty::Pty,
     &tty::Tty,
     &eventfd::EventFd,
     &timerfd::TimerFd,
@@ -374,6 +389,19 @@ pub struct SharedFds {
     /// Owns the parked descriptors (and the other ends of pipes).
     cx: Option<PrepareCx>,
     opened: Vec<std::os::fd::OwnedFd>,
+}
+
+impl SharedFds {
+    /// The descriptor parked for `key`, which every husk inherits until it has placed its own
+    /// (the slave of a pseudo-terminal a session leader takes as its controlling terminal).
+    pub fn parked(&self, key: Slot) -> Option<i32> {
+        self.cx.as_ref()?.parked.get(&key).map(std::os::fd::AsRawFd::as_raw_fd)
+    }
+
+    /// What was restored otherwise than it was saved, in words.
+    pub fn notes(&self) -> &[String] {
+        self.cx.as_ref().map_or(&[], |cx| &cx.notes)
+    }
 }
 
 /// Opens, in the caller (`cr_restart`), every object of `procs` (each process's descriptor
@@ -655,6 +683,7 @@ mod tests {
             FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into(), byte_options: Vec::new(), shutdown: 0 },
             FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2 }], lost: 0 },
             FdKind::Deleted { id: 1, path: "/tmp/f".into(), pos: 0, file: None },
+            FdKind::Pty { index: 0, master: true, state: None },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -674,6 +703,7 @@ mod tests {
             FdKind::Inet { .. } => 14,
             FdKind::Inotify { .. } => 15,
             FdKind::Deleted { .. } => 16,
+            FdKind::Pty { .. } => 17,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
