@@ -37,7 +37,7 @@ fn dir() -> Option<&'static str> {
 
 /// The start time of `pid` (field 22 of `/proc/PID/stat`), which tells a process from a later
 /// one with the same PID.
-fn start_time(pid: i32) -> Option<u64> {
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
     let stat = crest_proc::read(pid, "stat").ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()

@@ -42,6 +42,11 @@ pub struct Precopy<'a> {
     pub(crate) tracked: HashMap<i32, Tracked>,
     /// Page bytes written so far.
     pub bytes: u64,
+    /// The write tracking is left armed in the processes after the checkpoint (a later
+    /// incremental checkpoint takes it up): the final scan protects again what was written.
+    pub(crate) track: bool,
+    /// The image this one is incremental to: its runs with `image` 1 or more are that image's.
+    pub(crate) parent: Option<crest_image::Parent>,
 }
 
 /// One tracked process.
@@ -62,7 +67,13 @@ pub(crate) struct Tracked {
     /// write-protection is this checkpoint's: another userfaultfd (the process's own) may
     /// protect other mappings, and its protection says nothing about what was saved here.
     registered: Vec<(u64, u64)>,
+    /// With the tracking left armed: the userfaultfd's descriptor in the process, and the
+    /// process's start time.
+    pub left: Option<Left>,
 }
+
+/// A userfaultfd left in a process: its descriptor there, and the process's start time.
+pub(crate) type Left = (i32, u64);
 
 /// Whether the pages of `v` are pre-copied: private memory that is saved page by page.
 fn trackable(v: &Vma) -> bool {
@@ -75,15 +86,15 @@ fn trackable(v: &Vma) -> bool {
 /// `None` when the scope holds less than [`WORTH_IT`] of private memory: a snapshot stops
 /// such processes for less than the pre-copy's own freezes.
 pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>) -> Result<Option<Precopy<'a>>, DumpError> {
-    if matches!(scope, Scope::Pid | Scope::Tree) && private_memory(id, scope == Scope::Tree) < WORTH_IT {
+    if !opts.track && matches!(scope, Scope::Pid | Scope::Tree) && private_memory(id, scope == Scope::Tree) < WORTH_IT {
         return Ok(None);
     }
-    let mut fds: Vec<(i32, OwnedFd)> = Vec::new();
+    let mut fds: Vec<(i32, OwnedFd, Option<Left>)> = Vec::new();
     {
         let mut tree = freeze_scope(scope, id)?;
         for f in tree.procs_mut() {
-            if let Ok(Some(fd)) = take_userfaultfd(f) {
-                fds.push((f.pid, fd));
+            if let Ok(Some((fd, left))) = take_userfaultfd(f, opts.track) {
+                fds.push((f.pid, fd, left));
             }
         }
         tree.release(false)?;
@@ -91,7 +102,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     let mut w = ImageWriter::new(out)?;
     let mut tracked = HashMap::new();
     let mut bytes = 0;
-    for (pid, fd) in fds {
+    for (pid, fd, left) in fds {
         check_cancel()?;
         let Ok(uffd) = WriteTracker::new(fd) else { continue };
         // The process runs: it may have exited, or run exec; then it is saved as it is found.
@@ -108,7 +119,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         bytes += written.bytes;
         let mut runs: Vec<PageRun> = written.vmas.into_iter().flat_map(|v| v.pages).collect();
         runs.sort_by_key(|r| r.vaddr);
-        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs, missed: written.missed, zeros: written.zeros, registered });
+        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs, missed: written.missed, zeros: written.zeros, registered, left });
     }
     // What was written during the first pass is saved again while the processes still run,
     // pass after pass, as long as that shrinks what will be left for the stop.
@@ -137,8 +148,57 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         }
         last = dirty;
     }
-    Ok(Some(Precopy { writer: Some(w), tracked, bytes }))
+    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None }))
 }
+
+/// Why an incremental checkpoint could not take up the write tracking a checkpoint left: the
+/// image is then a full one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost(pub String);
+
+/// Takes up the write tracking that the checkpoint whose image is `parent` (at `path`) left in
+/// the processes it lists, for an incremental image: the runs of the parent's mappings count as
+/// saved, in the parent, for every page not written since. `Err` says why it cannot (the
+/// process is not the one tracked, its tracker is gone): then a full image must be made.
+pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest_image::ImageFile, path: &std::path::Path) -> Result<Precopy<'a>, Lost> {
+    let lost = |why: String| Lost(why);
+    let link = crest_image::chain::parent_of(path, parent).map_err(|e| lost(format!("{}: {e}", path.display())))?;
+    if !parent.image.tracking.iter().any(|t| t.pid == id) {
+        return Err(lost(format!("{} was not left tracking the writes of process {id}", path.display())));
+    }
+    let mut tracked = HashMap::new();
+    for t in &parent.image.tracking {
+        let Some(p) = parent.image.processes.iter().find(|p| p.pid == t.pid) else { continue };
+        let fd = (|| -> Result<OwnedFd, String> {
+            if crate::claim::start_time(t.pid) != Some(t.start) {
+                return Err(format!("process {} is not the one checkpointed into {} (it ended, or was restarted)", t.pid, path.display()));
+            }
+            if crest_proc::readlink(t.pid, &format!("fd/{}", t.fd)).ok().as_deref() != Some(TRACKER_LINK) {
+                return Err(format!("process {} no longer holds the write tracker the last checkpoint left in it (descriptor {})", t.pid, t.fd));
+            }
+            let pidfd = crest_ptrace::sys::pidfd_open(t.pid).map_err(|e| format!("process {}: {e}", t.pid))?;
+            crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), t.fd).map_err(|e| format!("process {}: taking its write tracker: {e}", t.pid))
+        })();
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(why) if t.pid == id => return Err(lost(why)),
+            // Another process of the tree is saved whole.
+            Err(_) => continue,
+        };
+        let Ok((maps, _)) = mappings(t.pid, opts) else { continue };
+        // The mappings registered then and saved in the parent, with the runs of each (in the
+        // parent, or further up the chain).
+        let registered: Vec<(u64, u64)> = p.vmas.iter().filter(|v| trackable(v)).map(|v| (v.start, v.end)).collect();
+        let mut runs: Vec<PageRun> = p.vmas.iter().filter(|v| trackable(v)).flat_map(|v| v.pages.iter().map(|r| PageRun { image: r.image + 1, ..*r })).collect();
+        runs.sort_by_key(|r| r.vaddr);
+        tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps, runs, missed: Vec::new(), zeros: Vec::new(), registered, left: Some((t.fd, t.start)) });
+    }
+    let w = ImageWriter::new(out).map_err(|e| lost(format!("starting the image: {e}")))?;
+    Ok(Precopy { writer: Some(w), tracked, bytes: 0, track: true, parent: Some(link) })
+}
+
+/// What `/proc/PID/fd/N` reads for a userfaultfd.
+const TRACKER_LINK: &str = "anon_inode:[userfaultfd]";
 
 /// Private memory below which a pre-copy is not worth it.
 pub const WORTH_IT: u64 = 64 << 20;
@@ -182,7 +242,9 @@ fn alive(pid: i32) -> bool {
 
 /// Makes a userfaultfd inside the frozen process `f` and takes it; `None` when it cannot be done
 /// without more work (see [`crate::Frozen::call_inside`]) or risk.
-fn take_userfaultfd(f: &mut crate::Frozen) -> Result<Option<OwnedFd>, DumpError> {
+/// With `keep`, the userfaultfd stays open in the process (its descriptor and the process's
+/// start time are returned with it), so that its write tracking outlives the checkpoint.
+fn take_userfaultfd(f: &mut crate::Frozen, keep: bool) -> Result<Option<(OwnedFd, Option<Left>)>, DumpError> {
     // Under a seccomp filter userfaultfd is often refused, and a filter may kill the process
     // for trying: such a process is not tracked.
     let status = crest_proc::read(f.pid, "status")?;
@@ -191,8 +253,14 @@ fn take_userfaultfd(f: &mut crate::Frozen) -> Result<Option<OwnedFd>, DumpError>
     }
     let Some(fd) = f.call_inside("creating a userfaultfd", libc::SYS_userfaultfd, &[wp::USERFAULTFD_FLAGS])? else { return Ok(None) };
     let ours = crest_ptrace::sys::pidfd_open(f.pid).and_then(|p| crest_ptrace::sys::pidfd_getfd(p.as_raw_fd(), fd as i32));
-    f.call_inside("closing the userfaultfd", libc::SYS_close, &[fd])?;
-    Ok(ours.ok())
+    let start = if keep { crate::claim::start_time(f.pid) } else { None };
+    match (ours, start) {
+        (Ok(ours), Some(start)) => Ok(Some((ours, Some((fd as i32, start))))),
+        (ours, _) => {
+            f.call_inside("closing the userfaultfd", libc::SYS_close, &[fd])?;
+            Ok(ours.ok().map(|o| (o, None)))
+        }
+    }
 }
 
 impl Tracked {
@@ -234,8 +302,10 @@ impl Tracked {
     /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
     /// runs saved earlier that are still good, and returns, by mapping index, the ranges that
     /// must be saved now (mappings absent from it are saved whole), with what the scan found.
-    pub fn merge(&self, pid: i32, vmas: &mut [Vma]) -> Result<Sorted, DumpError> {
-        self.sort(pid, vmas, 0)
+    /// With `rearm`, the pages written are protected again in the same walk (the process is
+    /// frozen: what is saved now is what they hold then), for a later incremental checkpoint.
+    pub fn merge(&self, pid: i32, vmas: &mut [Vma], rearm: bool) -> Result<Sorted, DumpError> {
+        self.sort(pid, vmas, if rearm { wp::SCAN_WP_MATCHING } else { 0 })
     }
 
     /// [`Self::merge`], with more `PAGEMAP_SCAN` flags.
@@ -374,7 +444,7 @@ mod tests {
     }
 
     fn run(page: u64, pages: u64) -> PageRun {
-        PageRun { vaddr: page * 4096, len: pages * 4096, offset: 0, zlen: 0, sum: 0 }
+        PageRun { vaddr: page * 4096, len: pages * 4096, offset: 0, zlen: 0, sum: 0, image: 0 }
     }
 
     const P: u64 = category::PRESENT;

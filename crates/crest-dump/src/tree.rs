@@ -285,6 +285,12 @@ impl FrozenTree {
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
         files.deleted_max = opts.deleted_max;
+        // A write tracker left in a process is crest's, not the process's.
+        for (&pid, t) in pre.as_ref().map(|p| &p.tracked).into_iter().flatten() {
+            if let Some((fd, _)) = t.left {
+                files.hide(pid, fd);
+            }
+        }
         let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());
         let discard_all = |c: Vec<Collected>| {
             for c in c {
@@ -333,7 +339,7 @@ impl FrozenTree {
             let pid = c.process.pid;
             let mut vmas = std::mem::take(&mut c.process.vmas);
             let (vmas, n) = if let Some(t) = tracked(pid) {
-                let sorted = t.merge(pid, &mut vmas)?;
+                let sorted = t.merge(pid, &mut vmas, pre.as_ref().is_some_and(|p| p.track))?;
                 // What the scan found to need saving; the zero pages read earlier and unwritten
                 // since count as saved.
                 for (&i, &need) in &sorted.wanted {
@@ -393,6 +399,8 @@ impl FrozenTree {
             vdso_layout: collected.first().map(|c| c.vdso_layout.clone()).unwrap_or_default(),
             processes,
             ipc,
+            parent: pre.as_ref().and_then(|p| p.parent.clone()),
+            tracking: pre.as_ref().map(|p| p.tracked.iter().filter_map(|(&pid, t)| t.left.map(|(fd, start)| crest_image::Tracking { pid, start, fd })).collect()).unwrap_or_default(),
         };
         check_cancel()?;
         w.finish(&image)?;
