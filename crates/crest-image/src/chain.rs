@@ -53,7 +53,8 @@ impl Chain {
             let bad = |why: String| ImageError::Parent { child: child.clone(), parent: p.path.clone(), why };
             let img = ImageFile::open(&PathBuf::from(&p.path)).map_err(|e| match e {
                 ImageError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => bad("is missing".into()),
-                e => bad(format!("cannot be read: {e}")),
+                ImageError::Io(e) => bad(format!("cannot be read: {e}")),
+                e => bad(format!("has changed since the incremental image was written (it is no longer a good image: {e})")),
             })?;
             if img.len != p.len || identity(&img.file, img.len)? != p.sum {
                 return Err(bad("has changed since the incremental image was written (its length or checksum differs): the chain cannot be restored".into()));
