@@ -142,6 +142,13 @@ fn incremental_chain() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("is a full image") && e.contains("restarted"), "{e}");
     assert!(len(&full) * 2 > len(&imgs[0]), "a full image: {} bytes", len(&full));
+    // A checkpoint without --track/--incremental ends the tracking instead of refusing the
+    // userfaultfd crest left in the process.
+    let trackers =
+        || std::fs::read_dir(format!("/proc/{rp}/fd")).map(|d| d.flatten().filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("userfaultfd"))).count()).unwrap_or(0);
+    assert_eq!(trackers(), 1, "the tracker left by --incremental");
+    checkpoint(rp, &d.0.join("img5"), &[]);
+    assert_eq!(trackers(), 0, "the tracker closed by a plain checkpoint");
     let v = verdict(&d, rp);
     assert_eq!(v, "PASS round 3\n");
     wait_child(&mut rs, Duration::from_secs(60));

@@ -31,7 +31,7 @@ static HELD: Mutex<Option<HashMap<i32, (File, PathBuf)>>> = Mutex::new(None);
 /// Directories tried for the claim files, in order: the first that exists is used by everyone.
 const DIRS: [&str; 3] = ["/run/lock", "/dev/shm", "/tmp"];
 
-fn dir() -> Option<&'static str> {
+pub(crate) fn dir() -> Option<&'static str> {
     DIRS.into_iter().find(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777))
 }
 

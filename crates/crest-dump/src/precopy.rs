@@ -93,6 +93,8 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     {
         let mut tree = freeze_scope(scope, id)?;
         for f in tree.procs_mut() {
+            // A new tracker replaces any left earlier (one userfaultfd per range).
+            disarm(f)?;
             if let Ok(Some((fd, left))) = take_userfaultfd(f, opts.track) {
                 fds.push((f.pid, fd, left));
             }
@@ -200,6 +202,58 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
 /// What `/proc/PID/fd/N` reads for a userfaultfd.
 const TRACKER_LINK: &str = "anon_inode:[userfaultfd]";
 
+/// Notes of the write trackers left in processes, so that every later checkpoint knows that
+/// descriptor for crest's, whatever the image it was left by: an incremental one takes it up,
+/// any other closes it in the process (and saves the process whole) rather than refuse a
+/// userfaultfd. One file per process, named after its PID and start time, beside the claim
+/// files; trusted only when owned by root or by the process's owner, and only for a descriptor
+/// that is a userfaultfd.
+pub(crate) mod note {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
+    fn path(pid: i32, start: u64) -> Option<PathBuf> {
+        Some(PathBuf::from(crate::claim::dir()?).join(format!("crest-tracking-{pid}-{start}")))
+    }
+
+    /// Notes that descriptor `fd` of `pid` (started at `start`) is a tracker left by crest.
+    pub(crate) fn write(pid: i32, start: u64, fd: i32) {
+        let Some(p) = path(pid, start) else { return };
+        let _ = std::fs::remove_file(&p);
+        let _ = std::fs::write(&p, format!("{fd}\n"));
+    }
+
+    /// The descriptor of the tracker crest left in `pid`, if any and still there.
+    pub(crate) fn read(pid: i32) -> Option<i32> {
+        let p = path(pid, crate::claim::start_time(pid)?)?;
+        let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+        let md = std::fs::symlink_metadata(&p).ok()?;
+        if !md.is_file() || (md.uid() != 0 && md.uid() != owner) {
+            return None;
+        }
+        let fd: i32 = std::fs::read_to_string(&p).ok()?.trim().parse().ok()?;
+        (crest_proc::readlink(pid, &format!("fd/{fd}")).ok().as_deref() == Some(super::TRACKER_LINK)).then_some(fd)
+    }
+
+    /// Forgets the tracker of `pid`.
+    pub(crate) fn remove(pid: i32) {
+        if let Some(p) = crate::claim::start_time(pid).and_then(|s| path(pid, s)) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Closes, inside the frozen process `f`, a write tracker an earlier checkpoint left in it
+/// (which ends that tracking): returns its descriptor, then closed.
+pub(crate) fn disarm(f: &mut crate::Frozen) -> Result<Option<i32>, DumpError> {
+    let Some(fd) = note::read(f.pid) else { return Ok(None) };
+    // When it cannot be closed now it stays (and so does its note); it is left out of the image.
+    if f.call_inside("closing the write tracker an earlier checkpoint left", libc::SYS_close, &[fd as u64])?.is_some() {
+        note::remove(f.pid);
+    }
+    Ok(Some(fd))
+}
+
 /// Private memory below which a pre-copy is not worth it.
 pub const WORTH_IT: u64 = 64 << 20;
 
@@ -255,7 +309,10 @@ fn take_userfaultfd(f: &mut crate::Frozen, keep: bool) -> Result<Option<(OwnedFd
     let ours = crest_ptrace::sys::pidfd_open(f.pid).and_then(|p| crest_ptrace::sys::pidfd_getfd(p.as_raw_fd(), fd as i32));
     let start = if keep { crate::claim::start_time(f.pid) } else { None };
     match (ours, start) {
-        (Ok(ours), Some(start)) => Ok(Some((ours, Some((fd as i32, start))))),
+        (Ok(ours), Some(start)) => {
+            note::write(f.pid, start, fd as i32);
+            Ok(Some((ours, Some((fd as i32, start)))))
+        }
         (ours, _) => {
             f.call_inside("closing the userfaultfd", libc::SYS_close, &[fd])?;
             Ok(ours.ok().map(|o| (o, None)))

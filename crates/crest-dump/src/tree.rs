@@ -285,10 +285,16 @@ impl FrozenTree {
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
         files.deleted_max = opts.deleted_max;
-        // A write tracker left in a process is crest's, not the process's.
-        for (&pid, t) in pre.as_ref().map(|p| &p.tracked).into_iter().flatten() {
-            if let Some((fd, _)) = t.left {
-                files.hide(pid, fd);
+        // A write tracker left in a process is crest's, not the process's: kept for a later
+        // incremental checkpoint when this one tracks the process, closed otherwise.
+        for f in &mut self.procs {
+            match pre.as_ref().and_then(|p| p.tracked.get(&f.pid)).and_then(|t| t.left) {
+                Some((fd, _)) => files.hide(f.pid, fd),
+                None => {
+                    if let Some(fd) = crate::precopy::disarm(f)? {
+                        files.hide(f.pid, fd);
+                    }
+                }
             }
         }
         let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());
