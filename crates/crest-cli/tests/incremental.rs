@@ -70,8 +70,24 @@ fn refused(img: &Path, cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Removes the notes of the trackers left in `pids` (beside the claim files), when dropped.
+struct Notes(Vec<i32>);
+impl Drop for Notes {
+    fn drop(&mut self) {
+        for dir in ["/run/lock", "/dev/shm", "/tmp"] {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if self.0.iter().any(|p| name.starts_with(&format!("crest-tracking-{p}-"))) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn incremental_chain() {
+    let mut notes = Notes(Vec::new());
     let d = Dir::new("incremental");
     let prog = d.0.join("incr");
     gcc("tests/c/incr.c", &prog, &[]);
@@ -79,6 +95,7 @@ fn incremental_chain() {
     let mut child = Command::new(&prog).arg("128").current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("incr");
     let pid = child.id() as i32;
     let mut reaper = Reaper(vec![pid]);
+    notes.0.push(pid);
     wait_for(&out, "ready\n", Duration::from_secs(60));
 
     let imgs: Vec<PathBuf> = (0..4).map(|k| d.0.join(format!("img{k}"))).collect();
@@ -136,6 +153,7 @@ fn incremental_chain() {
     reaper.0.push(rs.id() as i32);
     let rp = restored_child(&mut rs, Duration::from_secs(60));
     reaper.0.push(rp);
+    notes.0.push(rp);
     wait_running(rp, &prog);
     let full = d.0.join("img4");
     let o = checkpoint(rp, &full, &["--incremental", imgs[3].to_str().expect("utf-8")]);

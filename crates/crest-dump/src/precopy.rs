@@ -216,9 +216,20 @@ pub(crate) mod note {
         Some(PathBuf::from(crate::claim::dir()?).join(format!("crest-tracking-{pid}-{start}")))
     }
 
-    /// Notes that descriptor `fd` of `pid` (started at `start`) is a tracker left by crest.
+    /// Notes that descriptor `fd` of `pid` (started at `start`) is a tracker left by crest;
+    /// removes the notes of processes that have ended.
     pub(crate) fn write(pid: i32, start: u64, fd: i32) {
         let Some(p) = path(pid, start) else { return };
+        if let Some(entries) = p.parent().and_then(|d| std::fs::read_dir(d).ok()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some((pid, start)) = name.strip_prefix("crest-tracking-").and_then(|r| r.split_once('-')) else { continue };
+                let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else { continue };
+                if crate::claim::start_time(pid) != Some(start) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let _ = std::fs::remove_file(&p);
         let _ = std::fs::write(&p, format!("{fd}\n"));
     }
