@@ -51,7 +51,16 @@ impl Chain {
                 return Err(ImageError::Parent { child, parent: p.path, why: format!("the chain is longer than {MAX_DEPTH} images") });
             }
             let bad = |why: String| ImageError::Parent { child: child.clone(), parent: p.path.clone(), why };
-            let img = ImageFile::open(&PathBuf::from(&p.path)).map_err(|e| match e {
+            // A chain moved as a whole: the parent under its name beside its child.
+            let mut at = PathBuf::from(&p.path);
+            if !at.exists() {
+                if let (Some(dir), Some(name)) = (Path::new(&child).parent(), at.file_name()) {
+                    if dir.join(name).exists() {
+                        at = dir.join(name);
+                    }
+                }
+            }
+            let img = ImageFile::open(&at).map_err(|e| match e {
                 ImageError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => bad("is missing".into()),
                 ImageError::Io(e) => bad(format!("cannot be read: {e}")),
                 e => bad(format!("has changed since the incremental image was written (it is no longer a good image: {e})")),
@@ -60,7 +69,7 @@ impl Chain {
                 return Err(bad("has changed since the incremental image was written (its length or checksum differs): the chain cannot be restored".into()));
             }
             images.push(img);
-            paths.push(p.path);
+            paths.push(at.display().to_string());
         }
         let chain = Chain { images, paths };
         chain.check_links()?;
