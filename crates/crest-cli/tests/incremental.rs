@@ -114,6 +114,14 @@ fn incremental_chain() {
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success() && text.contains("chain of 4 images") && text.contains(&imgs[0].display().to_string()) && text.contains("the image is good"), "cr_info --verify: {text}");
 
+    // The tracking now stands for img3: an image incremental to an older one would keep pages
+    // of img1 written since. A full image instead, said so.
+    let stale = d.0.join("stale");
+    let o = checkpoint(pid, &stale, &["--incremental", imgs[1].to_str().expect("utf-8")]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("is a full image") && e.contains("armed again by a later checkpoint"), "{e}");
+    assert!(len(&stale) * 2 > len(&imgs[0]), "a full image: {} bytes", len(&stale));
+
     // The original ran on, intact.
     let v = verdict(&d, pid);
     assert_eq!(v, "PASS round 3\n");

@@ -752,17 +752,17 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         precopied = pre.is_some();
         let precopy_bytes = pre.as_ref().map_or(0, |p| p.bytes);
         let mut frozen = tracer_race_retried(pid, || crate::freeze_scope(req.scope, pid))?;
-        let (_image, stats) = frozen.dump(&file, &opts, pre)?;
+        let (image, stats) = frozen.dump(&file, &opts, pre)?;
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
         if req.sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) && !matches!(target, Target::Writer) {
             file.sync_all().map_err(crest_image::ImageError::Io)?;
         }
         // Last chance to stop: once the image has its name the checkpoint is complete.
         crate::check_cancel()?;
-        Ok((frozen, stats, precopy_bytes))
+        Ok((frozen, stats, precopy_bytes, image.tracking))
     })();
     let left = Left { pid, stream: target.is_stream().then(|| shown.clone()) };
-    let (frozen, stats, precopy_bytes) = match result {
+    let (frozen, stats, precopy_bytes, tracking) = match result {
         Ok(x) => x,
         Err(DumpError::NoProcess(p)) if precopied || (existed && p == pid) => {
             cleanup();
@@ -811,6 +811,8 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         drop(frozen);
         return Err(e);
     }
+    // The image is in place: the tracking it lists may be taken up from now on.
+    crate::note_armed(&tracking);
     let kill = signal == libc::SIGKILL;
     let pids = frozen.pids();
     frozen.release(kill).map_err(|source| Error::Release { shown: shown.clone(), pid, source })?;

@@ -47,6 +47,26 @@ pub struct Precopy<'a> {
     pub(crate) track: bool,
     /// The image this one is incremental to: its runs with `image` 1 or more are that image's.
     pub(crate) parent: Option<crest_image::Parent>,
+    /// Names the tracking armed by this checkpoint, in the image and in the notes (written
+    /// once the image is in place: [`note_armed`]).
+    pub(crate) token: u64,
+}
+
+/// A token no other arming has: random, never 0.
+fn new_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// Once the image whose metadata lists `tracking` is in place: the trackers it lists are armed
+/// for it, and a later `--incremental` into it may take them up.
+pub fn note_armed(tracking: &[crest_image::Tracking]) {
+    for t in tracking {
+        note::write(t.pid, t.start, t.fd, t.token);
+    }
 }
 
 /// One tracked process.
@@ -150,7 +170,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         }
         last = dirty;
     }
-    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None }))
+    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token() }))
 }
 
 /// Why an incremental checkpoint could not take up the write tracking a checkpoint left: the
@@ -175,8 +195,16 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
             if crate::claim::start_time(t.pid) != Some(t.start) {
                 return Err(format!("process {} is not the one checkpointed into {} (it ended, or was restarted)", t.pid, path.display()));
             }
-            if crest_proc::readlink(t.pid, &format!("fd/{}", t.fd)).ok().as_deref() != Some(TRACKER_LINK) {
-                return Err(format!("process {} no longer holds the write tracker the last checkpoint left in it (descriptor {})", t.pid, t.fd));
+            match note::read(t.pid) {
+                Some((fd, token)) if fd == t.fd && token == t.token && token != 0 => {}
+                Some((fd, _)) if fd == t.fd => {
+                    return Err(format!(
+                        "the write tracking of process {} was armed again by a later checkpoint than {} (or one that failed): make the image incremental to the latest",
+                        t.pid,
+                        path.display()
+                    ))
+                }
+                _ => return Err(format!("process {} no longer holds the write tracker the checkpoint into {} left in it", t.pid, path.display())),
             }
             let pidfd = crest_ptrace::sys::pidfd_open(t.pid).map_err(|e| format!("process {}: {e}", t.pid))?;
             crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), t.fd).map_err(|e| format!("process {}: taking its write tracker: {e}", t.pid))
@@ -196,7 +224,14 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
         tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps, runs, missed: Vec::new(), zeros: Vec::new(), registered, left: Some((t.fd, t.start)) });
     }
     let w = ImageWriter::new(out).map_err(|e| lost(format!("starting the image: {e}")))?;
-    Ok(Precopy { writer: Some(w), tracked, bytes: 0, track: true, parent: Some(link) })
+    // From here the tracking is re-armed for the image being made, and for no other: until it
+    // is whole, no image may be made incremental through it.
+    for (&pid, t) in &tracked {
+        if let Some((fd, start)) = t.left {
+            note::write(pid, start, fd, 0);
+        }
+    }
+    Ok(Precopy { writer: Some(w), tracked, bytes: 0, track: true, parent: Some(link), token: new_token() })
 }
 
 /// What `/proc/PID/fd/N` reads for a userfaultfd.
@@ -216,9 +251,11 @@ pub(crate) mod note {
         Some(PathBuf::from(crate::claim::dir()?).join(format!("crest-tracking-{pid}-{start}")))
     }
 
-    /// Notes that descriptor `fd` of `pid` (started at `start`) is a tracker left by crest;
-    /// removes the notes of processes that have ended.
-    pub(crate) fn write(pid: i32, start: u64, fd: i32) {
+    /// Notes that descriptor `fd` of `pid` (started at `start`) is a tracker left by crest,
+    /// armed for the image that lists it with `token` (0: for none yet, while a checkpoint
+    /// that arms it is under way, or after it failed); removes the notes of processes that
+    /// have ended.
+    pub(crate) fn write(pid: i32, start: u64, fd: i32, token: u64) {
         let Some(p) = path(pid, start) else { return };
         if let Some(entries) = p.parent().and_then(|d| std::fs::read_dir(d).ok()) {
             for e in entries.flatten() {
@@ -231,19 +268,23 @@ pub(crate) mod note {
             }
         }
         let _ = std::fs::remove_file(&p);
-        let _ = std::fs::write(&p, format!("{fd}\n"));
+        let _ = std::fs::write(&p, format!("{fd} {token}\n"));
     }
 
-    /// The descriptor of the tracker crest left in `pid`, if any and still there.
-    pub(crate) fn read(pid: i32) -> Option<i32> {
+    /// The descriptor of the tracker crest left in `pid`, if any and still there, and the
+    /// token of the image it is armed for.
+    pub(crate) fn read(pid: i32) -> Option<(i32, u64)> {
         let p = path(pid, crate::claim::start_time(pid)?)?;
         let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
         let md = std::fs::symlink_metadata(&p).ok()?;
         if !md.is_file() || (md.uid() != 0 && md.uid() != owner) {
             return None;
         }
-        let fd: i32 = std::fs::read_to_string(&p).ok()?.trim().parse().ok()?;
-        (crest_proc::readlink(pid, &format!("fd/{fd}")).ok().as_deref() == Some(super::TRACKER_LINK)).then_some(fd)
+        let text = std::fs::read_to_string(&p).ok()?;
+        let mut words = text.split_whitespace();
+        let fd: i32 = words.next()?.parse().ok()?;
+        let token: u64 = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+        (crest_proc::readlink(pid, &format!("fd/{fd}")).ok().as_deref() == Some(super::TRACKER_LINK)).then_some((fd, token))
     }
 
     /// Forgets the tracker of `pid`.
@@ -257,7 +298,7 @@ pub(crate) mod note {
 /// Closes, inside the frozen process `f`, a write tracker an earlier checkpoint left in it
 /// (which ends that tracking): returns its descriptor, then closed.
 pub(crate) fn disarm(f: &mut crate::Frozen) -> Result<Option<i32>, DumpError> {
-    let Some(fd) = note::read(f.pid) else { return Ok(None) };
+    let Some((fd, _)) = note::read(f.pid) else { return Ok(None) };
     // When it cannot be closed now it stays (and so does its note); it is left out of the image.
     if f.call_inside("closing the write tracker an earlier checkpoint left", libc::SYS_close, &[fd as u64])?.is_some() {
         note::remove(f.pid);
@@ -321,7 +362,7 @@ fn take_userfaultfd(f: &mut crate::Frozen, keep: bool) -> Result<Option<(OwnedFd
     let start = if keep { crate::claim::start_time(f.pid) } else { None };
     match (ours, start) {
         (Ok(ours), Some(start)) => {
-            note::write(f.pid, start, fd as i32);
+            note::write(f.pid, start, fd as i32, 0);
             Ok(Some((ours, Some((fd as i32, start)))))
         }
         (ours, _) => {

@@ -406,7 +406,7 @@ impl FrozenTree {
             processes,
             ipc,
             parent: pre.as_ref().and_then(|p| p.parent.clone()),
-            tracking: pre.as_ref().map(|p| p.tracked.iter().filter_map(|(&pid, t)| t.left.map(|(fd, start)| crest_image::Tracking { pid, start, fd })).collect()).unwrap_or_default(),
+            tracking: pre.as_ref().map(|p| p.tracked.iter().filter_map(|(&pid, t)| t.left.map(|(fd, start)| crest_image::Tracking { pid, start, fd, token: p.token })).collect()).unwrap_or_default(),
         };
         check_cancel()?;
         w.finish(&image)?;

@@ -97,6 +97,10 @@ pub struct Tracking {
     pub start: u64,
     /// The descriptor of the userfaultfd in it.
     pub fd: i32,
+    /// A random number naming this arming of the tracking, also noted beside the claim files
+    /// once the image is whole: a later arming (a checkpoint after this one) changes it, so
+    /// that an image made incremental to this one is refused that tracking.
+    pub token: u64,
 }
 
 /// A SysV IPC object, restored with the same id (and key) when this system allows.

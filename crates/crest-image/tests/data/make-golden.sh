@@ -50,6 +50,8 @@ incremental() {
     "$bin/cr_checkpoint" --incremental "$out/incremental-parent.crest" --file "$out/incremental.crest" "$pid"
     kill -9 "$pid"
     { wait "$pid"; } 2>/dev/null || true
+    # The note of the tracker left in it (beside cr_checkpoint's claim files).
+    rm -f /run/lock/crest-tracking-"$pid"-* /dev/shm/crest-tracking-"$pid"-* /tmp/crest-tracking-"$pid"-*
     chmod 0644 "$out/incremental-parent.crest" "$out/incremental.crest"
     "$bin/cr_info" --verify "$out/incremental.crest" | tail -n 1
 }
