@@ -73,6 +73,13 @@ pub fn checkpoint() -> Command {
                 .value_parser(clap::value_parser!(i32).range(1..=19))
                 .help("compress page data with zstd at LEVEL (1..19, default 3), on all cores"),
         )
+        .arg(Arg::new("track").long("track").action(ArgAction::SetTrue).help("leave the write tracking armed in the processes (they must run on), for a later --incremental checkpoint"))
+        .arg(
+            Arg::new("incremental")
+                .long("incremental")
+                .value_name("PARENT")
+                .help("save only the pages written since the checkpoint into PARENT (taken with --track or --incremental), in an image that names PARENT; a full image when that tracking is lost; implies --track"),
+        )
         .arg(
             Arg::new("deleted-max")
                 .long("deleted-max")

@@ -68,6 +68,13 @@ pub struct Request<'a> {
     /// `cr_request_checkpoint` runs `cr_checkpoint` as its child): the caller and its parent
     /// are left out of the scope instead of the checkpoint being refused for holding itself.
     pub on_behalf: bool,
+    /// Leave the write tracking armed in the processes after the checkpoint (they must run
+    /// on), so that a later incremental checkpoint saves only what they write meanwhile.
+    pub track: bool,
+    /// Make an incremental image: only the pages written since the checkpoint whose image is
+    /// this, which must have left the tracking armed (implies `track`). When it cannot be
+    /// taken up, the image is a full one ([`Outcome::full_because`] says why).
+    pub incremental: Option<PathBuf>,
 }
 
 impl Request<'_> {
@@ -92,6 +99,8 @@ impl Request<'_> {
             on_event: None,
             requester: None,
             on_behalf: false,
+            track: false,
+            incremental: None,
         }
     }
 }
@@ -332,6 +341,8 @@ pub struct Outcome {
     pub precopy_bytes: u64,
     /// The time the whole checkpoint took.
     pub elapsed: Duration,
+    /// An incremental checkpoint that made a full image: why.
+    pub full_because: Option<String>,
 }
 
 /// What [`Error::Interrupted`] and others say was left behind.
@@ -709,6 +720,7 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
             &own_progress
         }
     };
+    let full_because = std::sync::Mutex::new(None);
     let result = (|| -> Result<_, DumpError> {
         // When the process is to run on after the checkpoint, it runs on while its pages are
         // saved too: they are pre-copied while it runs, and only those it writes meanwhile are
@@ -716,22 +728,42 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         // copy-on-write snapshot). When it is to die, it must not run on beyond the moment the
         // image describes.
         let snapshot = req.after.runs_on() && req.snapshot;
-        let opts = DumpOptions { snapshot, compress: req.compress, progress, save: req.save, drop_unsupported: req.drop_unsupported, deleted_max: req.deleted_max };
-        let pre = if snapshot && req.precopy { tracer_race_retried(pid, || crate::precopy(req.scope, pid, &file, &opts))? } else { None };
+        let can_track = snapshot && req.precopy;
+        let track = (req.track || req.incremental.is_some()) && can_track;
+        let opts = DumpOptions { snapshot, compress: req.compress, progress, save: req.save, drop_unsupported: req.drop_unsupported, deleted_max: req.deleted_max, track };
+        // An incremental image takes up the write tracking the parent's checkpoint left.
+        let resumed = match &req.incremental {
+            Some(_) if !can_track => Err(crate::Lost("the processes do not run on after this checkpoint, or pre-copy is off (CREST_NO_PRECOPY)".into())),
+            Some(path) => crest_image::ImageFile::open(path).map_err(|e| crate::Lost(format!("{}: {e}", path.display()))).and_then(|p| crate::resume(pid, &file, &opts, &p, path)),
+            None => Err(crate::Lost(String::new())),
+        };
+        let pre = match resumed {
+            Ok(p) => Some(p),
+            Err(crate::Lost(why)) => {
+                if req.incremental.is_some() {
+                    *full_because.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                }
+                if snapshot && req.precopy {
+                    tracer_race_retried(pid, || crate::precopy(req.scope, pid, &file, &opts))?
+                } else {
+                    None
+                }
+            }
+        };
         precopied = pre.is_some();
         let precopy_bytes = pre.as_ref().map_or(0, |p| p.bytes);
         let mut frozen = tracer_race_retried(pid, || crate::freeze_scope(req.scope, pid))?;
-        let (_image, stats) = frozen.dump(&file, &opts, pre)?;
+        let (image, stats) = frozen.dump(&file, &opts, pre)?;
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
         if req.sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) && !matches!(target, Target::Writer) {
             file.sync_all().map_err(crest_image::ImageError::Io)?;
         }
         // Last chance to stop: once the image has its name the checkpoint is complete.
         crate::check_cancel()?;
-        Ok((frozen, stats, precopy_bytes))
+        Ok((frozen, stats, precopy_bytes, image.tracking))
     })();
     let left = Left { pid, stream: target.is_stream().then(|| shown.clone()) };
-    let (frozen, stats, precopy_bytes) = match result {
+    let (frozen, stats, precopy_bytes, tracking) = match result {
         Ok(x) => x,
         Err(DumpError::NoProcess(p)) if precopied || (existed && p == pid) => {
             cleanup();
@@ -780,6 +812,8 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         drop(frozen);
         return Err(e);
     }
+    // The image is in place: the tracking it lists may be taken up from now on.
+    crate::note_armed(&tracking);
     let kill = signal == libc::SIGKILL;
     let pids = frozen.pids();
     frozen.release(kill).map_err(|source| Error::Release { shown: shown.clone(), pid, source })?;
@@ -789,7 +823,7 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
             sys::kill(p, signal).map_err(|source| Error::Signal { pid: p, signal, source })?;
         }
     }
-    Ok(Outcome { pids, shown, stats, precopy_bytes, elapsed: started.elapsed() })
+    Ok(Outcome { pids, shown, stats, precopy_bytes, elapsed: started.elapsed(), full_because: full_because.into_inner().unwrap_or_else(|e| e.into_inner()) })
 }
 
 /// Copies the finished image in `file` (a memory file) into the writer of `dest`.

@@ -31,13 +31,13 @@ static HELD: Mutex<Option<HashMap<i32, (File, PathBuf)>>> = Mutex::new(None);
 /// Directories tried for the claim files, in order: the first that exists is used by everyone.
 const DIRS: [&str; 3] = ["/run/lock", "/dev/shm", "/tmp"];
 
-fn dir() -> Option<&'static str> {
+pub(crate) fn dir() -> Option<&'static str> {
     DIRS.into_iter().find(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777))
 }
 
 /// The start time of `pid` (field 22 of `/proc/PID/stat`), which tells a process from a later
 /// one with the same PID.
-fn start_time(pid: i32) -> Option<u64> {
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
     let stat = crest_proc::read(pid, "stat").ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()

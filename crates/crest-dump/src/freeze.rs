@@ -35,6 +35,9 @@ pub struct DumpOptions<'a> {
     pub drop_unsupported: bool,
     /// Largest deleted file whose contents are saved (`--deleted-max`).
     pub deleted_max: u64,
+    /// Leave the write tracking of a pre-copy armed in the processes after the checkpoint, for
+    /// a later incremental checkpoint (`--incremental`).
+    pub track: bool,
 }
 
 /// A frozen process: every thread seized and stopped.

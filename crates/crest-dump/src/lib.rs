@@ -62,7 +62,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use checkpoint::{checkpoint, After, Cancel, Destination, Error, Outcome, Policy, Request};
 pub use freeze::{freeze, DumpOptions, Frozen};
-pub use precopy::{precopy, Precopy};
+pub use precopy::{note_armed, precopy, resume, Lost, Precopy};
 pub use tree::{freeze_scope, FrozenTree, Scope};
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);

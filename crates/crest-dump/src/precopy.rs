@@ -42,6 +42,31 @@ pub struct Precopy<'a> {
     pub(crate) tracked: HashMap<i32, Tracked>,
     /// Page bytes written so far.
     pub bytes: u64,
+    /// The write tracking is left armed in the processes after the checkpoint (a later
+    /// incremental checkpoint takes it up): the final scan protects again what was written.
+    pub(crate) track: bool,
+    /// The image this one is incremental to: its runs with `image` 1 or more are that image's.
+    pub(crate) parent: Option<crest_image::Parent>,
+    /// Names the tracking armed by this checkpoint, in the image and in the notes (written
+    /// once the image is in place: [`note_armed`]).
+    pub(crate) token: u64,
+}
+
+/// A token no other arming has: random, never 0.
+fn new_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// Once the image whose metadata lists `tracking` is in place: the trackers it lists are armed
+/// for it, and a later `--incremental` into it may take them up.
+pub fn note_armed(tracking: &[crest_image::Tracking]) {
+    for t in tracking {
+        note::write(t.pid, t.start, t.fd, t.token);
+    }
 }
 
 /// One tracked process.
@@ -62,7 +87,13 @@ pub(crate) struct Tracked {
     /// write-protection is this checkpoint's: another userfaultfd (the process's own) may
     /// protect other mappings, and its protection says nothing about what was saved here.
     registered: Vec<(u64, u64)>,
+    /// With the tracking left armed: the userfaultfd's descriptor in the process, and the
+    /// process's start time.
+    pub left: Option<Left>,
 }
+
+/// A userfaultfd left in a process: its descriptor there, and the process's start time.
+pub(crate) type Left = (i32, u64);
 
 /// Whether the pages of `v` are pre-copied: private memory that is saved page by page.
 fn trackable(v: &Vma) -> bool {
@@ -75,15 +106,17 @@ fn trackable(v: &Vma) -> bool {
 /// `None` when the scope holds less than [`WORTH_IT`] of private memory: a snapshot stops
 /// such processes for less than the pre-copy's own freezes.
 pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>) -> Result<Option<Precopy<'a>>, DumpError> {
-    if matches!(scope, Scope::Pid | Scope::Tree) && private_memory(id, scope == Scope::Tree) < WORTH_IT {
+    if !opts.track && matches!(scope, Scope::Pid | Scope::Tree) && private_memory(id, scope == Scope::Tree) < WORTH_IT {
         return Ok(None);
     }
-    let mut fds: Vec<(i32, OwnedFd)> = Vec::new();
+    let mut fds: Vec<(i32, OwnedFd, Option<Left>)> = Vec::new();
     {
         let mut tree = freeze_scope(scope, id)?;
         for f in tree.procs_mut() {
-            if let Ok(Some(fd)) = take_userfaultfd(f) {
-                fds.push((f.pid, fd));
+            // A new tracker replaces any left earlier (one userfaultfd per range).
+            disarm(f)?;
+            if let Ok(Some((fd, left))) = take_userfaultfd(f, opts.track) {
+                fds.push((f.pid, fd, left));
             }
         }
         tree.release(false)?;
@@ -91,7 +124,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     let mut w = ImageWriter::new(out)?;
     let mut tracked = HashMap::new();
     let mut bytes = 0;
-    for (pid, fd) in fds {
+    for (pid, fd, left) in fds {
         check_cancel()?;
         let Ok(uffd) = WriteTracker::new(fd) else { continue };
         // The process runs: it may have exited, or run exec; then it is saved as it is found.
@@ -108,7 +141,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         bytes += written.bytes;
         let mut runs: Vec<PageRun> = written.vmas.into_iter().flat_map(|v| v.pages).collect();
         runs.sort_by_key(|r| r.vaddr);
-        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs, missed: written.missed, zeros: written.zeros, registered });
+        tracked.insert(pid, Tracked { _uffd: uffd, maps, runs, missed: written.missed, zeros: written.zeros, registered, left });
     }
     // What was written during the first pass is saved again while the processes still run,
     // pass after pass, as long as that shrinks what will be left for the stop.
@@ -137,7 +170,140 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         }
         last = dirty;
     }
-    Ok(Some(Precopy { writer: Some(w), tracked, bytes }))
+    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token() }))
+}
+
+/// Why an incremental checkpoint could not take up the write tracking a checkpoint left: the
+/// image is then a full one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost(pub String);
+
+/// Takes up the write tracking that the checkpoint whose image is `parent` (at `path`) left in
+/// the processes it lists, for an incremental image: the runs of the parent's mappings count as
+/// saved, in the parent, for every page not written since. `Err` says why it cannot (the
+/// process is not the one tracked, its tracker is gone): then a full image must be made.
+pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest_image::ImageFile, path: &std::path::Path) -> Result<Precopy<'a>, Lost> {
+    let lost = |why: String| Lost(why);
+    let link = crest_image::chain::parent_of(path, parent).map_err(|e| lost(format!("{}: {e}", path.display())))?;
+    if !parent.image.tracking.iter().any(|t| t.pid == id) {
+        return Err(lost(format!("{} was not left tracking the writes of process {id}", path.display())));
+    }
+    let mut tracked = HashMap::new();
+    for t in &parent.image.tracking {
+        let Some(p) = parent.image.processes.iter().find(|p| p.pid == t.pid) else { continue };
+        let fd = (|| -> Result<OwnedFd, String> {
+            if crate::claim::start_time(t.pid) != Some(t.start) {
+                return Err(format!("process {} is not the one checkpointed into {} (it ended, or was restarted)", t.pid, path.display()));
+            }
+            match note::read(t.pid) {
+                Some((fd, token)) if fd == t.fd && token == t.token && token != 0 => {}
+                Some((fd, _)) if fd == t.fd => {
+                    return Err(format!(
+                        "the write tracking of process {} was armed again by a later checkpoint than {} (or one that failed): make the image incremental to the latest",
+                        t.pid,
+                        path.display()
+                    ))
+                }
+                _ => return Err(format!("process {} no longer holds the write tracker the checkpoint into {} left in it", t.pid, path.display())),
+            }
+            let pidfd = crest_ptrace::sys::pidfd_open(t.pid).map_err(|e| format!("process {}: {e}", t.pid))?;
+            crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), t.fd).map_err(|e| format!("process {}: taking its write tracker: {e}", t.pid))
+        })();
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(why) if t.pid == id => return Err(lost(why)),
+            // Another process of the tree is saved whole.
+            Err(_) => continue,
+        };
+        let Ok((maps, _)) = mappings(t.pid, opts) else { continue };
+        // The mappings registered then and saved in the parent, with the runs of each (in the
+        // parent, or further up the chain).
+        let registered: Vec<(u64, u64)> = p.vmas.iter().filter(|v| trackable(v)).map(|v| (v.start, v.end)).collect();
+        let mut runs: Vec<PageRun> = p.vmas.iter().filter(|v| trackable(v)).flat_map(|v| v.pages.iter().map(|r| PageRun { image: r.image + 1, ..*r })).collect();
+        runs.sort_by_key(|r| r.vaddr);
+        tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps, runs, missed: Vec::new(), zeros: Vec::new(), registered, left: Some((t.fd, t.start)) });
+    }
+    let w = ImageWriter::new(out).map_err(|e| lost(format!("starting the image: {e}")))?;
+    // From here the tracking is re-armed for the image being made, and for no other: until it
+    // is whole, no image may be made incremental through it.
+    for (&pid, t) in &tracked {
+        if let Some((fd, start)) = t.left {
+            note::write(pid, start, fd, 0);
+        }
+    }
+    Ok(Precopy { writer: Some(w), tracked, bytes: 0, track: true, parent: Some(link), token: new_token() })
+}
+
+/// What `/proc/PID/fd/N` reads for a userfaultfd.
+const TRACKER_LINK: &str = "anon_inode:[userfaultfd]";
+
+/// Notes of the write trackers left in processes, so that every later checkpoint knows that
+/// descriptor for crest's, whatever the image it was left by: an incremental one takes it up,
+/// any other closes it in the process (and saves the process whole) rather than refuse a
+/// userfaultfd. One file per process, named after its PID and start time, beside the claim
+/// files; trusted only when owned by root or by the process's owner, and only for a descriptor
+/// that is a userfaultfd.
+pub(crate) mod note {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
+    fn path(pid: i32, start: u64) -> Option<PathBuf> {
+        Some(PathBuf::from(crate::claim::dir()?).join(format!("crest-tracking-{pid}-{start}")))
+    }
+
+    /// Notes that descriptor `fd` of `pid` (started at `start`) is a tracker left by crest,
+    /// armed for the image that lists it with `token` (0: for none yet, while a checkpoint
+    /// that arms it is under way, or after it failed); removes the notes of processes that
+    /// have ended.
+    pub(crate) fn write(pid: i32, start: u64, fd: i32, token: u64) {
+        let Some(p) = path(pid, start) else { return };
+        if let Some(entries) = p.parent().and_then(|d| std::fs::read_dir(d).ok()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some((pid, start)) = name.strip_prefix("crest-tracking-").and_then(|r| r.split_once('-')) else { continue };
+                let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else { continue };
+                if crate::claim::start_time(pid) != Some(start) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&p);
+        let _ = std::fs::write(&p, format!("{fd} {token}\n"));
+    }
+
+    /// The descriptor of the tracker crest left in `pid`, if any and still there, and the
+    /// token of the image it is armed for.
+    pub(crate) fn read(pid: i32) -> Option<(i32, u64)> {
+        let p = path(pid, crate::claim::start_time(pid)?)?;
+        let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+        let md = std::fs::symlink_metadata(&p).ok()?;
+        if !md.is_file() || (md.uid() != 0 && md.uid() != owner) {
+            return None;
+        }
+        let text = std::fs::read_to_string(&p).ok()?;
+        let mut words = text.split_whitespace();
+        let fd: i32 = words.next()?.parse().ok()?;
+        let token: u64 = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+        (crest_proc::readlink(pid, &format!("fd/{fd}")).ok().as_deref() == Some(super::TRACKER_LINK)).then_some((fd, token))
+    }
+
+    /// Forgets the tracker of `pid`.
+    pub(crate) fn remove(pid: i32) {
+        if let Some(p) = crate::claim::start_time(pid).and_then(|s| path(pid, s)) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Closes, inside the frozen process `f`, a write tracker an earlier checkpoint left in it
+/// (which ends that tracking): returns its descriptor, then closed.
+pub(crate) fn disarm(f: &mut crate::Frozen) -> Result<Option<i32>, DumpError> {
+    let Some((fd, _)) = note::read(f.pid) else { return Ok(None) };
+    // When it cannot be closed now it stays (and so does its note); it is left out of the image.
+    if f.call_inside("closing the write tracker an earlier checkpoint left", libc::SYS_close, &[fd as u64])?.is_some() {
+        note::remove(f.pid);
+    }
+    Ok(Some(fd))
 }
 
 /// Private memory below which a pre-copy is not worth it.
@@ -182,7 +348,9 @@ fn alive(pid: i32) -> bool {
 
 /// Makes a userfaultfd inside the frozen process `f` and takes it; `None` when it cannot be done
 /// without more work (see [`crate::Frozen::call_inside`]) or risk.
-fn take_userfaultfd(f: &mut crate::Frozen) -> Result<Option<OwnedFd>, DumpError> {
+/// With `keep`, the userfaultfd stays open in the process (its descriptor and the process's
+/// start time are returned with it), so that its write tracking outlives the checkpoint.
+fn take_userfaultfd(f: &mut crate::Frozen, keep: bool) -> Result<Option<(OwnedFd, Option<Left>)>, DumpError> {
     // Under a seccomp filter userfaultfd is often refused, and a filter may kill the process
     // for trying: such a process is not tracked.
     let status = crest_proc::read(f.pid, "status")?;
@@ -191,8 +359,17 @@ fn take_userfaultfd(f: &mut crate::Frozen) -> Result<Option<OwnedFd>, DumpError>
     }
     let Some(fd) = f.call_inside("creating a userfaultfd", libc::SYS_userfaultfd, &[wp::USERFAULTFD_FLAGS])? else { return Ok(None) };
     let ours = crest_ptrace::sys::pidfd_open(f.pid).and_then(|p| crest_ptrace::sys::pidfd_getfd(p.as_raw_fd(), fd as i32));
-    f.call_inside("closing the userfaultfd", libc::SYS_close, &[fd])?;
-    Ok(ours.ok())
+    let start = if keep { crate::claim::start_time(f.pid) } else { None };
+    match (ours, start) {
+        (Ok(ours), Some(start)) => {
+            note::write(f.pid, start, fd as i32, 0);
+            Ok(Some((ours, Some((fd as i32, start)))))
+        }
+        (ours, _) => {
+            f.call_inside("closing the userfaultfd", libc::SYS_close, &[fd])?;
+            Ok(ours.ok().map(|o| (o, None)))
+        }
+    }
 }
 
 impl Tracked {
@@ -234,8 +411,10 @@ impl Tracked {
     /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
     /// runs saved earlier that are still good, and returns, by mapping index, the ranges that
     /// must be saved now (mappings absent from it are saved whole), with what the scan found.
-    pub fn merge(&self, pid: i32, vmas: &mut [Vma]) -> Result<Sorted, DumpError> {
-        self.sort(pid, vmas, 0)
+    /// With `rearm`, the pages written are protected again in the same walk (the process is
+    /// frozen: what is saved now is what they hold then), for a later incremental checkpoint.
+    pub fn merge(&self, pid: i32, vmas: &mut [Vma], rearm: bool) -> Result<Sorted, DumpError> {
+        self.sort(pid, vmas, if rearm { wp::SCAN_WP_MATCHING } else { 0 })
     }
 
     /// [`Self::merge`], with more `PAGEMAP_SCAN` flags.
@@ -374,7 +553,7 @@ mod tests {
     }
 
     fn run(page: u64, pages: u64) -> PageRun {
-        PageRun { vaddr: page * 4096, len: pages * 4096, offset: 0, zlen: 0, sum: 0 }
+        PageRun { vaddr: page * 4096, len: pages * 4096, offset: 0, zlen: 0, sum: 0, image: 0 }
     }
 
     const P: u64 = category::PRESENT;

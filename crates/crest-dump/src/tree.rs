@@ -309,6 +309,18 @@ impl FrozenTree {
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
         files.deleted_max = opts.deleted_max;
+        // A write tracker left in a process is crest's, not the process's: kept for a later
+        // incremental checkpoint when this one tracks the process, closed otherwise.
+        for f in &mut self.procs {
+            match pre.as_ref().and_then(|p| p.tracked.get(&f.pid)).and_then(|t| t.left) {
+                Some((fd, _)) => files.hide(f.pid, fd),
+                None => {
+                    if let Some(fd) = crate::precopy::disarm(f)? {
+                        files.hide(f.pid, fd);
+                    }
+                }
+            }
+        }
         let mut collected: Vec<Collected> = Vec::with_capacity(self.procs.len());
         let discard_all = |c: Vec<Collected>| {
             for c in c {
@@ -357,7 +369,7 @@ impl FrozenTree {
             let pid = c.process.pid;
             let mut vmas = std::mem::take(&mut c.process.vmas);
             let (vmas, n) = if let Some(t) = tracked(pid) {
-                let sorted = t.merge(pid, &mut vmas)?;
+                let sorted = t.merge(pid, &mut vmas, pre.as_ref().is_some_and(|p| p.track))?;
                 // What the scan found to need saving; the zero pages read earlier and unwritten
                 // since count as saved.
                 for (&i, &need) in &sorted.wanted {
@@ -417,6 +429,8 @@ impl FrozenTree {
             vdso_layout: collected.first().map(|c| c.vdso_layout.clone()).unwrap_or_default(),
             processes,
             ipc,
+            parent: pre.as_ref().and_then(|p| p.parent.clone()),
+            tracking: pre.as_ref().map(|p| p.tracked.iter().filter_map(|(&pid, t)| t.left.map(|(fd, start)| crest_image::Tracking { pid, start, fd, token: p.token })).collect()).unwrap_or_default(),
         };
         check_cancel()?;
         w.finish(&image)?;

@@ -40,7 +40,7 @@ const MAX_PACKED_RUN: u64 = 1 << 30;
 
 /// A run of `data`, the memory at `vaddr`, stored as it is at `offset`.
 pub fn stored_run(vaddr: u64, offset: u64, data: &[u8]) -> PageRun {
-    PageRun { vaddr, len: data.len() as u64, offset, zlen: 0, sum: checksum(data) }
+    PageRun { vaddr, len: data.len() as u64, offset, zlen: 0, sum: checksum(data), image: 0 }
 }
 
 /// An error of the zstd library, for `what`.
@@ -215,7 +215,7 @@ impl Packer {
             return Ok(false);
         }
         let sum = checksum(&self.held[at..at + n]);
-        self.runs.push((vma, PageRun { vaddr, len: data.len() as u64, offset: at as u64, zlen: n as u64, sum }));
+        self.runs.push((vma, PageRun { vaddr, len: data.len() as u64, offset: at as u64, zlen: n as u64, sum, image: 0 }));
         Ok(true)
     }
 

@@ -89,6 +89,16 @@ pub enum ImageError {
     /// A required section is missing from the table.
     #[error("image has no {0} section")]
     MissingSection(crate::SectionKind),
+    /// A parent of an incremental image is missing, changed or unreadable.
+    #[error("{child}: its parent image {parent} {why}")]
+    Parent {
+        /// The image that names it.
+        child: String,
+        /// The parent's path.
+        parent: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A record holds values that cannot be right.
     #[error("invalid image: {0}")]
     Invalid(String),

@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 2;
+pub const FORMAT_MINOR: u32 = 3;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -184,8 +184,11 @@ pub mod marker_kinds {
     pub const POSIX_TIMERS: u32 = 3;
     /// A process was stopped by job control (`ProcAttrs.stop_signal`), format 4.2.
     pub const STOPPED: u32 = 4;
+    /// An incremental image: page runs in the images it names as parents (`Image.parent`,
+    /// `PageRun.image`), format 4.3.
+    pub const INCREMENTAL: u32 = 5;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -195,6 +198,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().any(|p| p.attrs.stop_signal != 0) {
             v.push(STOPPED);
+        }
+        if image.parent.is_some() {
+            v.push(INCREMENTAL);
         }
         v
     }

@@ -72,9 +72,10 @@ impl ImageFile {
         Ok(image)
     }
 
-    /// Every page run with the pid it belongs to.
+    /// Every page run held in this file (not those of an incremental image's parents) with the
+    /// pid it belongs to.
     pub fn runs(&self) -> Vec<(i32, PageRun)> {
-        self.image.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().map(move |r| (p.pid, *r)))).collect()
+        self.image.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().filter(|r| r.image == 0).map(move |r| (p.pid, *r)))).collect()
     }
 
     /// Reads every page run as a restart does ([`RunReader::read`]) and checks it: its

@@ -11,6 +11,8 @@ use crate::frame::framed;
 
 framed!(
     Image,
+    Parent,
+    Tracking,
     IpcObject,
     IpcKind,
     Process,
@@ -59,6 +61,47 @@ pub struct Image {
     pub processes: Vec<Process>,
     /// SysV IPC objects the processes use (shared memory segments, semaphore sets).
     pub ipc: Vec<IpcObject>,
+    /// An incremental image (format 4.3): the image its page runs with [`PageRun::image`] 1
+    /// refer to; that one names its own parent, and so on. None: a standalone image.
+    #[serde(default)]
+    pub parent: Option<Parent>,
+    /// Processes whose write tracking was left armed after this checkpoint (format 4.3), so
+    /// that a later `cr_checkpoint --incremental` of them saves only the pages written since.
+    /// Says nothing about restoring: a reader that skips it loses nothing.
+    #[serde(default)]
+    pub tracking: Vec<Tracking>,
+}
+
+/// The parent of an incremental image: where it was, and what it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Parent {
+    /// Its absolute path at checkpoint time.
+    pub path: String,
+    /// Its length in bytes.
+    pub len: u64,
+    /// xxh3-64 of its 64-byte trailer, which holds the checksum of its section table, which
+    /// holds that of its metadata, which holds that of every page run: it changes with any
+    /// byte of the image that is used.
+    pub sum: u64,
+}
+
+/// A process whose write tracking (an asynchronous write-protecting userfaultfd) was left in
+/// it after the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Tracking {
+    /// Its PID.
+    pub pid: i32,
+    /// Its start time (field 22 of `/proc/PID/stat`), which tells it from a later process
+    /// with the same PID.
+    pub start: u64,
+    /// The descriptor of the userfaultfd in it.
+    pub fd: i32,
+    /// A random number naming this arming of the tracking, also noted beside the claim files
+    /// once the image is whole: a later arming (a checkpoint after this one) changes it, so
+    /// that an image made incremental to this one is refused that tracking.
+    pub token: u64,
 }
 
 /// A SysV IPC object, restored with the same id (and key) when this system allows.
@@ -462,6 +505,10 @@ pub struct PageRun {
     pub zlen: u64,
     /// Checksum of the bytes as stored.
     pub sum: u64,
+    /// Which image of the chain holds the bytes (format 4.3): 0 this one, 1 its parent, 2 the
+    /// parent's parent, and so on.
+    #[serde(default)]
+    pub image: u32,
 }
 
 impl PageRun {

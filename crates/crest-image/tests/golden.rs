@@ -57,3 +57,41 @@ fn golden_images_are_read_or_refused_naming_both_versions() {
         }
     }
 }
+
+/// The incremental golden images (4.3 on): the child names its parent (by an absolute path of
+/// the machine that made them: found beside it here), some of its runs lie in the parent, and
+/// the chain reads back as one standalone image.
+#[test]
+fn golden_incremental_images_follow_their_parent() {
+    for ((major, minor), dir) in versions() {
+        let path = dir.join("incremental.crest");
+        if (major, minor) > (FORMAT_MAJOR, FORMAT_MINOR) || !path.exists() {
+            continue;
+        }
+        let what = format!("golden image {major}.{minor}/incremental.crest");
+        let img = ImageFile::open(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(img.image.parent.as_ref().is_some_and(|p| p.path.ends_with("/incremental-parent.crest")), "{what}: its parent");
+        assert!(img.image.processes.iter().flat_map(|p| &p.vmas).flat_map(|v| &v.pages).any(|r| r.image == 1), "{what}: no run lies in the parent");
+        img.verify_pages(2).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let chain = crest_image::chain::Chain::open(img, &path.display().to_string()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(chain.images.len(), 2, "{what}: the chain");
+        let mut flat = Vec::new();
+        let image = chain.flatten(&mut flat).unwrap_or_else(|e| panic!("{what}: flattening: {e}"));
+        assert!(image.parent.is_none());
+        let back = ImageFile::check_bytes(&flat).unwrap_or_else(|e| panic!("{what}: the flattened image: {e}"));
+        assert_eq!(back.page_bytes(), image.page_bytes(), "{what}: the flattened image's pages");
+        // Moved together elsewhere, the parent is found beside its child.
+        let moved = std::env::temp_dir().join(format!("crest-golden-chain-{}-{major}.{minor}", std::process::id()));
+        std::fs::create_dir_all(&moved).expect("temp dir");
+        for name in ["incremental.crest", "incremental-parent.crest"] {
+            std::fs::copy(dir.join(name), moved.join(name)).expect("copy");
+        }
+        let child = moved.join("incremental.crest");
+        let opened = ImageFile::open(&child).and_then(|i| crest_image::chain::Chain::open(i, &child.display().to_string()));
+        let _ = std::fs::remove_dir_all(&moved);
+        let chain = opened.unwrap_or_else(|e| panic!("{what}, moved: {e}"));
+        // Where the images were made, the recorded path is still there and comes first.
+        let recorded = chain.images[0].image.parent.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+        assert!(chain.paths[1] == recorded || chain.paths[1].starts_with(&moved.display().to_string()), "{what}, moved: the parent found at {}", chain.paths[1]);
+    }
+}

@@ -32,7 +32,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         if i % 2 == 0 {
             let data: Vec<u8> = (0..pages * 4096).map(|b| (b as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
             let (offset, sum) = w.append_pages(&data).expect("pages");
-            v.pages.push(PageRun { vaddr: addr, len: pages * 4096, offset, zlen: 0, sum });
+            v.pages.push(PageRun { vaddr: addr, len: pages * 4096, offset, zlen: 0, sum, image: 0 });
             v.need = pages * 4096;
         }
         vmas.push(v);
@@ -71,7 +71,19 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         dropped: Vec::new(),
         attrs: ProcAttrs::default(),
     };
-    let img = Image { tool: "t".into(), kernel: "k".into(), host: "h".into(), time: 1, root_pid: 42, scope: "tree".into(), vdso_layout: vec![], processes: vec![p], ipc: vec![] };
+    let img = Image {
+        tool: "t".into(),
+        kernel: "k".into(),
+        host: "h".into(),
+        time: 1,
+        root_pid: 42,
+        scope: "tree".into(),
+        vdso_layout: vec![],
+        processes: vec![p],
+        ipc: vec![],
+        parent: None,
+        tracking: vec![],
+    };
     let bytes = w.finish(&img).expect("finish");
     (bytes, img)
 }

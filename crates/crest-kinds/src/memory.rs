@@ -657,7 +657,7 @@ mod tests {
     use super::*;
 
     fn run(vaddr: u64, len: u64, offset: u64) -> PageRun {
-        PageRun { vaddr, len, offset, zlen: 0, sum: 0 }
+        PageRun { vaddr, len, offset, zlen: 0, sum: 0, image: 0 }
     }
 
     #[test]

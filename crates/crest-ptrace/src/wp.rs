@@ -135,6 +135,12 @@ impl WriteTracker {
         Ok(WriteTracker { fd })
     }
 
+    /// A userfaultfd already set up by [`WriteTracker::new`] (its mappings registered and
+    /// protected earlier), taken again from the process it was left in.
+    pub fn adopt(fd: OwnedFd) -> Self {
+        WriteTracker { fd }
+    }
+
     /// Registers `start..start+len` (whole mappings) for write-protection and protects every
     /// page of it now present. Writes from here on are seen by [`scan`].
     pub fn track(&self, start: u64, len: u64) -> std::io::Result<()> {

@@ -266,6 +266,14 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         copy
     };
     let mut img = ImageFile::from_file(file).map_err(|source| Error::Image { shown: shown.clone(), source })?;
+    // An incremental image: every parent must be there and unchanged; the chain is then
+    // restored as one standalone image, written into memory.
+    if img.image.parent.is_some() {
+        let chain = crest_image::chain::Chain::open(img, &shown).map_err(|source| Error::Image { shown: shown.clone(), source })?;
+        let flat = File::from(crest_ptrace::sys::memfd("crest-image", 0).map_err(|source| Error::Memory { shown: shown.clone(), source })?);
+        chain.flatten(std::io::BufWriter::with_capacity(1 << 20, &flat)).map_err(|source| Error::Image { shown: shown.clone(), source })?;
+        img = ImageFile::from_file(flat).map_err(|source| Error::Image { shown: shown.clone(), source })?;
+    }
     // Nothing starts unless every file is there and unchanged and this user could have
     // started the saved process.
     let caller = Caller::current().map_err(Error::Credentials)?;

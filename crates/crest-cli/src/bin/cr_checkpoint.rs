@@ -127,6 +127,13 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
         Event::Opened { target, shown } if verbose => eprintln!("{}", plan_sentence(pid, scope, target, shown, sync, signal)),
         _ => {}
     };
+    let incremental = m.get_one::<String>("incremental").map(PathBuf::from);
+    if let (Some(parent), Destination::Path { path, .. }) = (&incremental, &destination) {
+        let same = |p: &Path| std::fs::canonicalize(p).ok();
+        if same(parent).is_some() && same(parent) == same(path) {
+            return Err((crest_cli::exits::USAGE, format!("the image {} would replace its own parent: write an incremental image under another name", path.display())));
+        }
+    }
     let req = Request {
         pid,
         scope,
@@ -147,12 +154,19 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
         // process is the requester, and this command (its child) is left out of the scope.
         requester: std::env::var(proto::REQUESTER_ENV).ok().and_then(|p| p.parse().ok()),
         on_behalf: std::env::var_os(proto::REQUESTER_ENV).is_some(),
+        track: m.get_flag("track"),
+        incremental,
     };
     let shown = crest_cli::ProgressDisplay::start(progress, "saving", say.quiet);
     let done = crest_dump::checkpoint(&req);
     drop(shown);
     let done = done.map_err(|e| (e.kind().code(), e.to_string()))?;
     let stats = &done.stats;
+    if let Some(why) = &done.full_because {
+        if !say.quiet {
+            eprintln!("cr_checkpoint: {} is a full image, not an incremental one: {why}", done.shown);
+        }
+    }
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!(
             "crest-timing: checkpoint pid={pid} page_bytes={} precopy_bytes={} remote_syscalls={} frozen_ms={:.3} total_ms={:.3}",

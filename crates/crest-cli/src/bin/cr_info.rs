@@ -20,8 +20,18 @@ fn main() {
         eprintln!("cr_info: {path}: {e}");
         std::process::exit(crest_cli::image_error_code(&e))
     });
-    let verified = m.get_flag("verify").then(|| match img.verify_pages(2) {
-        Ok(()) => Verified::of(&img),
+    // An incremental image: its parents, each checked to be there and unchanged.
+    let chain = img.image.parent.as_ref().map(|_| {
+        let top = crest_cli::open_image(path).map_err(crest_image::ImageError::Invalid).and_then(ImageFile::from_file);
+        top.and_then(|t| crest_image::chain::Chain::open(t, path))
+    });
+    if let (true, Some(Err(e))) = (m.get_flag("verify"), &chain) {
+        eprintln!("cr_info: {e}");
+        eprintln!("cr_info: {path} is NOT a good image: it must not be restarted");
+        std::process::exit(crest_cli::image_error_code(e));
+    }
+    let verified = m.get_flag("verify").then(|| match verify(&img, chain.as_ref()) {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("cr_info: {path}: {e}");
             eprintln!("cr_info: {path} is NOT a good image: it must not be restarted");
@@ -37,18 +47,40 @@ fn main() {
             }
         };
         for_people(&mut v, &img);
+        match &chain {
+            Some(Ok(c)) => v["chain"] = serde_json::json!(c.paths[1..]),
+            Some(Err(e)) => v["chain_error"] = e.to_string().into(),
+            None => {}
+        }
         if let Some(ver) = &verified {
-            v["verified"] = serde_json::json!({ "page_runs": ver.runs, "page_bytes": ver.bytes, "processes": ver.processes, "good": true });
+            v["verified"] = serde_json::json!({ "page_runs": ver.runs, "page_bytes": ver.bytes, "processes": ver.processes, "images": ver.images, "good": true });
         }
         format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
     } else {
         let mut out = String::new();
         describe_image(&mut out, path, &img);
+        match &chain {
+            Some(Ok(c)) => {
+                let own: u64 = img.runs().iter().map(|(_, r)| r.len).sum();
+                out.push_str(&format!(
+                    "\nincremental: {} of the {} of page data are in this image, the others in its parents; the chain of {} (every parent there and unchanged):\n",
+                    crest_cli::human_bytes(own),
+                    crest_cli::human_bytes(img.image.page_bytes()),
+                    plural(c.images.len(), "image")
+                ));
+                for (i, p) in c.paths.iter().enumerate() {
+                    out.push_str(&format!("  {i}: {p}\n"));
+                }
+            }
+            Some(Err(e)) => out.push_str(&format!("\nincremental: the chain is broken: {e}\n")),
+            None => {}
+        }
         if let Some(ver) = &verified {
             out.push_str(&format!(
-                "\nverified: the header, the section table, every metadata record and all {} of page data ({} in the image) of {}: every checksum matches and every compressed run decompresses to its length; the image is good\n",
+                "\nverified: the header, the section table, every metadata record and all {} of page data ({} in {}) of {}: every checksum matches and every compressed run decompresses to its length; the image is good\n",
                 plural(ver.runs, "run"),
                 crest_cli::human_bytes(ver.bytes),
+                if ver.images > 1 { format!("the {} of its chain", plural(ver.images, "image")) } else { "the image".to_string() },
                 plural(ver.processes, "process")
             ));
         }
@@ -72,13 +104,35 @@ struct Verified {
     runs: usize,
     bytes: u64,
     processes: usize,
+    /// Images read: more than one for an incremental image and its parents.
+    images: usize,
 }
 
 impl Verified {
     fn of(img: &ImageFile) -> Verified {
         let runs = img.runs();
-        Verified { runs: runs.len(), bytes: runs.iter().map(|(_, r)| r.stored_len()).sum(), processes: img.image.processes.len() }
+        Verified { runs: runs.len(), bytes: runs.iter().map(|(_, r)| r.stored_len()).sum(), processes: img.image.processes.len(), images: 1 }
     }
+}
+
+/// Reads every page run of `img` and, for an incremental image, of every image of its chain
+/// (which must be whole).
+fn verify(img: &ImageFile, chain: Option<&Result<crest_image::chain::Chain, crest_image::ImageError>>) -> Result<Verified, crest_image::ImageError> {
+    img.verify_pages(2)?;
+    let mut v = Verified::of(img);
+    match chain {
+        None | Some(Err(_)) => {}
+        Some(Ok(c)) => {
+            for parent in &c.images[1..] {
+                parent.verify_pages(2)?;
+                let p = Verified::of(parent);
+                v.runs += p.runs;
+                v.bytes += p.bytes;
+                v.images += 1;
+            }
+        }
+    }
+    Ok(v)
 }
 
 /// `time` as a readable local date: `2026-12-04 03:31:39 UTC`; ISO 8601 with `iso`.

@@ -105,6 +105,12 @@ pub struct FileTable {
 }
 
 impl FileTable {
+    /// Leaves descriptor `fd` of `pid` out of the image, as if it were not open (a descriptor
+    /// crest itself keeps in the process).
+    pub fn hide(&mut self, pid: i32, fd: i32) {
+        self.all.retain(|o| o.pid != pid || o.fd != fd);
+    }
+
     /// Reads the descriptors of every process of `pids` (all frozen). With
     /// `drop_unsupported`, descriptors and file locks that cannot be restored are left out
     /// (and listed) rather than refused.

@@ -1,0 +1,184 @@
+//! Incremental images (`cr_checkpoint --track`, then `--incremental PARENT`): `incr`
+//! (tests/c/incr.c) holds 128 MiB and rewrites 1 MiB of it between checkpoints. Each
+//! incremental image holds only what was written since its parent, and each image of the
+//! chain restarts with every word intact; a missing or changed parent is refused by name; a
+//! process whose tracking is gone (a restarted one) gets a full image, and is told so.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn checkpoint(pid: i32, img: &Path, args: &[&str]) -> Output {
+    let o = Command::new(bin("cr_checkpoint")).args(args).arg("-f").arg(img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    assert!(o.status.success(), "cr_checkpoint {args:?} {}: {}", img.display(), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Waits until `pid` runs untraced its own program: a restored process once cr_restart let it go.
+fn wait_running(pid: i32, prog: &Path) {
+    let t = Instant::now();
+    loop {
+        let untraced = std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| s.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["TracerPid:", "0"]));
+        if untraced && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == prog) {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "restored process {pid} did not start running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asks `pid` to check its memory and waits for its verdict (it then ends).
+fn verdict(d: &Dir, pid: i32) -> String {
+    let result = d.0.join("result");
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let t = Instant::now();
+    loop {
+        let s = std::fs::read_to_string(&result).unwrap_or_default();
+        if s.ends_with('\n') {
+            return s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no verdict from {pid}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Restarts `img`, has the restored process check itself, and returns its verdict.
+fn restart_and_check(d: &Dir, prog: &Path, img: &Path, reaper: &mut Reaper) -> String {
+    let _ = std::fs::remove_file(d.0.join("result"));
+    let mut rs = cr_restart_cmd().arg(img).current_dir(&d.0).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    reaper.0.push(rs.id() as i32);
+    let rp = restored_child(&mut rs, Duration::from_secs(60));
+    reaper.0.push(rp);
+    wait_running(rp, prog);
+    let v = verdict(d, rp);
+    let st = wait_child(&mut rs, Duration::from_secs(60));
+    reaper.0.clear();
+    assert!(st.success(), "{}: cr_restart {st:?}, verdict {v}", img.display());
+    v
+}
+
+fn refused(img: &Path, cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(bin(cmd)).args(args).arg(img).stdin(Stdio::null()).output().expect("runs");
+    assert!(!o.status.success(), "{cmd} {} should refuse a broken chain", img.display());
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Removes the notes of the trackers left in `pids` (beside the claim files), when dropped.
+struct Notes(Vec<i32>);
+impl Drop for Notes {
+    fn drop(&mut self) {
+        for dir in ["/run/lock", "/dev/shm", "/tmp"] {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if self.0.iter().any(|p| name.starts_with(&format!("crest-tracking-{p}-"))) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn incremental_chain() {
+    let mut notes = Notes(Vec::new());
+    let d = Dir::new("incremental");
+    let prog = d.0.join("incr");
+    gcc("tests/c/incr.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut child = Command::new(&prog).arg("128").current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("incr");
+    let pid = child.id() as i32;
+    let mut reaper = Reaper(vec![pid]);
+    notes.0.push(pid);
+    wait_for(&out, "ready\n", Duration::from_secs(60));
+
+    let imgs: Vec<PathBuf> = (0..4).map(|k| d.0.join(format!("img{k}"))).collect();
+    checkpoint(pid, &imgs[0], &["--track"]);
+    for k in 1..4 {
+        let _ = Command::new("kill").arg("-USR1").arg(pid.to_string()).status();
+        wait_for(&out, &format!("round {k}\n"), Duration::from_secs(60));
+        let o = checkpoint(pid, &imgs[k], &["--incremental", imgs[k - 1].to_str().expect("utf-8")]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!e.contains("full image"), "checkpoint {k} fell back to a full image: {e}");
+        // 1 MiB written: a few MiB of runs at most, against 128 MiB.
+        assert!(len(&imgs[k]) * 10 < len(&imgs[0]), "image {k} is {} bytes, the full one {}", len(&imgs[k]), len(&imgs[0]));
+        eprintln!("incremental: image {k}: {} bytes (full: {})", len(&imgs[k]), len(&imgs[0]));
+    }
+    let info = Command::new(bin("cr_info")).arg("--verify").arg(&imgs[3]).output().expect("cr_info");
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success() && text.contains("chain of 4 images") && text.contains(&imgs[0].display().to_string()) && text.contains("the image is good"), "cr_info --verify: {text}");
+
+    // The tracking now stands for img3: an image incremental to an older one would keep pages
+    // of img1 written since. A full image instead, said so.
+    let stale = d.0.join("stale");
+    let o = checkpoint(pid, &stale, &["--incremental", imgs[1].to_str().expect("utf-8")]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("is a full image") && e.contains("armed again by a later checkpoint"), "{e}");
+    assert!(len(&stale) * 2 > len(&imgs[0]), "a full image: {} bytes", len(&stale));
+
+    // The original ran on, intact.
+    let v = verdict(&d, pid);
+    assert_eq!(v, "PASS round 3\n");
+    let st = wait_child(&mut child, Duration::from_secs(60));
+    assert!(st.success(), "the original: {st:?}");
+    reaper.0.clear();
+
+    // Every image of the chain restarts as it was.
+    for (k, img) in imgs.iter().enumerate() {
+        let v = restart_and_check(&d, &prog, img, &mut reaper);
+        assert_eq!(v, format!("PASS round {k}\n"), "image {k} restarted");
+    }
+
+    // A missing parent is refused, by name, by cr_restart and cr_info --verify.
+    let away = d.0.join("away");
+    std::fs::rename(&imgs[1], &away).expect("move");
+    for (cmd, args) in [("cr_restart", &[][..]), ("cr_info", &["--verify"][..])] {
+        let e = refused(&imgs[3], cmd, args);
+        assert!(e.contains(&format!("{} is missing", imgs[1].display())), "{cmd}: {e}");
+    }
+    std::fs::rename(&away, &imgs[1]).expect("move back");
+
+    // So is a changed one.
+    let mut perm = std::fs::metadata(&imgs[0]).expect("img0").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+    std::fs::set_permissions(&imgs[0], perm).expect("chmod");
+    let f = std::fs::OpenOptions::new().append(true).open(&imgs[0]).expect("open img0");
+    std::io::Write::write_all(&mut &f, b"x").expect("append");
+    let e = refused(&imgs[3], "cr_restart", &[]);
+    assert!(e.contains(&imgs[0].display().to_string()) && e.contains("has changed"), "{e}");
+    f.set_len(len(&imgs[0]) - 1).expect("truncate");
+    drop(f);
+
+    // A restarted process is not the one tracked: a full image, said so.
+    let _ = std::fs::remove_file(d.0.join("result"));
+    let mut rs = cr_restart_cmd().arg(&imgs[3]).current_dir(&d.0).stdin(Stdio::null()).stderr(Stdio::null()).spawn().expect("cr_restart");
+    reaper.0.push(rs.id() as i32);
+    let rp = restored_child(&mut rs, Duration::from_secs(60));
+    reaper.0.push(rp);
+    notes.0.push(rp);
+    wait_running(rp, &prog);
+    let full = d.0.join("img4");
+    let o = checkpoint(rp, &full, &["--incremental", imgs[3].to_str().expect("utf-8")]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("is a full image") && e.contains("restarted"), "{e}");
+    assert!(len(&full) * 2 > len(&imgs[0]), "a full image: {} bytes", len(&full));
+    // A checkpoint without --track/--incremental ends the tracking instead of refusing the
+    // userfaultfd crest left in the process.
+    let trackers =
+        || std::fs::read_dir(format!("/proc/{rp}/fd")).map(|d| d.flatten().filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("userfaultfd"))).count()).unwrap_or(0);
+    assert_eq!(trackers(), 1, "the tracker left by --incremental");
+    checkpoint(rp, &d.0.join("img5"), &[]);
+    assert_eq!(trackers(), 0, "the tracker closed by a plain checkpoint");
+    let v = verdict(&d, rp);
+    assert_eq!(v, "PASS round 3\n");
+    wait_child(&mut rs, Duration::from_secs(60));
+    reaper.0.clear();
+    let v = restart_and_check(&d, &prog, &full, &mut reaper);
+    assert_eq!(v, "PASS round 3\n", "the full image made in place of an incremental one");
+}
