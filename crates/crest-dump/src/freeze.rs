@@ -63,6 +63,12 @@ fn signo(info: &[u8]) -> i32 {
     info.get(..4).map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// Whether thread `tid` of `pid` has exited (gone, or a zombie).
+fn exited(pid: i32, tid: i32) -> bool {
+    let stat = if pid == tid { crest_proc::read(pid, "stat") } else { crest_proc::read(pid, &format!("task/{tid}/stat")) };
+    !stat.is_ok_and(|s| crest_proc::parse_stat(&s).is_ok_and(|st| !matches!(st.state, 'Z' | 'X')))
+}
+
 /// What the tracer has changed in a thread that must be undone before it may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Borrow {
@@ -94,10 +100,12 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     attrs::refuse_before_seizing(pid, &status)?;
     let was_stopped = crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?).is_ok_and(|st| st.state == 'T');
     let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false, stop_signal: 0, was_stopped };
+    // Threads found to have exited, which /proc may go on listing until they are reaped.
+    let mut gone_tids: Vec<i32> = Vec::new();
     loop {
         check_cancel()?;
         let tids = crest_proc::tasks(pid).map_err(|_| DumpError::NoProcess(pid))?;
-        let new: Vec<i32> = tids.into_iter().filter(|t| !f.threads.iter().any(|(x, _, _)| x.tid == *t)).collect();
+        let new: Vec<i32> = tids.into_iter().filter(|t| !f.threads.iter().any(|(x, _, _)| x.tid == *t) && !gone_tids.contains(t)).collect();
         if new.is_empty() {
             break;
         }
@@ -109,7 +117,16 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
             check_cancel()?;
             let t = match Tracee::seize(tid) {
                 Ok(t) => t,
-                Err(TraceError::Ptrace { err, .. }) if err.raw_os_error() == Some(libc::ESRCH) => continue, // exited meanwhile
+                Err(TraceError::Ptrace { err, .. }) if err.raw_os_error() == Some(libc::ESRCH) => {
+                    gone_tids.push(tid); // exited meanwhile
+                    continue;
+                }
+                // The kernel refuses to trace a thread that has already exited (a zombie not
+                // yet reaped) with EPERM: that is an exit, not a permission problem.
+                Err(TraceError::Ptrace { err, .. }) if err.raw_os_error() == Some(libc::EPERM) && exited(pid, tid) => {
+                    gone_tids.push(tid);
+                    continue;
+                }
                 Err(TraceError::Ptrace { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
                     return Err(DumpError::Permission {
                         pid,
