@@ -1,6 +1,7 @@
-/* A ring of 8 processes passing a counter through pipes. Process 0 forks process 1, which
- * forks process 2, ... (a chain 8 deep); process k reads the counter from pipe k and writes it
- * plus one to pipe k+1 (mod 8), so it sees k, k+8, k+16, ... and checks that no value is lost
+/* A ring of N processes (8, or RING_N from the environment, up to 1000) passing a counter
+ * through pipes. Process 0 forks process 1, which forks process 2, ... (a chain N deep);
+ * process k reads the counter from pipe k and writes it plus one to pipe k+1 (mod N), so it
+ * sees k, k+N, k+2N, ... and checks that no value is lost
  * or repeated. Every process checks its PID and parent PID stay the same ("same-pid"; the
  * first one's parent is cr_restart after a restart).
  * On SIGUSR2, process 0 sends a stop mark around the ring; each process passes it on, waits
@@ -11,7 +12,9 @@
 #include <stdint.h>
 #include <sys/wait.h>
 
-#define N 8
+static int N = 8;
+/* Hops the counter makes between two ticks (64 rounds of a ring of 8). */
+#define HOPS 512
 #define STOP UINT64_MAX
 
 static int same_pid;
@@ -41,7 +44,7 @@ static void xwrite(int fd, uint64_t v)
 }
 
 /* Runs member k of the ring; never returns. */
-__attribute__((noreturn)) static void member(int k, int fds[N][2])
+__attribute__((noreturn)) static void member(int k, int (*fds)[2])
 {
     pid_t me = getpid(), parent = getppid(), child = 0;
     if (k + 1 < N) {
@@ -86,9 +89,10 @@ __attribute__((noreturn)) static void member(int k, int fds[N][2])
             xwrite(out, STOP);
             continue;
         }
-        if (k == 0 && seen == 64)
+        uint64_t per_tick = HOPS / N > 4 ? HOPS / N : 4;
+        if (k == 0 && seen == per_tick)
             ready();
-        if (k == 0 && !stopping && seen % 64 == 0) {
+        if (k == 0 && !stopping && seen % per_tick == 0) {
             printf("tick %llu\n", (unsigned long long)v);
             fflush(stdout);
         }
@@ -105,7 +109,7 @@ __attribute__((noreturn)) static void member(int k, int fds[N][2])
     }
     if (k == 0) {
         check(!failed, "every member of the ring ended well");
-        check(seen > 100, "the counter went round");
+        check(seen * N > 800, "the counter went round");
         pass();
     }
     _exit(failed ? 1 : 0);
@@ -114,7 +118,12 @@ __attribute__((noreturn)) static void member(int k, int fds[N][2])
 int main(int argc, char **argv)
 {
     same_pid = argc > 1 && strcmp(argv[1], "same-pid") == 0;
-    int fds[N][2];
+    const char *n = getenv("RING_N");
+    if (n && *n)
+        N = atoi(n);
+    check(N >= 2 && N <= 1000, "RING_N between 2 and 1000");
+    int (*fds)[2] = calloc((size_t)N, sizeof *fds);
+    check(fds != NULL, "calloc");
     for (int i = 0; i < N; i++)
         check(pipe(fds[i]) == 0, "pipe");
     alarm(120);

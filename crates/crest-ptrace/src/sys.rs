@@ -182,6 +182,23 @@ pub fn close(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
+/// Closes every descriptor from `first` to `last` (inclusive) but those in `keep`, with one
+/// `close_range` per run of numbers between kept ones: no listing of /proc/self/fd, whose cost
+/// grows with the number of descriptors open.
+pub fn close_all_but(first: i32, last: i32, keep: &[i32]) {
+    let mut kept: Vec<i32> = keep.iter().copied().filter(|&k| k >= first && k <= last).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut from = first.max(0);
+    for k in kept.into_iter().chain(std::iter::once(last.saturating_add(1))) {
+        if k > from {
+            // SAFETY: no pointers; callers only close ranges whose descriptors they own.
+            unsafe { libc::syscall(libc::SYS_close_range, from as libc::c_uint, (k - 1) as libc::c_uint, 0 as libc::c_uint) };
+        }
+        from = from.max(k.saturating_add(1));
+    }
+}
+
 /// `fcntl(fd, F_SETFD, FD_CLOEXEC or 0)`.
 pub fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
     // SAFETY: no pointers.

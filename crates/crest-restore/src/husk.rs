@@ -53,6 +53,9 @@ pub struct Restored {
     /// What was restored otherwise than it was saved, in words (a pseudo-terminal with a new
     /// index).
     pub notes: Vec<String>,
+    /// How long each step took, in order (`CREST_TIMING` prints them): the husks created and
+    /// ready, filled, finished, let go.
+    pub steps: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// For every file mapping whose contents the image holds (`cr_checkpoint --save-*`): when its
@@ -276,6 +279,12 @@ impl Ctx<'_> {
 /// single-threaded. The files the image needs are not checked here: run
 /// [`crate::preflight`] first, as [`crate::restart`] does.
 pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    let started = std::time::Instant::now();
+    let mut steps = Vec::new();
+    let step = |name: &'static str, steps: &mut Vec<(&'static str, std::time::Duration)>| {
+        let since: std::time::Duration = steps.iter().map(|(_, d)| *d).sum();
+        steps.push((name, started.elapsed().saturating_sub(since)));
+    };
     let image = &img.image;
     let procs = image.processes.as_slice();
     let own_maps = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
@@ -416,6 +425,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         return Err(e);
     }
     let all_pids: Vec<i32> = live.iter().map(|&i| new_pids[i]).collect();
+    step("husks", &mut steps);
     // Every husk has its own copies by now.
     drop(shared);
     drop(memfds_owned);
@@ -486,6 +496,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             return Err(e);
         }
         verified?;
+        step("filled", &mut steps);
         // Registers and masks of every thread, each by the worker that holds it.
         for tx in &orders {
             let _ = tx.send(Order::Finish);
@@ -502,6 +513,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             fd::leave_repair_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
             fd::settle_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
         }
+        step("finished", &mut steps);
         // Children first, so that no parent runs on while a child of it is still held.
         for k in (0..live.len()).rev() {
             let _ = orders[owner[k]].send(Order::Detach(k));
@@ -510,6 +522,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
                 _ => return Err(RestoreError::Refused("a restore thread ended early".into())),
             }
         }
+        step("released", &mut steps);
         Ok(totals)
         // The workers end when their orders are dropped; a husk still held then is killed
         // (PTRACE_O_EXITKILL) and, below, reaped.
@@ -523,7 +536,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     };
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
-    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes })
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps })
 }
 
 /// Threads that fill husks at once, at most. One for now: with several, a restored ring of
@@ -723,13 +736,20 @@ fn fill(
             remote.call(&format!("pid {}: joining process group {g}", p.pid), libc::SYS_setpgid, &[0, g as u64])?;
         }
     }
-    // Unmap everything of the husk but the special areas, merging neighbours into one call.
+    // Unmap everything of the husk but the special areas: one call for all the areas between
+    // two special ones (the holes between them unmapped too, which is harmless).
     let mut ranges: Vec<(u64, u64)> = Vec::new();
-    for m in maps.iter().filter(|m| vdso::special(&m.name).is_none()) {
+    let mut joined = false;
+    for m in &maps {
+        if vdso::special(&m.name).is_some() {
+            joined = false;
+            continue;
+        }
         match ranges.last_mut() {
-            Some(r) if r.1 == m.start => r.1 = m.end,
+            Some(r) if joined => r.1 = m.end,
             _ => ranges.push((m.start, m.end)),
         }
+        joined = true;
     }
     for (s, e) in ranges {
         remote.call(&format!("clearing the restore process's memory at {s:#x}"), libc::SYS_munmap, &[s, e - s])?;
@@ -744,8 +764,15 @@ fn fill(
     let progress = opts.progress.as_deref().unwrap_or(&no_progress);
     let filled = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
     let exe_set = mm::restore(&mut remote, &scratch, &p.mm, if p.exe.is_empty() { -1 } else { exe_fd })?;
-    for &fd in aux {
-        let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;
+    // The restore's own descriptors are numbered one after another: closed in one call.
+    if let (Some(&first), Some(&last)) = (aux.iter().min(), aux.iter().max()) {
+        if last - first + 1 == aux.len() as i32 {
+            let _ = remote.syscall(libc::SYS_close_range, &[first as u64, last as u64, 0])?;
+        } else {
+            for &fd in aux {
+                let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;
+            }
+        }
     }
     thread::restore(&mut remote, &scratch, pid, &p.threads[0])?;
     let mut threads = Vec::with_capacity(p.threads.len() - 1);

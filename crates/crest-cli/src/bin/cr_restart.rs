@@ -124,11 +124,12 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     }
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!(
-            "crest-timing: restart pid={pid} page_bytes={} mapped_bytes={} remote_syscalls={} running_after_ms={:.3}",
+            "crest-timing: restart pid={pid} page_bytes={} mapped_bytes={} remote_syscalls={} running_after_ms={:.3}{}",
             restored.page_bytes,
             restored.mapped_bytes,
             restored.remote_syscalls,
-            started.elapsed().as_secs_f64() * 1e3
+            started.elapsed().as_secs_f64() * 1e3,
+            restored.steps.iter().map(|(n, d)| format!(" {n}_ms={:.3}", d.as_secs_f64() * 1e3)).collect::<String>()
         );
     }
     // Every restored process, the eldest first, by pidfd: a signal meant for one of them never

@@ -484,12 +484,7 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)], d
 /// the end.
 pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::HashMap<u64, i32>, parked: i32) -> Result<(), String> {
     let inherited: Vec<i32> = recs.iter().filter(|r| matches!(r.kind, FdKind::Inherited { .. })).map(|r| r.fd).collect();
-    let own: Vec<i32> = std::fs::read_dir("/proc/self/fd").map_err(|e| format!("listing own descriptors: {e}"))?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
-    for &fd in &own {
-        if !keep.contains(&fd) && !inherited.contains(&fd) && fd < parked {
-            crest_ptrace::sys::close(fd);
-        }
-    }
+    crest_ptrace::sys::close_all_but(0, parked - 1, &keep.iter().chain(&inherited).copied().collect::<Vec<i32>>());
     let high = parked.max(keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1);
     let mut cx = PrepareCx::new(high);
     cx.saved = recs.iter().map(|r| r.fd).collect();
@@ -519,9 +514,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
     }
     cx.clean_up()?;
     drop(cx);
-    for fd in own.into_iter().filter(|&fd| fd >= parked && !keep.contains(&fd)) {
-        crest_ptrace::sys::close(fd);
-    }
+    crest_ptrace::sys::close_all_but(parked, i32::MAX, keep);
     Ok(())
 }
 
