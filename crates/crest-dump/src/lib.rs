@@ -165,4 +165,7 @@ pub struct DumpStats {
     pub remote_syscalls: u64,
     /// Time the process was frozen until the image was complete, in seconds.
     pub frozen_secs: f64,
+    /// How long each step took, in order (`CREST_TIMING` prints them): freezing, collecting
+    /// each process's state, writing the pages, finishing the image.
+    pub steps: Vec<(&'static str, std::time::Duration)>,
 }

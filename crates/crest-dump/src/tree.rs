@@ -304,6 +304,7 @@ impl FrozenTree {
     /// changed since is saved now, and they are let go as soon as it is.
     pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, mut pre: Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         check_cancel()?;
+        let started = std::time::Instant::now();
         self.refuse_orphaned_groups()?;
         self.refuse_shared_tables()?;
         let pids = self.pids();
@@ -341,9 +342,13 @@ impl FrozenTree {
                 }
             }
         }
+        let collecting = started.elapsed();
         let result = self.write(out, opts, &mut collected, &mut pre);
         discard_all(collected);
-        result
+        result.map(|(image, mut stats)| {
+            stats.steps.insert(0, ("collect", collecting));
+            (image, stats)
+        })
     }
 
     fn write(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, collected: &mut [Collected], pre: &mut Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
@@ -359,6 +364,7 @@ impl FrozenTree {
             pages::write_into(&mut w, out, from, vmas, select, compress, progress, source).map(|r| (r.vmas, r.bytes))
         };
         let mut page_bytes = pre.as_ref().map_or(0, |p| p.bytes);
+        let started = std::time::Instant::now();
         let tracked = |pid: i32| pre.as_ref().and_then(|p| p.tracked.get(&pid));
         // Each part of a shared anonymous object is saved once, by the first process that maps it.
         let shared = pages::SharedSaved::default();
@@ -386,6 +392,7 @@ impl FrozenTree {
             c.process.vmas = vmas;
             page_bytes += n;
         }
+        let pages_took = started.elapsed();
         let mut frozen_secs = None;
         if collected.iter().any(|c| c.snap.is_some() || tracked(c.process.pid).is_some()) {
             // They run on now: their connections leave repair mode.
@@ -436,7 +443,8 @@ impl FrozenTree {
         w.finish(&image)?;
         let frozen_secs = frozen_secs.unwrap_or_else(|| self.procs.first().map_or(0.0, Frozen::frozen_for));
         let vmas = image.processes.iter().map(|p| p.vmas.len()).sum();
-        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs }))
+        let steps = vec![("pages", pages_took), ("finish", started.elapsed().saturating_sub(pages_took))];
+        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps }))
     }
 
     /// Lets every process go as it was; with `kill`, kills them instead, children first, each

@@ -344,7 +344,8 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
         let droppable = v.flags & vma_flags::DROPPABLE != 0;
         let prot_fill = if v.pages.is_empty() || droppable { v.prot } else { v.prot | libc::PROT_WRITE as u32 };
         let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
-        remote.call(&what, libc::SYS_mmap, &[v.start, v.end - v.start, u64::from(prot_fill), flags as u64, fd as u64, off])?;
+        // Queued: run with the rest in one go where the caller gave a batch area.
+        remote.queue(what.clone(), libc::SYS_mmap, &[v.start, v.end - v.start, u64::from(prot_fill), flags as u64, fd as u64, off]);
         if !droppable {
             let from_image = (fds.map_image && mapped_from_image(v)).then_some(prot_fill);
             let (b, m) = fill(remote, pid, v, fds.image, image, progress, from_image)?;
@@ -352,10 +353,11 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
             mapped += m;
         }
         if prot_fill != v.prot {
-            remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
+            remote.queue(format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)]);
         }
         advise(remote, v)?;
     }
+    remote.flush()?;
     Ok(Filled { bytes, mapped })
 }
 
@@ -389,11 +391,11 @@ fn advise(remote: &mut Remote<'_>, v: &Vma) -> Result<(), KindError> {
     ] {
         if v.madv & bit != 0 {
             // Advice the kernel does not support (e.g. no KSM) is not worth failing for.
-            let _ = remote.syscall(libc::SYS_madvise, &[v.start, v.end - v.start, advice as u64])?;
+            remote.queue_may_fail(libc::SYS_madvise, &[v.start, v.end - v.start, advice as u64]);
         }
     }
     if v.flags & vma_flags::LOCKED != 0 {
-        remote.call(&format!("locking {:#x}-{:#x} in memory (mlock)", v.start, v.end), libc::SYS_mlock, &[v.start, v.end - v.start])?;
+        remote.queue(format!("locking {:#x}-{:#x} in memory (mlock)", v.start, v.end), libc::SYS_mlock, &[v.start, v.end - v.start]);
     }
     Ok(())
 }
@@ -487,11 +489,7 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
                 continue;
             }
             let flags = libc::MAP_PRIVATE | libc::MAP_FIXED | if v.flags & vma_flags::NORESERVE != 0 { libc::MAP_NORESERVE } else { 0 };
-            remote.call(
-                &format!("pid {pid}: mapping pages {:#x}+{:#x} from the image", r.vaddr, r.len),
-                libc::SYS_mmap,
-                &[r.vaddr, r.len, u64::from(prot), flags as u64, image_fd as u64, r.offset],
-            )?;
+            remote.queue(format!("pid {pid}: mapping pages {:#x}+{:#x} from the image", r.vaddr, r.len), libc::SYS_mmap, &[r.vaddr, r.len, u64::from(prot), flags as u64, image_fd as u64, r.offset]);
             progress.add_done(r.len);
             mapped += r.len;
             n += 1;
@@ -518,12 +516,14 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
         }
     }
     for (a, l) in spans {
-        let _ = remote.syscall(libc::SYS_madvise, &[a, l, MADV_POPULATE_WRITE])?;
+        remote.queue_may_fail(libc::SYS_madvise, &[a, l, MADV_POPULATE_WRITE]);
     }
     if packed.is_empty() && helped.is_empty() {
         // Most mappings: no thread is worth starting.
         return Ok((read_stored(remote, pid, &own, image_fd, progress)? + mapped, mapped));
     }
+    // The other threads write into the mappings: they must be there first.
+    remote.flush()?;
     std::thread::scope(|s| {
         let unpacking = s.spawn(|| unpack(pid, image, &packed, progress));
         let helping = s.spawn(|| write_stored(pid, image, &helped, progress));
@@ -591,22 +591,23 @@ fn write_stored(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Pr
 /// Has the husk `pread` the stored (uncompressed) runs `runs` into place; returns their bytes.
 fn read_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], image_fd: i32, progress: &Progress) -> Result<u64, KindError> {
     let mut total = 0;
+    const PIECE: u64 = 1 << 30;
     for r in runs {
-        let mut done = 0;
-        while done < r.len {
-            let n = remote.call(
-                &format!("pid {pid}: reading pages {:#x}+{:#x} from the image", r.vaddr + done, r.len - done),
+        // One pread takes a piece of 1 GiB whole; fewer bytes means the image ends inside the
+        // page data.
+        for o in (0..r.len).step_by(PIECE as usize) {
+            let n = (r.len - o).min(PIECE);
+            remote.queue_expecting(
+                format!("pid {pid}: reading pages {:#x}+{n:#x} from the image at offset {} (fewer bytes: the image ends inside the page data)", r.vaddr + o, r.offset + o),
                 libc::SYS_pread64,
-                &[image_fd as u64, r.vaddr + done, r.len - done, r.offset + done],
-            )?;
-            if n == 0 {
-                return Err(KindError::Mismatch(format!("pid {pid}: the image ends inside page data at offset {}", r.offset + done)));
-            }
-            done += n;
-            progress.add_done(n);
+                &[image_fd as u64, r.vaddr + o, n, r.offset + o],
+                n,
+            );
         }
         total += r.len;
     }
+    remote.flush()?;
+    progress.add_done(total);
     Ok(total)
 }
 

@@ -10,6 +10,14 @@
 //!
 //! The caller must keep the thread's signals blocked (`PTRACE_SETSIGMASK`) while it borrows the
 //! thread, so that no handler runs on the borrowed registers.
+//!
+//! Each such syscall costs two stops and their wake-ups. Where many syscalls follow one another
+//! and none needs the result of the one before (a restart mapping and filling a process's
+//! memory), they may be queued instead ([`Remote::queue`]) and, once the caller has given an
+//! area for it ([`Remote::map_batch`]), run in one go: a 67-byte loop written into that area
+//! reads each call from a table beside it, makes it, stores its result and ends on `int3`.
+//! That is the one piece of code crest ever writes into a process, only into a husk whose memory
+//! is being replaced, and it is unmapped before the process runs.
 use crate::tracee::{Regs, StopKind, Tracee};
 use crate::{mem, RemoteResult, TraceError};
 
@@ -18,6 +26,41 @@ pub fn find_syscall_insn(pid: i32, start: u64, end: u64) -> Result<u64, TraceErr
     let mut code = vec![0u8; (end - start) as usize];
     mem::read_exact(pid, start, &mut code)?;
     code.windows(2).position(|w| w == [0x0f, 0x05]).map(|off| start + off as u64).ok_or_else(|| TraceError::Unexpected { tid: pid, what: "no syscall instruction found in the vDSO".into() })
+}
+
+/// The loop run by [`Remote::flush`] (x86-64): `rbx` points at the table, `r12` holds the
+/// number of entries; each entry is eight words, the syscall number, six arguments, and a word
+/// that says whether the call may fail (bit 0) and takes the result. The loop stops after the
+/// first failure of a call that may not fail, and at the end, on `int3`.
+///
+/// ```text
+/// loop: test r12,r12 ; jz done
+///       mov rax,[rbx] ; mov rdi,[rbx+8] ; mov rsi,[rbx+16] ; mov rdx,[rbx+24]
+///       mov r10,[rbx+32] ; mov r8,[rbx+40] ; mov r9,[rbx+48] ; mov r13,[rbx+56]
+///       syscall ; mov [rbx+56],rax ; add rbx,64 ; dec r12
+///       cmp rax,-4095 ; jb loop ; test r13,1 ; jnz loop
+/// done: int3
+/// ```
+const BATCH_CODE: [u8; 67] = [
+    0x4d, 0x85, 0xe4, 0x74, 0x3d, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30,
+    0x4c, 0x8b, 0x6b, 0x38, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x83, 0xc3, 0x40, 0x49, 0xff, 0xcc, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x72, 0xc7, 0x49, 0xf7, 0xc5, 0x01, 0x00, 0x00, 0x00,
+    0x75, 0xbe, 0xcc,
+];
+
+/// Size of the area [`Remote::map_batch`] maps: a page of code, then the table.
+pub const BATCH_LEN: u64 = 4 * 4096;
+/// Entries of the table that fit in the area.
+const BATCH_ENTRIES: usize = ((BATCH_LEN - 4096) / 64) as usize;
+
+/// A syscall queued by [`Remote::queue`].
+struct Queued {
+    what: String,
+    nr: libc::c_long,
+    args: [u64; 6],
+    /// A failure is ignored (advice the kernel may not take).
+    may_fail: bool,
+    /// The result it must return (a read of a known length), besides not failing.
+    expect: Option<u64>,
 }
 
 /// A stopped thread borrowed to run syscalls.
@@ -33,12 +76,15 @@ pub struct Remote<'a> {
     /// `SIGSTOP`s the thread dequeued on its way to a syscall, and that were discarded (a
     /// stopped process keeps a `SIGSTOP` sent to it pending; it cannot be blocked).
     pub stops: u32,
+    queue: Vec<Queued>,
+    /// Where the batch loop and its table are, once mapped.
+    batch: Option<u64>,
 }
 
 impl<'a> Remote<'a> {
     /// Borrows `tracee`, whose registers are `base`, to run syscalls at `syscall_ip`.
     pub fn new(tracee: &'a Tracee, syscall_ip: u64, base: Regs) -> Self {
-        Remote { tracee, syscall_ip, base, count: 0, event_msg: None, stops: 0 }
+        Remote { tracee, syscall_ip, base, count: 0, event_msg: None, stops: 0, queue: Vec::new(), batch: None }
     }
 
     /// Where the `syscall` instruction is.
@@ -54,6 +100,12 @@ impl<'a> Remote<'a> {
     /// Runs syscall `nr` with up to six arguments inside the tracee. The outer `Result` is the
     /// tracer's; the inner one is the syscall's (`Err(errno)` for a negative return).
     pub fn syscall(&mut self, nr: libc::c_long, args: &[u64]) -> RemoteResult {
+        // What was queued comes first.
+        self.flush()?;
+        self.one(nr, args)
+    }
+
+    fn one(&mut self, nr: libc::c_long, args: &[u64]) -> RemoteResult {
         let mut r = self.base;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
         r.rax = nr as u64;
@@ -94,5 +146,124 @@ impl<'a> Remote<'a> {
     /// Like [`Remote::syscall`], turning a failed syscall into a [`TraceError`] that names `what`.
     pub fn call(&mut self, what: &str, nr: libc::c_long, args: &[u64]) -> Result<u64, TraceError> {
         self.syscall(nr, args)?.map_err(|e| TraceError::Sys { what: format!("{what} (inside pid {})", self.tracee.tid), err: std::io::Error::from_raw_os_error(e) })
+    }
+
+    /// Queues syscall `nr`, which must succeed, to be run at the next [`Remote::flush`] (or
+    /// before the next syscall that is not queued); `what` names it if it fails.
+    pub fn queue(&mut self, what: impl Into<String>, nr: libc::c_long, args: &[u64]) {
+        self.push(what.into(), nr, args, false, None);
+    }
+
+    /// Queues syscall `nr`, whose failure is ignored.
+    pub fn queue_may_fail(&mut self, nr: libc::c_long, args: &[u64]) {
+        self.push(String::new(), nr, args, true, None);
+    }
+
+    /// Queues syscall `nr`, which must return `expect`; `what` names it if it does not.
+    pub fn queue_expecting(&mut self, what: impl Into<String>, nr: libc::c_long, args: &[u64], expect: u64) {
+        self.push(what.into(), nr, args, false, Some(expect));
+    }
+
+    fn push(&mut self, what: String, nr: libc::c_long, args: &[u64], may_fail: bool, expect: Option<u64>) {
+        let mut a = [0u64; 6];
+        for (d, s) in a.iter_mut().zip(args) {
+            *d = *s;
+        }
+        self.queue.push(Queued { what, nr, args: a, may_fail, expect });
+    }
+
+    /// Maps the area where queued syscalls are run in one go: [`BATCH_LEN`] bytes at `addr`,
+    /// which must be free in the tracee (`MAP_FIXED_NOREPLACE`). Until then, and after
+    /// [`Remote::unmap_batch`], queued syscalls run one by one.
+    pub fn map_batch(&mut self, addr: u64) -> Result<(), TraceError> {
+        let at = self.call(
+            "mapping the batch area",
+            libc::SYS_mmap,
+            &[addr, BATCH_LEN, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64, u64::MAX, 0],
+        )?;
+        mem::write_vm(self.tracee.tid, at, &BATCH_CODE)?;
+        self.call("protecting the batch area's code", libc::SYS_mprotect, &[at, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64])?;
+        self.batch = Some(at);
+        Ok(())
+    }
+
+    /// Runs what is queued, then unmaps the batch area.
+    pub fn unmap_batch(&mut self) -> Result<(), TraceError> {
+        self.flush()?;
+        if let Some(at) = self.batch.take() {
+            self.call("unmapping the batch area", libc::SYS_munmap, &[at, BATCH_LEN])?;
+        }
+        Ok(())
+    }
+
+    /// Runs every queued syscall, in order: in one go (per table's worth) in the batch area
+    /// when there is one, else one after another. Stops at the first that fails (and may not).
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        let queued = std::mem::take(&mut self.queue);
+        let tid = self.tracee.tid;
+        let failed = |q: &Queued, r: Result<u64, i32>| -> Result<(), TraceError> {
+            match (r, q.expect) {
+                (Err(_), _) if q.may_fail => Ok(()),
+                (Err(e), _) => Err(TraceError::Sys { what: format!("{} (inside pid {tid})", q.what), err: std::io::Error::from_raw_os_error(e) }),
+                (Ok(n), Some(want)) if n != want => Err(TraceError::Sys { what: format!("{} (inside pid {tid}): {n} instead of {want}", q.what), err: std::io::Error::from_raw_os_error(libc::EIO) }),
+                _ => Ok(()),
+            }
+        };
+        let Some(area) = self.batch else {
+            for q in &queued {
+                let r = self.one(q.nr, &q.args)?;
+                failed(q, r)?;
+            }
+            return Ok(());
+        };
+        for chunk in queued.chunks(BATCH_ENTRIES) {
+            let table = area + 4096;
+            let mut words: Vec<u8> = Vec::with_capacity(chunk.len() * 64);
+            for q in chunk {
+                words.extend_from_slice(&(q.nr as u64).to_ne_bytes());
+                for a in q.args {
+                    words.extend_from_slice(&a.to_ne_bytes());
+                }
+                words.extend_from_slice(&u64::from(q.may_fail).to_ne_bytes());
+            }
+            mem::write_vm(tid, table, &words)?;
+            let mut r = self.base;
+            r.rip = area;
+            r.rbx = table;
+            r.r12 = chunk.len() as u64;
+            r.orig_rax = u64::MAX;
+            let t = self.tracee;
+            t.set_regs(&r)?;
+            t.cont(0)?;
+            loop {
+                match t.wait_stop()? {
+                    StopKind::Signal(libc::SIGTRAP) => break,
+                    // As in a single syscall: a SIGSTOP dequeued is discarded and counted; a
+                    // group stop is passed through.
+                    StopKind::Signal(libc::SIGSTOP) => {
+                        self.stops += 1;
+                        t.cont(0)?;
+                    }
+                    StopKind::Event => t.cont(0)?,
+                    other => return Err(TraceError::Unexpected { tid, what: format!("{other:?} while running a batch of syscalls") }),
+                }
+            }
+            let end = t.regs()?;
+            if end.rip != area + BATCH_CODE.len() as u64 {
+                return Err(TraceError::Unexpected { tid, what: format!("a batch of syscalls stopped at {:#x}, not at its end", end.rip) });
+            }
+            let done = chunk.len() - end.r12 as usize;
+            self.count += done as u64;
+            let mut results = vec![0u8; done * 64];
+            mem::read_exact(tid, table, &mut results)?;
+            for (q, e) in chunk.iter().zip(results.chunks_exact(64)) {
+                let ret = i64::from_ne_bytes(e[56..64].try_into().expect("8 bytes"));
+                failed(q, if (-4095..0).contains(&ret) { Err(-ret as i32) } else { Ok(ret as u64) })?;
+            }
+            if done < chunk.len() {
+                return Err(TraceError::Unexpected { tid, what: "a batch of syscalls stopped early without a failure".into() });
+            }
+        }
+        Ok(())
     }
 }

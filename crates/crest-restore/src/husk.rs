@@ -762,7 +762,11 @@ fn fill(
     let scratch = Scratch::map(&mut remote, pid, gap)?;
     let no_progress = crest_kinds::progress::Progress::default();
     let progress = opts.progress.as_deref().unwrap_or(&no_progress);
+    // The mappings are made and filled by syscalls run in one go from an area of their own.
+    let area = find_gap(&p.vmas, &[(gap, gap + crest_kinds::SCRATCH_LEN)], crest_ptrace::BATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for the batch area".into()))?;
+    remote.map_batch(area)?;
     let filled = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
+    remote.unmap_batch()?;
     let exe_set = mm::restore(&mut remote, &scratch, &p.mm, if p.exe.is_empty() { -1 } else { exe_fd })?;
     // The restore's own descriptors are numbered one after another: closed in one call.
     if let (Some(&first), Some(&last)) = (aux.iter().min(), aux.iter().max()) {
