@@ -545,3 +545,86 @@ fn gasnet_waits_and_reaps_its_checkpoint_and_its_restart() {
     assert!(r.contains(&format!("gasnet: restart reaped: {pid}\n")), "cr_reap_restart gives the restored PID:\n{r}");
     assert!(s.contains(&format!("gasnet: restarted, pid {pid}\n")), "{s}");
 }
+
+/// Waits until a line `prefix N` with N above `above` is in `path`.
+fn wait_tick(path: &Path, prefix: &str, above: i64, timeout: Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let s = std::fs::read_to_string(path).unwrap_or_default();
+        if s.lines().filter_map(|l| l.strip_prefix(prefix)?.trim().parse::<i64>().ok()).any(|n| n > above) {
+            return;
+        }
+        assert!(t.elapsed() < timeout, "no {prefix:?} above {above} in {}:\n{s}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `prefix N` in `s` (-1: none).
+fn last_tick(s: &str, prefix: &str) -> i64 {
+    s.lines().filter_map(|l| l.strip_prefix(prefix)?.trim().parse::<i64>().ok()).max().unwrap_or(-1)
+}
+
+/// A checkpoint of one process (`--pid`) whose callback forwards it to its child
+/// (`cr_forward_checkpoint`, by PID or as its own tree): the child's callbacks run, both are in
+/// the image, and a restart brings both back, each told it was restarted, their ticks going on.
+fn forwarded(mode: &str) {
+    let d = Dir::new(&format!("libcr-forward-{mode}"));
+    let prog = build(&d, "tests/c/libcr_forward.c", "forward");
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start(&d, &prog, &[mode], &out));
+    let s = wait_for(&out, "child: ready", Duration::from_secs(10));
+    let child: i32 = s.lines().find_map(|l| l.strip_prefix("child ")?.parse().ok()).expect("child PID");
+    procs.pids.push(child);
+    assert!(s.contains("outside a callback: forward -1 CR_ENOTCB"), "{s}");
+    let img = d.0.join("img");
+    let o = checkpoint(&["--pid", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_for(&out, "child: continuing", Duration::from_secs(10));
+    let s = if s.contains("parent: continuing") { s } else { wait_for(&out, "parent: continuing", Duration::from_secs(10)) };
+    for line in ["parent: forward 0", "parent: forward again 0", "parent: bad scope -1 EINVAL", "parent: no such process -1 ESRCH", "parent: after cr_checkpoint -1 EINVAL"] {
+        assert!(s.contains(line), "expected {line:?}:\n{s}");
+    }
+    assert!(s.contains(&format!("child: callback, scope 0 target {pid}")), "the child's callback ran, told of the request:\n{s}");
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+    let listing = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(listing.contains(&format!("process {pid} ")) && listing.contains(&format!("process {child} (parent {pid},")), "the image holds both, the child under its parent:\n{listing}");
+    assert_untouched(pid, "after the checkpoint");
+    assert_untouched(child, "after the checkpoint");
+
+    // Both end (the parent reaps its child), then come back from the image.
+    let _ = Command::new("kill").arg("-9").arg(child.to_string()).status();
+    wait_for(&out, "parent: child ended", Duration::from_secs(10));
+    procs.forget(child);
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = wait_child(&mut procs.take(pid), Duration::from_secs(10));
+    let before = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let rs_pid = rs.id() as i32;
+    let restored = restored_child(&mut rs, Duration::from_secs(10));
+    procs.pids.extend([child, restored]);
+    procs.children.push(rs);
+    let s = wait_for(&out, "child: restarted by", Duration::from_secs(10));
+    let s = if s.contains("parent: restarted by") { s } else { wait_for(&out, "parent: restarted by", Duration::from_secs(10)) };
+    assert!(s.contains(&format!("parent: restarted by {rs_pid}")) && s.contains(&format!("child: restarted by {rs_pid}")), "{s}");
+    assert_eq!(restored, pid);
+    wait_tick(&out, "child: tick ", last_tick(&before, "child: tick "), Duration::from_secs(10));
+    wait_tick(&out, "parent: tick ", last_tick(&before, "parent: tick "), Duration::from_secs(10));
+    // The restored child is the restored parent's, which reaps it.
+    let _ = Command::new("kill").arg("-9").arg(child.to_string()).status();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&out).unwrap_or_default().matches("parent: child ended").count() < 2 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    procs.forget(child);
+}
+
+#[test]
+fn forward_checkpoint_takes_the_named_process_into_the_request() {
+    forwarded("pid");
+}
+
+#[test]
+fn forward_checkpoint_to_its_own_tree() {
+    forwarded("tree");
+}

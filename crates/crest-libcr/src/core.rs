@@ -500,6 +500,9 @@ fn request(worker: i32) {
     }
     drop(reader);
     let Some(info) = Info::parse(&line) else { return };
+    // Under Yama's ptrace_scope 1 only a process's ancestors may trace it, and the checkpoint
+    // is seldom one: this process lets it, for the length of the request.
+    sys::allow_tracer(worker);
     PENDING.store(1, SeqCst);
     loop {
         let n = CS_COUNT.load(SeqCst);
@@ -518,6 +521,7 @@ fn request(worker: i32) {
     lock(&CONN).take();
     run_hooks(r, false);
     *lock(&INFO) = None;
+    revert_tracer();
     PENDING.store(0, SeqCst);
     sys::futex_wake(&PENDING);
 }
@@ -586,9 +590,14 @@ fn done(handle: u8, code: u16) {
     if helper > 0 {
         let _ = sys::try_reap(helper, true);
     }
-    if REQ_STATE.iter().all(|s| s.load(SeqCst) != PENDING_REQ) {
-        sys::allow_tracer(0);
-    }
+    revert_tracer();
+}
+
+/// Takes back the leave to trace this process given for a checkpoint: kept for the helper of
+/// a checkpoint this process asked for that is still running, withdrawn otherwise.
+fn revert_tracer() {
+    let helper = REQ_STATE.iter().zip(REQ_HELPER.iter()).find(|(s, h)| s.load(SeqCst) == PENDING_REQ && h.load(SeqCst) > 0).map_or(0, |(_, h)| h.load(SeqCst));
+    sys::allow_tracer(helper);
 }
 
 /// The signal handler's work: a signal-context phase asked by the libcr thread.
@@ -612,6 +621,44 @@ pub fn on_signal(t: &sys::Taken) {
     SIGNAL_DONE.with(|s| s.set(None));
     let r = call_from(true, &chain[..n], 0);
     run_hooks(r, true);
+}
+
+/// `cr_forward_checkpoint`: inside a callback, before its `cr_checkpoint`, asks the checkpoint
+/// to take the processes of `scope` named by `target` (0: this process, its group, its
+/// session) as well; the checkpoint says whether it can (ESRCH, EPERM, EINVAL).
+pub fn forward(scope: i32, target: i32) -> Result<(), Errno> {
+    let f = top_frame().ok_or(c::ENOTCB)?;
+    if f.result.is_some() || !(0..=3).contains(&scope) || target < 0 {
+        return Err(libc::EINVAL);
+    }
+    let target = match (target, scope) {
+        (0, 1) => sys::pgrp_and_session().0,
+        (0, 2) => sys::pgrp_and_session().1,
+        (0, _) => std::process::id() as i32,
+        (t, _) => t,
+    };
+    // Written and read on the stack: a signal-context callback may call this.
+    let mut line = [0u8; 48];
+    let n = {
+        let mut w = std::io::Cursor::new(&mut line[..]);
+        // proto::forward_line, without allocating.
+        writeln!(w, "FORWARD {scope} {target}").map_err(|_| libc::EINVAL)?;
+        w.position() as usize
+    };
+    let conn = lock(&CONN);
+    let Some(mut s) = conn.as_ref() else { return Err(libc::EINVAL) };
+    s.write_all(&line[..n]).map_err(|_| libc::ESRCH)?;
+    let mut reply = [0u8; 32];
+    let mut got = 0;
+    while got < reply.len() {
+        match std::io::Read::read(&mut s, &mut reply[got..got + 1]) {
+            Ok(1) if reply[got] == b'\n' => break,
+            Ok(1) => got += 1,
+            _ => return Err(libc::ESRCH),
+        }
+    }
+    let text = std::str::from_utf8(&reply[..got]).map_err(|_| libc::EIO)?;
+    proto::parse_forward_reply(text).unwrap_or(Err(libc::EIO))
 }
 
 /// `cr_get_checkpoint_info`: inside a callback, what the request says.

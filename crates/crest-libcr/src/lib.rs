@@ -239,12 +239,8 @@ pub extern "C" fn cr_get_restart_info() -> *const cr_restart_info {
 }
 
 #[no_mangle]
-pub extern "C" fn cr_forward_checkpoint(_scope: cr_scope_t, _target: libc::pid_t) -> c_int {
-    if !core::in_callback() {
-        return fail(c::ENOTCB, -1);
-    }
-    // A checkpoint's scope is fixed when its callbacks run; more processes cannot join it.
-    fail(libc::ENOSYS, -1)
+pub extern "C" fn cr_forward_checkpoint(scope: cr_scope_t, target: libc::pid_t) -> c_int {
+    result(core::forward(scope, target).map(|()| 0))
 }
 
 #[no_mangle]
