@@ -628,3 +628,80 @@ fn forward_checkpoint_takes_the_named_process_into_the_request() {
 fn forward_checkpoint_to_its_own_tree() {
     forwarded("tree");
 }
+
+/// Puts a sysctl file back to the value it had, whatever happens to the test.
+struct Restore(&'static str, String);
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0, &self.1);
+    }
+}
+
+/// A process that checkpoints itself, alone or with its child (which uses libcr too), as an
+/// unprivileged user (nobody, when the test runs as root) and, where Yama is there, under
+/// `ptrace_scope` 1, where only a process's ancestors may trace it: the `cr_checkpoint` that
+/// libcr runs is its child, so the library lets it trace the requester, and the child lets it
+/// when asked for its callbacks. Afterwards that leave is withdrawn again: another process of
+/// the same user cannot trace the child.
+#[test]
+fn self_checkpoints_under_yama_ptrace_scope_1() {
+    const YAMA: &str = "/proc/sys/kernel/yama/ptrace_scope";
+    let _restore = match std::fs::read_to_string(YAMA) {
+        Err(_) => {
+            eprintln!("Yama is absent here ({YAMA} does not exist): the self-checkpoints run without ptrace_scope 1");
+            None
+        }
+        Ok(old) if is_root() => {
+            let guard = Restore(YAMA, old.trim().to_string());
+            std::fs::write(YAMA, "1").expect("set ptrace_scope to 1");
+            eprintln!("Yama: ptrace_scope set to 1 (was {}) for this test", old.trim());
+            Some(guard)
+        }
+        Ok(v) if v.trim() == "1" => None,
+        Ok(v) => return skip(&format!("ptrace_scope is {} and only root may set it to 1", v.trim())),
+    };
+    let under_yama = std::fs::read_to_string(YAMA).is_ok_and(|v| v.trim() == "1");
+    let d = Dir::new("libcr-yama");
+    let prog = build(&d, "tests/c/libcr_selftree.c", "selftree");
+    std::fs::set_permissions(&d.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    // As nobody when root: root may trace anything, whatever Yama says.
+    let as_user = |prog: &Path| {
+        let mut c = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(prog);
+            c
+        } else {
+            Command::new(prog)
+        };
+        c.current_dir(&d.0).env("LD_LIBRARY_PATH", libdir(&d)).stdin(Stdio::null());
+        c
+    };
+    for scope in ["proc", "tree"] {
+        let out = d.0.join(format!("{scope}.txt"));
+        let img = d.0.join(format!("{scope}.img"));
+        let mut procs = Procs::default();
+        let pid = procs.add(as_user(&prog).args([scope, img.to_str().expect("utf-8")]).stdout(std::fs::File::create(&out).expect("out")).spawn().expect("start"));
+        let s = wait_for(&out, "child ", Duration::from_secs(30));
+        let child: i32 = s.lines().find_map(|l| l.strip_prefix("child ")?.parse().ok()).expect("child PID");
+        procs.pids.push(child);
+        assert!(s.contains("parent: checkpointed"), "{scope}: the self-checkpoint was refused{}:\n{s}", if under_yama { " under ptrace_scope 1" } else { "" });
+        let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+        let listing = String::from_utf8_lossy(&info.stdout).into_owned();
+        assert!(listing.contains(&format!("process {pid} ")), "{listing}");
+        if scope == "tree" {
+            wait_for(&out, "child: continuing", Duration::from_secs(10));
+            assert!(listing.contains(&format!("process {child} (parent {pid},")), "the tree holds the child:\n{listing}");
+        }
+        if under_yama {
+            // The leave is withdrawn: a checkpoint by a process that is no ancestor is refused.
+            let mut c = as_user(&bin("cr_checkpoint"));
+            let o = c.args(["--pid", "-f", "/dev/null"]).arg(child.to_string()).output().expect("cr_checkpoint");
+            assert_eq!(o.status.code(), Some(1), "{scope}: {}", text(&o));
+            assert!(text(&o).contains("ptrace_scope"), "{}", text(&o));
+            eprintln!("Yama ptrace_scope 1: {scope} self-checkpoint as an unprivileged user passed");
+        }
+        let _ = Command::new("kill").arg("-9").arg(child.to_string()).status();
+        wait_for(&out, "parent: child ended", Duration::from_secs(10));
+        procs.forget(child);
+    }
+}
