@@ -705,3 +705,51 @@ fn self_checkpoints_under_yama_ptrace_scope_1() {
         procs.forget(child);
     }
 }
+
+/// The numbers of the last line `round N (how): callback C main M other O` in `s`.
+fn hold_round(s: &str, how: &str) -> (i32, i32, i32) {
+    let l = s.lines().rev().find(|l| l.contains(&format!("({how}): "))).unwrap_or_else(|| panic!("no {how} round in:\n{s}"));
+    let n: Vec<i32> = l.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (n[1], n[2], n[3])
+}
+
+/// cr_hold_ctrl's barrier, as BLCR: by default (CR_HOLD_BOTH) a thread whose callbacks are done,
+/// and a thread that never called cr_init, wait after the checkpoint, and after a restart,
+/// until the slow thread-context callback is done too; with CR_HOLD_NONE they run on at once.
+#[test]
+fn hold_ctrl_holds_threads_until_every_callback_is_done() {
+    let d = Dir::new("libcr-hold");
+    let prog = build(&d, "tests/c/libcr_hold.c", "hold");
+    let mut procs = Procs::default();
+    // Held: after the checkpoint and after the restart.
+    let out = d.0.join("held.txt");
+    let pid = procs.add(start(&d, &prog, &["held"], &out));
+    let s = wait_for(&out, "ready", Duration::from_secs(10));
+    assert!(s.contains("read: thread 4 init 3 uninit 3\nDFLT for INIT: -1 EINVAL\nscope 7: -1 EINVAL\n"), "BLCR's defaults and refusals:\n{s}");
+    let img = d.0.join("img");
+    let o = checkpoint(&["-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_for(&out, "(continue)", Duration::from_secs(10));
+    let (cb, main, other) = hold_round(&s, "continue");
+    assert!(main > cb && other > cb, "held threads ran on only once the callback was done:\n{s}");
+    let o = checkpoint(&["--kill", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let _ = procs.take(pid).wait();
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    procs.pids.push(restored_child(&mut rs, Duration::from_secs(10)));
+    procs.children.push(rs);
+    let s = wait_for(&out, "(restart)", Duration::from_secs(10));
+    let (cb, main, other) = hold_round(&s, "restart");
+    assert!(main > cb && other > cb, "held after the restart too:\n{s}");
+
+    // Not held: both run on while the callback still works.
+    let out = d.0.join("free.txt");
+    let pid = procs.add(start(&d, &prog, &["free"], &out));
+    let s = wait_for(&out, "ready", Duration::from_secs(10));
+    assert!(s.contains("set: thread 4 uninit 3\n"), "the previous values:\n{s}");
+    let o = checkpoint(&["-f", d.0.join("img2").to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_for(&out, "(continue)", Duration::from_secs(10));
+    let (cb, main, other) = hold_round(&s, "continue");
+    assert!(main < cb && other < cb, "threads not held ran on at once:\n{s}");
+}

@@ -276,16 +276,7 @@ pub extern "C" fn cr_register_hook(event: cr_hook_event_t, hook: cr_hook_fn_t) -
 
 #[no_mangle]
 pub extern "C" fn cr_hold_ctrl(scope: c_int, flags: c_int) -> c_int {
-    if !core::initialised() {
-        return fail(c::ENOINIT, -1);
-    }
-    let Some(slot) = usize::try_from(scope).ok().and_then(|s| core::HOLD.get(s)) else { return fail(libc::EINVAL, -1) };
-    match flags {
-        -1 => slot.load(std::sync::atomic::Ordering::SeqCst),
-        0..=3 => slot.swap(flags, std::sync::atomic::Ordering::SeqCst),
-        4 if scope == 0 => slot.swap(flags, std::sync::atomic::Ordering::SeqCst),
-        _ => fail(libc::EINVAL, -1),
-    }
+    result(core::hold_ctrl(scope, flags))
 }
 
 #[no_mangle]
