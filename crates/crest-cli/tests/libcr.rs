@@ -753,3 +753,40 @@ fn hold_ctrl_holds_threads_until_every_callback_is_done() {
     let (cb, main, other) = hold_round(&s, "continue");
     assert!(main < cb && other < cb, "threads not held ran on at once:\n{s}");
 }
+
+/// The manual, libcr(3), names every symbol the three libraries export, every name their
+/// headers define (functions, macros, types, constants, structure fields), and each of BLCR's
+/// error codes with its number and its cr_strerror text.
+#[test]
+fn man_page_documents_every_symbol() {
+    let page = std::fs::read_to_string(root().join("crates/crest-libcr/libcr.3")).expect("crates/crest-libcr/libcr.3");
+    let text = page.replace("\\-", "-").replace("\\fB", " ").replace("\\fI", " ").replace("\\fR", " ").replace("\\fP", " ");
+    let words: std::collections::BTreeSet<&str> = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+    let mut names = std::collections::BTreeSet::new();
+    let dir = library().parent().expect("dir").to_path_buf();
+    for built in ["libcrest_libcr.so", "libcrest_libcr_run.so", "libcrest_libcr_omit.so"] {
+        let lib = [dir.join(built), dir.join("deps").join(built)].into_iter().find(|p| p.exists()).unwrap_or_else(|| panic!("{built} is built"));
+        let o = Command::new("nm").args(["-D", "--defined-only", "--format=posix"]).arg(&lib).output().expect("nm runs");
+        assert!(o.status.success(), "nm {}", lib.display());
+        let exported: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect();
+        assert!(exported.iter().any(|s| s == "cri_signum"), "{built} exports: {exported:?}");
+        names.extend(exported);
+    }
+    for h in ["libcr.h", "blcr_common.h", "blcr_errcodes.h"] {
+        let src = std::fs::read_to_string(root().join("crates/crest-libcr/include").join(h)).expect("header");
+        for tok in src.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let ours = ["cr_", "cri_", "CR_", "LIBCR_", "_CR_"].iter().any(|p| tok.starts_with(p));
+            if ours && !tok.ends_with('_') && !tok.ends_with("_H") {
+                names.insert(tok.to_string());
+            }
+        }
+    }
+    assert!(names.len() > 150, "found only {} names", names.len());
+    let missing: Vec<&String> = names.iter().filter(|n| !words.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "libcr(3) does not name: {missing:?}");
+    for (name, value, why) in crest_libcr::ERRCODES {
+        let why = why.to_str().expect("utf-8");
+        assert!(text.lines().any(|l| l.contains(name) && l.contains(&format!("({value})"))), "libcr(3) gives {name}'s number {value}");
+        assert!(text.contains(why), "libcr(3) gives {name}'s text {why:?}");
+    }
+}

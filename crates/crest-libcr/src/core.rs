@@ -599,6 +599,10 @@ pub fn register_hook(event: i32, hook: usize) -> Result<usize, Errno> {
         return Err(c::ENOINIT);
     }
     let h = usize::try_from(event).ok().and_then(|e| HOOKS.get(e)).ok_or(libc::EINVAL)?;
+    // CR_HOOK_FN_ERROR is no hook.
+    if hook == usize::MAX {
+        return Err(libc::EINVAL);
+    }
     Ok(h.swap(hook, SeqCst))
 }
 
