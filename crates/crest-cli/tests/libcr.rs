@@ -641,8 +641,8 @@ impl Drop for Restore {
 /// unprivileged user (nobody, when the test runs as root) and, where Yama is there, under
 /// `ptrace_scope` 1, where only a process's ancestors may trace it: the `cr_checkpoint` that
 /// libcr runs is its child, so the library lets it trace the requester, and the child lets it
-/// when asked for its callbacks. Afterwards that leave is withdrawn again: another process of
-/// the same user cannot trace the child.
+/// when asked for its callbacks by that checkpoint. Another checkpoint, by a process of the
+/// same user that is not in that tree, gets no such leave: it cannot trace the child.
 #[test]
 fn self_checkpoints_under_yama_ptrace_scope_1() {
     const YAMA: &str = "/proc/sys/kernel/yama/ptrace_scope";
@@ -693,7 +693,7 @@ fn self_checkpoints_under_yama_ptrace_scope_1() {
             assert!(listing.contains(&format!("process {child} (parent {pid},")), "the tree holds the child:\n{listing}");
         }
         if under_yama {
-            // The leave is withdrawn: a checkpoint by a process that is no ancestor is refused.
+            // A checkpoint by a process that is no ancestor, and not the tree's own, is refused.
             let mut c = as_user(&bin("cr_checkpoint"));
             let o = c.args(["--pid", "-f", "/dev/null"]).arg(child.to_string()).output().expect("cr_checkpoint");
             assert_eq!(o.status.code(), Some(1), "{scope}: {}", text(&o));

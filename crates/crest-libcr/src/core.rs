@@ -545,9 +545,13 @@ fn request(worker: i32) {
     }
     drop(reader);
     let Some(info) = Info::parse(&line) else { return };
-    // Under Yama's ptrace_scope 1 only a process's ancestors may trace it, and the checkpoint
-    // is seldom one: this process lets it, for the length of the request.
-    sys::allow_tracer(worker);
+    // Under Yama's ptrace_scope 1 only a process's ancestors may trace it, and the checkpoint a
+    // process asks for of itself and its descendants is run by its child: this process lets it
+    // trace, for the length of the request. Only that one: any other checkpoint is left to
+    // what Yama allows it.
+    if asked_by_own_tree(info.requester, worker) {
+        sys::allow_tracer(worker);
+    }
     PENDING.store(1, SeqCst);
     loop {
         let n = CS_COUNT.load(SeqCst);
@@ -647,6 +651,35 @@ fn done(handle: u8, code: u16) {
         let _ = sys::try_reap(helper, true);
     }
     revert_tracer();
+}
+
+/// The parent of process `pid`, from `/proc/PID/stat` (0 when it cannot be read).
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+/// Whether `ancestor` is `pid` or one of its ancestors.
+fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut at = pid;
+    for _ in 0..4096 {
+        if at == ancestor {
+            return true;
+        }
+        if at <= 1 {
+            return false;
+        }
+        at = parent_of(at);
+    }
+    false
+}
+
+/// Whether a checkpoint by `worker` is one that `requester`, a libcr process that is this
+/// process or an ancestor of it, asked for of itself (its helper `cr_checkpoint` and that
+/// one's workers descend from it).
+fn asked_by_own_tree(requester: i32, worker: i32) -> bool {
+    let me = std::process::id() as i32;
+    requester > 1 && descends_from(me, requester) && descends_from(worker, requester) && (requester == me || proto::libcr_thread(requester).is_some())
 }
 
 /// Takes back the leave to trace this process given for a checkpoint: kept for the helper of
@@ -1138,4 +1171,27 @@ pub fn reap_restart(handle: i32) -> Result<i32, Errno> {
         c @ 50..=61 => 2304 + c,
         c => c,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_own_tree_is_let_trace() {
+        let me = std::process::id() as i32;
+        let parent = std::os::unix::process::parent_id() as i32;
+        assert_eq!(parent_of(me), parent);
+        assert!(descends_from(me, me) && descends_from(me, parent) && !descends_from(parent, me));
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        // A checkpoint run by this process's child, asked for by this process: its own.
+        let own = asked_by_own_tree(me, pid);
+        // Asked for by its parent (no libcr there), or by the child of another: not.
+        let parents = asked_by_own_tree(parent, pid);
+        let others = asked_by_own_tree(pid, me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(own && !parents && !others);
+    }
 }
