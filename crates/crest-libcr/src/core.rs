@@ -549,7 +549,8 @@ fn request(worker: i32) {
     // process asks for of itself and its descendants is run by its child: this process lets it
     // trace, for the length of the request. Only that one: any other checkpoint is left to
     // what Yama allows it.
-    if asked_by_own_tree(info.requester, worker) {
+    let let_trace = asked_by_own_tree(info.requester, worker);
+    if let_trace {
         sys::allow_tracer(worker);
     }
     PENDING.store(1, SeqCst);
@@ -572,7 +573,9 @@ fn request(worker: i32) {
     // The libcr thread is crest's: held only when it ran callbacks of the program's.
     let hold = if chain.iter().any(|e| e.func.is_some()) { own_hold(true) } else { HOLD_NONE };
     *lock(&INFO) = None;
-    revert_tracer();
+    if let_trace {
+        revert_tracer();
+    }
     PENDING.store(0, SeqCst);
     sys::futex_wake(&PENDING);
     barrier(r, hold);
