@@ -7,8 +7,9 @@
  *   libcr_hold held    the defaults
  *   libcr_hold free    cr_hold_ctrl(CR_HOLD_SCOPE_THREAD, CR_HOLD_NONE) in the main thread and
  *                      cr_hold_ctrl(CR_HOLD_SCOPE_UNINIT, CR_HOLD_NONE)
+ * The *_NO_CALLBACKS hooks record that they ran (in the thread without callbacks).
  * It prints what cr_hold_ctrl answered, "ready", then after each checkpoint
- * "round N (continue|restart): callback C main M other O", and runs for 60 s. */
+ * "round N (continue|restart): callback C main M other O hooks 0xH", and runs for 60 s. */
 #include <libcr.h>
 #include <errno.h>
 #include <pthread.h>
@@ -17,7 +18,12 @@
 #include <unistd.h>
 
 static int counter;
-static volatile int thread_done, main_done, other_done, signalled, restarted;
+static volatile int thread_done, main_done, other_done, signalled, restarted, hooks;
+
+static void hook(cr_hook_event_t ev)
+{
+    __atomic_or_fetch(&hooks, 1 << ev, __ATOMIC_SEQ_CST);
+}
 
 static int take(void)
 {
@@ -72,6 +78,8 @@ int main(int argc, char **argv)
         printf("set: thread %d", cr_hold_ctrl(CR_HOLD_SCOPE_THREAD, CR_HOLD_NONE));
         printf(" uninit %d\n", cr_hold_ctrl(CR_HOLD_SCOPE_UNINIT, CR_HOLD_NONE));
     }
+    cr_register_hook(CR_HOOK_CONT_NO_CALLBACKS, hook);
+    cr_register_hook(CR_HOOK_RSTRT_NO_CALLBACKS, hook);
     cr_register_callback(thread_cb, NULL, CR_THREAD_CONTEXT);
     cr_register_callback(signal_cb, NULL, CR_SIGNAL_CONTEXT);
     pthread_t t;
@@ -86,7 +94,8 @@ int main(int argc, char **argv)
             main_done = take();
         if (!thread_done || !other_done)
             continue;
-        printf("round %d (%s): callback %d main %d other %d\n", round++, restarted ? "restart" : "continue", thread_done, main_done, other_done);
+        printf("round %d (%s): callback %d main %d other %d hooks %#x\n", round++, restarted ? "restart" : "continue", thread_done, main_done, other_done,
+               __atomic_exchange_n(&hooks, 0, __ATOMIC_SEQ_CST));
         fflush(stdout);
         thread_done = main_done = 0;
         __atomic_store_n(&signalled, 0, __ATOMIC_SEQ_CST);

@@ -706,9 +706,13 @@ fn self_checkpoints_under_yama_ptrace_scope_1() {
     }
 }
 
-/// The numbers of the last line `round N (how): callback C main M other O` in `s`.
+/// The numbers of the last line `round N (how): callback C main M other O hooks 0xH` in `s`,
+/// after checking that the *_NO_CALLBACKS hook of the outcome ran (in the thread without
+/// callbacks).
 fn hold_round(s: &str, how: &str) -> (i32, i32, i32) {
     let l = s.lines().rev().find(|l| l.contains(&format!("({how}): "))).unwrap_or_else(|| panic!("no {how} round in:\n{s}"));
+    let hook = if how == "restart" { "hooks 0x20" } else { "hooks 0x4" };
+    assert!(l.ends_with(hook), "CR_HOOK_{}_NO_CALLBACKS ran, and no other: {l}", if how == "restart" { "RSTRT" } else { "CONT" });
     let n: Vec<i32> = l.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     (n[1], n[2], n[3])
 }
@@ -716,6 +720,7 @@ fn hold_round(s: &str, how: &str) -> (i32, i32, i32) {
 /// cr_hold_ctrl's barrier, as BLCR: by default (CR_HOLD_BOTH) a thread whose callbacks are done,
 /// and a thread that never called cr_init, wait after the checkpoint, and after a restart,
 /// until the slow thread-context callback is done too; with CR_HOLD_NONE they run on at once.
+/// The thread without callbacks runs the *_NO_CALLBACKS hook of the outcome.
 #[test]
 fn hold_ctrl_holds_threads_until_every_callback_is_done() {
     let d = Dir::new("libcr-hold");
