@@ -35,6 +35,8 @@ BINS = cr_checkpoint cr_restart cr_info cr_check cr_run
 # with its link name (SLURM preloads the unversioned libcr_run.so).
 LIBS = libcr libcr_run libcr_omit
 HEADERS = crates/crest-libcr/include/libcr.h crates/crest-libcr/include/blcr_common.h crates/crest-libcr/include/blcr_errcodes.h
+# libcr's manual, written by hand (the commands' are generated).
+MAN3 = crates/crest-libcr/libcr.3
 DOCS = README.md docs/admin-guide.md
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 INSTALL ?= install
@@ -80,6 +82,8 @@ install: gen
 		ln -sf $$l.so.0 $(DESTDIR)$(LIBDIR)/$$l.so || exit 1; \
 	done
 	$(INSTALL) -m 0644 $(HEADERS) $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man3
+	$(INSTALL) -m 0644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 		crates/crest-libcr/libcr.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libcr.pc
 	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/libcr.pc
@@ -92,6 +96,7 @@ uninstall:
 	for d in $(DOCS); do rm -f $(DESTDIR)$(DOCDIR)/$$(basename $$d); done
 	for l in $(LIBS); do rm -f $(DESTDIR)$(LIBDIR)/$$l.so.0 $(DESTDIR)$(LIBDIR)/$$l.so; done
 	for h in $(HEADERS); do rm -f $(DESTDIR)$(INCLUDEDIR)/$$(basename $$h); done
+	for m in $(MAN3); do rm -f $(DESTDIR)$(MANDIR)/man3/$$(basename $$m); done
 	rm -f $(DESTDIR)$(PKGCONFIGDIR)/libcr.pc
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 

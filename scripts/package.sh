@@ -32,7 +32,7 @@ case $kind in
 deb)
   "$here/need.sh" dpkg-deb dpkg dpkg
   arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-  gzip -9n "$root"/usr/share/man/man1/*.1
+  gzip -9n "$root"/usr/share/man/man1/*.1 "$root"/usr/share/man/man3/*.3
   cat >"$root/usr/share/doc/crest/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: crest

@@ -545,3 +545,253 @@ fn gasnet_waits_and_reaps_its_checkpoint_and_its_restart() {
     assert!(r.contains(&format!("gasnet: restart reaped: {pid}\n")), "cr_reap_restart gives the restored PID:\n{r}");
     assert!(s.contains(&format!("gasnet: restarted, pid {pid}\n")), "{s}");
 }
+
+/// Waits until a line `prefix N` with N above `above` is in `path`.
+fn wait_tick(path: &Path, prefix: &str, above: i64, timeout: Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let s = std::fs::read_to_string(path).unwrap_or_default();
+        if s.lines().filter_map(|l| l.strip_prefix(prefix)?.trim().parse::<i64>().ok()).any(|n| n > above) {
+            return;
+        }
+        assert!(t.elapsed() < timeout, "no {prefix:?} above {above} in {}:\n{s}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `prefix N` in `s` (-1: none).
+fn last_tick(s: &str, prefix: &str) -> i64 {
+    s.lines().filter_map(|l| l.strip_prefix(prefix)?.trim().parse::<i64>().ok()).max().unwrap_or(-1)
+}
+
+/// A checkpoint of one process (`--pid`) whose callback forwards it to its child
+/// (`cr_forward_checkpoint`, by PID or as its own tree): the child's callbacks run, both are in
+/// the image, and a restart brings both back, each told it was restarted, their ticks going on.
+fn forwarded(mode: &str) {
+    let d = Dir::new(&format!("libcr-forward-{mode}"));
+    let prog = build(&d, "tests/c/libcr_forward.c", "forward");
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start(&d, &prog, &[mode], &out));
+    let s = wait_for(&out, "child: ready", Duration::from_secs(10));
+    let child: i32 = s.lines().find_map(|l| l.strip_prefix("child ")?.parse().ok()).expect("child PID");
+    procs.pids.push(child);
+    assert!(s.contains("outside a callback: forward -1 CR_ENOTCB"), "{s}");
+    let img = d.0.join("img");
+    let o = checkpoint(&["--pid", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_for(&out, "child: continuing", Duration::from_secs(10));
+    let s = if s.contains("parent: continuing") { s } else { wait_for(&out, "parent: continuing", Duration::from_secs(10)) };
+    for line in ["parent: forward 0", "parent: forward again 0", "parent: bad scope -1 EINVAL", "parent: no such process -1 ESRCH", "parent: after cr_checkpoint -1 EINVAL"] {
+        assert!(s.contains(line), "expected {line:?}:\n{s}");
+    }
+    assert!(s.contains(&format!("child: callback, scope 0 target {pid}")), "the child's callback ran, told of the request:\n{s}");
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+    let listing = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(listing.contains(&format!("process {pid} ")) && listing.contains(&format!("process {child} (parent {pid},")), "the image holds both, the child under its parent:\n{listing}");
+    assert_untouched(pid, "after the checkpoint");
+    assert_untouched(child, "after the checkpoint");
+
+    // Both end (the parent reaps its child), then come back from the image.
+    let _ = Command::new("kill").arg("-9").arg(child.to_string()).status();
+    wait_for(&out, "parent: child ended", Duration::from_secs(10));
+    procs.forget(child);
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = wait_child(&mut procs.take(pid), Duration::from_secs(10));
+    let before = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let rs_pid = rs.id() as i32;
+    let restored = restored_child(&mut rs, Duration::from_secs(10));
+    procs.pids.extend([child, restored]);
+    procs.children.push(rs);
+    let s = wait_for(&out, "child: restarted by", Duration::from_secs(10));
+    let s = if s.contains("parent: restarted by") { s } else { wait_for(&out, "parent: restarted by", Duration::from_secs(10)) };
+    assert!(s.contains(&format!("parent: restarted by {rs_pid}")) && s.contains(&format!("child: restarted by {rs_pid}")), "{s}");
+    assert_eq!(restored, pid);
+    wait_tick(&out, "child: tick ", last_tick(&before, "child: tick "), Duration::from_secs(10));
+    wait_tick(&out, "parent: tick ", last_tick(&before, "parent: tick "), Duration::from_secs(10));
+    // The restored child is the restored parent's, which reaps it.
+    let _ = Command::new("kill").arg("-9").arg(child.to_string()).status();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&out).unwrap_or_default().matches("parent: child ended").count() < 2 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    procs.forget(child);
+}
+
+#[test]
+fn forward_checkpoint_takes_the_named_process_into_the_request() {
+    forwarded("pid");
+}
+
+#[test]
+fn forward_checkpoint_to_its_own_tree() {
+    forwarded("tree");
+}
+
+/// Puts a sysctl file back to the value it had, whatever happens to the test.
+struct Restore(&'static str, String);
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0, &self.1);
+    }
+}
+
+/// A process that checkpoints itself, alone or with its child (which uses libcr too), as an
+/// unprivileged user (nobody, when the test runs as root) and, where Yama is there, under
+/// `ptrace_scope` 1, where only a process's ancestors may trace it: the `cr_checkpoint` that
+/// libcr runs is its child, so the library lets it trace the requester, and the child lets it
+/// when asked for its callbacks by that checkpoint. Another checkpoint, by a process of the
+/// same user that is not in that tree, gets no such leave: it cannot trace the child.
+#[test]
+fn self_checkpoints_under_yama_ptrace_scope_1() {
+    const YAMA: &str = "/proc/sys/kernel/yama/ptrace_scope";
+    let _restore = match std::fs::read_to_string(YAMA) {
+        Err(_) => {
+            eprintln!("Yama is absent here ({YAMA} does not exist): the self-checkpoints run without ptrace_scope 1");
+            None
+        }
+        Ok(old) if is_root() => {
+            let guard = Restore(YAMA, old.trim().to_string());
+            std::fs::write(YAMA, "1").expect("set ptrace_scope to 1");
+            eprintln!("Yama: ptrace_scope set to 1 (was {}) for this test", old.trim());
+            Some(guard)
+        }
+        Ok(v) if v.trim() == "1" => None,
+        Ok(v) => return skip(&format!("ptrace_scope is {} and only root may set it to 1", v.trim())),
+    };
+    let under_yama = std::fs::read_to_string(YAMA).is_ok_and(|v| v.trim() == "1");
+    let d = Dir::new("libcr-yama");
+    let prog = build(&d, "tests/c/libcr_selftree.c", "selftree");
+    std::fs::set_permissions(&d.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    // As nobody when root: root may trace anything, whatever Yama says.
+    let as_user = |prog: &Path| {
+        let mut c = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(prog);
+            c
+        } else {
+            Command::new(prog)
+        };
+        c.current_dir(&d.0).env("LD_LIBRARY_PATH", libdir(&d)).stdin(Stdio::null());
+        c
+    };
+    for scope in ["proc", "tree"] {
+        let out = d.0.join(format!("{scope}.txt"));
+        let img = d.0.join(format!("{scope}.img"));
+        let mut procs = Procs::default();
+        let pid = procs.add(as_user(&prog).args([scope, img.to_str().expect("utf-8")]).stdout(std::fs::File::create(&out).expect("out")).spawn().expect("start"));
+        let s = wait_for(&out, "child ", Duration::from_secs(30));
+        let child: i32 = s.lines().find_map(|l| l.strip_prefix("child ")?.parse().ok()).expect("child PID");
+        procs.pids.push(child);
+        assert!(s.contains("parent: checkpointed"), "{scope}: the self-checkpoint was refused{}:\n{s}", if under_yama { " under ptrace_scope 1" } else { "" });
+        let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+        let listing = String::from_utf8_lossy(&info.stdout).into_owned();
+        assert!(listing.contains(&format!("process {pid} ")), "{listing}");
+        if scope == "tree" {
+            wait_for(&out, "child: continuing", Duration::from_secs(10));
+            assert!(listing.contains(&format!("process {child} (parent {pid},")), "the tree holds the child:\n{listing}");
+        }
+        if under_yama {
+            // A checkpoint by a process that is no ancestor, and not the tree's own, is refused.
+            let mut c = as_user(&bin("cr_checkpoint"));
+            let o = c.args(["--pid", "-f", "/dev/null"]).arg(child.to_string()).output().expect("cr_checkpoint");
+            assert_eq!(o.status.code(), Some(1), "{scope}: {}", text(&o));
+            assert!(text(&o).contains("ptrace_scope"), "{}", text(&o));
+            eprintln!("Yama ptrace_scope 1: {scope} self-checkpoint as an unprivileged user passed");
+        }
+        let _ = Command::new("kill").arg("-9").arg(child.to_string()).status();
+        wait_for(&out, "parent: child ended", Duration::from_secs(10));
+        procs.forget(child);
+    }
+}
+
+/// The numbers of the last line `round N (how): callback C main M other O hooks 0xH` in `s`,
+/// after checking that the *_NO_CALLBACKS hook of the outcome ran (in the thread without
+/// callbacks).
+fn hold_round(s: &str, how: &str) -> (i32, i32, i32) {
+    let l = s.lines().rev().find(|l| l.contains(&format!("({how}): "))).unwrap_or_else(|| panic!("no {how} round in:\n{s}"));
+    let hook = if how == "restart" { "hooks 0x20" } else { "hooks 0x4" };
+    assert!(l.ends_with(hook), "CR_HOOK_{}_NO_CALLBACKS ran, and no other: {l}", if how == "restart" { "RSTRT" } else { "CONT" });
+    let n: Vec<i32> = l.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (n[1], n[2], n[3])
+}
+
+/// cr_hold_ctrl's barrier, as BLCR: by default (CR_HOLD_BOTH) a thread whose callbacks are done,
+/// and a thread that never called cr_init, wait after the checkpoint, and after a restart,
+/// until the slow thread-context callback is done too; with CR_HOLD_NONE they run on at once.
+/// The thread without callbacks runs the *_NO_CALLBACKS hook of the outcome.
+#[test]
+fn hold_ctrl_holds_threads_until_every_callback_is_done() {
+    let d = Dir::new("libcr-hold");
+    let prog = build(&d, "tests/c/libcr_hold.c", "hold");
+    let mut procs = Procs::default();
+    // Held: after the checkpoint and after the restart.
+    let out = d.0.join("held.txt");
+    let pid = procs.add(start(&d, &prog, &["held"], &out));
+    let s = wait_for(&out, "ready", Duration::from_secs(10));
+    assert!(s.contains("read: thread 4 init 3 uninit 3\nDFLT for INIT: -1 EINVAL\nscope 7: -1 EINVAL\n"), "BLCR's defaults and refusals:\n{s}");
+    let img = d.0.join("img");
+    let o = checkpoint(&["-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_for(&out, "(continue)", Duration::from_secs(10));
+    let (cb, main, other) = hold_round(&s, "continue");
+    assert!(main > cb && other > cb, "held threads ran on only once the callback was done:\n{s}");
+    let o = checkpoint(&["--kill", "-f", img.to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let _ = procs.take(pid).wait();
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    procs.pids.push(restored_child(&mut rs, Duration::from_secs(10)));
+    procs.children.push(rs);
+    let s = wait_for(&out, "(restart)", Duration::from_secs(10));
+    let (cb, main, other) = hold_round(&s, "restart");
+    assert!(main > cb && other > cb, "held after the restart too:\n{s}");
+
+    // Not held: both run on while the callback still works.
+    let out = d.0.join("free.txt");
+    let pid = procs.add(start(&d, &prog, &["free"], &out));
+    let s = wait_for(&out, "ready", Duration::from_secs(10));
+    assert!(s.contains("set: thread 4 uninit 3\n"), "the previous values:\n{s}");
+    let o = checkpoint(&["-f", d.0.join("img2").to_str().expect("utf-8")], pid);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_for(&out, "(continue)", Duration::from_secs(10));
+    let (cb, main, other) = hold_round(&s, "continue");
+    assert!(main < cb && other < cb, "threads not held ran on at once:\n{s}");
+}
+
+/// The manual, libcr(3), names every symbol the three libraries export, every name their
+/// headers define (functions, macros, types, constants, structure fields), and each of BLCR's
+/// error codes with its number and its cr_strerror text.
+#[test]
+fn man_page_documents_every_symbol() {
+    let page = std::fs::read_to_string(root().join("crates/crest-libcr/libcr.3")).expect("crates/crest-libcr/libcr.3");
+    let text = page.replace("\\-", "-").replace("\\fB", " ").replace("\\fI", " ").replace("\\fR", " ").replace("\\fP", " ");
+    let words: std::collections::BTreeSet<&str> = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+    let mut names = std::collections::BTreeSet::new();
+    let dir = library().parent().expect("dir").to_path_buf();
+    for built in ["libcrest_libcr.so", "libcrest_libcr_run.so", "libcrest_libcr_omit.so"] {
+        let lib = [dir.join(built), dir.join("deps").join(built)].into_iter().find(|p| p.exists()).unwrap_or_else(|| panic!("{built} is built"));
+        let o = Command::new("nm").args(["-D", "--defined-only", "--format=posix"]).arg(&lib).output().expect("nm runs");
+        assert!(o.status.success(), "nm {}", lib.display());
+        let exported: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect();
+        assert!(exported.iter().any(|s| s == "cri_signum"), "{built} exports: {exported:?}");
+        names.extend(exported);
+    }
+    for h in ["libcr.h", "blcr_common.h", "blcr_errcodes.h"] {
+        let src = std::fs::read_to_string(root().join("crates/crest-libcr/include").join(h)).expect("header");
+        for tok in src.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let ours = ["cr_", "cri_", "CR_", "LIBCR_", "_CR_"].iter().any(|p| tok.starts_with(p));
+            if ours && !tok.ends_with('_') && !tok.ends_with("_H") {
+                names.insert(tok.to_string());
+            }
+        }
+    }
+    assert!(names.len() > 150, "found only {} names", names.len());
+    let missing: Vec<&String> = names.iter().filter(|n| !words.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "libcr(3) does not name: {missing:?}");
+    for (name, value, why) in crest_libcr::ERRCODES {
+        let why = why.to_str().expect("utf-8");
+        assert!(text.lines().any(|l| l.contains(name) && l.contains(&format!("({value})"))), "libcr(3) gives {name}'s number {value}");
+        assert!(text.contains(why), "libcr(3) gives {name}'s text {why:?}");
+    }
+}

@@ -608,6 +608,7 @@ pub fn checkpoint(req: &Request<'_>) -> Result<Outcome, Error> {
     let mut coop = None;
     let r = run(req, &cancel, &mut coop);
     crate::tree::leave_out(Vec::new());
+    crate::tree::bring_in(Vec::new());
     // Processes that use libcr wait in their callbacks for the outcome.
     if let Some(coop) = coop {
         match &r {
@@ -693,6 +694,7 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
                 out.extend([me, std::os::unix::process::parent_id() as i32]);
             }
             crate::tree::leave_out(out);
+            crate::tree::bring_in(c.forwarded());
             *coop = Some(c);
         }
         Err(e) => {

@@ -48,9 +48,32 @@ struct Member {
 #[derive(Default)]
 pub(crate) struct Cooperation {
     members: Vec<Member>,
+    /// Scopes the callbacks forwarded the checkpoint to (`cr_forward_checkpoint`).
+    forwarded: Vec<(Scope, i32)>,
 }
 
 impl Cooperation {
+    /// The scopes the callbacks forwarded the checkpoint to: frozen and saved with the rest.
+    pub(crate) fn forwarded(&self) -> Vec<(Scope, i32)> {
+        self.forwarded.clone()
+    }
+
+    /// Adds the processes of `pids` that use libcr (or omit themselves) and are not members yet;
+    /// the new ones are asked to run their callbacks when `ask`.
+    fn enlist(&mut self, pids: &[i32], ask: bool) {
+        for &pid in pids {
+            if self.members.iter().any(|m| m.pid == pid) {
+                continue;
+            }
+            if let Some(tid) = proto::libcr_thread(pid) {
+                let asked = ask && proto::send(pid, tid, Msg::Request, 0, 0).is_ok();
+                self.members.push(Member { pid, tid, asked, answered: ask && !asked, omitted: false });
+            } else if proto::omits_itself(pid) {
+                self.members.push(Member { pid, tid: 0, asked: false, answered: true, omitted: true });
+            }
+        }
+    }
+
     /// The processes that asked to be left out.
     pub(crate) fn omitted(&self) -> Vec<i32> {
         self.members.iter().filter(|m| m.omitted).map(|m| m.pid).collect()
@@ -119,21 +142,68 @@ struct Conn {
     stream: UnixStream,
     pid: i32,
     got: Vec<u8>,
+    /// How much of `got` was taken as lines.
+    at: usize,
     answer: Option<Answer>,
+}
+
+/// BLCR's scope of a number.
+fn scope_of(n: i32) -> Option<Scope> {
+    Some(match n {
+        0 => Scope::Pid,
+        1 => Scope::Pgid,
+        2 => Scope::Sid,
+        3 => Scope::Tree,
+        _ => return None,
+    })
+}
+
+/// A callback forwarded the checkpoint to scope number `scope` named by `target`
+/// (`cr_forward_checkpoint`): as BLCR, its processes join the request (overlap is fine), those
+/// that use libcr run their callbacks too, and all are saved in the same image. Refused with
+/// EINVAL (no such scope), ESRCH (no such process, group or session), EPERM (a process of
+/// another user, when not root), EDEADLK (this checkpoint's own process).
+fn forward(coop: &mut Cooperation, pids: &mut Vec<i32>, scope: i32, target: i32) -> Result<(), i32> {
+    let scope = scope_of(scope).ok_or(libc::EINVAL)?;
+    if target <= 0 {
+        return Err(libc::EINVAL);
+    }
+    if matches!(scope, Scope::Pid | Scope::Tree) && target == std::process::id() as i32 {
+        return Err(libc::EDEADLK);
+    }
+    if matches!(scope, Scope::Pid | Scope::Tree) && crest_proc::read(target, "stat").is_err() {
+        return Err(libc::ESRCH);
+    }
+    let new: Vec<i32> = scope_pids(scope, target);
+    if new.is_empty() {
+        return Err(libc::ESRCH);
+    }
+    // The owner of /proc/PID is the process's effective user.
+    let me = sys::euid();
+    if me != 0 {
+        use std::os::unix::fs::MetadataExt;
+        if new.iter().any(|p| std::fs::metadata(format!("/proc/{p}")).is_ok_and(|m| m.uid() != me)) {
+            return Err(libc::EPERM);
+        }
+    }
+    for p in &new {
+        if !pids.contains(p) {
+            pids.push(*p);
+        }
+    }
+    coop.enlist(&new, true);
+    if !coop.forwarded.contains(&(scope, target)) {
+        coop.forwarded.push((scope, target));
+    }
+    Ok(())
 }
 
 /// Runs the callbacks of every process of the scope that uses libcr, and waits for their
 /// answers. `requester` and `dest` are what the callbacks are told.
 pub(crate) fn callbacks(scope: Scope, id: i32, requester: i32, signal: i32, dest: &str) -> Result<Cooperation, CoopError> {
-    let pids = scope_pids(scope, id);
+    let mut pids = scope_pids(scope, id);
     let mut coop = Cooperation::default();
-    for &pid in &pids {
-        if let Some(tid) = proto::libcr_thread(pid) {
-            coop.members.push(Member { pid, tid, asked: false, answered: false, omitted: false });
-        } else if proto::omits_itself(pid) {
-            coop.members.push(Member { pid, tid: 0, asked: false, answered: true, omitted: true });
-        }
-    }
+    coop.enlist(&pids, false);
     if coop.members.iter().all(|m| m.tid == 0) {
         return finish(coop, &pids, id);
     }
@@ -155,7 +225,7 @@ pub(crate) fn callbacks(scope: Scope, id: i32, requester: i32, signal: i32, dest
             let pid = sys::peer_pid(stream.as_raw_fd()).unwrap_or(0);
             let mut s = &stream;
             if s.write_all(info.line().as_bytes()).is_ok() && stream.set_nonblocking(true).is_ok() {
-                conns.push(Conn { stream, pid, got: Vec::new(), answer: None });
+                conns.push(Conn { stream, pid, got: Vec::new(), at: 0, answer: None });
             }
         }
         let mut buf = [0u8; 256];
@@ -170,9 +240,17 @@ pub(crate) fn callbacks(scope: Scope, id: i32, requester: i32, signal: i32, dest
                     Err(_) => break true,
                 }
             };
-            if c.answer.is_none() {
-                if let Some(end) = c.got.iter().position(|&b| b == b'\n') {
-                    c.answer = Answer::parse(&String::from_utf8_lossy(&c.got[..end]));
+            // Forwards first, each answered at once, then the answer.
+            while c.answer.is_none() {
+                let Some(end) = c.got[c.at..].iter().position(|&b| b == b'\n') else { break };
+                let line = String::from_utf8_lossy(&c.got[c.at..c.at + end]).into_owned();
+                c.at += end + 1;
+                match proto::parse_forward(&line) {
+                    Some((s, t)) => {
+                        let r = forward(&mut coop, &mut pids, s, t);
+                        let _ = (&c.stream).write_all(proto::forward_reply(r).as_bytes());
+                    }
+                    None => c.answer = Answer::parse(&line),
                 }
             }
             if closed {

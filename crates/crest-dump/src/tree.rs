@@ -93,6 +93,16 @@ fn left_out(pid: i32) -> bool {
     LEFT_OUT.lock().unwrap_or_else(|p| p.into_inner()).contains(&pid)
 }
 
+/// Scopes a libcr callback forwarded the checkpoint to (`cr_forward_checkpoint`): frozen
+/// and saved with the scope named, as one request. Set by [`crate::checkpoint()`] for its
+/// length.
+static BROUGHT_IN: std::sync::Mutex<Vec<(Scope, i32)>> = std::sync::Mutex::new(Vec::new());
+
+/// Sets the scopes frozen with every scope frozen from now on.
+pub(crate) fn bring_in(scopes: Vec<(Scope, i32)>) {
+    *BROUGHT_IN.lock().unwrap_or_else(|p| p.into_inner()) = scopes;
+}
+
 /// Claims `pid` for this checkpoint ([`crate::claim`]), then freezes it.
 fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     crate::claim::claim(pid)?;
@@ -167,6 +177,13 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
             t.order();
         }
     }
+    let forwarded = BROUGHT_IN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if !forwarded.is_empty() {
+        for (scope, id) in forwarded {
+            t.add_scope(scope, id)?;
+        }
+        t.order();
+    }
     Ok(t)
 }
 
@@ -209,6 +226,49 @@ impl FrozenTree {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether `pid` is frozen or recorded already.
+    fn has(&self, pid: i32) -> bool {
+        self.procs.iter().any(|f| f.pid == pid) || self.zombies.iter().any(|z| z.pid == pid)
+    }
+
+    /// Adds the processes of a scope a checkpoint was forwarded to, less those there already
+    /// (scopes may overlap) and those left out; [`FrozenTree::order`] places them afterwards.
+    fn add_scope(&mut self, scope: Scope, id: i32) -> Result<(), DumpError> {
+        let me = std::process::id() as i32;
+        match scope {
+            Scope::Pid | Scope::Tree => {
+                let mut todo = std::collections::VecDeque::from([id]);
+                while let Some(pid) = todo.pop_front() {
+                    check_cancel()?;
+                    if pid == me {
+                        continue;
+                    }
+                    if !self.has(pid) && !left_out(pid) {
+                        self.add(pid, 0)?;
+                    }
+                    if scope == Scope::Tree {
+                        todo.extend(crest_proc::children(pid).unwrap_or_default());
+                    }
+                }
+            }
+            Scope::Pgid | Scope::Sid => loop {
+                check_cancel()?;
+                let mut new = 0;
+                for pid in crest_proc::all_pids()? {
+                    let Some(st) = stat_of(pid) else { continue };
+                    let member = if scope == Scope::Pgid { st.pgrp == id } else { st.session == id };
+                    if member && pid != me && !self.has(pid) && !left_out(pid) && self.add(pid, 0)? {
+                        new += 1;
+                    }
+                }
+                if new == 0 {
+                    break;
+                }
+            },
+        }
+        Ok(())
     }
 
     /// Puts the processes of a scanned scope in tree order: each after its nearest ancestor in

@@ -78,8 +78,25 @@ static CONN: Mutex<Option<UnixStream>> = Mutex::new(None);
 /// The thread-context callbacks reached their end for the current request.
 static THREAD_FINISHED: AtomicBool = AtomicBool::new(false);
 
-/// Hold settings (`cr_hold_ctrl`): thread default, initialised threads, others.
-pub static HOLD: [AtomicI32; 3] = [AtomicI32::new(4), AtomicI32::new(3), AtomicI32::new(3)];
+/// `cr_hold_ctrl`'s flags: hold after a checkpoint taken (continue), after a restart, both;
+/// a thread's own setting may defer to that of initialised threads.
+pub const HOLD_NONE: i32 = 0;
+pub const HOLD_CONT: i32 = 1;
+pub const HOLD_RSTRT: i32 = 2;
+pub const HOLD_BOTH: i32 = 3;
+pub const HOLD_DFLT: i32 = 4;
+/// The hold of threads that called `cr_init` and keep the default, and of threads that did
+/// not (BLCR's defaults: both held).
+static HOLD_INIT: AtomicI32 = AtomicI32::new(HOLD_BOTH);
+static HOLD_UNINIT: AtomicI32 = AtomicI32::new(HOLD_BOTH);
+/// Some thread set a hold of its own (not NONE or the default).
+static THREAD_HOLD_SET: AtomicBool = AtomicBool::new(false);
+/// The threads taking part in the current request (the libcr thread and each thread whose
+/// handler ran) that have not yet finished their callbacks for the outcome: the post-callback
+/// barrier, which holding threads wait on until it is 0.
+static BARRIER: AtomicU32 = AtomicU32::new(0);
+/// The threads that arrived in their handler in the current request's signal phase.
+static TAKING_PART: AtomicU32 = AtomicU32::new(0);
 
 /// Checkpoints the process asked for: state per handle (index + 1).
 pub const SLOTS: usize = 64;
@@ -147,6 +164,8 @@ thread_local! {
     static CS_DEPTH: Cell<u32> = const { Cell::new(0) };
     static PERSIST: Cell<i32> = const { Cell::new(0) };
     static SIGNAL_DONE: Cell<Option<i32>> = const { Cell::new(None) };
+    /// This thread's hold (`CR_HOLD_SCOPE_THREAD`).
+    static HOLD_THREAD: Cell<i32> = const { Cell::new(HOLD_DFLT) };
 }
 
 /// A libcr error: the errno the C call sets.
@@ -374,7 +393,10 @@ fn finish(signal: bool, flags: i32) -> i32 {
     if THREAD_FINISHED.swap(true, SeqCst) {
         return OUTCOME.load(SeqCst);
     }
+    TAKING_PART.store(0, SeqCst);
     let flags = if flags == c::READY { signal_phase() } else { flags };
+    // Set before anyone learns the outcome, which lets them reach the barrier.
+    BARRIER.store(1 + TAKING_PART.load(SeqCst), SeqCst);
     let answer = match flags & c::ABORT_MASK {
         0 => Answer::Ready,
         f if f & c::PERM_FAILURE != 0 => Answer::Perm(code_of(flags, c::EPERMFAIL)),
@@ -406,7 +428,17 @@ fn code_of(flags: i32, default: i32) -> u16 {
 /// until each reached its `cr_checkpoint`; the first non-READY flags they gave.
 fn signal_phase() -> i32 {
     let me = std::process::id() as i32;
-    let tids: Vec<i32> = lock(&SIGNAL_CBS).iter().filter(|(t, v)| v.iter().any(|e| e.func.is_some()) && sys::thread_alive(*t)).map(|(t, _)| *t).collect();
+    let mut tids: Vec<i32> = lock(&SIGNAL_CBS).iter().filter(|(t, v)| v.iter().any(|e| e.func.is_some()) && sys::thread_alive(*t)).map(|(t, _)| *t).collect();
+    if everyone_takes_part() {
+        // As in BLCR every thread takes part, that it may be held after the callbacks, but the
+        // libcr thread (here) and those that block the signal (they would never arrive).
+        let own = THREAD_TID.load(SeqCst);
+        for t in other_threads() {
+            if t != own && !tids.contains(&t) && !blocks_signum(t) {
+                tids.push(t);
+            }
+        }
+    }
     ARRIVED.store(0, SeqCst);
     SIGNAL_FLAGS.store(0, SeqCst);
     let mut sent = 0;
@@ -427,7 +459,20 @@ fn signal_phase() -> i32 {
             break;
         }
     }
+    TAKING_PART.store(ARRIVED.load(SeqCst), SeqCst);
     SIGNAL_FLAGS.load(SeqCst)
+}
+
+/// The threads of this process.
+fn other_threads() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task").map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()).unwrap_or_default()
+}
+
+/// Whether thread `tid` of this process blocks the libcr signal.
+fn blocks_signum(tid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else { return true };
+    let blocked = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    blocked.is_none_or(|b| b & (1u64 << (proto::SIGNUM - 1)) != 0)
 }
 
 /// Waits for the checkpoint's outcome: 0 to go on, the requester's PID after a restart, or
@@ -500,6 +545,14 @@ fn request(worker: i32) {
     }
     drop(reader);
     let Some(info) = Info::parse(&line) else { return };
+    // Under Yama's ptrace_scope 1 only a process's ancestors may trace it, and the checkpoint a
+    // process asks for of itself and its descendants is run by its child: this process lets it
+    // trace, for the length of the request. Only that one: any other checkpoint is left to
+    // what Yama allows it.
+    let let_trace = asked_by_own_tree(info.requester, worker);
+    if let_trace {
+        sys::allow_tracer(worker);
+    }
     PENDING.store(1, SeqCst);
     loop {
         let n = CS_COUNT.load(SeqCst);
@@ -516,24 +569,34 @@ fn request(worker: i32) {
     // Should a callback have finished the group without reaching its end (it cannot), the
     // connection is closed here anyway: nothing of the checkpoint's may be left open.
     lock(&CONN).take();
-    run_hooks(r, false);
+    run_hooks(r, Group::Thread);
+    // The libcr thread is crest's: held only when it ran callbacks of the program's.
+    let hold = if chain.iter().any(|e| e.func.is_some()) { own_hold(true) } else { HOLD_NONE };
     *lock(&INFO) = None;
+    if let_trace {
+        revert_tracer();
+    }
     PENDING.store(0, SeqCst);
     sys::futex_wake(&PENDING);
+    barrier(r, hold);
 }
 
-/// Runs the hook of the outcome `r` for a thread-context (`signal` false) or signal-context
-/// group.
-pub fn run_hooks(r: i32, signal: bool) {
-    let ev = match (r > 0, signal) {
-        (false, true) => 0,
-        (false, false) => 1,
-        (true, true) => 3,
-        (true, false) => 4,
-    };
+/// Which callbacks a thread ran: its signal-context ones, the thread-context ones (the libcr
+/// thread), or none.
+#[derive(Clone, Copy)]
+pub enum Group {
+    Signal = 0,
+    Thread = 1,
+    None = 2,
+}
+
+/// Runs the hook of the outcome `r` for a group: `CR_HOOK_CONT_*` after a checkpoint taken,
+/// `CR_HOOK_RSTRT_*` after a restart, none after a failure.
+pub fn run_hooks(r: i32, group: Group) {
     if r < 0 {
         return;
     }
+    let ev = group as usize + if r > 0 { 3 } else { 0 };
     crate::call_hook(HOOKS[ev].load(SeqCst), ev as i32);
 }
 
@@ -543,6 +606,10 @@ pub fn register_hook(event: i32, hook: usize) -> Result<usize, Errno> {
         return Err(c::ENOINIT);
     }
     let h = usize::try_from(event).ok().and_then(|e| HOOKS.get(e)).ok_or(libc::EINVAL)?;
+    // CR_HOOK_FN_ERROR is no hook.
+    if hook == usize::MAX {
+        return Err(libc::EINVAL);
+    }
     Ok(h.swap(hook, SeqCst))
 }
 
@@ -586,8 +653,119 @@ fn done(handle: u8, code: u16) {
     if helper > 0 {
         let _ = sys::try_reap(helper, true);
     }
-    if REQ_STATE.iter().all(|s| s.load(SeqCst) != PENDING_REQ) {
-        sys::allow_tracer(0);
+    revert_tracer();
+}
+
+/// The parent of process `pid`, from `/proc/PID/stat` (0 when it cannot be read).
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+/// Whether `ancestor` is `pid` or one of its ancestors.
+fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut at = pid;
+    for _ in 0..4096 {
+        if at == ancestor {
+            return true;
+        }
+        if at <= 1 {
+            return false;
+        }
+        at = parent_of(at);
+    }
+    false
+}
+
+/// Whether a checkpoint by `worker` is one that `requester`, a libcr process that is this
+/// process or an ancestor of it, asked for of itself (its helper `cr_checkpoint` and that
+/// one's workers descend from it).
+fn asked_by_own_tree(requester: i32, worker: i32) -> bool {
+    let me = std::process::id() as i32;
+    requester > 1 && descends_from(me, requester) && descends_from(worker, requester) && (requester == me || proto::libcr_thread(requester).is_some())
+}
+
+/// Takes back the leave to trace this process given for a checkpoint: kept for the helper of
+/// a checkpoint this process asked for that is still running, withdrawn otherwise.
+fn revert_tracer() {
+    let helper = REQ_STATE.iter().zip(REQ_HELPER.iter()).find(|(s, h)| s.load(SeqCst) == PENDING_REQ && h.load(SeqCst) > 0).map_or(0, |(_, h)| h.load(SeqCst));
+    sys::allow_tracer(helper);
+}
+
+/// Whether this thread called `cr_init` (or is the libcr thread, where thread-context
+/// callbacks run).
+fn thread_initialised() -> bool {
+    INIT_COUNT.with(Cell::get) > 0 || sys::gettid() == THREAD_TID.load(SeqCst)
+}
+
+/// `cr_hold_ctrl`: reads (`CR_HOLD_READ`) or sets the hold of this thread (scope 0), of the
+/// threads that called `cr_init` (1) or of the others (2); the previous value.
+pub fn hold_ctrl(scope: i32, flags: i32) -> Result<i32, Errno> {
+    if !initialised() || !thread_initialised() {
+        return Err(c::ENOINIT);
+    }
+    let valid = (HOLD_NONE..=HOLD_BOTH).contains(&flags) || (flags == HOLD_DFLT && scope == 0);
+    if flags != -1 && !valid {
+        return Err(libc::EINVAL);
+    }
+    let global = match scope {
+        0 => None,
+        1 => Some(&HOLD_INIT),
+        2 => Some(&HOLD_UNINIT),
+        _ => return Err(libc::EINVAL),
+    };
+    Ok(match (global, flags) {
+        (Some(g), -1) => g.load(SeqCst),
+        (Some(g), f) => g.swap(f, SeqCst),
+        (None, -1) => HOLD_THREAD.with(Cell::get),
+        (None, f) => {
+            if f != HOLD_NONE && f != HOLD_DFLT {
+                THREAD_HOLD_SET.store(true, SeqCst);
+            }
+            HOLD_THREAD.with(|h| h.replace(f))
+        }
+    })
+}
+
+/// The hold that applies to this thread: its own, or that of initialised threads when it
+/// keeps the default; that of uninitialised threads when it neither called `cr_init` nor
+/// registered callbacks.
+fn own_hold(initialised: bool) -> i32 {
+    if !initialised {
+        return HOLD_UNINIT.load(SeqCst);
+    }
+    match HOLD_THREAD.with(Cell::get) {
+        HOLD_DFLT => HOLD_INIT.load(SeqCst),
+        h => h,
+    }
+}
+
+/// Whether any thread without callbacks must take part in a request: to be held after it, or
+/// to run a `*_NO_CALLBACKS` hook.
+fn everyone_takes_part() -> bool {
+    HOLD_INIT.load(SeqCst) != HOLD_NONE || HOLD_UNINIT.load(SeqCst) != HOLD_NONE || THREAD_HOLD_SET.load(SeqCst) || HOOKS[2].load(SeqCst) != 0 || HOOKS[5].load(SeqCst) != 0
+}
+
+/// The post-callback barrier: this thread's callbacks (if any) and hooks are done with outcome
+/// `r`; when its `hold` says so for that outcome (`CR_HOLD_CONT` after a checkpoint taken,
+/// `CR_HOLD_RSTRT` after a restart) it waits until every thread taking part is done too. A
+/// failed or omitted checkpoint holds nobody.
+fn barrier(r: i32, hold: i32) {
+    if r < 0 {
+        return;
+    }
+    if BARRIER.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)) == Ok(1) {
+        sys::futex_wake(&BARRIER);
+    }
+    if hold & if r > 0 { HOLD_RSTRT } else { HOLD_CONT } == 0 {
+        return;
+    }
+    loop {
+        let v = BARRIER.load(SeqCst);
+        if v == 0 {
+            break;
+        }
+        sys::futex_wait(&BARRIER, v, None);
     }
 }
 
@@ -602,16 +780,62 @@ pub fn on_signal(t: &sys::Taken) {
     let tid = sys::gettid();
     // Copied onto the stack: no allocation in a handler.
     let mut chain = [Entry { func: None, arg: 0 }; 64];
+    // A thread without registrations takes part too, with no callbacks (it is held, or runs
+    // the *_NO_CALLBACKS hooks).
     let n = {
         let Ok(all) = SIGNAL_CBS.lock() else { return };
-        let Some((_, v)) = all.iter().find(|(t, _)| *t == tid) else { return };
-        let n = v.len().min(chain.len());
-        chain[..n].copy_from_slice(&v[v.len() - n..]);
-        n
+        match all.iter().find(|(t, _)| *t == tid) {
+            Some((_, v)) => {
+                let n = v.len().min(chain.len());
+                chain[..n].copy_from_slice(&v[v.len() - n..]);
+                n
+            }
+            None => 0,
+        }
     };
     SIGNAL_DONE.with(|s| s.set(None));
     let r = call_from(true, &chain[..n], 0);
-    run_hooks(r, true);
+    let registered = chain[..n].iter().any(|e| e.func.is_some());
+    run_hooks(r, if registered { Group::Signal } else { Group::None });
+    barrier(r, own_hold(registered || INIT_COUNT.with(Cell::get) > 0));
+}
+
+/// `cr_forward_checkpoint`: inside a callback, before its `cr_checkpoint`, asks the checkpoint
+/// to take the processes of `scope` named by `target` (0: this process, its group, its
+/// session) as well; the checkpoint says whether it can (ESRCH, EPERM, EINVAL).
+pub fn forward(scope: i32, target: i32) -> Result<(), Errno> {
+    let f = top_frame().ok_or(c::ENOTCB)?;
+    if f.result.is_some() || !(0..=3).contains(&scope) || target < 0 {
+        return Err(libc::EINVAL);
+    }
+    let target = match (target, scope) {
+        (0, 1) => sys::pgrp_and_session().0,
+        (0, 2) => sys::pgrp_and_session().1,
+        (0, _) => std::process::id() as i32,
+        (t, _) => t,
+    };
+    // Written and read on the stack: a signal-context callback may call this.
+    let mut line = [0u8; 48];
+    let n = {
+        let mut w = std::io::Cursor::new(&mut line[..]);
+        // proto::forward_line, without allocating.
+        writeln!(w, "FORWARD {scope} {target}").map_err(|_| libc::EINVAL)?;
+        w.position() as usize
+    };
+    let conn = lock(&CONN);
+    let Some(mut s) = conn.as_ref() else { return Err(libc::EINVAL) };
+    s.write_all(&line[..n]).map_err(|_| libc::ESRCH)?;
+    let mut reply = [0u8; 32];
+    let mut got = 0;
+    while got < reply.len() {
+        match std::io::Read::read(&mut s, &mut reply[got..got + 1]) {
+            Ok(1) if reply[got] == b'\n' => break,
+            Ok(1) => got += 1,
+            _ => return Err(libc::ESRCH),
+        }
+    }
+    let text = std::str::from_utf8(&reply[..got]).map_err(|_| libc::EIO)?;
+    proto::parse_forward_reply(text).unwrap_or(Err(libc::EIO))
 }
 
 /// `cr_get_checkpoint_info`: inside a callback, what the request says.
@@ -950,4 +1174,27 @@ pub fn reap_restart(handle: i32) -> Result<i32, Errno> {
         c @ 50..=61 => 2304 + c,
         c => c,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_own_tree_is_let_trace() {
+        let me = std::process::id() as i32;
+        let parent = std::os::unix::process::parent_id() as i32;
+        assert_eq!(parent_of(me), parent);
+        assert!(descends_from(me, me) && descends_from(me, parent) && !descends_from(parent, me));
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        // A checkpoint run by this process's child, asked for by this process: its own.
+        let own = asked_by_own_tree(me, pid);
+        // Asked for by its parent (no libcr there), or by the child of another: not.
+        let parents = asked_by_own_tree(parent, pid);
+        let others = asked_by_own_tree(pid, me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(own && !parents && !others);
+    }
 }

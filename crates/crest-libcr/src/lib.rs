@@ -239,12 +239,8 @@ pub extern "C" fn cr_get_restart_info() -> *const cr_restart_info {
 }
 
 #[no_mangle]
-pub extern "C" fn cr_forward_checkpoint(_scope: cr_scope_t, _target: libc::pid_t) -> c_int {
-    if !core::in_callback() {
-        return fail(c::ENOTCB, -1);
-    }
-    // A checkpoint's scope is fixed when its callbacks run; more processes cannot join it.
-    fail(libc::ENOSYS, -1)
+pub extern "C" fn cr_forward_checkpoint(scope: cr_scope_t, target: libc::pid_t) -> c_int {
+    result(core::forward(scope, target).map(|()| 0))
 }
 
 #[no_mangle]
@@ -280,16 +276,7 @@ pub extern "C" fn cr_register_hook(event: cr_hook_event_t, hook: cr_hook_fn_t) -
 
 #[no_mangle]
 pub extern "C" fn cr_hold_ctrl(scope: c_int, flags: c_int) -> c_int {
-    if !core::initialised() {
-        return fail(c::ENOINIT, -1);
-    }
-    let Some(slot) = usize::try_from(scope).ok().and_then(|s| core::HOLD.get(s)) else { return fail(libc::EINVAL, -1) };
-    match flags {
-        -1 => slot.load(std::sync::atomic::Ordering::SeqCst),
-        0..=3 => slot.swap(flags, std::sync::atomic::Ordering::SeqCst),
-        4 if scope == 0 => slot.swap(flags, std::sync::atomic::Ordering::SeqCst),
-        _ => fail(libc::EINVAL, -1),
-    }
+    result(core::hold_ctrl(scope, flags))
 }
 
 #[no_mangle]

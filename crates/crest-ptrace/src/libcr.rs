@@ -206,6 +206,37 @@ impl Answer {
     }
 }
 
+/// A callback forwarding the checkpoint to more processes (`cr_forward_checkpoint`): one line
+/// on the socket before the answer, `FORWARD SCOPE TARGET` (BLCR's scope number, a PID, group
+/// or session, never 0: the library names its own), answered by [`forward_reply`].
+pub fn forward_line(scope: i32, target: i32) -> String {
+    format!("FORWARD {scope} {target}\n")
+}
+
+/// A line received, if it forwards: the scope number and target.
+pub fn parse_forward(line: &str) -> Option<(i32, i32)> {
+    let mut it = line.strip_prefix("FORWARD ")?.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The checkpoint's reply to a forward: `OK`, or `ERR ERRNO` (ESRCH: nothing there, EPERM:
+/// another user's, EINVAL: no such scope, EBUSY: another checkpoint has them).
+pub fn forward_reply(r: Result<(), i32>) -> String {
+    match r {
+        Ok(()) => "OK\n".into(),
+        Err(e) => format!("ERR {e}\n"),
+    }
+}
+
+/// A reply received: `Ok` or the errno; `None` for a line that is not one.
+pub fn parse_forward_reply(line: &str) -> Option<Result<(), i32>> {
+    let line = line.trim_end();
+    if line == "OK" {
+        return Some(Ok(()));
+    }
+    Some(Err(line.strip_prefix("ERR ")?.trim().parse().ok()?))
+}
+
 /// BLCR's `CR_ETEMPFAIL`.
 pub const CR_ETEMPFAIL: i32 = 2354;
 /// BLCR's `CR_EPERMFAIL`.
@@ -247,6 +278,10 @@ mod tests {
         assert_eq!(RestartInfo::parse(&r.line()), Some(r));
         assert_eq!(RestartInfo::parse("12 \n"), Some(RestartInfo { requester: 12, src: String::new() }));
         assert!(trusted(0, (1000, 1000)) && trusted(1000, (1000, 1000)) && !trusted(1001, (1000, 1000)));
+        assert_eq!(parse_forward(&forward_line(3, 42)), Some((3, 42)));
+        assert_eq!(parse_forward("READY"), None);
+        assert_eq!(parse_forward_reply(&forward_reply(Ok(()))), Some(Ok(())));
+        assert_eq!(parse_forward_reply(&forward_reply(Err(3))), Some(Err(3)));
         for a in [Answer::Ready, Answer::Omit, Answer::Temp(5), Answer::Perm(2355)] {
             assert_eq!(Answer::parse(&a.line()), Some(a));
         }
