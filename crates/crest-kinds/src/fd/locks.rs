@@ -42,7 +42,7 @@ pub(super) fn dump(cx: &mut DumpCx<'_>, fd: i32, link: &str, info: &FdInfo) -> R
             Some(&"EOF") | None => 0,
             Some(e) => e.parse::<u64>().map(|e| e + 1 - start).unwrap_or(0),
         };
-        out.push(FileLock { kind, write: mode == "WRITE", start, len });
+        out.push(FileLock { kind, write: mode == "WRITE", start, len, breaking: 0 });
     }
     Ok(out)
 }
@@ -53,6 +53,7 @@ pub fn restore(recs: &[FdRecord]) -> Result<(), String> {
         for l in &r.locks {
             let (what, res) = match l.kind {
                 LockKind::Flock => ("flock", crest_ptrace::sys::flock(r.fd, if l.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB)),
+                LockKind::Lease => return Err(format!("fd {}: a lease cannot be taken again by this build", r.fd)),
                 LockKind::Posix | LockKind::Ofd => {
                     let cmd = if l.kind == LockKind::Posix { libc::F_SETLK } else { libc::F_OFD_SETLK };
                     (

@@ -690,6 +690,8 @@ mod tests {
             FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2 }], lost: 0 },
             FdKind::Deleted { id: 1, path: "/tmp/f".into(), pos: 0, file: None },
             FdKind::Pty { index: 0, master: true, state: None },
+            FdKind::Pidfd { pid: 1, own: false, ino: 0, exit: None },
+            FdKind::Path { path: "/".into(), dev: 0, ino: 0, symlink: false },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -710,6 +712,8 @@ mod tests {
             FdKind::Inotify { .. } => 15,
             FdKind::Deleted { .. } => 16,
             FdKind::Pty { .. } => 17,
+            FdKind::Pidfd { .. } => 18,
+            FdKind::Path { .. } => 19,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
