@@ -134,6 +134,16 @@ pub enum Named {
         /// The descriptor.
         fd: i32,
     },
+    /// A file opened with `O_PATH`: the same inode (unless relocated), and a symbolic link when
+    /// it was one (looked at itself, not followed).
+    OpenPath {
+        /// The descriptor.
+        fd: i32,
+        /// Inode at the checkpoint.
+        ino: u64,
+        /// It was a symbolic link.
+        symlink: bool,
+    },
     /// A file deleted while open or mapped: it is recreated, unlinked, in the directory the
     /// path names, which must be there.
     Deleted,
@@ -154,6 +164,7 @@ impl Named {
             Named::Executable => format!("{path}, the process's executable,"),
             Named::Mapped { .. } => format!("{path}, which the process had mapped into memory,"),
             Named::OpenFile { fd, .. } | Named::OpenDirectory { fd } | Named::OpenFifo { fd } | Named::OpenDevice { fd } => format!("{path}, open as descriptor {fd},"),
+            Named::OpenPath { fd, .. } => format!("{path}, open as descriptor {fd} (O_PATH),"),
             Named::Deleted => format!("the directory of {path}, a file deleted while the process had it open or mapped,"),
             Named::Watched { fd, wd } => format!("{path}, which inotify descriptor {fd} watches (watch {wd}),"),
         }
@@ -180,6 +191,7 @@ fn named(p: &Process) -> Vec<(Place, Named)> {
             FdKind::Fifo { .. } => Named::OpenFifo { fd: f.fd },
             FdKind::CharDevice { .. } => Named::OpenDevice { fd: f.fd },
             FdKind::Deleted { .. } => Named::Deleted,
+            FdKind::Path { ino, symlink, .. } => Named::OpenPath { fd: f.fd, ino: *ino, symlink: *symlink },
             FdKind::Inotify { watches, .. } => {
                 out.extend(watches.iter().enumerate().map(|(j, w)| (Place::Watch(i, j), Named::Watched { fd: f.fd, wd: w.wd })));
                 continue;
@@ -333,7 +345,7 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
         };
         let found = match n {
             // A watched symbolic link is watched itself.
-            Named::Watched { .. } => std::fs::symlink_metadata(looked_at),
+            Named::Watched { .. } | Named::OpenPath { symlink: true, .. } => std::fs::symlink_metadata(looked_at),
             _ => std::fs::metadata(looked_at),
         };
         let md = match found {
@@ -343,7 +355,8 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
         let ft = md.file_type();
         let (fits, kind, code) = match n {
             Named::WorkingDirectory | Named::OpenDirectory { .. } | Named::Deleted => (ft.is_dir(), "a directory", libc::ENOTDIR),
-            Named::Watched { .. } => (true, "", 0),
+            Named::Watched { .. } | Named::OpenPath { symlink: false, .. } => (true, "", 0),
+            Named::OpenPath { symlink: true, .. } => (ft.is_symlink(), "a symbolic link", libc::EINVAL),
             Named::Executable | Named::Mapped { .. } | Named::OpenFile { .. } => (ft.is_file(), "a regular file", libc::EINVAL),
             Named::OpenFifo { .. } => (ft.is_fifo(), "a FIFO", libc::EINVAL),
             Named::OpenDevice { .. } => (ft.is_char_device(), "a character device", libc::EINVAL),
@@ -365,6 +378,12 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
                         ),
                     ));
                 }
+            }
+            Named::OpenPath { fd, ino, .. } if md.ino() != ino && !relocated(path) => {
+                return Err(refuse(
+                    libc::ESTALE,
+                    format!("{path}, open as descriptor {fd} (O_PATH), is another file now (inode {ino} then, {} now): it was replaced since the checkpoint; restore the original, or give a copy's place with --relocate OLD=NEW", md.ino()),
+                ));
             }
             Named::OpenFile { fd, size, ino } => {
                 if md.ino() != ino && !relocated(path) {
