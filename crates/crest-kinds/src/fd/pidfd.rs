@@ -8,7 +8,9 @@
 //! `cr_restart --no-restore-pid` the restart is refused, naming the descriptor (unless it names
 //! its holder). A pidfd of a process outside the image is refused at checkpoint time: after a
 //! restart its PID would name another process, or none. So is one naming a thread
-//! (`PIDFD_THREAD` on a thread that does not lead its process) or a zombie.
+//! (`PIDFD_THREAD` on a thread that does not lead its process) or a zombie. A pidfd whose open
+//! file several processes share (inherited through `fork`) comes back as one open file in
+//! each: they name the same process, but no longer share their status flags.
 //!
 //! A pidfd of a dead process: nothing of that process is left but the pidfd, which answers
 //! that it is dead (no PID in fdinfo, `ESRCH` from `pidfd_send_signal`, readable to `poll`)
@@ -115,6 +117,10 @@ impl FdHandler for Pidfd {
         }
         if cx.image.contains(&pid) {
             return Ok(FdKind::Pidfd { pid, own: pid == me, ino: md.ino(), exit: None });
+        }
+        let zombie = crest_proc::read(pid, "stat").ok().and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z'))).unwrap_or(false);
+        if zombie {
+            return refuse(cx, fd, format!("a pidfd of zombie process {pid}"), "pidfds of zombies are not saved yet");
         }
         let tgid: Option<i32> = crest_proc::read(pid, "status").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok()));
         match tgid {
