@@ -1,4 +1,5 @@
-/* pidfds: one of the process itself (PIDFD_NONBLOCK), one of a live child, two of a child
+/* pidfds: one of the process itself (PIDFD_NONBLOCK; another with PIDFD_THREAD where the
+ * kernel has it), one of a live child, one of a child made by clone(CLONE_PIDFD), two of a child
  * that exited with status 7 (one process: one inode), one of a child killed by SIGKILL. After
  * restart the first two name the restored processes (a signal sent through the child's pidfd
  * reaches it, and it can be waited for), the dead ones still read as dead, keep their inodes
@@ -14,8 +15,13 @@
 #include <sys/wait.h>
 #include "prog.h"
 
+#include <linux/sched.h>
+
 #ifndef PIDFD_NONBLOCK
 #define PIDFD_NONBLOCK O_NONBLOCK
+#endif
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
 #endif
 
 struct info { uint64_t mask, cgroupid; uint32_t ids[11]; int32_t exit_code; };
@@ -74,6 +80,16 @@ int main(void)
     }
     int lfd = pidfd_open(live, 0);
     check(lfd >= 0, "pidfd_open of the live child");
+    int thr = pidfd_open(getpid(), PIDFD_THREAD); /* -1 on kernels before 6.9 */
+
+    int cfd = -1;
+    pid_t cloned = (pid_t)syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, 0, &cfd, NULL, 0);
+    check(cloned >= 0, "clone(CLONE_PIDFD)");
+    if (cloned == 0) {
+        for (;;)
+            pause();
+    }
+    check(cfd >= 0 && fdinfo_pid(cfd) == cloned, "the pidfd clone gives");
 
     int go[2];
     check(pipe(go) == 0, "pipe");
@@ -114,6 +130,10 @@ int main(void)
     check(fcntl(self, F_GETFD) == FD_CLOEXEC, "close-on-exec kept");
     check(send_sig(self, 0) == 0, "a signal through the own pidfd");
 
+    if (thr >= 0)
+        check((fcntl(thr, F_GETFL) & O_EXCL) && fdinfo_pid(thr) == getpid(), "the PIDFD_THREAD pidfd keeps its flag");
+    check(fdinfo_pid(cfd) == cloned && send_sig(cfd, SIGKILL) == 0, "SIGKILL through the pidfd clone gave");
+    check(waitpid(cloned, &st, 0) == cloned && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the cloned child ends by that SIGKILL");
     check(fdinfo_pid(lfd) == live, "the child's pidfd names it");
     check(!readable(lfd), "the live child is alive");
     check(send_sig(lfd, SIGTERM) == 0, "SIGTERM through the child's pidfd");
