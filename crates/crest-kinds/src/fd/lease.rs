@@ -14,7 +14,10 @@
 //! meanwhile, so that the break signals nobody: the process had its signal for this break
 //! before the checkpoint. The kernel's time to break the lease
 //! (`/proc/sys/fs/lease-break-time`) starts again at the restart; the open that broke it is
-//! not restored (it belonged to another process, or was interrupted by the checkpoint).
+//! not restored (it belonged to another process, or was interrupted by the checkpoint). The
+//! break signal carries the number of the descriptor the lease was taken through (`si_fd`):
+//! the kernel does not show it, and the lease is taken again through the first descriptor of
+//! its open file description, which is that one unless the lease was taken through a later dup.
 use std::os::unix::fs::OpenOptionsExt;
 
 use crest_image::{FdRecord, FileLock, LockKind};

@@ -17,8 +17,10 @@
 //! and, since Linux 6.15, how it ended (`PIDFD_INFO_EXIT`). `cr_restart` makes a process that
 //! ends the same way at once, opens on it every pidfd that named that one dead process (they
 //! share their inode on pidfs, and keep sharing it), and reaps it before any husk is made: the
-//! restored pidfds name a process that is dead, as they did, and nothing else. Only the
-//! process's PID number while it lived is not kept (nothing can read it from the pidfd).
+//! restored pidfds name a process that is dead, as they did, and nothing else. The PID number
+//! the process had is not kept (nothing reads it from the pidfd of a dead process); what else
+//! the kernel keeps of a dead process for its pidfds beyond the exit status (its control group,
+//! `PIDFD_INFO_CGROUPID`) is that of the process made for it, which is `cr_restart`'s.
 use std::fs::Metadata;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
