@@ -690,6 +690,48 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// An O_PATH descriptor's path must name the same inode (unless relocated), and a symbolic
+    /// link that was opened itself must still be a link, looked at without following it.
+    #[test]
+    fn o_path_files_and_links_are_checked_and_relocated() {
+        use std::os::unix::fs::MetadataExt;
+        let d = std::env::temp_dir().join(format!("crest-preflight-opath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("new")).expect("temp dir");
+        let (file, link) = (d.join("f"), d.join("l"));
+        std::fs::write(&file, b"x").expect("a file");
+        std::os::unix::fs::symlink("f", &link).expect("a link");
+        let ino = |p: &std::path::Path| std::fs::symlink_metadata(p).expect("stat").ino();
+        let mut p = process(0, 0, vec![], 0);
+        let rec = |fd: i32, kind: FdKind| crest_image::FdRecord { fd, flags: libc::O_PATH as u32, cloexec: false, file: fd as u64, kind, locks: Vec::new(), fown: Default::default() };
+        let path = |p: &std::path::Path| p.display().to_string();
+        p.fds.push(rec(3, FdKind::Path { path: path(&file), dev: 0, ino: ino(&file), symlink: false }));
+        p.fds.push(rec(4, FdKind::Path { path: path(&link), dev: 0, ino: ino(&link), symlink: true }));
+        assert_eq!(files(&p, &|_| false), Ok(()));
+        // The link replaced by a file of its own: not a link any more.
+        std::fs::remove_file(&link).expect("remove");
+        std::fs::write(&link, b"").expect("a file in its place");
+        let r = files(&p, &|_| false).unwrap_err();
+        assert_eq!((r.kind.code(), r.msg.clone()), (libc::EINVAL, format!("{}, open as descriptor 4 (O_PATH), is not a symbolic link any more; {RELOCATE}", path(&link))));
+        // The file replaced: another inode.
+        std::fs::remove_file(&link).expect("remove");
+        std::os::unix::fs::symlink("f", &link).expect("a link again");
+        p.fds[1].kind = FdKind::Path { path: path(&link), dev: 0, ino: ino(&link), symlink: true };
+        // (Made before the first is gone, so that it cannot get its inode number.)
+        std::fs::write(d.join("g"), b"x").expect("another file");
+        std::fs::rename(d.join("g"), &file).expect("in its place");
+        let r = files(&p, &|_| false).unwrap_err();
+        assert!(r.kind.code() == libc::ESTALE && r.msg.contains("open as descriptor 3 (O_PATH), is another file now"), "{}", r.msg);
+        // Relocated: a copy is another inode, and that is expected.
+        std::fs::copy(&file, d.join("new/f")).expect("a copy");
+        std::os::unix::fs::symlink("f", d.join("new/l")).expect("a link in the new place");
+        let relocs = Relocation::parse_all(&[format!("{}={}", d.display(), d.join("new").display())]).expect("parses");
+        let moved = relocate(&mut p, &relocs);
+        assert!(paths(&p).contains(&(path(&d.join("new/l")), Named::OpenPath { fd: 4, ino: ino(&link), symlink: true })));
+        assert_eq!(files(&p, &|q| moved.contains(q)), Ok(()));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn relocations_parse_as_blcr_does() {
         assert_eq!(Relocation::parse("/a/=/b").expect("parses"), Some(Relocation { old: "/a".into(), new: "/b".into() }));
