@@ -1,7 +1,7 @@
 /* Holds one object crest does not restore yet, and checks it on demand.
  *
- *   holder MODE DIR     MODE: tcp-conn, unix-outside, netlink, pty, lease, udp-corked or
- *                       ebpf-filter (files in DIR)
+ *   holder MODE DIR     MODE: tcp-conn, unix-outside, netlink, pty, pidfd-outside, udp-corked
+ *                       or ebpf-filter (files in DIR)
  *
  * tcp-conn: a loopback TCP connection, both ends in the process, and its listening socket
  * (refused when cr_checkpoint may not use TCP repair).
@@ -10,11 +10,12 @@
  * ebpf-filter: a UDP socket with an eBPF program as its filter (SO_ATTACH_BPF; needs root).
  * pty: a pty master whose slave the test opens (DIR/pts names it), outside the checkpoint.
  * unix-outside: a unix stream socket connected to DIR/outside.sock, which the test listens on.
+ * pidfd-outside: a pidfd of the parent (the test), outside the checkpoint.
  *
  * Ticks every 50 ms. SIGUSR1: the object must be as it was (a refused checkpoint left the
  * process alone): prints "intact OK" and goes on. SIGUSR2: the process was restarted from an
  * image taken with --drop-unsupported: its descriptor must now be a socket whose other end is
- * closed (end of file), or, for a lease, the file open again and the lease not held; prints "closed OK" and exits 0.
+ * closed (end of file); prints "closed OK" and exits 0.
  * Any failed check prints "FAIL: why" and exits 1. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,7 +43,6 @@ static volatile sig_atomic_t intact_now;
 static void on_usr1(int s) { (void)s; intact_now = 1; }
 
 static const char *mode;
-static char path[4096];
 static const char *dir;
 static int fd_a = -1, fd_b = -1, fd_l = -1;
 static int port;
@@ -96,10 +96,9 @@ static void setup(void)
         snprintf(name, sizeof name, "%s/pts", dir);
         FILE *f = fopen(name, "w");
         check(f && fputs(ptsname(fd_a), f) >= 0 && fclose(f) == 0, "writing the slave's name");
-    } else if (!strcmp(mode, "lease")) {
-        close(open(path, O_RDWR | O_CREAT, 0600));
-        fd_a = open(path, O_RDONLY);
-        check(fd_a >= 0 && fcntl(fd_a, F_SETLEASE, F_RDLCK) == 0, "a read lease");
+    } else if (!strcmp(mode, "pidfd-outside")) {
+        fd_a = (int)syscall(SYS_pidfd_open, getppid(), 0);
+        check(fd_a >= 0, "a pidfd of the parent");
     } else {
         check(0, "unknown mode");
     }
@@ -128,7 +127,7 @@ static void intact(void)
         check(write(fd_a, "x", 1) == 1, "writing one end");
         check(read(fd_b, &c, 1) == 1 && c == 'x', "reading it at the other end");
     } else {
-        check(fcntl(fd_a, F_GETLEASE) == F_RDLCK, "the lease is still held");
+        check(syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) == 0, "the parent's pidfd still names it");
     }
     printf("intact OK\n");
     fflush(stdout);
@@ -139,14 +138,6 @@ static void closed(void)
     char c;
     int type = 0;
     socklen_t l = sizeof type;
-    if (!strcmp(mode, "lease")) {
-        /* The file is restored; only the lease was left out. */
-        check(fcntl(fd_a, F_GETFD) >= 0 && lseek(fd_a, 0, SEEK_CUR) == 0, "the file is open again");
-        check(fcntl(fd_a, F_GETLEASE) == F_UNLCK, "the dropped lease is not held");
-        printf("closed OK\n");
-        fflush(stdout);
-        exit(0);
-    }
     check(getsockopt(fd_a, SOL_SOCKET, SO_TYPE, &type, &l) == 0, "the dropped descriptor is a socket");
     check(read(fd_a, &c, 1) == 0, "the dropped descriptor reads end of file");
     if (fd_l >= 0) {
@@ -172,7 +163,6 @@ int main(int argc, char **argv)
         return 2;
     mode = argv[1];
     dir = argv[2];
-    snprintf(path, sizeof path, "%s/lockfile", argv[2]);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

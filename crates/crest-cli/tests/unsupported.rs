@@ -146,9 +146,11 @@ fn pty_with_its_slave_outside_is_refused_or_dropped() {
     refused_then_dropped_by("pty", "pty master /dev/ptmx (tty /dev/pts/", "its slave is open in PID", checkpoint);
 }
 
+/// A pidfd of a process outside the checkpoint (here, the test) would name another process, or
+/// none, after a restart. (Pidfds of processes in the image, and of dead ones: fdkinds.rs.)
 #[test]
-fn lease_is_refused_or_dropped() {
-    refused_then_dropped("lease", "a lease on /");
+fn pidfd_of_a_process_outside_is_refused_or_dropped() {
+    refused_then_dropped("pidfd-outside", &format!("a pidfd of process {}", std::process::id()));
 }
 
 /// A counter whose standard output is a pipe to the test restarts onto cr_restart's pipe; onto

@@ -567,6 +567,10 @@ pub struct FileLock {
     pub start: u64,
     /// Bytes locked (0: to the end of the file, whatever its size).
     pub len: u64,
+    /// A lease being broken (4.4): 0 not, 1 down to a read lease, 2 down to none (the type
+    /// `F_GETLEASE` gives while it is broken). `write` is then the lease's type before.
+    #[serde(default)]
+    pub breaking: u8,
 }
 
 /// The kinds of file lock.
@@ -578,6 +582,8 @@ pub enum LockKind {
     Posix,
     /// An open-file-description lock (`fcntl(F_OFD_SETLK)`), owned by the open file.
     Ofd,
+    /// A lease (`fcntl(F_SETLEASE)`, 4.4), owned by the open file.
+    Lease,
 }
 
 /// The kinds of files a descriptor can refer to.
@@ -820,6 +826,32 @@ pub enum FdKind {
         /// The terminal's state, on the first record of the pair only.
         state: Option<PtyState>,
     },
+    /// A pidfd (4.4): made again on the process it names (its `PIDFD_NONBLOCK` and
+    /// `PIDFD_THREAD` are in the record's flags), or on a process that is dead as the one it
+    /// named was.
+    Pidfd {
+        /// The process it names, as the image knows it; -1: a process that was dead (reaped).
+        pid: i32,
+        /// It names the process that holds it.
+        own: bool,
+        /// Its inode at the checkpoint (pidfs: one per process): the pidfds of one dead
+        /// process share it, and are made again on one dead process.
+        ino: u64,
+        /// The wait status of the dead process (`PIDFD_INFO_EXIT`), when the kernel gave it.
+        exit: Option<i32>,
+    },
+    /// A descriptor opened with `O_PATH` (4.4), reopened by path with `O_PATH`; a symbolic
+    /// link (opened with `O_PATH | O_NOFOLLOW`) is reopened as the link itself.
+    Path {
+        /// Path at checkpoint.
+        path: String,
+        /// Device number of the file it refers to.
+        dev: u64,
+        /// Its inode.
+        ino: u64,
+        /// The file is a symbolic link.
+        symlink: bool,
+    },
 }
 
 /// What a pseudo-terminal holds besides its two ends.
@@ -913,7 +945,9 @@ impl FdKind {
     /// A new kind that names a path says so here, once.
     pub fn path(&self) -> Option<&str> {
         match self {
-            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } => Some(path),
+            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } | FdKind::Path { path, .. } => {
+                Some(path)
+            }
             // Its watches name paths of their own (checked and relocated one by one).
             FdKind::Inotify { .. }
             | FdKind::EventFd { .. }
@@ -927,6 +961,7 @@ impl FdKind {
             | FdKind::SignalFd { .. }
             | FdKind::Inet { .. }
             | FdKind::Pty { .. }
+            | FdKind::Pidfd { .. }
             | FdKind::Dropped { .. } => None,
         }
     }
@@ -946,7 +981,9 @@ impl FdKind {
     /// [`FdKind::path`], to change it.
     pub fn path_mut(&mut self) -> Option<&mut String> {
         match self {
-            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } => Some(path),
+            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } | FdKind::Path { path, .. } => {
+                Some(path)
+            }
             _ => None,
         }
     }

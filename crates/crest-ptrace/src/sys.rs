@@ -437,6 +437,54 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int, "pidfd_open")
 }
 
+/// A pidfd of `pid` with `flags` (`PIDFD_NONBLOCK`, `PIDFD_THREAD`).
+pub fn pidfd_open_with(pid: i32, flags: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) } as libc::c_int, "pidfd_open")
+}
+
+/// The first 64 bytes of the kernel's `struct pidfd_info` (`PIDFD_INFO_SIZE_VER0`).
+#[repr(C)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// The wait status of the dead process behind `pidfd` (`PIDFD_GET_INFO` with
+/// `PIDFD_INFO_EXIT`); none when the kernel does not give it (older than 6.15, or the process
+/// not reaped yet).
+pub fn pidfd_exit_status(pidfd: i32) -> Option<i32> {
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    // _IOWR(0xFF, 11, 64 bytes).
+    const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
+    let mut info = PidfdInfo { mask: PIDFD_INFO_EXIT, cgroupid: 0, ids: [0; 11], exit_code: 0 };
+    // SAFETY: info is a live 64-byte struct pidfd_info, the size the request encodes.
+    let r = unsafe { libc::ioctl(pidfd, PIDFD_GET_INFO, &mut info as *mut PidfdInfo) };
+    (r == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
+}
+
+/// `fcntl(F_GETLEASE)`: `F_RDLCK`, `F_WRLCK` or `F_UNLCK` (while a lease is broken, the type
+/// it is broken down to).
+pub fn lease(fd: i32) -> std::io::Result<i32> {
+    // SAFETY: no pointers.
+    let r = unsafe { libc::fcntl(fd, libc::F_GETLEASE) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// `fcntl(F_SETLEASE, ty)`.
+pub fn set_lease(fd: i32, ty: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, ty) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A copy of descriptor `fd` of the process behind `pidfd` (`pidfd_getfd`; needs ptrace rights).
 pub fn pidfd_getfd(pidfd: i32, fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     // SAFETY: no pointers.
@@ -1005,6 +1053,15 @@ pub fn set_file_owner(fd: i32, kind: i32, pid: i32, sig: i32) -> std::io::Result
     }
     // SAFETY: no pointers.
     if sig != 0 && unsafe { libc::fcntl(fd, F_SETSIG, sig) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fcntl(F_SETOWN, 0)`: no owner for I/O signals (none are sent).
+pub fn clear_file_owner(fd: i32) -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::fcntl(fd, libc::F_SETOWN, 0) } == -1 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

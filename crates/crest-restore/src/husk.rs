@@ -339,6 +339,8 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         deleted_owned.push(n);
     }
     let deleted_list: Vec<(u64, i32)> = deleted.iter().map(|(&id, &fd)| (id, fd)).collect();
+    // Pidfds of the image's processes are made again on them in the husks (see fd::pids_kept).
+    fd::pids_kept(opts.restore_pid);
     let shared = fd::prepare_shared(&records, parked, &memfd_list, &deleted_list).map_err(RestoreError::Refused)?;
     crest_kinds::ipc::restore(&image.ipc)?;
     let image_fd_owned = crest_ptrace::sys::dup_above(img.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;

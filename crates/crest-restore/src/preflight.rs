@@ -134,6 +134,16 @@ pub enum Named {
         /// The descriptor.
         fd: i32,
     },
+    /// A file opened with `O_PATH`: the same inode (unless relocated), and a symbolic link when
+    /// it was one (looked at itself, not followed).
+    OpenPath {
+        /// The descriptor.
+        fd: i32,
+        /// Inode at the checkpoint.
+        ino: u64,
+        /// It was a symbolic link.
+        symlink: bool,
+    },
     /// A file deleted while open or mapped: it is recreated, unlinked, in the directory the
     /// path names, which must be there.
     Deleted,
@@ -154,6 +164,7 @@ impl Named {
             Named::Executable => format!("{path}, the process's executable,"),
             Named::Mapped { .. } => format!("{path}, which the process had mapped into memory,"),
             Named::OpenFile { fd, .. } | Named::OpenDirectory { fd } | Named::OpenFifo { fd } | Named::OpenDevice { fd } => format!("{path}, open as descriptor {fd},"),
+            Named::OpenPath { fd, .. } => format!("{path}, open as descriptor {fd} (O_PATH),"),
             Named::Deleted => format!("the directory of {path}, a file deleted while the process had it open or mapped,"),
             Named::Watched { fd, wd } => format!("{path}, which inotify descriptor {fd} watches (watch {wd}),"),
         }
@@ -180,6 +191,7 @@ fn named(p: &Process) -> Vec<(Place, Named)> {
             FdKind::Fifo { .. } => Named::OpenFifo { fd: f.fd },
             FdKind::CharDevice { .. } => Named::OpenDevice { fd: f.fd },
             FdKind::Deleted { .. } => Named::Deleted,
+            FdKind::Path { ino, symlink, .. } => Named::OpenPath { fd: f.fd, ino: *ino, symlink: *symlink },
             FdKind::Inotify { watches, .. } => {
                 out.extend(watches.iter().enumerate().map(|(j, w)| (Place::Watch(i, j), Named::Watched { fd: f.fd, wd: w.wd })));
                 continue;
@@ -333,7 +345,7 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
         };
         let found = match n {
             // A watched symbolic link is watched itself.
-            Named::Watched { .. } => std::fs::symlink_metadata(looked_at),
+            Named::Watched { .. } | Named::OpenPath { symlink: true, .. } => std::fs::symlink_metadata(looked_at),
             _ => std::fs::metadata(looked_at),
         };
         let md = match found {
@@ -343,7 +355,8 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
         let ft = md.file_type();
         let (fits, kind, code) = match n {
             Named::WorkingDirectory | Named::OpenDirectory { .. } | Named::Deleted => (ft.is_dir(), "a directory", libc::ENOTDIR),
-            Named::Watched { .. } => (true, "", 0),
+            Named::Watched { .. } | Named::OpenPath { symlink: false, .. } => (true, "", 0),
+            Named::OpenPath { symlink: true, .. } => (ft.is_symlink(), "a symbolic link", libc::EINVAL),
             Named::Executable | Named::Mapped { .. } | Named::OpenFile { .. } => (ft.is_file(), "a regular file", libc::EINVAL),
             Named::OpenFifo { .. } => (ft.is_fifo(), "a FIFO", libc::EINVAL),
             Named::OpenDevice { .. } => (ft.is_char_device(), "a character device", libc::EINVAL),
@@ -365,6 +378,12 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
                         ),
                     ));
                 }
+            }
+            Named::OpenPath { fd, ino, .. } if md.ino() != ino && !relocated(path) => {
+                return Err(refuse(
+                    libc::ESTALE,
+                    format!("{path}, open as descriptor {fd} (O_PATH), is another file now (inode {ino} then, {} now): it was replaced since the checkpoint; restore the original, or give a copy's place with --relocate OLD=NEW", md.ino()),
+                ));
             }
             Named::OpenFile { fd, size, ino } => {
                 if md.ino() != ino && !relocated(path) {
@@ -668,6 +687,48 @@ mod tests {
         std::fs::remove_dir(d.join("new/w")).expect("remove");
         let r = files(&p, &|_| false).unwrap_err();
         assert!(r.msg.contains("which inotify descriptor 4 watches (watch 2), cannot be used"), "{}", r.msg);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// An O_PATH descriptor's path must name the same inode (unless relocated), and a symbolic
+    /// link that was opened itself must still be a link, looked at without following it.
+    #[test]
+    fn o_path_files_and_links_are_checked_and_relocated() {
+        use std::os::unix::fs::MetadataExt;
+        let d = std::env::temp_dir().join(format!("crest-preflight-opath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("new")).expect("temp dir");
+        let (file, link) = (d.join("f"), d.join("l"));
+        std::fs::write(&file, b"x").expect("a file");
+        std::os::unix::fs::symlink("f", &link).expect("a link");
+        let ino = |p: &std::path::Path| std::fs::symlink_metadata(p).expect("stat").ino();
+        let mut p = process(0, 0, vec![], 0);
+        let rec = |fd: i32, kind: FdKind| crest_image::FdRecord { fd, flags: libc::O_PATH as u32, cloexec: false, file: fd as u64, kind, locks: Vec::new(), fown: Default::default() };
+        let path = |p: &std::path::Path| p.display().to_string();
+        p.fds.push(rec(3, FdKind::Path { path: path(&file), dev: 0, ino: ino(&file), symlink: false }));
+        p.fds.push(rec(4, FdKind::Path { path: path(&link), dev: 0, ino: ino(&link), symlink: true }));
+        assert_eq!(files(&p, &|_| false), Ok(()));
+        // The link replaced by a file of its own: not a link any more.
+        std::fs::remove_file(&link).expect("remove");
+        std::fs::write(&link, b"").expect("a file in its place");
+        let r = files(&p, &|_| false).unwrap_err();
+        assert_eq!((r.kind.code(), r.msg.clone()), (libc::EINVAL, format!("{}, open as descriptor 4 (O_PATH), is not a symbolic link any more; {RELOCATE}", path(&link))));
+        // The file replaced: another inode.
+        std::fs::remove_file(&link).expect("remove");
+        std::os::unix::fs::symlink("f", &link).expect("a link again");
+        p.fds[1].kind = FdKind::Path { path: path(&link), dev: 0, ino: ino(&link), symlink: true };
+        // (Made before the first is gone, so that it cannot get its inode number.)
+        std::fs::write(d.join("g"), b"x").expect("another file");
+        std::fs::rename(d.join("g"), &file).expect("in its place");
+        let r = files(&p, &|_| false).unwrap_err();
+        assert!(r.kind.code() == libc::ESTALE && r.msg.contains("open as descriptor 3 (O_PATH), is another file now"), "{}", r.msg);
+        // Relocated: a copy is another inode, and that is expected.
+        std::fs::copy(&file, d.join("new/f")).expect("a copy");
+        std::os::unix::fs::symlink("f", d.join("new/l")).expect("a link in the new place");
+        let relocs = Relocation::parse_all(&[format!("{}={}", d.display(), d.join("new").display())]).expect("parses");
+        let moved = relocate(&mut p, &relocs);
+        assert!(paths(&p).contains(&(path(&d.join("new/l")), Named::OpenPath { fd: 4, ino: ino(&link), symlink: true })));
+        assert_eq!(files(&p, &|q| moved.contains(q)), Ok(()));
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -1,4 +1,5 @@
-//! Directories (`opendir`, `O_PATH` and `O_DIRECTORY` descriptors): reopened by path.
+//! Directories (`opendir` and `O_DIRECTORY` descriptors): reopened by path (those opened with
+//! `O_PATH` are [`super::opath`]'s).
 use std::fs::Metadata;
 
 use crest_image::{FdKind, FdRecord};
@@ -23,7 +24,7 @@ impl FdHandler for Directory {
             return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: directory {link} was deleted")));
         }
         let image: Vec<i32> = cx.all.iter().map(|o| o.pid).collect();
-        super::refuse_unreopenable(pid, fd, link, info.flags, &image)?;
+        super::refuse_unreopenable(pid, fd, link, &image)?;
         Ok(FdKind::Directory { path: link.to_string(), pos: info.pos })
     }
     fn restores(&self, kind: &FdKind) -> bool {

@@ -3,8 +3,8 @@
 //! of the descriptor's fdinfo. They are taken again inside the husk once its descriptors are in
 //! place (a POSIX lock then belongs to the restored process, a `flock` or OFD lock to the open
 //! file, shared as before), without waiting: if another process holds a conflicting lock now,
-//! the restart is refused, naming the file. Leases are refused at checkpoint time (or dropped
-//! with `--drop-unsupported`).
+//! the restart is refused, naming the file. Leases are [`super::lease`]'s; other kinds of lock
+//! are refused at checkpoint time (or dropped with `--drop-unsupported`).
 use crest_image::{FdRecord, FileLock, LockKind};
 use crest_proc::FdInfo;
 
@@ -25,6 +25,10 @@ pub(super) fn dump(cx: &mut DumpCx<'_>, fd: i32, link: &str, info: &FdInfo) -> R
             "FLOCK" => LockKind::Flock,
             "POSIX" => LockKind::Posix,
             "OFDLCK" => LockKind::Ofd,
+            "LEASE" if super::lease::parse(&w, info.flags).is_some() => {
+                out.extend(super::lease::parse(&w, info.flags));
+                continue;
+            }
             other => {
                 let what = format!("a {} on {link}", if other == "LEASE" { "lease".to_string() } else { format!("{other} lock") });
                 if cx.drop_unsupported {
@@ -32,8 +36,9 @@ pub(super) fn dump(cx: &mut DumpCx<'_>, fd: i32, link: &str, info: &FdInfo) -> R
                     continue;
                 }
                 return Err(KindError::Unsupported(format!(
-                    "PID {} holds {what} through fd {fd}: leases are not saved yet; crest refuses to checkpoint it (--drop-unsupported checkpoints without it)",
-                    cx.pid
+                    "PID {} holds {what} through fd {fd} ({}): this kind of lock is not saved yet; crest refuses to checkpoint it (--drop-unsupported checkpoints without it)",
+                    cx.pid,
+                    line.trim()
                 )));
             }
         };
@@ -42,7 +47,7 @@ pub(super) fn dump(cx: &mut DumpCx<'_>, fd: i32, link: &str, info: &FdInfo) -> R
             Some(&"EOF") | None => 0,
             Some(e) => e.parse::<u64>().map(|e| e + 1 - start).unwrap_or(0),
         };
-        out.push(FileLock { kind, write: mode == "WRITE", start, len });
+        out.push(FileLock { kind, write: mode == "WRITE", start, len, breaking: 0 });
     }
     Ok(out)
 }
@@ -53,6 +58,10 @@ pub fn restore(recs: &[FdRecord]) -> Result<(), String> {
         for l in &r.locks {
             let (what, res) = match l.kind {
                 LockKind::Flock => ("flock", crest_ptrace::sys::flock(r.fd, if l.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB)),
+                LockKind::Lease => {
+                    super::lease::take(r, l)?;
+                    continue;
+                }
                 LockKind::Posix | LockKind::Ofd => {
                     let cmd = if l.kind == LockKind::Posix { libc::F_SETLK } else { libc::F_OFD_SETLK };
                     (

@@ -27,8 +27,11 @@ mod eventfd;
 mod fifo;
 mod inherited;
 mod inotify;
+mod lease;
 mod locks;
 mod memfd;
+mod opath;
+mod pidfd;
 mod pipe;
 mod pty;
 mod regular;
@@ -43,6 +46,7 @@ mod unsupported;
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
+pub use pidfd::pids_kept;
 pub use pty::{controlling, set_foreground, take_controlling};
 pub use socket::settle_restored;
 pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
@@ -78,6 +82,8 @@ pub struct DumpCx<'a> {
     pub unix_peers: &'a mut socket::UnixPeers,
     /// Largest deleted file whose contents are saved (`--deleted-max`).
     pub deleted_max: u64,
+    /// The PIDs of the processes of the image.
+    pub image: &'a [i32],
 }
 
 impl DumpCx<'_> {
@@ -94,6 +100,7 @@ type Dumped = (i32, i32, u64);
 /// description (found with `kcmp` among those on the same inode, across processes).
 pub struct FileTable {
     all: Vec<OpenFd>,
+    pids: Vec<i32>,
     seen: std::collections::HashSet<ObjId>,
     /// (dev, ino) -> descriptors dumped so far on it.
     by_inode: std::collections::HashMap<(u64, u64), Vec<Dumped>>,
@@ -123,7 +130,16 @@ impl FileTable {
                 all.push(OpenFd { pid, fd, link, info });
             }
         }
-        Ok(FileTable { all, seen: Default::default(), by_inode: Default::default(), next_file: 1, drop_unsupported, unix_peers: Default::default(), deleted_max: deleted::DEFAULT_MAX })
+        Ok(FileTable {
+            all,
+            pids: pids.to_vec(),
+            seen: Default::default(),
+            by_inode: Default::default(),
+            next_file: 1,
+            drop_unsupported,
+            unix_peers: Default::default(),
+            deleted_max: deleted::DEFAULT_MAX,
+        })
     }
 }
 
@@ -149,6 +165,10 @@ pub struct PrepareCx {
     /// What was restored otherwise than it was saved, in words (a pseudo-terminal with a new
     /// index), for `cr_restart --verbose`.
     pub notes: Vec<String>,
+    /// Processes made to stand for dead ones that pidfds named, by the pidfds' inode at the
+    /// checkpoint: (inode, PID). Reaped by [`PrepareCx::clean_up`], once every pidfd of them is
+    /// open.
+    pub dead: Vec<(u64, i32)>,
 }
 
 impl PrepareCx {
@@ -163,11 +183,16 @@ impl PrepareCx {
             unix_names: Default::default(),
             temporary: Default::default(),
             notes: Vec::new(),
+            dead: Vec::new(),
         }
     }
 
-    /// Removes the files made for the restore, then the directories (see `temporary`).
+    /// Reaps the processes that stood for dead ones (see `dead`), then removes the files made
+    /// for the restore, then the directories (see `temporary`).
     pub fn clean_up(&mut self) -> Result<(), String> {
+        for (_, helper) in std::mem::take(&mut self.dead) {
+            crest_ptrace::sys::wait_child(helper).map_err(|e| format!("reaping process {helper}, which stood for a dead process a pidfd named: {e}"))?;
+        }
         let all = std::mem::take(&mut self.temporary);
         let (dirs, files): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
         for path in files {
@@ -211,13 +236,10 @@ impl PrepareCx {
     }
 }
 
-/// Refuses a file or directory opened with `O_PATH` (not reopened as such yet), or one of the
-/// `/proc/PID` directory of a process of the image (`image`: their PIDs) or of one that is
-/// gone: reopened by path after a restart it would be another process's, or none.
-pub fn refuse_unreopenable(pid: i32, fd: i32, link: &str, flags: u32, image: &[i32]) -> Result<(), KindError> {
-    if flags & libc::O_PATH as u32 != 0 {
-        return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} is open with O_PATH, which is not supported yet")));
-    }
+/// Refuses a file or directory of the `/proc/PID` directory of a process of the image
+/// (`image`: their PIDs) or of one that is gone: reopened by path after a restart it would be
+/// another process's, or none.
+pub fn refuse_unreopenable(pid: i32, fd: i32, link: &str, image: &[i32]) -> Result<(), KindError> {
     let Some(rest) = link.strip_prefix("/proc/") else { return Ok(()) };
     let Ok(owner) = rest.split('/').next().unwrap_or("").parse::<i32>() else { return Ok(()) };
     if image.contains(&owner) || crest_proc::read(owner, "stat").is_err() {
@@ -317,6 +339,8 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &timerfd::TimerFd,
     &signalfd::SignalFd,
     &inotify::Inotify,
+    &pidfd::Pidfd,
+    &opath::OPath,
     &epoll::Epoll,
     &pipe::Pipe,
     &fifo::Fifo,
@@ -332,12 +356,22 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
     let mut out: Vec<FdRecord> = Vec::new();
     let own: Vec<OpenFd> = table.all.iter().filter(|o| o.pid == pid).cloned().collect();
     let pidfd = crest_ptrace::sys::pidfd_open(pid).ok();
-    let mut cx =
-        DumpCx { pid, pidfd, all: &table.all, seen: &mut table.seen, drop_unsupported: table.drop_unsupported, dropped: Vec::new(), unix_peers: &mut table.unix_peers, deleted_max: table.deleted_max };
+    let mut cx = DumpCx {
+        pid,
+        pidfd,
+        all: &table.all,
+        seen: &mut table.seen,
+        drop_unsupported: table.drop_unsupported,
+        dropped: Vec::new(),
+        unix_peers: &mut table.unix_peers,
+        deleted_max: table.deleted_max,
+        image: &table.pids,
+    };
     for OpenFd { fd, link, info, .. } in own {
         let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
         let locks = locks::dump(&mut cx, fd, &link, &info)?;
-        let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything");
+        // O_PATH descriptors by their flags, whatever the file is.
+        let h: &dyn FdHandler = if opath::is_opath(info.flags) { &opath::OPath } else { *HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything") };
         let kind = h.dump(&mut cx, fd, &link, &md, &info)?;
         let same_inode = table.by_inode.entry((std::os::unix::fs::MetadataExt::dev(&md), std::os::unix::fs::MetadataExt::ino(&md))).or_default();
         let mut file = None;
@@ -351,10 +385,14 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
                 Err(e) => return Err(KindError::io(format!("pid {pid}: comparing fd {fd} with fd {other} of pid {other_pid} (kcmp)"), e)),
             }
         }
+        let found = file.is_some();
         let file = file.unwrap_or_else(|| {
             table.next_file += 1;
             table.next_file - 1
         });
+        // A lease belongs to the open file description: taken again once, through its first
+        // descriptor in the image.
+        let locks = if found { locks.into_iter().filter(|l| l.kind != crest_image::LockKind::Lease).collect() } else { locks };
         same_inode.push((pid, fd, file));
         let fown = if matches!(kind, FdKind::Inherited { .. }) { Fown::default() } else { owner(&cx, fd)? };
         out.push(FdRecord { fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks, fown });
@@ -616,6 +654,7 @@ mod tests {
             dropped: Vec::new(),
             unix_peers: &mut peers,
             deleted_max: super::DELETED_MAX,
+            image: &[],
         };
         let kind = super::fifo::Fifo.dump(&mut cx, fd, &path, &md, &info).expect("the FIFO dumps");
         assert_eq!(kind, FdKind::Fifo { path: path.clone(), data: b"fifo data".to_vec() });
@@ -683,6 +722,8 @@ mod tests {
             FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2 }], lost: 0 },
             FdKind::Deleted { id: 1, path: "/tmp/f".into(), pos: 0, file: None },
             FdKind::Pty { index: 0, master: true, state: None },
+            FdKind::Pidfd { pid: 1, own: false, ino: 0, exit: None },
+            FdKind::Path { path: "/".into(), dev: 0, ino: 0, symlink: false },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -703,6 +744,8 @@ mod tests {
             FdKind::Inotify { .. } => 15,
             FdKind::Deleted { .. } => 16,
             FdKind::Pty { .. } => 17,
+            FdKind::Pidfd { .. } => 18,
+            FdKind::Path { .. } => 19,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all

@@ -23,7 +23,7 @@ impl FdHandler for Regular {
     fn dump(&self, cx: &mut super::DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let pid = cx.pid;
         let image: Vec<i32> = cx.all.iter().map(|o| o.pid).collect();
-        super::refuse_unreopenable(pid, fd, link, info.flags, &image)?;
+        super::refuse_unreopenable(pid, fd, link, &image)?;
         Ok(FdKind::Regular { path: link.to_string(), pos: info.pos, size: md.size(), dev: md.dev(), ino: md.ino() })
     }
     fn restores(&self, kind: &FdKind) -> bool {
