@@ -248,13 +248,14 @@ pub fn restore_dumpable(remote: &mut Remote<'_>, a: &ProcAttrs) -> Result<(), Ki
 
 /// Through `remote` on thread `tid`: its parent-death signal, timer slack and no_new_privs.
 pub fn restore_thread(remote: &mut Remote<'_>, a: &ThreadAttrs) -> Result<(), KindError> {
-    remote.call("setting the parent-death signal", libc::SYS_prctl, &[PR_SET_PDEATHSIG, u64::from(a.pdeath_sig)])?;
+    remote.queue("setting the parent-death signal", libc::SYS_prctl, &[PR_SET_PDEATHSIG, u64::from(a.pdeath_sig)]);
     if a.timer_slack != 0 {
-        remote.call("setting the timer slack", libc::SYS_prctl, &[PR_SET_TIMERSLACK, a.timer_slack])?;
+        remote.queue("setting the timer slack", libc::SYS_prctl, &[PR_SET_TIMERSLACK, a.timer_slack]);
     }
     if a.no_new_privs {
-        remote.call("setting no_new_privs", libc::SYS_prctl, &[PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;
+        remote.queue("setting no_new_privs", libc::SYS_prctl, &[PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0]);
     }
+    remote.flush()?;
     Ok(())
 }
 

@@ -116,10 +116,12 @@ pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, th: &Thread
     let mut name = th.comm.as_bytes()[..th.comm.len().min(15)].to_vec();
     name.push(0);
     let at = scratch.write(3072, &name)?;
-    remote.call("setting the thread name", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at])?;
-    remote.call("setting clear_child_tid", libc::SYS_set_tid_address, &[th.clear_child_tid])?;
+    // Queued, and run in one go where the husk has a batch area; the scratch page holds their
+    // arguments until then.
+    remote.queue("setting the thread name", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at]);
+    remote.queue("setting clear_child_tid", libc::SYS_set_tid_address, &[th.clear_child_tid]);
     if th.robust_list.0 != 0 {
-        remote.call("setting the robust futex list", libc::SYS_set_robust_list, &[th.robust_list.0, th.robust_list.1])?;
+        remote.queue("setting the robust futex list", libc::SYS_set_robust_list, &[th.robust_list.0, th.robust_list.1]);
     }
     if th.altstack.1 & SS_DISABLE == 0 {
         let mut ss = Vec::with_capacity(24);
@@ -128,10 +130,11 @@ pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, th: &Thread
         ss.extend_from_slice(&0u32.to_le_bytes());
         ss.extend_from_slice(&th.altstack.2.to_le_bytes());
         let at = scratch.write(0, &ss)?;
-        remote.call("setting the alternate signal stack", libc::SYS_sigaltstack, &[at, 0])?;
+        remote.queue("setting the alternate signal stack", libc::SYS_sigaltstack, &[at, 0]);
     }
     if let Some(r) = th.rseq {
-        remote.call(&format!("registering rseq at {:#x}", r.addr), libc::SYS_rseq, &[r.addr, u64::from(r.len), 0, u64::from(r.sig)])?;
+        remote.queue(format!("registering rseq at {:#x}", r.addr), libc::SYS_rseq, &[r.addr, u64::from(r.len), 0, u64::from(r.sig)]);
     }
+    remote.flush()?;
     crate::signals::restore_pending(remote, scratch, pid, Some(th.tid), &th.pending)
 }

@@ -187,6 +187,18 @@ impl<'a> Remote<'a> {
         Ok(())
     }
 
+    /// The batch area, if mapped: another thread of the same process may use it
+    /// ([`Remote::use_batch`]), one at a time.
+    pub fn batch_area(&self) -> Option<u64> {
+        self.batch
+    }
+
+    /// Uses the batch area `at` that a [`Remote`] on another thread of the same process mapped.
+    /// That one unmaps it, after this one is done.
+    pub fn use_batch(&mut self, at: Option<u64>) {
+        self.batch = at;
+    }
+
     /// Runs what is queued, then unmaps the batch area.
     pub fn unmap_batch(&mut self) -> Result<(), TraceError> {
         self.flush()?;

@@ -768,7 +768,6 @@ fn fill(
     let area = find_gap(&p.vmas, &[(gap, gap + crest_kinds::SCRATCH_LEN)], crest_ptrace::BATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for the batch area".into()))?;
     remote.map_batch(area)?;
     let filled = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
-    remote.unmap_batch()?;
     let exe_set = mm::restore(&mut remote, &scratch, &p.mm, if p.exe.is_empty() { -1 } else { exe_fd })?;
     // The restore's own descriptors are numbered one after another: closed in one call.
     if let (Some(&first), Some(&last)) = (aux.iter().min(), aux.iter().max()) {
@@ -787,6 +786,7 @@ fn fill(
         let t = thread::create(&mut remote, &scratch, opts.restore_pid.then_some(th.tid))?;
         let base = t.regs()?;
         let mut r = Remote::new(&t, remote.syscall_ip(), base);
+        r.use_batch(remote.batch_area());
         thread::restore(&mut r, &scratch, pid, th)?;
         attrs::restore_creds(&mut r, &scratch, pid, t.tid, thread_creds(p, th))?;
         // After the credentials: a change of ids clears the parent-death signal.
@@ -808,6 +808,7 @@ fn fill(
     attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
     attrs::restore_dumpable(&mut remote, &p.attrs)?;
     signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
+    remote.unmap_batch()?;
     scratch.unmap(&mut remote)?;
     Ok((filled, remote.count + count, exe_set, threads))
 }
