@@ -7,8 +7,9 @@
 # scripts/slurm-down.sh DIR stops what this started. Runs as root (the daemons and the jobs
 # then run as root too); nothing but DIR, /run/munge and munged's own files is written.
 #
-# The configuration is for tests: no cgroups, no accounting database, and a requeued job may
-# start again after about 15 s (cred_expire=10, scheduler every 5 s) instead of 2 minutes.
+# The configuration is for tests: no cgroups, no accounting database, up to 4 jobs sharing a
+# CPU, and a requeued job may start again after about 15 s (cred_expire=10, scheduler every
+# 5 s) instead of 2 minutes.
 set -euo pipefail
 dir=${1:-${TMPDIR:-/tmp}/crest-slurm}
 [ "$(id -u)" = 0 ] || { echo "slurm-up: run as root (it starts munged, slurmctld and slurmd)" >&2; exit 1; }
@@ -61,7 +62,7 @@ SlurmdLogFile=$dir/log/slurmd.log
 SlurmctldPort=6817
 SlurmdPort=6818
 NodeName=$node CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
 export SLURM_CONF=$conf
 # munge: the package made /etc/munge/munge.key; munged runs as the munge user.

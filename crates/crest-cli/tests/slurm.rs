@@ -36,12 +36,14 @@ struct Job {
 }
 
 impl Job {
-    fn submit(conf: &Path, d: &Dir, cr_slurm_args: &str, steps: u32, step_ms: u32) -> Job {
+    /// Submits a job script that runs `cr_slurm --dir D/ck ARGS -- COMMAND`, COMMAND made of
+    /// the path of the longsum program.
+    fn submit(conf: &Path, d: &Dir, cr_slurm_args: &str, command: impl Fn(&Path) -> String) -> Job {
         let prog = d.0.join("longsum");
         gcc("tests/c/longsum.c", &prog, &[]);
         let script = d.0.join("job.sh");
         let cr_slurm = env!("CARGO_BIN_EXE_cr_slurm");
-        std::fs::write(&script, format!("#!/bin/sh\nexec {cr_slurm} --dir {}/ck {cr_slurm_args} -- {} {steps} {step_ms}\n", d.0.display(), prog.display())).expect("job script");
+        std::fs::write(&script, format!("#!/bin/sh\nexec {cr_slurm} --dir {}/ck {cr_slurm_args} -- {}\n", d.0.display(), command(&prog))).expect("job script");
         let out = d.0.join("out");
         let o = Command::new("sbatch")
             .args(["--parsable", "--requeue", "--open-mode=append", "--signal=B:USR1@600", "-J", "crest-test", "-n", "1"])
@@ -153,7 +155,7 @@ fn requeued_twice_resumes_from_checkpoints() {
     };
     let d = Dir::new("slurm-requeue");
     let steps = 60;
-    let job = Job::submit(&conf, &d, "--period 2", steps, 250);
+    let job = Job::submit(&conf, &d, "--period 2", |p| format!("{} {steps} 250", p.display()));
     let t = Instant::now();
     for round in 1..=2 {
         job.wait("checkpoint in this run", Duration::from_secs(90), |s| checkpointed_since_start(s) && steps_of(s).len() > 2);
@@ -181,7 +183,7 @@ fn warning_signal_checkpoints_and_requeues() {
     };
     let d = Dir::new("slurm-warning");
     let steps = 30;
-    let job = Job::submit(&conf, &d, "", steps, 250);
+    let job = Job::submit(&conf, &d, "", |p| format!("{} {steps} 250", p.display()));
     job.wait("progress", Duration::from_secs(90), |s| steps_of(s).len() >= 5);
     job.slurm("scancel", &["--signal=USR1", "--batch", &job.id]);
     let s = job.wait("requeue", Duration::from_secs(60), |s| s.contains("the job was requeued"));
@@ -192,4 +194,29 @@ fn warning_signal_checkpoints_and_requeues() {
     assert_resumed(&s, steps, 1);
     let (before, after) = s.split_once("restarted from checkpoint").expect("restarted");
     assert_eq!(steps_of(after).first().copied(), steps_of(before).last().map(|l| l + 1), "no step is done twice when the checkpoint came with the warning:\n{s}");
+}
+
+/// A command whose every process ignores SIGTERM (a shell that ignores it, and the program it
+/// waits for): `scontrol requeue` gets it checkpointed at once, both processes, and the job
+/// goes on from exactly the step it had reached.
+#[test]
+fn sigterm_ignored_tree_is_checkpointed_at_preemption() {
+    let conf = match slurm() {
+        Ok(c) => c,
+        Err(why) => return skip(&why),
+    };
+    let d = Dir::new("slurm-ignored");
+    let steps = 30;
+    let job = Job::submit(&conf, &d, "", |p| format!("sh -c \"trap '' TERM; {} {steps} 250 & wait\"", p.display()));
+    job.wait("progress", Duration::from_secs(90), |s| steps_of(s).len() >= 5);
+    job.slurm("scontrol", &["requeue", &job.id]);
+    let s = job.wait("checkpoint", Duration::from_secs(60), |s| s.contains("taken on SIGTERM"));
+    assert!(s.contains("checkpoint 1 taken on SIGTERM; the command was ended"), "{s}");
+    job.wait("restart", Duration::from_secs(90), |s| s.contains("restarted from checkpoint 1"));
+    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("RESULT") && s.contains("images were removed"));
+    job.wait_state("COMPLETED", Duration::from_secs(30));
+    assert_eq!(job.field("ExitCode"), "0:0");
+    assert_resumed(&s, steps, 1);
+    let (before, after) = s.split_once("restarted from checkpoint").expect("restarted");
+    assert_eq!(steps_of(after).first().copied(), steps_of(before).last().map(|l| l + 1), "no step is done twice when the checkpoint came with SIGTERM:\n{s}");
 }

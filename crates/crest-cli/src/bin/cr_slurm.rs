@@ -115,9 +115,36 @@ fn main() {
     }
     let (child, last) = match images(&job).first().map(|i| i.0) {
         Some(_) => restart(&job, !m.get_flag("no-restore-pid")),
-        None => (start(&job, &words), 0),
+        None => {
+            warn_truncated_output(&job);
+            (start(&job, &words), 0)
+        }
     };
     supervise(&job, child, last, period)
+}
+
+/// SLURM truncates a job's output file when it starts it again unless it appends
+/// (`sbatch --open-mode=append`), and a process cannot go on with a file that was truncated
+/// under it: a restart would be refused. Says so at the start, when there is time to fix it.
+fn warn_truncated_output(job: &Job) {
+    let mut said = Vec::new();
+    for (fd, name) in [(1, "output"), (2, "error")] {
+        let regular = std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok_and(|m| m.is_file());
+        let flags = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("flags:").and_then(|v| i64::from_str_radix(v.trim(), 8).ok())))
+            .unwrap_or(0);
+        if regular && flags & libc::O_APPEND as i64 == 0 {
+            let path = std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default();
+            if said.contains(&path) {
+                continue;
+            }
+            job.fail(format!(
+                "standard {name} is {path}, not opened to append: SLURM truncates it when the job is requeued, and a restart would then be refused; submit with sbatch --open-mode=append"
+            ));
+            said.push(path);
+        }
+    }
 }
 
 /// Removes what a checkpoint that never finished left in the job's directory.
