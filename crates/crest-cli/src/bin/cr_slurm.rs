@@ -34,6 +34,8 @@ const ENDING: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQU
 /// The signal that cancels a checkpoint in the worker: its parent-death signal, which nothing
 /// else sends it (SLURM sends SIGCONT, SIGTERM and SIGKILL).
 const WORKER_CANCEL: i32 = libc::SIGPWR;
+/// The capability that lets a process trace what Yama would not let it (linux/capability.h).
+const CAP_SYS_PTRACE: u32 = 19;
 
 struct Job {
     /// The job's key and its image directory.
@@ -108,6 +110,7 @@ fn main() {
     let words: Vec<String> = m.get_many::<String>("command").expect("required").cloned().collect();
     let period = m.get_one::<u64>("period").copied().filter(|&p| p > 0).map(Duration::from_secs);
     clean_partial(&job);
+    warn_yama(&job);
     if m.get_flag("fresh") {
         for (_, p) in images(&job) {
             let _ = std::fs::remove_file(p);
@@ -144,6 +147,21 @@ fn warn_truncated_output(job: &Job) {
             ));
             said.push(path);
         }
+    }
+}
+
+/// A checkpoint is taken by a worker that is the command's sibling, not its ancestor: Yama's
+/// ptrace_scope 1 refuses that unless the user has CAP_SYS_PTRACE, and 2 or 3 always.
+fn warn_yama(job: &Job) {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok().and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(0);
+    let cap_ptrace = crest_proc::read(std::process::id() as i32, "status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok())))
+        .is_some_and(|c| c & (1 << CAP_SYS_PTRACE) != 0);
+    if scope >= 2 || (scope == 1 && !cap_ptrace) {
+        job.fail(format!(
+            "kernel.yama.ptrace_scope is {scope} on this node: checkpoints will be refused, and only an image taken elsewhere can be restarted here; see the administrator's guide (ptrace_scope 0)"
+        ));
     }
 }
 
