@@ -294,7 +294,9 @@ fn supervise(job: &Job, child: i32, mut last: u64, period: Option<Duration>) -> 
             }
         };
         let after = if why == Why::Period { After::Run } else { After::Kill };
-        match checkpoint(job, child, last + 1, after) {
+        // After the newest image there is, even one that did not restart.
+        let n = images(job).first().map_or(last, |i| i.0.max(last)) + 1;
+        match checkpoint(job, child, n, after) {
             Ok(n) => {
                 last = n;
                 if why != Why::Period {
@@ -384,6 +386,8 @@ fn ignores(pid: i32, sig: i32) -> bool {
 fn checkpoint(job: &Job, child: i32, n: u64, after: After) -> Result<u64, String> {
     let part = job.dir.join(format!("image.{n}.part"));
     let started = Instant::now();
+    // Which ending signals the command ignores, while it is there to be asked.
+    let ignored: Vec<i32> = ENDING.into_iter().filter(|&s| ignores(child, s)).collect();
     let worker = match sys::fork() {
         Ok(Forked::Child) => std::process::exit(worker(job, child, &part, after)),
         Ok(Forked::Parent(w)) => w,
@@ -409,18 +413,16 @@ fn checkpoint(job: &Job, child: i32, n: u64, after: After) -> Result<u64, String
     let fail = |msg: String| {
         let _ = std::fs::remove_file(&part);
         let state = if is_alive(child) { "the command runs on" } else { "the command has ended" };
-        Err(format!("checkpoint {n} failed: {msg}; {state}; the last whole image is kept"))
+        Err(format!("checkpoint {n} failed: {msg}; {state}; {}", fallback(job)))
     };
     match end {
         ChildEnd::Exited(0) => {}
-        ChildEnd::Exited(code) => return fail(format!("exit status {code} (see the message above)")),
+        ChildEnd::Exited(code) => return fail(format!("error {code}, {}, said above", errno_name(code))),
         ChildEnd::Signaled(s) => return fail(format!("the checkpointing process was killed by {}", signal_name(s))),
     }
-    if let Some(sig) = held.iter().copied().find(|s| ENDING.contains(s)) {
-        if after == After::Run && !ignores(child, sig) {
-            let _ = std::fs::remove_file(&part);
-            return Err(format!("checkpoint {n} was taken while {} came, which the command gets too: the image may hold it, so it was removed; the last whole image is kept", signal_name(sig)));
-        }
+    if let Some(sig) = held.iter().copied().find(|s| ENDING.contains(s) && !ignored.contains(s)) {
+        let _ = std::fs::remove_file(&part);
+        return Err(format!("checkpoint {n} was taken while {} came, which the command gets too: the image may hold it, so it was removed; {}", signal_name(sig), fallback(job)));
     }
     if let Err(e) = std::fs::rename(&part, job.image(n)) {
         return fail(format!("naming it {}: {e}", job.image(n).display()));
@@ -440,8 +442,22 @@ fn checkpoint(job: &Job, child: i32, n: u64, after: After) -> Result<u64, String
     Ok(n)
 }
 
+/// What a requeued job would restart from.
+fn fallback(job: &Job) -> String {
+    match images(job).first() {
+        Some((k, _)) => format!("a requeued job restarts from checkpoint {k}"),
+        None => "there is no image yet: a requeued job starts the command over".to_string(),
+    }
+}
+
+/// The exit-code table's name of `code`, or "see the table".
+fn errno_name(code: i32) -> &'static str {
+    exits::TABLE.iter().find(|e| e.code == code && !e.name.is_empty()).map_or("see the exit codes", |e| e.name)
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
 fn is_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    crest_proc::read(pid, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()).is_some_and(|st| st.state != 'Z' && st.state != 'X')
 }
 
 /// The worker: checkpoints the tree of `child` into `part`. Returns its exit status.
