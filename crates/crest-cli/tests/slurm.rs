@@ -5,7 +5,8 @@
 //! The test installs nothing: it needs a running single-node SLURM, started by
 //! `scripts/slurm-up.sh` (as root; `.ci/run` does it) and found through `SLURM_CONF` or at
 //! that script's default place. Without one it says why, and fails when `CI` is set. Each job
-//! is cancelled (and waited for) even when the test fails; its files are removed.
+//! is cancelled (and waited for) even when the test fails; its files are removed. One test
+//! runs cr_slurm outside SLURM (the restart's fallbacks) and needs none.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -219,4 +220,64 @@ fn sigterm_ignored_tree_is_checkpointed_at_preemption() {
     assert_resumed(&s, steps, 1);
     let (before, after) = s.split_once("restarted from checkpoint").expect("restarted");
     assert_eq!(steps_of(after).first().copied(), steps_of(before).last().map(|l| l + 1), "no step is done twice when the checkpoint came with SIGTERM:\n{s}");
+}
+
+/// Outside SLURM (`--job-id` names the job): when the newest image is cut short, the restart
+/// says so and takes the one before; when the saved PIDs are taken (here by the job the images
+/// were copied from, still running) it restarts with new ones. Needs no SLURM.
+#[test]
+fn restart_falls_back_to_an_older_image_and_to_new_pids() {
+    let d = Dir::new("slurm-fallback");
+    let prog = d.0.join("longsum");
+    gcc("tests/c/longsum.c", &prog, &[]);
+    let ck = d.0.join("ck");
+    let out = d.0.join("out");
+    let mut reaper = Reaper(Vec::new());
+    let appending = |p: &Path| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("output file");
+    let run = |job: &str, log: &Path, period: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cr_slurm"))
+            .args(["--job-id", job, "--period", period, "--dir"])
+            .arg(&ck)
+            .arg("--")
+            .arg(&prog)
+            .args(["16", "250"])
+            .stdin(std::process::Stdio::null())
+            .stdout(appending(&out))
+            .stderr(appending(log))
+            .spawn()
+            .expect("cr_slurm runs")
+    };
+    let log_a = d.0.join("a.log");
+    let mut a = run("a", &log_a, "1");
+    reaper.0.push(a.id() as i32);
+    let s = wait_for(&log_a, "checkpoint 3 taken", Duration::from_secs(30));
+    reaper.0.extend(s.lines().filter_map(|l| l.split("(PID ").nth(1)?.split(')').next()?.parse::<i32>().ok()));
+    // Job b: a copy of a's images, the newest cut short.
+    std::fs::create_dir_all(ck.join("b")).expect("b");
+    let mut newest = 0;
+    for e in std::fs::read_dir(ck.join("a")).expect("a's images").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name.strip_prefix("image.").and_then(|n| n.parse::<u32>().ok()) {
+            std::fs::copy(e.path(), ck.join("b").join(&name)).expect("copy");
+            newest = newest.max(n);
+        }
+    }
+    let cut = ck.join("b").join(format!("image.{newest}"));
+    let len = std::fs::metadata(&cut).expect("image").len();
+    std::fs::OpenOptions::new().write(true).open(&cut).and_then(|f| f.set_len(len / 2)).unwrap_or_else(|e| panic!("{}: {e}", cut.display()));
+    let log_b = d.0.join("b.log");
+    let mut b = run("b", &log_b, "0");
+    reaper.0.push(b.id() as i32);
+    let s = wait_for(&log_b, "restarted from checkpoint", Duration::from_secs(30));
+    reaper.0.extend(s.lines().filter_map(|l| l.rsplit(": PID ").next()?.split(',').next()?.parse::<i32>().ok()));
+    assert!(wait_child(&mut b, Duration::from_secs(60)).success() && wait_child(&mut a, Duration::from_secs(60)).success(), "both jobs finish");
+    // All ended and waited for: nothing left to kill (their PIDs may be reused by now).
+    reaper.0.clear();
+    let s = std::fs::read_to_string(&log_b).expect("b's log");
+    assert!(s.contains(&format!("cannot restart from {}", cut.display())), "the cut image is named:\n{s}");
+    assert!(s.contains(&format!("restarted from checkpoint {}", newest - 1)), "the one before is taken:\n{s}");
+    assert!(s.contains("with new PIDs"), "a's PIDs are taken:\n{s}");
+    let o = std::fs::read_to_string(&out).expect("output");
+    assert_eq!(o.matches(&format!("RESULT ok {}", expected_sum(16))).count(), 2, "both finish with the right sum:\n{o}");
+    assert!(!ck.join("a").exists() && !ck.join("b").exists(), "the images are removed once each finished");
 }
