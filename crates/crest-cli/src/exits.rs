@@ -70,7 +70,7 @@ pub const TABLE: &[Exit] = &[
         commands: &[CK, RS, SLURM],
     },
     Exit { code: ErrorKind::BadDescriptor.code(), name: "EBADF", meaning: "The descriptor given with --fd is not open (for writing, or for reading).", commands: &[CK, RS] },
-    Exit { code: 13, name: "EACCES", meaning: "Permission denied: the image cannot be created in that directory.", commands: &[CK] },
+    Exit { code: 13, name: "EACCES", meaning: "Permission denied: the image (cr_slurm: the job's image directory) cannot be created in that directory.", commands: &[CK, SLURM] },
     Exit { code: ErrorKind::PidInUse.code(), name: "EBUSY", meaning: "The saved PID is in use (try --no-restore-pid).", commands: &[RS] },
     Exit { code: 17, name: "EEXIST", meaning: "The destination exists and --noclobber was given.", commands: &[CK] },
     Exit { code: 21, name: "EISDIR", meaning: "The destination is a directory (use --dir).", commands: &[CK] },

@@ -20,6 +20,7 @@
 //! worker succeeded and no SIGTERM came meanwhile, and only then removes the images older than
 //! the newest `--keep`. A restart tries the newest image, then older ones when it is not a
 //! valid image.
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -101,7 +102,12 @@ fn main() {
     if ENDING.contains(&job.warning) {
         usage(format!("the warning signal cannot be {}, which SLURM sends every process of the job when it ends it", signal_name(job.warning)));
     }
-    if let Err(e) = std::fs::create_dir_all(&job.dir) {
+    // The images hold the command's memory: the job's directory is the user's alone.
+    let made = std::fs::create_dir_all(&base).and_then(|()| match std::fs::DirBuilder::new().mode(0o700).create(&job.dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && job.dir.is_dir() => Ok(()),
+        r => r,
+    });
+    if let Err(e) = made {
         job.fail(format!("cannot make the image directory {}: {e}; give a writable --dir", job.dir.display()));
         std::process::exit(e.raw_os_error().map_or(ErrorKind::Failed.code(), |c| ErrorKind::of_errno(c).code()));
     }
