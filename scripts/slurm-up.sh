@@ -4,6 +4,7 @@
 # this one node into DIR (default ${TMPDIR:-/tmp}/crest-slurm), starts munged (unless one
 # runs), slurmctld and slurmd, and waits until the node is idle. Prints the line
 # SLURM_CONF=DIR/slurm.conf: the clients (sbatch, scontrol, squeue) need it in the environment.
+# The daemons talk over the loopback (127.0.0.1), so the host name need not resolve.
 # scripts/slurm-down.sh DIR stops what this started. Runs as root (the daemons and the jobs
 # then run as root too); nothing but DIR, /run/munge and munged's own files is written.
 #
@@ -34,7 +35,7 @@ mkdir -p "$dir/state" "$dir/spool" "$dir/log"
 cat >"$conf" <<CONF
 # Written by crest's scripts/slurm-up.sh: one node, for tests.
 ClusterName=crest
-SlurmctldHost=$node
+SlurmctldHost=$node(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -61,7 +62,7 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 SlurmctldPort=6817
 SlurmdPort=6818
-NodeName=$node CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$node CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
 export SLURM_CONF=$conf
@@ -77,12 +78,13 @@ fi
 /usr/sbin/slurmd -f "$conf"
 for _ in $(seq 100); do
   state=$(sinfo -h -N -o '%t' 2>/dev/null | head -n 1 || true)
-  case $state in idle*) break ;; esac
+  # "idle*" (with the star) is a node that has not answered yet.
+  [ "$state" = idle ] && break
   sleep 0.2
 done
-case ${state:-} in
-  idle*) ;;
-  *) echo "slurm-up: node $node is '${state:-unknown}', not idle, after 20 s; see $dir/log/" >&2; exit 1 ;;
-esac
+if [ "${state:-}" != idle ]; then
+  echo "slurm-up: node $node is '${state:-unknown}', not idle, after 20 s; see $dir/log/" >&2
+  exit 1
+fi
 echo "slurm-up: node $node idle ($cpus CPUs); logs in $dir/log" >&2
 echo "SLURM_CONF=$conf"
