@@ -281,16 +281,12 @@ fn supervise(job: &Job, child: i32, mut last: u64, period: Option<Duration>) -> 
                 if ignores(child, sig) {
                     Why::Ending(sig)
                 } else {
-                    job.say(format!(
-                        "{}: the job is being ended, and the command gets it too; it cannot be checkpointed now. {}",
-                        signal_name(sig),
-                        match last {
-                            0 => "No checkpoint was taken: a requeued job starts it over".to_string(),
-                            n => format!("A requeued job restarts from checkpoint {n}"),
-                        }
-                    ));
+                    job.say(format!("{}: the job is being ended, and the command gets it too; it cannot be checkpointed now: {}", signal_name(sig), fallback(job)));
                     // Passed on, for a signal sent to cr_slurm alone (scancel --batch).
                     let _ = sys::kill(child, sig);
+                    // No more periodic images: one taken while the command ends (in its own
+                    // SIGTERM handler, say) would restart it into its ending.
+                    next = None;
                     continue;
                 }
             }
@@ -319,7 +315,7 @@ fn supervise(job: &Job, child: i32, mut last: u64, period: Option<Duration>) -> 
             }
         }
         if let (Some(p), Why::Period) = (period, why) {
-            next = Some(Instant::now() + p);
+            next = Some(Instant::now() + p).filter(|_| ending.is_none());
         }
     }
 }
