@@ -12,7 +12,7 @@ pub const NOT_IMPLEMENTED: &str = "not implemented";
 
 /// Every command, for generators.
 pub fn all() -> Vec<Command> {
-    vec![checkpoint(), restart(), info(), check(), run()]
+    vec![checkpoint(), restart(), info(), check(), run(), slurm()]
 }
 
 /// Whether the help of `arg` says that the command refuses it ([`NOT_IMPLEMENTED`]).
@@ -199,8 +199,97 @@ pub fn run() -> Command {
         .arg(Arg::new("command").value_name("COMMAND").required(true).num_args(1..).trailing_var_arg(true).help("the program to run, and its arguments"))
 }
 
+/// `cr_slurm`'s options: the batch-job wrapper (no BLCR counterpart).
+pub fn slurm() -> Command {
+    let cmd = Command::new("cr_slurm")
+        .about("Run a batch job's command so that it survives requeueing: checkpoint it when warned, restart it when run again")
+        .long_about(
+            "Run COMMAND as a SLURM batch job's work, and checkpoint its whole process tree into a directory kept per job: on \
+             the warning signal (sbatch --signal=B:USR1@SECONDS), every --period seconds, and on SIGTERM when COMMAND ignores \
+             it. After the warning's checkpoint COMMAND is ended and the job requeued (scontrol requeue); when the job runs \
+             again and an image is there, cr_slurm restarts COMMAND from the newest image instead of starting it over, with \
+             its saved PIDs when they are free and new ones otherwise. An image is written under a temporary name and given \
+             its name only when whole; the older ones beyond --keep are removed only then. When COMMAND ends by itself, \
+             cr_slurm exits as it did, and removes the job's images if that was with status 0.",
+        )
+        .override_usage("cr_slurm [options] [--] COMMAND [ARGS...]");
+    help_and_version(cmd, false)
+        .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").help("keep the images in DIR/JOB (default: $CREST_SLURM_DIR, else crest-checkpoints in the current directory)"))
+        .arg(Arg::new("job-id").short('j').long("job-id").value_name("JOB").help("the key of the job's images (default: $SLURM_JOB_ID); give the old one to a resubmitted job to restart it"))
+        .arg(Arg::new("keep").short('k').long("keep").value_name("N").value_parser(clap::value_parser!(u32).range(1..)).help("keep the newest N images (default 2)"))
+        .arg(
+            Arg::new("period")
+                .short('p')
+                .long("period")
+                .value_name("SEC")
+                .value_parser(clap::value_parser!(u64))
+                .help("also checkpoint every SEC seconds while COMMAND runs on (0: never, the default)"),
+        )
+        .arg(
+            Arg::new("warning")
+                .short('w')
+                .long("warning")
+                .value_name("SIG")
+                .value_parser(parse_signal)
+                .help("the warning signal: checkpoint, end COMMAND, requeue the job (default USR1; a name or a number)"),
+        )
+        .arg(
+            Arg::new("no-requeue")
+                .long("no-requeue")
+                .action(ArgAction::SetTrue)
+                .help("after the warning's checkpoint, exit 85 without running scontrol requeue (for a site that lists 85 in RequeueExit)"),
+        )
+        .arg(Arg::new("no-restore-pid").long("no-restore-pid").action(ArgAction::SetTrue).help("restart with new PIDs even when the saved ones are free"))
+        .arg(Arg::new("fresh").long("fresh").action(ArgAction::SetTrue).help("start COMMAND over, ignoring (and removing) the job's images"))
+        .arg(
+            Arg::new("time")
+                .short('t')
+                .long("time")
+                .value_name("SEC")
+                .value_parser(clap::value_parser!(u64))
+                .help("give up a checkpoint after SEC seconds, COMMAND running on (0: no limit, the default)"),
+        )
+        .arg(
+            Arg::new("compress")
+                .short('z')
+                .long("compress")
+                .value_name("LEVEL")
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("3")
+                .value_parser(clap::value_parser!(i32).range(1..=19))
+                .help("compress page data with zstd at LEVEL (1..19, default 3)"),
+        )
+        .arg(
+            Arg::new("drop-unsupported")
+                .long("drop-unsupported")
+                .action(ArgAction::SetTrue)
+                .help("checkpoint even what holds objects crest cannot restore yet, leaving those out (as cr_checkpoint --drop-unsupported)"),
+        )
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print only failures on stderr"))
+        .arg(Arg::new("command").value_name("COMMAND").required(true).num_args(1..).trailing_var_arg(true).help("the program to run, and its arguments"))
+}
+
+/// A signal by name (`USR1`, `SIGUSR1`, any case) or number (1..64).
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) { Ok(n) } else { Err(format!("{n} is not a signal number (1..64)")) };
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    (1..=64).find(|&n| crate::signal_name(n).strip_prefix("SIG") == Some(name)).ok_or_else(|| format!("{s:?} is not a signal (a name such as USR1, or a number)"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn signals_read_by_name_or_number() {
+        assert_eq!(super::parse_signal("USR1"), Ok(libc::SIGUSR1));
+        assert_eq!(super::parse_signal("sigterm"), Ok(libc::SIGTERM));
+        assert_eq!(super::parse_signal("12"), Ok(12));
+        assert!(super::parse_signal("0").is_err() && super::parse_signal("NOPE").is_err());
+    }
+
     #[test]
     fn sizes_read_with_their_suffixes() {
         assert_eq!(super::parse_size("4096"), Ok(4096));

@@ -1,4 +1,4 @@
-//! The one table of exit codes of all four commands. The man pages' EXIT STATUS sections are
+//! The one table of exit codes of all the commands. The man pages' EXIT STATUS sections are
 //! generated from it (`crest-gen`), the README holds it as [`markdown`] renders it (a test
 //! compares them). The codes come from the libraries' one mapping of a failure to an exit
 //! status, [`crest_kinds::exit::ErrorKind::code`], which the commands exit with.
@@ -31,6 +31,9 @@ const RS: &str = "cr_restart";
 const INFO: &str = "cr_info";
 const CHECK: &str = "cr_check";
 const RUN: &str = "cr_run";
+const SLURM: &str = "cr_slurm";
+/// Every command, for the table's "all".
+const ALL: &[&str] = &[CK, RS, INFO, CHECK, RUN, SLURM];
 
 /// Every exit code of every command, in numeric order.
 pub const TABLE: &[Exit] = &[
@@ -39,8 +42,8 @@ pub const TABLE: &[Exit] = &[
         name: "",
         meaning: "Success: the image was written (cr_checkpoint), described or verified (cr_info), checkpoint and restart work here \
                   (cr_check). cr_restart exits with the restored process's own status once it runs, or dies by the signal that \
-                  killed it, as BLCR's did.",
-        commands: &[CK, RS, INFO, CHECK, RUN],
+                  killed it, as BLCR's did; cr_slurm likewise with its command's, whether started or restarted.",
+        commands: ALL,
     },
     Exit {
         code: ErrorKind::NotPermitted.code(),
@@ -49,13 +52,13 @@ pub const TABLE: &[Exit] = &[
                   restoring its PID needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (try --no-restore-pid), or the image's \
                   process had credentials the restarting user lacks. cr_checkpoint also exits 1 when its checkpointing \
                   process was killed (as BLCR's); cr_check exits 1 when something checkpoint or restart needs is missing here.",
-        commands: &[CK, RS, CHECK],
+        commands: &[CK, RS, CHECK, SLURM],
     },
     Exit {
         code: ErrorKind::NotFound.code(),
         name: "ENOENT",
         meaning: "A file the image refers to is missing (see --relocate), or the directory of the destination does not exist.",
-        commands: &[CK, RS],
+        commands: &[CK, RS, SLURM],
     },
     Exit { code: ErrorKind::NoProcess.code(), name: "ESRCH", meaning: "No such process, or it ended during the checkpoint.", commands: &[CK] },
     Exit { code: ErrorKind::Interrupted.code(), name: "EINTR", meaning: "Interrupted by SIGINT, SIGTERM, SIGHUP or SIGQUIT; the process was left running as it was.", commands: &[CK] },
@@ -64,10 +67,10 @@ pub const TABLE: &[Exit] = &[
         name: "EIO",
         meaning: "Any other failure; the message says what. (A few rarer causes exit with their own errno value, as in BLCR: \
                   20 ENOTDIR for a path that is not a directory any more, 12 ENOMEM, 10 ECHILD.)",
-        commands: &[CK, RS],
+        commands: &[CK, RS, SLURM],
     },
     Exit { code: ErrorKind::BadDescriptor.code(), name: "EBADF", meaning: "The descriptor given with --fd is not open (for writing, or for reading).", commands: &[CK, RS] },
-    Exit { code: 13, name: "EACCES", meaning: "Permission denied: the image cannot be created in that directory.", commands: &[CK] },
+    Exit { code: 13, name: "EACCES", meaning: "Permission denied: the image (cr_slurm: the job's image directory) cannot be created in that directory.", commands: &[CK, SLURM] },
     Exit { code: ErrorKind::PidInUse.code(), name: "EBUSY", meaning: "The saved PID is in use (try --no-restore-pid).", commands: &[RS] },
     Exit { code: 17, name: "EEXIST", meaning: "The destination exists and --noclobber was given.", commands: &[CK] },
     Exit { code: 21, name: "EISDIR", meaning: "The destination is a directory (use --dir).", commands: &[CK] },
@@ -75,8 +78,9 @@ pub const TABLE: &[Exit] = &[
         code: ErrorKind::Invalid.code(),
         name: "EINVAL",
         meaning: "Invalid: the file is not a valid crest image (corrupt, truncated, foreign, a page checksum fails); or \
-                  conflicting destinations, a bad --relocate, or an option that is not implemented (cr_restart --dir).",
-        commands: &[CK, RS, INFO],
+                  conflicting destinations, a bad --relocate, or an option that is not implemented (cr_restart --dir). cr_slurm: \
+                  no image of the job is valid (each one tried, newest first).",
+        commands: &[CK, RS, INFO, SLURM],
     },
     Exit { code: 28, name: "ENOSPC", meaning: "No space left on the device (27 EFBIG, 122 EDQUOT and 30 EROFS likewise name why the image could not be written).", commands: &[CK] },
     Exit {
@@ -93,15 +97,28 @@ pub const TABLE: &[Exit] = &[
         commands: &[CK],
     },
     Exit { code: PTRACED, name: "CR_EPTRACED", meaning: "The process is already traced: by another checkpoint or by a debugger.", commands: &[CK] },
+    Exit {
+        code: libc::ERESTART,
+        name: "ERESTART",
+        meaning: "cr_slurm checkpointed its command and ended it (on the warning signal, or on a SIGTERM the command ignores) and the \
+                  job was requeued (with --no-requeue: is left for SLURM's RequeueExit); the job restarts from that image.",
+        commands: &[SLURM],
+    },
     Exit { code: ErrorKind::Unsupported.code(), name: "EOPNOTSUPP", meaning: "The process holds something crest cannot save yet; it goes on unharmed.", commands: &[CK] },
     Exit { code: ErrorKind::TimedOut.code(), name: "ETIMEDOUT", meaning: "The --time limit ran out; the process was left running as it was.", commands: &[CK] },
-    Exit { code: 127, name: "", meaning: "cr_run could not start the command (not found, not executable); otherwise cr_run becomes the command and exits as it does.", commands: &[RUN] },
+    Exit {
+        code: 127,
+        name: "",
+        meaning: "cr_run or cr_slurm could not start the command (not found, not executable); otherwise cr_run becomes the command and exits as it does.",
+        commands: &[RUN, SLURM],
+    },
     Exit {
         code: USAGE,
         name: "",
         meaning: "A usage error (unknown option, missing or extra operand, bad value); and for cr_restart and cr_info, an image \
-                  that cannot be opened or read (missing, unreadable, a directory), as BLCR's cr_restart.",
-        commands: &[CK, RS, INFO, CHECK, RUN],
+                  that cannot be opened or read (missing, unreadable, a directory), as BLCR's cr_restart; for cr_slurm, no job \
+                  (neither SLURM_JOB_ID nor --job-id).",
+        commands: ALL,
     },
 ];
 
@@ -115,7 +132,7 @@ pub fn markdown() -> String {
     let mut s = String::from("| exit | errno | meaning | commands |\n| --- | --- | --- | --- |\n");
     for e in TABLE {
         let meaning: String = e.meaning.split_whitespace().collect::<Vec<_>>().join(" ");
-        let cmds = if e.commands.len() == 5 { "all".to_string() } else { e.commands.join(", ") };
+        let cmds = if e.commands.len() == ALL.len() { "all".to_string() } else { e.commands.join(", ") };
         s.push_str(&format!("| {} | {} | {} | {} |\n", e.code, if e.name.is_empty() { "" } else { e.name }, meaning, cmds));
     }
     s

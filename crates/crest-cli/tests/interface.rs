@@ -17,6 +17,7 @@ fn exe(name: &str) -> PathBuf {
         "cr_info" => env!("CARGO_BIN_EXE_cr_info"),
         "cr_check" => env!("CARGO_BIN_EXE_cr_check"),
         "cr_run" => env!("CARGO_BIN_EXE_cr_run"),
+        "cr_slurm" => env!("CARGO_BIN_EXE_cr_slurm"),
         _ => panic!("no command {name}"),
     })
 }
@@ -44,6 +45,8 @@ fn value_for(command: &str, long: &str, d: &Dir, junk: &Path) -> String {
         ("cr_restart", "file") => junk.to_string_lossy().into_owned(),
         ("cr_restart", "fd") => "0".into(),
         ("cr_restart", "dir") => dir,
+        ("cr_slurm", "dir") => format!("{dir}/images"),
+        ("cr_slurm", "warning") => "USR2".into(),
         (_, "relocate") => "/nowhere-old=/nowhere-new".into(),
         (_, l) if l.starts_with("run-on-") => "true".into(),
         (_, "signal") => "15".into(),
@@ -74,11 +77,12 @@ fn run_with_option(cmd: &clap::Command, arg: &clap::Arg, d: &Dir, junk: &Path, p
         "cr_checkpoint" => args.push(pid.to_string()),
         "cr_restart" if !["file", "fd", "dir"].contains(&long) => args.push(junk.to_string_lossy().into_owned()),
         "cr_info" => args.push(junk.to_string_lossy().into_owned()),
-        "cr_run" => args.push("true".into()),
+        "cr_run" | "cr_slurm" => args.push("true".into()),
         _ => {}
     }
     let stdin = std::fs::File::open(junk).expect("junk");
-    let o = Command::new(exe(name)).args(&args).current_dir(&d.0).stdin(stdin).output().expect("runs");
+    // cr_slurm outside a job: the job is named by the environment, as SLURM does.
+    let o = Command::new(exe(name)).args(&args).current_dir(&d.0).stdin(stdin).env("SLURM_JOB_ID", "interface").output().expect("runs");
     (args, o)
 }
 
@@ -117,7 +121,7 @@ fn every_documented_option_works_and_every_refused_one_says_so() {
                 let expected = match name.as_str() {
                     "cr_checkpoint" => vec![libc::ESRCH],
                     "cr_restart" | "cr_info" => vec![libc::EINVAL],
-                    "cr_run" => vec![0],
+                    "cr_run" | "cr_slurm" => vec![0],
                     _ => vec![0, 1],
                 };
                 assert!(!said_refused && o.status.code().is_some_and(|c| expected.contains(&c)), "{name} {args:?}: documented as working, but exited {:?} (not one of {expected:?}): {out}", o.status);
@@ -134,7 +138,7 @@ fn every_documented_option_works_and_every_refused_one_says_so() {
 /// (silent with -q where the command has it).
 #[test]
 fn help_version_and_usage_errors_are_alike() {
-    for name in ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run"] {
+    for name in ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run", "cr_slurm"] {
         for h in ["--help", "-h", "-?"] {
             let o = Command::new(exe(name)).arg(h).output().expect("runs");
             assert_eq!(o.status.code(), Some(0), "{name} {h}");
@@ -146,14 +150,21 @@ fn help_version_and_usage_errors_are_alike() {
         assert_eq!(o.status.code(), Some(crest_cli::exits::USAGE), "{name} with an unknown option");
         assert!(o.stdout.is_empty() && !o.stderr.is_empty(), "{name}: the usage error goes to stderr");
     }
-    for name in ["cr_checkpoint", "cr_restart", "cr_check"] {
+    for name in ["cr_checkpoint", "cr_restart", "cr_check", "cr_slurm"] {
         let o = Command::new(exe(name)).args(["-q", "--no-such-option"]).output().expect("runs");
         assert_eq!((o.status.code(), o.stderr.len()), (Some(crest_cli::exits::USAGE), 0), "{name} -q: a silent usage error");
     }
     // Missing or extra operands are usage errors too.
-    for (name, args) in
-        [("cr_checkpoint", vec![]), ("cr_checkpoint", vec!["1", "2"]), ("cr_checkpoint", vec!["x"]), ("cr_info", vec![]), ("cr_restart", vec![]), ("cr_check", vec!["extra"]), ("cr_run", vec![])]
-    {
+    for (name, args) in [
+        ("cr_checkpoint", vec![]),
+        ("cr_checkpoint", vec!["1", "2"]),
+        ("cr_checkpoint", vec!["x"]),
+        ("cr_info", vec![]),
+        ("cr_restart", vec![]),
+        ("cr_check", vec!["extra"]),
+        ("cr_run", vec![]),
+        ("cr_slurm", vec![]),
+    ] {
         let o = Command::new(exe(name)).args(&args).output().expect("runs");
         assert_eq!(o.status.code(), Some(crest_cli::exits::USAGE), "{name} {args:?}: {}", text(&o));
     }

@@ -293,6 +293,56 @@ pub fn wait_child(pid: i32) -> std::io::Result<ChildEnd> {
     }
 }
 
+/// Like [`wait_child`] without waiting: how child `pid` ended, or `None` while it runs (or
+/// has already been waited for).
+pub fn try_wait_child(pid: i32) -> std::io::Result<Option<ChildEnd>> {
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r == -1 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Some(ChildEnd::Exited(libc::WEXITSTATUS(status))));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Some(ChildEnd::Signaled(libc::WTERMSIG(status))));
+        }
+    }
+}
+
+/// Like [`wait_signal_info`], giving up after `timeout`: the signal and its `si_code` and
+/// `si_pid`, or `None` when none of `signals` (which must be blocked) came in time.
+pub fn wait_signal_timeout(signals: &[i32], timeout: std::time::Duration) -> Option<(i32, i32, i32)> {
+    let set = sigset_of(signals);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ts = libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long };
+        // SAFETY: siginfo_t is plain data, filled by sigtimedwait.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set, info and ts are valid for the call.
+        let sig = unsafe { libc::sigtimedwait(&set, &mut info, &ts) };
+        if sig > 0 {
+            // SAFETY: si_pid is set for the signals sent by kill() and for SIGCHLD, and reads 0
+            // (the zeroed field) otherwise.
+            let from = unsafe { info.si_pid() };
+            return Some((sig, info.si_code, from));
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) || left.is_zero() {
+            return None;
+        }
+    }
+}
+
 fn sigset_of(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -310,6 +360,13 @@ pub fn block_signals(signals: &[i32]) {
     let set = sigset_of(signals);
     // SAFETY: set is valid; oldset null.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Unblocks `signals` in the calling thread.
+pub fn unblock_signals(signals: &[i32]) {
+    let set = sigset_of(signals);
+    // SAFETY: set is valid; oldset null.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
 }
 
 /// Waits for one of `signals` (which must be blocked) and returns its number.

@@ -119,7 +119,7 @@ fn item(tag: &str, s: &str) -> Para {
 }
 
 fn see_also(name: &str) -> Para {
-    let others: Vec<&str> = ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run"].into_iter().filter(|n| *n != name).collect();
+    let others: Vec<&str> = ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run", "cr_slurm"].into_iter().filter(|n| *n != name).collect();
     let mut v = Vec::new();
     for (i, n) in others.iter().enumerate() {
         v.push(bold(*n));
@@ -188,6 +188,24 @@ fn extra(name: &str) -> Vec<(&'static str, Vec<Para>)> {
                 item("libcr_run.so.0, libcr_omit.so.0", "The preload libraries, installed in PREFIX/lib with libcr.so.0, the library BLCR-aware programs link with (-lcr, or pkg-config libcr)."),
             ]),
             ("SEE ALSO", vec![see_also(name)]),
+        ],
+        "cr_slurm" => vec![
+            ("SIGNALS", vec![
+                item("the warning signal (SIGUSR1, or --warning)", "Checkpoint the command, kill it once the image is whole, requeue the job with scontrol requeue and exit 85. Ask SLURM for it with sbatch --signal=B:USR1@SECONDS (B: sends it to the batch shell only, which should exec cr_slurm), and with PreemptParameters=send_user_signal at preemption. If the checkpoint fails, the command runs on and the job is not requeued."),
+                item("SIGTERM, SIGINT, SIGHUP, SIGQUIT", "SLURM sends SIGTERM to every process of the job when it ends, preempts or requeues it. A command that does not ignore the signal ends by it, so cr_slurm takes no checkpoint then: the job restarts from the last whole image (hence --period). A command whose every process ignores it is checkpointed and killed, and cr_slurm exits 85. A checkpoint in progress when such a signal comes is finished but its image is thrown away, as it may hold the signal."),
+                item("other signals", "Passed on to the command (its eldest process), as cr_restart does."),
+            ]),
+            exit_status(name),
+            ("ENVIRONMENT", vec![
+                item("SLURM_JOB_ID", "The job's key, unless --job-id gives one: its images are DIR/JOB."),
+                item("CREST_SLURM_DIR", "The image directory DIR, unless --dir gives one."),
+                item("SLURM_RESTART_COUNT", "Shown in the message of a restart."),
+            ]),
+            ("FILES", vec![
+                item("DIR/JOB/image.N", "The job's images, N counting up; the newest --keep are kept, mode 0400. They are removed when the command ends with status 0."),
+                item("DIR/JOB/image.N.part", "An image being written; renamed to image.N when whole, removed when cr_slurm starts."),
+            ]),
+            ("SEE ALSO", vec![see_also(name), Para::Text(vec![bold("sbatch"), roman("(1), "), bold("scontrol"), roman("(1).")])]),
         ],
         _ => vec![("SEE ALSO", vec![see_also(name)])],
     }

@@ -1,0 +1,283 @@
+//! `cr_slurm` under a real SLURM: a batch job (`sbatch --requeue --signal`) computes and checks
+//! a long sum (tests/c/longsum.c) with a progress line per step; it is preempted and must come
+//! back from its checkpoints, not start over, and finish with the right answer.
+//!
+//! The test installs nothing: it needs a running single-node SLURM, started by
+//! `scripts/slurm-up.sh` (as root; `.ci/run` does it) and found through `SLURM_CONF` or at
+//! that script's default place. Without one it says why, and fails when `CI` is set. Each job
+//! is cancelled (and waited for) even when the test fails; its files are removed. One test
+//! runs cr_slurm outside SLURM (the restart's fallbacks) and needs none.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The SLURM configuration of a running SLURM, or why there is none.
+fn slurm() -> Result<PathBuf, String> {
+    let conf = std::env::var_os("SLURM_CONF").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("crest-slurm/slurm.conf"));
+    if !conf.is_file() {
+        return Err(format!("no SLURM configuration at {} (start one with scripts/slurm-up.sh as root, or set SLURM_CONF)", conf.display()));
+    }
+    let o = Command::new("sinfo").args(["-h", "-N", "-o", "%t"]).env("SLURM_CONF", &conf).output().map_err(|e| format!("sinfo cannot run ({e}): SLURM's clients are not installed"))?;
+    let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if !o.status.success() || !["idle", "mix", "alloc"].iter().any(|s| state.starts_with(s)) {
+        return Err(format!("SLURM of {} does not answer or has no usable node (sinfo: {state:?} {})", conf.display(), String::from_utf8_lossy(&o.stderr).trim()));
+    }
+    Ok(conf)
+}
+
+/// One batch job, cancelled and waited for when dropped.
+struct Job {
+    id: String,
+    conf: PathBuf,
+    out: PathBuf,
+}
+
+impl Job {
+    /// Submits a job script that runs `cr_slurm --dir D/ck ARGS -- COMMAND`, COMMAND made of
+    /// the path of the longsum program.
+    fn submit(conf: &Path, d: &Dir, cr_slurm_args: &str, command: impl Fn(&Path) -> String) -> Job {
+        let prog = d.0.join("longsum");
+        gcc("tests/c/longsum.c", &prog, &[]);
+        let script = d.0.join("job.sh");
+        let cr_slurm = env!("CARGO_BIN_EXE_cr_slurm");
+        std::fs::write(&script, format!("#!/bin/sh\nexec {cr_slurm} --dir {}/ck {cr_slurm_args} -- {}\n", d.0.display(), command(&prog))).expect("job script");
+        let out = d.0.join("out");
+        let o = Command::new("sbatch")
+            .args(["--parsable", "--requeue", "--open-mode=append", "--signal=B:USR1@600", "-J", "crest-test", "-n", "1"])
+            .arg(format!("--chdir={}", d.0.display()))
+            .arg(format!("--output={}", out.display()))
+            .arg(&script)
+            .env("SLURM_CONF", conf)
+            .output()
+            .expect("sbatch runs");
+        assert!(o.status.success(), "sbatch: {}", String::from_utf8_lossy(&o.stderr));
+        let id = String::from_utf8_lossy(&o.stdout).trim().split(';').next().unwrap_or_default().to_string();
+        assert!(id.parse::<u32>().is_ok(), "sbatch --parsable printed {id:?}");
+        Job { id, conf: conf.to_path_buf(), out }
+    }
+
+    fn slurm(&self, cmd: &str, args: &[&str]) -> String {
+        let o = Command::new(cmd).args(args).env("SLURM_CONF", &self.conf).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        assert!(o.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits until `ready` holds of the job's output; fails with the output after `limit`.
+    fn wait(&self, what: &str, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.output();
+            if ready(&s) {
+                return s;
+            }
+            assert!(t.elapsed() < limit, "job {}: no {what} after {limit:?}; state {}; its output:\n{s}", self.id, self.field("JobState"));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A field of `scontrol show job`, e.g. `JobState`.
+    fn field(&self, name: &str) -> String {
+        let o = Command::new("scontrol").args(["show", "job", &self.id]).env("SLURM_CONF", &self.conf).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        o.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap_or("?").to_string()
+    }
+
+    fn wait_state(&self, state: &str, limit: Duration) {
+        let t = Instant::now();
+        while self.field("JobState") != state {
+            assert!(t.elapsed() < limit, "job {} is {}, not {state}, after {limit:?}; its output:\n{}", self.id, self.field("JobState"), self.output());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.id).env("SLURM_CONF", &self.conf).status();
+        let t = Instant::now();
+        while ["RUNNING", "PENDING", "COMPLETING", "REQUEUED"].contains(&self.field("JobState").as_str()) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The expected sum of i*i for i = 1..steps*10^6, modulo 2^64, as longsum prints it.
+fn expected_sum(steps: u32) -> u64 {
+    let n = steps as u128 * 1_000_000;
+    (n * (n + 1) * (2 * n + 1) / 6) as u64
+}
+
+/// The numbers of longsum's progress lines, in order.
+fn steps_of(s: &str) -> Vec<u32> {
+    s.lines().filter_map(|l| l.strip_prefix("step ")?.split('/').next()?.parse().ok()).collect()
+}
+
+/// Whether the output has a checkpoint taken after its last start or restart.
+fn checkpointed_since_start(s: &str) -> bool {
+    let from = s.rfind("restarted from checkpoint").or_else(|| s.rfind(": started ")).unwrap_or(s.len());
+    s[from..].contains(" taken: ")
+}
+
+/// After each restart, the job goes on from the step after one it had reached (it may do a
+/// few again, those after its last checkpoint), never from step 1; every step is done.
+fn assert_resumed(s: &str, steps: u32, restarts: usize) {
+    let parts: Vec<&str> = s.split("restarted from checkpoint").collect();
+    assert_eq!(parts.len(), restarts + 1, "{restarts} restarts from checkpoints expected:\n{s}");
+    let mut reached = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let st = steps_of(part);
+        if i > 0 {
+            let first = *st.first().unwrap_or_else(|| panic!("no step after restart {i}:\n{s}"));
+            assert!(first > 1 && first <= reached + 1, "after restart {i} the job went on at step {first}, having reached step {reached}: it should resume, not start over:\n{s}");
+        }
+        assert!(st.windows(2).all(|w| w[1] == w[0] + 1), "steps out of order in run {i}:\n{s}");
+        reached = reached.max(st.last().copied().unwrap_or(0));
+    }
+    assert_eq!(reached, steps, "the job did every step:\n{s}");
+    assert_eq!(s.matches("begin pid").count(), 1, "the program started once, then only resumed:\n{s}");
+    assert_eq!(s.matches("RESULT ok").count(), 1, "one result:\n{s}");
+    assert!(s.contains(&format!("RESULT ok {}", expected_sum(steps))), "the sum is right:\n{s}");
+}
+
+/// Preempted twice with `scontrol requeue` (SIGTERM to every process of the job): the job
+/// comes back each time from the last periodic checkpoint and finishes with the right sum.
+#[test]
+fn requeued_twice_resumes_from_checkpoints() {
+    let conf = match slurm() {
+        Ok(c) => c,
+        Err(why) => return skip(&why),
+    };
+    let d = Dir::new("slurm-requeue");
+    let steps = 60;
+    let job = Job::submit(&conf, &d, "--period 2", |p| format!("{} {steps} 250", p.display()));
+    let t = Instant::now();
+    for round in 1..=2 {
+        job.wait("checkpoint in this run", Duration::from_secs(90), |s| checkpointed_since_start(s) && steps_of(s).len() > 2);
+        job.slurm("scontrol", &["requeue", &job.id]);
+        job.wait(&format!("restart {round}"), Duration::from_secs(90), |s| s.matches("restarted from checkpoint").count() == round);
+    }
+    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("RESULT") && s.contains("images were removed"));
+    job.wait_state("COMPLETED", Duration::from_secs(30));
+    assert_eq!(job.field("Restarts"), "2", "SLURM ran the job three times");
+    assert_eq!(job.field("ExitCode"), "0:0");
+    assert!(s.contains("SIGTERM: the job is being ended"), "cr_slurm said why it took no checkpoint at SIGTERM:\n{s}");
+    assert_resumed(&s, steps, 2);
+    assert!(!d.0.join("ck").join(&job.id).exists(), "the images are removed once the job finished");
+    eprintln!("slurm: job {} requeued twice, finished in {:.0} s", job.id, t.elapsed().as_secs_f64());
+}
+
+/// The warning signal (`sbatch --signal=B:USR1@...`, sent here at once with `scancel
+/// --batch`): cr_slurm checkpoints, ends the command and requeues the job itself; the job
+/// goes on from exactly the step it had reached.
+#[test]
+fn warning_signal_checkpoints_and_requeues() {
+    let conf = match slurm() {
+        Ok(c) => c,
+        Err(why) => return skip(&why),
+    };
+    let d = Dir::new("slurm-warning");
+    let steps = 30;
+    let job = Job::submit(&conf, &d, "", |p| format!("{} {steps} 250", p.display()));
+    job.wait("progress", Duration::from_secs(90), |s| steps_of(s).len() >= 5);
+    job.slurm("scancel", &["--signal=USR1", "--batch", &job.id]);
+    let s = job.wait("requeue", Duration::from_secs(60), |s| s.contains("the job was requeued"));
+    assert!(s.contains("checkpoint 1 taken on the warning signal SIGUSR1"), "{s}");
+    job.wait("restart", Duration::from_secs(90), |s| s.contains("restarted from checkpoint 1"));
+    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("RESULT") && s.contains("images were removed"));
+    job.wait_state("COMPLETED", Duration::from_secs(30));
+    assert_resumed(&s, steps, 1);
+    let (before, after) = s.split_once("restarted from checkpoint").expect("restarted");
+    assert_eq!(steps_of(after).first().copied(), steps_of(before).last().map(|l| l + 1), "no step is done twice when the checkpoint came with the warning:\n{s}");
+}
+
+/// A command whose every process ignores SIGTERM (a shell that ignores it, and the program it
+/// waits for): `scontrol requeue` gets it checkpointed at once, both processes, and the job
+/// goes on from exactly the step it had reached.
+#[test]
+fn sigterm_ignored_tree_is_checkpointed_at_preemption() {
+    let conf = match slurm() {
+        Ok(c) => c,
+        Err(why) => return skip(&why),
+    };
+    let d = Dir::new("slurm-ignored");
+    let steps = 30;
+    let job = Job::submit(&conf, &d, "", |p| format!("sh -c \"trap '' TERM; {} {steps} 250 & wait\"", p.display()));
+    job.wait("progress", Duration::from_secs(90), |s| steps_of(s).len() >= 5);
+    job.slurm("scontrol", &["requeue", &job.id]);
+    let s = job.wait("checkpoint", Duration::from_secs(60), |s| s.contains("taken on SIGTERM"));
+    assert!(s.contains("checkpoint 1 taken on SIGTERM; the command was ended"), "{s}");
+    job.wait("restart", Duration::from_secs(90), |s| s.contains("restarted from checkpoint 1"));
+    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("RESULT") && s.contains("images were removed"));
+    job.wait_state("COMPLETED", Duration::from_secs(30));
+    assert_eq!(job.field("ExitCode"), "0:0");
+    assert_resumed(&s, steps, 1);
+    let (before, after) = s.split_once("restarted from checkpoint").expect("restarted");
+    assert_eq!(steps_of(after).first().copied(), steps_of(before).last().map(|l| l + 1), "no step is done twice when the checkpoint came with SIGTERM:\n{s}");
+}
+
+/// Outside SLURM (`--job-id` names the job): when the newest image is cut short, the restart
+/// says so and takes the one before; when the saved PIDs are taken (here by the job the images
+/// were copied from, still running) it restarts with new ones. Needs no SLURM.
+#[test]
+fn restart_falls_back_to_an_older_image_and_to_new_pids() {
+    let d = Dir::new("slurm-fallback");
+    let prog = d.0.join("longsum");
+    gcc("tests/c/longsum.c", &prog, &[]);
+    let ck = d.0.join("ck");
+    let out = d.0.join("out");
+    let mut reaper = Reaper(Vec::new());
+    let appending = |p: &Path| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("output file");
+    let run = |job: &str, log: &Path, period: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cr_slurm"))
+            .args(["--job-id", job, "--period", period, "--dir"])
+            .arg(&ck)
+            .arg("--")
+            .arg(&prog)
+            .args(["16", "250"])
+            .stdin(std::process::Stdio::null())
+            .stdout(appending(&out))
+            .stderr(appending(log))
+            .spawn()
+            .expect("cr_slurm runs")
+    };
+    let log_a = d.0.join("a.log");
+    let mut a = run("a", &log_a, "1");
+    reaper.0.push(a.id() as i32);
+    let s = wait_for(&log_a, "checkpoint 3 taken", Duration::from_secs(30));
+    reaper.0.extend(s.lines().filter_map(|l| l.split("(PID ").nth(1)?.split(')').next()?.parse::<i32>().ok()));
+    // Job b: a copy of a's images, the newest cut short.
+    std::fs::create_dir_all(ck.join("b")).expect("b");
+    let mut newest = 0;
+    for e in std::fs::read_dir(ck.join("a")).expect("a's images").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name.strip_prefix("image.").and_then(|n| n.parse::<u32>().ok()) {
+            std::fs::copy(e.path(), ck.join("b").join(&name)).expect("copy");
+            newest = newest.max(n);
+        }
+    }
+    let cut = ck.join("b").join(format!("image.{newest}"));
+    let len = std::fs::metadata(&cut).expect("image").len();
+    std::fs::OpenOptions::new().write(true).open(&cut).and_then(|f| f.set_len(len / 2)).unwrap_or_else(|e| panic!("{}: {e}", cut.display()));
+    let log_b = d.0.join("b.log");
+    let mut b = run("b", &log_b, "0");
+    reaper.0.push(b.id() as i32);
+    let s = wait_for(&log_b, "restarted from checkpoint", Duration::from_secs(30));
+    reaper.0.extend(s.lines().filter_map(|l| l.rsplit(": PID ").next()?.split(',').next()?.parse::<i32>().ok()));
+    assert!(wait_child(&mut b, Duration::from_secs(60)).success() && wait_child(&mut a, Duration::from_secs(60)).success(), "both jobs finish");
+    // All ended and waited for: nothing left to kill (their PIDs may be reused by now).
+    reaper.0.clear();
+    let s = std::fs::read_to_string(&log_b).expect("b's log");
+    assert!(s.contains(&format!("cannot restart from {}", cut.display())), "the cut image is named:\n{s}");
+    assert!(s.contains(&format!("restarted from checkpoint {}", newest - 1)), "the one before is taken:\n{s}");
+    assert!(s.contains("with new PIDs"), "a's PIDs are taken:\n{s}");
+    let o = std::fs::read_to_string(&out).expect("output");
+    assert_eq!(o.matches(&format!("RESULT ok {}", expected_sum(16))).count(), 2, "both finish with the right sum:\n{o}");
+    assert!(!ck.join("a").exists() && !ck.join("b").exists(), "the images are removed once each finished");
+}
