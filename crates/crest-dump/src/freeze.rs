@@ -261,6 +261,9 @@ impl Frozen {
         leader.set_sigmask(!0)?;
         let mut remote = Remote::new(leader, ip, frozen.regs);
         let scratch = Scratch::map(&mut remote, pid, 0)?;
+        // Reads that need no result of the one before run in one go from a batch area, mapped
+        // for the time of the collection and unmapped with the scratch page.
+        let batch = remote.map_batch(0);
         let mut remote_syscalls = 0;
         let mut states = vec![Borrow::Borrowed];
         let collected = (|| -> Result<_, DumpError> {
@@ -279,6 +282,7 @@ impl Frozen {
                 states.push(Borrow::Borrowed);
                 t.set_sigmask(!0)?;
                 let mut r = Remote::new(t, ip, fz.regs);
+                r.use_batch(remote.batch_area());
                 threads.push(thread::dump(t, &mut r, &scratch, pid, fz)?);
                 signals::restore_pending(&mut r, &scratch, pid, Some(t.tid), &fz.stolen)?;
                 remote_syscalls += r.count;
@@ -288,7 +292,8 @@ impl Frozen {
             }
             Ok((sigactions, mmst, threads, shared_pending, pattrs, stops))
         })();
-        let unmapped = scratch.unmap(&mut remote);
+        let unbatched = if batch.is_ok() { remote.unmap_batch().map_err(crest_kinds::KindError::from) } else { Ok(()) };
+        let unmapped = unbatched.and(scratch.unmap(&mut remote));
         // The copy is forked last, without the scratch page. If it cannot be (a process limit),
         // the checkpoint goes on with the process frozen.
         let snap = match (&collected, &unmapped) {

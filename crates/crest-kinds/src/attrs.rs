@@ -116,19 +116,33 @@ pub fn capabilities(status: &str, creds: &mut Creds) {
 
 /// Reads the process-wide settings through `remote` (on the leader).
 pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds: &mut Creds) -> Result<ProcAttrs, KindError> {
+    // All read in one go (where the process has a batch area): the three interval timers into
+    // the scratch page at AT, AT+32, AT+64, the subreaper flag at AT+96.
+    let r = remote.run(&[
+        (libc::SYS_getitimer, &[0, scratch.addr + AT]),
+        (libc::SYS_getitimer, &[1, scratch.addr + AT + 32]),
+        (libc::SYS_getitimer, &[2, scratch.addr + AT + 64]),
+        (libc::SYS_prctl, &[PR_GET_CHILD_SUBREAPER, scratch.addr + AT + 96]),
+        (libc::SYS_prctl, &[PR_GET_DUMPABLE]),
+        (libc::SYS_prctl, &[PR_GET_THP_DISABLE, 0, 0, 0, 0]),
+        (libc::SYS_prctl, &[PR_GET_SECUREBITS]),
+        (libc::SYS_membarrier, &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0]),
+    ])?;
+    let ok = |i: usize, what: &str| r[i].map_err(|e| KindError::io(format!("{what} (inside pid {pid})"), std::io::Error::from_raw_os_error(e)));
+    for (i, what) in ["reading an interval timer", "reading an interval timer", "reading an interval timer", "reading the child subreaper flag"].into_iter().enumerate() {
+        ok(i, what)?;
+    }
+    let b = scratch.read(AT, 100)?;
     let mut itimers = [(0, 0); 3];
     for (which, t) in itimers.iter_mut().enumerate() {
-        remote.call("reading an interval timer", libc::SYS_getitimer, &[which as u64, scratch.addr + AT])?;
-        let b = scratch.read(AT, 32)?;
-        let us = |at: usize| le_u64(&b, at) * 1_000_000 + le_u64(&b, at + 8);
+        let us = |at: usize| le_u64(&b, which * 32 + at) * 1_000_000 + le_u64(&b, which * 32 + at + 8);
         *t = (us(0), us(16));
     }
-    remote.call("reading the child subreaper flag", libc::SYS_prctl, &[PR_GET_CHILD_SUBREAPER, scratch.addr + AT])?;
-    let child_subreaper = scratch.read(AT, 4)? != [0, 0, 0, 0];
-    let dumpable = remote.call("reading the dumpable flag", libc::SYS_prctl, &[PR_GET_DUMPABLE])? as u32;
-    let thp_disable = remote.call("reading the THP-disable flag", libc::SYS_prctl, &[PR_GET_THP_DISABLE, 0, 0, 0, 0])? != 0;
-    creds.securebits = remote.call("reading the securebits", libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
-    let membarrier = match remote.syscall(libc::SYS_membarrier, &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0])? {
+    let child_subreaper = b[96..100] != [0, 0, 0, 0];
+    let dumpable = ok(4, "reading the dumpable flag")? as u32;
+    let thp_disable = ok(5, "reading the THP-disable flag")? != 0;
+    creds.securebits = ok(6, "reading the securebits")? as u32;
+    let membarrier = match r[7] {
         Ok(m) => m as u32 & MEMBARRIER_REGISTER,
         Err(libc::EINVAL) => 0, // before Linux 6.3: registrations cannot be read
         Err(e) => return Err(KindError::io("reading the membarrier registrations", std::io::Error::from_raw_os_error(e))),
@@ -153,16 +167,23 @@ pub fn dump_thread(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i3
     if s.policy == SCHED_DEADLINE {
         return Err(KindError::Unsupported(format!("pid {pid}: thread {tid} runs under SCHED_DEADLINE, which is not supported yet")));
     }
-    remote.call("reading the parent-death signal", libc::SYS_prctl, &[PR_GET_PDEATHSIG, scratch.addr + AT])?;
+    let r = remote.run(&[
+        (libc::SYS_prctl, &[PR_GET_PDEATHSIG, scratch.addr + AT]),
+        (libc::SYS_prctl, &[PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0]),
+        (libc::SYS_prctl, &[PR_GET_TIMERSLACK]),
+        (libc::SYS_prctl, &[PR_GET_SECUREBITS]),
+    ])?;
+    let ok = |i: usize, what: &str| r[i].map_err(|e| KindError::io(format!("{what} (inside pid {pid}, thread {tid})"), std::io::Error::from_raw_os_error(e)));
+    ok(0, "reading the parent-death signal")?;
     let b = scratch.read(AT, 4)?;
     let pdeath_sig = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let no_new_privs = remote.call("reading no_new_privs", libc::SYS_prctl, &[PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0])? != 0;
-    let timer_slack = remote.call("reading the timer slack", libc::SYS_prctl, &[PR_GET_TIMERSLACK])?;
+    let no_new_privs = ok(1, "reading no_new_privs")? != 0;
+    let timer_slack = ok(2, "reading the timer slack")?;
     let reset = if s.flags & SCHED_FLAG_RESET_ON_FORK != 0 { SCHED_RESET_ON_FORK } else { 0 };
     let status = crest_proc::read(pid, &format!("task/{tid}/status"))?;
     let mut creds = thread_ids(&status);
     capabilities(&status, &mut creds);
-    creds.securebits = remote.call("reading the securebits", libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
+    creds.securebits = ok(3, "reading the securebits")? as u32;
     Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack, creds })
 }
 

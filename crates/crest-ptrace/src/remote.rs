@@ -173,16 +173,19 @@ impl<'a> Remote<'a> {
     }
 
     /// Maps the area where queued syscalls are run in one go: [`BATCH_LEN`] bytes at `addr`,
-    /// which must be free in the tracee (`MAP_FIXED_NOREPLACE`). Until then, and after
+    /// which must be free in the tracee (`MAP_FIXED_NOREPLACE`; 0: where the kernel puts it).
+    /// Until then, and after
     /// [`Remote::unmap_batch`], queued syscalls run one by one.
     pub fn map_batch(&mut self, addr: u64) -> Result<(), TraceError> {
-        let at = self.call(
-            "mapping the batch area",
-            libc::SYS_mmap,
-            &[addr, BATCH_LEN, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64, u64::MAX, 0],
-        )?;
-        mem::write_vm(self.tracee.tid, at, &BATCH_CODE)?;
-        self.call("protecting the batch area's code", libc::SYS_mprotect, &[at, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64])?;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if addr != 0 { libc::MAP_FIXED_NOREPLACE } else { 0 };
+        let at = self.call("mapping the batch area", libc::SYS_mmap, &[addr, BATCH_LEN, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags as u64, u64::MAX, 0])?;
+        let ready =
+            mem::write_vm(self.tracee.tid, at, &BATCH_CODE).and_then(|()| self.call("protecting the batch area's code", libc::SYS_mprotect, &[at, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64]));
+        if let Err(e) = ready {
+            // Not left behind in the process.
+            let _ = self.one(libc::SYS_munmap, &[at, BATCH_LEN]);
+            return Err(e);
+        }
         self.batch = Some(at);
         Ok(())
     }
@@ -229,53 +232,96 @@ impl<'a> Remote<'a> {
             return Ok(());
         };
         for chunk in queued.chunks(BATCH_ENTRIES) {
-            let table = area + 4096;
-            let mut words: Vec<u8> = Vec::with_capacity(chunk.len() * 64);
-            for q in chunk {
-                words.extend_from_slice(&(q.nr as u64).to_ne_bytes());
-                for a in q.args {
-                    words.extend_from_slice(&a.to_ne_bytes());
-                }
-                words.extend_from_slice(&u64::from(q.may_fail).to_ne_bytes());
+            let entries: Vec<(libc::c_long, [u64; 6], bool)> = chunk.iter().map(|q| (q.nr, q.args, q.may_fail)).collect();
+            let results = self.execute(area, &entries)?;
+            for (q, r) in chunk.iter().zip(&results) {
+                failed(q, *r)?;
             }
-            mem::write_vm(tid, table, &words)?;
-            let mut r = self.base;
-            r.rip = area;
-            r.rbx = table;
-            r.r12 = chunk.len() as u64;
-            r.orig_rax = u64::MAX;
-            let t = self.tracee;
-            t.set_regs(&r)?;
-            t.cont(0)?;
-            loop {
-                match t.wait_stop()? {
-                    StopKind::Signal(libc::SIGTRAP) => break,
-                    // As in a single syscall: a SIGSTOP dequeued is discarded and counted; a
-                    // group stop is passed through.
-                    StopKind::Signal(libc::SIGSTOP) => {
-                        self.stops += 1;
-                        t.cont(0)?;
-                    }
-                    StopKind::Event => t.cont(0)?,
-                    other => return Err(TraceError::Unexpected { tid, what: format!("{other:?} while running a batch of syscalls") }),
-                }
-            }
-            let end = t.regs()?;
-            if end.rip != area + BATCH_CODE.len() as u64 {
-                return Err(TraceError::Unexpected { tid, what: format!("a batch of syscalls stopped at {:#x}, not at its end", end.rip) });
-            }
-            let done = chunk.len() - end.r12 as usize;
-            self.count += done as u64;
-            let mut results = vec![0u8; done * 64];
-            mem::read_exact(tid, table, &mut results)?;
-            for (q, e) in chunk.iter().zip(results.chunks_exact(64)) {
-                let ret = i64::from_ne_bytes(e[56..64].try_into().expect("8 bytes"));
-                failed(q, if (-4095..0).contains(&ret) { Err(-ret as i32) } else { Ok(ret as u64) })?;
-            }
-            if done < chunk.len() {
+            if results.len() < chunk.len() {
                 return Err(TraceError::Unexpected { tid, what: "a batch of syscalls stopped early without a failure".into() });
             }
         }
         Ok(())
+    }
+
+    /// Runs `calls` (number and arguments) in order and returns each result; a failure does
+    /// not stop the others. What was queued runs first. In one go where there is a batch area.
+    pub fn run(&mut self, calls: &[(libc::c_long, &[u64])]) -> Result<Vec<Result<u64, i32>>, TraceError> {
+        self.flush()?;
+        let entries: Vec<(libc::c_long, [u64; 6], bool)> = calls
+            .iter()
+            .map(|(nr, args)| {
+                let mut a = [0u64; 6];
+                for (d, s) in a.iter_mut().zip(args.iter()) {
+                    *d = *s;
+                }
+                (*nr, a, true)
+            })
+            .collect();
+        let Some(area) = self.batch else {
+            return entries.iter().map(|(nr, args, _)| self.one(*nr, args)).collect();
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(BATCH_ENTRIES) {
+            out.extend(self.execute(area, chunk)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `entries` (number, arguments, may fail) from the batch area at `area`, at most
+    /// [`BATCH_ENTRIES`]; returns the results of those that ran (all, unless one that may not
+    /// fail did: it is the last).
+    fn execute(&mut self, area: u64, entries: &[(libc::c_long, [u64; 6], bool)]) -> Result<Vec<Result<u64, i32>>, TraceError> {
+        let tid = self.tracee.tid;
+        let table = area + 4096;
+        let mut words: Vec<u8> = Vec::with_capacity(entries.len() * 64);
+        for (nr, args, may_fail) in entries {
+            words.extend_from_slice(&(*nr as u64).to_ne_bytes());
+            for a in args {
+                words.extend_from_slice(&a.to_ne_bytes());
+            }
+            words.extend_from_slice(&u64::from(*may_fail).to_ne_bytes());
+        }
+        mem::write_vm(tid, table, &words)?;
+        let mut r = self.base;
+        r.rip = area;
+        r.rbx = table;
+        r.r12 = entries.len() as u64;
+        r.orig_rax = u64::MAX;
+        let t = self.tracee;
+        t.set_regs(&r)?;
+        t.cont(0)?;
+        loop {
+            match t.wait_stop()? {
+                StopKind::Signal(libc::SIGTRAP) => break,
+                // As in a single syscall: a SIGSTOP dequeued is discarded and counted; a group
+                // stop is passed through.
+                StopKind::Signal(libc::SIGSTOP) => {
+                    self.stops += 1;
+                    t.cont(0)?;
+                }
+                StopKind::Event => t.cont(0)?,
+                other => return Err(TraceError::Unexpected { tid, what: format!("{other:?} while running a batch of syscalls") }),
+            }
+        }
+        let end = t.regs()?;
+        if end.rip != area + BATCH_CODE.len() as u64 || end.r12 as usize > entries.len() {
+            return Err(TraceError::Unexpected { tid, what: format!("a batch of syscalls stopped at {:#x}, not at its end", end.rip) });
+        }
+        let done = entries.len() - end.r12 as usize;
+        self.count += done as u64;
+        let mut results = vec![0u8; done * 64];
+        mem::read_exact(tid, table, &mut results)?;
+        Ok(results
+            .chunks_exact(64)
+            .map(|e| {
+                let ret = i64::from_ne_bytes(e[56..64].try_into().expect("8 bytes"));
+                if (-4095..0).contains(&ret) {
+                    Err(-ret as i32)
+                } else {
+                    Ok(ret as u64)
+                }
+            })
+            .collect())
     }
 }
