@@ -293,3 +293,34 @@ pub fn criu_row(c: &mut Ctx, criu: &Criu) {
     };
     c.rows.push(row);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criu_given_or_not() {
+        assert!(matches!(Criu::probe(None), Criu::NotGiven));
+        assert!(matches!(Criu::probe(Some(Path::new("/nonexistent/criu"))), Criu::NotRunnable(_)));
+        // A binary that fails `--version` is not runnable either.
+        assert!(matches!(Criu::probe(Some(Path::new("/bin/false"))), Criu::NotRunnable(_)));
+    }
+
+    #[test]
+    fn lines_after_a_point() {
+        let dir = std::env::temp_dir().join(format!("crest-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let f = dir.join("out");
+        std::fs::write(&f, "ready\ntick 1\ntick 2\nPASS\ntick 3\n").expect("write");
+        let r = wait_file(&f, 0, &["tick"], 2, Duration::from_secs(1));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(r.expect("two ticks"), ("tick 2".to_string(), 3));
+        assert!(wait_file(&dir.join("absent"), 0, &["PASS"], 1, Duration::from_millis(20)).is_err());
+    }
+
+    #[test]
+    fn a_tree_of_one() {
+        let me = std::process::id() as i32;
+        assert_eq!(tree(me)[0], me);
+    }
+}
