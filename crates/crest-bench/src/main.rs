@@ -13,12 +13,16 @@
 //!   `/bin/true`;
 //! - restart: a process of the largest size restarted from one image again and again (pages
 //!   mapped from the image, with and without checksums, and copied), against memcpy; a ring of
-//!   8 processes, against the restart of one `sleep`.
+//!   8 processes, against the restart of one `sleep`;
+//! - processes: checkpoint (`--tree --kill`) and restart of a ring of K processes (8, 64, 256),
+//!   a fresh ring each repetition, against fork+exit of K processes and, with `--criu PATH`,
+//!   CRIU's dump and restore of the same ring.
 //!
 //! Prints one table (median and minimum of the repetitions) and writes every sample to
 //! `raw.csv` beside the benchmark programs. Every restored copy must pass its own check of
 //! every byte, and every original its check after being checkpointed; any failure makes the
 //! benchmark exit non-zero.
+mod procs;
 mod run;
 mod sys;
 mod table;
@@ -32,20 +36,23 @@ use std::time::{Duration, Instant};
 use run::{Remove, Scratch, Target, R};
 use table::{mib, Row, Samples};
 
-const SECTIONS: [&str; 6] = ["dump", "sparse", "compress", "downtime", "fixed", "restart"];
+const SECTIONS: [&str; 7] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "processes"];
 /// Memory kept free besides what a row needs (the benchmark's own buffers, other users).
 const MARGIN: u64 = 1536 << 20;
 /// Source of the memcpy baseline, copied over and over into the fresh mapping.
 const MEMCPY_SRC: usize = 256 << 20;
 
 const USAGE: &str = "usage: crest-bench [--bin DIR] [--progs DIR] [--sizes MiB,..] [--storage DIR,..] [--reps N]
-                   [--threads N,..] [--levels L,..] [--only SECTION,..] [--quick]
+                   [--threads N,..] [--levels L,..] [--procs K,..] [--criu PATH] [--only SECTION,..] [--quick]
   --sizes    process sizes in MiB (default 1024,4096)
   --storage  where images go (default /dev/shm,/var/tmp); compress, downtime and fixed use the first
   --reps     repetitions of every measurement (default 3)
   --threads  thread counts for the fixed costs (default 1,16,64)
   --levels   zstd levels for the compressed dumps (default 1,3)
-  --only     some of: dump, sparse, compress, downtime, fixed, restart (default all)
+  --procs    ring sizes (processes, 2..1000) for the processes section (default 8,64,256)
+  --criu     a CRIU binary: the processes section also runs `criu dump --shell-job --leave-stopped`
+             and `criu restore -d` of the same rings, interleaved, and prints the ratios (run as root)
+  --only     some of: dump, sparse, compress, downtime, fixed, restart, processes (default all)
   --quick    --sizes 256: every section, in about a minute";
 
 struct Opts {
@@ -56,6 +63,8 @@ struct Opts {
     reps: usize,
     threads: Vec<u32>,
     levels: Vec<i32>,
+    procs: Vec<usize>,
+    criu: Option<PathBuf>,
     only: Vec<String>,
 }
 
@@ -77,6 +86,8 @@ fn parse_args() -> Opts {
         reps: 3,
         threads: vec![1, 16, 64],
         levels: vec![1, 3],
+        procs: vec![8, 64, 256],
+        criu: None,
         only: SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     let mut a = std::env::args().skip(1);
@@ -97,6 +108,8 @@ fn parse_args() -> Opts {
                     "--reps" => o.reps = v.parse().unwrap_or_else(|_| usage("bad --reps")),
                     "--threads" => o.threads = list(&v, "--threads"),
                     "--levels" => o.levels = list(&v, "--levels"),
+                    "--procs" => o.procs = list(&v, "--procs"),
+                    "--criu" => o.criu = Some(v.into()),
                     "--only" => o.only = list(&v, "--only"),
                     _ => usage(&format!("unknown option {k}")),
                 }
@@ -105,6 +118,9 @@ fn parse_args() -> Opts {
     }
     if let Some(bad) = o.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         usage(&format!("unknown section {bad}"));
+    }
+    if o.procs.is_empty() || o.procs.iter().any(|k| !(2..=1000).contains(k)) {
+        usage("--procs: ring sizes between 2 and 1000");
     }
     if o.sizes.is_empty() || o.storage.is_empty() || o.reps == 0 || o.sizes.contains(&0) {
         usage("--sizes, --storage and --reps must not be empty or zero");
@@ -636,6 +652,7 @@ fn main() {
     let want = |s: &str| o.only.iter().any(|x| x == s);
     let src = if want("dump") || want("compress") || want("restart") { sys::random_bytes(MEMCPY_SRC) } else { Vec::new() };
     let (dump_on, sparse_on, compress_on, down_on, fixed_on, want_restart) = (want("dump"), want("sparse"), want("compress"), want("downtime"), want("fixed"), want("restart"));
+    let procs_on = want("processes");
     let mut c = Ctx { o, s: Samples::default(), facts: HashMap::new(), rows: Vec::new(), failures: Vec::new(), src };
     let sizes = c.o.sizes.clone();
     let storages = c.o.storage.clone();
@@ -700,6 +717,25 @@ fn main() {
         let r = ring(&mut c);
         rows_ring(&mut c);
         c.outcome("ring of 8", 0, &first_st, r);
+    }
+    if procs_on && !sys::stopped() {
+        // The fork+exit baseline forks this process: without the memcpy source (no longer
+        // needed) its page tables are as small as a ring member's.
+        c.src = Vec::new();
+        let criu = procs::Criu::probe(c.o.criu.as_deref());
+        if let procs::Criu::NotRunnable(why) = &criu {
+            eprintln!("crest-bench: CRIU not runnable, no side-by-side: {why}");
+        }
+        let ks = c.o.procs.clone();
+        for &k in &ks {
+            if sys::stopped() {
+                break;
+            }
+            let r = procs::processes(&mut c, k, &criu);
+            procs::rows(&mut c, k, ks[0], &criu);
+            c.outcome(&format!("processes, ring of {k}"), 0, &first_st, r);
+        }
+        procs::criu_row(&mut c, &criu);
     }
     let orphans = sys::reap_orphans();
     if orphans > 0 {

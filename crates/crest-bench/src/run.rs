@@ -72,8 +72,18 @@ pub struct Target {
 
 impl Target {
     pub fn start(prog: &Path, args: &[String]) -> R<Target> {
+        Target::start_env(prog, args, &[])
+    }
+
+    /// [`Target::start`] with `env` set.
+    pub fn start_env(prog: &Path, args: &[String], env: &[(&str, &str)]) -> R<Target> {
         let name = prog.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut child = Command::new(prog).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().map_err(|e| format!("starting {}: {e}", prog.display()))?;
+        let mut cmd = Command::new(prog);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("starting {}: {e}", prog.display()))?;
         let out = Lines::new(child.stdout.take().expect("piped"));
         Ok(Target { child, out, name: format!("{name} {}", args.join(" ")) })
     }
@@ -157,6 +167,8 @@ pub struct Checkpoint {
     pub frozen: f64,
     /// Size of the image file.
     pub image_bytes: u64,
+    /// The whole `crest-timing: checkpoint` line (its per-step `NAME_ms=` fields).
+    pub timing: String,
 }
 
 /// Runs `cr_checkpoint --nosync [args] -f img pid` with `env` set.
@@ -174,7 +186,7 @@ pub fn checkpoint(bin: &Path, pid: i32, img: &Path, args: &[&str], env: &[(&str,
     let timing = r.stderr.lines().find(|l| l.starts_with("crest-timing: checkpoint")).ok_or("cr_checkpoint printed no timing line")?;
     let frozen = field(timing, "frozen_ms").ok_or("no frozen_ms in the timing line")? / 1e3;
     let image_bytes = std::fs::metadata(img).map_err(|e| format!("{}: {e}", img.display()))?.len();
-    Ok(Checkpoint { wall: r.wall, frozen, image_bytes })
+    Ok(Checkpoint { wall: r.wall, frozen, image_bytes, timing: timing.to_string() })
 }
 
 /// A process brought back by `cr_restart --no-restore-pid`, which stays its parent.
@@ -188,6 +200,8 @@ pub struct Restored {
     pub wall: f64,
     /// The same, as cr_restart measures it from its own start.
     pub inside: f64,
+    /// The whole `crest-timing: restart` line (its per-step `NAME_ms=` fields).
+    pub timing: String,
 }
 
 pub fn restart(bin: &Path, img: &Path) -> R<Restored> {
@@ -209,12 +223,13 @@ pub fn restart_with(bin: &Path, img: &Path, args: &[&str]) -> R<Restored> {
         .map_err(|e| format!("starting cr_restart: {e}"))?;
     let out = Lines::new(cr.stdout.take().expect("piped"));
     let err = Lines::new(cr.stderr.take().expect("piped"));
-    let mut r = Restored { cr, out, _err: Lines(mpsc::channel().1), pid: 0, wall: 0.0, inside: 0.0 };
+    let mut r = Restored { cr, out, _err: Lines(mpsc::channel().1), pid: 0, wall: 0.0, inside: 0.0, timing: String::new() };
     let line = err.until(&["crest-timing: restart"], LONG, "cr_restart")?;
     r.wall = t.elapsed().as_secs_f64();
     r._err = err;
     r.pid = field(&line, "pid").ok_or("no pid in cr_restart's timing line")? as i32;
     r.inside = field(&line, "running_after_ms").unwrap_or(f64::NAN) / 1e3;
+    r.timing = line;
     Ok(r)
 }
 

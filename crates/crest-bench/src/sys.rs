@@ -130,3 +130,35 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+/// Seconds to fork `k` children that exit at once and to reap them all: what creating and
+/// ending `k` small processes costs the kernel, the baseline of the "processes" section.
+pub fn fork_exit(k: usize) -> Result<f64, String> {
+    let t = Instant::now();
+    let mut pids = Vec::with_capacity(k);
+    let mut failed = None;
+    for _ in 0..k {
+        // SAFETY: the child only calls _exit(2), which is async-signal-safe, so forking this
+        // multi-threaded process is sound.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: ends the child at once, running no destructor or atexit handler.
+            unsafe { libc::_exit(0) };
+        }
+        if pid < 0 {
+            failed = Some(std::io::Error::last_os_error());
+            break;
+        }
+        pids.push(pid);
+    }
+    for pid in &pids {
+        let mut status = 0;
+        // SAFETY: status is a valid out pointer; pid is a child forked above.
+        while unsafe { libc::waitpid(*pid, &mut status, 0) } < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {}
+    }
+    let secs = t.elapsed().as_secs_f64();
+    match failed {
+        Some(e) => Err(format!("fork of {k} processes failed after {}: {e}", pids.len())),
+        None => Ok(secs),
+    }
+}
