@@ -360,6 +360,7 @@ impl Frozen {
             exit_status: None,
             dropped,
             attrs: pattrs,
+            cwd_deleted: None,
         };
         Ok(Collected { process, snap, remote_syscalls, vdso_layout: vdso::layout(&maps) })
     }
