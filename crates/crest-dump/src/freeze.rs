@@ -360,7 +360,7 @@ impl Frozen {
             exit_status: None,
             dropped,
             attrs: pattrs,
-            cwd_deleted: None,
+            cwd_deleted: ts.cwd_deleted,
         };
         Ok(Collected { process, snap, remote_syscalls, vdso_layout: vdso::layout(&maps) })
     }

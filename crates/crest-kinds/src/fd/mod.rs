@@ -25,11 +25,13 @@ mod directory;
 mod epoll;
 mod eventfd;
 mod fifo;
+mod ghost;
 mod inherited;
 mod inotify;
 mod locks;
 mod memfd;
 mod pipe;
+mod procfile;
 mod pty;
 mod regular;
 mod signalfd;
@@ -41,6 +43,7 @@ mod tty;
 mod unsupported;
 
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
+pub use ghost::{enter_deleted_cwd, ghost_of, recreate_all as recreate_ghosts};
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
 pub use pty::{controlling, set_foreground, take_controlling};
@@ -149,6 +152,9 @@ pub struct PrepareCx {
     /// What was restored otherwise than it was saved, in words (a pseudo-terminal with a new
     /// index), for `cr_restart --verbose`.
     pub notes: Vec<String>,
+    /// The PIDs the processes of the image have now, by their PID at the checkpoint (those
+    /// created so far), for files of their `/proc/PID`.
+    pub pids: std::collections::HashMap<i32, i32>,
 }
 
 impl PrepareCx {
@@ -163,6 +169,7 @@ impl PrepareCx {
             unix_names: Default::default(),
             temporary: Default::default(),
             notes: Vec::new(),
+            pids: Default::default(),
         }
     }
 
@@ -308,6 +315,8 @@ pub fn describe(kind: &FdKind) -> String {
 pub static HANDLERS: &[&dyn FdHandler] = &[
     &memfd::Memfd,
     &deleted::Deleted,
+    &ghost::Ghost,
+    &procfile::ProcFile,
     &regular::Regular,
     &directory::Directory,
     &chardev::CharDevice,
@@ -481,8 +490,9 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)], d
 /// has that are neither restored nor kept are closed, except those in `keep` (the restore's
 /// own); objects opened once for the image (`shared`) are dup'd into place. Every descriptor
 /// at `parked` or above (the image's shared objects, other husks' status pipes) is closed at
-/// the end.
-pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::HashMap<u64, i32>, parked: i32) -> Result<(), String> {
+/// the end. `pids` are the new PIDs of the processes of the image created so far, by their
+/// PID at the checkpoint.
+pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::HashMap<u64, i32>, parked: i32, pids: std::collections::HashMap<i32, i32>) -> Result<(), String> {
     let inherited: Vec<i32> = recs.iter().filter(|r| matches!(r.kind, FdKind::Inherited { .. })).map(|r| r.fd).collect();
     let own: Vec<i32> = std::fs::read_dir("/proc/self/fd").map_err(|e| format!("listing own descriptors: {e}"))?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     for &fd in &own {
@@ -493,6 +503,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
     let high = parked.max(keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1);
     let mut cx = PrepareCx::new(high);
     cx.saved = recs.iter().map(|r| r.fd).collect();
+    cx.pids = pids;
     let mut queue: Vec<(&FdRecord, &dyn FdHandler)> = recs.iter().map(|r| Ok((r, handler_for(&r.kind).ok_or_else(|| format!("fd {}: no handler", r.fd))?))).collect::<Result<_, String>>()?;
     // file id -> the number of the first descriptor restored for it.
     let mut opened: std::collections::HashMap<u64, i32> = Default::default();
@@ -690,6 +701,8 @@ mod tests {
             FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2 }], lost: 0 },
             FdKind::Deleted { id: 1, path: "/tmp/f".into(), pos: 0, file: None },
             FdKind::Pty { index: 0, master: true, state: None },
+            FdKind::ProcFile { pid: 1, path: "stat".into(), pos: 0 },
+            FdKind::Ghost { id: 1, path: "/tmp/d".into(), pos: 0, node: crest_image::Ghost { mode: libc::S_IFDIR | 0o700, rdev: 0, uid: 0, gid: 0, target: s() }, data: Vec::new() },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -710,6 +723,8 @@ mod tests {
             FdKind::Inotify { .. } => 15,
             FdKind::Deleted { .. } => 16,
             FdKind::Pty { .. } => 17,
+            FdKind::ProcFile { .. } => 18,
+            FdKind::Ghost { .. } => 19,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
