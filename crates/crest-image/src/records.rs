@@ -402,6 +402,17 @@ pub enum VmaBacking {
         /// The file itself, on the first record of it in the image (descriptor or mapping).
         file: Option<DeletedFile>,
     },
+    /// A private mapping of a shared memory object (format 4.4): a memfd, or the object behind
+    /// a shared anonymous mapping, mapped `MAP_PRIVATE` (the object's pages show through until
+    /// written; the pages copied on write are in its page runs). `id` and `size` as in
+    /// [`VmaBacking::SharedAnon`] (the mapping's offset in the object is `size` less its
+    /// length); the object is restored by a descriptor of it in the image ([`FdKind::Memfd`]).
+    SharedPrivate {
+        /// Identity of the shared object (device:inode at checkpoint).
+        id: u64,
+        /// The end of the mapping in the object.
+        size: u64,
+    },
 }
 
 /// The contents and attributes of a file deleted while open or mapped.
