@@ -1,8 +1,10 @@
 /* Descriptors of the memory object behind shared anonymous mappings (/dev/zero (deleted),
  * opened through /proc/self/map_files): one whose mapping is gone (the descriptor alone keeps
- * the object: "hello" in it, O_APPEND, offset 3), one whose mapping stays (two pages). After
- * restart: the first holds "hello" at its offset with its flags; the second and its mapping
- * are one object again, writes showing both ways. Usage: shmemfds */
+ * the object: "hello" in it, O_APPEND, offset 3), one whose mapping stays (two pages), mapped
+ * private too (its first page written, copied on write). After restart: the first holds "hello"
+ * at its offset with its flags; the second and its mapping are one object again, writes showing
+ * both ways; the private mapping keeps its own page and shows the object's other page, writes
+ * to the object included. Usage: shmemfds */
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -35,6 +37,9 @@ int main(void)
     memcpy(b + PG, "SECOND", 6);
     int fb = object_of(b, 2 * PG);
     check(fb >= 0, "opening the second object");
+    char *p = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fb, 0);
+    check(p != MAP_FAILED, "mapping the second object private");
+    memcpy(p, "PRIVATE", 7);
     ready();
     wait_for_verify(NULL);
 
@@ -48,5 +53,9 @@ int main(void)
     check(pwrite(fb, "FROMFD", 6, 100) == 6 && !memcmp(b + 100, "FROMFD", 6), "a write to the descriptor shows in the mapping");
     memcpy(b + 200, "FROMMAP", 7);
     check(pread(fb, got, 7, 200) == 7 && !memcmp(got, "FROMMAP", 7), "a write to the mapping shows through the descriptor");
+    check(!memcmp(p, "PRIVATE", 7) && b[0] == 0, "the private copy of the first page, the object's untouched");
+    check(!memcmp(p + PG, "SECOND", 6), "the object's second page shows through the private mapping");
+    memcpy(b + PG + 50, "LATER", 5);
+    check(!memcmp(p + PG + 50, "LATER", 5), "a later write to the object shows through the private mapping");
     pass();
 }

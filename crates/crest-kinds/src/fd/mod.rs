@@ -233,6 +233,12 @@ pub fn refuse_unreopenable(pid: i32, fd: i32, link: &str, flags: u32, image: &[i
     Ok(())
 }
 
+/// Whether the device `dev` is of no mounted file system (the kernel's internal shmem mount of
+/// memfds and shared anonymous memory, among others).
+pub fn on_internal_mount(dev: u64) -> bool {
+    inotify::mount_of(dev).is_none()
+}
+
 /// Sets the status flags (`O_NONBLOCK`, ...) a descriptor had.
 pub fn set_status_flags(fd: &std::os::fd::OwnedFd, flags: u32) -> Result<(), String> {
     let keep = (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;
