@@ -13,7 +13,8 @@
 //! (`O_PATH`, a FIFO read-write so that its refilled bytes stay), then removes it and the
 //! directories it made: the program finds an open, deleted node as before, and nothing is left
 //! in the file system. A directory under `/proc/N` (the directory of a process that ended) is
-//! made as one: the `/proc` directory of a short-lived child, opened before it is reaped.
+//! made as one: the `/proc` directory of a short-lived child, opened before it is reaped (as
+//! a working directory only: a descriptor of one is refused).
 //! Every descriptor of it is then a new open of that node through `/proc/self/fd`, with its
 //! own flags (a symbolic link's `O_PATH` descriptor is the one made).
 use std::fs::Metadata;
@@ -67,6 +68,10 @@ impl FdHandler for Ghost {
         if md.file_type().is_char_device() && !SAME_FOR_ALL.contains(&(libc::major(md.rdev()), libc::minor(md.rdev()))) {
             let what = format!("the deleted character device {path} ({}:{})", libc::major(md.rdev()), libc::minor(md.rdev()));
             return super::unsupported::refuse(cx, fd, what, "only deleted nodes of /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom and /dev/tty are made again");
+        }
+        if md.file_type().is_dir() && is_proc_dir(&path) {
+            let what = format!("the /proc directory {path} of a process that ended");
+            return super::unsupported::refuse(cx, fd, what, "it can be made again as a working directory, not as an open descriptor");
         }
         let mut data = Vec::new();
         if md.file_type().is_symlink() {
