@@ -266,3 +266,62 @@ pub fn recreate_all(procs: &[Process]) -> Result<Vec<(u64, std::os::fd::OwnedFd)
     }
     nodes.into_iter().map(|(id, (path, node))| Ok((id, recreate(path, node)?))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    use crest_image::Ghost as Node;
+
+    fn dir(test: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("crest-kinds-ghost-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("a test directory");
+        d
+    }
+
+    fn node(mode: u32) -> Node {
+        Node { mode, rdev: 0, uid: own_uid(), gid: own_gid(), target: String::new() }
+    }
+
+    fn own_uid() -> u32 {
+        std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    }
+
+    fn own_gid() -> u32 {
+        std::fs::metadata("/proc/self").map(|m| m.gid()).unwrap_or(0)
+    }
+
+    /// A directory whose parent is gone too is made with its parent, opened, and both are
+    /// removed: an open deleted directory with its mode, nothing left behind.
+    #[test]
+    fn a_directory_is_made_with_its_missing_parents_and_removed() {
+        let d = dir("dir");
+        let path = d.join("gone/sub");
+        let f = super::recreate(path.to_str().expect("utf8"), &node(libc::S_IFDIR | 0o751)).expect("made again");
+        let md = std::fs::metadata(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("its metadata");
+        assert!(md.is_dir() && md.nlink() == 0 && md.mode() & 0o7777 == 0o751, "{md:?}");
+        assert_eq!(std::fs::read_dir(&d).expect("listed").count(), 0, "something was left in {}", d.display());
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("its link");
+        assert_eq!(link.to_str(), Some(format!("{} (deleted)", path.display()).as_str()));
+        drop(f);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// A FIFO whose name is taken again is made under another name beside it, which is removed;
+    /// what has the name is left alone.
+    #[test]
+    fn a_fifo_whose_name_is_taken_is_made_beside_it() {
+        let d = dir("fifo");
+        let path = d.join("fifo");
+        std::fs::write(&path, b"someone else's").expect("a file in the way");
+        let f = super::recreate(path.to_str().expect("utf8"), &node(libc::S_IFIFO | 0o640)).expect("made again");
+        let md = std::fs::metadata(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("its metadata");
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&md.file_type()) && md.nlink() == 0 && md.mode() & 0o7777 == 0o640, "{md:?}");
+        assert_eq!(std::fs::read(&path).expect("the file in the way"), b"someone else's");
+        assert_eq!(std::fs::read_dir(&d).expect("listed").count(), 1, "only the file in the way is left");
+        drop(f);
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -1,7 +1,9 @@
 //! Files of `/proc/PID` (and that directory itself) open in a process of the image, `PID`
 //! being a process of the image too (`/proc/self/maps`, a child's `/proc/CHILD/stat`): saved by
 //! the PID and the path under it, and opened again at restart under the PID that process has
-//! then, at the same offset. A file of the `/proc/PID` of a process outside the image is a file
+//! then, at the same offset. The process must be the holder itself, one of its ancestors or
+//! one of its children (whose new PIDs are known when the holder's descriptors are restored);
+//! another one is refused. A file of the `/proc/PID` of a process outside the image is a file
 //! like another (reopened by path), unless that process is gone: then it is refused.
 use std::fs::Metadata;
 use std::os::unix::fs::OpenOptionsExt;
@@ -22,6 +24,26 @@ fn split(link: &str) -> Option<(i32, &str)> {
     Some((n.parse().ok()?, path))
 }
 
+fn parent_of(pid: i32) -> Option<i32> {
+    Some(crest_proc::parse_stat(&crest_proc::read(pid, "stat").ok()?).ok()?.ppid)
+}
+
+/// Whether the restart knows the new PID of `owner` when it restores the descriptors of `pid`:
+/// `pid` itself, its ancestors and its children are made before them.
+fn known_at_restart(pid: i32, owner: i32) -> bool {
+    if owner == pid || parent_of(owner) == Some(pid) {
+        return true;
+    }
+    let mut at = pid;
+    while let Some(p) = parent_of(at).filter(|&p| p > 0) {
+        if p == owner {
+            return true;
+        }
+        at = p;
+    }
+    false
+}
+
 impl FdHandler for ProcFile {
     fn name(&self) -> &'static str {
         "file of /proc/PID"
@@ -34,6 +56,12 @@ impl FdHandler for ProcFile {
         if !cx.all.iter().any(|o| o.pid == owner) {
             // Another process's: reopened by path (refused when that process is gone).
             return if md.file_type().is_dir() { super::directory::Directory.dump(cx, fd, link, md, info) } else { super::regular::Regular.dump(cx, fd, link, md, info) };
+        }
+        if !known_at_restart(cx.pid, owner) {
+            return Err(KindError::Unsupported(format!(
+                "pid {} fd {fd}: {link} is a file of process {owner}, in the checkpoint but neither this process, one of its ancestors nor one of its children; its new PID is not known when the descriptor is restored",
+                cx.pid
+            )));
         }
         if let Some(t) = path.strip_prefix("task/").and_then(|t| t.split('/').next()).and_then(|t| t.parse::<i32>().ok()) {
             if t != owner {
