@@ -239,6 +239,7 @@ impl Frozen {
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
         let (fds, dropped) = fd::dump_all(pid, files)?;
         files.deleted_mappings(pid, &mut vmas)?;
+        memory::refuse_unbacked_private(pid, &vmas, &fds)?;
         let mut ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
         // Everything read from /proc is read now, while frozen: with a snapshot the process
@@ -365,6 +366,7 @@ impl Frozen {
             exit_status: None,
             dropped,
             attrs: pattrs,
+            cwd_deleted: ts.cwd_deleted,
         };
         Ok(Collected { process, snap, remote_syscalls, vdso_layout: vdso::layout(&maps) })
     }

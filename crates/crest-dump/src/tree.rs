@@ -576,6 +576,7 @@ fn zombie_record(z: &Zombie, ppid: i32) -> Process {
         exit_status: Some(z.stat.exit_code),
         dropped: Vec::new(),
         attrs: Default::default(),
+        cwd_deleted: None,
     }
 }
 

@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 4;
+pub const FORMAT_MINOR: u32 = 5;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -187,8 +187,10 @@ pub mod marker_kinds {
     /// An incremental image: page runs in the images it names as parents (`Image.parent`,
     /// `PageRun.image`), format 4.3.
     pub const INCREMENTAL: u32 = 5;
+    /// A process's working directory was deleted (`Process.cwd_deleted`), format 4.5.
+    pub const DELETED_CWD: u32 = 6;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -201,6 +203,9 @@ pub mod marker_kinds {
         }
         if image.parent.is_some() {
             v.push(INCREMENTAL);
+        }
+        if image.processes.iter().any(|p| p.cwd_deleted.is_some()) {
+            v.push(DELETED_CWD);
         }
         v
     }

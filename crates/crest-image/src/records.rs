@@ -33,6 +33,7 @@ framed!(
     UnixPairState,
     InotifyWatch,
     DeletedFile,
+    Ghost,
     PtyState,
     SigAction,
     Rseq,
@@ -188,6 +189,11 @@ pub struct Process {
     pub dropped: Vec<String>,
     /// Process-wide kernel settings: interval timers, prctl flags, oom score.
     pub attrs: ProcAttrs,
+    /// The working directory was deleted (format 4.5): its identity (device and inode at
+    /// checkpoint, as [`FdKind::Ghost`]'s `id`) and the directory; `cwd` is the path it had,
+    /// without ` (deleted)`. Restart makes an empty directory there, enters it and removes it.
+    #[serde(default)]
+    pub cwd_deleted: Option<(u64, Ghost)>,
 }
 
 /// Process-wide settings restored after the memory (see `crest_kinds::attrs`).
@@ -395,6 +401,17 @@ pub enum VmaBacking {
         offset: u64,
         /// The file itself, on the first record of it in the image (descriptor or mapping).
         file: Option<DeletedFile>,
+    },
+    /// A private mapping of a shared memory object (format 4.5): a memfd, or the object behind
+    /// a shared anonymous mapping, mapped `MAP_PRIVATE` (the object's pages show through until
+    /// written; the pages copied on write are in its page runs). `id` and `size` as in
+    /// [`VmaBacking::SharedAnon`] (the mapping's offset in the object is `size` less its
+    /// length); the object is restored by a descriptor of it in the image ([`FdKind::Memfd`]).
+    SharedPrivate {
+        /// Identity of the shared object (device:inode at checkpoint).
+        id: u64,
+        /// The end of the mapping in the object.
+        size: u64,
     },
 }
 
@@ -852,6 +869,50 @@ pub enum FdKind {
         /// The file is a symbolic link.
         symlink: bool,
     },
+    /// A file of the `/proc/PID` directory of a process of the image (format 4.5), or that
+    /// directory itself: opened again under the PID the process has after the restart.
+    ProcFile {
+        /// The process's PID at checkpoint.
+        pid: i32,
+        /// The path under `/proc/PID` (empty: the directory itself).
+        path: String,
+        /// File offset.
+        pos: u64,
+    },
+    /// A directory, FIFO, character device or symbolic link deleted while open (format 4.5):
+    /// made again once for the image under its old name (or another free name in its
+    /// directory; missing directories above it are made for the time being), opened, and
+    /// removed again.
+    Ghost {
+        /// Identity of the node (device and inode at checkpoint, `dev << 32 ^ ino`).
+        id: u64,
+        /// The path it had (without ` (deleted)`).
+        path: String,
+        /// File offset.
+        pos: u64,
+        /// What it was.
+        node: Ghost,
+        /// A FIFO: the bytes it buffered, on the first descriptor of it that reads.
+        data: Vec<u8>,
+    },
+}
+
+/// A node other than a regular file that was deleted while in use ([`FdKind::Ghost`], a
+/// deleted working directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Ghost {
+    /// `st_mode`: the file type bits (`S_IFDIR`, `S_IFIFO`, `S_IFCHR`, `S_IFLNK`) and the
+    /// permission bits.
+    pub mode: u32,
+    /// The device number of a character device (`st_rdev`), else 0.
+    pub rdev: u64,
+    /// Owner and group.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// A symbolic link's target, else empty.
+    pub target: String,
 }
 
 /// What a pseudo-terminal holds besides its two ends.
@@ -962,6 +1023,9 @@ impl FdKind {
             | FdKind::Inet { .. }
             | FdKind::Pty { .. }
             | FdKind::Pidfd { .. }
+            // Made again where it was (with any directory missing above it), or its /proc.
+            | FdKind::Ghost { .. }
+            | FdKind::ProcFile { .. }
             | FdKind::Dropped { .. } => None,
         }
     }

@@ -70,6 +70,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         exit_status: None,
         dropped: Vec::new(),
         attrs: ProcAttrs::default(),
+        cwd_deleted: None,
     };
     let img = Image {
         tool: "t".into(),

@@ -86,6 +86,9 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     } else if let Some(path) = name.strip_suffix(" (deleted)") {
         if m.shared && (path == "/dev/zero" || path.starts_with("/memfd:")) {
             VmaBacking::SharedAnon { id: (m.dev << 32) ^ m.ino, size: m.offset + (m.end - m.start) }
+        } else if (path == "/dev/zero" || path.starts_with("/memfd:")) && crate::fd::on_internal_mount(m.dev) {
+            // A private mapping of a shared memory object: the object's pages show through.
+            VmaBacking::SharedPrivate { id: (m.dev << 32) ^ m.ino, size: m.offset + (m.end - m.start) }
         } else if path.starts_with("/SYSV") && m.shared {
             // The inode number of a SysV segment's mapping is its shmid.
             VmaBacking::SysvShm { id: m.ino as i32, offset: m.offset }
@@ -157,7 +160,7 @@ impl SavePolicy {
 /// `pagemap` shows only to `CAP_SYS_ADMIN`. `None` where the kernel has no `PAGEMAP_SCAN`.
 fn scan_to_save(vma: &Vma, pm: &Pagemap) -> Option<Vec<(u64, u64)>> {
     use crest_ptrace::wp::{category, scan};
-    let private_file = matches!(vma.backing, VmaBacking::File { .. } | VmaBacking::Deleted { .. });
+    let private_file = matches!(vma.backing, VmaBacking::File { .. } | VmaBacking::Deleted { .. } | VmaBacking::SharedPrivate { .. });
     // Whether a page is the file's costs a look at its `struct page`: asked of file mappings only.
     let ret = category::PRESENT | category::SWAPPED | category::PFNZERO | if private_file { category::FILE } else { 0 };
     let regions = scan(pm.file(), vma.start, vma.end, 0, category::PRESENT | category::SWAPPED, ret).ok()?;
@@ -197,7 +200,7 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
     }
     let want: fn(u64) -> bool = match (&vma.backing, vma.flags & vma_flags::SHARED != 0) {
         (VmaBacking::Special(_), _) | (VmaBacking::File { .. } | VmaBacking::Deleted { .. }, true) => return Ok(Vec::new()),
-        (VmaBacking::File { .. } | VmaBacking::Deleted { .. }, false) => |e| (e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0,
+        (VmaBacking::File { .. } | VmaBacking::Deleted { .. } | VmaBacking::SharedPrivate { .. }, false) => |e| (e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0,
         _ => |e| e & (pagemap::PRESENT | pagemap::SWAPPED) != 0,
     };
     if let Some(r) = scan_to_save(vma, pm) {
@@ -277,11 +280,27 @@ pub fn needed_files(vmas: &[Vma]) -> (Vec<(String, bool)>, Vec<(u64, u64)>) {
                     None => files.push((path.clone(), w)),
                 }
             }
-            VmaBacking::SharedAnon { id, size } if !shared.iter().any(|s| s.0 == *id) => shared.push((*id, *size)),
+            VmaBacking::SharedAnon { id, size } | VmaBacking::SharedPrivate { id, size } if !shared.iter().any(|s| s.0 == *id) => shared.push((*id, *size)),
             _ => {}
         }
     }
     (files, shared)
+}
+
+/// Refuses a private mapping of a shared memory object ([`VmaBacking::SharedPrivate`]) of
+/// process `pid` that none of its descriptors `fds` restores: the object's pages that show
+/// through it would have nothing to come from.
+pub fn refuse_unbacked_private(pid: i32, vmas: &[Vma], fds: &[crest_image::FdRecord]) -> Result<(), KindError> {
+    for v in vmas {
+        let VmaBacking::SharedPrivate { id, .. } = &v.backing else { continue };
+        if !fds.iter().any(|f| matches!(&f.kind, crest_image::FdKind::Memfd { id: m, .. } if m == id)) {
+            return Err(KindError::Unsupported(format!(
+                "pid {pid}: mapping {:#x}-{:#x} is a private mapping of a shared memory object (memfd or shared anonymous memory) that no descriptor of the process holds; such mappings are not supported",
+                v.start, v.end
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The deleted files a process's mappings need ([`VmaBacking::Deleted`] ids), once each.
@@ -325,6 +344,7 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
             VmaBacking::Anon if v.flags & vma_flags::DROPPABLE != 0 => (-1i64, 0u64, MAP_DROPPABLE | libc::MAP_ANONYMOUS),
             VmaBacking::Anon => (-1i64, 0u64, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS),
             VmaBacking::SharedAnon { id, .. } => (i64::from(fds.shared[id]), 0, libc::MAP_SHARED),
+            VmaBacking::SharedPrivate { id, .. } => (i64::from(fds.shared[id]), 0, libc::MAP_PRIVATE),
             VmaBacking::File { path, offset, .. } => (i64::from(fds.files[path]), *offset, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE }),
             VmaBacking::Deleted { id, offset, .. } => (i64::from(fds.deleted[id]), *offset, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE }),
         };
@@ -337,7 +357,7 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
         }
         let off = match &v.backing {
             // A shared anonymous mapping may map the object at an offset.
-            VmaBacking::SharedAnon { size, .. } => size - (v.end - v.start),
+            VmaBacking::SharedAnon { size, .. } | VmaBacking::SharedPrivate { size, .. } => size - (v.end - v.start),
             _ => off,
         };
         // Droppable memory comes back empty, as if the kernel had dropped it.
@@ -643,6 +663,7 @@ pub fn describe(b: &VmaBacking) -> String {
     match b {
         VmaBacking::Anon => "anonymous".into(),
         VmaBacking::SharedAnon { .. } => "shared anonymous".into(),
+        VmaBacking::SharedPrivate { .. } => "shared memory, mapped private".into(),
         VmaBacking::SysvShm { id, .. } => format!("SysV shared memory {id}"),
         VmaBacking::File { path, .. } => path.clone(),
         VmaBacking::Deleted { path, .. } => format!("{path} (deleted)"),

@@ -17,6 +17,8 @@ use crate::KindError;
 pub struct TaskState {
     /// Current directory.
     pub cwd: String,
+    /// It was deleted: its identity and what it was.
+    pub cwd_deleted: Option<(u64, crest_image::Ghost)>,
     /// Root directory.
     pub root: String,
     /// umask.
@@ -61,18 +63,27 @@ pub fn dump(pid: i32, status: &str) -> Result<TaskState, KindError> {
     let mut creds = creds;
     crate::attrs::capabilities(status, &mut creds);
     let (cwd, root) = (crest_proc::readlink(pid, "cwd")?, crest_proc::readlink(pid, "root")?);
-    for (what, dir) in [("working", &cwd), ("root", &root)] {
-        if dir.ends_with(" (deleted)") {
-            return Err(KindError::Unsupported(format!("PID {pid}: its {what} directory {dir} was deleted; that is not supported")));
-        }
+    if root.ends_with(" (deleted)") {
+        return Err(KindError::Unsupported(format!("PID {pid}: its root directory {root} was deleted; that is not supported")));
     }
-    Ok(TaskState { cwd, root, umask, personality, rlimits, creds })
+    // A deleted working directory is made again, empty, at restart (`crate::fd::ghost`).
+    let (cwd, cwd_deleted) = match cwd.strip_suffix(" (deleted)") {
+        Some(path) => {
+            let md = std::fs::metadata(format!("/proc/{pid}/cwd")).map_err(|e| KindError::io(format!("PID {pid}: its deleted working directory {cwd}"), e))?;
+            (path.to_string(), Some(crate::fd::ghost_of(&md)))
+        }
+        None => (cwd, None),
+    };
+    Ok(TaskState { cwd, cwd_deleted, root, umask, personality, rlimits, creds })
 }
 
 /// Inside the husk: root, directory, umask, personality and name.
-pub fn prepare(p: &Process, cwd: &str) -> Result<(), String> {
+pub fn prepare(p: &Process, cwd: Option<&str>) -> Result<(), String> {
     // The directory first: its path is seen from the restarter's root, not from the new one.
-    std::env::set_current_dir(cwd).map_err(|e| format!("changing directory to {cwd}: {e}"))?;
+    // None: entered already (a deleted one, see `crate::fd::enter_deleted_cwd`).
+    if let Some(cwd) = cwd {
+        std::env::set_current_dir(cwd).map_err(|e| format!("changing directory to {cwd}: {e}"))?;
+    }
     if p.root != "/" {
         crest_ptrace::sys::chroot(&p.root).map_err(|e| format!("changing root to {}: {e}", p.root))?;
     }

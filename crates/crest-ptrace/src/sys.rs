@@ -1386,3 +1386,27 @@ pub fn pty_peer(fd: i32, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the argument is the open flags, no pointer.
     owned(unsafe { libc::ioctl(fd, libc::TIOCGPTPEER, flags) }, "TIOCGPTPEER")
 }
+
+/// `mknod(path, mode, rdev)`: a FIFO (`S_IFIFO`) or device node.
+pub fn mknod(path: &std::path::Path, mode: u32, rdev: u64) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a NUL-terminated string that lives across the call.
+    if unsafe { libc::mknod(p.as_ptr(), mode, rdev) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The target of the symbolic link `fd` is open on (`O_PATH | O_NOFOLLOW`): `readlinkat(fd, "")`.
+pub fn read_link_fd(fd: i32) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: an empty NUL-terminated string and a buffer of the length given, both live across the call.
+    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(std::ffi::OsStr::from_bytes(&buf).into())
+}

@@ -226,10 +226,10 @@ impl Ctx<'_> {
         for z in zombies {
             crest_ptrace::husk::await_zombie(z).map_err(|e| format!("pid {}: waiting for its zombie child {z}: {e}", p.pid))?;
         }
-        self.prepare_own(i, status_fd, placed)
+        self.prepare_own(i, status_fd, placed, &known)
     }
 
-    fn prepare_own(&self, i: usize, status_fd: i32, placed: &std::cell::Cell<bool>) -> Result<i32, String> {
+    fn prepare_own(&self, i: usize, status_fd: i32, placed: &std::cell::Cell<bool>, known: &[i32]) -> Result<i32, String> {
         let p = &self.procs[i];
         let l = &self.layouts[i];
         // Everything the restore itself uses goes to its planned number above the saved
@@ -265,10 +265,21 @@ impl Ctx<'_> {
             drop(t);
             placed.set(true);
         }
-        fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked)?;
+        // A deleted working directory: the one made again for the image, entered through its
+        // parked descriptor (closed with the others once the descriptors are in place).
+        let cwd = match &p.cwd_deleted {
+            Some((id, _)) => {
+                let dir = self.deleted.get(id).ok_or_else(|| format!("pid {}: its deleted working directory {} was not made again", p.pid, p.cwd))?;
+                fd::enter_deleted_cwd(&p.cwd, *dir).map_err(|e| format!("pid {}: {e}", p.pid))?;
+                None
+            }
+            None => Some(p.cwd.as_str()),
+        };
+        let pids = self.procs.iter().zip(known).filter(|(_, &n)| n != 0).map(|(q, &n)| (q.pid, n)).collect();
+        fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked, pids)?;
         attrs::own_bound_sockets(&p.fds, &p.creds)?;
         fd::restore_locks(&p.fds)?;
-        task::prepare(p, &p.cwd)?;
+        task::prepare(p, cwd)?;
         attrs::prepare(&p.attrs)?;
         signals::prepare_actions(&p.sigactions)?;
         Ok(l.pipe_fd)
@@ -333,7 +344,10 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     // Files deleted while open or mapped, recreated once for the image.
     let mut deleted_owned = Vec::new();
     let mut deleted = std::collections::HashMap::new();
-    for (id, f) in fd::recreate_deleted(procs).map_err(RestoreError::Refused)? {
+    // Nodes other than regular files deleted while in use (directories, FIFOs, ...) too.
+    let mut made = fd::recreate_deleted(procs).map_err(RestoreError::Refused)?;
+    made.extend(fd::recreate_ghosts(procs).map_err(RestoreError::Refused)?);
+    for (id, f) in made {
         let n = crest_ptrace::sys::dup_above(f.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
         deleted.insert(id, n.as_raw_fd());
         deleted_owned.push(n);

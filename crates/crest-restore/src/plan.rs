@@ -136,6 +136,7 @@ mod tests {
             exit_status: None,
             dropped: Vec::new(),
             attrs: Default::default(),
+            cwd_deleted: None,
         }
     }
 

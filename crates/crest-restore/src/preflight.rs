@@ -176,7 +176,8 @@ impl Named {
 /// the same rule. The working directory comes first, the executable last (it is mapped too,
 /// and said so first).
 fn named(p: &Process) -> Vec<(Place, Named)> {
-    let mut out = vec![(Place::Cwd, Named::WorkingDirectory)];
+    // A deleted working directory is made again where it was, missing directories included.
+    let mut out = if p.cwd_deleted.is_some() { Vec::new() } else { vec![(Place::Cwd, Named::WorkingDirectory)] };
     for (i, v) in p.vmas.iter().enumerate() {
         match &v.backing {
             VmaBacking::File { size, mtime_ns, .. } => out.push((Place::Vma(i), Named::Mapped { size: *size, mtime_ns: *mtime_ns })),
@@ -582,6 +583,7 @@ mod tests {
             exit_status: None,
             dropped: Vec::new(),
             attrs: Default::default(),
+            cwd_deleted: None,
         }
     }
 

@@ -222,7 +222,8 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
             continue;
         }
         let _ = writeln!(o, "\nprocess {} (parent {}, group {}, session {}): {}", p.pid, p.ppid, p.pgid, p.sid, cmd.join(" "));
-        let _ = writeln!(o, "  exe {}  cwd {}  uid {}  umask {:03o}", p.exe, p.cwd, p.creds.uid[0], p.umask);
+        let deleted = if p.cwd_deleted.is_some() { " (deleted)" } else { "" };
+        let _ = writeln!(o, "  exe {}  cwd {}{deleted}  uid {}  umask {:03o}", p.exe, p.cwd, p.creds.uid[0], p.umask);
         for t in &p.threads {
             let _ = writeln!(o, "  thread {} ({}): rip {:#x} rsp {:#x}, xsave {} bytes, blocked {:#x}, {} pending", t.tid, t.comm, t.regs.rip, t.regs.rsp, t.xsave.len(), t.sigmask, t.pending.len());
         }

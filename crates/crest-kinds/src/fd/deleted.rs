@@ -1,8 +1,9 @@
 //! Regular files deleted (unlinked) while open or mapped: `/proc/PID/fd/N` or the mapping's
 //! name reads `PATH (deleted)`. Their contents are saved in the image, once per file (the
 //! first descriptor or mapping of it carries them), up to `cr_checkpoint --deleted-max`
-//! bytes; a larger file, one still linked under another name, and one whose directory is
-//! gone too are refused.
+//! bytes; a larger file and one whose directory is gone too are refused. A descriptor of a
+//! file still linked under another name in the same directory is saved as a regular file of
+//! that name (the same inode, reopened); one whose other name cannot be found is refused.
 //!
 //! At restart `cr_restart` recreates each file once, before the husks ([`recreate_all`]):
 //! under its old name in its old directory when that name is free, at once unlinked again
@@ -44,13 +45,26 @@ fn refuse_unsaveable(what: &str, path: &str, md: &Metadata) -> Result<(), KindEr
         return Err(KindError::Unsupported(format!("{what}: {path} (deleted) is on no mounted file system (an object of the kernel's own, not a file); it is not supported")));
     }
     if md.nlink() > 0 {
-        return Err(KindError::Unsupported(format!("{what}: {path} was deleted but is still linked under another name ({} links); such files are not supported", md.nlink())));
+        return Err(KindError::Unsupported(format!(
+            "{what}: {path} was deleted but is still linked under another name ({} links), found nowhere in its directory; such files are not supported",
+            md.nlink()
+        )));
     }
     let dir = std::path::Path::new(path).parent().unwrap_or(std::path::Path::new("/"));
     if !dir.is_dir() {
         return Err(KindError::Unsupported(format!("{what}: the deleted file {path} was in {}, which is gone too; it could not be recreated there", dir.display())));
     }
     Ok(())
+}
+
+/// Another name of the file `md` (deleted as `path` but still linked): an entry of the
+/// directory `path` was in, with the same device and inode.
+fn other_link(path: &str, md: &Metadata) -> Option<String> {
+    let dir = std::path::Path::new(path).parent()?;
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|e| {
+        let m = std::fs::symlink_metadata(e.path()).ok()?;
+        (m.dev() == md.dev() && m.ino() == md.ino()).then(|| e.path().to_str().map(str::to_string))?
+    })
 }
 
 /// The runs of data of `f` (`SEEK_DATA`, `SEEK_HOLE`), `size` bytes long.
@@ -116,6 +130,14 @@ impl FdHandler for Deleted {
     fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let what = format!("pid {} fd {fd}", cx.pid);
         let path = link.trim_end_matches(" (deleted)").to_string();
+        if md.nlink() > 0 {
+            // Unlinked under this name, still linked under another: reopened by that one.
+            if let Some(other) = other_link(&path, md) {
+                let image: Vec<i32> = cx.all.iter().map(|o| o.pid).collect();
+                super::refuse_unreopenable(cx.pid, fd, &other, &image)?;
+                return Ok(FdKind::Regular { path: other, pos: info.pos, size: md.size(), dev: md.dev(), ino: md.ino() });
+            }
+        }
         refuse_unsaveable(&what, &path, md)?;
         let id = file_id(md.dev(), md.ino());
         let mut file = None;

@@ -1,4 +1,6 @@
-//! memfds (`memfd_create`) open as descriptors. Their contents are read through a copy of the
+//! memfds (`memfd_create`) open as descriptors, and descriptors of the memory object behind a
+//! shared anonymous mapping (`/dev/zero (deleted)`, opened through `/proc/PID/map_files`),
+//! which is restored as a memfd: both are files of the kernel's internal shmem mount. Their contents are read through a copy of the
 //! descriptor (`pidfd_getfd`) once per object; the object is the same one that shared mappings
 //! of it use ([`crest_image::VmaBacking::SharedAnon`] with the same id), so restore takes the
 //! memfd `cr_restart` made for those mappings when there is one, writes the contents into it
@@ -19,6 +21,12 @@ const MAX: u64 = 256 << 20;
 
 /// The handler.
 pub struct Memfd;
+
+/// The link of a descriptor of the object behind a shared anonymous mapping.
+const SHARED_ZERO: &str = "/dev/zero (deleted)";
+/// The name of the memfd that stands for it after a restart (the name shared anonymous
+/// mappings' memfds have).
+const ZERO_NAME: &str = "crest-shared";
 
 const F_SEAL_WRITE: u32 = 8;
 const F_SEAL_FUTURE_WRITE: u32 = 16;
@@ -42,11 +50,12 @@ impl FdHandler for Memfd {
         "memfd"
     }
     fn claims(&self, link: &str, md: &Metadata) -> bool {
-        md.file_type().is_file() && link.starts_with("/memfd:") && link.ends_with(" (deleted)")
+        md.file_type().is_file() && ((link.starts_with("/memfd:") && link.ends_with(" (deleted)")) || (link == SHARED_ZERO && super::inotify::mount_of(md.dev()).is_none()))
     }
     fn dump(&self, cx: &mut DumpCx<'_>, fd: i32, link: &str, md: &Metadata, info: &FdInfo) -> Result<FdKind, KindError> {
         let id = object_id(md);
-        let name = link.trim_start_matches("/memfd:").trim_end_matches(" (deleted)").to_string();
+        // The object of a shared anonymous mapping is named as the memfd made for it at restart.
+        let name = if link == SHARED_ZERO { ZERO_NAME.to_string() } else { link.trim_start_matches("/memfd:").trim_end_matches(" (deleted)").to_string() };
         let size = md.size();
         let mut data = Vec::new();
         let what = || format!("pid {} fd {fd}: reading the seals of the memfd {name}", cx.pid);

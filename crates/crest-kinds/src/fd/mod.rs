@@ -25,6 +25,7 @@ mod directory;
 mod epoll;
 mod eventfd;
 mod fifo;
+mod ghost;
 mod inherited;
 mod inotify;
 mod lease;
@@ -33,6 +34,7 @@ mod memfd;
 mod opath;
 mod pidfd;
 mod pipe;
+mod procfile;
 mod pty;
 mod regular;
 mod signalfd;
@@ -44,6 +46,7 @@ mod tty;
 mod unsupported;
 
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
+pub use ghost::{enter_deleted_cwd, ghost_of, recreate_all as recreate_ghosts};
 pub use inherited::class_of;
 pub use locks::restore as restore_locks;
 pub use pidfd::pids_kept;
@@ -169,6 +172,9 @@ pub struct PrepareCx {
     /// checkpoint: (inode, PID). Reaped by [`PrepareCx::clean_up`], once every pidfd of them is
     /// open.
     pub dead: Vec<(u64, i32)>,
+    /// The PIDs the processes of the image have now, by their PID at the checkpoint (those
+    /// created so far), for files of their `/proc/PID`.
+    pub pids: std::collections::HashMap<i32, i32>,
 }
 
 impl PrepareCx {
@@ -184,6 +190,7 @@ impl PrepareCx {
             temporary: Default::default(),
             notes: Vec::new(),
             dead: Vec::new(),
+            pids: Default::default(),
         }
     }
 
@@ -246,6 +253,12 @@ pub fn refuse_unreopenable(pid: i32, fd: i32, link: &str, image: &[i32]) -> Resu
         return Err(KindError::Unsupported(format!("pid {pid} fd {fd}: {link} belongs to process {owner}, which is in the checkpoint or gone; files of its /proc/PID are not supported")));
     }
     Ok(())
+}
+
+/// Whether the device `dev` is of no mounted file system (the kernel's internal shmem mount of
+/// memfds and shared anonymous memory, among others).
+pub fn on_internal_mount(dev: u64) -> bool {
+    inotify::mount_of(dev).is_none()
 }
 
 /// Sets the status flags (`O_NONBLOCK`, ...) a descriptor had.
@@ -330,6 +343,8 @@ pub fn describe(kind: &FdKind) -> String {
 pub static HANDLERS: &[&dyn FdHandler] = &[
     &memfd::Memfd,
     &deleted::Deleted,
+    &ghost::Ghost,
+    &procfile::ProcFile,
     &regular::Regular,
     &directory::Directory,
     &chardev::CharDevice,
@@ -370,8 +385,10 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
     for OpenFd { fd, link, info, .. } in own {
         let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|e| KindError::io(format!("pid {pid} fd {fd} ({link})"), e))?;
         let locks = locks::dump(&mut cx, fd, &link, &info)?;
-        // O_PATH descriptors by their flags, whatever the file is.
-        let h: &dyn FdHandler = if opath::is_opath(info.flags) { &opath::OPath } else { *HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything") };
+        // O_PATH descriptors by their flags, whatever the file is, but for nodes deleted while
+        // open, which are made again whatever their flags.
+        let h: &dyn FdHandler =
+            if opath::is_opath(info.flags) && !ghost::Ghost.claims(&link, &md) { &opath::OPath } else { *HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything") };
         let kind = h.dump(&mut cx, fd, &link, &md, &info)?;
         let same_inode = table.by_inode.entry((std::os::unix::fs::MetadataExt::dev(&md), std::os::unix::fs::MetadataExt::ino(&md))).or_default();
         let mut file = None;
@@ -519,13 +536,15 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)], d
 /// has that are neither restored nor kept are closed, except those in `keep` (the restore's
 /// own); objects opened once for the image (`shared`) are dup'd into place. Every descriptor
 /// at `parked` or above (the image's shared objects, other husks' status pipes) is closed at
-/// the end.
-pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::HashMap<u64, i32>, parked: i32) -> Result<(), String> {
+/// the end. `pids` are the new PIDs of the processes of the image created so far, by their
+/// PID at the checkpoint.
+pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::HashMap<u64, i32>, parked: i32, pids: std::collections::HashMap<i32, i32>) -> Result<(), String> {
     let inherited: Vec<i32> = recs.iter().filter(|r| matches!(r.kind, FdKind::Inherited { .. })).map(|r| r.fd).collect();
     crest_ptrace::sys::close_all_but(0, parked - 1, &keep.iter().chain(&inherited).copied().collect::<Vec<i32>>());
     let high = parked.max(keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1);
     let mut cx = PrepareCx::new(high);
     cx.saved = recs.iter().map(|r| r.fd).collect();
+    cx.pids = pids;
     let mut queue: Vec<(&FdRecord, &dyn FdHandler)> = recs.iter().map(|r| Ok((r, handler_for(&r.kind).ok_or_else(|| format!("fd {}: no handler", r.fd))?))).collect::<Result<_, String>>()?;
     // file id -> the number of the first descriptor restored for it.
     let mut opened: std::collections::HashMap<u64, i32> = Default::default();
@@ -724,6 +743,8 @@ mod tests {
             FdKind::Pty { index: 0, master: true, state: None },
             FdKind::Pidfd { pid: 1, own: false, ino: 0, exit: None },
             FdKind::Path { path: "/".into(), dev: 0, ino: 0, symlink: false },
+            FdKind::ProcFile { pid: 1, path: "stat".into(), pos: 0 },
+            FdKind::Ghost { id: 1, path: "/tmp/d".into(), pos: 0, node: crest_image::Ghost { mode: libc::S_IFDIR | 0o700, rdev: 0, uid: 0, gid: 0, target: s() }, data: Vec::new() },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -746,6 +767,8 @@ mod tests {
             FdKind::Pty { .. } => 17,
             FdKind::Pidfd { .. } => 18,
             FdKind::Path { .. } => 19,
+            FdKind::ProcFile { .. } => 20,
+            FdKind::Ghost { .. } => 21,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
