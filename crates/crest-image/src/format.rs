@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 3;
+pub const FORMAT_MINOR: u32 = 4;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -187,8 +187,11 @@ pub mod marker_kinds {
     /// An incremental image: page runs in the images it names as parents (`Image.parent`,
     /// `PageRun.image`), format 4.3.
     pub const INCREMENTAL: u32 = 5;
+    /// A socket holds queued datagrams, descriptors in flight or connections waiting to be
+    /// accepted (`FdKind::Socket.queue`, `pending`, `UnixPairState.passed`), format 4.4.
+    pub const SOCKET_QUEUES: u32 = 6;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, SOCKET_QUEUES];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -201,6 +204,9 @@ pub mod marker_kinds {
         }
         if image.parent.is_some() {
             v.push(INCREMENTAL);
+        }
+        if image.processes.iter().any(|p| p.fds.iter().any(|f| f.kind.uses_socket_queues())) {
+            v.push(SOCKET_QUEUES);
         }
         v
     }
