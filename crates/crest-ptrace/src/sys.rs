@@ -816,46 +816,6 @@ pub fn wait_signal_info(signals: &[i32]) -> (i32, i32) {
     }
 }
 
-/// Reads the next message queued on socket `fd` without taking it (`MSG_PEEK`; with
-/// `SO_PEEK_OFF` set, from the peek offset on, which it advances). Returns its whole length
-/// (which may exceed `buf`, `MSG_TRUNC`) and whether it carries descriptors in flight
-/// (`SCM_RIGHTS`, or ancillary data too large to look at). `WouldBlock` when nothing is queued.
-pub fn peek_message(fd: i32, buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let mut control = [0u64; 32];
-    // SAFETY: msghdr is plain data; all zeroes is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: msg points at live buffers whose sizes it holds; the kernel writes within them.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
-    if n == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut passed_fds = msg.msg_flags & libc::MSG_CTRUNC != 0;
-    if msg.msg_controllen > 0 {
-        // Descriptors a peek passed us are ours to close.
-        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within msg_controllen.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    passed_fds = true;
-                    let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
-                    let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
-                    for i in 0..count {
-                        libc::close(data.add(i).read_unaligned());
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
-    }
-    Ok((n as usize, passed_fds))
-}
-
 /// One message read from a socket's queue without taking it ([`peek_message_full`]).
 #[derive(Debug, Default)]
 pub struct PeekedMessage {
