@@ -968,6 +968,24 @@ impl FdKind {
         }
     }
 
+    /// The records of the descriptors in flight (`SCM_RIGHTS`) a socket record holds, in order.
+    pub fn in_flight(&self) -> Vec<&FdRecord> {
+        match self {
+            FdKind::Socket { queue, .. } => queue.iter().flat_map(|m| m.fds.iter()).collect(),
+            FdKind::UnixPair { state: Some(s), .. } => s.passed.iter().flat_map(|p| p.2.iter()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// [`FdKind::in_flight`], to change them.
+    pub fn in_flight_mut(&mut self) -> Vec<&mut FdRecord> {
+        match self {
+            FdKind::Socket { queue, .. } => queue.iter_mut().flat_map(|m| m.fds.iter_mut()).collect(),
+            FdKind::UnixPair { state: Some(s), .. } => s.passed.iter_mut().flat_map(|p| p.2.iter_mut()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// [`FdKind::path`], to change it.
     pub fn path_mut(&mut self) -> Option<&mut String> {
         match self {
