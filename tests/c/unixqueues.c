@@ -5,6 +5,8 @@
  *   unixqueues DIR epoll      an epoll set in flight (refused at checkpoint time)
  *   unixqueues DIR closed     a connection waiting on a listener whose client was closed (refused:
  *                             what the client sent cannot be read without accepting it)
+ *   unixqueues DIR sent       a connection waiting on a listener whose client, held here, sent
+ *                             data on it (refused likewise)
  *
  * - A datagram server bound at DIR/srv with four datagrams queued: from an unnamed client since
  *   closed, from a client bound at DIR/cli (still open), from a sender bound to an abstract
@@ -110,11 +112,12 @@ int main(int argc, char **argv)
         wait_for_verify(NULL);
         pass();
     }
-    if (argc > 2 && !strcmp(argv[2], "closed")) {
+    if (argc > 2 && (!strcmp(argv[2], "closed") || !strcmp(argv[2], "sent"))) {
         struct sockaddr_un a = name(dir, "lst");
         int l = bound(SOCK_STREAM, &a), c = socket(AF_UNIX, SOCK_STREAM, 0);
         check(listen(l, 4) == 0 && connect(c, (struct sockaddr *)&a, sizeof a) == 0 && write(c, "x", 1) == 1, "a connection with data");
-        close(c);
+        if (!strcmp(argv[2], "closed"))
+            close(c);
         ready();
         wait_for_verify(NULL);
         pass();

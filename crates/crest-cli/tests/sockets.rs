@@ -168,6 +168,12 @@ fn waiting_connection_of_a_closed_client_is_refused() {
     refused_queue("closed", &["waiting to be accepted", "client since closed"]);
 }
 
+/// Likewise a connection waiting to be accepted on which its client (in the image) sent data.
+#[test]
+fn waiting_connection_with_data_sent_is_refused() {
+    refused_queue("sent", &["sent data on its connection", "waits to be accepted"]);
+}
+
 /// Starts `unixqueues DIR MODE`, checks that a checkpoint is refused with a message naming the
 /// process and saying each of `expect`, that no image is written and the process runs on.
 fn refused_queue(mode: &str, expect: &[&str]) {

@@ -77,9 +77,6 @@ struct Diags {
     /// Listener inode -> the inodes of the clients whose connections wait to be accepted on
     /// it, oldest first (0: a client that was closed).
     icons: HashMap<u64, Vec<u64>>,
-    /// Client inode -> the bytes it sent that wait in its connection not accepted yet (when
-    /// the diagnostics list such connections).
-    embryo_rq: HashMap<u64, u32>,
 }
 
 /// One message queued on a unix socket, read without taking it.
@@ -90,8 +87,8 @@ struct Peeked {
     fds: Vec<std::os::fd::OwnedFd>,
 }
 
-/// Unix socket inode -> what the kernel's socket diagnostics tell of it, and the queues read
-/// from the sockets that carry descriptors in flight.
+/// Unix socket inode -> what the kernel's socket diagnostics tell of it, and the queues of the
+/// unix sockets that hold messages, read once while the processes are frozen.
 #[derive(Default)]
 pub struct UnixPeers {
     diags: Option<Diags>,
@@ -337,10 +334,6 @@ fn unix_peers() -> std::io::Result<Diags> {
             }
         }
         if ino == 0 {
-            // A connection not accepted yet (it has no inode): its peer is its client.
-            if d.peer != 0 {
-                out.embryo_rq.insert(d.peer, d.rqueue);
-            }
             return;
         }
         if !icons.is_empty() {
@@ -972,8 +965,8 @@ fn pending_client(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Re
     if !cx.all.iter().any(|o| inode(&o.link) == Some(listener)) {
         return Err("its connection waits to be accepted by a listener outside the checkpoint".to_string());
     }
-    let sent = cx.unix_peers.diags().embryo_rq.get(&ino).copied().unwrap_or(0);
-    if sent > 0 || diag.wqueue > 0 {
+    // What it sent waits in the connection, still charged to it (its write queue).
+    if diag.wqueue > 0 {
         return Err("it sent data on its connection, which waits to be accepted, and data queued on a connection not accepted yet is not saved".to_string());
     }
     let mut addr = sock_addr(copy, false).unwrap_or_default();
