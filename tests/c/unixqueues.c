@@ -12,8 +12,9 @@
  *   closed, from a client bound at DIR/cli (still open), from a sender bound to an abstract
  *   name and since closed, and from itself. Each comes back whole, in order, with the
  *   sender's address the server saw.
- * - A datagram pair whose sending end was closed, with two datagrams queued for the other end:
- *   the second carries the read end of a pipe (its write end held here) with data in the pipe.
+ * - A datagram pair whose sending end was closed, with three datagrams queued for the other end:
+ *   an empty one first, then one of bytes, then one carrying the read end of a pipe (its write
+ *   end held here) with data in the pipe.
  * - A stream pair with a message carrying both ends of a pipe (neither held here any more), a
  *   regular file open at offset 3, an eventfd with a count of 5 and one end of another socket
  *   pair (its other end held here); then bytes without descriptors.
@@ -143,7 +144,8 @@ int main(int argc, char **argv)
     int dp[2], p1[2];
     check(socketpair(AF_UNIX, SOCK_DGRAM, 0, dp) == 0 && pipe(p1) == 0, "a datagram pair and a pipe");
     check(write(p1[1], "in the pipe", 11) == 11, "data in the pipe");
-    check(send(dp[1], "first", 5, 0) == 5, "a first datagram");
+    check(send(dp[1], "", 0, 0) == 0, "an empty datagram");
+    check(send(dp[1], "first", 5, 0) == 5, "a datagram of bytes");
     send_fds(dp[1], "second", 6, &p1[0], 1);
     close(dp[1]);
     close(p1[0]);
@@ -190,8 +192,9 @@ int main(int argc, char **argv)
     check(sendto(cli, "again", 5, 0, (struct sockaddr *)&srv_a, sizeof srv_a) == 5 && recv(srv, b, sizeof b, 0) == 5, "the server still receives");
 
     int fds[8], n;
+    check(recv_fds(dp[0], b, sizeof b, fds, &n) == 0 && n == 0, "the empty datagram first");
     memset(b, 0, sizeof b);
-    check(recv_fds(dp[0], b, sizeof b, fds, &n) == 5 && !strcmp(b, "first") && n == 0, "the first datagram, without descriptors");
+    check(recv_fds(dp[0], b, sizeof b, fds, &n) == 5 && !strcmp(b, "first") && n == 0, "the datagram of bytes, without descriptors");
     memset(b, 0, sizeof b);
     check(recv_fds(dp[0], b, sizeof b, fds, &n) == 6 && !strcmp(b, "second") && n == 1, "the second datagram, with the pipe's read end");
     memset(b, 0, sizeof b);

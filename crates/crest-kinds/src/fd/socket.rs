@@ -56,6 +56,8 @@ pub(super) fn inode(link: &str) -> Option<u64> {
 /// What the kernel's socket diagnostics tell of a unix socket.
 #[derive(Debug, Clone, Copy, Default)]
 struct UnixDiag {
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    ty: u8,
     /// The inode of its peer (0: none).
     peer: u64,
     /// Connections waiting to be accepted (listening) or datagrams and bytes queued.
@@ -140,7 +142,10 @@ pub fn collect_in_flight(all: &[super::OpenFd], peers: &mut UnixPeers) -> Vec<su
     let mut out = Vec::new();
     for o in all {
         let Some(ino) = inode(&o.link) else { continue };
-        if peers.queues.contains_key(&ino) || peers.get(ino).is_none_or(|d| d.rqueue == 0) {
+        // The diagnostics give a datagram socket's first message's length only, which is 0
+        // for an empty one: those are always looked at.
+        let Some(d) = peers.get(ino) else { continue };
+        if peers.queues.contains_key(&ino) || (d.rqueue == 0 && i32::from(d.ty) == libc::SOCK_STREAM) {
             continue;
         }
         let Ok(pidfd) = crest_ptrace::sys::pidfd_open(o.pid) else { continue };
@@ -150,7 +155,7 @@ pub fn collect_in_flight(all: &[super::OpenFd], peers: &mut UnixPeers) -> Vec<su
         {
             continue;
         }
-        let q = peek_all(copy.as_raw_fd());
+        let q = peek_all(copy.as_raw_fd(), i32::from(d.ty) != libc::SOCK_STREAM && d.shutdown & RCV_SHUTDOWN == 0);
         if let Ok(msgs) = &q {
             for f in msgs.iter().flat_map(|m| m.fds.iter()) {
                 let fd = f.as_raw_fd();
@@ -166,8 +171,9 @@ pub fn collect_in_flight(all: &[super::OpenFd], peers: &mut UnixPeers) -> Vec<su
 
 /// Every message queued on socket `fd`, read without taking it (with the peek offset `SO_PEEK_OFF` from 0, each peek returns what
 /// follows the last; the offset is put back as it was), with the
-/// descriptors in flight they carry.
-fn peek_all(fd: i32) -> Result<Vec<Peeked>, String> {
+/// descriptors in flight they carry. With `empty_messages` (a datagram or seqpacket socket not
+/// shut down for reading), a message of no bytes is one; otherwise it is the end.
+fn peek_all(fd: i32, empty_messages: bool) -> Result<Vec<Peeked>, String> {
     use crest_ptrace::sys::{peek_message_full, set_sock_opt_int, sock_opt_int};
     let was = sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
     set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|e| format!("its queue cannot be read (SO_PEEK_OFF: {e})"))?;
@@ -177,7 +183,8 @@ fn peek_all(fd: i32) -> Result<Vec<Peeked>, String> {
     let result = loop {
         match peek_message_full(fd, &mut buf) {
             Ok(m) if m.other_control => break Err("messages with credentials (SCM_CREDENTIALS) or other ancillary data are queued on it, and those are not saved yet".to_string()),
-            Ok(m) if m.len == 0 && m.fds.is_empty() => break Ok(()),
+            Ok(m) if m.len == 0 && m.fds.is_empty() && !empty_messages => break Ok(()),
+            Ok(_) if out.len() >= MAX_MESSAGES => break Err(format!("more than {MAX_MESSAGES} messages are queued on it")),
             Ok(m) if m.len > buf.len() => break Err(format!("a message of {} bytes is queued on it, larger than crest saves", m.len)),
             Ok(m) => {
                 total += m.len;
@@ -202,7 +209,8 @@ fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image:
         Some(Ok(q)) => q.iter().map(|m| (m.data.clone(), m.sender.clone(), m.fds.iter().map(AsRawFd::as_raw_fd).collect())).collect(),
         Some(Err(e)) => return Err(e.clone()),
         None => {
-            let q = peek_all(copy)?;
+            let empty_messages = cx.unix_peers.get(ino).is_some_and(|d| i32::from(d.ty) != libc::SOCK_STREAM && d.shutdown & RCV_SHUTDOWN == 0);
+            let q = peek_all(copy, empty_messages)?;
             if q.iter().any(|m| !m.fds.is_empty()) {
                 return Err("descriptors in flight (SCM_RIGHTS) were queued on it while it was being saved".to_string());
             }
@@ -318,7 +326,7 @@ fn unix_peers() -> std::io::Result<Diags> {
     diag_dump(&req, |msg| {
         // struct unix_diag_msg: family, type, state, pad, inode, cookie[2]; then attributes.
         let Some(ino) = u32_at(msg, 4) else { return };
-        let mut d = UnixDiag::default();
+        let mut d = UnixDiag { ty: msg.get(1).copied().unwrap_or(0), ..Default::default() };
         let mut icons = Vec::new();
         for (ty, v) in diag_attrs(msg, 16) {
             match ty {
@@ -908,11 +916,10 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
                     }
                 }
                 server = ino;
-            } else if diag.rqueue > 0 {
-                if ty != libc::SOCK_DGRAM {
-                    return Err("data is waiting to be read, and queued data is not saved yet".to_string());
-                }
+            } else if ty == libc::SOCK_DGRAM {
                 queue = queue_of(cx, ino, copy)?;
+            } else if diag.rqueue > 0 {
+                return Err("data is waiting to be read, and queued data is not saved yet".to_string());
             }
             if let Some(path) = unix_path(&addr).filter(|p| !p.starts_with('/')) {
                 // Bound by a relative name: bound again by its full name.
@@ -1040,6 +1047,9 @@ pub(super) fn shutdown_how(sd: u8) -> Option<i32> {
         (false, false) => None,
     }
 }
+
+/// The most messages saved for one socket.
+const MAX_MESSAGES: usize = 1 << 20;
 
 /// The most queued data saved for one socket.
 const MAX_QUEUED: usize = 64 << 20;
