@@ -3,6 +3,7 @@
  *
  *   unixqueues DIR            the state below; after restart everything is read back and checked
  *   unixqueues DIR epoll      an epoll set in flight (refused at checkpoint time)
+ *   unixqueues DIR inet       a UDP socket in flight (refused likewise)
  *   unixqueues DIR closed     a connection waiting on a listener whose client was closed (refused:
  *                             what the client sent cannot be read without accepting it)
  *   unixqueues DIR sent       a connection waiting on a listener whose client, held here, sent
@@ -104,9 +105,9 @@ int main(int argc, char **argv)
     if (argc < 2)
         return 2;
     const char *dir = argv[1];
-    if (argc > 2 && !strcmp(argv[2], "epoll")) {
-        int sk[2], ep = epoll_create1(0);
-        check(ep >= 0 && socketpair(AF_UNIX, SOCK_DGRAM, 0, sk) == 0, "an epoll set and a pair");
+    if (argc > 2 && (!strcmp(argv[2], "epoll") || !strcmp(argv[2], "inet"))) {
+        int sk[2], ep = !strcmp(argv[2], "epoll") ? epoll_create1(0) : socket(AF_INET, SOCK_DGRAM, 0);
+        check(ep >= 0 && socketpair(AF_UNIX, SOCK_DGRAM, 0, sk) == 0, "an epoll set or a UDP socket, and a pair");
         send_fds(sk[0], "e", 1, &ep, 1);
         close(ep);
         ready();

@@ -161,6 +161,12 @@ fn epoll_set_in_flight_is_refused_by_name() {
     refused_queue("epoll", &["in flight", "epoll"]);
 }
 
+/// An internet socket in flight (its dump may depend on the processes holding it) is refused.
+#[test]
+fn internet_socket_in_flight_is_refused() {
+    refused_queue("inet", &["in flight", "socket other than a unix socket"]);
+}
+
 /// A connection waiting to be accepted whose client was closed may hold what the client sent,
 /// which cannot be read without accepting it: refused.
 #[test]

@@ -377,6 +377,13 @@ pub(crate) fn dump_in_flight(cx: &mut DumpCx<'_>, fd: i32) -> Result<FdRecord, S
     let md = std::fs::metadata(format!("/proc/self/fd/{fd}")).map_err(|e| format!("{link}: {e}"))?;
     let info = crest_proc::parse_fdinfo(&crest_proc::read(me, &format!("fdinfo/{fd}")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything");
+    // Kinds whose dump or restore follows the processes that hold them (a TCP connection put in
+    // repair mode, a terminal, a file recreated from its saved contents) are refused before
+    // anything is done to them.
+    let inet = link.starts_with("socket:") && matches!(crest_ptrace::sys::sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN), Ok(libc::AF_INET | libc::AF_INET6 | libc::AF_NETLINK | libc::AF_PACKET));
+    if inet || matches!(h.name(), "pseudo-terminal" | "terminal" | "deleted file") {
+        return Err(format!("{link} is one, and a {} in flight is not saved yet", if inet { "socket other than a unix socket" } else { h.name() }));
+    }
     let mut sub = DumpCx {
         pid: me,
         pidfd: crest_ptrace::sys::pidfd_open(me).ok(),
