@@ -214,7 +214,9 @@ fn unix_socket_queues_are_left_in_place_by_a_checkpoint() {
     let ck = Command::new(bin("cr_checkpoint")).args(["--run", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
     assert!(ck.status.success(), "checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
     let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
-    let st = wait_child(&mut procs.take(pid), Duration::from_secs(30));
+    // Waited for in place: killed with the others should it not end.
+    let i = procs.children.iter().position(|c| c.id() as i32 == pid).expect("a child of this test");
+    let st = wait_child(&mut procs.children[i], Duration::from_secs(30));
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(st.success() && text.contains("PASS"), "the original after the checkpoint: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
 }
