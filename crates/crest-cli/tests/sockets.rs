@@ -1,6 +1,7 @@
 //! Connected sockets: TCP connections restored in repair mode (both ends in the image, or a
 //! peer that is not checkpointed and must not notice), IPv6, half-closed connections and
-//! connected UDP sockets; and the refusals for what is not saved.
+//! connected UDP sockets; what waits in unix socket queues (datagrams, descriptors in flight,
+//! connections not accepted yet); and the refusals for what is not saved.
 mod common;
 
 use std::path::Path;
@@ -136,4 +137,86 @@ fn tcp_close_wait_ipv4_on_ipv6_socket() {
 #[test]
 fn tcp6_close_wait() {
     peer_shut_down_writing(true);
+}
+
+/// Datagrams queued on a unix datagram server (senders unnamed, named, abstract, itself) and on
+/// a pair whose sender was closed; descriptors in flight on datagram, stream and seqpacket pairs
+/// (pipe ends, a regular file at its offset, an eventfd, a socket, one also held by the
+/// process); connections waiting on unix listeners, one of them from a client since closed; the
+/// listener's file mode (tests/c/unixqueues.c).
+#[test]
+fn unix_socket_queues_and_waiting_connections() {
+    let d = Dir::new("unixqueues");
+    let prog = d.0.join("unixqueues");
+    gcc("tests/c/unixqueues.c", &prog, &[]);
+    let dir = d.0.to_str().expect("utf8").to_string();
+    let (st, out) = round_trip_verify(&d, &prog, &[&dir], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "unixqueues after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
+/// An epoll set in flight refers to the descriptors of a process and cannot be made on its own:
+/// the checkpoint is refused naming it, no image is written, and the process runs on.
+#[test]
+fn epoll_set_in_flight_is_refused_by_name() {
+    refused_queue("epoll", &["in flight", "epoll"]);
+}
+
+/// An internet socket in flight (its dump may depend on the processes holding it) is refused.
+#[test]
+fn internet_socket_in_flight_is_refused() {
+    refused_queue("inet", &["in flight", "socket other than a unix socket"]);
+}
+
+/// A connection waiting to be accepted whose client was closed may hold what the client sent,
+/// which cannot be read without accepting it: refused.
+#[test]
+fn waiting_connection_of_a_closed_client_is_refused() {
+    refused_queue("closed", &["waiting to be accepted", "client since closed"]);
+}
+
+/// Likewise a connection waiting to be accepted on which its client (in the image) sent data.
+#[test]
+fn waiting_connection_with_data_sent_is_refused() {
+    refused_queue("sent", &["sent data on its connection", "waits to be accepted"]);
+}
+
+/// Starts `unixqueues DIR MODE`, checks that a checkpoint is refused with a message naming the
+/// process and saying each of `expect`, that no image is written and the process runs on.
+fn refused_queue(mode: &str, expect: &[&str]) {
+    let d = Dir::new(&format!("unixqueues-{mode}"));
+    let prog = d.0.join("unixqueues");
+    gcc("tests/c/unixqueues.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg(&d.0).arg(mode).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("unixqueues"));
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
+    assert!(err.contains(&format!("PID {pid}")) && expect.iter().all(|e| err.contains(e)), "{mode}: the message names the process and says {expect:?}: {err}");
+    assert!(!img.exists(), "no image is written");
+    assert_untouched(pid, "after a refused checkpoint");
+}
+
+/// Reading the queues does not take anything from them: after a checkpoint with --run the
+/// process finds every datagram, descriptor in flight and waiting connection where it was.
+#[test]
+fn unix_socket_queues_are_left_in_place_by_a_checkpoint() {
+    let d = Dir::new("unixqueues-run");
+    let prog = d.0.join("unixqueues");
+    gcc("tests/c/unixqueues.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("unixqueues"));
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--run", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    assert!(ck.status.success(), "checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    // Waited for in place: killed with the others should it not end.
+    let i = procs.children.iter().position(|c| c.id() as i32 == pid).expect("a child of this test");
+    let st = wait_child(&mut procs.children[i], Duration::from_secs(30));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "the original after the checkpoint: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
 }

@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 5;
+pub const FORMAT_MINOR: u32 = 6;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -189,8 +189,11 @@ pub mod marker_kinds {
     pub const INCREMENTAL: u32 = 5;
     /// A process's working directory was deleted (`Process.cwd_deleted`), format 4.5.
     pub const DELETED_CWD: u32 = 6;
+    /// A socket holds queued datagrams, descriptors in flight or connections waiting to be
+    /// accepted (`FdKind::Socket.queue`, `pending`, `UnixPairState.passed`), format 4.6.
+    pub const SOCKET_QUEUES: u32 = 7;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -206,6 +209,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().any(|p| p.cwd_deleted.is_some()) {
             v.push(DELETED_CWD);
+        }
+        if image.processes.iter().any(|p| p.fds.iter().any(|f| f.kind.uses_socket_queues())) {
+            v.push(SOCKET_QUEUES);
         }
         v
     }

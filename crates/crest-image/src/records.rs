@@ -31,6 +31,7 @@ framed!(
     FdKind,
     TcpState,
     UnixPairState,
+    QueuedMessage,
     InotifyWatch,
     DeletedFile,
     Ghost,
@@ -748,6 +749,18 @@ pub enum FdKind {
         /// How it was shut down: 1 receiving, 2 sending (format 4.1).
         #[serde(default)]
         shutdown: u8,
+        /// A unix datagram socket: the datagrams queued for it to read, oldest first, each
+        /// with its sender's address and the descriptors it carries (format 4.6).
+        #[serde(default)]
+        queue: Vec<QueuedMessage>,
+        /// A unix stream or seqpacket socket whose connection to the listener `peer` waits
+        /// to be accepted: connected to it again (format 4.6).
+        #[serde(default)]
+        pending: bool,
+        /// A unix socket bound to a path: the mode (permission bits), owner and group of its
+        /// file, given back to the file its bind makes (format 4.6; none: as the bind makes it).
+        #[serde(default)]
+        file_attrs: Option<(u32, u32, u32)>,
     },
     /// One end of a connected pair of unix sockets whose two ends are in the image (a
     /// `socketpair`, or a connection between two processes of the image).
@@ -1042,6 +1055,36 @@ impl FdKind {
         }
     }
 
+    /// Whether the record holds what format 4.6 added to sockets (queued datagrams,
+    /// descriptors in flight, connections waiting to be accepted), which a reader of 4.3 or
+    /// before would restore the socket without: such an image carries the
+    /// [`crate::marker_kinds::SOCKET_QUEUES`] section.
+    pub fn uses_socket_queues(&self) -> bool {
+        match self {
+            FdKind::Socket { queue, pending, .. } => !queue.is_empty() || *pending,
+            FdKind::UnixPair { state: Some(s), .. } => !s.passed.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The records of the descriptors in flight (`SCM_RIGHTS`) a socket record holds, in order.
+    pub fn in_flight(&self) -> Vec<&FdRecord> {
+        match self {
+            FdKind::Socket { queue, .. } => queue.iter().flat_map(|m| m.fds.iter()).collect(),
+            FdKind::UnixPair { state: Some(s), .. } => s.passed.iter().flat_map(|p| p.2.iter()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// [`FdKind::in_flight`], to change them.
+    pub fn in_flight_mut(&mut self) -> Vec<&mut FdRecord> {
+        match self {
+            FdKind::Socket { queue, .. } => queue.iter_mut().flat_map(|m| m.fds.iter_mut()).collect(),
+            FdKind::UnixPair { state: Some(s), .. } => s.passed.iter_mut().flat_map(|p| p.2.iter_mut()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// [`FdKind::path`], to change it.
     pub fn path_mut(&mut self) -> Option<&mut String> {
         match self {
@@ -1062,6 +1105,24 @@ pub struct UnixPairState {
     pub queues: [Vec<Vec<u8>>; 2],
     /// For each end, how it was shut down (1: receiving, 2: sending).
     pub shutdown: [u8; 2],
+    /// Descriptors in flight (`SCM_RIGHTS`): `(end, index, files)`, the files carried by
+    /// message `index` of the queue of `end` (0 or 1), each as the record of an open file
+    /// (its `fd` is -1), in the order they were sent (format 4.6).
+    #[serde(default)]
+    pub passed: Vec<(u8, u32, Vec<FdRecord>)>,
+}
+
+/// One datagram queued on a unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct QueuedMessage {
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// The raw `sockaddr` its receiver sees as its sender (empty: unnamed).
+    pub sender: Vec<u8>,
+    /// The descriptors in flight it carries (`SCM_RIGHTS`), each as the record of an open
+    /// file (its `fd` is -1), in order.
+    pub fds: Vec<FdRecord>,
 }
 
 /// The kind of an outside object that standard input, output or error led to.

@@ -271,6 +271,9 @@ fn socket_state_of_4_1_is_announced_to_older_readers() {
         peer: 0,
         unlinked: false,
         shutdown: 0,
+        queue: Vec::new(),
+        pending: false,
+        file_attrs: None,
     };
     let plain = rebuild(&img, &pages);
     assert!(marker(&plain).is_none(), "int options alone are read by 4.0 readers too");
@@ -284,6 +287,52 @@ fn socket_state_of_4_1_is_announced_to_older_readers() {
     // As a reader that does not know the kind sees it.
     let err = ImageFile::check_bytes(&with_sections(&img, &pages, &[(91, section_flags::MUST_UNDERSTAND, b"")])).expect_err("refused").to_string();
     assert!(err.contains("must be understood"), "{err}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A socket record holding what format 4.6 added (a queued datagram carrying a descriptor in
+/// flight, a connection waiting to be accepted) makes the writer add the empty SocketQueues
+/// section marked MUST_UNDERSTAND, which readers of 4.3 and before refuse; this build reads
+/// the record back whole.
+#[test]
+fn socket_queues_of_4_4_are_announced_to_older_readers() {
+    let (bytes, mut img) = build(&[2], 4, 1);
+    let pages = page_region(&bytes, &img);
+    let path = std::env::temp_dir().join(format!("crest-parser-socket-queues-{}", std::process::id()));
+    let marker = |b: &[u8]| {
+        std::fs::write(&path, b).expect("write");
+        let f = ImageFile::open(&path).expect("read");
+        f.sections.into_iter().find(|s| s.kind == SectionKind::Other(crest_image::marker_kinds::SOCKET_QUEUES))
+    };
+    assert!(marker(&bytes).is_none(), "an image without socket queues carries no SocketQueues section");
+    let carried = FdRecord { fd: -1, flags: 0, cloexec: true, file: 0, kind: FdKind::Pipe { id: 7, write_end: false, size: 0, data: Vec::new() }, locks: Vec::new(), fown: Default::default() };
+    let socket = |queue, pending, file_attrs| FdKind::Socket {
+        family: 1,
+        ty: 2,
+        protocol: 0,
+        addr: vec![1, 0, b'/', b'x', 0],
+        listen: None,
+        options: Vec::new(),
+        what: "unix datagram socket /x".into(),
+        byte_options: Vec::new(),
+        ino: 0,
+        peer: 0,
+        unlinked: false,
+        shutdown: 0,
+        queue,
+        pending,
+        file_attrs,
+    };
+    img.processes[0].fds[0].kind = socket(Vec::new(), false, Some((0o640, 1, 2)));
+    assert!(marker(&rebuild(&img, &pages)).is_none(), "a socket file's mode alone is read by older readers too");
+    let queued = vec![QueuedMessage { data: b"hello".to_vec(), sender: vec![1, 0, 0, b'a'], fds: vec![carried] }];
+    for kind in [socket(queued, false, None), socket(Vec::new(), true, None)] {
+        img.processes[0].fds[0].kind = kind;
+        let image = rebuild(&img, &pages);
+        let s = marker(&image).expect("a SocketQueues section");
+        assert!(s.must_understand() && s.len == 0, "{s:?}");
+        assert_eq!(ImageFile::check_bytes(&image).expect("read by this build"), img);
+    }
     let _ = std::fs::remove_file(&path);
 }
 

@@ -938,44 +938,117 @@ pub fn wait_signal_info(signals: &[i32]) -> (i32, i32) {
     }
 }
 
+/// One message read from a socket's queue without taking it ([`peek_message_full`]).
+#[derive(Debug, Default)]
+pub struct PeekedMessage {
+    /// Its whole length (may exceed the buffer given: `MSG_TRUNC`).
+    pub len: usize,
+    /// The raw `sockaddr` of its sender, as `recvmsg` reports it (empty: unnamed).
+    pub sender: Vec<u8>,
+    /// The descriptors in flight it carries (`SCM_RIGHTS`), installed in this process by the
+    /// peek, in order.
+    pub fds: Vec<std::os::fd::OwnedFd>,
+    /// It carries ancillary data other than descriptors (credentials), or more than could be
+    /// looked at (`MSG_CTRUNC`).
+    pub other_control: bool,
+}
+
 /// Reads the next message queued on socket `fd` without taking it (`MSG_PEEK`; with
-/// `SO_PEEK_OFF` set, from the peek offset on, which it advances). Returns its whole length
-/// (which may exceed `buf`, `MSG_TRUNC`) and whether it carries descriptors in flight
-/// (`SCM_RIGHTS`, or ancillary data too large to look at). `WouldBlock` when nothing is queued.
-pub fn peek_message(fd: i32, buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
+/// `SO_PEEK_OFF` set, from the peek offset on, which it advances), with its sender's address
+/// and the descriptors it carries (copies of them, now open in this process, close-on-exec).
+/// `WouldBlock` when nothing is queued.
+pub fn peek_message_full(fd: i32, buf: &mut [u8]) -> std::io::Result<PeekedMessage> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let mut control = [0u64; 32];
+    let mut control = [0u64; 512];
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     // SAFETY: msghdr is plain data; all zeroes is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control);
     // SAFETY: msg points at live buffers whose sizes it holds; the kernel writes within them.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC) };
     if n == -1 {
         return Err(std::io::Error::last_os_error());
     }
-    let mut passed_fds = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    let mut out = PeekedMessage { len: n as usize, other_control: msg.msg_flags & libc::MSG_CTRUNC != 0, ..Default::default() };
+    let namelen = (msg.msg_namelen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    if namelen > 2 {
+        // SAFETY: name is live and namelen is within it.
+        out.sender = unsafe { std::slice::from_raw_parts((&name as *const libc::sockaddr_storage).cast::<u8>(), namelen) }.to_vec();
+    }
     if msg.msg_controllen > 0 {
-        // Descriptors a peek passed us are ours to close.
-        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within msg_controllen.
+        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within msg_controllen;
+        // each descriptor of SCM_RIGHTS was just installed in this process and is owned by nobody else.
         unsafe {
+            use std::os::fd::FromRawFd;
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    passed_fds = true;
                     let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
                     let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
                     for i in 0..count {
-                        libc::close(data.add(i).read_unaligned());
+                        out.fds.push(std::os::fd::OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                     }
+                } else {
+                    out.other_control = true;
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
         }
     }
-    Ok((n as usize, passed_fds))
+    Ok(out)
+}
+
+/// `sendmsg(fd, data, MSG_DONTWAIT)` to `to` (raw `sockaddr` bytes; empty: the socket's peer),
+/// carrying descriptors `fds` (`SCM_RIGHTS`) when there are any. Returns the bytes sent.
+pub fn send_message(fd: i32, data: &[u8], to: &[u8], fds: &[i32]) -> std::io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if to.len() > std::mem::size_of::<libc::sockaddr_storage>() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: to.len() fits in name, checked above; the regions do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(to.as_ptr(), (&mut name as *mut libc::sockaddr_storage).cast::<u8>(), to.len()) };
+    let space = if fds.is_empty() {
+        0
+    } else {
+        // SAFETY: CMSG_SPACE is arithmetic.
+        unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) as usize }
+    };
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data; all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if !to.is_empty() {
+        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = to.len() as libc::socklen_t;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer holds CMSG_SPACE of the descriptors, zeroed; the header and
+        // the descriptors are written within it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), std::mem::size_of_val(fds));
+        }
+    }
+    // SAFETY: msg points at live buffers whose sizes it holds; the kernel only reads them.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// `send(fd, data, MSG_DONTWAIT)`: one datagram on a datagram socket.

@@ -93,6 +93,8 @@ enum Place {
     Fd(usize),
     /// Watch `.1` of the inotify descriptor `.0`.
     Watch(usize, usize),
+    /// Descriptor in flight `.1` of the socket descriptor `.0` ([`FdKind::in_flight`]).
+    InFlight(usize, usize),
 }
 
 /// What a path of an image names, and so what must be found there at restart.
@@ -186,6 +188,18 @@ fn named(p: &Process) -> Vec<(Place, Named)> {
         }
     }
     for (i, f) in p.fds.iter().enumerate() {
+        // The files in flight in a socket's queue are opened by their path at restart too.
+        for (k, r) in f.kind.in_flight().into_iter().enumerate() {
+            let n = match &r.kind {
+                FdKind::Regular { size, ino, .. } => Named::OpenFile { fd: f.fd, size: *size, ino: *ino },
+                FdKind::Directory { .. } => Named::OpenDirectory { fd: f.fd },
+                FdKind::Fifo { .. } => Named::OpenFifo { fd: f.fd },
+                FdKind::CharDevice { .. } => Named::OpenDevice { fd: f.fd },
+                FdKind::Deleted { .. } => Named::Deleted,
+                _ => continue,
+            };
+            out.push((Place::InFlight(i, k), n));
+        }
         let n = match &f.kind {
             FdKind::Regular { size, ino, .. } => Named::OpenFile { fd: f.fd, size: *size, ino: *ino },
             FdKind::Directory { .. } => Named::OpenDirectory { fd: f.fd },
@@ -216,6 +230,7 @@ fn path_at(p: &Process, at: Place) -> &str {
             _ => "",
         },
         Place::Fd(i) => p.fds[i].kind.path().unwrap_or(""),
+        Place::InFlight(i, k) => p.fds[i].kind.in_flight().get(k).and_then(|r| r.kind.path()).unwrap_or(""),
         Place::Watch(i, j) => match &p.fds[i].kind {
             FdKind::Inotify { watches, .. } => &watches[j].path,
             _ => "",
@@ -232,6 +247,7 @@ fn path_at_mut(p: &mut Process, at: Place) -> Option<&mut String> {
             _ => None,
         },
         Place::Fd(i) => p.fds[i].kind.path_mut(),
+        Place::InFlight(i, k) => p.fds[i].kind.in_flight_mut().into_iter().nth(k).and_then(|r| r.kind.path_mut()),
         Place::Watch(i, j) => match &mut p.fds[i].kind {
             FdKind::Inotify { watches, .. } => Some(&mut watches[j].path),
             _ => None,

@@ -133,16 +133,11 @@ impl FileTable {
                 all.push(OpenFd { pid, fd, link, info });
             }
         }
-        Ok(FileTable {
-            all,
-            pids: pids.to_vec(),
-            seen: Default::default(),
-            by_inode: Default::default(),
-            next_file: 1,
-            drop_unsupported,
-            unix_peers: Default::default(),
-            deleted_max: deleted::DEFAULT_MAX,
-        })
+        // Descriptors in flight in unix socket queues are known as descriptors of this process.
+        let mut unix_peers = socket::UnixPeers::default();
+        let in_flight = socket::collect_in_flight(&all, &mut unix_peers);
+        all.extend(in_flight);
+        Ok(FileTable { all, pids: pids.to_vec(), seen: Default::default(), by_inode: Default::default(), next_file: 1, drop_unsupported, unix_peers, deleted_max: deleted::DEFAULT_MAX })
     }
 }
 
@@ -415,6 +410,61 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
         out.push(FdRecord { fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks, fown });
     }
     Ok((out, cx.dropped))
+}
+
+/// The record of a descriptor in flight (`SCM_RIGHTS`) in a unix socket queue, whose copy is
+/// `fd` of this process ([`socket::collect_in_flight`]): dumped by its kind as if this process
+/// held it. Refused, naming it, when it could not be made again on its own at restore (an
+/// object that refers to the descriptors of a process, such as an epoll set), or when it is
+/// an open file of a path shared with a descriptor of the image (their offset would part).
+pub(crate) fn dump_in_flight(cx: &mut DumpCx<'_>, fd: i32) -> Result<FdRecord, String> {
+    let me = std::process::id() as i32;
+    let link = crest_proc::readlink(me, &format!("fd/{fd}")).map_err(|e| e.to_string())?;
+    let md = std::fs::metadata(format!("/proc/self/fd/{fd}")).map_err(|e| format!("{link}: {e}"))?;
+    let info = crest_proc::parse_fdinfo(&crest_proc::read(me, &format!("fdinfo/{fd}")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let h = HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything");
+    // Kinds whose dump or restore follows the processes that hold them (a TCP connection put in
+    // repair mode, a terminal, a file recreated from its saved contents) are refused before
+    // anything is done to them.
+    let inet = link.starts_with("socket:") && matches!(crest_ptrace::sys::sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN), Ok(libc::AF_INET | libc::AF_INET6 | libc::AF_NETLINK | libc::AF_PACKET));
+    if inet || matches!(h.name(), "pseudo-terminal" | "terminal" | "deleted file") {
+        return Err(format!("{link} is one, and a {} in flight is not saved yet", if inet { "socket other than a unix socket" } else { h.name() }));
+    }
+    let mut sub = DumpCx {
+        pid: me,
+        pidfd: crest_ptrace::sys::pidfd_open(me).ok(),
+        all: cx.all,
+        seen: &mut *cx.seen,
+        drop_unsupported: false,
+        dropped: Vec::new(),
+        unix_peers: &mut *cx.unix_peers,
+        deleted_max: cx.deleted_max,
+        image: cx.image,
+    };
+    let kind = h.dump(&mut sub, fd, &link, &md, &info).map_err(|e| format!("{link}: {e}"))?;
+    let restorable = handler_for(&kind).map(|hh| hh.sharing(&kind));
+    if matches!(kind, FdKind::Inherited { .. } | FdKind::Dropped { .. }) || !matches!(restorable, Some(Sharing::Image | Sharing::File)) {
+        return Err(format!("{link} ({}) is one, and a descriptor of that kind ({}) cannot be made again on its own, so it is not saved in flight", describe(&kind), h.name()));
+    }
+    if kind.uses_socket_queues() || matches!(&kind, FdKind::UnixPair { state: Some(s), .. } if s.queues.iter().any(|q| !q.is_empty())) || socket::holds_messages(cx.unix_peers, &link) {
+        return Err(format!("{link} is one, and a socket in flight that holds messages itself is not saved"));
+    }
+    if kind.path().is_some() {
+        if let Some(o) = cx.all.iter().find(|o| o.pid != me && o.link == link && crest_ptrace::sys::same_file(me, fd, o.pid, o.fd).unwrap_or(false)) {
+            return Err(format!("{link} is one, and it is also fd {} of PID {}: an open file shared that way is not saved in flight yet", o.fd, o.pid));
+        }
+    }
+    Ok(FdRecord { fd: -1, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: true, file: 0, kind, locks: Vec::new(), fown: Fown::default() })
+}
+
+/// Makes again a descriptor in flight saved by [`dump_in_flight`], to be sent with the message
+/// that carries it; objects shared with the image's descriptors (a pipe) come from `cx`.
+pub(crate) fn open_in_flight(rec: &FdRecord, cx: &mut PrepareCx) -> Result<std::os::fd::OwnedFd, String> {
+    let h = handler_for(&rec.kind).ok_or_else(|| "a descriptor of a kind this build does not know".to_string())?;
+    match h.open(rec, cx)? {
+        Opened::Fd(f) => Ok(f),
+        _ => Err(format!("{} cannot be made again on its own", describe(&rec.kind))),
+    }
 }
 
 /// The owner of `fd`'s open file for I/O signals (`F_GETOWN_EX`, `F_GETSIG`), read through a
@@ -733,6 +783,9 @@ mod tests {
                 peer: 0,
                 unlinked: false,
                 shutdown: 0,
+                queue: Vec::new(),
+                pending: false,
+                file_attrs: None,
             },
             FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into(), byte_options: Vec::new(), alone: false },
             FdKind::SignalFd { mask: 0 },

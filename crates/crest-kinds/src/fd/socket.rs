@@ -1,6 +1,7 @@
-//! Sockets. Saved and restored: sockets that are not connected: listening TCP and unix
-//! (stream, seqpacket) sockets with no connection waiting to be accepted, bound UDP, ICMP echo
-//! and unix datagram sockets with nothing waiting to be read, and sockets not bound yet; each comes back
+//! Sockets. Saved and restored: sockets that are not connected: listening TCP sockets with no
+//! connection waiting to be accepted, unix (stream, seqpacket) listeners, bound UDP and ICMP
+//! echo sockets with nothing waiting to be read, unix datagram sockets, and sockets not bound
+//! yet; each comes back
 //! bound to its address (a unix socket's stale file replaced), listening with its backlog, with
 //! its options ([`super::sockopt`]) and shut down as it was. A listener shared by several
 //! processes (a pre-forking server) is one socket again.
@@ -15,12 +16,19 @@
 //! queued messages (a stream socket whose other end was closed, as a pair whose other end is
 //! closed once it has sent what was queued); connected TCP and UDP sockets are restored by [`super::tcp`]. Other
 //! connected sockets (a unix socket whose peer is outside the image: the message names the
-//! process holding it), netlink, packet and raw sockets, queued connections and datagrams are
+//! process holding it), netlink, packet and raw sockets, TCP connections waiting to be accepted and UDP datagrams queued are
 //! refused at checkpoint time with a description ("unix stream socket connected to
 //! /run/x.sock"), or left out on request ([`super::unsupported`]). The one exception, as in
 //! BLCR: standard input, output or error connected to a process that is not checkpointed (a
 //! service whose output goes to a log collector) follows `cr_restart`'s own
 //! ([`super::inherited`]).
+//!
+//! The datagrams queued on a unix datagram socket are saved with their senders' addresses and
+//! sent to it again at restart ([`refill_datagrams`]); descriptors in flight in unix socket
+//! queues are read while the processes are frozen ([`collect_in_flight`]), saved as records of
+//! their own inside the messages that carry them and sent again with them. A unix client whose
+//! connection waits to be accepted by a listener of the image connects to it again
+//! ([`pending_client`]).
 //!
 //! What a socket is comes from a copy of it (`pidfd_getfd`: domain, type, protocol, listening,
 //! own and peer address, `TCP_INFO`); the other end and the queues of a unix socket, from the
@@ -48,6 +56,8 @@ pub(super) fn inode(link: &str) -> Option<u64> {
 /// What the kernel's socket diagnostics tell of a unix socket.
 #[derive(Debug, Clone, Copy, Default)]
 struct UnixDiag {
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    ty: u8,
     /// The inode of its peer (0: none).
     peer: u64,
     /// Connections waiting to be accepted (listening) or datagrams and bytes queued.
@@ -61,16 +71,41 @@ struct UnixDiag {
     vfs: Option<(u64, u32)>,
 }
 
-/// Unix socket inode -> what the kernel's socket diagnostics tell of it.
+/// What the kernel's socket diagnostics tell of every unix socket.
 #[derive(Default)]
-pub struct UnixPeers(Option<HashMap<u64, UnixDiag>>);
+struct Diags {
+    /// Socket inode -> what they tell of it.
+    socks: HashMap<u64, UnixDiag>,
+    /// Listener inode -> the inodes of the clients whose connections wait to be accepted on
+    /// it, oldest first (0: a client that was closed).
+    icons: HashMap<u64, Vec<u64>>,
+}
+
+/// One message queued on a unix socket, read without taking it.
+struct Peeked {
+    data: Vec<u8>,
+    sender: Vec<u8>,
+    /// Copies of the descriptors in flight it carries, open in this process.
+    fds: Vec<std::os::fd::OwnedFd>,
+}
+
+/// Unix socket inode -> what the kernel's socket diagnostics tell of it, and the queues of the
+/// unix sockets that hold messages, read once while the processes are frozen.
+#[derive(Default)]
+pub struct UnixPeers {
+    diags: Option<Diags>,
+    /// Socket inode -> its queue, read once per checkpoint ([`collect_in_flight`]), or why it
+    /// cannot be read.
+    queues: HashMap<u64, Result<Vec<Peeked>, String>>,
+}
 
 impl UnixPeers {
+    fn diags(&mut self) -> &Diags {
+        self.diags.get_or_insert_with(|| unix_peers().unwrap_or_default())
+    }
+
     fn get(&mut self, ino: u64) -> Option<UnixDiag> {
-        if self.0.is_none() {
-            self.0 = Some(unix_peers().unwrap_or_default());
-        }
-        self.0.as_ref()?.get(&ino).copied()
+        self.diags().socks.get(&ino).copied()
     }
 
     fn peer_of(&mut self, ino: u64) -> Option<u64> {
@@ -81,8 +116,131 @@ impl UnixPeers {
     /// datagram server, and that socket one of its clients).
     fn has_clients(&mut self, ino: u64) -> bool {
         let own = self.peer_of(ino).unwrap_or(0);
-        self.0.as_ref().is_some_and(|m| m.iter().any(|(&k, d)| d.peer == ino && k != own))
+        self.diags().socks.iter().any(|(&k, d)| d.peer == ino && k != own)
     }
+
+    /// The listener on which the connection of client `ino` waits to be accepted.
+    fn listener_of(&mut self, ino: u64) -> Option<u64> {
+        self.diags().icons.iter().find(|(_, c)| c.contains(&ino)).map(|(&l, _)| l)
+    }
+}
+
+/// Whether the socket of `/proc` link `link` or its peer holds messages (a socket in flight
+/// that does cannot be saved in flight: its messages may carry sockets in turn).
+pub(super) fn holds_messages(peers: &mut UnixPeers, link: &str) -> bool {
+    let Some(ino) = inode(link) else { return false };
+    let Some(d) = peers.get(ino) else { return false };
+    d.rqueue > 0 || (d.peer != 0 && peers.get(d.peer).is_some_and(|p| p.rqueue > 0))
+}
+
+/// Reads, while the processes are frozen, the queue of every unix socket of `all` that holds
+/// messages, keeping copies of the descriptors in flight they carry; returns those copies as
+/// descriptors of this process, so that they are known like the processes' own (a pipe whose
+/// read end is in flight has both its ends in the image).
+pub fn collect_in_flight(all: &[super::OpenFd], peers: &mut UnixPeers) -> Vec<super::OpenFd> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for o in all {
+        let Some(ino) = inode(&o.link) else { continue };
+        // The diagnostics give a datagram socket's first message's length only, which is 0
+        // for an empty one: those are always looked at.
+        let Some(d) = peers.get(ino) else { continue };
+        if peers.queues.contains_key(&ino) || (d.rqueue == 0 && i32::from(d.ty) == libc::SOCK_STREAM) {
+            continue;
+        }
+        let Ok(pidfd) = crest_ptrace::sys::pidfd_open(o.pid) else { continue };
+        let Ok(copy) = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), o.fd) else { continue };
+        if crest_ptrace::sys::sock_opt_int(copy.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).ok() != Some(libc::AF_UNIX)
+            || crest_ptrace::sys::sock_opt_int(copy.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ACCEPTCONN).ok() == Some(1)
+        {
+            continue;
+        }
+        let q = peek_all(copy.as_raw_fd(), i32::from(d.ty) != libc::SOCK_STREAM && d.shutdown & RCV_SHUTDOWN == 0);
+        if let Ok(msgs) = &q {
+            for f in msgs.iter().flat_map(|m| m.fds.iter()) {
+                let fd = f.as_raw_fd();
+                let (Ok(link), Ok(info)) = (crest_proc::readlink(me, &format!("fd/{fd}")), crest_proc::read(me, &format!("fdinfo/{fd}"))) else { continue };
+                let Ok(info) = crest_proc::parse_fdinfo(&info) else { continue };
+                out.push(super::OpenFd { pid: me, fd, link, info });
+            }
+        }
+        peers.queues.insert(ino, q);
+    }
+    out
+}
+
+/// Every message queued on socket `fd`, read without taking it (with the peek offset `SO_PEEK_OFF` from 0, each peek returns what
+/// follows the last; the offset is put back as it was), with the
+/// descriptors in flight they carry. With `empty_messages` (a datagram or seqpacket socket not
+/// shut down for reading), a message of no bytes is one; otherwise it is the end.
+fn peek_all(fd: i32, empty_messages: bool) -> Result<Vec<Peeked>, String> {
+    use crest_ptrace::sys::{peek_message_full, set_sock_opt_int, sock_opt_int};
+    let was = sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
+    set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|e| format!("its queue cannot be read (SO_PEEK_OFF: {e})"))?;
+    let mut out = Vec::new();
+    let mut total = 0;
+    let mut buf = vec![0u8; 256 << 10];
+    let result = loop {
+        match peek_message_full(fd, &mut buf) {
+            Ok(m) if m.other_control => break Err("messages with credentials (SCM_CREDENTIALS) or other ancillary data are queued on it, and those are not saved yet".to_string()),
+            Ok(m) if m.len == 0 && m.fds.is_empty() && !empty_messages => break Ok(()),
+            Ok(_) if out.len() >= MAX_MESSAGES => break Err(format!("more than {MAX_MESSAGES} messages are queued on it")),
+            Ok(m) if m.len > buf.len() => break Err(format!("a message of {} bytes is queued on it, larger than crest saves", m.len)),
+            Ok(m) => {
+                total += m.len;
+                if total > MAX_QUEUED {
+                    break Err(format!("more than {} MiB are queued on it", MAX_QUEUED >> 20));
+                }
+                out.push(Peeked { data: buf[..m.len].to_vec(), sender: m.sender, fds: m.fds });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) => break Err(format!("reading its queue: {e}")),
+        }
+    };
+    let _ = set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, was);
+    result.map(|()| out)
+}
+
+/// A unix socket's queue, as saved: each message with its sender and the records of the
+/// descriptors in flight it carries. Read once per checkpoint ([`collect_in_flight`]) when
+/// the socket held messages then; otherwise read now, and refused if it carries descriptors.
+fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image::QueuedMessage>, String> {
+    let msgs: Vec<(Vec<u8>, Vec<u8>, Vec<i32>)> = match cx.unix_peers.queues.get(&ino) {
+        Some(Ok(q)) => q.iter().map(|m| (m.data.clone(), m.sender.clone(), m.fds.iter().map(AsRawFd::as_raw_fd).collect())).collect(),
+        Some(Err(e)) => return Err(e.clone()),
+        None => {
+            let empty_messages = cx.unix_peers.get(ino).is_some_and(|d| i32::from(d.ty) != libc::SOCK_STREAM && d.shutdown & RCV_SHUTDOWN == 0);
+            let q = peek_all(copy, empty_messages)?;
+            if q.iter().any(|m| !m.fds.is_empty()) {
+                return Err("descriptors in flight (SCM_RIGHTS) were queued on it while it was being saved".to_string());
+            }
+            q.into_iter().map(|m| (m.data, m.sender, Vec::new())).collect()
+        }
+    };
+    let mut out = Vec::with_capacity(msgs.len());
+    for (data, sender, fds) in msgs {
+        let mut recs = Vec::with_capacity(fds.len());
+        for fd in fds {
+            recs.push(super::dump_in_flight(cx, fd).map_err(|e| format!("descriptors in flight (SCM_RIGHTS) are queued on it: {e}"))?);
+        }
+        out.push(crest_image::QueuedMessage { data, sender, fds: recs });
+    }
+    Ok(out)
+}
+
+/// The messages of `queue` as a pair end saves them: their bytes, and the descriptors carried
+/// by message `index`, of end `end`.
+fn split_queue(queue: Vec<crest_image::QueuedMessage>, end: u8, passed: &mut Vec<(u8, u32, Vec<FdRecord>)>) -> Vec<Vec<u8>> {
+    queue
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !m.fds.is_empty() {
+                passed.push((end, i as u32, m.fds));
+            }
+            m.data
+        })
+        .collect()
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -93,6 +251,8 @@ const NLMSG_DONE: u16 = 3;
 const UDIAG_SHOW_PEER: u32 = 4;
 const UDIAG_SHOW_RQLEN: u32 = 16;
 const UNIX_DIAG_PEER: u16 = 2;
+const UDIAG_SHOW_ICONS: u32 = 8;
+const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 const UDIAG_SHOW_VFS: u32 = 2;
@@ -153,19 +313,21 @@ fn diag_attrs(msg: &[u8], mut at: usize) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-/// Every unix socket of this network namespace with its peer and queues.
-fn unix_peers() -> std::io::Result<HashMap<u64, UnixDiag>> {
+/// Every unix socket of this network namespace with its peer and queues, and the connections
+/// waiting on each listener.
+fn unix_peers() -> std::io::Result<Diags> {
     let mut req = Vec::with_capacity(24);
     req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, padding
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     req.extend_from_slice(&0u32.to_ne_bytes()); // inode: all
-    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS).to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // no cookie
-    let mut out = HashMap::new();
+    let mut out = Diags::default();
     diag_dump(&req, |msg| {
         // struct unix_diag_msg: family, type, state, pad, inode, cookie[2]; then attributes.
         let Some(ino) = u32_at(msg, 4) else { return };
-        let mut d = UnixDiag::default();
+        let mut d = UnixDiag { ty: msg.get(1).copied().unwrap_or(0), ..Default::default() };
+        let mut icons = Vec::new();
         for (ty, v) in diag_attrs(msg, 16) {
             match ty {
                 UNIX_DIAG_PEER => d.peer = u64::from(u32_at(v, 0).unwrap_or(0)),
@@ -175,10 +337,17 @@ fn unix_peers() -> std::io::Result<HashMap<u64, UnixDiag>> {
                 }
                 UNIX_DIAG_SHUTDOWN => d.shutdown = v.first().copied().unwrap_or(0),
                 UNIX_DIAG_VFS => d.vfs = Some((u64::from(u32_at(v, 0).unwrap_or(0)), u32_at(v, 4).unwrap_or(0))),
+                UNIX_DIAG_ICONS => icons = v.chunks_exact(4).filter_map(|c| u32_at(c, 0)).map(u64::from).collect(),
                 _ => {}
             }
         }
-        out.insert(u64::from(ino), d);
+        if ino == 0 {
+            return;
+        }
+        if !icons.is_empty() {
+            out.icons.insert(u64::from(ino), icons);
+        }
+        out.socks.insert(u64::from(ino), d);
     })?;
     Ok(out)
 }
@@ -322,6 +491,13 @@ impl FdHandler for Socket {
                 _ => {}
             }
         }
+        if let Some(c) = &copy {
+            match pending_client(cx, c.as_raw_fd(), ino, &d) {
+                Ok(Some(kind)) => return Ok(kind),
+                Ok(None) => {}
+                Err(e) => why = e,
+            }
+        }
         // The other end of a unix socket, when it is in the image too.
         let peer = cx.unix_peers.peer_of(ino);
         let inside = peer.and_then(|p| cx.all.iter().find(|o| inode(&o.link) == Some(p))).cloned();
@@ -359,7 +535,9 @@ impl FdHandler for Socket {
     fn sharing(&self, kind: &FdKind) -> super::Sharing {
         // A datagram socket and the server it is connected to are made by cr_restart, which
         // connects the one to the other, wherever they are.
-        if matches!(kind, FdKind::UnixPair { .. }) || matches!(kind, FdKind::Socket { ino, peer, .. } if *ino != 0 || *peer != 0) {
+        // So is a socket with descriptors in flight, which may be open files of the image's
+        // objects (a pipe).
+        if matches!(kind, FdKind::UnixPair { .. }) || matches!(kind, FdKind::Socket { ino, peer, queue, .. } if *ino != 0 || *peer != 0 || queue.iter().any(|m| !m.fds.is_empty())) {
             super::Sharing::Image
         } else {
             super::Sharing::File
@@ -367,7 +545,14 @@ impl FdHandler for Socket {
     }
     fn describe(&self, kind: &FdKind) -> String {
         match kind {
-            FdKind::UnixPair { what, state: Some(s), .. } => format!("{what}, {} and {} messages queued", s.queues[0].len(), s.queues[1].len()),
+            FdKind::UnixPair { what, state: Some(s), .. } => {
+                let fds: usize = s.passed.iter().map(|p| p.2.len()).sum();
+                format!("{what}, {} and {} messages queued{}", s.queues[0].len(), s.queues[1].len(), if fds > 0 { format!(", {fds} descriptors in flight") } else { String::new() })
+            }
+            FdKind::Socket { what, queue, .. } if !queue.is_empty() => {
+                let fds: usize = queue.iter().map(|m| m.fds.len()).sum();
+                format!("{what}, {} datagrams queued{}", queue.len(), if fds > 0 { format!(", {fds} descriptors in flight") } else { String::new() })
+            }
             FdKind::Inet { what, tcp: Some(t), .. } => {
                 format!("{what}, TCP state {}, {} bytes to send ({} not sent yet), {} bytes received and not read", t.state, t.send_queue.len(), t.unsent, t.recv_queue.len())
             }
@@ -382,7 +567,9 @@ impl FdHandler for Socket {
         if let FdKind::Inet { .. } = &rec.kind {
             return super::tcp::open(rec).map(super::Opened::Fd);
         }
-        let FdKind::Socket { family, ty, protocol, addr, listen, options, what, byte_options, ino, peer, unlinked, shutdown } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
+        let FdKind::Socket { family, ty, protocol, addr, listen, options, what, byte_options, ino, peer, unlinked, shutdown, queue, file_attrs, .. } = &rec.kind else {
+            return Err(super::wrong_kind(self, rec));
+        };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
         // A client waits for its server to be bound; a socket connected to itself connects
         // once bound.
@@ -394,7 +581,14 @@ impl FdHandler for Socket {
                 None => return Ok(super::Opened::NotYet(Vec::new())),
             },
         };
-        let s = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?;
+        // An unnamed socket with datagrams to read is made as one end of a pair, whose other
+        // end sends them and is closed (as their sender was).
+        let (s, via) = if !queue.is_empty() && addr.is_empty() {
+            let (a, b) = crest_ptrace::sys::socketpair(*family, *ty).map_err(|e| err("creating it", e))?;
+            (a, Some(b))
+        } else {
+            (crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?, None)
+        };
         super::sockopt::apply(s.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
         // A TCP listener shares its port with the connections accepted from it, which may be
         // restored before it (in repair mode, they may share any port): it binds with
@@ -435,10 +629,20 @@ impl FdHandler for Socket {
                     err("binding it again", e)
                 }
             })?;
+            if let (Some(path), Some((mode, uid, gid))) = (unix_path(addr), file_attrs) {
+                // Its file as it was, not as cr_restart's umask and user make it.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).map_err(|e| err("giving its file its mode again", e))?;
+                std::os::unix::fs::lchown(&path, Some(*uid), Some(*gid)).map_err(|e| err("giving its file its owner again", e))?;
+            }
         }
         if let Some(backlog) = listen {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
         }
+        if !queue.is_empty() {
+            refill_datagrams(s.as_raw_fd(), via.as_ref().map(AsRawFd::as_raw_fd), addr, queue, cx).map_err(|(step, e)| format!("fd {}: {what}: {step}: {e}", rec.fd))?;
+        }
+        drop(via);
         if let Some(a) = server.as_ref().or_else(|| cx.unix_names.get(peer).filter(|_| *peer == *ino)) {
             crest_ptrace::net::connect_raw(s.as_raw_fd(), a).map_err(|e| err("connecting it to its server again", e))?;
         }
@@ -456,6 +660,87 @@ impl FdHandler for Socket {
         super::set_status_flags(&s, rec.flags)?;
         Ok(super::Opened::Fd(s))
     }
+}
+
+/// Makes room in the send buffer of socket `fd` for `n` bytes.
+fn make_room(fd: i32, n: usize) {
+    use crest_ptrace::sys::set_sock_opt_int;
+    let room = i32::try_from(n * 2 + (256 << 10)).unwrap_or(i32::MAX);
+    if set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, room).is_err() {
+        let _ = set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, room);
+    }
+}
+
+/// Puts the datagrams `queue` back in the queue of unix datagram socket `s`, bound to `addr`,
+/// before it connects anywhere: each is sent to `addr` by a socket that has its sender's
+/// address (a temporary socket bound to it for the time of the send; `s` itself when it sent
+/// it to itself; an unbound one for an unnamed sender), with the descriptors in flight it
+/// carries. An unnamed `s` is one end of a pair: the other end, `via`, sends them all (bound to
+/// their sender's address first, if it had one).
+fn refill_datagrams(s: i32, via: Option<i32>, addr: &[u8], queue: &[crest_image::QueuedMessage], cx: &mut super::PrepareCx) -> Result<(), (String, std::io::Error)> {
+    use crest_ptrace::sys::send_message;
+    let in_flight = |e: String| ("making a descriptor in flight again".to_string(), std::io::Error::other(e));
+    let mut unnamed: Option<std::os::fd::OwnedFd> = None;
+    let mut made: Vec<String> = Vec::new();
+    let result = (|| {
+        for m in queue {
+            let files = m.fds.iter().map(|r| super::open_in_flight(r, cx)).collect::<Result<Vec<_>, _>>().map_err(in_flight)?;
+            let raw: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();
+            let sending = |e| (format!("putting a datagram of {} bytes back in its queue", m.data.len()), e);
+            if let Some(via) = via {
+                if !m.sender.is_empty() && crest_ptrace::sys::sock_addr(via, false).is_ok_and(|a| a.len() <= 2) {
+                    bind_sender(via, &m.sender, &mut made)?;
+                }
+                make_room(via, m.data.len());
+                send_message(via, &m.data, &[], &raw).map_err(sending)?;
+            } else if m.sender.is_empty() {
+                if unnamed.is_none() {
+                    unnamed = Some(crest_ptrace::sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0).map_err(|e| ("making a socket to send its datagrams".to_string(), e))?);
+                }
+                let u = unnamed.as_ref().expect("made above").as_raw_fd();
+                make_room(u, m.data.len());
+                send_message(u, &m.data, addr, &raw).map_err(sending)?;
+            } else if m.sender == addr {
+                make_room(s, m.data.len());
+                send_message(s, &m.data, addr, &raw).map_err(sending)?;
+            } else {
+                let t = crest_ptrace::sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0).map_err(|e| ("making a socket to send its datagrams".to_string(), e))?;
+                bind_sender(t.as_raw_fd(), &m.sender, &mut made)?;
+                make_room(t.as_raw_fd(), m.data.len());
+                send_message(t.as_raw_fd(), &m.data, addr, &raw).map_err(sending)?;
+            }
+        }
+        Ok(())
+    })();
+    // The files the senders' binds made.
+    for path in made {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Binds `fd` to the address `sender` of a datagram's sender, for the time of its send; the
+/// file a bind to a path makes is added to `made`. A socket file of that name that nobody
+/// receives on (left by the saved process) is replaced.
+fn bind_sender(fd: i32, sender: &[u8], made: &mut Vec<String>) -> Result<(), (String, std::io::Error)> {
+    let what = || format!("giving it the address of the datagram's sender, {}", addr_words(sender).unwrap_or_default());
+    match super::sockopt::bind(fd, sender) {
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+            let Some(path) = unix_path(sender) else { return Err((what(), e)) };
+            let probe = crest_ptrace::sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0).map_err(|e| (what(), e))?;
+            match crest_ptrace::net::connect_raw(probe.as_raw_fd(), sender) {
+                Err(c) if c.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    std::fs::remove_file(&path).map_err(|e| (what(), e))?;
+                    super::sockopt::bind(fd, sender).map_err(|e| (what(), e))?;
+                }
+                _ => return Err((what(), e)),
+            }
+            made.push(path);
+        }
+        Err(e) => return Err((what(), e)),
+        Ok(()) => made.extend(unix_path(sender)),
+    }
+    Ok(())
 }
 
 /// Whether the socket of record `kind` is bound with `SO_REUSEPORT` set though it was not: a
@@ -555,6 +840,8 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
         return Ok(None);
     }
     let (mut peer, mut unlinked, mut shutdown, mut server) = (0, false, 0, 0);
+    let mut queue = Vec::new();
+    let mut file_attrs = None;
     let mut addr = sock_addr(copy, false).unwrap_or_default();
     // Not bound: an internet address with port 0, a unix address with no name.
     let inet_port = |a: &[u8]| a.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
@@ -610,8 +897,29 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
             }
             shutdown = diag.shutdown;
             let listening = sock_opt_int(copy, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) == 1;
-            if diag.rqueue > 0 {
-                return Err(if listening { pending(diag.rqueue) } else { "data is waiting to be read, and queued data is not saved yet".to_string() });
+            if listening && diag.rqueue > 0 {
+                // Connections waiting to be accepted: their clients, in the image, connect
+                // again. One whose client was closed may hold what that client sent, which
+                // the diagnostics do not show and only accepting it would read.
+                let clients = cx.unix_peers.diags().icons.get(&ino).cloned().unwrap_or_default();
+                if clients.len() != diag.rqueue as usize {
+                    return Err(pending(diag.rqueue));
+                }
+                for c in clients {
+                    if c == 0 {
+                        return Err("a connection waiting to be accepted comes from a client since closed: what that client sent cannot be read without accepting it, so it is not saved".to_string());
+                    } else if !cx.all.iter().any(|o| inode(&o.link) == Some(c)) {
+                        return Err(match holder_of(c) {
+                            Some((pid, comm)) => format!("a connection waiting to be accepted comes from PID {pid} ({comm}), which is not in the checkpoint"),
+                            None => "a connection waiting to be accepted comes from a socket of no process of the checkpoint".to_string(),
+                        });
+                    }
+                }
+                server = ino;
+            } else if ty == libc::SOCK_DGRAM {
+                queue = queue_of(cx, ino, copy)?;
+            } else if diag.rqueue > 0 {
+                return Err("data is waiting to be read, and queued data is not saved yet".to_string());
             }
             if let Some(path) = unix_path(&addr).filter(|p| !p.starts_with('/')) {
                 // Bound by a relative name: bound again by its full name.
@@ -621,13 +929,75 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
             }
             if let (Some(path), Some(vfs)) = (unix_path(&addr), diag.vfs) {
                 unlinked = !names_it(cx.pid, &path, vfs);
+                if !unlinked {
+                    use std::os::unix::fs::MetadataExt;
+                    file_attrs = std::fs::symlink_metadata(format!("/proc/{}/root{path}", cx.pid)).ok().map(|m| (m.mode() & 0o7777, m.uid(), m.gid()));
+                }
+            }
+            if !queue.is_empty() {
+                // The datagrams are sent to it again at restore, to its address, before it
+                // connects (a connected socket takes datagrams from its peer only); an unnamed
+                // socket is made as one end of a pair whose other end sends them.
+                if unlinked {
+                    return Err("datagrams are waiting to be read on a socket whose file was removed, which is not saved yet".to_string());
+                }
+                if addr.is_empty() && (peer != 0 || queue.iter().any(|m| m.sender != queue[0].sender)) {
+                    return Err("datagrams are waiting to be read on an unnamed socket that has another peer now, which is not saved yet".to_string());
+                }
             }
             listening.then_some(diag.wqueue as i32)
         }
         _ => return Ok(None),
     };
     let (options, byte_options) = super::sockopt::read(copy, family, ty, protocol)?;
-    Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone(), byte_options, ino: server, peer, unlinked, shutdown }))
+    Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone(), byte_options, ino: server, peer, unlinked, shutdown, queue, pending: false, file_attrs }))
+}
+
+/// The record of a unix stream or seqpacket socket whose connection waits to be accepted by a
+/// listener of the image (the listener's `ino`, in `peer`: it connects to it again at
+/// restore), or `None` for another socket.
+fn pending_client(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Result<Option<FdKind>, String> {
+    use crest_ptrace::sys::{sock_addr, sock_opt_int};
+    let opt = |o| sock_opt_int(copy, libc::SOL_SOCKET, o).unwrap_or(-1);
+    let (family, ty) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE));
+    if family != libc::AF_UNIX || !matches!(ty, libc::SOCK_STREAM | libc::SOCK_SEQPACKET) || !d.connected {
+        return Ok(None);
+    }
+    let Some(diag) = cx.unix_peers.get(ino) else { return Ok(None) };
+    // Its peer is the listener's new socket for it, which has no inode before it is accepted.
+    if diag.peer != 0 {
+        return Ok(None);
+    }
+    let Some(listener) = cx.unix_peers.listener_of(ino) else { return Ok(None) };
+    if !cx.all.iter().any(|o| inode(&o.link) == Some(listener)) {
+        return Err("its connection waits to be accepted by a listener outside the checkpoint".to_string());
+    }
+    // What it sent waits in the connection, still charged to it (its write queue).
+    if diag.wqueue > 0 {
+        return Err("it sent data on its connection, which waits to be accepted, and data queued on a connection not accepted yet is not saved".to_string());
+    }
+    let mut addr = sock_addr(copy, false).unwrap_or_default();
+    if addr.len() <= 2 {
+        addr.clear();
+    }
+    let (options, byte_options) = super::sockopt::read(copy, family, ty, 0)?;
+    Ok(Some(FdKind::Socket {
+        family,
+        ty,
+        protocol: 0,
+        addr,
+        listen: None,
+        options,
+        what: format!("{} (waiting to be accepted)", d.what),
+        byte_options,
+        ino: 0,
+        peer: listener,
+        unlinked: false,
+        shutdown: diag.shutdown,
+        queue: Vec::new(),
+        pending: true,
+        file_attrs: None,
+    }))
 }
 
 /// Whether `path`, seen from the root of process `pid`, is still the file a unix socket was
@@ -678,38 +1048,11 @@ pub(super) fn shutdown_how(sd: u8) -> Option<i32> {
     }
 }
 
+/// The most messages saved for one socket.
+const MAX_MESSAGES: usize = 1 << 20;
+
 /// The most queued data saved for one socket.
 const MAX_QUEUED: usize = 64 << 20;
-
-/// The messages (datagrams) or bytes queued for socket `fd` to read, taken without consuming
-/// them: with the peek offset (`SO_PEEK_OFF`) from 0, each peek returns what follows the last;
-/// the offset is put back as it was. Refused when descriptors are in flight.
-fn peek_queue(fd: i32) -> Result<Vec<Vec<u8>>, String> {
-    use crest_ptrace::sys::{peek_message, set_sock_opt_int, sock_opt_int};
-    let was = sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
-    set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|e| format!("its queue cannot be read (SO_PEEK_OFF: {e})"))?;
-    let mut out = Vec::new();
-    let mut total = 0;
-    let mut buf = vec![0u8; 256 << 10];
-    let result = loop {
-        match peek_message(fd, &mut buf) {
-            Ok((_, true)) => break Err("descriptors in flight (SCM_RIGHTS) are queued on it, and those are not saved yet".to_string()),
-            Ok((0, _)) => break Ok(()),
-            Ok((n, _)) if n > buf.len() => break Err(format!("a datagram of {n} bytes is queued on it, larger than crest saves")),
-            Ok((n, _)) => {
-                total += n;
-                if total > MAX_QUEUED {
-                    break Err(format!("more than {} MiB are queued on it", MAX_QUEUED >> 20));
-                }
-                out.push(buf[..n].to_vec());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
-            Err(e) => break Err(format!("reading its queue: {e}")),
-        }
-    };
-    let _ = set_sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, was);
-    result.map(|()| out)
-}
 
 /// The record of one end of a connected pair of unix sockets whose other end, `peer_fd` of
 /// process `peer.pid`, is in the image too. The first end dumped carries the pair's state: the
@@ -725,14 +1068,17 @@ fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, 
     let state = if cx.seen.insert(crate::ObjId::unix_pair(id)) {
         let pidfd = crest_ptrace::sys::pidfd_open(o.pid).map_err(|e| format!("opening PID {}: {e}", o.pid))?;
         let other = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), o.fd).map_err(|e| format!("taking a copy of its other end: {e}"))?;
-        let mine = peek_queue(copy)?;
-        let theirs = peek_queue(other.as_raw_fd()).map_err(|e| format!("its other end (fd {} of PID {}): {e}", o.fd, o.pid))?;
+        let mine = queue_of(cx, ino, copy)?;
+        let theirs = queue_of(cx, peer, other.as_raw_fd()).map_err(|e| format!("its other end (fd {} of PID {}): {e}", o.fd, o.pid))?;
         let mut sd = |i: u64| cx.unix_peers.get(i).map_or(0, |d| d.shutdown);
         let (sd_mine, sd_theirs) = (sd(ino), sd(peer));
+        let mut passed = Vec::new();
         Some(if end {
-            crest_image::UnixPairState { queues: [theirs, mine], shutdown: [sd_theirs, sd_mine] }
+            let (theirs, mine) = (split_queue(theirs, 0, &mut passed), split_queue(mine, 1, &mut passed));
+            crest_image::UnixPairState { queues: [theirs, mine], shutdown: [sd_theirs, sd_mine], passed }
         } else {
-            crest_image::UnixPairState { queues: [mine, theirs], shutdown: [sd_mine, sd_theirs] }
+            let (mine, theirs) = (split_queue(mine, 0, &mut passed), split_queue(theirs, 1, &mut passed));
+            crest_image::UnixPairState { queues: [mine, theirs], shutdown: [sd_mine, sd_theirs], passed }
         })
     } else {
         None
@@ -752,8 +1098,9 @@ fn alone(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Result<Opti
         return Ok(None);
     }
     let (options, byte_options) = super::sockopt::read(copy, family, ty, 0)?;
-    let mine = peek_queue(copy)?;
-    let state = Some(crest_image::UnixPairState { queues: [mine, Vec::new()], shutdown: [0, 0] });
+    let mut passed = Vec::new();
+    let mine = split_queue(queue_of(cx, ino, copy)?, 0, &mut passed);
+    let state = Some(crest_image::UnixPairState { queues: [mine, Vec::new()], shutdown: [0, 0], passed });
     Ok(Some(FdKind::UnixPair { id: ino, end: false, ty, options, state, what: format!("{} (its other end closed)", d.what), byte_options, alone: true }))
 }
 
@@ -770,23 +1117,31 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
         cx.park((id, false), a)?;
         cx.park((id, true), b)?;
     }
-    let end_fd = |e: bool| cx.take((id, e)).expect("parked above");
+    let end_fd = |cx: &super::PrepareCx, e: bool| cx.take((id, e)).expect("parked above");
     if let Some(st) = state {
         for (i, queue) in st.queues.iter().enumerate() {
             if queue.is_empty() {
                 continue;
             }
             // What end i had to read is sent by the other end.
-            let via = end_fd(i == 0)?;
+            let via = end_fd(cx, i == 0)?;
             let total: usize = queue.iter().map(Vec::len).sum();
             let room = i32::try_from(total * 2 + (256 << 10)).unwrap_or(i32::MAX);
             if set_sock_opt_int(via.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, room).is_err() {
                 let _ = set_sock_opt_int(via.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, room);
             }
-            for m in queue {
+            for (k, m) in queue.iter().enumerate() {
+                // The descriptors in flight it carries go with its first bytes.
+                let carried = st.passed.iter().find(|p| usize::from(p.0) == i && p.1 as usize == k).map(|p| p.2.as_slice()).unwrap_or_default();
+                let files = carried.iter().map(|r| super::open_in_flight(r, cx)).collect::<Result<Vec<_>, _>>().map_err(|e| format!("fd {}: {what}: a descriptor in flight: {e}", rec.fd))?;
+                let raw: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();
                 let mut at = 0;
                 while at < m.len() || (m.is_empty() && at == 0) {
-                    let n = send_nonblocking(via.as_raw_fd(), &m[at..]).map_err(|e| err("putting its queued data back", e))?;
+                    let n = if at == 0 && !raw.is_empty() {
+                        crest_ptrace::sys::send_message(via.as_raw_fd(), &m[at..], &[], &raw).map_err(|e| err("putting its queued data back with the descriptors in flight", e))?
+                    } else {
+                        send_nonblocking(via.as_raw_fd(), &m[at..]).map_err(|e| err("putting its queued data back", e))?
+                    };
                     at += n.max(usize::from(m.is_empty()));
                 }
             }
@@ -795,11 +1150,11 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
         // end, which was saved too; a datagram end's is its own.
         for (i, &sd) in st.shutdown.iter().enumerate() {
             if let Some(how) = shutdown_how(sd) {
-                shutdown(end_fd(i == 1)?.as_raw_fd(), how).map_err(|e| err("shutting it down as it was", e))?;
+                shutdown(end_fd(cx, i == 1)?.as_raw_fd(), how).map_err(|e| err("shutting it down as it was", e))?;
             }
         }
     }
-    let mine = end_fd(*end)?;
+    let mine = end_fd(cx, *end)?;
     if *alone {
         // Its other end had been closed: closing it now ends the stream after the data.
         cx.parked.remove(&(id, !*end));
