@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 3;
+pub const FORMAT_MINOR: u32 = 4;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -187,8 +187,11 @@ pub mod marker_kinds {
     /// An incremental image: page runs in the images it names as parents (`Image.parent`,
     /// `PageRun.image`), format 4.3.
     pub const INCREMENTAL: u32 = 5;
+    /// A process's pages are partly its parent's, shared copy-on-write (`Vma.inherited`),
+    /// format 4.4: a reader that ignored it would restore zeros in their place.
+    pub const INHERITED: u32 = 6;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, INHERITED];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -201,6 +204,9 @@ pub mod marker_kinds {
         }
         if image.parent.is_some() {
             v.push(INCREMENTAL);
+        }
+        if image.processes.iter().flat_map(|p| &p.vmas).any(|m| !m.inherited.is_empty()) {
+            v.push(INHERITED);
         }
         v
     }

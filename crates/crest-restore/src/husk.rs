@@ -7,6 +7,7 @@ use crest_kinds::memory::{self, MapFds};
 use crest_kinds::{attrs, fd, mm, signals, task, thread, timers, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
 
+use crate::inherit::Premap;
 use crate::plan::{Group, Plan};
 use crate::RestoreError;
 
@@ -157,6 +158,8 @@ struct Ctx<'a> {
     /// foreground group's processes).
     ctty: &'a [Option<i32>],
     foreground: &'a [Option<i32>],
+    /// The mappings built before the forks, to share pages between parents and children.
+    premap: &'a Premap,
 }
 
 impl Ctx<'_> {
@@ -197,6 +200,8 @@ impl Ctx<'_> {
                 fd::set_foreground(tty).map_err(|e| format!("pid {}: {e}", p.pid))?;
             }
         }
+        // Before the children's husks, which inherit them.
+        self.premap.build(i, p, self.image_fd)?;
         let mut zombies = Vec::new();
         for &c in &self.plan.children[i] {
             let child = &self.procs[c];
@@ -303,6 +308,11 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         l.fds.map_image = map_image;
     }
     let parked = max_fd + 1 + layouts.iter().map(|l| l.aux.len() as i32).max().unwrap_or(0) + 1;
+    // Mappings that share pages between a parent and its children are built before the forks.
+    let mut premap = Premap::plan(procs, &plan);
+    for (i, l) in layouts.iter_mut().enumerate() {
+        l.fds.in_place = premap.vmas[i].iter().map(|&k| procs[i].vmas[k].start).collect();
+    }
 
     // Objects shared across the processes are opened here, once, and inherited by every husk.
     let records: Vec<&[crest_image::FdRecord]> = live.iter().map(|&i| procs[i].fds.as_slice()).collect();
@@ -365,6 +375,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         }
     }
     let notes = shared.notes().to_vec();
+    premap.reserve(procs, &own_maps.iter().map(|m| (m.start, m.end)).collect::<Vec<_>>())?;
     let ctx = Ctx {
         procs,
         plan: &plan,
@@ -378,6 +389,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         restore_pid: opts.restore_pid,
         ctty: &ctty,
         foreground: &foreground,
+        premap: &premap,
     };
 
     // The topmost husks; each creates the husks of its children.
@@ -430,7 +442,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let new_pids_ref = &new_pids;
-    let work = Work { procs, plan: &plan, layouts: &layouts, live: &live, new_pids: new_pids_ref, image: &img.file, opts, next: &next, failed: &failed };
+    let work = Work { procs, plan: &plan, layouts: &layouts, live: &live, new_pids: new_pids_ref, image: &img.file, opts, next: &next, failed: &failed, premap: &premap };
     let outcome = std::thread::scope(|s| -> Result<Totals, RestoreError> {
         // Pages mapped from the image leave the husks little to do: the check of the checksums
         // is what the restart waits for, on every core, reading the page cache in place.
@@ -570,6 +582,7 @@ struct Work<'a> {
     opts: &'a RestoreOptions,
     next: &'a std::sync::atomic::AtomicUsize,
     failed: &'a std::sync::atomic::AtomicBool,
+    premap: &'a Premap,
 }
 
 impl Work<'_> {
@@ -593,7 +606,8 @@ impl Work<'_> {
             };
             let result = crest_ptrace::husk::seize(self.new_pids[i]).map_err(RestoreError::from).and_then(|husk| {
                 let l = &self.layouts[i];
-                let r = fill(&husk, &self.procs[i], self.image, &l.fds, l.exe_fd, &l.aux, self.opts, join);
+                let placed = self.premap.placed(i, &self.procs[i]);
+                let r = fill(&husk, &self.procs[i], self.image, &l.fds, l.exe_fd, &l.aux, self.opts, join, &placed);
                 // Held even when the fill failed: the husk dies with this thread's hold on it.
                 match r {
                     Ok((filled, calls, exe_set, threads)) => {
@@ -705,6 +719,7 @@ fn fill(
     aux: &[i32],
     opts: &RestoreOptions,
     join: Option<i32>,
+    placed: &[(u64, u64, u64)],
 ) -> Result<(memory::Filled, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
     let pid = husk.tid;
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
@@ -723,21 +738,35 @@ fn fill(
             remote.call(&format!("pid {}: joining process group {g}", p.pid), libc::SYS_setpgid, &[0, g as u64])?;
         }
     }
-    // Unmap everything of the husk but the special areas, merging neighbours into one call.
+    // Unmap everything of the husk but the special areas and the mappings built before the
+    // forks (`placed`), merging neighbours into one call.
+    let keep: Vec<(u64, u64)> = placed.iter().map(|&(at, len, _)| (at, len)).collect();
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for m in maps.iter().filter(|m| vdso::special(&m.name).is_none()) {
-        match ranges.last_mut() {
-            Some(r) if r.1 == m.start => r.1 = m.end,
-            _ => ranges.push((m.start, m.end)),
+        for (s, l) in memory::subtract_ranges(&[(m.start, m.end - m.start)], &keep) {
+            match ranges.last_mut() {
+                Some(r) if r.1 == s => r.1 = s + l,
+                _ => ranges.push((s, s + l)),
+            }
         }
     }
     for (s, e) in ranges {
         remote.call(&format!("clearing the restore process's memory at {s:#x}"), libc::SYS_munmap, &[s, e - s])?;
     }
     let span: u64 = areas.iter().map(|a| a.2 - a.1).sum();
-    let here: Vec<(u64, u64)> = areas.iter().map(|a| (a.1, a.2)).collect();
+    let mut here: Vec<(u64, u64)> = areas.iter().map(|a| (a.1, a.2)).collect();
+    here.extend(placed.iter().map(|&(at, len, _)| (at, at + len)));
     let tmp = find_gap(&p.vmas, &here, span).ok_or_else(|| RestoreError::Refused("no free address range to move the vDSO through".into()))?;
     vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
+    // The mappings built before the forks move into place with their pages (page tables move,
+    // pages stay: what was shared with a parent or children stays shared).
+    for &(at, len, to) in placed {
+        let moved =
+            remote.call(&format!("pid {}: moving mapping {to:#x}-{:#x} into place", p.pid, to + len), libc::SYS_mremap, &[at, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to])?;
+        if moved != to {
+            return Err(RestoreError::Refused(format!("pid {}: mapping {to:#x}-{:#x} was moved to {moved:#x} instead", p.pid, to + len)));
+        }
+    }
     let gap = find_gap(&p.vmas, &[], crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
     let scratch = Scratch::map(&mut remote, pid, gap)?;
     let no_progress = crest_kinds::progress::Progress::default();
