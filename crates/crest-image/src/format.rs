@@ -190,8 +190,11 @@ pub mod marker_kinds {
     /// A process's pages are partly its parent's, shared copy-on-write (`Vma.inherited`),
     /// format 4.4: a reader that ignored it would restore zeros in their place.
     pub const INHERITED: u32 = 6;
+    /// A thread runs under seccomp filters (`ThreadAttrs.seccomp`), format 4.4: a reader
+    /// that ignored them would restore it unconfined.
+    pub const SECCOMP: u32 = 7;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, INHERITED];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, INHERITED, SECCOMP];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -207,6 +210,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().flat_map(|p| &p.vmas).any(|m| !m.inherited.is_empty()) {
             v.push(INHERITED);
+        }
+        if image.processes.iter().flat_map(|p| &p.threads).any(|t| !t.attrs.seccomp.is_empty()) {
+            v.push(SECCOMP);
         }
         v
     }

@@ -19,6 +19,7 @@ framed!(
     ProcAttrs,
     PosixTimer,
     ThreadAttrs,
+    SeccompFilter,
     Creds,
     Rlimit,
     MmState,
@@ -264,6 +265,21 @@ pub struct ThreadAttrs {
     /// The thread's credentials: threads of one process may have their own (raw `setresuid`
     /// and `capset` affect only the calling thread).
     pub creds: Creds,
+    /// The seccomp filters the thread runs under, the first installed first (format 4.4;
+    /// empty: none).
+    #[serde(default)]
+    pub seccomp: Vec<SeccompFilter>,
+}
+
+/// One seccomp filter (format 4.4), as `PTRACE_SECCOMP_GET_FILTER` gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(remote = "Self")]
+pub struct SeccompFilter {
+    /// `SECCOMP_FILTER_FLAG_*` it was installed with, as `PTRACE_SECCOMP_GET_METADATA` tells
+    /// them (`SECCOMP_FILTER_FLAG_LOG`).
+    pub flags: u64,
+    /// Its classic BPF program: `struct sock_filter` instructions, 8 bytes each.
+    pub insns: Vec<u8>,
 }
 
 /// User and group ids.

@@ -141,7 +141,8 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             return bad(format!("pid {pid}: malformed pending signal"));
         }
         for t in &p.threads {
-            if t.tid <= 0 || t.xsave.len() > 1 << 16 || !t.pending.iter().all(siginfo_ok) {
+            let filters_ok = t.attrs.seccomp.iter().all(|f| !f.insns.is_empty() && f.insns.len().is_multiple_of(8) && f.insns.len() <= 4096 * 8);
+            if t.tid <= 0 || t.xsave.len() > 1 << 16 || !t.pending.iter().all(siginfo_ok) || !filters_ok {
                 return bad(format!("pid {pid} tid {}: invalid thread record", t.tid));
             }
         }

@@ -777,6 +777,9 @@ fn fill(
         let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;
     }
     thread::restore(&mut remote, &scratch, pid, &p.threads[0])?;
+    // Seccomp filters every thread has in common: in the leader before it creates the others.
+    let shared_filters = attrs::common_seccomp(&p.threads);
+    attrs::restore_seccomp(&mut remote, p.pid, p.threads[0].tid, &p.threads[0].attrs.seccomp[..shared_filters])?;
     let mut threads = Vec::with_capacity(p.threads.len() - 1);
     let mut count = 0;
     for th in &p.threads[1..] {
@@ -784,6 +787,7 @@ fn fill(
         let base = t.regs()?;
         let mut r = Remote::new(&t, remote.syscall_ip(), base);
         thread::restore(&mut r, &scratch, pid, th)?;
+        attrs::restore_seccomp(&mut r, p.pid, th.tid, &th.attrs.seccomp[shared_filters..])?;
         attrs::restore_creds(&mut r, &scratch, pid, t.tid, thread_creds(p, th))?;
         // After the credentials: a change of ids clears the parent-death signal.
         attrs::restore_thread(&mut r, &th.attrs)?;
@@ -799,7 +803,9 @@ fn fill(
     task::restore_rlimits(pid, &p.rlimits)?;
     attrs::restore_oom(pid, &p.attrs)?;
     attrs::restore_cgroups(pid, &p.attrs)?;
-    // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid).
+    // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid), so
+    // that no thread inherits the leader's filters.
+    attrs::restore_seccomp(&mut remote, p.pid, p.threads[0].tid, &p.threads[0].attrs.seccomp[shared_filters..])?;
     attrs::restore_creds(&mut remote, &scratch, pid, pid, thread_creds(p, &p.threads[0]))?;
     attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
     attrs::restore_dumpable(&mut remote, &p.attrs)?;
