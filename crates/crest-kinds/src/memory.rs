@@ -733,6 +733,15 @@ mod tests {
     }
 
     #[test]
+    fn ranges_are_cut_where_pages_are_shared() {
+        let p = 4096;
+        assert_eq!(subtract_ranges(&[(0, 10 * p)], &[(2 * p, p), (5 * p, 2 * p)]), vec![(0, 2 * p), (3 * p, 2 * p), (7 * p, 3 * p)]);
+        assert_eq!(subtract_ranges(&[(0, 2 * p), (4 * p, p)], &[(0, 5 * p)]), vec![]);
+        assert_eq!(subtract_ranges(&[(p, p)], &[]), vec![(p, p)]);
+        assert_eq!(subtract_ranges(&[(p, 3 * p)], &[(0, 2 * p), (3 * p, 4 * p)]), vec![(2 * p, p)]);
+    }
+
+    #[test]
     fn stored_runs_are_shared_at_a_page_boundary() {
         let runs = [run(0, 40 << 20, 4096), run(100 << 20, 60 << 20, (40 << 20) + 4096)];
         let (own, helped) = split_stored(&runs, 0.45);
