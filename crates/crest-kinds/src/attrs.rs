@@ -65,7 +65,11 @@ pub fn refuse_before_seizing(pid: i32, status: &str) -> Result<(), KindError> {
             // Its filters are saved, and suspended for crest's system calls in it
             // (`PTRACE_O_SUSPEND_SECCOMP`), which only root may ask for.
             _ if crest_ptrace::suspend_seccomp() != 0 => {}
-            _ => return Err(KindError::Unsupported(format!("{who}: thread {t} runs under a seccomp filter, which crest saves only when checkpointing as root"))),
+            _ => {
+                return Err(KindError::Unsupported(format!(
+                    "{who}: thread {t} runs under a seccomp filter, which crest saves only when checkpointing as root (CAP_SYS_ADMIN outside any user namespace)"
+                )))
+            }
         }
     }
     Ok(())
@@ -282,7 +286,7 @@ pub fn restore_seccomp(remote: &mut Remote<'_>, pid: i32, saved: i32, filters: &
         return Ok(());
     }
     if crest_ptrace::suspend_seccomp() == 0 {
-        return Err(KindError::Unsupported(format!("pid {pid}: thread {saved} ran under seccomp filters, which only root can restore")));
+        return Err(KindError::Unsupported(format!("pid {pid}: thread {saved} ran under seccomp filters, which only root (CAP_SYS_ADMIN outside any user namespace) can restore")));
     }
     let len = (filters.iter().map(|f| f.insns.len() as u64).max().unwrap_or(0) + 16).next_multiple_of(4096);
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;

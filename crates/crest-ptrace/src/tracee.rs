@@ -57,11 +57,20 @@ pub const PTRACE_O_SUSPEND_SECCOMP: libc::c_int = 1 << 21;
 
 /// The options every seizing adds: [`PTRACE_O_SUSPEND_SECCOMP`] for root (the only tracer the
 /// kernel allows it), so that a thread's seccomp filters never stop crest's system calls in it.
-/// Not for a tracer itself under seccomp, which the kernel refuses it to.
+/// The kernel allows it to a tracer with `CAP_SYS_ADMIN` in the initial user namespace (root
+/// in a container is not) that is not itself under seccomp.
 pub fn suspend_seccomp() -> libc::c_int {
-    static OWN_MODE_NONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let unconfined = *OWN_MODE_NONE.get_or_init(|| std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "0"])));
-    if crate::sys::euid() == 0 && unconfined {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let allowed = *ALLOWED.get_or_init(|| {
+        const CAP_SYS_ADMIN: u32 = 21;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+        let unconfined = field("Seccomp:") == Some("0");
+        let admin = field("CapEff:").and_then(|c| u64::from_str_radix(c, 16).ok()).is_some_and(|c| c & (1 << CAP_SYS_ADMIN) != 0);
+        let initial_ns = std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+        unconfined && admin && initial_ns
+    });
+    if allowed {
         PTRACE_O_SUSPEND_SECCOMP
     } else {
         0
