@@ -247,6 +247,10 @@ pub fn shared_with_parent(vma: &Vma, parent: &Vma, to_save: &[(u64, u64)], pm: &
             let end = (at + STEP).min(start + len);
             pm.entries(at, end, &mut mine)?;
             parent_pm.entries(at, end, &mut theirs)?;
+            if mine.iter().any(|&e| e & pagemap::PRESENT != 0 && e & PFN_MASK == 0) {
+                // Page frames hidden (not CAP_SYS_ADMIN): nothing can be found shared.
+                return Ok(Vec::new());
+            }
             for (i, (&a, &b)) in mine.iter().zip(&theirs).enumerate() {
                 let present = |e: u64| e & pagemap::PRESENT != 0 && e & pagemap::SWAPPED == 0 && e & PFN_MASK != 0;
                 if present(a) && present(b) && a & PFN_MASK == b & PFN_MASK {
