@@ -211,6 +211,10 @@ pub fn write_pages<W: Write + Send>(
             Some(r) => r.clone(),
             None => {
                 let mut r = memory::pages_to_save(v, &pm, &mut scratch)?;
+                // Pages still shared with the parent are in the parent's runs.
+                if !v.inherited.is_empty() {
+                    r = memory::subtract_ranges(&r, &v.inherited);
+                }
                 if let (Some(saved), VmaBacking::SharedAnon { id, size }) = (select.shared, &v.backing) {
                     r = not_saved_yet(saved, *id, size - (v.end - v.start), v, r);
                 }

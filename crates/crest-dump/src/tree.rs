@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use crest_image::{Image, ImageWriter, Process};
-use crest_kinds::{fd, ipc};
+use crest_kinds::{fd, ipc, memory};
 
 use crate::freeze::{Collected, DumpOptions, Frozen};
 use crate::{check_cancel, pages, DumpError, DumpStats};
@@ -428,6 +428,11 @@ impl FrozenTree {
         let tracked = |pid: i32| pre.as_ref().and_then(|p| p.tracked.get(&pid));
         // Each part of a shared anonymous object is saved once, by the first process that maps it.
         let shared = pages::SharedSaved::default();
+        // While every process is frozen: the pages a child still shares copy-on-write with its
+        // parent are saved once, with the parent (not for processes whose pages a pre-copy
+        // saves: their pages are compared as they run).
+        let untracked: Vec<bool> = collected.iter().map(|c| tracked(c.process.pid).is_none()).collect();
+        mark_inherited(collected, &untracked)?;
         // While every process is frozen: what a pre-copy did not save or what changed since,
         // shared memory (the same pages in a copy), and all the pages of a process that has
         // neither a pre-copy nor a copy.
@@ -578,6 +583,33 @@ fn zombie_record(z: &Zombie, ppid: i32) -> Process {
         attrs: Default::default(),
         cwd_deleted: None,
     }
+}
+
+/// Marks in each process of `collected` (where `eligible`) the pages it shares copy-on-write
+/// with its parent's mapping of the same bounds (`Vma::inherited`, see
+/// [`memory::shared_with_parent`]), when the parent is in the image and eligible too.
+fn mark_inherited(collected: &mut [Collected], eligible: &[bool]) -> Result<(), DumpError> {
+    let index: HashMap<i32, usize> = collected.iter().enumerate().map(|(i, c)| (c.process.pid, i)).collect();
+    for i in 0..collected.len() {
+        let Some(&parent) = index.get(&collected[i].process.ppid).filter(|_| collected[i].process.ppid != 0) else { continue };
+        if !eligible[i] || !eligible[parent] || parent == i {
+            continue;
+        }
+        let parent_vmas: Vec<crest_image::Vma> = collected[parent].process.vmas.iter().filter(|w| w.can_inherit()).cloned().collect();
+        let (pid, ppid) = (collected[i].process.pid, collected[parent].process.pid);
+        if parent_vmas.is_empty() {
+            continue;
+        }
+        let pm = crest_proc::Pagemap::open(pid)?;
+        let parent_pm = crest_proc::Pagemap::open(ppid)?;
+        let mut scratch = Vec::new();
+        for v in collected[i].process.vmas.iter_mut() {
+            let Some(w) = parent_vmas.iter().find(|w| v.shares_with(w)) else { continue };
+            let to_save = memory::pages_to_save(v, &pm, &mut scratch)?;
+            v.inherited = memory::shared_with_parent(v, w, &to_save, &pm, &parent_pm)?;
+        }
+    }
+    Ok(())
 }
 
 /// Orders `procs` so that every process comes after its parent (stable otherwise).

@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 6;
+pub const FORMAT_MINOR: u32 = 7;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -192,8 +192,14 @@ pub mod marker_kinds {
     /// A socket holds queued datagrams, descriptors in flight or connections waiting to be
     /// accepted (`FdKind::Socket.queue`, `pending`, `UnixPairState.passed`), format 4.6.
     pub const SOCKET_QUEUES: u32 = 7;
+    /// A process's pages are partly its parent's, shared copy-on-write (`Vma.inherited`),
+    /// format 4.7: a reader that ignored it would restore zeros in their place.
+    pub const INHERITED: u32 = 8;
+    /// A thread runs under seccomp filters (`ThreadAttrs.seccomp`), format 4.7: a reader
+    /// that ignored them would restore it unconfined.
+    pub const SECCOMP: u32 = 9;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -212,6 +218,12 @@ pub mod marker_kinds {
         }
         if image.processes.iter().any(|p| p.fds.iter().any(|f| f.kind.uses_socket_queues())) {
             v.push(SOCKET_QUEUES);
+        }
+        if image.processes.iter().flat_map(|p| &p.vmas).any(|m| !m.inherited.is_empty()) {
+            v.push(INHERITED);
+        }
+        if image.processes.iter().flat_map(|p| &p.threads).any(|t| !t.attrs.seccomp.is_empty()) {
+            v.push(SECCOMP);
         }
         v
     }

@@ -19,6 +19,7 @@ framed!(
     ProcAttrs,
     PosixTimer,
     ThreadAttrs,
+    SeccompFilter,
     Creds,
     Rlimit,
     MmState,
@@ -271,6 +272,21 @@ pub struct ThreadAttrs {
     /// The thread's credentials: threads of one process may have their own (raw `setresuid`
     /// and `capset` affect only the calling thread).
     pub creds: Creds,
+    /// The seccomp filters the thread runs under, the first installed first (format 4.7;
+    /// empty: none).
+    #[serde(default)]
+    pub seccomp: Vec<SeccompFilter>,
+}
+
+/// One seccomp filter (format 4.7), as `PTRACE_SECCOMP_GET_FILTER` gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(remote = "Self")]
+pub struct SeccompFilter {
+    /// `SECCOMP_FILTER_FLAG_*` it was installed with, as `PTRACE_SECCOMP_GET_METADATA` tells
+    /// them (`SECCOMP_FILTER_FLAG_LOG`).
+    pub flags: u64,
+    /// Its classic BPF program: `struct sock_filter` instructions, 8 bytes each.
+    pub insns: Vec<u8>,
 }
 
 /// User and group ids.
@@ -506,6 +522,36 @@ pub struct Vma {
     /// Of those, bytes that held only zeros and are therefore in no run. The runs and these
     /// account for every byte of `need`: an image whose page data does not is refused.
     pub zero: u64,
+    /// Address ranges `(address, length)` whose pages this process still shared copy-on-write
+    /// with its parent (the process of `ppid`) at the checkpoint (format 4.7): the same page
+    /// frames as the parent's mapping of the same bounds. Their contents are the parent's, in
+    /// the parent's runs; they are in neither `pages` nor `need`, and are restored by forking
+    /// this process from its parent with them in place, so that they are shared again.
+    #[serde(default)]
+    pub inherited: Vec<(u64, u64)>,
+}
+
+impl Vma {
+    /// Whether pages of this mapping can be restored shared copy-on-write with a parent's
+    /// (format 4.7): private anonymous memory or a private file mapping, that a `fork` passes
+    /// on as it is (not `MADV_DONTFORK` or `MADV_WIPEONFORK`), not growing down (a stack),
+    /// locked, droppable, without reserve, or saved whole from its file.
+    pub fn can_inherit(&self) -> bool {
+        let not = vma_flags::SHARED | vma_flags::GROWSDOWN | vma_flags::STACK | vma_flags::LOCKED | vma_flags::DROPPABLE | vma_flags::NORESERVE | vma_flags::SAVED;
+        self.flags & not == 0 && self.madv & (madv_flags::DONTFORK | madv_flags::WIPEONFORK) == 0 && matches!(self.backing, VmaBacking::Anon | VmaBacking::File { .. })
+    }
+
+    /// Whether this mapping (of a child) can share pages with `parent` (a mapping of its
+    /// parent): both [`Vma::can_inherit`], with the same bounds and the same backing (the same
+    /// file from the same offset).
+    pub fn shares_with(&self, parent: &Vma) -> bool {
+        let same = match (&self.backing, &parent.backing) {
+            (VmaBacking::Anon, VmaBacking::Anon) => true,
+            (VmaBacking::File { path: a, offset: oa, dev: da, ino: ia, .. }, VmaBacking::File { path: b, offset: ob, dev: db, ino: ib, .. }) => a == b && oa == ob && da == db && ia == ib,
+            _ => false,
+        };
+        same && self.start == parent.start && self.end == parent.end && self.can_inherit() && parent.can_inherit()
+    }
 }
 
 /// A run of saved pages: `len` bytes for `vaddr..vaddr+len`, at `offset` in the image file.

@@ -30,6 +30,30 @@ pub fn check_coverage(pid: i32, v: &Vma) -> Result<(), ImageError> {
     )))
 }
 
+/// Checks the ranges of `v` (a mapping of `p`) inherited from the parent (format 4.7): page
+/// aligned, in order, inside the mapping, apart from its runs, and the parent has a mapping of
+/// the same bounds that can share them ([`Vma::shares_with`]).
+fn check_inherited(img: &Image, p: &crate::Process, v: &Vma) -> Result<(), ImageError> {
+    if v.inherited.is_empty() {
+        return Ok(());
+    }
+    let pid = p.pid;
+    let what = format!("pid {pid}: mapping {:#x}-{:#x}", v.start, v.end);
+    let mut end = v.start;
+    for &(a, len) in &v.inherited {
+        let ok = a >= end && len > 0 && a.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE) && a.checked_add(len).is_some_and(|e| e <= v.end);
+        if !ok || v.pages.iter().any(|r| r.vaddr < a + len && a < r.vaddr + r.len) {
+            return Err(ImageError::Invalid(format!("{what}: the pages {a:#x}+{len:#x} shared with its parent do not fit the mapping or overlap its page data")));
+        }
+        end = a + len;
+    }
+    let parent = img.processes.iter().find(|q| q.pid == p.ppid && p.ppid != 0 && q.exit_status.is_none());
+    if !parent.is_some_and(|q| q.vmas.iter().any(|w| v.shares_with(w))) {
+        return Err(ImageError::Invalid(format!("{what} shares pages with its parent {}, which has no such mapping to share them", p.ppid)));
+    }
+    Ok(())
+}
+
 /// Validates `img`, whose page data must lie in `pages_start..pages_end` of the file.
 pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), ImageError> {
     let bad = |m: String| Err(ImageError::Invalid(m));
@@ -84,6 +108,7 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
                 run_end = r.vaddr + r.len;
             }
             check_coverage(pid, v)?;
+            check_inherited(img, p, v)?;
         }
         let mut fds: Vec<i32> = p.fds.iter().map(|f| f.fd).collect();
         fds.sort_unstable();
@@ -116,7 +141,8 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             return bad(format!("pid {pid}: malformed pending signal"));
         }
         for t in &p.threads {
-            if t.tid <= 0 || t.xsave.len() > 1 << 16 || !t.pending.iter().all(siginfo_ok) {
+            let filters_ok = t.attrs.seccomp.iter().all(|f| !f.insns.is_empty() && f.insns.len().is_multiple_of(8) && f.insns.len() <= 4096 * 8);
+            if t.tid <= 0 || t.xsave.len() > 1 << 16 || !t.pending.iter().all(siginfo_ok) || !filters_ok {
                 return bad(format!("pid {pid} tid {}: invalid thread record", t.tid));
             }
         }

@@ -28,7 +28,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
     let mut addr = 0x10_0000u64;
     for (i, &pages) in maps.iter().enumerate() {
         let pages = u64::from(pages % 8) + 1;
-        let mut v = Vma { start: addr, end: addr + pages * 4096, prot: 3, flags: 0, madv: 0, backing: VmaBacking::Anon, pages: vec![], need: 0, zero: 0 };
+        let mut v = Vma { start: addr, end: addr + pages * 4096, prot: 3, flags: 0, madv: 0, backing: VmaBacking::Anon, pages: vec![], need: 0, zero: 0, inherited: Vec::new() };
         if i % 2 == 0 {
             let data: Vec<u8> = (0..pages * 4096).map(|b| (b as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
             let (offset, sum) = w.append_pages(&data).expect("pages");
@@ -452,4 +452,61 @@ fn compressed_runs_are_verified_by_reading_them_back() {
     flipped[img.processes[0].vmas[0].pages[0].offset as usize + 5] ^= 4;
     let err = verify(&flipped).expect_err("a flip is caught").to_string();
     assert!(err.contains("page data of pid 42"), "{err}");
+}
+
+/// The image of `build` with a child of its process (pid 50) whose second mapping (no runs)
+/// lists `inherited` as pages still shared with its parent.
+fn with_child(img: &Image, inherited: Vec<(u64, u64)>) -> Image {
+    let mut img = img.clone();
+    let mut child = img.processes[0].clone();
+    child.pid = 50;
+    child.ppid = 42;
+    child.threads = vec![thread(50)];
+    for v in &mut child.vmas {
+        v.pages.clear();
+        v.need = 0;
+    }
+    child.vmas[1].inherited = inherited;
+    img.processes.push(child);
+    img
+}
+
+#[test]
+fn inherited_pages_are_read_back_and_need_a_parent_mapping_to_share() {
+    let (bytes, img) = build(&[2, 2, 2], 9, 2);
+    let pages = page_region(&bytes, &img);
+    let start = img.processes[0].vmas[1].start;
+    let good = with_child(&img, vec![(start, 4096)]);
+    let read = ImageFile::check_bytes(&rebuild(&good, &pages)).expect("an image with inherited pages");
+    assert_eq!(read.processes[1].vmas[1].inherited, vec![(start, 4096)]);
+    // Announced to older readers, which would restore zeros in their place.
+    assert!(marker_kinds::needed(&good).contains(&marker_kinds::INHERITED));
+    assert!(!marker_kinds::needed(&img).contains(&marker_kinds::INHERITED));
+    type Change = Box<dyn Fn(&mut Image)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("do not fit", Box::new(|i: &mut Image| i.processes[1].vmas[1].inherited[0].0 += 1)),
+        ("do not fit", Box::new(|i: &mut Image| i.processes[1].vmas[1].inherited[0].1 = 1 << 30)),
+        ("no such mapping", Box::new(|i: &mut Image| i.processes[1].ppid = 0)),
+        ("no such mapping", Box::new(|i: &mut Image| i.processes[0].vmas[1].flags |= vma_flags::SHARED)),
+        ("no such mapping", Box::new(|i: &mut Image| i.processes[0].vmas[1].end -= 4096)),
+    ];
+    for (want, change) in cases {
+        let mut bad = good.clone();
+        change(&mut bad);
+        let err = ImageFile::check_bytes(&rebuild(&bad, &pages)).expect_err(want).to_string();
+        assert!(err.contains(want), "expected {want:?} in: {err}");
+    }
+}
+
+#[test]
+fn seccomp_filters_are_read_back_and_checked() {
+    let (bytes, mut img) = build(&[2], 9, 0);
+    let pages = page_region(&bytes, &img);
+    img.processes[0].threads[1].attrs.seccomp = vec![SeccompFilter { flags: 2, insns: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f] }];
+    let read = ImageFile::check_bytes(&rebuild(&img, &pages)).expect("an image with a seccomp filter");
+    assert_eq!(read.processes[0].threads[1].attrs.seccomp, img.processes[0].threads[1].attrs.seccomp);
+    assert!(marker_kinds::needed(&img).contains(&marker_kinds::SECCOMP));
+    img.processes[0].threads[1].attrs.seccomp[0].insns.push(0);
+    let err = ImageFile::check_bytes(&rebuild(&img, &pages)).expect_err("a program of part of an instruction").to_string();
+    assert!(err.contains("invalid thread record"), "{err}");
 }

@@ -11,7 +11,7 @@
 //!
 //! [`refuse`] is asked first, from `/proc` alone, before anything runs in the process: state
 //! crest does not restore makes the checkpoint fail rather than come back wrong.
-use crest_image::{Creds, ProcAttrs, ThreadAttrs};
+use crest_image::{Creds, ProcAttrs, SeccompFilter, ThreadAttrs};
 use crest_ptrace::Remote;
 
 use crate::{le_u64, KindError, Scratch};
@@ -62,7 +62,14 @@ pub fn refuse_before_seizing(pid: i32, status: &str) -> Result<(), KindError> {
         match field(&ts, "Seccomp") {
             "" | "0" => {}
             "1" => return Err(KindError::Unsupported(format!("{who}: thread {t} runs in seccomp strict mode: any system call crest made inside it would kill it"))),
-            _ => return Err(KindError::Unsupported(format!("{who}: thread {t} runs under a seccomp filter, which crest does not save yet"))),
+            // Its filters are saved, and suspended for crest's system calls in it
+            // (`PTRACE_O_SUSPEND_SECCOMP`), which only root may ask for.
+            _ if crest_ptrace::suspend_seccomp() != 0 => {}
+            _ => {
+                return Err(KindError::Unsupported(format!(
+                    "{who}: thread {t} runs under a seccomp filter, which crest saves only when checkpointing as root (CAP_SYS_ADMIN outside any user namespace)"
+                )))
+            }
         }
     }
     Ok(())
@@ -184,7 +191,8 @@ pub fn dump_thread(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i3
     let mut creds = thread_ids(&status);
     capabilities(&status, &mut creds);
     creds.securebits = ok(3, "reading the securebits")? as u32;
-    Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack, creds })
+    let seccomp = if field(&status, "Seccomp") == "2" { remote.tracee.seccomp_filters()?.into_iter().map(|(flags, insns)| SeccompFilter { flags, insns }).collect() } else { Vec::new() };
+    Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack, creds, seccomp })
 }
 
 /// Inside the husk, before it stops: its login uid.
@@ -277,6 +285,46 @@ pub fn restore_thread(remote: &mut Remote<'_>, a: &ThreadAttrs) -> Result<(), Ki
         remote.queue("setting no_new_privs", libc::SYS_prctl, &[PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0]);
     }
     remote.flush()?;
+    Ok(())
+}
+
+/// How many seccomp filters, the first installed first, every thread of `threads` has in
+/// common: installed in the leader before it creates the other threads, they are one chain
+/// shared by all, as after a `pthread_create` (which `SECCOMP_FILTER_FLAG_TSYNC` needs).
+pub fn common_seccomp(threads: &[crest_image::Thread]) -> usize {
+    let first = &threads[0].attrs.seccomp;
+    (0..first.len()).take_while(|&k| threads.iter().all(|t| t.attrs.seccomp.get(k) == Some(&first[k]))).count()
+}
+
+/// In the thread of `remote` (thread `saved` of process `pid`), once it exists and before its
+/// credentials drop privileges: the seccomp `filters`, the first installed first. The tracer's
+/// `PTRACE_O_SUSPEND_SECCOMP` (root only) keeps them off every system call crest still runs in
+/// it; they apply from the moment it is let go. Threads created afterwards inherit them: the
+/// filters all threads share go in the leader before the others exist ([`common_seccomp`]),
+/// each thread's own after.
+pub fn restore_seccomp(remote: &mut Remote<'_>, pid: i32, saved: i32, filters: &[SeccompFilter]) -> Result<(), KindError> {
+    const SECCOMP_SET_MODE_FILTER: u64 = 1;
+    if filters.is_empty() {
+        return Ok(());
+    }
+    if crest_ptrace::suspend_seccomp() == 0 {
+        return Err(KindError::Unsupported(format!("pid {pid}: thread {saved} ran under seccomp filters, which only root (CAP_SYS_ADMIN outside any user namespace) can restore")));
+    }
+    let len = (filters.iter().map(|f| f.insns.len() as u64).max().unwrap_or(0) + 16).next_multiple_of(4096);
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let at = remote.call("mapping room for seccomp filters", libc::SYS_mmap, &[0, len, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags, u64::MAX, 0])?;
+    let tid = remote.tracee.tid;
+    for (k, f) in filters.iter().enumerate() {
+        // struct sock_fprog: the number of instructions (16 bits), padding, then a pointer.
+        let mut prog = Vec::with_capacity(16 + f.insns.len());
+        prog.extend_from_slice(&((f.insns.len() / 8) as u16).to_le_bytes());
+        prog.extend_from_slice(&[0u8; 6]);
+        prog.extend_from_slice(&(at + 16).to_le_bytes());
+        prog.extend_from_slice(&f.insns);
+        crest_ptrace::mem::write_vm(tid, at, &prog)?;
+        remote.call(&format!("pid {pid}: thread {saved}: installing its seccomp filter {}", k + 1), libc::SYS_seccomp, &[SECCOMP_SET_MODE_FILTER, f.flags, at])?;
+    }
+    remote.call("unmapping the room for seccomp filters", libc::SYS_munmap, &[at, len])?;
     Ok(())
 }
 

@@ -110,7 +110,7 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     } else {
         return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} ({name}) is of a kind crest cannot checkpoint")));
     };
-    Ok(Vma { start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0 })
+    Ok(Vma { start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0, inherited: Vec::new() })
 }
 
 /// Whether the mapping `m` of `pid` is a private mapping of a crest image (its pages mapped
@@ -227,6 +227,67 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
     Ok(out)
 }
 
+/// Page frame number bits of a `pagemap` entry of a present page (read as 0 without
+/// `CAP_SYS_ADMIN`).
+const PFN_MASK: u64 = (1 << 55) - 1;
+
+/// The ranges of `vma` (a mapping of the process `pm` reads, which [`Vma::shares_with`]
+/// `parent`, a mapping of its parent, which `parent_pm` reads) whose pages the process still
+/// shares copy-on-write with its parent: among the pages it would save (`to_save`), those
+/// present in both at the same address with the same page frame, as `pagemap` shows it to
+/// `CAP_SYS_ADMIN` (to others it shows no frame numbers: nothing is found shared then, and
+/// every page is saved). Both processes must be frozen.
+pub fn shared_with_parent(vma: &Vma, parent: &Vma, to_save: &[(u64, u64)], pm: &Pagemap, parent_pm: &Pagemap) -> Result<Vec<(u64, u64)>, KindError> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    if !vma.shares_with(parent) {
+        return Ok(out);
+    }
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    const STEP: u64 = 1 << 30;
+    for &(start, len) in to_save {
+        let mut at = start;
+        while at < start + len {
+            let end = (at + STEP).min(start + len);
+            pm.entries(at, end, &mut mine)?;
+            parent_pm.entries(at, end, &mut theirs)?;
+            if mine.iter().any(|&e| e & pagemap::PRESENT != 0 && e & PFN_MASK == 0) {
+                // Page frames hidden (not CAP_SYS_ADMIN): nothing can be found shared.
+                return Ok(Vec::new());
+            }
+            for (i, (&a, &b)) in mine.iter().zip(&theirs).enumerate() {
+                let present = |e: u64| e & pagemap::PRESENT != 0 && e & pagemap::SWAPPED == 0 && e & PFN_MASK != 0;
+                if present(a) && present(b) && a & PFN_MASK == b & PFN_MASK {
+                    let page = at + i as u64 * 4096;
+                    match out.last_mut() {
+                        Some(last) if last.0 + last.1 == page => last.1 += 4096,
+                        _ => out.push((page, 4096)),
+                    }
+                }
+            }
+            at = end;
+        }
+    }
+    Ok(out)
+}
+
+/// `ranges` (sorted `(address, length)`) less `cut` (sorted, apart).
+pub fn subtract_ranges(ranges: &[(u64, u64)], cut: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(a, len) in ranges {
+        let (mut s, e) = (a, a + len);
+        for &(cs, cl) in cut.iter().filter(|&&(cs, cl)| cs < e && cs + cl > a) {
+            if cs > s {
+                out.push((s, cs - s));
+            }
+            s = s.max(cs + cl);
+        }
+        if s < e {
+            out.push((s, e - s));
+        }
+    }
+    out
+}
+
 /// The address ranges of the shared anonymous mapping `vma` of `pid` (mapping its object from
 /// `offset`) whose pages exist in the object, found with `SEEK_DATA` through
 /// `/proc/PID/map_files` (which needs `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`): `None`
@@ -264,6 +325,10 @@ pub struct MapFds {
     /// Whether stored runs of private anonymous memory are mapped from the image rather than
     /// read ([`mapped_from_image`]): the image file may be mapped (the caller checked it).
     pub map_image: bool,
+    /// Start addresses of the private mappings already in place, with their pages, when
+    /// [`restore`] runs (built before the husk was forked and moved there, so as to share pages
+    /// with a parent or children): only their protection and advice are set.
+    pub in_place: Vec<u64>,
 }
 
 /// Files a process's mappings need open: (path, needs write), and shared objects: (id, size).
@@ -335,6 +400,17 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
     // SysV segments attached so far: (id, end of the attachment).
     let mut attached: Vec<(i32, u64, u64)> = Vec::new();
     for v in vmas {
+        if fds.in_place.contains(&v.start) {
+            let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
+            if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+                remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
+            }
+            advise(remote, v)?;
+            let n: u64 = v.pages.iter().map(|r| r.len).sum();
+            progress.add_done(n);
+            bytes += n;
+            continue;
+        }
         let (fd, off, mut flags) = match &v.backing {
             VmaBacking::Special(_) => continue,
             VmaBacking::SysvShm { id, offset } => {
@@ -680,6 +756,15 @@ mod tests {
 
     fn run(vaddr: u64, len: u64, offset: u64) -> PageRun {
         PageRun { vaddr, len, offset, zlen: 0, sum: 0, image: 0 }
+    }
+
+    #[test]
+    fn ranges_are_cut_where_pages_are_shared() {
+        let p = 4096;
+        assert_eq!(subtract_ranges(&[(0, 10 * p)], &[(2 * p, p), (5 * p, 2 * p)]), vec![(0, 2 * p), (3 * p, 2 * p), (7 * p, 3 * p)]);
+        assert_eq!(subtract_ranges(&[(0, 2 * p), (4 * p, p)], &[(0, 5 * p)]), vec![]);
+        assert_eq!(subtract_ranges(&[(p, p)], &[]), vec![(p, p)]);
+        assert_eq!(subtract_ranges(&[(p, 3 * p)], &[(0, 2 * p), (3 * p, 4 * p)]), vec![(2 * p, p)]);
     }
 
     #[test]

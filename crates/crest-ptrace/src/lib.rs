@@ -33,7 +33,7 @@ pub mod wp;
 
 pub use error::TraceError;
 pub use remote::{find_syscall_insn, Remote, BATCH_LEN};
-pub use tracee::{Regs, StopKind, Tracee};
+pub use tracee::{suspend_seccomp, Regs, StopKind, Tracee};
 
 /// Result of a syscall run inside the target: the tracer worked, the syscall may have failed.
 pub type RemoteResult = Result<Result<u64, i32>, TraceError>;

@@ -1483,3 +1483,83 @@ pub fn read_link_fd(fd: i32) -> std::io::Result<std::path::PathBuf> {
     buf.truncate(n as usize);
     Ok(std::ffi::OsStr::from_bytes(&buf).into())
 }
+
+/// Address ranges this process reserved with [`reserve`] (inherited by its forks): the only
+/// memory the `reserved_*` calls below touch, where no Rust value lives.
+static RESERVED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+fn in_reserved(addr: u64, len: u64) -> std::io::Result<()> {
+    let ok = RESERVED.lock().map(|r| r.iter().any(|&(s, e)| addr >= s && addr.checked_add(len).is_some_and(|end| end <= e))).unwrap_or(false);
+    if ok && addr.is_multiple_of(4096) {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr:#x}+{len:#x} is not in a reserved range")))
+    }
+}
+
+/// Reserves `len` bytes at `addr` (`PROT_NONE`, no memory committed; fails when anything is
+/// mapped there), for the `reserved_*` calls of this process and of the processes it forks.
+pub fn reserve(addr: u64, len: u64) -> std::io::Result<()> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE;
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping: it maps fresh memory where nothing
+    // is, or fails.
+    let r = unsafe { libc::mmap(addr as *mut libc::c_void, len as usize, libc::PROT_NONE, flags, -1, 0) };
+    if r == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    if r as u64 != addr {
+        // An old kernel that took the address as a hint: give it back.
+        // SAFETY: the range was just mapped by this call and holds nothing.
+        unsafe { libc::munmap(r, len as usize) };
+        return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    if let Ok(mut g) = RESERVED.lock() {
+        g.push((addr, addr + len));
+    }
+    Ok(())
+}
+
+/// Gives back a range [`reserve`] made.
+pub fn unreserve(addr: u64, len: u64) -> std::io::Result<()> {
+    let mut g = RESERVED.lock().map_err(|_| std::io::Error::other("reserved ranges poisoned"))?;
+    let Some(at) = g.iter().position(|&r| r == (addr, addr + len)) else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a reserved range"));
+    };
+    g.swap_remove(at);
+    // SAFETY: the range is one `reserve` made, where no Rust value lives.
+    if unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes at `addr`, inside a reserved range, readable and writable and private:
+/// anonymous memory, or the file `fd` from `offset`.
+pub fn reserved_map(addr: u64, len: u64, fd: Option<i32>, offset: u64) -> std::io::Result<()> {
+    in_reserved(addr, len)?;
+    let flags = libc::MAP_PRIVATE | libc::MAP_FIXED | if fd.is_none() { libc::MAP_ANONYMOUS } else { 0 };
+    // SAFETY: the range lies inside a reserved range (checked), where no Rust value lives.
+    let r = unsafe { libc::mmap(addr as *mut libc::c_void, len as usize, libc::PROT_READ | libc::PROT_WRITE, flags, fd.unwrap_or(-1), offset as libc::off_t) };
+    if r == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `madvise(MADV_DONTNEED)` of a part of a reserved range: its private pages are dropped (it
+/// reads zeros again, or its file's contents).
+pub fn reserved_drop(addr: u64, len: u64) -> std::io::Result<()> {
+    in_reserved(addr, len)?;
+    // SAFETY: the range lies inside a reserved range (checked), where no Rust value lives.
+    if unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, libc::MADV_DONTNEED) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Copies `data` to `addr`, inside a reserved range mapped readable and writable (through
+/// `process_vm_writev` on this process: a part not mapped so fails with `EFAULT`).
+pub fn reserved_write(addr: u64, data: &[u8]) -> std::io::Result<()> {
+    in_reserved(addr, data.len() as u64)?;
+    crate::mem::write_vm(std::process::id() as i32, addr, data).map_err(|e| std::io::Error::other(e.to_string()))
+}

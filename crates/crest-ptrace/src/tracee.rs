@@ -51,12 +51,38 @@ fn check(ret: libc::c_long, req: &'static str, tid: i32) -> Result<libc::c_long,
     }
 }
 
+/// `PTRACE_O_SUSPEND_SECCOMP`: the thread's seccomp filters do not apply while it is traced so
+/// (the system calls crest runs in it included); needs `CAP_SYS_ADMIN`.
+pub const PTRACE_O_SUSPEND_SECCOMP: libc::c_int = 1 << 21;
+
+/// The options every seizing adds: [`PTRACE_O_SUSPEND_SECCOMP`] for root (the only tracer the
+/// kernel allows it), so that a thread's seccomp filters never stop crest's system calls in it.
+/// The kernel allows it to a tracer with `CAP_SYS_ADMIN` in the initial user namespace (root
+/// in a container is not) that is not itself under seccomp.
+pub fn suspend_seccomp() -> libc::c_int {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let allowed = *ALLOWED.get_or_init(|| {
+        const CAP_SYS_ADMIN: u32 = 21;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+        let unconfined = field("Seccomp:") == Some("0");
+        let admin = field("CapEff:").and_then(|c| u64::from_str_radix(c, 16).ok()).is_some_and(|c| c & (1 << CAP_SYS_ADMIN) != 0);
+        let initial_ns = std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+        unconfined && admin && initial_ns
+    });
+    if allowed {
+        PTRACE_O_SUSPEND_SECCOMP
+    } else {
+        0
+    }
+}
+
 impl Tracee {
-    /// `PTRACE_SEIZE` with `PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL` unset: seizing does not stop
+    /// `PTRACE_SEIZE` with `PTRACE_O_TRACESYSGOOD` (and [`suspend_seccomp`]), `PTRACE_O_EXITKILL` unset: seizing does not stop
     /// the thread; follow with [`Tracee::interrupt`] and [`Tracee::wait_stop`].
     pub fn seize(tid: i32) -> Result<Self, TraceError> {
         // SAFETY: PTRACE_SEIZE takes no pointers; data is the option mask.
-        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0, libc::PTRACE_O_TRACESYSGOOD as libc::c_long) };
+        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0, (libc::PTRACE_O_TRACESYSGOOD | suspend_seccomp()) as libc::c_long) };
         check(r, "PTRACE_SEIZE", tid)?;
         Ok(Tracee { tid, detach_on_drop: true })
     }
@@ -64,7 +90,7 @@ impl Tracee {
     /// `PTRACE_SEIZE` with the given options; not detached on drop (see [`Tracee`]).
     pub fn seize_with(tid: i32, opts: libc::c_int) -> Result<Self, TraceError> {
         // SAFETY: PTRACE_SEIZE takes no pointers; data is the option mask.
-        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0, opts as libc::c_long) };
+        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0, (opts | suspend_seccomp()) as libc::c_long) };
         check(r, "PTRACE_SEIZE", tid)?;
         Ok(Tracee { tid, detach_on_drop: false })
     }
@@ -75,11 +101,44 @@ impl Tracee {
         Tracee { tid, detach_on_drop: false }
     }
 
-    /// `PTRACE_SETOPTIONS`.
+    /// `PTRACE_SETOPTIONS` (with [`suspend_seccomp`]).
     pub fn set_options(&self, opts: libc::c_int) -> Result<(), TraceError> {
         // SAFETY: no pointers; data is the option mask.
-        let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, self.tid, 0, opts as libc::c_long) };
+        let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, self.tid, 0, (opts | suspend_seccomp()) as libc::c_long) };
         check(r, "PTRACE_SETOPTIONS", self.tid).map(drop)
+    }
+
+    /// The seccomp filters of the (stopped) thread, the first installed first: (flags, BPF
+    /// instructions). `PTRACE_SECCOMP_GET_FILTER` and `PTRACE_SECCOMP_GET_METADATA`, which need
+    /// `CAP_SYS_ADMIN`.
+    pub fn seccomp_filters(&self) -> Result<Vec<(u64, Vec<u8>)>, TraceError> {
+        const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+        const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+        let mut out = Vec::new();
+        for index in 0u64.. {
+            // SAFETY: a null buffer: the kernel only returns the filter's length.
+            let n = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, self.tid, index as libc::c_ulong, std::ptr::null_mut::<libc::c_void>()) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOENT) {
+                    break;
+                }
+                return Err(TraceError::Sys { what: format!("reading seccomp filter {index} of thread {}", self.tid), err: e });
+            }
+            let mut insns = vec![0u8; n as usize * 8];
+            // SAFETY: the buffer holds the `n` instructions of 8 bytes the kernel writes.
+            let r = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, self.tid, index as libc::c_ulong, insns.as_mut_ptr() as *mut libc::c_void) };
+            check(r, "PTRACE_SECCOMP_GET_FILTER", self.tid)?;
+            let mut meta = [index, 0u64];
+            // SAFETY: `meta` is the 16-byte `struct seccomp_metadata` (filter_off, flags) whose
+            // size is passed as addr; the kernel reads filter_off and writes flags.
+            let r = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_METADATA, self.tid, 16 as libc::c_ulong, meta.as_mut_ptr() as *mut libc::c_void) };
+            let flags = if r < 0 { 0 } else { meta[1] };
+            out.push((flags, insns));
+        }
+        // The kernel counts from the last installed.
+        out.reverse();
+        Ok(out)
     }
 
     /// `PTRACE_INTERRUPT`: asks a seized thread to stop.

@@ -7,6 +7,7 @@ use crest_kinds::memory::{self, MapFds};
 use crest_kinds::{attrs, fd, mm, signals, task, thread, timers, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
 
+use crate::inherit::Premap;
 use crate::plan::{Group, Plan};
 use crate::RestoreError;
 
@@ -160,6 +161,8 @@ struct Ctx<'a> {
     /// foreground group's processes).
     ctty: &'a [Option<i32>],
     foreground: &'a [Option<i32>],
+    /// The mappings built before the forks, to share pages between parents and children.
+    premap: &'a Premap,
 }
 
 impl Ctx<'_> {
@@ -200,6 +203,8 @@ impl Ctx<'_> {
                 fd::set_foreground(tty).map_err(|e| format!("pid {}: {e}", p.pid))?;
             }
         }
+        // Before the children's husks, which inherit them.
+        self.premap.build(i, p, self.image_fd)?;
         let mut zombies = Vec::new();
         for &c in &self.plan.children[i] {
             let child = &self.procs[c];
@@ -323,6 +328,11 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         l.fds.map_image = map_image;
     }
     let parked = max_fd + 1 + layouts.iter().map(|l| l.aux.len() as i32).max().unwrap_or(0) + 1;
+    // Mappings that share pages between a parent and its children are built before the forks.
+    let mut premap = Premap::plan(procs, &plan);
+    for (i, l) in layouts.iter_mut().enumerate() {
+        l.fds.in_place = premap.vmas[i].iter().map(|&k| procs[i].vmas[k].start).collect();
+    }
 
     // Objects shared across the processes are opened here, once, and inherited by every husk.
     let records: Vec<&[crest_image::FdRecord]> = live.iter().map(|&i| procs[i].fds.as_slice()).collect();
@@ -390,6 +400,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         }
     }
     let notes = shared.notes().to_vec();
+    premap.reserve(procs, &own_maps.iter().map(|m| (m.start, m.end)).collect::<Vec<_>>())?;
     let ctx = Ctx {
         procs,
         plan: &plan,
@@ -403,6 +414,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         restore_pid: opts.restore_pid,
         ctty: &ctty,
         foreground: &foreground,
+        premap: &premap,
     };
 
     // The topmost husks; each creates the husks of its children.
@@ -456,7 +468,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let new_pids_ref = &new_pids;
-    let work = Work { procs, plan: &plan, layouts: &layouts, live: &live, new_pids: new_pids_ref, image: &img.file, opts, next: &next, failed: &failed };
+    let work = Work { procs, plan: &plan, layouts: &layouts, live: &live, new_pids: new_pids_ref, image: &img.file, opts, next: &next, failed: &failed, premap: &premap };
     let outcome = std::thread::scope(|s| -> Result<Totals, RestoreError> {
         // Pages mapped from the image leave the husks little to do: the check of the checksums
         // is what the restart waits for, on every core, reading the page cache in place.
@@ -599,6 +611,7 @@ struct Work<'a> {
     opts: &'a RestoreOptions,
     next: &'a std::sync::atomic::AtomicUsize,
     failed: &'a std::sync::atomic::AtomicBool,
+    premap: &'a Premap,
 }
 
 impl Work<'_> {
@@ -622,7 +635,8 @@ impl Work<'_> {
             };
             let result = crest_ptrace::husk::seize(self.new_pids[i]).map_err(RestoreError::from).and_then(|husk| {
                 let l = &self.layouts[i];
-                let r = fill(&husk, &self.procs[i], self.image, &l.fds, l.exe_fd, &l.aux, self.opts, join);
+                let placed = self.premap.placed(i, &self.procs[i]);
+                let r = fill(&husk, &self.procs[i], self.image, &l.fds, l.exe_fd, &l.aux, self.opts, join, &placed);
                 // Held even when the fill failed: the husk dies with this thread's hold on it.
                 match r {
                     Ok((filled, calls, exe_set, threads)) => {
@@ -734,6 +748,7 @@ fn fill(
     aux: &[i32],
     opts: &RestoreOptions,
     join: Option<i32>,
+    placed: &[(u64, u64, u64)],
 ) -> Result<(memory::Filled, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
     let pid = husk.tid;
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
@@ -752,28 +767,41 @@ fn fill(
             remote.call(&format!("pid {}: joining process group {g}", p.pid), libc::SYS_setpgid, &[0, g as u64])?;
         }
     }
-    // Unmap everything of the husk but the special areas: one call for all the areas between
-    // two special ones (the holes between them unmapped too, which is harmless).
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    // Unmap everything of the husk but the special areas and the mappings built before the
+    // forks (`placed`): one call for all the areas between two special ones (the holes between
+    // them unmapped too, which is harmless), cut around the mappings kept.
+    let keep: Vec<(u64, u64)> = placed.iter().map(|&(at, len, _)| (at, len)).collect();
+    let mut spans: Vec<(u64, u64)> = Vec::new();
     let mut joined = false;
     for m in &maps {
         if vdso::special(&m.name).is_some() {
             joined = false;
             continue;
         }
-        match ranges.last_mut() {
+        match spans.last_mut() {
             Some(r) if joined => r.1 = m.end,
-            _ => ranges.push((m.start, m.end)),
+            _ => spans.push((m.start, m.end)),
         }
         joined = true;
     }
+    let ranges: Vec<(u64, u64)> = spans.iter().flat_map(|&(s, e)| memory::subtract_ranges(&[(s, e - s)], &keep)).map(|(s, l)| (s, s + l)).collect();
     for (s, e) in ranges {
         remote.call(&format!("clearing the restore process's memory at {s:#x}"), libc::SYS_munmap, &[s, e - s])?;
     }
     let span: u64 = areas.iter().map(|a| a.2 - a.1).sum();
-    let here: Vec<(u64, u64)> = areas.iter().map(|a| (a.1, a.2)).collect();
+    let mut here: Vec<(u64, u64)> = areas.iter().map(|a| (a.1, a.2)).collect();
+    here.extend(placed.iter().map(|&(at, len, _)| (at, at + len)));
     let tmp = find_gap(&p.vmas, &here, span).ok_or_else(|| RestoreError::Refused("no free address range to move the vDSO through".into()))?;
     vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
+    // The mappings built before the forks move into place with their pages (page tables move,
+    // pages stay: what was shared with a parent or children stays shared).
+    for &(at, len, to) in placed {
+        let moved =
+            remote.call(&format!("pid {}: moving mapping {to:#x}-{:#x} into place", p.pid, to + len), libc::SYS_mremap, &[at, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to])?;
+        if moved != to {
+            return Err(RestoreError::Refused(format!("pid {}: mapping {to:#x}-{:#x} was moved to {moved:#x} instead", p.pid, to + len)));
+        }
+    }
     let gap = find_gap(&p.vmas, &[], crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
     let scratch = Scratch::map(&mut remote, pid, gap)?;
     let no_progress = crest_kinds::progress::Progress::default();
@@ -794,6 +822,9 @@ fn fill(
         }
     }
     thread::restore(&mut remote, &scratch, pid, &p.threads[0])?;
+    // Seccomp filters every thread has in common: in the leader before it creates the others.
+    let shared_filters = attrs::common_seccomp(&p.threads);
+    attrs::restore_seccomp(&mut remote, p.pid, p.threads[0].tid, &p.threads[0].attrs.seccomp[..shared_filters])?;
     let mut threads = Vec::with_capacity(p.threads.len() - 1);
     let mut count = 0;
     for th in &p.threads[1..] {
@@ -802,6 +833,7 @@ fn fill(
         let mut r = Remote::new(&t, remote.syscall_ip(), base);
         r.use_batch(remote.batch_area());
         thread::restore(&mut r, &scratch, pid, th)?;
+        attrs::restore_seccomp(&mut r, p.pid, th.tid, &th.attrs.seccomp[shared_filters..])?;
         attrs::restore_creds(&mut r, &scratch, pid, t.tid, thread_creds(p, th))?;
         // After the credentials: a change of ids clears the parent-death signal.
         attrs::restore_thread(&mut r, &th.attrs)?;
@@ -817,7 +849,9 @@ fn fill(
     task::restore_rlimits(pid, &p.rlimits)?;
     attrs::restore_oom(pid, &p.attrs)?;
     attrs::restore_cgroups(pid, &p.attrs)?;
-    // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid).
+    // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid), so
+    // that no thread inherits the leader's filters.
+    attrs::restore_seccomp(&mut remote, p.pid, p.threads[0].tid, &p.threads[0].attrs.seccomp[shared_filters..])?;
     attrs::restore_creds(&mut remote, &scratch, pid, pid, thread_creds(p, &p.threads[0]))?;
     attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
     attrs::restore_dumpable(&mut remote, &p.attrs)?;

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod husk;
+mod inherit;
 pub mod libcr;
 pub mod mapping;
 mod plan;

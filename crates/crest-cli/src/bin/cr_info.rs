@@ -204,7 +204,12 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
     let _ = writeln!(o, "image:    {path} ({}, format {}.{}, written by {})", size(img.len), img.header.major, img.header.minor, i.tool);
     let _ = writeln!(o, "taken:    {} on {} (Linux {}), scope {}", date(i.time, false), i.host, i.kernel, i.scope);
     // Sections of kinds this crest does not know, skipped (those it must understand are refused).
-    let skipped: Vec<String> = img.sections.iter().filter(|s| matches!(s.kind, crest_image::SectionKind::Other(_))).map(|s| format!("{} ({})", s.kind, size(s.len))).collect();
+    let skipped: Vec<String> = img
+        .sections
+        .iter()
+        .filter(|s| matches!(s.kind, crest_image::SectionKind::Other(k) if !crest_image::marker_kinds::UNDERSTOOD.contains(&k)))
+        .map(|s| format!("{} ({})", s.kind, size(s.len)))
+        .collect();
     if !skipped.is_empty() {
         let _ = writeln!(o, "skipped:  sections this crest does not know: {}", skipped.join(", "));
     }
@@ -242,7 +247,9 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                 VmaBacking::Special(SpecialArea::Vdso) => String::new(),
                 _ => String::new(),
             };
-            let _ = writeln!(o, "    {:>14x}-{:<14x} {prot} {:>10} KiB, {:>10} KiB saved  {}{extra}", v.start, v.end, (v.end - v.start) >> 10, saved >> 10, describe(&v.backing));
+            let inherited: u64 = v.inherited.iter().map(|r| r.1).sum();
+            let shared = if inherited > 0 { format!(" (and {} KiB the parent's, shared)", inherited >> 10) } else { String::new() };
+            let _ = writeln!(o, "    {:>14x}-{:<14x} {prot} {:>10} KiB, {:>10} KiB saved  {}{extra}{shared}", v.start, v.end, (v.end - v.start) >> 10, saved >> 10, describe(&v.backing));
         }
         let _ = writeln!(o, "  descriptors ({}):", p.fds.len());
         for f in &p.fds {
