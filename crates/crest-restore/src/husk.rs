@@ -71,8 +71,12 @@ pub fn use_saved_contents(p: &mut Process) -> Vec<String> {
             continue;
         }
         let VmaBacking::File { path, size, mtime_ns, offset, dev, ino } = &v.backing else { continue };
-        let unchanged = std::fs::metadata(path).is_ok_and(|md| md.size() == *size && md.mtime() * 1_000_000_000 + md.mtime_nsec() == *mtime_ns);
         let shared = v.flags & crest_image::vma_flags::SHARED != 0;
+        // Writes through a shared mapping of a tmpfs file (/dev/shm) do not change its
+        // modification time: such a file cannot be known unchanged, and the saved contents,
+        // taken at the checkpoint's instant, are used.
+        let tmpfs = shared && std::fs::File::open(path).is_ok_and(|f| crest_ptrace::sys::fs_type(&f).is_ok_and(|t| t == libc::TMPFS_MAGIC));
+        let unchanged = !tmpfs && std::fs::metadata(path).is_ok_and(|md| md.size() == *size && md.mtime() * 1_000_000_000 + md.mtime_nsec() == *mtime_ns);
         if unchanged {
             if shared {
                 v.pages.clear();
