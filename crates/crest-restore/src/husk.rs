@@ -61,7 +61,8 @@ pub struct Restored {
 
 /// For every file mapping whose contents the image holds (`cr_checkpoint --save-*`): when its
 /// file is gone or has changed since the checkpoint, restore it from the image alone, as
-/// anonymous memory (shared memory for a shared mapping), so the file is not needed. A shared
+/// anonymous memory (shared memory for a shared mapping, one object per file for every process
+/// of the image), so the file is not needed. A shared
 /// mapping whose file is unchanged is mapped from the file and not written over. Returns the
 /// paths that were left out this way.
 pub fn use_saved_contents(p: &mut Process) -> Vec<String> {
@@ -70,9 +71,13 @@ pub fn use_saved_contents(p: &mut Process) -> Vec<String> {
         if v.flags & crest_image::vma_flags::SAVED == 0 {
             continue;
         }
-        let VmaBacking::File { path, size, mtime_ns, .. } = &v.backing else { continue };
-        let unchanged = std::fs::metadata(path).is_ok_and(|md| md.size() == *size && md.mtime() * 1_000_000_000 + md.mtime_nsec() == *mtime_ns);
+        let VmaBacking::File { path, size, mtime_ns, offset, dev, ino } = &v.backing else { continue };
         let shared = v.flags & crest_image::vma_flags::SHARED != 0;
+        // Writes through a shared mapping of a tmpfs file (/dev/shm) do not change its
+        // modification time: such a file cannot be known unchanged, and the saved contents,
+        // taken at the checkpoint's instant, are used.
+        let tmpfs = shared && std::fs::File::open(path).is_ok_and(|f| crest_ptrace::sys::fs_type(&f).is_ok_and(|t| t == libc::TMPFS_MAGIC));
+        let unchanged = !tmpfs && std::fs::metadata(path).is_ok_and(|md| md.size() == *size && md.mtime() * 1_000_000_000 + md.mtime_nsec() == *mtime_ns);
         if unchanged {
             if shared {
                 v.pages.clear();
@@ -82,7 +87,10 @@ pub fn use_saved_contents(p: &mut Process) -> Vec<String> {
         if !left_out.contains(path) {
             left_out.push(path.clone());
         }
-        v.backing = if shared { VmaBacking::SharedAnon { id: (1 << 63) | v.start, size: v.end - v.start } } else { VmaBacking::Anon };
+        // One shared object per file, whatever process maps it and wherever: the processes of
+        // a job that talk through a file in /dev/shm (MPI's shared memory segments) still
+        // share it. It starts where the mapping's offset says.
+        v.backing = if shared { VmaBacking::SharedAnon { id: (1 << 63) | ((*dev << 32) ^ *ino), size: *offset + (v.end - v.start) } } else { VmaBacking::Anon };
     }
     if !p.exe.is_empty() && left_out.contains(&p.exe) {
         // The executable itself is gone or changed: /proc/PID/exe cannot point at it.

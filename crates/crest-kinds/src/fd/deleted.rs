@@ -169,7 +169,9 @@ impl FdHandler for Deleted {
         }
         let parked = cx.take(key).expect("parked above")?;
         let acc = rec.flags & libc::O_ACCMODE as u32;
-        let flags = super::reopen_flags(rec.flags & !O_TMPFILE_BIT) & !(libc::O_ACCMODE | libc::O_DIRECTORY);
+        // O_NOFOLLOW (shm_open sets it) only mattered when the file was opened by name; the
+        // new open goes through the /proc/self/fd link, which it would refuse with ELOOP.
+        let flags = super::reopen_flags(rec.flags & !O_TMPFILE_BIT) & !(libc::O_ACCMODE | libc::O_DIRECTORY | libc::O_NOFOLLOW);
         let f = std::fs::OpenOptions::new()
             .read(acc != libc::O_WRONLY as u32)
             .write(acc != libc::O_RDONLY as u32)
