@@ -217,8 +217,18 @@ fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image:
             q.into_iter().map(|m| (m.data, m.sender, Vec::new())).collect()
         }
     };
+    let own = crest_ptrace::sys::sock_addr(copy, false).unwrap_or_default();
     let mut out = Vec::with_capacity(msgs.len());
     for (data, sender, fds) in msgs {
+        // A datagram is put back by a socket bound to its sender's address: that cannot be
+        // done while another socket (of the image or not) holds an abstract address. (A
+        // path's file is taken over at restart when the sender's own socket is not bound yet.)
+        if sender.len() > 2 && sender[2] == 0 && sender != own && address_held(&sender) {
+            return Err(format!(
+                "a datagram from {} is queued on it, and a socket still holds that address, so it could not be sent again from that address at restart; such datagrams are not saved yet",
+                addr_words(&sender).unwrap_or_else(|| "a named socket".into())
+            ));
+        }
         let mut recs = Vec::with_capacity(fds.len());
         for fd in fds {
             recs.push(super::dump_in_flight(cx, fd).map_err(|e| format!("descriptors in flight (SCM_RIGHTS) are queued on it: {e}"))?);
@@ -226,6 +236,13 @@ fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image:
         out.push(crest_image::QueuedMessage { data, sender, fds: recs });
     }
     Ok(out)
+}
+
+/// Whether a unix datagram socket is bound to `addr` now (a datagram socket connecting to it
+/// is not refused as having no one there).
+fn address_held(addr: &[u8]) -> bool {
+    let Ok(probe) = crest_ptrace::sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) else { return true };
+    !matches!(crest_ptrace::net::connect_raw(probe.as_raw_fd(), addr), Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOENT)))
 }
 
 /// The messages of `queue` as a pair end saves them: their bytes, and the descriptors carried
