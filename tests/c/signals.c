@@ -1,11 +1,12 @@
-/* Signal state: a SIGUSR1 handler with flags and mask, SIGPIPE ignored, a blocked mask, a
- * queued real-time signal with its value, an alternate stack; after restart all are as set,
- * and the handler still fires. */
+/* Signal state: a SIGUSR1 handler with flags and mask, a SIGTRAP handler (the restore must not
+ * reset it to the default), SIGPIPE ignored, a blocked mask, a queued real-time signal with its
+ * value, an alternate stack; after restart all are as set, and the handlers still fire. */
 #include <stdint.h>
 #include "prog.h"
 
-static volatile int hits;
+static volatile int hits, traps;
 static void h(int s, siginfo_t *i, void *c) { (void)s; (void)i; (void)c; hits++; }
+static void ht(int s) { (void)s; traps++; }
 
 int main(void)
 {
@@ -16,6 +17,7 @@ int main(void)
     sigaddset(&sa.sa_mask, SIGWINCH);
     sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGTRAP, ht);
     sigset_t m;
     sigemptyset(&m);
     sigaddset(&m, SIGRTMIN + 1);
@@ -43,6 +45,11 @@ int main(void)
     check(os.ss_sp == ss.ss_sp && os.ss_size == 65536, "alternate stack");
     kill(getpid(), SIGUSR1);
     check(hits == 1, "handler fires after restart");
+    struct sigaction ot;
+    sigaction(SIGTRAP, NULL, &ot);
+    check(ot.sa_handler == ht, "SIGTRAP handler");
+    raise(SIGTRAP);
+    check(traps == 1, "SIGTRAP handler fires after restart");
     siginfo_t si;
     struct timespec z = {0, 0};
     sigset_t rt;

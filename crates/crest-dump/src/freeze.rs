@@ -69,6 +69,19 @@ fn exited(pid: i32, tid: i32) -> bool {
     !stat.is_ok_and(|s| crest_proc::parse_stat(&s).is_ok_and(|st| !matches!(st.state, 'Z' | 'X')))
 }
 
+/// Whether remote syscalls may run in batches in process `pid` (`status`: its
+/// /proc/PID/status). A batch ends on `int3`, whose SIGTRAP the kernel forces through: it would
+/// reset a handler or an ignored disposition of SIGTRAP to the default, and take the place of a
+/// SIGTRAP already pending. So only where SIGTRAP is neither caught, ignored nor pending.
+fn trap_is_free(pid: i32, status: &str) -> bool {
+    let bit = 1u64 << (libc::SIGTRAP - 1);
+    let has = |text: &str, key: &str| crest_proc::status_field(text, key).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).is_none_or(|m| m & bit != 0);
+    if has(status, "SigCgt") || has(status, "SigIgn") || has(status, "ShdPnd") {
+        return false;
+    }
+    crest_proc::tasks(pid).is_ok_and(|tids| tids.iter().all(|t| crest_proc::read(pid, &format!("task/{t}/status")).is_ok_and(|s| !has(&s, "SigPnd"))))
+}
+
 /// What the tracer has changed in a thread that must be undone before it may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Borrow {
@@ -264,7 +277,7 @@ impl Frozen {
         let scratch = Scratch::map(&mut remote, pid, 0)?;
         // Reads that need no result of the one before run in one go from a batch area, mapped
         // for the time of the collection and unmapped with the scratch page.
-        let batch = remote.map_batch(0);
+        let batch = if trap_is_free(pid, &status) { remote.map_batch(0) } else { Err(crest_ptrace::TraceError::Unexpected { tid: pid, what: "SIGTRAP is in use".into() }) };
         let mut remote_syscalls = 0;
         let mut states = vec![Borrow::Borrowed];
         let collected = (|| -> Result<_, DumpError> {

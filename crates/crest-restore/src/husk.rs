@@ -816,7 +816,14 @@ fn fill(
     let progress = opts.progress.as_deref().unwrap_or(&no_progress);
     // The mappings are made and filled by syscalls run in one go from an area of their own.
     let area = find_gap(&p.vmas, &[(gap, gap + crest_kinds::SCRATCH_LEN)], crest_ptrace::BATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for the batch area".into()))?;
-    remote.map_batch(area)?;
+    // A batch ends on `int3`, whose SIGTRAP the kernel forces through: it would reset a
+    // handler or an ignored disposition of SIGTRAP (set in the husk already) and take the
+    // place of a pending one. Such a process has its syscalls made one by one.
+    let is_trap = |si: &Vec<u8>| si.get(..4).is_some_and(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) == libc::SIGTRAP);
+    let trap_used = p.sigactions.iter().any(|a| a.signo == libc::SIGTRAP as u32 && a.handler != 0) || p.shared_pending.iter().chain(p.threads.iter().flat_map(|t| &t.pending)).any(is_trap);
+    if !trap_used {
+        remote.map_batch(area)?;
+    }
     let filled = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
     let exe_set = mm::restore(&mut remote, &scratch, &p.mm, if p.exe.is_empty() { -1 } else { exe_fd })?;
     // The restore's own descriptors are numbered one after another: closed in one call.
