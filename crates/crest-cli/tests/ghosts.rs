@@ -5,19 +5,7 @@
 //! `/proc/PID`, and descriptors of the object behind a shared anonymous mapping.
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-
-fn run_c(name: &str, args: &[&str]) {
-    let d = Dir::new(name);
-    let prog = d.0.join(name);
-    gcc(&format!("tests/c/{name}.c"), &prog, &[]);
-    let dir = d.0.to_str().expect("utf8").to_string();
-    let args: Vec<&str> = args.iter().map(|a| if *a == "DIR" { dir.as_str() } else { a }).collect();
-    let (st, out) = round_trip_verify(&d, &prog, &args, "ready", Duration::from_secs(60));
-    assert!(st.success() && out.contains("PASS"), "{name} after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
-}
 
 /// A deleted working directory that is also open, and an open directory deleted with its
 /// parent, come back deleted, one directory for both, and leave nothing behind.

@@ -52,6 +52,15 @@ pub const BATCH_LEN: u64 = 4 * 4096;
 /// Entries of the table that fit in the area.
 const BATCH_ENTRIES: usize = ((BATCH_LEN - 4096) / 64) as usize;
 
+/// Up to six syscall arguments, the missing ones 0.
+fn six(args: &[u64]) -> [u64; 6] {
+    let mut a = [0u64; 6];
+    for (d, s) in a.iter_mut().zip(args) {
+        *d = *s;
+    }
+    a
+}
+
 /// A syscall queued by [`Remote::queue`].
 struct Queued {
     what: String,
@@ -165,11 +174,7 @@ impl<'a> Remote<'a> {
     }
 
     fn push(&mut self, what: String, nr: libc::c_long, args: &[u64], may_fail: bool, expect: Option<u64>) {
-        let mut a = [0u64; 6];
-        for (d, s) in a.iter_mut().zip(args) {
-            *d = *s;
-        }
-        self.queue.push(Queued { what, nr, args: a, may_fail, expect });
+        self.queue.push(Queued { what, nr, args: six(args), may_fail, expect });
     }
 
     /// Maps the area where queued syscalls are run in one go: [`BATCH_LEN`] bytes at `addr`,
@@ -248,16 +253,7 @@ impl<'a> Remote<'a> {
     /// not stop the others. What was queued runs first. In one go where there is a batch area.
     pub fn run(&mut self, calls: &[(libc::c_long, &[u64])]) -> Result<Vec<Result<u64, i32>>, TraceError> {
         self.flush()?;
-        let entries: Vec<(libc::c_long, [u64; 6], bool)> = calls
-            .iter()
-            .map(|(nr, args)| {
-                let mut a = [0u64; 6];
-                for (d, s) in a.iter_mut().zip(args.iter()) {
-                    *d = *s;
-                }
-                (*nr, a, true)
-            })
-            .collect();
+        let entries: Vec<(libc::c_long, [u64; 6], bool)> = calls.iter().map(|(nr, args)| (*nr, six(args), true)).collect();
         let Some(area) = self.batch else {
             return entries.iter().map(|(nr, args, _)| self.one(*nr, args)).collect();
         };

@@ -384,3 +384,20 @@ pub fn wait_new_tick(out: &Path, timeout: Duration, what: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Builds `tests/c/NAME.c`, runs it with `args` ("DIR" stands for its scratch directory),
+/// checkpoints it with `--kill`, restarts it and checks that it says PASS.
+pub fn run_c(name: &str, args: &[&str]) {
+    run_c_in(name, name, args);
+}
+
+/// [`run_c`] in a scratch directory of its own (`dir`), for a second test of one program.
+pub fn run_c_in(dir: &str, name: &str, args: &[&str]) {
+    let d = Dir::new(dir);
+    let prog = d.0.join(name);
+    gcc(&format!("tests/c/{name}.c"), &prog, &[]);
+    let dir = d.0.to_str().expect("utf8").to_string();
+    let args: Vec<&str> = args.iter().map(|a| if *a == "DIR" { dir.as_str() } else { a }).collect();
+    let (st, out) = round_trip_verify(&d, &prog, &args, "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "{name} after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
