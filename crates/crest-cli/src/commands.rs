@@ -62,17 +62,7 @@ pub fn checkpoint() -> Command {
         .arg(Arg::new("time").short('t').long("time").value_name("SEC").value_parser(clap::value_parser!(u64)).help("give up after SEC seconds (0: no limit)"))
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"))
         .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("say what is saved, where and what happens after, then what was saved (on stderr)"))
-        .arg(
-            Arg::new("compress")
-                .short('z')
-                .long("compress")
-                .value_name("LEVEL")
-                .num_args(0..=1)
-                .require_equals(true)
-                .default_missing_value("3")
-                .value_parser(clap::value_parser!(i32).range(1..=19))
-                .help("compress page data with zstd at LEVEL (1..19, default 3), on all cores"),
-        )
+        .arg(compress_arg("compress page data with zstd at LEVEL (1..19, default 3), on all cores"))
         .arg(Arg::new("track").long("track").action(ArgAction::SetTrue).help("leave the write tracking armed in the processes (they must run on), for a later --incremental checkpoint"))
         .arg(
             Arg::new("incremental")
@@ -249,17 +239,7 @@ pub fn slurm() -> Command {
                 .value_parser(clap::value_parser!(u64))
                 .help("give up a checkpoint after SEC seconds, COMMAND running on (0: no limit, the default)"),
         )
-        .arg(
-            Arg::new("compress")
-                .short('z')
-                .long("compress")
-                .value_name("LEVEL")
-                .num_args(0..=1)
-                .require_equals(true)
-                .default_missing_value("3")
-                .value_parser(clap::value_parser!(i32).range(1..=19))
-                .help("compress page data with zstd at LEVEL (1..19, default 3)"),
-        )
+        .arg(compress_arg("compress page data with zstd at LEVEL (1..19, default 3)"))
         .arg(
             Arg::new("drop-unsupported")
                 .long("drop-unsupported")
@@ -278,6 +258,11 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
     (1..=64).find(|&n| crate::signal_name(n).strip_prefix("SIG") == Some(name)).ok_or_else(|| format!("{s:?} is not a signal (a name such as USR1, or a number)"))
+}
+
+/// `-z`/`--compress[=LEVEL]`, as `cr_checkpoint` and `cr_slurm` take it.
+fn compress_arg(help: &'static str) -> Arg {
+    Arg::new("compress").short('z').long("compress").value_name("LEVEL").num_args(0..=1).require_equals(true).default_missing_value("3").value_parser(clap::value_parser!(i32).range(1..=19)).help(help)
 }
 
 #[cfg(test)]
