@@ -30,7 +30,7 @@ GEN ?= target/gen
 PKGDIR ?= packages
 PKGSTAGE ?= target/pkgroot
 
-BINS = cr_checkpoint cr_restart cr_info cr_check cr_run cr_slurm
+BINS = cr_checkpoint cr_restart cr_info cr_check cr_run cr_slurm cr_coord
 # libcr and its preload libraries: built as crest_libcr*, installed under BLCR's sonames, each
 # with its link name (SLURM preloads the unversioned libcr_run.so).
 LIBS = libcr libcr_run libcr_omit

@@ -12,7 +12,7 @@ pub const NOT_IMPLEMENTED: &str = "not implemented";
 
 /// Every command, for generators.
 pub fn all() -> Vec<Command> {
-    vec![checkpoint(), restart(), info(), check(), run(), slurm()]
+    vec![checkpoint(), restart(), info(), check(), run(), slurm(), coord()]
 }
 
 /// Whether the help of `arg` says that the command refuses it ([`NOT_IMPLEMENTED`]).
@@ -83,7 +83,7 @@ pub fn checkpoint() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("checkpoint even a process holding what crest cannot restore yet (sockets, terminals other than standard input, output and error, file locks, other devices): leave those out, restore each such descriptor as a closed socket, and list them in the image (cr_info); without it such a checkpoint is refused"),
         );
-    let cmd = signal_args(help_and_version(cmd, false));
+    let cmd = signal_args(help_and_version(cmd, false)).arg(coordinated_arg("checkpoint"));
     let cmd = [
         ("save-exe", "save the executable's contents in the image"),
         ("save-private", "save the contents of private file mappings (the executable and libraries)"),
@@ -142,7 +142,7 @@ pub fn restart() -> Command {
             "hand cr_restart's standard input, output and error to the restored processes even where they are of another kind than at the checkpoint (a file where there was a terminal); by default such a restart is refused",
         ))
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print nothing on stderr"));
-    let cmd = signal_args(help_and_version(cmd, true));
+    let cmd = signal_args(help_and_version(cmd, true)).arg(coordinated_arg("restart"));
     ["omit-maybe", "omit-always", "omit-never", "kmsg-none", "kmsg-error", "kmsg-warning", "early-stop", "early-abrt"]
         .iter()
         .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
@@ -248,6 +248,54 @@ pub fn slurm() -> Command {
         )
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print only failures on stderr"))
         .arg(Arg::new("command").value_name("COMMAND").required(true).num_args(1..).trailing_var_arg(true).help("the program to run, and its arguments"))
+}
+
+/// `--coordinated`: the command is one part of a job checkpointed or restarted at one
+/// instant by `cr_coord`, which it answers on standard input and output.
+fn coordinated_arg(what: &'static str) -> Arg {
+    Arg::new("coordinated").long("coordinated").action(ArgAction::SetTrue).help(format!(
+        "{what} one part of a job spread over several hosts at one instant with the others: run by cr_coord, which it tells and waits for on standard input and output at each step (see cr_coord)"
+    ))
+}
+
+/// `cr_coord`'s options: one checkpoint or restart of a job spread over several hosts (no
+/// BLCR counterpart).
+pub fn coord() -> Command {
+    let cmd = Command::new("cr_coord")
+        .about("Checkpoint or restart at one instant a job whose processes run on several hosts")
+        .long_about(
+            "Checkpoint (or with --restart, restart) at one instant a job whose processes run on several hosts and talk \
+             over TCP. cr_coord runs cr_checkpoint --coordinated --tree (or cr_restart --coordinated) for each PART on its \
+             host, through the command --via names (ssh by default; srun inside a SLURM allocation), and steps them \
+             together: every part frozen before any is saved, every image whole before any is named and its processes let \
+             go or killed; at restart, every part restored, its connections still silent in repair mode, before any runs. \
+             A part that fails calls the others off: at checkpoint every process runs on as it was and no image is named. \
+             Connections between parts are saved at both ends while both are frozen, so that none loses or repeats a byte. \
+             A checkpoint part is HOST:PID:IMAGE (the process tree under PID on HOST, into the file IMAGE there), a \
+             restart part HOST:IMAGE. At restart cr_coord waits until every part's restored processes end, as mpiexec \
+             does.",
+        )
+        .override_usage("cr_coord [options] HOST:PID:IMAGE...\n       cr_coord --restart [options] HOST:IMAGE...");
+    signal_args(help_and_version(cmd, false))
+        .arg(Arg::new("restart").long("restart").action(ArgAction::SetTrue).help("restart every part from its image (HOST:IMAGE) rather than checkpoint it"))
+        .arg(
+            Arg::new("via")
+                .long("via")
+                .value_name("COMMAND")
+                .help("how to run a command on a host: words, {host} replaced by the part's host (default: ssh {host}; e.g. srun -N1 -n1 --overlap -w {host}, or nsenter --net=/run/netns/{host})"),
+        )
+        .arg(Arg::new("bin-dir").long("bin-dir").value_name("DIR").help("where cr_checkpoint and cr_restart are on the hosts (default: found on each host's PATH)"))
+        .arg(
+            Arg::new("option")
+                .long("option")
+                .short('o')
+                .value_name("OPT")
+                .action(ArgAction::Append)
+                .allow_hyphen_values(true)
+                .help("pass OPT on to every part's cr_checkpoint or cr_restart (repeatable)"),
+        )
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print only failures on stderr"))
+        .arg(Arg::new("part").value_name("PART").required(true).num_args(1..).help("HOST:PID:IMAGE to checkpoint, HOST:IMAGE with --restart"))
 }
 
 /// A signal by name (`USR1`, `SIGUSR1`, any case) or number (1..64).

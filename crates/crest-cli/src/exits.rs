@@ -32,8 +32,9 @@ const INFO: &str = "cr_info";
 const CHECK: &str = "cr_check";
 const RUN: &str = "cr_run";
 const SLURM: &str = "cr_slurm";
+const COORD: &str = "cr_coord";
 /// Every command, for the table's "all".
-const ALL: &[&str] = &[CK, RS, INFO, CHECK, RUN, SLURM];
+const ALL: &[&str] = &[CK, RS, INFO, CHECK, RUN, SLURM, COORD];
 
 /// Every exit code of every command, in numeric order.
 pub const TABLE: &[Exit] = &[
@@ -42,7 +43,9 @@ pub const TABLE: &[Exit] = &[
         name: "",
         meaning: "Success: the image was written (cr_checkpoint), described or verified (cr_info), checkpoint and restart work here \
                   (cr_check). cr_restart exits with the restored process's own status once it runs, or dies by the signal that \
-                  killed it, as BLCR's did; cr_slurm likewise with its command's, whether started or restarted.",
+                  killed it, as BLCR's did; cr_slurm likewise with its command's, whether started or restarted. cr_coord exits \
+                  0 when every part did; otherwise with the status of the part that failed first (every other part \
+                  called off), which is one of cr_checkpoint's or cr_restart's (or the transport's).",
         commands: ALL,
     },
     Exit {

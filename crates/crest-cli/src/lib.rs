@@ -7,6 +7,7 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 pub mod commands;
+pub mod coordinate;
 pub mod exits;
 
 /// The version the commands print.

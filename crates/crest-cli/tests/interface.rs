@@ -18,6 +18,7 @@ fn exe(name: &str) -> PathBuf {
         "cr_check" => env!("CARGO_BIN_EXE_cr_check"),
         "cr_run" => env!("CARGO_BIN_EXE_cr_run"),
         "cr_slurm" => env!("CARGO_BIN_EXE_cr_slurm"),
+        "cr_coord" => env!("CARGO_BIN_EXE_cr_coord"),
         _ => panic!("no command {name}"),
     })
 }
@@ -47,6 +48,8 @@ fn value_for(command: &str, long: &str, d: &Dir, junk: &Path) -> String {
         ("cr_restart", "dir") => dir,
         ("cr_slurm", "dir") => format!("{dir}/images"),
         ("cr_slurm", "warning") => "USR2".into(),
+        // A transport that fails at once: the part fails after the options were taken.
+        ("cr_coord", "via") => "false {host}".into(),
         (_, "relocate") => "/nowhere-old=/nowhere-new".into(),
         (_, l) if l.starts_with("run-on-") => "true".into(),
         (_, "signal") => "15".into(),
@@ -78,6 +81,12 @@ fn run_with_option(cmd: &clap::Command, arg: &clap::Arg, d: &Dir, junk: &Path, p
         "cr_restart" if !["file", "fd", "dir"].contains(&long) => args.push(junk.to_string_lossy().into_owned()),
         "cr_info" => args.push(junk.to_string_lossy().into_owned()),
         "cr_run" | "cr_slurm" => args.push("true".into()),
+        "cr_coord" => {
+            if long != "via" {
+                args.extend(["--via".into(), "false {host}".into()]);
+            }
+            args.push(if long == "restart" { "nohost:img".into() } else { format!("nohost:{pid}:img") });
+        }
         _ => {}
     }
     let stdin = std::fs::File::open(junk).expect("junk");
@@ -122,6 +131,8 @@ fn every_documented_option_works_and_every_refused_one_says_so() {
                     "cr_checkpoint" => vec![libc::ESRCH],
                     "cr_restart" | "cr_info" => vec![libc::EINVAL],
                     "cr_run" | "cr_slurm" => vec![0],
+                    // The part's transport (`false`) exits 1.
+                    "cr_coord" => vec![1],
                     _ => vec![0, 1],
                 };
                 assert!(!said_refused && o.status.code().is_some_and(|c| expected.contains(&c)), "{name} {args:?}: documented as working, but exited {:?} (not one of {expected:?}): {out}", o.status);
@@ -138,7 +149,7 @@ fn every_documented_option_works_and_every_refused_one_says_so() {
 /// (silent with -q where the command has it).
 #[test]
 fn help_version_and_usage_errors_are_alike() {
-    for name in ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run", "cr_slurm"] {
+    for name in ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run", "cr_slurm", "cr_coord"] {
         for h in ["--help", "-h", "-?"] {
             let o = Command::new(exe(name)).arg(h).output().expect("runs");
             assert_eq!(o.status.code(), Some(0), "{name} {h}");
@@ -150,7 +161,7 @@ fn help_version_and_usage_errors_are_alike() {
         assert_eq!(o.status.code(), Some(crest_cli::exits::USAGE), "{name} with an unknown option");
         assert!(o.stdout.is_empty() && !o.stderr.is_empty(), "{name}: the usage error goes to stderr");
     }
-    for name in ["cr_checkpoint", "cr_restart", "cr_check", "cr_slurm"] {
+    for name in ["cr_checkpoint", "cr_restart", "cr_check", "cr_slurm", "cr_coord"] {
         let o = Command::new(exe(name)).args(["-q", "--no-such-option"]).output().expect("runs");
         assert_eq!((o.status.code(), o.stderr.len()), (Some(crest_cli::exits::USAGE), 0), "{name} -q: a silent usage error");
     }
@@ -164,6 +175,8 @@ fn help_version_and_usage_errors_are_alike() {
         ("cr_check", vec!["extra"]),
         ("cr_run", vec![]),
         ("cr_slurm", vec![]),
+        ("cr_coord", vec![]),
+        ("cr_coord", vec!["nohost:img"]),
     ] {
         let o = Command::new(exe(name)).args(&args).output().expect("runs");
         assert_eq!(o.status.code(), Some(crest_cli::exits::USAGE), "{name} {args:?}: {}", text(&o));

@@ -273,6 +273,20 @@ pub enum Event<'a> {
         /// Its name for messages (`<fdN>` for a descriptor).
         shown: &'a str,
     },
+    /// Every process of the scope is frozen; nothing of their state has been read yet. A
+    /// caller that checkpoints several parts of one job at one instant (`cr_checkpoint
+    /// --coordinated`) waits here until every part is frozen: cancelling the request now lets
+    /// the processes go as they were.
+    Frozen {
+        /// The processes frozen.
+        pids: &'a [i32],
+    },
+    /// The image is complete but not named yet, and the processes are still frozen: the last
+    /// moment at which cancelling the request leaves no image and the processes as they were.
+    Whole {
+        /// The image's name for messages.
+        shown: &'a str,
+    },
 }
 
 /// A destination once resolved: what is written, and how.
@@ -757,11 +771,18 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         let freezing = Instant::now();
         let mut frozen = tracer_race_retried(pid, || crate::freeze_scope(req.scope, pid))?;
         let froze = freezing.elapsed();
+        if let Some(tell) = req.on_event {
+            tell(Event::Frozen { pids: &frozen.pids() });
+            crate::check_cancel()?;
+        }
         let (image, mut stats) = frozen.dump(&file, &opts, pre)?;
         stats.steps.insert(0, ("freeze", froze));
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
         if req.sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) && !matches!(target, Target::Writer) {
             file.sync_all().map_err(crest_image::ImageError::Io)?;
+        }
+        if let Some(tell) = req.on_event {
+            tell(Event::Whole { shown: &shown });
         }
         // Last chance to stop: once the image has its name the checkpoint is complete.
         crate::check_cancel()?;

@@ -30,6 +30,20 @@ pub struct RestoreOptions {
     pub map_image: bool,
     /// Counts the page bytes restored, for a progress display.
     pub progress: Option<std::sync::Arc<crest_kinds::progress::Progress>>,
+    /// Called once every process is restored but none runs yet, and their TCP connections
+    /// are still in repair mode (silent): a restart of several parts of one job waits here
+    /// until every part is ready. An `Err` calls the restart off.
+    pub barrier: Option<Barrier>,
+}
+
+/// A wait shared with other restarts ([`RestoreOptions::barrier`]).
+#[derive(Clone)]
+pub struct Barrier(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Barrier")
+    }
 }
 
 /// A restored process, a child of the caller, running.
@@ -544,6 +558,9 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             }
         }
         crest_kinds::ipc::finish(&image.ipc)?;
+        if let Some(Barrier(wait)) = &opts.barrier {
+            wait().map_err(RestoreError::Refused)?;
+        }
         // Every connection's two ends exist now, when both are in the image.
         for &i in &live {
             fd::leave_repair_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;

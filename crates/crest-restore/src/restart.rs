@@ -55,6 +55,8 @@ pub struct Request<'a> {
     /// (`cr_get_restart_info()->requester`; libcr's `cr_request_restart` runs `cr_restart` as
     /// its child on behalf of the caller); by default the caller.
     pub requester: Option<i32>,
+    /// Wait here, everything restored and nothing running yet ([`crate::RestoreOptions::barrier`]).
+    pub barrier: Option<crate::Barrier>,
 }
 
 impl Request<'_> {
@@ -72,6 +74,7 @@ impl Request<'_> {
             progress: None,
             on_event: None,
             requester: None,
+            barrier: None,
         }
     }
 }
@@ -291,8 +294,15 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
         preflight::stdio(p, image_fd, req.relaxed_stdio).map_err(refused)?;
     }
-    let opts =
-        RestoreOptions { restore_pid: req.restore_pid, restore_pgid: req.restore_pgid, restore_sid: req.restore_sid, verify: req.verify, map_image: req.map_image, progress: req.progress.clone() };
+    let opts = RestoreOptions {
+        restore_pid: req.restore_pid,
+        restore_pgid: req.restore_pgid,
+        restore_sid: req.restore_sid,
+        verify: req.verify,
+        map_image: req.map_image,
+        progress: req.progress.clone(),
+        barrier: req.barrier.clone(),
+    };
     tell(Event::Restoring);
     let restored = crate::restore(&img, &opts).map_err(|source| Error::Restore { shown, source })?;
     // Processes that use libcr learn that they were restarted, and from which image.

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crest_cli::{chosen_signal, last_given, signal_name, Say};
+use crest_cli::{chosen_signal, coordinate, last_given, signal_name, Say};
 use crest_dump::checkpoint::{Event, Target};
 use crest_dump::{After, Cancel, Destination, Policy, Request};
 use crest_kinds::exit::ErrorKind;
@@ -123,8 +123,32 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
     let signal = chosen_signal(m);
     let verbose = m.get_flag("verbose") && !say.quiet;
     let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
+    // One part of a job checkpointed by cr_coord: each step waits for its word.
+    let coordinated = m.get_flag("coordinated");
+    let called_off = cancel.clone();
+    let frozen_at = std::sync::Mutex::new(None);
+    let wait_word = |word: &str, step: &str| {
+        coordinate::tell(word);
+        if let Err(why) = coordinate::wait_go(step) {
+            say.err(format!("PID {pid}: {why}; the processes run on as they were"));
+            called_off.cancel();
+        }
+    };
     let plan = |e: Event<'_>| match e {
-        Event::Opened { target, shown } if verbose => eprintln!("{}", plan_sentence(pid, scope, target, shown, sync, signal)),
+        Event::Opened { target, shown } => {
+            if verbose {
+                eprintln!("{}", plan_sentence(pid, scope, target, shown, sync, signal));
+            }
+            // Every part freezes on one word, however long each took to start.
+            if coordinated {
+                wait_word("armed", "about to freeze");
+            }
+        }
+        Event::Frozen { .. } if coordinated => {
+            *frozen_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::SystemTime::now());
+            wait_word("frozen", "frozen")
+        }
+        Event::Whole { .. } if coordinated => wait_word("whole", "saved"),
         _ => {}
     };
     let incremental = m.get_one::<String>("incremental").map(PathBuf::from);
@@ -147,8 +171,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
         time_limit: m.get_one::<u64>("time").copied().filter(|&t| t > 0).map(Duration::from_secs),
         cancel: Some(cancel),
         progress: Some(progress.clone()),
-        precopy: std::env::var_os("CREST_NO_PRECOPY").is_none(),
-        snapshot: std::env::var_os("CREST_NO_SNAPSHOT").is_none(),
+        // A coordinated part stays frozen until every part is saved: no process of the job may
+        // run on (and send to another part) before every part's state is read.
+        precopy: !coordinated && std::env::var_os("CREST_NO_PRECOPY").is_none(),
+        snapshot: !coordinated && std::env::var_os("CREST_NO_SNAPSHOT").is_none(),
         on_event: Some(&plan),
         // Run by libcr for a process that checkpoints itself (cr_request_checkpoint): that
         // process is the requester, and this command (its child) is left out of the scope.
@@ -162,6 +188,15 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
     drop(shown);
     let done = done.map_err(|e| (e.kind().code(), e.to_string()))?;
     let stats = &done.stats;
+    if coordinated {
+        // From the start of the freeze to the end of the release, waits for the other parts
+        // included, with the wall-clock times cr_coord lines up with the other hosts'.
+        let now = std::time::SystemTime::now();
+        let freeze = stats.steps.iter().find(|(n, _)| *n == "freeze").map_or(Duration::ZERO, |s| s.1);
+        let began = frozen_at.lock().unwrap_or_else(|p| p.into_inner()).map_or(now, |t| t - freeze);
+        let ns = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        coordinate::tell(&format!("done frozen_ms={:.3} from_ns={} to_ns={}", now.duration_since(began).unwrap_or_default().as_secs_f64() * 1e3, ns(began), ns(now)));
+    }
     if let Some(why) = &done.full_because {
         if !say.quiet {
             eprintln!("cr_checkpoint: {} is a full image, not an incremental one: {why}", done.shown);

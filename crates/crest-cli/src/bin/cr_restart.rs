@@ -5,7 +5,7 @@
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use crest_cli::{chosen_signal, exits, last_given, signal_name, Say};
+use crest_cli::{chosen_signal, coordinate, exits, last_given, signal_name, Say};
 use crest_kinds::exit::ErrorKind;
 use crest_ptrace::libcr as proto;
 use crest_ptrace::sys::{self, ChildEnd};
@@ -114,11 +114,22 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         on_event: Some(&events),
         // Run by libcr's cr_request_restart: its caller asked for the restart.
         requester: std::env::var(proto::REQUESTER_ENV).ok().and_then(|p| p.parse().ok()),
+        // One part of a job restarted by cr_coord: its processes wait, restored and silent,
+        // until every part is.
+        barrier: m.get_flag("coordinated").then(|| {
+            crest_restore::Barrier(std::sync::Arc::new(|| {
+                coordinate::tell("ready");
+                coordinate::wait_go("restored")
+            }))
+        }),
     };
     let restored = crest_restore::restart(&req);
     drop(display.take());
     let restored = restored.map_err(|e| fail(e.kind().code(), e.class().name(), e.to_string()))?;
     let pid = restored.pid;
+    if m.get_flag("coordinated") {
+        coordinate::tell(&format!("running {pid}"));
+    }
     for note in &restored.notes {
         say_info(m, note);
     }

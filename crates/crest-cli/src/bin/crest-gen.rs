@@ -119,7 +119,7 @@ fn item(tag: &str, s: &str) -> Para {
 }
 
 fn see_also(name: &str) -> Para {
-    let others: Vec<&str> = ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run", "cr_slurm"].into_iter().filter(|n| *n != name).collect();
+    let others: Vec<&str> = ["cr_checkpoint", "cr_restart", "cr_info", "cr_check", "cr_run", "cr_slurm", "cr_coord"].into_iter().filter(|n| *n != name).collect();
     let mut v = Vec::new();
     for (i, n) in others.iter().enumerate() {
         v.push(bold(*n));
@@ -206,6 +206,17 @@ fn extra(name: &str) -> Vec<(&'static str, Vec<Para>)> {
                 item("DIR/JOB/image.N.part", "An image being written; renamed to image.N when whole, removed when cr_slurm starts."),
             ]),
             ("SEE ALSO", vec![see_also(name), Para::Text(vec![bold("sbatch"), roman("(1), "), bold("scontrol"), roman("(1).")])]),
+        ],
+        "cr_coord" => vec![
+            ("STEPS", vec![
+                text("Each part's command tells cr_coord where it stands on its standard output, one word a line, and waits for go on its standard input; any transport that carries both joins them (ssh HOST, srun -w HOST, nsenter)."),
+                item("checkpoint", "armed: the part is started and its image file open, nothing frozen yet (cr_coord says go once every part is armed, so that parts started at different moments freeze together). frozen: the part's processes are frozen, nothing read yet. whole: its image is written, not named yet. done: named, and the processes let go (or killed, or signalled). cr_coord says go once every part has said frozen, and again once every part has said whole."),
+                item("restart", "ready: the part's processes are restored, not running, their TCP connections in repair mode (silent). running PID: they run. cr_coord says go once every part is ready."),
+                item("calling off", "A part that fails, or ends without its word, makes cr_coord say abort to every other part: a checkpoint part lets its processes go as they were and names no image; a restart part kills what it restored."),
+            ]),
+            ("DOWNTIME", vec![text("After a checkpoint cr_coord prints how long each part stood frozen and how long the whole job did, from the first freeze to the last release, by the hosts' clocks (their skew is in that figure). Every part stays frozen until every part is saved, so a part on a slow file system holds the whole job.")]),
+            exit_status(name),
+            ("SEE ALSO", vec![see_also(name), Para::Text(vec![bold("ssh"), roman("(1), "), bold("srun"), roman("(1), "), bold("nsenter"), roman("(1).")])]),
         ],
         _ => vec![("SEE ALSO", vec![see_also(name)])],
     }

@@ -52,6 +52,7 @@ pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(match name {
         "cr_checkpoint" => env!("CARGO_BIN_EXE_cr_checkpoint"),
         "cr_restart" => env!("CARGO_BIN_EXE_cr_restart"),
+        "cr_coord" => env!("CARGO_BIN_EXE_cr_coord"),
         _ => env!("CARGO_BIN_EXE_cr_info"),
     })
 }
