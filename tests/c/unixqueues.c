@@ -9,10 +9,11 @@
  *   unixqueues DIR sent       a connection waiting on a listener whose client, held here, sent
  *                             data on it (refused likewise)
  *
- * - A datagram server bound at DIR/srv with four datagrams queued: from an unnamed client since
+ * - A datagram server bound at DIR/srv with five datagrams queued: from an unnamed client since
  *   closed, from a client bound at DIR/cli (still open), from a sender bound to an abstract
- *   name and since closed, and from itself. Each comes back whole, in order, with the
- *   sender's address the server saw.
+ *   name and since closed, from a sender bound to another abstract name and still open (as the
+ *   ranks of an MPI job wake each other), and from itself. Each comes back whole, in order,
+ *   with the sender's address the server saw; the open abstract sender still has its name.
  * - A datagram pair whose sending end was closed, with three datagrams queued for the other end:
  *   an empty one first, then one of bytes, then one carrying the read end of a pipe (its write
  *   end held here) with data in the pipe.
@@ -139,6 +140,12 @@ int main(int argc, char **argv)
     check(bind(abstract, (struct sockaddr *)&abs_a, sizeof(sa_family_t) + 1 + abs_len) == 0, "an abstract name");
     check(sendto(abstract, "a", 1, 0, (struct sockaddr *)&srv_a, sizeof srv_a) == 1, "a datagram from an abstract name");
     close(abstract);
+    struct sockaddr_un held_a = {.sun_family = AF_UNIX};
+    int held_len = snprintf(held_a.sun_path + 1, sizeof held_a.sun_path - 1, "crest-unixqueues-held-%d", getpid());
+    socklen_t held_al = sizeof(sa_family_t) + 1 + held_len;
+    int held = socket(AF_UNIX, SOCK_DGRAM, 0);
+    check(bind(held, (struct sockaddr *)&held_a, held_al) == 0, "another abstract name");
+    check(sendto(held, "held", 4, 0, (struct sockaddr *)&srv_a, sizeof srv_a) == 4, "a datagram from an abstract name still held");
     check(sendto(srv, "self", 4, 0, (struct sockaddr *)&srv_a, sizeof srv_a) == 4, "to itself");
 
     /* The datagram pair whose sender was closed, with a pipe's read end in flight. */
@@ -187,10 +194,13 @@ int main(int argc, char **argv)
     from(srv, "unnamed", 7, NULL, 0, "the unnamed sender's datagram");
     from(srv, "named", 5, cli_a.sun_path, 0, "the named sender's datagram");
     from(srv, "a", 1, abs_a.sun_path + 1, 1, "the abstract sender's datagram");
+    from(srv, "held", 4, held_a.sun_path + 1, 1, "the datagram of the abstract sender still open");
     from(srv, "self", 4, srv_a.sun_path, 0, "its own datagram");
     char b[64] = {0};
     check(recv(srv, b, sizeof b, MSG_DONTWAIT) == -1 && errno == EAGAIN, "nothing more on the server");
     check(sendto(cli, "again", 5, 0, (struct sockaddr *)&srv_a, sizeof srv_a) == 5 && recv(srv, b, sizeof b, 0) == 5, "the server still receives");
+    check(sendto(held, "more", 4, 0, (struct sockaddr *)&srv_a, sizeof srv_a) == 4, "the abstract sender still sends");
+    from(srv, "more", 4, held_a.sun_path + 1, 1, "the abstract sender kept its name");
 
     int fds[8], n;
     check(recv_fds(dp[0], b, sizeof b, fds, &n) == 0 && n == 0, "the empty datagram first");

@@ -558,6 +558,9 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             }
         }
         crest_kinds::ipc::finish(&image.ipc)?;
+        // Datagrams from addresses the restored sockets hold again.
+        let restored: Vec<(i32, &[crest_image::FdRecord])> = live.iter().map(|&i| (new_pids[i], procs[i].fds.as_slice())).collect();
+        fd::refill_deferred(&restored).map_err(RestoreError::Refused)?;
         if let Some(Barrier(wait)) = &opts.barrier {
             wait().map_err(RestoreError::Refused)?;
         }

@@ -24,7 +24,8 @@
 //! ([`super::inherited`]).
 //!
 //! The datagrams queued on a unix datagram socket are saved with their senders' addresses and
-//! sent to it again at restart ([`refill_datagrams`]); descriptors in flight in unix socket
+//! sent to it again at restart ([`refill_datagrams`]; those from an abstract address a socket
+//! of the image holds, by that socket once every process is restored: [`refill_deferred`]); descriptors in flight in unix socket
 //! queues are read while the processes are frozen ([`collect_in_flight`]), saved as records of
 //! their own inside the messages that carry them and sent again with them. A unix client whose
 //! connection waits to be accepted by a listener of the image connects to it again
@@ -79,6 +80,8 @@ struct Diags {
     /// Listener inode -> the inodes of the clients whose connections wait to be accepted on
     /// it, oldest first (0: a client that was closed).
     icons: HashMap<u64, Vec<u64>>,
+    /// Abstract address (the bytes after `sun_family`) -> the inode of the socket bound to it.
+    abstract_names: HashMap<Vec<u8>, u64>,
 }
 
 /// One message queued on a unix socket, read without taking it.
@@ -97,9 +100,18 @@ pub struct UnixPeers {
     /// Socket inode -> its queue, read once per checkpoint ([`collect_in_flight`]), or why it
     /// cannot be read.
     queues: HashMap<u64, Result<Vec<Peeked>, String>>,
+    /// The inodes of the unix sockets the processes of the checkpoint hold.
+    scope: std::collections::HashSet<u64>,
 }
 
 impl UnixPeers {
+    /// Whether the abstract address `addr` (a whole `sockaddr_un`) is bound by a socket the
+    /// processes of the checkpoint hold: at restart it is that socket's again.
+    fn held_in_scope(&mut self, addr: &[u8]) -> bool {
+        let ino = addr.get(2..).and_then(|name| self.diags().abstract_names.get(name).copied());
+        ino.is_some_and(|i| self.scope.contains(&i))
+    }
+
     fn diags(&mut self) -> &Diags {
         self.diags.get_or_insert_with(|| unix_peers().unwrap_or_default())
     }
@@ -140,6 +152,7 @@ pub(super) fn holds_messages(peers: &mut UnixPeers, link: &str) -> bool {
 pub fn collect_in_flight(all: &[super::OpenFd], peers: &mut UnixPeers) -> Vec<super::OpenFd> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
+    peers.scope.extend(all.iter().filter_map(|o| inode(&o.link)));
     for o in all {
         let Some(ino) = inode(&o.link) else { continue };
         // The diagnostics give a datagram socket's first message's length only, which is 0
@@ -221,11 +234,15 @@ fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image:
     let mut out = Vec::with_capacity(msgs.len());
     for (data, sender, fds) in msgs {
         // A datagram is put back by a socket bound to its sender's address: that cannot be
-        // done while another socket (of the image or not) holds an abstract address. (A
-        // path's file is taken over at restart when the sender's own socket is not bound yet.)
-        if sender.len() > 2 && sender[2] == 0 && sender != own && address_held(&sender) {
+        // done while a socket outside the image holds an abstract address. One the image
+        // holds sends it again itself, once every process is restored, to a receiver that has
+        // an address ([`refill_deferred`]). (A path's file is taken over at restart when the
+        // sender's own socket is not bound yet.)
+        let abstract_sender = sender.len() > 2 && sender[2] == 0 && sender != own;
+        let deferrable = own.len() > 2 && fds.is_empty() && cx.unix_peers.held_in_scope(&sender);
+        if abstract_sender && !deferrable && address_held(&sender) {
             return Err(format!(
-                "a datagram from {} is queued on it, and a socket still holds that address, so it could not be sent again from that address at restart; such datagrams are not saved yet",
+                "a datagram from {} is queued on it, and a socket outside the checkpoint (or one not bound to it for good) holds that address, so it could not be sent again from that address at restart",
                 addr_words(&sender).unwrap_or_else(|| "a named socket".into())
             ));
         }
@@ -265,6 +282,8 @@ const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const UDIAG_SHOW_NAME: u32 = 1;
+const UNIX_DIAG_NAME: u16 = 0;
 const UDIAG_SHOW_PEER: u32 = 4;
 const UDIAG_SHOW_RQLEN: u32 = 16;
 const UNIX_DIAG_PEER: u16 = 2;
@@ -337,7 +356,7 @@ fn unix_peers() -> std::io::Result<Diags> {
     req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, padding
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     req.extend_from_slice(&0u32.to_ne_bytes()); // inode: all
-    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS).to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // no cookie
     let mut out = Diags::default();
     diag_dump(&req, |msg| {
@@ -345,6 +364,7 @@ fn unix_peers() -> std::io::Result<Diags> {
         let Some(ino) = u32_at(msg, 4) else { return };
         let mut d = UnixDiag { ty: msg.get(1).copied().unwrap_or(0), ..Default::default() };
         let mut icons = Vec::new();
+        let mut name = None;
         for (ty, v) in diag_attrs(msg, 16) {
             match ty {
                 UNIX_DIAG_PEER => d.peer = u64::from(u32_at(v, 0).unwrap_or(0)),
@@ -355,6 +375,7 @@ fn unix_peers() -> std::io::Result<Diags> {
                 UNIX_DIAG_SHUTDOWN => d.shutdown = v.first().copied().unwrap_or(0),
                 UNIX_DIAG_VFS => d.vfs = Some((u64::from(u32_at(v, 0).unwrap_or(0)), u32_at(v, 4).unwrap_or(0))),
                 UNIX_DIAG_ICONS => icons = v.chunks_exact(4).filter_map(|c| u32_at(c, 0)).map(u64::from).collect(),
+                UNIX_DIAG_NAME if v.first() == Some(&0) => name = Some(v.to_vec()),
                 _ => {}
             }
         }
@@ -363,6 +384,9 @@ fn unix_peers() -> std::io::Result<Diags> {
         }
         if !icons.is_empty() {
             out.icons.insert(u64::from(ino), icons);
+        }
+        if let Some(n) = name {
+            out.abstract_names.insert(n, u64::from(ino));
         }
         out.socks.insert(u64::from(ino), d);
     })?;
@@ -656,7 +680,7 @@ impl FdHandler for Socket {
         if let Some(backlog) = listen {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
         }
-        if !queue.is_empty() {
+        if !queue.is_empty() && !refilled_last(addr, *peer, queue) {
             refill_datagrams(s.as_raw_fd(), via.as_ref().map(AsRawFd::as_raw_fd), addr, queue, cx).map_err(|(step, e)| format!("fd {}: {what}: {step}: {e}", rec.fd))?;
         }
         drop(via);
@@ -765,6 +789,84 @@ fn bind_sender(fd: i32, sender: &[u8], made: &mut Vec<String>) -> Result<(), (St
 fn reuseport_for_bind(kind: &FdKind) -> bool {
     let FdKind::Socket { family, addr, options, .. } = kind else { return false };
     matches!(*family, libc::AF_INET | libc::AF_INET6) && !addr.is_empty() && options.iter().any(|o| (o.0, o.1, o.2) == (libc::SOL_SOCKET, libc::SO_REUSEPORT, 0))
+}
+
+/// Whether the datagrams `queue` of an unconnected unix datagram socket bound to `addr` are
+/// put back only once every process of the image is restored ([`refill_deferred`]): some came
+/// from an abstract address, which a socket of the image may hold again by then (the sender
+/// itself, still bound: wake-ups between the ranks of an MPI job), so that no socket can take
+/// that address for the time of a send; the sender's own socket sends them then.
+fn refilled_last(addr: &[u8], peer: u64, queue: &[crest_image::QueuedMessage]) -> bool {
+    addr.len() > 2 && peer == 0 && queue.iter().all(|m| m.fds.is_empty()) && queue.iter().any(|m| m.sender.len() > 2 && m.sender[2] == 0 && m.sender != addr)
+}
+
+/// In `cr_restart`, once every process of the image is rebuilt and before any runs: puts
+/// back the datagrams queued on the unix sockets whose queues wait for that
+/// ([`refilled_last`]), oldest first, each sent to the socket's address by the restored socket
+/// that holds its sender's address (a copy of it, `pidfd_getfd`), or by a socket bound to that
+/// address for the time of the send when none does. `procs` holds each process's PID now and
+/// its descriptor records.
+pub fn refill_deferred(procs: &[(i32, &[FdRecord])]) -> Result<(), String> {
+    let waiting: Vec<(i32, &FdRecord)> = procs
+        .iter()
+        .flat_map(|&(pid, recs)| recs.iter().map(move |r| (pid, r)))
+        .filter(|(_, r)| matches!(&r.kind, FdKind::Socket { family: libc::AF_UNIX, addr, peer, queue, .. } if !queue.is_empty() && refilled_last(addr, *peer, queue)))
+        .collect();
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    // Address -> the restored socket bound to it (a path's too: it holds its file now).
+    let mut holders: HashMap<&[u8], (i32, i32)> = HashMap::new();
+    for &(pid, recs) in procs {
+        for r in recs {
+            if let FdKind::Socket { family: libc::AF_UNIX, addr, .. } = &r.kind {
+                if addr.len() > 2 {
+                    holders.entry(addr.as_slice()).or_insert((pid, r.fd));
+                }
+            }
+        }
+    }
+    let mut copies: HashMap<(i32, i32), std::os::fd::OwnedFd> = HashMap::new();
+    for (pid, r) in waiting {
+        let FdKind::Socket { addr, queue, what, .. } = &r.kind else { continue };
+        let err = |step: String, e: std::io::Error| format!("PID {pid} fd {}: {what}: {step}: {e}", r.fd);
+        let mut unnamed: Option<std::os::fd::OwnedFd> = None;
+        let mut made = Vec::new();
+        let result = (|| -> Result<(), String> {
+            for m in queue {
+                let sending = |e| err(format!("putting a datagram of {} bytes back in its queue", m.data.len()), e);
+                if let Some(&(hp, hfd)) = holders.get(m.sender.as_slice()) {
+                    let c = match copies.entry((hp, hfd)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let pidfd = crest_ptrace::sys::pidfd_open(hp).map_err(|e| err(format!("reaching PID {hp}, whose socket sent it"), e))?;
+                            v.insert(crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), hfd).map_err(|e| err(format!("taking a copy of fd {hfd} of PID {hp}, the socket that sent it"), e))?)
+                        }
+                    }
+                    .as_raw_fd();
+                    crest_ptrace::sys::send_message(c, &m.data, addr, &[]).map_err(sending)?;
+                } else if m.sender.is_empty() {
+                    if unnamed.is_none() {
+                        unnamed = Some(crest_ptrace::sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0).map_err(|e| err("making a socket to send its datagrams".into(), e))?);
+                    }
+                    let u = unnamed.as_ref().expect("made above").as_raw_fd();
+                    make_room(u, m.data.len());
+                    crest_ptrace::sys::send_message(u, &m.data, addr, &[]).map_err(sending)?;
+                } else {
+                    let t = crest_ptrace::sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0).map_err(|e| err("making a socket to send its datagrams".into(), e))?;
+                    bind_sender(t.as_raw_fd(), &m.sender, &mut made).map_err(|(step, e)| err(step, e))?;
+                    make_room(t.as_raw_fd(), m.data.len());
+                    crest_ptrace::sys::send_message(t.as_raw_fd(), &m.data, addr, &[]).map_err(sending)?;
+                }
+            }
+            Ok(())
+        })();
+        for path in made {
+            let _ = std::fs::remove_file(path);
+        }
+        result?;
+    }
+    Ok(())
 }
 
 /// In `cr_restart`, once every process of the image is rebuilt and before any runs: clears
