@@ -1,0 +1,62 @@
+//! SysV message queues and semaphore adjustments (`SEM_UNDO`): saved with the processes that
+//! use them and restored with the same ids, or refused by name.
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// The SysV objects a test program made (its "ipc Q1 Q2 SEM" line), removed on drop whatever
+/// the outcome.
+struct Objects(Vec<(&'static str, i32)>);
+impl Objects {
+    fn from_output(text: &str) -> Objects {
+        let f: Vec<i32> = text.lines().find_map(|l| l.strip_prefix("ipc ")).map(|l| l.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default();
+        Objects(f.iter().enumerate().map(|(i, id)| (if i + 1 == f.len() { "-s" } else { "-q" }, *id)).collect())
+    }
+}
+impl Drop for Objects {
+    fn drop(&mut self) {
+        for (flag, id) in &self.0 {
+            let _ = Command::new("ipcrm").arg(flag).arg(id.to_string()).stderr(std::process::Stdio::null()).status();
+        }
+    }
+}
+
+/// Runs tests/c/sysvmsg.c through a checkpoint with --kill and a restart.
+fn sysvmsg(dir: &str, args: &[&str]) {
+    if !is_root() {
+        skip("restoring SysV ids needs root (/proc/sys/kernel/msg_next_id)");
+        return;
+    }
+    let d = Dir::new(dir);
+    let prog = d.0.join("sysvmsg");
+    gcc("tests/c/sysvmsg.c", &prog, &[]);
+    let out = d.0.join("out.txt");
+    // Whatever happens, the objects the program printed go.
+    let guard = std::thread::spawn({
+        let out = out.clone();
+        move || {
+            for _ in 0..500 {
+                let text = std::fs::read_to_string(&out).unwrap_or_default();
+                if text.contains("ipc ") && text.lines().any(|l| l.starts_with("ipc ") && l.split_whitespace().count() == 4) {
+                    return Objects::from_output(&text);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Objects(Vec::new())
+        }
+    });
+    let (st, text) = round_trip_verify(&d, &prog, args, "ready", Duration::from_secs(60));
+    let _objects = guard.join().expect("the output watcher");
+    assert!(st.success() && text.contains("PASS"), "sysvmsg after restart: {st:?}\n{}", text.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
+}
+
+/// Two queues (one private, one keyed with its own mode and byte limit) come back with the same
+/// ids and their messages in order, types and bytes kept, an empty and a 6000-byte one among
+/// them; a child's SEM_UNDO adjustments of +1 and -3 come back and are applied when it exits.
+#[test]
+fn message_queues_and_semaphore_adjustments() {
+    sysvmsg("sysvmsg", &[]);
+}
