@@ -60,3 +60,39 @@ fn sysvmsg(dir: &str, args: &[&str]) {
 fn message_queues_and_semaphore_adjustments() {
     sysvmsg("sysvmsg", &[]);
 }
+
+/// A queue whose id another queue (of another key) holds at restart: the restart is refused
+/// naming the queue and what to do, and nothing is restored.
+#[test]
+fn queue_id_taken_by_another_is_refused() {
+    if !is_root() {
+        skip("restoring SysV ids needs root (/proc/sys/kernel/msg_next_id)");
+        return;
+    }
+    let d = Dir::new("sysvmsg-taken");
+    let prog = d.0.join("sysvmsg");
+    gcc("tests/c/sysvmsg.c", &prog, &[]);
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(std::process::Stdio::null()).spawn().expect("sysvmsg"));
+    let text = wait_for(&out, "ready", Duration::from_secs(20));
+    let mut objects = Objects::from_output(&text);
+    procs.pids.extend(children_of(pid));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
+    assert!(ck.status.success(), "{}", String::from_utf8_lossy(&ck.stderr));
+    let _ = procs.take(pid).wait();
+    // The private queue goes, and a queue of another key takes its id.
+    let (_, q1) = objects.0[0];
+    let _ = Command::new("ipcrm").arg("-q").arg(q1.to_string()).status();
+    std::fs::write("/proc/sys/kernel/msg_next_id", q1.to_string()).expect("msg_next_id");
+    let mk = Command::new("ipcmk").arg("-Q").output().expect("ipcmk");
+    let made: i32 = String::from_utf8_lossy(&mk.stdout).split_whitespace().last().and_then(|x| x.parse().ok()).expect("ipcmk's id");
+    objects.0.push(("-q", made));
+    assert_eq!(made, q1, "the other queue took the id");
+    let rs = cr_restart_cmd().arg(&img).stdin(std::process::Stdio::null()).output().expect("cr_restart");
+    let err = String::from_utf8_lossy(&rs.stderr);
+    assert!(!rs.status.success(), "the restart is refused: {err}");
+    assert!(err.contains(&format!("SysV message queue {q1} (key 0x0): id {q1} is taken by another queue")) && err.contains(&format!("ipcrm -q {q1}")), "{err}");
+    assert!(children_of(std::process::id() as i32).iter().all(|c| *c != pid), "nothing restored");
+}
