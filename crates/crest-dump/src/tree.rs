@@ -134,18 +134,17 @@ pub(crate) fn ptrace_policy() -> (Ptraced, bool) {
 }
 
 /// Who traces whom, among the processes other than this one: (tracee, tracer), both as
-/// thread group ids, one pair for each traced process.
+/// thread group ids, one pair for each process whose main thread is traced (debuggers and
+/// strace trace every thread; only the main thread's tracer is read, one `/proc/PID/status`
+/// per process, since this scan is part of every checkpoint).
 fn tracing() -> Vec<(i32, i32)> {
     let me = std::process::id() as i32;
-    let tgid = |tid: i32| crest_proc::read(tid, "status").ok().and_then(|s| crest_proc::status_field(&s, "Tgid").and_then(|t| t.trim().parse::<i32>().ok()));
+    let field = |pid: i32, name: &str| crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, name).and_then(|t| t.trim().parse::<i32>().ok()));
     let mut out = Vec::new();
     for pid in crest_proc::all_pids().unwrap_or_default() {
-        for tid in crest_proc::tasks(pid).unwrap_or_default() {
-            let tracer = crest_proc::read(pid, &format!("task/{tid}/status")).ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.trim().parse::<i32>().ok()));
-            if let Some(by) = tracer.filter(|t| *t != 0).and_then(tgid).filter(|t| *t != me) {
-                out.push((pid, by));
-                break;
-            }
+        // The tracer is named by its thread id: its process is that thread's group.
+        if let Some(by) = field(pid, "TracerPid").filter(|t| *t != 0).and_then(|t| field(t, "Tgid")).filter(|t| *t != me) {
+            out.push((pid, by));
         }
     }
     out
