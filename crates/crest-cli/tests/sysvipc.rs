@@ -96,3 +96,35 @@ fn queue_id_taken_by_another_is_refused() {
     assert!(err.contains(&format!("SysV message queue {q1} (key 0x0): id {q1} is taken by another queue")) && err.contains(&format!("ipcrm -q {q1}")), "{err}");
     assert!(children_of(std::process::id() as i32).iter().all(|c| *c != pid), "nothing restored");
 }
+
+/// A checkpoint that lets the processes run on leaves the queues and the adjustments as they
+/// were: the original passes the same checks afterwards.
+#[test]
+fn the_original_runs_on_unchanged() {
+    if !is_root() {
+        skip("restoring SysV ids needs root (/proc/sys/kernel/msg_next_id)");
+        return;
+    }
+    let d = Dir::new("sysvmsg-run");
+    let prog = d.0.join("sysvmsg");
+    gcc("tests/c/sysvmsg.c", &prog, &[]);
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(std::process::Stdio::null()).spawn().expect("sysvmsg"));
+    let text = wait_for(&out, "ready", Duration::from_secs(20));
+    let _objects = Objects::from_output(&text);
+    procs.pids.extend(children_of(pid));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
+    assert!(ck.status.success(), "{}", String::from_utf8_lossy(&ck.stderr));
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("SysV message queue, 4 messages, 6009 bytes") && info.contains("#0 +1, set") && info.contains("#1 -3") && info.contains("#2 -2"),
+        "the image holds the queues and adjustments: {info}"
+    );
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let st = wait_child(&mut procs.take(pid), Duration::from_secs(20));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "the original after the checkpoint: {st:?}\n{}", text.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
+}
