@@ -1,11 +1,12 @@
 /* SysV message queues and semaphore adjustments (SEM_UNDO). A private queue holds messages of
  * several types and sizes (an empty one, one of 6000 bytes); a keyed queue has its own mode
  * and byte limit and a message a child sent. A child holds SEM_UNDO adjustments of +1 and -3
- * on two semaphores of a set, the parent -2 on a third. After restart: the same ids, the
- * messages in order with their types and bytes, mode and limit, new messages go through, and
- * when the child exits the kernel applies its adjustments to the values. Prints "ipc MSG1 MSG2
- * SEM" for the test to clean up after a failure. The same checks hold for the original
- * after a checkpoint that let it run on: the queues and adjustments were read without change. */
+ * on two semaphores of a set and of +32767 and -32768 (the extremes) on another set, the parent
+ * -2 on a third semaphore of the first. After restart: the same ids, the messages in order with
+ * their types and bytes, mode and limit, new messages go through, and when the child exits the
+ * kernel applies its adjustments to the values. Prints "ipc MSG1 MSG2 SEM EDGE" for the test
+ * to clean up after a failure. The same checks hold for the original after a checkpoint that
+ * let it run on: the queues and adjustments were read without change. */
 #include <errno.h>
 #include <sys/prctl.h>
 #include <sys/ipc.h>
@@ -50,8 +51,9 @@ int main(void)
     key_t key = 0x43520000 | (getpid() & 0xffff);
     int q2 = msgget(key, IPC_CREAT | IPC_EXCL | 0640);
     int sem = semget(IPC_PRIVATE, 3, IPC_CREAT | 0600);
-    check(q1 >= 0 && q2 >= 0 && sem >= 0, "msgget, semget");
-    printf("ipc %d %d %d\n", q1, q2, sem);
+    int edge = semget(IPC_PRIVATE, 2, IPC_CREAT | 0600);
+    check(q1 >= 0 && q2 >= 0 && sem >= 0 && edge >= 0, "msgget, semget");
+    printf("ipc %d %d %d %d\n", q1, q2, sem, edge);
     fflush(stdout);
     struct msqid_ds ds;
     check(msgctl(q2, IPC_STAT, &ds) == 0, "IPC_STAT");
@@ -76,6 +78,12 @@ int main(void)
         send(q2, 2, "from the child", 14);
         semop1(sem, 0, -1, SEM_UNDO);
         semop1(sem, 1, 3, SEM_UNDO);
+        /* The extremes: +32767, and -32768 (one more than any single operation can make). */
+        check(semctl(edge, 0, SETVAL, 32767) == 0, "SETVAL 32767");
+        semop1(edge, 0, -32767, SEM_UNDO);
+        semop1(edge, 1, 32767, SEM_UNDO);
+        semop1(edge, 1, -32767, 0);
+        semop1(edge, 1, 1, SEM_UNDO);
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_usr2;
@@ -107,6 +115,7 @@ int main(void)
 
     unsigned short now[3];
     check(semctl(sem, 0, GETALL, now) == 0 && now[0] == 4 && now[1] == 8 && now[2] == 7, "semaphore values 4 8 7");
+    check(semctl(edge, 0, GETVAL) == 0 && semctl(edge, 1, GETVAL) == 1, "semaphore values 0 1");
     kill(c, SIGUSR2);
     int st;
     check(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child exits");
@@ -114,11 +123,15 @@ int main(void)
     char why[128];
     snprintf(why, sizeof why, "the child's adjustments applied at its exit: values %d %d %d, not 5 5 7", now[0], now[1], now[2]);
     check(now[0] == 5 && now[1] == 5 && now[2] == 7, why);
+    /* +32767 brings 0 to 32767; -32768 brings 1 below 0, which the kernel makes 0. */
+    snprintf(why, sizeof why, "the extreme adjustments applied: values %d %d, not 32767 0", semctl(edge, 0, GETVAL), semctl(edge, 1, GETVAL));
+    check(semctl(edge, 0, GETVAL) == 32767 && semctl(edge, 1, GETVAL) == 0, why);
     /* The parent's own adjustment: undone by hand (its exit would do the same). */
     semop1(sem, 2, -2, SEM_UNDO);
     check(semctl(sem, 2, GETVAL) == 5, "the parent's semaphore back to 5");
     msgctl(q1, IPC_RMID, NULL);
     msgctl(q2, IPC_RMID, NULL);
     semctl(sem, 0, IPC_RMID);
+    semctl(edge, 0, IPC_RMID);
     pass();
 }

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use common::*;
 
-/// The SysV objects a test program made (its "ipc Q1 Q2 SEM" line), removed on drop whatever
+/// The SysV objects a test program made (its "ipc Q1 Q2 SEM1 SEM2" line), removed on drop whatever
 /// the outcome.
 struct Objects(Vec<(&'static str, i32)>);
 impl Objects {
     fn from_output(text: &str) -> Objects {
         let f: Vec<i32> = text.lines().find_map(|l| l.strip_prefix("ipc ")).map(|l| l.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default();
-        Objects(f.iter().enumerate().map(|(i, id)| (if i + 1 == f.len() { "-s" } else { "-q" }, *id)).collect())
+        Objects(f.iter().enumerate().map(|(i, id)| (if i >= 2 { "-s" } else { "-q" }, *id)).collect())
     }
 }
 impl Drop for Objects {
@@ -40,7 +40,7 @@ fn sysvmsg(dir: &str, args: &[&str]) {
         move || {
             for _ in 0..500 {
                 let text = std::fs::read_to_string(&out).unwrap_or_default();
-                if text.contains("ipc ") && text.lines().any(|l| l.starts_with("ipc ") && l.split_whitespace().count() == 4) {
+                if text.contains("ipc ") && text.lines().any(|l| l.starts_with("ipc ") && l.split_whitespace().count() == 5) {
                     return Objects::from_output(&text);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -55,7 +55,8 @@ fn sysvmsg(dir: &str, args: &[&str]) {
 
 /// Two queues (one private, one keyed with its own mode and byte limit) come back with the same
 /// ids and their messages in order, types and bytes kept, an empty and a 6000-byte one among
-/// them; a child's SEM_UNDO adjustments of +1 and -3 come back and are applied when it exits.
+/// them; a child's SEM_UNDO adjustments of +1 and -3, and of +32767 and -32768 (the extremes),
+/// come back and are applied when it exits.
 #[test]
 fn message_queues_and_semaphore_adjustments() {
     sysvmsg("sysvmsg", &[]);
@@ -120,7 +121,12 @@ fn the_original_runs_on_unchanged() {
     let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info");
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(
-        info.contains("SysV message queue, 4 messages, 6009 bytes") && info.contains("#0 +1, set") && info.contains("#1 -3") && info.contains("#2 -2"),
+        info.contains("SysV message queue, 4 messages, 6009 bytes")
+            && info.contains("#0 +1, set")
+            && info.contains("#1 -3")
+            && info.contains("#2 -2")
+            && info.contains("#0 +32767, set")
+            && info.contains("#1 -32768"),
         "the image holds the queues and adjustments: {info}"
     );
     let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
