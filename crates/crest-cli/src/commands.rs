@@ -93,9 +93,16 @@ pub fn checkpoint() -> Command {
     ]
     .iter()
     .fold(cmd, |c, (n, h)| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).help(*h)));
-    ["ptraced-error", "ptraced-skip", "ptraced-allow", "ptracer-error", "ptracer-skip", "kmsg-none", "kmsg-error", "kmsg-warning"]
-        .iter()
-        .fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
+    let cmd = [
+        ("ptraced-error", "refuse the checkpoint when a process is traced by another (a debugger, strace) (the default)"),
+        ("ptraced-skip", "leave out the processes traced by another, and under --tree their descendants; refused only when nothing is left"),
+        ("ptraced-allow", "checkpoint traced processes too; Linux lets a process have one tracer only, so while a debugger holds one the checkpoint is refused saying to detach it"),
+        ("ptracer-error", "refuse the checkpoint when a process traces one outside it (the default)"),
+        ("ptracer-skip", "leave out the processes that trace others, and under --tree their descendants"),
+    ]
+    .iter()
+    .fold(cmd, |c, (n, h)| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).help(*h)));
+    ["kmsg-none", "kmsg-error", "kmsg-warning"].iter().fold(cmd, |c, n| c.arg(Arg::new(*n).long(*n).action(ArgAction::SetTrue).hide(true)))
 }
 
 /// A size in bytes, with an optional suffix K, M or G (powers of 1024).

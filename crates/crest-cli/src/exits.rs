@@ -12,6 +12,8 @@ use crest_kinds::exit::ErrorKind;
 pub const USAGE: i32 = ErrorKind::Usage.code();
 /// BLCR's `CR_EPTRACED` (2360) as an exit code: the process is traced by someone else.
 pub const PTRACED: i32 = ErrorKind::Traced.code();
+/// BLCR's `CR_EPTRACER` (2361) as an exit code: the process traces others.
+pub const PTRACER: i32 = ErrorKind::Tracer.code();
 
 /// One exit code: its number, the errno name behind it, what it means, and which commands
 /// use it.
@@ -99,7 +101,13 @@ pub const TABLE: &[Exit] = &[
         meaning: "A libcr callback cannot let the process be checkpointed (CR_CHECKPOINT_PERM_FAILURE): every process of the request was killed.",
         commands: &[CK],
     },
-    Exit { code: PTRACED, name: "CR_EPTRACED", meaning: "The process is already traced: by another checkpoint or by a debugger.", commands: &[CK] },
+    Exit {
+        code: PTRACED,
+        name: "CR_EPTRACED",
+        meaning: "The process is already traced: by another checkpoint or by a debugger (see --ptraced-skip); or every process was left out by --ptraced-skip or --ptracer-skip.",
+        commands: &[CK],
+    },
+    Exit { code: PTRACER, name: "CR_EPTRACER", meaning: "A process traces others outside the checkpoint, as a debugger does (see --ptracer-skip).", commands: &[CK] },
     Exit {
         code: libc::ERESTART,
         name: "ERESTART",

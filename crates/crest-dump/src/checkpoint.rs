@@ -75,6 +75,11 @@ pub struct Request<'a> {
     /// this, which must have left the tracking armed (implies `track`). When it cannot be
     /// taken up, the image is a full one ([`Outcome::full_because`] says why).
     pub incremental: Option<PathBuf>,
+    /// What to do with a process of the scope that a debugger traces (BLCR's `--ptraced-*`).
+    pub ptraced: crate::Ptraced,
+    /// Leave out the processes that trace others, and under `--tree` their descendants
+    /// (BLCR's `--ptracer-skip`); without it such a process is refused (`--ptracer-error`).
+    pub ptracer_skip: bool,
 }
 
 impl Request<'_> {
@@ -101,6 +106,8 @@ impl Request<'_> {
             on_behalf: false,
             track: false,
             incremental: None,
+            ptraced: crate::Ptraced::Error,
+            ptracer_skip: false,
         }
     }
 }
@@ -502,6 +509,34 @@ pub enum Error {
         /// Its name, `" (NAME)"`.
         name: String,
     },
+    /// `--ptraced-allow` was given, but the process has a tracer already and Linux allows only one.
+    #[error("PID {pid} is traced by PID {by}{name}; --ptraced-allow asks to checkpoint it anyway, but Linux lets a process have one tracer only and crest must trace it to save it: detach the tracer first (quit strace, or `detach` in gdb) and checkpoint again, or leave it out with --ptraced-skip")]
+    SecondTracer {
+        /// The process.
+        pid: i32,
+        /// Its tracer.
+        by: i32,
+        /// The tracer's name, `" (NAME)"`.
+        name: String,
+    },
+    /// A process of the scope traces one outside it (BLCR's `CR_EPTRACER`).
+    #[error("PID {pid}{name} traces PID {tracee}{tracee_name}, which is not part of the checkpoint: a restart could not give it back what it traces; checkpoint them when it has let go, or leave the tracer out with --ptracer-skip")]
+    Tracer {
+        /// The tracer.
+        pid: i32,
+        /// Its name, `" (NAME)"`.
+        name: String,
+        /// A process it traces.
+        tracee: i32,
+        /// Its name, `" (NAME)"`.
+        tracee_name: String,
+    },
+    /// `--ptraced-skip` or `--ptracer-skip` left nothing to checkpoint.
+    #[error("no process left to checkpoint: {why}")]
+    AllSkipped {
+        /// What was left out and why.
+        why: String,
+    },
     /// The process is traced by a debugger or another checkpoint.
     #[error("PID {pid} is already being traced by PID {by}{name}, another checkpoint or a debugger; try again when it is done")]
     Traced {
@@ -579,7 +614,8 @@ impl Error {
             Error::Refused { code, .. } => ErrorKind::Os(*code as i32 & 0xff),
             Error::Interrupted { .. } => ErrorKind::Interrupted,
             Error::TimedOut { .. } => ErrorKind::TimedOut,
-            Error::Claimed { .. } | Error::Busy { .. } | Error::TracerInScope { .. } | Error::Traced { .. } => ErrorKind::Traced,
+            Error::Claimed { .. } | Error::Busy { .. } | Error::TracerInScope { .. } | Error::Traced { .. } | Error::SecondTracer { .. } | Error::AllSkipped { .. } => ErrorKind::Traced,
+            Error::Tracer { .. } => ErrorKind::Tracer,
             Error::Dump { source, .. } => match source {
                 DumpError::Permission { .. } => ErrorKind::NotPermitted,
                 DumpError::Unsupported(_) | DumpError::Kind(crest_kinds::KindError::Unsupported(_)) => ErrorKind::Unsupported,
@@ -619,8 +655,10 @@ pub fn checkpoint(req: &Request<'_>) -> Result<Outcome, Error> {
     if req.on_behalf {
         crate::tree::leave_out(vec![std::process::id() as i32, std::os::unix::process::parent_id() as i32]);
     }
+    crate::tree::set_ptrace_policy(req.ptraced, req.ptracer_skip);
     let mut coop = None;
     let r = run(req, &cancel, &mut coop);
+    crate::tree::set_ptrace_policy(crate::Ptraced::Error, false);
     crate::tree::leave_out(Vec::new());
     crate::tree::bring_in(Vec::new());
     // Processes that use libcr wait in their callbacks for the outcome.

@@ -155,10 +155,15 @@ pub(crate) fn dump_error(pid: i32, e: DumpError, shown: &str, left: Left) -> Err
         DumpError::Busy { by, .. } => return Error::Busy { pid, by: *by, name: comm_of(*by) },
         DumpError::Permission { pid: p, .. } if kernel_thread(*p) => return Error::NotPermitted { pid: *p, why: ptrace_refusal(*p), left },
         _ if ended(pid) => return Error::Ended(pid),
+        DumpError::Tracer { pid: p, tracee } => return Error::Tracer { pid: *p, name: comm_of(*p), tracee: *tracee, tracee_name: comm_of(*tracee) },
+        DumpError::AllSkipped { why } => return Error::AllSkipped { why: why.clone() },
         DumpError::Traced { pid: traced, by } if *by != me => {
             // A debugger (strace, gdb) checkpointed together with what it traces.
             if *by == pid || ancestors(*by).contains(&pid) {
                 return Error::TracerInScope { traced: *traced, traced_name: comm_of(*traced), by: *by, name: comm_of(*by) };
+            }
+            if crate::tree::ptrace_policy().0 == crate::Ptraced::Allow {
+                return Error::SecondTracer { pid: *traced, by: *by, name: comm_of(*by) };
             }
             return Error::Traced { pid: *traced, by: *by, name: comm_of(*by) };
         }

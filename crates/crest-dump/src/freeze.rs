@@ -283,6 +283,7 @@ impl Frozen {
         let collected = (|| -> Result<_, DumpError> {
             let sigactions = signals::dump_actions(&mut remote, &scratch, &status)?;
             let mut pattrs = attrs::dump_process(&mut remote, &scratch, pid, &mut ts.creds)?;
+            pattrs.semadj = crest_kinds::ipc::dump_semadj(&mut remote, &scratch, pid)?;
             let tids: Vec<i32> = self.threads.iter().map(|(t, _, _)| t.tid).collect();
             pattrs.posix_timers = timers::dump(&mut remote, &scratch, pid, &tids)?;
             let mmst = mm::dump(&mut remote, pid, &stat)?;

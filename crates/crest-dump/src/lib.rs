@@ -63,7 +63,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use checkpoint::{checkpoint, After, Cancel, Destination, Error, Outcome, Policy, Request};
 pub use freeze::{freeze, DumpOptions, Frozen};
 pub use precopy::{note_armed, precopy, resume, Lost, Precopy};
-pub use tree::{freeze_scope, FrozenTree, Scope};
+pub use tree::{freeze_scope, FrozenTree, Ptraced, Scope};
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);
 
@@ -109,6 +109,20 @@ pub enum DumpError {
         pid: i32,
         /// Its tracer.
         by: i32,
+    },
+    /// The process traces others, outside the scope (BLCR's `CR_EPTRACER`).
+    #[error("PID {pid} traces PID {tracee} (it is a debugger or tracer of processes outside the checkpoint)")]
+    Tracer {
+        /// The process.
+        pid: i32,
+        /// A process it traces.
+        tracee: i32,
+    },
+    /// Every process of the scope was left out by `--ptraced-skip` or `--ptracer-skip`.
+    #[error("no process left to checkpoint: {why}")]
+    AllSkipped {
+        /// The processes left out and why.
+        why: String,
     },
     /// Another checkpoint is still saving the pages of this process (from a snapshot).
     #[error("PID {pid} is already being traced by PID {by}, which is saving its pages from a snapshot")]

@@ -103,6 +103,109 @@ pub(crate) fn bring_in(scopes: Vec<(Scope, i32)>) {
     *BROUGHT_IN.lock().unwrap_or_else(|p| p.into_inner()) = scopes;
 }
 
+/// What a checkpoint does with a process of its scope that another process traces (a debugger,
+/// strace): BLCR's `--ptraced-error` (the default), `--ptraced-skip`, `--ptraced-allow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ptraced {
+    /// Refuse the checkpoint, naming the process and its tracer.
+    #[default]
+    Error,
+    /// Leave it out, and under `--tree` its descendants; refuse only if nothing is left.
+    Skip,
+    /// Checkpoint it as any other. Linux lets a process have one tracer only and crest must
+    /// trace it: the checkpoint is refused with what to do (detach the debugger) while the
+    /// tracer holds it.
+    Allow,
+}
+
+/// The policies for traced processes and for tracers (BLCR's `--ptracer-skip`: leave out
+/// processes that trace others, and under `--tree` their descendants). Set by
+/// [`crate::checkpoint()`] for its length.
+static PTRACE_POLICY: std::sync::Mutex<(Ptraced, bool)> = std::sync::Mutex::new((Ptraced::Error, false));
+
+/// Sets the policies for traced processes and tracers of the scopes frozen from now on.
+pub(crate) fn set_ptrace_policy(traced: Ptraced, tracer_skip: bool) {
+    *PTRACE_POLICY.lock().unwrap_or_else(|p| p.into_inner()) = (traced, tracer_skip);
+}
+
+/// The policies in force ([`set_ptrace_policy`]).
+pub(crate) fn ptrace_policy() -> (Ptraced, bool) {
+    *PTRACE_POLICY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Who traces whom, among the processes other than this one: (tracee, tracer), both as
+/// thread group ids, one pair for each process whose main thread is traced (debuggers and
+/// strace trace every thread; only the main thread's tracer is read, one `/proc/PID/status`
+/// per process, since this scan is part of every checkpoint).
+fn tracing() -> Vec<(i32, i32)> {
+    let me = std::process::id() as i32;
+    let field = |pid: i32, name: &str| crest_proc::read(pid, "status").ok().and_then(|s| crest_proc::status_field(&s, name).and_then(|t| t.trim().parse::<i32>().ok()));
+    let mut out = Vec::new();
+    for pid in crest_proc::all_pids().unwrap_or_default() {
+        // The tracer is named by its thread id: its process is that thread's group.
+        if let Some(by) = field(pid, "TracerPid").filter(|t| *t != 0).and_then(|t| field(t, "Tgid")).filter(|t| *t != me) {
+            out.push((pid, by));
+        }
+    }
+    out
+}
+
+/// The processes a freeze leaves out by the ptrace policies, and the tracing seen at its start.
+struct Exclusion {
+    traced: Ptraced,
+    tracer_skip: bool,
+    tracing: Vec<(i32, i32)>,
+    /// Left out so far, each with why.
+    skipped: Vec<String>,
+}
+
+impl Exclusion {
+    fn new() -> Exclusion {
+        let (traced, tracer_skip) = ptrace_policy();
+        Exclusion { traced, tracer_skip, tracing: tracing(), skipped: Vec::new() }
+    }
+
+    /// Whether `pid` is left out (noted with why).
+    fn excludes(&mut self, pid: i32) -> bool {
+        if self.traced == Ptraced::Skip {
+            if let Some((_, by)) = self.tracing.iter().find(|(t, _)| *t == pid) {
+                self.skipped.push(format!("PID {pid} is traced by PID {by} (--ptraced-skip)"));
+                return true;
+            }
+        }
+        if self.tracer_skip {
+            if let Some((t, _)) = self.tracing.iter().find(|(_, by)| *by == pid) {
+                self.skipped.push(format!("PID {pid} traces PID {t} (--ptracer-skip)"));
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Refuses a scope in which a process traces one outside it (BLCR's `CR_EPTRACER`),
+    /// unless `--ptracer-skip`; a tracee inside the scope was refused when it was frozen.
+    fn check_tracers(&self, t: &FrozenTree) -> Result<(), DumpError> {
+        if self.tracer_skip {
+            return Ok(());
+        }
+        for f in &t.procs {
+            if let Some((tracee, _)) = self.tracing.iter().find(|(tracee, by)| *by == f.pid && !t.has(*tracee)) {
+                return Err(DumpError::Tracer { pid: f.pid, tracee: *tracee });
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for a scope of which nothing is left.
+    fn nothing_left(&self, id: i32) -> DumpError {
+        if self.skipped.is_empty() {
+            DumpError::NoProcess(id)
+        } else {
+            DumpError::AllSkipped { why: self.skipped.join("; ") }
+        }
+    }
+}
+
 /// Claims `pid` for this checkpoint ([`crate::claim`]), then freezes it.
 fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     crate::claim::claim(pid)?;
@@ -112,6 +215,7 @@ fn freeze(pid: i32) -> Result<Frozen, DumpError> {
 /// Seizes and stops every process of the scope `scope` named by `id`.
 pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
     let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new() };
+    let mut ex = Exclusion::new();
     match scope {
         Scope::Pid | Scope::Tree => {
             // A process left out (BLCR's OMIT) is not frozen, but under --tree its descendants
@@ -119,6 +223,10 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
             // restart makes them children of cr_restart).
             let root_out = left_out(id);
             if !root_out {
+                // A process left out by the ptrace policies takes its subtree with it.
+                if ex.excludes(id) {
+                    return Err(ex.nothing_left(id));
+                }
                 t.procs.push(freeze(id)?);
             } else if scope == Scope::Pid {
                 return Err(DumpError::NoProcess(id));
@@ -142,12 +250,14 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
                     check_cancel()?;
                     if left_out(pid) {
                         skipped(pid, &mut todo);
+                    } else if ex.excludes(pid) {
+                        // With its subtree.
                     } else if t.add(pid, parent)? && t.procs.last().is_some_and(|f| f.pid == pid) {
                         todo.extend(crest_proc::children(pid)?.into_iter().map(|c| (c, pid)));
                     }
                 }
                 if t.procs.is_empty() {
-                    return Err(DumpError::NoProcess(id));
+                    return Err(ex.nothing_left(id));
                 }
             }
         }
@@ -161,7 +271,7 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
                     }
                     let Some(st) = stat_of(pid) else { continue };
                     let member = if scope == Scope::Pgid { st.pgrp == id } else { st.session == id };
-                    if member && t.add(pid, 0)? {
+                    if member && !ex.skipped.iter().any(|w| w.starts_with(&format!("PID {pid} "))) && !ex.excludes(pid) && t.add(pid, 0)? {
                         new += 1;
                     }
                 }
@@ -172,7 +282,7 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
             // A member may have moved to another group or session before it was frozen.
             t.procs.retain(|f| stat_of(f.pid).is_some_and(|st| if scope == Scope::Pgid { st.pgrp == id } else { st.session == id }));
             if t.procs.is_empty() {
-                return Err(DumpError::NoProcess(id));
+                return Err(ex.nothing_left(id));
             }
             t.order();
         }
@@ -184,6 +294,7 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
         }
         t.order();
     }
+    ex.check_tracers(&t)?;
     Ok(t)
 }
 

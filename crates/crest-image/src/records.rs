@@ -141,6 +141,13 @@ pub enum IpcKind {
         /// The value of each semaphore.
         values: Vec<u16>,
     },
+    /// A message queue with its messages (format 4.8).
+    Msg {
+        /// Its byte limit (`msg_qbytes`).
+        qbytes: u64,
+        /// The messages queued, oldest first: type and bytes.
+        messages: Vec<(i64, Vec<u8>)>,
+    },
 }
 
 /// One process.
@@ -226,6 +233,10 @@ pub struct ProcAttrs {
     /// `SIGTTOU`); 0: it was not stopped.
     #[serde(default)]
     pub stop_signal: u32,
+    /// The SysV semaphore adjustments the kernel applies when the process exits (`SEM_UNDO`),
+    /// each as (set id, semaphore number, adjustment), the non-zero ones only (format 4.8).
+    #[serde(default)]
+    pub semadj: Vec<(i32, u16, i16)>,
 }
 
 /// One POSIX timer of a process (see `crest_kinds::timers`).

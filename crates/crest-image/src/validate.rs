@@ -155,6 +155,7 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             && match &o.kind {
                 crate::records::IpcKind::Shm { size, .. } => *size > 0 && *size <= 1 << 46,
                 crate::records::IpcKind::Sem { values } => !values.is_empty() && values.len() <= 32000,
+                crate::records::IpcKind::Msg { messages, .. } => messages.iter().all(|(t, _)| *t > 0),
             };
         if !ok {
             return bad(format!("SysV IPC object {}: invalid", o.id));

@@ -510,3 +510,19 @@ fn seccomp_filters_are_read_back_and_checked() {
     let err = ImageFile::check_bytes(&rebuild(&img, &pages)).expect_err("a program of part of an instruction").to_string();
     assert!(err.contains("invalid thread record"), "{err}");
 }
+
+#[test]
+fn message_queues_and_semaphore_adjustments_are_read_back_and_announced() {
+    let (bytes, mut img) = build(&[1], 9, 0);
+    let pages = page_region(&bytes, &img);
+    assert!(!marker_kinds::needed(&img).contains(&marker_kinds::SYSV_MSG_UNDO));
+    img.ipc.push(crest_image::IpcObject { key: 0x1234, id: 7, mode: 0o640, uid: 0, gid: 0, kind: crest_image::IpcKind::Msg { qbytes: 16384, messages: vec![(3, b"abc".to_vec()), (1, Vec::new())] } });
+    img.processes[0].attrs.semadj = vec![(9, 2, -3)];
+    let read = ImageFile::check_bytes(&rebuild(&img, &pages)).expect("an image with a queue and adjustments");
+    assert_eq!(read.ipc, img.ipc);
+    assert_eq!(read.processes[0].attrs.semadj, vec![(9, 2, -3)]);
+    assert!(marker_kinds::needed(&img).contains(&marker_kinds::SYSV_MSG_UNDO));
+    img.ipc[0].kind = crest_image::IpcKind::Msg { qbytes: 16384, messages: vec![(0, Vec::new())] };
+    let err = ImageFile::check_bytes(&rebuild(&img, &pages)).expect_err("a message of type 0").to_string();
+    assert!(err.contains("SysV IPC object 7: invalid"), "{err}");
+}

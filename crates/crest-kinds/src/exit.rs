@@ -8,6 +8,8 @@
 
 /// BLCR's `CR_EPTRACED` (2360) as an exit code: the process is traced by someone else.
 pub const PTRACED: i32 = 2360 & 0xff;
+/// BLCR's `CR_EPTRACER` (2361) as an exit code: the process traces others.
+pub const PTRACER: i32 = 2361 & 0xff;
 /// A usage error (BLCR's `exit(-1)`).
 pub const USAGE: i32 = 255;
 
@@ -36,6 +38,8 @@ pub enum ErrorKind {
     Deadlock,
     /// The process is traced by a debugger or another checkpoint (BLCR's `CR_EPTRACED`).
     Traced,
+    /// The process traces others, outside the checkpoint (BLCR's `CR_EPTRACER`).
+    Tracer,
     /// The process holds something crest cannot save (`EOPNOTSUPP`).
     Unsupported,
     /// The time limit ran out (`ETIMEDOUT`).
@@ -60,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Invalid => libc::EINVAL,
             ErrorKind::Deadlock => libc::EDEADLK,
             ErrorKind::Traced => PTRACED,
+            ErrorKind::Tracer => PTRACER,
             ErrorKind::Unsupported => libc::EOPNOTSUPP,
             ErrorKind::TimedOut => libc::ETIMEDOUT,
             ErrorKind::Os(errno) => errno,
@@ -139,6 +144,7 @@ mod tests {
             assert_eq!(ErrorKind::of_errno(e).code(), e);
         }
         assert_eq!(ErrorKind::Traced.code(), 56);
+        assert_eq!(ErrorKind::Tracer.code(), 57);
         assert_eq!(ErrorKind::Usage.code(), 255);
     }
 

@@ -1,10 +1,15 @@
-//! SysV IPC objects used by the processes of an image: shared memory segments and semaphore
-//! sets.
+//! SysV IPC objects used by the processes of an image: shared memory segments, semaphore
+//! sets and message queues.
 //!
 //! Dump ([`dump`]): the segments the processes have attached (their mappings name the shmid),
-//! and the semaphore sets that one of the processes operated on last (`GETPID` of any of its
-//! semaphores), with their values, from `/proc/sysvipc` and `IPC_STAT`. Segment contents are
-//! saved with the mappings ([`crate::memory`]).
+//! the semaphore sets that one of the processes operated on last (`GETPID` of any of its
+//! semaphores), with their values, and the message queues one of them sent to or received
+//! from last (`msg_lspid`, `msg_lrpid`), with their messages in order, from `/proc/sysvipc`
+//! and `IPC_STAT`. Messages are copied with `MSG_COPY`, which leaves the queue as it was; on a
+//! kernel without it (`CONFIG_CHECKPOINT_RESTORE` off) they are taken out and sent back in
+//! the same order while the processes are frozen. An object the processes use without having
+//! been the last to touch it (a queue they only created) is not found this way. Segment
+//! contents are saved with the mappings ([`crate::memory`]).
 //!
 //! Restore ([`restore`], in `cr_restart` before any process exists): each object gets back its
 //! id (through `/proc/sys/kernel/{shm,sem}_next_id`, which needs `CAP_SYS_ADMIN`) and key, so
@@ -13,12 +18,31 @@
 //! semaphore set gets its saved values, a segment its saved pages, if no process has it
 //! attached. [`finish`] removes again the segments that had been removed (`IPC_RMID`) at the
 //! checkpoint, once every process has attached them.
+//!
+//! Semaphore adjustments (`SEM_UNDO`, what the kernel adds to a semaphore when the process
+//! exits) are per process and no interface shows them. [`dump_semadj`] finds whether a process
+//! has any (`kcmp(KCMP_SYSVSEM)` against crest itself, which has none) and, if so, measures
+//! each by remote `semop` calls in the frozen process that can never succeed: one call sets the
+//! semaphore to a known value, moves the adjustment by a chosen amount and ends with an
+//! operation that cannot be done without waiting (`IPC_NOWAIT`), so the kernel undoes the
+//! whole call; it fails with `ERANGE` rather than `EAGAIN` exactly when the adjustment would
+//! have left its range (-32768..=32767). A binary search on the amount gives the adjustment.
+//! [`restore_semadj`] gives it back in the restored process with one `semop` that moves the
+//! value away and back, the move back with `SEM_UNDO`.
 use std::collections::HashSet;
 
 use crest_image::{IpcKind, IpcObject, Process, VmaBacking};
-use crest_ptrace::ipc;
+use crest_ptrace::{ipc, Remote};
 
-use crate::KindError;
+use crate::{KindError, Scratch};
+
+/// `semop` flags.
+const IPC_NOWAIT: i16 = 0o4000;
+const SEM_UNDO: i16 = 0x1000;
+/// The largest semaphore value and adjustment (`SEMVMX`, `SEMAEM`).
+const SEMVMX: i32 = 32767;
+/// `kcmp` kind comparing the undo lists of two processes.
+const KCMP_SYSVSEM: i32 = 6;
 
 /// `SHM_DEST`: a removed segment that lives on while attached.
 const SHM_DEST: u32 = 0o1000;
@@ -34,20 +58,232 @@ pub fn dump(procs: &[Process]) -> Result<Vec<IpcObject>, KindError> {
         let st = ipc::shm_stat(id).map_err(|e| KindError::io(format!("SysV shared memory {id}"), e))?;
         out.push(IpcObject { key: st.key, id, mode: st.mode & 0o777, uid: st.uid, gid: st.gid, kind: IpcKind::Shm { size: st.size, removed: st.mode & SHM_DEST != 0 } });
     }
-    let table = std::fs::read_to_string("/proc/sysvipc/sem").map_err(|e| KindError::io("reading /proc/sysvipc/sem", e))?;
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(Ok(id)), Some(Ok(n))) = (f.get(1).map(|s| s.parse::<i32>()), f.get(3).map(|s| s.parse::<usize>())) else { continue };
+    // Sets the processes hold adjustments on are theirs even if someone else used them last.
+    let adjusted: HashSet<i32> = procs.iter().flat_map(|p| &p.attrs.semadj).map(|(id, _, _)| *id).collect();
+    for (id, n) in sem_sets()? {
         // A set that is gone by now, or that this user may not read, is not theirs.
-        let Ok(last) = (0..n as i32).map(|i| ipc::sem_last_pid(id, i)).collect::<Result<Vec<i32>, _>>() else { continue };
-        if !last.iter().any(|p| pids.contains(p)) {
+        let Ok(last) = (0..n as i32).map(|i| ipc::sem_last_pid(id, i)).collect::<Result<Vec<i32>, _>>() else {
+            if adjusted.contains(&id) {
+                return Err(KindError::Unsupported(format!("SysV semaphore set {id}: the processes hold SEM_UNDO adjustments on it, but it cannot be read")));
+            }
+            continue;
+        };
+        if !last.iter().any(|p| pids.contains(p)) && !adjusted.contains(&id) {
             continue;
         }
         let st = ipc::sem_stat(id).map_err(|e| KindError::io(format!("SysV semaphore set {id}"), e))?;
         let values = ipc::sem_values(id, n).map_err(|e| KindError::io(format!("SysV semaphore set {id}"), e))?;
         out.push(IpcObject { key: st.key, id, mode: st.mode & 0o777, uid: st.uid, gid: st.gid, kind: IpcKind::Sem { values } });
     }
+    let table = std::fs::read_to_string("/proc/sysvipc/msg").map_err(|e| KindError::io("reading /proc/sysvipc/msg", e))?;
+    for line in table.lines().skip(1) {
+        let Some(Ok(id)) = line.split_whitespace().nth(1).map(|s| s.parse::<i32>()) else { continue };
+        // A queue gone by now, or that this user may not read, is not theirs.
+        let Ok(st) = ipc::msg_stat(id) else { continue };
+        if !pids.contains(&st.lspid) && !pids.contains(&st.lrpid) {
+            continue;
+        }
+        let messages = messages(id, &st)?;
+        out.push(IpcObject { key: st.perm.key, id, mode: st.perm.mode & 0o777, uid: st.perm.uid, gid: st.perm.gid, kind: IpcKind::Msg { qbytes: st.perm.size, messages } });
+    }
     Ok(out)
+}
+
+/// The messages of queue `id`, oldest first, the queue left as it was.
+fn messages(id: i32, st: &ipc::MsgStat) -> Result<Vec<(i64, Vec<u8>)>, KindError> {
+    let what = format!("SysV message queue {id} (key {:#x})", st.perm.key);
+    // No message is longer than all the bytes queued.
+    let max = (st.cbytes as usize).max(1);
+    let mut out = Vec::with_capacity(st.qnum as usize);
+    for index in 0..st.qnum {
+        match ipc::msg_copy(id, index, max) {
+            Ok(m) => out.push(m),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) && index == 0 => return take_and_send_back(id, st, max, &what),
+            Err(e) => return Err(KindError::io(format!("{what}: copying message {index} of {}", st.qnum), e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Without `MSG_COPY`: every message taken out, then sent back in the same order.
+fn take_and_send_back(id: i32, st: &ipc::MsgStat, max: usize, what: &str) -> Result<Vec<(i64, Vec<u8>)>, KindError> {
+    let mut out = Vec::with_capacity(st.qnum as usize);
+    let mut failed = None;
+    for index in 0..st.qnum {
+        match ipc::msg_take(id, max) {
+            Ok(m) => out.push(m),
+            Err(e) if e.raw_os_error() == Some(libc::ENOMSG) => break,
+            Err(e) => {
+                failed = Some(KindError::io(format!("{what}: taking message {index} of {} (this kernel has no MSG_COPY)", st.qnum), e));
+                break;
+            }
+        }
+    }
+    for (k, (mtype, data)) in out.iter().enumerate() {
+        ipc::msg_send(id, *mtype, data)
+            .map_err(|e| KindError::io(format!("{what}: sending message {k} back after reading it (this kernel has no MSG_COPY); {} of {} messages are lost", out.len() - k, out.len()), e))?;
+    }
+    failed.map_or(Ok(out), Err)
+}
+
+/// The semaphore sets of this IPC namespace, as (id, number of semaphores).
+fn sem_sets() -> Result<Vec<(i32, usize)>, KindError> {
+    let table = std::fs::read_to_string("/proc/sysvipc/sem").map_err(|e| KindError::io("reading /proc/sysvipc/sem", e))?;
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some((f.get(1)?.parse().ok()?, f.get(3)?.parse().ok()?))
+        })
+        .collect())
+}
+
+/// Runs `semop` on set `id` with `ops` (semaphore, operation, flags) inside the process.
+fn remote_semop(remote: &mut Remote<'_>, scratch: &Scratch, id: i32, ops: &[(u16, i16, i16)]) -> Result<Result<u64, i32>, KindError> {
+    let bytes: Vec<u8> = ops.iter().flat_map(|(n, op, flg)| [n.to_ne_bytes(), op.to_ne_bytes(), flg.to_ne_bytes()].concat()).collect();
+    let at = scratch.write(0, &bytes)?;
+    Ok(remote.syscall(libc::SYS_semop, &[id as u64, at, ops.len() as u64])?)
+}
+
+/// Operations that add `amount` (any size) to semaphore `n` in steps an `i16` holds, with
+/// `flags`, each followed by one that takes it back without them when `back` is set.
+fn steps(n: u16, amount: i32, flags: i16, back: bool, ops: &mut Vec<(u16, i16, i16)>) {
+    let mut left = amount;
+    while left != 0 {
+        let step = left.clamp(-SEMVMX, SEMVMX);
+        ops.push((n, step as i16, flags | IPC_NOWAIT));
+        if back {
+            ops.push((n, -step as i16, IPC_NOWAIT));
+        }
+        left -= step;
+    }
+}
+
+/// Whether moving the adjustment of semaphore `n` of set `id` by `-delta` (an operation of
+/// `delta` with `SEM_UNDO`) would take it out of its range, asked by a `semop` that the kernel
+/// always undoes. `value` is the semaphore's value: the call first brings it to 0 (`delta`
+/// positive) or to `SEMVMX` (negative) so that the value itself stays in range.
+fn out_of_range(remote: &mut Remote<'_>, scratch: &Scratch, what: &str, id: i32, n: u16, value: i32, delta: i32) -> Result<bool, KindError> {
+    let start = if delta > 0 { 0 } else { SEMVMX };
+    let mut ops = Vec::new();
+    if value != start {
+        ops.push((n, (start - value) as i16, IPC_NOWAIT));
+    }
+    // Up to 0 or down from SEMVMX in steps of at most SEMVMX, each but the last brought back
+    // without SEM_UNDO.
+    let mut left = delta;
+    while left != 0 {
+        let step = left.clamp(-SEMVMX, SEMVMX);
+        ops.push((n, step as i16, SEM_UNDO | IPC_NOWAIT));
+        left -= step;
+        if left != 0 {
+            ops.push((n, -step as i16, IPC_NOWAIT));
+        }
+    }
+    // No value can drop by 32768: the call can never complete, and the kernel undoes it.
+    ops.push((n, i16::MIN, IPC_NOWAIT));
+    match remote_semop(remote, scratch, id, &ops)? {
+        Err(libc::ERANGE) => Ok(true),
+        Err(libc::EAGAIN) => Ok(false),
+        Err(e) => Err(KindError::io(format!("{what}: measuring the SEM_UNDO adjustment of semaphore {n}"), std::io::Error::from_raw_os_error(e))),
+        Ok(_) => Err(KindError::Mismatch(format!("{what}: a semop measuring the SEM_UNDO adjustment of semaphore {n} went through (the value changed meanwhile?)"))),
+    }
+}
+
+/// The SEM_UNDO adjustment of semaphore `n` of set `id` in the process.
+fn semadj_of(remote: &mut Remote<'_>, scratch: &Scratch, what: &str, id: i32, n: u16, value: i32) -> Result<i16, KindError> {
+    // Adjustment a: an operation of delta with SEM_UNDO makes it a - delta, out of range when
+    // a - delta > 32767 (delta = t - 32767: a > t) or a - delta < -32768 (delta = t + 32768: a < t).
+    let above = |remote: &mut Remote<'_>, t: i32| out_of_range(remote, scratch, what, id, n, value, t - SEMVMX);
+    let below = |remote: &mut Remote<'_>, t: i32| out_of_range(remote, scratch, what, id, n, value, t + SEMVMX + 1);
+    if above(remote, 0)? {
+        // 0 < a: the smallest t in 1..=32767 with !(a > t).
+        let (mut lo, mut hi) = (1, SEMVMX);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if above(remote, mid)? {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        return Ok(lo as i16);
+    }
+    if below(remote, 0)? {
+        // a < 0: the largest t in -32768..=-1 with !(a < t).
+        let (mut lo, mut hi) = (-SEMVMX - 1, -1);
+        while lo < hi {
+            let mid = (lo + hi + 1).div_euclid(2);
+            if below(remote, mid)? {
+                hi = mid - 1;
+            } else {
+                lo = mid;
+            }
+        }
+        return Ok(lo as i16);
+    }
+    Ok(0)
+}
+
+/// The SEM_UNDO adjustments of process `pid` (frozen, `remote` running in it), as (set id,
+/// semaphore, adjustment), the non-zero ones. See the [module documentation](self).
+pub fn dump_semadj(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32) -> Result<Vec<(i32, u16, i16)>, KindError> {
+    let me = std::process::id() as i32;
+    // crest never uses SEM_UNDO: a process whose undo list is crest's has none.
+    if crest_ptrace::sys::share(pid, me, KCMP_SYSVSEM).unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (id, n) in sem_sets()? {
+        let what = format!("pid {pid}: SysV semaphore set {id}");
+        let values = match ipc::sem_values(id, n) {
+            Ok(v) => v,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIDRM)) => continue,
+            Err(e) => return Err(KindError::io(format!("{what}: reading its values"), e)),
+        };
+        for (num, v) in values.iter().enumerate() {
+            let adj = match semadj_of(remote, scratch, &what, id, num as u16, i32::from(*v)) {
+                Ok(a) => a,
+                Err(KindError::Io { err, .. }) if err.raw_os_error() == Some(libc::EACCES) => {
+                    return Err(KindError::Unsupported(format!("{what}: the process holds SEM_UNDO adjustments but may no longer change this set (its mode or owner changed), so they cannot be read")))
+                }
+                Err(KindError::Io { err, .. }) if matches!(err.raw_os_error(), Some(libc::EINVAL | libc::EIDRM)) => break,
+                Err(e) => return Err(e),
+            };
+            if adj != 0 {
+                out.push((id, num as u16, adj));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Gives the restored process (`remote` running in it) its SEM_UNDO adjustments, once the
+/// sets have their values ([`restore`]); the values are left as they are.
+pub fn restore_semadj(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, semadj: &[(i32, u16, i16)]) -> Result<(), KindError> {
+    for &(id, n, adj) in semadj {
+        let what = format!("pid {pid}: SysV semaphore set {id}, semaphore {n}");
+        let value = ipc::sem_values(id, usize::from(n) + 1).map_err(|e| KindError::io(format!("{what}: reading its value"), e))?[usize::from(n)];
+        let value = i32::from(value);
+        // Down to 0, up by the adjustment, down again with SEM_UNDO (which adds it to the
+        // adjustment), back up to the value; or, for a negative one, up with SEM_UNDO.
+        let mut ops = Vec::new();
+        if value != 0 {
+            ops.push((n, -value as i16, IPC_NOWAIT));
+        }
+        if adj > 0 {
+            steps(n, i32::from(adj), 0, false, &mut ops);
+            steps(n, -i32::from(adj), SEM_UNDO, false, &mut ops);
+        } else {
+            steps(n, -i32::from(adj), SEM_UNDO, true, &mut ops);
+        }
+        if value != 0 {
+            ops.push((n, value as i16, IPC_NOWAIT));
+        }
+        remote_semop(remote, scratch, id, &ops)?.map_err(|e| KindError::io(format!("{what}: giving back its SEM_UNDO adjustment {adj:+}"), std::io::Error::from_raw_os_error(e)))?;
+    }
+    Ok(())
 }
 
 /// Writes `id` into `/proc/sys/kernel/NAME` so that the next object created gets that id.
@@ -102,7 +338,47 @@ pub fn restore(objs: &[IpcObject]) -> Result<(), KindError> {
                 }
                 ipc::sem_set_values(id, values).map_err(|e| KindError::io(format!("{what}: setting its values"), e))?;
             }
+            IpcKind::Msg { qbytes, messages } => restore_queue(o, *qbytes, messages)?,
         }
+    }
+    Ok(())
+}
+
+/// A message queue with its id, owner, limit and messages. One still there with the same id
+/// and key (it outlived the processes) is emptied and filled again with the saved messages.
+fn restore_queue(o: &IpcObject, qbytes: u64, messages: &[(i64, Vec<u8>)]) -> Result<(), KindError> {
+    let id = o.id;
+    let what = format!("SysV message queue {id} (key {:#x})", o.key);
+    match ipc::msg_stat(id) {
+        Ok(st) if st.perm.key != o.key => {
+            return Err(KindError::Mismatch(format!("{what}: id {id} is taken by another queue (key {:#x}); remove it (ipcrm -q {id}) or restart where that id is free", st.perm.key)));
+        }
+        Ok(st) => {
+            let max = (st.cbytes as usize).max(1);
+            for _ in 0..st.qnum {
+                match ipc::msg_take(id, max) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOMSG) => break,
+                    r => {
+                        r.map_err(|e| KindError::io(format!("{what}: emptying it before putting the saved messages back"), e))?;
+                    }
+                }
+            }
+        }
+        Err(_) => {
+            next_id("msg_next_id", id)?;
+            let got = ipc::msg_create(o.key, o.mode).map_err(|e| {
+                let e = if e.raw_os_error() == Some(libc::EEXIST) { std::io::Error::new(e.kind(), format!("{e}: another queue has key {:#x}", o.key)) } else { e };
+                KindError::io(format!("{what}: creating it"), e)
+            })?;
+            if got != id {
+                let _ = ipc::msg_remove(got);
+                return Err(KindError::Mismatch(format!("{what}: created with id {got}, not {id}")));
+            }
+        }
+    }
+    ipc::msg_set(id, o.uid, o.gid, o.mode, qbytes).map_err(|e| KindError::io(format!("{what}: setting its owner, mode and limit of {qbytes} bytes"), e))?;
+    for (k, (mtype, data)) in messages.iter().enumerate() {
+        ipc::msg_send(id, *mtype, data).map_err(|e| KindError::io(format!("{what}: queueing message {k} of {} (type {mtype}, {} bytes)", messages.len(), data.len()), e))?;
     }
     Ok(())
 }

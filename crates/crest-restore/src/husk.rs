@@ -876,6 +876,7 @@ fn fill(
         threads.push(t);
     }
     attrs::restore_process(&mut remote, &scratch, &p.attrs)?;
+    crest_kinds::ipc::restore_semadj(&mut remote, &scratch, p.pid, &p.attrs.semadj)?;
     // Timers may signal any thread: after every thread exists.
     let new_tid = |saved: i32| p.threads.iter().zip(std::iter::once(pid).chain(threads.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n);
     timers::restore(&mut remote, &scratch, p.pid, &p.attrs.posix_timers, &new_tid)?;

@@ -182,6 +182,12 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
         on_behalf: std::env::var_os(proto::REQUESTER_ENV).is_some(),
         track: m.get_flag("track"),
         incremental,
+        ptraced: match last_given(m, &["ptraced-error", "ptraced-skip", "ptraced-allow"]) {
+            Some("ptraced-skip") => crest_dump::Ptraced::Skip,
+            Some("ptraced-allow") => crest_dump::Ptraced::Allow,
+            _ => crest_dump::Ptraced::Error,
+        },
+        ptracer_skip: last_given(m, &["ptracer-error", "ptracer-skip"]) == Some("ptracer-skip"),
     };
     let shown = crest_cli::ProgressDisplay::start(progress, "saving", say.quiet);
     let done = crest_dump::checkpoint(&req);

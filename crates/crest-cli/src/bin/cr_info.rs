@@ -262,6 +262,9 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
                 let _ = writeln!(o, "    {d}");
             }
         }
+        if !p.attrs.semadj.is_empty() {
+            let _ = writeln!(o, "  semaphore adjustments (SEM_UNDO): {}", p.attrs.semadj.iter().map(|(id, n, a)| format!("set {id} #{n} {a:+}")).collect::<Vec<_>>().join(", "));
+        }
         let _ = writeln!(o, "  signal actions: {}", p.sigactions.iter().map(|a| a.signo.to_string()).collect::<Vec<_>>().join(" "));
     }
     for obj in &i.ipc {
@@ -269,6 +272,10 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
             crest_image::IpcKind::Shm { size, removed } => format!("SysV shared memory, {size} bytes{}", if *removed { ", removed" } else { "" }),
             crest_image::IpcKind::Sem { values } => {
                 format!("SysV semaphore set, values {values:?}")
+            }
+            crest_image::IpcKind::Msg { qbytes, messages } => {
+                let bytes: usize = messages.iter().map(|(_, d)| d.len()).sum();
+                format!("SysV message queue, {} messages, {bytes} bytes (limit {qbytes})", messages.len())
             }
         };
         let _ = writeln!(o, "\nipc {} (key {:#x}, mode {:o}, uid {}): {what}", obj.id, obj.key, obj.mode, obj.uid);
