@@ -68,3 +68,23 @@ pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, mm: &MmState, exe_fd:
     }
     unreachable!("the loop returns on its second pass")
 }
+
+/// The mm state: brk, stack, arguments, environment, auxv and executable ([`restore`]).
+pub struct Mm;
+
+impl crate::process::ProcessKind for Mm {
+    fn name(&self) -> &'static str {
+        "mm"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // PR_SET_MM_MAP checks its addresses against the mappings.
+        &["memory"]
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        cx.exe_set = restore(cx.remote, cx.scratch, &cx.p.mm, if cx.p.exe.is_empty() { -1 } else { cx.exe_fd })?;
+        Ok(())
+    }
+}

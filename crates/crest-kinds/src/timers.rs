@@ -205,6 +205,25 @@ fn create(remote: &mut Remote<'_>, scratch: &Scratch, saved_pid: i32, timers: &[
     Ok(())
 }
 
+/// The POSIX timers of a process ([`restore`]).
+pub struct Timers;
+
+impl crate::process::ProcessKind for Timers {
+    fn name(&self) -> &'static str {
+        "posix timers"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // Timers may signal any thread: after every thread exists.
+        &[crate::process::THREADS]
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        restore(cx.remote, cx.scratch, cx.p.pid, &cx.p.attrs.posix_timers, cx.new_tid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,7 +48,7 @@ mod unsupported;
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
 pub use ghost::{enter_deleted_cwd, ghost_of, recreate_all as recreate_ghosts};
 pub use inherited::class_of;
-pub use locks::restore as restore_locks;
+pub use locks::{restore as restore_locks, Locks};
 pub use pidfd::pids_kept;
 pub use pty::{controlling, set_foreground, take_controlling};
 pub use socket::settle_restored;
@@ -623,6 +623,22 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
     drop(cx);
     crest_ptrace::sys::close_all_but(parked, i32::MAX, keep);
     Ok(())
+}
+
+/// The descriptors of a process, as one kind of per-process state: every one recreated at its
+/// number inside the husk ([`prepare_all`]), each by its file's handler.
+pub struct Descriptors;
+
+impl crate::process::ProcessKind for Descriptors {
+    fn name(&self) -> &'static str {
+        "descriptors"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Husk
+    }
+    fn prepare(&self, cx: &mut crate::process::HuskCx<'_>) -> Result<(), String> {
+        prepare_all(&cx.p.fds, cx.keep, cx.shared_files, cx.parked, std::mem::take(&mut cx.pids))
+    }
 }
 
 /// Restores the descriptor of `r` at its number: a dup of the file already restored for it (in
