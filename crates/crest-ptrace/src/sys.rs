@@ -176,10 +176,25 @@ pub fn fs_type(fd: &impl std::os::fd::AsFd) -> std::io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
-/// `close(fd)`, errors ignored.
-pub fn close(fd: i32) {
-    // SAFETY: closing a number; callers only close descriptors they own.
-    unsafe { libc::close(fd) };
+/// Takes the descriptor named by the environment variable `var` (a number above 2), which the
+/// program that started this one passed down open across `exec` for it; the variable is removed,
+/// so it is taken once. `None` when the variable is not set, names no such number, or names a
+/// descriptor that is not open or is close-on-exec: one this program opened itself (Rust opens
+/// every file close-on-exec) is never taken over.
+pub fn take_inherited_fd(var: &str) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = std::env::var(var).ok().and_then(|v| v.parse::<i32>().ok()).filter(|&fd| fd > 2);
+    std::env::remove_var(var);
+    let fd = fd?;
+    // SAFETY: no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags == -1 || flags & libc::FD_CLOEXEC != 0 {
+        return None;
+    }
+    // SAFETY: an open descriptor that survived `exec` (not close-on-exec), named for this
+    // program by the one that started it: no object of this program owns it (those are all
+    // close-on-exec), and the variable naming it is gone, so it is taken once only.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Closes every descriptor from `first` to `last` (inclusive) but those in `keep`, with one
