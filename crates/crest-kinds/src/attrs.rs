@@ -539,6 +539,15 @@ impl ProcessKind for ProcessAttrs {
     fn stage(&self) -> Stage {
         Stage::Traced
     }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        // Every attribute of the process (oom score, control groups, login uid, dumpable,
+        // ... restored by kinds of their own) and what the credentials lack in /proc.
+        cx.out.attrs = dump_process(cx.remote, cx.scratch, cx.pid, &mut cx.out.creds)?;
+        Ok(())
+    }
     fn after(&self) -> &'static [&'static str] {
         // The interval timers start counting as they are set: once the threads that may
         // take their signals exist.

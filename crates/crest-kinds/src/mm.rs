@@ -79,6 +79,13 @@ impl crate::process::ProcessKind for Mm {
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced
     }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        cx.out.mm = dump(cx.remote, cx.pid, cx.stat)?;
+        Ok(())
+    }
     fn after(&self) -> &'static [&'static str] {
         // PR_SET_MM_MAP checks its addresses against the mappings.
         &["memory"]

@@ -15,10 +15,14 @@
 //! [`sequence`] sorts each stage so that every kind comes after those it names (among kinds
 //! that do not depend on each other, the registry's order holds) and refuses a name that is
 //! not registered, a dependency on a later stage and a cycle. A unit test checks the registry.
+//!
+//! At checkpoint, the kinds that read their state through remote system calls in the frozen
+//! leader ([`ProcessKind::dump`], into [`Dumped`]) run in the order [`dump_sequence`] derives
+//! the same way from [`ProcessKind::dump_after`].
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crest_image::{Creds, Process};
+use crest_image::{Creds, MmState, ProcAttrs, Process, SigAction};
 use crest_ptrace::Remote;
 
 use crate::memory::{Filled, MapFds};
@@ -49,6 +53,19 @@ pub trait ProcessKind: Sync {
     fn after(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Whether it reads its state in [`ProcessKind::dump`] (else another kind reads it, or
+    /// the checkpoint reads it from `/proc` with the rest of the process).
+    fn dumps(&self) -> bool {
+        false
+    }
+    /// The kinds whose dump must be done before this one's.
+    fn dump_after(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Reads it from the frozen process, through its leader.
+    fn dump(&self, _cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
+        Err(KindError::Mismatch(format!("the {} kind is not read through the frozen process", self.name())))
+    }
     /// Restores it inside the husk ([`Stage::Husk`]).
     fn prepare(&self, _cx: &mut HuskCx<'_>) -> Result<(), String> {
         Err(format!("the {} kind is not restored inside the restore process", self.name()))
@@ -57,6 +74,39 @@ pub trait ProcessKind: Sync {
     fn restore(&self, _cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
         Err(KindError::Mismatch(format!("the {} kind is not restored from outside the restore process", self.name())))
     }
+}
+
+/// What the kinds read through the frozen process: the parts of its record they fill.
+#[derive(Debug, Default)]
+pub struct Dumped {
+    /// Signal dispositions.
+    pub sigactions: Vec<SigAction>,
+    /// Process attributes, the POSIX timers among them.
+    pub attrs: ProcAttrs,
+    /// The mm state.
+    pub mm: MmState,
+    /// Signals pending for the whole process.
+    pub shared_pending: Vec<Vec<u8>>,
+    /// Credentials as `/proc` shows them, completed by the process attributes.
+    pub creds: Creds,
+}
+
+/// What a kind dumped through the frozen process works with.
+pub struct CollectCx<'r, 'a> {
+    /// Remote system calls in the frozen leader (all its signals blocked).
+    pub remote: &'r mut Remote<'a>,
+    /// The scratch page mapped in it.
+    pub scratch: &'r Scratch,
+    /// Its PID.
+    pub pid: i32,
+    /// Its `/proc/PID/status`.
+    pub status: &'r str,
+    /// Its `/proc/PID/stat`.
+    pub stat: &'r crest_proc::Stat,
+    /// The TIDs of its threads, the leader first.
+    pub tids: &'r [i32],
+    /// What is read.
+    pub out: &'r mut Dumped,
 }
 
 /// What a kind restored inside the husk works with.
@@ -170,12 +220,7 @@ pub enum OrderError {
 /// Sorts the kinds of `stage` of `kinds` so that each comes after those it names; among
 /// kinds that do not depend on each other, the order of `kinds` holds.
 pub fn sort(kinds: &[&'static dyn ProcessKind], stage: Stage) -> Result<Vec<&'static dyn ProcessKind>, OrderError> {
-    let mut index = HashMap::new();
-    for (i, k) in kinds.iter().enumerate() {
-        if index.insert(k.name(), i).is_some() {
-            return Err(OrderError::Duplicate(k.name()));
-        }
-    }
+    let index = names(kinds)?;
     let of_stage: Vec<usize> = (0..kinds.len()).filter(|&i| kinds[i].stage() == stage).collect();
     // For each kind of the stage, the kinds of the stage it waits for.
     let mut waits: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -193,16 +238,46 @@ pub fn sort(kinds: &[&'static dyn ProcessKind], stage: Stage) -> Result<Vec<&'st
         }
         waits.insert(i, w);
     }
+    topological(kinds, &of_stage, &waits)
+}
+
+/// Sorts the kinds of `kinds` that dump so that each dumps after those it names in
+/// [`ProcessKind::dump_after`] (which must dump too); otherwise in the order of `kinds`.
+pub fn sort_dump(kinds: &[&'static dyn ProcessKind]) -> Result<Vec<&'static dyn ProcessKind>, OrderError> {
+    let index = names(kinds)?;
+    let dumping: Vec<usize> = (0..kinds.len()).filter(|&i| kinds[i].dumps()).collect();
+    let mut waits: HashMap<usize, Vec<usize>> = HashMap::new();
+    for &i in &dumping {
+        let k = kinds[i];
+        let w = k.dump_after().iter().map(|&name| index.get(name).copied().filter(|&j| kinds[j].dumps()).ok_or(OrderError::Unknown { kind: k.name(), missing: name })).collect::<Result<_, _>>()?;
+        waits.insert(i, w);
+    }
+    topological(kinds, &dumping, &waits)
+}
+
+/// Name -> index in `kinds`, every name once.
+fn names(kinds: &[&'static dyn ProcessKind]) -> Result<HashMap<&'static str, usize>, OrderError> {
+    let mut index = HashMap::new();
+    for (i, k) in kinds.iter().enumerate() {
+        if index.insert(k.name(), i).is_some() {
+            return Err(OrderError::Duplicate(k.name()));
+        }
+    }
+    Ok(index)
+}
+
+/// The kinds `members` of `kinds`, each after those it `waits` for, else in their order.
+fn topological(kinds: &[&'static dyn ProcessKind], members: &[usize], waits: &HashMap<usize, Vec<usize>>) -> Result<Vec<&'static dyn ProcessKind>, OrderError> {
     let mut done = vec![false; kinds.len()];
-    let mut out = Vec::with_capacity(of_stage.len());
-    while out.len() < of_stage.len() {
-        let next = of_stage.iter().copied().find(|&i| !done[i] && waits[&i].iter().all(|&j| done[j]));
+    let mut out = Vec::with_capacity(members.len());
+    while out.len() < members.len() {
+        let next = members.iter().copied().find(|&i| !done[i] && waits[&i].iter().all(|&j| done[j]));
         match next {
             Some(i) => {
                 done[i] = true;
                 out.push(kinds[i]);
             }
-            None => return Err(OrderError::Cycle(of_stage.iter().filter(|&&i| !done[i]).map(|&i| kinds[i].name()).collect())),
+            None => return Err(OrderError::Cycle(members.iter().filter(|&&i| !done[i]).map(|&i| kinds[i].name()).collect())),
         }
     }
     Ok(out)
@@ -217,6 +292,23 @@ pub fn sequence(stage: Stage) -> Result<Kinds, KindError> {
         Ok(s) => Ok(&s[usize::from(stage == Stage::Traced)]),
         Err(e) => Err(KindError::Mismatch(format!("this build cannot order its restore: {e}"))),
     }
+}
+
+/// The kinds of [`KINDS`] that dump, in the order they do.
+pub fn dump_sequence() -> Result<Kinds, KindError> {
+    static SORTED: OnceLock<Result<Vec<&'static dyn ProcessKind>, OrderError>> = OnceLock::new();
+    match SORTED.get_or_init(|| sort_dump(KINDS)) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(KindError::Mismatch(format!("this build cannot order its checkpoint: {e}"))),
+    }
+}
+
+/// Reads every kind that dumps through the frozen process, in order.
+pub fn dump_all(cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
+    for k in dump_sequence()? {
+        k.dump(cx)?;
+    }
+    Ok(())
 }
 
 /// Inside the husk: restores every kind of [`Stage::Husk`], in order.
@@ -302,6 +394,7 @@ mod tests {
                 "pending signals",
             ]
         );
+        assert_eq!(names(dump_sequence().unwrap()), ["signal actions", "mm", "process attributes", "posix timers", "pending signals"]);
         let (before, after) = around_threads().unwrap();
         assert!(names(before).contains(&"shared seccomp") && names(after).contains(&"seccomp"));
     }
@@ -332,6 +425,36 @@ mod tests {
         }
         static E: K = K("e", Stage::Traced, &["e"]);
         assert!(matches!(sort(&[&E], Stage::Traced), Err(OrderError::Cycle(_))));
+    }
+
+    struct D(&'static str, &'static [&'static str]);
+    impl ProcessKind for D {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn stage(&self) -> Stage {
+            Stage::Traced
+        }
+        fn dumps(&self) -> bool {
+            true
+        }
+        fn dump_after(&self) -> &'static [&'static str] {
+            self.1
+        }
+    }
+
+    #[test]
+    fn dump_order_is_declared_too() {
+        static A: D = D("a", &["b"]);
+        static B: D = D("b", &[]);
+        static N: K = K("n", Stage::Traced, &[]);
+        assert_eq!(names(&sort_dump(&[&A, &N, &B]).unwrap()), ["b", "a"]);
+        static C: D = D("c", &["d"]);
+        static E: D = D("d", &["c"]);
+        assert!(matches!(sort_dump(&[&C, &E]), Err(OrderError::Cycle(_))));
+        // What a kind dumps after must dump.
+        static F: D = D("f", &["n"]);
+        assert_eq!(sort_dump(&[&F, &N]).err(), Some(OrderError::Unknown { kind: "f", missing: "n" }));
     }
 
     #[test]

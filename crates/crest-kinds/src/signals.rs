@@ -76,6 +76,13 @@ impl ProcessKind for Actions {
     fn stage(&self) -> Stage {
         Stage::Husk
     }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        cx.out.sigactions = dump_actions(cx.remote, cx.scratch, cx.status)?;
+        Ok(())
+    }
     fn prepare(&self, cx: &mut HuskCx<'_>) -> Result<(), String> {
         prepare_actions(&cx.p.sigactions)
     }
@@ -90,6 +97,14 @@ impl ProcessKind for Pending {
     }
     fn stage(&self) -> Stage {
         Stage::Traced
+    }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        // Read without dequeuing them.
+        cx.out.shared_pending = cx.remote.tracee.pending_signals(true)?;
+        Ok(())
     }
     fn after(&self) -> &'static [&'static str] {
         // Any thread may take a signal sent to the process: once they all exist. Last, after

@@ -215,6 +215,17 @@ impl crate::process::ProcessKind for Timers {
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced
     }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump_after(&self) -> &'static [&'static str] {
+        // They are kept among the process attributes, which that kind's dump makes.
+        &["process attributes"]
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        cx.out.attrs.posix_timers = dump(cx.remote, cx.scratch, cx.pid, cx.tids)?;
+        Ok(())
+    }
     fn after(&self) -> &'static [&'static str] {
         // Timers may signal any thread: after every thread exists.
         &[crate::process::THREADS]
