@@ -274,8 +274,9 @@ impl Ctx<'_> {
                 Err(e) => return Err(format!("opening the executable {}: {e}", p.exe)),
             }
         }
+        let table = crest_ptrace::husk::fd_table().ok_or("the restore's descriptors are placed only inside a restore process")?;
         for (t, dst) in staged {
-            crest_ptrace::sys::dup2(t.as_raw_fd(), dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
+            table.dup2(t.as_raw_fd(), dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
             drop(t);
             placed.set(true);
         }
