@@ -2,7 +2,7 @@
 use std::time::Instant;
 
 use crest_image::Process;
-use crest_kinds::{attrs, fd, memory, mm, signals, task, thread, timers, vdso, Scratch};
+use crest_kinds::{attrs, fd, memory, process, signals, task, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
 use crate::{check_cancel, DumpError};
@@ -281,13 +281,12 @@ impl Frozen {
         let mut remote_syscalls = 0;
         let mut states = vec![Borrow::Borrowed];
         let collected = (|| -> Result<_, DumpError> {
-            let sigactions = signals::dump_actions(&mut remote, &scratch, &status)?;
-            let mut pattrs = attrs::dump_process(&mut remote, &scratch, pid, &mut ts.creds)?;
-            pattrs.semadj = crest_kinds::ipc::dump_semadj(&mut remote, &scratch, pid)?;
+            // The per-process kinds read through the leader, in their declared order.
             let tids: Vec<i32> = self.threads.iter().map(|(t, _, _)| t.tid).collect();
-            pattrs.posix_timers = timers::dump(&mut remote, &scratch, pid, &tids)?;
-            let mmst = mm::dump(&mut remote, pid, &stat)?;
-            let shared_pending = leader.pending_signals(true)?;
+            let mut out = process::Dumped { creds: std::mem::take(&mut ts.creds), ..Default::default() };
+            process::dump_all(&mut process::CollectCx { remote: &mut remote, scratch: &scratch, pid, status: &status, stat: &stat, tids: &tids, out: &mut out })?;
+            let process::Dumped { sigactions, attrs: pattrs, mm: mmst, shared_pending, creds } = out;
+            ts.creds = creds;
             let mut threads = Vec::with_capacity(self.threads.len());
             threads.push(thread::dump(leader, &mut remote, &scratch, pid, frozen)?);
             let mut stops = 0;

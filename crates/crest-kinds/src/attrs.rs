@@ -471,3 +471,203 @@ pub fn restore_creds(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: 
     }
     Ok(())
 }
+
+use crate::process::{FillCx, HuskCx, ProcessKind, Stage};
+
+/// The owners of the unix socket files restore bound again ([`own_bound_sockets`]).
+pub struct SocketOwners;
+
+impl ProcessKind for SocketOwners {
+    fn name(&self) -> &'static str {
+        "socket owners"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Husk
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // The files are made as the sockets are bound again.
+        &["descriptors"]
+    }
+    fn prepare(&self, cx: &mut HuskCx<'_>) -> Result<(), String> {
+        own_bound_sockets(&cx.p.fds, &cx.p.creds)
+    }
+}
+
+/// The login uid ([`prepare`]).
+pub struct LoginUid;
+
+impl ProcessKind for LoginUid {
+    fn name(&self) -> &'static str {
+        "login uid"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Husk
+    }
+    fn prepare(&self, cx: &mut HuskCx<'_>) -> Result<(), String> {
+        prepare(&cx.p.attrs)
+    }
+}
+
+/// The seccomp filters every thread has in common ([`common_seccomp`]), in the leader.
+pub struct SharedSeccomp;
+
+impl ProcessKind for SharedSeccomp {
+    fn name(&self) -> &'static str {
+        "shared seccomp"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // It maps room of its own for the filters: once the saved mappings are in place, so
+        // that the room takes none of their addresses.
+        &["memory"]
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        let leader = &cx.p.threads[0];
+        restore_seccomp(cx.remote, cx.p.pid, leader.tid, &leader.attrs.seccomp[..cx.shared_filters])
+    }
+}
+
+/// Interval timers, membarrier registrations and process-wide prctl flags ([`restore_process`]).
+pub struct ProcessAttrs;
+
+impl ProcessKind for ProcessAttrs {
+    fn name(&self) -> &'static str {
+        "process attributes"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        // Every attribute of the process (oom score, control groups, login uid, dumpable,
+        // ... restored by kinds of their own) and what the credentials lack in /proc.
+        cx.out.attrs = dump_process(cx.remote, cx.scratch, cx.pid, &mut cx.out.creds)?;
+        Ok(())
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // The interval timers start counting as they are set: once the threads that may
+        // take their signals exist.
+        &[crate::process::THREADS]
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_process(cx.remote, cx.scratch, &cx.p.attrs)
+    }
+}
+
+/// The oom score adjustment ([`restore_oom`]).
+pub struct Oom;
+
+impl ProcessKind for Oom {
+    fn name(&self) -> &'static str {
+        "oom score"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_oom(cx.pid, &cx.p.attrs)
+    }
+}
+
+/// The control groups ([`restore_cgroups`]).
+pub struct Cgroups;
+
+impl ProcessKind for Cgroups {
+    fn name(&self) -> &'static str {
+        "cgroups"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_cgroups(cx.pid, &cx.p.attrs)
+    }
+}
+
+/// The leader's own seccomp filters, beyond those its threads share.
+pub struct Seccomp;
+
+impl ProcessKind for Seccomp {
+    fn name(&self) -> &'static str {
+        "seccomp"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid), so
+        // that no thread inherits the leader's filters; after those the threads share, which
+        // come first in its chain.
+        &[crate::process::THREADS, "shared seccomp"]
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        let leader = &cx.p.threads[0];
+        restore_seccomp(cx.remote, cx.p.pid, leader.tid, &leader.attrs.seccomp[cx.shared_filters..])
+    }
+}
+
+/// The leader's credentials ([`restore_creds`]).
+pub struct LeaderCreds;
+
+impl ProcessKind for LeaderCreds {
+    fn name(&self) -> &'static str {
+        "credentials"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // What is set from outside needs the restarter's ids on the husk (prlimit on a
+        // process of another user needs CAP_SYS_RESOURCE, lowering the oom score too, moving
+        // it into a group the right to write there); a filter is installed with privilege
+        // (CAP_SYS_ADMIN) the saved credentials may not have; the threads are created with
+        // the restarter's privilege too (clone3 with set_tid needs CAP_CHECKPOINT_RESTORE).
+        &["rlimits", "oom score", "cgroups", "seccomp", crate::process::THREADS]
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_creds(cx.remote, cx.scratch, cx.pid, cx.pid, cx.leader_creds)
+    }
+}
+
+/// The leader's parent-death signal, timer slack and no_new_privs ([`restore_thread`]).
+pub struct LeaderAttrs;
+
+impl ProcessKind for LeaderAttrs {
+    fn name(&self) -> &'static str {
+        "leader attributes"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // A change of ids clears the parent-death signal; no_new_privs would be inherited by
+        // the threads created after it, and it is the leader's own.
+        &["credentials", "seccomp", crate::process::THREADS]
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_thread(cx.remote, &cx.p.threads[0].attrs)
+    }
+}
+
+/// The dumpable flag ([`restore_dumpable`]).
+pub struct Dumpable;
+
+impl ProcessKind for Dumpable {
+    fn name(&self) -> &'static str {
+        "dumpable"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // A change of ids resets it.
+        &["credentials"]
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_dumpable(cx.remote, &cx.p.attrs)
+    }
+}

@@ -392,3 +392,34 @@ pub fn finish(objs: &[IpcObject]) -> Result<(), KindError> {
     }
     Ok(())
 }
+
+/// The SEM_UNDO adjustments a process holds ([`dump_semadj`], [`restore_semadj`]).
+pub struct SemUndo;
+
+impl crate::process::ProcessKind for SemUndo {
+    fn name(&self) -> &'static str {
+        "semaphore adjustments"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump_after(&self) -> &'static [&'static str] {
+        // They are kept among the process attributes, which that kind's dump makes.
+        &["process attributes"]
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        cx.out.attrs.semadj = dump_semadj(cx.remote, cx.scratch, cx.pid)?;
+        Ok(())
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // Made by semop calls of the process itself, while it still has the restarter's
+        // credentials (its own may not allow changing the set); the sets exist by then.
+        &["process attributes"]
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_semadj(cx.remote, cx.scratch, cx.p.pid, &cx.p.attrs.semadj)
+    }
+}

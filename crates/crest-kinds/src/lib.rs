@@ -15,6 +15,11 @@
 //! | [`timers`] | POSIX timers: id, clock, notification, time left, period | `/proc/PID/timers`, remote `timer_gettime`/`timer_getoverrun` | remote `timer_create` (same id), `timer_settime` |
 //! | [`attrs`] | interval timers, scheduling, oom score, prctl flags, credentials; what is refused | `/proc`, `sched_getattr`, remote `getitimer`/`prctl` | remote `setitimer`/`prctl`/`set*id`/`capset`, `sched_setattr` |
 //!
+//! The per-process kinds (every module above but `fd`'s files, `ident` and `ipc`, which is one
+//! set of objects for the whole image) are each restored through one [`process::ProcessKind`]
+//! registered in [`process::KINDS`]; the order a process restores them in is derived from what
+//! each declares it must come after ([`process::sequence`]).
+//!
 //! Dump functions take a [`Scratch`]: a page mapped inside the target for syscall arguments.
 //! Restore functions run either inside the husk before it stops (`prepare_*`, plain syscalls on
 //! itself) or from outside through a [`crest_ptrace::Remote`].
@@ -28,6 +33,7 @@ pub mod ident;
 pub mod ipc;
 pub mod memory;
 pub mod mm;
+pub mod process;
 pub mod progress;
 pub mod signals;
 pub mod task;

@@ -750,6 +750,54 @@ pub fn describe(b: &VmaBacking) -> String {
     }
 }
 
+/// The mappings and their pages ([`restore`]).
+pub struct Memory;
+
+impl crate::process::ProcessKind for Memory {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        cx.filled = restore(cx.remote, cx.pid, &cx.p.vmas, cx.map_fds, cx.image, cx.progress)?;
+        Ok(())
+    }
+}
+
+/// The restore's own descriptors in the husk (the image, the files mapped, the executable),
+/// closed once what is made from them is made.
+pub struct RestoreDescriptors;
+
+impl crate::process::ProcessKind for RestoreDescriptors {
+    fn name(&self) -> &'static str {
+        "restore descriptors"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // The mappings are made from the image and the files, the executable is set from its
+        // descriptor.
+        &["memory", "mm"]
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        let aux = cx.aux;
+        // They are numbered one after another: closed in one call.
+        if let (Some(&first), Some(&last)) = (aux.iter().min(), aux.iter().max()) {
+            if last - first + 1 == aux.len() as i32 {
+                let _ = cx.remote.syscall(libc::SYS_close_range, &[first as u64, last as u64, 0])?;
+            } else {
+                for &fd in aux {
+                    let _ = cx.remote.syscall(libc::SYS_close, &[fd as u64])?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,3 +68,30 @@ pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, mm: &MmState, exe_fd:
     }
     unreachable!("the loop returns on its second pass")
 }
+
+/// The mm state: brk, stack, arguments, environment, auxv and executable ([`restore`]).
+pub struct Mm;
+
+impl crate::process::ProcessKind for Mm {
+    fn name(&self) -> &'static str {
+        "mm"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        cx.out.mm = dump(cx.remote, cx.pid, cx.stat)?;
+        Ok(())
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // PR_SET_MM_MAP checks its addresses against the mappings.
+        &["memory"]
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        cx.exe_set = restore(cx.remote, cx.scratch, &cx.p.mm, if cx.p.exe.is_empty() { -1 } else { cx.exe_fd })?;
+        Ok(())
+    }
+}

@@ -63,3 +63,55 @@ pub fn restore_pending(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid
     }
     Ok(())
 }
+
+use crate::process::{FillCx, HuskCx, ProcessKind, Stage};
+
+/// The signal dispositions, set inside the husk ([`prepare_actions`]).
+pub struct Actions;
+
+impl ProcessKind for Actions {
+    fn name(&self) -> &'static str {
+        "signal actions"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Husk
+    }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        cx.out.sigactions = dump_actions(cx.remote, cx.scratch, cx.status)?;
+        Ok(())
+    }
+    fn prepare(&self, cx: &mut HuskCx<'_>) -> Result<(), String> {
+        prepare_actions(&cx.p.sigactions)
+    }
+}
+
+/// The signals pending for the whole process, queued again ([`restore_pending`]).
+pub struct Pending;
+
+impl ProcessKind for Pending {
+    fn name(&self) -> &'static str {
+        "pending signals"
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        // Read without dequeuing them.
+        cx.out.shared_pending = cx.remote.tracee.pending_signals(true)?;
+        Ok(())
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // Any thread may take a signal sent to the process: once they all exist. Last, after
+        // the credentials and flags, so that no later remote call meets them.
+        &[crate::process::THREADS, "credentials", "leader attributes", "dumpable"]
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_pending(cx.remote, cx.scratch, cx.pid, None, &cx.p.shared_pending)
+    }
+}

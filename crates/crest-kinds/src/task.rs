@@ -102,3 +102,43 @@ pub fn restore_rlimits(pid: i32, limits: &[Rlimit]) -> Result<(), KindError> {
     }
     Ok(())
 }
+
+/// Directories, umask, personality and name, set inside the husk ([`prepare`]).
+pub struct Task;
+
+impl crate::process::ProcessKind for Task {
+    fn name(&self) -> &'static str {
+        "task"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Husk
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // The descriptors' files are opened by the paths seen from the restarter's root and
+        // directory, before they change.
+        &["descriptors"]
+    }
+    fn prepare(&self, cx: &mut crate::process::HuskCx<'_>) -> Result<(), String> {
+        prepare(cx.p, cx.cwd)
+    }
+}
+
+/// The resource limits, set from outside ([`restore_rlimits`]).
+pub struct Rlimits;
+
+impl crate::process::ProcessKind for Rlimits {
+    fn name(&self) -> &'static str {
+        "rlimits"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // A low limit must not get in the way of the restore itself: the mappings (address
+        // space, locked memory), the threads (processes per user).
+        &["memory", crate::process::THREADS]
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        restore_rlimits(cx.pid, &cx.p.rlimits)
+    }
+}

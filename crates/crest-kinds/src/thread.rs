@@ -138,3 +138,44 @@ pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, th: &Thread
     remote.flush()?;
     crate::signals::restore_pending(remote, scratch, pid, Some(th.tid), &th.pending)
 }
+
+/// The leader's own state: registers aside (set last), its tid address, robust list,
+/// alternate stack and rseq area ([`restore`]).
+pub struct Leader;
+
+impl crate::process::ProcessKind for Leader {
+    fn name(&self) -> &'static str {
+        "leader thread"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // Its areas are in the saved memory.
+        &["memory"]
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        restore(cx.remote, cx.scratch, cx.pid, &cx.p.threads[0])
+    }
+}
+
+/// Where the restorer creates the other threads of the process ([`crate::process::THREADS`]):
+/// it does nothing itself. What the threads must inherit is listed here; what needs them
+/// lists this.
+pub struct Threads;
+
+impl crate::process::ProcessKind for Threads {
+    fn name(&self) -> &'static str {
+        crate::process::THREADS
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // Each thread starts in the saved memory and inherits the filters they share.
+        &["memory", "shared seccomp"]
+    }
+    fn restore(&self, _cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        Ok(())
+    }
+}

@@ -205,6 +205,36 @@ fn create(remote: &mut Remote<'_>, scratch: &Scratch, saved_pid: i32, timers: &[
     Ok(())
 }
 
+/// The POSIX timers of a process ([`restore`]).
+pub struct Timers;
+
+impl crate::process::ProcessKind for Timers {
+    fn name(&self) -> &'static str {
+        "posix timers"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Traced
+    }
+    fn dumps(&self) -> bool {
+        true
+    }
+    fn dump_after(&self) -> &'static [&'static str] {
+        // They are kept among the process attributes, which that kind's dump makes.
+        &["process attributes"]
+    }
+    fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        cx.out.attrs.posix_timers = dump(cx.remote, cx.scratch, cx.pid, cx.tids)?;
+        Ok(())
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // Timers may signal any thread: after every thread exists.
+        &[crate::process::THREADS]
+    }
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        restore(cx.remote, cx.scratch, cx.p.pid, &cx.p.attrs.posix_timers, cx.new_tid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

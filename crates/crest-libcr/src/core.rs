@@ -1073,25 +1073,40 @@ pub fn reap_request(handle: u64) -> Result<(), Errno> {
     }
 }
 
-/// Restarts asked for (`cr_request_restart`): the handle (the descriptor the outcome comes on),
-/// the `cr_restart` child telling it, and its line once read.
-static RESTARTS: Mutex<Vec<(i32, i32, Option<String>)>> = Mutex::new(Vec::new());
+/// A restart asked for (`cr_request_restart`).
+struct Restart {
+    /// Where the outcome comes: its number is the restart's handle, owned here until
+    /// `cr_reap_restart` drops it.
+    pipe: std::fs::File,
+    /// The `cr_restart` child telling it.
+    pid: i32,
+    /// Its line, once read.
+    line: Option<String>,
+}
+
+impl Restart {
+    fn handle(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.pipe)
+    }
+}
+
+/// Restarts asked for, by handle.
+static RESTARTS: Mutex<Vec<Restart>> = Mutex::new(Vec::new());
 
 /// The line restart `handle` told, once there (`Ok(None)`: not yet), read at most once.
 fn restart_line(handle: i32) -> Result<Option<String>, Errno> {
     let mut all = lock(&RESTARTS);
-    let r = all.iter_mut().find(|r| r.0 == handle).ok_or(libc::EINVAL)?;
-    if r.2.is_none() {
+    let r = all.iter_mut().find(|r| r.handle() == handle).ok_or(libc::EINVAL)?;
+    if r.line.is_none() {
         if !sys::wait_readable(handle, Some(Duration::ZERO)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))? {
             return Ok(None);
         }
         // One write of one line by cr_restart, or end of file if it died first.
         let mut buf = [0u8; 4096];
-        let f = sys::borrow_file(handle);
-        let n = std::io::Read::read(&mut &*f, &mut buf).unwrap_or(0);
-        r.2 = Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+        let n = std::io::Read::read(&mut &r.pipe, &mut buf).unwrap_or(0);
+        r.line = Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
     }
-    Ok(r.2.clone())
+    Ok(r.line.clone())
 }
 
 /// `cr_request_restart`: starts `cr_restart` as a child with the image at `fd`, on behalf of
@@ -1126,8 +1141,9 @@ pub fn request_restart(fd: i32, flags: u32, signal: i32, relocations: &[(String,
     // cr_restart keeps this process's standard error: it may hand it to the restored processes.
     let pid = sys::spawn(&argv, &cstrings(&env), &[fd, wr_fd], None, |_| {}).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     drop(wr);
-    let handle = std::os::fd::IntoRawFd::into_raw_fd(rd);
-    lock(&RESTARTS).push((handle, pid, None));
+    let r = Restart { pipe: rd.into(), pid, line: None };
+    let handle = r.handle();
+    lock(&RESTARTS).push(r);
     Ok(handle)
 }
 
@@ -1141,8 +1157,8 @@ pub fn restart_log(handle: i32) -> Vec<u8> {
 
 /// Waits up to `timeout` (forever: `None`) for restart `handle` to be complete; whether it is.
 pub fn wait_restart(handle: i32, timeout: Option<Duration>) -> Result<bool, Errno> {
-    if !lock(&RESTARTS).iter().any(|r| r.0 == handle && r.2.is_none()) {
-        return if lock(&RESTARTS).iter().any(|r| r.0 == handle) { Ok(true) } else { Err(libc::EINVAL) };
+    if !lock(&RESTARTS).iter().any(|r| r.handle() == handle && r.line.is_none()) {
+        return if lock(&RESTARTS).iter().any(|r| r.handle() == handle) { Ok(true) } else { Err(libc::EINVAL) };
     }
     sys::wait_readable(handle, timeout).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -1154,11 +1170,11 @@ pub fn reap_restart(handle: i32) -> Result<i32, Errno> {
     let line = restart_line(handle)?.ok_or(libc::EAGAIN)?;
     let pid = {
         let mut all = lock(&RESTARTS);
-        let pid = all.iter().find(|r| r.0 == handle).map_or(0, |r| r.1);
-        all.retain(|r| r.0 != handle);
+        let pid = all.iter().find(|r| r.handle() == handle).map_or(0, |r| r.pid);
+        // Its pipe is closed as it leaves the table.
+        all.retain(|r| r.handle() != handle);
         pid
     };
-    drop(sys::own_fd(handle));
     if let Ok(eldest) = line.parse::<i32>() {
         return Ok(eldest);
     }

@@ -124,22 +124,6 @@ pub fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     Ok(unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Descriptor `fd` (a restart's handle) as a file, for reading, left open.
-pub fn borrow_file(fd: i32) -> std::mem::ManuallyDrop<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: a descriptor this library made and owns (a restart's handle); ManuallyDrop keeps
-    // it from being closed here.
-    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) })
-}
-
-/// Takes ownership of descriptor `fd`, a number the caller handed over (a restart's handle).
-pub fn own_fd(fd: i32) -> std::fs::File {
-    use std::os::fd::FromRawFd;
-    // SAFETY: the handle is a descriptor this library made and gave the caller, given back to
-    // be read and closed exactly once (by cr_reap_restart).
-    unsafe { std::fs::File::from_raw_fd(fd) }
-}
-
 /// Takes signal `sig` (blocked in this thread), waiting at most `timeout` (forever: `None`).
 pub fn wait_signal(sig: i32, timeout: Option<Duration>) -> Option<Taken> {
     let set = sigset(&[sig]);

@@ -178,6 +178,7 @@ fn fork_with_pid(pid: Option<i32>) -> Result<i32, SpawnError> {
 }
 
 fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(fd: i32, parent: i32, prepare: F) -> ! {
+    IN_HUSK.store(true, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // A cr_restart that got capabilities from its file is not dumpable, and neither would be
@@ -265,4 +266,59 @@ pub fn await_zombie(pid: i32) -> std::io::Result<()> {
         while libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGCHLD {}
     }
     Ok(())
+}
+
+/// Set in a husk (by [`create`], in the child) before it runs its preparation.
+static IN_HUSK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The descriptor table of a husk, which its preparation arranges number by number: it is to
+/// become the restored process's, and no object of the restorer that owned a descriptor in it
+/// runs on in the husk (the frames that hold them never resume there). The calls that put a
+/// descriptor at a number, closing what was there, or close numbers outright are methods of
+/// this, which only a husk can have ([`fd_table`]); elsewhere descriptors are closed by
+/// dropping their owners. The preparation must not hold an owned descriptor (`OwnedFd`,
+/// `File`) at a number it closes or writes over.
+#[derive(Debug, Clone, Copy)]
+pub struct FdTable(());
+
+/// The descriptor table of this process if it is a husk (see [`FdTable`]).
+pub fn fd_table() -> Option<FdTable> {
+    IN_HUSK.load(std::sync::atomic::Ordering::Relaxed).then_some(FdTable(()))
+}
+
+impl FdTable {
+    /// `dup3(old, new, flags)`: a copy of `old` at `new`, whatever was at `new` closed.
+    pub fn dup3(self, old: i32, new: i32, cloexec: bool) -> std::io::Result<()> {
+        // SAFETY: no pointers; `new` is a number of the husk's table (see FdTable).
+        if unsafe { libc::dup3(old, new, if cloexec { libc::O_CLOEXEC } else { 0 }) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `dup2(old, new)`, a no-op when equal.
+    pub fn dup2(self, old: i32, new: i32) -> std::io::Result<()> {
+        // SAFETY: no pointers; `new` is a number of the husk's table (see FdTable).
+        if unsafe { libc::dup2(old, new) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Closes every descriptor from `first` to `last` (inclusive) but those in `keep`, with one
+    /// `close_range` per run of numbers between kept ones: no listing of /proc/self/fd, whose
+    /// cost grows with the number of descriptors open.
+    pub fn close_all_but(self, first: i32, last: i32, keep: &[i32]) {
+        let mut kept: Vec<i32> = keep.iter().copied().filter(|&k| k >= first && k <= last).collect();
+        kept.sort_unstable();
+        kept.dedup();
+        let mut from = first.max(0);
+        for k in kept.into_iter().chain(std::iter::once(last.saturating_add(1))) {
+            if k > from {
+                // SAFETY: no pointers; numbers of the husk's table (see FdTable).
+                unsafe { libc::syscall(libc::SYS_close_range, from as libc::c_uint, (k - 1) as libc::c_uint, 0 as libc::c_uint) };
+            }
+            from = from.max(k.saturating_add(1));
+        }
+    }
 }

@@ -132,19 +132,13 @@ pub fn set_comm(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, b.as_ptr()) };
 }
 
-/// `dup3(old, new, flags)`.
-pub fn dup3(old: i32, new: i32, cloexec: bool) -> std::io::Result<()> {
-    // SAFETY: no pointers; descriptors are plain numbers.
-    if unsafe { libc::dup3(old, new, if cloexec { libc::O_CLOEXEC } else { 0 }) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// `dup2(old, new)`, a no-op when equal.
-pub fn dup2(old: i32, new: i32) -> std::io::Result<()> {
-    // SAFETY: no pointers.
-    if unsafe { libc::dup2(old, new) } == -1 {
+/// Makes `to` this process's standard error (`dup2(to, 2)`). (A descriptor put at any other
+/// number that way is a husk's business: [`crate::husk::FdTable`].)
+pub fn redirect_stderr(to: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: no pointers; standard error is no object's own descriptor (std writes to the
+    // number, whatever file it is).
+    if unsafe { libc::dup2(to.as_fd().as_raw_fd(), 2) } == -1 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
@@ -176,27 +170,25 @@ pub fn fs_type(fd: &impl std::os::fd::AsFd) -> std::io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
-/// `close(fd)`, errors ignored.
-pub fn close(fd: i32) {
-    // SAFETY: closing a number; callers only close descriptors they own.
-    unsafe { libc::close(fd) };
-}
-
-/// Closes every descriptor from `first` to `last` (inclusive) but those in `keep`, with one
-/// `close_range` per run of numbers between kept ones: no listing of /proc/self/fd, whose cost
-/// grows with the number of descriptors open.
-pub fn close_all_but(first: i32, last: i32, keep: &[i32]) {
-    let mut kept: Vec<i32> = keep.iter().copied().filter(|&k| k >= first && k <= last).collect();
-    kept.sort_unstable();
-    kept.dedup();
-    let mut from = first.max(0);
-    for k in kept.into_iter().chain(std::iter::once(last.saturating_add(1))) {
-        if k > from {
-            // SAFETY: no pointers; callers only close ranges whose descriptors they own.
-            unsafe { libc::syscall(libc::SYS_close_range, from as libc::c_uint, (k - 1) as libc::c_uint, 0 as libc::c_uint) };
-        }
-        from = from.max(k.saturating_add(1));
+/// Takes the descriptor named by the environment variable `var` (a number above 2), which the
+/// program that started this one passed down open across `exec` for it; the variable is removed,
+/// so it is taken once. `None` when the variable is not set, names no such number, or names a
+/// descriptor that is not open or is close-on-exec: one this program opened itself (Rust opens
+/// every file close-on-exec) is never taken over.
+pub fn take_inherited_fd(var: &str) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = std::env::var(var).ok().and_then(|v| v.parse::<i32>().ok()).filter(|&fd| fd > 2);
+    std::env::remove_var(var);
+    let fd = fd?;
+    // SAFETY: no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags == -1 || flags & libc::FD_CLOEXEC != 0 {
+        return None;
     }
+    // SAFETY: an open descriptor that survived `exec` (not close-on-exec), named for this
+    // program by the one that started it: no object of this program owns it (those are all
+    // close-on-exec), and the variable naming it is gone, so it is taken once only.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// `fcntl(fd, F_SETFD, FD_CLOEXEC or 0)`.

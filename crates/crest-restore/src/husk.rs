@@ -4,7 +4,8 @@ use std::os::unix::fs::MetadataExt;
 
 use crest_image::{ImageFile, Process, SpecialArea, Vma, VmaBacking};
 use crest_kinds::memory::{self, MapFds};
-use crest_kinds::{attrs, fd, mm, signals, task, thread, timers, vdso, Scratch};
+use crest_kinds::process::{self, FillCx};
+use crest_kinds::{attrs, fd, thread, vdso, Scratch};
 use crest_ptrace::{find_syscall_insn, Remote};
 
 use crate::inherit::Premap;
@@ -287,8 +288,9 @@ impl Ctx<'_> {
                 Err(e) => return Err(format!("opening the executable {}: {e}", p.exe)),
             }
         }
+        let table = crest_ptrace::husk::fd_table().ok_or("the restore's descriptors are placed only inside a restore process")?;
         for (t, dst) in staged {
-            crest_ptrace::sys::dup2(t.as_raw_fd(), dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
+            table.dup2(t.as_raw_fd(), dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
             drop(t);
             placed.set(true);
         }
@@ -303,12 +305,8 @@ impl Ctx<'_> {
             None => Some(p.cwd.as_str()),
         };
         let pids = self.procs.iter().zip(known).filter(|(_, &n)| n != 0).map(|(q, &n)| (q.pid, n)).collect();
-        fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked, pids)?;
-        attrs::own_bound_sockets(&p.fds, &p.creds)?;
-        fd::restore_locks(&p.fds)?;
-        task::prepare(p, cwd)?;
-        attrs::prepare(&p.attrs)?;
-        signals::prepare_actions(&p.sigactions)?;
+        // The descriptors and what is set inside the husk, in their declared order.
+        process::prepare_all(&mut process::HuskCx { p, cwd, keep: &l.aux, shared_files: self.shared_files, parked: self.parked, pids })?;
         Ok(l.pipe_fd)
     }
 }
@@ -844,22 +842,31 @@ fn fill(
     if !trap_used {
         remote.map_batch(area)?;
     }
-    let filled = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
-    let exe_set = mm::restore(&mut remote, &scratch, &p.mm, if p.exe.is_empty() { -1 } else { exe_fd })?;
-    // The restore's own descriptors are numbered one after another: closed in one call.
-    if let (Some(&first), Some(&last)) = (aux.iter().min(), aux.iter().max()) {
-        if last - first + 1 == aux.len() as i32 {
-            let _ = remote.syscall(libc::SYS_close_range, &[first as u64, last as u64, 0])?;
-        } else {
-            for &fd in aux {
-                let _ = remote.syscall(libc::SYS_close, &[fd as u64])?;
-            }
-        }
-    }
-    thread::restore(&mut remote, &scratch, pid, &p.threads[0])?;
+    // The per-process kinds in their declared order (crest_kinds::process): memory, mm, the
+    // leader's state and what the threads inherit before the threads are created, the rest after.
+    let (before_threads, after_threads) = process::around_threads()?;
     // Seccomp filters every thread has in common: in the leader before it creates the others.
     let shared_filters = attrs::common_seccomp(&p.threads);
-    attrs::restore_seccomp(&mut remote, p.pid, p.threads[0].tid, &p.threads[0].attrs.seccomp[..shared_filters])?;
+    let leader_creds = thread_creds(p, &p.threads[0]);
+    let leader_tid = |saved: i32| (saved == p.threads[0].tid).then_some(pid);
+    let mut cx = FillCx {
+        remote: &mut remote,
+        scratch: &scratch,
+        pid,
+        p,
+        map_fds: fds,
+        exe_fd,
+        aux,
+        image,
+        progress,
+        shared_filters,
+        leader_creds,
+        new_tid: &leader_tid,
+        filled: Default::default(),
+        exe_set: false,
+    };
+    process::restore(before_threads, &mut cx)?;
+    let (filled, exe_set) = (cx.filled, cx.exe_set);
     let mut threads = Vec::with_capacity(p.threads.len() - 1);
     let mut count = 0;
     for th in &p.threads[1..] {
@@ -875,23 +882,9 @@ fn fill(
         count += r.count;
         threads.push(t);
     }
-    attrs::restore_process(&mut remote, &scratch, &p.attrs)?;
-    crest_kinds::ipc::restore_semadj(&mut remote, &scratch, p.pid, &p.attrs.semadj)?;
-    // Timers may signal any thread: after every thread exists.
     let new_tid = |saved: i32| p.threads.iter().zip(std::iter::once(pid).chain(threads.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n);
-    timers::restore(&mut remote, &scratch, p.pid, &p.attrs.posix_timers, &new_tid)?;
-    // Limits and the oom score from outside while the husk still has the restarter's ids
-    // (prlimit on a process of another user needs CAP_SYS_RESOURCE).
-    task::restore_rlimits(pid, &p.rlimits)?;
-    attrs::restore_oom(pid, &p.attrs)?;
-    attrs::restore_cgroups(pid, &p.attrs)?;
-    // After the last clone3 (which may have needed CAP_CHECKPOINT_RESTORE for set_tid), so
-    // that no thread inherits the leader's filters.
-    attrs::restore_seccomp(&mut remote, p.pid, p.threads[0].tid, &p.threads[0].attrs.seccomp[shared_filters..])?;
-    attrs::restore_creds(&mut remote, &scratch, pid, pid, thread_creds(p, &p.threads[0]))?;
-    attrs::restore_thread(&mut remote, &p.threads[0].attrs)?;
-    attrs::restore_dumpable(&mut remote, &p.attrs)?;
-    signals::restore_pending(&mut remote, &scratch, pid, None, &p.shared_pending)?;
+    let mut cx = FillCx { remote: &mut remote, scratch: &scratch, pid, p, map_fds: fds, exe_fd, aux, image, progress, shared_filters, leader_creds, new_tid: &new_tid, filled, exe_set };
+    process::restore(after_threads, &mut cx)?;
     remote.unmap_batch()?;
     scratch.unmap(&mut remote)?;
     Ok((filled, remote.count + count, exe_set, threads))

@@ -60,10 +60,9 @@ static NOTIFY: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(N
 /// out of reach of the restored processes and of the hooks: a close-on-exec copy, kept until
 /// [`notify`], the original closed.
 fn take_notify() {
-    let Some(fd) = std::env::var(proto::RESTART_NOTIFY_ENV).ok().and_then(|v| v.parse::<i32>().ok()).filter(|&fd| fd > 2) else { return };
-    std::env::remove_var(proto::RESTART_NOTIFY_ENV);
-    if let Ok(copy) = sys::dup_above(fd, 3) {
-        sys::close(fd);
+    let Some(fd) = sys::take_inherited_fd(proto::RESTART_NOTIFY_ENV) else { return };
+    if let Ok(copy) = sys::dup_above(fd.as_raw_fd(), 3) {
+        drop(fd);
         *NOTIFY.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::fs::File::from(copy));
     }
 }

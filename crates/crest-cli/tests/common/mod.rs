@@ -23,7 +23,7 @@ pub fn fd_hygiene() {
             }
         }
         let (Ok(orig), Ok((r, w))) = (sys::dup_above(2, 3), sys::pipe2(libc::O_CLOEXEC)) else { return };
-        if sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), 2).is_ok() {
+        if sys::redirect_stderr(&w).is_ok() {
             let mut orig = std::fs::File::from(orig);
             // A plain read and write loop: std::io::copy would splice, which does not keep
             // to the file offset the test harness's own output shares with it.

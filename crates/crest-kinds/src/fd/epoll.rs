@@ -91,9 +91,10 @@ impl FdHandler for Epoll {
             };
             let added = match &held {
                 Some((f, cloexec)) => {
-                    crest_ptrace::sys::dup3(source, t, true).map_err(err)?;
+                    let table = super::in_husk()?;
+                    table.dup3(source, t, true).map_err(err)?;
                     let added = crest_ptrace::sys::epoll_add(epfd, t, events, data).map_err(err);
-                    crest_ptrace::sys::dup3(std::os::fd::AsRawFd::as_raw_fd(f), t, *cloexec).map_err(err)?;
+                    table.dup3(std::os::fd::AsRawFd::as_raw_fd(f), t, *cloexec).map_err(err)?;
                     added
                 }
                 None => {

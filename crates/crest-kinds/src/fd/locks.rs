@@ -52,6 +52,25 @@ pub(super) fn dump(cx: &mut DumpCx<'_>, fd: i32, link: &str, info: &FdInfo) -> R
     Ok(out)
 }
 
+/// The file locks of a process, taken again inside the husk.
+pub struct Locks;
+
+impl crate::process::ProcessKind for Locks {
+    fn name(&self) -> &'static str {
+        "file locks"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Husk
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // Taken through the descriptors.
+        &["descriptors"]
+    }
+    fn prepare(&self, cx: &mut crate::process::HuskCx<'_>) -> Result<(), String> {
+        restore(&cx.p.fds)
+    }
+}
+
 /// Inside the husk, once every descriptor of `recs` is in place: takes their locks again.
 pub fn restore(recs: &[FdRecord]) -> Result<(), String> {
     for r in recs {

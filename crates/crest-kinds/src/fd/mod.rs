@@ -48,7 +48,7 @@ mod unsupported;
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
 pub use ghost::{enter_deleted_cwd, ghost_of, recreate_all as recreate_ghosts};
 pub use inherited::class_of;
-pub use locks::restore as restore_locks;
+pub use locks::{restore as restore_locks, Locks};
 pub use pidfd::pids_kept;
 pub use pty::{controlling, set_foreground, take_controlling};
 pub use socket::{refill_deferred, settle_restored};
@@ -589,8 +589,9 @@ pub fn prepare_shared(procs: &[&[FdRecord]], high: i32, memfds: &[(u64, i32)], d
 /// the end. `pids` are the new PIDs of the processes of the image created so far, by their
 /// PID at the checkpoint.
 pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::HashMap<u64, i32>, parked: i32, pids: std::collections::HashMap<i32, i32>) -> Result<(), String> {
+    let table = in_husk()?;
     let inherited: Vec<i32> = recs.iter().filter(|r| matches!(r.kind, FdKind::Inherited { .. })).map(|r| r.fd).collect();
-    crest_ptrace::sys::close_all_but(0, parked - 1, &keep.iter().chain(&inherited).copied().collect::<Vec<i32>>());
+    table.close_all_but(0, parked - 1, &keep.iter().chain(&inherited).copied().collect::<Vec<i32>>());
     let high = parked.max(keep.iter().copied().max().unwrap_or(2).max(recs.iter().map(|r| r.fd).max().unwrap_or(2)) + 1);
     let mut cx = PrepareCx::new(high);
     cx.saved = recs.iter().map(|r| r.fd).collect();
@@ -604,7 +605,7 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
         let mut why = Vec::new();
         let tried = queue.len();
         for (r, h) in std::mem::take(&mut queue) {
-            match place(r, h, &mut cx, &mut opened, shared)? {
+            match place(table, r, h, &mut cx, &mut opened, shared)? {
                 None => {
                     cx.placed.insert(r.fd);
                 }
@@ -621,17 +622,45 @@ pub fn prepare_all(recs: &[FdRecord], keep: &[i32], shared: &std::collections::H
     }
     cx.clean_up()?;
     drop(cx);
-    crest_ptrace::sys::close_all_but(parked, i32::MAX, keep);
+    table.close_all_but(parked, i32::MAX, keep);
     Ok(())
+}
+
+/// The descriptors of a process, as one kind of per-process state: every one recreated at its
+/// number inside the husk ([`prepare_all`]), each by its file's handler.
+pub struct Descriptors;
+
+impl crate::process::ProcessKind for Descriptors {
+    fn name(&self) -> &'static str {
+        "descriptors"
+    }
+    fn stage(&self) -> crate::process::Stage {
+        crate::process::Stage::Husk
+    }
+    fn prepare(&self, cx: &mut crate::process::HuskCx<'_>) -> Result<(), String> {
+        prepare_all(&cx.p.fds, cx.keep, cx.shared_files, cx.parked, std::mem::take(&mut cx.pids))
+    }
+}
+
+/// The husk's descriptor table, which only the husk may arrange number by number.
+pub(crate) fn in_husk() -> Result<crest_ptrace::husk::FdTable, String> {
+    crest_ptrace::husk::fd_table().ok_or_else(|| "descriptors are put at their saved numbers only inside a restore process".to_string())
 }
 
 /// Restores the descriptor of `r` at its number: a dup of the file already restored for it (in
 /// this process, or by `cr_restart` for the image), or `h`'s open. `Some` lists what it waits
 /// for.
-fn place(r: &FdRecord, h: &dyn FdHandler, cx: &mut PrepareCx, opened: &mut std::collections::HashMap<u64, i32>, shared: &std::collections::HashMap<u64, i32>) -> Result<Option<Vec<i32>>, String> {
+fn place(
+    table: crest_ptrace::husk::FdTable,
+    r: &FdRecord,
+    h: &dyn FdHandler,
+    cx: &mut PrepareCx,
+    opened: &mut std::collections::HashMap<u64, i32>,
+    shared: &std::collections::HashMap<u64, i32>,
+) -> Result<Option<Vec<i32>>, String> {
     if h.sharing(&r.kind) != Sharing::Descriptor {
         if let Some(&first) = opened.get(&r.file).or_else(|| shared.get(&r.file)) {
-            crest_ptrace::sys::dup3(first, r.fd, r.cloexec).map_err(|e| format!("fd {}: sharing fd {first}'s open file: {e}", r.fd))?;
+            table.dup3(first, r.fd, r.cloexec).map_err(|e| format!("fd {}: sharing fd {first}'s open file: {e}", r.fd))?;
             opened.entry(r.file).or_insert(r.fd);
             set_owner(r)?;
             return Ok(None);
@@ -641,7 +670,7 @@ fn place(r: &FdRecord, h: &dyn FdHandler, cx: &mut PrepareCx, opened: &mut std::
         Opened::Fd(f) => {
             let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
             if raw != r.fd {
-                crest_ptrace::sys::dup3(raw, r.fd, r.cloexec).map_err(|e| format!("fd {}: {e}", r.fd))?;
+                table.dup3(raw, r.fd, r.cloexec).map_err(|e| format!("fd {}: {e}", r.fd))?;
                 drop(f);
             } else {
                 // The descriptor stays at its number, for the restored process.

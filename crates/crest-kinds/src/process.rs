@@ -1,0 +1,476 @@
+//! The kinds of per-process state other than the descriptors' files, behind one interface
+//! ([`ProcessKind`]) and one registry ([`KINDS`]), and the order in which a process restores
+//! them, derived from what each kind declares it must come after.
+//!
+//! Each kind is implemented in the module of the object it restores (its dump and restore side
+//! by side there) and registered here with one line. It says:
+//! - where it runs ([`Stage`]): inside the husk before it stops, on itself with plain system
+//!   calls ([`Stage::Husk`]), or from the restorer once the husk is seized, through remote
+//!   system calls or on its PID ([`Stage::Traced`]);
+//! - what it must come after ([`ProcessKind::after`]): names of other kinds of the same stage,
+//!   each with its reason in a comment. [`THREADS`] names the point where the restorer creates
+//!   the process's other threads: a kind that needs them lists it, and a kind they must
+//!   inherit is listed by it.
+//!
+//! [`sequence`] sorts each stage so that every kind comes after those it names (among kinds
+//! that do not depend on each other, the registry's order holds) and refuses a name that is
+//! not registered, a dependency on a later stage and a cycle. A unit test checks the registry.
+//!
+//! At checkpoint, the kinds that read their state through remote system calls in the frozen
+//! leader ([`ProcessKind::dump`], into [`Dumped`]) run in the order [`dump_sequence`] derives
+//! the same way from [`ProcessKind::dump_after`].
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crest_image::{Creds, MmState, ProcAttrs, Process, SigAction};
+use crest_ptrace::Remote;
+
+use crate::memory::{Filled, MapFds};
+use crate::progress::Progress;
+use crate::{KindError, Scratch};
+
+/// Where a kind's restore runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Inside the husk, before it stops: plain system calls on itself ([`HuskCx`]).
+    Husk,
+    /// From the restorer, the husk seized, its memory and threads being made: remote system
+    /// calls and calls on its PID ([`FillCx`]).
+    Traced,
+}
+
+/// The point of [`Stage::Traced`] where the restorer creates the process's other threads (a
+/// kind of its own, [`crate::thread::Threads`], which does nothing itself).
+pub const THREADS: &str = "threads";
+
+/// One kind of per-process state.
+pub trait ProcessKind: Sync {
+    /// Short name, unique: what other kinds list in [`ProcessKind::after`], and what messages say.
+    fn name(&self) -> &'static str;
+    /// Where its restore runs.
+    fn stage(&self) -> Stage;
+    /// The kinds, of the same stage, whose restore must be done before this one's.
+    fn after(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Whether it reads its state in [`ProcessKind::dump`] (else another kind reads it, or
+    /// the checkpoint reads it from `/proc` with the rest of the process).
+    fn dumps(&self) -> bool {
+        false
+    }
+    /// The kinds whose dump must be done before this one's.
+    fn dump_after(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Reads it from the frozen process, through its leader.
+    fn dump(&self, _cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
+        Err(KindError::Mismatch(format!("the {} kind is not read through the frozen process", self.name())))
+    }
+    /// Restores it inside the husk ([`Stage::Husk`]).
+    fn prepare(&self, _cx: &mut HuskCx<'_>) -> Result<(), String> {
+        Err(format!("the {} kind is not restored inside the restore process", self.name()))
+    }
+    /// Restores it from the restorer ([`Stage::Traced`]).
+    fn restore(&self, _cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        Err(KindError::Mismatch(format!("the {} kind is not restored from outside the restore process", self.name())))
+    }
+}
+
+/// What the kinds read through the frozen process: the parts of its record they fill.
+#[derive(Debug, Default)]
+pub struct Dumped {
+    /// Signal dispositions.
+    pub sigactions: Vec<SigAction>,
+    /// Process attributes, the POSIX timers among them.
+    pub attrs: ProcAttrs,
+    /// The mm state.
+    pub mm: MmState,
+    /// Signals pending for the whole process.
+    pub shared_pending: Vec<Vec<u8>>,
+    /// Credentials as `/proc` shows them, completed by the process attributes.
+    pub creds: Creds,
+}
+
+/// What a kind dumped through the frozen process works with.
+pub struct CollectCx<'r, 'a> {
+    /// Remote system calls in the frozen leader (all its signals blocked).
+    pub remote: &'r mut Remote<'a>,
+    /// The scratch page mapped in it.
+    pub scratch: &'r Scratch,
+    /// Its PID.
+    pub pid: i32,
+    /// Its `/proc/PID/status`.
+    pub status: &'r str,
+    /// Its `/proc/PID/stat`.
+    pub stat: &'r crest_proc::Stat,
+    /// The TIDs of its threads, the leader first.
+    pub tids: &'r [i32],
+    /// What is read.
+    pub out: &'r mut Dumped,
+}
+
+/// What a kind restored inside the husk works with.
+pub struct HuskCx<'a> {
+    /// The saved process.
+    pub p: &'a Process,
+    /// The working directory to enter, `None` when entered already (a deleted one).
+    pub cwd: Option<&'a str>,
+    /// The restore's own descriptors, kept open.
+    pub keep: &'a [i32],
+    /// File id -> parked descriptor of an object opened once for the image.
+    pub shared_files: &'a HashMap<u64, i32>,
+    /// Where the parked descriptors start.
+    pub parked: i32,
+    /// New PIDs of the image's processes created so far, by their saved PID (taken by the
+    /// descriptors' kind).
+    pub pids: HashMap<i32, i32>,
+}
+
+/// What a kind restored from the restorer works with, and what it reports.
+pub struct FillCx<'r, 'a> {
+    /// Remote system calls in the husk's leader.
+    pub remote: &'r mut Remote<'a>,
+    /// The scratch page mapped in the husk.
+    pub scratch: &'r Scratch,
+    /// The husk's PID.
+    pub pid: i32,
+    /// The saved process.
+    pub p: &'r Process,
+    /// The restore's descriptors in the husk the mappings are made from.
+    pub map_fds: &'r MapFds,
+    /// The descriptor of the executable in the husk, -1 when it is to come from the image.
+    pub exe_fd: i32,
+    /// Every descriptor of the restore's own in the husk, closed once the mappings are made.
+    pub aux: &'r [i32],
+    /// The image file, for compressed page runs.
+    pub image: &'r std::fs::File,
+    /// Counts the page bytes restored.
+    pub progress: &'r Progress,
+    /// How many seccomp filters, the first first, every thread has in common.
+    pub shared_filters: usize,
+    /// The credentials of the leader.
+    pub leader_creds: &'r Creds,
+    /// The new TID of a saved thread, once it exists.
+    pub new_tid: &'r dyn Fn(i32) -> Option<i32>,
+    /// Reported by the memory kind: page data restored.
+    pub filled: Filled,
+    /// Reported by the mm kind: whether `/proc/PID/exe` could be set.
+    pub exe_set: bool,
+}
+
+/// A run of kinds, in restore order.
+pub type Kinds = &'static [&'static dyn ProcessKind];
+
+/// The registry: every kind of per-process state, in the order kept among kinds that do not
+/// depend on each other.
+pub static KINDS: Kinds = &[
+    // Inside the husk.
+    &crate::fd::Descriptors,
+    &crate::attrs::SocketOwners,
+    &crate::fd::Locks,
+    &crate::task::Task,
+    &crate::attrs::LoginUid,
+    &crate::signals::Actions,
+    // From the restorer.
+    &crate::memory::Memory,
+    &crate::mm::Mm,
+    &crate::memory::RestoreDescriptors,
+    &crate::thread::Leader,
+    &crate::attrs::SharedSeccomp,
+    &crate::thread::Threads,
+    &crate::attrs::ProcessAttrs,
+    &crate::ipc::SemUndo,
+    &crate::timers::Timers,
+    &crate::task::Rlimits,
+    &crate::attrs::Oom,
+    &crate::attrs::Cgroups,
+    &crate::attrs::Seccomp,
+    &crate::attrs::LeaderCreds,
+    &crate::attrs::LeaderAttrs,
+    &crate::attrs::Dumpable,
+    &crate::signals::Pending,
+];
+
+/// Why the kinds cannot be put in order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    /// A kind names one that is not registered.
+    #[error("the {kind} kind must come after {missing}, which is not registered")]
+    Unknown {
+        /// The kind.
+        kind: &'static str,
+        /// The name it gives.
+        missing: &'static str,
+    },
+    /// Two kinds have one name.
+    #[error("two kinds are named {0}")]
+    Duplicate(&'static str),
+    /// A kind restored inside the husk names one restored later, from outside.
+    #[error("the {kind} kind, restored inside the restore process, cannot come after {later}, restored from outside later")]
+    LaterStage {
+        /// The kind.
+        kind: &'static str,
+        /// The one of the later stage.
+        later: &'static str,
+    },
+    /// The kinds depend on each other in a circle.
+    #[error("the kinds {0:?} wait for each other")]
+    Cycle(Vec<&'static str>),
+}
+
+/// Sorts the kinds of `stage` of `kinds` so that each comes after those it names; among
+/// kinds that do not depend on each other, the order of `kinds` holds.
+pub fn sort(kinds: &[&'static dyn ProcessKind], stage: Stage) -> Result<Vec<&'static dyn ProcessKind>, OrderError> {
+    let index = names(kinds)?;
+    let of_stage: Vec<usize> = (0..kinds.len()).filter(|&i| kinds[i].stage() == stage).collect();
+    // For each kind of the stage, the kinds of the stage it waits for.
+    let mut waits: HashMap<usize, Vec<usize>> = HashMap::new();
+    for &i in &of_stage {
+        let k = kinds[i];
+        let mut w = Vec::new();
+        for &name in k.after() {
+            let &j = index.get(name).ok_or(OrderError::Unknown { kind: k.name(), missing: name })?;
+            match (k.stage(), kinds[j].stage()) {
+                (a, b) if a == b => w.push(j),
+                // A traced kind always comes after every kind of the husk.
+                (Stage::Traced, Stage::Husk) => {}
+                _ => return Err(OrderError::LaterStage { kind: k.name(), later: name }),
+            }
+        }
+        waits.insert(i, w);
+    }
+    topological(kinds, &of_stage, &waits)
+}
+
+/// Sorts the kinds of `kinds` that dump so that each dumps after those it names in
+/// [`ProcessKind::dump_after`] (which must dump too); otherwise in the order of `kinds`.
+pub fn sort_dump(kinds: &[&'static dyn ProcessKind]) -> Result<Vec<&'static dyn ProcessKind>, OrderError> {
+    let index = names(kinds)?;
+    let dumping: Vec<usize> = (0..kinds.len()).filter(|&i| kinds[i].dumps()).collect();
+    let mut waits: HashMap<usize, Vec<usize>> = HashMap::new();
+    for &i in &dumping {
+        let k = kinds[i];
+        let w = k.dump_after().iter().map(|&name| index.get(name).copied().filter(|&j| kinds[j].dumps()).ok_or(OrderError::Unknown { kind: k.name(), missing: name })).collect::<Result<_, _>>()?;
+        waits.insert(i, w);
+    }
+    topological(kinds, &dumping, &waits)
+}
+
+/// Name -> index in `kinds`, every name once.
+fn names(kinds: &[&'static dyn ProcessKind]) -> Result<HashMap<&'static str, usize>, OrderError> {
+    let mut index = HashMap::new();
+    for (i, k) in kinds.iter().enumerate() {
+        if index.insert(k.name(), i).is_some() {
+            return Err(OrderError::Duplicate(k.name()));
+        }
+    }
+    Ok(index)
+}
+
+/// The kinds `members` of `kinds`, each after those it `waits` for, else in their order.
+fn topological(kinds: &[&'static dyn ProcessKind], members: &[usize], waits: &HashMap<usize, Vec<usize>>) -> Result<Vec<&'static dyn ProcessKind>, OrderError> {
+    let mut done = vec![false; kinds.len()];
+    let mut out = Vec::with_capacity(members.len());
+    while out.len() < members.len() {
+        let next = members.iter().copied().find(|&i| !done[i] && waits[&i].iter().all(|&j| done[j]));
+        match next {
+            Some(i) => {
+                done[i] = true;
+                out.push(kinds[i]);
+            }
+            None => return Err(OrderError::Cycle(members.iter().filter(|&&i| !done[i]).map(|&i| kinds[i].name()).collect())),
+        }
+    }
+    Ok(out)
+}
+
+/// The kinds of [`KINDS`] of `stage`, in the order they are restored.
+pub fn sequence(stage: Stage) -> Result<Kinds, KindError> {
+    type Sorted = Result<[Vec<&'static dyn ProcessKind>; 2], OrderError>;
+    static SORTED: OnceLock<Sorted> = OnceLock::new();
+    let sorted = SORTED.get_or_init(|| Ok([sort(KINDS, Stage::Husk)?, sort(KINDS, Stage::Traced)?]));
+    match sorted {
+        Ok(s) => Ok(&s[usize::from(stage == Stage::Traced)]),
+        Err(e) => Err(KindError::Mismatch(format!("this build cannot order its restore: {e}"))),
+    }
+}
+
+/// The kinds of [`KINDS`] that dump, in the order they do.
+pub fn dump_sequence() -> Result<Kinds, KindError> {
+    static SORTED: OnceLock<Result<Vec<&'static dyn ProcessKind>, OrderError>> = OnceLock::new();
+    match SORTED.get_or_init(|| sort_dump(KINDS)) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(KindError::Mismatch(format!("this build cannot order its checkpoint: {e}"))),
+    }
+}
+
+/// Reads every kind that dumps through the frozen process, in order.
+pub fn dump_all(cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
+    for k in dump_sequence()? {
+        k.dump(cx)?;
+    }
+    Ok(())
+}
+
+/// Inside the husk: restores every kind of [`Stage::Husk`], in order.
+pub fn prepare_all(cx: &mut HuskCx<'_>) -> Result<(), String> {
+    for k in sequence(Stage::Husk).map_err(|e| e.to_string())? {
+        k.prepare(cx)?;
+    }
+    Ok(())
+}
+
+/// The kinds of [`Stage::Traced`] restored before the other threads are created, and those
+/// restored after.
+pub fn around_threads() -> Result<(Kinds, Kinds), KindError> {
+    let all = sequence(Stage::Traced)?;
+    let at = all.iter().position(|k| k.name() == THREADS).ok_or_else(|| KindError::Mismatch(format!("this build has no {THREADS} kind")))?;
+    Ok((&all[..at], &all[at + 1..]))
+}
+
+/// Restores `kinds` in turn.
+pub fn restore(kinds: &[&dyn ProcessKind], cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+    for k in kinds {
+        k.restore(cx)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct K(&'static str, Stage, &'static [&'static str]);
+    impl ProcessKind for K {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn stage(&self) -> Stage {
+            self.1
+        }
+        fn after(&self) -> &'static [&'static str] {
+            self.2
+        }
+    }
+
+    fn names(v: &[&dyn ProcessKind]) -> Vec<&'static str> {
+        v.iter().map(|k| k.name()).collect()
+    }
+
+    /// Every kind comes after the kinds it names, in the registry as it is.
+    #[test]
+    fn the_registry_is_in_order() {
+        for stage in [Stage::Husk, Stage::Traced] {
+            let seq = sort(KINDS, stage).expect("the registry can be ordered");
+            assert_eq!(seq.len(), KINDS.iter().filter(|k| k.stage() == stage).count());
+            for (at, k) in seq.iter().enumerate() {
+                for name in k.after() {
+                    if let Some(before) = seq.iter().position(|o| o.name() == *name) {
+                        assert!(before < at, "{} must come after {name}", k.name());
+                    }
+                }
+            }
+        }
+        // As restore did it before the order was declared; a change here is a change of
+        // behaviour, to be made on purpose.
+        assert_eq!(names(sequence(Stage::Husk).unwrap()), ["descriptors", "socket owners", "file locks", "task", "login uid", "signal actions"]);
+        assert_eq!(
+            names(sequence(Stage::Traced).unwrap()),
+            [
+                "memory",
+                "mm",
+                "restore descriptors",
+                "leader thread",
+                "shared seccomp",
+                "threads",
+                "process attributes",
+                "semaphore adjustments",
+                "posix timers",
+                "rlimits",
+                "oom score",
+                "cgroups",
+                "seccomp",
+                "credentials",
+                "leader attributes",
+                "dumpable",
+                "pending signals",
+            ]
+        );
+        assert_eq!(names(dump_sequence().unwrap()), ["signal actions", "mm", "process attributes", "semaphore adjustments", "posix timers", "pending signals"]);
+        let (before, after) = around_threads().unwrap();
+        assert!(names(before).contains(&"shared seccomp") && names(after).contains(&"seccomp"));
+    }
+
+    #[test]
+    fn dependencies_reorder_the_registry() {
+        static A: K = K("a", Stage::Traced, &["c"]);
+        static B: K = K("b", Stage::Traced, &[]);
+        static C: K = K("c", Stage::Traced, &["b"]);
+        static H: K = K("h", Stage::Husk, &[]);
+        let seq = sort(&[&A, &H, &B, &C], Stage::Traced).unwrap();
+        assert_eq!(names(&seq), ["b", "c", "a"]);
+        assert_eq!(names(&sort(&[&A, &H, &B, &C], Stage::Husk).unwrap()), ["h"]);
+    }
+
+    #[test]
+    fn a_cycle_is_refused() {
+        static A: K = K("a", Stage::Traced, &["c"]);
+        static B: K = K("b", Stage::Traced, &["a"]);
+        static C: K = K("c", Stage::Traced, &["b"]);
+        static D: K = K("d", Stage::Traced, &[]);
+        match sort(&[&D, &A, &B, &C], Stage::Traced) {
+            Err(OrderError::Cycle(mut left)) => {
+                left.sort_unstable();
+                assert_eq!(left, ["a", "b", "c"]);
+            }
+            other => panic!("a cycle was not refused: {:?}", other.map(|s| names(&s))),
+        }
+        static E: K = K("e", Stage::Traced, &["e"]);
+        assert!(matches!(sort(&[&E], Stage::Traced), Err(OrderError::Cycle(_))));
+    }
+
+    struct D(&'static str, &'static [&'static str]);
+    impl ProcessKind for D {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn stage(&self) -> Stage {
+            Stage::Traced
+        }
+        fn dumps(&self) -> bool {
+            true
+        }
+        fn dump_after(&self) -> &'static [&'static str] {
+            self.1
+        }
+    }
+
+    #[test]
+    fn dump_order_is_declared_too() {
+        static A: D = D("a", &["b"]);
+        static B: D = D("b", &[]);
+        static N: K = K("n", Stage::Traced, &[]);
+        assert_eq!(names(&sort_dump(&[&A, &N, &B]).unwrap()), ["b", "a"]);
+        static C: D = D("c", &["d"]);
+        static E: D = D("d", &["c"]);
+        assert!(matches!(sort_dump(&[&C, &E]), Err(OrderError::Cycle(_))));
+        // What a kind dumps after must dump.
+        static F: D = D("f", &["n"]);
+        assert_eq!(sort_dump(&[&F, &N]).err(), Some(OrderError::Unknown { kind: "f", missing: "n" }));
+    }
+
+    #[test]
+    fn unknown_duplicate_and_later_stage_names_are_refused() {
+        static A: K = K("a", Stage::Traced, &["nowhere"]);
+        assert_eq!(sort(&[&A], Stage::Traced).err(), Some(OrderError::Unknown { kind: "a", missing: "nowhere" }));
+        static B: K = K("b", Stage::Traced, &[]);
+        static B2: K = K("b", Stage::Husk, &[]);
+        assert_eq!(sort(&[&B, &B2], Stage::Husk).err(), Some(OrderError::Duplicate("b")));
+        static H: K = K("h", Stage::Husk, &["b"]);
+        assert_eq!(sort(&[&B, &H], Stage::Husk).err(), Some(OrderError::LaterStage { kind: "h", later: "b" }));
+        // The other way is always so.
+        static T: K = K("t", Stage::Traced, &["h0"]);
+        static H0: K = K("h0", Stage::Husk, &[]);
+        assert_eq!(names(&sort(&[&T, &H0], Stage::Traced).unwrap()), ["t"]);
+    }
+}
