@@ -14,6 +14,8 @@
 //! - restart: a process of the largest size restarted from one image again and again (pages
 //!   mapped from the image, with and without checksums, and copied), against memcpy; a ring of
 //!   8 processes, against the restart of one `sleep`;
+//! - threads: the restart of 1 to 64 threads, against starting the same program with as many
+//!   threads from scratch;
 //! - processes: checkpoint (`--tree --kill`) and restart of a ring of K processes (8, 64, 256),
 //!   a fresh ring each repetition, against fork+exit of K processes and, with `--criu PATH`,
 //!   CRIU's dump and restore of the same ring.
@@ -26,6 +28,7 @@ mod procs;
 mod run;
 mod sys;
 mod table;
+mod threads;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -36,7 +39,7 @@ use std::time::{Duration, Instant};
 use run::{Remove, Scratch, Target, R};
 use table::{mib, Row, Samples};
 
-const SECTIONS: [&str; 7] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "processes"];
+const SECTIONS: [&str; 8] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "threads", "processes"];
 /// Memory kept free besides what a row needs (the benchmark's own buffers, other users).
 const MARGIN: u64 = 1536 << 20;
 /// Source of the memcpy baseline, copied over and over into the fresh mapping.
@@ -47,12 +50,12 @@ const USAGE: &str = "usage: crest-bench [--bin DIR] [--progs DIR] [--sizes MiB,.
   --sizes    process sizes in MiB (default 1024,4096)
   --storage  where images go (default /dev/shm,/var/tmp); compress, downtime and fixed use the first
   --reps     repetitions of every measurement (default 3)
-  --threads  thread counts for the fixed costs (default 1,16,64)
+  --threads  thread counts for the fixed costs and the threads section (default 1,16,64)
   --levels   zstd levels for the compressed dumps (default 1,3)
   --procs    ring sizes (processes, 2..1000) for the processes section (default 8,64,256)
   --criu     a CRIU binary: the processes section also runs `criu dump --shell-job --leave-stopped`
              and `criu restore -d` of the same rings, interleaved, and prints the ratios (run as root)
-  --only     some of: dump, sparse, compress, downtime, fixed, restart, processes (default all)
+  --only     some of: dump, sparse, compress, downtime, fixed, restart, threads, processes (default all)
   --quick    --sizes 256: every section, in about a minute";
 
 struct Opts {
@@ -653,6 +656,7 @@ fn main() {
     let src = if want("dump") || want("compress") || want("restart") { sys::random_bytes(MEMCPY_SRC) } else { Vec::new() };
     let (dump_on, sparse_on, compress_on, down_on, fixed_on, want_restart) = (want("dump"), want("sparse"), want("compress"), want("downtime"), want("fixed"), want("restart"));
     let procs_on = want("processes");
+    let want_threads = want("threads");
     let mut c = Ctx { o, s: Samples::default(), facts: HashMap::new(), rows: Vec::new(), failures: Vec::new(), src };
     let sizes = c.o.sizes.clone();
     let storages = c.o.storage.clone();
@@ -717,6 +721,16 @@ fn main() {
         let r = ring(&mut c);
         rows_ring(&mut c);
         c.outcome("ring of 8", 0, &first_st, r);
+    }
+    if want_threads && !sys::stopped() {
+        for n in c.o.threads.clone() {
+            if sys::stopped() {
+                break;
+            }
+            let r = threads::threads(&mut c, n);
+            threads::rows(&mut c, n);
+            c.outcome(&format!("threads, {n}"), 0, &first_st, r);
+        }
     }
     if procs_on && !sys::stopped() {
         // The fork+exit baseline forks this process: without the memcpy source (no longer

@@ -276,6 +276,7 @@ pub fn restore_dumpable(remote: &mut Remote<'_>, a: &ProcAttrs) -> Result<(), Ki
 }
 
 /// Through `remote` on thread `tid`: its parent-death signal, timer slack and no_new_privs.
+/// Queued, to run at the caller's next flush (or call) on `remote`.
 pub fn restore_thread(remote: &mut Remote<'_>, a: &ThreadAttrs) -> Result<(), KindError> {
     remote.queue("setting the parent-death signal", libc::SYS_prctl, &[PR_SET_PDEATHSIG, u64::from(a.pdeath_sig)]);
     if a.timer_slack != 0 {
@@ -284,7 +285,6 @@ pub fn restore_thread(remote: &mut Remote<'_>, a: &ThreadAttrs) -> Result<(), Ki
     if a.no_new_privs {
         remote.queue("setting no_new_privs", libc::SYS_prctl, &[PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0]);
     }
-    remote.flush()?;
     Ok(())
 }
 
@@ -402,11 +402,35 @@ pub fn restore_oom(pid: i32, a: &ProcAttrs) -> Result<(), KindError> {
 /// ambient capabilities and securebits are set as saved. Credentials are per thread: call it
 /// for each thread, after the last `clone3` that needed privilege.
 pub fn restore_creds(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i32, c: &Creds) -> Result<(), KindError> {
+    let now = creds_now(remote, pid, tid)?;
+    restore_creds_from(remote, scratch, pid, tid, &now, c)
+}
+
+/// The credentials a thread has before [`restore_creds_from`] sets the saved ones.
+#[derive(Debug, Clone)]
+pub struct CredsNow {
+    status: String,
+    securebits: u32,
+}
+
+/// The credentials of thread `tid` of `pid` (`remote` runs on it), as they are now. Threads
+/// created afterwards by the same thread start with the same ones: read once, they serve for
+/// every thread of the process.
+pub fn creds_now(remote: &mut Remote<'_>, pid: i32, tid: i32) -> Result<CredsNow, KindError> {
     let status = crest_proc::read(pid, &format!("task/{tid}/status"))?;
-    let ids = |k: &str| -> Vec<u32> { field(&status, k).split_whitespace().filter_map(|v| v.parse().ok()).collect() };
+    let securebits = remote.call(&format!("thread {tid}: reading the securebits"), libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
+    Ok(CredsNow { status, securebits })
+}
+
+/// [`restore_creds`] of a thread whose credentials are `now` ([`creds_now`]): no system call
+/// at all when they are the saved ones already.
+pub fn restore_creds_from(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i32, now: &CredsNow, c: &Creds) -> Result<(), KindError> {
+    let status = &now.status;
+    let count = remote.count;
+    let ids = |k: &str| -> Vec<u32> { field(status, k).split_whitespace().filter_map(|v| v.parse().ok()).collect() };
     let what = |s: &str| format!("thread {tid}: {s}");
     // The bounding set first: dropping needs CAP_SETPCAP, which may be dropped below.
-    let bnd = hexset(&status, "CapBnd");
+    let bnd = hexset(status, "CapBnd");
     for cap in 0..64u64 {
         if bnd & !c.cap_bnd & (1 << cap) != 0 {
             remote.call(&what("dropping a capability from the bounding set"), libc::SYS_prctl, &[PR_CAPBSET_DROP, cap])?;
@@ -418,7 +442,7 @@ pub fn restore_creds(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: 
     want.sort_unstable();
     // Without CAP_SETGID the restarter's own groups stay (they include every saved one:
     // `cr_restart` checked), as BLCR did.
-    let may_setgid = hexset(&status, "CapEff") & (1 << CAP_SETGID) != 0;
+    let may_setgid = hexset(status, "CapEff") & (1 << CAP_SETGID) != 0;
     if groups != want && may_setgid {
         let b: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
         if b.len() as u64 > crate::SCRATCH_LEN - AT {
@@ -427,7 +451,7 @@ pub fn restore_creds(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: 
         let at = scratch.write(AT, &b)?;
         remote.call(&what("setting the supplementary groups"), libc::SYS_setgroups, &[c.groups.len() as u64, at])?;
     }
-    let securebits = remote.call(&what("reading the securebits"), libc::SYS_prctl, &[PR_GET_SECUREBITS])? as u32;
+    let securebits = now.securebits;
     let uid_change = ids("Uid") != c.uid;
     // Capabilities survive the change of uid only with SECBIT_KEEP_CAPS.
     let keep = uid_change && c.cap_prm != 0 && c.securebits & SECBIT_KEEP_CAPS_LOCKED == 0;
@@ -447,7 +471,9 @@ pub fn restore_creds(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: 
         remote.call(&what("setting the uids"), libc::SYS_setresuid, &[u64::from(c.uid[0]), u64::from(c.uid[1]), u64::from(c.uid[2])])?;
         remote.call(&what("setting the filesystem uid"), libc::SYS_setfsuid, &[u64::from(c.uid[3])])?;
     }
-    let status = crest_proc::read(pid, &format!("task/{tid}/status"))?;
+    // Read again only when something above changed them.
+    let changed = remote.count != count;
+    let status = if changed { std::borrow::Cow::Owned(crest_proc::read(pid, &format!("task/{tid}/status"))?) } else { std::borrow::Cow::Borrowed(status.as_str()) };
     let (eff, prm, inh) = (hexset(&status, "CapEff"), hexset(&status, "CapPrm"), hexset(&status, "CapInh"));
     if (eff, prm, inh) != (c.cap_eff, c.cap_prm, c.cap_inh) {
         let mut b = Vec::with_capacity(32);

@@ -615,8 +615,9 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
         remote.queue_may_fail(libc::SYS_madvise, &[a, l, MADV_POPULATE_WRITE]);
     }
     if packed.is_empty() && helped.is_empty() {
-        // Most mappings: no thread is worth starting.
-        return Ok((read_stored(remote, pid, &own, image_fd, progress)? + mapped, mapped));
+        // Most mappings: no thread is worth starting. Their reads stay queued, to run with
+        // those of the next mappings: a small process is filled in one batch.
+        return Ok((queue_stored(remote, pid, &own, image_fd, progress) + mapped, mapped));
     }
     // The other threads write into the mappings: they must be there first.
     remote.flush()?;
@@ -686,6 +687,13 @@ fn write_stored(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Pr
 
 /// Has the husk `pread` the stored (uncompressed) runs `runs` into place; returns their bytes.
 fn read_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], image_fd: i32, progress: &Progress) -> Result<u64, KindError> {
+    let total = queue_stored(remote, pid, runs, image_fd, progress);
+    remote.flush()?;
+    Ok(total)
+}
+
+/// Queues the `pread`s of [`read_stored`] on `remote`, without running them; counts them done.
+fn queue_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], image_fd: i32, progress: &Progress) -> u64 {
     let mut total = 0;
     const PIECE: u64 = 1 << 30;
     for r in runs {
@@ -702,9 +710,8 @@ fn read_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], image_fd: i3
         }
         total += r.len;
     }
-    remote.flush()?;
     progress.add_done(total);
-    Ok(total)
+    total
 }
 
 /// Decompresses `runs` from `image` into the memory of `pid`, on as many threads as cores.

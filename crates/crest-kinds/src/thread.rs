@@ -62,28 +62,63 @@ pub struct Frozen {
     pub stolen: Vec<Vec<u8>>,
 }
 
-/// Creates a thread like the one `remote` runs on (a remote `clone3` with pthread's flags,
-/// with `set_tid` = `tid` when given). The caller's tracer must have `PTRACE_O_TRACECLONE` set:
-/// the new thread is then traced and stopped before it runs a single instruction. Returns it.
-pub fn create(remote: &mut Remote<'_>, scratch: &Scratch, tid: Option<i32>) -> Result<Tracee, KindError> {
-    let flags = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD | libc::CLONE_SYSVSEM) as u64;
-    let set_tid = match tid {
-        Some(t) => scratch.write(1200, &t.to_le_bytes())?,
-        None => 0,
-    };
-    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
-    // tls, set_tid, set_tid_size, cgroup. No stack: the thread never runs on the borrowed one.
-    let args: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, u64::from(tid.is_some()), 0];
-    let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
-    let at = scratch.write(1024, &bytes)?;
-    let what = match tid {
-        Some(t) => format!("creating thread {t}"),
-        None => "creating a thread".to_string(),
-    };
-    let new = remote.call(&what, libc::SYS_clone3, &[at, bytes.len() as u64])? as i32;
-    let t = Tracee::adopt(new);
-    t.wait_event()?;
-    Ok(t)
+/// Size of `struct clone_args` as crest passes it (up to `cgroup`).
+const CLONE_ARGS_LEN: u64 = 88;
+/// Room for one thread's `clone_args` and its `set_tid` in the scratch page.
+const CLONE_SLOT: u64 = CLONE_ARGS_LEN + 8;
+
+/// Creates threads like the one `remote` runs on, one for each entry of `tids` (remote
+/// `clone3` calls with pthread's flags, with `set_tid` = the entry when given), all in one go
+/// where the process has a batch area. `CLONE_PTRACE` makes each new thread traced by the
+/// caller from its birth and stopped before it runs a single instruction, without stopping the
+/// thread that creates them (its tracer needs no `PTRACE_O_TRACECLONE`). Returns them in the
+/// order of `tids`, each waited for in that first stop. What was queued on `remote` runs first.
+pub fn create(remote: &mut Remote<'_>, scratch: &Scratch, tids: &[Option<i32>]) -> Result<Vec<Tracee>, KindError> {
+    let flags = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD | libc::CLONE_SYSVSEM | libc::CLONE_PTRACE) as u64;
+    // The scratch page holds the arguments of every call of one batch.
+    remote.flush()?;
+    let mut made = Vec::with_capacity(tids.len());
+    for chunk in tids.chunks((crate::SCRATCH_LEN / CLONE_SLOT) as usize) {
+        let mut bytes = Vec::with_capacity(chunk.len() * CLONE_SLOT as usize);
+        let mut args = Vec::with_capacity(chunk.len());
+        for (k, tid) in chunk.iter().enumerate() {
+            let at = scratch.addr + k as u64 * CLONE_SLOT;
+            let set_tid = if tid.is_some() { at + CLONE_ARGS_LEN } else { 0 };
+            // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+            // stack_size, tls, set_tid, set_tid_size, cgroup; then set_tid's one entry. No
+            // stack: the thread never runs on the borrowed one.
+            let words: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, u64::from(tid.is_some()), 0];
+            bytes.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+            bytes.extend_from_slice(&i64::from(tid.unwrap_or(0)).to_le_bytes());
+            args.push([at, CLONE_ARGS_LEN]);
+        }
+        scratch.write(0, &bytes)?;
+        let calls: Vec<(libc::c_long, &[u64])> = args.iter().map(|a| (libc::SYS_clone3, &a[..])).collect();
+        let results = remote.run(&calls)?;
+        // Every thread made is collected before a failure is reported.
+        let mut failed = None;
+        let mut fresh = Vec::with_capacity(chunk.len());
+        for (tid, r) in chunk.iter().zip(results) {
+            match r {
+                Ok(new) => fresh.push(Tracee::adopt(new as i32)),
+                Err(e) => {
+                    let what = match tid {
+                        Some(t) => format!("creating thread {t} (inside pid {})", remote.tracee.tid),
+                        None => format!("creating a thread (inside pid {})", remote.tracee.tid),
+                    };
+                    failed.get_or_insert(crest_ptrace::TraceError::Sys { what, err: std::io::Error::from_raw_os_error(e) });
+                }
+            }
+        }
+        for t in &fresh {
+            t.wait_event()?;
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        made.extend(fresh);
+    }
+    Ok(made)
 }
 
 /// Dumps thread `t` of process `pid`, borrowed through `remote` (which must run on `t`).
@@ -111,32 +146,55 @@ pub fn dump(t: &Tracee, remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, fr
     })
 }
 
-/// Restores the per-thread kernel state of `th` from inside the husk (registers excepted).
+/// Bytes of the process's memory [`queue`] writes a thread's arguments into.
+pub const QUEUED_DATA: u64 = 64;
+
+/// Restores the per-thread kernel state of `th` from inside the husk (registers excepted),
+/// through `remote` on the thread. Queued on `remote` where it can be, to run with what the
+/// caller queues after it; the arguments are in the scratch page (at 3072), which the caller
+/// must not write there again before it flushes.
 pub fn restore(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, th: &Thread) -> Result<(), KindError> {
-    let mut name = th.comm.as_bytes()[..th.comm.len().min(15)].to_vec();
-    name.push(0);
-    let at = scratch.write(3072, &name)?;
-    // Queued, and run in one go where the husk has a batch area; the scratch page holds their
-    // arguments until then.
+    queue(remote, scratch.addr + 3072, th)?;
+    restore_pending(remote, scratch, pid, th)
+}
+
+/// Queues on `remote` (on the thread) the per-thread kernel state of `th` but its pending
+/// signals ([`restore_pending`]): name, `clear_child_tid`, robust futex list, alternate signal
+/// stack and rseq registration. Their arguments are written at `at`, [`QUEUED_DATA`] bytes of
+/// the process's writable memory that must stay as they are until the queue runs.
+pub fn queue(remote: &mut Remote<'_>, at: u64, th: &Thread) -> Result<(), KindError> {
+    // The name (16 bytes with its NUL), then a stack_t (24 bytes).
+    let mut data = th.comm.as_bytes()[..th.comm.len().min(15)].to_vec();
+    data.resize(16, 0);
     remote.queue("setting the thread name", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at]);
     remote.queue("setting clear_child_tid", libc::SYS_set_tid_address, &[th.clear_child_tid]);
     if th.robust_list.0 != 0 {
         remote.queue("setting the robust futex list", libc::SYS_set_robust_list, &[th.robust_list.0, th.robust_list.1]);
     }
     if th.altstack.1 & SS_DISABLE == 0 {
-        let mut ss = Vec::with_capacity(24);
-        ss.extend_from_slice(&th.altstack.0.to_le_bytes());
-        ss.extend_from_slice(&((th.altstack.1 & !1) as u32).to_le_bytes()); // SS_ONSTACK is a state, not a setting
-        ss.extend_from_slice(&0u32.to_le_bytes());
-        ss.extend_from_slice(&th.altstack.2.to_le_bytes());
-        let at = scratch.write(0, &ss)?;
-        remote.queue("setting the alternate signal stack", libc::SYS_sigaltstack, &[at, 0]);
+        data.extend_from_slice(&th.altstack.0.to_le_bytes());
+        data.extend_from_slice(&((th.altstack.1 & !1) as u32).to_le_bytes()); // SS_ONSTACK is a state, not a setting
+        data.extend_from_slice(&0u32.to_le_bytes());
+        data.extend_from_slice(&th.altstack.2.to_le_bytes());
+        remote.queue("setting the alternate signal stack", libc::SYS_sigaltstack, &[at + 16, 0]);
     }
     if let Some(r) = th.rseq {
         remote.queue(format!("registering rseq at {:#x}", r.addr), libc::SYS_rseq, &[r.addr, u64::from(r.len), 0, u64::from(r.sig)]);
     }
+    crest_ptrace::mem::write_vm(remote.tracee.tid, at, &data)?;
+    Ok(())
+}
+
+/// Queues again the signals that were pending for thread `th` alone, to the thread `remote`
+/// runs on (by its new id: the saved one differs without `--restore-pid`), through the scratch
+/// page. Runs what is queued on `remote` first.
+pub fn restore_pending(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, th: &Thread) -> Result<(), KindError> {
+    if th.pending.is_empty() {
+        return Ok(());
+    }
     remote.flush()?;
-    crate::signals::restore_pending(remote, scratch, pid, Some(th.tid), &th.pending)
+    let tid = remote.tracee.tid;
+    crate::signals::restore_pending(remote, scratch, pid, Some(tid), &th.pending)
 }
 
 /// The leader's own state: registers aside (set last), its tid address, robust list,

@@ -147,7 +147,9 @@ pub fn await_ready(rd: OwnedFd, child: i32) -> Result<i32, SpawnError> {
 
 /// Seizes a husk that has reported ready and stops it.
 pub fn seize(pid: i32) -> Result<Tracee, SpawnError> {
-    let t = Tracee::seize_with(pid, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE)?;
+    // No PTRACE_O_TRACECLONE: the threads of a husk are made with CLONE_PTRACE, traced from
+    // birth without stopping the thread that makes them.
+    let t = Tracee::seize_with(pid, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD)?;
     t.interrupt()?;
     t.wait_event()?;
     Ok(t)

@@ -88,12 +88,14 @@ pub struct Remote<'a> {
     queue: Vec<Queued>,
     /// Where the batch loop and its table are, once mapped.
     batch: Option<u64>,
+    /// A table of this thread's own (address, entries), instead of the one beside the loop.
+    table: Option<(u64, usize)>,
 }
 
 impl<'a> Remote<'a> {
     /// Borrows `tracee`, whose registers are `base`, to run syscalls at `syscall_ip`.
     pub fn new(tracee: &'a Tracee, syscall_ip: u64, base: Regs) -> Self {
-        Remote { tracee, syscall_ip, base, count: 0, event_msg: None, stops: 0, queue: Vec::new(), batch: None }
+        Remote { tracee, syscall_ip, base, count: 0, event_msg: None, stops: 0, queue: Vec::new(), batch: None, table: None }
     }
 
     /// Where the `syscall` instruction is.
@@ -207,6 +209,58 @@ impl<'a> Remote<'a> {
         self.batch = at;
     }
 
+    /// Gives this thread a table of its own, `entries` entries (64 bytes each) at `at`, in
+    /// memory of the process the caller mapped, instead of the one in the batch area: threads
+    /// of one process with tables of their own may run their batches at the same time
+    /// ([`Remote::flush_all`]).
+    pub fn use_table(&mut self, at: u64, entries: usize) {
+        self.table = Some((at, entries));
+    }
+
+    /// The table batches are written to, and how many entries it takes.
+    fn table(&self, area: u64) -> (u64, usize) {
+        self.table.unwrap_or((area + 4096, BATCH_ENTRIES))
+    }
+
+    /// Runs what is queued on each of `remotes`, threads of one process: at the same time on
+    /// those that have the batch area and a table of their own ([`Remote::use_table`]) large
+    /// enough for their queue (every one is started before any is waited for, so that their
+    /// stops cost one wait rather than one each), one after another on the others. Each
+    /// thread's calls run in order and stop at the first that fails (and may not); the first
+    /// failure is returned once every thread has stopped.
+    pub fn flush_all(remotes: &mut [Remote<'_>]) -> Result<(), TraceError> {
+        let mut started = Vec::with_capacity(remotes.len());
+        let mut first_err = None;
+        for (k, r) in remotes.iter_mut().enumerate() {
+            let (Some(area), Some((_, room))) = (r.batch, r.table) else { continue };
+            if r.queue.is_empty() || r.queue.len() > room {
+                continue;
+            }
+            let queued = std::mem::take(&mut r.queue);
+            let entries: Vec<(libc::c_long, [u64; 6], bool)> = queued.iter().map(|q| (q.nr, q.args, q.may_fail)).collect();
+            match r.start(area, &entries) {
+                Ok(()) => started.push((k, queued)),
+                Err(e) => {
+                    first_err = Some(e);
+                    break;
+                }
+            }
+        }
+        for (k, queued) in started {
+            let r = &mut remotes[k];
+            let area = r.batch.expect("started with a batch area");
+            let done = r.collect(area, queued.len()).and_then(|results| r.check(&queued, &results));
+            if let Err(e) = done {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        // What could not run at once (no table, or too much queued).
+        remotes.iter_mut().try_for_each(|r| r.flush())
+    }
+
     /// Runs what is queued, then unmaps the batch area.
     pub fn unmap_batch(&mut self) -> Result<(), TraceError> {
         self.flush()?;
@@ -220,31 +274,37 @@ impl<'a> Remote<'a> {
     /// when there is one, else one after another. Stops at the first that fails (and may not).
     pub fn flush(&mut self) -> Result<(), TraceError> {
         let queued = std::mem::take(&mut self.queue);
-        let tid = self.tracee.tid;
-        let failed = |q: &Queued, r: Result<u64, i32>| -> Result<(), TraceError> {
-            match (r, q.expect) {
-                (Err(_), _) if q.may_fail => Ok(()),
-                (Err(e), _) => Err(TraceError::Sys { what: format!("{} (inside pid {tid})", q.what), err: std::io::Error::from_raw_os_error(e) }),
-                (Ok(n), Some(want)) if n != want => Err(TraceError::Sys { what: format!("{} (inside pid {tid}): {n} instead of {want}", q.what), err: std::io::Error::from_raw_os_error(libc::EIO) }),
-                _ => Ok(()),
-            }
-        };
         let Some(area) = self.batch else {
             for q in &queued {
                 let r = self.one(q.nr, &q.args)?;
-                failed(q, r)?;
+                self.check(std::slice::from_ref(q), &[r])?;
             }
             return Ok(());
         };
-        for chunk in queued.chunks(BATCH_ENTRIES) {
+        for chunk in queued.chunks(self.table(area).1) {
             let entries: Vec<(libc::c_long, [u64; 6], bool)> = chunk.iter().map(|q| (q.nr, q.args, q.may_fail)).collect();
             let results = self.execute(area, &entries)?;
-            for (q, r) in chunk.iter().zip(&results) {
-                failed(q, *r)?;
+            self.check(chunk, &results)?;
+        }
+        Ok(())
+    }
+
+    /// The first failure among the `results` of `queued` (in order; fewer results than calls:
+    /// the batch stopped at the last one).
+    fn check(&self, queued: &[Queued], results: &[Result<u64, i32>]) -> Result<(), TraceError> {
+        let tid = self.tracee.tid;
+        for (q, r) in queued.iter().zip(results) {
+            match (*r, q.expect) {
+                (Err(_), _) if q.may_fail => {}
+                (Err(e), _) => return Err(TraceError::Sys { what: format!("{} (inside pid {tid})", q.what), err: std::io::Error::from_raw_os_error(e) }),
+                (Ok(n), Some(want)) if n != want => {
+                    return Err(TraceError::Sys { what: format!("{} (inside pid {tid}): {n} instead of {want}", q.what), err: std::io::Error::from_raw_os_error(libc::EIO) })
+                }
+                _ => {}
             }
-            if results.len() < chunk.len() {
-                return Err(TraceError::Unexpected { tid, what: "a batch of syscalls stopped early without a failure".into() });
-            }
+        }
+        if results.len() < queued.len() {
+            return Err(TraceError::Unexpected { tid, what: "a batch of syscalls stopped early without a failure".into() });
         }
         Ok(())
     }
@@ -258,18 +318,24 @@ impl<'a> Remote<'a> {
             return entries.iter().map(|(nr, args, _)| self.one(*nr, args)).collect();
         };
         let mut out = Vec::with_capacity(entries.len());
-        for chunk in entries.chunks(BATCH_ENTRIES) {
+        for chunk in entries.chunks(self.table(area).1) {
             out.extend(self.execute(area, chunk)?);
         }
         Ok(out)
     }
 
     /// Runs `entries` (number, arguments, may fail) from the batch area at `area`, at most
-    /// [`BATCH_ENTRIES`]; returns the results of those that ran (all, unless one that may not
+    /// a table's worth; returns the results of those that ran (all, unless one that may not
     /// fail did: it is the last).
     fn execute(&mut self, area: u64, entries: &[(libc::c_long, [u64; 6], bool)]) -> Result<Vec<Result<u64, i32>>, TraceError> {
+        self.start(area, entries)?;
+        self.collect(area, entries.len())
+    }
+
+    /// Writes `entries` into this thread's table and lets it run them from the loop at `area`.
+    fn start(&mut self, area: u64, entries: &[(libc::c_long, [u64; 6], bool)]) -> Result<(), TraceError> {
         let tid = self.tracee.tid;
-        let table = area + 4096;
+        let (table, _) = self.table(area);
         let mut words: Vec<u8> = Vec::with_capacity(entries.len() * 64);
         for (nr, args, may_fail) in entries {
             words.extend_from_slice(&(*nr as u64).to_ne_bytes());
@@ -286,7 +352,15 @@ impl<'a> Remote<'a> {
         r.orig_rax = u64::MAX;
         let t = self.tracee;
         t.set_regs(&r)?;
-        t.cont(0)?;
+        t.cont(0)
+    }
+
+    /// Waits for the batch of `n` entries [`Remote::start`] started to end; returns the
+    /// results of those that ran.
+    fn collect(&mut self, area: u64, n: usize) -> Result<Vec<Result<u64, i32>>, TraceError> {
+        let t = self.tracee;
+        let tid = t.tid;
+        let (table, _) = self.table(area);
         loop {
             match t.wait_stop()? {
                 StopKind::Signal(libc::SIGTRAP) => break,
@@ -297,14 +371,20 @@ impl<'a> Remote<'a> {
                     t.cont(0)?;
                 }
                 StopKind::Event => t.cont(0)?,
+                // A tracer with PTRACE_O_TRACECLONE is told of each thread a clone3 of the
+                // batch makes.
+                StopKind::OtherEvent(_) => {
+                    self.event_msg = Some(t.event_msg()?);
+                    t.cont(0)?;
+                }
                 other => return Err(TraceError::Unexpected { tid, what: format!("{other:?} while running a batch of syscalls") }),
             }
         }
         let end = t.regs()?;
-        if end.rip != area + BATCH_CODE.len() as u64 || end.r12 as usize > entries.len() {
+        if end.rip != area + BATCH_CODE.len() as u64 || end.r12 as usize > n {
             return Err(TraceError::Unexpected { tid, what: format!("a batch of syscalls stopped at {:#x}, not at its end", end.rip) });
         }
-        let done = entries.len() - end.r12 as usize;
+        let done = n - end.r12 as usize;
         self.count += done as u64;
         let mut results = vec![0u8; done * 64];
         mem::read_exact(tid, table, &mut results)?;
