@@ -534,3 +534,42 @@ fn refresh(pagemap: i32, regions: &[Region]) -> bool {
     unsafe { libc::munmap(tmp, total) };
     ok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_private_memory_but_the_stack_code_and_what_is_kept() {
+        let smaps = "\
+55d000000000-55d000001000 r--p 00000000 fe:00 1 /usr/bin/x
+Anonymous:             0 kB
+VmFlags: rd mr mw me
+55d000001000-55d000002000 r-xp 00001000 fe:00 1 /usr/bin/x
+Anonymous:             0 kB
+55d000002000-55d000003000 r--p 00002000 fe:00 1 /usr/bin/x
+Anonymous:             4 kB
+55d000003000-55d000004000 rw-p 00003000 fe:00 1 /usr/bin/x
+Anonymous:             0 kB
+55d000100000-55d000200000 rw-p 00000000 00:00 0 [heap]
+Anonymous:           120 kB
+7f0000000000-7f0000001000 ---p 00000000 00:00 0
+7f0000001000-7f0000002000 rw-p 00000000 00:00 0
+Anonymous:             4 kB
+7f0000002000-7f0000003000 rw-s 00000000 00:01 9 /memfd:shared (deleted)
+7f0000003000-7f0000004000 rw-p 00000000 00:00 0
+VmFlags: rd wr mr mw me dc
+7f0000010000-7f0000020000 rw-p 00000000 00:00 0
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]
+7ffc00022000-7ffc00024000 r-xp 00000000 00:00 0 [vdso]
+";
+        let got = copyable(smaps, &[(0x7f00_0001_0000, 0x7f00_0002_0000)]);
+        let want = vec![
+            (0x55d0_0000_2000, 0x55d0_0000_3000, libc::PROT_READ),
+            (0x55d0_0000_3000, 0x55d0_0000_4000, libc::PROT_READ | libc::PROT_WRITE),
+            (0x55d0_0010_0000, 0x55d0_0020_0000, libc::PROT_READ | libc::PROT_WRITE),
+            (0x7f00_0000_1000, 0x7f00_0000_2000, libc::PROT_READ | libc::PROT_WRITE),
+        ];
+        assert_eq!(got, want);
+    }
+}
