@@ -1,4 +1,5 @@
-/* A ring of N processes (8, or RING_N from the environment, up to 1000) passing a counter
+/* A ring of N processes (8, or RING_N from the environment, or the second argument, up to
+ * 1000) passing a counter
  * through pipes. Process 0 forks process 1, which forks process 2, ... (a chain N deep);
  * process k reads the counter from pipe k and writes it plus one to pipe k+1 (mod N), so it
  * sees k, k+N, k+2N, ... and checks that no value is lost
@@ -121,6 +122,8 @@ int main(int argc, char **argv)
     const char *n = getenv("RING_N");
     if (n && *n)
         N = atoi(n);
+    if (argc > 2)
+        N = atoi(argv[2]);
     check(N >= 2 && N <= 1000, "RING_N between 2 and 1000");
     int (*fds)[2] = calloc((size_t)N, sizeof *fds);
     check(fds != NULL, "calloc");

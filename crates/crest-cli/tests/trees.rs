@@ -107,6 +107,17 @@ fn ring_of_eight_passes_its_counter_on() {
     assert!(st.success() && out.contains("PASS"), "ring after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }
 
+/// A chain of 40 processes: the husks deeper than a few levels fork from memory mapped again
+/// without its history (every `FRESH_EVERY` levels), and the ring still holds together.
+#[test]
+fn ring_of_forty_passes_its_counter_on() {
+    let d = Dir::new("ring40");
+    let prog = d.0.join("ring");
+    gcc("tests/c/ring.c", &prog, &[]);
+    let (st, out) = round_trip_verify(&d, &prog, &[if is_root() { "same-pid" } else { "any-pid" }, "40"], "ready", Duration::from_secs(90));
+    assert!(st.success() && out.contains("PASS"), "ring of 40 after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
 #[test]
 fn workers_share_memory_and_semaphores() {
     let d = Dir::new("workers");

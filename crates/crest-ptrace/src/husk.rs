@@ -7,12 +7,16 @@
 //! report, [`seize`] takes the husk; from then on it is driven from outside with remote
 //! syscalls. [`spawn`] is the three for one husk. A husk of a process tree is created by the
 //! husk of its parent, so parent and child links are the saved ones; [`create_zombie`] makes a
-//! child that ends at once with a saved wait status.
+//! child that ends at once with a saved wait status. In a deep tree the husks fork from memory
+//! with a short history ([`fresh_memory`]), so that a fork costs the same at any depth.
 //!
 //! # Safety
 //! `clone3` is called while the calling process is single-threaded (cr_restart is, and so is
 //! every husk), so the child may use the allocator and std. After a raw `clone3` glibc's cached thread id is
 //! stale, so the child calls no pthread functions: it signals itself with raw `kill(getpid())`.
+//! [`fresh_memory`] and a husk's `refresh` map private memory of the process again, in place,
+//! with the same contents: single-threaded, with signals blocked, and touching nothing but the
+//! stack and a scratch mapping while a region holds older contents.
 #![allow(unsafe_code)]
 
 use std::io::Read;
@@ -196,6 +200,15 @@ fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(fd: i32, parent: i32
         }
     }
     crate::sys::block_all_signals();
+    if !refresh_memory() {
+        let msg = b"the restore process could not map its copy of cr_restart's memory again";
+        // SAFETY: fd is the status pipe; msg is a static. The memory may be half replaced:
+        // nothing else runs before _exit.
+        unsafe {
+            libc::write(fd, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127);
+        }
+    }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(fd)));
     let (fd, msg) = match result {
         Ok(Ok(fd)) => {
@@ -322,5 +335,299 @@ impl FdTable {
             }
             from = from.max(k.saturating_add(1));
         }
+    }
+}
+
+/// A region of `cr_restart`'s memory mapped privately from a memfd that holds its contents as
+/// they were when [`fresh_memory`] copied them.
+#[derive(Clone, Copy, Default)]
+struct Region {
+    start: u64,
+    end: u64,
+    prot: i32,
+    fd: i32,
+}
+
+/// The regions of [`fresh_memory`], read by the husks (inherited through the forks).
+static FRESH: std::sync::Mutex<Vec<Region>> = std::sync::Mutex::new(Vec::new());
+
+/// How deep a husk is in the tree: 0 in `cr_restart`, 1 in the husks it forks, ...
+static DEPTH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Every this many levels of the tree a husk maps its memory again without history (see
+/// [`fresh_memory`]): a husk's private mappings then descend from at most this many
+/// ancestors. Doing it costs a husk about as much as forking at a depth of 15 to 25 with the
+/// whole history; every 5 levels the two costs together are lowest.
+pub const FRESH_EVERY: usize = 5;
+
+/// At most this many regions are kept (a process has a few dozen mappings).
+const MAX_FRESH: usize = 256;
+
+/// The memfds behind `cr_restart`'s memory while husks are created; dropping it ends that
+/// (the mappings stay, and the husks have their own copies of the descriptors).
+pub struct FreshMemory {
+    fds: Vec<OwnedFd>,
+}
+
+impl Drop for FreshMemory {
+    fn drop(&mut self) {
+        if let Ok(mut f) = FRESH.lock() {
+            f.clear();
+        }
+        self.fds.clear();
+    }
+}
+
+/// A mapping of `/proc/self/smaps` that may be copied: private, readable, none of the kernel's
+/// special areas nor the stack (the code runs on it), copied into children (no `dc`, `wf`),
+/// outside `keep`, and holding or able to hold pages of its own (writable, or with anonymous
+/// pages: relocated read-only data). Returns (start, end, `PROT_*`) of each.
+fn copyable(text: &str, keep: &[(u64, u64)]) -> Vec<(u64, u64, i32)> {
+    struct Map {
+        start: u64,
+        end: u64,
+        prot: i32,
+        ok: bool,
+        anon: bool,
+    }
+    let mut out: Vec<Map> = Vec::new();
+    for line in text.lines() {
+        if let Some(kb) = line.strip_prefix("Anonymous:") {
+            if let Some(last) = out.last_mut() {
+                last.anon = kb.trim().trim_end_matches("kB").trim() != "0";
+            }
+            continue;
+        }
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(last) = out.last_mut() {
+                last.ok &= !flags.split_whitespace().any(|f| f == "dc" || f == "wf");
+            }
+            continue;
+        }
+        let mut it = line.split_whitespace();
+        let Some((a, b)) = it.next().and_then(|r| r.split_once('-')) else { continue };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
+        let perms = it.next().unwrap_or("").as_bytes();
+        if perms.len() < 4 {
+            continue;
+        }
+        let prot = if perms[0] == b'r' { libc::PROT_READ } else { 0 } | if perms[1] == b'w' { libc::PROT_WRITE } else { 0 } | if perms[2] == b'x' { libc::PROT_EXEC } else { 0 };
+        let name = it.nth(3).unwrap_or("");
+        let ok = perms[3] == b'p' && prot & libc::PROT_READ != 0 && (!name.starts_with('[') || name == "[heap]") && !keep.iter().any(|&(s, e)| start < e && s < end);
+        out.push(Map { start, end, prot, ok, anon: name.is_empty() });
+    }
+    out.into_iter().filter(|m| m.ok && (m.anon || m.prot & libc::PROT_WRITE != 0)).map(|m| (m.start, m.end, m.prot)).collect()
+}
+
+/// Makes `cr_restart`'s memory cheap to fork from, for the husks of a deep tree.
+///
+/// A fork copies, for each private mapping with anonymous pages, the chain of anon_vmas of
+/// every process it descends from: a husk is forked by its parent's husk, so in a tree `d`
+/// deep the fork of the deepest costs `d` times the number of such mappings, the whole tree
+/// `d²` (and the husks' unmapping of them when they are filled, again). Here each private
+/// mapping of this process but the stack is copied once into a memfd and mapped privately
+/// from it in place: a file mapping with no anonymous pages, whose forks chain nothing. Every
+/// [`FRESH_EVERY`] levels a husk, as it starts ([`create`]), maps these memfds again over its
+/// own memory with only the pages written since (by its ancestors or itself) copied over: a
+/// mapping with no history, so that no fork is more than [`FRESH_EVERY`] levels from one.
+/// `keep`: ranges left alone (mappings whose pages are shared with the husks on purpose);
+/// descriptors go at `above` or higher.
+///
+/// Does nothing (`None`) unless the caller is single-threaded: the mappings are replaced under
+/// it (with signals blocked).
+pub fn fresh_memory(above: i32, keep: &[(u64, u64)]) -> Result<Option<FreshMemory>, TraceError> {
+    let read = |path: &str| std::fs::read_to_string(path).map_err(|err| TraceError::Sys { what: format!("reading {path}"), err });
+    if read("/proc/self/status")?.lines().any(|l| l.starts_with("Threads:") && l.split_whitespace().nth(1) != Some("1")) {
+        return Ok(None);
+    }
+    let mut wanted = copyable(&read("/proc/self/smaps")?, keep);
+    wanted.truncate(MAX_FRESH);
+    let mut fds = Vec::with_capacity(wanted.len());
+    let mut regions = Vec::with_capacity(wanted.len());
+    let old = sigmask(!0);
+    let result = (|| -> Result<(), TraceError> {
+        for &(start, end, prot) in &wanted {
+            let len = (end - start) as usize;
+            let fd = crate::sys::memfd("crest-husk", len as u64).map_err(|err| TraceError::Sys { what: "creating a memfd for the restart's memory".into(), err })?;
+            let fd = crate::sys::dup_above(fd.as_raw_fd(), above).map_err(|err| TraceError::Sys { what: "moving a descriptor".into(), err })?;
+            let mut done = 0;
+            while done < len {
+                // SAFETY: the range is a readable mapping of this process (from smaps, and
+                // nothing has unmapped it since: one thread, signals blocked).
+                let n = unsafe { libc::pwrite(fd.as_raw_fd(), (start as usize + done) as *const libc::c_void, len - done, done as libc::off_t) };
+                if n <= 0 {
+                    return Err(TraceError::sys(format!("copying the restart's memory at {start:#x}")));
+                }
+                done += n as usize;
+            }
+            // SAFETY: the memfd holds exactly the bytes of the range, copied just above with no
+            // write to the range since (the code above writes only to the stack, which is not
+            // among the ranges): every value living there reads the same after the call.
+            let r = unsafe { libc::mmap(start as *mut libc::c_void, len, prot, libc::MAP_PRIVATE | libc::MAP_FIXED, fd.as_raw_fd(), 0) };
+            if r as u64 != start {
+                return Err(TraceError::sys(format!("mapping the restart's memory at {start:#x} from its copy")));
+            }
+            regions.push(Region { start, end, prot, fd: fd.as_raw_fd() });
+            fds.push(fd);
+        }
+        Ok(())
+    })();
+    sigmask(old);
+    result?;
+    let mut f = FRESH.lock().map_err(|_| TraceError::Sys { what: "the restart's memory copies".into(), err: std::io::Error::from_raw_os_error(libc::EDEADLK) })?;
+    *f = regions;
+    Ok(Some(FreshMemory { fds }))
+}
+
+/// Sets the caller's signal mask; returns the old one.
+fn sigmask(set: u64) -> u64 {
+    let mut old: u64 = 0;
+    // SAFETY: valid 8-byte masks; sigsetsize 8.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &set as *const u64, &mut old as *mut u64, 8) };
+    old
+}
+
+/// In a husk as it starts: one level deeper; every [`FRESH_EVERY`] levels, maps the regions of
+/// [`fresh_memory`] again without history. Returns false when that failed halfway; the husk
+/// must then end at once (its memory may not hold what it held).
+fn refresh_memory() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let depth = DEPTH.fetch_add(1, Relaxed) + 1;
+    if !depth.is_multiple_of(FRESH_EVERY) {
+        return true;
+    }
+    // What the loop below reads while a region is replaced lives on the stack.
+    let mut regions = [Region::default(); MAX_FRESH];
+    let n = match FRESH.lock() {
+        Ok(f) if !f.is_empty() && f.len() <= MAX_FRESH => {
+            regions[..f.len()].copy_from_slice(&f);
+            f.len()
+        }
+        _ => return true,
+    };
+    // SAFETY: a C string literal.
+    let pagemap = unsafe { libc::open(c"/proc/self/pagemap".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if pagemap < 0 {
+        return true;
+    }
+    let ok = refresh(pagemap, &regions[..n]);
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(pagemap) };
+    ok
+}
+
+/// Maps `regions` again from their memfds, with the pages that are not the files' (written
+/// since) copied over.
+fn refresh(pagemap: i32, regions: &[Region]) -> bool {
+    const PAGE: usize = 4096;
+    let table = |r: &Region| ((r.end - r.start) as usize / PAGE * 8).next_multiple_of(PAGE);
+    // Scratch memory: for each region, the entries of its pages in /proc/self/pagemap, then
+    // room for all its pages.
+    let total: usize = regions.iter().map(|r| table(r) + (r.end - r.start) as usize).sum();
+    // SAFETY: a fresh anonymous mapping where the kernel likes.
+    let tmp = unsafe { libc::mmap(std::ptr::null_mut(), total, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) };
+    if tmp == libc::MAP_FAILED {
+        return false;
+    }
+    let mut kept = [0usize; MAX_FRESH];
+    let mut ok = true;
+    // First the pages of their own (present and not the file's, or swapped out) of every
+    // region, packed in its room, each one's index noted over the entries read already. A
+    // page not mapped here any more reads as absent, and is the memfd's again.
+    let mut at = tmp as usize;
+    for (r, kept) in regions.iter().zip(kept.iter_mut()) {
+        let (start, pages) = (r.start as usize, (r.end - r.start) as usize / PAGE);
+        // SAFETY: the region's entries go to the scratch mapping, which has room for them.
+        let got = unsafe { libc::pread(pagemap, at as *mut libc::c_void, pages * 8, (start / PAGE * 8) as libc::off_t) };
+        if got != (pages * 8) as isize {
+            ok = false;
+            break;
+        }
+        // SAFETY: the scratch mapping holds `pages` entries there, read just above; nothing
+        // else refers to it.
+        let entries = unsafe { std::slice::from_raw_parts_mut(at as *mut u64, pages) };
+        let copy = at + table(r);
+        for k in 0..pages {
+            let e = entries[k];
+            let (present, file, swapped) = ((e >> 63) & 1 == 1, (e >> 61) & 1 == 1, (e >> 62) & 1 == 1);
+            if (present && !file) || swapped {
+                // SAFETY: a page of the region, mapped and readable (present or swapped), to
+                // the scratch mapping; they do not overlap.
+                unsafe { std::ptr::copy_nonoverlapping((start + k * PAGE) as *const u8, (copy + *kept * PAGE) as *mut u8, PAGE) };
+                entries[*kept] = k as u64;
+                *kept += 1;
+            }
+        }
+        at = copy + pages * PAGE;
+    }
+    // Then each region that has pages of its own (one that has none has been written by no
+    // ancestor since the last time: it has no history) is mapped again and they are put back.
+    let mut at = tmp as usize;
+    for (r, &kept) in regions.iter().zip(kept.iter()) {
+        let (start, len) = (r.start as usize, (r.end - r.start) as usize);
+        let copy = at + table(r);
+        let entries = at as *const u64;
+        at = copy + len;
+        if !ok || kept == 0 {
+            continue;
+        }
+        // From here until the pages are copied back the region holds the memfd's contents:
+        // nothing below touches memory but the stack and the scratch mapping.
+        // SAFETY: the region gets the same bytes back: the memfd's (what it held when they
+        // were copied there), then every page written since, put back below.
+        let m = unsafe { libc::mmap(start as *mut libc::c_void, len, r.prot | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_FIXED, r.fd, 0) };
+        if m as usize != start {
+            ok = false;
+            continue;
+        }
+        for i in 0..kept {
+            // SAFETY: entry `i` holds the index of the page copied to slot `i` (above); from
+            // the scratch mapping back to that page, writable (mapped so just above).
+            unsafe { std::ptr::copy_nonoverlapping((copy + i * PAGE) as *const u8, (start + *entries.add(i) as usize * PAGE) as *mut u8, PAGE) };
+        }
+        // SAFETY: the region's own protection back.
+        ok = r.prot & libc::PROT_WRITE != 0 || unsafe { libc::mprotect(start as *mut libc::c_void, len, r.prot) } == 0;
+    }
+    // SAFETY: the scratch mapping, ours.
+    unsafe { libc::munmap(tmp, total) };
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_private_memory_but_the_stack_code_and_what_is_kept() {
+        let smaps = "\
+55d000000000-55d000001000 r--p 00000000 fe:00 1 /usr/bin/x
+Anonymous:             0 kB
+VmFlags: rd mr mw me
+55d000001000-55d000002000 r-xp 00001000 fe:00 1 /usr/bin/x
+Anonymous:             0 kB
+55d000002000-55d000003000 r--p 00002000 fe:00 1 /usr/bin/x
+Anonymous:             4 kB
+55d000003000-55d000004000 rw-p 00003000 fe:00 1 /usr/bin/x
+Anonymous:             0 kB
+55d000100000-55d000200000 rw-p 00000000 00:00 0 [heap]
+Anonymous:           120 kB
+7f0000000000-7f0000001000 ---p 00000000 00:00 0
+7f0000001000-7f0000002000 rw-p 00000000 00:00 0
+Anonymous:             4 kB
+7f0000002000-7f0000003000 rw-s 00000000 00:01 9 /memfd:shared (deleted)
+7f0000003000-7f0000004000 rw-p 00000000 00:00 0
+VmFlags: rd wr mr mw me dc
+7f0000010000-7f0000020000 rw-p 00000000 00:00 0
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]
+7ffc00022000-7ffc00024000 r-xp 00000000 00:00 0 [vdso]
+";
+        let got = copyable(smaps, &[(0x7f00_0001_0000, 0x7f00_0002_0000)]);
+        let want = vec![
+            (0x55d0_0000_2000, 0x55d0_0000_3000, libc::PROT_READ),
+            (0x55d0_0000_3000, 0x55d0_0000_4000, libc::PROT_READ | libc::PROT_WRITE),
+            (0x55d0_0010_0000, 0x55d0_0020_0000, libc::PROT_READ | libc::PROT_WRITE),
+            (0x7f00_0000_1000, 0x7f00_0000_2000, libc::PROT_READ | libc::PROT_WRITE),
+        ];
+        assert_eq!(got, want);
     }
 }

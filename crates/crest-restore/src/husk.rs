@@ -437,6 +437,9 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         premap: &premap,
     };
 
+    // A deep tree is forked from memory with a short history (see `fresh_memory`); without it
+    // (a caller with threads, or a failure) the husks are made all the same, only more slowly.
+    let fresh = if depth(&plan) > crest_ptrace::husk::FRESH_EVERY { crest_ptrace::husk::fresh_memory(parked, &premap.range().into_iter().collect::<Vec<_>>()).ok().flatten() } else { None };
     // The topmost husks; each creates the husks of its children.
     let mut top_pids: Vec<i32> = Vec::new();
     let mut spawn_err = None;
@@ -479,6 +482,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     drop(memfds_owned);
     drop(deleted_owned);
     drop(image_fd_owned);
+    drop(fresh);
 
     // Each husk is seized, filled, finished and let go by one worker thread (ptrace requests
     // must come from the thread that seized, and the threads created in a husk are traced by
@@ -744,6 +748,18 @@ fn orphaned_group(pid: i32) -> bool {
     !all.into_iter()
         .filter_map(|q| stat(q).filter(|s| s.pgrp == me.pgrp && !matches!(s.state, 'Z' | 'X')))
         .any(|q| q.ppid > 1 && stat(q.ppid).is_some_and(|parent| parent.pgrp != me.pgrp && parent.session == me.session))
+}
+
+/// How many levels the tree of husks has.
+fn depth(plan: &Plan) -> usize {
+    // Parents come before their children.
+    let mut level = vec![1; plan.children.len()];
+    for i in 0..plan.children.len() {
+        for &c in &plan.children[i] {
+            level[c] = level[i] + 1;
+        }
+    }
+    level.into_iter().max().unwrap_or(0)
 }
 
 /// Kills every husk of `pids` (children first) and reaps the caller's own (`top`).

@@ -99,6 +99,11 @@ impl Premap {
         Err(RestoreError::Refused(format!("no free address range of {len} bytes to rebuild the memory shared between parents and children in")))
     }
 
+    /// The reserved range (start, end), when there is one.
+    pub fn range(&self) -> Option<(u64, u64)> {
+        (self.range.0 != 0).then_some((self.range.0, self.range.0 + self.range.1))
+    }
+
     fn addr(&self, v: &Vma) -> u64 {
         self.at[&(v.start, v.end)]
     }
