@@ -26,6 +26,7 @@ pub mod exit;
 pub mod fd;
 pub mod ident;
 pub mod ipc;
+pub mod lazy;
 pub mod memory;
 pub mod mm;
 pub mod progress;

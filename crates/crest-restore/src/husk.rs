@@ -30,6 +30,10 @@ pub struct RestoreOptions {
     pub map_image: bool,
     /// Counts the page bytes restored, for a progress display.
     pub progress: Option<std::sync::Arc<crest_kinds::progress::Progress>>,
+    /// Give the pages of private anonymous memory on demand once the processes run
+    /// (`cr_restart --lazy`, see [`crest_kinds::lazy`]); the caller waits for
+    /// [`crest_kinds::lazy::Pagers::finish`] before it exits.
+    pub lazy: Option<std::sync::Arc<crest_kinds::lazy::Pagers>>,
 }
 
 /// A restored process, a child of the caller, running.
@@ -57,6 +61,9 @@ pub struct Restored {
     /// How long each step took, in order (`CREST_TIMING` prints them): the husks created and
     /// ready, filled, finished, let go.
     pub steps: Vec<(&'static str, std::time::Duration)>,
+    /// Pages still being given on demand (a lazy restart, [`RestoreOptions::lazy`]): wait for
+    /// its `finish` before leaving the processes on their own.
+    pub lazy: Option<std::sync::Arc<crest_kinds::lazy::Pagers>>,
 }
 
 /// For every file mapping whose contents the image holds (`cr_checkpoint --save-*`): when its
@@ -329,11 +336,12 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let live: Vec<usize> = (0..procs.len()).filter(|&i| procs[i].exit_status.is_none()).collect();
     let max_fd = procs.iter().flat_map(|p| &p.fds).map(|f| f.fd).max().unwrap_or(2).max(2);
     // Pages mapped from the image: only an image that cannot change under the mappings.
-    let not_mapped = if opts.map_image { crate::mapping::mappable(&img.file).err() } else { None };
-    let map_image = opts.map_image && not_mapped.is_none();
+    let not_mapped = if opts.map_image && opts.lazy.is_none() { crate::mapping::mappable(&img.file).err() } else { None };
+    let map_image = opts.map_image && opts.lazy.is_none() && not_mapped.is_none();
     let mut layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1)).collect();
     for l in &mut layouts {
         l.fds.map_image = map_image;
+        l.fds.lazy = opts.lazy.is_some();
     }
     let parked = max_fd + 1 + layouts.iter().map(|l| l.aux.len() as i32).max().unwrap_or(0) + 1;
     // Mappings that share pages between a parent and its children are built before the forks.
@@ -481,8 +489,14 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         // Pages mapped from the image leave the husks little to do: the check of the checksums
         // is what the restart waits for, on every core, reading the page cache in place.
         // Copied pages keep one core busy; the check takes the other.
-        let verifier =
-            opts.verify.then(|| s.spawn(move || if map_image { crate::mapping::verify_in_place(img, std::thread::available_parallelism().map_or(2, |n| n.get())) } else { img.verify_checksums(1) }));
+        // Pages given on demand are checked as they are given.
+        let verifier = opts.verify.then(|| {
+            s.spawn(move || match (map_image, opts.lazy.is_some()) {
+                (_, true) => crest_kinds::lazy::verify_eager(img),
+                (true, _) => crate::mapping::verify_in_place(img, std::thread::available_parallelism().map_or(2, |n| n.get())),
+                _ => img.verify_checksums(1),
+            })
+        });
         let (reply_tx, replies) = std::sync::mpsc::channel::<Reply>();
         let mut orders = Vec::with_capacity(workers);
         for w in 0..workers {
@@ -559,6 +573,9 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             }
         }
         step("released", &mut steps);
+        if let Some(lazy) = &opts.lazy {
+            lazy.released(&all_pids);
+        }
         Ok(totals)
         // The workers end when their orders are dropped; a husk still held then is killed
         // (PTRACE_O_EXITKILL) and, below, reaped.
@@ -572,7 +589,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     };
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
-    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps })
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps, lazy: None })
 }
 
 /// Threads that fill husks at once, at most. One for now: with several, a restored ring of
@@ -825,6 +842,9 @@ fn fill(
         remote.map_batch(area)?;
     }
     let filled = memory::restore(&mut remote, pid, &p.vmas, fds, image, progress)?;
+    if let Some(lazy) = &opts.lazy {
+        lazy.start(&mut remote, pid, p.pid, &p.vmas, &fds.in_place, image)?;
+    }
     let exe_set = mm::restore(&mut remote, &scratch, &p.mm, if p.exe.is_empty() { -1 } else { exe_fd })?;
     // The restore's own descriptors are numbered one after another: closed in one call.
     if let (Some(&first), Some(&last)) = (aux.iter().min(), aux.iter().max()) {
