@@ -32,6 +32,12 @@ use crate::{vdso, KindError};
 /// Turns one `smaps` entry into a [`Vma`] without page data.
 pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     let range = format!("{:#x}-{:#x}", m.start, m.end);
+    if m.has("um") {
+        // Pages not present may be another process's to give: they are not in this one.
+        return Err(KindError::Unsupported(format!(
+            "pid {pid}: mapping {range} is registered with a userfaultfd in missing mode (a `cr_restart --lazy` still filling it in, or the program's own), so its missing pages are not in the process; checkpoint it once cr_restart has filled it in"
+        )));
+    }
     let mut flags = 0;
     if m.shared {
         flags |= vma_flags::SHARED;
