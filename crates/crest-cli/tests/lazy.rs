@@ -29,11 +29,11 @@ struct Outcome {
     out: String,
 }
 
-/// Builds `tests/c/NAME.c`, runs it until "ready", checkpoints it (`--kill`, `ck_args`), lets
+/// In a scratch directory of its own (`dir`), builds `tests/c/NAME.c`, runs it until "ready", checkpoints it (`--kill`, `ck_args`), lets
 /// `damage` change the image, restarts it with `--lazy` and sends it SIGUSR2 as soon as it
 /// runs (most of its pages not in yet).
-fn lazy_round_trip(name: &str, ck_args: &[&str], damage: impl FnOnce(&Path)) -> Outcome {
-    let d = Dir::new(&format!("lazy-{name}-{}", ck_args.len()));
+fn lazy_round_trip(dir: &str, name: &str, ck_args: &[&str], damage: impl FnOnce(&Path)) -> Outcome {
+    let d = Dir::new(dir);
     let prog = d.0.join(name);
     gcc(&format!("tests/c/{name}.c"), &prog, &["-pthread"]);
     let out = d.0.join("out.txt");
@@ -110,7 +110,7 @@ fn every_byte_of_a_large_buffer_comes_in_on_demand() {
     if !lazy_possible() {
         return;
     }
-    let o = lazy_round_trip("mem256", &[], |_| {});
+    let o = lazy_round_trip("lazy-every-byte", "mem256", &[], |_| {});
     assert_passed(&o, "mem256 restarted with --lazy");
 }
 
@@ -119,7 +119,7 @@ fn compressed_runs_are_decompressed_on_demand() {
     if !lazy_possible() {
         return;
     }
-    let o = lazy_round_trip("mem256", &["--compress"], |_| {});
+    let o = lazy_round_trip("lazy-compressed", "mem256", &["--compress"], |_| {});
     assert_passed(&o, "mem256 from a compressed image, restarted with --lazy");
 }
 
@@ -128,7 +128,7 @@ fn threads_fork_mremap_and_madvise_before_the_pages_are_in() {
     if !lazy_possible() {
         return;
     }
-    let o = lazy_round_trip("lazymem", &[], |_| {});
+    let o = lazy_round_trip("lazy-threads", "lazymem", &[], |_| {});
     assert_passed(&o, "lazymem (4 threads, a fork, mremap, MADV_DONTNEED) restarted with --lazy");
 }
 
@@ -137,7 +137,7 @@ fn a_corrupt_page_kills_the_process_with_its_address() {
     if !lazy_possible() {
         return;
     }
-    let o = lazy_round_trip("mem256", &[], |img| {
+    let o = lazy_round_trip("lazy-corrupt", "mem256", &[], |img| {
         // The image is mostly the 256 MiB buffer's pages: one byte in its middle is changed.
         let len = std::fs::metadata(img).expect("image").len();
         let f = std::fs::OpenOptions::new().read(true).write(true).open(img).expect("open the image to damage it");
@@ -151,4 +151,36 @@ fn a_corrupt_page_kills_the_process_with_its_address() {
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&o.status), Some(libc::SIGKILL), "cr_restart dies as its process did, by SIGKILL: {:?}\n{}", o.status, o.stderr);
     let msg = o.stderr.lines().find(|l| l.contains("checksum mismatch")).unwrap_or_else(|| panic!("a message naming the bad page data: {}", o.stderr));
     assert!(msg.contains("killed") && msg.contains("0x"), "the message says which page data and that the process was killed: {msg}");
+}
+
+#[test]
+fn refused_before_anything_starts_where_userfaultfd_is_not_permitted() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        skip("needs root to become an ordinary user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let d = Dir::new("lazy-refused");
+    std::fs::set_permissions(&d.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let prog = build_steady(&d);
+    let out = d.0.join("out.txt");
+    let f = std::fs::File::create(&out).expect("out");
+    std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).uid(NOBODY).gid(NOBODY).arg("16").arg(&d.0).stdout(f).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("start"));
+    procs.pids.push(pid);
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let o = Command::new(bin("cr_checkpoint")).uid(NOBODY).gid(NOBODY).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
+    assert!(o.status.success(), "the user checkpoints their own process: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = procs.take(pid).wait();
+    procs.forget(pid);
+    // The fork event, which a lazy restart needs, is for CAP_SYS_PTRACE only, whatever
+    // vm.unprivileged_userfaultfd says.
+    let o = Command::new(bin("cr_restart")).uid(NOBODY).gid(NOBODY).args(["--lazy", "--no-restore-pid"]).arg(&img).stdin(Stdio::null()).output().expect("cr_restart");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(libc::EPERM), "{e}");
+    assert!(e.contains("--lazy: userfaultfd") && e.contains("CAP_SYS_PTRACE") && e.contains("restart without --lazy"), "says why and what to do: {e}");
+    assert_eq!(procs_running(&prog), Vec::<i32>::new(), "nothing was started");
 }
