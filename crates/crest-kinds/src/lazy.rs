@@ -61,10 +61,12 @@ pub fn unavailable() -> Option<String> {
 
 /// Checks the checksum of every page run of `img` that is not given on demand (those are
 /// checked as they are given): what a lazy restart checks before the processes run.
-pub fn verify_eager(img: &crest_image::ImageFile) -> Result<(), crest_image::ImageError> {
+/// `in_place`: (saved PID, start) of the mappings built before the forks, with their pages,
+/// which are not given on demand either.
+pub fn verify_eager(img: &crest_image::ImageFile, in_place: &[(i32, u64)]) -> Result<(), crest_image::ImageError> {
     let mut reader = RunReader::new()?;
     for p in img.image.processes.iter().filter(|p| p.exit_status.is_none()) {
-        for v in p.vmas.iter().filter(|v| !eligible(v)) {
+        for v in p.vmas.iter().filter(|v| !eligible(v) || in_place.contains(&(p.pid, v.start))) {
             for r in &v.pages {
                 reader.check_stored(&img.file, p.pid, r)?;
             }

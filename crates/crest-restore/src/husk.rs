@@ -490,9 +490,10 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         // is what the restart waits for, on every core, reading the page cache in place.
         // Copied pages keep one core busy; the check takes the other.
         // Pages given on demand are checked as they are given.
+        let in_place: Vec<(i32, u64)> = procs.iter().zip(&layouts).flat_map(|(p, l)| l.fds.in_place.iter().map(move |&a| (p.pid, a))).collect();
         let verifier = opts.verify.then(|| {
             s.spawn(move || match (map_image, opts.lazy.is_some()) {
-                (_, true) => crest_kinds::lazy::verify_eager(img),
+                (_, true) => crest_kinds::lazy::verify_eager(img, &in_place),
                 (true, _) => crate::mapping::verify_in_place(img, std::thread::available_parallelism().map_or(2, |n| n.get())),
                 _ => img.verify_checksums(1),
             })
