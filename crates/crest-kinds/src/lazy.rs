@@ -8,7 +8,8 @@
 //! holds the page is read from the image, checked against its checksum (and decompressed, one
 //! zstd frame per run), and given with `UFFDIO_COPY`; a page the image does not hold (never
 //! written before the checkpoint) is given as zeros. Once the process is let go
-//! ([`Pagers::released`]), threads fill in the rest in the background, run after run; a page
+//! ([`Pagers::released`]), threads at a lower priority (nice 10) fill in the rest in the
+//! background, run after run; a page
 //! already there (`EEXIST`) is left as it is. When every page is in, the ranges are
 //! unregistered and the userfaultfd closed: the process runs on as if restored eagerly.
 //!
@@ -37,6 +38,8 @@ use crest_ptrace::Remote;
 use crate::KindError;
 
 const PAGE: u64 = 4096;
+/// Nice value of the background fill threads.
+const FILL_NICE: i32 = 10;
 
 /// Whether the pages of `v` are given on demand by a lazy restore: private anonymous memory
 /// with pages in the image, not locked (`mlock` would fault every page in before it runs
@@ -534,6 +537,9 @@ impl Inner {
 
     /// A background fill thread: once released, gives run after run until none is pending.
     fn fill(self: Arc<Self>) {
+        // Below the restored process and the fault server, which serves what it waits for:
+        // the fill uses what they leave of the cores.
+        crest_ptrace::sys::lower_thread_priority(FILL_NICE);
         let Ok(mut reader) = RunReader::new() else { return };
         let mut buf = Vec::new();
         loop {
