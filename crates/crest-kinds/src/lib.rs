@@ -31,6 +31,7 @@ pub mod exit;
 pub mod fd;
 pub mod ident;
 pub mod ipc;
+pub mod lazy;
 pub mod memory;
 pub mod mm;
 pub mod process;

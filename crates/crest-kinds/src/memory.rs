@@ -32,6 +32,12 @@ use crate::{vdso, KindError};
 /// Turns one `smaps` entry into a [`Vma`] without page data.
 pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     let range = format!("{:#x}-{:#x}", m.start, m.end);
+    if m.has("um") {
+        // Pages not present may be another process's to give: they are not in this one.
+        return Err(KindError::Unsupported(format!(
+            "pid {pid}: mapping {range} is registered with a userfaultfd in missing mode (a `cr_restart --lazy` still filling it in, or the program's own), so its missing pages are not in the process; checkpoint it once cr_restart has filled it in"
+        )));
+    }
     let mut flags = 0;
     if m.shared {
         flags |= vma_flags::SHARED;
@@ -325,6 +331,9 @@ pub struct MapFds {
     /// Whether stored runs of private anonymous memory are mapped from the image rather than
     /// read ([`mapped_from_image`]): the image file may be mapped (the caller checked it).
     pub map_image: bool,
+    /// Whether the pages of the mappings that [`crate::lazy::eligible`] picks are left out,
+    /// to be given on demand ([`crate::lazy`]): those mappings are made empty.
+    pub lazy: bool,
     /// Start addresses of the private mappings already in place, with their pages, when
     /// [`restore`] runs (built before the husk was forked and moved there, so as to share pages
     /// with a parent or children): only their protection and advice are set.
@@ -438,11 +447,17 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
         };
         // Droppable memory comes back empty, as if the kernel had dropped it.
         let droppable = v.flags & vma_flags::DROPPABLE != 0;
-        let prot_fill = if v.pages.is_empty() || droppable { v.prot } else { v.prot | libc::PROT_WRITE as u32 };
+        // Given on demand: made empty, with its own protection (a userfaultfd copy does not
+        // need write permission).
+        let lazy = fds.lazy && crate::lazy::eligible(v);
+        let prot_fill = if v.pages.is_empty() || droppable || lazy { v.prot } else { v.prot | libc::PROT_WRITE as u32 };
         let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
         // Queued: run with the rest in one go where the caller gave a batch area.
         remote.queue(what.clone(), libc::SYS_mmap, &[v.start, v.end - v.start, u64::from(prot_fill), flags as u64, fd as u64, off]);
-        if !droppable {
+        if lazy {
+            // Counted as restored: the process has them from the moment it runs.
+            progress.add_done(v.pages.iter().map(|r| r.len).sum());
+        } else if !droppable {
             let from_image = (fds.map_image && mapped_from_image(v)).then_some(prot_fill);
             let (b, m) = fill(remote, pid, v, fds.image, image, progress, from_image)?;
             bytes += b;
@@ -769,6 +784,9 @@ impl crate::process::ProcessKind for Memory {
     }
     fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
         cx.filled = restore(cx.remote, cx.pid, &cx.p.vmas, cx.map_fds, cx.image, cx.progress)?;
+        if let Some(lazy) = cx.lazy {
+            lazy.start(cx.remote, cx.pid, cx.p.pid, &cx.p.vmas, &cx.map_fds.in_place, cx.image)?;
+        }
         Ok(())
     }
 }

@@ -152,6 +152,9 @@ pub struct FillCx<'r, 'a> {
     pub leader_creds: &'r Creds,
     /// The new TID of a saved thread, once it exists.
     pub new_tid: &'r dyn Fn(i32) -> Option<i32>,
+    /// Gives the pages of private anonymous memory on demand (`cr_restart --lazy`): the memory
+    /// kind registers the memory it leaves empty.
+    pub lazy: Option<&'r crate::lazy::Pagers>,
     /// Reported by the memory kind: page data restored.
     pub filled: Filled,
     /// Reported by the mm kind: whether `/proc/PID/exe` could be set.

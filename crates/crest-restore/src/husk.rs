@@ -35,6 +35,10 @@ pub struct RestoreOptions {
     /// are still in repair mode (silent): a restart of several parts of one job waits here
     /// until every part is ready. An `Err` calls the restart off.
     pub barrier: Option<Barrier>,
+    /// Give the pages of private anonymous memory on demand once the processes run
+    /// (`cr_restart --lazy`, see [`crest_kinds::lazy`]); the caller waits for
+    /// [`crest_kinds::lazy::Pagers::finish`] before it exits.
+    pub lazy: Option<std::sync::Arc<crest_kinds::lazy::Pagers>>,
 }
 
 /// A wait shared with other restarts ([`RestoreOptions::barrier`]).
@@ -72,6 +76,9 @@ pub struct Restored {
     /// How long each step took, in order (`CREST_TIMING` prints them): the husks created and
     /// ready, filled, finished, let go.
     pub steps: Vec<(&'static str, std::time::Duration)>,
+    /// Pages still being given on demand (a lazy restart, [`RestoreOptions::lazy`]): wait for
+    /// its `finish` before leaving the processes on their own.
+    pub lazy: Option<std::sync::Arc<crest_kinds::lazy::Pagers>>,
 }
 
 /// For every file mapping whose contents the image holds (`cr_checkpoint --save-*`): when its
@@ -341,11 +348,12 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let live: Vec<usize> = (0..procs.len()).filter(|&i| procs[i].exit_status.is_none()).collect();
     let max_fd = procs.iter().flat_map(|p| &p.fds).map(|f| f.fd).max().unwrap_or(2).max(2);
     // Pages mapped from the image: only an image that cannot change under the mappings.
-    let not_mapped = if opts.map_image { crate::mapping::mappable(&img.file).err() } else { None };
-    let map_image = opts.map_image && not_mapped.is_none();
+    let not_mapped = if opts.map_image && opts.lazy.is_none() { crate::mapping::mappable(&img.file).err() } else { None };
+    let map_image = opts.map_image && opts.lazy.is_none() && not_mapped.is_none();
     let mut layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1)).collect();
     for l in &mut layouts {
         l.fds.map_image = map_image;
+        l.fds.lazy = opts.lazy.is_some();
     }
     let parked = max_fd + 1 + layouts.iter().map(|l| l.aux.len() as i32).max().unwrap_or(0) + 1;
     // Mappings that share pages between a parent and its children are built before the forks.
@@ -497,8 +505,15 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         // Pages mapped from the image leave the husks little to do: the check of the checksums
         // is what the restart waits for, on every core, reading the page cache in place.
         // Copied pages keep one core busy; the check takes the other.
-        let verifier =
-            opts.verify.then(|| s.spawn(move || if map_image { crate::mapping::verify_in_place(img, std::thread::available_parallelism().map_or(2, |n| n.get())) } else { img.verify_checksums(1) }));
+        // Pages given on demand are checked as they are given.
+        let in_place: Vec<(i32, u64)> = procs.iter().zip(&layouts).flat_map(|(p, l)| l.fds.in_place.iter().map(move |&a| (p.pid, a))).collect();
+        let verifier = opts.verify.then(|| {
+            s.spawn(move || match (map_image, opts.lazy.is_some()) {
+                (_, true) => crest_kinds::lazy::verify_eager(img, &in_place),
+                (true, _) => crate::mapping::verify_in_place(img, std::thread::available_parallelism().map_or(2, |n| n.get())),
+                _ => img.verify_checksums(1),
+            })
+        });
         let (reply_tx, replies) = std::sync::mpsc::channel::<Reply>();
         let mut orders = Vec::with_capacity(workers);
         for w in 0..workers {
@@ -581,6 +596,9 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
             }
         }
         step("released", &mut steps);
+        if let Some(lazy) = &opts.lazy {
+            lazy.released(&all_pids);
+        }
         Ok(totals)
         // The workers end when their orders are dropped; a husk still held then is killed
         // (PTRACE_O_EXITKILL) and, below, reaped.
@@ -594,7 +612,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     };
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
-    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps })
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps, lazy: None })
 }
 
 /// Threads that fill husks at once, at most. One for now: with several, a restored ring of
@@ -878,6 +896,7 @@ fn fill(
         shared_filters,
         leader_creds,
         new_tid: &leader_tid,
+        lazy: opts.lazy.as_deref(),
         filled: Default::default(),
         exe_set: false,
     };
@@ -934,7 +953,7 @@ fn fill(
         Vec::new()
     };
     let new_tid = |saved: i32| p.threads.iter().zip(std::iter::once(pid).chain(threads.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n);
-    let mut cx = FillCx { remote: &mut remote, scratch: &scratch, pid, p, map_fds: fds, exe_fd, aux, image, progress, shared_filters, leader_creds, new_tid: &new_tid, filled, exe_set };
+    let mut cx = FillCx { remote: &mut remote, scratch: &scratch, pid, p, map_fds: fds, exe_fd, aux, image, progress, shared_filters, leader_creds, new_tid: &new_tid, lazy: opts.lazy.as_deref(), filled, exe_set };
     process::restore(after_threads, &mut cx)?;
     remote.unmap_batch()?;
     scratch.unmap(&mut remote)?;

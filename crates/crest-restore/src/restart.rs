@@ -45,6 +45,11 @@ pub struct Request<'a> {
     /// it ([`crate::mapping::mappable`]), rather than copying them (`cr_restart --copy-pages`
     /// turns it off).
     pub map_image: bool,
+    /// Let the processes run before the pages of their private anonymous memory are in: they
+    /// are given on demand, and the rest filled in in the background
+    /// ([`crest_kinds::lazy`]). The caller must wait for [`Restored::lazy`]'s
+    /// [`finish`](crest_kinds::lazy::Pagers::finish) before it exits.
+    pub lazy: bool,
     /// Hand over any open descriptor for an inherited standard descriptor, whatever its class.
     pub relaxed_stdio: bool,
     /// Counts the page bytes restored, for a progress display.
@@ -70,6 +75,7 @@ impl Request<'_> {
             restore_sid: false,
             verify: true,
             map_image: true,
+            lazy: false,
             relaxed_stdio: false,
             progress: None,
             on_event: None,
@@ -294,6 +300,11 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
         preflight::stdio(p, image_fd, req.relaxed_stdio).map_err(refused)?;
     }
+    // A lazy restore needs a userfaultfd with the fork event: refused before anything starts.
+    if let Some(msg) = req.lazy.then(crest_kinds::lazy::unavailable).flatten() {
+        return Err(Error::Refused { shown, source: Refusal { kind: ErrorKind::NotPermitted, msg: format!("--lazy: {msg}") } });
+    }
+    let lazy = req.lazy.then(crest_kinds::lazy::Pagers::new);
     let opts = RestoreOptions {
         restore_pid: req.restore_pid,
         restore_pgid: req.restore_pgid,
@@ -302,9 +313,17 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         map_image: req.map_image,
         progress: req.progress.clone(),
         barrier: req.barrier.clone(),
+        lazy: lazy.clone(),
     };
     tell(Event::Restoring);
-    let restored = crate::restore(&img, &opts).map_err(|source| Error::Restore { shown, source })?;
+    let restored = crate::restore(&img, &opts).map_err(|source| {
+        // Nothing runs: the fault servers stop.
+        if let Some(l) = &lazy {
+            let _ = l.finish();
+        }
+        Error::Restore { shown, source }
+    })?;
+    let restored = Restored { lazy: lazy.filter(|l| !l.is_empty()), ..restored };
     // Processes that use libcr learn that they were restarted, and from which image.
     let src = match &req.image {
         Source::Path(p) => std::path::absolute(p).map(|p| p.display().to_string()).unwrap_or_default(),

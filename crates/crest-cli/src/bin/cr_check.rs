@@ -368,7 +368,7 @@ fn userfaultfd() -> Check {
             Ok(()) => ok("userfaultfd", format!("allowed for user-space faults{sysctl_note}")),
             Err(_) => warn(
                 "userfaultfd",
-                format!("refused ({e}){sysctl_note}; not needed yet (lazy restore and incremental checkpoints will use it)"),
+                format!("refused ({e}){sysctl_note}; cr_restart --lazy needs it (with CAP_SYS_PTRACE), and pre-copies fall back to a snapshot without it"),
                 "set vm.unprivileged_userfaultfd = 1, or give the user CAP_SYS_PTRACE, or access to /dev/userfaultfd",
             ),
         },

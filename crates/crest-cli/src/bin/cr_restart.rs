@@ -108,6 +108,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         restore_sid: last_given(m, &["restore-sid", "no-restore-sid"]) == Some("restore-sid"),
         verify: !m.get_flag("no-verify"),
         map_image: m.get_flag("map-pages") && !m.get_flag("copy-pages"),
+        lazy: m.get_flag("lazy"),
         relaxed_stdio: m.get_flag("relaxed-stdio"),
         progress: Some(progress.clone()),
         on_event: Some(&events),
@@ -129,6 +130,23 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     if m.get_flag("coordinated") {
         coordinate::tell(&format!("running {pid}"));
     }
+    // A lazy restart: the processes depend on this process for their pages until every one
+    // is in; whatever way it leaves, it waits for that first.
+    let lazy = restored.lazy.clone();
+    let finish_lazy = move |code: i32| {
+        let Some(l) = &lazy else { return };
+        match l.finish() {
+            Ok(s) => {
+                if std::env::var_os("CREST_TIMING").is_some() && s.faults + s.on_demand + s.background > 0 {
+                    eprintln!("crest-timing: lazy pid={pid} faults={} on_demand_bytes={} background_bytes={} fill_ms={:.3}", s.faults, s.on_demand, s.background, s.fill.as_secs_f64() * 1e3);
+                }
+            }
+            Err(msg) => {
+                eprintln!("cr_restart: {msg}");
+                notify(&format!("ERR {code} {}", msg.replace('\n', " ")));
+            }
+        }
+    };
     for note in &restored.notes {
         say_info(m, note);
     }
@@ -159,6 +177,10 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     }
     // The restart is complete: a cr_request_restart waiting for it learns the eldest's PID.
     notify(&pid.to_string());
+    if m.contains_id("run-on-success") {
+        // The hook runs once the restart is complete: every page in.
+        finish_lazy(ErrorKind::Failed.code());
+    }
     if let Some(code) = hook(m.get_one::<String>("run-on-success")) {
         std::process::exit(code);
     }
@@ -170,7 +192,10 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
             let _ = sys::kill(std::process::id() as i32, libc::SIGSTOP);
         }
     });
-    match sys::wait_child(pid) {
+    let waited = sys::wait_child(pid);
+    // Children it forked may still need pages.
+    finish_lazy(ErrorKind::Failed.code());
+    match waited {
         Ok(ChildEnd::Exited(code)) => std::process::exit(code),
         Ok(ChildEnd::Signaled(sig)) => sys::die_by_signal(sig),
         Err(e) => Err(fail(libc::ECHILD, "perm", format!("waiting for the restored process {pid}: {e}"))),
