@@ -49,10 +49,14 @@ fn verdict(d: &Dir, pid: i32) -> String {
     }
 }
 
-/// Restarts `img`, has the restored process check itself, and returns its verdict.
+/// Restarts `img` (with `args`), has the restored process check itself, and returns its verdict.
 fn restart_and_check(d: &Dir, prog: &Path, img: &Path, reaper: &mut Reaper) -> String {
+    restart_with(d, prog, img, &[], reaper)
+}
+
+fn restart_with(d: &Dir, prog: &Path, img: &Path, args: &[&str], reaper: &mut Reaper) -> String {
     let _ = std::fs::remove_file(d.0.join("result"));
-    let mut rs = cr_restart_cmd().arg(img).current_dir(&d.0).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let mut rs = cr_restart_cmd().args(args).arg(img).current_dir(&d.0).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
     reaper.0.push(rs.id() as i32);
     let rp = restored_child(&mut rs, Duration::from_secs(60));
     reaper.0.push(rp);
@@ -64,10 +68,27 @@ fn restart_and_check(d: &Dir, prog: &Path, img: &Path, reaper: &mut Reaper) -> S
     v
 }
 
+/// Runs `cmd args img`, which must fail, and returns its stderr. A restart that goes ahead
+/// after all is ended (its restored process too) rather than waited for.
 fn refused(img: &Path, cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(bin(cmd)).args(args).arg(img).stdin(Stdio::null()).output().expect("runs");
-    assert!(!o.status.success(), "{cmd} {} should refuse a broken chain", img.display());
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    let mut c = Command::new(bin(cmd)).args(args).arg(img).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("runs");
+    let mut reaper = Reaper(vec![c.id() as i32]);
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = c.try_wait().expect("try_wait") {
+            break st;
+        }
+        if let Some(p) = child_of(c.id() as i32) {
+            reaper.0.push(p);
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{cmd} {} went on with a broken chain", img.display());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reaper.0.clear();
+    let mut e = String::new();
+    let _ = std::io::Read::read_to_string(c.stderr.as_mut().expect("stderr"), &mut e);
+    assert!(!st.success(), "{cmd} {} should refuse a broken chain: {e}", img.display());
+    e
 }
 
 /// Removes the notes of the trackers left in `pids` (beside the claim files), when dropped.
@@ -134,6 +155,32 @@ fn incremental_chain() {
         let v = restart_and_check(&d, &prog, img, &mut reaper);
         assert_eq!(v, format!("PASS round {k}\n"), "image {k} restarted");
     }
+    // Read from the chain's files where they lie: mapped from each image (they are read-only),
+    // and with cr_restart's default check of every run's checksum.
+    let v = restart_with(&d, &prog, &imgs[3], &["--map-pages"], &mut reaper);
+    assert_eq!(v, "PASS round 3\n", "the chain restarted with its pages mapped");
+
+    // Page data of a parent that changed in place (its trailer and length as they were): the
+    // checksum of a run read from it does not match, and the restart is refused. One byte
+    // flipped in a run of img0 that img3 still uses, then flipped back.
+    let img0 = &imgs[0];
+    let mut perm = std::fs::metadata(img0).expect("img0").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+    std::fs::set_permissions(img0, perm).expect("chmod");
+    let top = Command::new(bin("cr_info")).arg("--json").arg(&imgs[3]).output().expect("cr_info");
+    let meta: serde_json::Value = serde_json::from_slice(&top.stdout).expect("json");
+    let runs: Vec<serde_json::Value> = meta["processes"][0]["vmas"].as_array().expect("vmas").iter().flat_map(|v| v["pages"].as_array().cloned().unwrap_or_default()).collect();
+    let offset = runs.iter().filter(|r| r["image"].as_u64() == Some(3)).filter_map(|r| r["offset"].as_u64()).max().expect("a run of img0 in img3");
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(img0).expect("open");
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut byte, offset).expect("read");
+    std::os::unix::fs::FileExt::write_all_at(&f, &[byte[0] ^ 0xff], offset).expect("write");
+    let e = refused(&imgs[3], "cr_restart", &[]);
+    assert!(e.contains("checksum") && e.contains("in parent 3 of the chain"), "{e}");
+    let e = refused(&imgs[3], "cr_info", &["--verify"]);
+    assert!(e.contains("checksum"), "cr_info --verify: {e}");
+    std::os::unix::fs::FileExt::write_all_at(&f, &byte, offset).expect("write back");
+    drop(f);
 
     // A missing parent is refused, by name, by cr_restart and cr_info --verify.
     let away = d.0.join("away");

@@ -123,6 +123,36 @@ impl Chain {
     }
 }
 
+/// Checks the checksum of every page run of `chain[0]` as stored, each in the image of the chain
+/// that holds it, without decompressing, on `workers` threads: for an incremental image what
+/// [`ImageFile::verify_checksums`] is for a standalone one. A failure names the process, the
+/// address and, for a run of a parent, that parent's position in the chain.
+pub fn verify_checksums(chain: &[ImageFile], workers: usize) -> Result<(), ImageError> {
+    let Some(top) = chain.first() else { return Ok(()) };
+    let runs: Vec<(i32, &crate::PageRun)> = all_runs(&top.image).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                s.spawn(|| -> Result<(), ImageError> {
+                    let mut reader = crate::codec::RunReader::new()?;
+                    loop {
+                        let Some(&(pid, r)) = runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
+                        let Some(img) = chain.get(r.image as usize) else {
+                            return Err(ImageError::Invalid(format!("pid {pid}: page run {:#x}+{:#x} lies in image {} of a chain of {}", r.vaddr, r.len, r.image, chain.len())));
+                        };
+                        reader.check_stored(&img.file, pid, r).map_err(|e| match e {
+                            ImageError::Checksum { what } if r.image > 0 => ImageError::Checksum { what: format!("{what} (in parent {} of the chain)", r.image) },
+                            e => e,
+                        })?;
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(ImageError::Invalid("page verifier panicked".into()))))
+    })
+}
+
 fn all_runs(img: &Image) -> impl Iterator<Item = (i32, &crate::PageRun)> {
     img.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().map(move |r| (p.pid, r))))
 }

@@ -265,15 +265,11 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         std::io::copy(&mut &file, &mut &copy).map_err(|source| Error::Read { shown: shown.clone(), source })?;
         copy
     };
-    let mut img = ImageFile::from_file(file).map_err(|source| Error::Image { shown: shown.clone(), source })?;
-    // An incremental image: every parent must be there and unchanged; the chain is then
-    // restored as one standalone image, written into memory.
-    if img.image.parent.is_some() {
-        let chain = crest_image::chain::Chain::open(img, &shown).map_err(|source| Error::Image { shown: shown.clone(), source })?;
-        let flat = File::from(crest_ptrace::sys::memfd("crest-image", 0).map_err(|source| Error::Memory { shown: shown.clone(), source })?);
-        chain.flatten(std::io::BufWriter::with_capacity(1 << 20, &flat)).map_err(|source| Error::Image { shown: shown.clone(), source })?;
-        img = ImageFile::from_file(flat).map_err(|source| Error::Image { shown: shown.clone(), source })?;
-    }
+    let img = ImageFile::from_file(file).map_err(|source| Error::Image { shown: shown.clone(), source })?;
+    // An incremental image: every parent must be there and unchanged (and every run it names
+    // within that parent's page data); each run is then read from the image that holds it.
+    let mut chain = if img.image.parent.is_some() { crest_image::chain::Chain::open(img, &shown).map_err(|source| Error::Image { shown: shown.clone(), source })?.images } else { vec![img] };
+    let img = &mut chain[0];
     // Nothing starts unless every file is there and unchanged and this user could have
     // started the saved process.
     let caller = Caller::current().map_err(Error::Credentials)?;
@@ -294,7 +290,7 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
     let opts =
         RestoreOptions { restore_pid: req.restore_pid, restore_pgid: req.restore_pgid, restore_sid: req.restore_sid, verify: req.verify, map_image: req.map_image, progress: req.progress.clone() };
     tell(Event::Restoring);
-    let restored = crate::restore(&img, &opts).map_err(|source| Error::Restore { shown, source })?;
+    let restored = crate::restore_chain(&chain, &opts).map_err(|source| Error::Restore { shown, source })?;
     // Processes that use libcr learn that they were restarted, and from which image.
     let src = match &req.image {
         Source::Path(p) => std::path::absolute(p).map(|p| p.display().to_string()).unwrap_or_default(),
