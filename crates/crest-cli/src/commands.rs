@@ -155,6 +155,9 @@ pub fn info() -> Command {
         .arg(Arg::new("file").value_name("FILE").required(true).help("the checkpoint image"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the whole metadata as JSON"))
         .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also read every page run as cr_restart does: its checksum, and that a compressed one decompresses"))
+        .arg(Arg::new("merge").long("merge").value_name("OUT").help(
+            "write FILE and the chain of images it is incremental to as one standalone image OUT (every run's checksum checked as it is copied; under a temporary name until whole, mode 0400); the images of the chain may then be deleted. OUT may be FILE itself, not one of its parents",
+        ))
 }
 
 /// `cr_check`'s options.

@@ -160,6 +160,29 @@ fn incremental_chain() {
     let v = restart_with(&d, &prog, &imgs[3], &["--map-pages"], &mut reaper);
     assert_eq!(v, "PASS round 3\n", "the chain restarted with its pages mapped");
 
+    // Merged into one standalone image, which restarts with the chain's files gone; a parent
+    // is not a destination.
+    let merged = d.0.join("merged");
+    let o = Command::new(bin("cr_info")).arg("--merge").arg(&merged).arg(&imgs[3]).output().expect("cr_info --merge");
+    assert!(o.status.success(), "cr_info --merge: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("chain of 4 images"), "{}", String::from_utf8_lossy(&o.stdout));
+    let e = refused(&imgs[3], "cr_info", &["--merge", imgs[1].to_str().expect("utf-8")]);
+    assert!(e.contains("is a parent in the chain") && e.contains("was not written"), "{e}");
+    let info = Command::new(bin("cr_info")).arg("--verify").arg(&merged).output().expect("cr_info");
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success() && !text.contains("\nincremental:") && text.contains("the image is good"), "cr_info --verify of the merged image: {text}");
+    assert!(len(&merged) < len(&imgs[0]) + len(&imgs[3]), "the merged image holds each page once: {} bytes", len(&merged));
+    let aside = d.0.join("aside");
+    std::fs::create_dir(&aside).expect("mkdir");
+    for img in &imgs[..3] {
+        std::fs::rename(img, aside.join(img.file_name().expect("name"))).expect("move");
+    }
+    let v = restart_and_check(&d, &prog, &merged, &mut reaper);
+    for img in &imgs[..3] {
+        std::fs::rename(aside.join(img.file_name().expect("name")), img).expect("move back");
+    }
+    assert_eq!(v, "PASS round 3\n", "the merged image restarted without the chain");
+
     // Page data of a parent that changed in place (its trailer and length as they were): the
     // checksum of a run read from it does not match, and the restart is refused. One byte
     // flipped in a run of img0 that img3 still uses, then flipped back.
