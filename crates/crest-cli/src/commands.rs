@@ -71,6 +71,21 @@ pub fn checkpoint() -> Command {
                 .help("save only the pages written since the checkpoint into PARENT (taken with --track or --incremental), in an image that names PARENT; a full image when that tracking is lost; implies --track"),
         )
         .arg(
+            Arg::new("interval")
+                .long("interval")
+                .value_name("SECONDS")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("checkpoint every SECONDS until the process ends or cr_checkpoint is stopped: images FILE.1, FILE.2, ..., each incremental to the one before (a full one every 10, or when the tracking was lost), FILE a symbolic link to the newest whole one"),
+        )
+        .arg(
+            Arg::new("keep")
+                .long("keep")
+                .value_name("N")
+                .requires("interval")
+                .value_parser(clap::value_parser!(u32).range(1..))
+                .help("with --interval, keep the newest N chains (a full image and those incremental to it; default 2): older ones are removed once a newer one is whole"),
+        )
+        .arg(
             Arg::new("deleted-max")
                 .long("deleted-max")
                 .value_name("SIZE")

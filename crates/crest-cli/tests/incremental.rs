@@ -252,3 +252,123 @@ fn incremental_chain() {
     let v = restart_and_check(&d, &prog, &full, &mut reaper);
     assert_eq!(v, "PASS round 3\n", "the full image made in place of an incremental one");
 }
+
+/// Whether `pid` is gone (or a zombie, ended).
+fn gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X'])))
+}
+
+/// `cr_checkpoint --interval 1 --keep 1 -f ctx PID` as a child, its stderr into `err`.
+fn periodic(pid: i32, ctx: &Path, err: &Path, more: &[&str]) -> std::process::Child {
+    Command::new(bin("cr_checkpoint"))
+        .args(["-v", "--interval", "1", "--keep", "1"])
+        .args(more)
+        .arg("-f")
+        .arg(ctx)
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(err).expect("stderr file"))
+        .spawn()
+        .expect("cr_checkpoint --interval")
+}
+
+/// The numbered images of `ctx` in its directory.
+fn numbered(ctx: &Path) -> Vec<PathBuf> {
+    let name = ctx.file_name().expect("name").to_string_lossy().into_owned();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(ctx.parent().expect("dir"))
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix(&format!("{name}."))).is_some_and(|k| k.parse::<u64>().is_ok()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `cr_checkpoint --interval`: killed (SIGKILL) at random moments, it always leaves its link
+/// naming a whole image, whose chain restarts with every word intact; run on, it starts a new
+/// chain after 10 images and removes the older chain beyond --keep; it ends when the process
+/// does.
+#[test]
+fn periodic_checkpoints_survive_kills() {
+    let mut notes = Notes(Vec::new());
+    let d = Dir::new("periodic");
+    let prog = d.0.join("incr");
+    gcc("tests/c/incr.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut child = Command::new(&prog).arg("64").current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("incr");
+    let pid = child.id() as i32;
+    let mut reaper = Reaper(vec![pid]);
+    notes.0.push(pid);
+    wait_for(&out, "ready\n", Duration::from_secs(60));
+    let ctx = d.0.join("ctx");
+    let own_pid: &[&str] = if is_root() { &["--no-restore-pid"] } else { &[] };
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.subsec_nanos() as u64) | 1;
+    let mut restarted = 0;
+    for k in 0..6 {
+        let err = d.0.join(format!("periodic.{k}.err"));
+        let mut ck = periodic(pid, &ctx, &err, &[]);
+        let ck_pid = ck.id() as i32;
+        let mut held = Reaper(vec![ck_pid]);
+        let _ = Command::new("kill").arg("-USR1").arg(pid.to_string()).status();
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let at = Duration::from_millis(200 + (seed >> 33) % 3300);
+        std::thread::sleep(at);
+        let worker = child_of(ck_pid);
+        let _ = Command::new("kill").arg("-KILL").arg(ck_pid.to_string()).status();
+        wait_child(&mut ck, Duration::from_secs(30));
+        // Its worker, killed with it, lets the process go; the next run waits for that.
+        if let Some(w) = worker {
+            held.0.push(w);
+            let t = Instant::now();
+            while !gone(w) {
+                assert!(t.elapsed() < Duration::from_secs(60), "the worker {w} of a killed cr_checkpoint did not end");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        held.0.clear();
+        eprintln!("periodic: run {k} killed after {at:?}: {:?}", std::fs::read_link(&ctx).ok());
+        if std::fs::symlink_metadata(&ctx).is_err() {
+            continue;
+        }
+        let info = Command::new(bin("cr_info")).arg("--verify").arg(&ctx).output().expect("cr_info");
+        assert!(info.status.success(), "killed after {at:?}: the newest image is not whole: {}", String::from_utf8_lossy(&info.stderr));
+        let v = restart_with(&d, &prog, &ctx, own_pid, &mut reaper);
+        assert!(v.starts_with("PASS round "), "killed after {at:?}: restarted: {v}");
+        reaper.0 = vec![pid];
+        restarted += 1;
+    }
+    assert!(restarted >= 3, "only {restarted} of 6 killed runs had written an image");
+
+    // Run on: a new chain after 10 images, the older one removed (--keep 1); the end of the
+    // process ends it, with status 0.
+    let err = d.0.join("periodic.end.err");
+    let mut ck = periodic(pid, &ctx, &err, &[]);
+    let ck_pid = ck.id() as i32;
+    let mut held = Reaper(vec![ck_pid]);
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&err).unwrap_or_default();
+        if text.matches("image 1 of its chain").count() >= 2 && text.matches("image 2 of its chain").count() >= 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "no second chain after {:?}: {text}", t.elapsed());
+        let _ = Command::new("kill").arg("-USR1").arg(pid.to_string()).status();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let images = numbered(&ctx);
+    assert!(images.len() <= 12, "older chains are removed: {images:?}");
+    let info = Command::new(bin("cr_info")).arg(&ctx).output().expect("cr_info");
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success() && text.contains("chain of 2 images"), "the new chain: {text}");
+    let v = verdict(&d, pid);
+    assert!(v.starts_with("PASS round "), "the original: {v}");
+    let st = wait_child(&mut child, Duration::from_secs(60));
+    assert!(st.success(), "the original: {st:?}");
+    let st = wait_child(&mut ck, Duration::from_secs(30));
+    held.0.clear();
+    reaper.0.clear();
+    let text = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(st.success() && text.contains(&format!("process {pid} has ended")), "cr_checkpoint --interval at the end of the process: {st:?}: {text}");
+}
