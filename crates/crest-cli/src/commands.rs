@@ -81,9 +81,8 @@ pub fn checkpoint() -> Command {
             Arg::new("keep")
                 .long("keep")
                 .value_name("N")
-                .requires("interval")
                 .value_parser(clap::value_parser!(u32).range(1..))
-                .help("with --interval, keep the newest N chains (a full image and those incremental to it; default 2): older ones are removed once a newer one is whole"),
+                .help("with --interval (of no effect without it), keep the newest N chains (a full image and those incremental to it; default 2): older ones are removed once a newer one is whole"),
         )
         .arg(
             Arg::new("deleted-max")

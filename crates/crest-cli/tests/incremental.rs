@@ -131,6 +131,16 @@ fn incremental_chain() {
         assert!(len(&imgs[k]) * 10 < len(&imgs[0]), "image {k} is {} bytes, the full one {}", len(&imgs[k]), len(&imgs[0]));
         eprintln!("incremental: image {k}: {} bytes (full: {})", len(&imgs[k]), len(&imgs[0]));
     }
+    // A mapping new since the last image is saved whole, and -v says so; the image is still
+    // an incremental one.
+    let _ = Command::new("kill").arg("-HUP").arg(pid.to_string()).status();
+    wait_for(&out, "mapped\n", Duration::from_secs(60));
+    let mapped = d.0.join("mapped");
+    let o = checkpoint(pid, &mapped, &["-v", "--incremental", imgs[3].to_str().expect("utf-8")]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!e.contains("full image") && e.contains("is saved whole: it is new, moved or grown since the parent image"), "a new mapping: {e}");
+    assert!(len(&mapped) * 10 < len(&imgs[0]), "a new mapping of 4 MiB: an image of {} bytes", len(&mapped));
+    // The tracking now stands for that image: the chain goes on from it.
     let info = Command::new(bin("cr_info")).arg("--verify").arg(&imgs[3]).output().expect("cr_info");
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success() && text.contains("chain of 4 images") && text.contains(&imgs[0].display().to_string()) && text.contains("the image is good"), "cr_info --verify: {text}");

@@ -360,6 +360,9 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
         );
     }
     if verbose {
+        for w in &stats.saved_whole {
+            eprintln!("cr_checkpoint: incremental image: {w}");
+        }
         let saved = done.pids.len();
         eprintln!(
             "Checkpointed {} to {}: {} of memory pages from {} mappings ({} system calls made inside the processes). \
