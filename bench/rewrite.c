@@ -5,7 +5,8 @@
  *                 generation and prints "rewrote N"; between signals it sleeps, so a checkpoint
  *                 always finds it between two rewrites;
  *   argv[3] work  rewrites the first argv[2] MiB over and over, as its own work, and every 0.5 s
- *                 prints "work MIB" (MiB rewritten so far), the measure of its progress.
+ *                 prints "work MIB SECONDS" (MiB rewritten so far, CLOCK_MONOTONIC), the measure
+ *                 of its progress.
  * On SIGUSR2 (taken between two pages) it checks every word and prints "PASS" and exits 0, or
  * prints "FAIL ..." and exits 1. */
 #include <signal.h>
@@ -74,7 +75,7 @@ int main(int argc, char **argv)
                 if (want_check) return check();
                 write_page(p, g);
                 if (++done % 256 == 0 && now() >= next) {
-                    printf("work %lu\n", done / 256);
+                    printf("work %lu %.6f\n", done / 256, now());
                     next += 0.5;
                 }
             }

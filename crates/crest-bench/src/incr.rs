@@ -100,19 +100,30 @@ pub fn incremental(c: &mut Ctx, size: u64, storage: &Path) -> S {
     periodic(c, size, storage)
 }
 
-/// Rate of the work of `t` over about [`WINDOW`] seconds, as seconds per GiB rewritten.
+/// Rate of the work of `t` over about [`WINDOW`] seconds from now, as seconds per GiB
+/// rewritten, from its own stamps (lines queued from before now are passed over).
 fn work_window(t: &Target) -> R<f64> {
-    let mib_of = |l: &str| l.split_whitespace().nth(1).and_then(|n| n.parse::<f64>().ok()).ok_or_else(|| format!("rewrite printed {l:?}"));
-    let first = mib_of(&t.out.until(&["work"], Duration::from_secs(60), "rewrite")?)?;
-    let since = Instant::now();
-    let mut last = first;
-    while since.elapsed().as_secs_f64() < WINDOW {
-        last = mib_of(&t.out.until(&["work"], Duration::from_secs(60), "rewrite")?)?;
+    let from = sys::monotonic();
+    let next = || -> R<(f64, f64)> {
+        let l = t.out.until(&["work"], Duration::from_secs(60), "rewrite")?;
+        let mut w = l.split_whitespace().skip(1).map(|n| n.parse::<f64>().ok());
+        match (w.next().flatten(), w.next().flatten()) {
+            (Some(m), Some(at)) => Ok((m, at)),
+            _ => Err(format!("rewrite printed {l:?}")),
+        }
+    };
+    let mut first = next()?;
+    while first.1 < from {
+        first = next()?;
     }
-    if last <= first {
+    let mut last = first;
+    while last.1 - first.1 < WINDOW {
+        last = next()?;
+    }
+    if last.0 <= first.0 {
         return Err("rewrite made no progress".into());
     }
-    Ok(since.elapsed().as_secs_f64() / ((last - first) / 1024.0))
+    Ok((last.1 - first.1) / ((last.0 - first.0) / 1024.0))
 }
 
 /// `cr_checkpoint --interval 1` on a process at work, against the same work unwatched.
