@@ -2,7 +2,8 @@
  * Every 8-byte word of page p holds a value made from p, the round that last wrote the page
  * (gen[p]) and the word's index. Prints "ready", then on SIGUSR1 rewrites the next 1 MiB and
  * prints "round N"; on SIGUSR2 checks every word and writes "PASS round N" (or what is wrong)
- * into the file "result" of its working directory, then ends (0: good). */
+ * into the file "result" of its working directory, then ends (0: good). On SIGHUP it maps 4 MiB
+ * more, written through, and prints "mapped" (a mapping new since the last checkpoint). */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,7 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t want_round, want_check;
+static volatile sig_atomic_t want_round, want_check, want_map;
+static void on_hup(int s) { (void)s; want_map = 1; }
 static void on_usr1(int s) { (void)s; want_round = 1; }
 static void on_usr2(int s) { (void)s; want_check = 1; }
 
@@ -31,12 +33,22 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, NULL);
     sa.sa_handler = on_usr2;
     sigaction(SIGUSR2, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     unsigned round = 0;
     printf("ready\n");
     fflush(stdout);
     for (;;) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        if (want_map) {
+            want_map = 0;
+            char *more = mmap(NULL, 4 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (more == MAP_FAILED) return 4;
+            memset(more, 0x5a, 4 << 20);
+            printf("mapped\n");
+            fflush(stdout);
+        }
         if (want_round) {
             want_round = 0;
             round++;

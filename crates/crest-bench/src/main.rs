@@ -19,12 +19,16 @@
 //!   threads from scratch;
 //! - processes: checkpoint (`--tree --kill`) and restart of a ring of K processes (8, 64, 256),
 //!   a fresh ring each repetition, against fork+exit of K processes and, with `--criu PATH`,
-//!   CRIU's dump and restore of the same ring.
+//!   CRIU's dump and restore of the same ring;
+//! - incremental: a full checkpoint against an incremental one after 64 MiB rewritten, the
+//!   restart of a chain of 10 against the same chain merged, and the cost of checkpointing a
+//!   working process every second (`incr`).
 //!
 //! Prints one table (median and minimum of the repetitions) and writes every sample to
 //! `raw.csv` beside the benchmark programs. Every restored copy must pass its own check of
 //! every byte, and every original its check after being checkpointed; any failure makes the
 //! benchmark exit non-zero.
+mod incr;
 mod procs;
 mod run;
 mod sys;
@@ -40,7 +44,7 @@ use std::time::{Duration, Instant};
 use run::{Remove, Scratch, Target, R};
 use table::{mib, Row, Samples};
 
-const SECTIONS: [&str; 8] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "threads", "processes"];
+const SECTIONS: [&str; 9] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "threads", "processes", "incremental"];
 /// Memory kept free besides what a row needs (the benchmark's own buffers, other users).
 const MARGIN: u64 = 1536 << 20;
 /// Source of the memcpy baseline, copied over and over into the fresh mapping.
@@ -56,7 +60,8 @@ const USAGE: &str = "usage: crest-bench [--bin DIR] [--progs DIR] [--sizes MiB,.
   --procs    ring sizes (processes, 2..1000) for the processes section (default 8,64,256)
   --criu     a CRIU binary: the processes section also runs `criu dump --shell-job --leave-stopped`
              and `criu restore -d` of the same rings, interleaved, and prints the ratios (run as root)
-  --only     some of: dump, sparse, compress, downtime, fixed, restart, threads, processes (default all)
+  --only     some of: dump, sparse, compress, downtime, fixed, restart, threads, processes,
+             incremental (default all)
   --quick    --sizes 256: every section, in about a minute";
 
 struct Opts {
@@ -665,6 +670,7 @@ fn main() {
     let (dump_on, sparse_on, compress_on, down_on, fixed_on, want_restart) = (want("dump"), want("sparse"), want("compress"), want("downtime"), want("fixed"), want("restart"));
     let procs_on = want("processes");
     let want_threads = want("threads");
+    let incr_on = want("incremental");
     let mut c = Ctx { o, s: Samples::default(), facts: HashMap::new(), rows: Vec::new(), failures: Vec::new(), src };
     let sizes = c.o.sizes.clone();
     let storages = c.o.storage.clone();
@@ -758,6 +764,12 @@ fn main() {
             c.outcome(&format!("processes, ring of {k}"), 0, &first_st, r);
         }
         procs::criu_row(&mut c, &criu);
+    }
+    if incr_on && !sys::stopped() {
+        let size = *sizes.iter().max().expect("sizes");
+        let r = incr::incremental(&mut c, size, &first);
+        incr::rows(&mut c, size, &first_st);
+        c.outcome("incremental", size, &first_st, r);
     }
     let orphans = sys::reap_orphans();
     if orphans > 0 {

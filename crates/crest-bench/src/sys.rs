@@ -162,3 +162,11 @@ pub fn fork_exit(k: usize) -> Result<f64, String> {
         None => Ok(secs),
     }
 }
+
+/// CLOCK_MONOTONIC in seconds: the clock the benchmark programs stamp their progress with.
+pub fn monotonic() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}

@@ -71,6 +71,20 @@ pub fn checkpoint() -> Command {
                 .help("save only the pages written since the checkpoint into PARENT (taken with --track or --incremental), in an image that names PARENT; a full image when that tracking is lost; implies --track"),
         )
         .arg(
+            Arg::new("interval")
+                .long("interval")
+                .value_name("SECONDS")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("checkpoint every SECONDS until the process ends or cr_checkpoint is stopped: images FILE.1, FILE.2, ..., each incremental to the one before (a full one every 10, or when the tracking was lost), FILE a symbolic link to the newest whole one"),
+        )
+        .arg(
+            Arg::new("keep")
+                .long("keep")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u32).range(1..))
+                .help("with --interval (of no effect without it), keep the newest N chains (a full image and those incremental to it; default 2): older ones are removed once a newer one is whole"),
+        )
+        .arg(
             Arg::new("deleted-max")
                 .long("deleted-max")
                 .value_name("SIZE")
@@ -165,6 +179,9 @@ pub fn info() -> Command {
         .arg(Arg::new("file").value_name("FILE").required(true).help("the checkpoint image"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the whole metadata as JSON"))
         .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("also read every page run as cr_restart does: its checksum, and that a compressed one decompresses"))
+        .arg(Arg::new("merge").long("merge").value_name("OUT").help(
+            "write FILE and the chain of images it is incremental to as one standalone image OUT (every run's checksum checked as it is copied; under a temporary name until whole, mode 0400); the images of the chain may then be deleted. OUT may be FILE itself, not one of its parents",
+        ))
 }
 
 /// `cr_check`'s options.

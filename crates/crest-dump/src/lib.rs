@@ -182,4 +182,7 @@ pub struct DumpStats {
     /// How long each step took, in order (`CREST_TIMING` prints them): freezing, collecting
     /// each process's state, writing the pages, finishing the image.
     pub steps: Vec<(&'static str, std::time::Duration)>,
+    /// In an incremental image, what was saved whole rather than as the pages written since
+    /// its parent, and why (a process not tracked since, a mapping new since): `-v` says it.
+    pub saved_whole: Vec<String>,
 }

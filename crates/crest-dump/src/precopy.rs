@@ -50,6 +50,9 @@ pub struct Precopy<'a> {
     /// Names the tracking armed by this checkpoint, in the image and in the notes (written
     /// once the image is in place: [`note_armed`]).
     pub(crate) token: u64,
+    /// For an incremental image: the processes of the parent whose tracking could not be taken
+    /// up (they are saved whole), with why.
+    pub(crate) lost: HashMap<i32, String>,
 }
 
 /// A token no other arming has: random, never 0.
@@ -170,7 +173,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         }
         last = dirty;
     }
-    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token() }))
+    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token(), lost: HashMap::new() }))
 }
 
 /// Why an incremental checkpoint could not take up the write tracking a checkpoint left: the
@@ -189,6 +192,7 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
         return Err(lost(format!("{} was not left tracking the writes of process {id}", path.display())));
     }
     let mut tracked = HashMap::new();
+    let mut lost_ones = HashMap::new();
     for t in &parent.image.tracking {
         let Some(p) = parent.image.processes.iter().find(|p| p.pid == t.pid) else { continue };
         let fd = (|| -> Result<OwnedFd, String> {
@@ -213,7 +217,10 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
             Ok(fd) => fd,
             Err(why) if t.pid == id => return Err(lost(why)),
             // Another process of the tree is saved whole.
-            Err(_) => continue,
+            Err(why) => {
+                lost_ones.insert(t.pid, why);
+                continue;
+            }
         };
         let Ok((maps, _)) = mappings(t.pid, opts) else { continue };
         // The mappings registered then and saved in the parent, with the runs of each (in the
@@ -231,7 +238,7 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
             note::write(pid, start, fd, 0);
         }
     }
-    Ok(Precopy { writer: Some(w), tracked, bytes: 0, track: true, parent: Some(link), token: new_token() })
+    Ok(Precopy { writer: Some(w), tracked, bytes: 0, track: true, parent: Some(link), token: new_token(), lost: lost_ones })
 }
 
 /// What `/proc/PID/fd/N` reads for a userfaultfd.
@@ -425,7 +432,11 @@ impl Tracked {
         for (i, v) in vmas.iter_mut().enumerate() {
             // Only a mapping registered here (and not grown since) is tracked by this
             // checkpoint's write-protection.
-            if !trackable(v) || !self.registered.iter().any(|&(a, b)| a <= v.start && v.end <= b) {
+            if !trackable(v) {
+                continue;
+            }
+            if !self.registered.iter().any(|&(a, b)| a <= v.start && v.end <= b) {
+                out.unregistered.push((v.start, v.end));
                 continue;
             }
             let file = matches!(v.backing, VmaBacking::File { .. });
@@ -457,6 +468,9 @@ pub(crate) struct Sorted {
     pub wanted: HashMap<usize, u64>,
     /// The ranges found all zeros earlier and unwritten since, in all those mappings.
     pub zeros: Vec<(u64, u64)>,
+    /// Private mappings (start, end) not tracked by this checkpoint's write-protection (new,
+    /// moved or grown since it was armed, or claimed by another userfaultfd): saved whole.
+    pub unregistered: Vec<(u64, u64)>,
 }
 
 /// [`sort_out`]'s answer for one mapping.

@@ -543,6 +543,17 @@ impl FrozenTree {
         // parent are saved once, with the parent (not for processes whose pages a pre-copy
         // saves: their pages are compared as they run).
         let untracked: Vec<bool> = collected.iter().map(|c| tracked(c.process.pid).is_none()).collect();
+        // An incremental image: what is saved whole rather than as the pages written since.
+        let mut saved_whole = Vec::new();
+        if let Some(p) = pre.as_ref().filter(|p| p.parent.is_some()) {
+            for c in collected.iter().filter(|c| tracked(c.process.pid).is_none()) {
+                let pid = c.process.pid;
+                saved_whole.push(match p.lost.get(&pid) {
+                    Some(why) => format!("process {pid} is saved whole: {why}"),
+                    None => format!("process {pid} is saved whole: it was not tracked since the parent image (it is new since, or was not tracked then)"),
+                });
+            }
+        }
         mark_inherited(collected, &untracked)?;
         // While every process is frozen: what a pre-copy did not save or what changed since,
         // shared memory (the same pages in a copy), and all the pages of a process that has
@@ -552,6 +563,11 @@ impl FrozenTree {
             let mut vmas = std::mem::take(&mut c.process.vmas);
             let (vmas, n) = if let Some(t) = tracked(pid) {
                 let sorted = t.merge(pid, &mut vmas, pre.as_ref().is_some_and(|p| p.track))?;
+                if pre.as_ref().is_some_and(|p| p.parent.is_some()) {
+                    for (a, b) in &sorted.unregistered {
+                        saved_whole.push(format!("process {pid}: mapping {a:#x}-{b:#x} is saved whole: it is new, moved or grown since the parent image (or another userfaultfd holds it)"));
+                    }
+                }
                 // What the scan found to need saving; the zero pages read earlier and unwritten
                 // since count as saved.
                 for (&i, &need) in &sorted.wanted {
@@ -620,7 +636,7 @@ impl FrozenTree {
         let frozen_secs = frozen_secs.unwrap_or_else(|| self.procs.first().map_or(0.0, Frozen::frozen_for));
         let vmas = image.processes.iter().map(|p| p.vmas.len()).sum();
         let steps = vec![("pages", pages_took), ("finish", started.elapsed().saturating_sub(pages_took))];
-        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps }))
+        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps, saved_whole }))
     }
 
     /// Lets every process go as it was; with `kill`, kills them instead, children first, each

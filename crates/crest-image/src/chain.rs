@@ -123,6 +123,67 @@ impl Chain {
     }
 }
 
+/// Checks the checksum of every page run of `chain[0]` as stored, each in the image of the chain
+/// that holds it, without decompressing, on `workers` threads: for an incremental image what
+/// [`ImageFile::verify_checksums`] is for a standalone one. A failure names the process, the
+/// address and, for a run of a parent, that parent's position in the chain.
+pub fn verify_checksums(chain: &[ImageFile], workers: usize) -> Result<(), ImageError> {
+    let Some(top) = chain.first() else { return Ok(()) };
+    let runs: Vec<(i32, &crate::PageRun)> = all_runs(&top.image).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                s.spawn(|| -> Result<(), ImageError> {
+                    let mut reader = crate::codec::RunReader::new()?;
+                    loop {
+                        let Some(&(pid, r)) = runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
+                        let Some(img) = chain.get(r.image as usize) else {
+                            return Err(ImageError::Invalid(format!("pid {pid}: page run {:#x}+{:#x} lies in image {} of a chain of {}", r.vaddr, r.len, r.image, chain.len())));
+                        };
+                        reader.check_stored(&img.file, pid, r).map_err(|e| match e {
+                            ImageError::Checksum { what } if r.image > 0 => ImageError::Checksum { what: format!("{what} (in parent {} of the chain)", r.image) },
+                            e => e,
+                        })?;
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(ImageError::Invalid("page verifier panicked".into()))))
+    })
+}
+
+/// Writes the chain as one standalone image at `out` ([`Chain::flatten`]), whole or not at all:
+/// into a temporary file beside it (mode 0400, as checkpoints are written), synced, then
+/// renamed over `out` and the directory synced. Once it returns, the images of the chain are no
+/// longer needed by `out`. `out` may be the chain's first image (replaced by its standalone
+/// form), not one of its parents: the images that name that parent would lose it.
+pub fn merge_into(chain: &Chain, out: &Path) -> Result<Image, ImageError> {
+    let same = |a: &Path, b: &Path| std::fs::canonicalize(a).ok().is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a));
+    if let Some(p) = chain.paths.iter().skip(1).find(|p| same(Path::new(p), out)) {
+        return Err(ImageError::Invalid(format!("{} is a parent in the chain being merged: the images incremental to it would lose it; write the merged image under another name", p)));
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out.file_name().ok_or_else(|| ImageError::Invalid(format!("{} names no file", out.display())))?;
+    let tmp = dir.join(format!(".{}.merge-{}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = (|| -> Result<Image, ImageError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&tmp)?;
+        let image = chain.flatten(std::io::BufWriter::with_capacity(1 << 20, &f))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)?;
+        File::open(&dir)?.sync_all()?;
+        Ok(image)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 fn all_runs(img: &Image) -> impl Iterator<Item = (i32, &crate::PageRun)> {
     img.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().map(move |r| (p.pid, r))))
 }

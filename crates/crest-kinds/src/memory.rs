@@ -328,6 +328,9 @@ pub struct MapFds {
     pub deleted: HashMap<u64, i32>,
     /// The image file.
     pub image: i32,
+    /// The images an incremental image's runs lie in ([`PageRun::image`] `k` in
+    /// `parents[k - 1]`): its parent, that one's parent, and so on.
+    pub parents: Vec<i32>,
     /// Whether stored runs of private anonymous memory are mapped from the image rather than
     /// read ([`mapped_from_image`]): the image file may be mapped (the caller checked it).
     pub map_image: bool,
@@ -338,6 +341,21 @@ pub struct MapFds {
     /// [`restore`] runs (built before the husk was forked and moved there, so as to share pages
     /// with a parent or children): only their protection and advice are set.
     pub in_place: Vec<u64>,
+}
+
+impl MapFds {
+    /// The descriptor of the image that holds run `r`.
+    fn image_of(&self, r: &PageRun) -> i32 {
+        match r.image {
+            0 => self.image,
+            k => self.parents.get(k as usize - 1).copied().unwrap_or(-1),
+        }
+    }
+}
+
+/// The file of the image that holds run `r`, among `images` (the image, then its parents).
+fn file_of<'a>(images: &'a [std::fs::File], pid: i32, r: &PageRun) -> Result<&'a std::fs::File, KindError> {
+    images.get(r.image as usize).ok_or_else(|| KindError::Mismatch(format!("pid {pid}: page run {:#x}+{:#x} lies in image {} of a chain of {}", r.vaddr, r.len, r.image, images.len())))
 }
 
 /// Files a process's mappings need open: (path, needs write), and shared objects: (id, size).
@@ -400,9 +418,9 @@ pub struct Filled {
 }
 
 /// Recreates every mapping of `vmas` (special areas excepted) in the husk and fills it.
-/// `image` is the image file (crest's own descriptor), for compressed runs; `progress` counts
-/// the bytes filled.
-pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, image: &std::fs::File, progress: &Progress) -> Result<Filled, KindError> {
+/// `images` are the image file and, for an incremental image, its parents (crest's own
+/// descriptors), for compressed runs; `progress` counts the bytes filled.
+pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, images: &[std::fs::File], progress: &Progress) -> Result<Filled, KindError> {
     progress.add_total(vmas.iter().flat_map(|v| &v.pages).map(|r| r.len).sum());
     let mut bytes = 0;
     let mut mapped = 0;
@@ -423,7 +441,7 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
         let (fd, off, mut flags) = match &v.backing {
             VmaBacking::Special(_) => continue,
             VmaBacking::SysvShm { id, offset } => {
-                bytes += attach_sysv(remote, pid, v, *id, *offset, vmas, &mut attached, fds, image, progress)?;
+                bytes += attach_sysv(remote, pid, v, *id, *offset, vmas, &mut attached, fds, images, progress)?;
                 continue;
             }
             VmaBacking::Anon if v.flags & vma_flags::DROPPABLE != 0 => (-1i64, 0u64, MAP_DROPPABLE | libc::MAP_ANONYMOUS),
@@ -459,7 +477,7 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
             progress.add_done(v.pages.iter().map(|r| r.len).sum());
         } else if !droppable {
             let from_image = (fds.map_image && mapped_from_image(v)).then_some(prot_fill);
-            let (b, m) = fill(remote, pid, v, fds.image, image, progress, from_image)?;
+            let (b, m) = fill(remote, pid, v, fds, images, progress, from_image)?;
             bytes += b;
             mapped += m;
         }
@@ -525,7 +543,7 @@ fn attach_sysv(
     vmas: &[Vma],
     attached: &mut Vec<(i32, u64, u64)>,
     fds: &MapFds,
-    image: &std::fs::File,
+    images: &[std::fs::File],
     progress: &Progress,
 ) -> Result<u64, KindError> {
     let what = format!("pid {pid}: SysV shared memory {id} at {:#x}-{:#x}", v.start, v.end);
@@ -556,7 +574,7 @@ fn attach_sysv(
             remote.call(&format!("{what}: unmapping the part not mapped at the checkpoint"), libc::SYS_munmap, &[at, end - at])?;
         }
     }
-    let (bytes, _) = fill(remote, pid, v, fds.image, image, progress, None)?;
+    let (bytes, _) = fill(remote, pid, v, fds, images, progress, None)?;
     if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
         remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
     }
@@ -573,9 +591,9 @@ const MAP_DROPPABLE: i32 = 0x08;
 /// protection `map`, over the anonymous mapping; the husk `pread`s the other stored runs from
 /// the image, one call per run of pages contiguous both in memory and in the file; meanwhile
 /// compressed runs are decompressed here and written in with `process_vm_writev`, on all cores.
-/// Returns the bytes restored and, of those, the bytes mapped.
-#[allow(clippy::too_many_arguments)]
-fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::fs::File, progress: &Progress, map: Option<u32>) -> Result<(u64, u64), KindError> {
+/// Each run is read from the image of the chain that holds it (`fds` in the husk, `images`
+/// here). Returns the bytes restored and, of those, the bytes mapped.
+fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, fds: &MapFds, images: &[std::fs::File], progress: &Progress, map: Option<u32>) -> Result<(u64, u64), KindError> {
     let mut merged: Vec<PageRun> = Vec::new();
     let mut packed: Vec<PageRun> = Vec::new();
     for r in &v.pages {
@@ -586,7 +604,7 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
         // Runs to be mapped are merged without limit: one mapping each.
         let cap = if map.is_some() { u64::MAX } else { 1 << 30 };
         match merged.last_mut() {
-            Some(m) if m.vaddr + m.len == r.vaddr && m.offset + m.len == r.offset && m.len < cap => m.len += r.len,
+            Some(m) if m.vaddr + m.len == r.vaddr && m.offset + m.len == r.offset && m.image == r.image && m.len < cap => m.len += r.len,
             _ => merged.push(*r),
         }
     }
@@ -600,7 +618,11 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
                 continue;
             }
             let flags = libc::MAP_PRIVATE | libc::MAP_FIXED | if v.flags & vma_flags::NORESERVE != 0 { libc::MAP_NORESERVE } else { 0 };
-            remote.queue(format!("pid {pid}: mapping pages {:#x}+{:#x} from the image", r.vaddr, r.len), libc::SYS_mmap, &[r.vaddr, r.len, u64::from(prot), flags as u64, image_fd as u64, r.offset]);
+            remote.queue(
+                format!("pid {pid}: mapping pages {:#x}+{:#x} from the image", r.vaddr, r.len),
+                libc::SYS_mmap,
+                &[r.vaddr, r.len, u64::from(prot), flags as u64, fds.image_of(&r) as u64, r.offset],
+            );
             progress.add_done(r.len);
             mapped += r.len;
             n += 1;
@@ -632,14 +654,14 @@ fn fill(remote: &mut Remote<'_>, pid: i32, v: &Vma, image_fd: i32, image: &std::
     if packed.is_empty() && helped.is_empty() {
         // Most mappings: no thread is worth starting. Their reads stay queued, to run with
         // those of the next mappings: a small process is filled in one batch.
-        return Ok((queue_stored(remote, pid, &own, image_fd, progress) + mapped, mapped));
+        return Ok((queue_stored(remote, pid, &own, fds, progress) + mapped, mapped));
     }
     // The other threads write into the mappings: they must be there first.
     remote.flush()?;
     std::thread::scope(|s| {
-        let unpacking = s.spawn(|| unpack(pid, image, &packed, progress));
-        let helping = s.spawn(|| write_stored(pid, image, &helped, progress));
-        let read = read_stored(remote, pid, &own, image_fd, progress);
+        let unpacking = s.spawn(|| unpack(pid, images, &packed, progress));
+        let helping = s.spawn(|| write_stored(pid, images, &helped, progress));
+        let read = read_stored(remote, pid, &own, fds, progress);
         let unpacked = unpacking.join().unwrap_or_else(|_| Err(KindError::Mismatch("a decompression thread panicked".into())));
         let helped_bytes = helping.join().unwrap_or_else(|_| Err(KindError::Mismatch("a page writer thread panicked".into())));
         let total = read?;
@@ -680,11 +702,12 @@ fn split_stored(runs: &[PageRun], share: f64) -> (Vec<PageRun>, Vec<PageRun>) {
 
 /// Writes the stored runs `runs` from `image` into the memory of `pid` (`process_vm_writev`),
 /// in pieces of 4 MiB; returns their bytes.
-fn write_stored(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Progress) -> Result<u64, KindError> {
+fn write_stored(pid: i32, images: &[std::fs::File], runs: &[PageRun], progress: &Progress) -> Result<u64, KindError> {
     const PIECE: u64 = 4 << 20;
     let mut buf = Vec::new();
     let mut total = 0;
     for r in runs {
+        let image = file_of(images, pid, r)?;
         let mut done = 0;
         while done < r.len {
             let n = (r.len - done).min(PIECE);
@@ -701,17 +724,18 @@ fn write_stored(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Pr
 }
 
 /// Has the husk `pread` the stored (uncompressed) runs `runs` into place; returns their bytes.
-fn read_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], image_fd: i32, progress: &Progress) -> Result<u64, KindError> {
-    let total = queue_stored(remote, pid, runs, image_fd, progress);
+fn read_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], fds: &MapFds, progress: &Progress) -> Result<u64, KindError> {
+    let total = queue_stored(remote, pid, runs, fds, progress);
     remote.flush()?;
     Ok(total)
 }
 
 /// Queues the `pread`s of [`read_stored`] on `remote`, without running them; counts them done.
-fn queue_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], image_fd: i32, progress: &Progress) -> u64 {
+fn queue_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], fds: &MapFds, progress: &Progress) -> u64 {
     let mut total = 0;
     const PIECE: u64 = 1 << 30;
     for r in runs {
+        let image_fd = fds.image_of(r);
         // One pread takes a piece of 1 GiB whole; fewer bytes means the image ends inside the
         // page data.
         for o in (0..r.len).step_by(PIECE as usize) {
@@ -730,7 +754,7 @@ fn queue_stored(remote: &mut Remote<'_>, pid: i32, runs: &[PageRun], image_fd: i
 }
 
 /// Decompresses `runs` from `image` into the memory of `pid`, on as many threads as cores.
-fn unpack(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Progress) -> Result<(), KindError> {
+fn unpack(pid: i32, images: &[std::fs::File], runs: &[PageRun], progress: &Progress) -> Result<(), KindError> {
     if runs.is_empty() {
         return Ok(());
     }
@@ -745,7 +769,7 @@ fn unpack(pid: i32, image: &std::fs::File, runs: &[PageRun], progress: &Progress
                     let mut plain = Vec::new();
                     loop {
                         let Some(r) = runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
-                        reader.read(image, pid, r, &mut plain).map_err(|e| KindError::Mismatch(e.to_string()))?;
+                        reader.read(file_of(images, pid, r)?, pid, r, &mut plain).map_err(|e| KindError::Mismatch(e.to_string()))?;
                         crest_ptrace::mem::write_vm(pid, r.vaddr, &plain)?;
                         progress.add_done(r.len);
                     }
@@ -783,9 +807,10 @@ impl crate::process::ProcessKind for Memory {
         crate::process::Stage::Traced
     }
     fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
-        cx.filled = restore(cx.remote, cx.pid, &cx.p.vmas, cx.map_fds, cx.image, cx.progress)?;
-        if let Some(lazy) = cx.lazy {
-            lazy.start(cx.remote, cx.pid, cx.p.pid, &cx.p.vmas, &cx.map_fds.in_place, cx.image)?;
+        cx.filled = restore(cx.remote, cx.pid, &cx.p.vmas, cx.map_fds, cx.images, cx.progress)?;
+        // A lazy restart is of a standalone image (refused for a chain before anything starts).
+        if let (Some(lazy), [image]) = (cx.lazy, cx.images) {
+            lazy.start(cx.remote, cx.pid, cx.p.pid, &cx.p.vmas, &cx.map_fds.in_place, image)?;
         }
         Ok(())
     }

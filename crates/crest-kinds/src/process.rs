@@ -142,8 +142,8 @@ pub struct FillCx<'r, 'a> {
     pub exe_fd: i32,
     /// Every descriptor of the restore's own in the husk, closed once the mappings are made.
     pub aux: &'r [i32],
-    /// The image file, for compressed page runs.
-    pub image: &'r std::fs::File,
+    /// The image files the pages come from: the image, then the parents of an incremental one.
+    pub images: &'r [std::fs::File],
     /// Counts the page bytes restored.
     pub progress: &'r Progress,
     /// How many seccomp filters, the first first, every thread has in common.

@@ -136,7 +136,8 @@ fn wait_for_zombie(pid: i32) {
 }
 
 /// Where a husk's own descriptors go while it is filled: the image, its status pipe, mapped
-/// files, memfds of shared memory, the executable; all above every saved descriptor number.
+/// files, memfds of shared memory, the executable, the parents of an incremental image; all
+/// above every saved descriptor number.
 struct Layout {
     fds: MapFds,
     files: Vec<(String, bool)>,
@@ -148,10 +149,10 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(p: &Process, aux_base: i32) -> Layout {
+    fn new(p: &Process, aux_base: i32, parents: usize) -> Layout {
         let (files, shared) = memory::needed_files(&p.vmas);
         let deleted = memory::needed_deleted(&p.vmas);
-        let n_aux = 2 + files.len() + shared.len() + deleted.len() + 1; // image, status pipe, files, memfds, deleted files, exe
+        let n_aux = 2 + files.len() + shared.len() + deleted.len() + 1 + parents; // image, status pipe, files, memfds, deleted files, exe, parents
         let mut fds = MapFds { image: aux_base, ..Default::default() };
         let mut next = aux_base + 2;
         for (path, _) in &files {
@@ -166,6 +167,7 @@ impl Layout {
             fds.deleted.insert(*id, next);
             next += 1;
         }
+        fds.parents = (next + 1..next + 1 + parents as i32).collect();
         Layout { fds, files, shared, deleted, pipe_fd: aux_base + 1, exe_fd: next, aux: (aux_base..aux_base + n_aux as i32).collect() }
     }
 }
@@ -183,7 +185,8 @@ struct Ctx<'a> {
     deleted: &'a std::collections::HashMap<u64, i32>,
     /// Write end of each husk's status pipe (parked), -1 for zombies.
     status: &'a [i32],
-    image_fd: i32,
+    /// The image, then the parents of an incremental one (parked).
+    image_fds: &'a [i32],
     parked: i32,
     restore_pid: bool,
     /// For each process, the parked slave of the pseudo-terminal it takes as its controlling
@@ -234,7 +237,7 @@ impl Ctx<'_> {
             }
         }
         // Before the children's husks, which inherit them.
-        self.premap.build(i, p, self.image_fd)?;
+        self.premap.build(i, p, self.image_fds)?;
         let mut zombies = Vec::new();
         for &c in &self.plan.children[i] {
             let child = &self.procs[c];
@@ -277,7 +280,10 @@ impl Ctx<'_> {
             Ok(())
         };
         stage(status_fd, l.pipe_fd, "status pipe")?;
-        stage(self.image_fd, l.fds.image, "image file")?;
+        stage(self.image_fds[0], l.fds.image, "image file")?;
+        for (&src, &dst) in self.image_fds[1..].iter().zip(&l.fds.parents) {
+            stage(src, dst, "parent image file")?;
+        }
         for (path, write) in &l.files {
             let f = std::fs::OpenOptions::new().read(true).write(*write).open(path).map_err(|e| format!("opening {path} to map it: {e}"))?;
             stage(f.as_raw_fd(), l.fds.files[path], path)?;
@@ -322,6 +328,14 @@ impl Ctx<'_> {
 /// single-threaded. The files the image needs are not checked here: run
 /// [`crate::preflight`] first, as [`crate::restart`] does.
 pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    restore_chain(std::slice::from_ref(img), opts)
+}
+
+/// [`restore`] for an incremental image: `chain` is the image, then its parents, opened and
+/// checked ([`crest_image::chain::Chain::open`]); each page run is read from the image that
+/// holds it, where it lies.
+pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    let img = chain.first().ok_or_else(|| RestoreError::Refused("no image to restore".into()))?;
     let started = std::time::Instant::now();
     let mut steps = Vec::new();
     let step = |name: &'static str, steps: &mut Vec<(&'static str, std::time::Duration)>| {
@@ -348,9 +362,9 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let live: Vec<usize> = (0..procs.len()).filter(|&i| procs[i].exit_status.is_none()).collect();
     let max_fd = procs.iter().flat_map(|p| &p.fds).map(|f| f.fd).max().unwrap_or(2).max(2);
     // Pages mapped from the image: only an image that cannot change under the mappings.
-    let not_mapped = if opts.map_image && opts.lazy.is_none() { crate::mapping::mappable(&img.file).err() } else { None };
+    let not_mapped = if opts.map_image && opts.lazy.is_none() { chain.iter().find_map(|i| crate::mapping::mappable(&i.file).err()) } else { None };
     let map_image = opts.map_image && opts.lazy.is_none() && not_mapped.is_none();
-    let mut layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1)).collect();
+    let mut layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1, chain.len() - 1)).collect();
     for l in &mut layouts {
         l.fds.map_image = map_image;
         l.fds.lazy = opts.lazy.is_some();
@@ -395,8 +409,11 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     fd::pids_kept(opts.restore_pid);
     let shared = fd::prepare_shared(&records, parked, &memfd_list, &deleted_list).map_err(RestoreError::Refused)?;
     crest_kinds::ipc::restore(&image.ipc)?;
-    let image_fd_owned = crest_ptrace::sys::dup_above(img.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
-    let image_fd = image_fd_owned.as_raw_fd();
+    let image_fds_owned =
+        chain.iter().map(|i| crest_ptrace::sys::dup_above(i.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))).collect::<Result<Vec<_>, _>>()?;
+    let image_fds: Vec<i32> = image_fds_owned.iter().map(|f| f.as_raw_fd()).collect();
+    // The restorer's own copies, for the compressed runs and the helper's share.
+    let files = chain.iter().map(|i| i.file.try_clone()).collect::<Result<Vec<_>, _>>().map_err(|e| RestoreError::Refused(format!("duplicating a descriptor of the image: {e}")))?;
     let mut status = vec![-1; procs.len()];
     let mut readers: Vec<Option<std::os::fd::OwnedFd>> = (0..procs.len()).map(|_| None).collect();
     let mut writers = Vec::new();
@@ -437,7 +454,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         memfds: &memfds,
         deleted: &deleted,
         status: &status,
-        image_fd,
+        image_fds: &image_fds,
         parked,
         restore_pid: opts.restore_pid,
         ctty: &ctty,
@@ -489,7 +506,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     drop(shared);
     drop(memfds_owned);
     drop(deleted_owned);
-    drop(image_fd_owned);
+    drop(image_fds_owned);
     drop(fresh);
 
     // Each husk is seized, filled, finished and let go by one worker thread (ptrace requests
@@ -500,7 +517,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let new_pids_ref = &new_pids;
-    let work = Work { procs, plan: &plan, layouts: &layouts, live: &live, new_pids: new_pids_ref, image: &img.file, opts, next: &next, failed: &failed, premap: &premap };
+    let work = Work { procs, plan: &plan, layouts: &layouts, live: &live, new_pids: new_pids_ref, images: &files, opts, next: &next, failed: &failed, premap: &premap };
     let outcome = std::thread::scope(|s| -> Result<Totals, RestoreError> {
         // Pages mapped from the image leave the husks little to do: the check of the checksums
         // is what the restart waits for, on every core, reading the page cache in place.
@@ -510,7 +527,8 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         let verifier = opts.verify.then(|| {
             s.spawn(move || match (map_image, opts.lazy.is_some()) {
                 (_, true) => crest_kinds::lazy::verify_eager(img, &in_place),
-                (true, _) => crate::mapping::verify_in_place(img, std::thread::available_parallelism().map_or(2, |n| n.get())),
+                (true, _) => crate::mapping::verify_in_place(chain, std::thread::available_parallelism().map_or(2, |n| n.get())),
+                _ if chain.len() > 1 => crest_image::chain::verify_checksums(chain, 1),
                 _ => img.verify_checksums(1),
             })
         });
@@ -655,7 +673,8 @@ struct Work<'a> {
     layouts: &'a [Layout],
     live: &'a [usize],
     new_pids: &'a [i32],
-    image: &'a std::fs::File,
+    /// The image, then the parents of an incremental one.
+    images: &'a [std::fs::File],
     opts: &'a RestoreOptions,
     next: &'a std::sync::atomic::AtomicUsize,
     failed: &'a std::sync::atomic::AtomicBool,
@@ -684,7 +703,7 @@ impl Work<'_> {
             let result = crest_ptrace::husk::seize(self.new_pids[i]).map_err(RestoreError::from).and_then(|husk| {
                 let l = &self.layouts[i];
                 let placed = self.premap.placed(i, &self.procs[i]);
-                let r = fill(&husk, &self.procs[i], self.image, &l.fds, l.exe_fd, &l.aux, self.opts, join, &placed);
+                let r = fill(&husk, &self.procs[i], self.images, &l.fds, l.exe_fd, &l.aux, self.opts, join, &placed);
                 // Held even when the fill failed: the husk dies with this thread's hold on it.
                 match r {
                     Ok((filled, calls, exe_set, threads)) => {
@@ -802,7 +821,7 @@ fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
 fn fill(
     husk: &crest_ptrace::Tracee,
     p: &Process,
-    image: &std::fs::File,
+    images: &[std::fs::File],
     fds: &MapFds,
     exe_fd: i32,
     aux: &[i32],
@@ -891,7 +910,7 @@ fn fill(
         map_fds: fds,
         exe_fd,
         aux,
-        image,
+        images,
         progress,
         shared_filters,
         leader_creds,
@@ -953,7 +972,7 @@ fn fill(
         Vec::new()
     };
     let new_tid = |saved: i32| p.threads.iter().zip(std::iter::once(pid).chain(threads.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n);
-    let mut cx = FillCx { remote: &mut remote, scratch: &scratch, pid, p, map_fds: fds, exe_fd, aux, image, progress, shared_filters, leader_creds, new_tid: &new_tid, lazy: opts.lazy.as_deref(), filled, exe_set };
+    let mut cx = FillCx { remote: &mut remote, scratch: &scratch, pid, p, map_fds: fds, exe_fd, aux, images, progress, shared_filters, leader_creds, new_tid: &new_tid, lazy: opts.lazy.as_deref(), filled, exe_set };
     process::restore(after_threads, &mut cx)?;
     remote.unmap_batch()?;
     scratch.unmap(&mut remote)?;

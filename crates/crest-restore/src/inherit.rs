@@ -109,12 +109,13 @@ impl Premap {
     }
 
     /// In the husk of process `i` (`p`), before it forks its children: builds its mappings
-    /// that share pages, reading their runs from `image` (see the module documentation).
-    pub fn build(&self, i: usize, p: &Process, image_fd: i32) -> Result<(), String> {
+    /// that share pages, reading their runs from `image_fds` (the image, then the parents of an
+    /// incremental one; see the module documentation).
+    pub fn build(&self, i: usize, p: &Process, image_fds: &[i32]) -> Result<(), String> {
         if self.vmas[i].is_empty() {
             return Ok(());
         }
-        let image = std::fs::File::from(crest_ptrace::sys::dup_above(image_fd, 3).map_err(|e| format!("pid {}: the image: {e}", p.pid))?);
+        let images = image_fds.iter().map(|&fd| crest_ptrace::sys::dup_above(fd, 3).map(std::fs::File::from).map_err(|e| format!("pid {}: the image: {e}", p.pid))).collect::<Result<Vec<_>, _>>()?;
         let mut reader = crest_image::codec::RunReader::new().map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         for &k in &self.vmas[i] {
@@ -138,7 +139,8 @@ impl Premap {
                 }
             }
             for r in &v.pages {
-                reader.read(&image, p.pid, r, &mut buf).map_err(|e| e.to_string())?;
+                let image = images.get(r.image as usize).ok_or_else(|| format!("{what}: page run {:#x} lies in image {} of a chain of {}", r.vaddr, r.image, images.len()))?;
+                reader.read(image, p.pid, r, &mut buf).map_err(|e| e.to_string())?;
                 crest_ptrace::sys::reserved_write(at + (r.vaddr - v.start), &buf).map_err(|e| format!("{what}: writing its pages at {:#x}: {e}", r.vaddr))?;
             }
         }

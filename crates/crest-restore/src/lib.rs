@@ -44,7 +44,7 @@ mod plan;
 pub mod preflight;
 pub mod restart;
 
-pub use husk::{restore, use_saved_contents, Barrier, RestoreOptions, Restored};
+pub use husk::{restore, restore_chain, use_saved_contents, Barrier, RestoreOptions, Restored};
 pub use restart::{restart, Error, Request, Source};
 
 /// What went wrong during a restart.

@@ -41,25 +41,27 @@ pub fn mappable(file: &std::fs::File) -> Result<(), String> {
 /// Bytes checked per mapping of the image while verifying.
 const WINDOW: u64 = 64 << 20;
 
-/// Checks the checksum of every page run of `img` as stored, reading the page cache in place
-/// (a read-only mapping of the file, no copy), on `workers` threads. The same check as
+/// Checks the checksum of every page run of `chain[0]` as stored, each in the image of the
+/// chain that holds it (`chain[0]` alone for a standalone image), reading the page cache in
+/// place (a read-only mapping of the file, no copy), on `workers` threads. The same check as
 /// [`ImageFile::verify_checksums`], with the same messages.
-pub fn verify_in_place(img: &ImageFile, workers: usize) -> Result<(), ImageError> {
-    let mut runs = img.runs();
-    runs.sort_by_key(|(_, r)| r.offset);
-    // Windows of whole runs, each mapped once.
+pub fn verify_in_place(chain: &[ImageFile], workers: usize) -> Result<(), ImageError> {
+    let Some(img) = chain.first() else { return Ok(()) };
+    let mut runs: Vec<(i32, crest_image::PageRun)> = img.image.processes.iter().flat_map(|p| p.vmas.iter().flat_map(move |v| v.pages.iter().map(move |r| (p.pid, *r)))).collect();
+    runs.sort_by_key(|(_, r)| (r.image, r.offset));
+    // Windows of whole runs of one image, each mapped once.
     let mut windows: Vec<std::ops::Range<usize>> = Vec::new();
     let mut i = 0;
     while i < runs.len() {
         let start = runs[i].1.offset;
         let mut j = i + 1;
-        while j < runs.len() && runs[j].1.offset + runs[j].1.stored_len() - start <= WINDOW {
+        while j < runs.len() && runs[j].1.image == runs[i].1.image && runs[j].1.offset + runs[j].1.stored_len() - start <= WINDOW {
             j += 1;
         }
         windows.push(i..j);
         i = j;
     }
-    let len = img.file.metadata()?.len();
+    let lens = chain.iter().map(|i| i.file.metadata().map(|m| m.len())).collect::<Result<Vec<u64>, _>>()?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers.max(1))
@@ -68,6 +70,10 @@ pub fn verify_in_place(img: &ImageFile, workers: usize) -> Result<(), ImageError
                     loop {
                         let Some(w) = windows.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
                         let group = &runs[w.clone()];
+                        let k = group[0].1.image as usize;
+                        let (Some(file), Some(&len)) = (chain.get(k).map(|i| &i.file), lens.get(k)) else {
+                            return Err(ImageError::Invalid(format!("pid {}: page run {:#x} lies in image {k} of a chain of {}", group[0].0, group[0].1.vaddr, chain.len())));
+                        };
                         let from = group[0].1.offset;
                         let to = group.iter().map(|(_, r)| r.offset + r.stored_len()).max().unwrap_or(from);
                         if to > len {
@@ -78,7 +84,7 @@ pub fn verify_in_place(img: &ImageFile, workers: usize) -> Result<(), ImageError
                                 r.offset + r.stored_len()
                             )));
                         }
-                        let m = crest_ptrace::mapped::Mapped::new(&img.file, from, (to - from) as usize)?;
+                        let m = crest_ptrace::mapped::Mapped::new(file, from, (to - from) as usize)?;
                         for (pid, r) in group {
                             let at = (r.offset - from) as usize;
                             if crest_image::checksum(&m.bytes()[at..at + r.stored_len() as usize]) != r.sum {

@@ -274,15 +274,11 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         std::io::copy(&mut &file, &mut &copy).map_err(|source| Error::Read { shown: shown.clone(), source })?;
         copy
     };
-    let mut img = ImageFile::from_file(file).map_err(|source| Error::Image { shown: shown.clone(), source })?;
-    // An incremental image: every parent must be there and unchanged; the chain is then
-    // restored as one standalone image, written into memory.
-    if img.image.parent.is_some() {
-        let chain = crest_image::chain::Chain::open(img, &shown).map_err(|source| Error::Image { shown: shown.clone(), source })?;
-        let flat = File::from(crest_ptrace::sys::memfd("crest-image", 0).map_err(|source| Error::Memory { shown: shown.clone(), source })?);
-        chain.flatten(std::io::BufWriter::with_capacity(1 << 20, &flat)).map_err(|source| Error::Image { shown: shown.clone(), source })?;
-        img = ImageFile::from_file(flat).map_err(|source| Error::Image { shown: shown.clone(), source })?;
-    }
+    let img = ImageFile::from_file(file).map_err(|source| Error::Image { shown: shown.clone(), source })?;
+    // An incremental image: every parent must be there and unchanged (and every run it names
+    // within that parent's page data); each run is then read from the image that holds it.
+    let mut chain = if img.image.parent.is_some() { crest_image::chain::Chain::open(img, &shown).map_err(|source| Error::Image { shown: shown.clone(), source })?.images } else { vec![img] };
+    let img = &mut chain[0];
     // Nothing starts unless every file is there and unchanged and this user could have
     // started the saved process.
     let caller = Caller::current().map_err(Error::Credentials)?;
@@ -304,6 +300,10 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
     if let Some(msg) = req.lazy.then(crest_kinds::lazy::unavailable).flatten() {
         return Err(Error::Refused { shown, source: Refusal { kind: ErrorKind::NotPermitted, msg: format!("--lazy: {msg}") } });
     }
+    if req.lazy && chain.len() > 1 {
+        let msg = format!("--lazy restarts a standalone image, and this one is incremental (a chain of {}): merge the chain first (cr_info --merge OUT FILE), or restart without --lazy", chain.len());
+        return Err(Error::Refused { shown, source: Refusal { kind: ErrorKind::Invalid, msg } });
+    }
     let lazy = req.lazy.then(crest_kinds::lazy::Pagers::new);
     let opts = RestoreOptions {
         restore_pid: req.restore_pid,
@@ -316,7 +316,7 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         lazy: lazy.clone(),
     };
     tell(Event::Restoring);
-    let restored = crate::restore(&img, &opts).map_err(|source| {
+    let restored = crate::restore_chain(&chain, &opts).map_err(|source| {
         // Nothing runs: the fault servers stop.
         if let Some(l) = &lazy {
             let _ = l.finish();

@@ -9,6 +9,10 @@
 //! the worker gets SIGTERM as its parent-death signal, stops at the next safe point and lets
 //! the target go as it was. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `cr_checkpoint` and
 //! the `--time` limit stop it the same way.
+//!
+//! With `--interval SECONDS` the parent does that again and again (see [`periodic`]): each
+//! round's worker writes an image incremental to the one before, and a link under the
+//! destination's name points at the newest whole image.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,8 +33,11 @@ fn main() {
     // Blocked before the fork: the worker inherits them blocked and takes them with sigwait.
     sys::block_signals(&CANCEL_SIGNALS);
     let me = std::process::id();
+    if let Some(&secs) = m.get_one::<u64>("interval") {
+        periodic(&m, id, &say, secs);
+    }
     match sys::fork() {
-        Ok(Forked::Child) => std::process::exit(worker(&m, id, &say, me)),
+        Ok(Forked::Child) => std::process::exit(worker(&m, id, &say, me, None)),
         Ok(Forked::Parent(w)) => wait_for_worker(w, &say),
         Err(e) => {
             say.err(format!("Checkpoint failed: cannot start the checkpointing process: {e}; PID {id} was not touched"));
@@ -70,8 +77,176 @@ fn notify_requester(code: i32) {
     }
 }
 
+/// One checkpoint of `--interval`: the image it writes, and the one it is incremental to.
+struct Round {
+    file: PathBuf,
+    parent: Option<PathBuf>,
+}
+
+/// Images in one chain at most with `--interval`: the next image after that many is a full one,
+/// which starts a new chain (a restart reads every image of its chain).
+const MAX_CHAIN: usize = 10;
+/// Chains kept by `--interval` without `--keep`.
+const KEEP_CHAINS: usize = 2;
+
+/// `--interval SECS`: checkpoints `id` every SECS seconds until it ends or this command is
+/// stopped (SIGINT, SIGTERM, SIGHUP, SIGQUIT), then exits 0; a checkpoint that fails while the
+/// process lives ends it with that checkpoint's status.
+///
+/// The images are `DEST.1`, `DEST.2`, ... (numbered on from the highest already there), each
+/// written by a worker as a single checkpoint is (under a temporary name until whole), each
+/// incremental to the one before and leaving the tracking armed for the next; after
+/// [`MAX_CHAIN`] images of one chain, or when the tracking was lost, the image is a full one and
+/// starts a new chain. Once an image is whole, `DEST` is made a symbolic link to it (a new
+/// link renamed over the old: `DEST` always names a whole image, whose whole chain is there),
+/// and only then are the chains older than the newest `--keep` removed. Killed at any moment,
+/// even by SIGKILL, this leaves `DEST` naming the newest whole image, restartable.
+fn periodic(m: &clap::ArgMatches, id: i32, say: &Say, secs: u64) -> ! {
+    let fail = |code: i32, msg: String| -> ! {
+        say.err(format!("Checkpoint failed: {msg}"));
+        std::process::exit(code)
+    };
+    let base = match destination(m, id) {
+        Ok(Destination::Path { path, .. }) => path,
+        Ok(_) => fail(crest_cli::exits::USAGE, "--interval writes numbered image files beside the destination: give it as a file (-f) or directory (-d), not a descriptor".into()),
+        Err((code, msg)) => fail(code, msg),
+    };
+    if chosen_signal(m) != 0 {
+        fail(crest_cli::exits::USAGE, "--interval checkpoints a process that runs on: it takes no --kill, --term, --stop or signal option".into());
+    }
+    if m.get_one::<String>("incremental").is_some() {
+        fail(crest_cli::exits::USAGE, "--interval chooses each image's parent itself: it takes no --incremental".into());
+    }
+    let keep = m.get_one::<u32>("keep").map_or(KEEP_CHAINS, |&k| k as usize);
+    let verbose = m.get_flag("verbose") && !say.quiet;
+    let dir = match base.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(name) = base.file_name().map(|n| n.to_string_lossy().into_owned()) else { fail(crest_cli::exits::USAGE, format!("{} names no file", base.display())) };
+    // The numbered images already there, and the chain an earlier run's link names (pruned in
+    // its turn, once this run's first chain is whole).
+    let numbered = |p: &Path| -> Option<u64> { p.file_name()?.to_str()?.strip_prefix(&format!("{name}."))?.parse().ok() };
+    let mut next = std::fs::read_dir(&dir).into_iter().flatten().flatten().filter_map(|e| numbered(&e.path())).max().unwrap_or(0) + 1;
+    let mut chains: Vec<Vec<PathBuf>> = Vec::new();
+    if let Ok(c) = crest_image::ImageFile::open(&base).and_then(|i| crest_image::chain::Chain::open(i, &base.display().to_string())) {
+        let ours: Vec<PathBuf> = c.paths.iter().rev().map(PathBuf::from).filter(|p| numbered(p).is_some() && p.parent().is_some_and(|d| same_dir(d, &dir))).collect();
+        if !ours.is_empty() {
+            chains.push(ours);
+        }
+    }
+    let started = start_time(id).unwrap_or_else(|| fail(libc::ESRCH, format!("no process {id}")));
+    let alive = || start_time(id) == Some(started);
+    // Stopping signals (blocked, taken here: this process stays single-threaded, to fork its
+    // workers): passed on to the worker of the moment, and the end of the loop.
+    let stopped = std::cell::Cell::new(false);
+    let take_signal = |w: i32, within: Duration| {
+        if let Some((sig, _, _)) = sys::wait_signal_timeout(&CANCEL_SIGNALS, within) {
+            stopped.set(true);
+            if w > 0 {
+                let _ = sys::kill(w, sig);
+            }
+        }
+    };
+    let me = std::process::id();
+    let end = |why: String| -> ! {
+        if verbose {
+            eprintln!("cr_checkpoint: {why}; {} names the newest image", base.display());
+        }
+        std::process::exit(0)
+    };
+    loop {
+        let began = std::time::Instant::now();
+        take_signal(0, Duration::ZERO);
+        if stopped.get() {
+            end("stopped".into());
+        }
+        if !alive() {
+            end(format!("process {id} has ended"));
+        }
+        let file = dir.join(format!("{name}.{next}"));
+        next += 1;
+        let parent = chains.last().filter(|c| c.len() < MAX_CHAIN).and_then(|c| c.last().cloned());
+        let round = Round { file: file.clone(), parent };
+        let code = match sys::fork() {
+            Ok(Forked::Child) => std::process::exit(worker(m, id, say, me, Some(&round))),
+            Ok(Forked::Parent(w)) => loop {
+                match sys::try_wait_child(w) {
+                    Ok(Some(ChildEnd::Exited(code))) => break code,
+                    Ok(Some(_)) | Err(_) => break 1,
+                    Ok(None) => take_signal(w, Duration::from_millis(20)),
+                }
+            },
+            Err(e) => fail(e.raw_os_error().unwrap_or(libc::EAGAIN) & 0xff, format!("cannot start the checkpointing process: {e}")),
+        };
+        if stopped.get() {
+            end("stopped".into());
+        }
+        if code != 0 {
+            if !alive() {
+                end(format!("process {id} has ended"));
+            }
+            std::process::exit(code);
+        }
+        let image = crest_image::ImageFile::open(&file).unwrap_or_else(|e| fail(crest_cli::image_error_code(&e), format!("{}: {e}", file.display())));
+        if image.image.parent.is_none() {
+            chains.push(Vec::new());
+        }
+        if let Some(c) = chains.last_mut() {
+            c.push(file.clone());
+        }
+        if let Err(e) = point(&base, &file) {
+            fail(e.raw_os_error().unwrap_or(libc::EIO), format!("making {} name {}: {e}", base.display(), file.display()));
+        }
+        if verbose {
+            let len = chains.last().map_or(0, Vec::len);
+            eprintln!("cr_checkpoint: {} is whole ({}, image {len} of its chain); {} names it", file.display(), crest_cli::human_bytes(image.len), base.display());
+        }
+        // Only now: the newest chain is whole and named.
+        while chains.len() > keep {
+            for old in chains.remove(0) {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+        let wait = Duration::from_secs(secs).saturating_sub(began.elapsed());
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until && !stopped.get() && alive() {
+            take_signal(0, until.saturating_duration_since(std::time::Instant::now()).min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// Whether `a` and `b` are the same directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let c = |p: &Path| std::fs::canonicalize(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok();
+    c(a).is_some() && c(a) == c(b)
+}
+
+/// Makes `link` a symbolic link to `target` (by its name: they are in one directory), replacing
+/// what was there in one step, and syncs the directory.
+fn point(link: &Path, target: &Path) -> std::io::Result<()> {
+    let dir = link.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
+    let tmp = dir.join(format!(".{}.link-{}", link.file_name().ok_or(std::io::ErrorKind::InvalidInput)?.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(name, &tmp)?;
+    std::fs::rename(&tmp, link)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The start time of `pid`, which tells it from a later process with the same PID.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // A zombie has ended.
+    if rest.split_whitespace().next() == Some("Z") {
+        return None;
+    }
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The worker: sets up what cancels the checkpoint, then does it. Returns the exit status.
-fn worker(m: &clap::ArgMatches, id: i32, say: &Say, parent: u32) -> i32 {
+fn worker(m: &clap::ArgMatches, id: i32, say: &Say, parent: u32, round: Option<&Round>) -> i32 {
     let cancel = Cancel::new();
     // cr_checkpoint killed: the kernel sends SIGTERM, taken below like any cancelling signal
     // (its disposition made the default, as an ignored signal would be dropped, not waited for).
@@ -81,7 +256,7 @@ fn worker(m: &clap::ArgMatches, id: i32, say: &Say, parent: u32) -> i32 {
     }
     let by_signal = cancel.clone();
     std::thread::spawn(move || by_signal.cancel_by_signal(sys::wait_signal(&CANCEL_SIGNALS)));
-    match run(m, id, say, cancel) {
+    match run(m, id, say, cancel, round) {
         Ok(()) => 0,
         Err((code, msg)) => {
             say.err(format!("Checkpoint failed: {msg}"));
@@ -111,14 +286,17 @@ fn destination(m: &clap::ArgMatches, pid: i32) -> Result<Destination, (i32, Stri
     Ok(Destination::Path { path, policy })
 }
 
-fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), (i32, String)> {
+fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<&Round>) -> Result<(), (i32, String)> {
     let scope = match last_given(m, &["tree", "pid", "pgid", "sid"]) {
         Some("pid") => crest_dump::Scope::Pid,
         Some("pgid") => crest_dump::Scope::Pgid,
         Some("sid") => crest_dump::Scope::Sid,
         _ => crest_dump::Scope::Tree,
     };
-    let destination = destination(m, pid)?;
+    let destination = match round {
+        Some(r) => Destination::Path { path: r.file.clone(), policy: Policy::Atomic },
+        None => destination(m, pid)?,
+    };
     let sync = last_given(m, &["sync", "nosync"]) != Some("nosync");
     let signal = chosen_signal(m);
     let verbose = m.get_flag("verbose") && !say.quiet;
@@ -151,7 +329,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
         Event::Whole { .. } if coordinated => wait_word("whole", "saved"),
         _ => {}
     };
-    let incremental = m.get_one::<String>("incremental").map(PathBuf::from);
+    let incremental = match round {
+        Some(r) => r.parent.clone(),
+        None => m.get_one::<String>("incremental").map(PathBuf::from),
+    };
     if let (Some(parent), Destination::Path { path, .. }) = (&incremental, &destination) {
         let same = |p: &Path| std::fs::canonicalize(p).ok();
         if same(parent).is_some() && same(parent) == same(path) {
@@ -180,7 +361,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
         // process is the requester, and this command (its child) is left out of the scope.
         requester: std::env::var(proto::REQUESTER_ENV).ok().and_then(|p| p.parse().ok()),
         on_behalf: std::env::var_os(proto::REQUESTER_ENV).is_some(),
-        track: m.get_flag("track"),
+        track: m.get_flag("track") || round.is_some(),
         incremental,
         ptraced: match last_given(m, &["ptraced-error", "ptraced-skip", "ptraced-allow"]) {
             Some("ptraced-skip") => crest_dump::Ptraced::Skip,
@@ -220,6 +401,9 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel) -> Result<(), 
         );
     }
     if verbose {
+        for w in &stats.saved_whole {
+            eprintln!("cr_checkpoint: incremental image: {w}");
+        }
         let saved = done.pids.len();
         eprintln!(
             "Checkpointed {} to {}: {} of memory pages from {} mappings ({} system calls made inside the processes). \

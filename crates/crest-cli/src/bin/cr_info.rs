@@ -30,6 +30,9 @@ fn main() {
         eprintln!("cr_info: {path} is NOT a good image: it must not be restarted");
         std::process::exit(crest_cli::image_error_code(e));
     }
+    if let Some(out) = m.get_one::<String>("merge") {
+        merge(path, img, chain, std::path::Path::new(out));
+    }
     let verified = m.get_flag("verify").then(|| match verify(&img, chain.as_ref()) {
         Ok(v) => v,
         Err(e) => {
@@ -88,6 +91,32 @@ fn main() {
     };
     // A closed pipe (`cr_info ... | head`) is not an error worth a message.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+}
+
+/// `--merge OUT`: the chain of `img` (at `path`) written as one standalone image OUT; exits.
+fn merge(path: &str, img: ImageFile, chain: Option<Result<crest_image::chain::Chain, crest_image::ImageError>>, out: &std::path::Path) -> ! {
+    let chain = match chain {
+        Some(c) => c,
+        None => Ok(crest_image::chain::Chain { images: vec![img], paths: vec![path.to_string()] }),
+    };
+    let merged = chain.and_then(|c| crest_image::chain::merge_into(&c, out).map(|_| c.images.len()));
+    match merged {
+        Ok(n) => {
+            let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "merged {} into {} ({}), a standalone image",
+                if n > 1 { format!("the chain of {} images of {path}", n) } else { format!("{path}, a standalone image already,") },
+                out.display(),
+                crest_cli::human_bytes(size)
+            );
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("cr_info: {path}: {e}");
+            eprintln!("cr_info: {} was not written", out.display());
+            std::process::exit(crest_cli::image_error_code(&e))
+        }
+    }
 }
 
 /// `n thing(s)`.
