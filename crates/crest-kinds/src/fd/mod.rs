@@ -19,6 +19,7 @@ use crest_proc::FdInfo;
 use crate::ident::{ObjId, Slot};
 use crate::KindError;
 
+mod accept;
 mod chardev;
 mod deleted;
 mod directory;

@@ -287,7 +287,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 /// Sends the socket diagnostics request `req` (the `SOCK_DIAG_BY_FAMILY` dump request that
 /// follows the netlink header) and hands each answer (what follows its netlink header) to
 /// `each`.
-fn diag_dump(req: &[u8], mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
+pub(super) fn diag_dump(req: &[u8], mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
     let mut sock = std::fs::File::from(crest_ptrace::sys::sock_diag_socket()?);
     let mut msg = Vec::with_capacity(16 + req.len());
     msg.extend_from_slice(&(16 + req.len() as u32).to_ne_bytes());
@@ -495,6 +495,13 @@ impl FdHandler for Socket {
             let opt = |o| crest_ptrace::sys::sock_opt_int(c.as_raw_fd(), libc::SOL_SOCKET, o).unwrap_or(-1);
             let (family, ty, protocol) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL));
             let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
+            if inet && d.connected && (ty, protocol) == (libc::SOCK_STREAM, libc::IPPROTO_TCP) {
+                match super::accept::pending_client(cx, c.as_raw_fd(), &d) {
+                    Ok(Some(kind)) => return Ok(kind),
+                    Ok(None) => {}
+                    Err(e) => return super::unsupported::refuse(cx, fd, d.what, &e),
+                }
+            }
             if inet && d.connected && matches!((ty, protocol), (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)) {
                 match super::tcp::dump(c, ino, family, ty, protocol, &d) {
                     Ok(kind) => return Ok(kind),
@@ -661,7 +668,14 @@ impl FdHandler for Socket {
         }
         drop(via);
         if let Some(a) = server.as_ref().or_else(|| cx.unix_names.get(peer).filter(|_| *peer == *ino)) {
-            crest_ptrace::net::connect_raw(s.as_raw_fd(), a).map_err(|e| err("connecting it to its server again", e))?;
+            if matches!(*family, libc::AF_INET | libc::AF_INET6) {
+                // A TCP client whose connection waited to be accepted: it waits in the
+                // restored listener's queue again.
+                let to = super::accept::connect_target(a, *family).unwrap_or_else(|| a.clone());
+                crest_ptrace::net::connect_raw(s.as_raw_fd(), &to).map_err(|e| err("connecting it to its listener again", e))?;
+            } else {
+                crest_ptrace::net::connect_raw(s.as_raw_fd(), a).map_err(|e| err("connecting it to its server again", e))?;
+            }
         }
         if let Some(how) = shutdown_how(*shutdown) {
             // An unconnected internet socket answers ENOTCONN, but is shut down all the same.
@@ -872,7 +886,12 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
             let info = sock_opt_bytes(copy, libc::IPPROTO_TCP, libc::TCP_INFO, 32).map_err(|e| format!("reading its TCP state: {e}"))?;
             let word = |at: usize| u32_at(&info, at).unwrap_or(0);
             match info.first().copied() {
-                Some(TCP_LISTEN) if word(24) > 0 => return Err(pending(word(24))),
+                Some(TCP_LISTEN) if word(24) > 0 => {
+                    // Its clients, in the image, connect to it again at restart.
+                    super::accept::check_listener(cx, copy, word(24))?;
+                    server = ino;
+                    Some(word(28) as i32)
+                }
                 Some(TCP_LISTEN) => Some(word(28) as i32),
                 Some(TCP_CLOSE) => None,
                 _ => return Err("a TCP socket in the middle of connecting or closing is not saved yet".to_string()),
@@ -1184,7 +1203,7 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
 
 /// The process that holds the socket of inode `ino` (the other end of a connection), and its
 /// name, for messages: the first found in `/proc`.
-fn holder_of(ino: u64) -> Option<(i32, String)> {
+pub(super) fn holder_of(ino: u64) -> Option<(i32, String)> {
     let want = format!("socket:[{ino}]");
     for pid in crest_proc::all_pids().ok()? {
         let Ok(fds) = crest_proc::fds(pid) else { continue };
