@@ -268,3 +268,38 @@ fn refused_tcp_waiting(mode: &str, expect: &[&str]) {
     assert!(!img.exists(), "no image is written");
     assert_untouched(pid, "after a refused checkpoint");
 }
+
+/// Raw IP sockets (ICMP bound and connected with its filter, UDP with IP_HDRINCL, ICMPv6 with
+/// its filter, IPv6 with IPV6_CHECKSUM), packet sockets (rings, memberships, fanout, bound to
+/// lo) and netlink sockets (port, groups above 32, connected, not bound) come back as they
+/// were and work (tests/c/netsocks.c).
+#[test]
+fn raw_packet_and_netlink_sockets() {
+    if !is_root() {
+        return skip("raw and packet sockets need CAP_NET_RAW");
+    }
+    run_c("netsocks", &[]);
+}
+
+/// A netlink socket of a protocol whose kernel side keeps state by port id (netfilter) is
+/// refused, naming the protocol.
+#[test]
+fn netfilter_netlink_socket_is_refused() {
+    if !is_root() {
+        return skip("raw and packet sockets need CAP_NET_RAW");
+    }
+    let d = Dir::new("netsocks-netfilter");
+    let prog = d.0.join("netsocks");
+    gcc("tests/c/netsocks.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg("netfilter").stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("netsocks"));
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
+    assert!(err.contains(&format!("PID {pid}")) && err.contains("NETLINK_NETFILTER"), "the message names the process and the protocol: {err}");
+    assert!(!img.exists(), "no image is written");
+    assert_untouched(pid, "after a refused checkpoint");
+}

@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 7;
+pub const FORMAT_MINOR: u32 = 8;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -198,8 +198,12 @@ pub mod marker_kinds {
     /// A thread runs under seccomp filters (`ThreadAttrs.seccomp`), format 4.7: a reader
     /// that ignored them would restore it unconfined.
     pub const SECCOMP: u32 = 9;
+    /// A socket of a family or type saved since format 4.8 (packet, netlink, raw IP) or
+    /// connected to an address (`FdKind::Socket.dest`): a reader that ignored it would not
+    /// connect it again, or set options before the bind they need.
+    pub const SOCKET_FAMILIES: u32 = 12;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SOCKET_FAMILIES];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -224,6 +228,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().flat_map(|p| &p.threads).any(|t| !t.attrs.seccomp.is_empty()) {
             v.push(SECCOMP);
+        }
+        if image.processes.iter().any(|p| p.fds.iter().any(|f| f.kind.uses_socket_families())) {
+            v.push(SOCKET_FAMILIES);
         }
         v
     }

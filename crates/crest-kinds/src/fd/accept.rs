@@ -198,6 +198,7 @@ pub(super) fn pending_client(cx: &mut DumpCx<'_>, copy: i32, d: &Described) -> R
         queue: Vec::new(),
         pending: true,
         file_attrs: None,
+        dest: Vec::new(),
     }))
 }
 

@@ -411,6 +411,15 @@ fn addr_words(b: &[u8]) -> Option<String> {
                 Some(_) => Some(String::from_utf8_lossy(path.split(|&c| c == 0).next().unwrap_or(path)).into_owned()),
             }
         }
+        libc::AF_PACKET => {
+            let ifindex = i32::from_ne_bytes(b.get(4..8)?.try_into().ok()?);
+            (ifindex != 0).then(|| format!("on interface {ifindex}"))
+        }
+        libc::AF_NETLINK => {
+            let port = u32::from_ne_bytes(b.get(4..8)?.try_into().ok()?);
+            let groups = u32::from_ne_bytes(b.get(8..12)?.try_into().ok()?);
+            (port != 0 || groups != 0).then(|| format!("port {port}{}", if groups != 0 { format!(" groups {groups:#x}") } else { String::new() }))
+        }
         _ => None,
     }
 }
@@ -428,7 +437,8 @@ fn describe(copy: i32, ino: u64) -> Described {
     let opt = |o| sock_opt_int(copy, libc::SOL_SOCKET, o).unwrap_or(-1);
     let (family, ty, proto, listening) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL), opt(libc::SO_ACCEPTCONN) == 1);
     let local = sock_addr(copy, false).ok().and_then(|a| addr_words(&a));
-    let peer_addr = sock_addr(copy, true).ok();
+    // A netlink socket always has a peer address: the kernel's (0), when not connected.
+    let peer_addr = sock_addr(copy, true).ok().filter(|a| family != libc::AF_NETLINK || a.get(4..12).is_some_and(|b| b.iter().any(|&x| x != 0)));
     let connected = peer_addr.is_some();
     let peer = peer_addr.as_deref().and_then(addr_words);
     let type_word = match ty {
@@ -487,6 +497,19 @@ impl FdHandler for Socket {
         let mut d = copy.as_ref().map_or_else(|| Described { what: link.to_string(), connected: false }, |c| describe(c.as_raw_fd(), ino));
         let mut why = "connected sockets are not saved yet".to_string();
         if let Some(c) = &copy {
+            let opt = |o| crest_ptrace::sys::sock_opt_int(c.as_raw_fd(), libc::SOL_SOCKET, o).unwrap_or(-1);
+            let (family, ty, protocol) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL));
+            let other = match family {
+                libc::AF_PACKET => Some(super::packet::dump(c.as_raw_fd(), ino, &d)),
+                libc::AF_NETLINK => Some(super::netlink::dump(c.as_raw_fd(), ino, &d)),
+                libc::AF_INET | libc::AF_INET6 if ty == libc::SOCK_RAW => Some(super::raw::dump(cx.pid, c.as_raw_fd(), ino, family, protocol, &d)),
+                _ => None,
+            };
+            match other {
+                Some(Ok(kind)) => return Ok(kind),
+                Some(Err(e)) => return super::unsupported::refuse(cx, fd, d.what, &e),
+                None => {}
+            }
             match unconnected(cx, c.as_raw_fd(), ino, &d) {
                 Ok(Some(kind)) => return Ok(kind),
                 Ok(None) => {}
@@ -507,12 +530,6 @@ impl FdHandler for Socket {
                     Ok(kind) => return Ok(kind),
                     Err(e) => why = e,
                 }
-            }
-            match family {
-                libc::AF_NETLINK => why = "netlink sockets (a channel to the kernel: routing, audit, udev events...) are not saved".to_string(),
-                libc::AF_PACKET => why = "packet sockets (raw access to a network interface) are not saved".to_string(),
-                _ if inet && ty == libc::SOCK_RAW => why = "raw IP sockets are not saved".to_string(),
-                _ => {}
             }
         }
         if let Some(c) = &copy {
@@ -591,7 +608,7 @@ impl FdHandler for Socket {
         if let FdKind::Inet { .. } = &rec.kind {
             return super::tcp::open(rec).map(super::Opened::Fd);
         }
-        let FdKind::Socket { family, ty, protocol, addr, listen, options, what, byte_options, ino, peer, unlinked, shutdown, queue, file_attrs, .. } = &rec.kind else {
+        let FdKind::Socket { family, ty, protocol, addr, listen, options, what, byte_options, ino, peer, unlinked, shutdown, queue, file_attrs, dest, .. } = &rec.kind else {
             return Err(super::wrong_kind(self, rec));
         };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
@@ -611,7 +628,14 @@ impl FdHandler for Socket {
             let (a, b) = crest_ptrace::sys::socketpair(*family, *ty).map_err(|e| err("creating it", e))?;
             (a, Some(b))
         } else {
-            (crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?, None)
+            let made = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EPERM) && (*ty == libc::SOCK_RAW || *family == libc::AF_PACKET) {
+                    err("creating it (raw and packet sockets need CAP_NET_RAW)", e)
+                } else {
+                    err("creating it", e)
+                }
+            })?;
+            (made, None)
         };
         super::sockopt::apply(s.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
         // A TCP listener shares its port with the connections accepted from it, which may be
@@ -662,6 +686,10 @@ impl FdHandler for Socket {
         }
         if let Some(backlog) = listen {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
+        }
+        if !dest.is_empty() {
+            // A netlink or raw IP socket connected to a port and group, or a host.
+            crest_ptrace::net::connect_raw(s.as_raw_fd(), dest).map_err(|e| err("connecting it again", e))?;
         }
         if !queue.is_empty() {
             refill_datagrams(s.as_raw_fd(), via.as_ref().map(AsRawFd::as_raw_fd), addr, queue, cx).map_err(|(step, e)| format!("fd {}: {what}: {step}: {e}", rec.fd))?;
@@ -986,7 +1014,24 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
         _ => return Ok(None),
     };
     let (options, byte_options) = super::sockopt::read(copy, family, ty, protocol)?;
-    Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone(), byte_options, ino: server, peer, unlinked, shutdown, queue, pending: false, file_attrs }))
+    Ok(Some(FdKind::Socket {
+        family,
+        ty,
+        protocol,
+        addr,
+        listen,
+        options,
+        what: d.what.clone(),
+        byte_options,
+        ino: server,
+        peer,
+        unlinked,
+        shutdown,
+        queue,
+        pending: false,
+        file_attrs,
+        dest: Vec::new(),
+    }))
 }
 
 /// The record of a unix stream or seqpacket socket whose connection waits to be accepted by a
@@ -1033,6 +1078,7 @@ fn pending_client(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Re
         queue: Vec::new(),
         pending: true,
         file_attrs: None,
+        dest: Vec::new(),
     }))
 }
 
