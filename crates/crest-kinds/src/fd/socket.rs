@@ -1,5 +1,5 @@
-//! Sockets. Saved and restored: sockets that are not connected: listening TCP sockets with no
-//! connection waiting to be accepted, unix (stream, seqpacket) listeners, bound UDP and ICMP
+//! Sockets. Saved and restored: sockets that are not connected: listening TCP sockets (the
+//! connections waiting to be accepted from clients of the image: [`super::accept`]), unix (stream, seqpacket) listeners, bound UDP and ICMP
 //! echo sockets with nothing waiting to be read, unix datagram sockets, and sockets not bound
 //! yet; each comes back
 //! bound to its address (a unix socket's stale file replaced), listening with its backlog, with
@@ -16,7 +16,7 @@
 //! queued messages (a stream socket whose other end was closed, as a pair whose other end is
 //! closed once it has sent what was queued); connected TCP and UDP sockets are restored by [`super::tcp`]. Other
 //! connected sockets (a unix socket whose peer is outside the image: the message names the
-//! process holding it), netlink, packet and raw sockets, TCP connections waiting to be accepted and UDP datagrams queued are
+//! process holding it), TCP connections waiting to be accepted from clients outside the image and UDP datagrams queued are
 //! refused at checkpoint time with a description ("unix stream socket connected to
 //! /run/x.sock"), or left out on request ([`super::unsupported`]). The one exception, as in
 //! BLCR: standard input, output or error connected to a process that is not checkpointed (a
@@ -31,7 +31,8 @@
 //! ([`pending_client`]).
 //!
 //! What a socket is comes from a copy of it (`pidfd_getfd`: domain, type, protocol, listening,
-//! own and peer address, `TCP_INFO`); the other end and the queues of a unix socket, from the
+//! own and peer address, `TCP_INFO`); raw IP, packet and netlink sockets are saved by their
+//! own modules ([`super::raw`], [`super::packet`], [`super::netlink`]); the other end and the queues of a unix socket, from the
 //! kernel's socket diagnostics (`NETLINK_SOCK_DIAG`, asked once per checkpoint for every unix
 //! socket).
 use std::collections::HashMap;

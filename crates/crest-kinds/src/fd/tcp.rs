@@ -9,11 +9,16 @@
 //! connection stays in repair mode until the process runs on (`--run`: repair mode is left,
 //! and the peer never knew) or is killed (`--kill`: its sockets close silently, and the peer
 //! sees no reset). Sockets stay in repair mode across the checkpoint through [`hold`]:
-//! [`leave_repair`] or [`keep_repair`] end it.
+//! [`leave_repair`] or [`keep_repair`] end it. A connection in repair mode still takes its
+//! peer's acknowledgments and data while its process is frozen (a loopback peer's delayed ACK
+//! lands a few milliseconds later), so its state is read until two readings around the queues
+//! agree ([`read_state`]).
 //!
 //! At restart the socket is made again in repair mode: bound to the same address (repair
 //! mode lets it share the port of a listener or of a socket that is closing), its queues'
-//! sequence numbers set, connected to its peer (in repair mode nothing is sent), its options,
+//! sequence numbers set, connected to its peer (in repair mode nothing is sent; the saved
+//! segment size is given as `TCP_MAXSEG` for the time of the connect, which works out the size
+//! it sends with before the peer's options can be set), its options,
 //! queues and window put back; a FIN it had sent is queued again (`shutdown` in repair mode).
 //! Repair mode is left by `cr_restart` once every process of the image is rebuilt
 //! ([`leave_repair_restored`]), so that the two ends of a connection between processes of the
