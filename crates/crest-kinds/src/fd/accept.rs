@@ -36,7 +36,7 @@ type End = (Ipv6Addr, u16);
 
 /// A TCP socket as the diagnostics list it.
 #[derive(Debug, Clone, Copy)]
-struct TcpDiag {
+pub(super) struct TcpDiag {
     state: u8,
     local: End,
     remote: End,
@@ -47,7 +47,7 @@ struct TcpDiag {
 }
 
 /// Every TCP socket of this network namespace, both families.
-fn tcp_sockets() -> std::io::Result<Vec<TcpDiag>> {
+pub(super) fn tcp_sockets() -> std::io::Result<Vec<TcpDiag>> {
     let mut out = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
         // struct inet_diag_req_v2: family, protocol, ext, pad, states, then a socket id that a
@@ -111,9 +111,9 @@ fn queued_on(all: &[TcpDiag], addr: &End) -> Vec<TcpDiag> {
 /// Checks, for a TCP listener of the image (`copy` is a copy of it) with `n` connections
 /// waiting to be accepted, that each comes from a client of the image that will connect to it
 /// again at restart ([`pending_client`]); `Err(why)` names what cannot be saved.
-pub(super) fn check_listener(cx: &DumpCx<'_>, copy: i32, n: u32) -> Result<(), String> {
+pub(super) fn check_listener(cx: &mut DumpCx<'_>, copy: i32, n: u32) -> Result<(), String> {
     let addr = crest_ptrace::sys::sock_addr(copy, false).ok().and_then(|a| end_of(&a)).ok_or("its address cannot be read")?;
-    let all = tcp_sockets().map_err(|e| format!("{n} connection(s) wait to be accepted, and the socket diagnostics that tell where they come from cannot be read: {e}"))?;
+    let all = cx.unix_peers.tcp_sockets().map_err(|e| format!("{n} connection(s) wait to be accepted, and the socket diagnostics that tell where they come from cannot be read: {e}"))?.to_vec();
     let queued = queued_on(&all, &addr);
     let listeners = all.iter().filter(|s| s.state == LISTEN && s.local.1 == addr.1).count();
     if queued.len() != n as usize || listeners > 1 {
@@ -156,7 +156,7 @@ pub(super) fn pending_client(cx: &mut DumpCx<'_>, copy: i32, d: &Described) -> R
     }
     let (Ok(local_raw), Ok(peer_raw)) = (sock_addr(copy, false), sock_addr(copy, true)) else { return Ok(None) };
     let (Some(local), Some(peer)) = (end_of(&local_raw), end_of(&peer_raw)) else { return Ok(None) };
-    let Ok(all) = tcp_sockets() else { return Ok(None) };
+    let Ok(all) = cx.unix_peers.tcp_sockets().map(<[TcpDiag]>::to_vec) else { return Ok(None) };
     // Its other end, waiting in a listener's queue.
     if !all.iter().any(|s| s.ino == 0 && matches!(s.state, ESTABLISHED | CLOSE_WAIT) && s.local == peer && s.remote == local) {
         return Ok(None);

@@ -98,9 +98,20 @@ pub struct UnixPeers {
     /// Socket inode -> its queue, read once per checkpoint ([`collect_in_flight`]), or why it
     /// cannot be read.
     queues: HashMap<u64, Result<Vec<Peeked>, String>>,
+    /// Every TCP socket, as the diagnostics listed them when first asked in this checkpoint
+    /// (the processes are frozen: the listeners' queues hold still).
+    tcp: Option<Vec<super::accept::TcpDiag>>,
 }
 
 impl UnixPeers {
+    /// Every TCP socket ([`super::accept`]), asked once per checkpoint.
+    pub(super) fn tcp_sockets(&mut self) -> std::io::Result<&[super::accept::TcpDiag]> {
+        if self.tcp.is_none() {
+            self.tcp = Some(super::accept::tcp_sockets()?);
+        }
+        Ok(self.tcp.as_deref().unwrap_or_default())
+    }
+
     fn diags(&mut self) -> &Diags {
         self.diags.get_or_insert_with(|| unix_peers().unwrap_or_default())
     }
