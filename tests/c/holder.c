@@ -5,7 +5,8 @@
  *
  * tcp-conn: a loopback TCP connection, both ends in the process, and its listening socket
  * (refused when cr_checkpoint may not use TCP repair).
- * netlink: a NETLINK_ROUTE socket.
+ * netlink: a NETLINK_NETFILTER socket (netlink protocols whose kernel side keeps state by
+ *     port id are not saved).
  * udp-corked: a UDP socket corked (UDP_CORK) with a datagram written and not sent yet.
  * ebpf-filter: a UDP socket with an eBPF program as its filter (SO_ATTACH_BPF; needs root).
  * pty: a pty master whose slave the test opens (DIR/pts names it), outside the checkpoint.
@@ -67,7 +68,7 @@ static void setup(void)
         fd_a = socket(AF_UNIX, SOCK_STREAM, 0);
         check(fd_a >= 0 && connect(fd_a, (struct sockaddr *)&a, sizeof a) == 0, "connecting to the test's socket");
     } else if (!strcmp(mode, "netlink")) {
-        fd_a = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+        fd_a = socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER);
         check(fd_a >= 0, "a netlink socket");
     } else if (!strcmp(mode, "udp-corked")) {
         fd_a = socket(AF_INET, SOCK_DGRAM, 0);

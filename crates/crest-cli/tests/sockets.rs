@@ -220,3 +220,86 @@ fn unix_socket_queues_are_left_in_place_by_a_checkpoint() {
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(st.success() && text.contains("PASS"), "the original after the checkpoint: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
 }
+
+/// TCP connections waiting to be accepted, their clients in the image (IPv4, IPv6, IPv4 on an
+/// IPv6 wildcard listener): after the restart they wait in their listeners' queues again, from
+/// the same client addresses, and carry data both ways once accepted (tests/c/tcpwaiting.c).
+#[test]
+fn tcp_connections_waiting_to_be_accepted() {
+    run_c("tcpwaiting", &[]);
+}
+
+/// A TCP connection waiting to be accepted on which its client sent data: that data sits in the
+/// connection, which only accepting it would read: refused, naming it.
+#[test]
+fn tcp_waiting_connection_with_data_is_refused() {
+    refused_tcp_waiting("data", &["waiting to be accepted", "bytes its client sent"]);
+}
+
+/// A TCP connection waiting to be accepted from a client outside the image (this test): the
+/// client could not connect again after the restart: refused, naming the client.
+#[test]
+fn tcp_waiting_connection_from_outside_is_refused() {
+    refused_tcp_waiting("outside", &["waiting to be accepted", "not in the checkpoint", &format!("PID {}", std::process::id())]);
+}
+
+/// Starts `tcpwaiting MODE` (a client of this test connects to it in mode `outside`), checks
+/// that a checkpoint is refused with a message naming the process and saying each of `expect`,
+/// that no image is written and the process runs on.
+fn refused_tcp_waiting(mode: &str, expect: &[&str]) {
+    let d = Dir::new(&format!("tcpwaiting-{mode}"));
+    let prog = d.0.join("tcpwaiting");
+    gcc("tests/c/tcpwaiting.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg(mode).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("tcpwaiting"));
+    let text = wait_for(&out, "ready", Duration::from_secs(30));
+    let _client = (mode == "outside").then(|| {
+        let port: u16 = text.lines().find_map(|l| l.strip_prefix("port ")).and_then(|p| p.trim().parse().ok()).expect("port line");
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        std::thread::sleep(Duration::from_millis(100));
+        c
+    });
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
+    assert!(err.contains(&format!("PID {pid}")) && expect.iter().all(|e| err.contains(e)), "{mode}: the message names the process and says {expect:?}: {err}");
+    assert!(!img.exists(), "no image is written");
+    assert_untouched(pid, "after a refused checkpoint");
+}
+
+/// Raw IP sockets (ICMP bound and connected with its filter, UDP with IP_HDRINCL, ICMPv6 with
+/// its filter, IPv6 with IPV6_CHECKSUM), packet sockets (rings, memberships, fanout, bound to
+/// lo) and netlink sockets (port, groups above 32, connected, not bound) come back as they
+/// were and work (tests/c/netsocks.c).
+#[test]
+fn raw_packet_and_netlink_sockets() {
+    if !is_root() {
+        return skip("raw and packet sockets need CAP_NET_RAW");
+    }
+    run_c("netsocks", &[]);
+}
+
+/// A netlink socket of a protocol whose kernel side keeps state by port id (netfilter) is
+/// refused, naming the protocol.
+#[test]
+fn netfilter_netlink_socket_is_refused() {
+    if !is_root() {
+        return skip("raw and packet sockets need CAP_NET_RAW");
+    }
+    let d = Dir::new("netsocks-netfilter");
+    let prog = d.0.join("netsocks");
+    gcc("tests/c/netsocks.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg("netfilter").stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("netsocks"));
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
+    assert!(err.contains(&format!("PID {pid}")) && err.contains("NETLINK_NETFILTER"), "the message names the process and the protocol: {err}");
+    assert!(!img.exists(), "no image is written");
+    assert_untouched(pid, "after a refused checkpoint");
+}

@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 8;
+pub const FORMAT_MINOR: u32 = 9;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -202,8 +202,12 @@ pub mod marker_kinds {
     /// (`ProcAttrs.semadj`), format 4.8: a reader that ignored them would restore the processes
     /// without their messages or adjustments.
     pub const SYSV_MSG_UNDO: u32 = 14;
+    /// A socket of a family or type saved since format 4.9 (packet, netlink, raw IP) or
+    /// connected to an address (`FdKind::Socket.dest`): a reader that ignored it would not
+    /// connect it again, or set options before the bind they need.
+    pub const SOCKET_FAMILIES: u32 = 12;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -231,6 +235,9 @@ pub mod marker_kinds {
         }
         if image.ipc.iter().any(|o| matches!(o.kind, crate::IpcKind::Msg { .. })) || image.processes.iter().any(|p| !p.attrs.semadj.is_empty()) {
             v.push(SYSV_MSG_UNDO);
+        }
+        if image.processes.iter().any(|p| p.fds.iter().any(|f| f.kind.uses_socket_families())) {
+            v.push(SOCKET_FAMILIES);
         }
         v
     }

@@ -818,6 +818,10 @@ pub enum FdKind {
         /// file, given back to the file its bind makes (format 4.6; none: as the bind makes it).
         #[serde(default)]
         file_attrs: Option<(u32, u32, u32)>,
+        /// A netlink or raw IP socket connected to an address (the kernel's port and groups,
+        /// a host): that raw `sockaddr`, connected to again (format 4.9; empty: not connected).
+        #[serde(default)]
+        dest: Vec<u8>,
     },
     /// One end of a connected pair of unix sockets whose two ends are in the image (a
     /// `socketpair`, or a connection between two processes of the image).
@@ -1110,6 +1114,15 @@ impl FdKind {
             FdKind::Inet { byte_options, shutdown, .. } => !byte_options.is_empty() || *shutdown != 0,
             _ => false,
         }
+    }
+
+    /// Whether the record is a socket of a family or type saved since format 4.9 (packet,
+    /// netlink, raw IP) or connected to an address (`dest`), which a reader of 4.7 or before
+    /// would restore otherwise (not connected again, options set before the bind they need):
+    /// such an image carries the [`crate::marker_kinds::SOCKET_FAMILIES`] section.
+    pub fn uses_socket_families(&self) -> bool {
+        // AF_NETLINK (16), AF_PACKET (17), SOCK_RAW (3).
+        matches!(self, FdKind::Socket { family, ty, dest, .. } if matches!(*family, 16 | 17) || *ty == 3 || !dest.is_empty())
     }
 
     /// Whether the record holds what format 4.6 added to sockets (queued datagrams,

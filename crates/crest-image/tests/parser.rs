@@ -274,6 +274,7 @@ fn socket_state_of_4_1_is_announced_to_older_readers() {
         queue: Vec::new(),
         pending: false,
         file_attrs: None,
+        dest: Vec::new(),
     };
     let plain = rebuild(&img, &pages);
     assert!(marker(&plain).is_none(), "int options alone are read by 4.0 readers too");
@@ -322,6 +323,7 @@ fn socket_queues_of_4_4_are_announced_to_older_readers() {
         queue,
         pending,
         file_attrs,
+        dest: Vec::new(),
     };
     img.processes[0].fds[0].kind = socket(Vec::new(), false, Some((0o640, 1, 2)));
     assert!(marker(&rebuild(&img, &pages)).is_none(), "a socket file's mode alone is read by older readers too");
@@ -330,6 +332,50 @@ fn socket_queues_of_4_4_are_announced_to_older_readers() {
         img.processes[0].fds[0].kind = kind;
         let image = rebuild(&img, &pages);
         let s = marker(&image).expect("a SocketQueues section");
+        assert!(s.must_understand() && s.len == 0, "{s:?}");
+        assert_eq!(ImageFile::check_bytes(&image).expect("read by this build"), img);
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A packet, netlink or raw IP socket, or one connected to an address (`dest`, format 4.9),
+/// makes the writer add the empty SocketFamilies section marked MUST_UNDERSTAND, which readers
+/// of 4.7 and before refuse; this build reads the record back whole.
+#[test]
+fn socket_families_of_4_8_are_announced_to_older_readers() {
+    let (bytes, mut img) = build(&[2], 4, 1);
+    let pages = page_region(&bytes, &img);
+    let path = std::env::temp_dir().join(format!("crest-parser-socket-families-{}", std::process::id()));
+    let marker = |b: &[u8]| {
+        std::fs::write(&path, b).expect("write");
+        let f = ImageFile::open(&path).expect("read");
+        f.sections.into_iter().find(|s| s.kind == SectionKind::Other(crest_image::marker_kinds::SOCKET_FAMILIES))
+    };
+    let socket = |family, ty, dest| FdKind::Socket {
+        family,
+        ty,
+        protocol: 0,
+        addr: Vec::new(),
+        listen: None,
+        options: Vec::new(),
+        what: "a socket".into(),
+        byte_options: Vec::new(),
+        ino: 0,
+        peer: 0,
+        unlinked: false,
+        shutdown: 0,
+        queue: Vec::new(),
+        pending: false,
+        file_attrs: None,
+        dest,
+    };
+    img.processes[0].fds[0].kind = socket(2, 2, Vec::new());
+    assert!(marker(&rebuild(&img, &pages)).is_none(), "a UDP socket carries no SocketFamilies section");
+    // AF_PACKET, AF_NETLINK connected to a port, a raw IPv4 socket.
+    for kind in [socket(17, 3, Vec::new()), socket(16, 3, vec![16, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]), socket(2, 3, Vec::new())] {
+        img.processes[0].fds[0].kind = kind;
+        let image = rebuild(&img, &pages);
+        let s = marker(&image).expect("a SocketFamilies section");
         assert!(s.must_understand() && s.len == 0, "{s:?}");
         assert_eq!(ImageFile::check_bytes(&image).expect("read by this build"), img);
     }

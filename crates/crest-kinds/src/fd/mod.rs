@@ -19,6 +19,7 @@ use crest_proc::FdInfo;
 use crate::ident::{ObjId, Slot};
 use crate::KindError;
 
+mod accept;
 mod chardev;
 mod deleted;
 mod directory;
@@ -31,11 +32,14 @@ mod inotify;
 mod lease;
 mod locks;
 mod memfd;
+mod netlink;
 mod opath;
+mod packet;
 mod pidfd;
 mod pipe;
 mod procfile;
 mod pty;
+mod raw;
 mod regular;
 mod signalfd;
 mod socket;
@@ -815,6 +819,7 @@ mod tests {
                 queue: Vec::new(),
                 pending: false,
                 file_attrs: None,
+                dest: Vec::new(),
             },
             FdKind::UnixPair { id: 1, end: false, ty: 0, options: Vec::new(), state: None, what: "a pair".into(), byte_options: Vec::new(), alone: false },
             FdKind::SignalFd { mask: 0 },

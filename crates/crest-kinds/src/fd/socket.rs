@@ -1,5 +1,5 @@
-//! Sockets. Saved and restored: sockets that are not connected: listening TCP sockets with no
-//! connection waiting to be accepted, unix (stream, seqpacket) listeners, bound UDP and ICMP
+//! Sockets. Saved and restored: sockets that are not connected: listening TCP sockets (the
+//! connections waiting to be accepted from clients of the image: [`super::accept`]), unix (stream, seqpacket) listeners, bound UDP and ICMP
 //! echo sockets with nothing waiting to be read, unix datagram sockets, and sockets not bound
 //! yet; each comes back
 //! bound to its address (a unix socket's stale file replaced), listening with its backlog, with
@@ -16,7 +16,7 @@
 //! queued messages (a stream socket whose other end was closed, as a pair whose other end is
 //! closed once it has sent what was queued); connected TCP and UDP sockets are restored by [`super::tcp`]. Other
 //! connected sockets (a unix socket whose peer is outside the image: the message names the
-//! process holding it), netlink, packet and raw sockets, TCP connections waiting to be accepted and UDP datagrams queued are
+//! process holding it), TCP connections waiting to be accepted from clients outside the image and UDP datagrams queued are
 //! refused at checkpoint time with a description ("unix stream socket connected to
 //! /run/x.sock"), or left out on request ([`super::unsupported`]). The one exception, as in
 //! BLCR: standard input, output or error connected to a process that is not checkpointed (a
@@ -32,7 +32,8 @@
 //! ([`pending_client`]).
 //!
 //! What a socket is comes from a copy of it (`pidfd_getfd`: domain, type, protocol, listening,
-//! own and peer address, `TCP_INFO`); the other end and the queues of a unix socket, from the
+//! own and peer address, `TCP_INFO`); raw IP, packet and netlink sockets are saved by their
+//! own modules ([`super::raw`], [`super::packet`], [`super::netlink`]); the other end and the queues of a unix socket, from the
 //! kernel's socket diagnostics (`NETLINK_SOCK_DIAG`, asked once per checkpoint for every unix
 //! socket).
 use std::collections::HashMap;
@@ -102,6 +103,9 @@ pub struct UnixPeers {
     queues: HashMap<u64, Result<Vec<Peeked>, String>>,
     /// The inodes of the unix sockets the processes of the checkpoint hold.
     scope: std::collections::HashSet<u64>,
+    /// Every TCP socket, as the diagnostics listed them when first asked in this checkpoint
+    /// (the processes are frozen: the listeners' queues hold still).
+    tcp: Option<Vec<super::accept::TcpDiag>>,
 }
 
 impl UnixPeers {
@@ -110,6 +114,14 @@ impl UnixPeers {
     fn held_in_scope(&mut self, addr: &[u8]) -> bool {
         let ino = addr.get(2..).and_then(|name| self.diags().abstract_names.get(name).copied());
         ino.is_some_and(|i| self.scope.contains(&i))
+    }
+
+    /// Every TCP socket ([`super::accept`]), asked once per checkpoint.
+    pub(super) fn tcp_sockets(&mut self) -> std::io::Result<&[super::accept::TcpDiag]> {
+        if self.tcp.is_none() {
+            self.tcp = Some(super::accept::tcp_sockets()?);
+        }
+        Ok(self.tcp.as_deref().unwrap_or_default())
     }
 
     fn diags(&mut self) -> &Diags {
@@ -306,7 +318,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 /// Sends the socket diagnostics request `req` (the `SOCK_DIAG_BY_FAMILY` dump request that
 /// follows the netlink header) and hands each answer (what follows its netlink header) to
 /// `each`.
-fn diag_dump(req: &[u8], mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
+pub(super) fn diag_dump(req: &[u8], mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
     let mut sock = std::fs::File::from(crest_ptrace::sys::sock_diag_socket()?);
     let mut msg = Vec::with_capacity(16 + req.len());
     msg.extend_from_slice(&(16 + req.len() as u32).to_ne_bytes());
@@ -435,6 +447,15 @@ fn addr_words(b: &[u8]) -> Option<String> {
                 Some(_) => Some(String::from_utf8_lossy(path.split(|&c| c == 0).next().unwrap_or(path)).into_owned()),
             }
         }
+        libc::AF_PACKET => {
+            let ifindex = i32::from_ne_bytes(b.get(4..8)?.try_into().ok()?);
+            (ifindex != 0).then(|| format!("on interface {ifindex}"))
+        }
+        libc::AF_NETLINK => {
+            let port = u32::from_ne_bytes(b.get(4..8)?.try_into().ok()?);
+            let groups = u32::from_ne_bytes(b.get(8..12)?.try_into().ok()?);
+            (port != 0 || groups != 0).then(|| format!("port {port}{}", if groups != 0 { format!(" groups {groups:#x}") } else { String::new() }))
+        }
         _ => None,
     }
 }
@@ -452,7 +473,8 @@ fn describe(copy: i32, ino: u64) -> Described {
     let opt = |o| sock_opt_int(copy, libc::SOL_SOCKET, o).unwrap_or(-1);
     let (family, ty, proto, listening) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL), opt(libc::SO_ACCEPTCONN) == 1);
     let local = sock_addr(copy, false).ok().and_then(|a| addr_words(&a));
-    let peer_addr = sock_addr(copy, true).ok();
+    // A netlink socket always has a peer address: the kernel's (0), when not connected.
+    let peer_addr = sock_addr(copy, true).ok().filter(|a| family != libc::AF_NETLINK || a.get(4..12).is_some_and(|b| b.iter().any(|&x| x != 0)));
     let connected = peer_addr.is_some();
     let peer = peer_addr.as_deref().and_then(addr_words);
     let type_word = match ty {
@@ -511,6 +533,19 @@ impl FdHandler for Socket {
         let mut d = copy.as_ref().map_or_else(|| Described { what: link.to_string(), connected: false }, |c| describe(c.as_raw_fd(), ino));
         let mut why = "connected sockets are not saved yet".to_string();
         if let Some(c) = &copy {
+            let opt = |o| crest_ptrace::sys::sock_opt_int(c.as_raw_fd(), libc::SOL_SOCKET, o).unwrap_or(-1);
+            let (family, ty, protocol) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL));
+            let other = match family {
+                libc::AF_PACKET => Some(super::packet::dump(c.as_raw_fd(), ino, &d)),
+                libc::AF_NETLINK => Some(super::netlink::dump(c.as_raw_fd(), ino, &d)),
+                libc::AF_INET | libc::AF_INET6 if ty == libc::SOCK_RAW => Some(super::raw::dump(cx.pid, c.as_raw_fd(), ino, family, protocol, &d)),
+                _ => None,
+            };
+            match other {
+                Some(Ok(kind)) => return Ok(kind),
+                Some(Err(e)) => return super::unsupported::refuse(cx, fd, d.what, &e),
+                None => {}
+            }
             match unconnected(cx, c.as_raw_fd(), ino, &d) {
                 Ok(Some(kind)) => return Ok(kind),
                 Ok(None) => {}
@@ -519,17 +554,18 @@ impl FdHandler for Socket {
             let opt = |o| crest_ptrace::sys::sock_opt_int(c.as_raw_fd(), libc::SOL_SOCKET, o).unwrap_or(-1);
             let (family, ty, protocol) = (opt(libc::SO_DOMAIN), opt(libc::SO_TYPE), opt(libc::SO_PROTOCOL));
             let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
+            if inet && d.connected && (ty, protocol) == (libc::SOCK_STREAM, libc::IPPROTO_TCP) {
+                match super::accept::pending_client(cx, c.as_raw_fd(), &d) {
+                    Ok(Some(kind)) => return Ok(kind),
+                    Ok(None) => {}
+                    Err(e) => return super::unsupported::refuse(cx, fd, d.what, &e),
+                }
+            }
             if inet && d.connected && matches!((ty, protocol), (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)) {
                 match super::tcp::dump(c, ino, family, ty, protocol, &d) {
                     Ok(kind) => return Ok(kind),
                     Err(e) => why = e,
                 }
-            }
-            match family {
-                libc::AF_NETLINK => why = "netlink sockets (a channel to the kernel: routing, audit, udev events...) are not saved".to_string(),
-                libc::AF_PACKET => why = "packet sockets (raw access to a network interface) are not saved".to_string(),
-                _ if inet && ty == libc::SOCK_RAW => why = "raw IP sockets are not saved".to_string(),
-                _ => {}
             }
         }
         if let Some(c) = &copy {
@@ -608,7 +644,7 @@ impl FdHandler for Socket {
         if let FdKind::Inet { .. } = &rec.kind {
             return super::tcp::open(rec).map(super::Opened::Fd);
         }
-        let FdKind::Socket { family, ty, protocol, addr, listen, options, what, byte_options, ino, peer, unlinked, shutdown, queue, file_attrs, .. } = &rec.kind else {
+        let FdKind::Socket { family, ty, protocol, addr, listen, options, what, byte_options, ino, peer, unlinked, shutdown, queue, file_attrs, dest, .. } = &rec.kind else {
             return Err(super::wrong_kind(self, rec));
         };
         let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", rec.fd);
@@ -628,7 +664,14 @@ impl FdHandler for Socket {
             let (a, b) = crest_ptrace::sys::socketpair(*family, *ty).map_err(|e| err("creating it", e))?;
             (a, Some(b))
         } else {
-            (crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| err("creating it", e))?, None)
+            let made = crest_ptrace::sys::socket(*family, *ty, *protocol).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EPERM) && (*ty == libc::SOCK_RAW || *family == libc::AF_PACKET) {
+                    err("creating it (raw and packet sockets need CAP_NET_RAW)", e)
+                } else {
+                    err("creating it", e)
+                }
+            })?;
+            (made, None)
         };
         super::sockopt::apply(s.as_raw_fd(), options, byte_options).map_err(|(step, e)| err(&step, e))?;
         // A TCP listener shares its port with the connections accepted from it, which may be
@@ -680,12 +723,23 @@ impl FdHandler for Socket {
         if let Some(backlog) = listen {
             crest_ptrace::sys::listen(s.as_raw_fd(), *backlog).map_err(|e| err("listening again", e))?;
         }
+        if !dest.is_empty() {
+            // A netlink or raw IP socket connected to a port and group, or a host.
+            crest_ptrace::net::connect_raw(s.as_raw_fd(), dest).map_err(|e| err("connecting it again", e))?;
+        }
         if !queue.is_empty() && !refilled_last(addr, *peer, queue) {
             refill_datagrams(s.as_raw_fd(), via.as_ref().map(AsRawFd::as_raw_fd), addr, queue, cx).map_err(|(step, e)| format!("fd {}: {what}: {step}: {e}", rec.fd))?;
         }
         drop(via);
         if let Some(a) = server.as_ref().or_else(|| cx.unix_names.get(peer).filter(|_| *peer == *ino)) {
-            crest_ptrace::net::connect_raw(s.as_raw_fd(), a).map_err(|e| err("connecting it to its server again", e))?;
+            if matches!(*family, libc::AF_INET | libc::AF_INET6) {
+                // A TCP client whose connection waited to be accepted: it waits in the
+                // restored listener's queue again.
+                let to = super::accept::connect_target(a, *family).unwrap_or_else(|| a.clone());
+                crest_ptrace::net::connect_raw(s.as_raw_fd(), &to).map_err(|e| err("connecting it to its listener again", e))?;
+            } else {
+                crest_ptrace::net::connect_raw(s.as_raw_fd(), a).map_err(|e| err("connecting it to its server again", e))?;
+            }
         }
         if let Some(how) = shutdown_how(*shutdown) {
             // An unconnected internet socket answers ENOTCONN, but is shut down all the same.
@@ -974,7 +1028,12 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
             let info = sock_opt_bytes(copy, libc::IPPROTO_TCP, libc::TCP_INFO, 32).map_err(|e| format!("reading its TCP state: {e}"))?;
             let word = |at: usize| u32_at(&info, at).unwrap_or(0);
             match info.first().copied() {
-                Some(TCP_LISTEN) if word(24) > 0 => return Err(pending(word(24))),
+                Some(TCP_LISTEN) if word(24) > 0 => {
+                    // Its clients, in the image, connect to it again at restart.
+                    super::accept::check_listener(cx, copy, word(24))?;
+                    server = ino;
+                    Some(word(28) as i32)
+                }
                 Some(TCP_LISTEN) => Some(word(28) as i32),
                 Some(TCP_CLOSE) => None,
                 _ => return Err("a TCP socket in the middle of connecting or closing is not saved yet".to_string()),
@@ -1069,7 +1128,24 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
         _ => return Ok(None),
     };
     let (options, byte_options) = super::sockopt::read(copy, family, ty, protocol)?;
-    Ok(Some(FdKind::Socket { family, ty, protocol, addr, listen, options, what: d.what.clone(), byte_options, ino: server, peer, unlinked, shutdown, queue, pending: false, file_attrs }))
+    Ok(Some(FdKind::Socket {
+        family,
+        ty,
+        protocol,
+        addr,
+        listen,
+        options,
+        what: d.what.clone(),
+        byte_options,
+        ino: server,
+        peer,
+        unlinked,
+        shutdown,
+        queue,
+        pending: false,
+        file_attrs,
+        dest: Vec::new(),
+    }))
 }
 
 /// The record of a unix stream or seqpacket socket whose connection waits to be accepted by a
@@ -1116,6 +1192,7 @@ fn pending_client(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Re
         queue: Vec::new(),
         pending: true,
         file_attrs: None,
+        dest: Vec::new(),
     }))
 }
 
@@ -1286,7 +1363,7 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
 
 /// The process that holds the socket of inode `ino` (the other end of a connection), and its
 /// name, for messages: the first found in `/proc`.
-fn holder_of(ino: u64) -> Option<(i32, String)> {
+pub(super) fn holder_of(ino: u64) -> Option<(i32, String)> {
     let want = format!("socket:[{ino}]");
     for pid in crest_proc::all_pids().ok()? {
         let Ok(fds) = crest_proc::fds(pid) else { continue };

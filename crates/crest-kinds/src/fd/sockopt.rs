@@ -36,6 +36,27 @@ const SO_ZEROCOPY: i32 = 60;
 const UDPLITE_SEND_CSCOV: i32 = 10;
 const UDPLITE_RECV_CSCOV: i32 = 11;
 
+/// `SOL_RAW`'s `ICMP_FILTER` (an IPv4 raw ICMP socket's filter, one 32-bit word).
+const SOL_RAW: i32 = 255;
+const ICMP_FILTER: i32 = 1;
+/// `IPV6_CHECKSUM` and `IPV6_HDRINCL` of IPv6 raw sockets.
+const IPV6_CHECKSUM: i32 = 7;
+const IPV6_HDRINCL: i32 = 36;
+/// `SOL_ICMPV6`'s `ICMPV6_FILTER` (an IPv6 raw ICMPv6 socket's filter, 32 bytes).
+const SOL_ICMPV6: i32 = 58;
+const ICMPV6_FILTER: i32 = 1;
+/// A packet socket's fanout group, joined once it is bound.
+const PACKET_FANOUT: i32 = 18;
+/// Netlink's option level, and its multicast group membership, joined once it is bound.
+const SOL_NETLINK: i32 = 270;
+const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+
+/// Options set once the socket is bound ([`finish`]): a packet socket's fanout group needs
+/// it bound, a netlink membership would bind it to a port of its own.
+fn after_bind(level: i32, name: i32) -> bool {
+    matches!((level, name), (libc::SOL_PACKET, PACKET_FANOUT) | (SOL_NETLINK, NETLINK_ADD_MEMBERSHIP))
+}
+
 /// The `int` options saved for a socket of this family, type and protocol, in the order they
 /// are set again: IP's before `SO_PRIORITY` (`IP_TOS` sets the priority too), `SO_SNDBUF` and
 /// `SO_RCVBUF` before `SO_BUF_LOCK` (setting them locks them).
@@ -61,6 +82,25 @@ fn int_options(family: i32, ty: i32, protocol: i32) -> Vec<(i32, i32)> {
         if ty != libc::SOCK_STREAM {
             o.extend([libc::IP_MULTICAST_TTL, libc::IP_MULTICAST_LOOP, libc::IP_MULTICAST_ALL].map(|n| (libc::IPPROTO_IP, n)));
         }
+    }
+    if ty == libc::SOCK_RAW && family == libc::AF_INET {
+        o.push((libc::IPPROTO_IP, libc::IP_HDRINCL));
+        if protocol == libc::IPPROTO_ICMP {
+            o.push((SOL_RAW, ICMP_FILTER));
+        }
+    }
+    if ty == libc::SOCK_RAW && family == libc::AF_INET6 {
+        o.extend([(libc::IPPROTO_IPV6, IPV6_CHECKSUM), (libc::IPPROTO_IPV6, IPV6_HDRINCL)]);
+    }
+    if family == libc::AF_PACKET {
+        // The version and the reserved room first: the rings (byte options, set after the
+        // int ones) are sized by them.
+        o.extend([10, 12, 8, 9, 14, 15, 17, 19, 20, 23, PACKET_FANOUT].map(|n| (libc::SOL_PACKET, n)));
+    }
+    if family == libc::AF_NETLINK {
+        // NETLINK_PKTINFO, _BROADCAST_ERROR, _NO_ENOBUFS, _LISTEN_ALL_NSID, _CAP_ACK,
+        // _EXT_ACK, _GET_STRICT_CHK.
+        o.extend([3, 4, 5, 8, 10, 11, 12].map(|n| (SOL_NETLINK, n)));
     }
     if family == libc::AF_INET6 {
         o.extend(
@@ -153,6 +193,9 @@ fn byte_options(ty: i32, protocol: i32) -> Vec<(i32, i32, usize)> {
     if ty == libc::SOCK_STREAM && protocol == libc::IPPROTO_TCP {
         o.push((libc::IPPROTO_TCP, libc::TCP_CONGESTION, 16));
     }
+    if ty == libc::SOCK_RAW && protocol == libc::IPPROTO_ICMPV6 {
+        o.push((SOL_ICMPV6, ICMPV6_FILTER, 32));
+    }
     o
 }
 
@@ -214,7 +257,7 @@ pub(super) type Failed = (String, std::io::Error);
 pub(super) fn apply(fd: i32, ints: &[(i32, i32, i32)], bytes: &[ByteOption]) -> Result<(), Failed> {
     use crest_ptrace::sys::{set_sock_opt_int, sock_opt_int};
     for &(level, name, value) in ints {
-        if (level, name) == (libc::SOL_SOCKET, SO_LOCK_FILTER) || sock_opt_int(fd, level, name).is_ok_and(|v| v == value) {
+        if (level, name) == (libc::SOL_SOCKET, SO_LOCK_FILTER) || after_bind(level, name) || sock_opt_int(fd, level, name).is_ok_and(|v| v == value) {
             continue;
         }
         let step = || format!("setting option {}", int_name(level, name, value));
@@ -238,9 +281,14 @@ pub(super) fn apply(fd: i32, ints: &[(i32, i32, i32)], bytes: &[ByteOption]) -> 
     Ok(())
 }
 
-/// Attaches the saved filter to socket `fd` and locks it if it was: the last step of its
-/// restore, after its queued data is back (the filter would judge that data too).
+/// Joins the groups a socket joins once bound (see [`after_bind`]), attaches the saved filter
+/// to socket `fd` and locks it if it was: the last step of its restore, after its queued data
+/// is back (the filter would judge that data too).
 pub(super) fn finish(fd: i32, ints: &[(i32, i32, i32)], bytes: &[ByteOption]) -> Result<(), Failed> {
+    for &(level, name, value) in ints.iter().filter(|o| after_bind(o.0, o.1)) {
+        let what = if level == libc::SOL_PACKET { format!("joining its fanout group again (PACKET_FANOUT {value:#x})") } else { format!("joining its netlink multicast group {value} again") };
+        crest_ptrace::sys::set_sock_opt_int(fd, level, name, value).map_err(|e| (what, e))?;
+    }
     if let Some((_, _, prog)) = bytes.iter().find(|o| (o.0, o.1) == (libc::SOL_SOCKET, libc::SO_ATTACH_FILTER)) {
         crest_ptrace::net::attach_socket_filter(fd, prog).map_err(|e| (format!("attaching its filter ({} BPF instructions)", prog.len() / 8), e))?;
     }

@@ -9,11 +9,16 @@
 //! connection stays in repair mode until the process runs on (`--run`: repair mode is left,
 //! and the peer never knew) or is killed (`--kill`: its sockets close silently, and the peer
 //! sees no reset). Sockets stay in repair mode across the checkpoint through [`hold`]:
-//! [`leave_repair`] or [`keep_repair`] end it.
+//! [`leave_repair`] or [`keep_repair`] end it. A connection in repair mode still takes its
+//! peer's acknowledgments and data while its process is frozen (a loopback peer's delayed ACK
+//! lands a few milliseconds later), so its state is read until two readings around the queues
+//! agree ([`read_state`]).
 //!
 //! At restart the socket is made again in repair mode: bound to the same address (repair
 //! mode lets it share the port of a listener or of a socket that is closing), its queues'
-//! sequence numbers set, connected to its peer (in repair mode nothing is sent), its options,
+//! sequence numbers set, connected to its peer (in repair mode nothing is sent; the saved
+//! segment size is given as `TCP_MAXSEG` for the time of the connect, which works out the size
+//! it sends with before the peer's options can be set), its options,
 //! queues and window put back; a FIN it had sent is queued again (`shutdown` in repair mode).
 //! Repair mode is left by `cr_restart` once every process of the image is rebuilt
 //! ([`leave_repair_restored`]), so that the two ends of a connection between processes of the
@@ -153,28 +158,85 @@ pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32
     Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: Some(tcp), what: d.what.clone(), byte_options, shutdown: 0 })
 }
 
-/// Reads the state of connection `fd`, in repair mode.
-fn read_state(fd: i32) -> Result<TcpState, String> {
-    use crest_ptrace::net::{ioctl_int, peek, SIOCINQ, SIOCOUTQ, SIOCOUTQNSD};
+/// What of a connection in repair mode may still move while its process is frozen: the peer
+/// may still acknowledge what it sent (a delayed acknowledgment), send it data or open its
+/// window, the kernel's timers may still retransmit. Read before and after the queues: the
+/// state saved is one where both readings agree.
+#[derive(PartialEq, Eq)]
+struct Moving {
+    info: Vec<u8>,
+    window: Vec<u8>,
+    outq: i32,
+    unsent: i32,
+    inq: i32,
+    recv_seq: i32,
+    send_seq: i32,
+}
+
+fn moving(fd: i32) -> Result<Moving, String> {
+    use crest_ptrace::net::{ioctl_int, SIOCINQ, SIOCOUTQ, SIOCOUTQNSD};
     use crest_ptrace::sys::{sock_opt_bytes, sock_opt_int};
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let seq = |q| -> Result<i32, String> {
+        set_queue(fd, q).map_err(|e| io("TCP_REPAIR_QUEUE", e))?;
+        sock_opt_int(fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ).map_err(|e| io("TCP_QUEUE_SEQ", e))
+    };
+    let m = Moving {
+        info: sock_opt_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, 8).map_err(|e| io("TCP_INFO", e))?,
+        window: sock_opt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, 20).map_err(|e| io("TCP_REPAIR_WINDOW", e))?,
+        outq: ioctl_int(fd, SIOCOUTQ).map_err(|e| io("SIOCOUTQ", e))?,
+        unsent: ioctl_int(fd, SIOCOUTQNSD).map_err(|e| io("SIOCOUTQNSD", e))?,
+        inq: ioctl_int(fd, SIOCINQ).map_err(|e| io("SIOCINQ", e))?,
+        recv_seq: seq(TCP_RECV_QUEUE)?,
+        send_seq: seq(TCP_SEND_QUEUE)?,
+    };
+    set_queue(fd, TCP_NO_QUEUE).map_err(|e| io("TCP_REPAIR_QUEUE", e))?;
+    Ok(m)
+}
+
+/// How long the state of a connection may keep moving before it is refused.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Reads the state of connection `fd`, in repair mode: once it holds still (see [`Moving`]).
+fn read_state(fd: i32) -> Result<TcpState, String> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        let before = moving(fd)?;
+        let state = read_once(fd, &before);
+        let after = moving(fd)?;
+        match state {
+            Ok(t) if before == after => return Ok(t),
+            Err(e) if before == after => return Err(e),
+            _ if start.elapsed() > SETTLE => return Err(format!("it kept changing for {} s while its process was frozen (its peer still sends or acknowledges)", SETTLE.as_secs())),
+            _ => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Reads the state of connection `fd` (in repair mode) whose moving parts are `m`.
+fn read_once(fd: i32, m: &Moving) -> Result<TcpState, String> {
+    use crest_ptrace::net::peek;
+    use crest_ptrace::sys::sock_opt_int;
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     // struct tcp_info: state at 0, options at 5, the window scales at 6 (send: low 4 bits).
-    let info = sock_opt_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, 8).map_err(|e| io("TCP_INFO", e))?;
+    let info = &m.info;
     let state = info.first().copied().unwrap_or(0);
     let options = info.get(5).copied().unwrap_or(0);
     let scales = info.get(6).copied().unwrap_or(0);
     let wscale = if options & TCPI_OPT_WSCALE != 0 { (scales & 0xf, scales >> 4) } else { (0, 0) };
     let mss = sock_opt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG).map_err(|e| io("TCP_MAXSEG", e))? as u32;
     let timestamp = if options & TCPI_OPT_TIMESTAMPS != 0 { sock_opt_int(fd, libc::IPPROTO_TCP, TCP_TIMESTAMP).map_err(|e| io("TCP_TIMESTAMP", e))? as u32 } else { 0 };
-    let w = sock_opt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, 20).map_err(|e| io("TCP_REPAIR_WINDOW", e))?;
+    let w = &m.window;
     if w.len() < 20 {
         return Err("TCP_REPAIR_WINDOW: short answer".into());
     }
     let word = |i: usize| u32::from_ne_bytes([w[i * 4], w[i * 4 + 1], w[i * 4 + 2], w[i * 4 + 3]]);
     let window = [word(0), word(1), word(2), word(3), word(4)];
-    let mut outq = ioctl_int(fd, SIOCOUTQ).map_err(|e| io("SIOCOUTQ", e))? as u32;
-    let mut unsent = ioctl_int(fd, SIOCOUTQNSD).map_err(|e| io("SIOCOUTQNSD", e))? as u32;
-    let inq = ioctl_int(fd, SIOCINQ).map_err(|e| io("SIOCINQ", e))? as u32;
+    let (mut outq, mut unsent, inq) = (m.outq as u32, m.unsent as u32, m.inq as u32);
     if fin_sent(state) {
         // The FIN counts in the queue's length and sequence numbers but holds no data.
         outq = outq.saturating_sub(1);
@@ -183,22 +245,21 @@ fn read_state(fd: i32) -> Result<TcpState, String> {
     if (outq as usize).saturating_add(inq as usize) > MAX_QUEUED {
         return Err(format!("more than {} MiB are queued on it", MAX_QUEUED >> 20));
     }
-    let queue = |q: i32, len: u32| -> Result<(u32, Vec<u8>), String> {
+    let queue = |q: i32, len: u32| -> Result<Vec<u8>, String> {
         set_queue(fd, q).map_err(|e| io("TCP_REPAIR_QUEUE", e))?;
-        let seq = sock_opt_int(fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ).map_err(|e| io("TCP_QUEUE_SEQ", e))? as u32;
         let mut buf = vec![0u8; len as usize + 1];
         let n = if len == 0 { 0 } else { peek(fd, &mut buf).map_err(|e| io("reading a queue", e))? };
         if n != len as usize {
             return Err(format!("a queue holds {n} bytes where {len} were expected"));
         }
         buf.truncate(n);
-        Ok((seq, buf))
+        Ok(buf)
     };
     let recv = queue(TCP_RECV_QUEUE, inq);
     let send = recv.as_ref().map_err(Clone::clone).and_then(|_| queue(TCP_SEND_QUEUE, outq));
     let _ = set_queue(fd, TCP_NO_QUEUE);
-    let (mut recv_seq, recv_queue) = recv?;
-    let (mut send_seq, send_queue) = send?;
+    let (recv_queue, send_queue) = (recv?, send?);
+    let (mut recv_seq, mut send_seq) = (m.recv_seq as u32, m.send_seq as u32);
     if fin_sent(state) {
         send_seq = send_seq.wrapping_sub(1);
     }
@@ -257,7 +318,15 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     tcp_int(TCP_QUEUE_SEQ, t.recv_seq.wrapping_sub(t.recv_queue.len() as u32), seq_step)?;
     set_queue(fd, TCP_SEND_QUEUE).map_err(|e| (seq_step, e))?;
     tcp_int(TCP_QUEUE_SEQ, t.send_seq.wrapping_sub(t.send_queue.len() as u32), seq_step)?;
+    // The segment size the connection sends with is worked out at connect, from the largest
+    // the peer takes, which is set in repair mode only after it: given for the time of the
+    // connect as the program's own (`TCP_MAXSEG`), it is the size agreed, not the default of
+    // 536 bytes (a connection over loopback would send in pieces of 524 bytes).
+    let clamp = (88..=65535).contains(&t.mss) && set_sock_opt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, t.mss as i32).is_ok();
     crest_ptrace::net::connect_raw(fd, peer).map_err(|e| ("connecting it again (in repair mode, nothing is sent)", e))?;
+    if clamp {
+        tcp_int(libc::TCP_MAXSEG, 0, "setting its segment size")?;
+    }
     // struct tcp_repair_opt { u32 code; u32 value; }
     let mut opts: Vec<u8> = Vec::new();
     let mut opt = |code: u32, value: u32| {
