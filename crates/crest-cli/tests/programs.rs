@@ -44,6 +44,13 @@ fn timerfds_and_signalfds() {
     run_c("timerfds", &[]);
 }
 
+/// A descriptor table shared by a process, its child and its grandchild (`CLONE_FILES`) is
+/// one table again after a restart; a child of the child that had its own copy keeps its own.
+#[test]
+fn shared_descriptor_tables() {
+    run_c("sharedfds", &[]);
+}
+
 /// POSIX timers keep their ids (with holes), clocks, notification, value, time left and
 /// period.
 #[test]

@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 7;
+pub const FORMAT_MINOR: u32 = 8;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -198,8 +198,11 @@ pub mod marker_kinds {
     /// A thread runs under seccomp filters (`ThreadAttrs.seccomp`), format 4.7: a reader
     /// that ignored them would restore it unconfined.
     pub const SECCOMP: u32 = 9;
+    /// A process shares its parent's descriptor table (`Process.files_shared`), format 4.8: a
+    /// reader that ignored it would restore that process with no descriptors.
+    pub const SHARED_FILES: u32 = 10;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SHARED_FILES];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -224,6 +227,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().flat_map(|p| &p.threads).any(|t| !t.attrs.seccomp.is_empty()) {
             v.push(SECCOMP);
+        }
+        if image.processes.iter().any(|p| p.files_shared) {
+            v.push(SHARED_FILES);
         }
         v
     }

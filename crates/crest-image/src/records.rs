@@ -196,6 +196,12 @@ pub struct Process {
     /// without ` (deleted)`. Restart makes an empty directory there, enters it and removes it.
     #[serde(default)]
     pub cwd_deleted: Option<(u64, Ghost)>,
+    /// The process shares its parent's descriptor table (made with `clone(CLONE_FILES)`,
+    /// format 4.8): its descriptors are those of its parent's record, and `fds` is empty.
+    /// Restart creates it with `CLONE_FILES` from its parent (the `SharedFiles` section
+    /// announces it).
+    #[serde(default)]
+    pub files_shared: bool,
 }
 
 /// Process-wide settings restored after the memory (see `crest_kinds::attrs`).

@@ -148,11 +148,27 @@ impl Layout {
     }
 }
 
+/// For each process, the process whose descriptor table it has: itself, or, for a process
+/// that shares its parent's ([`Process::files_shared`]), its parent's owner.
+fn table_owners(procs: &[Process]) -> Vec<usize> {
+    let mut owner: Vec<usize> = (0..procs.len()).collect();
+    for (i, p) in procs.iter().enumerate() {
+        if p.files_shared {
+            if let Some(parent) = procs[..i].iter().position(|q| q.pid == p.ppid) {
+                owner[i] = owner[parent];
+            }
+        }
+    }
+    owner
+}
+
 /// What every husk of one restart needs to know, inherited through the forks.
 struct Ctx<'a> {
     procs: &'a [Process],
     plan: &'a Plan,
     layouts: &'a [Layout],
+    /// For each process, the one whose descriptor table it has (see [`table_owners`]).
+    table: &'a [usize],
     /// File id -> parked descriptor of an object opened once for the image.
     shared_files: &'a std::collections::HashMap<u64, i32>,
     /// Shared memory object id -> parked memfd.
@@ -227,11 +243,18 @@ impl Ctx<'_> {
             } else {
                 let k = known.clone();
                 let status = self.status[c];
-                let made = crest_ptrace::husk::create(self.pid_for(c), status, move |fd| {
+                let prepare = move |fd| {
                     let placed = std::cell::Cell::new(false);
                     let pipe_fd = self.layouts[c].pipe_fd;
                     self.prepare(c, k, fd, &placed).map_err(|e| (if placed.get() { pipe_fd } else { fd }, e))
-                })
+                };
+                // A child that shares this process's descriptor table is made sharing it, and
+                // prepared before this process fills the table.
+                let made = if child.files_shared {
+                    crest_ptrace::husk::create_sharing_files(self.pid_for(c), status, self.parked, prepare)
+                } else {
+                    crest_ptrace::husk::create(self.pid_for(c), status, prepare)
+                }
                 .map_err(|e| format!("pid {}: creating the process of its child {}: {e}", p.pid, child.pid))?;
                 known[c] = made;
             }
@@ -288,10 +311,15 @@ impl Ctx<'_> {
             }
             None => Some(p.cwd.as_str()),
         };
-        let pids = self.procs.iter().zip(known).filter(|(_, &n)| n != 0).map(|(q, &n)| (q.pid, n)).collect();
-        fd::prepare_all(&p.fds, &l.aux, self.shared_files, self.parked, pids)?;
-        attrs::own_bound_sockets(&p.fds, &p.creds)?;
-        fd::restore_locks(&p.fds)?;
+        // The descriptors of a table shared with the parent are its owner's to restore; the
+        // owner keeps the restore's own descriptors of every process sharing it.
+        if self.table[i] == i {
+            let pids = self.procs.iter().zip(known).filter(|(_, &n)| n != 0).map(|(q, &n)| (q.pid, n)).collect();
+            let keep: Vec<i32> = (0..self.procs.len()).filter(|&j| self.table[j] == i).flat_map(|j| self.layouts[j].aux.iter().copied()).collect();
+            fd::prepare_all(&p.fds, &keep, self.shared_files, self.parked, pids)?;
+            attrs::own_bound_sockets(&p.fds, &p.creds)?;
+            fd::restore_locks(&p.fds)?;
+        }
         task::prepare(p, cwd)?;
         attrs::prepare(&p.attrs)?;
         signals::prepare_actions(&p.sigactions)?;
@@ -331,11 +359,20 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
     // Pages mapped from the image: only an image that cannot change under the mappings.
     let not_mapped = if opts.map_image { crate::mapping::mappable(&img.file).err() } else { None };
     let map_image = opts.map_image && not_mapped.is_none();
-    let mut layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1)).collect();
+    // Processes sharing one descriptor table (a process and the children that share its
+    // table, theirs, ...) each have the restore's own descriptors at numbers of their own in it.
+    let table = table_owners(procs);
+    let mut next_aux = vec![max_fd + 1; procs.len()];
+    let mut layouts: Vec<Layout> = Vec::with_capacity(procs.len());
+    for (i, p) in procs.iter().enumerate() {
+        let l = Layout::new(p, next_aux[table[i]]);
+        next_aux[table[i]] += l.aux.len() as i32;
+        layouts.push(l);
+    }
     for l in &mut layouts {
         l.fds.map_image = map_image;
     }
-    let parked = max_fd + 1 + layouts.iter().map(|l| l.aux.len() as i32).max().unwrap_or(0) + 1;
+    let parked = next_aux.iter().copied().max().unwrap_or(max_fd + 1) + 1;
     // Mappings that share pages between a parent and its children are built before the forks.
     let mut premap = Premap::plan(procs, &plan);
     for (i, l) in layouts.iter_mut().enumerate() {
@@ -413,6 +450,7 @@ pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, Resto
         procs,
         plan: &plan,
         layouts: &layouts,
+        table: &table,
         shared_files: &shared.by_file,
         memfds: &memfds,
         deleted: &deleted,

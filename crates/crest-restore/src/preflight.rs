@@ -600,6 +600,7 @@ mod tests {
             dropped: Vec::new(),
             attrs: Default::default(),
             cwd_deleted: None,
+            files_shared: false,
         }
     }
 

@@ -121,12 +121,13 @@ impl FileTable {
         self.all.retain(|o| o.pid != pid || o.fd != fd);
     }
 
-    /// Reads the descriptors of every process of `pids` (all frozen). With
-    /// `drop_unsupported`, descriptors and file locks that cannot be restored are left out
-    /// (and listed) rather than refused.
-    pub fn new(pids: &[i32], drop_unsupported: bool) -> Result<Self, KindError> {
+    /// Reads the descriptors of every process of `pids` (all frozen) but those of `shared`,
+    /// which share their parent's descriptor table (its descriptors are saved once, with the
+    /// parent). With `drop_unsupported`, descriptors and file locks that cannot be restored
+    /// are left out (and listed) rather than refused.
+    pub fn new(pids: &[i32], shared: &std::collections::HashSet<i32>, drop_unsupported: bool) -> Result<Self, KindError> {
         let mut all = Vec::new();
-        for &pid in pids {
+        for &pid in pids.iter().filter(|p| !shared.contains(p)) {
             for fd in crest_proc::fds(pid)? {
                 let link = crest_proc::readlink(pid, &format!("fd/{fd}"))?;
                 let info = crest_proc::parse_fdinfo(&crest_proc::read(pid, &format!("fdinfo/{fd}"))?)?;
