@@ -960,6 +960,14 @@ pub enum FdKind {
         /// A FIFO: the bytes it buffered, on the first descriptor of it that reads.
         data: Vec<u8>,
     },
+    /// A namespace file (`/proc/PID/ns/net` and the like, format 4.8) of a namespace the
+    /// process was in: opened again as `/proc/self/ns/KIND` of the restored process, which is
+    /// in the namespaces `cr_restart` is in.
+    Namespace {
+        /// The kind, as in `/proc/self/ns` (`net`, `uts`, `ipc`, `mnt`, `pid`, `user`,
+        /// `cgroup`, `time`).
+        kind: String,
+    },
 }
 
 /// A node other than a regular file that was deleted while in use ([`FdKind::Ghost`], a
@@ -1090,6 +1098,7 @@ impl FdKind {
             | FdKind::Pidfd { .. }
             // Made again where it was (with any directory missing above it), or its /proc.
             | FdKind::Ghost { .. }
+            | FdKind::Namespace { .. }
             | FdKind::ProcFile { .. }
             | FdKind::Dropped { .. } => None,
         }

@@ -31,6 +31,7 @@ mod inotify;
 mod lease;
 mod locks;
 mod memfd;
+mod namespace;
 mod opath;
 mod pidfd;
 mod pipe;
@@ -352,6 +353,7 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &inotify::Inotify,
     &pidfd::Pidfd,
     &opath::OPath,
+    &namespace::Namespace,
     &epoll::Epoll,
     &pipe::Pipe,
     &fifo::Fifo,
@@ -799,6 +801,7 @@ mod tests {
             FdKind::Path { path: "/".into(), dev: 0, ino: 0, symlink: false },
             FdKind::ProcFile { pid: 1, path: "stat".into(), pos: 0 },
             FdKind::Ghost { id: 1, path: "/tmp/d".into(), pos: 0, node: crest_image::Ghost { mode: libc::S_IFDIR | 0o700, rdev: 0, uid: 0, gid: 0, target: s() }, data: Vec::new() },
+            FdKind::Namespace { kind: "net".into() },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -823,6 +826,7 @@ mod tests {
             FdKind::Path { .. } => 19,
             FdKind::ProcFile { .. } => 20,
             FdKind::Ghost { .. } => 21,
+            FdKind::Namespace { .. } => 22,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
