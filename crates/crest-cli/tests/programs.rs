@@ -72,6 +72,16 @@ fn inotify_watches_keep_their_numbers() {
     run_c("inotifies", &["DIR"]);
 }
 
+/// A watch on a file deleted while open is added again through the descriptor that holds it,
+/// with its number; a write and a close of that descriptor are its events after the restart.
+#[test]
+fn inotify_watch_of_a_deleted_open_file() {
+    if !is_root() {
+        return skip("finding an inotify watch's path by its file handle needs CAP_DAC_READ_SEARCH");
+    }
+    run_c("inotifydel", &["DIR"]);
+}
+
 #[test]
 fn deleted_files_come_back_with_their_contents() {
     if !is_root() {

@@ -1034,6 +1034,11 @@ pub struct InotifyWatch {
     pub dev: u64,
     /// Its inode at checkpoint.
     pub ino: u64,
+    /// The watched file had no path any more (deleted while open, format 4.8): `path` is empty
+    /// and the file is open as this descriptor of the process, through which the watch is
+    /// added again.
+    #[serde(default)]
+    pub open_as: Option<i32>,
 }
 
 /// A socket option whose value is not an `int`: `(level, name, value)`, the value as

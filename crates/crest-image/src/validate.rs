@@ -125,7 +125,7 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
                 }
             }
             if let crate::FdKind::Inotify { watches, .. } = &f.kind {
-                if watches.iter().any(|w| !w.path.starts_with('/')) {
+                if watches.iter().any(|w| !(w.path.starts_with('/') || w.path.is_empty() && w.open_as.is_some_and(|o| p.fds.iter().any(|g| g.fd == o)))) {
                     return bad(format!("pid {pid} fd {}: an inotify watch with a relative path", f.fd));
                 }
             }

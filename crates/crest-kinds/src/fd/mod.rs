@@ -49,6 +49,7 @@ mod unsupported;
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
 pub use ghost::{enter_deleted_cwd, ghost_of, recreate_all as recreate_ghosts};
 pub use inherited::class_of;
+pub use inotify::settle_restored as settle_inotify;
 pub use locks::restore as restore_locks;
 pub use pidfd::pids_kept;
 pub use pty::{controlling, set_foreground, take_controlling};
@@ -794,7 +795,7 @@ mod tests {
             FdKind::SignalFd { mask: 0 },
             FdKind::Dropped { what: s() },
             FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into(), byte_options: Vec::new(), shutdown: 0 },
-            FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2 }], lost: 0 },
+            FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2, open_as: None }], lost: 0 },
             FdKind::Deleted { id: 1, path: "/tmp/f".into(), pos: 0, file: None },
             FdKind::Pty { index: 0, master: true, state: None },
             FdKind::Pidfd { pid: 1, own: false, ino: 0, exit: None },
