@@ -9,7 +9,8 @@
  * Checks both after the restart.
  * With "refuse MODE": sets up something crest refuses and waits for SIGUSR2: a POSIX timer
  * on the CPU clock of its parent (cputimer), seccomp strict mode (seccomp: it spins, as it may only read and write), a
- * child sharing its descriptor table (sharedfiles), a child in the group of a process that
+ * descriptor table shared by two children but no longer by their parent, which left it
+ * (sharedfiles), a child in the group of a process that
  * has exited (orphangroup). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -102,6 +103,11 @@ int main(int argc, char **argv)
             check(child >= 0, "clone(CLONE_FILES)");
             if (child == 0)
                 linger();
+            pid_t second = syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+            check(second >= 0, "clone(CLONE_FILES)");
+            if (second == 0)
+                linger();
+            check(unshare(CLONE_FILES) == 0, "unshare(CLONE_FILES)");
         }
         if (strcmp(argv[2], "orphangroup") == 0) {
             /* A child leads a group, makes a sibling in it (CLONE_PARENT) and exits. */

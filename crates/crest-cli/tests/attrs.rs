@@ -76,8 +76,10 @@ fn seccomp_strict_mode_is_refused_before_anything_runs_inside() {
     refused("seccomp", "seccomp strict mode");
 }
 
+/// Two children sharing a descriptor table their parent has left: no process of the image
+/// could have made them share it (a table shared with a parent comes back, see programs.rs).
 #[test]
-fn shared_descriptor_table_is_refused() {
+fn descriptor_table_shared_without_the_parent_is_refused() {
     refused("sharedfiles", "share one descriptor table");
 }
 

@@ -44,6 +44,13 @@ fn timerfds_and_signalfds() {
     run_c("timerfds", &[]);
 }
 
+/// A descriptor table shared by a process, its child and its grandchild (`CLONE_FILES`) is
+/// one table again after a restart; a child of the child that had its own copy keeps its own.
+#[test]
+fn shared_descriptor_tables() {
+    run_c("sharedfds", &[]);
+}
+
 /// POSIX timers keep their ids (with holes), clocks, notification, value, time left and
 /// period.
 #[test]
@@ -63,6 +70,16 @@ fn inotify_watches_keep_their_numbers() {
         return skip("finding an inotify watch's path by its file handle needs CAP_DAC_READ_SEARCH");
     }
     run_c("inotifies", &["DIR"]);
+}
+
+/// A watch on a file deleted while open is added again through the descriptor that holds it,
+/// with its number; a write and a close of that descriptor are its events after the restart.
+#[test]
+fn inotify_watch_of_a_deleted_open_file() {
+    if !is_root() {
+        return skip("finding an inotify watch's path by its file handle needs CAP_DAC_READ_SEARCH");
+    }
+    run_c("inotifydel", &["DIR"]);
 }
 
 #[test]

@@ -380,6 +380,7 @@ impl Frozen {
             dropped,
             attrs: pattrs,
             cwd_deleted: ts.cwd_deleted,
+            files_shared: false,
         };
         Ok(Collected { process, snap, remote_syscalls, vdso_layout: vdso::layout(&maps) })
     }

@@ -438,21 +438,46 @@ impl FrozenTree {
         Ok(())
     }
 
-    /// Refuses two processes of the image that share their descriptor table, file system
-    /// context, memory or signal handlers (made with `clone(CLONE_FILES)`, `CLONE_FS`,
-    /// `CLONE_VM`, `CLONE_SIGHAND` without `CLONE_THREAD`): each is restored with its own.
-    fn refuse_shared_tables(&self) -> Result<(), DumpError> {
+    /// Refuses two processes of the image that share their file system context, memory or
+    /// signal handlers (made with `clone(CLONE_FS)`, `CLONE_VM`, `CLONE_SIGHAND` without
+    /// `CLONE_THREAD`): each is restored with its own. A descriptor table (`CLONE_FILES`) may
+    /// be shared by a process and its children, grandchildren and so on, each sharing its
+    /// parent's: those are created again from their parent with `CLONE_FILES`. Returns the
+    /// processes that share their parent's table; other sharing is refused.
+    fn shared_tables(&self) -> Result<std::collections::HashSet<i32>, DumpError> {
         let pids = self.pids();
-        for (i, &a) in pids.iter().enumerate() {
-            for &b in &pids[i + 1..] {
-                for (kind, what) in [(1, "memory (CLONE_VM)"), (2, "descriptor table (CLONE_FILES)"), (3, "root, directory and umask (CLONE_FS)"), (4, "signal handlers (CLONE_SIGHAND)")] {
-                    if crest_ptrace::sys::share(a, b, kind).unwrap_or(false) {
-                        return Err(DumpError::Unsupported(format!("PID {a} and PID {b} share one {what}; processes sharing it are not supported")));
-                    }
+        let shares = |a: i32, b: i32, kind: i32| crest_ptrace::sys::share(a, b, kind).unwrap_or(false);
+        let mut with_parent = std::collections::HashSet::new();
+        // Parents first: a process's parent is settled before it.
+        let mut leader: HashMap<i32, i32> = HashMap::new();
+        for &p in &pids {
+            let parent = self.parents.get(&p).copied().filter(|q| pids.contains(q));
+            match parent {
+                Some(q) if shares(p, q, 2) => {
+                    with_parent.insert(p);
+                    let l = leader.get(&q).copied().unwrap_or(q);
+                    leader.insert(p, l);
+                }
+                _ => {
+                    leader.insert(p, p);
                 }
             }
         }
-        Ok(())
+        for (i, &a) in pids.iter().enumerate() {
+            for &b in &pids[i + 1..] {
+                for (kind, what) in [(1, "memory (CLONE_VM)"), (3, "root, directory and umask (CLONE_FS)"), (4, "signal handlers (CLONE_SIGHAND)")] {
+                    if shares(a, b, kind) {
+                        return Err(DumpError::Unsupported(format!("PID {a} and PID {b} share one {what}; processes sharing it are not supported")));
+                    }
+                }
+                if leader[&a] != leader[&b] && shares(a, b, 2) {
+                    return Err(DumpError::Unsupported(format!(
+                        "PID {a} and PID {b} share one descriptor table (CLONE_FILES), but not through a parent that shares it too; crest restores a table shared by a process and its descendants only"
+                    )));
+                }
+            }
+        }
+        Ok(with_parent)
     }
 
     /// PIDs of the live processes, parents first.
@@ -477,9 +502,9 @@ impl FrozenTree {
         check_cancel()?;
         let started = std::time::Instant::now();
         self.refuse_orphaned_groups()?;
-        self.refuse_shared_tables()?;
+        let files_shared = self.shared_tables()?;
         let pids = self.pids();
-        let mut files = fd::FileTable::new(&pids, opts.drop_unsupported)?;
+        let mut files = fd::FileTable::new(&pids, &files_shared, opts.drop_unsupported)?;
         files.deleted_max = opts.deleted_max;
         // A write tracker left in a process is crest's, not the process's: kept for a later
         // incremental checkpoint when this one tracks the process, closed otherwise.
@@ -506,7 +531,11 @@ impl FrozenTree {
             let tracked = pre.as_ref().and_then(|p| p.tracked.get(&f.pid));
             let snapshot = opts.snapshot && tracked.is_none();
             match f.collect(opts, &mut files, ppid, snapshot, tracked.map(|t| t.maps.as_slice())) {
-                Ok(c) => collected.push(c),
+                Ok(mut c) => {
+                    // Its descriptors are its parent's, saved with it.
+                    c.process.files_shared = files_shared.contains(&f.pid);
+                    collected.push(c)
+                }
                 Err(e) => {
                     discard_all(collected);
                     return Err(e);
@@ -709,6 +738,7 @@ fn zombie_record(z: &Zombie, ppid: i32) -> Process {
         dropped: Vec::new(),
         attrs: Default::default(),
         cwd_deleted: None,
+        files_shared: false,
     }
 }
 

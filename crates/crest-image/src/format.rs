@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 9;
+pub const FORMAT_MINOR: u32 = 10;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -206,8 +206,11 @@ pub mod marker_kinds {
     /// connected to an address (`FdKind::Socket.dest`): a reader that ignored it would not
     /// connect it again, or set options before the bind they need.
     pub const SOCKET_FAMILIES: u32 = 12;
+    /// A process shares its parent's descriptor table (`Process.files_shared`), format 4.10: a
+    /// reader that ignored it would restore that process with no descriptors.
+    pub const SHARED_FILES: u32 = 10;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES, SHARED_FILES];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -238,6 +241,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().any(|p| p.fds.iter().any(|f| f.kind.uses_socket_families())) {
             v.push(SOCKET_FAMILIES);
+        }
+        if image.processes.iter().any(|p| p.files_shared) {
+            v.push(SHARED_FILES);
         }
         v
     }

@@ -203,6 +203,12 @@ pub struct Process {
     /// without ` (deleted)`. Restart makes an empty directory there, enters it and removes it.
     #[serde(default)]
     pub cwd_deleted: Option<(u64, Ghost)>,
+    /// The process shares its parent's descriptor table (made with `clone(CLONE_FILES)`,
+    /// format 4.10): its descriptors are those of its parent's record, and `fds` is empty.
+    /// Restart creates it with `CLONE_FILES` from its parent (the `SharedFiles` section
+    /// announces it).
+    #[serde(default)]
+    pub files_shared: bool,
 }
 
 /// Process-wide settings restored after the memory (see `crest_kinds::attrs`).
@@ -969,6 +975,14 @@ pub enum FdKind {
         /// A FIFO: the bytes it buffered, on the first descriptor of it that reads.
         data: Vec<u8>,
     },
+    /// A namespace file (`/proc/PID/ns/net` and the like, format 4.10) of a namespace the
+    /// process was in: opened again as `/proc/self/ns/KIND` of the restored process, which is
+    /// in the namespaces `cr_restart` is in.
+    Namespace {
+        /// The kind, as in `/proc/self/ns` (`net`, `uts`, `ipc`, `mnt`, `pid`, `user`,
+        /// `cgroup`, `time`).
+        kind: String,
+    },
 }
 
 /// A node other than a regular file that was deleted while in use ([`FdKind::Ghost`], a
@@ -1035,6 +1049,11 @@ pub struct InotifyWatch {
     pub dev: u64,
     /// Its inode at checkpoint.
     pub ino: u64,
+    /// The watched file had no path any more (deleted while open, format 4.10): `path` is empty
+    /// and the file is open as this descriptor of the process, through which the watch is
+    /// added again.
+    #[serde(default)]
+    pub open_as: Option<i32>,
 }
 
 /// A socket option whose value is not an `int`: `(level, name, value)`, the value as
@@ -1099,6 +1118,7 @@ impl FdKind {
             | FdKind::Pidfd { .. }
             // Made again where it was (with any directory missing above it), or its /proc.
             | FdKind::Ghost { .. }
+            | FdKind::Namespace { .. }
             | FdKind::ProcFile { .. }
             | FdKind::Dropped { .. } => None,
         }

@@ -75,6 +75,9 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
         if p.exit_status.is_some() {
             continue;
         }
+        if p.files_shared && (p.ppid == 0 || !p.fds.is_empty()) {
+            return bad(format!("process {pid} shares its parent's descriptor table but has no parent in the image, or descriptors of its own"));
+        }
         let mut prev_end = 0u64;
         for v in &p.vmas {
             let is_vsyscall = matches!(v.backing, VmaBacking::Special(crate::SpecialArea::Vsyscall));
@@ -122,7 +125,7 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
                 }
             }
             if let crate::FdKind::Inotify { watches, .. } = &f.kind {
-                if watches.iter().any(|w| !w.path.starts_with('/')) {
+                if watches.iter().any(|w| !(w.path.starts_with('/') || w.path.is_empty() && w.open_as.is_some_and(|o| p.fds.iter().any(|g| g.fd == o)))) {
                     return bad(format!("pid {pid} fd {}: an inotify watch with a relative path", f.fd));
                 }
             }

@@ -62,6 +62,28 @@ fn golden_images_are_read_or_refused_naming_both_versions() {
     }
 }
 
+/// The golden images of a shared descriptor table (4.10 on): the descriptors are saved once,
+/// with the process that owns the table; its child and grandchild are marked as sharing their
+/// parent's, and the image carries the section that makes older readers refuse it.
+#[test]
+fn golden_shared_descriptor_tables() {
+    for ((major, minor), dir) in versions() {
+        let path = dir.join("sharedfiles.crest");
+        if (major, minor) > (FORMAT_MAJOR, FORMAT_MINOR) || !path.exists() {
+            continue;
+        }
+        let what = format!("golden image {major}.{minor}/sharedfiles.crest");
+        let img = ImageFile::open(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let p = &img.image.processes;
+        assert_eq!(p.len(), 3, "{what}: processes");
+        assert!(!p[0].files_shared && !p[0].fds.is_empty(), "{what}: the first process owns the table and its descriptors");
+        assert!(p[1..].iter().all(|q| q.files_shared && q.fds.is_empty()), "{what}: the others share their parent's");
+        assert_eq!((p[1].ppid, p[2].ppid), (p[0].pid, p[1].pid), "{what}: a child and a grandchild");
+        assert!(img.sections.iter().any(|s| s.kind == crest_image::SectionKind::Other(crest_image::marker_kinds::SHARED_FILES)), "{what}: the SharedFiles section");
+        img.verify_pages(2).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
 /// The incremental golden images (4.3 on): the child names its parent (by an absolute path of
 /// the machine that made them: found beside it here), some of its runs lie in the parent, and
 /// the chain reads back as one standalone image.

@@ -71,6 +71,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         dropped: Vec::new(),
         attrs: ProcAttrs::default(),
         cwd_deleted: None,
+        files_shared: false,
     };
     let img = Image {
         tool: "t".into(),

@@ -117,6 +117,9 @@ pub struct HuskCx<'a> {
     pub cwd: Option<&'a str>,
     /// The restore's own descriptors, kept open.
     pub keep: &'a [i32],
+    /// Whether the process restores its descriptor table: not when it shares its parent's
+    /// (`Process.files_shared`), which the parent restores.
+    pub owns_files: bool,
     /// File id -> parked descriptor of an object opened once for the image.
     pub shared_files: &'a HashMap<u64, i32>,
     /// Where the parked descriptors start.

@@ -100,6 +100,46 @@ pub fn create<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, st
     Ok(child)
 }
 
+/// Like [`create`], but the husk shares the caller's descriptor table (`CLONE_FILES`), as the
+/// process it stands for shared its parent's. Returns once the husk's `prepare` has ended, well
+/// or not (or the husk died), so that the two never change the table they share at once.
+/// `above`: the lowest number for the two descriptors used to wait, above every number either
+/// places.
+pub fn create_sharing_files<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, status_fd: i32, above: i32, prepare: F) -> Result<i32, SpawnError> {
+    let (rd, wr) = pipe()?;
+    let rd = crate::sys::dup_above(rd.as_raw_fd(), above).map_err(|err| TraceError::Sys { what: "moving a descriptor".into(), err })?;
+    let wr = crate::sys::dup_above(wr.as_raw_fd(), above).map_err(|err| TraceError::Sys { what: "moving a descriptor".into(), err })?;
+    let w = wr.as_raw_fd();
+    let parent = std::process::id() as i32;
+    let child = fork_with(pid, libc::CLONE_FILES as u64)?;
+    if child == 0 {
+        child_main(status_fd, parent, move |fd| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(fd)));
+            // SAFETY: w is the write end of the pipe, open in the table shared with the parent;
+            // the byte is a live one-byte buffer.
+            unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) };
+            r.unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+    }
+    let mut fds = [libc::pollfd { fd: rd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    loop {
+        // SAFETY: fds is a live array of one pollfd.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) } > 0 {
+            break;
+        }
+        // SAFETY: siginfo_t is plain data; zeroed is valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: info is a live siginfo_t the kernel fills; WNOWAIT leaves a husk that died
+        // to be reaped as any other.
+        let r = unsafe { libc::waitid(libc::P_PID, child as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+        // SAFETY: si_pid is set by waitid (0 while the child runs).
+        if r == -1 || unsafe { info.si_pid() } != 0 {
+            break;
+        }
+    }
+    Ok(child)
+}
+
 /// Forks (or `clone3`s with PID `pid`) a child that becomes a zombie at once: it runs
 /// `before` (joining its process group), then exits with the wait status `status` (an exit
 /// code, or death by a signal, without a core dump).
@@ -162,14 +202,20 @@ pub fn seize(pid: i32) -> Result<Tracee, SpawnError> {
 /// A raw `clone3` (no C library `fork`: in a husk made by `clone3` the library's idea of the
 /// current thread is stale), with `set_tid` when a PID is wanted.
 fn fork_with_pid(pid: Option<i32>) -> Result<i32, SpawnError> {
+    fork_with(pid, 0)
+}
+
+/// [`fork_with_pid`] with clone flags (only `CLONE_FILES` is asked for).
+fn fork_with(pid: Option<i32>, flags: u64) -> Result<i32, SpawnError> {
     let tid = pid.unwrap_or(0);
-    let mut args = CloneArgs { exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    let mut args = CloneArgs { flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
     if pid.is_some() {
         args.set_tid = &tid as *const i32 as u64;
         args.set_tid_size = 1;
     }
     // SAFETY: args is a live clone_args of the size passed (and set_tid points at a live i32);
-    // no CLONE_VM, so the child gets its own copy of memory, as with fork.
+    // no CLONE_VM, so the child gets its own copy of memory, as with fork (with CLONE_FILES it
+    // shares the descriptor table, which no Rust object of the caller owns as a whole).
     let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
     if r == -1 {
         let err = std::io::Error::last_os_error();

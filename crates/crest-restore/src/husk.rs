@@ -172,11 +172,27 @@ impl Layout {
     }
 }
 
+/// For each process, the process whose descriptor table it has: itself, or, for a process
+/// that shares its parent's ([`Process::files_shared`]), its parent's owner.
+fn table_owners(procs: &[Process]) -> Vec<usize> {
+    let mut owner: Vec<usize> = (0..procs.len()).collect();
+    for (i, p) in procs.iter().enumerate() {
+        if p.files_shared {
+            if let Some(parent) = procs[..i].iter().position(|q| q.pid == p.ppid) {
+                owner[i] = owner[parent];
+            }
+        }
+    }
+    owner
+}
+
 /// What every husk of one restart needs to know, inherited through the forks.
 struct Ctx<'a> {
     procs: &'a [Process],
     plan: &'a Plan,
     layouts: &'a [Layout],
+    /// For each process, the one whose descriptor table it has (see [`table_owners`]).
+    table: &'a [usize],
     /// File id -> parked descriptor of an object opened once for the image.
     shared_files: &'a std::collections::HashMap<u64, i32>,
     /// Shared memory object id -> parked memfd.
@@ -252,11 +268,18 @@ impl Ctx<'_> {
             } else {
                 let k = known.clone();
                 let status = self.status[c];
-                let made = crest_ptrace::husk::create(self.pid_for(c), status, move |fd| {
+                let prepare = move |fd| {
                     let placed = std::cell::Cell::new(false);
                     let pipe_fd = self.layouts[c].pipe_fd;
                     self.prepare(c, k, fd, &placed).map_err(|e| (if placed.get() { pipe_fd } else { fd }, e))
-                })
+                };
+                // A child that shares this process's descriptor table is made sharing it, and
+                // prepared before this process fills the table.
+                let made = if child.files_shared {
+                    crest_ptrace::husk::create_sharing_files(self.pid_for(c), status, self.parked, prepare)
+                } else {
+                    crest_ptrace::husk::create(self.pid_for(c), status, prepare)
+                }
                 .map_err(|e| format!("pid {}: creating the process of its child {}: {e}", p.pid, child.pid))?;
                 known[c] = made;
             }
@@ -318,8 +341,11 @@ impl Ctx<'_> {
             None => Some(p.cwd.as_str()),
         };
         let pids = self.procs.iter().zip(known).filter(|(_, &n)| n != 0).map(|(q, &n)| (q.pid, n)).collect();
+        // The descriptors of a table shared with the parent are its owner's to restore; the
+        // owner keeps the restore's own descriptors of every process sharing it.
+        let keep: Vec<i32> = (0..self.procs.len()).filter(|&j| self.table[j] == i).flat_map(|j| self.layouts[j].aux.iter().copied()).collect();
         // The descriptors and what is set inside the husk, in their declared order.
-        process::prepare_all(&mut process::HuskCx { p, cwd, keep: &l.aux, shared_files: self.shared_files, parked: self.parked, pids })?;
+        process::prepare_all(&mut process::HuskCx { p, cwd, keep: &keep, owns_files: self.table[i] == i, shared_files: self.shared_files, parked: self.parked, pids })?;
         Ok(l.pipe_fd)
     }
 }
@@ -364,12 +390,21 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     // Pages mapped from the image: only an image that cannot change under the mappings.
     let not_mapped = if opts.map_image && opts.lazy.is_none() { chain.iter().find_map(|i| crate::mapping::mappable(&i.file).err()) } else { None };
     let map_image = opts.map_image && opts.lazy.is_none() && not_mapped.is_none();
-    let mut layouts: Vec<Layout> = procs.iter().map(|p| Layout::new(p, max_fd + 1, chain.len() - 1)).collect();
+    // Processes sharing one descriptor table (a process and the children that share its
+    // table, theirs, ...) each have the restore's own descriptors at numbers of their own in it.
+    let table = table_owners(procs);
+    let mut next_aux = vec![max_fd + 1; procs.len()];
+    let mut layouts: Vec<Layout> = Vec::with_capacity(procs.len());
+    for (i, p) in procs.iter().enumerate() {
+        let l = Layout::new(p, next_aux[table[i]], chain.len() - 1);
+        next_aux[table[i]] += l.aux.len() as i32;
+        layouts.push(l);
+    }
     for l in &mut layouts {
         l.fds.map_image = map_image;
         l.fds.lazy = opts.lazy.is_some();
     }
-    let parked = max_fd + 1 + layouts.iter().map(|l| l.aux.len() as i32).max().unwrap_or(0) + 1;
+    let parked = next_aux.iter().copied().max().unwrap_or(max_fd + 1) + 1;
     // Mappings that share pages between a parent and its children are built before the forks.
     let mut premap = Premap::plan(procs, &plan);
     for (i, l) in layouts.iter_mut().enumerate() {
@@ -450,6 +485,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         procs,
         plan: &plan,
         layouts: &layouts,
+        table: &table,
         shared_files: &shared.by_file,
         memfds: &memfds,
         deleted: &deleted,
@@ -603,6 +639,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         for &i in &live {
             fd::leave_repair_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
             fd::settle_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
+            fd::settle_inotify(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
         }
         step("finished", &mut steps);
         // Children first, so that no parent runs on while a child of it is still held.

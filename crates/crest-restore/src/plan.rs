@@ -137,6 +137,7 @@ mod tests {
             dropped: Vec::new(),
             attrs: Default::default(),
             cwd_deleted: None,
+            files_shared: false,
         }
     }
 

@@ -208,7 +208,8 @@ fn named(p: &Process) -> Vec<(Place, Named)> {
             FdKind::Deleted { .. } => Named::Deleted,
             FdKind::Path { ino, symlink, .. } => Named::OpenPath { fd: f.fd, ino: *ino, symlink: *symlink },
             FdKind::Inotify { watches, .. } => {
-                out.extend(watches.iter().enumerate().map(|(j, w)| (Place::Watch(i, j), Named::Watched { fd: f.fd, wd: w.wd })));
+                // A watch of a deleted file names no path: it follows the descriptor holding it.
+                out.extend(watches.iter().enumerate().filter(|(_, w)| w.open_as.is_none()).map(|(j, w)| (Place::Watch(i, j), Named::Watched { fd: f.fd, wd: w.wd })));
                 continue;
             }
             _ => continue,
@@ -600,6 +601,7 @@ mod tests {
             dropped: Vec::new(),
             attrs: Default::default(),
             cwd_deleted: None,
+            files_shared: false,
         }
     }
 
@@ -696,7 +698,7 @@ mod tests {
         p.fds.push(rec(3, FdKind::Deleted { id: 1, path: "/old/gone".into(), pos: 0, file: None }));
         let r = files(&p, &|_| false).unwrap_err();
         assert!(r.msg.starts_with("the directory of /old/gone, a file deleted while the process had it open or mapped, cannot be used ("), "{}", r.msg);
-        let watch = crest_image::InotifyWatch { wd: 2, mask: 0x100, path: "/old/w".into(), dev: 0, ino: 0 };
+        let watch = crest_image::InotifyWatch { wd: 2, mask: 0x100, path: "/old/w".into(), dev: 0, ino: 0, open_as: None };
         p.fds.push(rec(4, FdKind::Inotify { watches: vec![watch], lost: 0 }));
         let relocs = Relocation::parse_all(&[format!("/old={}", d.join("new").display())]).expect("parses");
         relocate(&mut p, &relocs);

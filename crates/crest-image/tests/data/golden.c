@@ -1,6 +1,11 @@
-/* The process behind the golden images (make-golden.sh): MODE is single, tree or threads.
- * It fills a little memory with text, forks two children (tree) or starts three threads
- * (threads), creates the file READY, and sleeps until it is killed. */
+/* The process behind the golden images (make-golden.sh): MODE is single, tree, threads or
+ * sharedfiles. It fills a little memory with text, forks two children (tree), starts three
+ * threads (threads) or makes a child and a grandchild sharing its descriptor table with
+ * clone(CLONE_FILES) (sharedfiles), creates the file READY, and sleeps until it is killed. */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +44,12 @@ int main(int argc, char **argv)
             pthread_t t;
             if (pthread_create(&t, NULL, sleeper, NULL) != 0)
                 return 1;
+        }
+    } else if (strcmp(argv[1], "sharedfiles") == 0) {
+        if (syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0) == 0) {
+            if (syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0) == 0)
+                sleeper(NULL);
+            sleeper(NULL);
         }
     } else if (strcmp(argv[1], "single") != 0) {
         return 2;

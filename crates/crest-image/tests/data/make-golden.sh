@@ -5,6 +5,7 @@
 #   tree.crest        a process and its two children
 #   threads.crest     a process with four threads
 #   compressed.crest  the tree, with page data compressed (--compress)
+#   sharedfiles.crest (4.10 on) a process, its child and grandchild sharing one descriptor table
 #   incremental.crest and incremental-parent.crest (4.3 on)  `single` checkpointed with
 #                     --track, then with --incremental (its parent named by absolute path;
 #                     found beside it once the directory is elsewhere)
@@ -60,5 +61,6 @@ one single single
 one tree tree
 one threads threads
 one compressed tree --compress
+one sharedfiles sharedfiles
 if [ "$major.$minor" != 4.0 ] && [ "$major.$minor" != 4.1 ] && [ "$major.$minor" != 4.2 ]; then incremental; fi
 ls -l "$out"/*.crest

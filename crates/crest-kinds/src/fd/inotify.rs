@@ -100,6 +100,40 @@ fn watched_path(l: &Line) -> Result<String, String> {
     }
 }
 
+/// A descriptor of the process open on the deleted file that the watch of `l` is on.
+fn open_deleted(cx: &DumpCx<'_>, l: &Line) -> Option<i32> {
+    let dev = st_dev(l.sdev);
+    cx.own()
+        .filter(|o| o.link.starts_with('/') && o.link.ends_with(" (deleted)"))
+        .map(|o| o.fd)
+        .find(|&n| std::fs::metadata(format!("/proc/{}/fd/{n}", cx.pid)).is_ok_and(|md| md.ino() == l.ino && md.dev() == dev && md.file_type().is_file()))
+}
+
+/// In `cr_restart`, once the restored process `pid` (with descriptors `recs`) is filled and
+/// before it runs: empties the queues of its inotify instances. Events unread at the
+/// checkpoint are not restored, so what is queued by then came from the restart itself (the
+/// files it opened and closed again to make the process's descriptors, some of them watched).
+pub fn settle_restored(pid: i32, recs: &[FdRecord]) -> Result<(), String> {
+    let ours: Vec<&FdRecord> = recs.iter().filter(|r| matches!(r.kind, FdKind::Inotify { .. })).collect();
+    if ours.is_empty() {
+        return Ok(());
+    }
+    let pidfd = crest_ptrace::sys::pidfd_open(pid).map_err(|e| format!("PID {pid}: {e}"))?;
+    for r in ours {
+        let i = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), r.fd).map_err(|e| format!("fd {}: inotify: taking a copy of it: {e}", r.fd))?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = crest_ptrace::sys::bytes_readable(i.as_raw_fd()).map_err(|e| format!("fd {}: inotify: {e}", r.fd))?;
+            if n <= 0 {
+                break;
+            }
+            buf.resize(buf.len().max(n as usize), 0);
+            std::io::Read::read(&mut &std::fs::File::from(i.try_clone().map_err(|e| format!("fd {}: {e}", r.fd))?), &mut buf).map_err(|e| format!("fd {}: inotify: emptying its queue: {e}", r.fd))?;
+        }
+    }
+    Ok(())
+}
+
 impl FdHandler for Inotify {
     fn name(&self) -> &'static str {
         "inotify"
@@ -112,14 +146,31 @@ impl FdHandler for Inotify {
         let mut watches = Vec::new();
         for text in info.text.lines().filter(|l| l.starts_with("inotify ")) {
             let l = parse_line(text).ok_or_else(|| KindError::Unsupported(format!("PID {pid} fd {fd}: an inotify watch this kernel shows in a form crest does not read: {text}")))?;
-            let path = watched_path(&l).map_err(|why| {
-                KindError::Unsupported(format!("PID {pid} fd {fd}: inotify watch {} on inode {} of device {}:{}: its path cannot be found: {why}", l.wd, l.ino, l.sdev >> 20, l.sdev & 0xf_ffff))
-            })?;
             let mut mask = l.mask & !HOW_TO_ADD;
+            let path = match watched_path(&l) {
+                Ok(path) => path,
+                // A file deleted while open, watched and open in the process: watched again
+                // through that descriptor (its file is made again for the image).
+                Err(why) => match open_deleted(cx, &l) {
+                    Some(other) => {
+                        watches.push(InotifyWatch { wd: l.wd, mask, path: String::new(), dev: st_dev(l.sdev), ino: l.ino, open_as: Some(other) });
+                        continue;
+                    }
+                    None => {
+                        return Err(KindError::Unsupported(format!(
+                            "PID {pid} fd {fd}: inotify watch {} on inode {} of device {}:{}: its path cannot be found: {why}, and no descriptor of the process holds it",
+                            l.wd,
+                            l.ino,
+                            l.sdev >> 20,
+                            l.sdev & 0xf_ffff
+                        )))
+                    }
+                },
+            };
             if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
                 mask |= DONT_FOLLOW;
             }
-            watches.push(InotifyWatch { wd: l.wd, mask, path, dev: st_dev(l.sdev), ino: l.ino });
+            watches.push(InotifyWatch { wd: l.wd, mask, path, dev: st_dev(l.sdev), ino: l.ino, open_as: None });
         }
         watches.sort_by_key(|w| w.wd);
         let lost = match cx.pidfd.as_ref() {
@@ -137,14 +188,23 @@ impl FdHandler for Inotify {
         let lost = if *lost > 0 { format!("; {lost} bytes of events unread at the checkpoint are not restored") } else { "; events unread at a checkpoint are not restored".to_string() };
         format!("inotify, {} watches: {}{lost}", watches.len(), list.join(", "))
     }
-    fn open(&self, rec: &FdRecord, _cx: &mut PrepareCx) -> Result<super::Opened, String> {
+    fn open(&self, rec: &FdRecord, cx: &mut PrepareCx) -> Result<super::Opened, String> {
         let FdKind::Inotify { watches, .. } = &rec.kind else { return Err(super::wrong_kind(self, rec)) };
         let fd = rec.fd;
+        // Watches of deleted files are added through the descriptors that hold them.
+        let waits: Vec<i32> = watches.iter().filter_map(|w| w.open_as).filter(|o| !cx.placed.contains(o)).collect();
+        if !waits.is_empty() {
+            return Ok(super::Opened::NotYet(waits));
+        }
         let i = crest_ptrace::sys::inotify_init(libc::O_NONBLOCK).map_err(|e| format!("fd {fd}: inotify: {e}"))?;
         let mut placed: Vec<i32> = Vec::new();
         for w in watches {
+            let path = match w.open_as {
+                Some(other) => format!("/proc/self/fd/{other}"),
+                None => w.path.clone(),
+            };
             loop {
-                let got = crest_ptrace::sys::inotify_add_watch(i.as_raw_fd(), &w.path, w.mask).map_err(|e| format!("fd {fd}: watching {} again (inotify watch {}): {e}", w.path, w.wd))?;
+                let got = crest_ptrace::sys::inotify_add_watch(i.as_raw_fd(), &path, w.mask).map_err(|e| format!("fd {fd}: watching {} again (inotify watch {}): {e}", w.path, w.wd))?;
                 if got == w.wd {
                     break;
                 }
@@ -194,7 +254,7 @@ mod tests {
         let l = text.lines().find_map(parse_line).expect("a watch line");
         assert_eq!((l.wd, l.mask & libc::IN_CREATE), (wd, libc::IN_CREATE));
         assert_eq!(watched_path(&l), Ok(path.clone()));
-        let rec = super::super::tests::record(10, 1, FdKind::Inotify { watches: vec![InotifyWatch { wd: 5, mask: libc::IN_CREATE, path: path.clone(), dev: 0, ino: 0 }], lost: 0 });
+        let rec = super::super::tests::record(10, 1, FdKind::Inotify { watches: vec![InotifyWatch { wd: 5, mask: libc::IN_CREATE, path: path.clone(), dev: 0, ino: 0, open_as: None }], lost: 0 });
         let Ok(super::super::Opened::Fd(f)) = Inotify.open(&rec, &mut PrepareCx::new(100)) else { panic!("not restored") };
         std::fs::write(dir.join("x"), b"").expect("a file");
         let mut buf = [0u8; 256];

@@ -33,6 +33,7 @@ mod lease;
 mod locks;
 mod memfd;
 mod netlink;
+mod namespace;
 mod opath;
 mod packet;
 mod pidfd;
@@ -52,6 +53,7 @@ mod unsupported;
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
 pub use ghost::{enter_deleted_cwd, ghost_of, recreate_all as recreate_ghosts};
 pub use inherited::class_of;
+pub use inotify::settle_restored as settle_inotify;
 pub use locks::{restore as restore_locks, Locks};
 pub use pidfd::pids_kept;
 pub use pty::{controlling, set_foreground, take_controlling};
@@ -125,12 +127,13 @@ impl FileTable {
         self.all.retain(|o| o.pid != pid || o.fd != fd);
     }
 
-    /// Reads the descriptors of every process of `pids` (all frozen). With
-    /// `drop_unsupported`, descriptors and file locks that cannot be restored are left out
-    /// (and listed) rather than refused.
-    pub fn new(pids: &[i32], drop_unsupported: bool) -> Result<Self, KindError> {
+    /// Reads the descriptors of every process of `pids` (all frozen) but those of `shared`,
+    /// which share their parent's descriptor table (its descriptors are saved once, with the
+    /// parent). With `drop_unsupported`, descriptors and file locks that cannot be restored
+    /// are left out (and listed) rather than refused.
+    pub fn new(pids: &[i32], shared: &std::collections::HashSet<i32>, drop_unsupported: bool) -> Result<Self, KindError> {
         let mut all = Vec::new();
-        for &pid in pids {
+        for &pid in pids.iter().filter(|p| !shared.contains(p)) {
             for fd in crest_proc::fds(pid)? {
                 let link = crest_proc::readlink(pid, &format!("fd/{fd}"))?;
                 let info = crest_proc::parse_fdinfo(&crest_proc::read(pid, &format!("fdinfo/{fd}"))?)?;
@@ -355,6 +358,7 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &inotify::Inotify,
     &pidfd::Pidfd,
     &opath::OPath,
+    &namespace::Namespace,
     &epoll::Epoll,
     &pipe::Pipe,
     &fifo::Fifo,
@@ -642,6 +646,9 @@ impl crate::process::ProcessKind for Descriptors {
         crate::process::Stage::Husk
     }
     fn prepare(&self, cx: &mut crate::process::HuskCx<'_>) -> Result<(), String> {
+        if !cx.owns_files {
+            return Ok(());
+        }
         prepare_all(&cx.p.fds, cx.keep, cx.shared_files, cx.parked, std::mem::take(&mut cx.pids))
     }
 }
@@ -825,13 +832,14 @@ mod tests {
             FdKind::SignalFd { mask: 0 },
             FdKind::Dropped { what: s() },
             FdKind::Inet { family: 0, ty: 0, protocol: 0, local: Vec::new(), peer: Vec::new(), options: Vec::new(), tcp: None, what: "a connection".into(), byte_options: Vec::new(), shutdown: 0 },
-            FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2 }], lost: 0 },
+            FdKind::Inotify { watches: vec![crest_image::InotifyWatch { wd: 1, mask: 2, path: "/".into(), dev: 0, ino: 2, open_as: None }], lost: 0 },
             FdKind::Deleted { id: 1, path: "/tmp/f".into(), pos: 0, file: None },
             FdKind::Pty { index: 0, master: true, state: None },
             FdKind::Pidfd { pid: 1, own: false, ino: 0, exit: None },
             FdKind::Path { path: "/".into(), dev: 0, ino: 0, symlink: false },
             FdKind::ProcFile { pid: 1, path: "stat".into(), pos: 0 },
             FdKind::Ghost { id: 1, path: "/tmp/d".into(), pos: 0, node: crest_image::Ghost { mode: libc::S_IFDIR | 0o700, rdev: 0, uid: 0, gid: 0, target: s() }, data: Vec::new() },
+            FdKind::Namespace { kind: "net".into() },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -856,6 +864,7 @@ mod tests {
             FdKind::Path { .. } => 19,
             FdKind::ProcFile { .. } => 20,
             FdKind::Ghost { .. } => 21,
+            FdKind::Namespace { .. } => 22,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
