@@ -1009,7 +1009,23 @@ fn fill(
         Vec::new()
     };
     let new_tid = |saved: i32| p.threads.iter().zip(std::iter::once(pid).chain(threads.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n);
-    let mut cx = FillCx { remote: &mut remote, scratch: &scratch, pid, p, map_fds: fds, exe_fd, aux, images, progress, shared_filters, leader_creds, new_tid: &new_tid, lazy: opts.lazy.as_deref(), filled, exe_set };
+    let mut cx = FillCx {
+        remote: &mut remote,
+        scratch: &scratch,
+        pid,
+        p,
+        map_fds: fds,
+        exe_fd,
+        aux,
+        images,
+        progress,
+        shared_filters,
+        leader_creds,
+        new_tid: &new_tid,
+        lazy: opts.lazy.as_deref(),
+        filled,
+        exe_set,
+    };
     process::restore(after_threads, &mut cx)?;
     remote.unmap_batch()?;
     scratch.unmap(&mut remote)?;
