@@ -8,8 +8,8 @@
 //!   calls ([`Stage::Husk`]), or from the restorer once the husk is seized, through remote
 //!   system calls or on its PID ([`Stage::Traced`]);
 //! - what it must come after ([`ProcessKind::after`]): names of other kinds of the same stage,
-//!   each with its reason in a comment. [`THREADS`] names the point where the restorer creates
-//!   the process's other threads: a kind that needs them lists it, and a kind they must
+//!   each with its reason in a comment. [`THREADS`] names the kind that creates the process's
+//!   other threads: a kind that needs them lists it, and a kind they must
 //!   inherit is listed by it.
 //!
 //! [`sequence`] sorts each stage so that every kind comes after those it names (among kinds
@@ -39,8 +39,8 @@ pub enum Stage {
     Traced,
 }
 
-/// The point of [`Stage::Traced`] where the restorer creates the process's other threads (a
-/// kind of its own, [`crate::thread::Threads`], which does nothing itself).
+/// The kind of [`Stage::Traced`] that creates the process's other threads and sets their own
+/// state ([`crate::thread::Threads`]): what needs them lists it.
 pub const THREADS: &str = "threads";
 
 /// One kind of per-process state.
@@ -153,8 +153,11 @@ pub struct FillCx<'r, 'a> {
     pub shared_filters: usize,
     /// The credentials of the leader.
     pub leader_creds: &'r Creds,
-    /// The new TID of a saved thread, once it exists.
-    pub new_tid: &'r dyn Fn(i32) -> Option<i32>,
+    /// Whether the threads are created with their saved TIDs (`--restore-pid`).
+    pub restore_pid: bool,
+    /// A free address range of the given length in the saved address space, clear of the
+    /// scratch page and the batch area, if there is one.
+    pub free_range: &'r dyn Fn(u64) -> Option<u64>,
     /// Gives the pages of private anonymous memory on demand (`cr_restart --lazy`): the memory
     /// kind registers the memory it leaves empty.
     pub lazy: Option<&'r crate::lazy::Pagers>,
@@ -162,6 +165,11 @@ pub struct FillCx<'r, 'a> {
     pub filled: Filled,
     /// Reported by the mm kind: whether `/proc/PID/exe` could be set.
     pub exe_set: bool,
+    /// Made by the threads kind: the other threads, traced, in the order of
+    /// `p.threads[1..]` (their new TIDs: [`crate::thread::new_tid`]).
+    pub threads: Vec<crest_ptrace::Tracee>,
+    /// Counted by the threads kind: the system calls the other threads made.
+    pub syscalls: u64,
 }
 
 /// A run of kinds, in restore order.

@@ -217,10 +217,17 @@ impl crate::process::ProcessKind for Leader {
     }
 }
 
-/// Where the restorer creates the other threads of the process ([`crate::process::THREADS`]):
-/// it does nothing itself. What the threads must inherit is listed here; what needs them
-/// lists this.
+/// The other threads of the process ([`crate::process::THREADS`]): created in one batch of
+/// `clone3` in the leader ([`create`]), then each one's own state ([`queue`],
+/// [`restore_pending`], seccomp filters, credentials, thread attributes) set by all of them at
+/// once, each from a slot of its own ([`THREAD_SLOT`]) where a free range for them is found.
+/// Registers, XSAVE area and mask are set last, by [`finish`]. What the threads must inherit
+/// is listed in [`crate::process::ProcessKind::after`]; what needs them lists this.
 pub struct Threads;
+
+/// Room for each thread but the leader in the area its settings are made from: the table of
+/// its batch (15 entries), then their arguments.
+pub const THREAD_SLOT: u64 = 1024;
 
 impl crate::process::ProcessKind for Threads {
     fn name(&self) -> &'static str {
@@ -233,7 +240,93 @@ impl crate::process::ProcessKind for Threads {
         // Each thread starts in the saved memory and inherits the filters they share.
         &["memory", "shared seccomp"]
     }
-    fn restore(&self, _cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+    fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
+        let (p, pid, scratch) = (cx.p, cx.pid, cx.scratch);
+        if p.threads.len() <= 1 {
+            // The scratch page holds the arguments of what is queued.
+            cx.remote.flush()?;
+            return Ok(());
+        }
+        // Each other thread gets a slot of its own for its batch's table and arguments, so
+        // that all of them make their settings at the same time.
+        let slots_len = ((p.threads.len() - 1) as u64 * THREAD_SLOT).next_multiple_of(4096);
+        let slots = cx.remote.batch_area().and_then(|_| (cx.free_range)(slots_len));
+        if let Some(at) = slots {
+            let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+            cx.remote.queue("mapping room for the threads' settings", libc::SYS_mmap, &[at, slots_len, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags, u64::MAX, 0]);
+        }
+        // The other threads start with the leader's credentials as they are now: read once.
+        let creds = crate::attrs::creds_now(cx.remote, pid, pid)?;
+        let tids: Vec<Option<i32>> = p.threads[1..].iter().map(|th| cx.restore_pid.then_some(th.tid)).collect();
+        let threads = create(cx.remote, scratch, &tids)?;
+        let mut remotes = Vec::with_capacity(threads.len());
+        for (k, (t, th)) in threads.iter().zip(&p.threads[1..]).enumerate() {
+            let mut r = Remote::new(t, cx.remote.syscall_ip(), t.regs()?);
+            r.use_batch(cx.remote.batch_area());
+            let data = match slots {
+                Some(at) => {
+                    let slot = at + k as u64 * THREAD_SLOT;
+                    r.use_table(slot, ((THREAD_SLOT - QUEUED_DATA) / 64) as usize);
+                    slot + THREAD_SLOT - QUEUED_DATA
+                }
+                None => scratch.addr + 3072,
+            };
+            queue(&mut r, data, th)?;
+            restore_pending(&mut r, scratch, pid, th)?;
+            crate::attrs::restore_seccomp(&mut r, p.pid, th.tid, &th.attrs.seccomp[cx.shared_filters..])?;
+            crate::attrs::restore_creds_from(&mut r, scratch, pid, t.tid, &creds, creds_of(p, th))?;
+            // After the credentials: a change of ids clears the parent-death signal.
+            crate::attrs::restore_thread(&mut r, &th.attrs)?;
+            if slots.is_none() {
+                // Its arguments are in the scratch page, which the next thread writes.
+                r.flush()?;
+            }
+            remotes.push(r);
+        }
+        Remote::flush_all(&mut remotes)?;
+        cx.syscalls += remotes.iter().map(|r| r.count).sum::<u64>();
+        drop(remotes);
+        if let Some(at) = slots {
+            cx.remote.queue("unmapping the room for the threads' settings", libc::SYS_munmap, &[at, slots_len]);
+        }
+        cx.threads = threads;
         Ok(())
     }
+}
+
+/// The credentials of thread `th` of `p`: its own, or the process's when the image has none
+/// for it.
+pub fn creds_of<'a>(p: &'a crest_image::Process, th: &'a Thread) -> &'a crest_image::Creds {
+    if th.attrs.creds.uid == [0; 4] && th.attrs.creds.gid == [0; 4] && th.attrs.creds.cap_bnd == 0 {
+        &p.creds
+    } else {
+        &th.attrs.creds
+    }
+}
+
+/// The new TID of saved thread `saved` of `p`, whose leader is now `pid` and whose other
+/// threads are `others` (in the order of `p.threads[1..]`, as many as were created so far).
+pub fn new_tid(p: &crest_image::Process, pid: i32, others: &[Tracee], saved: i32) -> Option<i32> {
+    p.threads.iter().zip(std::iter::once(pid).chain(others.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n)
+}
+
+/// The last settings of every thread of `p` (`threads`, the leader first): scheduling, then
+/// each one's XSAVE area, registers and mask; each thread is interrupted once more and let go
+/// from that event stop, so the kernel applies its syscall-restart rules.
+pub fn finish(threads: &[&Tracee], p: &crest_image::Process) -> Result<(), KindError> {
+    for (t, th) in threads.iter().zip(&p.threads) {
+        crate::attrs::restore_sched(t.tid, th.tid, &th.attrs)?;
+    }
+    // Every thread is sent on its way to the event stop before any is waited for.
+    for (t, th) in threads.iter().zip(&p.threads) {
+        t.set_xstate(&th.xsave)?;
+        t.set_regs(&regs_to_resume(&th.regs))?;
+        t.set_sigmask(th.sigmask)?;
+        t.interrupt()?;
+        t.cont(0)?;
+    }
+    for t in threads {
+        t.wait_event()?;
+    }
+    Ok(())
 }

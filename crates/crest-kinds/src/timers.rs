@@ -231,7 +231,9 @@ impl crate::process::ProcessKind for Timers {
         &[crate::process::THREADS]
     }
     fn restore(&self, cx: &mut crate::process::FillCx<'_, '_>) -> Result<(), KindError> {
-        restore(cx.remote, cx.scratch, cx.p.pid, &cx.p.attrs.posix_timers, cx.new_tid)
+        let (p, pid, threads) = (cx.p, cx.pid, &cx.threads);
+        let new_tid = |saved: i32| crate::thread::new_tid(p, pid, threads, saved);
+        restore(cx.remote, cx.scratch, cx.p.pid, &cx.p.attrs.posix_timers, &new_tid)
     }
 }
 

@@ -764,7 +764,7 @@ impl Work<'_> {
             let done = match order {
                 Order::Finish => held.iter().try_for_each(|(k, husk, threads)| {
                     let all: Vec<&crest_ptrace::Tracee> = std::iter::once(husk).chain(threads.iter()).collect();
-                    finish(&all, &self.procs[self.live[*k]])
+                    thread::finish(&all, &self.procs[self.live[*k]]).map_err(RestoreError::from)
                 }),
                 Order::Detach(k) => match held.iter().position(|h| h.0 == k) {
                     Some(at) => {
@@ -933,12 +933,12 @@ fn fill(
         remote.map_batch(area)?;
     }
     // The per-process kinds in their declared order (crest_kinds::process): memory, mm, the
-    // leader's state and what the threads inherit before the threads are created, the rest after.
-    let (before_threads, after_threads) = process::around_threads()?;
+    // leader's state, what the threads inherit, the other threads, then the rest.
     // Seccomp filters every thread has in common: in the leader before it creates the others.
     let shared_filters = attrs::common_seccomp(&p.threads);
-    let leader_creds = thread_creds(p, &p.threads[0]);
-    let leader_tid = |saved: i32| (saved == p.threads[0].tid).then_some(pid);
+    let leader_creds = thread::creds_of(p, &p.threads[0]);
+    let busy = [(gap, gap + crest_kinds::SCRATCH_LEN), (area, area + crest_ptrace::BATCH_LEN)];
+    let free_range = |len: u64| find_gap(&p.vmas, &busy, len);
     let mut cx = FillCx {
         remote: &mut remote,
         scratch: &scratch,
@@ -951,117 +951,17 @@ fn fill(
         progress,
         shared_filters,
         leader_creds,
-        new_tid: &leader_tid,
+        restore_pid: opts.restore_pid,
+        free_range: &free_range,
         lazy: opts.lazy.as_deref(),
         filled: Default::default(),
         exe_set: false,
+        threads: Vec::new(),
+        syscalls: 0,
     };
-    process::restore(before_threads, &mut cx)?;
-    let (filled, exe_set) = (cx.filled, cx.exe_set);
-    let mut count = 0;
-    let threads = if p.threads.len() > 1 {
-        // Each other thread gets a slot of its own for its batch's table and arguments, so
-        // that all of them make their settings at the same time.
-        let slots_len = ((p.threads.len() - 1) as u64 * THREAD_SLOT).next_multiple_of(4096);
-        let slots = remote.batch_area().and_then(|_| find_gap(&p.vmas, &[(gap, gap + crest_kinds::SCRATCH_LEN), (area, area + crest_ptrace::BATCH_LEN)], slots_len));
-        if let Some(at) = slots {
-            let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-            remote.queue("mapping room for the threads' settings", libc::SYS_mmap, &[at, slots_len, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags, u64::MAX, 0]);
-        }
-        // The other threads start with the leader's credentials as they are now: read once.
-        let creds = attrs::creds_now(&mut remote, pid, pid)?;
-        let tids: Vec<Option<i32>> = p.threads[1..].iter().map(|th| opts.restore_pid.then_some(th.tid)).collect();
-        let threads = thread::create(&mut remote, &scratch, &tids)?;
-        let mut remotes = Vec::with_capacity(threads.len());
-        for (k, (t, th)) in threads.iter().zip(&p.threads[1..]).enumerate() {
-            let mut r = Remote::new(t, remote.syscall_ip(), t.regs()?);
-            r.use_batch(remote.batch_area());
-            let data = match slots {
-                Some(at) => {
-                    let slot = at + k as u64 * THREAD_SLOT;
-                    r.use_table(slot, ((THREAD_SLOT - thread::QUEUED_DATA) / 64) as usize);
-                    slot + THREAD_SLOT - thread::QUEUED_DATA
-                }
-                None => scratch.addr + 3072,
-            };
-            thread::queue(&mut r, data, th)?;
-            thread::restore_pending(&mut r, &scratch, pid, th)?;
-            attrs::restore_seccomp(&mut r, p.pid, th.tid, &th.attrs.seccomp[shared_filters..])?;
-            attrs::restore_creds_from(&mut r, &scratch, pid, t.tid, &creds, thread_creds(p, th))?;
-            // After the credentials: a change of ids clears the parent-death signal.
-            attrs::restore_thread(&mut r, &th.attrs)?;
-            if slots.is_none() {
-                // Its arguments are in the scratch page, which the next thread writes.
-                r.flush()?;
-            }
-            remotes.push(r);
-        }
-        Remote::flush_all(&mut remotes)?;
-        count += remotes.iter().map(|r| r.count).sum::<u64>();
-        drop(remotes);
-        if let Some(at) = slots {
-            remote.queue("unmapping the room for the threads' settings", libc::SYS_munmap, &[at, slots_len]);
-        }
-        threads
-    } else {
-        // The scratch page holds the arguments of what is queued.
-        remote.flush()?;
-        Vec::new()
-    };
-    let new_tid = |saved: i32| p.threads.iter().zip(std::iter::once(pid).chain(threads.iter().map(|t| t.tid))).find(|(th, _)| th.tid == saved).map(|(_, n)| n);
-    let mut cx = FillCx {
-        remote: &mut remote,
-        scratch: &scratch,
-        pid,
-        p,
-        map_fds: fds,
-        exe_fd,
-        aux,
-        images,
-        progress,
-        shared_filters,
-        leader_creds,
-        new_tid: &new_tid,
-        lazy: opts.lazy.as_deref(),
-        filled,
-        exe_set,
-    };
-    process::restore(after_threads, &mut cx)?;
+    process::restore(process::sequence(process::Stage::Traced)?, &mut cx)?;
+    let FillCx { filled, exe_set, threads, syscalls: count, .. } = cx;
     remote.unmap_batch()?;
     scratch.unmap(&mut remote)?;
     Ok((filled, remote.count + count, exe_set, threads))
-}
-
-/// Room for each thread but the leader in the area its settings are made from: the table of
-/// its batch (15 entries), then their arguments.
-const THREAD_SLOT: u64 = 1024;
-
-/// The credentials of thread `th` of `p`: its own, or the process's when the image has none
-/// for it.
-fn thread_creds<'a>(p: &'a Process, th: &'a crest_image::Thread) -> &'a crest_image::Creds {
-    if th.attrs.creds.uid == [0; 4] && th.attrs.creds.gid == [0; 4] && th.attrs.creds.cap_bnd == 0 {
-        &p.creds
-    } else {
-        &th.attrs.creds
-    }
-}
-
-/// Scheduling settings, then each thread's XSAVE area, registers and mask; each thread is interrupted once
-/// more and let go from that event stop, so the kernel applies its syscall-restart rules.
-fn finish(threads: &[&crest_ptrace::Tracee], p: &Process) -> Result<(), RestoreError> {
-    for (t, th) in threads.iter().zip(&p.threads) {
-        attrs::restore_sched(t.tid, th.tid, &th.attrs)?;
-    }
-    // Every thread is sent on its way to the event stop before any is waited for.
-    for (t, th) in threads.iter().zip(&p.threads) {
-        t.set_xstate(&th.xsave)?;
-        t.set_regs(&thread::regs_to_resume(&th.regs))?;
-        t.set_sigmask(th.sigmask)?;
-        t.interrupt()?;
-        t.cont(0)?;
-    }
-    for t in threads {
-        t.wait_event()?;
-    }
-    Ok(())
 }
