@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use crest_image::{Image, ImageWriter, Process};
-use crest_kinds::{fd, ipc, memory};
+use crest_kinds::{fd, memory};
 
 use crate::freeze::{Collected, DumpOptions, Frozen};
 use crate::{check_cancel, pages, DumpError, DumpStats};
@@ -554,7 +554,7 @@ impl FrozenTree {
     fn write(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, collected: &mut [Collected], pre: &mut Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         let DumpOptions { compress, progress, .. } = *opts;
         let procs: Vec<Process> = collected.iter().map(|c| c.process.clone()).collect();
-        let ipc = ipc::dump(&procs)?;
+        let wide = crest_kinds::image::dump_all(&procs)?;
         check_cancel()?;
         let mut w = match pre.as_mut().and_then(|p| p.writer.take()) {
             Some(w) => w,
@@ -656,7 +656,7 @@ impl FrozenTree {
             scope: self.scope.name().to_string(),
             vdso_layout: collected.first().map(|c| c.vdso_layout.clone()).unwrap_or_default(),
             processes,
-            ipc,
+            ipc: wide.ipc,
             parent: pre.as_ref().and_then(|p| p.parent.clone()),
             tracking: pre.as_ref().map(|p| p.tracked.iter().filter_map(|(&pid, t)| t.left.map(|(fd, start)| crest_image::Tracking { pid, start, fd, token: p.token })).collect()).unwrap_or_default(),
         };

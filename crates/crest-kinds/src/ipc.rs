@@ -423,3 +423,22 @@ impl crate::process::ProcessKind for SemUndo {
         restore_semadj(cx.remote, cx.scratch, cx.p.pid, &cx.p.attrs.semadj)
     }
 }
+
+/// The SysV objects of the image ([`dump`], [`restore`], [`finish`]).
+pub struct SysvIpc;
+
+impl crate::image::ImageKind for SysvIpc {
+    fn name(&self) -> &'static str {
+        "SysV IPC"
+    }
+    fn dump(&self, procs: &[Process], out: &mut crate::image::ImageObjects) -> Result<(), KindError> {
+        out.ipc = dump(procs)?;
+        Ok(())
+    }
+    fn restore(&self, image: &crest_image::Image) -> Result<(), KindError> {
+        restore(&image.ipc)
+    }
+    fn finish(&self, image: &crest_image::Image) -> Result<(), KindError> {
+        finish(&image.ipc)
+    }
+}

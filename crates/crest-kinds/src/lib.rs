@@ -11,6 +11,7 @@
 //! | [`signals`] | dispositions and pending signals | remote `rt_sigaction`, `PTRACE_PEEKSIGINFO` | `rt_sigaction` in the husk, remote `rt_tgsigqueueinfo` |
 //! | [`thread`] | registers, xsave, mask, tid address, robust list, altstack, rseq | ptrace, remote `prctl`/`sigaltstack` | ptrace, remote syscalls |
 //! | [`ipc`] | SysV shared memory and semaphore sets | `/proc/sysvipc`, `IPC_STAT`, `GETALL` | recreated with their ids before the processes |
+//! | [`image`] | the registry of image-wide kinds ([`image::ImageKind`]: [`ipc`] so far) | | |
 //! | [`task`] | cwd, root, umask, personality, comm, rlimits | `/proc` | in the husk, `prlimit` |
 //! | [`timers`] | POSIX timers: id, clock, notification, time left, period | `/proc/PID/timers`, remote `timer_gettime`/`timer_getoverrun` | remote `timer_create` (same id), `timer_settime` |
 //! | [`attrs`] | interval timers, scheduling, oom score, prctl flags, credentials; what is refused | `/proc`, `sched_getattr`, remote `getitimer`/`prctl` | remote `setitimer`/`prctl`/`set*id`/`capset`, `sched_setattr` |
@@ -18,7 +19,8 @@
 //! The per-process kinds (every module above but `fd`'s files, `ident` and `ipc`, which is one
 //! set of objects for the whole image) are each restored through one [`process::ProcessKind`]
 //! registered in [`process::KINDS`]; the order a process restores them in is derived from what
-//! each declares it must come after ([`process::sequence`]).
+//! each declares it must come after ([`process::sequence`]). The image-wide ones (`ipc`) are
+//! each an [`image::ImageKind`] registered in [`image::IMAGE_KINDS`].
 //!
 //! Dump functions take a [`Scratch`]: a page mapped inside the target for syscall arguments.
 //! Restore functions run either inside the husk before it stops (`prepare_*`, plain syscalls on
@@ -30,6 +32,7 @@ pub mod attrs;
 pub mod exit;
 pub mod fd;
 pub mod ident;
+pub mod image;
 pub mod ipc;
 pub mod lazy;
 pub mod memory;

@@ -443,7 +443,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     // Pidfds of the image's processes are made again on them in the husks (see fd::pids_kept).
     fd::pids_kept(opts.restore_pid);
     let shared = fd::prepare_shared(&records, parked, &memfd_list, &deleted_list).map_err(RestoreError::Refused)?;
-    crest_kinds::ipc::restore(&image.ipc)?;
+    crest_kinds::image::restore_all(image)?;
     let image_fds_owned =
         chain.iter().map(|i| crest_ptrace::sys::dup_above(i.file.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))).collect::<Result<Vec<_>, _>>()?;
     let image_fds: Vec<i32> = image_fds_owned.iter().map(|f| f.as_raw_fd()).collect();
@@ -628,7 +628,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
                 _ => return Err(RestoreError::Refused("a restore thread ended early".into())),
             }
         }
-        crest_kinds::ipc::finish(&image.ipc)?;
+        crest_kinds::image::finish_all(image)?;
         // Datagrams from addresses the restored sockets hold again.
         let restored: Vec<(i32, &[crest_image::FdRecord])> = live.iter().map(|&i| (new_pids[i], procs[i].fds.as_slice())).collect();
         fd::refill_deferred(&restored).map_err(RestoreError::Refused)?;
