@@ -16,6 +16,11 @@ use crate::KindError;
 pub trait ImageKind: Sync {
     /// Short name, unique: what messages say.
     fn name(&self) -> &'static str;
+    /// The field of the image's record it fills and the type of its records, as
+    /// docs/image-format.md names them (a unit test checks they are documented there).
+    fn record(&self) -> (&'static str, &'static str);
+    /// What `cr_info` shows of it: one paragraph per object.
+    fn describe(&self, image: &Image) -> Vec<String>;
     /// Reads the objects the processes `procs` (frozen, collected) use, into `out`.
     fn dump(&self, procs: &[Process], out: &mut ImageObjects) -> Result<(), KindError>;
     /// Makes the objects of `image` again, before its processes are created.
@@ -64,6 +69,18 @@ pub fn finish_all(image: &Image) -> Result<(), KindError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every image-wide kind's field and records are documented in docs/image-format.md.
+    #[test]
+    fn every_kind_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/image-format.md")).expect("docs/image-format.md");
+        let image = doc.lines().find(|l| l.starts_with("- **Image** `{")).expect("docs/image-format.md describes the Image record");
+        for k in IMAGE_KINDS {
+            let (field, record) = k.record();
+            assert!(image.contains(&format!(" {field}: ")), "docs/image-format.md's Image record has no field {field} (the {} kind)", k.name());
+            assert!(doc.contains(&format!("- **{record}** `{{")), "docs/image-format.md has no section on {record} records (the {} kind)", k.name());
+        }
+    }
 
     #[test]
     fn names_are_unique() {

@@ -424,12 +424,31 @@ impl crate::process::ProcessKind for SemUndo {
     }
 }
 
+/// What `cr_info` shows of a SysV object.
+pub fn describe(obj: &IpcObject) -> String {
+    let what = match &obj.kind {
+        IpcKind::Shm { size, removed } => format!("SysV shared memory, {size} bytes{}", if *removed { ", removed" } else { "" }),
+        IpcKind::Sem { values } => format!("SysV semaphore set, values {values:?}"),
+        IpcKind::Msg { qbytes, messages } => {
+            let bytes: usize = messages.iter().map(|(_, d)| d.len()).sum();
+            format!("SysV message queue, {} messages, {bytes} bytes (limit {qbytes})", messages.len())
+        }
+    };
+    format!("ipc {} (key {:#x}, mode {:o}, uid {}): {what}", obj.id, obj.key, obj.mode, obj.uid)
+}
+
 /// The SysV objects of the image ([`dump`], [`restore`], [`finish`]).
 pub struct SysvIpc;
 
 impl crate::image::ImageKind for SysvIpc {
     fn name(&self) -> &'static str {
         "SysV IPC"
+    }
+    fn record(&self) -> (&'static str, &'static str) {
+        ("ipc", "IpcObject")
+    }
+    fn describe(&self, image: &crest_image::Image) -> Vec<String> {
+        image.ipc.iter().map(describe).collect()
     }
     fn dump(&self, procs: &[Process], out: &mut crate::image::ImageObjects) -> Result<(), KindError> {
         out.ipc = dump(procs)?;
@@ -440,5 +459,21 @@ impl crate::image::ImageKind for SysvIpc {
     }
     fn finish(&self, image: &crest_image::Image) -> Result<(), KindError> {
         finish(&image.ipc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cr_info` shows every kind of SysV object, naming it.
+    #[test]
+    fn every_object_is_described() {
+        let kinds = [IpcKind::Shm { size: 4096, removed: true }, IpcKind::Sem { values: vec![1, 2] }, IpcKind::Msg { qbytes: 16384, messages: vec![(1, b"hi".to_vec())] }];
+        for (n, kind) in kinds.into_iter().enumerate() {
+            let obj = IpcObject { key: 0x1234, id: 7 + n as i32, mode: 0o600, uid: 0, gid: 0, kind };
+            let text = describe(&obj);
+            assert!(text.starts_with(&format!("ipc {} (key 0x1234", obj.id)) && text.contains("SysV"), "{text}");
+        }
     }
 }

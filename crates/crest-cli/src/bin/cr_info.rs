@@ -296,17 +296,8 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
         }
         let _ = writeln!(o, "  signal actions: {}", p.sigactions.iter().map(|a| a.signo.to_string()).collect::<Vec<_>>().join(" "));
     }
-    for obj in &i.ipc {
-        let what = match &obj.kind {
-            crest_image::IpcKind::Shm { size, removed } => format!("SysV shared memory, {size} bytes{}", if *removed { ", removed" } else { "" }),
-            crest_image::IpcKind::Sem { values } => {
-                format!("SysV semaphore set, values {values:?}")
-            }
-            crest_image::IpcKind::Msg { qbytes, messages } => {
-                let bytes: usize = messages.iter().map(|(_, d)| d.len()).sum();
-                format!("SysV message queue, {} messages, {bytes} bytes (limit {qbytes})", messages.len())
-            }
-        };
-        let _ = writeln!(o, "\nipc {} (key {:#x}, mode {:o}, uid {}): {what}", obj.id, obj.key, obj.mode, obj.uid);
+    // The image-wide kinds (SysV IPC objects), each as its kind describes it.
+    for line in crest_kinds::image::IMAGE_KINDS.iter().flat_map(|k| k.describe(i)) {
+        let _ = writeln!(o, "\n{line}");
     }
 }
