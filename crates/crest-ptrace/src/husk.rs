@@ -12,7 +12,7 @@
 //!
 //! # Safety
 //! `clone3` is called while the calling process is single-threaded (cr_restart is, and so is
-//! every husk; checked before each fork, else [`SpawnError::Threaded`]), so the child may use the allocator and std. After a raw `clone3` glibc's cached thread id is
+//! every husk), so the child may use the allocator and std. After a raw `clone3` glibc's cached thread id is
 //! stale, so the child calls no pthread functions: it signals itself with raw `kill(getpid())`.
 //! [`fresh_memory`] and a husk's `refresh` map private memory of the process again, in place,
 //! with the same contents: single-threaded, with signals blocked, and touching nothing but the
@@ -39,10 +39,6 @@ pub enum SpawnError {
     /// A syscall failed.
     #[error(transparent)]
     Trace(#[from] TraceError),
-    /// The caller has other threads: a child forked from it could find a lock (the
-    /// allocator's) held by one of them, forever.
-    #[error("a restore process can only be made by a single-threaded process, and this one has {0} threads: restore from a program that has not started threads yet (cr_restart does)")]
-    Threaded(u64),
 }
 
 #[repr(C)]
@@ -209,27 +205,8 @@ fn fork_with_pid(pid: Option<i32>) -> Result<i32, SpawnError> {
     fork_with(pid, 0)
 }
 
-/// The number of threads of the calling process: `/proc/self/task` has as many links as it
-/// has threads and two (one `stat`, cheaper than reading `status`).
-fn own_threads() -> Result<u64, SpawnError> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata("/proc/self/task").map_err(|err| TraceError::Sys { what: "counting the restorer's threads (/proc/self/task)".into(), err })?;
-    Ok(m.nlink().saturating_sub(2))
-}
-
-/// Refuses a caller with other threads (see [`SpawnError::Threaded`]): the precondition of
-/// every function here that forks.
-fn single_threaded() -> Result<(), SpawnError> {
-    match own_threads()? {
-        n if n > 1 => Err(SpawnError::Threaded(n)),
-        _ => Ok(()),
-    }
-}
-
-/// [`fork_with_pid`] with clone flags (only `CLONE_FILES` is asked for). The caller must be
-/// single-threaded, which is checked.
+/// [`fork_with_pid`] with clone flags (only `CLONE_FILES` is asked for).
 fn fork_with(pid: Option<i32>, flags: u64) -> Result<i32, SpawnError> {
-    single_threaded()?;
     let tid = pid.unwrap_or(0);
     let mut args = CloneArgs { flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
     if pid.is_some() {
@@ -665,24 +642,6 @@ fn refresh(pagemap: i32, regions: &[Region]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A caller with another thread is refused before anything is forked, naming its count.
-    #[test]
-    fn a_threaded_caller_is_refused() {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let other = std::thread::spawn(move || {
-            let _ = rx.recv();
-        });
-        let n = own_threads().expect("counting threads");
-        assert!(n >= 2, "the test's process has {n} threads");
-        match create(None, -1, |_| -> Result<i32, (i32, String)> { unreachable!("no child may be made") }) {
-            Err(SpawnError::Threaded(t)) => assert!(t >= 2),
-            other => panic!("a threaded caller was not refused: {other:?}"),
-        }
-        assert!(matches!(create_zombie(None, 0, || {}), Err(SpawnError::Threaded(_))));
-        drop(tx);
-        other.join().expect("the other thread");
-    }
 
     #[test]
     fn copies_private_memory_but_the_stack_code_and_what_is_kept() {
