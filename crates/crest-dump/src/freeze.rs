@@ -107,6 +107,12 @@ enum Borrow {
 /// yet asked to stop), `interrupted` (asked to stop, not waited for), `stopped` (a thread
 /// stopped, not yet recorded) or `frozen` (every thread stopped).
 pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
+    freeze_seen(pid, None)
+}
+
+/// [`freeze`], with the `/proc/PID/stat` of `pid` read just before by the caller (walking the
+/// tree), so that it is not read again.
+pub(crate) fn freeze_seen(pid: i32, seen: Option<&crest_proc::Stat>) -> Result<Frozen, DumpError> {
     let status = crest_proc::read(pid, "status").map_err(|_| DumpError::NoProcess(pid))?;
     if let Some(by) = crest_proc::status_field(&status, "TracerPid").and_then(|t| t.parse::<i32>().ok()).filter(|t| *t != 0) {
         return Err(DumpError::Traced { pid, by });
@@ -117,7 +123,10 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     // Before anything is done to it: state that would not come back, or that a system call
     // run inside it would harm.
     attrs::refuse_before_seizing(pid, &status)?;
-    let was_stopped = crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?).is_ok_and(|st| st.state == 'T');
+    let was_stopped = match seen {
+        Some(st) => st.state == 'T',
+        None => crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?).is_ok_and(|st| st.state == 'T'),
+    };
     let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false, stop_signal: 0, was_stopped, syscall_ip: None, killed: false };
     // Threads found to have exited, which /proc may go on listing until they are reaped.
     let mut gone_tids: Vec<i32> = Vec::new();

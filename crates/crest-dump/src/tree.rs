@@ -212,6 +212,12 @@ fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     crate::freeze::freeze(pid)
 }
 
+/// [`freeze`], with the process's `stat` as just read.
+fn freeze_seen(pid: i32, st: &crest_proc::Stat) -> Result<Frozen, DumpError> {
+    crate::claim::claim(pid)?;
+    crate::freeze::freeze_seen(pid, Some(st))
+}
+
 /// Seizes and stops every process of the scope `scope` named by `id`.
 pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
     let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new() };
@@ -316,7 +322,7 @@ impl FrozenTree {
         if is_snapshot(pid, &st) {
             return Ok(false);
         }
-        match freeze(pid) {
+        match freeze_seen(pid, &st) {
             Ok(f) => {
                 self.procs.push(f);
                 if parent != 0 {
