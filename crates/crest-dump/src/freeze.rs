@@ -53,6 +53,11 @@ pub struct Frozen {
     /// It was stopped when it was seized: detaching it puts it back in that stop by itself
     /// (the kernel keeps the group stop while it is traced).
     was_stopped: bool,
+    /// The `syscall` instruction in its vDSO found by [`Frozen::collect`], for the remote
+    /// syscalls after it (reaping its children under `--kill`): not searched for again.
+    syscall_ip: Option<u64>,
+    /// SIGKILL was sent by [`Frozen::kill_now`]; its end is still to be waited for.
+    killed: bool,
 }
 
 /// The job-control stop signals.
@@ -79,7 +84,8 @@ fn trap_is_free(pid: i32, status: &str) -> bool {
     if has(status, "SigCgt") || has(status, "SigIgn") || has(status, "ShdPnd") {
         return false;
     }
-    crest_proc::tasks(pid).is_ok_and(|tids| tids.iter().all(|t| crest_proc::read(pid, &format!("task/{t}/status")).is_ok_and(|s| !has(&s, "SigPnd"))))
+    // The leader's own pending signals are those of `status`: its file is not read again.
+    crest_proc::tasks(pid).is_ok_and(|tids| tids.iter().all(|&t| if t == pid { !has(status, "SigPnd") } else { crest_proc::read(pid, &format!("task/{t}/status")).is_ok_and(|s| !has(&s, "SigPnd")) }))
 }
 
 /// What the tracer has changed in a thread that must be undone before it may run.
@@ -101,6 +107,12 @@ enum Borrow {
 /// yet asked to stop), `interrupted` (asked to stop, not waited for), `stopped` (a thread
 /// stopped, not yet recorded) or `frozen` (every thread stopped).
 pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
+    freeze_seen(pid, None)
+}
+
+/// [`freeze`], with the `/proc/PID/stat` of `pid` read just before by the caller (walking the
+/// tree), so that it is not read again.
+pub(crate) fn freeze_seen(pid: i32, seen: Option<&crest_proc::Stat>) -> Result<Frozen, DumpError> {
     let status = crest_proc::read(pid, "status").map_err(|_| DumpError::NoProcess(pid))?;
     if let Some(by) = crest_proc::status_field(&status, "TracerPid").and_then(|t| t.parse::<i32>().ok()).filter(|t| *t != 0) {
         return Err(DumpError::Traced { pid, by });
@@ -111,8 +123,11 @@ pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     // Before anything is done to it: state that would not come back, or that a system call
     // run inside it would harm.
     attrs::refuse_before_seizing(pid, &status)?;
-    let was_stopped = crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?).is_ok_and(|st| st.state == 'T');
-    let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false, stop_signal: 0, was_stopped };
+    let was_stopped = match seen {
+        Some(st) => st.state == 'T',
+        None => crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?).is_ok_and(|st| st.state == 'T'),
+    };
+    let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false, stop_signal: 0, was_stopped, syscall_ip: None, killed: false };
     // Threads found to have exited, which /proc may go on listing until they are reaped.
     let mut gone_tids: Vec<i32> = Vec::new();
     loop {
@@ -267,6 +282,7 @@ impl Frozen {
             return Err(DumpError::Unsupported(format!("PID {pid} has no vDSO; crest needs one to run system calls inside it")));
         };
         let ip = find_syscall_insn(pid, vs, ve)?;
+        self.syscall_ip = Some(ip);
 
         // Borrow the leader (all signals blocked, so no handler runs on borrowed registers) for
         // the process-wide state and a scratch page, then each other thread for its own state.
@@ -405,7 +421,13 @@ impl Frozen {
     /// blocked, and put back). `None` when that would take more than one call: the process has
     /// no vDSO, or signals dequeued by the freeze are still to be queued again.
     pub(crate) fn call_inside(&mut self, what: &str, nr: libc::c_long, args: &[u64]) -> Result<Option<u64>, DumpError> {
-        let Some(ip) = vdso_syscall(self.pid)? else { return Ok(None) };
+        let ip = match self.syscall_ip {
+            Some(ip) => ip,
+            None => match vdso_syscall(self.pid)? {
+                Some(ip) => ip,
+                None => return Ok(None),
+            },
+        };
         let (t, fz, state) = &mut self.threads[0];
         if *state == Borrow::Untouched && !fz.stolen.is_empty() {
             return Ok(None);
@@ -417,6 +439,17 @@ impl Frozen {
         put_back(t, fz)?;
         *state = Borrow::Clean;
         Ok(Some(r?))
+    }
+
+    /// Sends SIGKILL to the frozen process without waiting for it to be gone: a later
+    /// `release(true)` waits. Several processes killed this way end in parallel.
+    pub(crate) fn kill_now(&mut self) -> Result<(), DumpError> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        self.killed = true;
+        Ok(crest_ptrace::sys::kill(self.pid, libc::SIGKILL)?)
     }
 
     /// Lets every thread go, as it was; the process is no longer frozen.
@@ -442,6 +475,12 @@ impl Frozen {
     /// With `kill`, SIGKILL it instead (after a successful checkpoint with `--kill`; the
     /// process must not have been let go by a snapshot dump).
     pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
+        if kill && self.killed {
+            for (t, _, _) in self.threads.iter().rev() {
+                let _ = t.wait_stop();
+            }
+            return Ok(());
+        }
         if kill && !self.released {
             self.released = true;
             crest_ptrace::sys::kill(self.pid, libc::SIGKILL)?;
@@ -522,12 +561,14 @@ fn snapshot_in_progress(pid: i32) -> Option<i32> {
     for tid in tids {
         let children = crest_proc::read(pid, &format!("task/{tid}/children")).unwrap_or_default();
         for c in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+            // Only a child without exit signal (rare) has its status read.
             let exit_signal = crest_proc::read(c, "stat").ok().and_then(|s| crest_proc::parse_stat(&s).ok()).map(|s| s.exit_signal);
+            if exit_signal != Some(0) {
+                continue;
+            }
             let tracer = crest_proc::read(c, "status").ok().and_then(|s| crest_proc::status_field(&s, "TracerPid").and_then(|t| t.parse::<i32>().ok()));
-            if let (Some(0), Some(t)) = (exit_signal, tracer) {
-                if t != 0 {
-                    return Some(t);
-                }
+            if let Some(t) = tracer.filter(|t| *t != 0) {
+                return Some(t);
             }
         }
     }

@@ -212,6 +212,12 @@ fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     crate::freeze::freeze(pid)
 }
 
+/// [`freeze`], with the process's `stat` as just read.
+fn freeze_seen(pid: i32, st: &crest_proc::Stat) -> Result<Frozen, DumpError> {
+    crate::claim::claim(pid)?;
+    crate::freeze::freeze_seen(pid, Some(st))
+}
+
 /// Seizes and stops every process of the scope `scope` named by `id`.
 pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
     let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new() };
@@ -316,7 +322,7 @@ impl FrozenTree {
         if is_snapshot(pid, &st) {
             return Ok(false);
         }
-        match freeze(pid) {
+        match freeze_seen(pid, &st) {
             Ok(f) => {
                 self.procs.push(f);
                 if parent != 0 {
@@ -463,17 +469,38 @@ impl FrozenTree {
                 }
             }
         }
-        for (i, &a) in pids.iter().enumerate() {
-            for &b in &pids[i + 1..] {
-                for (kind, what) in [(1, "memory (CLONE_VM)"), (3, "root, directory and umask (CLONE_FS)"), (4, "signal handlers (CLONE_SIGHAND)")] {
-                    if shares(a, b, kind) {
-                        return Err(DumpError::Unsupported(format!("PID {a} and PID {b} share one {what}; processes sharing it are not supported")));
+        // Each kind of object, one process of each object in the kernel's order of objects
+        // (`kcmp`): a binary search finds the process that shares it, in O(log K) comparisons
+        // rather than one with every other process.
+        for (kind, what) in [(1, "memory (CLONE_VM)"), (3, "root, directory and umask (CLONE_FS)"), (4, "signal handlers (CLONE_SIGHAND)"), (2, "")] {
+            let mut seen: Vec<i32> = Vec::with_capacity(pids.len());
+            for &b in &pids {
+                let mut unordered = false;
+                let at = seen.binary_search_by(|&a| match crest_ptrace::sys::kcmp_order(a, b, kind, 0, 0) {
+                    Ok(Some(o)) => o,
+                    // Not comparable (gone): as if not shared, as below.
+                    Ok(None) | Err(_) => {
+                        unordered = true;
+                        std::cmp::Ordering::Less
                     }
-                }
-                if leader[&a] != leader[&b] && shares(a, b, 2) {
-                    return Err(DumpError::Unsupported(format!(
-                        "PID {a} and PID {b} share one descriptor table (CLONE_FILES), but not through a parent that shares it too; crest restores a table shared by a process and its descendants only"
-                    )));
+                });
+                let with = match at {
+                    Ok(i) => Some(seen[i]),
+                    Err(_) if unordered => seen.iter().copied().find(|&a| shares(a, b, kind)),
+                    Err(_) => None,
+                };
+                match with {
+                    Some(a) if kind != 2 => return Err(DumpError::Unsupported(format!("PID {a} and PID {b} share one {what}; processes sharing it are not supported"))),
+                    Some(a) if leader[&a] != leader[&b] => {
+                        return Err(DumpError::Unsupported(format!(
+                            "PID {a} and PID {b} share one descriptor table (CLONE_FILES), but not through a parent that shares it too; crest restores a table shared by a process and its descendants only"
+                        )))
+                    }
+                    Some(_) => {}
+                    None => match at {
+                        Err(i) if !unordered => seen.insert(i, b),
+                        _ => seen.push(b),
+                    },
                 }
             }
         }
@@ -687,18 +714,46 @@ impl FrozenTree {
                     }
                 }
             }
-            while let Some(f) = self.procs.pop() {
-                let pid = f.pid;
-                let was_running = f.is_released();
-                if let Err(e) = f.release(true) {
-                    first_err.get_or_insert(e);
+            // Level by level, the deepest first: every process of a level is sent SIGKILL, then
+            // each is waited for (their ends overlap), then each is reaped by its parent, still
+            // frozen one level up. A parent is never killed before its children are reaped.
+            let parents = &self.parents;
+            let depth = |pid: i32| {
+                let mut d = 0;
+                let mut at = pid;
+                while let Some(&p) = parents.get(&at) {
+                    d += 1;
+                    at = p;
+                    if d > 4096 {
+                        break;
+                    }
                 }
-                if was_running {
-                    continue;
-                }
-                if let Some(parent) = self.parents.get(&pid).and_then(|p| self.procs.iter_mut().find(|f| f.pid == *p)) {
-                    if let Err(e) = parent.reap(pid) {
+                d
+            };
+            let mut by_depth: Vec<(usize, Frozen)> = std::mem::take(&mut self.procs).into_iter().map(|f| (depth(f.pid), f)).collect();
+            by_depth.sort_by_key(|(d, _)| *d);
+            let index: HashMap<i32, usize> = by_depth.iter().enumerate().map(|(i, (_, f))| (f.pid, i)).collect();
+            while let Some(&(d, _)) = by_depth.last() {
+                let from = by_depth.iter().position(|(e, _)| *e == d).unwrap_or(0);
+                let mut level: Vec<(usize, Frozen)> = by_depth.split_off(from);
+                let was_running: Vec<bool> = level.iter().map(|(_, f)| f.is_released()).collect();
+                for (_, f) in level.iter_mut().rev() {
+                    if let Err(e) = f.kill_now() {
                         first_err.get_or_insert(e);
+                    }
+                }
+                for ((_, f), was_running) in level.into_iter().rev().zip(was_running.into_iter().rev()) {
+                    let pid = f.pid;
+                    if let Err(e) = f.release(true) {
+                        first_err.get_or_insert(e);
+                    }
+                    if was_running {
+                        continue;
+                    }
+                    if let Some(parent) = self.parents.get(&pid).and_then(|p| index.get(p)).and_then(|&i| by_depth.get_mut(i)) {
+                        if let Err(e) = parent.1.reap(pid) {
+                            first_err.get_or_insert(e);
+                        }
                     }
                 }
             }

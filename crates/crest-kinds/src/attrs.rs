@@ -75,21 +75,31 @@ pub fn refuse_before_seizing(pid: i32, status: &str) -> Result<(), KindError> {
     Ok(())
 }
 
+/// The namespaces a process must share with `cr_checkpoint`.
+const NAMESPACES: [&str; 10] = ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"];
+
+/// This process's own namespaces ([`NAMESPACES`]), read once: a checkpoint of many processes
+/// compares each with them.
+fn own_namespaces() -> &'static [Option<std::path::PathBuf>] {
+    static OWN: std::sync::OnceLock<Vec<Option<std::path::PathBuf>>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| NAMESPACES.iter().map(|ns| std::fs::read_link(format!("/proc/self/ns/{ns}")).ok()).collect())
+}
+
 /// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: threads
 /// in control groups of their own, namespaces other than `cr_checkpoint`'s (the
 /// restarted process gets `cr_restart`'s).
 pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
-    for t in crest_proc::tasks(pid).unwrap_or_default() {
+    // The leader is the process: only the other threads are compared with it.
+    for t in crest_proc::tasks(pid).unwrap_or_default().into_iter().filter(|&t| t != pid) {
         let tcg = crest_proc::read(pid, &format!("task/{t}/cgroup")).unwrap_or_default();
-        if t != pid && !tcg.is_empty() && cgroups(&tcg) != cgroups(&crest_proc::read(pid, "cgroup").unwrap_or_default()) {
+        if !tcg.is_empty() && cgroups(&tcg) != cgroups(&crest_proc::read(pid, "cgroup").unwrap_or_default()) {
             return Err(KindError::Unsupported(format!("{who}: its thread {t} is in other control groups than the process; that is not supported")));
         }
     }
-    for ns in ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"] {
+    for (ns, mine) in NAMESPACES.iter().zip(own_namespaces()) {
         let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
-        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
-        if theirs.is_some() && mine.is_some() && theirs != mine {
+        if theirs.is_some() && mine.is_some() && theirs.as_ref() != mine.as_ref() {
             return Err(KindError::Unsupported(format!("{who} is in another {ns} namespace than cr_checkpoint; namespaces are not supported")));
         }
     }

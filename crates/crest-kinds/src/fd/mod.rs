@@ -111,7 +111,8 @@ pub struct FileTable {
     all: Vec<OpenFd>,
     pids: Vec<i32>,
     seen: std::collections::HashSet<ObjId>,
-    /// (dev, ino) -> descriptors dumped so far on it.
+    /// (dev, ino) -> one descriptor dumped so far of each open file description on it, in
+    /// the kernel's order of descriptions (`kcmp`).
     by_inode: std::collections::HashMap<(u64, u64), Vec<Dumped>>,
     next_file: u64,
     drop_unsupported: bool,
@@ -394,15 +395,38 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
             if opath::is_opath(info.flags) && !ghost::Ghost.claims(&link, &md) { &opath::OPath } else { *HANDLERS.iter().find(|h| h.claims(&link, &md)).expect("the last handler claims everything") };
         let kind = h.dump(&mut cx, fd, &link, &md, &info)?;
         let same_inode = table.by_inode.entry((std::os::unix::fs::MetadataExt::dev(&md), std::os::unix::fs::MetadataExt::ino(&md))).or_default();
-        let mut file = None;
-        for &(other_pid, other, id) in same_inode.iter() {
-            match crest_ptrace::sys::same_file(pid, fd, other_pid, other) {
-                Ok(true) => {
-                    file = Some(id);
-                    break;
+        // One descriptor of each open file description on the inode, in the kernel's order of
+        // descriptions: a binary search finds this one's (or where it goes), so that the
+        // descriptors of many processes on one inode (a terminal, /dev/null opened by each)
+        // cost O(log n) comparisons each, not one per description seen.
+        let mut failed = None;
+        let mut unordered = false;
+        let at = same_inode.binary_search_by(|&(other_pid, other, _)| match crest_ptrace::sys::kcmp_order(other_pid, pid, 0, other, fd) {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                unordered = true;
+                std::cmp::Ordering::Less
+            }
+            Err(e) => {
+                failed.get_or_insert((other_pid, other, e));
+                std::cmp::Ordering::Less
+            }
+        });
+        if let Some((other_pid, other, e)) = failed {
+            return Err(KindError::io(format!("pid {pid}: comparing fd {fd} with fd {other} of pid {other_pid} (kcmp)"), e));
+        }
+        let mut file = at.ok().map(|i| same_inode[i].2);
+        if unordered && file.is_none() {
+            // No order from this kernel: one comparison with each.
+            for &(other_pid, other, id) in same_inode.iter() {
+                match crest_ptrace::sys::same_file(pid, fd, other_pid, other) {
+                    Ok(true) => {
+                        file = Some(id);
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Err(KindError::io(format!("pid {pid}: comparing fd {fd} with fd {other} of pid {other_pid} (kcmp)"), e)),
                 }
-                Ok(false) => {}
-                Err(e) => return Err(KindError::io(format!("pid {pid}: comparing fd {fd} with fd {other} of pid {other_pid} (kcmp)"), e)),
             }
         }
         let found = file.is_some();
@@ -413,7 +437,12 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
         // A lease belongs to the open file description: taken again once, through its first
         // descriptor in the image.
         let locks = if found { locks.into_iter().filter(|l| l.kind != crest_image::LockKind::Lease).collect() } else { locks };
-        same_inode.push((pid, fd, file));
+        if !found {
+            match at {
+                Err(i) if !unordered => same_inode.insert(i, (pid, fd, file)),
+                _ => same_inode.push((pid, fd, file)),
+            }
+        }
         let fown = if matches!(kind, FdKind::Inherited { .. }) { Fown::default() } else { owner(&cx, fd)? };
         out.push(FdRecord { fd, flags: info.flags & !(libc::O_CLOEXEC as u32), cloexec: info.flags & libc::O_CLOEXEC as u32 != 0, file, kind, locks, fown });
     }
