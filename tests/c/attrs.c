@@ -11,7 +11,7 @@
  * on the CPU clock of its parent (cputimer), seccomp strict mode (seccomp: it spins, as it may only read and write), a
  * descriptor table shared by two children but no longer by their parent, which left it
  * (sharedfiles), a child in the group of a process that
- * has exited (orphangroup). */
+ * has exited, and its own child in it too (orphangroup). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -110,7 +110,9 @@ int main(int argc, char **argv)
             check(unshare(CLONE_FILES) == 0, "unshare(CLONE_FILES)");
         }
         if (strcmp(argv[2], "orphangroup") == 0) {
-            /* A child leads a group, makes a sibling in it (CLONE_PARENT) and exits. */
+            /* A child leads a group, makes a sibling in it (CLONE_PARENT), which forks a
+             * child of its own in it, and exits: the group's members have two parents, so no
+             * stand-in leader could make the group for them. */
             int p[2];
             check(pipe(p) == 0, "pipe");
             pid_t leader = fork();
@@ -118,8 +120,11 @@ int main(int argc, char **argv)
             if (leader == 0) {
                 setpgid(0, 0);
                 pid_t c = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
-                if (c == 0)
+                if (c == 0) {
+                    if (fork() == 0)
+                        linger();
                     linger();
+                }
                 write(p[1], &c, sizeof c);
                 _exit(0);
             }
