@@ -11,7 +11,8 @@
  * on the CPU clock of its parent (cputimer), seccomp strict mode (seccomp: it spins, as it may only read and write), a
  * descriptor table shared by two children but no longer by their parent, which left it
  * (sharedfiles), a child in the group of a process that
- * has exited, and its own child in it too (orphangroup). */
+ * has exited, and its own child in it too (orphangroup), memory locked on fault with a guard
+ * region in it (lockedguard, Linux 6.13). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -130,6 +131,14 @@ int main(int argc, char **argv)
             }
             check(read(p[0], &child, sizeof child) == sizeof child, "the sibling's pid");
             check(waitpid(leader, NULL, 0) == leader, "waiting for the group leader");
+        }
+        if (strcmp(argv[2], "lockedguard") == 0) {
+            /* Memory locked on fault with a guard region in it (MADV_GUARD_INSTALL). */
+            char *m = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            check(m != MAP_FAILED, "mmap");
+            m[0] = 1;
+            check(madvise(m + 4096, 4096, 102 /* MADV_GUARD_INSTALL */) == 0, "MADV_GUARD_INSTALL");
+            check(mlock2(m, 8192, MLOCK_ONFAULT) == 0, "mlock2 MLOCK_ONFAULT");
         }
         ready();
         if (strcmp(argv[2], "seccomp") == 0) {

@@ -241,7 +241,8 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
 
 /// Finds the guard regions (`MADV_GUARD_INSTALL`) of the mappings `vmas` of the process `pm`
 /// reads and records them in [`Vma::guards`]. Guard regions exist in private mappings only;
-/// a kernel that cannot report them (older than Linux 6.14) has none to report.
+/// a kernel that cannot report them (older than Linux 6.14) has none to report. A locked
+/// mapping with guard regions is refused.
 pub fn find_guards(vmas: &mut [Vma], pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<(), KindError> {
     use crest_ptrace::wp::{category, scan};
     for v in vmas.iter_mut().filter(|v| v.flags & vma_flags::SHARED == 0 && !matches!(v.backing, VmaBacking::Special(_) | VmaBacking::SysvShm { .. })) {
@@ -267,6 +268,15 @@ pub fn find_guards(vmas: &mut [Vma], pm: &Pagemap, scratch: &mut Vec<u64>) -> Re
                 out
             }
         };
+        if v.flags & vma_flags::LOCKED != 0 && !v.guards.is_empty() {
+            // Only memory locked on fault can hold guards; `mlock` at restart would fail on them.
+            return Err(KindError::Unsupported(format!(
+                "pid {}: mapping {:#x}-{:#x} is locked in memory (mlock2 MLOCK_ONFAULT) and has guard regions (MADV_GUARD_INSTALL): crest restores locked memory with mlock, which fails on guards",
+                pm.pid(),
+                v.start,
+                v.end
+            )));
+        }
     }
     Ok(())
 }
@@ -567,6 +577,7 @@ fn advise(remote: &mut Remote<'_>, v: &Vma) -> Result<(), KindError> {
     if v.flags & vma_flags::LOCKED != 0 {
         remote.queue(format!("locking {:#x}-{:#x} in memory (mlock)", v.start, v.end), libc::SYS_mlock, &[v.start, v.end - v.start]);
     }
+    // A locked mapping with guard regions is refused at checkpoint ([`find_guards`]).
     for &(a, len) in &v.guards {
         remote.queue(format!("installing the guard region {a:#x}+{len:#x} of {:#x}-{:#x} (madvise MADV_GUARD_INSTALL, Linux 6.13)", v.start, v.end), libc::SYS_madvise, &[a, len, MADV_GUARD_INSTALL]);
     }
