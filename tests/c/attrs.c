@@ -11,7 +11,8 @@
  * on the CPU clock of its parent (cputimer), seccomp strict mode (seccomp: it spins, as it may only read and write), a
  * descriptor table shared by two children but no longer by their parent, which left it
  * (sharedfiles), a child in the group of a process that
- * has exited (orphangroup). */
+ * has exited, and its own child in it too (orphangroup), memory locked on fault with a guard
+ * region in it (lockedguard, Linux 6.13). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -110,7 +111,9 @@ int main(int argc, char **argv)
             check(unshare(CLONE_FILES) == 0, "unshare(CLONE_FILES)");
         }
         if (strcmp(argv[2], "orphangroup") == 0) {
-            /* A child leads a group, makes a sibling in it (CLONE_PARENT) and exits. */
+            /* A child leads a group, makes a sibling in it (CLONE_PARENT), which forks a
+             * child of its own in it, and exits: the group's members have two parents, so no
+             * stand-in leader could make the group for them. */
             int p[2];
             check(pipe(p) == 0, "pipe");
             pid_t leader = fork();
@@ -118,13 +121,24 @@ int main(int argc, char **argv)
             if (leader == 0) {
                 setpgid(0, 0);
                 pid_t c = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
-                if (c == 0)
+                if (c == 0) {
+                    if (fork() == 0)
+                        linger();
                     linger();
+                }
                 write(p[1], &c, sizeof c);
                 _exit(0);
             }
             check(read(p[0], &child, sizeof child) == sizeof child, "the sibling's pid");
             check(waitpid(leader, NULL, 0) == leader, "waiting for the group leader");
+        }
+        if (strcmp(argv[2], "lockedguard") == 0) {
+            /* Memory locked on fault with a guard region in it (MADV_GUARD_INSTALL). */
+            char *m = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            check(m != MAP_FAILED, "mmap");
+            m[0] = 1;
+            check(madvise(m + 4096, 4096, 102 /* MADV_GUARD_INSTALL */) == 0, "MADV_GUARD_INSTALL");
+            check(mlock2(m, 8192, MLOCK_ONFAULT) == 0, "mlock2 MLOCK_ONFAULT");
         }
         ready();
         if (strcmp(argv[2], "seccomp") == 0) {

@@ -83,6 +83,18 @@ fn descriptor_table_shared_without_the_parent_is_refused() {
     refused("sharedfiles", "share one descriptor table");
 }
 
+/// Memory locked on fault with a guard region: `mlock` would fail on the guard at restart.
+#[test]
+fn locked_memory_with_a_guard_region_is_refused() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) < (6, 13) {
+        skip(&format!("guard regions need Linux 6.13 (this is {})", release.trim()));
+        return;
+    }
+    refused("lockedguard", "has guard regions");
+}
+
 #[test]
 fn group_without_its_leader_is_refused() {
     refused("orphangroup", "whose leader is not in the checkpoint");

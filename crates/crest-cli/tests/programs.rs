@@ -44,6 +44,20 @@ fn timerfds_and_signalfds() {
     run_c("timerfds", &[]);
 }
 
+/// Guard regions (`MADV_GUARD_INSTALL`, Linux 6.13) in anonymous memory and in a private file
+/// mapping fault again after a restart, in the process and in a child it forks, and the pages
+/// around them keep their data.
+#[test]
+fn guard_regions_fault_again() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) < (6, 13) {
+        skip(&format!("guard regions need Linux 6.13 (this is {})", release.trim()));
+        return;
+    }
+    run_c("guards", &[]);
+}
+
 /// A descriptor table shared by a process, its child and its grandchild (`CLONE_FILES`) is
 /// one table again after a restart; a child of the child that had its own copy keeps its own.
 #[test]

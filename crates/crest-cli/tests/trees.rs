@@ -265,6 +265,22 @@ fn zombies_keep_their_exit_status() {
     assert!(st.success() && out.contains("PASS"), "zombies after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }
 
+/// A process group whose leader has ended, with a living member and a zombie, both children
+/// of the process checkpointed: made again by a stand-in leader with the group's id, which
+/// ends once they have joined it.
+#[test]
+fn group_whose_leader_ended_comes_back() {
+    if !is_root() {
+        skip("the group's id and the members' PIDs come back only when PIDs are restored, which needs root");
+        return;
+    }
+    let d = Dir::new("leaderless");
+    let prog = d.0.join("leaderless");
+    gcc("tests/c/leaderless.c", &prog, &[]);
+    let (st, out) = round_trip_verify(&d, &prog, &[], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "leaderless after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
 /// A FIFO between a parent and its child, with data buffered in it at the checkpoint.
 #[test]
 fn fifo_between_parent_and_child() {

@@ -265,6 +265,7 @@ impl Frozen {
         let status = crest_proc::read(pid, "status")?;
         attrs::refuse(pid, &status)?;
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
+        memory::find_guards(&mut vmas, &crest_proc::Pagemap::open(pid)?, &mut Vec::new())?;
         let (fds, dropped) = fd::dump_all(pid, files)?;
         files.deleted_mappings(pid, &mut vmas)?;
         memory::refuse_unbacked_private(pid, &vmas, &fds)?;

@@ -437,8 +437,18 @@ impl FrozenTree {
             if st.session != top_sid && !here(st.session) {
                 return Err(DumpError::Unsupported(format!("PID {pid} is in session {}, whose leader is not in the checkpoint; crest cannot recreate that session", st.session)));
             }
-            if st.pgrp != top_pgid && !here(st.pgrp) {
-                return Err(DumpError::Unsupported(format!("PID {pid} is in process group {}, whose leader is not in the checkpoint; crest cannot recreate that group", st.pgrp)));
+            // A group whose leader has ended is made again by a stand-in leader that the
+            // members' parent creates (see crest-restore's plan): all of them must be children
+            // of one live process of the image, in its session.
+            let one_parent = || {
+                let parent = self.procs.iter().find(|f| f.pid == st.ppid).and_then(|f| stat_of(f.pid));
+                parent.is_some_and(|ps| ps.session == st.session) && ids.iter().filter(|(_, o)| o.pgrp == st.pgrp).all(|(_, o)| o.ppid == st.ppid && o.session == st.session)
+            };
+            if st.pgrp != top_pgid && !here(st.pgrp) && !one_parent() {
+                return Err(DumpError::Unsupported(format!(
+                    "PID {pid} is in process group {}, whose leader is not in the checkpoint, and the group's members are not all children of one process of the checkpoint in its session; crest cannot recreate that group",
+                    st.pgrp
+                )));
             }
         }
         Ok(())

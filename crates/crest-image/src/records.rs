@@ -546,6 +546,12 @@ pub struct Vma {
     /// this process from its parent with them in place, so that they are shared again.
     #[serde(default)]
     pub inherited: Vec<(u64, u64)>,
+    /// Guard regions `(address, length)` installed with `madvise(MADV_GUARD_INSTALL)` (Linux
+    /// 6.13; format 4.11): pages that fault when touched. Sorted, page aligned, inside the
+    /// mapping; they hold no data (in neither `pages` nor `need`) and are installed again at
+    /// restart.
+    #[serde(default)]
+    pub guards: Vec<(u64, u64)>,
 }
 
 impl Vma {

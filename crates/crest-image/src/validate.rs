@@ -54,6 +54,20 @@ fn check_inherited(img: &Image, p: &crate::Process, v: &Vma) -> Result<(), Image
     Ok(())
 }
 
+/// Checks the guard regions of `v` (format 4.11): page aligned, in order, inside the mapping,
+/// apart from its page data.
+fn check_guards(pid: i32, v: &Vma) -> Result<(), ImageError> {
+    let mut end = v.start;
+    for &(a, len) in &v.guards {
+        let ok = a >= end && len > 0 && a.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE) && a.checked_add(len).is_some_and(|e| e <= v.end);
+        if !ok || v.pages.iter().any(|r| r.vaddr < a + len && a < r.vaddr + r.len) {
+            return Err(ImageError::Invalid(format!("pid {pid}: mapping {:#x}-{:#x}: the guard region {a:#x}+{len:#x} does not fit the mapping or overlaps its page data", v.start, v.end)));
+        }
+        end = a + len;
+    }
+    Ok(())
+}
+
 /// Validates `img`, whose page data must lie in `pages_start..pages_end` of the file.
 pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), ImageError> {
     let bad = |m: String| Err(ImageError::Invalid(m));
@@ -112,6 +126,7 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             }
             check_coverage(pid, v)?;
             check_inherited(img, p, v)?;
+            check_guards(pid, v)?;
         }
         let mut fds: Vec<i32> = p.fds.iter().map(|f| f.fd).collect();
         fds.sort_unstable();

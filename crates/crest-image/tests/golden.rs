@@ -84,6 +84,25 @@ fn golden_shared_descriptor_tables() {
     }
 }
 
+/// The golden images of a guard region (4.11 on): a page of the mapping is a guard region,
+/// in no run, and the image carries the section that makes older readers refuse it.
+#[test]
+fn golden_guard_regions() {
+    for ((major, minor), dir) in versions() {
+        let path = dir.join("guards.crest");
+        if (major, minor) > (FORMAT_MAJOR, FORMAT_MINOR) || !path.exists() {
+            continue;
+        }
+        let what = format!("golden image {major}.{minor}/guards.crest");
+        let img = ImageFile::open(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let v = img.image.processes[0].vmas.iter().find(|v| !v.guards.is_empty()).unwrap_or_else(|| panic!("{what}: no mapping with a guard region"));
+        assert_eq!(v.guards, vec![(v.start + 4096, 4096)], "{what}: the guard region is the mapping's second page");
+        assert!(!v.pages.iter().any(|r| r.vaddr < v.start + 8192 && v.start + 4096 < r.vaddr + r.len), "{what}: the guard page holds no data");
+        assert!(img.sections.iter().any(|s| s.kind == crest_image::SectionKind::Other(crest_image::marker_kinds::GUARD_PAGES)), "{what}: the GuardPages section");
+        img.verify_pages(2).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
 /// The incremental golden images (4.3 on): the child names its parent (by an absolute path of
 /// the machine that made them: found beside it here), some of its runs lie in the parent, and
 /// the chain reads back as one standalone image.

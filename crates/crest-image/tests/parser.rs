@@ -28,7 +28,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
     let mut addr = 0x10_0000u64;
     for (i, &pages) in maps.iter().enumerate() {
         let pages = u64::from(pages % 8) + 1;
-        let mut v = Vma { start: addr, end: addr + pages * 4096, prot: 3, flags: 0, madv: 0, backing: VmaBacking::Anon, pages: vec![], need: 0, zero: 0, inherited: Vec::new() };
+        let mut v = Vma { start: addr, end: addr + pages * 4096, prot: 3, flags: 0, madv: 0, backing: VmaBacking::Anon, pages: vec![], need: 0, zero: 0, inherited: Vec::new(), guards: Vec::new() };
         if i % 2 == 0 {
             let data: Vec<u8> = (0..pages * 4096).map(|b| (b as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
             let (offset, sum) = w.append_pages(&data).expect("pages");

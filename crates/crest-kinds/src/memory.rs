@@ -116,7 +116,7 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
     } else {
         return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} ({name}) is of a kind crest cannot checkpoint")));
     };
-    Ok(Vma { start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0, inherited: Vec::new() })
+    Ok(Vma { start: m.start, end: m.end, prot: m.prot, flags, madv, backing, pages: Vec::new(), need: 0, zero: 0, inherited: Vec::new(), guards: Vec::new() })
 }
 
 /// Whether the mapping `m` of `pid` is a private mapping of a crest image (its pages mapped
@@ -169,12 +169,16 @@ fn scan_to_save(vma: &Vma, pm: &Pagemap) -> Option<Vec<(u64, u64)>> {
     let private_file = matches!(vma.backing, VmaBacking::File { .. } | VmaBacking::Deleted { .. } | VmaBacking::SharedPrivate { .. });
     // Whether a page is the file's costs a look at its `struct page`: asked of file mappings only.
     let ret = category::PRESENT | category::SWAPPED | category::PFNZERO | if private_file { category::FILE } else { 0 };
-    let regions = scan(pm.file(), vma.start, vma.end, 0, category::PRESENT | category::SWAPPED, ret).ok()?;
+    // A guard region's entry is a marker in the page table, reported as swapped: left out (a
+    // kernel older than the category has no guard regions to report).
+    let regions = scan(pm.file(), vma.start, vma.end, 0, category::PRESENT | category::SWAPPED, ret | category::GUARD)
+        .or_else(|_| scan(pm.file(), vma.start, vma.end, 0, category::PRESENT | category::SWAPPED, ret))
+        .ok()?;
     let mut out: Vec<(u64, u64)> = Vec::new();
     for r in regions {
         let c = r.categories;
         let swapped = c & category::SWAPPED != 0;
-        if !swapped && (c & category::PFNZERO != 0 || (private_file && c & category::FILE != 0)) {
+        if c & category::GUARD != 0 || (!swapped && (c & category::PFNZERO != 0 || (private_file && c & category::FILE != 0))) {
             continue;
         }
         match out.last_mut() {
@@ -206,8 +210,10 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
     }
     let want: fn(u64) -> bool = match (&vma.backing, vma.flags & vma_flags::SHARED != 0) {
         (VmaBacking::Special(_), _) | (VmaBacking::File { .. } | VmaBacking::Deleted { .. }, true) => return Ok(Vec::new()),
-        (VmaBacking::File { .. } | VmaBacking::Deleted { .. } | VmaBacking::SharedPrivate { .. }, false) => |e| (e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0,
-        _ => |e| e & (pagemap::PRESENT | pagemap::SWAPPED) != 0,
+        (VmaBacking::File { .. } | VmaBacking::Deleted { .. } | VmaBacking::SharedPrivate { .. }, false) => {
+            |e| e & pagemap::GUARD == 0 && ((e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0)
+        }
+        _ => |e| e & pagemap::GUARD == 0 && e & (pagemap::PRESENT | pagemap::SWAPPED) != 0,
     };
     if let Some(r) = scan_to_save(vma, pm) {
         return Ok(r);
@@ -231,6 +237,48 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
         at = end;
     }
     Ok(out)
+}
+
+/// Finds the guard regions (`MADV_GUARD_INSTALL`) of the mappings `vmas` of the process `pm`
+/// reads and records them in [`Vma::guards`]. Guard regions exist in private mappings only;
+/// a kernel that cannot report them (older than Linux 6.14) has none to report. A locked
+/// mapping with guard regions is refused.
+pub fn find_guards(vmas: &mut [Vma], pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<(), KindError> {
+    use crest_ptrace::wp::{category, scan};
+    for v in vmas.iter_mut().filter(|v| v.flags & vma_flags::SHARED == 0 && !matches!(v.backing, VmaBacking::Special(_) | VmaBacking::SysvShm { .. })) {
+        v.guards = match scan(pm.file(), v.start, v.end, 0, category::GUARD, category::GUARD) {
+            Ok(regions) => regions.iter().filter(|r| r.categories & category::GUARD != 0).map(|r| (r.start, r.end - r.start)).collect(),
+            Err(_) => {
+                // No `PAGEMAP_SCAN`, or one without the category: ask `pagemap` itself.
+                let mut out: Vec<(u64, u64)> = Vec::new();
+                const STEP: u64 = 1 << 30;
+                let mut at = v.start;
+                while at < v.end {
+                    let end = (at + STEP).min(v.end);
+                    pm.entries(at, end, scratch)?;
+                    for (i, _) in scratch.iter().enumerate().filter(|(_, &e)| e & pagemap::GUARD != 0) {
+                        let a = at + i as u64 * 4096;
+                        match out.last_mut() {
+                            Some(last) if last.0 + last.1 == a => last.1 += 4096,
+                            _ => out.push((a, 4096)),
+                        }
+                    }
+                    at = end;
+                }
+                out
+            }
+        };
+        if v.flags & vma_flags::LOCKED != 0 && !v.guards.is_empty() {
+            // Only memory locked on fault can hold guards; `mlock` at restart would fail on them.
+            return Err(KindError::Unsupported(format!(
+                "pid {}: mapping {:#x}-{:#x} is locked in memory (mlock2 MLOCK_ONFAULT) and has guard regions (MADV_GUARD_INSTALL): crest restores locked memory with mlock, which fails on guards",
+                pm.pid(),
+                v.start,
+                v.end
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Page frame number bits of a `pagemap` entry of a present page (read as 0 without
@@ -506,7 +554,10 @@ const MAP_FROM: u64 = 256 << 10;
 /// At most this many runs of one mapping are mapped from the image; the rest are copied.
 const MAX_MAPPED_RUNS: usize = 1024;
 
-/// Sets the madvise() states of `v`.
+/// `MADV_GUARD_INSTALL` (Linux 6.13): pages that fault when touched.
+const MADV_GUARD_INSTALL: u64 = 102;
+
+/// Sets the madvise() states of `v`, and installs its guard regions.
 fn advise(remote: &mut Remote<'_>, v: &Vma) -> Result<(), KindError> {
     for (bit, advice) in [
         (madv_flags::DONTFORK, libc::MADV_DONTFORK),
@@ -525,6 +576,10 @@ fn advise(remote: &mut Remote<'_>, v: &Vma) -> Result<(), KindError> {
     }
     if v.flags & vma_flags::LOCKED != 0 {
         remote.queue(format!("locking {:#x}-{:#x} in memory (mlock)", v.start, v.end), libc::SYS_mlock, &[v.start, v.end - v.start]);
+    }
+    // A locked mapping with guard regions is refused at checkpoint ([`find_guards`]).
+    for &(a, len) in &v.guards {
+        remote.queue(format!("installing the guard region {a:#x}+{len:#x} of {:#x}-{:#x} (madvise MADV_GUARD_INSTALL, Linux 6.13)", v.start, v.end), libc::SYS_madvise, &[a, len, MADV_GUARD_INSTALL]);
     }
     Ok(())
 }

@@ -288,6 +288,8 @@ pub mod pagemap {
     pub const SWAPPED: u64 = 1 << 62;
     /// File-backed page or shared anonymous page (not a private anonymous/COW copy).
     pub const FILE: u64 = 1 << 61;
+    /// A guard region's page (`MADV_GUARD_INSTALL`, `PM_GUARD_REGION`), Linux 6.14.
+    pub const GUARD: u64 = 1 << 58;
 }
 
 /// An open `/proc/PID/pagemap`.

@@ -168,6 +168,55 @@ pub fn create_zombie<F: FnOnce()>(pid: Option<i32>, status: i32, before: F) -> R
     Ok(child)
 }
 
+/// Forks (or `clone3`s with PID `pid`) the stand-in leader of a process group whose leader has
+/// ended: it makes the group (the caller makes it too, so that the group exists once this
+/// returns) and waits, all signals blocked as the caller's are, until [`end_standin`] kills it.
+pub fn create_standin(pid: Option<i32>) -> Result<i32, SpawnError> {
+    let child = fork_with_pid(pid)?;
+    if child == 0 {
+        // SAFETY: integer arguments only; pause returns only for a signal, and SIGKILL (the
+        // one that ends it) cannot be blocked.
+        unsafe {
+            libc::setpgid(0, 0);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    if let Err(e) = setpgid(child, child) {
+        if group_of(child) != Some(child) {
+            end_standin(child);
+            return Err(SpawnError::Prepare(format!("making process group {child} around its stand-in leader: {e}")));
+        }
+    }
+    Ok(child)
+}
+
+/// The process group of `pid`.
+fn group_of(pid: i32) -> Option<i32> {
+    // SAFETY: integer argument only.
+    let g = unsafe { libc::getpgid(pid) };
+    (g >= 0).then_some(g)
+}
+
+/// Ends and reaps a stand-in leader ([`create_standin`]) once the members of its group have
+/// joined it, then takes back the SIGCHLD that its end queued for the caller (which has signals
+/// blocked), so that the process being restored does not find it pending.
+pub fn end_standin(pid: i32) {
+    // SAFETY: integer arguments, a live status out pointer and a zeroed sigset the calls fill;
+    // the zero timeout never blocks. `pid` is the caller's own child, not reaped yet.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        while libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGCHLD {}
+    }
+}
+
 /// Waits until a husk has reported on the pipe whose read end is `rd`; returns its PID (which
 /// it reports itself: it may be a grandchild).
 pub fn await_ready(rd: OwnedFd, child: i32) -> Result<i32, SpawnError> {

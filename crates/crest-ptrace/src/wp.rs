@@ -85,6 +85,8 @@ pub mod category {
     pub const SWAPPED: u64 = 1 << 4;
     /// The shared zero page.
     pub const PFNZERO: u64 = 1 << 5;
+    /// A guard region's page (`MADV_GUARD_INSTALL`), Linux 6.14.
+    pub const GUARD: u64 = 1 << 8;
 }
 
 /// `PM_SCAN_WP_MATCHING`: write-protect the pages reported, in the same walk.

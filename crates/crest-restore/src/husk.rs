@@ -221,11 +221,12 @@ impl Ctx<'_> {
 
     /// Joins the planned group now if it exists already (`known`: new PIDs of the processes
     /// created so far, 0 for the others). Returns false when it must be done later.
-    fn join_group(&self, i: usize, known: &[i32]) -> Result<bool, String> {
+    fn join_group(&self, i: usize, known: &[i32], standins: &[(i32, i32)]) -> Result<bool, String> {
         let target = match self.plan.group[i] {
             Group::Inherit => return Ok(true),
             Group::Own => 0,
             Group::Existing(g) => g,
+            Group::Standin(g) => standins.iter().find(|s| s.0 == g).map(|s| s.1).ok_or_else(|| format!("pid {}: the stand-in leader of its process group {g} was not made", self.procs[i].pid))?,
             Group::Leader(l) if known[l] != 0 => known[l],
             Group::Leader(_) => return Ok(false),
         };
@@ -235,7 +236,8 @@ impl Ctx<'_> {
 
     /// In the husk of process `i`: the session and group, the husks of its children, then its
     /// own descriptors, directory and signal dispositions.
-    fn prepare(&self, i: usize, mut known: Vec<i32>, status_fd: i32, placed: &std::cell::Cell<bool>) -> Result<i32, String> {
+    /// `standins`: the groups made by stand-in leaders of its parent, `(saved id, new id)`.
+    fn prepare(&self, i: usize, mut known: Vec<i32>, status_fd: i32, placed: &std::cell::Cell<bool>, standins: &[(i32, i32)]) -> Result<i32, String> {
         let p = &self.procs[i];
         let me = std::process::id() as i32;
         known[i] = me;
@@ -247,31 +249,54 @@ impl Ctx<'_> {
             }
         }
         // Groups led by a process not created yet are joined from outside, later.
-        if self.join_group(i, &known)? {
+        if self.join_group(i, &known, standins)? {
             if let Some(tty) = self.foreground[i] {
                 fd::set_foreground(tty).map_err(|e| format!("pid {}: {e}", p.pid))?;
             }
         }
         // Before the children's husks, which inherit them.
         self.premap.build(i, p, self.image_fds)?;
+        // Groups of children whose leader had ended: made by stand-in leaders (with the saved
+        // group id as their PID when PIDs are restored), ended once the children have joined.
+        let mut standins: Vec<(i32, i32)> = Vec::new();
+        for &g in &self.plan.standins[i] {
+            let pid = self.restore_pid.then_some(g);
+            let made = crest_ptrace::husk::create_standin(pid).map_err(|e| format!("pid {}: making the process group {g} of its children, whose leader had ended: {e}", p.pid));
+            match made {
+                Ok(s) => standins.push((g, s)),
+                Err(e) => {
+                    standins.iter().for_each(|s| crest_ptrace::husk::end_standin(s.1));
+                    return Err(e);
+                }
+            }
+        }
+        let made = self.make_children(i, &mut known, &standins);
+        standins.iter().for_each(|s| crest_ptrace::husk::end_standin(s.1));
+        made?;
+        self.prepare_own(i, status_fd, placed, &known)
+    }
+
+    /// In the husk of process `i`: the husks of its children (and its zombies).
+    fn make_children(&self, i: usize, known: &mut [i32], standins: &[(i32, i32)]) -> Result<(), String> {
+        let p = &self.procs[i];
         let mut zombies = Vec::new();
         for &c in &self.plan.children[i] {
             let child = &self.procs[c];
             if let Some(status) = child.exit_status {
-                let k = known.clone();
+                let k = known.to_vec();
                 let z = crest_ptrace::husk::create_zombie(self.pid_for(c), status, || {
-                    let _ = self.join_group(c, &k);
+                    let _ = self.join_group(c, &k, standins);
                 })
                 .map_err(|e| format!("pid {}: creating its zombie child {}: {e}", p.pid, child.pid))?;
                 known[c] = z;
                 zombies.push(z);
             } else {
-                let k = known.clone();
+                let k = known.to_vec();
                 let status = self.status[c];
                 let prepare = move |fd| {
                     let placed = std::cell::Cell::new(false);
                     let pipe_fd = self.layouts[c].pipe_fd;
-                    self.prepare(c, k, fd, &placed).map_err(|e| (if placed.get() { pipe_fd } else { fd }, e))
+                    self.prepare(c, k, fd, &placed, standins).map_err(|e| (if placed.get() { pipe_fd } else { fd }, e))
                 };
                 // A child that shares this process's descriptor table is made sharing it, and
                 // prepared before this process fills the table.
@@ -287,7 +312,7 @@ impl Ctx<'_> {
         for z in zombies {
             crest_ptrace::husk::await_zombie(z).map_err(|e| format!("pid {}: waiting for its zombie child {z}: {e}", p.pid))?;
         }
-        self.prepare_own(i, status_fd, placed, &known)
+        Ok(())
     }
 
     fn prepare_own(&self, i: usize, status_fd: i32, placed: &std::cell::Cell<bool>, known: &[i32]) -> Result<i32, String> {
@@ -509,7 +534,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         let ctx = &ctx;
         match crest_ptrace::husk::create(ctx.pid_for(t), status[t], move |fd| {
             let placed = std::cell::Cell::new(false);
-            ctx.prepare(t, known, fd, &placed).map_err(|e| (if placed.get() { ctx.layouts[t].pipe_fd } else { fd }, e))
+            ctx.prepare(t, known, fd, &placed, &[]).map_err(|e| (if placed.get() { ctx.layouts[t].pipe_fd } else { fd }, e))
         }) {
             Ok(pid) => top_pids.push(pid),
             Err(e) => {

@@ -28,6 +28,9 @@ pub(crate) enum Group {
     Leader(usize),
     /// An existing group: `cr_restart`'s, or one outside the image.
     Existing(i32),
+    /// The saved group `i32`, whose leader had ended: made again by a stand-in leader that the
+    /// members' parent creates before them and ends once they have joined it.
+    Standin(i32),
 }
 
 /// The plan.
@@ -40,6 +43,9 @@ pub(crate) struct Plan {
     pub setsid: Vec<bool>,
     /// Group to join.
     pub group: Vec<Group>,
+    /// For each process, the saved ids of the groups whose stand-in leaders it creates
+    /// ([`Group::Standin`]).
+    pub standins: Vec<Vec<i32>>,
 }
 
 fn exists_group(pgid: i32) -> bool {
@@ -60,7 +66,7 @@ impl Plan {
     pub fn keeping(procs: &[Process], restore_pgid: bool, restore_sid: bool, my_pgid: i32, my_sid: i32, sessions: &[i32]) -> Result<Plan, RestoreError> {
         let n = procs.len();
         let index: HashMap<i32, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
-        let mut plan = Plan { children: vec![Vec::new(); n], top: Vec::new(), setsid: vec![false; n], group: vec![Group::Inherit; n] };
+        let mut plan = Plan { children: vec![Vec::new(); n], top: Vec::new(), setsid: vec![false; n], group: vec![Group::Inherit; n], standins: vec![Vec::new(); n] };
         for (i, p) in procs.iter().enumerate() {
             match index.get(&p.ppid) {
                 Some(&parent) if p.ppid != 0 && parent < i => plan.children[parent].push(i),
@@ -89,10 +95,7 @@ impl Plan {
                 } else if p.pgid == my_pgid || exists_group(p.pgid) {
                     Group::Existing(p.pgid)
                 } else {
-                    return Err(RestoreError::Refused(format!(
-                        "process {} was in process group {}, whose leader is not in the image: it cannot be restored (restart without --restore-pgid)",
-                        p.pid, p.pgid
-                    )));
+                    plan.standin(procs, i, &index)?
                 }
             } else if p.pgid == root_pgid && p.sid == root_sid && root_session_here {
                 Group::Existing(my_pgid)
@@ -100,11 +103,30 @@ impl Plan {
                 Group::Own
             } else if let Some(&l) = index.get(&p.pgid) {
                 Group::Leader(l)
+            } else if p.pgid > 0 && p.sid != p.pid {
+                plan.standin(procs, i, &index)?
             } else {
                 Group::Inherit
             };
         }
         Ok(plan)
+    }
+
+    /// The group of process `i`, whose leader is not in the image: made by a stand-in leader
+    /// created by `i`'s parent, which must be the parent of every member, in their session.
+    fn standin(&mut self, procs: &[Process], i: usize, index: &HashMap<i32, usize>) -> Result<Group, RestoreError> {
+        let p = &procs[i];
+        let parent = index.get(&p.ppid).copied().filter(|&q| q < i && procs[q].sid == p.sid);
+        let Some(parent) = parent.filter(|_| procs.iter().filter(|q| q.pgid == p.pgid).all(|q| q.ppid == p.ppid && q.sid == p.sid)) else {
+            return Err(RestoreError::Refused(format!(
+                "process {} was in process group {}, whose leader is not in the image, and the group's members are not all children of one process of the image in its session: the group cannot be made again",
+                p.pid, p.pgid
+            )));
+        };
+        if !self.standins[parent].contains(&p.pgid) {
+            self.standins[parent].push(p.pgid);
+        }
+        Ok(Group::Standin(p.pgid))
     }
 }
 
@@ -189,10 +211,22 @@ mod tests {
 
     #[test]
     fn restore_pgid_refuses_a_group_that_exists_nowhere() {
-        // Group 899_999 has no leader in the image and no process on this machine.
-        let procs = [p(10, 5, 10, 10), p(11, 10, 899_999, 10)];
+        // Group 899_999 has no leader in the image and no process on this machine, and its
+        // members are a child and a grandchild: no one parent can make it for them.
+        let procs = [p(10, 5, 10, 10), p(11, 10, 899_999, 10), p(12, 11, 899_999, 10)];
         let err = Plan::new(&procs, true, false, MINE.0, MINE.1).err().expect("refused");
         assert!(err.to_string().contains("process group 899999, whose leader is not in the image"), "{err}");
+    }
+
+    #[test]
+    fn a_group_whose_leader_ended_is_made_by_a_stand_in_of_the_members_parent() {
+        // 10 (root) has children 12 and 13 in group 11, whose leader 11 has ended.
+        let procs = [p(10, 1, 10, 10), p(12, 10, 11, 10), p(13, 10, 11, 10)];
+        for restore_pgid in [false, true] {
+            let plan = Plan::new(&procs, restore_pgid, false, MINE.0, MINE.1).expect("plan");
+            assert_eq!(plan.group[1..], [Group::Standin(11), Group::Standin(11)]);
+            assert_eq!(plan.standins, vec![vec![11], vec![], vec![]]);
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-/* The process behind the golden images (make-golden.sh): MODE is single, tree, threads or
- * sharedfiles. It fills a little memory with text, forks two children (tree), starts three
- * threads (threads) or makes a child and a grandchild sharing its descriptor table with
- * clone(CLONE_FILES) (sharedfiles), creates the file READY, and sleeps until it is killed. */
+/* The process behind the golden images (make-golden.sh): MODE is single, tree, threads,
+ * sharedfiles or guards. It fills a little memory with text, forks two children (tree), starts
+ * three threads (threads), makes a child and a grandchild sharing its descriptor table with
+ * clone(CLONE_FILES) (sharedfiles) or maps four pages of text with a guard region on the
+ * second (guards, MADV_GUARD_INSTALL), creates the file READY, and sleeps until it is killed. */
 #define _GNU_SOURCE
 #include <sched.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <pthread.h>
@@ -51,6 +53,13 @@ int main(int argc, char **argv)
                 sleeper(NULL);
             sleeper(NULL);
         }
+    } else if (strcmp(argv[1], "guards") == 0) {
+        char *m = mmap(NULL, 4 << 12, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return 1;
+        memcpy(m, heap, 4 << 12);
+        if (madvise(m + (1 << 12), 1 << 12, 102 /* MADV_GUARD_INSTALL */) != 0)
+            return 1;
     } else if (strcmp(argv[1], "single") != 0) {
         return 2;
     }

@@ -6,6 +6,7 @@
 #   threads.crest     a process with four threads
 #   compressed.crest  the tree, with page data compressed (--compress)
 #   sharedfiles.crest (4.10 on) a process, its child and grandchild sharing one descriptor table
+#   guards.crest      (4.11 on) a process with a guard region (MADV_GUARD_INSTALL, Linux 6.13)
 #   incremental.crest and incremental-parent.crest (4.3 on)  `single` checkpointed with
 #                     --track, then with --incremental (its parent named by absolute path;
 #                     found beside it once the directory is elsewhere)
@@ -62,5 +63,6 @@ one tree tree
 one threads threads
 one compressed tree --compress
 one sharedfiles sharedfiles
+one guards guards
 if [ "$major.$minor" != 4.0 ] && [ "$major.$minor" != 4.1 ] && [ "$major.$minor" != 4.2 ]; then incremental; fi
 ls -l "$out"/*.crest
