@@ -167,7 +167,14 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
 fn passes(tracked: &mut HashMap<i32, Tracked>, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>, most: usize, lost: &mut HashMap<i32, String>) -> Result<u64, DumpError> {
     let mut bytes = 0;
     let mut last = u64::MAX;
-    for _ in 0..most {
+    for k in 0..most {
+        // After the first, a pass is made only when what was written since the last one
+        // shrank quickly enough: a process that rewrites the same pages over and over would
+        // have them saved again, only to be saved once more while frozen. A scan that does not
+        // protect tells first.
+        if k > 0 && tracked.iter().map(|(&pid, t)| t.written(pid, opts).unwrap_or(0)).sum::<u64>() * 2 > last {
+            break;
+        }
         let mut dirty = 0;
         let mut failed = Vec::new();
         for (&pid, t) in tracked.iter_mut() {
@@ -185,7 +192,7 @@ fn passes(tracked: &mut HashMap<i32, Tracked>, w: &mut ImageWriter<&File>, out: 
             tracked.remove(&pid);
             lost.insert(pid, format!("saving the pages it wrote while it ran failed ({e})"));
         }
-        if dirty <= SMALL_ENOUGH || dirty * 2 > last {
+        if dirty <= SMALL_ENOUGH {
             break;
         }
         last = dirty;
@@ -437,6 +444,13 @@ impl Tracked {
         zeros.sort_unstable();
         self.zeros = zeros;
         Ok((written.bytes, dirty))
+    }
+
+    /// Bytes of the pages the running process `pid` wrote since they were last protected (or
+    /// that were never saved here), without protecting them again.
+    fn written(&self, pid: i32, opts: &DumpOptions<'_>) -> Result<u64, DumpError> {
+        let (_, mut vmas) = mappings(pid, opts)?;
+        Ok(self.sort(pid, &mut vmas, 0)?.now.values().flatten().map(|r| r.1).sum())
     }
 
     /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
