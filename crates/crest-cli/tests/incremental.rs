@@ -382,3 +382,62 @@ fn periodic_checkpoints_survive_kills() {
     let text = std::fs::read_to_string(&err).unwrap_or_default();
     assert!(st.success() && text.contains(&format!("process {pid} has ended")), "cr_checkpoint --interval at the end of the process: {st:?}: {text}");
 }
+
+/// An incremental checkpoint of a process that keeps writing: the pages written since the
+/// parent are saved while it runs (`precopy_bytes` of `CREST_TIMING`), and what it writes
+/// meanwhile is saved again while it is frozen. `rewrite 64 16 work` (bench/rewrite.c) rewrites
+/// its first 16 MiB over and over; every image of the chain restarts with every word matching
+/// the generation its page records (the restored process checks them and exits 0).
+#[test]
+fn incremental_checkpoints_of_a_busy_process() {
+    let mut notes = Notes(Vec::new());
+    let d = Dir::new("incremental-busy");
+    let prog = d.0.join("rewrite");
+    gcc("bench/rewrite.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut child =
+        Command::new(&prog).args(["64", "16", "work"]).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("rewrite");
+    let pid = child.id() as i32;
+    let mut reaper = Reaper(vec![pid]);
+    notes.0.push(pid);
+    wait_for(&out, "work ", Duration::from_secs(60));
+
+    let imgs: Vec<PathBuf> = (0..4).map(|k| d.0.join(format!("img{k}"))).collect();
+    checkpoint(pid, &imgs[0], &["--track"]);
+    for k in 1..4 {
+        std::thread::sleep(Duration::from_millis(200));
+        let o = Command::new(bin("cr_checkpoint"))
+            .env("CREST_TIMING", "1")
+            .args(["--incremental", imgs[k - 1].to_str().expect("utf-8"), "-f"])
+            .arg(&imgs[k])
+            .arg(pid.to_string())
+            .output()
+            .expect("cr_checkpoint runs");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "cr_checkpoint --incremental {k}: {e}");
+        assert!(!e.contains("full image"), "checkpoint {k} fell back to a full image: {e}");
+        let field = |name: &str| -> u64 { e.split_whitespace().find_map(|w| w.strip_prefix(name)?.split('.').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name} in {e}")) };
+        let (pre, all) = (field("precopy_bytes="), field("page_bytes="));
+        assert!(pre > 0 && pre <= all, "checkpoint {k}: the pages written since the parent are saved while the process runs: {e}");
+        assert!(len(&imgs[k]) < len(&imgs[0]), "image {k} is {} bytes, the full one {}", len(&imgs[k]), len(&imgs[0]));
+        eprintln!("incremental busy: image {k}: {} bytes (full: {}), {pre} of {all} page bytes saved while it ran, frozen {} ms", len(&imgs[k]), len(&imgs[0]), field("frozen_ms="));
+    }
+    // The original ran on, intact.
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let st = wait_child(&mut child, Duration::from_secs(60));
+    assert!(st.success(), "the original checked itself: {st:?}; {}", std::fs::read_to_string(&out).unwrap_or_default());
+    reaper.0.clear();
+
+    // Every image of the chain restarts with every word intact.
+    for (k, img) in imgs.iter().enumerate() {
+        let mut rs = cr_restart_cmd().arg(img).current_dir(&d.0).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+        reaper.0.push(rs.id() as i32);
+        let rp = restored_child(&mut rs, Duration::from_secs(60));
+        reaper.0.push(rp);
+        wait_running(rp, &prog);
+        let _ = Command::new("kill").arg("-USR2").arg(rp.to_string()).status();
+        let st = wait_child(&mut rs, Duration::from_secs(60));
+        reaper.0.clear();
+        assert!(st.success(), "image {k} restarted and checked itself: cr_restart {st:?}");
+    }
+}

@@ -794,6 +794,8 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         let pre = match resumed {
             Ok(p) => Some(p),
             Err(crate::Lost(why)) => {
+                // Taking up the tracking stops at a cancel too: that is no reason for a full image.
+                crate::check_cancel()?;
                 if req.incremental.is_some() {
                     *full_because.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
                 }

@@ -19,6 +19,10 @@
 //! not be tracked) is saved whole, while frozen, as without pre-copy. Mappings are told apart by
 //! their registration, so a process that ran `exec` meanwhile is simply saved again.
 //!
+//! An incremental checkpoint ([`resume`]) takes up the tracking a checkpoint left armed: the
+//! pages unwritten since are in the parent image, and the passes start from those written
+//! since, while the processes run, as above.
+//!
 //! Shared memory is not pre-copied (another process may write it through its own mapping); it
 //! is read while every process is frozen.
 use std::collections::{HashMap, HashSet};
@@ -148,32 +152,52 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     }
     // What was written during the first pass is saved again while the processes still run,
     // pass after pass, as long as that shrinks what will be left for the stop.
+    bytes += passes(&mut tracked, &mut w, out, opts, MAX_PASSES, &mut HashMap::new())?;
+    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token(), lost: HashMap::new() }))
+}
+
+/// Up to `most` passes over the pages the `tracked` processes wrote since their protection,
+/// while they run: each saves them into `w` and protects them again. After the first, another
+/// pass is made only while what was written keeps shrinking quickly and is not yet small
+/// enough to copy in a few milliseconds. Returns the bytes written into the image.
+///
+/// A process whose pass fails (it exited, it unmapped memory being read) may have had pages
+/// protected again without their being saved: it is dropped from `tracked`, to be saved as if
+/// never tracked (if it exited meanwhile, the checkpoint proper will tell), with why in `lost`.
+fn passes(tracked: &mut HashMap<i32, Tracked>, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>, most: usize, lost: &mut HashMap<i32, String>) -> Result<u64, DumpError> {
+    let mut bytes = 0;
     let mut last = u64::MAX;
-    for _ in 0..MAX_PASSES {
+    for k in 0..most {
+        // After the first, a pass is made only when what was written since the last one
+        // shrank quickly enough: a process that rewrites the same pages over and over would
+        // have them saved again, only to be saved once more while frozen. A scan that does not
+        // protect tells first.
+        if k > 0 && tracked.iter().map(|(&pid, t)| t.written(pid, opts).unwrap_or(0)).sum::<u64>() * 2 > last {
+            break;
+        }
         let mut dirty = 0;
         let mut failed = Vec::new();
         for (&pid, t) in tracked.iter_mut() {
             check_cancel()?;
-            match t.pass(pid, &mut w, out, opts) {
+            match t.pass(pid, w, out, opts) {
                 Ok((n, d)) => {
                     bytes += n;
                     dirty += d;
                 }
-                // Pages may have been protected again without being saved: what was saved of
-                // this process can no longer be trusted. It is saved as if never tracked (and
-                // if it exited meanwhile, the checkpoint proper will tell).
-                Err(_) => failed.push(pid),
+                Err(DumpError::Cancelled) => return Err(DumpError::Cancelled),
+                Err(e) => failed.push((pid, e)),
             }
         }
-        for pid in failed {
+        for (pid, e) in failed {
             tracked.remove(&pid);
+            lost.insert(pid, format!("saving the pages it wrote while it ran failed ({e})"));
         }
-        if dirty <= SMALL_ENOUGH || dirty * 2 > last {
+        if dirty <= SMALL_ENOUGH {
             break;
         }
         last = dirty;
     }
-    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token(), lost: HashMap::new() }))
+    Ok(bytes)
 }
 
 /// Why an incremental checkpoint could not take up the write tracking a checkpoint left: the
@@ -183,8 +207,11 @@ pub struct Lost(pub String);
 
 /// Takes up the write tracking that the checkpoint whose image is `parent` (at `path`) left in
 /// the processes it lists, for an incremental image: the runs of the parent's mappings count as
-/// saved, in the parent, for every page not written since. `Err` says why it cannot (the
-/// process is not the one tracked, its tracker is gone): then a full image must be made.
+/// saved, in the parent, for every page not written since. Then, while the processes run, the
+/// pages written since the parent are saved into `out` and protected again, pass after pass as
+/// in [`precopy`], so that the checkpoint proper, frozen, saves only what they write meanwhile.
+/// `Err` says why it cannot (the process is not the one tracked, its tracker is gone): then a
+/// full image must be made (unless the checkpoint was cancelled meanwhile).
 pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest_image::ImageFile, path: &std::path::Path) -> Result<Precopy<'a>, Lost> {
     let lost = |why: String| Lost(why);
     let link = crest_image::chain::parent_of(path, parent).map_err(|e| lost(format!("{}: {e}", path.display())))?;
@@ -230,7 +257,7 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
         runs.sort_by_key(|r| r.vaddr);
         tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps, runs, missed: Vec::new(), zeros: Vec::new(), registered, left: Some((t.fd, t.start)) });
     }
-    let w = ImageWriter::new(out).map_err(|e| lost(format!("starting the image: {e}")))?;
+    let mut w = ImageWriter::new(out).map_err(|e| lost(format!("starting the image: {e}")))?;
     // From here the tracking is re-armed for the image being made, and for no other: until it
     // is whole, no image may be made incremental through it.
     for (&pid, t) in &tracked {
@@ -238,7 +265,11 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
             note::write(pid, start, fd, 0);
         }
     }
-    Ok(Precopy { writer: Some(w), tracked, bytes: 0, track: true, parent: Some(link), token: new_token(), lost: lost_ones })
+    // The pages written since the parent are saved while the processes run, as in a pre-copy
+    // (the first pass is that pre-copy: the rest of their memory is in the parent), so that
+    // the freeze saves only what they write meanwhile.
+    let bytes = passes(&mut tracked, &mut w, out, opts, 1 + MAX_PASSES, &mut lost_ones).map_err(|e| lost(format!("saving the pages written since {} while the processes ran: {e}", path.display())))?;
+    Ok(Precopy { writer: Some(w), tracked, bytes, track: true, parent: Some(link), token: new_token(), lost: lost_ones })
 }
 
 /// What `/proc/PID/fd/N` reads for a userfaultfd.
@@ -413,6 +444,13 @@ impl Tracked {
         zeros.sort_unstable();
         self.zeros = zeros;
         Ok((written.bytes, dirty))
+    }
+
+    /// Bytes of the pages the running process `pid` wrote since they were last protected (or
+    /// that were never saved here), without protecting them again.
+    fn written(&self, pid: i32, opts: &DumpOptions<'_>) -> Result<u64, DumpError> {
+        let (_, mut vmas) = mappings(pid, opts)?;
+        Ok(self.sort(pid, &mut vmas, 0)?.now.values().flatten().map(|r| r.1).sum())
     }
 
     /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
