@@ -86,7 +86,8 @@ pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
             return Err(KindError::Unsupported(format!("{who}: its thread {t} is in other control groups than the process; that is not supported")));
         }
     }
-    for ns in ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"] {
+    // A time namespace is saved as the clocks it shows ([`crate::clocks`]).
+    for ns in ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "user", "uts"] {
         let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
         let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
         if theirs.is_some() && mine.is_some() && theirs != mine {
