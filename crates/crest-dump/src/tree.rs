@@ -682,6 +682,12 @@ impl FrozenTree {
                 crest_image::validate::check_coverage(p.pid, v).map_err(|e| DumpError::Incomplete(e.to_string()))?;
             }
         }
+        // The clocks the processes read, for a restart after a reboot.
+        let pids: Vec<i32> = processes.iter().filter(|p| p.exit_status.is_none()).map(|p| p.pid).collect();
+        let clocks = match pids.first() {
+            Some(&first) => Some(crest_kinds::clocks::dump(first, &pids)?),
+            None => None,
+        };
         let (release, host) = crest_ptrace::sys::uname();
         let remote_syscalls = collected.iter().map(|c| c.remote_syscalls).sum();
         let image = Image {
@@ -696,6 +702,7 @@ impl FrozenTree {
             ipc: wide.ipc,
             parent: pre.as_ref().and_then(|p| p.parent.clone()),
             tracking: pre.as_ref().map(|p| p.tracked.iter().filter_map(|(&pid, t)| t.left.map(|(fd, start)| crest_image::Tracking { pid, start, fd, token: p.token })).collect()).unwrap_or_default(),
+            clocks,
         };
         check_cancel()?;
         w.finish(&image)?;

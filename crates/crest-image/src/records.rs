@@ -11,6 +11,7 @@ use crate::frame::framed;
 
 framed!(
     Image,
+    Clocks,
     Parent,
     Tracking,
     IpcObject,
@@ -73,6 +74,22 @@ pub struct Image {
     /// Says nothing about restoring: a reader that skips it loses nothing.
     #[serde(default)]
     pub tracking: Vec<Tracking>,
+    /// The processes' `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` when they were frozen (format
+    /// 4.12), so that a restart after a reboot, where those clocks start again from zero, does
+    /// not set them back. A reader that skips it restores them on the clocks of the machine.
+    #[serde(default)]
+    pub clocks: Option<Clocks>,
+}
+
+/// The clocks of the checkpointed processes, as they saw them when frozen (their time
+/// namespace's offsets included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Clocks {
+    /// `CLOCK_MONOTONIC`, in nanoseconds.
+    pub monotonic: i64,
+    /// `CLOCK_BOOTTIME`, in nanoseconds.
+    pub boottime: i64,
 }
 
 /// The parent of an incremental image: where it was, and what it was.

@@ -85,6 +85,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         ipc: vec![],
         parent: None,
         tracking: vec![],
+        clocks: None,
     };
     let bytes = w.finish(&img).expect("finish");
     (bytes, img)

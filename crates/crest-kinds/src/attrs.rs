@@ -76,7 +76,8 @@ pub fn refuse_before_seizing(pid: i32, status: &str) -> Result<(), KindError> {
 }
 
 /// The namespaces a process must share with `cr_checkpoint`.
-const NAMESPACES: [&str; 10] = ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"];
+/// A time namespace is not among them: it is saved as the clocks it shows ([`crate::clocks`]).
+const NAMESPACES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "user", "uts"];
 
 /// This process's own namespaces ([`NAMESPACES`]), read once: a checkpoint of many processes
 /// compares each with them.

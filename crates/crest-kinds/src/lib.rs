@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod attrs;
+pub mod clocks;
 pub mod exit;
 pub mod fd;
 pub mod ident;

@@ -778,6 +778,17 @@ pub fn clock_now_ns(clock: i32) -> std::io::Result<u64> {
     Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
+/// `unshare(CLONE_NEWTIME)`: the children this thread creates from now on are in a new time
+/// namespace, whose offsets may be written to `/proc/self/timens_offsets` until the first one
+/// is created.
+pub fn unshare_time_namespace() -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::unshare(libc::CLONE_NEWTIME) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `signalfd(-1, mask, flags)`: a new signalfd for the signals of the 64-bit `mask` (bit N-1
 /// for signal N).
 pub fn signalfd(mask: u64, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {

@@ -316,6 +316,11 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         lazy: lazy.clone(),
     };
     tell(Event::Restoring);
+    // The clocks the processes read go on from where they were, when this machine's are behind.
+    let clock_note = match chain[0].image.clocks.as_ref().map(crest_kinds::clocks::restore).transpose() {
+        Ok(n) => n.flatten(),
+        Err(e) => return Err(Error::Refused { shown, source: Refusal { kind: ErrorKind::Failed, msg: e.to_string() } }),
+    };
     let restored = crate::restore_chain(&chain, &opts).map_err(|source| {
         // Nothing runs: the fault servers stop.
         if let Some(l) = &lazy {
@@ -323,7 +328,8 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         }
         Error::Restore { shown, source }
     })?;
-    let restored = Restored { lazy: lazy.filter(|l| !l.is_empty()), ..restored };
+    let mut restored = Restored { lazy: lazy.filter(|l| !l.is_empty()), ..restored };
+    restored.notes.extend(clock_note);
     // Processes that use libcr learn that they were restarted, and from which image.
     let src = match &req.image {
         Source::Path(p) => std::path::absolute(p).map(|p| p.display().to_string()).unwrap_or_default(),
