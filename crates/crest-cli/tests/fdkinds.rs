@@ -79,13 +79,21 @@ fn a_pidfd_of_another_process_needs_the_pids_kept() {
         let p = restored_child(&mut rs, Duration::from_secs(30));
         procs.pids.push(p);
         procs.pids.extend(children_of(p));
+        // The restored program runs once it ticks again: only then is it told to verify (a
+        // signal sent while it is still being restored would reach the restore process).
         let lines = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
-        let t = std::time::Instant::now();
-        while std::fs::read_to_string(&out).unwrap_or_default().lines().count() <= lines && t.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_new_tick_after(&out, lines, Duration::from_secs(60));
         let _ = Command::new("kill").arg("-USR2").arg(p.to_string()).status();
-        (wait_child(&mut rs, Duration::from_secs(30)), std::fs::read_to_string(&out).unwrap_or_default())
+        (wait_child(&mut rs, Duration::from_secs(60)), std::fs::read_to_string(&out).unwrap_or_default())
     };
     assert!(st.success() && text.contains("PASS"), "restarted with its PIDs: {st:?}\n{}", text.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
+/// Waits until `out` has more than `lines` lines (the restored program ticks).
+fn wait_new_tick_after(out: &std::path::Path, lines: usize, timeout: Duration) {
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(out).unwrap_or_default().lines().count() <= lines {
+        assert!(t.elapsed() < timeout, "the restored program did not tick within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
