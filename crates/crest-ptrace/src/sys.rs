@@ -1584,3 +1584,24 @@ pub fn reserved_write(addr: u64, data: &[u8]) -> std::io::Result<()> {
     in_reserved(addr, data.len() as u64)?;
     crate::mem::write_vm(std::process::id() as i32, addr, data).map_err(|e| std::io::Error::other(e.to_string()))
 }
+
+/// The state components of the XSAVE area this machine's kernel enables for processes (XCR0),
+/// or `None` where the CPU has no XSAVE.
+pub fn enabled_xfeatures() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("xsave") {
+            return None;
+        }
+        #[target_feature(enable = "xsave")]
+        unsafe fn xcr0() -> u64 {
+            // SAFETY: XGETBV with ECX=0 only reads XCR0; the caller checked the CPU has XSAVE
+            // (and the kernel sets CR4.OSXSAVE wherever it reports the feature).
+            unsafe { std::arch::x86_64::_xgetbv(0) }
+        }
+        // SAFETY: the CPU has XSAVE (checked above).
+        Some(unsafe { xcr0() })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}

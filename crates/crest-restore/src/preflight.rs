@@ -768,3 +768,82 @@ mod tests {
         assert_eq!(when(1_700_000_000_123_456_789), "2023-11-14 22:13:20.123456789 UTC");
     }
 }
+
+/// The XSAVE state components, by bit, as people name them.
+const XFEATURES: &[(u32, &str)] = &[
+    (2, "AVX"),
+    (3, "MPX bound registers"),
+    (4, "MPX configuration"),
+    (5, "AVX-512 opmask"),
+    (6, "AVX-512 upper halves of ZMM0-15"),
+    (7, "AVX-512 ZMM16-31"),
+    (9, "protection keys (PKRU)"),
+    (17, "AMX tile configuration"),
+    (18, "AMX tile data"),
+    (19, "APX extended registers"),
+];
+
+/// The state components a thread's saved XSAVE area holds in use (`XSTATE_BV`, bytes 512 to
+/// 519 of the area), without x87 and SSE, which every x86-64 machine has.
+fn in_use(xsave: &[u8]) -> u64 {
+    xsave.get(512..520).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) & !0b11
+}
+
+/// Refuses an image whose threads used CPU state this machine does not give processes
+/// (`enabled`: its XCR0; an image from a machine with AVX-512 restarted on one without, say):
+/// the program would fault, or lose its registers, on its first instruction that uses it.
+pub fn cpu_features(p: &Process, enabled: Option<u64>) -> Result<(), Refusal> {
+    xfeatures(p.pid, p.threads.iter().map(|t| t.xsave.as_slice()), enabled)
+}
+
+/// [`cpu_features`] of the saved XSAVE areas `areas` of process `pid`.
+fn xfeatures<'a>(pid: i32, areas: impl Iterator<Item = &'a [u8]>, enabled: Option<u64>) -> Result<(), Refusal> {
+    let Some(enabled) = enabled else { return Ok(()) };
+    let used = areas.fold(0u64, |acc, a| acc | in_use(a));
+    let missing = used & !enabled;
+    if missing == 0 {
+        return Ok(());
+    }
+    let names: Vec<String> = (0..64).filter(|b| missing & (1u64 << b) != 0).map(|b| XFEATURES.iter().find(|f| f.0 == b).map_or(format!("XSAVE component {b}"), |f| f.1.to_string())).collect();
+    Err(refuse(
+        libc::ENOEXEC,
+        format!(
+            "PID {pid} used CPU state this machine does not give processes: {} (this CPU lacks it, or its kernel has it disabled); restart it on a machine with the same CPU features",
+            names.join(", ")
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    fn area(bv: u64) -> Vec<u8> {
+        let mut xsave = vec![0u8; 576];
+        xsave[512..520].copy_from_slice(&bv.to_le_bytes());
+        xsave
+    }
+
+    fn check(bv: u64, enabled: Option<u64>) -> Result<(), Refusal> {
+        xfeatures(42, std::iter::once(area(bv).as_slice()), enabled)
+    }
+
+    #[test]
+    fn state_the_machine_lacks_is_refused_by_name() {
+        // AVX and AVX-512 in use; the machine enables x87, SSE and AVX only.
+        let e = check(0b1110_0111, Some(0b111)).unwrap_err();
+        assert!(e.msg.contains("AVX-512 opmask") && e.msg.contains("ZMM16-31") && !e.msg.contains("AVX,"), "{}", e.msg);
+        assert!(check(0b1110_0111, Some(0b1110_0111)).is_ok());
+        assert!(check(0b11, Some(0b11)).is_ok(), "x87 and SSE are always there");
+        assert!(check(0b1110_0111, None).is_ok(), "no XSAVE here: nothing to compare");
+    }
+
+    #[test]
+    fn this_machine_restarts_what_it_checkpoints() {
+        let enabled = crest_ptrace::sys::enabled_xfeatures();
+        if let Some(x) = enabled {
+            assert!(x & 0b11 == 0b11, "x87 and SSE enabled: {x:#x}");
+            assert!(check(x, enabled).is_ok());
+        }
+    }
+}

@@ -295,6 +295,7 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         preflight::credentials(p, &caller, std::fs::metadata(&p.exe).ok().as_ref()).map_err(refused)?;
         preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
         preflight::stdio(p, image_fd, req.relaxed_stdio).map_err(refused)?;
+        preflight::cpu_features(p, crest_ptrace::sys::enabled_xfeatures()).map_err(refused)?;
     }
     // A lazy restore needs a userfaultfd with the fork event: refused before anything starts.
     if let Some(msg) = req.lazy.then(crest_kinds::lazy::unavailable).flatten() {
