@@ -48,6 +48,8 @@ struct Job {
     quiet: bool,
     compress: Option<i32>,
     drop_unsupported: bool,
+    /// Save the contents of shared file mappings (`--save-shared`).
+    save_shared: bool,
     time_limit: Option<Duration>,
     /// Every signal cr_slurm takes (all but SIGKILL and SIGSTOP), blocked.
     signals: Vec<i32>,
@@ -96,6 +98,7 @@ fn main() {
         quiet,
         compress: m.get_one::<i32>("compress").copied(),
         drop_unsupported: m.get_flag("drop-unsupported"),
+        save_shared: m.get_flag("save-shared"),
         time_limit: m.get_one::<u64>("time").copied().filter(|&t| t > 0).map(Duration::from_secs),
         signals,
     };
@@ -477,6 +480,7 @@ fn worker(job: &Job, child: i32, part: &Path, after: After) -> i32 {
     req.after = after;
     req.compress = job.compress;
     req.drop_unsupported = job.drop_unsupported;
+    req.save.shared = job.save_shared;
     req.time_limit = job.time_limit;
     req.cancel = Some(cancel);
     match crest_dump::checkpoint(&req) {
