@@ -412,3 +412,37 @@ fn openmpi_job_warned_twice_resumes_from_checkpoints() {
     }
     eprintln!("slurm: Open MPI job {} warned and requeued twice, finished in {:.0} s", job.id, t.elapsed().as_secs_f64());
 }
+
+/// A job step started with `srun` (as MPICH's hydra does for its proxy inside a SLURM job,
+/// unless told `-launcher fork`) runs its tasks under slurmstepd, outside the command's tree:
+/// cr_slurm refuses the checkpoint, naming srun, and the command runs on. Needs no SLURM: a
+/// copy of sleep named srun stands for it.
+#[test]
+fn srun_in_the_tree_is_refused() {
+    let d = Dir::new("slurm-srun");
+    let srun = d.0.join("srun");
+    std::fs::copy("/bin/sleep", &srun).expect("a copy of sleep");
+    let log = d.0.join("log");
+    let mut reaper = Reaper(Vec::new());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cr_slurm"))
+        .args(["--job-id", "srun", "--period", "1", "--dir"])
+        .arg(d.0.join("ck"))
+        .arg("--")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!("{} 3; echo sleep ended", srun.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::OpenOptions::new().create(true).append(true).open(d.0.join("out")).expect("output file"))
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file"))
+        .spawn()
+        .expect("cr_slurm runs");
+    reaper.0.push(c.id() as i32);
+    let s = wait_for(&log, "checkpoint 1 refused", Duration::from_secs(10));
+    reaper.0.extend(s.lines().filter_map(|l| l.split("(PID ").nth(1)?.split(')').next()?.parse::<i32>().ok()));
+    reaper.0.extend(s.lines().filter_map(|l| l.split("refused: PID ").nth(1)?.split(' ').next()?.parse::<i32>().ok()));
+    assert!(s.contains("checkpoint 1 refused: PID ") && s.contains("(srun) runs a job step") && s.contains("the command runs on"), "{s}");
+    assert!(wait_child(&mut c, Duration::from_secs(20)).success(), "the command ran on and ended well");
+    reaper.0.clear();
+    assert_eq!(std::fs::read_to_string(d.0.join("out")).unwrap_or_default(), "sleep ended\n");
+    assert!(!d.0.join("ck").join("srun").exists(), "no image was kept");
+}

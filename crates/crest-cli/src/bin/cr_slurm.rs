@@ -367,6 +367,22 @@ fn requeued(job: &Job, n: u64, why: Why) -> ! {
     std::process::exit(libc::ERESTART)
 }
 
+/// A process of the tree of `pid` that is SLURM's `srun`: a job step's tasks run under
+/// slurmstepd, not below it, so a checkpoint of the tree would hold srun and not them.
+fn job_step_launcher(pid: i32) -> Option<i32> {
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if crest_proc::read(p, "comm").is_ok_and(|c| c.trim_end() == "srun") {
+            return Some(p);
+        }
+        for t in std::fs::read_dir(format!("/proc/{p}/task")).into_iter().flatten().flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(kids.split_whitespace().filter_map(|k| k.parse::<i32>().ok()));
+        }
+    }
+    None
+}
+
 /// Whether every process of the tree of `pid` ignores `sig`.
 fn ignores(pid: i32, sig: i32) -> bool {
     let mut todo = vec![pid];
@@ -391,6 +407,13 @@ fn ignores(pid: i32, sig: i32) -> bool {
 fn checkpoint(job: &Job, child: i32, n: u64, after: After) -> Result<u64, String> {
     let part = job.dir.join(format!("image.{n}.part"));
     let started = Instant::now();
+    if let Some(srun) = job_step_launcher(child) {
+        return Err(format!(
+            "checkpoint {n} refused: PID {srun} (srun) runs a job step, whose tasks run under SLURM's slurmstepd, outside the command's tree, and cannot be saved with it; \
+             the command runs on; {}. Run the tasks as the command's descendants instead (mpiexec.mpich -launcher fork, Open MPI's mpirun on one node)",
+            fallback(job)
+        ));
+    }
     // Which ending signals the command ignores, while it is there to be asked.
     let ignored: Vec<i32> = ENDING.into_iter().filter(|&s| ignores(child, s)).collect();
     let worker = match sys::fork() {
