@@ -12,6 +12,9 @@
 //!   ignore SIGTERM is ending already, and an image taken now would hold that signal or a tree
 //!   that has lost processes. The job then restarts from the last whole image.
 //!
+//! A tree that holds `srun` is not checkpointed: the job step's tasks run under slurmstepd,
+//! outside it.
+//!
 //! cr_slurm stays single-threaded (the restart API asks for it, and a checkpoint runs in a
 //! forked worker): every signal is blocked and taken with `sigtimedwait`. The worker, not
 //! cr_slurm, traces COMMAND, so cr_slurm's own wait for COMMAND never takes the tracer's
