@@ -273,6 +273,12 @@ pub fn slurm() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("checkpoint even what holds objects crest cannot restore yet, leaving those out (as cr_checkpoint --drop-unsupported)"),
         )
+        .arg(
+            Arg::new("save-shared")
+                .long("save-shared")
+                .action(ArgAction::SetTrue)
+                .help("save the contents of shared file mappings (an MPI job's segments in /dev/shm), as cr_checkpoint --save-shared: needed with --period when the command runs on after its images"),
+        )
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("print only failures on stderr"))
         .arg(Arg::new("command").value_name("COMMAND").required(true).num_args(1..).trailing_var_arg(true).help("the program to run, and its arguments"))
 }

@@ -1,6 +1,8 @@
 //! `cr_slurm` under a real SLURM: a batch job (`sbatch --requeue --signal`) computes and checks
 //! a long sum (tests/c/longsum.c) with a progress line per step; it is preempted and must come
-//! back from its checkpoints, not start over, and finish with the right answer.
+//! back from its checkpoints, not start over, and finish with the right answer. Two jobs run
+//! an MPI token ring (tests/mpi/ring.c, 4 ranks on the one node) the same way: MPICH's
+//! `mpiexec -launcher fork` requeued twice, Open MPI's `mpirun` warned twice.
 //!
 //! The test installs nothing: it needs a running single-node SLURM, started by
 //! `scripts/slurm-up.sh` (as root; `.ci/run` does it) and found through `SLURM_CONF` or at
@@ -42,9 +44,15 @@ impl Job {
     fn submit(conf: &Path, d: &Dir, cr_slurm_args: &str, command: impl Fn(&Path) -> String) -> Job {
         let prog = d.0.join("longsum");
         gcc("tests/c/longsum.c", &prog, &[]);
+        Job::submit_script(conf, d, "", cr_slurm_args, &command(&prog))
+    }
+
+    /// Submits a job script that sets `env` (shell lines) and runs `cr_slurm --dir D/ck ARGS
+    /// -- COMMAND`.
+    fn submit_script(conf: &Path, d: &Dir, env: &str, cr_slurm_args: &str, command: &str) -> Job {
         let script = d.0.join("job.sh");
         let cr_slurm = env!("CARGO_BIN_EXE_cr_slurm");
-        std::fs::write(&script, format!("#!/bin/sh\nexec {cr_slurm} --dir {}/ck {cr_slurm_args} -- {}\n", d.0.display(), command(&prog))).expect("job script");
+        std::fs::write(&script, format!("#!/bin/sh\n{env}exec {cr_slurm} --dir {}/ck {cr_slurm_args} -- {command}\n", d.0.display())).expect("job script");
         let out = d.0.join("out");
         let o = Command::new("sbatch")
             .args(["--parsable", "--requeue", "--open-mode=append", "--signal=B:USR1@600", "-J", "crest-test", "-n", "1"])
@@ -280,4 +288,161 @@ fn restart_falls_back_to_an_older_image_and_to_new_pids() {
     let o = std::fs::read_to_string(&out).expect("output");
     assert_eq!(o.matches(&format!("RESULT ok {}", expected_sum(16))).count(), 2, "both finish with the right sum:\n{o}");
     assert!(!ck.join("a").exists() && !ck.join("b").exists(), "the images are removed once each finished");
+}
+
+/// One MPI job at a time: 4 ranks that poll for messages fill this machine's cores.
+static ONE_MPI_JOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Ranks of the MPI jobs (tests/mpi/ring.c), on the one node.
+const RANKS: u64 = 4;
+
+/// Builds tests/mpi/ring.c with `cc` into the test's directory, or says why it cannot.
+fn mpi_ring(d: &Dir, cc: &str, launcher: &str) -> Option<PathBuf> {
+    for tool in [cc, launcher] {
+        if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(std::process::Stdio::null()).status().map_or(true, |s| !s.success()) {
+            skip(&format!("{tool} is not installed (apt-get install mpich libmpich-dev openmpi-bin libopenmpi-dev)"));
+            return None;
+        }
+    }
+    let exe = d.0.join("ring");
+    let st = Command::new(cc).args(["-O1", "-Wall", "-o"]).arg(&exe).arg(root().join("tests/mpi/ring.c")).status().expect("the MPI compiler runs");
+    assert!(st.success(), "{cc}: compiling tests/mpi/ring.c");
+    Some(exe)
+}
+
+/// The round numbers of the ring's progress lines (`round R token T`), each token checked.
+fn rounds_of(s: &str) -> Vec<u64> {
+    s.lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("round ")?.split(' ');
+            let r: u64 = w.next()?.parse().ok()?;
+            let t: u64 = w.nth(1)?.parse().ok()?;
+            assert_eq!(t, r * RANKS, "a wrong token in {l:?}");
+            Some(r)
+        })
+        .collect()
+}
+
+/// The MPI job started once (one `round 1`), went on after each of its `restarts` from the
+/// round after one it had reached (never from round 1), did every round in order in each run,
+/// and ended with the ring's own check passed, once.
+fn assert_ring_resumed(s: &str, rounds: u64, restarts: usize) {
+    let parts: Vec<&str> = s.split("restarted from checkpoint").collect();
+    assert_eq!(parts.len(), restarts + 1, "{restarts} restarts from checkpoints expected:\n{s}");
+    let mut reached = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let r = rounds_of(part);
+        if i > 0 {
+            let first = *r.first().unwrap_or_else(|| panic!("no round after restart {i}:\n{s}"));
+            assert!(first > 1 && first <= reached + 1, "after restart {i} the job went on at round {first}, having reached round {reached}: it should resume, not start over:\n{s}");
+        }
+        assert!(r.windows(2).all(|w| w[1] == w[0] + 1), "rounds out of order in run {i}:\n{s}");
+        reached = reached.max(r.last().copied().unwrap_or(0));
+    }
+    assert_eq!(reached, rounds - 1, "the job did every round:\n{s}");
+    assert_eq!(s.matches("round 1 token").count(), 1, "the job started once, then only resumed:\n{s}");
+    assert_eq!(s.matches("PASS ring").count(), 1, "one result:\n{s}");
+    assert!(s.contains(&format!("PASS ring {rounds} {RANKS} {}", rounds * RANKS)), "the ring's final token is right:\n{s}");
+}
+
+/// MPICH's `mpiexec -launcher fork -n 4` inside the batch job under `cr_slurm --period`: the
+/// launcher, its proxy and the 4 ranks are one tree below the batch script. Preempted twice
+/// with `scontrol requeue` (SIGTERM to every process of the job), the job comes back each time
+/// from the last periodic image and ends with the ring's check passed. (Without `-launcher
+/// fork`, hydra starts its proxy with `srun` inside a SLURM job, outside the tree.)
+#[test]
+fn mpich_job_requeued_twice_resumes_from_checkpoints() {
+    let conf = match slurm() {
+        Ok(c) => c,
+        Err(why) => return skip(&why),
+    };
+    let _one = ONE_MPI_JOB.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Dir::new("slurm-mpich");
+    let Some(ring) = mpi_ring(&d, "mpicc.mpich", "mpiexec.mpich") else { return };
+    let rounds = 300;
+    let job = Job::submit_script(&conf, &d, "", "--period 2", &format!("mpiexec.mpich -launcher fork -n {RANKS} {} {rounds} 40", ring.display()));
+    let t = Instant::now();
+    for round in 1..=2 {
+        job.wait("checkpoint in this run", Duration::from_secs(90), |s| checkpointed_since_start(s) && rounds_of(&s[s.rfind("restarted from checkpoint").unwrap_or(0)..]).len() > 2);
+        job.slurm("scontrol", &["requeue", &job.id]);
+        job.wait(&format!("restart {round}"), Duration::from_secs(90), |s| s.matches("restarted from checkpoint").count() == round);
+    }
+    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("PASS ring") && s.contains("images were removed"));
+    job.wait_state("COMPLETED", Duration::from_secs(30));
+    assert_eq!(job.field("Restarts"), "2", "SLURM ran the job three times");
+    assert_eq!(job.field("ExitCode"), "0:0");
+    assert_ring_resumed(&s, rounds, 2);
+    assert!(!d.0.join("ck").join(&job.id).exists(), "the images are removed once the job finished");
+    eprintln!("slurm: MPICH job {} requeued twice, finished in {:.0} s", job.id, t.elapsed().as_secs_f64());
+}
+
+/// Open MPI's `mpirun --oversubscribe -n 4` inside the batch job under `cr_slurm`, warned twice
+/// (`scancel --signal=USR1 --batch`, as `sbatch --signal=B:USR1@...` or a preemption with
+/// `send_user_signal` does): each time cr_slurm checkpoints the launcher and the ranks, ends
+/// them and requeues the job, which goes on from exactly the round it had reached. (At
+/// `scontrol requeue` without a warning, mpirun ends on SIGTERM: see the administrator's guide
+/// for why a periodic image of it does not restart then.)
+#[test]
+fn openmpi_job_warned_twice_resumes_from_checkpoints() {
+    let conf = match slurm() {
+        Ok(c) => c,
+        Err(why) => return skip(&why),
+    };
+    let _one = ONE_MPI_JOB.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Dir::new("slurm-openmpi");
+    let Some(ring) = mpi_ring(&d, "mpicc.openmpi", "mpirun.openmpi") else { return };
+    let rounds = 300;
+    let env = "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1\n";
+    let job = Job::submit_script(&conf, &d, env, "", &format!("mpirun.openmpi --oversubscribe -n {RANKS} {} {rounds} 40", ring.display()));
+    let t = Instant::now();
+    for round in 1..=2 {
+        job.wait("progress in this run", Duration::from_secs(90), |s| rounds_of(&s[s.rfind("restarted from checkpoint").unwrap_or(0)..]).len() > 10);
+        job.slurm("scancel", &["--signal=USR1", "--batch", &job.id]);
+        job.wait(&format!("requeue {round}"), Duration::from_secs(60), |s| s.matches("the job was requeued").count() == round);
+        job.wait(&format!("restart {round}"), Duration::from_secs(90), |s| s.matches("restarted from checkpoint").count() == round);
+    }
+    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("PASS ring") && s.contains("images were removed"));
+    job.wait_state("COMPLETED", Duration::from_secs(30));
+    assert_eq!(job.field("Restarts"), "2", "SLURM ran the job three times");
+    assert_eq!(job.field("ExitCode"), "0:0");
+    assert_ring_resumed(&s, rounds, 2);
+    let parts: Vec<&str> = s.split("restarted from checkpoint").collect();
+    for w in parts.windows(2) {
+        assert_eq!(rounds_of(w[1]).first().copied(), rounds_of(w[0]).last().map(|l| l + 1), "no round is done twice when the checkpoint came with the warning:\n{s}");
+    }
+    eprintln!("slurm: Open MPI job {} warned and requeued twice, finished in {:.0} s", job.id, t.elapsed().as_secs_f64());
+}
+
+/// A job step started with `srun` (as MPICH's hydra does for its proxy inside a SLURM job,
+/// unless told `-launcher fork`) runs its tasks under slurmstepd, outside the command's tree:
+/// cr_slurm refuses the checkpoint, naming srun, and the command runs on. Needs no SLURM: a
+/// copy of sleep named srun stands for it.
+#[test]
+fn srun_in_the_tree_is_refused() {
+    let d = Dir::new("slurm-srun");
+    let srun = d.0.join("srun");
+    std::fs::copy("/bin/sleep", &srun).expect("a copy of sleep");
+    let log = d.0.join("log");
+    let mut reaper = Reaper(Vec::new());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cr_slurm"))
+        .args(["--job-id", "srun", "--period", "1", "--dir"])
+        .arg(d.0.join("ck"))
+        .arg("--")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!("{} 3; echo sleep ended", srun.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::OpenOptions::new().create(true).append(true).open(d.0.join("out")).expect("output file"))
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file"))
+        .spawn()
+        .expect("cr_slurm runs");
+    reaper.0.push(c.id() as i32);
+    let s = wait_for(&log, "checkpoint 1 refused", Duration::from_secs(10));
+    reaper.0.extend(s.lines().filter_map(|l| l.split("(PID ").nth(1)?.split(')').next()?.parse::<i32>().ok()));
+    reaper.0.extend(s.lines().filter_map(|l| l.split("refused: PID ").nth(1)?.split(' ').next()?.parse::<i32>().ok()));
+    assert!(s.contains("checkpoint 1 refused: PID ") && s.contains("(srun) runs a job step") && s.contains("the command runs on"), "{s}");
+    assert!(wait_child(&mut c, Duration::from_secs(20)).success(), "the command ran on and ended well");
+    reaper.0.clear();
+    assert_eq!(std::fs::read_to_string(d.0.join("out")).unwrap_or_default(), "sleep ended\n");
+    assert!(!d.0.join("ck").join("srun").exists(), "no image was kept");
 }

@@ -12,6 +12,9 @@
 //!   ignore SIGTERM is ending already, and an image taken now would hold that signal or a tree
 //!   that has lost processes. The job then restarts from the last whole image.
 //!
+//! A tree that holds `srun` is not checkpointed: the job step's tasks run under slurmstepd,
+//! outside it.
+//!
 //! cr_slurm stays single-threaded (the restart API asks for it, and a checkpoint runs in a
 //! forked worker): every signal is blocked and taken with `sigtimedwait`. The worker, not
 //! cr_slurm, traces COMMAND, so cr_slurm's own wait for COMMAND never takes the tracer's
@@ -48,6 +51,8 @@ struct Job {
     quiet: bool,
     compress: Option<i32>,
     drop_unsupported: bool,
+    /// Save the contents of shared file mappings (`--save-shared`).
+    save_shared: bool,
     time_limit: Option<Duration>,
     /// Every signal cr_slurm takes (all but SIGKILL and SIGSTOP), blocked.
     signals: Vec<i32>,
@@ -96,6 +101,7 @@ fn main() {
         quiet,
         compress: m.get_one::<i32>("compress").copied(),
         drop_unsupported: m.get_flag("drop-unsupported"),
+        save_shared: m.get_flag("save-shared"),
         time_limit: m.get_one::<u64>("time").copied().filter(|&t| t > 0).map(Duration::from_secs),
         signals,
     };
@@ -364,6 +370,22 @@ fn requeued(job: &Job, n: u64, why: Why) -> ! {
     std::process::exit(libc::ERESTART)
 }
 
+/// A process of the tree of `pid` that is SLURM's `srun`: a job step's tasks run under
+/// slurmstepd, not below it, so a checkpoint of the tree would hold srun and not them.
+fn job_step_launcher(pid: i32) -> Option<i32> {
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if crest_proc::read(p, "comm").is_ok_and(|c| c.trim_end() == "srun") {
+            return Some(p);
+        }
+        for t in std::fs::read_dir(format!("/proc/{p}/task")).into_iter().flatten().flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(kids.split_whitespace().filter_map(|k| k.parse::<i32>().ok()));
+        }
+    }
+    None
+}
+
 /// Whether every process of the tree of `pid` ignores `sig`.
 fn ignores(pid: i32, sig: i32) -> bool {
     let mut todo = vec![pid];
@@ -388,6 +410,13 @@ fn ignores(pid: i32, sig: i32) -> bool {
 fn checkpoint(job: &Job, child: i32, n: u64, after: After) -> Result<u64, String> {
     let part = job.dir.join(format!("image.{n}.part"));
     let started = Instant::now();
+    if let Some(srun) = job_step_launcher(child) {
+        return Err(format!(
+            "checkpoint {n} refused: PID {srun} (srun) runs a job step, whose tasks run under SLURM's slurmstepd, outside the command's tree, and cannot be saved with it; \
+             the command runs on; {}. Run the tasks as the command's descendants instead (mpiexec.mpich -launcher fork, Open MPI's mpirun on one node)",
+            fallback(job)
+        ));
+    }
     // Which ending signals the command ignores, while it is there to be asked.
     let ignored: Vec<i32> = ENDING.into_iter().filter(|&s| ignores(child, s)).collect();
     let worker = match sys::fork() {
@@ -477,6 +506,7 @@ fn worker(job: &Job, child: i32, part: &Path, after: After) -> i32 {
     req.after = after;
     req.compress = job.compress;
     req.drop_unsupported = job.drop_unsupported;
+    req.save.shared = job.save_shared;
     req.time_limit = job.time_limit;
     req.cancel = Some(cancel);
     match crest_dump::checkpoint(&req) {
