@@ -317,8 +317,10 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
             if verbose {
                 eprintln!("{}", plan_sentence(pid, scope, target, shown, sync, signal));
             }
-            // Every part freezes on one word, however long each took to start.
-            if coordinated {
+            // Every part freezes on one word, however long each took to start (a process that
+            // is not there fails at once, with its own exit code).
+            let missing = matches!(scope, crest_dump::Scope::Tree | crest_dump::Scope::Pid) && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if coordinated && !missing {
                 wait_word("armed", "about to freeze");
             }
         }
