@@ -796,6 +796,13 @@ pub fn cpu_features(p: &Process, enabled: Option<u64>) -> Result<(), Refusal> {
     xfeatures(p.pid, p.threads.iter().map(|t| t.xsave.as_slice()), enabled)
 }
 
+/// The CPU state the threads of `p` used beyond x87 and SSE, as people name it: what a machine
+/// the image is restarted on must give processes.
+pub fn cpu_state_used(p: &Process) -> Vec<String> {
+    let used = p.threads.iter().fold(0u64, |acc, t| acc | in_use(&t.xsave));
+    (0..64).filter(|b| used & (1u64 << b) != 0).map(|b| XFEATURES.iter().find(|f| f.0 == b).map_or(format!("XSAVE component {b}"), |f| f.1.to_string())).collect()
+}
+
 /// [`cpu_features`] of the saved XSAVE areas `areas` of process `pid`.
 fn xfeatures<'a>(pid: i32, areas: impl Iterator<Item = &'a [u8]>, enabled: Option<u64>) -> Result<(), Refusal> {
     let Some(enabled) = enabled else { return Ok(()) };

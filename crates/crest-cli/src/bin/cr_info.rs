@@ -248,6 +248,27 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
     } else {
         let _ = writeln!(o, "pages:    {}, stored in {} (zstd, {:.2}x)", size(plain), size(stored), plain as f64 / stored.max(1) as f64);
     }
+    // What a restart on another machine needs besides the image.
+    let live: Vec<&crest_image::Process> = i.processes.iter().filter(|p| p.exit_status.is_none()).collect();
+    let mut cpu: Vec<String> = live.iter().flat_map(|p| crest_restore::preflight::cpu_state_used(p)).collect();
+    cpu.sort();
+    cpu.dedup();
+    let mut files: Vec<String> = live.iter().flat_map(|p| crest_restore::preflight::paths(p)).map(|(path, _)| path).filter(|path| !path.is_empty()).collect();
+    files.sort();
+    files.dedup();
+    let _ = writeln!(
+        o,
+        "needs:    Linux {} or a kernel with the same vDSO layout; CPU state {}",
+        i.kernel,
+        if cpu.is_empty() { "x87 and SSE only".to_string() } else { format!("x87, SSE, {}", cpu.join(", ")) }
+    );
+    let _ = writeln!(
+        o,
+        "          {} file{} at the same paths, unchanged unless the image holds their contents (--save-all; --relocate moves them): {}",
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        files.join(" ")
+    );
     for p in &i.processes {
         let cmd: Vec<String> = p.cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         if let Some(status) = p.exit_status {
