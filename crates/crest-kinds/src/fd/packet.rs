@@ -131,22 +131,5 @@ pub(super) fn dump(copy: i32, ino: u64, d: &Described) -> Result<FdKind, String>
         }
     }
     byte_options.extend(extra);
-    Ok(FdKind::Socket {
-        family: libc::AF_PACKET,
-        ty,
-        protocol,
-        addr,
-        listen: None,
-        options,
-        what: d.what.clone(),
-        byte_options,
-        ino: 0,
-        peer: 0,
-        unlinked: false,
-        shutdown: 0,
-        queue: Vec::new(),
-        pending: false,
-        file_attrs: None,
-        dest: Vec::new(),
-    })
+    Ok(super::socket::bare(libc::AF_PACKET, ty, protocol, addr, (options, byte_options), d.what.clone(), Vec::new()))
 }

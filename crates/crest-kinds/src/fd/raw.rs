@@ -23,24 +23,7 @@ pub(super) fn dump(pid: i32, copy: i32, ino: u64, family: i32, protocol: i32, d:
     // (getpeername does not tell, as a raw socket has no port: /proc/net/raw does).
     let dest = connected_to(pid, family, ino).map_err(|e| format!("reading the address it is connected to (/proc/{pid}/net/raw): {e}"))?.unwrap_or_default();
     let (options, byte_options) = super::sockopt::read(copy, family, libc::SOCK_RAW, protocol)?;
-    Ok(FdKind::Socket {
-        family,
-        ty: libc::SOCK_RAW,
-        protocol,
-        addr,
-        listen: None,
-        options,
-        what: d.what.clone(),
-        byte_options,
-        ino: 0,
-        peer: 0,
-        unlinked: false,
-        shutdown: 0,
-        queue: Vec::new(),
-        pending: false,
-        file_attrs: None,
-        dest,
-    })
+    Ok(super::socket::bare(family, libc::SOCK_RAW, protocol, addr, (options, byte_options), d.what.clone(), dest))
 }
 
 /// Whether raw IP address `addr` names a host (bound), not the wildcard address; its port is

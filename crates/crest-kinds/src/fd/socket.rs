@@ -267,6 +267,14 @@ fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image:
     Ok(out)
 }
 
+/// The record of a socket with no peer, queue or file of its own to restore (a raw, packet or
+/// netlink socket): its family, type, protocol, bound address, options as
+/// [`super::sockopt::read`] gives them, description, and the address it is connected to
+/// (`dest`, empty: none).
+pub(super) fn bare(family: i32, ty: i32, protocol: i32, addr: Vec<u8>, (options, byte_options): super::sockopt::Saved, what: String, dest: Vec<u8>) -> FdKind {
+    FdKind::Socket { family, ty, protocol, addr, listen: None, options, what, byte_options, ino: 0, peer: 0, unlinked: false, shutdown: 0, queue: Vec::new(), pending: false, file_attrs: None, dest }
+}
+
 /// Whether a unix datagram socket is bound to `addr` now (a datagram socket connecting to it
 /// is not refused as having no one there).
 fn address_held(addr: &[u8]) -> bool {
