@@ -4,7 +4,7 @@
 //! page again with the same PIDs, reloads its configuration (new workers) and quits cleanly.
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -20,23 +20,7 @@ fn nginx() -> Option<String> {
 
 /// One request on `s`, kept open (HTTP/1.1 keep-alive): the body.
 fn get_on(s: &mut TcpStream) -> std::io::Result<String> {
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&got).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
-            if len.is_some_and(|n| body.len() >= n) {
-                return Ok(body.to_string());
-            }
-        }
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("connection closed after {text:?}")));
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
+    http_get_on(s, "/")
 }
 
 /// A new connection and one request: the body.

@@ -402,3 +402,25 @@ pub fn run_c_in(dir: &str, name: &str, args: &[&str]) {
     let (st, out) = round_trip_verify(&d, &prog, &args, "ready", Duration::from_secs(60));
     assert!(st.success() && out.contains("PASS"), "{name} after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }
+
+/// One HTTP/1.1 request for `path` on `s`, the connection kept open (keep-alive): the body.
+pub fn http_get_on(s: &mut std::net::TcpStream, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+            if len.is_some_and(|n| body.len() >= n) {
+                return Ok(body.to_string());
+            }
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("connection closed after {text:?}")));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
