@@ -276,8 +276,8 @@ fn restart_falls_back_to_an_older_image_and_to_new_pids() {
     let log_b = d.0.join("b.log");
     let mut b = run("b", &log_b, "0");
     reaper.0.push(b.id() as i32);
-    let s = wait_for(&log_b, "restarted from checkpoint", Duration::from_secs(30));
-    reaper.0.extend(s.lines().filter_map(|l| l.rsplit(": PID ").next()?.split(',').next()?.parse::<i32>().ok()));
+    let s = wait_for(&log_b, "the restored command runs as PID", Duration::from_secs(30));
+    reaper.0.extend(s.lines().filter_map(|l| l.split("runs as PID ").nth(1)?.trim().parse::<i32>().ok()));
     assert!(wait_child(&mut b, Duration::from_secs(60)).success() && wait_child(&mut a, Duration::from_secs(60)).success(), "both jobs finish");
     // All ended and waited for: nothing left to kill (their PIDs may be reused by now).
     reaper.0.clear();

@@ -223,23 +223,35 @@ fn restart(job: &Job, try_pids: bool) -> (i32, u64) {
     let mut first_failure = None;
     let restarts = std::env::var("SLURM_RESTART_COUNT").ok().map(|c| format!(" (SLURM restart {c})")).unwrap_or_default();
     for (n, path) in images(job) {
+        let taken = std::fs::metadata(&path).and_then(|md| md.modified()).ok().and_then(|t| t.elapsed().ok()).map(|a| format!(", taken {}s ago", a.as_secs())).unwrap_or_default();
+        // Said once every process is restored and before any of them runs again, so that the
+        // job's output shows it before anything the restored command prints.
+        let announce = |note: &'static str| {
+            let line = format!("cr_slurm: job {}: restarted from checkpoint {n} ({}{taken}){restarts}{note}", job.key, path.display());
+            let quiet = job.quiet;
+            crest_restore::Barrier(std::sync::Arc::new(move || {
+                if !quiet {
+                    eprintln!("{line}");
+                }
+                Ok(())
+            }))
+        };
         let mut req = crest_restore::restart::Request::new(crest_restore::Source::Path(path.clone()));
         req.restore_pid = try_pids;
+        req.barrier = Some(announce(""));
         let mut r = crest_restore::restart(&req);
-        let mut note = "";
         if try_pids {
             if let Err(e) = &r {
                 if matches!(e.kind(), ErrorKind::PidInUse | ErrorKind::NotPermitted) {
                     req.restore_pid = false;
+                    req.barrier = Some(announce(", with new PIDs (the saved ones are taken or need privileges)"));
                     r = crest_restore::restart(&req);
-                    note = ", with new PIDs (the saved ones are taken or need privileges)";
                 }
             }
         }
         match r {
             Ok(done) => {
-                let taken = std::fs::metadata(&path).and_then(|md| md.modified()).ok().and_then(|t| t.elapsed().ok()).map(|a| format!(", taken {}s ago", a.as_secs())).unwrap_or_default();
-                job.say(format!("restarted from checkpoint {n} ({}{taken}){restarts}: PID {}{note}", path.display(), done.pid));
+                job.say(format!("the restored command runs as PID {}", done.pid));
                 return (done.pid, n);
             }
             Err(e) => {
