@@ -11,8 +11,13 @@
 //! with a short history ([`fresh_memory`]), so that a fork costs the same at any depth.
 //!
 //! # Safety
-//! `clone3` is called while the calling process is single-threaded (cr_restart is, and so is
-//! every husk), so the child may use the allocator and std. After a raw `clone3` glibc's cached thread id is
+//! `clone3` is only ever called by a single-threaded process, so the child may use the
+//! allocator and std (a lock another thread held at the fork would stay held in the child for
+//! ever). [`create`] sees to it itself: in a caller with other threads (a program using the
+//! library, a test harness) it forks a single-threaded intermediate first with the C library's
+//! `fork` (which leaves the allocator consistent in the child), and that one `clone3`s the husk
+//! with `CLONE_PARENT`, so the husk is the caller's child all the same. The creators that only
+//! run inside a husk refuse a caller with threads ([`SpawnError::Threaded`]). After a raw `clone3` glibc's cached thread id is
 //! stale, so the child calls no pthread functions: it signals itself with raw `kill(getpid())`.
 //! [`fresh_memory`] and a husk's `refresh` map private memory of the process again, in place,
 //! with the same contents: single-threaded, with signals blocked, and touching nothing but the
@@ -39,6 +44,23 @@ pub enum SpawnError {
     /// A syscall failed.
     #[error(transparent)]
     Trace(#[from] TraceError),
+    /// A creator that runs only in a single-threaded process was called by one with threads.
+    #[error("this process has {0} threads: a restore process is forked only by a single-threaded one")]
+    Threaded(usize),
+}
+
+/// The number of threads of the calling process.
+pub fn threads_here() -> usize {
+    // num_threads is the 20th field of /proc/self/stat, the 18th after the command's ')'.
+    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())).unwrap_or(usize::MAX)
+}
+
+/// Refuses a caller with threads other than the calling one.
+fn single_threaded() -> Result<(), SpawnError> {
+    match threads_here() {
+        1 => Ok(()),
+        n => Err(SpawnError::Threaded(n)),
+    }
 }
 
 #[repr(C)]
@@ -91,13 +113,66 @@ pub fn status_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 
 /// Forks (or `clone3`s with PID `pid`) a husk that runs `prepare`, reports on `status_fd` and
 /// waits; returns its PID at once. Callable in a husk, to create the husks of its children.
+/// In a caller with threads, the husk is made by a single-threaded intermediate (see the
+/// module's safety note); it is the caller's child all the same.
 pub fn create<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, status_fd: i32, prepare: F) -> Result<i32, SpawnError> {
     let parent = std::process::id() as i32;
+    if threads_here() != 1 {
+        return create_through_intermediate(pid, status_fd, parent, prepare);
+    }
     let child = fork_with_pid(pid)?;
     if child == 0 {
         child_main(status_fd, parent, prepare);
     }
     Ok(child)
+}
+
+/// [`create`] for a caller with threads: a single-threaded intermediate, forked by the C
+/// library, `clone3`s the husk as a sibling of its own (`CLONE_PARENT`: the caller's child),
+/// reports its PID or what failed on a pipe, and exits; the caller reaps it.
+fn create_through_intermediate<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, status_fd: i32, parent: i32, prepare: F) -> Result<i32, SpawnError> {
+    let (rd, wr) = pipe()?;
+    // SAFETY: the C library's fork takes the allocator's locks around the fork, so the child,
+    // which has this one thread only, may allocate; it runs the clone below and exits.
+    let forker = unsafe { libc::fork() };
+    if forker == -1 {
+        return Err(TraceError::sys("fork").into());
+    }
+    if forker == 0 {
+        drop(rd);
+        let (tag, text) = match fork_with(pid, libc::CLONE_PARENT as u64) {
+            Ok(0) => {
+                drop(wr);
+                child_main(status_fd, parent, prepare)
+            }
+            Ok(child) => (0u8, child.to_string()),
+            Err(SpawnError::PidInUse(p)) => (1, p.to_string()),
+            Err(SpawnError::PidNeedsPrivilege(p)) => (2, p.to_string()),
+            Err(e) => (3, e.to_string()),
+        };
+        let mut msg = vec![tag];
+        msg.extend_from_slice(text.as_bytes());
+        // SAFETY: wr is the pipe's write end; msg is live. _exit never returns and runs no
+        // destructor or exit handler of the caller's copy.
+        unsafe {
+            libc::write(wr.as_raw_fd(), msg.as_ptr().cast(), msg.len());
+            libc::_exit(0);
+        }
+    }
+    drop(wr);
+    let mut msg = Vec::new();
+    let _ = std::fs::File::from(rd).read_to_end(&mut msg);
+    let mut status = 0;
+    // SAFETY: status is a live out pointer; forker is our child, not reaped yet.
+    unsafe { libc::waitpid(forker, &mut status, 0) };
+    let text = String::from_utf8_lossy(msg.get(1..).unwrap_or_default()).into_owned();
+    match (msg.first(), text.parse::<i32>()) {
+        (Some(0), Ok(child)) => Ok(child),
+        (Some(1), Ok(p)) => Err(SpawnError::PidInUse(p)),
+        (Some(2), Ok(p)) => Err(SpawnError::PidNeedsPrivilege(p)),
+        (Some(3), _) => Err(SpawnError::Prepare(text)),
+        _ => Err(SpawnError::Prepare(format!("the process that forks the restore process ended without a word (wait status {status:#x})"))),
+    }
 }
 
 /// Like [`create`], but the husk shares the caller's descriptor table (`CLONE_FILES`), as the
@@ -106,6 +181,7 @@ pub fn create<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, st
 /// `above`: the lowest number for the two descriptors used to wait, above every number either
 /// places.
 pub fn create_sharing_files<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, status_fd: i32, above: i32, prepare: F) -> Result<i32, SpawnError> {
+    single_threaded()?;
     let (rd, wr) = pipe()?;
     let rd = crate::sys::dup_above(rd.as_raw_fd(), above).map_err(|err| TraceError::Sys { what: "moving a descriptor".into(), err })?;
     let wr = crate::sys::dup_above(wr.as_raw_fd(), above).map_err(|err| TraceError::Sys { what: "moving a descriptor".into(), err })?;
@@ -144,6 +220,7 @@ pub fn create_sharing_files<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: O
 /// `before` (joining its process group), then exits with the wait status `status` (an exit
 /// code, or death by a signal, without a core dump).
 pub fn create_zombie<F: FnOnce()>(pid: Option<i32>, status: i32, before: F) -> Result<i32, SpawnError> {
+    single_threaded()?;
     let child = fork_with_pid(pid)?;
     if child == 0 {
         before();
@@ -172,6 +249,7 @@ pub fn create_zombie<F: FnOnce()>(pid: Option<i32>, status: i32, before: F) -> R
 /// ended: it makes the group (the caller makes it too, so that the group exists once this
 /// returns) and waits, all signals blocked as the caller's are, until [`end_standin`] kills it.
 pub fn create_standin(pid: Option<i32>) -> Result<i32, SpawnError> {
+    single_threaded()?;
     let child = fork_with_pid(pid)?;
     if child == 0 {
         // SAFETY: integer arguments only; pause returns only for a signal, and SIGKILL (the
@@ -254,10 +332,13 @@ fn fork_with_pid(pid: Option<i32>) -> Result<i32, SpawnError> {
     fork_with(pid, 0)
 }
 
-/// [`fork_with_pid`] with clone flags (only `CLONE_FILES` is asked for).
+/// [`fork_with_pid`] with clone flags (only `CLONE_FILES` and `CLONE_PARENT` are asked for).
 fn fork_with(pid: Option<i32>, flags: u64) -> Result<i32, SpawnError> {
     let tid = pid.unwrap_or(0);
-    let mut args = CloneArgs { flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    // With CLONE_PARENT the kernel takes the caller's own exit signal (SIGCHLD: it was forked),
+    // and refuses one given.
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 };
+    let mut args = CloneArgs { flags, exit_signal, ..Default::default() };
     if pid.is_some() {
         args.set_tid = &tid as *const i32 as u64;
         args.set_tid_size = 1;

@@ -375,8 +375,8 @@ impl Ctx<'_> {
     }
 }
 
-/// Restores the image's processes; the topmost are children of the caller, which must be
-/// single-threaded. The files the image needs are not checked here: run
+/// Restores the image's processes; the topmost are children of the caller (which may have
+/// threads: [`crest_ptrace::husk::create`]). The files the image needs are not checked here: run
 /// [`crate::preflight`] first, as [`crate::restart`] does.
 pub fn restore(img: &ImageFile, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     restore_chain(std::slice::from_ref(img), opts)

@@ -248,9 +248,9 @@ pub fn open_image(path: &str) -> Result<File, Error> {
     Ok(f)
 }
 
-/// Restarts what `req` names. See the [module documentation](self). The caller must be
-/// single-threaded when the processes are created (after [`Event::Restoring`]), apart from
-/// threads that allocate nothing meanwhile.
+/// Restarts what `req` names. See the [module documentation](self). The caller may have
+/// threads: the processes are then forked through a single-threaded intermediate
+/// ([`crest_ptrace::husk::create`]) and are the caller's children all the same.
 pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
     let tell = |e: Event<'_>| {
         if let Some(f) = req.on_event {

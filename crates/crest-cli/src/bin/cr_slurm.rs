@@ -15,8 +15,8 @@
 //! A tree that holds `srun` is not checkpointed: the job step's tasks run under slurmstepd,
 //! outside it.
 //!
-//! cr_slurm stays single-threaded (the restart API asks for it, and a checkpoint runs in a
-//! forked worker): every signal is blocked and taken with `sigtimedwait`. The worker, not
+//! cr_slurm stays single-threaded (a checkpoint runs in a forked worker, and restarts fork
+//! their processes directly): every signal is blocked and taken with `sigtimedwait`. The worker, not
 //! cr_slurm, traces COMMAND, so cr_slurm's own wait for COMMAND never takes the tracer's
 //! stops. Images are `DIR/JOB/image.N`, N growing: the worker writes `image.N.part` (itself
 //! written under a temporary name until whole), cr_slurm renames it to `image.N` when the
