@@ -257,6 +257,15 @@ fn cr_info_speaks_to_people_and_tools() {
     assert!(!out.contains("unix time") && !out.contains(" 0 MiB"), "{out}");
     let last = out.lines().last().unwrap_or("");
     assert!(last.starts_with("verified: ") && last.ends_with("the image is good") && last.contains("1 process"), "--verify ends with what it checked: {last}");
+    // Every kind of per-process state the image holds is shown, under the kind's name.
+    let image = crest_image::ImageFile::open(&img).expect("the image reads");
+    let kinds = crest_kinds::process::summary(&image.image.processes[0]);
+    for name in ["descriptors", "memory", "signal actions", "rlimits", "credentials", crest_kinds::process::THREADS] {
+        assert!(kinds.iter().any(|k| k.0 == name), "a shell has state of the {name} kind: {kinds:?}");
+    }
+    for (kind, fields) in &kinds {
+        assert!(out.contains(&format!("\n    {kind}: {fields}\n")), "cr_info shows the {kind} kind ({fields}):\n{out}");
+    }
 
     let o = Command::new(exe("cr_info")).arg("--json").arg(&img).env("TZ", "Europe/Paris").output().expect("cr_info --json");
     assert!(o.status.success(), "cr_info --json: {}", text(&o));

@@ -518,6 +518,9 @@ impl ProcessKind for SocketOwners {
     fn name(&self) -> &'static str {
         "socket owners"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["fds", "creds"]
+    }
     fn stage(&self) -> Stage {
         Stage::Husk
     }
@@ -537,6 +540,9 @@ impl ProcessKind for LoginUid {
     fn name(&self) -> &'static str {
         "login uid"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["attrs.loginuid"]
+    }
     fn stage(&self) -> Stage {
         Stage::Husk
     }
@@ -551,6 +557,9 @@ pub struct SharedSeccomp;
 impl ProcessKind for SharedSeccomp {
     fn name(&self) -> &'static str {
         "shared seccomp"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["threads.attrs.seccomp"]
     }
     fn stage(&self) -> Stage {
         Stage::Traced
@@ -572,6 +581,9 @@ pub struct ProcessAttrs;
 impl ProcessKind for ProcessAttrs {
     fn name(&self) -> &'static str {
         "process attributes"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["attrs.itimers", "attrs.membarrier", "attrs.child_subreaper", "attrs.thp_disable"]
     }
     fn stage(&self) -> Stage {
         Stage::Traced
@@ -602,6 +614,9 @@ impl ProcessKind for Oom {
     fn name(&self) -> &'static str {
         "oom score"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["attrs.oom_score_adj"]
+    }
     fn stage(&self) -> Stage {
         Stage::Traced
     }
@@ -617,6 +632,9 @@ impl ProcessKind for Cgroups {
     fn name(&self) -> &'static str {
         "cgroups"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["attrs.cgroups"]
+    }
     fn stage(&self) -> Stage {
         Stage::Traced
     }
@@ -631,6 +649,9 @@ pub struct Seccomp;
 impl ProcessKind for Seccomp {
     fn name(&self) -> &'static str {
         "seccomp"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["threads.attrs.seccomp"]
     }
     fn stage(&self) -> Stage {
         Stage::Traced
@@ -653,6 +674,9 @@ pub struct LeaderCreds;
 impl ProcessKind for LeaderCreds {
     fn name(&self) -> &'static str {
         "credentials"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["creds", "threads.attrs.creds"]
     }
     fn stage(&self) -> Stage {
         Stage::Traced
@@ -677,6 +701,9 @@ impl ProcessKind for LeaderAttrs {
     fn name(&self) -> &'static str {
         "leader attributes"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["threads.attrs.pdeath_sig", "threads.attrs.timer_slack", "threads.attrs.no_new_privs", "threads.attrs.policy", "threads.attrs.nice", "threads.attrs.rt_priority"]
+    }
     fn stage(&self) -> Stage {
         Stage::Traced
     }
@@ -696,6 +723,9 @@ pub struct Dumpable;
 impl ProcessKind for Dumpable {
     fn name(&self) -> &'static str {
         "dumpable"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["attrs.dumpable"]
     }
     fn stage(&self) -> Stage {
         Stage::Traced

@@ -400,6 +400,9 @@ impl crate::process::ProcessKind for SemUndo {
     fn name(&self) -> &'static str {
         "semaphore adjustments"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["attrs.semadj"]
+    }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced
     }

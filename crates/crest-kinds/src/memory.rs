@@ -858,6 +858,9 @@ impl crate::process::ProcessKind for Memory {
     fn name(&self) -> &'static str {
         "memory"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["vmas"]
+    }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced
     }
@@ -878,6 +881,9 @@ pub struct RestoreDescriptors;
 impl crate::process::ProcessKind for RestoreDescriptors {
     fn name(&self) -> &'static str {
         "restore descriptors"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &[]
     }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced

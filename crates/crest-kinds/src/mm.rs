@@ -76,6 +76,9 @@ impl crate::process::ProcessKind for Mm {
     fn name(&self) -> &'static str {
         "mm"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["mm", "exe"]
+    }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced
     }

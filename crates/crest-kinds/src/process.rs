@@ -49,6 +49,12 @@ pub trait ProcessKind: Sync {
     fn name(&self) -> &'static str;
     /// Where its restore runs.
     fn stage(&self) -> Stage;
+    /// The fields of the process's record ([`Process`]) it restores, as docs/image-format.md
+    /// names them: `field`, or `field.sub` for a field of a record held there (`attrs.itimers`;
+    /// `threads.attrs.seccomp`: of each thread). `cr_info` shows them under the kind's name
+    /// ([`summary`]); unit tests check that they are fields of the record, that they are
+    /// documented, and that every field of the record is some kind's (or [`MADE_WITH_THE_PROCESS`]).
+    fn fields(&self) -> &'static [&'static str];
     /// The kinds, of the same stage, whose restore must be done before this one's.
     fn after(&self) -> &'static [&'static str] {
         &[]
@@ -205,6 +211,71 @@ pub static KINDS: Kinds = &[
     &crate::signals::Pending,
 ];
 
+/// The fields of the process's record that no kind restores: the restore itself uses them as
+/// it makes the process (its ids, its place in the tree, whether it is a zombie, the stop it
+/// was in) or they only inform (its command line, what was dropped by an option).
+pub const MADE_WITH_THE_PROCESS: &[&str] = &["pid", "ppid", "pgid", "sid", "cmdline", "exit_status", "dropped", "attrs.stop_signal", "threads.tid"];
+
+/// What the image holds of each kind for process `p`, for `cr_info`: the kind's name and, for
+/// each of its fields that is not empty, zero or unset, the field and its value (a count of
+/// entries for a list; a record's fields for each thread, summed).
+pub fn summary(p: &Process) -> Vec<(&'static str, String)> {
+    let Ok(v) = serde_json::to_value(p) else { return Vec::new() };
+    let mut out = Vec::new();
+    for k in KINDS {
+        let parts: Vec<String> = k.fields().iter().filter_map(|f| Some(format!("{f} {}", shown(&lookup(&v, f))?))).collect();
+        if !parts.is_empty() {
+            out.push((k.name(), parts.join(", ")));
+        }
+    }
+    out
+}
+
+/// The values at the dotted path `path` of `v`: one, or one per element of each list passed.
+fn lookup(v: &serde_json::Value, path: &str) -> Vec<serde_json::Value> {
+    let mut at = vec![v.clone()];
+    for seg in path.split('.') {
+        at = at
+            .into_iter()
+            .flat_map(|x| match x {
+                serde_json::Value::Array(items) => items.into_iter().filter_map(|i| i.get(seg).cloned()).collect::<Vec<_>>(),
+                other => other.get(seg).cloned().into_iter().collect(),
+            })
+            .collect();
+    }
+    at
+}
+
+/// How `cr_info` shows the values of one field: none when all are empty, zero or unset; the
+/// number of entries set for lists of records, the bytes of a long list of numbers, the value
+/// of a single scalar, else in how many threads it is set.
+fn shown(values: &[serde_json::Value]) -> Option<String> {
+    use serde_json::Value;
+    fn set(x: &Value) -> bool {
+        match x {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => a.iter().any(set),
+            Value::Object(o) => o.values().any(set),
+        }
+    }
+    let values: Vec<&Value> = values.iter().filter(|x| set(x)).collect();
+    let numbers = |a: &Vec<Value>| a.iter().all(Value::is_number);
+    let shown = match values.as_slice() {
+        [] => return None,
+        all if all.iter().all(|x| x.as_array().is_some_and(|a| !numbers(a))) => all.iter().filter_map(|x| x.as_array()).map(|a| a.iter().filter(|e| set(e)).count()).sum::<usize>().to_string(),
+        all if all.iter().all(|x| x.as_array().is_some_and(|a| a.len() > 16)) => format!("{} bytes", all.iter().filter_map(|x| x.as_array()).map(Vec::len).sum::<usize>()),
+        [Value::String(s)] => s.clone(),
+        [Value::Number(n)] => n.to_string(),
+        [Value::Bool(_)] => "on".to_string(),
+        [_] => "set".to_string(),
+        all => format!("set in {} threads", all.len()),
+    };
+    Some(shown)
+}
+
 /// Why the kinds cannot be put in order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderError {
@@ -359,6 +430,9 @@ mod tests {
         fn name(&self) -> &'static str {
             self.0
         }
+        fn fields(&self) -> &'static [&'static str] {
+            &[]
+        }
         fn stage(&self) -> Stage {
             self.1
         }
@@ -448,6 +522,9 @@ mod tests {
         fn name(&self) -> &'static str {
             self.0
         }
+        fn fields(&self) -> &'static [&'static str] {
+            &[]
+        }
         fn stage(&self) -> Stage {
             Stage::Traced
         }
@@ -486,5 +563,101 @@ mod tests {
         static T: K = K("t", Stage::Traced, &["h0"]);
         static H0: K = K("h0", Stage::Husk, &[]);
         assert_eq!(names(&sort(&[&T, &H0], Stage::Traced).unwrap()), ["t"]);
+    }
+
+    /// The first process of the golden single-process image (one thread).
+    fn golden() -> Process {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crest-image/tests/data/4.12/single.crest");
+        let img = crest_image::ImageFile::open(std::path::Path::new(path)).expect("the golden image reads");
+        img.image.processes[0].clone()
+    }
+
+    fn template() -> serde_json::Value {
+        serde_json::to_value(golden()).expect("as JSON")
+    }
+
+    /// Each kind's fields are fields of the process record (or of a record it holds), the names
+    /// docs/image-format.md gives them, and every field of the record and of its attributes is
+    /// some kind's or one the restore itself makes the process with.
+    #[test]
+    fn every_kind_names_real_documented_fields_and_every_field_has_its_kind() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/image-format.md")).expect("docs/image-format.md");
+        let record = |name: &str| -> Vec<String> {
+            let line = doc.lines().find(|l| l.contains(&format!("**{name}** `{{"))).unwrap_or_else(|| panic!("docs/image-format.md describes the {name} record"));
+            // The names before each `:` or `,` at the top level of the braces.
+            let open = line.find(&format!("**{name}** `{{")).expect("found") + name.len() + 7;
+            let (mut depth, mut fields, mut word, mut in_name) = (0, Vec::new(), String::new(), true);
+            for c in line[open..].chars() {
+                match c {
+                    '(' | '[' | '{' | '<' => depth += 1,
+                    ')' | ']' | '>' => depth -= 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        fields.push(std::mem::take(&mut word).trim().to_string());
+                        in_name = true;
+                    }
+                    ':' if depth == 0 => in_name = false,
+                    c if in_name && depth == 0 => word.push(c),
+                    _ => {}
+                }
+            }
+            fields.push(word.trim().to_string());
+            fields.into_iter().filter(|f| !f.is_empty()).collect()
+        };
+        let documented = |path: &str| -> bool {
+            let segs: Vec<&str> = path.split('.').collect();
+            let owner = match segs.len() {
+                1 => "Process",
+                _ => match (segs[0], segs.get(1).copied()) {
+                    ("attrs", _) => "ProcAttrs",
+                    ("mm", _) => "MmState",
+                    ("creds", _) => "Creds",
+                    ("threads", Some("attrs")) if segs.len() == 3 => "ThreadAttrs",
+                    ("threads", _) => "Thread",
+                    _ => return false,
+                },
+            };
+            record(owner).iter().any(|f| f == segs[segs.len() - 1])
+        };
+        let v = template();
+        let mut claimed: Vec<&str> = MADE_WITH_THE_PROCESS.to_vec();
+        for k in KINDS {
+            for f in k.fields() {
+                assert!(!lookup(&v, f).is_empty(), "the {} kind names {f}, which is not a field of the process record", k.name());
+                assert!(documented(f), "the {} kind's field {f} is not in docs/image-format.md", k.name());
+                claimed.push(f);
+            }
+        }
+        for f in MADE_WITH_THE_PROCESS {
+            assert!(documented(f), "{f} is not in docs/image-format.md");
+        }
+        let covers = |path: &str| claimed.iter().any(|c| *c == path || path.starts_with(&format!("{c}.")) || c.starts_with(&format!("{path}.")));
+        for f in record("Process") {
+            assert!(covers(&f), "no kind restores the process record's field {f}: name it in a kind's fields() or in MADE_WITH_THE_PROCESS");
+        }
+        for f in record("ProcAttrs") {
+            assert!(covers(&format!("attrs.{f}")), "no kind restores the process attribute {f}");
+        }
+        for f in record("ThreadAttrs") {
+            assert!(covers(&format!("threads.attrs.{f}")), "no kind restores the thread attribute {f}");
+        }
+    }
+
+    /// What `cr_info` shows of each kind: the fields that hold something, under the kind's name.
+    #[test]
+    fn the_summary_shows_each_kind_that_holds_something() {
+        let mut p = golden();
+        p.rlimits.clear();
+        p.attrs.oom_score_adj = 0;
+        let before: Vec<&str> = summary(&p).iter().map(|s| s.0).collect();
+        assert!(!before.contains(&"rlimits") && !before.contains(&"oom score"), "{before:?}");
+        p.rlimits.push(crest_image::Rlimit { resource: 7, cur: 64, max: 128 });
+        p.attrs.oom_score_adj = 300;
+        let after = summary(&p);
+        assert!(after.contains(&("rlimits", "rlimits 1".to_string())), "{after:?}");
+        assert!(after.contains(&("oom score", "attrs.oom_score_adj 300".to_string())), "{after:?}");
+        let threads = after.iter().find(|s| s.0 == crate::process::THREADS).expect("the threads kind shows the thread");
+        assert_eq!(threads.1, "threads 1");
     }
 }

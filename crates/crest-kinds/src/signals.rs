@@ -73,6 +73,9 @@ impl ProcessKind for Actions {
     fn name(&self) -> &'static str {
         "signal actions"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["sigactions"]
+    }
     fn stage(&self) -> Stage {
         Stage::Husk
     }
@@ -94,6 +97,9 @@ pub struct Pending;
 impl ProcessKind for Pending {
     fn name(&self) -> &'static str {
         "pending signals"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["shared_pending", "threads.pending"]
     }
     fn stage(&self) -> Stage {
         Stage::Traced

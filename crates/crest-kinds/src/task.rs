@@ -110,6 +110,9 @@ impl crate::process::ProcessKind for Task {
     fn name(&self) -> &'static str {
         "task"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["cwd", "cwd_deleted", "root", "umask", "personality", "threads.comm"]
+    }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Husk
     }
@@ -129,6 +132,9 @@ pub struct Rlimits;
 impl crate::process::ProcessKind for Rlimits {
     fn name(&self) -> &'static str {
         "rlimits"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["rlimits"]
     }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced

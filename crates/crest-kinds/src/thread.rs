@@ -205,6 +205,9 @@ impl crate::process::ProcessKind for Leader {
     fn name(&self) -> &'static str {
         "leader thread"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["threads.regs", "threads.xsave", "threads.sigmask", "threads.clear_child_tid", "threads.robust_list", "threads.altstack", "threads.rseq"]
+    }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced
     }
@@ -232,6 +235,9 @@ pub const THREAD_SLOT: u64 = 1024;
 impl crate::process::ProcessKind for Threads {
     fn name(&self) -> &'static str {
         crate::process::THREADS
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["threads"]
     }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced

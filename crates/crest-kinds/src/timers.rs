@@ -212,6 +212,9 @@ impl crate::process::ProcessKind for Timers {
     fn name(&self) -> &'static str {
         "posix timers"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["attrs.posix_timers"]
+    }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Traced
     }

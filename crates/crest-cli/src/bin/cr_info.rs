@@ -316,6 +316,11 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
             let _ = writeln!(o, "  semaphore adjustments (SEM_UNDO): {}", p.attrs.semadj.iter().map(|(id, n, a)| format!("set {id} #{n} {a:+}")).collect::<Vec<_>>().join(", "));
         }
         let _ = writeln!(o, "  signal actions: {}", p.sigactions.iter().map(|a| a.signo.to_string()).collect::<Vec<_>>().join(" "));
+        // What the image holds of every kind of per-process state, by the fields each restores.
+        let _ = writeln!(o, "  state by kind:");
+        for (kind, fields) in crest_kinds::process::summary(p) {
+            let _ = writeln!(o, "    {kind}: {fields}");
+        }
     }
     // The image-wide kinds (SysV IPC objects), each as its kind describes it.
     for line in crest_kinds::image::IMAGE_KINDS.iter().flat_map(|k| k.describe(i)) {

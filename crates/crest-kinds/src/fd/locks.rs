@@ -59,6 +59,9 @@ impl crate::process::ProcessKind for Locks {
     fn name(&self) -> &'static str {
         "file locks"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["fds"]
+    }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Husk
     }

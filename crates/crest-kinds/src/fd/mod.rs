@@ -671,6 +671,9 @@ impl crate::process::ProcessKind for Descriptors {
     fn name(&self) -> &'static str {
         "descriptors"
     }
+    fn fields(&self) -> &'static [&'static str] {
+        &["fds", "files_shared"]
+    }
     fn stage(&self) -> crate::process::Stage {
         crate::process::Stage::Husk
     }
