@@ -84,7 +84,21 @@ fn a_pidfd_of_another_process_needs_the_pids_kept() {
         let lines = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
         wait_new_tick_after(&out, lines, Duration::from_secs(60));
         let _ = Command::new("kill").arg("-USR2").arg(p.to_string()).status();
-        (wait_child(&mut rs, Duration::from_secs(60)), std::fs::read_to_string(&out).unwrap_or_default())
+        let t = std::time::Instant::now();
+        let st = loop {
+            if let Some(st) = rs.try_wait().expect("try_wait") {
+                break st;
+            }
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the restored program did not end in 60 s after SIGUSR2; its last lines:\n{}\nits processes:\n{}",
+                text.lines().rev().take(8).collect::<Vec<_>>().join("\n"),
+                tree_state(rs.id() as i32)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (st, std::fs::read_to_string(&out).unwrap_or_default())
     };
     assert!(st.success() && text.contains("PASS"), "restarted with its PIDs: {st:?}\n{}", text.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }

@@ -111,9 +111,34 @@ pub fn wait_child(c: &mut Child, timeout: Duration) -> std::process::ExitStatus 
         if let Some(st) = c.try_wait().expect("try_wait") {
             return st;
         }
-        assert!(t.elapsed() < timeout, "pid {} did not finish in {timeout:?}", c.id());
+        assert!(t.elapsed() < timeout, "pid {} did not finish in {timeout:?}; its processes now:\n{}", c.id(), tree_state(c.id() as i32));
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Each process of the tree under `pid` (it included): PID, name, state, where it waits in the
+/// kernel, and its threads' states, one line each, for a test that timed out.
+pub fn tree_state(pid: i32) -> String {
+    let mut out = String::new();
+    let mut todo = vec![(pid, 0usize)];
+    while let Some((p, depth)) = todo.pop() {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let (comm, rest) = stat.rsplit_once(')').map(|(a, b)| (a.split_once('(').map_or("?", |x| x.1).to_string(), b.to_string())).unwrap_or_default();
+        let state = rest.split_whitespace().next().unwrap_or("gone").to_string();
+        let wchan = std::fs::read_to_string(format!("/proc/{p}/wchan")).unwrap_or_default();
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{p}/task"))
+            .map(|rd| {
+                rd.filter_map(|e| {
+                    let st = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
+                    Some(st.rsplit_once(')')?.1.split_whitespace().next()?.to_string())
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        out.push_str(&format!("{}{p} {comm} {state} wchan {wchan} threads {}\n", "  ".repeat(depth), threads.join("")));
+        todo.extend(children_of(p).into_iter().map(|c| (c, depth + 1)));
+    }
+    out
 }
 
 pub fn is_root() -> bool {
