@@ -23,7 +23,10 @@
 //!   largest size in "restart" and of the threads in "threads");
 //! - incremental: a full checkpoint against an incremental one after 64 MiB rewritten, the
 //!   restart of a chain of 10 against the same chain merged, and the cost of checkpointing a
-//!   working process every second (`incr`).
+//!   working process every second (`incr`);
+//! - servers: nginx with two workers, redis-server loaded with keys and `python3 -m
+//!   http.server`, those installed, checkpointed (`--tree --kill`) and restarted until they
+//!   answer, with their image sizes, and with `--criu PATH` dumped and restored by CRIU.
 //!
 //! Prints one table (median and minimum of the repetitions) and writes every sample to
 //! `raw.csv` beside the benchmark programs. Every restored copy must pass its own check of
@@ -33,6 +36,7 @@ mod criu;
 mod incr;
 mod procs;
 mod run;
+mod servers;
 mod sys;
 mod table;
 mod threads;
@@ -46,7 +50,7 @@ use std::time::{Duration, Instant};
 use run::{Remove, Scratch, Target, R};
 use table::{mib, Row, Samples};
 
-const SECTIONS: [&str; 9] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "threads", "processes", "incremental"];
+const SECTIONS: [&str; 10] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "threads", "processes", "incremental", "servers"];
 /// Memory kept free besides what a row needs (the benchmark's own buffers, other users).
 const MARGIN: u64 = 1536 << 20;
 /// Source of the memcpy baseline, copied over and over into the fresh mapping.
@@ -64,7 +68,7 @@ const USAGE: &str = "usage: crest-bench [--bin DIR] [--progs DIR] [--sizes MiB,.
              `criu dump --shell-job` and `criu restore -d` of the same programs, interleaved, and
              print the ratios (run as root)
   --only     some of: dump, sparse, compress, downtime, fixed, restart, threads, processes,
-             incremental (default all)
+             incremental, servers (default all)
   --quick    --sizes 256: every section, in about a minute";
 
 struct Opts {
@@ -821,6 +825,9 @@ fn main() {
         let r = incr::incremental(&mut c, size, &first);
         incr::rows(&mut c, size, &first_st);
         c.outcome("incremental", size, &first_st, r);
+    }
+    if servers_on && !sys::stopped() {
+        servers::servers(&mut c);
     }
     let orphans = sys::reap_orphans();
     if orphans > 0 {
