@@ -19,18 +19,24 @@
 //!   threads from scratch;
 //! - processes: checkpoint (`--tree --kill`) and restart of a ring of K processes (8, 64, 256),
 //!   a fresh ring each repetition, against fork+exit of K processes and, with `--criu PATH`,
-//!   CRIU's dump and restore of the same ring;
+//!   CRIU's dump and restore of the same ring (CRIU's restore also beside the restarts of the
+//!   largest size in "restart" and of the threads in "threads");
 //! - incremental: a full checkpoint against an incremental one after 64 MiB rewritten, the
 //!   restart of a chain of 10 against the same chain merged, and the cost of checkpointing a
-//!   working process every second (`incr`).
+//!   working process every second (`incr`);
+//! - servers: nginx with two workers, redis-server loaded with keys and `python3 -m
+//!   http.server`, those installed, checkpointed (`--tree --kill`) and restarted until they
+//!   answer, with their image sizes, and with `--criu PATH` dumped and restored by CRIU.
 //!
 //! Prints one table (median and minimum of the repetitions) and writes every sample to
 //! `raw.csv` beside the benchmark programs. Every restored copy must pass its own check of
 //! every byte, and every original its check after being checkpointed; any failure makes the
 //! benchmark exit non-zero.
+mod criu;
 mod incr;
 mod procs;
 mod run;
+mod servers;
 mod sys;
 mod table;
 mod threads;
@@ -44,7 +50,7 @@ use std::time::{Duration, Instant};
 use run::{Remove, Scratch, Target, R};
 use table::{mib, Row, Samples};
 
-const SECTIONS: [&str; 9] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "threads", "processes", "incremental"];
+const SECTIONS: [&str; 10] = ["dump", "sparse", "compress", "downtime", "fixed", "restart", "threads", "processes", "incremental", "servers"];
 /// Memory kept free besides what a row needs (the benchmark's own buffers, other users).
 const MARGIN: u64 = 1536 << 20;
 /// Source of the memcpy baseline, copied over and over into the fresh mapping.
@@ -58,10 +64,11 @@ const USAGE: &str = "usage: crest-bench [--bin DIR] [--progs DIR] [--sizes MiB,.
   --threads  thread counts for the fixed costs and the threads section (default 1,16,64)
   --levels   zstd levels for the compressed dumps (default 1,3)
   --procs    ring sizes (processes, 2..1000) for the processes section (default 8,64,256)
-  --criu     a CRIU binary: the processes section also runs `criu dump --shell-job --leave-stopped`
-             and `criu restore -d` of the same rings, interleaved, and prints the ratios (run as root)
+  --criu     a CRIU binary: the restart, threads, processes and servers sections also run
+             `criu dump --shell-job` and `criu restore -d` of the same programs, interleaved, and
+             print the ratios (run as root)
   --only     some of: dump, sparse, compress, downtime, fixed, restart, threads, processes,
-             incremental (default all)
+             incremental, servers (default all)
   --quick    --sizes 256: every section, in about a minute";
 
 struct Opts {
@@ -166,6 +173,8 @@ struct Ctx {
     rows: Vec<Row>,
     failures: Vec<String>,
     src: Vec<u8>,
+    /// The CRIU binary the restart, threads, processes and servers sections compare with.
+    criu: criu::Criu,
 }
 
 impl Ctx {
@@ -557,13 +566,21 @@ fn knows(c: &Ctx, option: &str) -> bool {
 fn restart(c: &mut Ctx, size: u64, storage: &Path) -> S {
     let st = storage.display().to_string();
     let len = size << 20;
-    // hold + image + a restored copy (whose pages, mapped from the image, may be copies).
-    room(storage, 3 * len, 2 * len, len)?;
+    // hold + image + a restored copy (whose pages, mapped from the image, may be copies); with
+    // CRIU, the hold has been checked and has ended before CRIU's copy is started and dumped:
+    // crest's image + CRIU's copy (then a restored copy) + CRIU's image.
+    let criu = c.criu.path().map(Path::to_path_buf);
+    room(storage, 3 * len, 2 * len, if criu.is_some() { 2 * len } else { len })?;
     let dir = Scratch::new(storage, "restart")?;
     let img = dir.file("img");
     let _rm = Remove(&img);
     let (hold, _) = start_hold(&c.o, size, None)?;
     run::checkpoint(&c.o.bin, hold.pid(), &img, &[], &[])?;
+    hold.verify()?;
+    let criu = match criu {
+        Some(p) => Some(criu_hold(c, &p, size, &dir, &st)?),
+        None => None,
+    };
     let ways: Vec<_> = RESTART_WAYS.iter().filter(|w| w.2.iter().all(|o| knows(c, o))).collect();
     for rep in 0..c.o.reps {
         for (key, _, args) in &ways {
@@ -575,9 +592,39 @@ fn restart(c: &mut Ctx, size: u64, storage: &Path) -> S {
             c.s.add(&format!("{key} inside"), size, &st, rep, r.inside);
             r.verify()?;
         }
+        if let Some((path, imgs, out)) = &criu {
+            c.check()?;
+            eprintln!("crest-bench: criu restore of {size} MiB on {st}, repetition {}", rep + 1);
+            let from = criu::lines(out);
+            let (wall, root) = criu::restore(path, imgs, &[], &format!("hold {size}"))?;
+            c.s.add("restart criu", size, &st, rep, wall);
+            let pid = root.0;
+            sys::kill(pid, libc::SIGUSR2);
+            let (verdict, _) = criu::wait_file(out, from, &["PASS", "FAIL"], 1, run::LONG)?;
+            let exited_0 = root.wait_exit(run::LONG)?;
+            if !verdict.starts_with("PASS") || !exited_0 {
+                return Err(format!("the copy of hold {size} restored by CRIU (PID {pid}) failed its check: {verdict}").into());
+            }
+        }
     }
-    hold.verify()?;
     Ok(())
+}
+
+/// Starts `hold size` writing into a file, waits until its memory is filled and has CRIU dump
+/// it (and kill it): the CRIU binary, the image directory and the output file.
+fn criu_hold(c: &mut Ctx, path: &Path, size: u64, dir: &Scratch, st: &str) -> R<(PathBuf, PathBuf, PathBuf)> {
+    let (imgs, out) = (dir.file("criu"), dir.file("criu.out"));
+    let _ = std::fs::remove_file(&out);
+    let mut child = criu::spawn_to_file(Command::new(c.o.progs.join("hold")).arg(size.to_string()), &out, &format!("hold {size} for CRIU"))?;
+    let pid = child.id() as i32;
+    let dumped = criu::wait_file(&out, 0, &["ready"], 1, run::LONG).and_then(|_| criu::dump(path, pid, &imgs, &[], &format!("hold {size}")));
+    // CRIU killed it (or it failed): reap it, so that its PID is free for the restores.
+    let _ = child.kill();
+    let _ = child.wait();
+    let wall = dumped?;
+    c.s.add("restart criu dump", size, st, 0, wall);
+    c.fact("restart criu image", size, st, criu::image_bytes(&imgs));
+    Ok((path.to_path_buf(), imgs, out))
 }
 
 fn rows_restart(c: &mut Ctx, size: u64, st: &str) {
@@ -591,8 +638,11 @@ fn rows_restart(c: &mut Ctx, size: u64, st: &str) {
             _ => "",
         };
         rows.push(Row::of(s, &format!("{key} memcpy"), "memcpy into fresh pages, 1 core", size, st).rate());
-        rows.push(Row::of(s, key, label, size, st).rate().vs(s, &format!("{key} memcpy"), "memcpy").note(format!("{inside}{goal}")));
+        rows.push(Row::of(s, key, label, size, st).rate().vs(s, &format!("{key} memcpy"), "memcpy").vs(s, "restart criu", "criu restore").note(format!("{inside}{goal}")));
     }
+    let image = c.get("restart criu image", size, st).map(|b| format!("images {}", mib(b))).unwrap_or_default();
+    let dump = s.median("restart criu dump", size, st).map(|d| format!("criu dump (once) {d:.3} s")).unwrap_or_default();
+    rows.push(Row::of(s, "restart criu", "criu restore -d, until criu returns", size, st).rate().note(image).note(dump));
     rows.into_iter().for_each(|r| c.push(r));
 }
 
@@ -671,11 +721,21 @@ fn main() {
     let procs_on = want("processes");
     let want_threads = want("threads");
     let incr_on = want("incremental");
-    let mut c = Ctx { o, s: Samples::default(), facts: HashMap::new(), rows: Vec::new(), failures: Vec::new(), src };
+    let servers_on = want("servers");
+    let criu = criu::Criu::probe(o.criu.as_deref());
+    if let criu::Criu::NotRunnable(why) = &criu {
+        eprintln!("crest-bench: CRIU not runnable, no side-by-side: {why}");
+    }
+    let criu_on = want_restart || want_threads || procs_on || servers_on;
+    let mut c = Ctx { o, s: Samples::default(), facts: HashMap::new(), rows: Vec::new(), failures: Vec::new(), src, criu };
     let sizes = c.o.sizes.clone();
     let storages = c.o.storage.clone();
     let first = storages[0].clone();
     let first_st = first.display().to_string();
+    if criu_on {
+        let row = c.criu.row(&first_st);
+        c.rows.push(row);
+    }
     if dump_on {
         for &size in &sizes {
             for storage in &storages {
@@ -750,26 +810,24 @@ fn main() {
         // The fork+exit baseline forks this process: without the memcpy source (no longer
         // needed) its page tables are as small as a ring member's.
         c.src = Vec::new();
-        let criu = procs::Criu::probe(c.o.criu.as_deref());
-        if let procs::Criu::NotRunnable(why) = &criu {
-            eprintln!("crest-bench: CRIU not runnable, no side-by-side: {why}");
-        }
         let ks = c.o.procs.clone();
         for &k in &ks {
             if sys::stopped() {
                 break;
             }
-            let r = procs::processes(&mut c, k, &criu);
-            procs::rows(&mut c, k, ks[0], &criu);
+            let r = procs::processes(&mut c, k);
+            procs::rows(&mut c, k, ks[0]);
             c.outcome(&format!("processes, ring of {k}"), 0, &first_st, r);
         }
-        procs::criu_row(&mut c, &criu);
     }
     if incr_on && !sys::stopped() {
         let size = *sizes.iter().max().expect("sizes");
         let r = incr::incremental(&mut c, size, &first);
         incr::rows(&mut c, size, &first_st);
         c.outcome("incremental", size, &first_st, r);
+    }
+    if servers_on && !sys::stopped() {
+        servers::servers(&mut c);
     }
     let orphans = sys::reap_orphans();
     if orphans > 0 {

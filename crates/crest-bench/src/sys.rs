@@ -24,6 +24,28 @@ pub fn wait_exited(pid: i32) {
     }
 }
 
+/// Reaps child `pid` (one the benchmark started or adopted), waiting up to `timeout`:
+/// `Some(true)` if it exited with status 0, `Some(false)` if it ended otherwise or is not (or
+/// no longer) a child, `None` if it is still running.
+pub fn wait_child(pid: i32, timeout: std::time::Duration) -> Option<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out pointer; WNOHANG makes this a poll.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Some(false);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Makes this process the reaper of the processes it started: a restored process whose
 /// cr_restart died comes back to it instead of to PID 1 (which here reaps nobody).
 pub fn become_subreaper() {

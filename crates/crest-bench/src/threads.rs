@@ -4,13 +4,16 @@
 //! restored copy must then print a new tick). Interleaved with it, repetition by repetition,
 //! the baseline: the same program started from scratch with as many threads, which makes
 //! them, stops them and joins them at once (`threads 0 N`, timed from its spawn until it
-//! exits): the cost of starting that program and making its threads without crest.
+//! exits): the cost of starting that program and making its threads without crest; and, with
+//! `--criu`, CRIU's restore (`criu restore -d`) of the same program with as many threads, dumped
+//! once by `criu dump` from a copy of its own, every restored copy printing a new tick too.
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::run::{self, Remove, Scratch, Target};
+use crate::run::{self, Remove, Scratch, Target, R};
 use crate::table::Row;
-use crate::{Ctx, S};
+use crate::{criu, Ctx, S};
 
 /// The steps `cr_restart` reports with CREST_TIMING (`NAME_ms=`).
 const STEPS: [&str; 4] = ["husks", "filled", "finished", "released"];
@@ -33,6 +36,10 @@ pub fn threads(c: &mut Ctx, n: u32) -> S {
     drop(t.out.until(&["tick"], Duration::from_secs(30), "threads")?);
     run::checkpoint(&c.o.bin, t.pid(), &img, &[], &[])?;
     drop(t);
+    let criu = match c.criu.path() {
+        Some(p) => Some(criu_dump(p, &prog, n, &dir)?),
+        None => None,
+    };
     for rep in 0..c.o.reps {
         c.check()?;
         eprintln!("crest-bench: {n} threads, repetition {}", rep + 1);
@@ -50,8 +57,32 @@ pub fn threads(c: &mut Ctx, n: u32) -> S {
             }
         }
         drop(r.expect("tick").map_err(|e| format!("the restored copy of threads with {n} threads: {e}"))?);
+        drop(r);
+        if let Some((path, imgs, out)) = &criu {
+            c.check()?;
+            let from = criu::lines(out);
+            let (wall, root) = criu::restore(path, imgs, &[], &format!("threads with {n} threads"))?;
+            c.s.add(&key(n, "criu restore"), 0, &st, rep, wall);
+            criu::wait_file(out, from, &["tick"], 1, Duration::from_secs(30)).map_err(|e| format!("the copy of threads with {n} threads restored by CRIU (PID {}): {e}", root.0))?;
+            drop(root);
+        }
     }
     Ok(())
+}
+
+/// Starts `threads 100000 n` writing into a file, lets it tick and has CRIU dump it (and kill
+/// it): the CRIU binary, the image directory and the output file.
+fn criu_dump(path: &Path, prog: &Path, n: u32, dir: &Scratch) -> R<(PathBuf, PathBuf, PathBuf)> {
+    let (imgs, out) = (dir.file("criu"), dir.file("criu.out"));
+    let _ = std::fs::remove_file(&out);
+    let mut child = criu::spawn_to_file(Command::new(prog).arg("100000").arg(n.to_string()), &out, &format!("threads with {n} threads for CRIU"))?;
+    let pid = child.id() as i32;
+    let dumped = criu::wait_file(&out, 0, &["tick"], 1, Duration::from_secs(30)).and_then(|_| criu::dump(path, pid, &imgs, &[], &format!("threads with {n} threads")));
+    // CRIU killed it (or it failed): reap it, so that its PID is free for the restores.
+    let _ = child.kill();
+    let _ = child.wait();
+    dumped?;
+    Ok((path.to_path_buf(), imgs, out))
 }
 
 pub fn rows(c: &mut Ctx, n: u32) {
@@ -64,8 +95,10 @@ pub fn rows(c: &mut Ctx, n: u32) {
         Row::of(s, &key(n, "spawn"), format!("start threads, make, stop, join {n}"), 0, &st),
         Row::of(s, &key(n, "restart"), format!("restart {n} threads, wall until it runs"), 0, &st)
             .vs(s, &key(n, "spawn"), "start from scratch")
+            .vs(s, &key(n, "criu restore"), "criu restore")
             .note(ms("restart inside").map(|m| format!("{m} inside cr_restart{goal}")).unwrap_or_default())
             .note(if steps.is_empty() { String::new() } else { format!("steps (ms): {}", steps.join(", ")) }),
+        Row::of(s, &key(n, "criu restore"), format!("criu restore -d, {n} threads"), 0, &st).note(ms("criu restore").map(|m| format!("{m}, until criu returns")).unwrap_or_default()),
     ];
     rows.into_iter().for_each(|r| c.push(r));
 }
