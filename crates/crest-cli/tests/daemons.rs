@@ -342,30 +342,18 @@ fn tmux_type(tmux: &Path, sock: &Path, text: &str, what: &str) {
     }
 }
 
-#[test]
-fn tmux_server_with_a_session() {
-    let Some(tmux) = find(&["/usr/bin/tmux", "/usr/local/bin/tmux"]) else {
-        skip("tmux is not installed (apt-get install tmux)");
-        return;
-    };
-    let Some(bash) = find(&["/bin/bash", "/usr/bin/bash"]) else {
-        skip("bash is not installed");
-        return;
-    };
-    let d = Dir::new("tmux");
-    let sock = d.0.join("sock");
+/// Starts a tmux server with the session "crest" running [`TMUX_LOOP`] in `d`, its socket at
+/// `sock`. The server makes itself a daemon: killafter, a subreaper, is its parent then, and
+/// reaps it once it is killed.
+fn start_tmux(d: &Dir, tmux: &Path, bash: &Path, sock: &Path, procs: &mut Procs) {
     let script = d.0.join("loop.sh");
     std::fs::write(&script, TMUX_LOOP).expect("script");
-    let mut procs = Procs::default();
-    let mut trees = Trees::default();
-    // The server makes itself a daemon: killafter, a subreaper, is its parent then, and reaps it
-    // once it is killed.
-    let ka = build_killafter(&d);
+    let ka = build_killafter(d);
     let reaper = Command::new(&ka)
         .args(["-1"])
-        .arg(&tmux)
+        .arg(tmux)
         .arg("-S")
-        .arg(&sock)
+        .arg(sock)
         .args(["-f", "/dev/null", "new-session", "-d", "-s", "crest", "-x", "80", "-y", "24"])
         .arg(format!("exec {} --norc --noprofile {}", bash.display(), script.display()))
         .env("TERM", "xterm")
@@ -377,6 +365,28 @@ fn tmux_server_with_a_session() {
         .spawn()
         .expect("tmux starts");
     procs.reapers.push(reaper);
+}
+
+fn tmux_and_bash() -> Option<(PathBuf, PathBuf)> {
+    let Some(tmux) = find(&["/usr/bin/tmux", "/usr/local/bin/tmux"]) else {
+        skip("tmux is not installed (apt-get install tmux)");
+        return None;
+    };
+    let Some(bash) = find(&["/bin/bash", "/usr/bin/bash"]) else {
+        skip("bash is not installed");
+        return None;
+    };
+    Some((tmux, bash))
+}
+
+#[test]
+fn tmux_server_with_a_session() {
+    let Some((tmux, bash)) = tmux_and_bash() else { return };
+    let d = Dir::new("tmux");
+    let sock = d.0.join("sock");
+    let mut procs = Procs::default();
+    let mut trees = Trees::default();
+    start_tmux(&d, &tmux, &bash, &sock, &mut procs);
     let before = tmux_wait_count(&tmux, &sock, 2, "tmux as started");
     let server: i32 = tmux_out(&tmux, &sock, &["display-message", "-p", "#{pid}"]).expect("the server's PID").trim().parse().expect("a PID");
     let shell: i32 = tmux_out(&tmux, &sock, &["display-message", "-p", "-t", "crest:0", "#{pane_pid}"]).expect("the pane's PID").trim().parse().expect("a PID");
@@ -395,8 +405,10 @@ fn tmux_server_with_a_session() {
     let rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
     let rs_pid = procs.add(rs);
     trees.0.push(rs_pid);
-    let after = tmux_wait_count(&tmux, &sock, count_before, "tmux restarted");
+    tmux_wait_count(&tmux, &sock, 0, "tmux restarted");
     let rs_time = t.elapsed();
+    let after = tmux_wait_count(&tmux, &sock, count_before, "tmux restarted");
+    let rs_count = t.elapsed();
     if is_root() {
         assert_eq!(children_of(rs_pid), vec![server], "the server is restored with its PID");
         assert_eq!(children_of(server).first(), Some(&shell), "the session's shell is restored with its PID");
@@ -415,13 +427,13 @@ fn tmux_server_with_a_session() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let size = image_kib(&img);
-    eprintln!("tmux server: checkpoint --tree --kill {ck_time:?}, restart to the next count {rs_time:?}, image {size} KiB");
+    eprintln!("tmux server: checkpoint --tree --kill {ck_time:?}, restart to the server's first answer {rs_time:?} (to the next count {rs_count:?}), image {size} KiB");
 
     // kill-server ends it all; cr_restart ends with the server.
     assert!(tmux_out(&tmux, &sock, &["kill-server"]).is_some(), "kill-server");
     let mut rs = procs.take(rs_pid);
     let st = wait_child(&mut rs, Duration::from_secs(20));
-    assert!(st.code().is_some(), "cr_restart ends with the tmux server: {st:?}");
+    assert!(st.success(), "cr_restart ends with the tmux server: {st:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -701,4 +713,76 @@ fn postgres_cluster() {
     let log = std::fs::read_to_string(d.0.join("postgres.log")).unwrap_or_default();
     assert!(log.contains("database system is shut down"), "postgres shut down cleanly:\n{log}");
     assert!(!log.contains("PANIC") && !log.contains("terminated by signal"), "postgres logged trouble:\n{log}");
+}
+
+/// A client attached from a terminal of its own (`script`, outside the checkpoint): its
+/// connection to the server cannot be made again, so the checkpoint is refused, naming it, and
+/// the server runs on untouched; with --drop-unsupported the client sees the server go, the
+/// restored server finds that connection closed (a client that left), keeps its session, and a
+/// new client attaches.
+#[test]
+fn tmux_server_with_an_attached_client() {
+    let Some((tmux, bash)) = tmux_and_bash() else { return };
+    let Some(script) = find(&["/usr/bin/script", "/bin/script"]) else {
+        skip("script (util-linux) is not installed");
+        return;
+    };
+    let d = Dir::new("tmux-attached");
+    let sock = d.0.join("sock");
+    let mut procs = Procs::default();
+    let mut trees = Trees::default();
+    start_tmux(&d, &tmux, &bash, &sock, &mut procs);
+    tmux_wait_count(&tmux, &sock, 2, "tmux as started");
+    let server: i32 = tmux_out(&tmux, &sock, &["display-message", "-p", "#{pid}"]).expect("the server's PID").trim().parse().expect("a PID");
+    trees.0.push(server);
+    procs.pids.push(server);
+    let attach = |out: &str, procs: &mut Procs| -> i32 {
+        let pid = procs.add(
+            Command::new(&script)
+                .args(["-qfc", &format!("{} -S {} attach -t crest", tmux.display(), sock.display()), "/dev/null"])
+                .env("TERM", "xterm")
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(d.0.join(out)).expect("client output"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("script starts"),
+        );
+        let t = Instant::now();
+        while tmux_out(&tmux, &sock, &["list-clients"]).unwrap_or_default().lines().count() != 1 {
+            assert!(t.elapsed() < Duration::from_secs(20), "the client did not attach");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pid
+    };
+    let client = attach("client1.out", &mut procs);
+
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--tree", "--kill", "-f"]).arg(&img).arg(server.to_string()).output().expect("cr_checkpoint");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert_eq!(ck.status.code(), Some(libc::EOPNOTSUPP), "the attached client's connection is refused: {err}");
+    assert!(err.contains("unix stream socket") && err.contains("tmux: client") && err.contains("--drop-unsupported"), "the refusal names the connection, the client and the option: {err}");
+    assert_untouched(server, "after the refused checkpoint");
+    assert_eq!(tmux_out(&tmux, &sock, &["list-clients"]).unwrap_or_default().lines().count(), 1, "the client is still attached");
+
+    let count_before = tmux_count(&tmux, &sock).expect("the server answers");
+    checkpoint(&["--tree", "--kill", "--drop-unsupported"], &img, server);
+    let mut c = procs.take(client);
+    wait_child(&mut c, Duration::from_secs(20));
+    let rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+    let rs_pid = procs.add(rs);
+    trees.0.push(rs_pid);
+    tmux_wait_count(&tmux, &sock, count_before, "tmux restarted without its client");
+    assert_eq!(tmux_out(&tmux, &sock, &["list-clients"]).map(|l| l.lines().count()), Some(0), "the dropped client is gone");
+    assert_eq!(tmux_out(&tmux, &sock, &["list-sessions", "-F", "#{session_name}"]).map(|l| l.trim().to_string()), Some("crest".into()), "the session is kept");
+    attach("client2.out", &mut procs);
+    tmux_type(&tmux, &sock, "attached-again", "tmux restarted, a client attached again");
+    let t = Instant::now();
+    while !std::fs::read_to_string(d.0.join("client2.out")).unwrap_or_default().contains("got attached-again") {
+        assert!(t.elapsed() < Duration::from_secs(20), "the new client does not show the pane");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(tmux_out(&tmux, &sock, &["kill-server"]).is_some(), "kill-server");
+    let mut rs = procs.take(rs_pid);
+    let st = wait_child(&mut rs, Duration::from_secs(20));
+    assert!(st.success(), "cr_restart ends with the tmux server: {st:?}");
 }
