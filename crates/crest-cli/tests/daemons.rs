@@ -218,6 +218,10 @@ fn redis_server() {
         skip("redis-server is not installed (apt-get install redis-server)");
         return;
     };
+    if !is_root() {
+        skip("the client's connection kept across the checkpoint is saved in repair mode (TCP_REPAIR), which needs CAP_NET_ADMIN");
+        return;
+    }
     let d = Dir::new("redis");
     let port = free_port();
     let log = std::fs::File::create(d.0.join("redis.log")).expect("log");
@@ -605,8 +609,12 @@ fn postgres_cluster() {
         skip("postgres is not installed (apt-get install postgresql)");
         return;
     };
+    if !is_root() {
+        skip("postgres runs as the user postgres, and psql's connection kept across the checkpoint is saved in repair mode (TCP_REPAIR): both need root");
+        return;
+    }
     let ids = user_ids("postgres");
-    if is_root() && ids.is_none() {
+    if ids.is_none() {
         skip("postgres refuses to run as root, and there is no user postgres to run it as");
         return;
     }
