@@ -303,3 +303,28 @@ fn netfilter_netlink_socket_is_refused() {
     assert!(!img.exists(), "no image is written");
     assert_untouched(pid, "after a refused checkpoint");
 }
+
+/// A checkpoint with --run takes a server's connection in and out of repair mode, which
+/// clears SO_REUSEADDR: it is set back, so that the connection, once closed and lingering, does
+/// not keep the server from binding its port again (tests/c/tcpreuse.c).
+#[test]
+fn tcp_connection_keeps_so_reuseaddr_after_a_checkpoint_with_run() {
+    if !is_root() {
+        return skip("saving TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
+    }
+    let d = Dir::new("tcpreuse");
+    let prog = d.0.join("tcpreuse");
+    gcc("tests/c/tcpreuse.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("tcpreuse"));
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--run", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    assert!(ck.status.success(), "checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let i = procs.children.iter().position(|c| c.id() as i32 == pid).expect("a child of this test");
+    let st = wait_child(&mut procs.children[i], Duration::from_secs(30));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "after the checkpoint with --run: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
+}

@@ -95,24 +95,31 @@ fn state_name(state: u8) -> String {
 /// The most queued data saved for one connection.
 const MAX_QUEUED: usize = 64 << 20;
 
-/// Copies of the sockets put in repair mode by this checkpoint.
-static REPAIRED: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+/// Copies of the sockets put in repair mode by this checkpoint, each with its SO_REUSEADDR
+/// setting from before (repair mode overrides it, and leaving repair mode clears it).
+static REPAIRED: Mutex<Vec<(OwnedFd, bool)>> = Mutex::new(Vec::new());
 
-fn held() -> std::sync::MutexGuard<'static, Vec<OwnedFd>> {
+fn held() -> std::sync::MutexGuard<'static, Vec<(OwnedFd, bool)>> {
     REPAIRED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Keeps `copy`, a socket in repair mode, until [`leave_repair`] or [`keep_repair`].
-fn hold(copy: OwnedFd) {
-    held().push(copy);
+/// Keeps `copy`, a socket in repair mode whose SO_REUSEADDR was `reuse`, until
+/// [`leave_repair`] or [`keep_repair`].
+fn hold(copy: OwnedFd, reuse: bool) {
+    held().push((copy, reuse));
 }
 
 /// Takes every socket this checkpoint put in repair mode out of it: the processes run on and
-/// their connections go on (each sends a window probe). Safe to call more than once.
+/// their connections go on (each sends a window probe), with their SO_REUSEADDR as it was: a
+/// server's connection that lost it would, once closed and lingering in TIME_WAIT, keep the
+/// server from binding its port again. Safe to call more than once.
 pub fn leave_repair() {
-    for s in held().drain(..) {
+    for (s, reuse) in held().drain(..) {
         let _ = set_queue(s.as_raw_fd(), TCP_NO_QUEUE);
         let _ = crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::IPPROTO_TCP, TCP_REPAIR, 0);
+        if reuse {
+            let _ = crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        }
     }
 }
 
@@ -145,6 +152,7 @@ pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32
     if !matches!(state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING) {
         return Err(format!("a TCP connection {} is not saved", state_name(state)));
     }
+    let reuse = crest_ptrace::sys::sock_opt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).map_err(|e| format!("reading SO_REUSEADDR: {e}"))? != 0;
     if let Err(e) = crest_ptrace::sys::set_sock_opt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR, 1) {
         return Err(if e.raw_os_error() == Some(libc::EPERM) {
             "saving a TCP connection needs repair mode (TCP_REPAIR), which needs CAP_NET_ADMIN".into()
@@ -153,7 +161,7 @@ pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32
         });
     }
     let held = copy.try_clone().map_err(|e| format!("duplicating a descriptor: {e}"))?;
-    hold(held);
+    hold(held, reuse);
     let tcp = read_state(fd).map_err(|e| format!("reading its state in repair mode: {e}"))?;
     Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: Some(tcp), what: d.what.clone(), byte_options, shutdown: 0 })
 }
