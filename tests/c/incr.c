@@ -3,7 +3,8 @@
  * (gen[p]) and the word's index. Prints "ready", then on SIGUSR1 rewrites the next 1 MiB and
  * prints "round N"; on SIGUSR2 checks every word and writes "PASS round N" (or what is wrong)
  * into the file "result" of its working directory, then ends (0: good). On SIGHUP it maps 4 MiB
- * more, written through, and prints "mapped" (a mapping new since the last checkpoint). */
+ * more, written through, and prints "mapped" (a mapping new since the last checkpoint). On
+ * SIGWINCH it forks a child that waits (ending when its parent is gone) and prints "forked". */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,7 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t want_round, want_check, want_map;
+static volatile sig_atomic_t want_round, want_check, want_map, want_fork;
+static void on_winch(int s) { (void)s; want_fork = 1; }
 static void on_hup(int s) { (void)s; want_map = 1; }
 static void on_usr1(int s) { (void)s; want_round = 1; }
 static void on_usr2(int s) { (void)s; want_check = 1; }
@@ -35,6 +37,8 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR2, &sa, NULL);
     sa.sa_handler = on_hup;
     sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = on_winch;
+    sigaction(SIGWINCH, &sa, NULL);
     unsigned round = 0;
     printf("ready\n");
     fflush(stdout);
@@ -47,6 +51,19 @@ int main(int argc, char **argv) {
             if (more == MAP_FAILED) return 4;
             memset(more, 0x5a, 4 << 20);
             printf("mapped\n");
+            fflush(stdout);
+        }
+        if (want_fork) {
+            want_fork = 0;
+            pid_t parent = getpid(), child = fork();
+            if (child < 0) return 5;
+            if (child == 0)
+                for (;;) {
+                    struct timespec t = {0, 20 * 1000 * 1000};
+                    nanosleep(&t, NULL);
+                    if (getppid() != parent) _exit(0);
+                }
+            printf("forked %d\n", (int)child);
             fflush(stdout);
         }
         if (want_round) {

@@ -263,6 +263,62 @@ fn incremental_chain() {
     assert_eq!(v, "PASS round 3\n", "the full image made in place of an incremental one");
 }
 
+/// userfaultfd descriptors `pid` holds.
+fn userfaultfds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.flatten().filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("userfaultfd"))).count()).unwrap_or(0)
+}
+
+/// A tracked process that forks: its child inherits the write tracker's descriptor, which is
+/// crest's. The next checkpoint of the tree is still incremental for the parent, saves the new
+/// child whole, closes the child's copy rather than refusing it, and the chain goes on; the
+/// image restarts with the parent's memory intact.
+#[test]
+fn a_tracked_process_that_forks() {
+    let mut notes = Notes(Vec::new());
+    let d = Dir::new("incremental-fork");
+    let prog = d.0.join("incr");
+    gcc("tests/c/incr.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut child = Command::new(&prog).arg("32").current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("incr");
+    let pid = child.id() as i32;
+    let mut reaper = Reaper(vec![pid]);
+    notes.0.push(pid);
+    wait_for(&out, "ready\n", Duration::from_secs(60));
+    let imgs: Vec<PathBuf> = (0..3).map(|k| d.0.join(format!("img{k}"))).collect();
+    checkpoint(pid, &imgs[0], &["--tree", "--track"]);
+    let _ = Command::new("kill").arg("-WINCH").arg(pid.to_string()).status();
+    let s = wait_for(&out, "forked ", Duration::from_secs(60));
+    let forked: i32 = s.lines().find_map(|l| l.strip_prefix("forked ")?.trim().parse().ok()).expect("the child's PID");
+    reaper.0.push(forked);
+    notes.0.push(forked);
+    assert_eq!(userfaultfds(forked), 1, "the child inherited the tracker");
+    for k in 1..3 {
+        let _ = Command::new("kill").arg("-USR1").arg(pid.to_string()).status();
+        wait_for(&out, &format!("round {k}\n"), Duration::from_secs(60));
+        let o = checkpoint(pid, &imgs[k], &["-v", "--tree", "--incremental", imgs[k - 1].to_str().expect("utf-8")]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!e.contains("full image"), "checkpoint {k} of the parent fell back to a full image: {e}");
+        assert_eq!(userfaultfds(forked), 0, "the child's copy of the tracker is closed");
+        assert_eq!(userfaultfds(pid), 1, "the parent keeps its tracker");
+    }
+    let info = Command::new(bin("cr_info")).arg("--verify").arg(&imgs[2]).output().expect("cr_info");
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success() && text.contains("chain of 3 images") && text.contains(&format!("process {forked} ")), "cr_info --verify: {text}");
+    let v = verdict(&d, pid);
+    assert_eq!(v, "PASS round 2\n");
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success(), "the original");
+    let t = Instant::now();
+    while !gone(forked) {
+        assert!(t.elapsed() < Duration::from_secs(30), "the original's child ends after it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reaper.0.clear();
+    for (k, img) in imgs.iter().enumerate() {
+        let v = restart_and_check(&d, &prog, img, &mut reaper);
+        assert_eq!(v, format!("PASS round {k}\n"), "image {k} restarted");
+    }
+}
+
 /// Whether `pid` is gone (or a zombie, ended).
 fn gone(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X'])))

@@ -119,6 +119,10 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     let mut fds: Vec<(i32, OwnedFd, Option<Left>)> = Vec::new();
     {
         let mut tree = freeze_scope(scope, id)?;
+        let left = note::all();
+        for f in tree.procs_mut() {
+            disarm_inherited(f, &left)?;
+        }
         for f in tree.procs_mut() {
             // A new tracker replaces any left earlier (one userfaultfd per range).
             disarm(f)?;
@@ -325,6 +329,20 @@ pub(crate) mod note {
         (crest_proc::readlink(pid, &format!("fd/{fd}")).ok().as_deref() == Some(super::TRACKER_LINK)).then_some((fd, token))
     }
 
+    /// Every tracker crest left in a process that still holds it: (PID, descriptor).
+    pub(crate) fn all() -> Vec<(i32, i32)> {
+        let Some(dir) = crate::claim::dir() else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid: i32 = name.strip_prefix("crest-tracking-")?.split_once('-')?.0.parse().ok()?;
+                Some((pid, read(pid)?.0))
+            })
+            .collect()
+    }
+
     /// Forgets the tracker of `pid`.
     pub(crate) fn remove(pid: i32) {
         if let Some(p) = crate::claim::start_time(pid).and_then(|s| path(pid, s)) {
@@ -342,6 +360,29 @@ pub(crate) fn disarm(f: &mut crate::Frozen) -> Result<Option<i32>, DumpError> {
         note::remove(f.pid);
     }
     Ok(Some(fd))
+}
+
+/// Closes, inside the frozen process `f`, its copies of the write trackers crest left in other
+/// processes `trackers` ([`note::all`]): a child forked by a tracked process inherits the
+/// tracker's descriptor, which is crest's, not the child's. Returns their descriptors, then
+/// closed (left out of the image either way). Done before the trackers themselves are closed or
+/// taken up: while a copy is open the tracked memory stays registered with it.
+pub(crate) fn disarm_inherited(f: &mut crate::Frozen, trackers: &[(i32, i32)]) -> Result<Vec<i32>, DumpError> {
+    let own = note::read(f.pid).map(|n| n.0);
+    let mut copies = Vec::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{}/fd", f.pid)) else { return Ok(copies) };
+    for e in entries.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if Some(fd) == own || crest_proc::readlink(f.pid, &format!("fd/{fd}")).ok().as_deref() != Some(TRACKER_LINK) {
+            continue;
+        }
+        let inherited = trackers.iter().any(|&(pid, tfd)| pid != f.pid && crest_ptrace::sys::kcmp_order(f.pid, pid, 0, fd, tfd).ok().flatten() == Some(std::cmp::Ordering::Equal));
+        if inherited {
+            f.call_inside("closing a copy of a write tracker inherited from a tracked parent", libc::SYS_close, &[fd as u64])?;
+            copies.push(fd);
+        }
+    }
+    Ok(copies)
 }
 
 /// Private memory below which a pre-copy is not worth it.

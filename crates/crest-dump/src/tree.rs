@@ -544,7 +544,14 @@ impl FrozenTree {
         let mut files = fd::FileTable::new(&pids, &files_shared, opts.drop_unsupported)?;
         files.deleted_max = opts.deleted_max;
         // A write tracker left in a process is crest's, not the process's: kept for a later
-        // incremental checkpoint when this one tracks the process, closed otherwise.
+        // incremental checkpoint when this one tracks the process, closed otherwise; copies of
+        // one a child inherited by a fork are closed first.
+        let left = crate::precopy::note::all();
+        for f in &mut self.procs {
+            for fd in crate::precopy::disarm_inherited(f, &left)? {
+                files.hide(f.pid, fd);
+            }
+        }
         for f in &mut self.procs {
             match pre.as_ref().and_then(|p| p.tracked.get(&f.pid)).and_then(|t| t.left) {
                 Some((fd, _)) => files.hide(f.pid, fd),
