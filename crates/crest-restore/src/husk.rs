@@ -525,7 +525,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
 
     // A deep tree is forked from memory with a short history (see `fresh_memory`); without it
     // (a caller with threads, or a failure) the husks are made all the same, only more slowly.
-    let fresh = if depth(&plan) > crest_ptrace::husk::FRESH_EVERY { crest_ptrace::husk::fresh_memory(parked, &premap.range().into_iter().collect::<Vec<_>>()).ok().flatten() } else { None };
+    let fresh = if depth(&plan) > crest_ptrace::husk::FRESH_EVERY { crest_ptrace::husk::fresh_memory(parked, &premap.ranges()).ok().flatten() } else { None };
     // The topmost husks; each creates the husks of its children.
     let mut top_pids: Vec<i32> = Vec::new();
     let mut spawn_err = None;
@@ -952,7 +952,7 @@ fn fill(
     vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
     // The mappings built before the forks move into place with their pages (page tables move,
     // pages stay: what was shared with a parent or children stays shared).
-    for &(at, len, to) in placed {
+    for &(at, len, to) in placed.iter().filter(|&&(at, _, to)| at != to) {
         remote.queue_expecting(
             format!("pid {}: moving mapping {to:#x}-{:#x} into place", p.pid, to + len),
             libc::SYS_mremap,
