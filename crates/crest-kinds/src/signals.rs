@@ -20,16 +20,19 @@ fn mask_field(status: &str, key: &str) -> u64 {
 /// Reads the dispositions of every caught or ignored signal.
 pub fn dump_actions(remote: &mut Remote<'_>, scratch: &Scratch, status: &str) -> Result<Vec<SigAction>, KindError> {
     let set = mask_field(status, "SigCgt") | mask_field(status, "SigIgn");
-    let mut out = Vec::new();
-    for signo in 1..=64u32 {
-        if set & (1 << (signo - 1)) == 0 || signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 {
-            continue;
-        }
-        remote.call(&format!("reading the action of signal {signo}"), libc::SYS_rt_sigaction, &[u64::from(signo), 0, scratch.addr, 8])?;
-        let b = scratch.read(0, 32)?;
-        out.push(SigAction { signo, handler: le_u64(&b, 0), flags: le_u64(&b, 8), restorer: le_u64(&b, 16), mask: le_u64(&b, 24) });
+    let signos: Vec<u32> = (1..=64u32).filter(|&s| set & (1 << (s - 1)) != 0 && s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32).collect();
+    // Each action into its own 32 bytes of the scratch page (64 of them fit), all read in one
+    // go where the process has a batch area.
+    for (k, &signo) in signos.iter().enumerate() {
+        remote.queue(format!("reading the action of signal {signo}"), libc::SYS_rt_sigaction, &[u64::from(signo), 0, scratch.addr + 32 * k as u64, 8]);
     }
-    Ok(out)
+    remote.flush()?;
+    let b = if signos.is_empty() { Vec::new() } else { scratch.read(0, 32 * signos.len())? };
+    Ok(signos
+        .iter()
+        .enumerate()
+        .map(|(k, &signo)| SigAction { signo, handler: le_u64(&b, 32 * k), flags: le_u64(&b, 32 * k + 8), restorer: le_u64(&b, 32 * k + 16), mask: le_u64(&b, 32 * k + 24) })
+        .collect())
 }
 
 /// Inside the husk: sets the saved dispositions on itself. Everything the husk inherited from

@@ -11,7 +11,8 @@
 //! The caller must keep the thread's signals blocked (`PTRACE_SETSIGMASK`) while it borrows the
 //! thread, so that no handler runs on the borrowed registers.
 //!
-//! Each such syscall costs two stops and their wake-ups. Where many syscalls follow one another
+//! Each such syscall costs two stops and their wake-ups (one, once there is a batch area: see
+//! below). Where many syscalls follow one another
 //! and none needs the result of the one before (a restart mapping and filling a process's
 //! memory), they may be queued instead ([`Remote::queue`]) and, once the caller has given an
 //! area for it ([`Remote::map_batch`]), run in one go: a 67-byte loop written into that area
@@ -113,6 +114,14 @@ impl<'a> Remote<'a> {
     pub fn syscall(&mut self, nr: libc::c_long, args: &[u64]) -> RemoteResult {
         // What was queued comes first.
         self.flush()?;
+        // Once there is a batch area, a call alone runs from it too: one stop of the thread
+        // (the loop's `int3`) instead of two (the syscall's entry and exit), each a wake-up of
+        // the thread and then of the tracer.
+        if let Some(area) = self.batch {
+            self.event_msg = None;
+            let results = self.execute(area, &[(nr, six(args), true)])?;
+            return results.into_iter().next().ok_or_else(|| TraceError::Unexpected { tid: self.tracee.tid, what: format!("remote syscall {nr} did not run from the batch area") });
+        }
         self.one(nr, args)
     }
 

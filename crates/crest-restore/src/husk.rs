@@ -525,7 +525,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
 
     // A deep tree is forked from memory with a short history (see `fresh_memory`); without it
     // (a caller with threads, or a failure) the husks are made all the same, only more slowly.
-    let fresh = if depth(&plan) > crest_ptrace::husk::FRESH_EVERY { crest_ptrace::husk::fresh_memory(parked, &premap.range().into_iter().collect::<Vec<_>>()).ok().flatten() } else { None };
+    let fresh = if depth(&plan) > crest_ptrace::husk::FRESH_EVERY { crest_ptrace::husk::fresh_memory(parked, &premap.ranges()).ok().flatten() } else { None };
     // The topmost husks; each creates the husks of its children.
     let mut top_pids: Vec<i32> = Vec::new();
     let mut spawn_err = None;
@@ -897,21 +897,38 @@ fn fill(
     let (_, vs, ve) = *areas.iter().find(|a| a.0 == SpecialArea::Vdso).ok_or_else(|| RestoreError::Refused("this kernel gives processes no vDSO".into()))?;
     let regs = husk.regs()?;
     let mut remote = Remote::new(husk, find_syscall_insn(pid, vs, ve)?, regs);
-    if let Some((addr, len, sig)) = husk.rseq()? {
-        remote.call("unregistering the restore process's rseq", libc::SYS_rseq, &[addr, u64::from(len), RSEQ_FLAG_UNREGISTER, u64::from(sig)])?;
+    // A batch ends on `int3`, whose SIGTRAP the kernel forces through: it would reset a
+    // handler or an ignored disposition of SIGTRAP (set in the husk already) and take the
+    // place of a pending one. Such a process has its syscalls made one by one.
+    let is_trap = |si: &Vec<u8>| si.get(..4).is_some_and(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) == libc::SIGTRAP);
+    let trap_used = p.sigactions.iter().any(|a| a.signo == libc::SIGTRAP as u32 && a.handler != 0) || p.shared_pending.iter().chain(p.threads.iter().flat_map(|t| &t.pending)).any(is_trap);
+    // The mappings are made and filled by syscalls run in one go from an area of their own,
+    // mapped first, where neither the husk's memory nor the saved process's lies: the clearing
+    // of the husk's memory and the moves below run in that one go too (one stop of the husk
+    // instead of two per call).
+    let mut here: Vec<(u64, u64)> = areas.iter().map(|a| (a.1, a.2)).collect();
+    here.extend(placed.iter().map(|&(at, len, _)| (at, at + len)));
+    let busy_now: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).chain(here.iter().copied()).collect();
+    let area = find_gap(&p.vmas, &busy_now, crest_ptrace::BATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for the batch area".into()))?;
+    if !trap_used {
+        remote.map_batch(area)?;
     }
-    remote.call("clearing the parent-death signal", libc::SYS_prctl, &[PR_SET_PDEATHSIG, 0])?;
+    if let Some((addr, len, sig)) = husk.rseq()? {
+        remote.queue("unregistering the restore process's rseq", libc::SYS_rseq, &[addr, u64::from(len), RSEQ_FLAG_UNREGISTER, u64::from(sig)]);
+    }
+    remote.queue("clearing the parent-death signal", libc::SYS_prctl, &[PR_SET_PDEATHSIG, 0]);
     if let Some(g) = join {
         // The group's leader was created after this process: it joins now.
         let st = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         if st.pgrp != g {
-            remote.call(&format!("pid {}: joining process group {g}", p.pid), libc::SYS_setpgid, &[0, g as u64])?;
+            remote.queue(format!("pid {}: joining process group {g}", p.pid), libc::SYS_setpgid, &[0, g as u64]);
         }
     }
-    // Unmap everything of the husk but the special areas and the mappings built before the
-    // forks (`placed`): one call for all the areas between two special ones (the holes between
-    // them unmapped too, which is harmless), cut around the mappings kept.
-    let keep: Vec<(u64, u64)> = placed.iter().map(|&(at, len, _)| (at, len)).collect();
+    // Unmap everything of the husk but the special areas, the batch area and the mappings
+    // built before the forks (`placed`): one call for all the areas between two special ones
+    // (the holes between them unmapped too, which is harmless), cut around the mappings kept.
+    let mut keep: Vec<(u64, u64)> = placed.iter().map(|&(at, len, _)| (at, len)).collect();
+    keep.push((area, crest_ptrace::BATCH_LEN));
     let mut spans: Vec<(u64, u64)> = Vec::new();
     let mut joined = false;
     for m in &maps {
@@ -927,36 +944,26 @@ fn fill(
     }
     let ranges: Vec<(u64, u64)> = spans.iter().flat_map(|&(s, e)| memory::subtract_ranges(&[(s, e - s)], &keep)).map(|(s, l)| (s, s + l)).collect();
     for (s, e) in ranges {
-        remote.call(&format!("clearing the restore process's memory at {s:#x}"), libc::SYS_munmap, &[s, e - s])?;
+        remote.queue(format!("clearing the restore process's memory at {s:#x}"), libc::SYS_munmap, &[s, e - s]);
     }
     let span: u64 = areas.iter().map(|a| a.2 - a.1).sum();
-    let mut here: Vec<(u64, u64)> = areas.iter().map(|a| (a.1, a.2)).collect();
-    here.extend(placed.iter().map(|&(at, len, _)| (at, at + len)));
+    here.push((area, area + crest_ptrace::BATCH_LEN));
     let tmp = find_gap(&p.vmas, &here, span).ok_or_else(|| RestoreError::Refused("no free address range to move the vDSO through".into()))?;
     vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
     // The mappings built before the forks move into place with their pages (page tables move,
     // pages stay: what was shared with a parent or children stays shared).
-    for &(at, len, to) in placed {
-        let moved =
-            remote.call(&format!("pid {}: moving mapping {to:#x}-{:#x} into place", p.pid, to + len), libc::SYS_mremap, &[at, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to])?;
-        if moved != to {
-            return Err(RestoreError::Refused(format!("pid {}: mapping {to:#x}-{:#x} was moved to {moved:#x} instead", p.pid, to + len)));
-        }
+    for &(at, len, to) in placed.iter().filter(|&&(at, _, to)| at != to) {
+        remote.queue_expecting(
+            format!("pid {}: moving mapping {to:#x}-{:#x} into place", p.pid, to + len),
+            libc::SYS_mremap,
+            &[at, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to],
+            to,
+        );
     }
-    let gap = find_gap(&p.vmas, &[], crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
+    let gap = find_gap(&p.vmas, &[(area, area + crest_ptrace::BATCH_LEN)], crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
     let scratch = Scratch::map(&mut remote, pid, gap)?;
     let no_progress = crest_kinds::progress::Progress::default();
     let progress = opts.progress.as_deref().unwrap_or(&no_progress);
-    // The mappings are made and filled by syscalls run in one go from an area of their own.
-    let area = find_gap(&p.vmas, &[(gap, gap + crest_kinds::SCRATCH_LEN)], crest_ptrace::BATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for the batch area".into()))?;
-    // A batch ends on `int3`, whose SIGTRAP the kernel forces through: it would reset a
-    // handler or an ignored disposition of SIGTRAP (set in the husk already) and take the
-    // place of a pending one. Such a process has its syscalls made one by one.
-    let is_trap = |si: &Vec<u8>| si.get(..4).is_some_and(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) == libc::SIGTRAP);
-    let trap_used = p.sigactions.iter().any(|a| a.signo == libc::SIGTRAP as u32 && a.handler != 0) || p.shared_pending.iter().chain(p.threads.iter().flat_map(|t| &t.pending)).any(is_trap);
-    if !trap_used {
-        remote.map_batch(area)?;
-    }
     // The per-process kinds in their declared order (crest_kinds::process): memory, mm, the
     // leader's state, what the threads inherit, the other threads, then the rest.
     // Seccomp filters every thread has in common: in the leader before it creates the others.
@@ -986,7 +993,8 @@ fn fill(
     };
     process::restore(process::sequence(process::Stage::Traced)?, &mut cx)?;
     let FillCx { filled, exe_set, threads, syscalls: count, .. } = cx;
-    remote.unmap_batch()?;
+    // The scratch page first, while the batch area is there to unmap it in one stop.
     scratch.unmap(&mut remote)?;
+    remote.unmap_batch()?;
     Ok((filled, remote.count + count, exe_set, threads))
 }

@@ -6,17 +6,21 @@
 //! for that; so the mappings that share pages are built before the husks fork, inside the
 //! husks themselves, away from where they belong:
 //!
-//! - `cr_restart` reserves one free range ([`Premap::reserve`], `PROT_NONE`), clear of its own
-//!   memory and of every mapping of the image, and gives each mapping that shares pages (by
-//!   its bounds) a place there, the same in every process;
+//! - `cr_restart` reserves, for each mapping that shares pages (by its bounds), its own place
+//!   when that is free in `cr_restart` (well clear of its memory) and overlaps no other such
+//!   mapping ([`Premap::reserve`], `PROT_NONE`): it is built where it belongs and not moved
+//!   later. The others get a place, the same in every process, in one more free range, clear of
+//!   `cr_restart`'s memory and of every mapping of the image;
 //! - each husk, before it forks the husks of its children, builds its own such mappings there
 //!   ([`Premap::build`]): a parent's from nothing (fresh memory or its file, and its runs); a
 //!   child's from what it inherited from its parent, its own pages dropped (`MADV_DONTNEED`:
 //!   zeros, or its file's contents) and its runs written over them. The children forked next
 //!   inherit the result, page for page;
 //! - when a husk is filled, these mappings are kept through the clearing of its memory and
-//!   moved into place with `mremap` ([`Premap::placed`]), which moves page tables, not pages:
-//!   what was shared stays shared. They are not filled again.
+//!   those built elsewhere moved into place with `mremap` ([`Premap::placed`]), which moves
+//!   page tables, not pages: what was shared stays shared. They are not filled again. A
+//!   mapping built in place saves that move, which costs as much as a fork of it: the kernel
+//!   copies its chain of anon_vmas, as long as the process is deep in the tree.
 use std::collections::HashMap;
 
 use crest_image::{Process, Vma, VmaBacking};
@@ -31,15 +35,24 @@ pub(crate) struct Premap {
     at: HashMap<(u64, u64), u64>,
     /// For each process, the indices of its mappings built there.
     pub vmas: Vec<Vec<usize>>,
-    /// The reserved range: (start, length); length 0 when nothing is built.
+    /// The shared reserved range: (start, length); length 0 when nothing is built there.
     range: (u64, u64),
+    /// Mappings built in their own place: (start, length) of each, reserved.
+    own: Vec<(u64, u64)>,
 }
+
+/// How far a mapping built in its own place stays from `cr_restart`'s memory, so that its
+/// stack and heap can still grow.
+const OWN_MARGIN: u64 = 8 << 20;
 
 impl Drop for Premap {
     /// Gives the reserved range back (in `cr_restart`: the husks have their own).
     fn drop(&mut self) {
         if self.range.0 != 0 {
             let _ = crest_ptrace::sys::unreserve(self.range.0, self.range.1);
+        }
+        for &(a, l) in &self.own {
+            let _ = crest_ptrace::sys::unreserve(a, l);
         }
     }
 }
@@ -68,12 +81,12 @@ impl Premap {
             at.insert((s, e), len);
             len += e - s + 4096;
         }
-        Premap { at, vmas, range: (0, len) }
+        Premap { at, vmas, range: (0, len), own: Vec::new() }
     }
 
     /// Whether anything is built before the forks.
     pub fn is_empty(&self) -> bool {
-        self.range.1 == 0
+        self.at.is_empty()
     }
 
     /// Reserves the range in this process (inherited by the husks), clear of `busy` (its own
@@ -82,16 +95,43 @@ impl Premap {
         if self.is_empty() {
             return Ok(());
         }
-        let len = self.range.1;
+        // In their own place where that is free (with a margin) and no other mapping built
+        // before the forks overlaps it; the others, one page apart, in one more range.
+        let mut keys: Vec<(u64, u64)> = self.at.keys().copied().collect();
+        keys.sort_unstable();
+        let clear = |(s, e): (u64, u64)| !busy.iter().any(|&(bs, be)| s < be.saturating_add(OWN_MARGIN) && bs.saturating_sub(OWN_MARGIN) < e);
+        let alone = |k: (u64, u64)| !keys.iter().any(|&o| o != k && o.0 < k.1 && k.0 < o.1);
+        let mut rest = Vec::new();
+        for &k in &keys {
+            if clear(k) && alone(k) && crest_ptrace::sys::reserve(k.0, k.1 - k.0).is_ok() {
+                self.own.push((k.0, k.1 - k.0));
+                self.at.insert(k, k.0);
+            } else {
+                rest.push(k);
+            }
+        }
+        let mut len = 0;
+        for k in rest.iter() {
+            self.at.insert(*k, len);
+            len += k.1 - k.0 + 4096;
+        }
+        self.range.1 = len;
+        if len == 0 {
+            return Ok(());
+        }
+        let own: Vec<(u64, u64)> = self.own.iter().map(|&(a, l)| (a, a + l)).collect();
         let mut taken: Vec<(u64, u64)> = busy.to_vec();
+        taken.extend(own);
         taken.extend(procs.iter().flat_map(|p| &p.vmas).map(|v| (v.start, v.end)));
         let free = |a: u64| !taken.iter().any(|&(s, e)| a < e && s < a + len);
         let candidates = std::iter::once(0x1000_0000_0000u64).chain(taken.iter().map(|t| t.1.next_multiple_of(4096)));
         for a in candidates.filter(|&a| a >= 0x1000_0000 && a + len <= crest_image::validate::USER_ADDR_END && free(a)) {
             if crest_ptrace::sys::reserve(a, len).is_ok() {
                 self.range.0 = a;
-                for v in self.at.values_mut() {
-                    *v += a;
+                for k in &rest {
+                    if let Some(v) = self.at.get_mut(k) {
+                        *v += a;
+                    }
                 }
                 return Ok(());
             }
@@ -99,9 +139,11 @@ impl Premap {
         Err(RestoreError::Refused(format!("no free address range of {len} bytes to rebuild the memory shared between parents and children in")))
     }
 
-    /// The reserved range (start, end), when there is one.
-    pub fn range(&self) -> Option<(u64, u64)> {
-        (self.range.0 != 0).then_some((self.range.0, self.range.0 + self.range.1))
+    /// The reserved ranges (start, end): the shared one, when there is one, and those of the
+    /// mappings built in their own place.
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        let shared = (self.range.0 != 0).then_some((self.range.0, self.range.0 + self.range.1));
+        shared.into_iter().chain(self.own.iter().map(|&(a, l)| (a, a + l))).collect()
     }
 
     fn addr(&self, v: &Vma) -> u64 {
