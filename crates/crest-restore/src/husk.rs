@@ -587,10 +587,10 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         let in_place: Vec<(i32, u64)> = procs.iter().zip(&layouts).flat_map(|(p, l)| l.fds.in_place.iter().map(move |&a| (p.pid, a))).collect();
         let verifier = opts.verify.then(|| {
             s.spawn(move || match (map_image, opts.lazy.is_some()) {
-                (_, true) => crest_kinds::lazy::verify_eager(img, &in_place),
+                (_, true) => crest_kinds::lazy::verify_eager(img, &in_place).map(|()| crate::mapping::Windows::default()),
                 (true, _) => crate::mapping::verify_in_place(chain, std::thread::available_parallelism().map_or(2, |n| n.get())),
-                _ if chain.len() > 1 => crest_image::chain::verify_checksums(chain, 1),
-                _ => img.verify_checksums(1),
+                _ if chain.len() > 1 => crest_image::chain::verify_checksums(chain, 1).map(|()| crate::mapping::Windows::default()),
+                _ => img.verify_checksums(1).map(|()| crate::mapping::Windows::default()),
             })
         });
         let (reply_tx, replies) = std::sync::mpsc::channel::<Reply>();
@@ -636,12 +636,12 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         }
         let verified = match verifier {
             Some(v) => v.join().unwrap_or_else(|_| Err(crest_image::ImageError::Invalid("page verifier panicked".into()))),
-            None => Ok(()),
+            None => Ok(crate::mapping::Windows::default()),
         };
         if let Some(e) = first_err {
             return Err(e);
         }
-        verified?;
+        let windows = verified?;
         step("filled", &mut steps);
         // Registers and masks of every thread, each by the worker that holds it.
         for tx in &orders {
@@ -676,6 +676,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
             }
         }
         step("released", &mut steps);
+        windows.unmap_later();
         if let Some(lazy) = &opts.lazy {
             lazy.released(&all_pids);
         }
