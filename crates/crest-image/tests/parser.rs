@@ -86,6 +86,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         parent: None,
         tracking: vec![],
         clocks: None,
+        network_lock: None,
     };
     let bytes = w.finish(&img).expect("finish");
     (bytes, img)

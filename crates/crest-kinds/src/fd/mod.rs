@@ -34,6 +34,7 @@ mod locks;
 mod memfd;
 mod namespace;
 mod netlink;
+pub mod netlock;
 mod opath;
 mod packet;
 mod pidfd;

@@ -33,11 +33,10 @@
 //! A connected UDP socket is bound to its address and connected to its peer again; datagrams
 //! queued on it are not saved (refused).
 //!
-//! Not handled: data the peer sends while the process is frozen and after the checkpoint
-//! read its queues, until it is killed, is lost (CRIU drops the connection's packets with
-//! netfilter meanwhile; crest does not yet), and a peer that sends while the process is
-//! not running (between `--kill` and the restart) gets a reset from the kernel, as no socket
-//! is there to take its packets.
+//! With `--kill`, the connection's packets are dropped by a netfilter rule from before its
+//! queues are read until `cr_restart` has it back ([`super::netlock`]): what the peer sends
+//! meanwhile is neither acknowledged and lost nor answered with a reset (no socket holds the
+//! port once the process is killed); the peer's kernel sends it again until it passes.
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
@@ -110,6 +109,8 @@ fn hold(copy: OwnedFd) {
 /// Takes every socket this checkpoint put in repair mode out of it: the processes run on and
 /// their connections go on (each sends a window probe). Safe to call more than once.
 pub fn leave_repair() {
+    // The lock goes first, so that the window probe each sends on leaving repair mode passes.
+    super::netlock::unlock();
     for s in held().drain(..) {
         let _ = set_queue(s.as_raw_fd(), TCP_NO_QUEUE);
         let _ = crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::IPPROTO_TCP, TCP_REPAIR, 0);
@@ -121,6 +122,7 @@ pub fn leave_repair() {
 /// (no FIN, no reset), so the peer does not notice.
 pub fn keep_repair() {
     held().clear();
+    super::netlock::keep();
 }
 
 fn set_queue(fd: i32, q: i32) -> std::io::Result<()> {
@@ -128,7 +130,7 @@ fn set_queue(fd: i32, q: i32) -> std::io::Result<()> {
 }
 
 /// The record of a connected TCP or UDP (UDP-Lite) socket (`copy` is a copy of it), or `Err(why)`.
-pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
+pub(super) fn dump(pid: i32, copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_addr;
     let fd = copy.as_raw_fd();
     let local = sock_addr(fd, false).map_err(|e| format!("reading its address: {e}"))?;
@@ -145,6 +147,7 @@ pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32
     if !matches!(state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING) {
         return Err(format!("a TCP connection {} is not saved", state_name(state)));
     }
+    super::netlock::lock(pid, &local, &peer, &d.what)?;
     if let Err(e) = crest_ptrace::sys::set_sock_opt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR, 1) {
         return Err(if e.raw_os_error() == Some(libc::EPERM) {
             "saving a TCP connection needs repair mode (TCP_REPAIR), which needs CAP_NET_ADMIN".into()
