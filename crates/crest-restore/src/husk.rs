@@ -671,6 +671,9 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
             }
         }
         for &i in &live {
+            fd::fins_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
+        }
+        for &i in &live {
             fd::leave_repair_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
             fd::settle_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
             fd::settle_inotify(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;

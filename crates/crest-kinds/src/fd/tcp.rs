@@ -19,7 +19,8 @@
 //! sequence numbers set, connected to its peer (in repair mode nothing is sent; the saved
 //! segment size is given as `TCP_MAXSEG` for the time of the connect, which works out the size
 //! it sends with before the peer's options can be set), its options,
-//! queues and window put back; a FIN it had sent is queued again (`shutdown` in repair mode).
+//! queues and window put back. Just before it leaves repair mode, once the network lock is
+//! removed, a FIN it had received is received again and one it had sent is queued again.
 //! Repair mode is left by `cr_restart` once every process of the image is rebuilt
 //! ([`leave_repair_restored`]), so that the two ends of a connection between processes of the
 //! image both exist before either sends anything: then each sends a window probe and the
@@ -368,6 +369,15 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     }
     let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_ne_bytes()).collect();
     set_sock_opt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &bytes).map_err(|e| ("setting its window", e))?;
+    set_queue(fd, TCP_NO_QUEUE).map_err(|e| ("leaving the queues", e))?;
+    Ok(())
+}
+
+/// The FINs of connection `fd` (rebuilt in state `t`, connected to `peer`, still in repair
+/// mode): the peer's, received again as a packet from its address, then its own, queued
+/// again. Done in `cr_restart` just before the connection leaves repair mode, once the
+/// network lock (which would drop that packet) is removed.
+fn fins_again(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     if fin_received(t.state) {
         let local = crest_ptrace::sys::sock_addr(fd, false).map_err(|e| ("reading its address", e))?;
         // An IPv6 socket connected over IPv4 (addresses ::ffff:a.b.c.d) gets an IPv4 packet.
@@ -383,8 +393,8 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     if fin_sent(t.state) {
         set_queue(fd, TCP_SEND_QUEUE).map_err(|e| ("sending its FIN again", e))?;
         crest_ptrace::sys::shutdown(fd, libc::SHUT_WR).map_err(|e| ("sending its FIN again", e))?;
+        set_queue(fd, TCP_NO_QUEUE).map_err(|e| ("leaving the queues", e))?;
     }
-    set_queue(fd, TCP_NO_QUEUE).map_err(|e| ("leaving the queues", e))?;
     Ok(())
 }
 
@@ -491,6 +501,24 @@ fn fin_packet(from: &[u8], to: &[u8], seq: u32, ack: u32, window: u16) -> Option
     }
     p.extend_from_slice(&tcp);
     Some(p)
+}
+
+/// In `cr_restart`, once every process of the image is rebuilt and the network lock is
+/// removed, before any connection leaves repair mode: the FINs of the TCP connections of
+/// process `pid` (restored from `recs`) that had received or sent one ([`fins_again`]).
+pub fn fins_restored(pid: i32, recs: &[FdRecord]) -> Result<(), String> {
+    let conns: Vec<&FdRecord> = recs.iter().filter(|r| matches!(&r.kind, FdKind::Inet { tcp: Some(t), .. } if fin_received(t.state) || fin_sent(t.state))).collect();
+    if conns.is_empty() {
+        return Ok(());
+    }
+    let pidfd = crest_ptrace::sys::pidfd_open(pid).map_err(|e| format!("PID {pid}: {e}"))?;
+    for r in conns {
+        let FdKind::Inet { what, peer, tcp: Some(t), .. } = &r.kind else { continue };
+        let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", r.fd);
+        let s = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), r.fd).map_err(|e| err("taking a copy of it", e))?;
+        fins_again(s.as_raw_fd(), peer, t).map_err(|(step, e)| err(step, e))?;
+    }
+    Ok(())
 }
 
 /// In `cr_restart`, once every process of the image is rebuilt and before any runs: takes the
