@@ -8,8 +8,9 @@
 //! (`crest_PID_MILLISECONDS`), made with the `nft` command in the network namespace of the
 //! processes, with a chain on the input hook that drops the packets of each connection in
 //! both directions (both addresses and ports: a peer on the same host sends through it too).
-//! The checkpoint adds a connection's rule before it puts the socket in repair mode and reads
-//! its queues. When the processes run on after the checkpoint (or it fails), the table is
+//! The checkpoint adds a connection's rule once the socket is in repair mode (which needs
+//! `CAP_NET_ADMIN`, as the lock does: a checkpoint without it is refused for that) and before
+//! it reads its queues. When the processes run on after the checkpoint (or it fails), the table is
 //! removed before the sockets leave repair mode ([`unlock`]); with `--kill` it stays
 //! ([`keep`]), and the image names it (`Image.network_lock`): `cr_restart` removes it once
 //! every socket is rebuilt, just before they leave repair mode ([`remove`]). A restart that

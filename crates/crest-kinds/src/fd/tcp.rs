@@ -148,7 +148,6 @@ pub(super) fn dump(pid: i32, copy: &OwnedFd, ino: u64, family: i32, ty: i32, pro
     if !matches!(state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING) {
         return Err(format!("a TCP connection {} is not saved", state_name(state)));
     }
-    super::netlock::lock(pid, &local, &peer, &d.what)?;
     if let Err(e) = crest_ptrace::sys::set_sock_opt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR, 1) {
         return Err(if e.raw_os_error() == Some(libc::EPERM) {
             "saving a TCP connection needs repair mode (TCP_REPAIR), which needs CAP_NET_ADMIN".into()
@@ -158,6 +157,9 @@ pub(super) fn dump(pid: i32, copy: &OwnedFd, ino: u64, family: i32, ty: i32, pro
     }
     let held = copy.try_clone().map_err(|e| format!("duplicating a descriptor: {e}"))?;
     hold(held);
+    // Before its queues are read: what the peer sends from now on is neither taken (and lost
+    // with a killed process) nor, once no socket holds the port, answered with a reset.
+    super::netlock::lock(pid, &local, &peer, &d.what)?;
     let tcp = read_state(fd).map_err(|e| format!("reading its state in repair mode: {e}"))?;
     Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: Some(tcp), what: d.what.clone(), byte_options, shutdown: 0 })
 }
