@@ -267,3 +267,51 @@ fn without_nft_the_lock_is_refused_or_skipped_by_option() {
     let _ = server.wait();
     assert_eq!(lock_tables(pid).map(|t| t.len()), Some(0), "no lock with --network-lock=skip");
 }
+
+/// A restart that fails (here: the server's program is missing) leaves the lock, so that the
+/// peer still sees no reset; once the program is back, another restart takes the connection
+/// up, and removes the lock.
+#[test]
+fn a_failed_restart_keeps_the_lock_for_the_next_one() {
+    if let Err(why) = can_lock() {
+        return skip(&why);
+    }
+    let d = Dir::new("netlock-retry");
+    let prog = d.0.join("tcppeer");
+    gcc("tests/c/tcppeer.c", &prog, &[]);
+    let log = d.0.join("server.txt");
+    let (mut server, port) = start_server(&d, &prog, false, &log);
+    let pid = server.id() as i32;
+    let mut reaper = Reaper(vec![pid]);
+    let _unlock = Unlock(pid);
+    let mut peer = Peer::connect(&port, false);
+    peer.exchange("before the checkpoint");
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    assert!(ck.status.success(), "cr_checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
+    let _ = server.wait();
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info runs");
+    let info = String::from_utf8_lossy(&info.stdout);
+    let tables = lock_tables(pid).unwrap_or_default();
+    assert!(tables.len() == 1 && info.contains(&format!("table inet {}", tables[0])), "cr_info names the lock: {info}");
+    let away = d.0.join("tcppeer.away");
+    std::fs::rename(&prog, &away).expect("moving the program away");
+    let rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).output().expect("cr_restart runs");
+    assert!(!rs.status.success(), "the restart without its program fails: {}", String::from_utf8_lossy(&rs.stderr));
+    assert_eq!(lock_tables(pid).map(|t| t.len()), Some(1), "a failed restart leaves the lock");
+    peer.send("after a failed restart");
+    peer.quiet(Duration::from_millis(1500), "after a failed restart");
+    std::fs::rename(&away, &prog).expect("moving the program back");
+    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
+    reaper.0.push(rs.id() as i32);
+    let restored = restored_child(&mut rs, Duration::from_secs(20));
+    reaper.0.push(restored);
+    peer.answer("after the second restart");
+    peer.exchange("after the second restart");
+    peer.quit();
+    let st = wait_child(&mut rs, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(st.success() && text.contains("server: 3 lines, then quit"), "the restored server: {st:?}: {text}");
+    assert_eq!(lock_tables(pid).map(|t| t.len()), Some(0), "the second restart removed the lock");
+    reaper.0.clear();
+}
