@@ -665,10 +665,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         // each sends on leaving repair mode passes; a restart that fails before this point
         // leaves it, for another restart to take the connections up.
         if let Some(lock) = &image.network_lock {
-            let tcp = |i: &&usize| procs[**i].fds.iter().any(|r| matches!(r.kind, crest_image::FdKind::Inet { tcp: Some(_), .. }));
-            if let Some(&i) = live.iter().find(tcp).or(live.first()) {
-                fd::netlock::remove(lock, new_pids[i]).map_err(RestoreError::Refused)?;
-            }
+            fd::netlock::remove(lock).map_err(RestoreError::Refused)?;
         }
         for &i in &live {
             fd::fins_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;

@@ -5,8 +5,8 @@
 //! lost: its kernel keeps sending it again, and the restored socket takes it.
 //!
 //! The rules live in one nftables table of the `inet` family per checkpoint
-//! (`crest_PID_MILLISECONDS`), made with the `nft` command in the network namespace of the
-//! processes, with a chain on the input hook that drops the packets of each connection in
+//! (`crest_PID_MILLISECONDS`), made with the `nft` command in the network namespace of
+//! `cr_checkpoint`, which is the processes' (others are refused before anything is read), with a chain on the input hook that drops the packets of each connection in
 //! both directions (both addresses and ports: a peer on the same host sends through it too).
 //! The checkpoint adds a connection's rule once the socket is in repair mode (which needs
 //! `CAP_NET_ADMIN`, as the lock does: a checkpoint without it is refused for that) and before
@@ -40,8 +40,8 @@ struct State {
     mode: Mode,
     /// The table's name, for this checkpoint.
     table: String,
-    /// The network namespaces (by a PID in each) where the table was made.
-    made: Vec<i32>,
+    /// Whether the table was made.
+    made: bool,
     /// The connections locked.
     connections: u32,
     /// The connections not locked ([`Mode::Skip`]), described.
@@ -65,7 +65,7 @@ pub fn arm(mode: Mode, root: i32) {
 /// The lock made by the checkpoint running, for its image: None when nothing is locked.
 pub fn installed() -> Option<crest_image::NetworkLock> {
     let g = state();
-    let s = g.as_ref().filter(|s| !s.made.is_empty())?;
+    let s = g.as_ref().filter(|s| s.made)?;
     Some(crest_image::NetworkLock { tool: "nft".into(), table: s.table.clone(), connections: s.connections })
 }
 
@@ -78,8 +78,8 @@ pub fn skipped() -> Vec<String> {
 /// more than once.
 pub fn unlock() {
     let Some(s) = state().take() else { return };
-    for &pid in &s.made {
-        let _ = run_nft(pid, &format!("delete table inet {}\n", s.table));
+    if s.made {
+        let _ = run_nft(&format!("delete table inet {}\n", s.table));
     }
 }
 
@@ -111,9 +111,9 @@ fn endpoint(addr: &[u8]) -> Option<(&'static str, String, u16)> {
     }
 }
 
-/// At checkpoint, before connection `what` (of process `pid`, from `local` to `peer`) is put
-/// in repair mode: drops its packets from now on, as the checkpoint asks. `Err(why)` names
-/// what to do.
+/// At checkpoint, once connection `what` (of process `pid`, from `local` to `peer`) is put
+/// in repair mode and before its queues are read: drops its packets from now on, as the
+/// checkpoint asks. `Err(why)` names what to do.
 pub(super) fn lock(pid: i32, local: &[u8], peer: &[u8], what: &str) -> Result<(), String> {
     let mut g = state();
     let Some(s) = g.as_mut() else { return Ok(()) };
@@ -131,31 +131,29 @@ pub(super) fn lock(pid: i32, local: &[u8], peer: &[u8], what: &str) -> Result<()
     let fam = if fam == pfam { fam } else { "ip6" };
     let t = &s.table;
     let mut script = String::new();
-    if !s.made.contains(&pid) {
+    if !s.made {
         script.push_str(&format!("add table inet {t}\nadd chain inet {t} lock {{ type filter hook input priority -150 ; policy accept ; }}\n"));
     }
     for (sa, sp, da, dp) in [(&pa, pp, &la, lp), (&la, lp, &pa, pp)] {
         script.push_str(&format!("add rule inet {t} lock {fam} saddr {sa} tcp sport {sp} {fam} daddr {da} tcp dport {dp} drop\n"));
     }
-    run_nft(pid, &script).map_err(|e| {
+    run_nft(&script).map_err(|e| {
         format!("its packets could not be locked for the time of the checkpoint and until the restart: {e}; or give --network-lock=skip to go on without the lock (its peer may then see a reset)")
     })?;
-    if !s.made.contains(&pid) {
-        s.made.push(pid);
-    }
+    s.made = true;
     s.connections += 1;
     Ok(())
 }
 
 /// In `cr_restart`, once every socket of the image is rebuilt and before they leave repair
-/// mode: removes `lock` (made in the network namespace of restored process `pid`). A lock
+/// mode: removes `lock` (made in the network namespace the processes are restored in). A lock
 /// already gone (removed by hand, or by an earlier restart of the same image) is no error.
-pub fn remove(lock: &crest_image::NetworkLock, pid: i32) -> Result<(), String> {
+pub fn remove(lock: &crest_image::NetworkLock) -> Result<(), String> {
     let table = &lock.table;
     if lock.tool != "nft" || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("the image's TCP connections are locked by {} table {table:?}, which this crest cannot remove", lock.tool));
     }
-    match run_nft(pid, &format!("delete table inet {table}\n")) {
+    match run_nft(&format!("delete table inet {table}\n")) {
         Ok(()) => Ok(()),
         Err(e) if e.contains("No such file or directory") => Ok(()),
         Err(e) => Err(format!(
@@ -164,18 +162,9 @@ pub fn remove(lock: &crest_image::NetworkLock, pid: i32) -> Result<(), String> {
     }
 }
 
-/// Runs `nft -f -` with `script` in the network namespace of process `pid` (through
-/// `nsenter` when it is not this process's).
-fn run_nft(pid: i32, script: &str) -> Result<(), String> {
-    let ours = std::fs::read_link("/proc/self/ns/net").ok();
-    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
-    let mut cmd = if ours.is_some() && ours == theirs {
-        Command::new("nft")
-    } else {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/proc/{pid}/ns/net")).arg("nft");
-        c
-    };
+/// Runs `nft -f -` with `script`.
+fn run_nft(script: &str) -> Result<(), String> {
+    let mut cmd = Command::new("nft");
     cmd.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("nft (nftables) cannot run: {e}"))?;
     if let Some(mut input) = child.stdin.take() {
