@@ -96,6 +96,14 @@ pub fn checkpoint() -> Command {
                 .long("drop-unsupported")
                 .action(ArgAction::SetTrue)
                 .help("checkpoint even a process holding what crest cannot restore yet (sockets, terminals other than standard input, output and error, file locks, other devices): leave those out, restore each such descriptor as a closed socket, and list them in the image (cr_info); without it such a checkpoint is refused"),
+        )
+        .arg(
+            Arg::new("network-lock")
+                .long("network-lock")
+                .value_name("HOW")
+                .value_parser(["nftables", "skip"])
+                .default_value("nftables")
+                .help("with --kill, how the TCP connections saved are locked until cr_restart has them back, so that a peer outside the image sees no reset: nftables (the default: their packets are dropped by a table of nft's, which cr_restart removes; a checkpoint where nft cannot run is refused) or skip (no lock: a peer that sends before the restart may see a reset)"),
         );
     let cmd = signal_args(help_and_version(cmd, false)).arg(coordinated_arg("checkpoint"));
     let cmd = [

@@ -43,6 +43,7 @@ fn value_for(command: &str, long: &str, d: &Dir, junk: &Path) -> String {
         ("cr_checkpoint", "backup") => format!("{dir}/old"),
         ("cr_checkpoint", "compress") => "3".into(),
         ("cr_checkpoint", "deleted-max") => "64M".into(),
+        ("cr_checkpoint", "network-lock") => "skip".into(),
         ("cr_restart", "file") => junk.to_string_lossy().into_owned(),
         ("cr_restart", "fd") => "0".into(),
         ("cr_restart", "dir") => dir,

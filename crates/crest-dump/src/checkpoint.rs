@@ -41,6 +41,12 @@ pub struct Request<'a> {
     pub save: SavePolicy,
     /// Leave out (and list in the image) descriptors that cannot be restored, rather than refuse.
     pub drop_unsupported: bool,
+    /// With [`After::Kill`]: drop the packets of the TCP connections saved from before their
+    /// state is read until `cr_restart` has them back (a netfilter table, through `nft`), so
+    /// that a peer outside the image sees no reset; a connection that cannot be locked is
+    /// refused. Off (`--network-lock=skip`): not locked, and listed in
+    /// [`DumpStats::unlocked`](crate::DumpStats::unlocked).
+    pub network_lock: bool,
     /// Largest file deleted while open or mapped whose contents are saved in the image; a
     /// larger one is refused (`--deleted-max`).
     pub deleted_max: u64,
@@ -94,6 +100,7 @@ impl Request<'_> {
             compress: None,
             save: SavePolicy::default(),
             drop_unsupported: false,
+            network_lock: true,
             deleted_max: crest_kinds::fd::DELETED_MAX,
             sync: true,
             time_limit: None,
@@ -764,6 +771,17 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
             });
         }
     }
+    // Processes killed after the checkpoint die with their TCP connections in repair mode:
+    // those are locked until the restart.
+    use crest_kinds::fd::netlock::{arm, Mode};
+    arm(
+        match (req.after, req.network_lock) {
+            (After::Kill, true) => Mode::Nft,
+            (After::Kill, false) => Mode::Skip,
+            _ => Mode::Off,
+        },
+        pid,
+    );
     // Set once the pages were pre-copied: a process missing after that has ended meanwhile.
     let mut precopied = false;
     let own_progress;

@@ -185,4 +185,7 @@ pub struct DumpStats {
     /// In an incremental image, what was saved whole rather than as the pages written since
     /// its parent, and why (a process not tracked since, a mapping new since): `-v` says it.
     pub saved_whole: Vec<String>,
+    /// TCP connections saved without a network lock (`--network-lock=skip` with `--kill`):
+    /// their peers may see a reset if they send before the restart.
+    pub unlocked: Vec<String>,
 }

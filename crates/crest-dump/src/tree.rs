@@ -710,13 +710,14 @@ impl FrozenTree {
             parent: pre.as_ref().and_then(|p| p.parent.clone()),
             tracking: pre.as_ref().map(|p| p.tracked.iter().filter_map(|(&pid, t)| t.left.map(|(fd, start)| crest_image::Tracking { pid, start, fd, token: p.token })).collect()).unwrap_or_default(),
             clocks,
+            network_lock: fd::netlock::installed(),
         };
         check_cancel()?;
         w.finish(&image)?;
         let frozen_secs = frozen_secs.unwrap_or_else(|| self.procs.first().map_or(0.0, Frozen::frozen_for));
         let vmas = image.processes.iter().map(|p| p.vmas.len()).sum();
         let steps = vec![("pages", pages_took), ("finish", started.elapsed().saturating_sub(pages_took))];
-        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps, saved_whole }))
+        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps, saved_whole, unlocked: fd::netlock::skipped() }))
     }
 
     /// Lets every process go as it was; with `kill`, kills them instead, children first, each

@@ -12,6 +12,7 @@ use crate::frame::framed;
 framed!(
     Image,
     Clocks,
+    NetworkLock,
     Parent,
     Tracking,
     IpcObject,
@@ -79,6 +80,26 @@ pub struct Image {
     /// not set them back. A reader that skips it restores them on the clocks of the machine.
     #[serde(default)]
     pub clocks: Option<Clocks>,
+    /// The netfilter table `cr_checkpoint --kill` left to drop the packets of the image's TCP
+    /// connections until they are restored (format 4.13; the `NetworkLock` section announces
+    /// it): `cr_restart` removes it once the connections are back. None: nothing is locked.
+    #[serde(default)]
+    pub network_lock: Option<NetworkLock>,
+}
+
+/// A network lock: the packets of the image's TCP connections (from either end, matched by
+/// both addresses and ports) are dropped, so that a peer outside the image that sends while
+/// no process holds the connection gets no reset; its kernel sends them again until they pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct NetworkLock {
+    /// The program that made it and removes it: `nft` (nftables).
+    pub tool: String,
+    /// The table of the `inet` family that holds its rules (`crest_PID_MILLISECONDS`), in the
+    /// network namespace of the processes, removed as a whole.
+    pub table: String,
+    /// How many connections it locks.
+    pub connections: u32,
 }
 
 /// The clocks of the checkpointed processes, as they saw them when frozen (their time

@@ -140,3 +140,17 @@ fn golden_incremental_images_follow_their_parent() {
         assert!(chain.paths[1] == recorded || chain.paths[1].starts_with(&moved.display().to_string()), "{what}, moved: the parent found at {}", chain.paths[1]);
     }
 }
+
+/// Golden images of 4.13 on hold no network lock (no TCP connection): the field reads as none,
+/// and no NetworkLock section is written.
+#[test]
+fn golden_images_hold_no_network_lock() {
+    for ((major, minor), dir) in versions() {
+        if (major, minor) > (FORMAT_MAJOR, FORMAT_MINOR) || major != FORMAT_MAJOR {
+            continue;
+        }
+        let Ok(img) = ImageFile::open(&dir.join("single.crest")) else { continue };
+        assert!(img.image.network_lock.is_none(), "golden image {major}.{minor}/single.crest: a network lock");
+        assert!(!img.sections.iter().any(|s| s.kind == crest_image::SectionKind::Other(crest_image::marker_kinds::NETWORK_LOCK)), "golden image {major}.{minor}: the NetworkLock section");
+    }
+}

@@ -86,6 +86,7 @@ fn build(maps: &[u8], seed: u8, fds: u8) -> (Vec<u8>, Image) {
         parent: None,
         tracking: vec![],
         clocks: None,
+        network_lock: None,
     };
     let bytes = w.finish(&img).expect("finish");
     (bytes, img)
@@ -573,4 +574,18 @@ fn message_queues_and_semaphore_adjustments_are_read_back_and_announced() {
     img.ipc[0].kind = crest_image::IpcKind::Msg { qbytes: 16384, messages: vec![(0, Vec::new())] };
     let err = ImageFile::check_bytes(&rebuild(&img, &pages)).expect_err("a message of type 0").to_string();
     assert!(err.contains("SysV IPC object 7: invalid"), "{err}");
+}
+
+/// The network lock a checkpoint with --kill leaves (format 4.13) is read back, and announced
+/// by the NetworkLock section marked MUST_UNDERSTAND: an older reader, which would leave the
+/// connections' packets dropped, refuses the image.
+#[test]
+fn network_lock_is_read_back_and_announced() {
+    let (bytes, mut img) = build(&[1], 9, 0);
+    let pages = page_region(&bytes, &img);
+    assert!(!marker_kinds::needed(&img).contains(&marker_kinds::NETWORK_LOCK));
+    img.network_lock = Some(NetworkLock { tool: "nft".into(), table: "crest_42_1700000000000".into(), connections: 2 });
+    let read = ImageFile::check_bytes(&rebuild(&img, &pages)).expect("an image with a network lock");
+    assert_eq!(read.network_lock, img.network_lock);
+    assert!(marker_kinds::needed(&img).contains(&marker_kinds::NETWORK_LOCK));
 }

@@ -660,7 +660,16 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         if let Some(Barrier(wait)) = &opts.barrier {
             wait().map_err(RestoreError::Refused)?;
         }
-        // Every connection's two ends exist now, when both are in the image.
+        // Every connection's two ends exist now, when both are in the image. The lock a
+        // checkpoint with --kill left on the connections goes first, so that the window probe
+        // each sends on leaving repair mode passes; a restart that fails before this point
+        // leaves it, for another restart to take the connections up.
+        if let Some(lock) = &image.network_lock {
+            fd::netlock::remove(lock).map_err(RestoreError::Refused)?;
+        }
+        for &i in &live {
+            fd::fins_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
+        }
         for &i in &live {
             fd::leave_repair_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
             fd::settle_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;

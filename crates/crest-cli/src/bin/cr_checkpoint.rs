@@ -349,6 +349,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
         compress: m.get_one::<i32>("compress").copied(),
         save: save_policy(m),
         drop_unsupported: m.get_flag("drop-unsupported"),
+        network_lock: m.get_one::<String>("network-lock").is_none_or(|h| h != "skip"),
         deleted_max: m.get_one::<u64>("deleted-max").copied().unwrap_or(crest_kinds::fd::DELETED_MAX),
         sync,
         time_limit: m.get_one::<u64>("time").copied().filter(|&t| t > 0).map(Duration::from_secs),
@@ -385,6 +386,11 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
         let began = frozen_at.lock().unwrap_or_else(|p| p.into_inner()).map_or(now, |t| t - freeze);
         let ns = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         coordinate::tell(&format!("done frozen_ms={:.3} from_ns={} to_ns={}", now.duration_since(began).unwrap_or_default().as_secs_f64() * 1e3, ns(began), ns(now)));
+    }
+    if !say.quiet {
+        for c in &stats.unlocked {
+            eprintln!("cr_checkpoint: warning: {c}: saved without a network lock (--network-lock=skip): its peer may see a reset if it sends before the restart");
+        }
     }
     if let Some(why) = &done.full_because {
         if !say.quiet {

@@ -232,6 +232,13 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
     let size = crest_cli::human_bytes;
     let _ = writeln!(o, "image:    {path} ({}, format {}.{}, written by {})", size(img.len), img.header.major, img.header.minor, i.tool);
     let _ = writeln!(o, "taken:    {} on {} (Linux {}), scope {}", date(i.time, false), i.host, i.kernel, i.scope);
+    if let Some(l) = &i.network_lock {
+        let _ = writeln!(
+            o,
+            "locked:   {} TCP connection(s) by the {} table inet {} on {}, until cr_restart removes it (to let them go instead: {} delete table inet {})",
+            l.connections, l.tool, l.table, i.host, l.tool, l.table
+        );
+    }
     // Sections of kinds this crest does not know, skipped (those it must understand are refused).
     let skipped: Vec<String> = img
         .sections

@@ -34,6 +34,7 @@ mod locks;
 mod memfd;
 mod namespace;
 mod netlink;
+pub mod netlock;
 mod opath;
 mod packet;
 mod pidfd;
@@ -58,7 +59,7 @@ pub use locks::{restore as restore_locks, Locks};
 pub use pidfd::pids_kept;
 pub use pty::{controlling, set_foreground, take_controlling};
 pub use socket::{refill_deferred, settle_restored};
-pub use tcp::{keep_repair, leave_repair, leave_repair_restored};
+pub use tcp::{fins_restored, keep_repair, leave_repair, leave_repair_restored};
 
 /// One open descriptor of a process in the image, as `/proc` shows it.
 #[derive(Debug, Clone)]

@@ -570,7 +570,7 @@ impl FdHandler for Socket {
                 }
             }
             if inet && d.connected && matches!((ty, protocol), (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)) {
-                match super::tcp::dump(c, ino, family, ty, protocol, &d) {
+                match super::tcp::dump(cx.pid, c, ino, family, ty, protocol, &d) {
                     Ok(kind) => return Ok(kind),
                     Err(e) => why = e,
                 }

@@ -19,7 +19,8 @@
 //! sequence numbers set, connected to its peer (in repair mode nothing is sent; the saved
 //! segment size is given as `TCP_MAXSEG` for the time of the connect, which works out the size
 //! it sends with before the peer's options can be set), its options,
-//! queues and window put back; a FIN it had sent is queued again (`shutdown` in repair mode).
+//! queues and window put back. Just before it leaves repair mode, once the network lock is
+//! removed, a FIN it had received is received again and one it had sent is queued again.
 //! Repair mode is left by `cr_restart` once every process of the image is rebuilt
 //! ([`leave_repair_restored`]), so that the two ends of a connection between processes of the
 //! image both exist before either sends anything: then each sends a window probe and the
@@ -33,11 +34,10 @@
 //! A connected UDP socket is bound to its address and connected to its peer again; datagrams
 //! queued on it are not saved (refused).
 //!
-//! Not handled: data the peer sends while the process is frozen and after the checkpoint
-//! read its queues, until it is killed, is lost (CRIU drops the connection's packets with
-//! netfilter meanwhile; crest does not yet), and a peer that sends while the process is
-//! not running (between `--kill` and the restart) gets a reset from the kernel, as no socket
-//! is there to take its packets.
+//! With `--kill`, the connection's packets are dropped by a netfilter rule from before its
+//! queues are read until `cr_restart` has it back ([`super::netlock`]): what the peer sends
+//! meanwhile is neither acknowledged and lost nor answered with a reset (no socket holds the
+//! port once the process is killed); the peer's kernel sends it again until it passes.
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
@@ -114,6 +114,8 @@ fn hold(copy: OwnedFd, reuse: bool) {
 /// server's connection that lost it would, once closed and lingering in TIME_WAIT, keep the
 /// server from binding its port again. Safe to call more than once.
 pub fn leave_repair() {
+    // The lock goes first, so that the window probe each sends on leaving repair mode passes.
+    super::netlock::unlock();
     for (s, reuse) in held().drain(..) {
         let _ = set_queue(s.as_raw_fd(), TCP_NO_QUEUE);
         let _ = crest_ptrace::sys::set_sock_opt_int(s.as_raw_fd(), libc::IPPROTO_TCP, TCP_REPAIR, 0);
@@ -128,6 +130,7 @@ pub fn leave_repair() {
 /// (no FIN, no reset), so the peer does not notice.
 pub fn keep_repair() {
     held().clear();
+    super::netlock::keep();
 }
 
 fn set_queue(fd: i32, q: i32) -> std::io::Result<()> {
@@ -135,7 +138,7 @@ fn set_queue(fd: i32, q: i32) -> std::io::Result<()> {
 }
 
 /// The record of a connected TCP or UDP (UDP-Lite) socket (`copy` is a copy of it), or `Err(why)`.
-pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
+pub(super) fn dump(pid: i32, copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32, d: &Described) -> Result<FdKind, String> {
     use crest_ptrace::sys::sock_addr;
     let fd = copy.as_raw_fd();
     let local = sock_addr(fd, false).map_err(|e| format!("reading its address: {e}"))?;
@@ -162,6 +165,9 @@ pub(super) fn dump(copy: &OwnedFd, ino: u64, family: i32, ty: i32, protocol: i32
     }
     let held = copy.try_clone().map_err(|e| format!("duplicating a descriptor: {e}"))?;
     hold(held, reuse);
+    // Before its queues are read: what the peer sends from now on is neither taken (and lost
+    // with a killed process) nor, once no socket holds the port, answered with a reset.
+    super::netlock::lock(pid, &local, &peer, &d.what)?;
     let tcp = read_state(fd).map_err(|e| format!("reading its state in repair mode: {e}"))?;
     Ok(FdKind::Inet { family, ty, protocol, local, peer, options, tcp: Some(tcp), what: d.what.clone(), byte_options, shutdown: 0 })
 }
@@ -373,6 +379,15 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     }
     let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_ne_bytes()).collect();
     set_sock_opt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &bytes).map_err(|e| ("setting its window", e))?;
+    set_queue(fd, TCP_NO_QUEUE).map_err(|e| ("leaving the queues", e))?;
+    Ok(())
+}
+
+/// The FINs of connection `fd` (rebuilt in state `t`, connected to `peer`, still in repair
+/// mode): the peer's, received again as a packet from its address, then its own, queued
+/// again. Done in `cr_restart` just before the connection leaves repair mode, once the
+/// network lock (which would drop that packet) is removed.
+fn fins_again(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     if fin_received(t.state) {
         let local = crest_ptrace::sys::sock_addr(fd, false).map_err(|e| ("reading its address", e))?;
         // An IPv6 socket connected over IPv4 (addresses ::ffff:a.b.c.d) gets an IPv4 packet.
@@ -388,8 +403,8 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     if fin_sent(t.state) {
         set_queue(fd, TCP_SEND_QUEUE).map_err(|e| ("sending its FIN again", e))?;
         crest_ptrace::sys::shutdown(fd, libc::SHUT_WR).map_err(|e| ("sending its FIN again", e))?;
+        set_queue(fd, TCP_NO_QUEUE).map_err(|e| ("leaving the queues", e))?;
     }
-    set_queue(fd, TCP_NO_QUEUE).map_err(|e| ("leaving the queues", e))?;
     Ok(())
 }
 
@@ -496,6 +511,24 @@ fn fin_packet(from: &[u8], to: &[u8], seq: u32, ack: u32, window: u16) -> Option
     }
     p.extend_from_slice(&tcp);
     Some(p)
+}
+
+/// In `cr_restart`, once every process of the image is rebuilt and the network lock is
+/// removed, before any connection leaves repair mode: the FINs of the TCP connections of
+/// process `pid` (restored from `recs`) that had received or sent one ([`fins_again`]).
+pub fn fins_restored(pid: i32, recs: &[FdRecord]) -> Result<(), String> {
+    let conns: Vec<&FdRecord> = recs.iter().filter(|r| matches!(&r.kind, FdKind::Inet { tcp: Some(t), .. } if fin_received(t.state) || fin_sent(t.state))).collect();
+    if conns.is_empty() {
+        return Ok(());
+    }
+    let pidfd = crest_ptrace::sys::pidfd_open(pid).map_err(|e| format!("PID {pid}: {e}"))?;
+    for r in conns {
+        let FdKind::Inet { what, peer, tcp: Some(t), .. } = &r.kind else { continue };
+        let err = |step: &str, e: std::io::Error| format!("fd {}: {what}: {step}: {e}", r.fd);
+        let s = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), r.fd).map_err(|e| err("taking a copy of it", e))?;
+        fins_again(s.as_raw_fd(), peer, t).map_err(|(step, e)| err(step, e))?;
+    }
+    Ok(())
 }
 
 /// In `cr_restart`, once every process of the image is rebuilt and before any runs: takes the
