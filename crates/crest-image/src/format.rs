@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 12;
+pub const FORMAT_MINOR: u32 = 13;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -212,8 +212,11 @@ pub mod marker_kinds {
     /// A mapping has guard regions (`Vma.guards`, `MADV_GUARD_INSTALL`), format 4.11: a reader
     /// that ignored them would restore readable zero pages where the process expects a fault.
     pub const GUARD_PAGES: u32 = 15;
+    /// A mapping is an AIO ring (`vma_flags::AIO`), format 4.13: a reader that ignored it would
+    /// restore the ring as plain memory, with no context behind it.
+    pub const AIO_RINGS: u32 = 16;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES, SHARED_FILES, GUARD_PAGES];
+    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES, SHARED_FILES, GUARD_PAGES, AIO_RINGS];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -250,6 +253,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().flat_map(|p| &p.vmas).any(|m| !m.guards.is_empty()) {
             v.push(GUARD_PAGES);
+        }
+        if image.processes.iter().flat_map(|p| &p.vmas).any(|m| m.flags & crate::vma_flags::AIO != 0) {
+            v.push(AIO_RINGS);
         }
         v
     }

@@ -510,6 +510,10 @@ pub mod vma_flags {
     pub const DROPPABLE: u32 = 64;
     /// `MAP_NORESERVE` (`nr`): no swap space reserved.
     pub const NORESERVE: u32 = 128;
+    /// An AIO ring (`io_setup`, `/[aio]`), format 4.13: its pages (header and events) are saved
+    /// whole as anonymous memory, and restart makes a context of the same size in the process
+    /// and moves it there (see `crest_kinds::aio`).
+    pub const AIO: u32 = 256;
 }
 
 /// madvise() states restored on a mapping, bits of [`Vma::madv`].
@@ -577,7 +581,7 @@ impl Vma {
     /// on as it is (not `MADV_DONTFORK` or `MADV_WIPEONFORK`), not growing down (a stack),
     /// locked, droppable, without reserve, or saved whole from its file.
     pub fn can_inherit(&self) -> bool {
-        let not = vma_flags::SHARED | vma_flags::GROWSDOWN | vma_flags::STACK | vma_flags::LOCKED | vma_flags::DROPPABLE | vma_flags::NORESERVE | vma_flags::SAVED;
+        let not = vma_flags::SHARED | vma_flags::GROWSDOWN | vma_flags::STACK | vma_flags::LOCKED | vma_flags::DROPPABLE | vma_flags::NORESERVE | vma_flags::SAVED | vma_flags::AIO;
         self.flags & not == 0 && self.madv & (madv_flags::DONTFORK | madv_flags::WIPEONFORK) == 0 && matches!(self.backing, VmaBacking::Anon | VmaBacking::File { .. })
     }
 

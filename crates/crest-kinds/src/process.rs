@@ -187,6 +187,7 @@ pub static KINDS: Kinds = &[
     &crate::signals::Actions,
     // From the restorer.
     &crate::memory::Memory,
+    &crate::aio::AioRings,
     &crate::mm::Mm,
     &crate::memory::RestoreDescriptors,
     &crate::thread::Leader,
@@ -392,6 +393,7 @@ mod tests {
             names(sequence(Stage::Traced).unwrap()),
             [
                 "memory",
+                "aio rings",
                 "mm",
                 "restore descriptors",
                 "leader thread",
