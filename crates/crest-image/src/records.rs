@@ -35,6 +35,7 @@ framed!(
     UnixPairState,
     QueuedMessage,
     InotifyWatch,
+    FanotifyMark,
     DeletedFile,
     Ghost,
     PtyState,
@@ -1010,6 +1011,44 @@ pub enum FdKind {
         /// `cgroup`, `time`).
         kind: String,
     },
+    /// A fanotify group (format 4.13): made again with `fanotify_init(flags, event_flags)`
+    /// and every mark added again; events queued and not read at the checkpoint are not
+    /// restored (`lost` bytes of them).
+    Fanotify {
+        /// `fanotify_init` flags, as fdinfo shows them (`FAN_CLASS_*`, `FAN_UNLIMITED_*`,
+        /// `FAN_REPORT_*`, and `FAN_NONBLOCK`, `FAN_CLOEXEC` as given then: the descriptor's
+        /// flags now are those of its record).
+        flags: u32,
+        /// The open flags of the event files (`event_f_flags`).
+        event_flags: u32,
+        /// Its marks.
+        marks: Vec<FanotifyMark>,
+        /// Bytes of events queued and not read at the checkpoint, which are not restored.
+        lost: u32,
+    },
+}
+
+/// One mark of a fanotify group, as `/proc/PID/fdinfo` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct FanotifyMark {
+    /// What it marks: 0 an inode, 1 a mount (`FAN_MARK_MOUNT`), 2 a file system
+    /// (`FAN_MARK_FILESYSTEM`).
+    pub kind: u8,
+    /// The mark's flags as fdinfo shows them (`FAN_MARK_IGNORED_SURV_MODIFY`,
+    /// `FAN_MARK_EVICTABLE`, `FAN_MARK_IGNORE`).
+    pub mflags: u32,
+    /// The events it reports.
+    pub mask: u64,
+    /// The events it ignores.
+    pub ignored_mask: u64,
+    /// An inode mark: a path of the inode at checkpoint; a mount mark: the mount's mount
+    /// point; a file system mark: a mount point of the file system.
+    pub path: String,
+    /// The device (as `st_dev`) of the inode, mount or file system at checkpoint.
+    pub dev: u64,
+    /// An inode mark: the inode; else 0.
+    pub ino: u64,
 }
 
 /// A node other than a regular file that was deleted while in use ([`FdKind::Ghost`], a
@@ -1129,8 +1168,10 @@ impl FdKind {
             FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } | FdKind::Path { path, .. } => {
                 Some(path)
             }
-            // Its watches name paths of their own (checked and relocated one by one).
+            // Its watches name paths of their own (checked and relocated one by one); so do a
+            // fanotify group's marks.
             FdKind::Inotify { .. }
+            | FdKind::Fanotify { .. }
             | FdKind::EventFd { .. }
             | FdKind::Pipe { .. }
             | FdKind::Epoll { .. }

@@ -25,6 +25,7 @@ mod deleted;
 mod directory;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fifo;
 mod ghost;
 mod inherited;
@@ -51,6 +52,7 @@ mod tty;
 mod unsupported;
 
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
+pub use fanotify::settle_restored as settle_fanotify;
 pub use ghost::{enter_deleted_cwd, ghost_of, recreate_all as recreate_ghosts};
 pub use inherited::class_of;
 pub use inotify::settle_restored as settle_inotify;
@@ -357,6 +359,7 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &timerfd::TimerFd,
     &signalfd::SignalFd,
     &inotify::Inotify,
+    &fanotify::Fanotify,
     &pidfd::Pidfd,
     &opath::OPath,
     &namespace::Namespace,
@@ -869,6 +872,7 @@ mod tests {
             FdKind::ProcFile { pid: 1, path: "stat".into(), pos: 0 },
             FdKind::Ghost { id: 1, path: "/tmp/d".into(), pos: 0, node: crest_image::Ghost { mode: libc::S_IFDIR | 0o700, rdev: 0, uid: 0, gid: 0, target: s() }, data: Vec::new() },
             FdKind::Namespace { kind: "net".into() },
+            FdKind::Fanotify { flags: 0, event_flags: 0, marks: vec![crest_image::FanotifyMark { kind: 1, mflags: 0, mask: 0x20, ignored_mask: 0, path: "/".into(), dev: 0, ino: 0 }], lost: 0 },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -894,6 +898,7 @@ mod tests {
             FdKind::ProcFile { .. } => 20,
             FdKind::Ghost { .. } => 21,
             FdKind::Namespace { .. } => 22,
+            FdKind::Fanotify { .. } => 23,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
