@@ -215,8 +215,12 @@ pub mod marker_kinds {
     /// A mapping is an AIO ring (`vma_flags::AIO`), format 4.13: a reader that ignored it would
     /// restore the ring as plain memory, with no context behind it.
     pub const AIO_RINGS: u32 = 16;
+    /// A thread runs in seccomp strict mode (`ThreadAttrs.seccomp_strict`), format 4.13: a
+    /// reader that ignored it would restore it unconfined.
+    pub const SECCOMP_STRICT: u32 = 17;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES, SHARED_FILES, GUARD_PAGES, AIO_RINGS];
+    pub const UNDERSTOOD: &[u32] =
+        &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES, SHARED_FILES, GUARD_PAGES, AIO_RINGS, SECCOMP_STRICT];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -256,6 +260,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().flat_map(|p| &p.vmas).any(|m| m.flags & crate::vma_flags::AIO != 0) {
             v.push(AIO_RINGS);
+        }
+        if image.processes.iter().flat_map(|p| &p.threads).any(|t| t.attrs.seccomp_strict) {
+            v.push(SECCOMP_STRICT);
         }
         v
     }

@@ -311,6 +311,11 @@ pub struct ThreadAttrs {
     /// empty: none).
     #[serde(default)]
     pub seccomp: Vec<SeccompFilter>,
+    /// The thread runs in seccomp strict mode (`SECCOMP_MODE_STRICT`, format 4.13: only
+    /// `read`, `write`, `_exit` and `rt_sigreturn` allowed), entered again as the last step
+    /// before it runs.
+    #[serde(default)]
+    pub seccomp_strict: bool,
 }
 
 /// One seccomp filter (format 4.7), as `PTRACE_SECCOMP_GET_FILTER` gives it.

@@ -204,6 +204,7 @@ pub static KINDS: Kinds = &[
     &crate::attrs::LeaderAttrs,
     &crate::attrs::Dumpable,
     &crate::signals::Pending,
+    &crate::attrs::SeccompStrict,
 ];
 
 /// Why the kinds cannot be put in order.
@@ -410,6 +411,7 @@ mod tests {
                 "leader attributes",
                 "dumpable",
                 "pending signals",
+                "seccomp strict",
             ]
         );
         assert_eq!(names(dump_sequence().unwrap()), ["signal actions", "mm", "process attributes", "semaphore adjustments", "posix timers", "pending signals"]);
