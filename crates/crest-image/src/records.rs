@@ -1031,6 +1031,12 @@ pub enum FdKind {
         /// Bytes of events queued and not read at the checkpoint, which are not restored.
         lost: u32,
     },
+    /// The slave of a pseudo-terminal whose master was closed (format 4.13): hung up, its
+    /// node gone. Made again as the slave of a new pseudo-terminal whose master is closed.
+    HungUpPty {
+        /// The name it had (`/dev/pts/N`), for messages.
+        path: String,
+    },
 }
 
 /// One mark of a fanotify group, as `/proc/PID/fdinfo` shows it.
@@ -1177,6 +1183,8 @@ impl FdKind {
             // fanotify group's marks.
             FdKind::Inotify { .. }
             | FdKind::Fanotify { .. }
+            // Its node is gone: a new pseudo-terminal is made.
+            | FdKind::HungUpPty { .. }
             | FdKind::EventFd { .. }
             | FdKind::Pipe { .. }
             | FdKind::Epoll { .. }

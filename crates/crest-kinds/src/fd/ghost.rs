@@ -67,11 +67,6 @@ impl FdHandler for Ghost {
         let what = format!("pid {} fd {fd}", cx.pid);
         if md.file_type().is_char_device() && !SAME_FOR_ALL.contains(&(libc::major(md.rdev()), libc::minor(md.rdev()))) {
             let what = format!("the deleted character device {path} ({}:{})", libc::major(md.rdev()), libc::minor(md.rdev()));
-            // Unix98 pseudo-terminal slaves (majors 136 to 143): devpts removes the node when
-            // the master is closed.
-            if path.starts_with("/dev/pts/") && (136..144).contains(&libc::major(md.rdev())) {
-                return super::unsupported::refuse(cx, fd, what, "it is the slave of a pseudo-terminal whose master was closed (hung up, its node gone), which is not made again yet");
-            }
             return super::unsupported::refuse(cx, fd, what, "only deleted nodes of /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom and /dev/tty are made again");
         }
         if md.file_type().is_dir() && is_proc_dir(&path) {

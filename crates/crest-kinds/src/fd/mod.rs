@@ -28,6 +28,7 @@ mod eventfd;
 mod fanotify;
 mod fifo;
 mod ghost;
+mod hungup;
 mod inherited;
 mod inotify;
 mod lease;
@@ -348,6 +349,7 @@ pub fn describe(kind: &FdKind) -> String {
 pub static HANDLERS: &[&dyn FdHandler] = &[
     &memfd::Memfd,
     &deleted::Deleted,
+    &hungup::HungUpPty,
     &ghost::Ghost,
     &procfile::ProcFile,
     &regular::Regular,
@@ -873,6 +875,7 @@ mod tests {
             FdKind::Ghost { id: 1, path: "/tmp/d".into(), pos: 0, node: crest_image::Ghost { mode: libc::S_IFDIR | 0o700, rdev: 0, uid: 0, gid: 0, target: s() }, data: Vec::new() },
             FdKind::Namespace { kind: "net".into() },
             FdKind::Fanotify { flags: 0, event_flags: 0, marks: vec![crest_image::FanotifyMark { kind: 1, mflags: 0, mask: 0x20, ignored_mask: 0, path: "/".into(), dev: 0, ino: 0 }], lost: 0 },
+            FdKind::HungUpPty { path: "/dev/pts/3".into() },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -899,6 +902,7 @@ mod tests {
             FdKind::Ghost { .. } => 21,
             FdKind::Namespace { .. } => 22,
             FdKind::Fanotify { .. } => 23,
+            FdKind::HungUpPty { .. } => 24,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
