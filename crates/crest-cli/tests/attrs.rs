@@ -45,6 +45,11 @@ fn credentials_survive() {
 /// and `expect`, writes no image and leaves the process running as it was, then has it check
 /// itself.
 fn refused(mode: &str, expect: &str) {
+    refused_by(mode, expect, &[]);
+}
+
+/// [`refused`], with `cr_checkpoint` run under `prefix` (a command that takes privileges away).
+fn refused_by(mode: &str, expect: &str, prefix: &[&str]) {
     let d = Dir::new(&format!("attrs-{mode}"));
     let prog = build(&d);
     let out = d.0.join("out");
@@ -53,7 +58,16 @@ fn refused(mode: &str, expect: &str) {
     wait_for(&out, "ready", SECS);
     std::thread::sleep(Duration::from_millis(100));
     let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let cr_checkpoint = bin("cr_checkpoint");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&cr_checkpoint);
+            c
+        }
+        None => Command::new(&cr_checkpoint),
+    };
+    let ck = cmd.args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
     let err = String::from_utf8_lossy(&ck.stderr);
     assert_eq!(ck.status.code(), Some(95), "{mode}: exit status (EOPNOTSUPP); stderr: {err}");
     assert!(err.contains(expect) && err.contains(&format!("PID {pid}")), "{mode}: the message names the process and {expect:?}: {err}");
@@ -71,9 +85,19 @@ fn cpu_timer_of_another_process_is_refused() {
     refused("cputimer", "outside the process");
 }
 
+/// Without the privilege to suspend it (`PTRACE_O_SUSPEND_SECCOMP` needs `CAP_SYS_ADMIN`),
+/// strict mode is refused before anything runs inside (which would kill the process); as root
+/// it is saved and restored (tests/seccomp.rs).
 #[test]
 fn seccomp_strict_mode_is_refused_before_anything_runs_inside() {
-    refused("seccomp", "seccomp strict mode");
+    if is_root() {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            return skip("needs setpriv, to take CAP_SYS_ADMIN away from cr_checkpoint");
+        }
+        refused_by("seccomp", "seccomp strict mode", &["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]);
+    } else {
+        refused("seccomp", "seccomp strict mode");
+    }
 }
 
 /// Two children sharing a descriptor table their parent has left: no process of the image

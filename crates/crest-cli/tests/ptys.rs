@@ -59,3 +59,10 @@ fn pty_pair_checkpointed_while_running_goes_on() {
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(st.success(), "the restarted copy: {st:?}\n{}", text.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }
+
+/// The slave of a pseudo-terminal whose master was closed comes back hung up
+/// (tests/c/hungup.c).
+#[test]
+fn hung_up_slave_stays_hung_up() {
+    run_c("hungup", &[]);
+}

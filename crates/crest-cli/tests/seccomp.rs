@@ -45,3 +45,14 @@ fn seccomp_filters_are_refused_without_root() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Seccomp strict mode is entered again, as the last step, in processes restored as root
+/// (tests/c/strictmode.c): the restored children still only read and write, and are killed
+/// for anything else.
+#[test]
+fn seccomp_strict_mode_comes_back() {
+    if !is_root() {
+        return skip("checkpointing a process in seccomp strict mode needs root (PTRACE_O_SUSPEND_SECCOMP)");
+    }
+    run_c("strictmode", &[]);
+}

@@ -188,4 +188,7 @@ pub struct DumpStats {
     /// TCP connections saved without a network lock (`--network-lock=skip` with `--kill`):
     /// their peers may see a reset if they send before the restart.
     pub unlocked: Vec<String>,
+    /// What the image holds that the checkpoint could not see all of (an AIO context: a
+    /// request in flight leaves no trace the kernel shows): `cr_checkpoint` warns of each.
+    pub cautions: Vec<String>,
 }

@@ -102,9 +102,10 @@ pub(crate) struct Tracked {
 /// A userfaultfd left in a process: its descriptor there, and the process's start time.
 pub(crate) type Left = (i32, u64);
 
-/// Whether the pages of `v` are pre-copied: private memory that is saved page by page.
+/// Whether the pages of `v` are pre-copied: private memory that is saved page by page (not an
+/// AIO ring, which the kernel writes without the process's page tables seeing it).
 fn trackable(v: &Vma) -> bool {
-    matches!(v.backing, VmaBacking::Anon | VmaBacking::File { .. }) && v.flags & (vma_flags::SHARED | vma_flags::SAVED) == 0 && !crate::snapshot::read_while_frozen(v)
+    matches!(v.backing, VmaBacking::Anon | VmaBacking::File { .. }) && v.flags & (vma_flags::SHARED | vma_flags::SAVED | vma_flags::AIO) == 0 && !crate::snapshot::read_while_frozen(v)
 }
 
 /// Saves the private pages of every process of the scope into `out` while they run on; see the

@@ -22,7 +22,7 @@ const NOT_INHERITED: u32 = crest_image::madv_flags::DONTFORK | crest_image::madv
 
 /// Whether the pages of `v` must be read from the frozen process itself.
 pub fn read_while_frozen(v: &Vma) -> bool {
-    v.flags & vma_flags::SHARED != 0 || matches!(v.backing, VmaBacking::SharedAnon { .. }) || v.madv & NOT_INHERITED != 0
+    v.flags & (vma_flags::SHARED | vma_flags::AIO) != 0 || matches!(v.backing, VmaBacking::SharedAnon { .. }) || v.madv & NOT_INHERITED != 0
 }
 
 /// The stopped copy.

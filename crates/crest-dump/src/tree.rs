@@ -717,7 +717,13 @@ impl FrozenTree {
         let frozen_secs = frozen_secs.unwrap_or_else(|| self.procs.first().map_or(0.0, Frozen::frozen_for));
         let vmas = image.processes.iter().map(|p| p.vmas.len()).sum();
         let steps = vec![("pages", pages_took), ("finish", started.elapsed().saturating_sub(pages_took))];
-        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps, saved_whole, unlocked: fd::netlock::skipped() }))
+        let cautions = image
+            .processes
+            .iter()
+            .flat_map(|p| p.vmas.iter().filter(|v| v.flags & crest_image::vma_flags::AIO != 0).map(move |v| (p.pid, v.start)))
+            .map(|(pid, at)| format!("pid {pid}: AIO context {at:#x}: a poll or fsync request still in flight when it was frozen cannot be seen, and would not complete after a restart"))
+            .collect();
+        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps, saved_whole, unlocked: fd::netlock::skipped(), cautions }))
     }
 
     /// Lets every process go as it was; with `kill`, kills them instead, children first, each

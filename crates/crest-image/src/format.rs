@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 13;
+pub const FORMAT_MINOR: u32 = 14;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -215,8 +215,15 @@ pub mod marker_kinds {
     /// The image's TCP connections are locked by a netfilter table (`Image.network_lock`),
     /// format 4.13: a reader that ignored it would leave their packets dropped for good.
     pub const NETWORK_LOCK: u32 = 16;
+    /// A mapping is an AIO ring (`vma_flags::AIO`), format 4.14: a reader that ignored it would
+    /// restore the ring as plain memory, with no context behind it.
+    pub const AIO_RINGS: u32 = 17;
+    /// A thread runs in seccomp strict mode (`ThreadAttrs.seccomp_strict`), format 4.14: a
+    /// reader that ignored it would restore it unconfined.
+    pub const SECCOMP_STRICT: u32 = 18;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] = &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES, SHARED_FILES, GUARD_PAGES, NETWORK_LOCK];
+    pub const UNDERSTOOD: &[u32] =
+        &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES, SHARED_FILES, GUARD_PAGES, NETWORK_LOCK, AIO_RINGS, SECCOMP_STRICT];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -256,6 +263,12 @@ pub mod marker_kinds {
         }
         if image.network_lock.is_some() {
             v.push(NETWORK_LOCK);
+        }
+        if image.processes.iter().flat_map(|p| &p.vmas).any(|m| m.flags & crate::vma_flags::AIO != 0) {
+            v.push(AIO_RINGS);
+        }
+        if image.processes.iter().flat_map(|p| &p.threads).any(|t| t.attrs.seccomp_strict) {
+            v.push(SECCOMP_STRICT);
         }
         v
     }

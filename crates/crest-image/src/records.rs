@@ -36,6 +36,7 @@ framed!(
     UnixPairState,
     QueuedMessage,
     InotifyWatch,
+    FanotifyMark,
     DeletedFile,
     Ghost,
     PtyState,
@@ -331,6 +332,11 @@ pub struct ThreadAttrs {
     /// empty: none).
     #[serde(default)]
     pub seccomp: Vec<SeccompFilter>,
+    /// The thread runs in seccomp strict mode (`SECCOMP_MODE_STRICT`, format 4.14: only
+    /// `read`, `write`, `_exit` and `rt_sigreturn` allowed), entered again as the last step
+    /// before it runs.
+    #[serde(default)]
+    pub seccomp_strict: bool,
 }
 
 /// One seccomp filter (format 4.7), as `PTRACE_SECCOMP_GET_FILTER` gives it.
@@ -531,6 +537,10 @@ pub mod vma_flags {
     pub const DROPPABLE: u32 = 64;
     /// `MAP_NORESERVE` (`nr`): no swap space reserved.
     pub const NORESERVE: u32 = 128;
+    /// An AIO ring (`io_setup`, `/[aio]`), format 4.14: its pages (header and events) are saved
+    /// whole as anonymous memory, and restart makes a context of the same size in the process
+    /// and moves it there (see `crest_kinds::aio`).
+    pub const AIO: u32 = 256;
 }
 
 /// madvise() states restored on a mapping, bits of [`Vma::madv`].
@@ -598,7 +608,7 @@ impl Vma {
     /// on as it is (not `MADV_DONTFORK` or `MADV_WIPEONFORK`), not growing down (a stack),
     /// locked, droppable, without reserve, or saved whole from its file.
     pub fn can_inherit(&self) -> bool {
-        let not = vma_flags::SHARED | vma_flags::GROWSDOWN | vma_flags::STACK | vma_flags::LOCKED | vma_flags::DROPPABLE | vma_flags::NORESERVE | vma_flags::SAVED;
+        let not = vma_flags::SHARED | vma_flags::GROWSDOWN | vma_flags::STACK | vma_flags::LOCKED | vma_flags::DROPPABLE | vma_flags::NORESERVE | vma_flags::SAVED | vma_flags::AIO;
         self.flags & not == 0 && self.madv & (madv_flags::DONTFORK | madv_flags::WIPEONFORK) == 0 && matches!(self.backing, VmaBacking::Anon | VmaBacking::File { .. })
     }
 
@@ -1027,6 +1037,50 @@ pub enum FdKind {
         /// `cgroup`, `time`).
         kind: String,
     },
+    /// A fanotify group (format 4.14): made again with `fanotify_init(flags, event_flags)`
+    /// and every mark added again; events queued and not read at the checkpoint are not
+    /// restored (`lost` bytes of them).
+    Fanotify {
+        /// `fanotify_init` flags, as fdinfo shows them (`FAN_CLASS_*`, `FAN_UNLIMITED_*`,
+        /// `FAN_REPORT_*`, and `FAN_NONBLOCK`, `FAN_CLOEXEC` as given then: the descriptor's
+        /// flags now are those of its record).
+        flags: u32,
+        /// The open flags of the event files (`event_f_flags`).
+        event_flags: u32,
+        /// Its marks.
+        marks: Vec<FanotifyMark>,
+        /// Bytes of events queued and not read at the checkpoint, which are not restored.
+        lost: u32,
+    },
+    /// The slave of a pseudo-terminal whose master was closed (format 4.14): hung up, its
+    /// node gone. Made again as the slave of a new pseudo-terminal whose master is closed.
+    HungUpPty {
+        /// The name it had (`/dev/pts/N`), for messages.
+        path: String,
+    },
+}
+
+/// One mark of a fanotify group, as `/proc/PID/fdinfo` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct FanotifyMark {
+    /// What it marks: 0 an inode, 1 a mount (`FAN_MARK_MOUNT`), 2 a file system
+    /// (`FAN_MARK_FILESYSTEM`).
+    pub kind: u8,
+    /// The mark's flags as fdinfo shows them (`FAN_MARK_IGNORED_SURV_MODIFY`,
+    /// `FAN_MARK_EVICTABLE`, `FAN_MARK_IGNORE`).
+    pub mflags: u32,
+    /// The events it reports.
+    pub mask: u64,
+    /// The events it ignores.
+    pub ignored_mask: u64,
+    /// An inode mark: a path of the inode at checkpoint; a mount mark: the mount's mount
+    /// point; a file system mark: a mount point of the file system.
+    pub path: String,
+    /// The device (as `st_dev`) of the inode, mount or file system at checkpoint.
+    pub dev: u64,
+    /// An inode mark: the inode; else 0.
+    pub ino: u64,
 }
 
 /// A node other than a regular file that was deleted while in use ([`FdKind::Ghost`], a
@@ -1146,8 +1200,12 @@ impl FdKind {
             FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } | FdKind::Path { path, .. } => {
                 Some(path)
             }
-            // Its watches name paths of their own (checked and relocated one by one).
+            // Its watches name paths of their own (checked and relocated one by one); so do a
+            // fanotify group's marks.
             FdKind::Inotify { .. }
+            | FdKind::Fanotify { .. }
+            // Its node is gone: a new pseudo-terminal is made.
+            | FdKind::HungUpPty { .. }
             | FdKind::EventFd { .. }
             | FdKind::Pipe { .. }
             | FdKind::Epoll { .. }

@@ -103,6 +103,9 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
                 return bad(format!("pid {pid}: mapping {:#x}-{:#x} overlaps the one before it", v.start, v.end));
             }
             prev_end = v.end;
+            if v.flags & crate::vma_flags::AIO != 0 && (!matches!(v.backing, VmaBacking::Anon) || v.flags & crate::vma_flags::SHARED != 0) {
+                return bad(format!("pid {pid}: mapping {:#x}-{:#x} is an AIO ring that is not saved as private anonymous memory", v.start, v.end));
+            }
             if let VmaBacking::File { path, .. } | VmaBacking::Deleted { path, .. } = &v.backing {
                 if !path.starts_with('/') {
                     return bad(format!("pid {pid}: mapping {:#x}-{:#x} has a relative path", v.start, v.end));

@@ -61,10 +61,14 @@ pub fn refuse_before_seizing(pid: i32, status: &str) -> Result<(), KindError> {
         let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
         match field(&ts, "Seccomp") {
             "" | "0" => {}
-            "1" => return Err(KindError::Unsupported(format!("{who}: thread {t} runs in seccomp strict mode: any system call crest made inside it would kill it"))),
-            // Its filters are saved, and suspended for crest's system calls in it
-            // (`PTRACE_O_SUSPEND_SECCOMP`), which only root may ask for.
+            // Its filters, or its strict mode, are saved, and suspended for crest's system calls
+            // in it (`PTRACE_O_SUSPEND_SECCOMP`), which only root may ask for.
             _ if crest_ptrace::suspend_seccomp() != 0 => {}
+            "1" => {
+                return Err(KindError::Unsupported(format!(
+                    "{who}: thread {t} runs in seccomp strict mode: any system call crest made inside it would kill it, unless crest suspends it, which only root (CAP_SYS_ADMIN outside any user namespace) may; checkpoint as root"
+                )))
+            }
             _ => {
                 return Err(KindError::Unsupported(format!(
                     "{who}: thread {t} runs under a seccomp filter, which crest saves only when checkpointing as root (CAP_SYS_ADMIN outside any user namespace)"
@@ -203,7 +207,8 @@ pub fn dump_thread(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i3
     capabilities(&status, &mut creds);
     creds.securebits = ok(3, "reading the securebits")? as u32;
     let seccomp = if field(&status, "Seccomp") == "2" { remote.tracee.seccomp_filters()?.into_iter().map(|(flags, insns)| SeccompFilter { flags, insns }).collect() } else { Vec::new() };
-    Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack, creds, seccomp })
+    let seccomp_strict = field(&status, "Seccomp") == "1";
+    Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack, creds, seccomp, seccomp_strict })
 }
 
 /// Inside the husk, before it stops: its login uid.
@@ -665,6 +670,60 @@ impl ProcessKind for Seccomp {
     fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
         let leader = &cx.p.threads[0];
         restore_seccomp(cx.remote, cx.p.pid, leader.tid, &leader.attrs.seccomp[cx.shared_filters..])
+    }
+}
+
+/// `prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)`, run in a thread restored in strict mode once
+/// everything else is done in it: from then on only `read`, `write`, `_exit` and
+/// `rt_sigreturn` are allowed to it, crest's own system calls excepted while it holds the
+/// thread (`PTRACE_O_SUSPEND_SECCOMP`, which every seizing asks for as root).
+pub fn enter_strict_mode(remote: &mut Remote<'_>, pid: i32, saved: i32) -> Result<(), KindError> {
+    const PR_SET_SECCOMP: u64 = 22;
+    const SECCOMP_MODE_STRICT: u64 = 1;
+    if crest_ptrace::suspend_seccomp() == 0 {
+        return Err(KindError::Unsupported(format!("pid {pid}: thread {saved} ran in seccomp strict mode, which only root (CAP_SYS_ADMIN outside any user namespace) can restore")));
+    }
+    remote.call(&format!("pid {pid}: thread {saved}: entering seccomp strict mode"), libc::SYS_prctl, &[PR_SET_SECCOMP, SECCOMP_MODE_STRICT])?;
+    Ok(())
+}
+
+/// The leader's seccomp strict mode ([`enter_strict_mode`]), the last thing done in it.
+pub struct SeccompStrict;
+
+impl ProcessKind for SeccompStrict {
+    fn name(&self) -> &'static str {
+        "seccomp strict"
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &["threads.attrs.seccomp_strict"]
+    }
+    fn stage(&self) -> Stage {
+        Stage::Traced
+    }
+    fn after(&self) -> &'static [&'static str] {
+        // Last: after it, no system call of the leader's own but read, write, _exit and
+        // rt_sigreturn would be allowed.
+        &[
+            crate::process::THREADS,
+            "process attributes",
+            "semaphore adjustments",
+            "posix timers",
+            "rlimits",
+            "oom score",
+            "cgroups",
+            "seccomp",
+            "credentials",
+            "leader attributes",
+            "dumpable",
+            "pending signals",
+        ]
+    }
+    fn restore(&self, cx: &mut FillCx<'_, '_>) -> Result<(), KindError> {
+        let leader = &cx.p.threads[0];
+        if leader.attrs.seccomp_strict {
+            enter_strict_mode(cx.remote, cx.p.pid, leader.tid)?;
+        }
+        Ok(())
     }
 }
 

@@ -45,7 +45,7 @@ const FILL_NICE: i32 = 10;
 /// with pages in the image, not locked (`mlock` would fault every page in before it runs
 /// anyway) nor droppable.
 pub fn eligible(v: &Vma) -> bool {
-    let not = vma_flags::SHARED | vma_flags::LOCKED | vma_flags::DROPPABLE;
+    let not = vma_flags::SHARED | vma_flags::LOCKED | vma_flags::DROPPABLE | vma_flags::AIO;
     matches!(v.backing, VmaBacking::Anon) && v.flags & not == 0 && !v.pages.is_empty()
 }
 

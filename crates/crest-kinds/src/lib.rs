@@ -4,6 +4,7 @@
 //! | module | object | dump reads | restore does |
 //! |---|---|---|---|
 //! | [`memory`] | mappings and page data | `smaps`, `pagemap`, `process_vm_readv` | remote `mmap`, `pread` from the image, `mprotect`, `madvise` |
+//! | [`aio`] | AIO contexts (`io_setup`) and their rings | the ring's header, its pages whole | remote `io_setup`, `io_submit` to bring the tail, `mremap` to the saved address |
 //! | [`vdso`] | `[vvar]`, `[vvar_vclock]`, `[vdso]` | `smaps` | remote `mremap` to the saved addresses |
 //! | [`mm`] | brk, stack, arg/env, auxv, exe | `stat`, remote `brk(0)`, `auxv` | remote `prctl(PR_SET_MM_MAP)` |
 //! | [`fd`] | file descriptors, one module per file kind behind [`fd::FdHandler`] | `fd/`, `fdinfo/` | reopened in the husk |
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod aio;
 pub mod attrs;
 pub mod clocks;
 pub mod exit;

@@ -70,6 +70,9 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
         }
     }
     let name = m.name.as_str();
+    if name == "/[aio] (deleted)" {
+        return crate::aio::classify(pid, m, flags, madv);
+    }
     let backing = if maps_an_image(pid, m) {
         // Memory a restart mapped from its image: saved whole, as anonymous memory, so that the
         // new image does not depend on the old one.
@@ -100,9 +103,6 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
             VmaBacking::SysvShm { id: m.ino as i32, offset: m.offset }
         } else if path.starts_with('/') {
             // The file is read once per image, with the descriptors.
-            if path == "/[aio]" {
-                return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is an AIO ring (io_setup), which is not supported")));
-            }
             VmaBacking::Deleted { id: (m.dev << 32) ^ m.ino, path: path.to_string(), offset: m.offset, file: None }
         } else {
             return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is of the deleted file {path}, which is not supported")));
@@ -199,9 +199,10 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
         // the kernel allocates the object's missing pages as they are read).
         return Ok(shared_object_pages(pm.pid(), vma, size - (vma.end - vma.start)).unwrap_or_else(|| vec![(vma.start, vma.end - vma.start)]));
     }
-    if matches!(vma.backing, VmaBacking::Anon) && vma.flags & vma_flags::SAVED != 0 {
-        // Mapped from an image by a restart ([`maps_an_image`]): every page is data, whether
-        // the process read it in yet or not (the dump leaves out those that are all zeros).
+    if matches!(vma.backing, VmaBacking::Anon) && vma.flags & (vma_flags::SAVED | vma_flags::AIO) != 0 {
+        // Mapped from an image by a restart ([`maps_an_image`]), or an AIO ring
+        // ([`crate::aio`]): every page is data, whether the process read it in yet or not (the
+        // dump leaves out those that are all zeros).
         return Ok(vec![(vma.start, vma.end - vma.start)]);
     }
     if let (VmaBacking::File { offset, size, .. }, true) = (&vma.backing, vma.flags & vma_flags::SAVED != 0) {

@@ -193,6 +193,7 @@ pub static KINDS: Kinds = &[
     &crate::signals::Actions,
     // From the restorer.
     &crate::memory::Memory,
+    &crate::aio::AioRings,
     &crate::mm::Mm,
     &crate::memory::RestoreDescriptors,
     &crate::thread::Leader,
@@ -209,6 +210,7 @@ pub static KINDS: Kinds = &[
     &crate::attrs::LeaderAttrs,
     &crate::attrs::Dumpable,
     &crate::signals::Pending,
+    &crate::attrs::SeccompStrict,
 ];
 
 /// The fields of the process's record that no kind restores: the restore itself uses them as
@@ -466,6 +468,7 @@ mod tests {
             names(sequence(Stage::Traced).unwrap()),
             [
                 "memory",
+                "aio rings",
                 "mm",
                 "restore descriptors",
                 "leader thread",
@@ -482,6 +485,7 @@ mod tests {
                 "leader attributes",
                 "dumpable",
                 "pending signals",
+                "seccomp strict",
             ]
         );
         assert_eq!(names(dump_sequence().unwrap()), ["signal actions", "mm", "process attributes", "semaphore adjustments", "posix timers", "pending signals"]);

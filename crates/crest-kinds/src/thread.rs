@@ -283,6 +283,11 @@ impl crate::process::ProcessKind for Threads {
             crate::attrs::restore_creds_from(&mut r, scratch, pid, t.tid, &creds, creds_of(p, th))?;
             // After the credentials: a change of ids clears the parent-death signal.
             crate::attrs::restore_thread(&mut r, &th.attrs)?;
+            if th.attrs.seccomp_strict {
+                // Last in this thread (nothing else is run in it before it is let go).
+                r.flush()?;
+                crate::attrs::enter_strict_mode(&mut r, p.pid, th.tid)?;
+            }
             if slots.is_none() {
                 // Its arguments are in the scratch page, which the next thread writes.
                 r.flush()?;

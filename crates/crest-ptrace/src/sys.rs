@@ -1305,6 +1305,29 @@ pub fn inotify_rm_watch(fd: i32, wd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `fanotify_init(flags, event_f_flags)`: a new fanotify group.
+pub fn fanotify_init(flags: u32, event_f_flags: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::syscall(libc::SYS_fanotify_init, flags, event_f_flags) } as i32, "fanotify_init")
+}
+
+/// Closes `fd`, a descriptor the kernel opened in this process without handing it to an owner
+/// (the file of a fanotify event that was read).
+pub fn close_unowned(fd: i32) {
+    // SAFETY: no pointers; the caller owns nothing else under that number.
+    unsafe { libc::close(fd) };
+}
+
+/// `fanotify_mark(fd, flags, mask, AT_FDCWD, path)`.
+pub fn fanotify_mark(fd: i32, flags: u32, mask: u64, path: &str) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is a NUL-terminated string that lives across the call.
+    if unsafe { libc::syscall(libc::SYS_fanotify_mark, fd, flags, mask, libc::AT_FDCWD, c.as_ptr()) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `open_by_handle_at(mount_fd, handle, flags)`: opens the file a file handle (`handle_type`
 /// and its bytes, as `name_to_handle_at` gave them or fdinfo shows them) names, on the file
 /// system of `mount_fd`. Needs `CAP_DAC_READ_SEARCH`.

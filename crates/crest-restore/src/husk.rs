@@ -674,6 +674,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
             fd::leave_repair_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
             fd::settle_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
             fd::settle_inotify(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
+            fd::settle_fanotify(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
         }
         step("finished", &mut steps);
         // Children first, so that no parent runs on while a child of it is still held.

@@ -391,6 +391,9 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
         for c in &stats.unlocked {
             eprintln!("cr_checkpoint: warning: {c}: saved without a network lock (--network-lock=skip): its peer may see a reset if it sends before the restart");
         }
+        for c in &stats.cautions {
+            eprintln!("cr_checkpoint: warning: {c}");
+        }
     }
     if let Some(why) = &done.full_because {
         if !say.quiet {

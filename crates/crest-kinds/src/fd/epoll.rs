@@ -46,6 +46,13 @@ impl FdHandler for Epoll {
             let is = |f: i32| crest_ptrace::sys::epoll_target_is(cx.pid, f, fd, *t, toff).unwrap_or(false);
             let source = if own.contains(t) && is(*t) { Some(*t) } else { own.iter().copied().find(|&f| f != fd && is(f)) };
             let Some(source) = source else {
+                if cx.pid == std::process::id() as i32 {
+                    // A copy of a descriptor in flight, taken by the checkpoint: the set's targets
+                    // are numbers in the table of whoever added them, not in this one.
+                    return Err(KindError::Unsupported(format!(
+                        "an epoll set in flight (sent with SCM_RIGHTS and not received yet) watches a file added as fd {t} by the process that made it, and crest cannot tie an epoll set in flight to the descriptors of a process; not supported"
+                    )));
+                }
                 return Err(KindError::Unsupported(format!("pid {} fd {fd}: epoll watches a file added as fd {t} that is no longer open as any descriptor", cx.pid)));
             };
             sources.push(source);

@@ -50,7 +50,7 @@ fn parse_line(l: &str) -> Option<Line> {
 }
 
 /// `st_dev` of the kernel's `dev_t` encoding.
-fn st_dev(sdev: u64) -> u64 {
+pub(super) fn st_dev(sdev: u64) -> u64 {
     crest_proc::makedev(sdev >> 20, sdev & 0xf_ffff)
 }
 
@@ -78,10 +78,16 @@ pub(super) fn mount_of(dev: u64) -> Option<String> {
 
 /// The path of the watched file of `l`, checked to be that inode.
 fn watched_path(l: &Line) -> Result<String, String> {
-    let dev = st_dev(l.sdev);
-    let mount = mount_of(dev).ok_or_else(|| format!("no mount of its device {}:{} was found", l.sdev >> 20, l.sdev & 0xf_ffff))?;
+    path_of_handle(l.sdev, l.ino, l.handle_type, &l.handle)
+}
+
+/// A path of inode `ino` on device `sdev` (the kernel's encoding), found by its file handle
+/// (as fdinfo shows it), checked to be that inode.
+pub(super) fn path_of_handle(sdev: u64, ino: u64, handle_type: i32, handle: &[u8]) -> Result<String, String> {
+    let dev = st_dev(sdev);
+    let mount = mount_of(dev).ok_or_else(|| format!("no mount of its device {}:{} was found", sdev >> 20, sdev & 0xf_ffff))?;
     let m = std::fs::File::open(&mount).map_err(|e| format!("opening the mount {mount}: {e}"))?;
-    let f = crest_ptrace::sys::open_by_handle(m.as_raw_fd(), l.handle_type, &l.handle, libc::O_PATH).map_err(|e| {
+    let f = crest_ptrace::sys::open_by_handle(m.as_raw_fd(), handle_type, handle, libc::O_PATH).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) {
             "finding it by its file handle needs CAP_DAC_READ_SEARCH (checkpoint as root)".to_string()
         } else {
@@ -94,7 +100,7 @@ fn watched_path(l: &Line) -> Result<String, String> {
         return Err(format!("it has no path any more ({path})"));
     }
     match std::fs::symlink_metadata(&path) {
-        Ok(md) if md.ino() == l.ino && md.dev() == dev => Ok(path),
+        Ok(md) if md.ino() == ino && md.dev() == dev => Ok(path),
         Ok(md) => Err(format!("{path} is inode {} of device {} now", md.ino(), md.dev())),
         Err(e) => Err(format!("{path}: {e}")),
     }

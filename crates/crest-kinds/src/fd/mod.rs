@@ -25,8 +25,10 @@ mod deleted;
 mod directory;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fifo;
 mod ghost;
+mod hungup;
 mod inherited;
 mod inotify;
 mod lease;
@@ -52,6 +54,7 @@ mod tty;
 mod unsupported;
 
 pub use deleted::{recreate_all as recreate_deleted, DEFAULT_MAX as DELETED_MAX};
+pub use fanotify::settle_restored as settle_fanotify;
 pub use ghost::{enter_deleted_cwd, ghost_of, recreate_all as recreate_ghosts};
 pub use inherited::class_of;
 pub use inotify::settle_restored as settle_inotify;
@@ -347,6 +350,7 @@ pub fn describe(kind: &FdKind) -> String {
 pub static HANDLERS: &[&dyn FdHandler] = &[
     &memfd::Memfd,
     &deleted::Deleted,
+    &hungup::HungUpPty,
     &ghost::Ghost,
     &procfile::ProcFile,
     &regular::Regular,
@@ -358,6 +362,7 @@ pub static HANDLERS: &[&dyn FdHandler] = &[
     &timerfd::TimerFd,
     &signalfd::SignalFd,
     &inotify::Inotify,
+    &fanotify::Fanotify,
     &pidfd::Pidfd,
     &opath::OPath,
     &namespace::Namespace,
@@ -873,6 +878,8 @@ mod tests {
             FdKind::ProcFile { pid: 1, path: "stat".into(), pos: 0 },
             FdKind::Ghost { id: 1, path: "/tmp/d".into(), pos: 0, node: crest_image::Ghost { mode: libc::S_IFDIR | 0o700, rdev: 0, uid: 0, gid: 0, target: s() }, data: Vec::new() },
             FdKind::Namespace { kind: "net".into() },
+            FdKind::Fanotify { flags: 0, event_flags: 0, marks: vec![crest_image::FanotifyMark { kind: 1, mflags: 0, mask: 0x20, ignored_mask: 0, path: "/".into(), dev: 0, ino: 0 }], lost: 0 },
+            FdKind::HungUpPty { path: "/dev/pts/3".into() },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -898,6 +905,8 @@ mod tests {
             FdKind::ProcFile { .. } => 20,
             FdKind::Ghost { .. } => 21,
             FdKind::Namespace { .. } => 22,
+            FdKind::Fanotify { .. } => 23,
+            FdKind::HungUpPty { .. } => 24,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all
