@@ -667,6 +667,15 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         if let Some(lock) = &image.network_lock {
             fd::netlock::remove(lock).map_err(RestoreError::Refused)?;
         }
+        let connections: Vec<(&[u8], &[u8])> = live
+            .iter()
+            .flat_map(|&i| &procs[i].fds)
+            .filter_map(|r| match &r.kind {
+                crest_image::FdKind::Inet { local, peer, tcp: Some(_), .. } => Some((local.as_slice(), peer.as_slice())),
+                _ => None,
+            })
+            .collect();
+        fd::netlock::remove_stale(&connections).map_err(RestoreError::Refused)?;
         for &i in &live {
             fd::fins_restored(new_pids[i], &procs[i].fds).map_err(RestoreError::Refused)?;
         }

@@ -125,17 +125,16 @@ pub(super) fn lock(pid: i32, local: &[u8], peer: &[u8], what: &str) -> Result<()
         }
         Mode::Nft => {}
     }
-    let (Some((fam, la, lp)), Some((pfam, pa, pp))) = (endpoint(local), endpoint(peer)) else {
+    let Some(both) = matches(local, peer) else {
         return Err("its addresses are of an unknown family, and its packets cannot be locked (give --network-lock=skip to go on without the lock)".into());
     };
-    let fam = if fam == pfam { fam } else { "ip6" };
     let t = &s.table;
     let mut script = String::new();
     if !s.made {
         script.push_str(&format!("add table inet {t}\nadd chain inet {t} lock {{ type filter hook input priority -150 ; policy accept ; }}\n"));
     }
-    for (sa, sp, da, dp) in [(&pa, pp, &la, lp), (&la, lp, &pa, pp)] {
-        script.push_str(&format!("add rule inet {t} lock {fam} saddr {sa} tcp sport {sp} {fam} daddr {da} tcp dport {dp} drop\n"));
+    for m in both {
+        script.push_str(&format!("add rule inet {t} lock {m} drop\n"));
     }
     run_nft(&script).map_err(|e| {
         format!("its packets could not be locked for the time of the checkpoint and until the restart: {e}; or give --network-lock=skip to go on without the lock (its peer may then see a reset)")
@@ -160,6 +159,52 @@ pub fn remove(lock: &crest_image::NetworkLock) -> Result<(), String> {
             "the image's TCP connections are locked (netfilter table inet {table}, made by cr_checkpoint --kill), and the lock could not be removed: {e}; their packets would stay dropped (install nftables, or run cr_restart where the checkpoint was taken)"
         )),
     }
+}
+
+/// The two matches, as nft writes them, of the packets of the connection from `local` to
+/// `peer` (one for each direction).
+fn matches(local: &[u8], peer: &[u8]) -> Option<[String; 2]> {
+    let ((fam, la, lp), (pfam, pa, pp)) = (endpoint(local)?, endpoint(peer)?);
+    let fam = if fam == pfam { fam } else { "ip6" };
+    let m = |sa: &str, sp: u16, da: &str, dp: u16| format!("{fam} saddr {sa} tcp sport {sp} {fam} daddr {da} tcp dport {dp}");
+    Some([m(&pa, pp, &la, lp), m(&la, lp, &pa, pp)])
+}
+
+/// In `cr_restart`, with the lock of the image itself ([`remove`]): removes every other lock a
+/// checkpoint with `--kill` left on a connection the image restores. A later checkpoint of the
+/// same processes locked the same connections; restarting from an earlier image, the user
+/// leaves that one, and its lock would drop the restored connections' packets for good. Only
+/// tables crest made (`crest_…`) are looked at; none is an error only when `nft` cannot tell.
+pub fn remove_stale(connections: &[(&[u8], &[u8])]) -> Result<(), String> {
+    let wanted: Vec<String> = connections.iter().filter_map(|(l, p)| matches(l, p)).flatten().collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let Ok(out) = Command::new("nft").args(["list", "tables", "inet"]).stdin(Stdio::null()).stderr(Stdio::null()).output() else { return Ok(()) };
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for table in listing.lines().filter_map(|l| l.trim().strip_prefix("table inet ")).filter(|t| t.starts_with("crest_") && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+        let Ok(rules) = Command::new("nft").args(["list", "table", "inet", table]).stdin(Stdio::null()).stderr(Stdio::null()).output() else { continue };
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        // nft lists a rule's matches in an order of its own: compared as sets of terms.
+        if rules.lines().any(|l| l.trim().strip_suffix(" drop").is_some_and(|r| wanted.iter().any(|w| same_terms(r, w)))) {
+            run_nft(&format!("delete table inet {table}\n")).map_err(|e| {
+                format!("a checkpoint with --kill left a netfilter lock (table inet {table}) on connections this image restores, and it could not be removed: {e}; their packets would stay dropped")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether two nft matches hold the same terms (`ip saddr 1.2.3.4`, `tcp dport 80`, ...),
+/// whatever their order.
+fn same_terms(a: &str, b: &str) -> bool {
+    let terms = |s: &str| {
+        let w: Vec<&str> = s.split_whitespace().collect();
+        let mut t: Vec<String> = w.chunks(3).map(|c| c.join(" ")).collect();
+        t.sort();
+        (w.len() % 3 == 0).then_some(t)
+    };
+    terms(a).is_some_and(|x| Some(x) == terms(b))
 }
 
 /// Runs `nft -f -` with `script`.
@@ -190,6 +235,18 @@ mod tests {
         s[2..4].copy_from_slice(&port.to_be_bytes());
         s[4..8].copy_from_slice(&a);
         s
+    }
+
+    /// nft lists a rule's terms in its own order; a lock left by another checkpoint is still
+    /// recognised.
+    #[test]
+    fn rules_are_compared_term_by_term() {
+        let [a, b] = super::matches(&v4([127, 0, 0, 1], 8880), &v4([127, 0, 0, 1], 35000)).expect("IPv4");
+        assert_eq!(a, "ip saddr 127.0.0.1 tcp sport 35000 ip daddr 127.0.0.1 tcp dport 8880");
+        assert!(super::same_terms("ip saddr 127.0.0.1 tcp sport 35000 tcp dport 8880 ip daddr 127.0.0.1", &a));
+        assert!(!super::same_terms("ip saddr 127.0.0.1 tcp sport 35001 tcp dport 8880 ip daddr 127.0.0.1", &a));
+        assert!(super::same_terms("ip saddr 127.0.0.1 tcp sport 8880 tcp dport 35000 ip daddr 127.0.0.1", &b));
+        assert!(!super::same_terms("ip saddr 127.0.0.1 tcp sport 8880", &b));
     }
 
     #[test]
