@@ -202,7 +202,7 @@ fn same_terms(a: &str, b: &str) -> bool {
         let w: Vec<&str> = s.split_whitespace().collect();
         let mut t: Vec<String> = w.chunks(3).map(|c| c.join(" ")).collect();
         t.sort();
-        (w.len() % 3 == 0).then_some(t)
+        w.len().is_multiple_of(3).then_some(t)
     };
     terms(a).is_some_and(|x| Some(x) == terms(b))
 }
