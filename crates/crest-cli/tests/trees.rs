@@ -201,6 +201,7 @@ fn job_by_process_group() {
     wait_lines(&out, before + 1, Duration::from_secs(20));
     // Only now: see find_exe.
     let root = find_exe(cr, "ring", Duration::from_secs(20));
+    assert_eq!(ids(root).map(|i| i.0), Some(cr), "the process signalled is the ring's first member, cr_restart's child");
     if is_root() {
         assert_eq!(root, ring, "PID restored");
         assert_eq!(ids(root).map(|i| i.1), Some(pgid), "process group restored");
@@ -249,6 +250,7 @@ fn job_by_session() {
     // Only now: see find_exe.
     let root = find_exe(cr, "ring", Duration::from_secs(20));
     let new_bash = child_of(cr).expect("restored bash");
+    assert_eq!(ids(root).map(|i| i.0), Some(new_bash), "the process signalled is the ring's first member, the shell's child");
     if is_root() {
         assert_eq!(new_bash, bash, "PID restored");
         assert_eq!(ids(new_bash).map(|i| i.2), Some(sid), "bash leads its session again");
