@@ -26,3 +26,18 @@ fn pages_shared_since_fork_are_shared_again() {
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(info.contains("the parent's, shared"), "the image saves the children's shared pages with the parent:\n{info}");
 }
+
+/// The processes of a tree are filled at once, one worker per core, in whatever order the
+/// workers take them: a parent's pages shared with its children are moved into place while a
+/// child is filled beside it. Restarted several times, every page of every process is checked
+/// each time (and, for root, that the shared ones are still shared).
+#[test]
+fn shared_pages_survive_repeated_parallel_restarts() {
+    for round in 0..16 {
+        let d = Dir::new(&format!("cowshare-again-{round}"));
+        let prog = d.0.join("cowshare");
+        gcc("tests/c/cowshare.c", &prog, &[]);
+        let (st, out) = round_trip_verify(&d, &prog, &[], "ready", Duration::from_secs(60));
+        assert!(st.success() && out.contains("PASS"), "cowshare after restart {round}: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    }
+}

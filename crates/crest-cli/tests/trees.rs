@@ -81,7 +81,11 @@ fn restart(killafter: &Path, dir: &Path, img: &Path, args: &[&str]) -> Child {
     under_reaper(killafter, dir, &cmd, Stdio::null())
 }
 
-/// The PID of the process below `top` (inclusive) running `exe`, the topmost one.
+/// The PID of the process below `top` (inclusive) running `exe`, the topmost one. During a
+/// restart, call it only once the processes run: their command lines come back as each is
+/// filled, in any order when several are filled at once, and a deeper one found first would
+/// be taken for the topmost (a ring member without the first one's `SIGUSR2` handler, killed
+/// by the signal meant for the first).
 fn find_exe(top: i32, name: &str, timeout: Duration) -> i32 {
     let t = Instant::now();
     loop {
@@ -193,9 +197,11 @@ fn job_by_process_group() {
         child_of(rs.id() as i32)
     });
     let cr = cr.expect("cr_restart");
-    let root = find_exe(cr, "ring", Duration::from_secs(20));
     let before = lines(&out);
     wait_lines(&out, before + 1, Duration::from_secs(20));
+    // Only now: see find_exe.
+    let root = find_exe(cr, "ring", Duration::from_secs(20));
+    assert_eq!(ids(root).map(|i| i.0), Some(cr), "the process signalled is the ring's first member, cr_restart's child");
     if is_root() {
         assert_eq!(root, ring, "PID restored");
         assert_eq!(ids(root).map(|i| i.1), Some(pgid), "process group restored");
@@ -239,10 +245,12 @@ fn job_by_session() {
         assert!(t.elapsed() < Duration::from_secs(20), "no cr_restart");
         std::thread::sleep(Duration::from_millis(10));
     };
-    let root = find_exe(cr, "ring", Duration::from_secs(20));
     let before = lines(&out);
     wait_lines(&out, before + 1, Duration::from_secs(20));
+    // Only now: see find_exe.
+    let root = find_exe(cr, "ring", Duration::from_secs(20));
     let new_bash = child_of(cr).expect("restored bash");
+    assert_eq!(ids(root).map(|i| i.0), Some(new_bash), "the process signalled is the ring's first member, the shell's child");
     if is_root() {
         assert_eq!(new_bash, bash, "PID restored");
         assert_eq!(ids(new_bash).map(|i| i.2), Some(sid), "bash leads its session again");

@@ -574,7 +574,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     // must come from the thread that seized, and the threads created in a husk are traced by
     // that thread too), so the processes of a tree are filled at once; the letting go is
     // ordered across the workers, children first.
-    let workers = live.len().clamp(1, MAX_WORKERS);
+    let workers = workers_for(live.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let new_pids_ref = &new_pids;
@@ -715,11 +715,18 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps, lazy: None })
 }
 
-/// Threads that fill husks at once, at most. One for now: with several, a restored ring of
-/// processes passing a counter through pipes (trees.rs, `job_by_session`) read end-of-file
-/// from its pipes in 4 restarts of 8, never with one; until that race is understood the
-/// husks are filled one after another, on one worker.
-const MAX_WORKERS: usize = 1;
+/// Threads that fill husks at once, at most: one per core, up to this many.
+const MAX_WORKERS: usize = 8;
+
+/// How many workers fill the husks of a restart: one per core, at most [`MAX_WORKERS`]. The
+/// husks are independent while they are filled: each worker makes syscalls inside the husks it
+/// holds only, in their own memory and descriptor tables; what several share (the image, read
+/// with `pread`, and the pages a parent and child share, which each moves with its own page
+/// tables) is not changed by a fill.
+fn workers_for(husks: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    husks.clamp(1, cores.clamp(1, MAX_WORKERS))
+}
 
 /// Sums over the processes.
 #[derive(Default)]
