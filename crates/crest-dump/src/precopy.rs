@@ -415,8 +415,26 @@ const SMALL_ENOUGH: u64 = 16 << 20;
 
 /// The mappings of the running process `pid` with their flags (`smaps`), and as classified,
 /// those whose contents are saved whole marked.
+///
+/// Reading `smaps` walks every page table of the process for its counts (24 ms for 4 GiB),
+/// and a checkpoint that copies while the process runs asks once per pass: within this
+/// checkpoint, `smaps` is read again only when `maps` (no page walk) has changed since.
 fn mappings(pid: i32, opts: &DumpOptions<'_>) -> Result<(Vec<MapEntry>, Vec<Vma>), DumpError> {
-    let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
+    type Seen = std::collections::HashMap<i32, (String, Vec<MapEntry>)>;
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    let text = crest_proc::read(pid, "maps")?;
+    let cached = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().and_then(|m| m.get(&pid)).filter(|(t, _)| *t == text).map(|(_, e)| e.clone());
+    let maps = match cached {
+        Some(maps) => maps,
+        None => {
+            let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
+            // Only when maps did not change meanwhile (else the next call reads smaps again).
+            if crest_proc::read(pid, "maps").is_ok_and(|again| again == text) {
+                SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(Seen::new).insert(pid, (text, maps.clone()));
+            }
+            maps
+        }
+    };
     let mut vmas = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<Vec<Vma>, _>>()?;
     opts.save.mark(&mut vmas, &crest_proc::readlink(pid, "exe").unwrap_or_default());
     Ok((maps, vmas))
