@@ -17,33 +17,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn image_kib(img: &Path) -> u64 {
-    std::fs::metadata(img).map(|m| m.len()).unwrap_or(0) / 1024
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port()
 }
 
 fn find(paths: &[&str]) -> Option<PathBuf> {
     paths.iter().map(PathBuf::from).find(|p| p.exists())
-}
-
-fn checkpoint(args: &[&str], img: &Path, pid: i32) -> Duration {
-    let t = Instant::now();
-    let ck = Command::new(bin("cr_checkpoint")).args(args).arg("-f").arg(img).arg(pid.to_string()).output().expect("cr_checkpoint");
-    let took = t.elapsed();
-    assert!(ck.status.success(), "cr_checkpoint {args:?} of pid {pid}: {}", String::from_utf8_lossy(&ck.stderr));
-    took
-}
-
-/// Waits until `pid` is gone (or a zombie).
-fn wait_gone(pid: i32, what: &str) {
-    let t = Instant::now();
-    while proc_state(pid).is_some_and(|(s, _)| s != 'Z') {
-        assert!(t.elapsed() < Duration::from_secs(10), "{what} (pid {pid}) did not end with --kill");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `pid` and all its descendants.
@@ -263,7 +242,7 @@ fn redis_server() {
     // A checkpoint that lets redis run on, while this client keeps its connection: the same
     // connection's next commands work.
     let run_img = d.0.join("run.img");
-    let run_time = checkpoint(&[], &run_img, server);
+    let run_time = timed_checkpoint(&[], &run_img, server);
     assert_untouched(server, "after the checkpoint with --run");
     assert_eq!(c.int(&["INCR", "counter"]), 2, "the kept connection works on after the checkpoint");
     check_redis_data(&mut c, 2);
@@ -271,7 +250,7 @@ fn redis_server() {
 
     // --kill, restart: a new connection finds every key and can write.
     let img = d.0.join("img");
-    let ck_time = checkpoint(&["--kill"], &img, server);
+    let ck_time = timed_checkpoint(&["--kill"], &img, server);
     let _ = procs.take(server).wait();
     procs.forget(server);
     assert!(Redis::connect(port).is_err(), "nothing listens once redis is killed");
@@ -401,7 +380,7 @@ fn tmux_server_with_a_session() {
     // --tree --kill of the server: its session's shell goes with it.
     let img = d.0.join("img");
     let count_before = tmux_count(&tmux, &sock).unwrap_or(before);
-    let ck_time = checkpoint(&["--tree", "--kill"], &img, server);
+    let ck_time = timed_checkpoint(&["--tree", "--kill"], &img, server);
     wait_gone(server, "the tmux server");
     wait_gone(shell, "the session's shell");
     assert!(tmux_count(&tmux, &sock).is_none(), "no tmux server answers once it is killed");
@@ -669,7 +648,7 @@ fn postgres_cluster() {
     let mut s = Session::start(&pg, port);
     assert_eq!(s.query("select count(*) from t;"), vec!["10000"]);
     let run_img = d.0.join("run.img");
-    let run_time = checkpoint(&["--tree"], &run_img, pm);
+    let run_time = timed_checkpoint(&["--tree"], &run_img, pm);
     for p in std::iter::once(pm).chain(background.iter().copied()) {
         assert_untouched(p, "after the checkpoint with --run");
     }
@@ -684,7 +663,7 @@ fn postgres_cluster() {
 
     // --tree --kill, restart: a new client finds the rows and can insert.
     let img = d.0.join("img");
-    let ck_time = checkpoint(&["--tree", "--kill"], &img, pm);
+    let ck_time = timed_checkpoint(&["--tree", "--kill"], &img, pm);
     wait_gone(pm, "the postmaster");
     for p in &background {
         wait_gone(*p, "a background process");
@@ -795,7 +774,7 @@ fn tmux_server_with_an_attached_client() {
     assert_eq!(tmux_out(&tmux, &sock, &["list-clients"]).unwrap_or_default().lines().count(), 1, "the client is still attached");
 
     let count_before = tmux_count(&tmux, &sock).expect("the server answers");
-    checkpoint(&["--tree", "--kill", "--drop-unsupported"], &img, server);
+    timed_checkpoint(&["--tree", "--kill", "--drop-unsupported"], &img, server);
     let mut c = procs.take(client);
     wait_child(&mut c, Duration::from_secs(20));
     let rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,27 +18,6 @@ fn python() -> Option<PathBuf> {
     let o = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().ok()?;
     let p = String::from_utf8(o.stdout).ok()?.trim().to_string();
     (o.status.success() && !p.is_empty()).then(|| PathBuf::from(p))
-}
-
-fn image_kib(img: &Path) -> u64 {
-    std::fs::metadata(img).map(|m| m.len()).unwrap_or(0) / 1024
-}
-
-fn checkpoint(args: &[&str], img: &Path, pid: i32) -> Duration {
-    let t = Instant::now();
-    let ck = Command::new(bin("cr_checkpoint")).args(args).arg("-f").arg(img).arg(pid.to_string()).output().expect("cr_checkpoint");
-    let took = t.elapsed();
-    assert!(ck.status.success(), "cr_checkpoint {args:?} of pid {pid}: {}", String::from_utf8_lossy(&ck.stderr));
-    took
-}
-
-/// Waits until `pid` is gone (killed by a checkpoint with --kill and reaped).
-fn wait_gone(pid: i32, what: &str) {
-    let t = Instant::now();
-    while proc_state(pid).is_some_and(|(s, _)| s != 'Z') {
-        assert!(t.elapsed() < Duration::from_secs(10), "{what} (pid {pid}) did not end with --kill");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One request on `s`, kept open (HTTP/1.1 keep-alive): the body.
@@ -96,13 +75,13 @@ fn python_http_server() {
     let mut kept = connect(port).expect("connect");
     assert_eq!(get_on(&mut kept).expect("a page on the kept connection"), page);
     let run_img = d.0.join("run.img");
-    let run_time = checkpoint(&[], &run_img, server);
+    let run_time = timed_checkpoint(&[], &run_img, server);
     assert_eq!(get_on(&mut kept).expect("the kept connection after the checkpoint"), page, "the kept connection serves on");
     drop(kept);
 
     // --kill, restart: a new connection gets the page.
     let img = d.0.join("img");
-    let ck_time = checkpoint(&["--kill"], &img, server);
+    let ck_time = timed_checkpoint(&["--kill"], &img, server);
     let _ = procs.take(server).wait();
     assert!(get(port).is_err(), "nothing listens once the server is killed");
     let t = Instant::now();
@@ -167,7 +146,7 @@ fn python_asyncio_with_subprocess() {
     procs.pids.extend(kids.iter().copied());
     assert!(!kids.is_empty(), "the asyncio program has its cat subprocess");
     let img = d.0.join("img");
-    let ck_time = checkpoint(&["--tree", "--kill"], &img, prog);
+    let ck_time = timed_checkpoint(&["--tree", "--kill"], &img, prog);
     let _ = procs.take(prog).wait();
     for k in &kids {
         wait_gone(*k, "the cat subprocess");
@@ -247,7 +226,7 @@ fn python_sqlite_writer() {
     procs.pids.push(prog);
     wait_for(&out, "rows 2000\n", Duration::from_secs(30));
     let img = d.0.join("img");
-    let ck_time = checkpoint(&["--kill"], &img, prog);
+    let ck_time = timed_checkpoint(&["--kill"], &img, prog);
     let _ = procs.take(prog).wait();
     // A rollback journal left behind: the writer was killed inside a transaction.
     let in_transaction = d.0.join("rows.db-journal").exists();

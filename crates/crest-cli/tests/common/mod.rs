@@ -449,3 +449,26 @@ pub fn http_get_on(s: &mut std::net::TcpStream, path: &str) -> std::io::Result<S
         got.extend_from_slice(&buf[..n]);
     }
 }
+
+/// Size of image `img` in KiB (0 when it is not there), for the figures a test prints.
+pub fn image_kib(img: &Path) -> u64 {
+    std::fs::metadata(img).map(|m| m.len()).unwrap_or(0) / 1024
+}
+
+/// `cr_checkpoint ARGS -f IMG PID`, which must succeed; returns how long it took.
+pub fn timed_checkpoint(args: &[&str], img: &Path, pid: i32) -> Duration {
+    let t = Instant::now();
+    let ck = Command::new(bin("cr_checkpoint")).args(args).arg("-f").arg(img).arg(pid.to_string()).output().expect("cr_checkpoint");
+    let took = t.elapsed();
+    assert!(ck.status.success(), "cr_checkpoint {args:?} of pid {pid}: {}", String::from_utf8_lossy(&ck.stderr));
+    took
+}
+
+/// Waits until `pid` is gone, or a zombie (killed by a checkpoint with --kill).
+pub fn wait_gone(pid: i32, what: &str) {
+    let t = Instant::now();
+    while proc_state(pid).is_some_and(|(s, _)| s != 'Z') {
+        assert!(t.elapsed() < Duration::from_secs(10), "{what} (pid {pid}) did not end with --kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
