@@ -13,30 +13,15 @@ fn aio_rings_keep_their_events() {
 /// `io_submit` returns, a request may be in flight unseen: refused, the process left as it was.
 #[test]
 fn aio_with_o_direct_is_refused() {
-    use std::process::{Command, Stdio};
-    use std::time::Duration;
     let d = Dir::new("aio-direct");
-    let prog = d.0.join("aiorings");
-    gcc("tests/c/aiorings.c", &prog, &[]);
-    let out = d.0.join("out");
-    let mut procs = Procs::default();
-    let pid = procs.add(Command::new(&prog).arg("direct").arg(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("aiorings"));
-    let text = wait_for(&out, "\n", Duration::from_secs(30));
+    let p = start_c(&d, "aiorings", &["direct", "DIR"]);
+    let text = wait_for(&p.out, "\n", std::time::Duration::from_secs(30));
     if text.contains("no O_DIRECT") {
         return skip("this file system takes no O_DIRECT open");
     }
-    wait_for(&out, "ready", Duration::from_secs(30));
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-    let err = String::from_utf8_lossy(&ck.stderr);
-    assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
-    assert!(err.contains("O_DIRECT") && err.contains("AIO context") && err.contains(&format!("pid {pid}")), "the message names the process, the context and the descriptor: {err}");
-    assert!(!img.exists(), "no image is written");
-    assert_untouched(pid, "after a refused checkpoint");
-    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
-    let st = wait_child(&mut procs.take(pid), Duration::from_secs(30));
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    assert!(st.success() && text.contains("PASS"), "the process checks itself after the refusal: {st:?}\n{text}");
+    wait_for(&p.out, "ready", std::time::Duration::from_secs(30));
+    let pid = format!("pid {}", p.pid);
+    assert_refused_then_passes(p, &["O_DIRECT", "AIO context", &pid]);
 }
 
 /// A request the kernel still runs (a poll, an fsync) leaves no trace it shows: a checkpoint of

@@ -472,3 +472,44 @@ pub fn wait_gone(pid: i32, what: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A test program of tests/c started for a refusal test: built into its scratch directory,
+/// its output in `out`, its PID in `procs` (killed on drop).
+pub struct CProgram {
+    pub procs: Procs,
+    pub pid: i32,
+    pub out: PathBuf,
+    pub img: PathBuf,
+}
+
+/// Builds `tests/c/NAME.c` into `d` and starts it with `args` ("DIR" stands for `d`), its
+/// output in `d/out`; does not wait for it.
+pub fn start_c(d: &Dir, name: &str, args: &[&str]) -> CProgram {
+    let prog = d.0.join(name);
+    gcc(&format!("tests/c/{name}.c"), &prog, &[]);
+    let dir = d.0.to_str().expect("utf8").to_string();
+    let args: Vec<&str> = args.iter().map(|a| if *a == "DIR" { dir.as_str() } else { a }).collect();
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let child = Command::new(&prog).args(&args).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let pid = procs.add(child);
+    CProgram { procs, pid, out, img: d.0.join("img") }
+}
+
+/// `cr_checkpoint --kill` of `p` is refused with EOPNOTSUPP (exit 95), its message holding
+/// every one of `names` (the process, the object), and no image; the process runs on
+/// untouched, and after SIGUSR2 it checks itself and says PASS.
+pub fn assert_refused_then_passes(mut p: CProgram, names: &[&str]) {
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&p.img).arg(p.pid.to_string()).output().expect("cr_checkpoint runs");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
+    for n in names {
+        assert!(err.contains(n), "the message names {n:?}: {err}");
+    }
+    assert!(!p.img.exists(), "no image is written");
+    assert_untouched(p.pid, "after a refused checkpoint");
+    let _ = Command::new("kill").arg("-USR2").arg(p.pid.to_string()).status();
+    let st = wait_child(&mut p.procs.take(p.pid), Duration::from_secs(30));
+    let text = std::fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "the process checks itself after the refusal: {st:?}\n{text}");
+}
