@@ -10,7 +10,10 @@
 //!
 //! Then, still while they run, up to [`MAX_PASSES`] more passes save again what was written
 //! during the previous one (`PAGEMAP_SCAN` reports those pages and protects them again in the
-//! same walk), as long as that shrinks quickly enough.
+//! same walk), as long as that shrinks quickly enough and is not small enough to be left to the
+//! freeze (the processes' page faults tell without a walk of the page tables when it is).
+//! The passes read `/proc/PID/maps`, not `smaps`: the flags of the mappings, which only `smaps`
+//! shows at the cost of a walk of every page table, are read once, beside the first pass.
 //!
 //! At the checkpoint proper (a second freeze, [`crate::FrozenTree::dump`]), [`Tracked::merge`]
 //! scans each private mapping with `PAGEMAP_SCAN`: a page run saved earlier is kept when every
@@ -28,6 +31,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use crest_image::{vma_flags, ImageWriter, PageRun, Vma, VmaBacking};
 use crest_kinds::memory;
@@ -57,6 +61,10 @@ pub struct Precopy<'a> {
     /// For an incremental image: the processes of the parent whose tracking could not be taken
     /// up (they are saved whole), with why.
     pub(crate) lost: HashMap<i32, String>,
+    /// How long each step took, in order: the first copy (`precopy`) or taking up the tracking
+    /// (`resume`), the passes after, and reading the mappings' flags (`flags`, as far as it
+    /// did not overlap the passes).
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
 /// A token no other arming has: random, never 0.
@@ -117,6 +125,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     if !opts.track && matches!(scope, Scope::Pid | Scope::Tree) && private_memory(id, scope == Scope::Tree) < WORTH_IT {
         return Ok(None);
     }
+    let started = Instant::now();
     let mut fds: Vec<(i32, OwnedFd, Option<Left>)> = Vec::new();
     {
         let mut tree = freeze_scope(scope, id)?;
@@ -157,8 +166,14 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     }
     // What was written during the first pass is saved again while the processes still run,
     // pass after pass, as long as that shrinks what will be left for the stop.
+    let mut steps = vec![("precopy", started.elapsed())];
+    let started = Instant::now();
     bytes += passes(&mut tracked, &mut w, out, opts, MAX_PASSES, &mut HashMap::new())?;
-    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token(), lost: HashMap::new() }))
+    steps.push(("passes", started.elapsed()));
+    let started = Instant::now();
+    fresh_flags(&mut tracked);
+    steps.push(("flags", started.elapsed()));
+    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token(), lost: HashMap::new(), steps }))
 }
 
 /// Up to `most` passes over the pages the `tracked` processes wrote since their protection,
@@ -172,14 +187,25 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
 fn passes(tracked: &mut HashMap<i32, Tracked>, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>, most: usize, lost: &mut HashMap<i32, String>) -> Result<u64, DumpError> {
     let mut bytes = 0;
     let mut last = u64::MAX;
+    let mut faults = HashMap::new();
     for k in 0..most {
-        // After the first, a pass is made only when what was written since the last one
-        // shrank quickly enough: a process that rewrites the same pages over and over would
-        // have them saved again, only to be saved once more while frozen. A scan that does not
-        // protect tells first.
-        if k > 0 && tracked.iter().map(|(&pid, t)| t.written(pid, opts).unwrap_or(0)).sum::<u64>() * 2 > last {
-            break;
+        // After the first, a pass is made only when what was written since the last one is
+        // not small enough to be copied while frozen, and shrank quickly enough: a process
+        // that rewrites the same pages over and over would have them saved again, only to be
+        // saved once more while frozen. The page faults since the last pass tell first
+        // (writing a protected page is one): when they are few, so are the pages written, with
+        // no walk of the page tables; otherwise a scan that does not protect tells.
+        if k > 0 {
+            let bound = tracked.keys().map(|&pid| faults_since(pid, faults.get(&pid).copied())).fold(0u64, u64::saturating_add);
+            if bound <= SMALL_ENOUGH {
+                break;
+            }
+            let written = tracked.iter().map(|(&pid, t)| t.written(pid, opts).unwrap_or(0)).sum::<u64>();
+            if written <= SMALL_ENOUGH || written * 2 > last {
+                break;
+            }
         }
+        faults = tracked.keys().map(|&pid| (pid, faults_of(pid))).filter_map(|(pid, f)| Some((pid, f?))).collect();
         let mut dirty = 0;
         let mut failed = Vec::new();
         for (&pid, t) in tracked.iter_mut() {
@@ -205,6 +231,23 @@ fn passes(tracked: &mut HashMap<i32, Tracked>, w: &mut ImageWriter<&File>, out: 
     Ok(bytes)
 }
 
+/// Page faults taken so far by the threads of `pid`, if it can be told.
+fn faults_of(pid: i32) -> Option<u64> {
+    crest_proc::read(pid, "stat").ok().and_then(|t| crest_proc::parse_stat(&t).ok()).map(|s| s.faults)
+}
+
+/// Bytes that process `pid` can have written into its memory since it had taken `before`
+/// page faults, or `u64::MAX` when that cannot be told: a huge page at most per fault (a write
+/// to a protected huge page splits it, but a fresh one comes whole). A write by another
+/// process is not counted: this only tells whether another pass is worth it, the checkpoint
+/// proper's scan finds every page written.
+fn faults_since(pid: i32, before: Option<u64>) -> u64 {
+    match (before, faults_of(pid)) {
+        (Some(b), Some(now)) if now >= b => (now - b).saturating_mul(2 << 20),
+        _ => u64::MAX,
+    }
+}
+
 /// Why an incremental checkpoint could not take up the write tracking a checkpoint left: the
 /// image is then a full one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,11 +261,16 @@ pub struct Lost(pub String);
 /// `Err` says why it cannot (the process is not the one tracked, its tracker is gone): then a
 /// full image must be made (unless the checkpoint was cancelled meanwhile).
 pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest_image::ImageFile, path: &std::path::Path) -> Result<Precopy<'a>, Lost> {
+    let started = Instant::now();
     let lost = |why: String| Lost(why);
     let link = crest_image::chain::parent_of(path, parent).map_err(|e| lost(format!("{}: {e}", path.display())))?;
     if !parent.image.tracking.iter().any(|t| t.pid == id) {
         return Err(lost(format!("{} was not left tracking the writes of process {id}", path.display())));
     }
+    // The flags of their mappings, for the checkpoint proper, are read meanwhile: `smaps`
+    // walks the page tables, and so does the first pass, on the other core.
+    let pids: Vec<i32> = parent.image.tracking.iter().map(|t| t.pid).collect();
+    let flags = std::thread::spawn(move || pids.into_iter().filter_map(|pid| Some((pid, smaps(pid).ok()?))).collect::<HashMap<i32, Vec<MapEntry>>>());
     let mut tracked = HashMap::new();
     let mut lost_ones = HashMap::new();
     for t in &parent.image.tracking {
@@ -254,13 +302,12 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
                 continue;
             }
         };
-        let Ok((maps, _)) = mappings(t.pid, opts) else { continue };
         // The mappings registered then and saved in the parent, with the runs of each (in the
         // parent, or further up the chain).
         let registered: Vec<(u64, u64)> = p.vmas.iter().filter(|v| trackable(v)).map(|v| (v.start, v.end)).collect();
         let mut runs: Vec<PageRun> = p.vmas.iter().filter(|v| trackable(v)).flat_map(|v| v.pages.iter().map(|r| PageRun { image: r.image + 1, ..*r })).collect();
         runs.sort_by_key(|r| r.vaddr);
-        tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps, runs, missed: Vec::new(), zeros: Vec::new(), registered, left: Some((t.fd, t.start)) });
+        tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps: Vec::new(), runs, missed: Vec::new(), zeros: Vec::new(), registered, left: Some((t.fd, t.start)) });
     }
     let mut w = ImageWriter::new(out).map_err(|e| lost(format!("starting the image: {e}")))?;
     // From here the tracking is re-armed for the image being made, and for no other: until it
@@ -273,8 +320,18 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
     // The pages written since the parent are saved while the processes run, as in a pre-copy
     // (the first pass is that pre-copy: the rest of their memory is in the parent), so that
     // the freeze saves only what they write meanwhile.
+    let mut steps = vec![("resume", started.elapsed())];
+    let started = Instant::now();
     let bytes = passes(&mut tracked, &mut w, out, opts, 1 + MAX_PASSES, &mut lost_ones).map_err(|e| lost(format!("saving the pages written since {} while the processes ran: {e}", path.display())))?;
-    Ok(Precopy { writer: Some(w), tracked, bytes, track: true, parent: Some(link), token: new_token(), lost: lost_ones })
+    steps.push(("passes", started.elapsed()));
+    let started = Instant::now();
+    let mut flags = flags.join().unwrap_or_default();
+    for (pid, t) in tracked.iter_mut() {
+        t.maps = flags.remove(pid).unwrap_or_default();
+    }
+    fresh_flags(&mut tracked);
+    steps.push(("flags", started.elapsed()));
+    Ok(Precopy { writer: Some(w), tracked, bytes, track: true, parent: Some(link), token: new_token(), lost: lost_ones, steps })
 }
 
 /// What `/proc/PID/fd/N` reads for a userfaultfd.
@@ -416,28 +473,51 @@ const SMALL_ENOUGH: u64 = 16 << 20;
 /// The mappings of the running process `pid` with their flags (`smaps`), and as classified,
 /// those whose contents are saved whole marked.
 ///
-/// Reading `smaps` walks every page table of the process for its counts (24 ms for 4 GiB),
-/// and a checkpoint that copies while the process runs asks once per pass: within this
-/// checkpoint, `smaps` is read again only when `maps` (no page walk) has changed since.
+/// Reading `smaps` walks every page table of the process for its counts (24 ms for 4 GiB): it
+/// is read once per checkpoint, for the flags the checkpoint proper records ([`Tracked::maps`],
+/// read again before the freeze only when the mappings changed: [`fresh_flags`]). The passes
+/// while the process runs need no flags: they read [`layout`].
 fn mappings(pid: i32, opts: &DumpOptions<'_>) -> Result<(Vec<MapEntry>, Vec<Vma>), DumpError> {
-    type Seen = std::collections::HashMap<i32, (String, Vec<MapEntry>)>;
-    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
-    let text = crest_proc::read(pid, "maps")?;
-    let cached = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().and_then(|m| m.get(&pid)).filter(|(t, _)| *t == text).map(|(_, e)| e.clone());
-    let maps = match cached {
-        Some(maps) => maps,
-        None => {
-            let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
-            // Only when maps did not change meanwhile (else the next call reads smaps again).
-            if crest_proc::read(pid, "maps").is_ok_and(|again| again == text) {
-                SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(Seen::new).insert(pid, (text, maps.clone()));
-            }
-            maps
-        }
-    };
+    let maps = smaps(pid)?;
+    let vmas = classified(pid, &maps, opts)?;
+    Ok((maps, vmas))
+}
+
+/// `/proc/PID/smaps`: the mappings of `pid` with their flags.
+fn smaps(pid: i32) -> Result<Vec<MapEntry>, crest_proc::ProcError> {
+    crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)
+}
+
+/// The mappings of the running process `pid` as `/proc/PID/maps` lists them (no page walk), and
+/// as classified without their flags, those whose contents are saved whole marked.
+///
+/// What a pass needs of a mapping is there: where it is, its protection, what backs it. A
+/// flag only `smaps` shows can make a mapping not [`trackable`] (`MADV_DONTFORK`), never the
+/// reverse: a pass may then save pages that the checkpoint proper, which sorts the mappings
+/// with their flags, does not use; it never leaves out a page it needs.
+fn layout(pid: i32, opts: &DumpOptions<'_>) -> Result<Vec<Vma>, DumpError> {
+    classified(pid, &crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?, opts)
+}
+
+fn classified(pid: i32, maps: &[MapEntry], opts: &DumpOptions<'_>) -> Result<Vec<Vma>, DumpError> {
     let mut vmas = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<Vec<Vma>, _>>()?;
     opts.save.mark(&mut vmas, &crest_proc::readlink(pid, "exe").unwrap_or_default());
-    Ok((maps, vmas))
+    Ok(vmas)
+}
+
+/// Just before the freeze: the flags of each tracked process's mappings ([`Tracked::maps`])
+/// are read again from `smaps` when its mappings are no longer those they were read for (or
+/// were never read), so that the checkpoint proper finds them up to date without reading
+/// `smaps` while the process is frozen.
+fn fresh_flags(tracked: &mut HashMap<i32, Tracked>) {
+    for (&pid, t) in tracked.iter_mut() {
+        let Ok(now) = crest_proc::read(pid, "maps").and_then(|m| crest_proc::parse_smaps(&m)) else { continue };
+        if crate::freeze::same_maps(&now, &t.maps).is_none() {
+            if let Ok(maps) = smaps(pid) {
+                t.maps = maps;
+            }
+        }
+    }
 }
 
 fn alive(pid: i32) -> bool {
@@ -475,8 +555,7 @@ impl Tracked {
     /// protected (and protects them again, in the same page-table walk). Returns the bytes
     /// written into the image and those saved again.
     fn pass(&mut self, pid: i32, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>) -> Result<(u64, u64), DumpError> {
-        let (maps, mut vmas) = mappings(pid, opts)?;
-        self.maps = maps;
+        let mut vmas = layout(pid, opts)?;
         let Sorted { now: ranges, zeros, .. } = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING)?;
         let dirty = ranges.values().flatten().map(|r| r.1).sum();
         let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();
@@ -509,7 +588,7 @@ impl Tracked {
     /// Bytes of the pages the running process `pid` wrote since they were last protected (or
     /// that were never saved here), without protecting them again.
     fn written(&self, pid: i32, opts: &DumpOptions<'_>) -> Result<u64, DumpError> {
-        let (_, mut vmas) = mappings(pid, opts)?;
+        let mut vmas = layout(pid, opts)?;
         Ok(self.sort(pid, &mut vmas, 0)?.now.values().flatten().map(|r| r.1).sum())
     }
 
