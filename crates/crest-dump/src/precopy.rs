@@ -606,7 +606,8 @@ impl Tracked {
         let path = format!("/proc/{pid}/pagemap");
         let pagemap = File::open(&path).map_err(|e| crest_kinds::KindError::io(format!("opening {path}"), e))?;
         let mut out = Sorted::default();
-        for (i, v) in vmas.iter_mut().enumerate() {
+        let mut todo = Vec::new();
+        for (i, v) in vmas.iter().enumerate() {
             // Only a mapping registered here (and not grown since) is tracked by this
             // checkpoint's write-protection.
             if !trackable(v) {
@@ -620,9 +621,14 @@ impl Tracked {
             // Whether a page is still the file's costs a look at its `struct page`: a cache
             // miss per page, five times the cost of the whole scan; asked of file mappings only.
             let ret = category::PRESENT | category::SWAPPED | category::WRITTEN | category::PFNZERO | if file { category::FILE } else { 0 };
-            let Ok(regions) = wp::scan(&pagemap, v.start, v.end, wp::SCAN_CHECK_WPASYNC | flags, category::PRESENT | category::SWAPPED, ret) else {
-                continue;
-            };
+            todo.push((i, Scan { start: v.start, end: v.end, ret }));
+        }
+        let scans: Vec<Scan> = todo.iter().map(|t| t.1).collect();
+        let found = scan_all(&pagemap, &scans, wp::SCAN_CHECK_WPASYNC | flags, category::PRESENT | category::SWAPPED);
+        for ((i, _), regions) in todo.into_iter().zip(found) {
+            let Some(regions) = regions else { continue };
+            let v = &mut vmas[i];
+            let file = matches!(v.backing, VmaBacking::File { .. });
             let from = self.runs.partition_point(|r| r.vaddr < v.start);
             let to = self.runs.partition_point(|r| r.vaddr < v.end);
             let within = |x: &[(u64, u64)]| -> Vec<(u64, u64)> { x.iter().copied().filter(|&(a, l)| a < v.end && a + l > v.start).collect() };
@@ -634,6 +640,75 @@ impl Tracked {
         }
         Ok(out)
     }
+}
+
+/// One range for [`scan_all`], with the categories to report.
+#[derive(Clone, Copy)]
+struct Scan {
+    start: u64,
+    end: u64,
+    ret: u64,
+}
+
+/// Pieces that [`scan_all`] scans apart.
+const SCAN_PIECE: u64 = 256 << 20;
+/// Threads that [`scan_all`] scans on, at most.
+const SCAN_THREADS: usize = 4;
+
+/// `PAGEMAP_SCAN` (`flags`, `anyof`) of each of `scans` in the process of `pagemap`: the regions
+/// found in each, `None` for one whose scan failed. The page-table walk is the cost (6 ms for
+/// 4 GiB), and the walks of distinct ranges do not wait for each other: large ranges are cut
+/// into pieces scanned on one thread per core.
+fn scan_all(pagemap: &File, scans: &[Scan], flags: u64, anyof: u64) -> Vec<Option<Vec<wp::Region>>> {
+    let mut pieces = Vec::new();
+    for (k, s) in scans.iter().enumerate() {
+        let mut at = s.start;
+        while at < s.end {
+            let end = s.end.min(at.saturating_add(SCAN_PIECE));
+            pieces.push((k, at, end, s.ret));
+            at = end;
+        }
+    }
+    let total: u64 = scans.iter().map(|s| s.end - s.start).sum();
+    let threads = if total > 2 * SCAN_PIECE { std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, SCAN_THREADS) } else { 1 };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(_, a, b, ret)) = pieces.get(n) else { return done };
+            done.push((n, wp::scan(pagemap, a, b, flags, anyof, ret).ok()));
+        }
+    };
+    let mut results: Vec<(usize, Option<Vec<wp::Region>>)> = if threads > 1 {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads).map(|_| sc.spawn(work)).collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        })
+    } else {
+        work()
+    };
+    results.sort_unstable_by_key(|r| r.0);
+    // Each piece's regions, in address order, into the scan it belongs to; a region cut at a
+    // piece's end joined again.
+    let mut out: Vec<Option<Vec<wp::Region>>> = vec![Some(Vec::new()); scans.len()];
+    let mut results = results.into_iter().peekable();
+    for (n, &(k, ..)) in pieces.iter().enumerate() {
+        // A piece with no result (its thread panicked) counts as failed.
+        let found = results.next_if(|r| r.0 == n).and_then(|r| r.1);
+        match (&mut out[k], found) {
+            (Some(all), Some(regions)) => {
+                for r in regions {
+                    match all.last_mut() {
+                        Some(l) if l.end == r.start && l.categories == r.categories => l.end = r.end,
+                        _ => all.push(r),
+                    }
+                }
+            }
+            (slot, _) => *slot = None,
+        }
+    }
+    out
 }
 
 /// What [`Tracked::merge`] found, by mapping index.
@@ -749,6 +824,31 @@ mod tests {
 
     const P: u64 = category::PRESENT;
     const W: u64 = category::WRITTEN;
+
+    #[test]
+    fn a_range_scanned_in_pieces_is_found_as_in_one_scan() {
+        // Untouched pages of a fresh allocation are not there; a stretch across the cut
+        // between the first two pieces, and another further on, are.
+        let len = 3 * SCAN_PIECE as usize;
+        let mut mem = vec![0u8; len];
+        let base = mem.as_ptr() as u64;
+        let start = base.next_multiple_of(4096);
+        let at = |a: u64| (a - base) as usize;
+        for p in [start + SCAN_PIECE - 8192, start + SCAN_PIECE - 4096, start + SCAN_PIECE, start + SCAN_PIECE + 4096, start + 2 * SCAN_PIECE + 65536] {
+            mem[at(p)] = 1;
+        }
+        let end = (base + len as u64) & !4095;
+        let pagemap = File::open("/proc/self/pagemap").unwrap();
+        let Ok(whole) = wp::scan(&pagemap, start, end, 0, P, P) else {
+            assert!(std::env::var_os("CI").is_none(), "PAGEMAP_SCAN is needed (Linux 6.7)");
+            eprintln!("skipped: no PAGEMAP_SCAN here");
+            return;
+        };
+        let pieces = scan_all(&pagemap, &[Scan { start, end, ret: P }], 0, P);
+        assert_eq!(pieces, vec![Some(whole.clone())]);
+        assert_eq!(whole.iter().map(|r| r.end - r.start).sum::<u64>(), 5 * 4096);
+        std::hint::black_box(&mem);
+    }
 
     #[test]
     fn clean_runs_are_kept_and_written_pages_saved_again() {
