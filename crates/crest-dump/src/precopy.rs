@@ -307,7 +307,18 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
         let registered: Vec<(u64, u64)> = p.vmas.iter().filter(|v| trackable(v)).map(|v| (v.start, v.end)).collect();
         let mut runs: Vec<PageRun> = p.vmas.iter().filter(|v| trackable(v)).flat_map(|v| v.pages.iter().map(|r| PageRun { image: r.image + 1, ..*r })).collect();
         runs.sort_by_key(|r| r.vaddr);
-        tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps: Vec::new(), runs, missed: Vec::new(), zeros: Vec::new(), registered, left: Some((t.fd, t.start)) });
+        // What no run of the parent holds in its anonymous memory restores as zeros: it was
+        // not there, or read and found zeros. Unwritten since, it needs no run either (and no
+        // read of it, even to find zeros again).
+        let mut zeros: Vec<(u64, u64)> = p
+            .vmas
+            .iter()
+            .filter(|v| trackable(v) && matches!(v.backing, VmaBacking::Anon))
+            .flat_map(|v| subtract(&[(v.start, v.end)], &joined(v.pages.iter().map(|r| (r.vaddr, r.vaddr + r.len)).collect())))
+            .map(|(a, b)| (a, b - a))
+            .collect();
+        zeros.sort_unstable();
+        tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps: Vec::new(), runs, missed: Vec::new(), zeros, registered, left: Some((t.fd, t.start)) });
     }
     let mut w = ImageWriter::new(out).map_err(|e| lost(format!("starting the image: {e}")))?;
     // From here the tracking is re-armed for the image being made, and for no other: until it
@@ -556,7 +567,7 @@ impl Tracked {
     /// written into the image and those saved again.
     fn pass(&mut self, pid: i32, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>) -> Result<(u64, u64), DumpError> {
         let mut vmas = layout(pid, opts)?;
-        let Sorted { now: ranges, zeros, .. } = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING)?;
+        let Sorted { now: ranges, zeros, .. } = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING, true)?;
         let dirty = ranges.values().flatten().map(|r| r.1).sum();
         let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();
         let only = |v: &Vma| starts.contains(&v.start);
@@ -589,7 +600,7 @@ impl Tracked {
     /// that were never saved here), without protecting them again.
     fn written(&self, pid: i32, opts: &DumpOptions<'_>) -> Result<u64, DumpError> {
         let mut vmas = layout(pid, opts)?;
-        Ok(self.sort(pid, &mut vmas, 0)?.now.values().flatten().map(|r| r.1).sum())
+        Ok(self.sort(pid, &mut vmas, 0, false)?.now.values().flatten().map(|r| r.1).sum())
     }
 
     /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
@@ -598,11 +609,12 @@ impl Tracked {
     /// With `rearm`, the pages written are protected again in the same walk (the process is
     /// frozen: what is saved now is what they hold then), for a later incremental checkpoint.
     pub fn merge(&self, pid: i32, vmas: &mut [Vma], rearm: bool) -> Result<Sorted, DumpError> {
-        self.sort(pid, vmas, if rearm { wp::SCAN_WP_MATCHING } else { 0 })
+        self.sort(pid, vmas, if rearm { wp::SCAN_WP_MATCHING } else { 0 }, false)
     }
 
-    /// [`Self::merge`], with more `PAGEMAP_SCAN` flags.
-    fn sort(&self, pid: i32, vmas: &mut [Vma], flags: u64) -> Result<Sorted, DumpError> {
+    /// [`Self::merge`], with more `PAGEMAP_SCAN` flags. With `rough` (while the process runs,
+    /// never at the checkpoint proper), the mappings are walked by [`rough_scan_all`].
+    fn sort(&self, pid: i32, vmas: &mut [Vma], flags: u64, rough: bool) -> Result<Sorted, DumpError> {
         let path = format!("/proc/{pid}/pagemap");
         let pagemap = File::open(&path).map_err(|e| crest_kinds::KindError::io(format!("opening {path}"), e))?;
         let mut out = Sorted::default();
@@ -624,7 +636,7 @@ impl Tracked {
             todo.push((i, Scan { start: v.start, end: v.end, ret }));
         }
         let scans: Vec<Scan> = todo.iter().map(|t| t.1).collect();
-        let found = scan_all(&pagemap, &scans, wp::SCAN_CHECK_WPASYNC | flags, category::PRESENT | category::SWAPPED);
+        let found = if rough { rough_scan_all(&pagemap, &scans, flags) } else { scan_all(&scans, &|a, b, ret| wp::scan(&pagemap, a, b, wp::SCAN_CHECK_WPASYNC | flags, ANYOF, ret)) };
         for ((i, _), regions) in todo.into_iter().zip(found) {
             let Some(regions) = regions else { continue };
             let v = &mut vmas[i];
@@ -655,11 +667,22 @@ const SCAN_PIECE: u64 = 256 << 20;
 /// Threads that [`scan_all`] scans on, at most.
 const SCAN_THREADS: usize = 4;
 
-/// `PAGEMAP_SCAN` (`flags`, `anyof`) of each of `scans` in the process of `pagemap`: the regions
-/// found in each, `None` for one whose scan failed. The page-table walk is the cost (6 ms for
-/// 4 GiB), and the walks of distinct ranges do not wait for each other: large ranges are cut
-/// into pieces scanned on one thread per core.
-fn scan_all(pagemap: &File, scans: &[Scan], flags: u64, anyof: u64) -> Vec<Option<Vec<wp::Region>>> {
+/// The pages a scan reports: those there, in memory or in swap.
+const ANYOF: u64 = category::PRESENT | category::SWAPPED;
+
+/// Not a kernel category: pages that [`rough_scan_all`] did not look at, as it found them
+/// protected. A pass takes them as unwritten and there; the checkpoint proper's scan, which
+/// looks at every page, tells.
+const UNSCANNED: u64 = 1 << 63;
+
+/// Gap between two stretches found unprotected below which [`rough_scan_all`] scans them as one.
+const HINT_GAP: u64 = 256 << 10;
+
+/// `scan(start, end, ret)` (a `PAGEMAP_SCAN`) of each of `scans`: the regions found in each,
+/// `None` for one whose scan failed. The page-table walk is the cost (6 ms for 4 GiB), and the
+/// walks of distinct ranges do not wait for each other: large ranges are cut into pieces
+/// scanned on one thread per core.
+fn scan_all(scans: &[Scan], scan: &(dyn Fn(u64, u64, u64) -> std::io::Result<Vec<wp::Region>> + Sync)) -> Vec<Option<Vec<wp::Region>>> {
     let mut pieces = Vec::new();
     for (k, s) in scans.iter().enumerate() {
         let mut at = s.start;
@@ -677,7 +700,7 @@ fn scan_all(pagemap: &File, scans: &[Scan], flags: u64, anyof: u64) -> Vec<Optio
         loop {
             let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(&(_, a, b, ret)) = pieces.get(n) else { return done };
-            done.push((n, wp::scan(pagemap, a, b, flags, anyof, ret).ok()));
+            done.push((n, scan(a, b, ret).ok()));
         }
     };
     let mut results: Vec<(usize, Option<Vec<wp::Region>>)> = if threads > 1 {
@@ -707,6 +730,54 @@ fn scan_all(pagemap: &File, scans: &[Scan], flags: u64, anyof: u64) -> Vec<Optio
             }
             (slot, _) => *slot = None,
         }
+    }
+    out
+}
+
+/// [`scan_all`] (with `flags`) for a pass while the processes run: each range is first walked
+/// by [`wp::scan_unprotected`], which looks only at each entry's protection bit, ten times
+/// faster; then only the stretches it found unprotected (those closer than [`HINT_GAP`]
+/// joined) are scanned as [`scan_all`] does, and protected again with `flags`. The rest is
+/// reported as [`UNSCANNED`].
+///
+/// The first walk can be wrong about pages not in memory (see [`wp::scan_unprotected`]): a page
+/// it took as protected that was written is not saved by the pass, nor protected again, so
+/// that the checkpoint proper's full scan finds it written and saves it then.
+fn rough_scan_all(pagemap: &File, scans: &[Scan], flags: u64) -> Vec<Option<Vec<wp::Region>>> {
+    let hints = scan_all(scans, &|a, b, _| wp::scan_unprotected(pagemap, a, b));
+    let mut subs = Vec::new();
+    let mut owner = Vec::new();
+    for (k, h) in hints.iter().enumerate() {
+        let Some(h) = h else { continue };
+        let mut near: Vec<(u64, u64)> = Vec::new();
+        for r in h {
+            match near.last_mut() {
+                Some(l) if r.start <= l.1.saturating_add(HINT_GAP) => l.1 = l.1.max(r.end),
+                _ => near.push((r.start, r.end)),
+            }
+        }
+        for (a, b) in near {
+            subs.push(Scan { start: a, end: b, ret: scans[k].ret });
+            owner.push(k);
+        }
+    }
+    let found = scan_all(&subs, &|a, b, ret| wp::scan(pagemap, a, b, wp::SCAN_CHECK_WPASYNC | flags, ANYOF, ret));
+    let mut out: Vec<Option<Vec<wp::Region>>> = hints.iter().map(|h| h.as_ref().map(|_| Vec::new())).collect();
+    let mut looked: Vec<Vec<(u64, u64)>> = vec![Vec::new(); scans.len()];
+    for ((&k, sub), found) in owner.iter().zip(&subs).zip(found) {
+        match (&mut out[k], found) {
+            (Some(all), Some(regions)) => {
+                all.extend(regions);
+                looked[k].push((sub.start, sub.end));
+            }
+            (slot, _) => *slot = None,
+        }
+    }
+    for (k, slot) in out.iter_mut().enumerate() {
+        let Some(all) = slot else { continue };
+        let s = &scans[k];
+        all.extend(subtract(&[(s.start, s.end)], &looked[k]).into_iter().map(|(start, end)| wp::Region { start, end, categories: UNSCANNED }));
+        all.sort_unstable_by_key(|r| r.start);
     }
     out
 }
@@ -789,12 +860,14 @@ fn sort_out(end: u64, file: bool, regions: &[wp::Region], runs: &[PageRun], zero
     let pairs = |x: &[(u64, u64)]| joined(x.iter().map(|&(a, l)| (a, (a + l).min(end))).collect());
     // The shared zero page (memory read but never written) is not saved, as without pre-copy;
     // nor is a page of a file mapping that is still the file's.
-    let wanted_cat = |c: u64| c & category::SWAPPED != 0 || (c & category::PRESENT != 0 && c & category::PFNZERO == 0 && !(file && c & category::FILE != 0));
+    // Pages a rough scan did not look at are taken as unwritten and there, never as wanted.
+    let wanted_cat = |c: u64| c & UNSCANNED == 0 && (c & category::SWAPPED != 0 || (c & category::PRESENT != 0 && c & category::PFNZERO == 0 && !(file && c & category::FILE != 0)));
     let wanted = joined(regions.iter().filter(|r| wanted_cat(r.categories)).map(|r| (r.start, r.end.min(end))).collect());
     // Stretches of pages there, private, and unwritten since they were protected, less what
     // could not be read. A page of a file mapping that is the file's again (MADV_DONTNEED
     // keeps the protection of the slot) is not: the private copy saved earlier is gone.
-    let clean = subtract(&joined(regions.iter().filter(|r| r.categories & category::WRITTEN == 0 && wanted_cat(r.categories)).map(|r| (r.start, r.end.min(end))).collect()), &pairs(missed));
+    let clean_cat = |c: u64| c & UNSCANNED != 0 || (c & category::WRITTEN == 0 && wanted_cat(c));
+    let clean = subtract(&joined(regions.iter().filter(|r| clean_cat(r.categories)).map(|r| (r.start, r.end.min(end))).collect()), &pairs(missed));
     let mut keep = Vec::new();
     for run in runs {
         let (a, b) = (run.vaddr, run.vaddr + run.len);
@@ -844,10 +917,22 @@ mod tests {
             eprintln!("skipped: no PAGEMAP_SCAN here");
             return;
         };
-        let pieces = scan_all(&pagemap, &[Scan { start, end, ret: P }], 0, P);
+        let pieces = scan_all(&[Scan { start, end, ret: P }], &|a, b, ret| wp::scan(&pagemap, a, b, 0, P, ret));
         assert_eq!(pieces, vec![Some(whole.clone())]);
         assert_eq!(whole.iter().map(|r| r.end - r.start).sum::<u64>(), 5 * 4096);
         std::hint::black_box(&mem);
+    }
+
+    #[test]
+    fn pages_a_rough_scan_passed_over_keep_their_runs_and_are_not_saved() {
+        // Pages 0-3 not looked at; 4 written; 5 clean; 6-7 not looked at, never saved here
+        // but found zeros earlier (6) or not (7).
+        let regions = [region(0, 4, UNSCANNED), region(4, 5, P | W), region(5, 6, P), region(6, 8, UNSCANNED)];
+        let OneSorted { keep, now, zeros, wanted } = sort_out(8 * 4096, false, &regions, &[run(0, 4), run(4, 1), run(5, 1)], &[(6 * 4096, 4096)], &[]);
+        assert_eq!(keep, vec![run(0, 4), run(5, 1)]);
+        assert_eq!(now, vec![(4 * 4096, 4096)]);
+        assert_eq!(zeros, vec![(6 * 4096, 4096)]);
+        assert_eq!(wanted, 2 * 4096);
     }
 
     #[test]
