@@ -826,6 +826,7 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         };
         precopied = pre.is_some();
         let precopy_bytes = pre.as_ref().map_or(0, |p| p.bytes);
+        let precopy_steps = pre.as_ref().map(|p| p.steps.clone()).unwrap_or_default();
         let freezing = Instant::now();
         let mut frozen = tracer_race_retried(pid, || crate::freeze_scope(req.scope, pid))?;
         let froze = freezing.elapsed();
@@ -835,6 +836,7 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         }
         let (image, mut stats) = frozen.dump(&file, &opts, pre)?;
         stats.steps.insert(0, ("freeze", froze));
+        stats.steps.splice(0..0, precopy_steps);
         // Pipes and sockets cannot be synced; BLCR syncs what can be.
         if req.sync && file.metadata().is_ok_and(|m| m.file_type().is_file()) && !matches!(target, Target::Writer) {
             file.sync_all().map_err(crest_image::ImageError::Io)?;

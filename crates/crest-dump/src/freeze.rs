@@ -507,7 +507,7 @@ impl Frozen {
 }
 
 /// `known`, when `now` (read from `/proc/PID/maps`) lists the same mappings.
-fn same_maps(now: &[crest_proc::MapEntry], known: &[crest_proc::MapEntry]) -> Option<Vec<crest_proc::MapEntry>> {
+pub(crate) fn same_maps(now: &[crest_proc::MapEntry], known: &[crest_proc::MapEntry]) -> Option<Vec<crest_proc::MapEntry>> {
     let same =
         |a: &crest_proc::MapEntry, b: &crest_proc::MapEntry| (a.start, a.end, a.prot, a.shared, a.offset, a.dev, a.ino, &a.name) == (b.start, b.end, b.prot, b.shared, b.offset, b.dev, b.ino, &b.name);
     (now.len() == known.len() && now.iter().zip(known).all(|(a, b)| same(a, b))).then(|| known.to_vec())

@@ -179,8 +179,9 @@ pub struct DumpStats {
     pub remote_syscalls: u64,
     /// Time the process was frozen until the image was complete, in seconds.
     pub frozen_secs: f64,
-    /// How long each step took, in order (`CREST_TIMING` prints them): freezing, collecting
-    /// each process's state, writing the pages, finishing the image.
+    /// How long each step took, in order (`CREST_TIMING` prints them): with a pre-copy, its
+    /// steps while the processes run ([`Precopy::steps`]); then freezing, collecting each
+    /// process's state, writing the pages, finishing the image.
     pub steps: Vec<(&'static str, std::time::Duration)>,
     /// In an incremental image, what was saved whole rather than as the pages written since
     /// its parent, and why (a process not tracked since, a mapping new since): `-v` says it.

@@ -10,7 +10,10 @@
 //!
 //! Then, still while they run, up to [`MAX_PASSES`] more passes save again what was written
 //! during the previous one (`PAGEMAP_SCAN` reports those pages and protects them again in the
-//! same walk), as long as that shrinks quickly enough.
+//! same walk), as long as that shrinks quickly enough and is not small enough to be left to the
+//! freeze (the processes' page faults tell without a walk of the page tables when it is).
+//! The passes read `/proc/PID/maps`, not `smaps`: the flags of the mappings, which only `smaps`
+//! shows at the cost of a walk of every page table, are read once, beside the first pass.
 //!
 //! At the checkpoint proper (a second freeze, [`crate::FrozenTree::dump`]), [`Tracked::merge`]
 //! scans each private mapping with `PAGEMAP_SCAN`: a page run saved earlier is kept when every
@@ -28,6 +31,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use crest_image::{vma_flags, ImageWriter, PageRun, Vma, VmaBacking};
 use crest_kinds::memory;
@@ -57,6 +61,10 @@ pub struct Precopy<'a> {
     /// For an incremental image: the processes of the parent whose tracking could not be taken
     /// up (they are saved whole), with why.
     pub(crate) lost: HashMap<i32, String>,
+    /// How long each step took, in order: the first copy (`precopy`) or taking up the tracking
+    /// (`resume`), the passes after, and reading the mappings' flags (`flags`, as far as it
+    /// did not overlap the passes).
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
 /// A token no other arming has: random, never 0.
@@ -117,6 +125,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     if !opts.track && matches!(scope, Scope::Pid | Scope::Tree) && private_memory(id, scope == Scope::Tree) < WORTH_IT {
         return Ok(None);
     }
+    let started = Instant::now();
     let mut fds: Vec<(i32, OwnedFd, Option<Left>)> = Vec::new();
     {
         let mut tree = freeze_scope(scope, id)?;
@@ -157,8 +166,14 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
     }
     // What was written during the first pass is saved again while the processes still run,
     // pass after pass, as long as that shrinks what will be left for the stop.
+    let mut steps = vec![("precopy", started.elapsed())];
+    let started = Instant::now();
     bytes += passes(&mut tracked, &mut w, out, opts, MAX_PASSES, &mut HashMap::new())?;
-    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token(), lost: HashMap::new() }))
+    steps.push(("passes", started.elapsed()));
+    let started = Instant::now();
+    fresh_flags(&mut tracked);
+    steps.push(("flags", started.elapsed()));
+    Ok(Some(Precopy { writer: Some(w), tracked, bytes, track: opts.track, parent: None, token: new_token(), lost: HashMap::new(), steps }))
 }
 
 /// Up to `most` passes over the pages the `tracked` processes wrote since their protection,
@@ -172,14 +187,25 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
 fn passes(tracked: &mut HashMap<i32, Tracked>, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>, most: usize, lost: &mut HashMap<i32, String>) -> Result<u64, DumpError> {
     let mut bytes = 0;
     let mut last = u64::MAX;
+    let mut faults = HashMap::new();
     for k in 0..most {
-        // After the first, a pass is made only when what was written since the last one
-        // shrank quickly enough: a process that rewrites the same pages over and over would
-        // have them saved again, only to be saved once more while frozen. A scan that does not
-        // protect tells first.
-        if k > 0 && tracked.iter().map(|(&pid, t)| t.written(pid, opts).unwrap_or(0)).sum::<u64>() * 2 > last {
-            break;
+        // After the first, a pass is made only when what was written since the last one is
+        // not small enough to be copied while frozen, and shrank quickly enough: a process
+        // that rewrites the same pages over and over would have them saved again, only to be
+        // saved once more while frozen. The page faults since the last pass tell first
+        // (writing a protected page is one): when they are few, so are the pages written, with
+        // no walk of the page tables; otherwise a scan that does not protect tells.
+        if k > 0 {
+            let bound = tracked.keys().map(|&pid| faults_since(pid, faults.get(&pid).copied())).fold(0u64, u64::saturating_add);
+            if bound <= SMALL_ENOUGH {
+                break;
+            }
+            let written = tracked.iter().map(|(&pid, t)| t.written(pid, opts).unwrap_or(0)).sum::<u64>();
+            if written <= SMALL_ENOUGH || written * 2 > last {
+                break;
+            }
         }
+        faults = tracked.keys().map(|&pid| (pid, faults_of(pid))).filter_map(|(pid, f)| Some((pid, f?))).collect();
         let mut dirty = 0;
         let mut failed = Vec::new();
         for (&pid, t) in tracked.iter_mut() {
@@ -205,6 +231,23 @@ fn passes(tracked: &mut HashMap<i32, Tracked>, w: &mut ImageWriter<&File>, out: 
     Ok(bytes)
 }
 
+/// Page faults taken so far by the threads of `pid`, if it can be told.
+fn faults_of(pid: i32) -> Option<u64> {
+    crest_proc::read(pid, "stat").ok().and_then(|t| crest_proc::parse_stat(&t).ok()).map(|s| s.faults)
+}
+
+/// Bytes that process `pid` can have written into its memory since it had taken `before`
+/// page faults, or `u64::MAX` when that cannot be told: a huge page at most per fault (a write
+/// to a protected huge page splits it, but a fresh one comes whole). A write by another
+/// process is not counted: this only tells whether another pass is worth it, the checkpoint
+/// proper's scan finds every page written.
+fn faults_since(pid: i32, before: Option<u64>) -> u64 {
+    match (before, faults_of(pid)) {
+        (Some(b), Some(now)) if now >= b => (now - b).saturating_mul(2 << 20),
+        _ => u64::MAX,
+    }
+}
+
 /// Why an incremental checkpoint could not take up the write tracking a checkpoint left: the
 /// image is then a full one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,11 +261,16 @@ pub struct Lost(pub String);
 /// `Err` says why it cannot (the process is not the one tracked, its tracker is gone): then a
 /// full image must be made (unless the checkpoint was cancelled meanwhile).
 pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest_image::ImageFile, path: &std::path::Path) -> Result<Precopy<'a>, Lost> {
+    let started = Instant::now();
     let lost = |why: String| Lost(why);
     let link = crest_image::chain::parent_of(path, parent).map_err(|e| lost(format!("{}: {e}", path.display())))?;
     if !parent.image.tracking.iter().any(|t| t.pid == id) {
         return Err(lost(format!("{} was not left tracking the writes of process {id}", path.display())));
     }
+    // The flags of their mappings, for the checkpoint proper, are read meanwhile: `smaps`
+    // walks the page tables, and so does the first pass, on the other core.
+    let pids: Vec<i32> = parent.image.tracking.iter().map(|t| t.pid).collect();
+    let flags = std::thread::spawn(move || pids.into_iter().filter_map(|pid| Some((pid, smaps(pid).ok()?))).collect::<HashMap<i32, Vec<MapEntry>>>());
     let mut tracked = HashMap::new();
     let mut lost_ones = HashMap::new();
     for t in &parent.image.tracking {
@@ -254,13 +302,23 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
                 continue;
             }
         };
-        let Ok((maps, _)) = mappings(t.pid, opts) else { continue };
         // The mappings registered then and saved in the parent, with the runs of each (in the
         // parent, or further up the chain).
         let registered: Vec<(u64, u64)> = p.vmas.iter().filter(|v| trackable(v)).map(|v| (v.start, v.end)).collect();
         let mut runs: Vec<PageRun> = p.vmas.iter().filter(|v| trackable(v)).flat_map(|v| v.pages.iter().map(|r| PageRun { image: r.image + 1, ..*r })).collect();
         runs.sort_by_key(|r| r.vaddr);
-        tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps, runs, missed: Vec::new(), zeros: Vec::new(), registered, left: Some((t.fd, t.start)) });
+        // What no run of the parent holds in its anonymous memory restores as zeros: it was
+        // not there, or read and found zeros. Unwritten since, it needs no run either (and no
+        // read of it, even to find zeros again).
+        let mut zeros: Vec<(u64, u64)> = p
+            .vmas
+            .iter()
+            .filter(|v| trackable(v) && matches!(v.backing, VmaBacking::Anon))
+            .flat_map(|v| subtract(&[(v.start, v.end)], &joined(v.pages.iter().map(|r| (r.vaddr, r.vaddr + r.len)).collect())))
+            .map(|(a, b)| (a, b - a))
+            .collect();
+        zeros.sort_unstable();
+        tracked.insert(t.pid, Tracked { _uffd: WriteTracker::adopt(fd), maps: Vec::new(), runs, missed: Vec::new(), zeros, registered, left: Some((t.fd, t.start)) });
     }
     let mut w = ImageWriter::new(out).map_err(|e| lost(format!("starting the image: {e}")))?;
     // From here the tracking is re-armed for the image being made, and for no other: until it
@@ -273,8 +331,18 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
     // The pages written since the parent are saved while the processes run, as in a pre-copy
     // (the first pass is that pre-copy: the rest of their memory is in the parent), so that
     // the freeze saves only what they write meanwhile.
+    let mut steps = vec![("resume", started.elapsed())];
+    let started = Instant::now();
     let bytes = passes(&mut tracked, &mut w, out, opts, 1 + MAX_PASSES, &mut lost_ones).map_err(|e| lost(format!("saving the pages written since {} while the processes ran: {e}", path.display())))?;
-    Ok(Precopy { writer: Some(w), tracked, bytes, track: true, parent: Some(link), token: new_token(), lost: lost_ones })
+    steps.push(("passes", started.elapsed()));
+    let started = Instant::now();
+    let mut flags = flags.join().unwrap_or_default();
+    for (pid, t) in tracked.iter_mut() {
+        t.maps = flags.remove(pid).unwrap_or_default();
+    }
+    fresh_flags(&mut tracked);
+    steps.push(("flags", started.elapsed()));
+    Ok(Precopy { writer: Some(w), tracked, bytes, track: true, parent: Some(link), token: new_token(), lost: lost_ones, steps })
 }
 
 /// What `/proc/PID/fd/N` reads for a userfaultfd.
@@ -416,28 +484,51 @@ const SMALL_ENOUGH: u64 = 16 << 20;
 /// The mappings of the running process `pid` with their flags (`smaps`), and as classified,
 /// those whose contents are saved whole marked.
 ///
-/// Reading `smaps` walks every page table of the process for its counts (24 ms for 4 GiB),
-/// and a checkpoint that copies while the process runs asks once per pass: within this
-/// checkpoint, `smaps` is read again only when `maps` (no page walk) has changed since.
+/// Reading `smaps` walks every page table of the process for its counts (24 ms for 4 GiB): it
+/// is read once per checkpoint, for the flags the checkpoint proper records ([`Tracked::maps`],
+/// read again before the freeze only when the mappings changed: [`fresh_flags`]). The passes
+/// while the process runs need no flags: they read [`layout`].
 fn mappings(pid: i32, opts: &DumpOptions<'_>) -> Result<(Vec<MapEntry>, Vec<Vma>), DumpError> {
-    type Seen = std::collections::HashMap<i32, (String, Vec<MapEntry>)>;
-    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
-    let text = crest_proc::read(pid, "maps")?;
-    let cached = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().and_then(|m| m.get(&pid)).filter(|(t, _)| *t == text).map(|(_, e)| e.clone());
-    let maps = match cached {
-        Some(maps) => maps,
-        None => {
-            let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)?;
-            // Only when maps did not change meanwhile (else the next call reads smaps again).
-            if crest_proc::read(pid, "maps").is_ok_and(|again| again == text) {
-                SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(Seen::new).insert(pid, (text, maps.clone()));
-            }
-            maps
-        }
-    };
+    let maps = smaps(pid)?;
+    let vmas = classified(pid, &maps, opts)?;
+    Ok((maps, vmas))
+}
+
+/// `/proc/PID/smaps`: the mappings of `pid` with their flags.
+fn smaps(pid: i32) -> Result<Vec<MapEntry>, crest_proc::ProcError> {
+    crest_proc::parse_smaps(&crest_proc::read(pid, "smaps")?)
+}
+
+/// The mappings of the running process `pid` as `/proc/PID/maps` lists them (no page walk), and
+/// as classified without their flags, those whose contents are saved whole marked.
+///
+/// What a pass needs of a mapping is there: where it is, its protection, what backs it. A
+/// flag only `smaps` shows can make a mapping not [`trackable`] (`MADV_DONTFORK`), never the
+/// reverse: a pass may then save pages that the checkpoint proper, which sorts the mappings
+/// with their flags, does not use; it never leaves out a page it needs.
+fn layout(pid: i32, opts: &DumpOptions<'_>) -> Result<Vec<Vma>, DumpError> {
+    classified(pid, &crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?, opts)
+}
+
+fn classified(pid: i32, maps: &[MapEntry], opts: &DumpOptions<'_>) -> Result<Vec<Vma>, DumpError> {
     let mut vmas = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<Vec<Vma>, _>>()?;
     opts.save.mark(&mut vmas, &crest_proc::readlink(pid, "exe").unwrap_or_default());
-    Ok((maps, vmas))
+    Ok(vmas)
+}
+
+/// Just before the freeze: the flags of each tracked process's mappings ([`Tracked::maps`])
+/// are read again from `smaps` when its mappings are no longer those they were read for (or
+/// were never read), so that the checkpoint proper finds them up to date without reading
+/// `smaps` while the process is frozen.
+fn fresh_flags(tracked: &mut HashMap<i32, Tracked>) {
+    for (&pid, t) in tracked.iter_mut() {
+        let Ok(now) = crest_proc::read(pid, "maps").and_then(|m| crest_proc::parse_smaps(&m)) else { continue };
+        if crate::freeze::same_maps(&now, &t.maps).is_none() {
+            if let Ok(maps) = smaps(pid) {
+                t.maps = maps;
+            }
+        }
+    }
 }
 
 fn alive(pid: i32) -> bool {
@@ -475,9 +566,8 @@ impl Tracked {
     /// protected (and protects them again, in the same page-table walk). Returns the bytes
     /// written into the image and those saved again.
     fn pass(&mut self, pid: i32, w: &mut ImageWriter<&File>, out: &File, opts: &DumpOptions<'_>) -> Result<(u64, u64), DumpError> {
-        let (maps, mut vmas) = mappings(pid, opts)?;
-        self.maps = maps;
-        let Sorted { now: ranges, zeros, .. } = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING)?;
+        let mut vmas = layout(pid, opts)?;
+        let Sorted { now: ranges, zeros, .. } = self.sort(pid, &mut vmas, wp::SCAN_WP_MATCHING, true)?;
         let dirty = ranges.values().flatten().map(|r| r.1).sum();
         let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();
         let only = |v: &Vma| starts.contains(&v.start);
@@ -509,8 +599,8 @@ impl Tracked {
     /// Bytes of the pages the running process `pid` wrote since they were last protected (or
     /// that were never saved here), without protecting them again.
     fn written(&self, pid: i32, opts: &DumpOptions<'_>) -> Result<u64, DumpError> {
-        let (_, mut vmas) = mappings(pid, opts)?;
-        Ok(self.sort(pid, &mut vmas, 0)?.now.values().flatten().map(|r| r.1).sum())
+        let mut vmas = layout(pid, opts)?;
+        Ok(self.sort(pid, &mut vmas, 0, false)?.now.values().flatten().map(|r| r.1).sum())
     }
 
     /// For each private mapping of the frozen process `pid` (its final `vmas`): puts into it the
@@ -519,15 +609,17 @@ impl Tracked {
     /// With `rearm`, the pages written are protected again in the same walk (the process is
     /// frozen: what is saved now is what they hold then), for a later incremental checkpoint.
     pub fn merge(&self, pid: i32, vmas: &mut [Vma], rearm: bool) -> Result<Sorted, DumpError> {
-        self.sort(pid, vmas, if rearm { wp::SCAN_WP_MATCHING } else { 0 })
+        self.sort(pid, vmas, if rearm { wp::SCAN_WP_MATCHING } else { 0 }, false)
     }
 
-    /// [`Self::merge`], with more `PAGEMAP_SCAN` flags.
-    fn sort(&self, pid: i32, vmas: &mut [Vma], flags: u64) -> Result<Sorted, DumpError> {
+    /// [`Self::merge`], with more `PAGEMAP_SCAN` flags. With `rough` (while the process runs,
+    /// never at the checkpoint proper), the mappings are walked by [`rough_scan_all`].
+    fn sort(&self, pid: i32, vmas: &mut [Vma], flags: u64, rough: bool) -> Result<Sorted, DumpError> {
         let path = format!("/proc/{pid}/pagemap");
         let pagemap = File::open(&path).map_err(|e| crest_kinds::KindError::io(format!("opening {path}"), e))?;
         let mut out = Sorted::default();
-        for (i, v) in vmas.iter_mut().enumerate() {
+        let mut todo = Vec::new();
+        for (i, v) in vmas.iter().enumerate() {
             // Only a mapping registered here (and not grown since) is tracked by this
             // checkpoint's write-protection.
             if !trackable(v) {
@@ -541,9 +633,14 @@ impl Tracked {
             // Whether a page is still the file's costs a look at its `struct page`: a cache
             // miss per page, five times the cost of the whole scan; asked of file mappings only.
             let ret = category::PRESENT | category::SWAPPED | category::WRITTEN | category::PFNZERO | if file { category::FILE } else { 0 };
-            let Ok(regions) = wp::scan(&pagemap, v.start, v.end, wp::SCAN_CHECK_WPASYNC | flags, category::PRESENT | category::SWAPPED, ret) else {
-                continue;
-            };
+            todo.push((i, Scan { start: v.start, end: v.end, ret }));
+        }
+        let scans: Vec<Scan> = todo.iter().map(|t| t.1).collect();
+        let found = if rough { rough_scan_all(&pagemap, &scans, flags) } else { scan_all(&scans, &|a, b, ret| wp::scan(&pagemap, a, b, wp::SCAN_CHECK_WPASYNC | flags, ANYOF, ret)) };
+        for ((i, _), regions) in todo.into_iter().zip(found) {
+            let Some(regions) = regions else { continue };
+            let v = &mut vmas[i];
+            let file = matches!(v.backing, VmaBacking::File { .. });
             let from = self.runs.partition_point(|r| r.vaddr < v.start);
             let to = self.runs.partition_point(|r| r.vaddr < v.end);
             let within = |x: &[(u64, u64)]| -> Vec<(u64, u64)> { x.iter().copied().filter(|&(a, l)| a < v.end && a + l > v.start).collect() };
@@ -555,6 +652,134 @@ impl Tracked {
         }
         Ok(out)
     }
+}
+
+/// One range for [`scan_all`], with the categories to report.
+#[derive(Clone, Copy)]
+struct Scan {
+    start: u64,
+    end: u64,
+    ret: u64,
+}
+
+/// Pieces that [`scan_all`] scans apart.
+const SCAN_PIECE: u64 = 256 << 20;
+/// Threads that [`scan_all`] scans on, at most.
+const SCAN_THREADS: usize = 4;
+
+/// The pages a scan reports: those there, in memory or in swap.
+const ANYOF: u64 = category::PRESENT | category::SWAPPED;
+
+/// Not a kernel category: pages that [`rough_scan_all`] did not look at, as it found them
+/// protected. A pass takes them as unwritten and there; the checkpoint proper's scan, which
+/// looks at every page, tells.
+const UNSCANNED: u64 = 1 << 63;
+
+/// Gap between two stretches found unprotected below which [`rough_scan_all`] scans them as one.
+const HINT_GAP: u64 = 256 << 10;
+
+/// `scan(start, end, ret)` (a `PAGEMAP_SCAN`) of each of `scans`: the regions found in each,
+/// `None` for one whose scan failed. The page-table walk is the cost (6 ms for 4 GiB), and the
+/// walks of distinct ranges do not wait for each other: large ranges are cut into pieces
+/// scanned on one thread per core.
+fn scan_all(scans: &[Scan], scan: &(dyn Fn(u64, u64, u64) -> std::io::Result<Vec<wp::Region>> + Sync)) -> Vec<Option<Vec<wp::Region>>> {
+    let mut pieces = Vec::new();
+    for (k, s) in scans.iter().enumerate() {
+        let mut at = s.start;
+        while at < s.end {
+            let end = s.end.min(at.saturating_add(SCAN_PIECE));
+            pieces.push((k, at, end, s.ret));
+            at = end;
+        }
+    }
+    let total: u64 = scans.iter().map(|s| s.end - s.start).sum();
+    let threads = if total > 2 * SCAN_PIECE { std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, SCAN_THREADS) } else { 1 };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(_, a, b, ret)) = pieces.get(n) else { return done };
+            done.push((n, scan(a, b, ret).ok()));
+        }
+    };
+    let mut results: Vec<(usize, Option<Vec<wp::Region>>)> = if threads > 1 {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads).map(|_| sc.spawn(work)).collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        })
+    } else {
+        work()
+    };
+    results.sort_unstable_by_key(|r| r.0);
+    // Each piece's regions, in address order, into the scan it belongs to; a region cut at a
+    // piece's end joined again.
+    let mut out: Vec<Option<Vec<wp::Region>>> = vec![Some(Vec::new()); scans.len()];
+    let mut results = results.into_iter().peekable();
+    for (n, &(k, ..)) in pieces.iter().enumerate() {
+        // A piece with no result (its thread panicked) counts as failed.
+        let found = results.next_if(|r| r.0 == n).and_then(|r| r.1);
+        match (&mut out[k], found) {
+            (Some(all), Some(regions)) => {
+                for r in regions {
+                    match all.last_mut() {
+                        Some(l) if l.end == r.start && l.categories == r.categories => l.end = r.end,
+                        _ => all.push(r),
+                    }
+                }
+            }
+            (slot, _) => *slot = None,
+        }
+    }
+    out
+}
+
+/// [`scan_all`] (with `flags`) for a pass while the processes run: each range is first walked
+/// by [`wp::scan_unprotected`], which looks only at each entry's protection bit, ten times
+/// faster; then only the stretches it found unprotected (those closer than [`HINT_GAP`]
+/// joined) are scanned as [`scan_all`] does, and protected again with `flags`. The rest is
+/// reported as [`UNSCANNED`].
+///
+/// The first walk can be wrong about pages not in memory (see [`wp::scan_unprotected`]): a page
+/// it took as protected that was written is not saved by the pass, nor protected again, so
+/// that the checkpoint proper's full scan finds it written and saves it then.
+fn rough_scan_all(pagemap: &File, scans: &[Scan], flags: u64) -> Vec<Option<Vec<wp::Region>>> {
+    let hints = scan_all(scans, &|a, b, _| wp::scan_unprotected(pagemap, a, b));
+    let mut subs = Vec::new();
+    let mut owner = Vec::new();
+    for (k, h) in hints.iter().enumerate() {
+        let Some(h) = h else { continue };
+        let mut near: Vec<(u64, u64)> = Vec::new();
+        for r in h {
+            match near.last_mut() {
+                Some(l) if r.start <= l.1.saturating_add(HINT_GAP) => l.1 = l.1.max(r.end),
+                _ => near.push((r.start, r.end)),
+            }
+        }
+        for (a, b) in near {
+            subs.push(Scan { start: a, end: b, ret: scans[k].ret });
+            owner.push(k);
+        }
+    }
+    let found = scan_all(&subs, &|a, b, ret| wp::scan(pagemap, a, b, wp::SCAN_CHECK_WPASYNC | flags, ANYOF, ret));
+    let mut out: Vec<Option<Vec<wp::Region>>> = hints.iter().map(|h| h.as_ref().map(|_| Vec::new())).collect();
+    let mut looked: Vec<Vec<(u64, u64)>> = vec![Vec::new(); scans.len()];
+    for ((&k, sub), found) in owner.iter().zip(&subs).zip(found) {
+        match (&mut out[k], found) {
+            (Some(all), Some(regions)) => {
+                all.extend(regions);
+                looked[k].push((sub.start, sub.end));
+            }
+            (slot, _) => *slot = None,
+        }
+    }
+    for (k, slot) in out.iter_mut().enumerate() {
+        let Some(all) = slot else { continue };
+        let s = &scans[k];
+        all.extend(subtract(&[(s.start, s.end)], &looked[k]).into_iter().map(|(start, end)| wp::Region { start, end, categories: UNSCANNED }));
+        all.sort_unstable_by_key(|r| r.start);
+    }
+    out
 }
 
 /// What [`Tracked::merge`] found, by mapping index.
@@ -635,12 +860,14 @@ fn sort_out(end: u64, file: bool, regions: &[wp::Region], runs: &[PageRun], zero
     let pairs = |x: &[(u64, u64)]| joined(x.iter().map(|&(a, l)| (a, (a + l).min(end))).collect());
     // The shared zero page (memory read but never written) is not saved, as without pre-copy;
     // nor is a page of a file mapping that is still the file's.
-    let wanted_cat = |c: u64| c & category::SWAPPED != 0 || (c & category::PRESENT != 0 && c & category::PFNZERO == 0 && !(file && c & category::FILE != 0));
+    // Pages a rough scan did not look at are taken as unwritten and there, never as wanted.
+    let wanted_cat = |c: u64| c & UNSCANNED == 0 && (c & category::SWAPPED != 0 || (c & category::PRESENT != 0 && c & category::PFNZERO == 0 && !(file && c & category::FILE != 0)));
     let wanted = joined(regions.iter().filter(|r| wanted_cat(r.categories)).map(|r| (r.start, r.end.min(end))).collect());
     // Stretches of pages there, private, and unwritten since they were protected, less what
     // could not be read. A page of a file mapping that is the file's again (MADV_DONTNEED
     // keeps the protection of the slot) is not: the private copy saved earlier is gone.
-    let clean = subtract(&joined(regions.iter().filter(|r| r.categories & category::WRITTEN == 0 && wanted_cat(r.categories)).map(|r| (r.start, r.end.min(end))).collect()), &pairs(missed));
+    let clean_cat = |c: u64| c & UNSCANNED != 0 || (c & category::WRITTEN == 0 && wanted_cat(c));
+    let clean = subtract(&joined(regions.iter().filter(|r| clean_cat(r.categories)).map(|r| (r.start, r.end.min(end))).collect()), &pairs(missed));
     let mut keep = Vec::new();
     for run in runs {
         let (a, b) = (run.vaddr, run.vaddr + run.len);
@@ -670,6 +897,43 @@ mod tests {
 
     const P: u64 = category::PRESENT;
     const W: u64 = category::WRITTEN;
+
+    #[test]
+    fn a_range_scanned_in_pieces_is_found_as_in_one_scan() {
+        // Untouched pages of a fresh allocation are not there; a stretch across the cut
+        // between the first two pieces, and another further on, are.
+        let len = 3 * SCAN_PIECE as usize;
+        let mut mem = vec![0u8; len];
+        let base = mem.as_ptr() as u64;
+        let start = base.next_multiple_of(4096);
+        let at = |a: u64| (a - base) as usize;
+        for p in [start + SCAN_PIECE - 8192, start + SCAN_PIECE - 4096, start + SCAN_PIECE, start + SCAN_PIECE + 4096, start + 2 * SCAN_PIECE + 65536] {
+            mem[at(p)] = 1;
+        }
+        let end = (base + len as u64) & !4095;
+        let pagemap = File::open("/proc/self/pagemap").unwrap();
+        let Ok(whole) = wp::scan(&pagemap, start, end, 0, P, P) else {
+            assert!(std::env::var_os("CI").is_none(), "PAGEMAP_SCAN is needed (Linux 6.7)");
+            eprintln!("skipped: no PAGEMAP_SCAN here");
+            return;
+        };
+        let pieces = scan_all(&[Scan { start, end, ret: P }], &|a, b, ret| wp::scan(&pagemap, a, b, 0, P, ret));
+        assert_eq!(pieces, vec![Some(whole.clone())]);
+        assert_eq!(whole.iter().map(|r| r.end - r.start).sum::<u64>(), 5 * 4096);
+        std::hint::black_box(&mem);
+    }
+
+    #[test]
+    fn pages_a_rough_scan_passed_over_keep_their_runs_and_are_not_saved() {
+        // Pages 0-3 not looked at; 4 written; 5 clean; 6-7 not looked at, never saved here
+        // but found zeros earlier (6) or not (7).
+        let regions = [region(0, 4, UNSCANNED), region(4, 5, P | W), region(5, 6, P), region(6, 8, UNSCANNED)];
+        let OneSorted { keep, now, zeros, wanted } = sort_out(8 * 4096, false, &regions, &[run(0, 4), run(4, 1), run(5, 1)], &[(6 * 4096, 4096)], &[]);
+        assert_eq!(keep, vec![run(0, 4), run(5, 1)]);
+        assert_eq!(now, vec![(4 * 4096, 4096)]);
+        assert_eq!(zeros, vec![(6 * 4096, 4096)]);
+        assert_eq!(wanted, 2 * 4096);
+    }
 
     #[test]
     fn clean_runs_are_kept_and_written_pages_saved_again() {

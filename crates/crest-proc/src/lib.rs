@@ -174,6 +174,10 @@ pub struct Stat {
     pub env_end: u64,
     /// (20) num_threads.
     pub num_threads: u64,
+    /// (10) minflt + (12) majflt: the page faults its threads took so far. A write by one of
+    /// them to a page that is write-protected, or not yet there, is one (a write by another
+    /// process, through `process_vm_writev` say, counts as that one's).
+    pub faults: u64,
     /// (52) exit_code: the wait status of a zombie (0 while it runs).
     pub exit_code: i32,
 }
@@ -191,6 +195,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         pgrp: n(5)? as i32,
         session: n(6)? as i32,
         num_threads: n(20)?,
+        faults: n(10)?.wrapping_add(n(12)?),
         start_code: n(26)?,
         end_code: n(27)?,
         start_stack: n(28)?,
@@ -406,6 +411,7 @@ VmFlags: rd wr sh mr mw me ms sd
         assert_eq!(st.ppid, 1);
         assert_eq!(st.start_code, 26);
         assert_eq!(st.env_end, 51);
+        assert_eq!(st.faults, 10 + 12);
     }
 
     #[test]

@@ -413,6 +413,21 @@ pub fn wait_readable(fds: &[i32], timeout_ms: i32) -> std::io::Result<Vec<bool>>
 /// categories `anyof`, as regions of pages alike in the categories `ret`, in address order.
 /// `flags`: [`SCAN_CHECK_WPASYNC`], [`SCAN_WP_MATCHING`]. Needs Linux 6.7.
 pub fn scan(pagemap: &File, start: u64, end: u64, flags: u64, anyof: u64, ret: u64) -> std::io::Result<Vec<Region>> {
+    scan_masked(pagemap, start, end, flags, 0, anyof, ret)
+}
+
+/// The pages of `start..end` not write-protected, roughly: [`scan`] asking for
+/// [`category::WRITTEN`] alone, which the kernel answers from each page table entry's
+/// protection bit without looking at the page (ten times faster at 4 GiB). That bit is read
+/// even from entries of pages not in memory, where it is not the protection: a page in swap or
+/// being moved may be reported either way, and a page never mapped (or dropped) as written. A
+/// hint of where to look, never the truth about a page.
+pub fn scan_unprotected(pagemap: &File, start: u64, end: u64) -> std::io::Result<Vec<Region>> {
+    scan_masked(pagemap, start, end, SCAN_CHECK_WPASYNC, category::WRITTEN, 0, category::WRITTEN)
+}
+
+/// [`scan`] with a `category_mask` too: only pages that have all of `all`.
+fn scan_masked(pagemap: &File, start: u64, end: u64, flags: u64, all: u64, anyof: u64, ret: u64) -> std::io::Result<Vec<Region>> {
     let mut out: Vec<Region> = Vec::new();
     let mut vec = vec![Region::default(); 512];
     let mut at = start;
@@ -427,7 +442,7 @@ pub fn scan(pagemap: &File, start: u64, end: u64, flags: u64, anyof: u64, ret: u
             vec_len: vec.len() as u64,
             max_pages: 0,
             category_inverted: 0,
-            category_mask: 0,
+            category_mask: all,
             category_anyof_mask: anyof,
             return_mask: ret,
         };
