@@ -453,6 +453,44 @@ impl Frozen {
         Ok(Some(r?))
     }
 
+    /// Before the processes below it are killed: makes the frozen process, killed after them,
+    /// the reaper of every orphan below it (`PR_SET_CHILD_SUBREAPER`, which the kernel passes on
+    /// to the descendants it has now) with `SIGCHLD` ignored, so that the kernel releases each
+    /// killed descendant once this tracer has seen its end, whichever of its ancestors is gone
+    /// first: they can all be killed at once, none left a zombie to an init. The new action is
+    /// written on its stack below the red zone (it never runs again). `false` when nothing was
+    /// done (no vDSO, signals to queue again, a stack that cannot be written).
+    pub(crate) fn adopt_descendants(&mut self) -> Result<bool, DumpError> {
+        let ip = match self.syscall_ip {
+            Some(ip) => ip,
+            None => match vdso_syscall(self.pid)? {
+                Some(ip) => ip,
+                None => return Ok(false),
+            },
+        };
+        let (t, fz, state) = &mut self.threads[0];
+        if *state == Borrow::Untouched && !fz.stolen.is_empty() {
+            return Ok(false);
+        }
+        // The kernel's struct sigaction: handler, flags, restorer, mask.
+        let at = fz.regs.rsp.wrapping_sub(512) & !15;
+        let mut act = [0u8; 32];
+        act[..8].copy_from_slice(&(libc::SIG_IGN as u64).to_le_bytes());
+        if crest_ptrace::mem::write(self.pid, at, &act).is_err() {
+            return Ok(false);
+        }
+        t.set_sigmask(!0)?;
+        *state = Borrow::Borrowed;
+        let mut remote = Remote::new(t, ip, fz.regs);
+        let r = remote
+            .call("ignoring SIGCHLD", libc::SYS_rt_sigaction, &[libc::SIGCHLD as u64, at, 0, 8])
+            .and_then(|_| remote.call("becoming the reaper of its descendants", libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0]));
+        put_back(t, fz)?;
+        *state = Borrow::Clean;
+        r?;
+        Ok(true)
+    }
+
     /// Sends SIGKILL to the frozen process without waiting for it to be gone: a later
     /// `release(true)` waits. Several processes killed this way end in parallel.
     pub(crate) fn kill_now(&mut self) -> Result<(), DumpError> {

@@ -726,9 +726,10 @@ impl FrozenTree {
         Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps, saved_whole, unlocked: fd::netlock::skipped(), cautions }))
     }
 
-    /// Lets every process go as it was; with `kill`, kills them instead, children first, each
-    /// reaped by its frozen parent from inside (so no zombie is left to an init that does not
-    /// reap), the topmost ones left to their own parents.
+    /// Lets every process go as it was; with `kill`, kills them instead, all those below the
+    /// topmost ones at once ([`FrozenTree::kill_at_once`]; where that cannot be, children first,
+    /// each reaped by its frozen parent from inside): no zombie is left to an init that does not
+    /// reap; the topmost ones are left to their own parents.
     pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
         let mut first_err = None;
         // TCP connections stay in repair mode through a kill, so that they close silently.
@@ -744,6 +745,9 @@ impl FrozenTree {
                         first_err.get_or_insert(e);
                     }
                 }
+            }
+            if self.kill_at_once(&mut first_err) {
+                return first_err.map_or(Ok(()), Err);
             }
             // Level by level, the deepest first: every process of a level is sent SIGKILL, then
             // each is waited for (their ends overlap), then each is reaped by its parent, still
@@ -796,6 +800,65 @@ impl FrozenTree {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl FrozenTree {
+    /// Kills every process with a parent in the scope at once, their ends overlapping, then the
+    /// topmost ones, left to their own parents. The topmost ones are made first the reapers of
+    /// everything below them, ignoring `SIGCHLD` ([`Frozen::adopt_descendants`]): each process
+    /// killed is released by the kernel as soon as this tracer has seen it end, whether its
+    /// parent is still there or it was passed up to the topmost one. `false` (nothing killed)
+    /// when a topmost process could not be made so.
+    fn kill_at_once(&mut self, first_err: &mut Option<DumpError>) -> bool {
+        let parents = &self.parents;
+        let has_below: std::collections::HashSet<i32> = parents.values().copied().collect();
+        let needed: Vec<usize> = (0..self.procs.len()).filter(|&i| !parents.contains_key(&self.procs[i].pid) && has_below.contains(&self.procs[i].pid)).collect();
+        if needed.iter().any(|&i| self.procs[i].is_released()) {
+            return false;
+        }
+        for i in needed {
+            match self.procs[i].adopt_descendants() {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let (mut tops, mut below): (Vec<Frozen>, Vec<Frozen>) = std::mem::take(&mut self.procs).into_iter().partition(|f| !parents.contains_key(&f.pid));
+        for f in below.iter_mut().rev() {
+            if let Err(e) = f.kill_now() {
+                first_err.get_or_insert(e);
+            }
+        }
+        for f in below.into_iter().rev() {
+            if let Err(e) = f.release(true) {
+                first_err.get_or_insert(e);
+            }
+        }
+        // A child that ends with another signal than SIGCHLD is not released by the kernel:
+        // reaped from inside, until none is left.
+        for f in &mut tops {
+            for _ in 0..=self.parents.len() {
+                let all = (-1i64) as u64;
+                match f.call_inside("reaping the ended processes below it", libc::SYS_wait4, &[all, 0, (libc::WNOHANG | libc::__WALL) as u64, 0]) {
+                    Ok(Some(n)) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        for f in tops.iter_mut().rev() {
+            if let Err(e) = f.kill_now() {
+                first_err.get_or_insert(e);
+            }
+        }
+        for f in tops.into_iter().rev() {
+            if let Err(e) = f.release(true) {
+                first_err.get_or_insert(e);
+            }
+        }
+        true
     }
 }
 
