@@ -209,13 +209,26 @@ impl Exclusion {
 /// Claims `pid` for this checkpoint ([`crate::claim`]), then freezes it.
 fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     crate::claim::claim(pid)?;
-    crate::freeze::freeze(pid)
+    match next_tracer() {
+        Some(t) => crate::freeze::freeze_on(t, pid, None),
+        None => crate::freeze::freeze(pid),
+    }
 }
 
 /// [`freeze`], with the process's `stat` as just read.
 fn freeze_seen(pid: i32, st: &crest_proc::Stat) -> Result<Frozen, DumpError> {
     crate::claim::claim(pid)?;
-    crate::freeze::freeze_seen(pid, Some(st))
+    match next_tracer() {
+        Some(t) => crate::freeze::freeze_on(t, pid, Some(st.clone())),
+        None => crate::freeze::freeze_seen(pid, Some(st)),
+    }
+}
+
+/// The tracer of the crew ([`crate::crew`]) the next process frozen goes to, in turn.
+fn next_tracer() -> Option<&'static std::sync::Arc<crate::crew::Tracer>> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let crew = crate::crew::crew();
+    (!crew.is_empty()).then(|| &crew[NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % crew.len()])
 }
 
 /// Seizes and stops every process of the scope `scope` named by `id`.
@@ -555,6 +568,8 @@ impl FrozenTree {
         for f in &mut self.procs {
             match pre.as_ref().and_then(|p| p.tracked.get(&f.pid)).and_then(|t| t.left) {
                 Some((fd, _)) => files.hide(f.pid, fd),
+                // Only a process with a note can hold a tracker of an earlier checkpoint.
+                None if !left.iter().any(|&(p, _)| p == f.pid) => {}
                 None => {
                     if let Some(fd) = crate::precopy::disarm(f)? {
                         files.hide(f.pid, fd);
@@ -570,21 +585,59 @@ impl FrozenTree {
                 }
             }
         };
-        for f in &mut self.procs {
+        // Each process is collected by the thread that traces it, all at once; meanwhile its
+        // descriptors are dumped here, where they are compared across the image. Every process
+        // comes back, in its place, whatever fails.
+        let mut pending = Vec::with_capacity(self.procs.len());
+        for f in std::mem::take(&mut self.procs) {
             let ppid = self.parents.get(&f.pid).copied().unwrap_or(0);
             let tracked = pre.as_ref().and_then(|p| p.tracked.get(&f.pid));
             let snapshot = opts.snapshot && tracked.is_none();
-            match f.collect(opts, &mut files, ppid, snapshot, tracked.map(|t| t.maps.as_slice())) {
-                Ok(mut c) => {
-                    // Its descriptors are its parent's, saved with it.
-                    c.process.files_shared = files_shared.contains(&f.pid);
-                    collected.push(c)
-                }
+            let known = tracked.map(|t| t.maps.clone());
+            pending.push(f.start_collect(opts.save, ppid, snapshot, known));
+        }
+        let mut first_err: Option<DumpError> = None;
+        let mut fds = Vec::with_capacity(pids.len());
+        for &pid in &pids {
+            match check_cancel().and_then(|()| fd::dump_all(pid, &mut files).map_err(DumpError::from)) {
+                Ok(x) => fds.push(x),
                 Err(e) => {
-                    discard_all(collected);
-                    return Err(e);
+                    first_err = Some(e);
+                    break;
                 }
             }
+        }
+        let mut fds = fds.into_iter();
+        for p in pending {
+            let own = fds.next();
+            let (f, r) = match p.wait() {
+                Ok(x) => x,
+                Err(e) => {
+                    // The process went with its tracer thread.
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            self.procs.push(f);
+            match r {
+                Ok(mut c) => {
+                    if let (Some(own), None) = (own, &first_err) {
+                        if let Err(e) = crate::freeze::add_files(&mut c, &mut files, own) {
+                            first_err = Some(e);
+                        }
+                    }
+                    // Its descriptors are its parent's, saved with it.
+                    c.process.files_shared = files_shared.contains(&c.process.pid);
+                    collected.push(c);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            discard_all(collected);
+            return Err(e);
         }
         let collecting = started.elapsed();
         let result = self.write(out, opts, &mut collected, &mut pre);
