@@ -241,15 +241,20 @@ fn gone(e: &TraceError) -> bool {
 
 /// [`freeze_seen`] on `tracer`, which then makes every ptrace request for the process.
 pub(crate) fn freeze_on(tracer: &std::sync::Arc<crate::crew::Tracer>, pid: i32, seen: Option<crest_proc::Stat>) -> Result<Frozen, DumpError> {
-    let mut f = tracer.run(move || freeze_seen(pid, seen.as_ref()))??;
-    f.tracer = Some(tracer.clone());
-    Ok(f)
+    let f = tracer.run(move || freeze_seen(pid, seen.as_ref()))??;
+    Ok(f.traced_by(tracer.clone()))
 }
 
 impl Frozen {
     /// Number of threads.
     pub fn thread_count(&self) -> usize {
         self.threads.len()
+    }
+
+    /// Notes that `tracer`, the thread that froze it, makes every ptrace request for it.
+    pub(crate) fn traced_by(mut self, tracer: std::sync::Arc<crate::crew::Tracer>) -> Frozen {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// Whether ptrace requests for it must be handed to another thread.

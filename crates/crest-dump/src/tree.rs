@@ -60,6 +60,10 @@ pub struct FrozenTree {
     /// Each live process's and zombie's nearest ancestor in the scope (absent: none).
     parents: HashMap<i32, i32>,
     zombies: Vec<Zombie>,
+    /// Processes seen below the named one before it was frozen, being frozen all at once
+    /// ([`FrozenTree::freeze_early`]), until the walk of the tree takes them (or they turn out
+    /// not to be in it, and are let go).
+    early: HashMap<i32, crate::crew::Pending<Result<Frozen, DumpError>>>,
 }
 
 impl Drop for FrozenTree {
@@ -67,6 +71,7 @@ impl Drop for FrozenTree {
     /// are let go.
     fn drop(&mut self) {
         fd::leave_repair();
+        self.let_early_go();
     }
 }
 
@@ -165,6 +170,11 @@ impl Exclusion {
         Exclusion { traced, tracer_skip, tracing: tracing(), skipped: Vec::new() }
     }
 
+    /// Whether [`Exclusion::excludes`] would leave `pid` out (nothing noted).
+    fn would_exclude(&self, pid: i32) -> bool {
+        (self.traced == Ptraced::Skip && self.tracing.iter().any(|(t, _)| *t == pid)) || (self.tracer_skip && self.tracing.iter().any(|(_, by)| *by == pid))
+    }
+
     /// Whether `pid` is left out (noted with why).
     fn excludes(&mut self, pid: i32) -> bool {
         if self.traced == Ptraced::Skip {
@@ -233,7 +243,7 @@ fn next_tracer() -> Option<&'static std::sync::Arc<crate::crew::Tracer>> {
 
 /// Seizes and stops every process of the scope `scope` named by `id`.
 pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
-    let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new() };
+    let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new(), early: HashMap::new() };
     let mut ex = Exclusion::new();
     match scope {
         Scope::Pid | Scope::Tree => {
@@ -251,6 +261,8 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
                 return Err(DumpError::NoProcess(id));
             }
             if scope == Scope::Tree {
+                // The named process first: the time frozen counts from it.
+                t.freeze_early(id, &ex);
                 // Each process to look at with its parent if that is frozen (0: not frozen).
                 let mut todo: std::collections::VecDeque<(i32, i32)> = std::collections::VecDeque::new();
                 let me = std::process::id() as i32;
@@ -275,6 +287,7 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
                         todo.extend(crest_proc::children(pid)?.into_iter().map(|c| (c, pid)));
                     }
                 }
+                t.let_early_go();
                 if t.procs.is_empty() {
                     return Err(ex.nothing_left(id));
                 }
@@ -335,7 +348,11 @@ impl FrozenTree {
         if is_snapshot(pid, &st) {
             return Ok(false);
         }
-        match freeze_seen(pid, &st) {
+        let frozen = match self.early.remove(&pid) {
+            Some(p) => p.wait().and_then(|r| r),
+            None => freeze_seen(pid, &st),
+        };
+        match frozen {
             Ok(f) => {
                 self.procs.push(f);
                 if parent != 0 {
@@ -355,6 +372,44 @@ impl FrozenTree {
                 _ => Ok(false),
             },
             Err(e) => Err(e),
+        }
+    }
+
+    /// Starts freezing, all at once on the tracers of the crew, the processes below `root` as
+    /// `/proc` shows them now. The walk of the tree
+    /// ([`freeze_scope`]) stays what decides: it lists each process's children once the process
+    /// is frozen, as before, and takes a child's early freeze if it has one; a process frozen
+    /// early that the walk does not reach (it left the tree, or its PID was reused) is let go.
+    /// Those the walk leaves out are not frozen early.
+    fn freeze_early(&mut self, root: i32, ex: &Exclusion) {
+        let me = std::process::id() as i32;
+        let mut todo = vec![root];
+        while let Some(p) = todo.pop() {
+            for c in crest_proc::children(p).unwrap_or_default() {
+                if c == me || c == root || self.early.contains_key(&c) || ex.would_exclude(c) {
+                    continue;
+                }
+                todo.push(c);
+                if left_out(c) {
+                    continue;
+                }
+                let Some(tracer) = next_tracer() else { return };
+                let tr = tracer.clone();
+                self.early.insert(
+                    c,
+                    tracer.start(move || {
+                        crate::claim::claim(c)?;
+                        crate::freeze::freeze_seen(c, None).map(|f| f.traced_by(tr))
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Lets go the processes frozen early that the walk did not take.
+    fn let_early_go(&mut self) {
+        for (_, p) in self.early.drain() {
+            drop(p.wait());
         }
     }
 
