@@ -362,15 +362,12 @@ impl Frozen {
         // Reads that need no result of the one before run in one go from a batch area, mapped
         // for the time of the collection and unmapped with the scratch page; mapped first, so
         // that every call after it, alone or not, costs one stop of the thread rather than two.
-        let batch = if trap_is_free(pid, &status) { remote.map_batch(0) } else { Err(crest_ptrace::TraceError::Unexpected { tid: pid, what: "SIGTRAP is in use".into() }) };
-        let scratch = match Scratch::map(&mut remote, pid, 0) {
-            Ok(s) => s,
-            Err(e) => {
-                if batch.is_ok() {
-                    let _ = remote.unmap_batch();
-                }
-                return Err(e.into());
-            }
+        // The scratch page is mapped with it, and goes with it.
+        let batch =
+            if trap_is_free(pid, &status) { remote.map_batch_with(0, crest_kinds::SCRATCH_LEN) } else { Err(crest_ptrace::TraceError::Unexpected { tid: pid, what: "SIGTRAP is in use".into() }) };
+        let scratch = match &batch {
+            Ok(at) => Scratch { pid, addr: *at },
+            Err(_) => Scratch::map(&mut remote, pid, 0)?,
         };
         let mut remote_syscalls = 0;
         let mut states = vec![Borrow::Borrowed];
@@ -400,10 +397,11 @@ impl Frozen {
             }
             Ok((sigactions, mmst, threads, shared_pending, pattrs, stops))
         })();
-        // The scratch page first, while the batch area is there to unmap it in one stop.
-        let unscratched = scratch.unmap(&mut remote);
-        let unbatched = if batch.is_ok() { remote.unmap_batch().map_err(crest_kinds::KindError::from) } else { Ok(()) };
-        let unmapped = unscratched.and(unbatched);
+        // The scratch page of a batch area goes with it.
+        let unmapped = match &batch {
+            Ok(_) => remote.unmap_batch().map_err(crest_kinds::KindError::from),
+            Err(_) => scratch.unmap(&mut remote),
+        };
         // The copy is forked last, without the scratch page. If it cannot be (a process limit),
         // the checkpoint goes on with the process frozen.
         let snap = match (&collected, &unmapped) {
