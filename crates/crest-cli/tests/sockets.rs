@@ -24,6 +24,22 @@ fn tcp_connections_inside_the_image() {
     assert!(st.success() && out.contains("PASS"), "tcpconns after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }
 
+/// A connection whose receiving end took a window update from a segment beyond what it had
+/// received, then closed its window for lack of receive memory (tests/c/tcpwindow.c): the
+/// saved `snd_wl1` lies beyond the receive window, which the kernel refuses to set again as
+/// it is. It comes back, and the data goes on both ways.
+#[test]
+fn tcp_window_updated_out_of_order_then_closed() {
+    if !is_root() {
+        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR), the test a raw socket");
+    }
+    let d = Dir::new("tcpwindow");
+    let prog = d.0.join("tcpwindow");
+    gcc("tests/c/tcpwindow.c", &prog, &[]);
+    let (st, out) = round_trip_verify(&d, &prog, &[], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "tcpwindow after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
 /// Starts `tcppeer server` (IPv6 with `six`) and returns it with its port.
 fn start_server(d: &Dir, prog: &Path, six: bool) -> (std::process::Child, String) {
     let port_file = d.0.join("port");
