@@ -704,7 +704,7 @@ impl FrozenTree {
             time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             root_pid: self.id,
             scope: self.scope.name().to_string(),
-            vdso_layout: collected.first().map(|c| c.vdso_layout.clone()).unwrap_or_default(),
+            vdso_layout: collected.iter().map(|c| &c.vdso_layout).find(|l| !l.is_empty()).cloned().unwrap_or_default(),
             processes,
             ipc: wide.ipc,
             parent: pre.as_ref().and_then(|p| p.parent.clone()),
