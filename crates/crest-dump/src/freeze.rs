@@ -35,6 +35,8 @@ pub struct DumpOptions<'a> {
     pub drop_unsupported: bool,
     /// Largest deleted file whose contents are saved (`--deleted-max`).
     pub deleted_max: u64,
+    /// Save unix datagram sockets connected to sockets outside the image (`--ext-unix-sk`).
+    pub external_unix: bool,
     /// Leave the write tracking of a pre-copy armed in the processes after the checkpoint, for
     /// a later incremental checkpoint (`--incremental`).
     pub track: bool,

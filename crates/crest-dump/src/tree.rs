@@ -543,6 +543,7 @@ impl FrozenTree {
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, &files_shared, opts.drop_unsupported)?;
         files.deleted_max = opts.deleted_max;
+        files.external_unix = opts.external_unix;
         // A write tracker left in a process is crest's, not the process's: kept for a later
         // incremental checkpoint when this one tracks the process, closed otherwise; copies of
         // one a child inherited by a fork are closed first.
