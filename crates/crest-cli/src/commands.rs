@@ -98,6 +98,12 @@ pub fn checkpoint() -> Command {
                 .help("checkpoint even a process holding what crest cannot restore yet (sockets, terminals other than standard input, output and error, file locks, other devices): leave those out, restore each such descriptor as a closed socket, and list them in the image (cr_info); without it such a checkpoint is refused"),
         )
         .arg(
+            Arg::new("ext-unix-sk")
+                .long("ext-unix-sk")
+                .action(ArgAction::SetTrue)
+                .help("save a unix datagram socket connected to a socket outside the checkpoint: cr_restart connects it again to that socket's address, which must then be bound (to the same socket, or whatever holds the address then); without it such a checkpoint is refused"),
+        )
+        .arg(
             Arg::new("network-lock")
                 .long("network-lock")
                 .value_name("HOW")

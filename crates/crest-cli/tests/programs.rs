@@ -44,6 +44,37 @@ fn timerfds_and_signalfds() {
     run_c("timerfds", &[]);
 }
 
+/// A process that unmapped its vDSO and `[vvar]` areas is checkpointed (crest runs its system
+/// calls through a `syscall` instruction of the program's own code) and comes back without
+/// them, its memory as it was (tests/c/novdso.c).
+#[test]
+fn process_without_a_vdso_comes_back_without_one() {
+    run_c("novdso", &[]);
+}
+
+/// A process that unmapped only part of its vDSO areas is refused by name, and left as it was.
+#[test]
+fn process_with_part_of_its_vdso_areas_is_refused() {
+    let d = Dir::new("novdso-partial");
+    let prog = d.0.join("novdso");
+    gcc("tests/c/novdso.c", &prog, &[]);
+    let out = d.0.join("out");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg("partial").stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("novdso"));
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let img = d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert!(!ck.status.success(), "the checkpoint is refused");
+    assert!(err.contains("vDSO areas") && err.contains(&format!("PID {pid}")), "the message names the process and its vDSO areas: {err}");
+    assert!(!img.exists(), "no image is written");
+    assert_untouched(pid, "after a refused checkpoint");
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let st = wait_child(&mut procs.take(pid), Duration::from_secs(30));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "the process checks itself after the refusal: {st:?}\n{text}");
+}
+
 /// Guard regions (`MADV_GUARD_INSTALL`, Linux 6.13) in anonymous memory and in a private file
 /// mapping fault again after a restart, in the process and in a child it forks, and the pages
 /// around them keep their data.

@@ -24,6 +24,65 @@ fn tcp_connections_inside_the_image() {
     assert!(st.success() && out.contains("PASS"), "tcpconns after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }
 
+/// A connection whose receiving end took a window update from a segment beyond what it had
+/// received, then closed its window for lack of receive memory (tests/c/tcpwindow.c): the
+/// saved `snd_wl1` lies beyond the receive window, which the kernel refuses to set again as
+/// it is. It comes back, and the data goes on both ways.
+#[test]
+fn tcp_window_updated_out_of_order_then_closed() {
+    if !is_root() {
+        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR), the test a raw socket");
+    }
+    let d = Dir::new("tcpwindow");
+    let prog = d.0.join("tcpwindow");
+    gcc("tests/c/tcpwindow.c", &prog, &[]);
+    let (st, out) = round_trip_verify(&d, &prog, &[], "ready", Duration::from_secs(60));
+    assert!(st.success() && out.contains("PASS"), "tcpwindow after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+}
+
+/// A unix datagram socket connected to a socket outside the checkpoint (this test's) is
+/// refused, naming `--ext-unix-sk`, and the process is left as it was; with the option it is
+/// saved and connected again to the same address at restart, and what it sends then arrives
+/// (tests/c/unixext.c).
+#[test]
+fn unix_datagram_socket_connected_outside_with_ext_unix_sk() {
+    let d = Dir::new("unixext");
+    let prog = d.0.join("unixext");
+    gcc("tests/c/unixext.c", &prog, &[]);
+    let path = d.0.join("outside.sock");
+    let outside = std::os::unix::net::UnixDatagram::bind(&path).expect("binding the socket outside");
+    outside.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let arg = path.to_str().expect("utf8");
+
+    // Refused without the option, the process running on.
+    let out = d.0.join("refused.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(Command::new(&prog).arg(arg).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("unixext"));
+    wait_for(&out, "ready", Duration::from_secs(30));
+    let mut buf = [0u8; 16];
+    let n = outside.recv(&mut buf).expect("the first datagram");
+    assert_eq!(&buf[..n], b"before");
+    let img = d.0.join("refused.img");
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let err = String::from_utf8_lossy(&ck.stderr);
+    assert!(!ck.status.success() && err.contains("--ext-unix-sk") && err.contains(&format!("PID {pid}")), "refused, naming the process and the option: {err}");
+    assert!(!img.exists(), "no image is written");
+    assert_untouched(pid, "after a refused checkpoint");
+    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
+    let st = wait_child(&mut procs.take(pid), Duration::from_secs(30));
+    assert!(st.success() && std::fs::read_to_string(&out).unwrap_or_default().contains("PASS"), "the process checks itself after the refusal: {st:?}");
+    let n = outside.recv(&mut buf).expect("its datagram after the refusal");
+    assert_eq!(&buf[..n], b"after");
+
+    // Saved with the option, connected again at restart.
+    let (st, text) = round_trip_verify_with(&d, &prog, &[arg], "ready", Duration::from_secs(60), &["--ext-unix-sk"]);
+    assert!(st.success() && text.contains("PASS"), "unixext after restart: {st:?}\n{}", text.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    let n = outside.recv(&mut buf).expect("the datagram sent before the checkpoint");
+    assert_eq!(&buf[..n], b"before");
+    let n = outside.recv(&mut buf).expect("the datagram sent after the restart");
+    assert_eq!(&buf[..n], b"after", "what the restored socket sends reaches the socket outside");
+}
+
 /// Starts `tcppeer server` (IPv6 with `six`) and returns it with its port.
 fn start_server(d: &Dir, prog: &Path, six: bool) -> (std::process::Child, String) {
     let port_file = d.0.join("port");

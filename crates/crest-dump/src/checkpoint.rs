@@ -50,6 +50,9 @@ pub struct Request<'a> {
     /// Largest file deleted while open or mapped whose contents are saved in the image; a
     /// larger one is refused (`--deleted-max`).
     pub deleted_max: u64,
+    /// Save a unix datagram socket connected to a socket outside the checkpoint, to be
+    /// connected again to that socket's address at restart (`--ext-unix-sk`).
+    pub external_unix: bool,
     /// Sync the image (and its directory) to disk before it is given its name.
     pub sync: bool,
     /// Give up, leaving the processes as they were, when the checkpoint takes longer.
@@ -102,6 +105,7 @@ impl Request<'_> {
             drop_unsupported: false,
             network_lock: true,
             deleted_max: crest_kinds::fd::DELETED_MAX,
+            external_unix: false,
             sync: true,
             time_limit: None,
             cancel: None,
@@ -803,7 +807,8 @@ fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Coope
         let snapshot = req.after.runs_on() && req.snapshot;
         let can_track = snapshot && req.precopy;
         let track = (req.track || req.incremental.is_some()) && can_track;
-        let opts = DumpOptions { snapshot, compress: req.compress, progress, save: req.save, drop_unsupported: req.drop_unsupported, deleted_max: req.deleted_max, track };
+        let opts =
+            DumpOptions { snapshot, compress: req.compress, progress, save: req.save, drop_unsupported: req.drop_unsupported, deleted_max: req.deleted_max, external_unix: req.external_unix, track };
         // An incremental image takes up the write tracking the parent's checkpoint left.
         let resumed = match &req.incremental {
             Some(_) if !can_track => Err(crate::Lost("the processes do not run on after this checkpoint, or pre-copy is off (CREST_NO_PRECOPY)".into())),

@@ -35,6 +35,8 @@ pub struct DumpOptions<'a> {
     pub drop_unsupported: bool,
     /// Largest deleted file whose contents are saved (`--deleted-max`).
     pub deleted_max: u64,
+    /// Save unix datagram sockets connected to sockets outside the image (`--ext-unix-sk`).
+    pub external_unix: bool,
     /// Leave the write tracking of a pre-copy armed in the processes after the checkpoint, for
     /// a later incremental checkpoint (`--incremental`).
     pub track: bool,
@@ -346,11 +348,11 @@ impl Frozen {
         if exe.ends_with(" (deleted)") {
             return Err(DumpError::Unsupported(format!("PID {pid}: its executable {exe} was deleted; that is not supported yet")));
         }
-        let vdso_area = vdso::areas(&maps).into_iter().find(|a| a.0 == crest_image::SpecialArea::Vdso);
-        let Some((_, vs, ve)) = vdso_area else {
-            return Err(DumpError::Unsupported(format!("PID {pid} has no vDSO; crest needs one to run system calls inside it")));
+        let own = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
+        vdso::refuse_partial(pid, &maps, &own)?;
+        let Some(ip) = syscall_insn(pid, &maps)? else {
+            return Err(DumpError::Unsupported(format!("PID {pid} has no vDSO and no `syscall` instruction in its executable mappings; crest needs one to run system calls inside it")));
         };
-        let ip = find_syscall_insn(pid, vs, ve)?;
         self.syscall_ip = Some(ip);
 
         // Borrow the leader (all signals blocked, so no handler runs on borrowed registers) for
@@ -497,7 +499,8 @@ impl Frozen {
 
     /// Runs one system call inside the frozen process, on its leader (borrowed, all signals
     /// blocked, and put back). `None` when that would take more than one call: the process has
-    /// no vDSO, or signals dequeued by the freeze are still to be queued again.
+    /// no `syscall` instruction to borrow, or signals dequeued by the freeze are still to be
+    /// queued again.
     pub(crate) fn call_inside(&mut self, what: &str, nr: libc::c_long, args: &[u64]) -> Result<Option<u64>, DumpError> {
         if self.elsewhere().is_some() {
             let (what, args) = (what.to_string(), args.to_vec());
@@ -667,12 +670,29 @@ fn put_back(t: &Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
     Ok(t.park()?)
 }
 
-/// The address of a `syscall` instruction in the vDSO of `pid`, for remote syscalls; `None`
-/// when it has no vDSO.
+/// The address of a `syscall` instruction in process `pid`, for remote syscalls: in its vDSO,
+/// or, for a process that unmapped it, in one of its executable mappings
+/// ([`syscall_insn`]); `None` when it has none.
 pub(crate) fn vdso_syscall(pid: i32) -> Result<Option<u64>, DumpError> {
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
-    let Some((_, vs, ve)) = vdso::areas(&maps).into_iter().find(|a| a.0 == crest_image::SpecialArea::Vdso) else { return Ok(None) };
-    Ok(Some(find_syscall_insn(pid, vs, ve)?))
+    syscall_insn(pid, &maps)
+}
+
+/// A `syscall` instruction of process `pid` (mappings `maps`): the vDSO's, or, without a
+/// vDSO, the first two bytes `0f 05` of an executable mapping (its program's or a library's
+/// code: jumped to, they are a `syscall` wherever they lie, and the thread stops as the call
+/// returns, before it runs the instruction after). Nothing is written into the process.
+pub(crate) fn syscall_insn(pid: i32, maps: &[crest_proc::MapEntry]) -> Result<Option<u64>, DumpError> {
+    if let Some((_, vs, ve)) = vdso::areas(maps).into_iter().find(|a| a.0 == crest_image::SpecialArea::Vdso) {
+        return Ok(Some(find_syscall_insn(pid, vs, ve)?));
+    }
+    for m in maps.iter().filter(|m| m.prot & libc::PROT_EXEC as u32 != 0 && m.name != "[vsyscall]") {
+        // A mapping that cannot be read whole (a file shorter than it) is passed over.
+        if let Ok(Some(ip)) = crest_ptrace::find_syscall_bytes(pid, m.start, m.end) {
+            return Ok(Some(ip));
+        }
+    }
+    Ok(None)
 }
 
 /// Queues the signals taken during the freeze again, from inside the thread.

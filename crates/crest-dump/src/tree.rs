@@ -611,6 +611,7 @@ impl FrozenTree {
         let pids = self.pids();
         let mut files = fd::FileTable::new(&pids, &files_shared, opts.drop_unsupported)?;
         files.deleted_max = opts.deleted_max;
+        files.external_unix = opts.external_unix;
         // A write tracker left in a process is crest's, not the process's: kept for a later
         // incremental checkpoint when this one tracks the process, closed otherwise; copies of
         // one a child inherited by a fork are closed first.
@@ -812,7 +813,7 @@ impl FrozenTree {
             time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             root_pid: self.id,
             scope: self.scope.name().to_string(),
-            vdso_layout: collected.first().map(|c| c.vdso_layout.clone()).unwrap_or_default(),
+            vdso_layout: collected.iter().map(|c| &c.vdso_layout).find(|l| !l.is_empty()).cloned().unwrap_or_default(),
             processes,
             ipc: wide.ipc,
             parent: pre.as_ref().and_then(|p| p.parent.clone()),

@@ -3,7 +3,9 @@
 //! glibc caches the vDSO's address, so a restored process must find the vDSO where it was. The
 //! husk's own areas (same kernel) are moved with remote `mremap` to the saved addresses; the
 //! kernel's special-mapping `mremap` hook keeps the vDSO working there. An image whose vDSO
-//! layout (sizes) differs from this kernel's is refused.
+//! layout (sizes) differs from this kernel's is refused. A process that had unmapped them all
+//! comes back without them: the husk's are set aside while it is rebuilt and unmapped last. One
+//! that unmapped or moved only some is refused at checkpoint ([`refuse_partial`]).
 use crest_image::{SpecialArea, Vma, VmaBacking};
 use crest_proc::MapEntry;
 use crest_ptrace::Remote;
@@ -26,9 +28,57 @@ pub fn areas(maps: &[MapEntry]) -> Vec<(SpecialArea, u64, u64)> {
     maps.iter().filter_map(|m| special(&m.name).filter(|a| *a != SpecialArea::Vsyscall).map(|a| (a, m.start, m.end))).collect()
 }
 
+/// At checkpoint: refuses process `pid` (mappings `maps`) whose special areas are neither all
+/// there (as the kernel lays them out in `cr_checkpoint` itself, `own`) nor all gone.
+pub fn refuse_partial(pid: i32, maps: &[MapEntry], own: &[MapEntry]) -> Result<(), KindError> {
+    let (has, kernel) = (layout(maps), layout(own));
+    if has.is_empty() || has == kernel {
+        return Ok(());
+    }
+    Err(KindError::Unsupported(format!("PID {pid} has vDSO areas {has:?} where the kernel gives {kernel:?} (it unmapped or moved part of them); only all or none of them are restored")))
+}
+
 /// Sizes of the movable special areas, as recorded in the image.
 pub fn layout(maps: &[MapEntry]) -> Vec<(SpecialArea, u64)> {
     areas(maps).into_iter().map(|(a, s, e)| (a, e - s)).collect()
+}
+
+/// Whether the saved mappings `saved` hold none of the movable special areas: the process had
+/// unmapped them all (a program that runs without a vDSO). Its husk's are set aside
+/// ([`set_aside`]) and unmapped last ([`unmap`]).
+pub fn none_saved(saved: &[Vma]) -> bool {
+    !saved.iter().any(|v| matches!(v.backing, VmaBacking::Special(a) if a != SpecialArea::Vsyscall))
+}
+
+/// For a process saved without special areas: moves the husk's (`current`) to `free`, where
+/// none of the saved mappings lies, for the time of the restore (the remote syscalls run
+/// through the vDSO's `syscall` instruction). Returns where they are now.
+pub fn set_aside(remote: &mut Remote<'_>, current: &[(SpecialArea, u64, u64)], free: u64) -> Result<Vec<(SpecialArea, u64, u64)>, KindError> {
+    let mut at = free;
+    let mut now = Vec::with_capacity(current.len());
+    for &(area, s, e) in current {
+        if s != at {
+            remote.call(&format!("moving {area:?} from {s:#x} out of the way to {at:#x}"), libc::SYS_mremap, &[s, e - s, e - s, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, at])?;
+            if area == SpecialArea::Vdso {
+                let ip = remote.syscall_ip();
+                remote.set_syscall_ip(ip - s + at);
+            }
+        }
+        now.push((area, at, at + (e - s)));
+        at += e - s;
+    }
+    Ok(now)
+}
+
+/// Unmaps the special areas set aside by [`set_aside`], once nothing more is run inside the
+/// process: the vDSO last, as the remote syscalls run through it (the thread stops as the
+/// last call returns, before it would run the next instruction there).
+pub fn unmap(remote: &mut Remote<'_>, aside: &[(SpecialArea, u64, u64)]) -> Result<(), KindError> {
+    let others = aside.iter().filter(|a| a.0 != SpecialArea::Vdso);
+    for &(area, s, e) in others.chain(aside.iter().filter(|a| a.0 == SpecialArea::Vdso)) {
+        remote.call(&format!("unmapping {area:?} at {s:#x}, which the process had unmapped"), libc::SYS_munmap, &[s, e - s])?;
+    }
+    Ok(())
 }
 
 /// Moves the husk's special areas (`current`, from its maps) to where `saved` had them.

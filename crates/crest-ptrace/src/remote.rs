@@ -1,7 +1,8 @@
 //! Running system calls inside a stopped tracee.
 //!
 //! No code is injected. The target's vDSO already contains `syscall` instructions (its fallback
-//! paths); [`find_syscall_insn`] locates one. [`Remote::syscall`] points the thread's registers at
+//! paths); [`find_syscall_insn`] locates one. A process that unmapped its vDSO has the bytes
+//! of one in its own code ([`find_syscall_bytes`]). [`Remote::syscall`] points the thread's registers at
 //! it with the syscall number and arguments, sets `orig_rax = -1` so the kernel applies no syscall
 //! restart logic to the borrowed registers, and resumes the thread with `PTRACE_SYSCALL` twice:
 //! once to the syscall-enter stop, once to the syscall-exit stop, where `rax` holds the result
@@ -27,6 +28,25 @@ pub fn find_syscall_insn(pid: i32, start: u64, end: u64) -> Result<u64, TraceErr
     let mut code = vec![0u8; (end - start) as usize];
     mem::read_exact(pid, start, &mut code)?;
     code.windows(2).position(|w| w == [0x0f, 0x05]).map(|off| start + off as u64).ok_or_else(|| TraceError::Unexpected { tid: pid, what: "no syscall instruction found in the vDSO".into() })
+}
+
+/// The address of the first bytes `0f 05` (a `syscall` instruction when jumped to) in
+/// `start..end` of process `pid`, read a piece at a time; `None` when there are none.
+pub fn find_syscall_bytes(pid: i32, start: u64, end: u64) -> Result<Option<u64>, TraceError> {
+    const PIECE: u64 = 64 << 10;
+    let mut at = start;
+    let mut buf = Vec::new();
+    while at < end {
+        // One byte more than the piece, so that a pair across two pieces is seen.
+        let len = (end - at).min(PIECE + 1);
+        buf.resize(len as usize, 0);
+        mem::read_exact(pid, at, &mut buf)?;
+        if let Some(off) = buf.windows(2).position(|w| w == [0x0f, 0x05]) {
+            return Ok(Some(at + off as u64));
+        }
+        at += PIECE;
+    }
+    Ok(None)
 }
 
 /// The loop run by [`Remote::flush`] (x86-64): `rbx` points at the table, `r12` holds the

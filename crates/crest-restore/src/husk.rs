@@ -397,7 +397,8 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     let procs = image.processes.as_slice();
     let own_maps = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
     let here = vdso::layout(&own_maps);
-    if here != image.vdso_layout {
+    // An image whose processes all had unmapped their vDSO areas records none.
+    if here != image.vdso_layout && !image.vdso_layout.is_empty() {
         return Err(RestoreError::Refused(format!(
             "this kernel's vDSO layout {here:?} differs from the image's {:?} (checkpointed on {}): restart on a kernel like the one the checkpoint was taken on",
             image.vdso_layout, image.kernel
@@ -976,7 +977,13 @@ fn fill(
     let span: u64 = areas.iter().map(|a| a.2 - a.1).sum();
     here.push((area, area + crest_ptrace::BATCH_LEN));
     let tmp = find_gap(&p.vmas, &here, span).ok_or_else(|| RestoreError::Refused("no free address range to move the vDSO through".into()))?;
-    vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
+    // A process that had unmapped its vDSO areas gets the husk's out of the way, unmapped last.
+    let aside = if vdso::none_saved(&p.vmas) {
+        Some(vdso::set_aside(&mut remote, &areas, tmp)?)
+    } else {
+        vdso::restore(&mut remote, &areas, &p.vmas, tmp)?;
+        None
+    };
     // The mappings built before the forks move into place with their pages (page tables move,
     // pages stay: what was shared with a parent or children stays shared).
     for &(at, len, to) in placed.iter().filter(|&&(at, _, to)| at != to) {
@@ -987,7 +994,10 @@ fn fill(
             to,
         );
     }
-    let gap = find_gap(&p.vmas, &[(area, area + crest_ptrace::BATCH_LEN)], crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
+    // Nor where the husk's vDSO areas were set aside.
+    let mut taken: Vec<(u64, u64)> = aside.iter().flatten().map(|a| (a.1, a.2)).collect();
+    taken.push((area, area + crest_ptrace::BATCH_LEN));
+    let gap = find_gap(&p.vmas, &taken, crest_kinds::SCRATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for a scratch page".into()))?;
     let scratch = Scratch::map(&mut remote, pid, gap)?;
     let no_progress = crest_kinds::progress::Progress::default();
     let progress = opts.progress.as_deref().unwrap_or(&no_progress);
@@ -996,7 +1006,8 @@ fn fill(
     // Seccomp filters every thread has in common: in the leader before it creates the others.
     let shared_filters = attrs::common_seccomp(&p.threads);
     let leader_creds = thread::creds_of(p, &p.threads[0]);
-    let busy = [(gap, gap + crest_kinds::SCRATCH_LEN), (area, area + crest_ptrace::BATCH_LEN)];
+    let mut busy = taken.clone();
+    busy.push((gap, gap + crest_kinds::SCRATCH_LEN));
     let free_range = |len: u64| find_gap(&p.vmas, &busy, len);
     let mut cx = FillCx {
         remote: &mut remote,
@@ -1023,5 +1034,8 @@ fn fill(
     // The scratch page first, while the batch area is there to unmap it in one stop.
     scratch.unmap(&mut remote)?;
     remote.unmap_batch()?;
+    if let Some(aside) = aside {
+        vdso::unmap(&mut remote, &aside)?;
+    }
     Ok((filled, remote.count + count, exe_set, threads))
 }

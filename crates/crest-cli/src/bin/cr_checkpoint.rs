@@ -351,6 +351,7 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
         drop_unsupported: m.get_flag("drop-unsupported"),
         network_lock: m.get_one::<String>("network-lock").is_none_or(|h| h != "skip"),
         deleted_max: m.get_one::<u64>("deleted-max").copied().unwrap_or(crest_kinds::fd::DELETED_MAX),
+        external_unix: m.get_flag("ext-unix-sk"),
         sync,
         time_limit: m.get_one::<u64>("time").copied().filter(|&t| t > 0).map(Duration::from_secs),
         cancel: Some(cancel),

@@ -95,6 +95,8 @@ pub struct DumpCx<'a> {
     pub unix_peers: &'a mut socket::UnixPeers,
     /// Largest deleted file whose contents are saved (`--deleted-max`).
     pub deleted_max: u64,
+    /// Save unix datagram sockets connected outside the image (`--ext-unix-sk`).
+    pub external_unix: bool,
     /// The PIDs of the processes of the image.
     pub image: &'a [i32],
 }
@@ -123,6 +125,9 @@ pub struct FileTable {
     unix_peers: socket::UnixPeers,
     /// Largest deleted file whose contents are saved (`cr_checkpoint --deleted-max`).
     pub deleted_max: u64,
+    /// Save unix datagram sockets connected to sockets outside the image, to be connected
+    /// again to their address at restart (`cr_checkpoint --ext-unix-sk`).
+    pub external_unix: bool,
 }
 
 impl FileTable {
@@ -166,7 +171,17 @@ impl FileTable {
         let mut unix_peers = socket::UnixPeers::default();
         let in_flight = socket::collect_in_flight(&all, &mut unix_peers);
         all.extend(in_flight);
-        Ok(FileTable { all, pids: pids.to_vec(), seen: Default::default(), by_inode: Default::default(), next_file: 1, drop_unsupported, unix_peers, deleted_max: deleted::DEFAULT_MAX })
+        Ok(FileTable {
+            all,
+            pids: pids.to_vec(),
+            seen: Default::default(),
+            by_inode: Default::default(),
+            next_file: 1,
+            drop_unsupported,
+            unix_peers,
+            deleted_max: deleted::DEFAULT_MAX,
+            external_unix: false,
+        })
     }
 }
 
@@ -407,6 +422,7 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
         dropped: Vec::new(),
         unix_peers: &mut table.unix_peers,
         deleted_max: table.deleted_max,
+        external_unix: table.external_unix,
         image: &table.pids,
     };
     for OpenFd { fd, link, info, .. } in own {
@@ -499,6 +515,7 @@ pub(crate) fn dump_in_flight(cx: &mut DumpCx<'_>, fd: i32) -> Result<FdRecord, S
         dropped: Vec::new(),
         unix_peers: &mut *cx.unix_peers,
         deleted_max: cx.deleted_max,
+        external_unix: false,
         image: cx.image,
     };
     let kind = h.dump(&mut sub, fd, &link, &md, &info).map_err(|e| format!("{link}: {e}"))?;
@@ -818,6 +835,7 @@ mod tests {
             dropped: Vec::new(),
             unix_peers: &mut peers,
             deleted_max: super::DELETED_MAX,
+            external_unix: false,
             image: &[],
         };
         let kind = super::fifo::Fifo.dump(&mut cx, fd, &path, &md, &info).expect("the FIFO dumps");

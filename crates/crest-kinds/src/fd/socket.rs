@@ -267,6 +267,43 @@ fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image:
     Ok(out)
 }
 
+/// The type of socket `copy` (`SO_TYPE`), when there is a copy to ask.
+fn ty_of(copy: Option<&std::os::fd::OwnedFd>) -> Option<i32> {
+    crest_ptrace::sys::sock_opt_int(copy?.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE).ok()
+}
+
+/// With `--ext-unix-sk`: the record of a unix datagram socket of process `pid` (`copy`)
+/// connected to a socket outside the image, made again at restore and connected to that
+/// socket's address (`dest`), whatever holds it then. Refused, saying why, for another kind
+/// of socket (a stream connection cannot be made again without its peer), a peer with no
+/// address or whose file is gone, and datagrams waiting to be read (they are not saved).
+fn external(pid: i32, copy: i32, d: &Described) -> Result<FdKind, String> {
+    use crest_ptrace::sys::{sock_addr, sock_opt_int};
+    let opt = |o| sock_opt_int(copy, libc::SOL_SOCKET, o).unwrap_or(-1);
+    if opt(libc::SO_DOMAIN) != libc::AF_UNIX || opt(libc::SO_TYPE) != libc::SOCK_DGRAM {
+        return Err("its other end is a socket outside the checkpoint, and only a datagram socket is connected again by address (--ext-unix-sk); a stream connection cannot be made again".to_string());
+    }
+    let dest = sock_addr(copy, true).map_err(|e| format!("reading its peer's address: {e}"))?;
+    if dest.len() <= 2 {
+        return Err("its other end, outside the checkpoint, has no address to connect to again".to_string());
+    }
+    if let Some(path) = unix_path(&dest) {
+        use std::os::unix::fs::FileTypeExt;
+        if !std::fs::symlink_metadata(format!("/proc/{pid}/root{path}")).is_ok_and(|m| m.file_type().is_socket()) {
+            return Err(format!("its other end, outside the checkpoint, was bound to {path}, which is no longer its socket file, so it could not be connected again"));
+        }
+    }
+    if crest_ptrace::sys::bytes_readable(copy).unwrap_or(1) != 0 {
+        return Err("datagrams from its other end, outside the checkpoint, wait to be read on it, and those are not saved".to_string());
+    }
+    let mut addr = sock_addr(copy, false).unwrap_or_default();
+    if addr.len() <= 2 {
+        addr.clear();
+    }
+    let saved = super::sockopt::read(copy, libc::AF_UNIX, libc::SOCK_DGRAM, 0)?;
+    Ok(bare(libc::AF_UNIX, libc::SOCK_DGRAM, 0, addr, saved, format!("{} (outside the checkpoint: connected again by its address)", d.what), dest))
+}
+
 /// The record of a socket with no peer, queue or file of its own to restore (a raw, packet or
 /// netlink socket): its family, type, protocol, bound address, options as
 /// [`super::sockopt::read`] gives them, description, and the address it is connected to
@@ -599,6 +636,13 @@ impl FdHandler for Socket {
                 Err(e) => why = e,
             }
         }
+        let mut external_why = None;
+        if let (None, Some(_), Some(c), true) = (&inside, peer, &copy, cx.external_unix) {
+            match external(cx.pid, c.as_raw_fd(), &d) {
+                Ok(kind) => return Ok(kind),
+                Err(e) => external_why = Some(e),
+            }
+        }
         if let Some(o) = &inside {
             d.what.push_str(&format!(" (its other end is fd {} of PID {})", o.fd, o.pid));
         } else if let Some(p) = peer {
@@ -607,6 +651,10 @@ impl FdHandler for Socket {
                 d.connected = true;
             }
             why = match holder_of(p) {
+                _ if external_why.is_some() => external_why.unwrap_or_default(),
+                Some((pid, comm)) if ty_of(copy.as_ref()) == Some(libc::SOCK_DGRAM) => {
+                    format!("its other end belongs to PID {pid} ({comm}), which is not in the checkpoint; give --ext-unix-sk to save it and connect it again to that socket's address at restart")
+                }
                 Some((pid, comm)) => format!("its other end belongs to PID {pid} ({comm}), which is not in the checkpoint, so the connection cannot be made again"),
                 None => "its other end belongs to no process of the checkpoint, so the connection cannot be made again".to_string(),
             };

@@ -19,7 +19,8 @@
 //! sequence numbers set, connected to its peer (in repair mode nothing is sent; the saved
 //! segment size is given as `TCP_MAXSEG` for the time of the connect, which works out the size
 //! it sends with before the peer's options can be set), its options,
-//! queues and window put back. Just before it leaves repair mode, once the network lock is
+//! queues and window put back (a window last updated beyond what was received in order is
+//! counted from there: [`window_update_seq`]). Just before it leaves repair mode, once the network lock is
 //! removed, a FIN it had received is received again and one it had sent is queued again.
 //! Repair mode is left by `cr_restart` once every process of the image is rebuilt
 //! ([`leave_repair_restored`]), so that the two ends of a connection between processes of the
@@ -377,10 +378,34 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
         w[4] = w[4].wrapping_sub(1);
         w[3] = w[3].wrapping_add(1);
     }
+    w[0] = window_update_seq(w[0], t.recv_seq, w[3]);
     let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_ne_bytes()).collect();
     set_sock_opt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &bytes).map_err(|e| ("setting its window", e))?;
     set_queue(fd, TCP_NO_QUEUE).map_err(|e| ("leaving the queues", e))?;
     Ok(())
+}
+
+/// Whether sequence number `a` comes after `b` (modulo 2^32, as TCP compares them).
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// The sequence number of the segment that last updated the send window (`snd_wl1`), as the
+/// rebuilt connection takes it: `wl1` as saved, unless it lies beyond the right edge of the
+/// receive window counted from `rcv_nxt`, what was received in order (`rcv_wnd` ahead), which
+/// the kernel refuses. A connection holds such a state when it took a window update from a
+/// segment out of order and then closed its window because it ran out of receive memory (it
+/// drops a segment and advertises a zero window from `rcv_nxt`: on loopback, with full
+/// buffers), or, on kernels that do not move `snd_wl1` on their fast path, when it only
+/// received for so long (2 GiB) that the old value looks ahead. Segments beyond `rcv_nxt` are
+/// not saved (the peer sends them again), so the rebuilt connection counts its window as
+/// taken at `rcv_nxt`: it takes window updates from the segments that come from there on.
+fn window_update_seq(wl1: u32, rcv_nxt: u32, rcv_wnd: u32) -> u32 {
+    if seq_after(wl1, rcv_nxt.wrapping_add(rcv_wnd)) {
+        rcv_nxt
+    } else {
+        wl1
+    }
 }
 
 /// The FINs of connection `fd` (rebuilt in state `t`, connected to `peer`, still in repair
@@ -552,4 +577,23 @@ pub fn leave_repair_restored(pid: i32, recs: &[FdRecord]) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_update_seq;
+
+    /// A window update taken beyond the right edge of the receive window is counted from what
+    /// was received in order; one within it is kept, across the wrap of sequence numbers.
+    #[test]
+    fn window_update_beyond_the_receive_window_is_counted_from_rcv_nxt() {
+        assert_eq!(window_update_seq(1000, 1000, 0), 1000);
+        assert_eq!(window_update_seq(900, 1000, 0), 900);
+        assert_eq!(window_update_seq(1500, 1000, 600), 1500);
+        assert_eq!(window_update_seq(17370, 1000, 0), 1000);
+        assert_eq!(window_update_seq(5, u32::MAX - 10, 0), u32::MAX - 10);
+        assert_eq!(window_update_seq(5, u32::MAX - 10, 100), 5);
+        // More than 2 GiB behind looks ahead.
+        assert_eq!(window_update_seq(1000, 1000 + (1 << 31) + 1, 0), 1000 + (1 << 31) + 1);
+    }
 }
