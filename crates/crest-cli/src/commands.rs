@@ -51,6 +51,9 @@ pub fn checkpoint() -> Command {
         .arg(Arg::new("sid").short('s').long("sid").visible_alias("session").action(ArgAction::SetTrue).help("ID is a session: every process in it"))
         .arg(Arg::new("file").short('f').long("file").value_name("FILE").help("write the image to FILE"))
         .arg(Arg::new("fd").short('F').long("fd").value_name("FD").value_parser(clap::value_parser!(i32).range(0..)).help("write the image to the open descriptor FD"))
+        .arg(Arg::new("stream").long("stream").action(ArgAction::SetTrue).help(
+            "write the image in its stream form, metadata first (for `cr_restart --lazy`, which runs the processes while the pages arrive); with it `-f -` is standard output, and a FILE that is a socket is connected to",
+        ))
         .arg(Arg::new("cwd").short('c').long("cwd").action(ArgAction::SetTrue).help("write context.ID in the current directory (the default)"))
         .arg(Arg::new("dir").short('d').long("dir").value_name("DIR").help("write context.ID in DIR"))
         .arg(Arg::new("atomic").long("atomic").action(ArgAction::SetTrue).help("write a temporary file and rename it when whole (the default)"))

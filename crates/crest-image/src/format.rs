@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 14;
+pub const FORMAT_MINOR: u32 = 15;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.

@@ -10,6 +10,7 @@
 //!
 //! * [`codec`] stores page runs (raw or zstd-compressed), checks and reads them back.
 //! * [`ImageWriter`] streams page data and then the metadata into any `Write`.
+//! * [`stream`] sends an image metadata first (the stream form) and receives it.
 //! * [`ImageFile`] opens an image, checks header, trailer, table and metadata, and
 //!   [`validate::validate`]s every record before returning the [`Image`].
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ mod format;
 pub mod frame;
 mod reader;
 mod records;
+pub mod stream;
 pub mod validate;
 mod writer;
 

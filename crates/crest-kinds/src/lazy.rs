@@ -26,11 +26,18 @@
 //!
 //! The restorer must stay until every page is in ([`Pagers::finish`]): the process depends on
 //! it until then.
+//!
+//! An image arriving as a stream ([`crest_image::stream`], `cr_restart --lazy -f -`) is served
+//! the same way ([`Pagers::streamed`]): the runs are read from the file the stream is received
+//! into, each once it has arrived; a fault on a page whose run has not arrived yet waits for
+//! it. A stream that ends before a run that is still needed kills the processes as a run that
+//! fails its checksum does.
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crest_image::codec::RunReader;
+use crest_image::stream::Arrival;
 use crest_image::{vma_flags, PageRun, Vma, VmaBacking};
 use crest_ptrace::wp::{self, Event, MissingPager};
 use crest_ptrace::Remote;
@@ -47,6 +54,15 @@ const FILL_NICE: i32 = 10;
 pub fn eligible(v: &Vma) -> bool {
     let not = vma_flags::SHARED | vma_flags::LOCKED | vma_flags::DROPPABLE | vma_flags::AIO;
     matches!(v.backing, VmaBacking::Anon) && v.flags & not == 0 && !v.pages.is_empty()
+}
+
+/// Which mappings of `image` a lazy restart reads before its processes run (the others are
+/// given on demand): the ones not [`eligible`], and those built before the forks because a
+/// child shares their pages (a superset of them: every mapping of a process whose child
+/// inherited pages, and every mapping with inherited pages). A stream sends their runs first.
+pub fn before_running(image: &crest_image::Image) -> impl Fn(i32, &Vma) -> bool {
+    let parents: Vec<i32> = image.processes.iter().filter(|p| p.vmas.iter().any(|v| !v.inherited.is_empty())).map(|p| p.ppid).collect();
+    move |pid, v| !eligible(v) || !v.inherited.is_empty() || parents.contains(&pid)
 }
 
 /// Why a lazy restore cannot be done by this process on this system, if it cannot.
@@ -82,6 +98,8 @@ pub fn verify_eager(img: &crest_image::ImageFile, in_place: &[(i32, u64)]) -> Re
 #[derive(Default)]
 pub struct Pagers {
     list: Mutex<Vec<Pager>>,
+    /// The image is arriving as a stream: which runs are in.
+    arrival: Option<Arc<Arrival>>,
 }
 
 impl std::fmt::Debug for Pagers {
@@ -107,6 +125,12 @@ impl Pagers {
     /// A lazy restore of nothing yet.
     pub fn new() -> Arc<Pagers> {
         Arc::new(Pagers::default())
+    }
+
+    /// A lazy restore of an image arriving as a stream into the file the pages are read from:
+    /// each run is read once `arrival` has it.
+    pub fn streamed(arrival: Arc<Arrival>) -> Arc<Pagers> {
+        Arc::new(Pagers { arrival: Some(arrival), ..Default::default() })
     }
 
     /// In the husk `pid` (saved as `saved`), its memory made by [`crate::memory::restore`]:
@@ -139,7 +163,7 @@ impl Pagers {
         let total: u64 = runs.iter().map(|r| r.len).sum();
         let image = image.try_clone().map_err(|e| KindError::io(format!("{what}: the image"), e))?;
         let space = Space { pager, pid, tids: Vec::new(), pending: Pending { per_run: vec![1; runs.len()], spans, moved: false }, ranges };
-        let inner = Arc::new(Inner { pid, saved, image, runs, total, state: Mutex::new(State { spaces: vec![space], ..Default::default() }), changed: Condvar::new() });
+        let inner = Arc::new(Inner { pid, saved, image, arrival: self.arrival.clone(), runs, total, state: Mutex::new(State { spaces: vec![space], ..Default::default() }), changed: Condvar::new() });
         let server = {
             let inner = inner.clone();
             std::thread::Builder::new().name("crest-lazy".into()).spawn(move || inner.serve()).map_err(|e| KindError::io(format!("{what}: starting its fault server"), e))?
@@ -340,6 +364,7 @@ struct Inner {
     pid: i32,
     saved: i32,
     image: std::fs::File,
+    arrival: Option<Arc<Arrival>>,
     runs: Vec<PageRun>,
     total: u64,
     state: Mutex<State>,
@@ -358,9 +383,14 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads run `r` from the image, checks it and decompresses it into `out`.
+    /// Reads run `r` from the image (waiting until it has arrived, for a stream), checks it
+    /// and decompresses it into `out`.
     fn load(&self, reader: &mut RunReader, r: u32, out: &mut Vec<u8>) -> Result<(), String> {
-        reader.read(&self.image, self.saved, &self.runs[r as usize], out).map_err(|e| e.to_string())
+        let run = &self.runs[r as usize];
+        if let Some(a) = &self.arrival {
+            a.wait_run(run.offset).map_err(|why| format!("page data at {:#x}..{:#x} never arrived: {why}", run.vaddr, run.vaddr + run.len))?;
+        }
+        reader.read(&self.image, self.saved, run, out).map_err(|e| e.to_string())
     }
 
     /// Gives the pages of span `s` at `a` of space `i` from `data` (its run); the span is
@@ -415,7 +445,8 @@ impl Inner {
         killed.sort_unstable();
         killed.dedup();
         let who = killed.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-        st.failed.get_or_insert(format!("{why}; killed the restored process (pid {who}) rather than let it run on wrong data"));
+        let data = if why.contains("never arrived") { "missing" } else { "wrong" };
+        st.failed.get_or_insert(format!("{why}; killed the restored process (pid {who}) rather than let it run on {data} data"));
         // Closing the userfaultfds would let the killed processes' threads see zeros before
         // they die: they are held until then.
         for sp in std::mem::take(&mut st.spaces) {

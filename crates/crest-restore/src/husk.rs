@@ -79,6 +79,9 @@ pub struct Restored {
     /// Pages still being given on demand (a lazy restart, [`RestoreOptions::lazy`]): wait for
     /// its `finish` before leaving the processes on their own.
     pub lazy: Option<std::sync::Arc<crest_kinds::lazy::Pagers>>,
+    /// The image arrived as a stream ([`crest_image::stream`]): how its reading goes on (a lazy
+    /// restart lets the processes run before its end).
+    pub stream: Option<std::sync::Arc<crest_image::stream::Arrival>>,
 }
 
 /// For every file mapping whose contents the image holds (`cr_checkpoint --save-*`): when its
@@ -713,7 +716,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     };
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
-    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps, lazy: None })
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps, lazy: None, stream: None })
 }
 
 /// Threads that fill husks at once, at most: one per core, up to this many.

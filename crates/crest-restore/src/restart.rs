@@ -181,6 +181,15 @@ pub enum Error {
         /// What is wrong.
         source: Refusal,
     },
+    /// An image stream ended before what the restart needs had arrived, or page data given on
+    /// demand was wrong or missing while the processes were restored.
+    #[error("{shown}: {why}")]
+    Stream {
+        /// The image, for messages.
+        shown: String,
+        /// Why, in words.
+        why: String,
+    },
     /// Restoring failed.
     #[error("{shown}: {source}")]
     Restore {
@@ -199,7 +208,7 @@ impl Error {
             Error::Open { .. } | Error::IsDirectory { .. } => ErrorKind::Usage,
             Error::BadDescriptor { .. } => ErrorKind::BadDescriptor,
             Error::Memory { .. } => ErrorKind::Os(libc::ENOMEM),
-            Error::Read { .. } | Error::Credentials(_) => ErrorKind::Failed,
+            Error::Read { .. } | Error::Credentials(_) | Error::Stream { .. } => ErrorKind::Failed,
             Error::Image { source, .. } => image_error_kind(source),
             Error::Refused { source, .. } => source.kind,
             Error::Restore { source, .. } => match source {
@@ -217,7 +226,7 @@ impl Error {
         match self {
             Error::Open { .. } | Error::IsDirectory { .. } | Error::BadDescriptor { .. } => Class::Args,
             Error::Memory { .. } => Class::Temp,
-            Error::Read { .. } | Error::Image { .. } | Error::Credentials(_) => Class::Perm,
+            Error::Read { .. } | Error::Image { .. } | Error::Credentials(_) | Error::Stream { .. } => Class::Perm,
             Error::Refused { .. } => Class::Env,
             Error::Restore { source, .. } => match source.class() {
                 "temp" => Class::Temp,
@@ -235,6 +244,32 @@ pub fn image_error_kind(e: &ImageError) -> ErrorKind {
     match e {
         ImageError::Io(io) => io.raw_os_error().map_or(ErrorKind::Invalid, ErrorKind::of_errno),
         _ => ErrorKind::Invalid,
+    }
+}
+
+/// Reads up to `buf.len()` bytes, fewer only at the end of the input.
+fn read_some(mut input: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        match std::io::Read::read(&mut input, &mut buf[at..]) {
+            Ok(0) => break,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
+
+/// A file to receive an image stream into: an unnamed file in the temporary directory
+/// (`O_TMPFILE`), whose pages the kernel may write out under memory pressure, else a memory
+/// file.
+fn spool_file() -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    match std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(&dir) {
+        Ok(f) => Ok(f),
+        Err(_) => crest_ptrace::sys::memfd("crest-image-stream", 0).map(File::from),
     }
 }
 
@@ -258,7 +293,11 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         }
     };
     let (file, shown) = match &req.image {
-        Source::Fd(fd) => (File::open(format!("/proc/self/fd/{fd}")).map_err(|_| Error::BadDescriptor { fd: *fd })?, format!("<fd{fd}>")),
+        // Opened again (its own offset), or, a socket, which cannot be, duplicated.
+        Source::Fd(fd) => {
+            let f = File::open(format!("/proc/self/fd/{fd}")).or_else(|_| crest_ptrace::sys::dup_above(*fd, 3).map(File::from)).map_err(|_| Error::BadDescriptor { fd: *fd })?;
+            (f, format!("<fd{fd}>"))
+        }
         Source::Path(p) => {
             let p = p.display().to_string();
             (open_image(&p)?, p)
@@ -266,15 +305,33 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         Source::File(f) => (f.try_clone().map_err(|source| Error::Read { shown: "the file given".into(), source })?, "the file given".to_string()),
     };
     // Restore reads page data at offsets: an image arriving through a pipe or socket is first
-    // copied into memory.
-    let file = if file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+    // copied into memory. An image stream (cr_checkpoint --stream, from a pipe, a socket or a
+    // file) is received into a spool file, its metadata first: a lazy restart goes on while
+    // its pages arrive.
+    let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+    let mut first = [0u8; 8];
+    let got =
+        if regular { std::os::unix::fs::FileExt::read_at(&file, &mut first, 0).unwrap_or(0) } else { read_some(&file, &mut first).map_err(|source| Error::Read { shown: shown.clone(), source })? };
+    let mut receiving = None;
+    let file = if crest_image::stream::is_stream(&first[..got]) {
+        let mut input = file;
+        if regular {
+            std::io::Seek::seek(&mut input, std::io::SeekFrom::Start(8)).map_err(|source| Error::Read { shown: shown.clone(), source })?;
+        }
+        let spool = spool_file().map_err(|source| Error::Memory { shown: shown.clone(), source })?;
+        let copy = spool.try_clone().map_err(|source| Error::Memory { shown: shown.clone(), source })?;
+        receiving = Some(crest_image::stream::receive(first, Box::new(input), spool).map_err(|source| Error::Image { shown: shown.clone(), source })?);
+        copy
+    } else if regular {
         file
     } else {
         let copy = File::from(crest_ptrace::sys::memfd("crest-image", 0).map_err(|source| Error::Memory { shown: shown.clone(), source })?);
+        std::io::Write::write_all(&mut &copy, &first[..got]).map_err(|source| Error::Memory { shown: shown.clone(), source })?;
         std::io::copy(&mut &file, &mut &copy).map_err(|source| Error::Read { shown: shown.clone(), source })?;
         copy
     };
     let img = ImageFile::from_file(file).map_err(|source| Error::Image { shown: shown.clone(), source })?;
+    let arrival = receiving.map(|r| r.expect(&img));
     // An incremental image: every parent must be there and unchanged (and every run it names
     // within that parent's page data); each run is then read from the image that holds it.
     let mut chain = if img.image.parent.is_some() { crest_image::chain::Chain::open(img, &shown).map_err(|source| Error::Image { shown: shown.clone(), source })?.images } else { vec![img] };
@@ -305,7 +362,22 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         let msg = format!("--lazy restarts a standalone image, and this one is incremental (a chain of {}): merge the chain first (cr_info --merge OUT FILE), or restart without --lazy", chain.len());
         return Err(Error::Refused { shown, source: Refusal { kind: ErrorKind::Invalid, msg } });
     }
-    let lazy = req.lazy.then(crest_kinds::lazy::Pagers::new);
+    // From a stream: a lazy restart waits for the runs it reads before the processes run (a
+    // stream sends them first); any other, for the whole stream.
+    if let Some(a) = &arrival {
+        let needed = if req.lazy {
+            let first = crest_kinds::lazy::before_running(&chain[0].image);
+            let (runs, n) = crest_image::stream::order(&chain[0], &first);
+            runs[..n].iter().try_for_each(|(_, r)| a.wait_run(r.offset))
+        } else {
+            a.wait_end()
+        };
+        needed.map_err(|why| Error::Stream { shown: shown.clone(), why: format!("{why}; nothing was started") })?;
+    }
+    let lazy = req.lazy.then(|| match &arrival {
+        Some(a) => crest_kinds::lazy::Pagers::streamed(a.clone()),
+        None => crest_kinds::lazy::Pagers::new(),
+    });
     let opts = RestoreOptions {
         restore_pid: req.restore_pid,
         restore_pgid: req.restore_pgid,
@@ -323,13 +395,15 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         Err(e) => return Err(Error::Refused { shown, source: Refusal { kind: ErrorKind::Failed, msg: e.to_string() } }),
     };
     let restored = crate::restore_chain(&chain, &opts).map_err(|source| {
-        // Nothing runs: the fault servers stop.
-        if let Some(l) = &lazy {
-            let _ = l.finish();
+        // Nothing runs: the fault servers stop. One that killed a process being restored (its
+        // page data failed its checksum, or never arrived) says why, which the restore could
+        // not tell.
+        match lazy.as_ref().map(|l| l.finish()) {
+            Some(Err(why)) => Error::Stream { shown, why },
+            _ => Error::Restore { shown, source },
         }
-        Error::Restore { shown, source }
     })?;
-    let mut restored = Restored { lazy: lazy.filter(|l| !l.is_empty()), ..restored };
+    let mut restored = Restored { lazy: lazy.filter(|l| !l.is_empty()), stream: arrival, ..restored };
     restored.notes.extend(clock_note);
     // Processes that use libcr learn that they were restarted, and from which image.
     let src = match &req.image {

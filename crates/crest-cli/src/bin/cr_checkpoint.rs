@@ -10,6 +10,10 @@
 //! the target go as it was. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `cr_checkpoint` and
 //! the `--time` limit stop it the same way.
 //!
+//! With `--stream` (see [`Streamed`]) the image is written into a spool file first, then sent
+//! in its stream form, metadata first, for a restart that runs the processes before the pages
+//! have all arrived.
+//!
 //! With `--interval SECONDS` the parent does that again and again (see [`periodic`]): each
 //! round's worker writes an image incremental to the one before, and a link under the
 //! destination's name points at the newest whole image.
@@ -293,11 +297,20 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
         Some("sid") => crest_dump::Scope::Sid,
         _ => crest_dump::Scope::Tree,
     };
-    let destination = match round {
-        Some(r) => Destination::Path { path: r.file.clone(), policy: Policy::Atomic },
-        None => destination(m, pid)?,
+    let streamed = match (m.get_flag("stream"), round) {
+        (true, Some(_)) => return Err((crest_cli::exits::USAGE, "--interval writes numbered image files: it takes no --stream".into())),
+        (true, None) if m.contains_id("incremental") || m.get_flag("track") => {
+            return Err((crest_cli::exits::USAGE, "--stream sends a whole image for a restart: it takes no --incremental or --track".into()));
+        }
+        (true, None) => Some(Streamed::open(m, pid)?),
+        (false, _) => None,
     };
-    let sync = last_given(m, &["sync", "nosync"]) != Some("nosync");
+    let destination = match (round, &streamed) {
+        (Some(r), _) => Destination::Path { path: r.file.clone(), policy: Policy::Atomic },
+        (None, Some(s)) => Destination::File(s.spool.try_clone().map_err(|e| (ErrorKind::Failed.code(), format!("the spool file {}: {e}", s.spool_path.display())))?),
+        (None, None) => destination(m, pid)?,
+    };
+    let sync = last_given(m, &["sync", "nosync"]) != Some("nosync") && streamed.is_none();
     let signal = chosen_signal(m);
     let verbose = m.get_flag("verbose") && !say.quiet;
     let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
@@ -378,6 +391,9 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
     let done = crest_dump::checkpoint(&req);
     drop(shown);
     let done = done.map_err(|e| (e.kind().code(), e.to_string()))?;
+    if let Some(s) = streamed {
+        s.send(pid, say)?;
+    }
     let stats = &done.stats;
     if coordinated {
         // From the start of the freeze to the end of the release, waits for the other parts
@@ -430,6 +446,87 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
         );
     }
     Ok(())
+}
+
+/// `--stream`: where the stream goes, and the spool file the image is written into first (a
+/// stream carries the metadata before the pages, and the checkpoint knows the metadata only
+/// once every page is read). The spool is removed once the stream is sent whole, and kept,
+/// with a message naming it, when it could not be: the processes may be gone by then
+/// (`--kill`), and their image is not lost.
+struct Streamed {
+    out: std::fs::File,
+    shown: String,
+    spool: std::fs::File,
+    spool_path: PathBuf,
+    /// The spool is kept (the stream could not be sent).
+    kept: bool,
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.spool_path);
+        }
+    }
+}
+
+impl Streamed {
+    /// Opens the stream's destination (`-f -`: standard output; `--fd`; a socket by name is
+    /// connected to; any other name is opened for writing, created or emptied) and the spool,
+    /// before anything is frozen.
+    fn open(m: &clap::ArgMatches, pid: i32) -> Result<Streamed, (i32, String)> {
+        let dup = |fd: i32, shown: String| -> Result<(std::fs::File, String), (i32, String)> {
+            let f = sys::dup_above(fd, 3).map_err(|e| (ErrorKind::BadDescriptor.code(), format!("{shown}: {e}")))?;
+            Ok((std::fs::File::from(f), shown))
+        };
+        let (out, shown) = match destination(m, pid)? {
+            Destination::Fd(fd) => dup(fd, format!("descriptor {fd}"))?,
+            Destination::Path { path, .. } if path.as_os_str() == "-" => dup(1, "standard output".into())?,
+            Destination::Path { path, .. } => {
+                let shown = path.display().to_string();
+                let is_socket = std::fs::metadata(&path).is_ok_and(|md| std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()));
+                let f = if is_socket {
+                    std::os::unix::net::UnixStream::connect(&path).map(|s| std::fs::File::from(std::os::fd::OwnedFd::from(s)))
+                } else {
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&path)
+                };
+                (f.map_err(|e| (e.raw_os_error().unwrap_or(libc::EIO), format!("{shown}: {e}")))?, shown)
+            }
+            _ => return Err((crest_cli::exits::USAGE, "--stream writes into a file, a FIFO, a socket or a descriptor".into())),
+        };
+        let dir = std::env::temp_dir();
+        let spool_path = dir.join(format!("crest-stream-{pid}-{}.img", std::process::id()));
+        let spool = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&spool_path)
+            .map_err(|e| (e.raw_os_error().unwrap_or(libc::EIO), format!("creating the spool file {} for --stream (set TMPDIR elsewhere?): {e}", spool_path.display())))?;
+        Ok(Streamed { out, shown, spool, spool_path, kept: false })
+    }
+
+    /// Sends the image written into the spool as a stream.
+    fn send(mut self, pid: i32, say: &Say) -> Result<(), (i32, String)> {
+        let r = self.try_send(pid, say);
+        self.kept = r.is_err();
+        r
+    }
+
+    fn try_send(&self, pid: i32, say: &Say) -> Result<(), (i32, String)> {
+        let t = std::time::Instant::now();
+        let keep =
+            |why: String| -> (i32, String) { (ErrorKind::Failed.code(), format!("{why}; the image of PID {pid} is kept whole in {} (cr_restart reads it as it is)", self.spool_path.display())) };
+        let img = crest_image::ImageFile::from_file(self.spool.try_clone().map_err(|e| keep(format!("the spool file: {e}")))?).map_err(|e| keep(format!("reading back the image written: {e}")))?;
+        let first = crest_kinds::lazy::before_running(&img.image);
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &self.out);
+        let sent = crest_image::stream::send(&img, &first, &mut out).map_err(|e| keep(format!("sending the image stream to {}: {e}", self.shown)))?;
+        drop(out);
+        if std::env::var_os("CREST_TIMING").is_some() {
+            eprintln!("crest-timing: stream pid={pid} runs={} page_bytes={} stream_bytes={} send_ms={:.3}", sent.runs, sent.page_bytes, sent.bytes, t.elapsed().as_secs_f64() * 1e3);
+        }
+        let _ = say;
+        Ok(())
+    }
 }
 
 /// What `-v` says before the checkpoint: what is saved, where, how, and what happens after.

@@ -87,7 +87,12 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     let relocations = Relocation::parse_all(&args).map_err(|e| fail(ErrorKind::Invalid.code(), "args", e.to_string()))?;
     let image = match m.get_one::<i32>("fd") {
         Some(&fd) => Source::Fd(fd),
-        None => Source::Path(PathBuf::from(m.get_one::<String>("context").or(m.get_one::<String>("file")).expect("one source"))),
+        // `-f -`: standard input (an image stream from `cr_checkpoint --stream -f -`, or any
+        // image through a pipe).
+        None => match m.get_one::<String>("context").or(m.get_one::<String>("file")).expect("one source").as_str() {
+            "-" => Source::Fd(0),
+            p => Source::Path(PathBuf::from(p)),
+        },
     };
     let progress = std::sync::Arc::new(crest_kinds::progress::Progress::default());
     // Signals that arrive while restoring wait; afterwards they are forwarded to the process.
@@ -133,9 +138,15 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     // A lazy restart: the processes depend on this process for their pages until every one
     // is in; whatever way it leaves, it waits for that first.
     let lazy = restored.lazy.clone();
+    let stream = restored.stream.clone();
     let finish_lazy = move |code: i32| {
         let Some(l) = &lazy else { return };
-        match l.finish() {
+        let finished = l.finish();
+        // Every page is in: a stream that ended badly after that took nothing from them.
+        if let (Ok(_), Some(Some(Err(why)))) = (&finished, stream.as_ref().map(|a| a.ended())) {
+            eprintln!("cr_restart: warning: every page had arrived, but then {why}");
+        }
+        match finished {
             Ok(s) => {
                 if std::env::var_os("CREST_TIMING").is_some() && s.faults + s.on_demand + s.background > 0 {
                     eprintln!("crest-timing: lazy pid={pid} faults={} on_demand_bytes={} background_bytes={} fill_ms={:.3}", s.faults, s.on_demand, s.background, s.fill.as_secs_f64() * 1e3);
@@ -157,7 +168,8 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
             restored.mapped_bytes,
             restored.remote_syscalls,
             started.elapsed().as_secs_f64() * 1e3,
-            restored.steps.iter().map(|(n, d)| format!(" {n}_ms={:.3}", d.as_secs_f64() * 1e3)).collect::<String>()
+            restored.stream.as_ref().map(|a| format!(" first_byte_to_running_ms={:.3} streamed_page_bytes_then={}", a.first_byte.elapsed().as_secs_f64() * 1e3, a.page_bytes())).unwrap_or_default()
+                + &restored.steps.iter().map(|(n, d)| format!(" {n}_ms={:.3}", d.as_secs_f64() * 1e3)).collect::<String>()
         );
     }
     // Every restored process, the eldest first, by pidfd: a signal meant for one of them never
