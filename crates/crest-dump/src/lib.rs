@@ -50,7 +50,6 @@
 
 pub mod checkpoint;
 pub mod claim;
-mod crew;
 mod explain;
 mod freeze;
 mod libcr;
