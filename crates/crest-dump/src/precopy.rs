@@ -307,14 +307,15 @@ pub fn resume<'a>(id: i32, out: &'a File, opts: &DumpOptions<'_>, parent: &crest
         let registered: Vec<(u64, u64)> = p.vmas.iter().filter(|v| trackable(v)).map(|v| (v.start, v.end)).collect();
         let mut runs: Vec<PageRun> = p.vmas.iter().filter(|v| trackable(v)).flat_map(|v| v.pages.iter().map(|r| PageRun { image: r.image + 1, ..*r })).collect();
         runs.sort_by_key(|r| r.vaddr);
-        // What no run of the parent holds in its anonymous memory restores as zeros: it was
-        // not there, or read and found zeros. Unwritten since, it needs no run either (and no
-        // read of it, even to find zeros again).
+        // What no run of the parent holds in its anonymous memory (nor the parent process's
+        // runs, for pages shared with it) restores as zeros: it was not there, or read and
+        // found zeros. Unwritten since, it needs no run either (and no read of it, even to
+        // find zeros again).
         let mut zeros: Vec<(u64, u64)> = p
             .vmas
             .iter()
             .filter(|v| trackable(v) && matches!(v.backing, VmaBacking::Anon))
-            .flat_map(|v| subtract(&[(v.start, v.end)], &joined(v.pages.iter().map(|r| (r.vaddr, r.vaddr + r.len)).collect())))
+            .flat_map(|v| subtract(&[(v.start, v.end)], &joined(v.pages.iter().map(|r| (r.vaddr, r.vaddr + r.len)).chain(v.inherited.iter().map(|&(a, l)| (a, a + l))).collect())))
             .map(|(a, b)| (a, b - a))
             .collect();
         zeros.sort_unstable();
