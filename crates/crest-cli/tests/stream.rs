@@ -206,6 +206,9 @@ fn assert_migrated(o: &Outcome, what: &str) {
     let running = restart_figure(&o.stderr, "first_byte_to_running_ms=").unwrap_or_else(|| panic!("{what}: no timing in {}", o.stderr));
     let arrived = restart_figure(&o.stderr, "streamed_page_bytes_then=").unwrap_or(f64::NAN);
     eprintln!("{what}: running {running:.1} ms after the stream's first byte, {:.1} MiB of page data arrived by then", arrived / 1048576.0);
+    for l in o.stderr.lines().chain(o.ck_stderr.lines()).filter(|l| l.starts_with("crest-timing")) {
+        eprintln!("{what}: {l}");
+    }
     // 256 MiB were given by the lazy restore, not copied before the process ran.
     let line = o.stderr.lines().find(|l| l.starts_with("crest-timing: lazy")).unwrap_or_else(|| panic!("{what}: no lazy figures in {}", o.stderr));
     let get = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);

@@ -126,25 +126,34 @@ pub struct Sent {
     pub bytes: u64,
 }
 
-/// The page runs of `img` in the order a stream carries them: each once (by offset), those
-/// for which `first(pid, vma)` holds before the others, then process by process, mapping by
-/// mapping, in address order.
+/// The page runs of `img` in the order a stream carries them: each once (by offset); first
+/// those for which `first(pid, vma)` holds, process by process, mapping by mapping, in address
+/// order; then the others, the runs of smaller mappings before those of larger ones (a
+/// restored process, and its restore, touch its small areas first: thread-local data, the
+/// heap's start, a program's data; the large buffers come last), in address order within a
+/// mapping. Returns them and how many come first.
 pub fn order(img: &ImageFile, first: &dyn Fn(i32, &Vma) -> bool) -> (Vec<(i32, PageRun)>, usize) {
     let mut seen = HashSet::new();
     let mut early = Vec::new();
     let mut late = Vec::new();
     for p in &img.image.processes {
         for v in &p.vmas {
-            let to = if first(p.pid, v) { &mut early } else { &mut late };
+            let early_one = first(p.pid, v);
             for r in v.pages.iter().filter(|r| r.image == 0) {
                 if seen.insert(r.offset) {
-                    to.push((p.pid, *r));
+                    if early_one {
+                        early.push((p.pid, *r));
+                    } else {
+                        late.push((v.end - v.start, p.pid, *r));
+                    }
                 }
             }
         }
     }
+    // Stable: in address order within each size.
+    late.sort_by_key(|l| l.0);
     let n = early.len();
-    early.extend(late);
+    early.extend(late.into_iter().map(|(_, pid, r)| (pid, r)));
     (early, n)
 }
 

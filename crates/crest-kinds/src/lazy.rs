@@ -59,10 +59,12 @@ pub fn eligible(v: &Vma) -> bool {
 /// Which mappings of `image` a lazy restart reads before its processes run (the others are
 /// given on demand): the ones not [`eligible`], and those built before the forks because a
 /// child shares their pages (a superset of them: every mapping of a process whose child
-/// inherited pages, and every mapping with inherited pages). A stream sends their runs first.
+/// inherited pages, and every mapping with inherited pages); and the stacks, which the
+/// restore itself writes to (they are given on demand all the same). A stream sends their runs
+/// first.
 pub fn before_running(image: &crest_image::Image) -> impl Fn(i32, &Vma) -> bool {
     let parents: Vec<i32> = image.processes.iter().filter(|p| p.vmas.iter().any(|v| !v.inherited.is_empty())).map(|p| p.ppid).collect();
-    move |pid, v| !eligible(v) || !v.inherited.is_empty() || parents.contains(&pid)
+    move |pid, v| !eligible(v) || !v.inherited.is_empty() || parents.contains(&pid) || v.flags & (vma_flags::STACK | vma_flags::GROWSDOWN) != 0
 }
 
 /// Why a lazy restore cannot be done by this process on this system, if it cannot.
