@@ -50,7 +50,7 @@ struct Outcome {
 /// In a scratch directory of its own (`dir`), builds and starts `mem256`, migrates it through
 /// `via` (`cr_checkpoint --kill --stream -f -` into the stream, `cr_restart --lazy --fd 3`
 /// from it) and sends it SIGUSR2 as soon as it runs, to check every byte.
-fn migrate(dir: &str, via: Via) -> Outcome {
+fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
     let d = Dir::new(dir);
     let prog = d.0.join("mem256");
     gcc("tests/c/mem256.c", &prog, &["-pthread"]);
@@ -66,7 +66,14 @@ fn migrate(dir: &str, via: Via) -> Outcome {
 
     let ck_err = d.0.join("ck-err.txt");
     let mut ck_cmd = Command::new(bin("cr_checkpoint"));
-    ck_cmd.args(["--kill", "--stream", "-f", "-"]).arg(pid.to_string()).env("TMPDIR", &d.0).env("CREST_TIMING", "1").stdin(Stdio::null()).stderr(std::fs::File::create(&ck_err).expect("stderr file"));
+    ck_cmd
+        .args(["--kill", "--stream", "-f", "-"])
+        .args(ck_args)
+        .arg(pid.to_string())
+        .env("TMPDIR", &d.0)
+        .env("CREST_TIMING", "1")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&ck_err).expect("stderr file"));
     let err = d.0.join("err.txt");
     // The stream is cr_restart's descriptor 3; its standard input is /dev/null, as the
     // program's was.
@@ -222,8 +229,17 @@ fn migrated_through_a_pipe_with_every_byte_checked() {
     if !lazy_possible() {
         return;
     }
-    let o = migrate("stream-pipe", Via::Pipe);
+    let o = migrate("stream-pipe", Via::Pipe, &[]);
     assert_migrated(&o, "mem256 migrated through a pipe");
+}
+
+#[test]
+fn compressed_runs_migrate_through_a_pipe() {
+    if !lazy_possible() {
+        return;
+    }
+    let o = migrate("stream-compressed", Via::Pipe, &["--compress"]);
+    assert_migrated(&o, "mem256 migrated through a pipe, its runs compressed");
 }
 
 #[test]
@@ -231,7 +247,7 @@ fn migrated_through_a_loopback_socket_with_every_byte_checked() {
     if !lazy_possible() {
         return;
     }
-    let o = migrate("stream-socket", Via::Socket);
+    let o = migrate("stream-socket", Via::Socket, &[]);
     assert_migrated(&o, "mem256 migrated through a TCP connection over loopback");
 }
 
@@ -241,7 +257,7 @@ fn a_stream_damaged_in_flight_kills_the_process_with_its_address() {
         return;
     }
     // Well inside the 256 MiB buffer's pages, away from any run's head.
-    let o = migrate("stream-corrupt", Via::Corrupt((150 << 20) + (2 << 20) + 100));
+    let o = migrate("stream-corrupt", Via::Corrupt((150 << 20) + (2 << 20) + 100), &[]);
     assert!(!o.out.contains("PASS"), "the process must not run on wrong data: {}", o.out);
     assert!(!o.status.success(), "cr_restart fails: {:?}\n{}", o.status, o.stderr);
     let msg = o.stderr.lines().find(|l| l.contains("checksum mismatch")).unwrap_or_else(|| panic!("a message naming the bad page data: {}", o.stderr));
@@ -253,7 +269,7 @@ fn a_stream_cut_short_kills_the_process_and_says_so() {
     if !lazy_possible() {
         return;
     }
-    let o = migrate("stream-cut", Via::Cut(100 << 20));
+    let o = migrate("stream-cut", Via::Cut(100 << 20), &[]);
     assert!(!o.out.contains("PASS"), "the process must not run on missing memory: {}", o.out);
     assert!(!o.status.success(), "cr_restart fails: {:?}\n{}", o.status, o.stderr);
     let msg = o.stderr.lines().find(|l| l.contains("never arrived")).unwrap_or_else(|| panic!("a message saying the page data never arrived: {}", o.stderr));
