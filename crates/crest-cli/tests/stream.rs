@@ -297,6 +297,9 @@ fn without_lazy_the_whole_stream_is_read_first() {
     let mut head = [0u8; 8];
     std::fs::File::open(&img).and_then(|mut f| f.read_exact(&mut head)).expect("read the stream file");
     assert_eq!(&head, b"CRESTSTR", "the stream form, not the file layout");
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info runs");
+    let said = String::from_utf8_lossy(&info.stderr);
+    assert!(!info.status.success() && said.contains("stream form") && said.contains("cr_restart"), "cr_info says what the file is and what reads it: {said}");
     assert_eq!(names_in(&d.0).iter().filter(|n| n.starts_with("crest-stream-")).count(), 0, "the spool is removed once sent");
     let mut rs: Child = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
     procs.pids.push(rs.id() as i32);
