@@ -283,15 +283,40 @@ fn a_stream_cut_short_kills_the_process_and_says_so() {
 /// file; a stream file (the stream form written to a file) is read the same way.
 #[test]
 fn without_lazy_the_whole_stream_is_read_first() {
-    let d = Dir::new("stream-eager");
+    eager_restart("stream-eager", false);
+}
+
+/// As above, the stream sent to a unix socket by name (`-f SOCKET`, connected to), where this
+/// test writes what it receives into a file.
+#[test]
+fn a_stream_goes_to_a_unix_socket_by_name() {
+    eager_restart("stream-unix", true);
+}
+
+fn eager_restart(dir: &str, via_socket: bool) {
+    let d = Dir::new(dir);
     let prog = build_steady(&d);
     let out = d.0.join("out.txt");
     let mut procs = Procs::default();
     let pid = procs.add(start_steady(&prog, &d, 32, &out));
     procs.pids.push(pid);
     let img = d.0.join("img.stream");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "--stream", "-f"]).arg(&img).arg(pid.to_string()).env("TMPDIR", &d.0).output().expect("cr_checkpoint runs");
+    let sock = d.0.join("sock");
+    let receiver = via_socket.then(|| {
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind a unix socket");
+        let into = img.clone();
+        std::thread::spawn(move || -> std::io::Result<u64> {
+            let (mut conn, _) = listener.accept()?;
+            std::io::copy(&mut conn, &mut std::fs::File::create(into)?)
+        })
+    });
+    let dest = if via_socket { &sock } else { &img };
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "--stream", "-f"]).arg(dest).arg(pid.to_string()).env("TMPDIR", &d.0).output().expect("cr_checkpoint runs");
     assert!(ck.status.success(), "cr_checkpoint failed: {}", String::from_utf8_lossy(&ck.stderr));
+    if let Some(r) = receiver {
+        let n = r.join().expect("receiver thread").expect("received the stream");
+        assert!(n > 32 << 20, "the whole stream came through the socket: {n} bytes");
+    }
     let _ = procs.take(pid).wait();
     procs.forget(pid);
     let mut head = [0u8; 8];
