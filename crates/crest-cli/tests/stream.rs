@@ -31,9 +31,12 @@ enum Via {
     Socket,
     /// Through this test, which changes the byte at `.0` (counted from the stream's start).
     Corrupt(u64),
-    /// Through this test, which passes on the first `.0` bytes, then kills the sender and
-    /// closes the stream.
+    /// Through this test, which passes on the first `.0` bytes, then kills the sender (the
+    /// process of cr_checkpoint that writes the stream) and closes the stream.
     Cut(u64),
+    /// Through this test, which passes on the first `.0` bytes, then closes the stream both
+    /// ways (the connection lost).
+    Closed(u64),
 }
 
 /// What a migration gave.
@@ -45,6 +48,9 @@ struct Outcome {
     ck_stderr: String,
     /// The program's output.
     out: String,
+    /// The image cr_checkpoint said it kept, if it did: whether `cr_info --verify` found it
+    /// good.
+    kept_good: Option<bool>,
 }
 
 /// In a scratch directory of its own (`dir`), builds and starts `mem256`, migrates it through
@@ -111,10 +117,11 @@ fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
             let mut ck = ck.stdout(Stdio::piped()).spawn().expect("cr_checkpoint runs");
             let mut rs = rs.stdin(Stdio::piped()).spawn().expect("cr_restart runs");
             let (mut from, mut to) = (ck.stdout.take().expect("piped"), rs.stdin.take().expect("piped"));
-            let (damage, cut) = match via {
-                Via::Corrupt(at) => (Some(at), None),
-                Via::Cut(n) => (None, Some(n)),
-                _ => (None, None),
+            let (damage, cut, kill) = match via {
+                Via::Corrupt(at) => (Some(at), None, false),
+                Via::Cut(n) => (None, Some(n), true),
+                Via::Closed(n) => (None, Some(n), false),
+                _ => (None, None, false),
             };
             let sender = ck.id() as i32;
             relay = Some(std::thread::spawn(move || {
@@ -123,8 +130,11 @@ fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
                 loop {
                     let want = cut.map_or(buf.len() as u64, |c| (c - pos).min(buf.len() as u64)) as usize;
                     if want == 0 {
-                        // The sender dies mid-stream: its worker then finds the stream closed.
-                        let _ = Command::new("kill").arg("-9").arg(sender.to_string()).status();
+                        // The sender dies mid-stream (its worker, cr_checkpoint's child, which
+                        // writes it; the parent reaps it and says so).
+                        if let Some(w) = kill.then(|| child_of(sender)).flatten() {
+                            let _ = Command::new("kill").arg("-9").arg(w.to_string()).status();
+                        }
                         return;
                     }
                     let n = match from.read(&mut buf[..want]) {
@@ -192,7 +202,10 @@ fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
     }
     drop(procs);
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-    Outcome { status, stderr: read(&err), ck_stderr: read(&ck_err), out: read(&out) }
+    let ck_stderr = read(&ck_err);
+    let kept = ck_stderr.split_once("kept whole in ").and_then(|(_, rest)| rest.split_once(" (")).map(|(path, _)| path.to_string());
+    let kept_good = kept.map(|k| Command::new(bin("cr_info")).arg("--verify").arg(&k).output().is_ok_and(|o| o.status.success()));
+    Outcome { status, stderr: read(&err), ck_stderr, out: read(&out), kept_good }
 }
 
 /// A figure of cr_restart's `crest-timing: restart` line.
@@ -274,9 +287,22 @@ fn a_stream_cut_short_kills_the_process_and_says_so() {
     assert!(!o.status.success(), "cr_restart fails: {:?}\n{}", o.status, o.stderr);
     let msg = o.stderr.lines().find(|l| l.contains("never arrived")).unwrap_or_else(|| panic!("a message saying the page data never arrived: {}", o.stderr));
     assert!(msg.contains("cut short") && msg.contains("killed") && msg.contains("missing data"), "says the stream was cut short and the process killed: {msg}");
-    // The sender was killed; its worker, which held the image, found the stream closed and
-    // kept the image whole in its spool file, saying where.
-    assert!(o.ck_stderr.contains("kept whole in"), "cr_checkpoint says where the image is: {}", o.ck_stderr);
+    assert!(o.ck_stderr.contains("killed by signal 9"), "cr_checkpoint says its worker was killed: {}", o.ck_stderr);
+}
+
+#[test]
+fn a_connection_lost_kills_the_process_and_the_sender_keeps_the_image() {
+    if !lazy_possible() {
+        return;
+    }
+    let o = migrate("stream-closed", Via::Closed(100 << 20), &[]);
+    assert!(!o.out.contains("PASS"), "the process must not run on missing memory: {}", o.out);
+    assert!(!o.status.success(), "cr_restart fails: {:?}\n{}", o.status, o.stderr);
+    let msg = o.stderr.lines().find(|l| l.contains("never arrived")).unwrap_or_else(|| panic!("a message saying the page data never arrived: {}", o.stderr));
+    assert!(msg.contains("cut short") && msg.contains("killed"), "{msg}");
+    // The sender found the stream closed and kept the image whole in its spool file, saying
+    // where: the process it killed is not lost.
+    assert_eq!(o.kept_good, Some(true), "cr_checkpoint names the image it kept, and it is good: {}", o.ck_stderr);
 }
 
 /// Without `--lazy`, `cr_restart` takes the whole stream in first, then restarts as from a
