@@ -2,7 +2,8 @@
 //! into a pipe or a loopback TCP connection, and `cr_restart --lazy` reading it lets the
 //! process run before its pages have all arrived. The program (256 MiB of patterned memory, a
 //! heap block and a stack array) checks every byte once restored; a stream damaged in flight
-//! or cut short kills it with a message that says so. Every test kills what it started, by
+//! or cut short (the sender killed, or the connection lost: then the sender keeps the image)
+//! kills it with a message that says so. Without `--lazy` the whole stream is read first. Every test kills what it started, by
 //! PID, even when it fails; the spool files live in the test's own directory.
 mod common;
 
