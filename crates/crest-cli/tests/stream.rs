@@ -2,7 +2,8 @@
 //! into a pipe or a loopback TCP connection, and `cr_restart --lazy` reading it lets the
 //! process run before its pages have all arrived. The program (256 MiB of patterned memory, a
 //! heap block and a stack array) checks every byte once restored; a stream damaged in flight
-//! or cut short kills it with a message that says so. Every test kills what it started, by
+//! or cut short (the sender killed, or the connection lost: then the sender keeps the image)
+//! kills it with a message that says so. Without `--lazy` the whole stream is read first. Every test kills what it started, by
 //! PID, even when it fails; the spool files live in the test's own directory.
 mod common;
 
@@ -31,9 +32,12 @@ enum Via {
     Socket,
     /// Through this test, which changes the byte at `.0` (counted from the stream's start).
     Corrupt(u64),
-    /// Through this test, which passes on the first `.0` bytes, then kills the sender and
-    /// closes the stream.
+    /// Through this test, which passes on the first `.0` bytes, then kills the sender (the
+    /// process of cr_checkpoint that writes the stream) and closes the stream.
     Cut(u64),
+    /// Through this test, which passes on the first `.0` bytes, then closes the stream both
+    /// ways (the connection lost).
+    Closed(u64),
 }
 
 /// What a migration gave.
@@ -45,12 +49,15 @@ struct Outcome {
     ck_stderr: String,
     /// The program's output.
     out: String,
+    /// The image cr_checkpoint said it kept, if it did: whether `cr_info --verify` found it
+    /// good.
+    kept_good: Option<bool>,
 }
 
 /// In a scratch directory of its own (`dir`), builds and starts `mem256`, migrates it through
 /// `via` (`cr_checkpoint --kill --stream -f -` into the stream, `cr_restart --lazy --fd 3`
 /// from it) and sends it SIGUSR2 as soon as it runs, to check every byte.
-fn migrate(dir: &str, via: Via) -> Outcome {
+fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
     let d = Dir::new(dir);
     let prog = d.0.join("mem256");
     gcc("tests/c/mem256.c", &prog, &["-pthread"]);
@@ -66,7 +73,14 @@ fn migrate(dir: &str, via: Via) -> Outcome {
 
     let ck_err = d.0.join("ck-err.txt");
     let mut ck_cmd = Command::new(bin("cr_checkpoint"));
-    ck_cmd.args(["--kill", "--stream", "-f", "-"]).arg(pid.to_string()).env("TMPDIR", &d.0).env("CREST_TIMING", "1").stdin(Stdio::null()).stderr(std::fs::File::create(&ck_err).expect("stderr file"));
+    ck_cmd
+        .args(["--kill", "--stream", "-f", "-"])
+        .args(ck_args)
+        .arg(pid.to_string())
+        .env("TMPDIR", &d.0)
+        .env("CREST_TIMING", "1")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&ck_err).expect("stderr file"));
     let err = d.0.join("err.txt");
     // The stream is cr_restart's descriptor 3; its standard input is /dev/null, as the
     // program's was.
@@ -104,10 +118,11 @@ fn migrate(dir: &str, via: Via) -> Outcome {
             let mut ck = ck.stdout(Stdio::piped()).spawn().expect("cr_checkpoint runs");
             let mut rs = rs.stdin(Stdio::piped()).spawn().expect("cr_restart runs");
             let (mut from, mut to) = (ck.stdout.take().expect("piped"), rs.stdin.take().expect("piped"));
-            let (damage, cut) = match via {
-                Via::Corrupt(at) => (Some(at), None),
-                Via::Cut(n) => (None, Some(n)),
-                _ => (None, None),
+            let (damage, cut, kill) = match via {
+                Via::Corrupt(at) => (Some(at), None, false),
+                Via::Cut(n) => (None, Some(n), true),
+                Via::Closed(n) => (None, Some(n), false),
+                _ => (None, None, false),
             };
             let sender = ck.id() as i32;
             relay = Some(std::thread::spawn(move || {
@@ -116,8 +131,11 @@ fn migrate(dir: &str, via: Via) -> Outcome {
                 loop {
                     let want = cut.map_or(buf.len() as u64, |c| (c - pos).min(buf.len() as u64)) as usize;
                     if want == 0 {
-                        // The sender dies mid-stream: its worker then finds the stream closed.
-                        let _ = Command::new("kill").arg("-9").arg(sender.to_string()).status();
+                        // The sender dies mid-stream (its worker, cr_checkpoint's child, which
+                        // writes it; the parent reaps it and says so).
+                        if let Some(w) = kill.then(|| child_of(sender)).flatten() {
+                            let _ = Command::new("kill").arg("-9").arg(w.to_string()).status();
+                        }
                         return;
                     }
                     let n = match from.read(&mut buf[..want]) {
@@ -185,7 +203,10 @@ fn migrate(dir: &str, via: Via) -> Outcome {
     }
     drop(procs);
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-    Outcome { status, stderr: read(&err), ck_stderr: read(&ck_err), out: read(&out) }
+    let ck_stderr = read(&ck_err);
+    let kept = ck_stderr.split_once("kept whole in ").and_then(|(_, rest)| rest.split_once(" (")).map(|(path, _)| path.to_string());
+    let kept_good = kept.map(|k| Command::new(bin("cr_info")).arg("--verify").arg(&k).output().is_ok_and(|o| o.status.success()));
+    Outcome { status, stderr: read(&err), ck_stderr, out: read(&out), kept_good }
 }
 
 /// A figure of cr_restart's `crest-timing: restart` line.
@@ -206,6 +227,9 @@ fn assert_migrated(o: &Outcome, what: &str) {
     let running = restart_figure(&o.stderr, "first_byte_to_running_ms=").unwrap_or_else(|| panic!("{what}: no timing in {}", o.stderr));
     let arrived = restart_figure(&o.stderr, "streamed_page_bytes_then=").unwrap_or(f64::NAN);
     eprintln!("{what}: running {running:.1} ms after the stream's first byte, {:.1} MiB of page data arrived by then", arrived / 1048576.0);
+    for l in o.stderr.lines().chain(o.ck_stderr.lines()).filter(|l| l.starts_with("crest-timing")) {
+        eprintln!("{what}: {l}");
+    }
     // 256 MiB were given by the lazy restore, not copied before the process ran.
     let line = o.stderr.lines().find(|l| l.starts_with("crest-timing: lazy")).unwrap_or_else(|| panic!("{what}: no lazy figures in {}", o.stderr));
     let get = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -219,8 +243,17 @@ fn migrated_through_a_pipe_with_every_byte_checked() {
     if !lazy_possible() {
         return;
     }
-    let o = migrate("stream-pipe", Via::Pipe);
+    let o = migrate("stream-pipe", Via::Pipe, &[]);
     assert_migrated(&o, "mem256 migrated through a pipe");
+}
+
+#[test]
+fn compressed_runs_migrate_through_a_pipe() {
+    if !lazy_possible() {
+        return;
+    }
+    let o = migrate("stream-compressed", Via::Pipe, &["--compress"]);
+    assert_migrated(&o, "mem256 migrated through a pipe, its runs compressed");
 }
 
 #[test]
@@ -228,7 +261,7 @@ fn migrated_through_a_loopback_socket_with_every_byte_checked() {
     if !lazy_possible() {
         return;
     }
-    let o = migrate("stream-socket", Via::Socket);
+    let o = migrate("stream-socket", Via::Socket, &[]);
     assert_migrated(&o, "mem256 migrated through a TCP connection over loopback");
 }
 
@@ -238,7 +271,7 @@ fn a_stream_damaged_in_flight_kills_the_process_with_its_address() {
         return;
     }
     // Well inside the 256 MiB buffer's pages, away from any run's head.
-    let o = migrate("stream-corrupt", Via::Corrupt((150 << 20) + (2 << 20) + 100));
+    let o = migrate("stream-corrupt", Via::Corrupt((150 << 20) + (2 << 20) + 100), &[]);
     assert!(!o.out.contains("PASS"), "the process must not run on wrong data: {}", o.out);
     assert!(!o.status.success(), "cr_restart fails: {:?}\n{}", o.status, o.stderr);
     let msg = o.stderr.lines().find(|l| l.contains("checksum mismatch")).unwrap_or_else(|| panic!("a message naming the bad page data: {}", o.stderr));
@@ -250,34 +283,75 @@ fn a_stream_cut_short_kills_the_process_and_says_so() {
     if !lazy_possible() {
         return;
     }
-    let o = migrate("stream-cut", Via::Cut(100 << 20));
+    let o = migrate("stream-cut", Via::Cut(100 << 20), &[]);
     assert!(!o.out.contains("PASS"), "the process must not run on missing memory: {}", o.out);
     assert!(!o.status.success(), "cr_restart fails: {:?}\n{}", o.status, o.stderr);
     let msg = o.stderr.lines().find(|l| l.contains("never arrived")).unwrap_or_else(|| panic!("a message saying the page data never arrived: {}", o.stderr));
     assert!(msg.contains("cut short") && msg.contains("killed") && msg.contains("missing data"), "says the stream was cut short and the process killed: {msg}");
-    // The sender was killed; its worker, which held the image, found the stream closed and
-    // kept the image whole in its spool file, saying where.
-    assert!(o.ck_stderr.contains("kept whole in"), "cr_checkpoint says where the image is: {}", o.ck_stderr);
+    assert!(o.ck_stderr.contains("killed by signal 9"), "cr_checkpoint says its worker was killed: {}", o.ck_stderr);
+}
+
+#[test]
+fn a_connection_lost_kills_the_process_and_the_sender_keeps_the_image() {
+    if !lazy_possible() {
+        return;
+    }
+    let o = migrate("stream-closed", Via::Closed(100 << 20), &[]);
+    assert!(!o.out.contains("PASS"), "the process must not run on missing memory: {}", o.out);
+    assert!(!o.status.success(), "cr_restart fails: {:?}\n{}", o.status, o.stderr);
+    let msg = o.stderr.lines().find(|l| l.contains("never arrived")).unwrap_or_else(|| panic!("a message saying the page data never arrived: {}", o.stderr));
+    assert!(msg.contains("cut short") && msg.contains("killed"), "{msg}");
+    // The sender found the stream closed and kept the image whole in its spool file, saying
+    // where: the process it killed is not lost.
+    assert_eq!(o.kept_good, Some(true), "cr_checkpoint names the image it kept, and it is good: {}", o.ck_stderr);
 }
 
 /// Without `--lazy`, `cr_restart` takes the whole stream in first, then restarts as from a
 /// file; a stream file (the stream form written to a file) is read the same way.
 #[test]
 fn without_lazy_the_whole_stream_is_read_first() {
-    let d = Dir::new("stream-eager");
+    eager_restart("stream-eager", false);
+}
+
+/// As above, the stream sent to a unix socket by name (`-f SOCKET`, connected to), where this
+/// test writes what it receives into a file.
+#[test]
+fn a_stream_goes_to_a_unix_socket_by_name() {
+    eager_restart("stream-unix", true);
+}
+
+fn eager_restart(dir: &str, via_socket: bool) {
+    let d = Dir::new(dir);
     let prog = build_steady(&d);
     let out = d.0.join("out.txt");
     let mut procs = Procs::default();
     let pid = procs.add(start_steady(&prog, &d, 32, &out));
     procs.pids.push(pid);
     let img = d.0.join("img.stream");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "--stream", "-f"]).arg(&img).arg(pid.to_string()).env("TMPDIR", &d.0).output().expect("cr_checkpoint runs");
+    let sock = d.0.join("sock");
+    let receiver = via_socket.then(|| {
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind a unix socket");
+        let into = img.clone();
+        std::thread::spawn(move || -> std::io::Result<u64> {
+            let (mut conn, _) = listener.accept()?;
+            std::io::copy(&mut conn, &mut std::fs::File::create(into)?)
+        })
+    });
+    let dest = if via_socket { &sock } else { &img };
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "--stream", "-f"]).arg(dest).arg(pid.to_string()).env("TMPDIR", &d.0).output().expect("cr_checkpoint runs");
     assert!(ck.status.success(), "cr_checkpoint failed: {}", String::from_utf8_lossy(&ck.stderr));
+    if let Some(r) = receiver {
+        let n = r.join().expect("receiver thread").expect("received the stream");
+        assert!(n > 32 << 20, "the whole stream came through the socket: {n} bytes");
+    }
     let _ = procs.take(pid).wait();
     procs.forget(pid);
     let mut head = [0u8; 8];
     std::fs::File::open(&img).and_then(|mut f| f.read_exact(&mut head)).expect("read the stream file");
     assert_eq!(&head, b"CRESTSTR", "the stream form, not the file layout");
+    let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info runs");
+    let said = String::from_utf8_lossy(&info.stderr);
+    assert!(!info.status.success() && said.contains("stream form") && said.contains("cr_restart"), "cr_info says what the file is and what reads it: {said}");
     assert_eq!(names_in(&d.0).iter().filter(|n| n.starts_with("crest-stream-")).count(), 0, "the spool is removed once sent");
     let mut rs: Child = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
     procs.pids.push(rs.id() as i32);

@@ -86,6 +86,10 @@ pub enum ImageError {
         /// The library's error.
         source: io::Error,
     },
+    /// An image stream (the stream form) was cut short or its framing is damaged: the text says
+    /// where.
+    #[error("{0}")]
+    Stream(String),
     /// A required section is missing from the table.
     #[error("image has no {0} section")]
     MissingSection(crate::SectionKind),

@@ -126,25 +126,34 @@ pub struct Sent {
     pub bytes: u64,
 }
 
-/// The page runs of `img` in the order a stream carries them: each once (by offset), those
-/// for which `first(pid, vma)` holds before the others, then process by process, mapping by
-/// mapping, in address order.
+/// The page runs of `img` in the order a stream carries them: each once (by offset); first
+/// those for which `first(pid, vma)` holds, process by process, mapping by mapping, in address
+/// order; then the others, the runs of smaller mappings before those of larger ones (a
+/// restored process, and its restore, touch its small areas first: thread-local data, the
+/// heap's start, a program's data; the large buffers come last), in address order within a
+/// mapping. Returns them and how many come first.
 pub fn order(img: &ImageFile, first: &dyn Fn(i32, &Vma) -> bool) -> (Vec<(i32, PageRun)>, usize) {
     let mut seen = HashSet::new();
     let mut early = Vec::new();
     let mut late = Vec::new();
     for p in &img.image.processes {
         for v in &p.vmas {
-            let to = if first(p.pid, v) { &mut early } else { &mut late };
+            let early_one = first(p.pid, v);
             for r in v.pages.iter().filter(|r| r.image == 0) {
                 if seen.insert(r.offset) {
-                    to.push((p.pid, *r));
+                    if early_one {
+                        early.push((p.pid, *r));
+                    } else {
+                        late.push((v.end - v.start, p.pid, *r));
+                    }
                 }
             }
         }
     }
+    // Stable: in address order within each size.
+    late.sort_by_key(|l| l.0);
     let n = early.len();
-    early.extend(late);
+    early.extend(late.into_iter().map(|(_, pid, r)| (pid, r)));
     (early, n)
 }
 
@@ -269,7 +278,7 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(), Ima
     let mut at = 0;
     while at < buf.len() {
         match input.read(&mut buf[at..]) {
-            Ok(0) => return Err(ImageError::Invalid(format!("the image stream was cut short in {what} ({at} of {} bytes arrived)", buf.len()))),
+            Ok(0) => return Err(ImageError::Stream(format!("the image stream was cut short in {what} ({at} of {} bytes arrived)", buf.len()))),
             Ok(n) => at += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(ImageError::Io(e)),
@@ -341,7 +350,7 @@ impl Receiving {
 
 fn take_runs(head: &StreamHead, runs: &HashMap<u64, u64>, input: &mut dyn Read, spool: &File, arrival: &Arrival) -> Result<(), ImageError> {
     if head.runs != runs.len() as u64 {
-        return Err(ImageError::Invalid(format!("the image stream announces {} page runs, and its metadata lists {}", head.runs, runs.len())));
+        return Err(ImageError::Stream(format!("the image stream announces {} page runs, and its metadata lists {}", head.runs, runs.len())));
     }
     let mut buf = Vec::new();
     let mut mark = [0u8; RUN_HEAD_LEN];
@@ -350,11 +359,11 @@ fn take_runs(head: &StreamHead, runs: &HashMap<u64, u64>, input: &mut dyn Read, 
     for n in 0..head.runs {
         read_full(input, &mut mark, &format!("the head of page run {} of {}", n + 1, head.runs))?;
         if mark[0..8] != RUN_MAGIC || u64_at(&mark, 24) != checksum(&mark[0..24]) {
-            return Err(ImageError::Invalid(format!("the image stream is corrupt: no valid head for page run {} of {}", n + 1, head.runs)));
+            return Err(ImageError::Stream(format!("the image stream is corrupt: no valid head for page run {} of {}", n + 1, head.runs)));
         }
         let (offset, len) = (u64_at(&mark, 8), u64_at(&mark, 16));
         if runs.get(&offset) != Some(&len) || !taken.insert(offset) {
-            return Err(ImageError::Invalid(format!("the image stream is corrupt: page run {} of {} ({len} bytes at {offset}) is not one the metadata lists, or came twice", n + 1, head.runs)));
+            return Err(ImageError::Stream(format!("the image stream is corrupt: page run {} of {} ({len} bytes at {offset}) is not one the metadata lists, or came twice", n + 1, head.runs)));
         }
         buf.resize(len as usize, 0);
         read_full(input, &mut buf, &format!("page run {} of {}", n + 1, head.runs))?;
@@ -364,7 +373,7 @@ fn take_runs(head: &StreamHead, runs: &HashMap<u64, u64>, input: &mut dyn Read, 
     }
     read_full(input, &mut mark, "its end")?;
     if mark[0..8] != END_MAGIC || u64_at(&mark, 24) != checksum(&mark[0..24]) || u64_at(&mark, 8) != head.runs || u64_at(&mark, 16) != bytes {
-        return Err(ImageError::Invalid("the image stream is corrupt: no valid end after its last page run".into()));
+        return Err(ImageError::Stream("the image stream is corrupt: no valid end after its last page run".into()));
     }
     Ok(())
 }

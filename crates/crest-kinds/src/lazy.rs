@@ -59,10 +59,12 @@ pub fn eligible(v: &Vma) -> bool {
 /// Which mappings of `image` a lazy restart reads before its processes run (the others are
 /// given on demand): the ones not [`eligible`], and those built before the forks because a
 /// child shares their pages (a superset of them: every mapping of a process whose child
-/// inherited pages, and every mapping with inherited pages). A stream sends their runs first.
+/// inherited pages, and every mapping with inherited pages); and the stacks, which the
+/// restore itself writes to (they are given on demand all the same). A stream sends their runs
+/// first.
 pub fn before_running(image: &crest_image::Image) -> impl Fn(i32, &Vma) -> bool {
     let parents: Vec<i32> = image.processes.iter().filter(|p| p.vmas.iter().any(|v| !v.inherited.is_empty())).map(|p| p.ppid).collect();
-    move |pid, v| !eligible(v) || !v.inherited.is_empty() || parents.contains(&pid)
+    move |pid, v| !eligible(v) || !v.inherited.is_empty() || parents.contains(&pid) || v.flags & (vma_flags::STACK | vma_flags::GROWSDOWN) != 0
 }
 
 /// Why a lazy restore cannot be done by this process on this system, if it cannot.
@@ -371,6 +373,24 @@ struct Inner {
     changed: Condvar,
 }
 
+/// Why page data cannot be given.
+#[derive(Debug, Clone)]
+enum Unusable {
+    /// It is wrong (checksum, decompression) or could not be read.
+    Wrong(String),
+    /// It never arrived (a stream ended before it).
+    Missing(String),
+}
+
+impl Unusable {
+    fn map(self, f: impl FnOnce(String) -> String) -> Unusable {
+        match self {
+            Unusable::Wrong(w) => Unusable::Wrong(f(w)),
+            Unusable::Missing(w) => Unusable::Missing(f(w)),
+        }
+    }
+}
+
 /// What became of a copy.
 enum Copied {
     Done,
@@ -385,12 +405,12 @@ impl Inner {
 
     /// Reads run `r` from the image (waiting until it has arrived, for a stream), checks it
     /// and decompresses it into `out`.
-    fn load(&self, reader: &mut RunReader, r: u32, out: &mut Vec<u8>) -> Result<(), String> {
+    fn load(&self, reader: &mut RunReader, r: u32, out: &mut Vec<u8>) -> Result<(), Unusable> {
         let run = &self.runs[r as usize];
         if let Some(a) = &self.arrival {
-            a.wait_run(run.offset).map_err(|why| format!("page data at {:#x}..{:#x} never arrived: {why}", run.vaddr, run.vaddr + run.len))?;
+            a.wait_run(run.offset).map_err(|why| Unusable::Missing(format!("page data at {:#x}..{:#x} never arrived: {why}", run.vaddr, run.vaddr + run.len)))?;
         }
-        reader.read(&self.image, self.saved, run, out).map_err(|e| e.to_string())
+        reader.read(&self.image, self.saved, run, out).map_err(|e| Unusable::Wrong(e.to_string()))
     }
 
     /// Gives the pages of span `s` at `a` of space `i` from `data` (its run); the span is
@@ -425,7 +445,11 @@ impl Inner {
 
     /// Kills the processes served (and, for the restored process, the children it forked
     /// since), and records why.
-    fn fail(&self, st: &mut State, why: String) {
+    fn fail(&self, st: &mut State, why: Unusable) {
+        let (why, data) = match why {
+            Unusable::Wrong(w) => (w, "wrong"),
+            Unusable::Missing(w) => (w, "missing"),
+        };
         let mut killed = Vec::new();
         for sp in &st.spaces {
             if sp.pid > 0 {
@@ -445,7 +469,6 @@ impl Inner {
         killed.sort_unstable();
         killed.dedup();
         let who = killed.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-        let data = if why.contains("never arrived") { "missing" } else { "wrong" };
         st.failed.get_or_insert(format!("{why}; killed the restored process (pid {who}) rather than let it run on {data} data"));
         // Closing the userfaultfds would let the killed processes' threads see zeros before
         // they die: they are held until then.
@@ -499,7 +522,7 @@ impl Inner {
                                 let mut buf = cache.take().map(|c| c.1).unwrap_or_default();
                                 if let Err(e) = self.load(reader, s.run, &mut buf) {
                                     let who = if st.spaces[i].pid > 0 { format!("pid {}", st.spaces[i].pid) } else { format!("thread {tid}, forked since the restart,") };
-                                    self.fail(st, format!("lazy restore: {who} touched the page at {page:#x}, whose {e}"));
+                                    self.fail(st, e.map(|e| format!("lazy restore: {who} touched the page at {page:#x}, whose {e}")));
                                     return;
                                 }
                                 *cache = Some((s.run, buf));
@@ -542,7 +565,7 @@ impl Inner {
             Ok(r) => r,
             Err(e) => {
                 let mut st = self.lock();
-                self.fail(&mut st, format!("lazy restore of pid {}: {e}", self.pid));
+                self.fail(&mut st, Unusable::Wrong(format!("lazy restore of pid {}: {e}", self.pid)));
                 return;
             }
         };
@@ -600,7 +623,8 @@ impl Inner {
             loop {
                 let mut st = self.lock();
                 if let Err(e) = &loaded {
-                    self.fail(&mut st, format!("lazy restore of pid {}: {e} (found while filling in its memory)", self.pid));
+                    let e = e.clone();
+                    self.fail(&mut st, e.map(|e| format!("lazy restore of pid {}: {e} (found while filling in its memory)", self.pid)));
                     return;
                 }
                 let run = self.runs[r as usize];

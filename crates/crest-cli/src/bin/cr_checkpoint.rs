@@ -472,7 +472,8 @@ impl Drop for Streamed {
 
 impl Streamed {
     /// Opens the stream's destination (`-f -`: standard output; `--fd`; a socket by name is
-    /// connected to; any other name is opened for writing, created or emptied) and the spool,
+    /// connected to; any other name is opened for writing, created, and a regular file emptied
+    /// once the image is whole) and the spool,
     /// before anything is frozen.
     fn open(m: &clap::ArgMatches, pid: i32) -> Result<Streamed, (i32, String)> {
         let dup = |fd: i32, shown: String| -> Result<(std::fs::File, String), (i32, String)> {
@@ -488,7 +489,8 @@ impl Streamed {
                 let f = if is_socket {
                     std::os::unix::net::UnixStream::connect(&path).map(|s| std::fs::File::from(std::os::fd::OwnedFd::from(s)))
                 } else {
-                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&path)
+                    // A regular file is emptied only once the image is there to be sent.
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path)
                 };
                 (f.map_err(|e| (e.raw_os_error().unwrap_or(libc::EIO), format!("{shown}: {e}")))?, shown)
             }
@@ -518,6 +520,9 @@ impl Streamed {
             |why: String| -> (i32, String) { (ErrorKind::Failed.code(), format!("{why}; the image of PID {pid} is kept whole in {} (cr_restart reads it as it is)", self.spool_path.display())) };
         let img = crest_image::ImageFile::from_file(self.spool.try_clone().map_err(|e| keep(format!("the spool file: {e}")))?).map_err(|e| keep(format!("reading back the image written: {e}")))?;
         let first = crest_kinds::lazy::before_running(&img.image);
+        if self.out.metadata().is_ok_and(|md| md.is_file()) {
+            self.out.set_len(0).map_err(|e| keep(format!("emptying {}: {e}", self.shown)))?;
+        }
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &self.out);
         let sent = crest_image::stream::send(&img, &first, &mut out).map_err(|e| keep(format!("sending the image stream to {}: {e}", self.shown)))?;
         drop(out);

@@ -17,6 +17,12 @@ fn main() {
         std::process::exit(crest_cli::exits::USAGE)
     });
     let img = ImageFile::from_file(file).unwrap_or_else(|e| {
+        let mut first = [0u8; 8];
+        let streamed = std::fs::File::open(path).and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut first, 0)).is_ok() && crest_image::stream::is_stream(&first);
+        if streamed {
+            eprintln!("cr_info: {path} is an image in the stream form (cr_checkpoint --stream): cr_restart reads it as it is (cr_restart --lazy {path}); cr_info reads image files");
+            std::process::exit(crest_cli::image_error_code(&e));
+        }
         eprintln!("cr_info: {path}: {e}");
         std::process::exit(crest_cli::image_error_code(&e))
     });
