@@ -2,7 +2,12 @@
 /* What waits in unix socket queues: datagrams, descriptors in flight, connections not accepted.
  *
  *   unixqueues DIR            the state below; after restart everything is read back and checked
- *   unixqueues DIR epoll      an epoll set in flight (refused at checkpoint time)
+ *   unixqueues DIR epoll      an epoll set in flight watching an eventfd (refused at checkpoint
+ *                             time: only the sockets of the pair that carries it are tied to it)
+ *   unixqueues DIR epollpair  an epoll set in flight watching the receiving end of the pair that
+ *                             carries it, sent twice (as CRIU's scm05): after restart it is
+ *                             received, reports that end readable with its data, and the end can
+ *                             be removed from it by its number
  *   unixqueues DIR inet       a UDP socket in flight (refused likewise)
  *   unixqueues DIR closed     a connection waiting on a listener whose client was closed (refused:
  *                             what the client sent cannot be read without accepting it)
@@ -106,9 +111,39 @@ int main(int argc, char **argv)
     if (argc < 2)
         return 2;
     const char *dir = argv[1];
+    if (argc > 2 && !strcmp(argv[2], "epollpair")) {
+        int sk[2], ep = epoll_create1(0);
+        check(ep >= 0 && socketpair(AF_UNIX, SOCK_DGRAM, 0, sk) == 0, "an epoll set and a pair");
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0x5eed0000u + (unsigned)sk[1]};
+        check(epoll_ctl(ep, EPOLL_CTL_ADD, sk[1], &ev) == 0, "watching the receiving end");
+        send_fds(sk[0], "e", 1, &ep, 1);
+        send_fds(sk[0], "f", 1, &ep, 1);
+        close(ep);
+        ready();
+        wait_for_verify(NULL);
+        char c;
+        int got = -1;
+        struct iovec iov = {&c, 1};
+        char ctl[CMSG_SPACE(sizeof(int))];
+        struct msghdr h = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+        check(recvmsg(sk[1], &h, 0) == 1 && c == 'e', "the first message");
+        struct cmsghdr *ch = CMSG_FIRSTHDR(&h);
+        check(ch && ch->cmsg_type == SCM_RIGHTS, "the epoll set in flight");
+        memcpy(&got, CMSG_DATA(ch), sizeof got);
+        struct epoll_event out;
+        check(epoll_wait(got, &out, 1, 0) == 1 && out.events == EPOLLIN && out.data.u64 == 0x5eed0000u + (unsigned)sk[1], "the set reports the end readable, with its data");
+        check(epoll_ctl(got, EPOLL_CTL_DEL, sk[1], NULL) == 0, "the end is removed from the set by its number");
+        check(epoll_wait(got, &out, 1, 0) == 0, "the set is empty then");
+        pass();
+    }
     if (argc > 2 && (!strcmp(argv[2], "epoll") || !strcmp(argv[2], "inet"))) {
         int sk[2], ep = !strcmp(argv[2], "epoll") ? epoll_create1(0) : socket(AF_INET, SOCK_DGRAM, 0);
         check(ep >= 0 && socketpair(AF_UNIX, SOCK_DGRAM, 0, sk) == 0, "an epoll set or a UDP socket, and a pair");
+        if (!strcmp(argv[2], "epoll")) {
+            int e = eventfd(0, 0);
+            struct epoll_event ev = {.events = EPOLLIN};
+            check(e >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev) == 0, "watching an eventfd");
+        }
         send_fds(sk[0], "e", 1, &ep, 1);
         close(ep);
         ready();

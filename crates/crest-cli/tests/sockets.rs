@@ -213,11 +213,20 @@ fn unix_socket_queues_and_waiting_connections() {
     assert!(st.success() && out.contains("PASS"), "unixqueues after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
 }
 
-/// An epoll set in flight refers to the descriptors of a process and cannot be made on its own:
-/// the checkpoint is refused naming it, no image is written, and the process runs on.
+/// An epoll set in flight that watches a file other than the sockets of the pair carrying it
+/// (an eventfd) is tied to the descriptors of a process: the checkpoint is refused naming it,
+/// no image is written, and the process runs on.
 #[test]
 fn epoll_set_in_flight_is_refused_by_name() {
-    refused_queue("epoll", &["in flight", "epoll"]);
+    refused_queue("epoll", &["in flight", "epoll", "other than the sockets of the pair"]);
+}
+
+/// An epoll set in flight that watches the receiving end of the pair carrying it (CRIU's
+/// scm05) comes back with it: received after restart, it reports the end readable with its
+/// data, and the end is removed from it by its number (tests/c/unixqueues.c `epollpair`).
+#[test]
+fn epoll_set_in_flight_watching_its_pair_comes_back() {
+    run_c_in("unixqueues-epollpair", "unixqueues", &["DIR", "epollpair"]);
 }
 
 /// An internet socket in flight (its dump may depend on the processes holding it) is refused.

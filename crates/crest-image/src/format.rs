@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 15;
+pub const FORMAT_MINOR: u32 = 16;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -221,9 +221,28 @@ pub mod marker_kinds {
     /// A thread runs in seccomp strict mode (`ThreadAttrs.seccomp_strict`), format 4.14: a
     /// reader that ignored it would restore it unconfined.
     pub const SECCOMP_STRICT: u32 = 18;
+    /// An epoll set in flight watches the sockets of the pair that carries it (`FdKind::Epoll`
+    /// in `UnixPairState.passed`, its `sources` -1 and -2), format 4.16: a reader that did not
+    /// know those sources would fail to make it, or add the wrong files to it.
+    pub const EPOLL_IN_FLIGHT: u32 = 19;
     /// The markers this build understands.
-    pub const UNDERSTOOD: &[u32] =
-        &[POSIX_TIMERS, STOPPED, INCREMENTAL, DELETED_CWD, SOCKET_QUEUES, INHERITED, SECCOMP, SYSV_MSG_UNDO, SOCKET_FAMILIES, SHARED_FILES, GUARD_PAGES, NETWORK_LOCK, AIO_RINGS, SECCOMP_STRICT];
+    pub const UNDERSTOOD: &[u32] = &[
+        POSIX_TIMERS,
+        STOPPED,
+        INCREMENTAL,
+        DELETED_CWD,
+        SOCKET_QUEUES,
+        INHERITED,
+        SECCOMP,
+        SYSV_MSG_UNDO,
+        SOCKET_FAMILIES,
+        SHARED_FILES,
+        GUARD_PAGES,
+        NETWORK_LOCK,
+        AIO_RINGS,
+        SECCOMP_STRICT,
+        EPOLL_IN_FLIGHT,
+    ];
 
     /// The markers `image` needs.
     pub fn needed(image: &crate::Image) -> Vec<u32> {
@@ -269,6 +288,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().flat_map(|p| &p.threads).any(|t| t.attrs.seccomp_strict) {
             v.push(SECCOMP_STRICT);
+        }
+        if image.processes.iter().flat_map(|p| &p.fds).any(|f| f.kind.in_flight().iter().any(|r| matches!(r.kind, crate::FdKind::Epoll { .. }))) {
+            v.push(EPOLL_IN_FLIGHT);
         }
         v
     }

@@ -778,7 +778,9 @@ pub enum FdKind {
         targets: Vec<(i32, u32, u64)>,
         /// For each target, the descriptor that held its file at the checkpoint: its own
         /// number, or another when that number was closed (or now holds another file) and the
-        /// file stayed open under this one.
+        /// file stayed open under this one. A set in flight carried by a pair of unix sockets
+        /// (format 4.16) watches only the pair's ends: -1 for the end whose `end` is false, -2
+        /// for the other.
         sources: Vec<i32>,
     },
     /// A named pipe (FIFO) opened by path; the read end carries the data that was buffered in it.

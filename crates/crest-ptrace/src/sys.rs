@@ -480,6 +480,44 @@ pub fn epoll_add(ep: i32, fd: i32, events: u32, data: u64) -> std::io::Result<()
     Ok(())
 }
 
+/// Adds the file of descriptor `file` to epoll instance `ep` as a target added with number
+/// `number` (the number an epoll set keys its targets by, which need not be free here): done
+/// by a child forked for it, which puts the file at `number` in its own copy of the table
+/// (`dup2`), adds it (`epoll_ctl`, on the instance both share) and exits; this process's table
+/// is left as it was.
+pub fn epoll_add_as(ep: i32, file: i32, number: i32, events: u32, data: u64) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: the child makes only async-signal-safe calls (dup2, epoll_ctl on a live
+    // epoll_event of its copy of this stack, _exit) before it exits, so forking a process that
+    // may have other threads is sound.
+    let child = unsafe { libc::fork() };
+    if child == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if child == 0 {
+        // SAFETY: see above; errno is read through the pointer libc gives this thread.
+        unsafe {
+            // The instance itself moves out of the way when it has that number.
+            let ep = if ep == number { libc::fcntl(ep, libc::F_DUPFD, number + 1) } else { ep };
+            let code = if ep == -1 || libc::dup2(file, number) == -1 || libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, number, &mut ev) == -1 { *libc::__errno_location() } else { 0 };
+            libc::_exit(code.clamp(0, 255));
+        }
+    }
+    let mut status = 0;
+    // SAFETY: status is a live int.
+    while unsafe { libc::waitpid(child, &mut status, 0) } == -1 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, 0) => Ok(()),
+        (true, errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        _ => Err(std::io::Error::other("the child adding an epoll target was killed")),
+    }
+}
+
 /// A pidfd of `pid` (`pidfd_open`).
 pub fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     // SAFETY: no pointers.

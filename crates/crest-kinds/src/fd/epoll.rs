@@ -45,7 +45,19 @@ impl FdHandler for Epoll {
             let toff = targets[..i].iter().filter(|x| x.0 == *t).count() as u32;
             let is = |f: i32| crest_ptrace::sys::epoll_target_is(cx.pid, f, fd, *t, toff).unwrap_or(false);
             let source = if own.contains(t) && is(*t) { Some(*t) } else { own.iter().copied().find(|&f| f != fd && is(f)) };
+            // In flight, carried by a pair of unix sockets: a target that is one of its ends
+            // is named by the end (-1: `end` false, -2: true), which the pair makes again.
+            let carried = cx.pair_ends.filter(|_| cx.pid == std::process::id() as i32).and_then(|ends| ends.into_iter().find(|&(c, _)| is(c)));
+            let source = match (source, carried) {
+                (_, Some((_, end))) => Some(if end { -2 } else { -1 }),
+                (s, None) => s,
+            };
             let Some(source) = source else {
+                if cx.pid == std::process::id() as i32 && cx.pair_ends.is_some() {
+                    return Err(KindError::Unsupported(format!(
+                        "an epoll set in flight (sent with SCM_RIGHTS and not received yet) watches a file added as fd {t} other than the sockets of the pair that carries it; only those are tied to a set in flight; not supported"
+                    )));
+                }
                 if cx.pid == std::process::id() as i32 {
                     // A copy of a descriptor in flight, taken by the checkpoint: the set's targets
                     // are numbers in the table of whoever added them, not in this one.
@@ -118,6 +130,26 @@ impl FdHandler for Epoll {
         }
         Ok(super::Opened::Fd(ep))
     }
+}
+
+/// In `cr_restart`, making again the pair of unix sockets of object `pair` (its ends parked in
+/// `cx`): the epoll set in flight of `rec` that it carries, which watches only the pair's
+/// ends (`sources` -1 and -2, see [`Epoll`]'s dump). Each is added with the number it was
+/// added with ([`crest_ptrace::sys::epoll_add_as`]), its events and data.
+pub(crate) fn open_carried(rec: &FdRecord, cx: &mut PrepareCx, pair: crate::ObjId) -> Result<std::os::fd::OwnedFd, String> {
+    let FdKind::Epoll { targets, sources } = &rec.kind else { return Err("not an epoll set".into()) };
+    let ep = crest_ptrace::sys::epoll_create(0).map_err(|e| format!("an epoll set in flight: {e}"))?;
+    for (i, &(t, events, data)) in targets.iter().enumerate() {
+        let end = match sources.get(i) {
+            Some(-1) => false,
+            Some(-2) => true,
+            _ => return Err(format!("an epoll set in flight watches fd {t}, which is not an end of the pair that carries it")),
+        };
+        let file = cx.take((pair, end)).ok_or_else(|| format!("an epoll set in flight watches fd {t}: the pair that carries it is not made"))??;
+        crest_ptrace::sys::epoll_add_as(std::os::fd::AsRawFd::as_raw_fd(&ep), std::os::fd::AsRawFd::as_raw_fd(&file), t, events, data)
+            .map_err(|e| format!("an epoll set in flight: watching fd {t}: {e}"))?;
+    }
+    Ok(ep)
 }
 
 #[cfg(test)]

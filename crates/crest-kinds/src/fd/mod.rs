@@ -99,6 +99,10 @@ pub struct DumpCx<'a> {
     pub external_unix: bool,
     /// The PIDs of the processes of the image.
     pub image: &'a [i32],
+    /// For a descriptor in flight (`pid` is the checkpoint's own, holding a copy) carried by a
+    /// pair of unix sockets both in the image: copies of the pair's two ends here, each with
+    /// which end it is (`FdKind::UnixPair.end`).
+    pub pair_ends: Option<[(i32, bool); 2]>,
 }
 
 impl DumpCx<'_> {
@@ -406,6 +410,7 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
         unix_peers: &mut table.unix_peers,
         deleted_max: table.deleted_max,
         external_unix: table.external_unix,
+        pair_ends: None,
         image: &table.pids,
     };
     for OpenFd { fd, link, info, .. } in own {
@@ -476,7 +481,7 @@ pub fn dump_all(pid: i32, table: &mut FileTable) -> Result<(Vec<FdRecord>, Vec<S
 /// held it. Refused, naming it, when it could not be made again on its own at restore (an
 /// object that refers to the descriptors of a process, such as an epoll set), or when it is
 /// an open file of a path shared with a descriptor of the image (their offset would part).
-pub(crate) fn dump_in_flight(cx: &mut DumpCx<'_>, fd: i32) -> Result<FdRecord, String> {
+pub(crate) fn dump_in_flight(cx: &mut DumpCx<'_>, fd: i32, pair_ends: Option<[(i32, bool); 2]>) -> Result<FdRecord, String> {
     let me = std::process::id() as i32;
     let link = crest_proc::readlink(me, &format!("fd/{fd}")).map_err(|e| e.to_string())?;
     let md = std::fs::metadata(format!("/proc/self/fd/{fd}")).map_err(|e| format!("{link}: {e}"))?;
@@ -499,11 +504,15 @@ pub(crate) fn dump_in_flight(cx: &mut DumpCx<'_>, fd: i32) -> Result<FdRecord, S
         unix_peers: &mut *cx.unix_peers,
         deleted_max: cx.deleted_max,
         external_unix: false,
+        pair_ends,
         image: cx.image,
     };
     let kind = h.dump(&mut sub, fd, &link, &md, &info).map_err(|e| format!("{link}: {e}"))?;
     let restorable = handler_for(&kind).map(|hh| hh.sharing(&kind));
-    if matches!(kind, FdKind::Inherited { .. } | FdKind::Dropped { .. }) || !matches!(restorable, Some(Sharing::Image | Sharing::File)) {
+    // An epoll set in flight that watches only the ends of the pair carrying it is made by
+    // that pair ([`epoll::open_carried`]).
+    let carried_epoll = matches!(&kind, FdKind::Epoll { sources, .. } if sources.iter().all(|&s| s < 0));
+    if matches!(kind, FdKind::Inherited { .. } | FdKind::Dropped { .. }) || !(carried_epoll || matches!(restorable, Some(Sharing::Image | Sharing::File))) {
         return Err(format!("{link} ({}) is one, and a descriptor of that kind ({}) cannot be made again on its own, so it is not saved in flight", describe(&kind), h.name()));
     }
     if kind.uses_socket_queues() || matches!(&kind, FdKind::UnixPair { state: Some(s), .. } if s.queues.iter().any(|q| !q.is_empty())) || socket::holds_messages(cx.unix_peers, &link) {
@@ -819,6 +828,7 @@ mod tests {
             unix_peers: &mut peers,
             deleted_max: super::DELETED_MAX,
             external_unix: false,
+            pair_ends: None,
             image: &[],
         };
         let kind = super::fifo::Fifo.dump(&mut cx, fd, &path, &md, &info).expect("the FIFO dumps");

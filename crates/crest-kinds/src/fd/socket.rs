@@ -229,7 +229,7 @@ fn peek_all(fd: i32, empty_messages: bool) -> Result<Vec<Peeked>, String> {
 /// A unix socket's queue, as saved: each message with its sender and the records of the
 /// descriptors in flight it carries. Read once per checkpoint ([`collect_in_flight`]) when
 /// the socket held messages then; otherwise read now, and refused if it carries descriptors.
-fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image::QueuedMessage>, String> {
+fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32, pair_ends: Option<[(i32, bool); 2]>) -> Result<Vec<crest_image::QueuedMessage>, String> {
     let msgs: Vec<(Vec<u8>, Vec<u8>, Vec<i32>)> = match cx.unix_peers.queues.get(&ino) {
         Some(Ok(q)) => q.iter().map(|m| (m.data.clone(), m.sender.clone(), m.fds.iter().map(AsRawFd::as_raw_fd).collect())).collect(),
         Some(Err(e)) => return Err(e.clone()),
@@ -260,7 +260,7 @@ fn queue_of(cx: &mut DumpCx<'_>, ino: u64, copy: i32) -> Result<Vec<crest_image:
         }
         let mut recs = Vec::with_capacity(fds.len());
         for fd in fds {
-            recs.push(super::dump_in_flight(cx, fd).map_err(|e| format!("descriptors in flight (SCM_RIGHTS) are queued on it: {e}"))?);
+            recs.push(super::dump_in_flight(cx, fd, pair_ends).map_err(|e| format!("descriptors in flight (SCM_RIGHTS) are queued on it: {e}"))?);
         }
         out.push(crest_image::QueuedMessage { data, sender, fds: recs });
     }
@@ -1151,7 +1151,7 @@ fn unconnected(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Resul
                 }
                 server = ino;
             } else if ty == libc::SOCK_DGRAM {
-                queue = queue_of(cx, ino, copy)?;
+                queue = queue_of(cx, ino, copy, None)?;
             } else if diag.rqueue > 0 {
                 return Err("data is waiting to be read, and queued data is not saved yet".to_string());
             }
@@ -1320,8 +1320,9 @@ fn pair(cx: &mut DumpCx<'_>, copy: i32, ino: u64, peer: u64, o: &super::OpenFd, 
     let state = if cx.seen.insert(crate::ObjId::unix_pair(id)) {
         let pidfd = crest_ptrace::sys::pidfd_open(o.pid).map_err(|e| format!("opening PID {}: {e}", o.pid))?;
         let other = crest_ptrace::sys::pidfd_getfd(pidfd.as_raw_fd(), o.fd).map_err(|e| format!("taking a copy of its other end: {e}"))?;
-        let mine = queue_of(cx, ino, copy)?;
-        let theirs = queue_of(cx, peer, other.as_raw_fd()).map_err(|e| format!("its other end (fd {} of PID {}): {e}", o.fd, o.pid))?;
+        let ends = Some([(copy, end), (other.as_raw_fd(), !end)]);
+        let mine = queue_of(cx, ino, copy, ends)?;
+        let theirs = queue_of(cx, peer, other.as_raw_fd(), ends).map_err(|e| format!("its other end (fd {} of PID {}): {e}", o.fd, o.pid))?;
         let mut sd = |i: u64| cx.unix_peers.get(i).map_or(0, |d| d.shutdown);
         let (sd_mine, sd_theirs) = (sd(ino), sd(peer));
         let mut passed = Vec::new();
@@ -1351,7 +1352,7 @@ fn alone(cx: &mut DumpCx<'_>, copy: i32, ino: u64, d: &Described) -> Result<Opti
     }
     let (options, byte_options) = super::sockopt::read(copy, family, ty, 0)?;
     let mut passed = Vec::new();
-    let mine = split_queue(queue_of(cx, ino, copy)?, 0, &mut passed);
+    let mine = split_queue(queue_of(cx, ino, copy, None)?, 0, &mut passed);
     let state = Some(crest_image::UnixPairState { queues: [mine, Vec::new()], shutdown: [0, 0], passed });
     Ok(Some(FdKind::UnixPair { id: ino, end: false, ty, options, state, what: format!("{} (its other end closed)", d.what), byte_options, alone: true }))
 }
@@ -1385,7 +1386,14 @@ fn open_pair(rec: &FdRecord, cx: &mut super::PrepareCx) -> Result<std::os::fd::O
             for (k, m) in queue.iter().enumerate() {
                 // The descriptors in flight it carries go with its first bytes.
                 let carried = st.passed.iter().find(|p| usize::from(p.0) == i && p.1 as usize == k).map(|p| p.2.as_slice()).unwrap_or_default();
-                let files = carried.iter().map(|r| super::open_in_flight(r, cx)).collect::<Result<Vec<_>, _>>().map_err(|e| format!("fd {}: {what}: a descriptor in flight: {e}", rec.fd))?;
+                let files = carried
+                    .iter()
+                    .map(|r| match &r.kind {
+                        FdKind::Epoll { .. } => super::epoll::open_carried(r, cx, id),
+                        _ => super::open_in_flight(r, cx),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("fd {}: {what}: a descriptor in flight: {e}", rec.fd))?;
                 let raw: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();
                 let mut at = 0;
                 while at < m.len() || (m.is_empty() && at == 0) {
