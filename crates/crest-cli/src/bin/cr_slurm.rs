@@ -23,6 +23,16 @@
 //! worker succeeded and no SIGTERM came meanwhile, and only then removes the images older than
 //! the newest `--keep`. A restart tries the newest image, then older ones when it is not a
 //! valid image.
+/// Prints one line on stderr with a single write: the job's output file is shared with the
+/// command's processes, and `eprintln!` writes a line in pieces, which their output can cut.
+macro_rules! eline {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,12 +71,12 @@ struct Job {
 impl Job {
     fn say(&self, msg: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("cr_slurm: job {}: {msg}", self.key);
+            eline!("cr_slurm: job {}: {msg}", self.key);
         }
     }
 
     fn fail(&self, msg: impl std::fmt::Display) {
-        eprintln!("cr_slurm: job {}: {msg}", self.key);
+        eline!("cr_slurm: job {}: {msg}", self.key);
     }
 
     fn image(&self, n: u64) -> PathBuf {
@@ -78,7 +88,7 @@ fn main() {
     let m = crest_cli::parse_args(crest_cli::commands::slurm());
     let quiet = m.get_flag("quiet");
     let usage = |msg: String| -> ! {
-        eprintln!("cr_slurm: {msg}");
+        eline!("cr_slurm: {msg}");
         std::process::exit(exits::USAGE)
     };
     let key = match m.get_one::<String>("job-id").cloned().or_else(|| std::env::var("SLURM_JOB_ID").ok()).filter(|k| !k.is_empty()) {
@@ -203,7 +213,7 @@ fn start(job: &Job, words: &[String]) -> i32 {
         Ok(Forked::Child) => {
             sys::unblock_signals(&job.signals);
             let e = Command::new(&words[0]).args(&words[1..]).exec();
-            eprintln!("cr_slurm: job {}: cannot run {}: {e}", job.key, words[0]);
+            eline!("cr_slurm: job {}: cannot run {}: {e}", job.key, words[0]);
             std::process::exit(127)
         }
         Ok(Forked::Parent(pid)) => {
@@ -231,7 +241,7 @@ fn restart(job: &Job, try_pids: bool) -> (i32, u64) {
             let quiet = job.quiet;
             crest_restore::Barrier(std::sync::Arc::new(move || {
                 if !quiet {
-                    eprintln!("{line}");
+                    eline!("{line}");
                 }
                 Ok(())
             }))
@@ -475,7 +485,7 @@ fn checkpoint(job: &Job, child: i32, n: u64, after: After) -> Result<u64, String
     }
     let size = std::fs::metadata(job.image(n)).map(|m| m.len()).unwrap_or(0);
     if !job.quiet {
-        eprintln!("cr_slurm: job {}: checkpoint {n} taken: {} ({}) in {:.2}s", job.key, job.image(n).display(), crest_cli::human_bytes(size), started.elapsed().as_secs_f64());
+        eline!("cr_slurm: job {}: checkpoint {n} taken: {} ({}) in {:.2}s", job.key, job.image(n).display(), crest_cli::human_bytes(size), started.elapsed().as_secs_f64());
     }
     for (old, p) in images(job).into_iter().skip(job.keep as usize) {
         if old < n {
