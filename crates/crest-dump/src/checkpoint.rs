@@ -698,6 +698,7 @@ fn dest_name(target: &Target) -> String {
 
 fn run(req: &Request<'_>, cancel: &Cancel, coop: &mut Option<crate::libcr::Cooperation>) -> Result<Outcome, Error> {
     let pid = req.pid;
+    crest_kinds::memory::forget_images();
     // A process there at the start and missing later has ended during the checkpoint (killed
     // while a pre-copy or the freeze was under way, say), which is not "no such process".
     let existed = crest_proc::read(pid, "stat").is_ok();

@@ -54,9 +54,8 @@ pub fn path_of(pid: i32) -> Option<PathBuf> {
 /// user that cannot be opened), the checkpoint goes on unclaimed: ptrace still keeps two
 /// checkpoints from freezing one process at once.
 pub fn claim(pid: i32) -> Result<(), DumpError> {
-    let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
-    let held = held.get_or_insert_with(HashMap::new);
-    if held.contains_key(&pid) {
+    // The table is not held while the file is made: processes are claimed on several threads.
+    if HELD.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|h| h.contains_key(&pid)) {
         return Ok(());
     }
     let Some(path) = path_of(pid) else {
@@ -91,7 +90,7 @@ pub fn claim(pid: i32) -> Result<(), DumpError> {
             _ => false,
         };
         if same {
-            held.insert(pid, (file, path));
+            HELD.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).insert(pid, (file, path));
             return Ok(());
         }
     }

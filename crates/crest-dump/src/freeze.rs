@@ -7,7 +7,7 @@ use crest_ptrace::{find_syscall_insn, Remote, StopKind, TraceError, Tracee};
 
 use crate::{check_cancel, DumpError};
 
-/// What [`Frozen::collect`] read of one process.
+/// What [`Frozen::collect_own`] read of one process.
 pub(crate) struct Collected {
     /// Its record, the mappings still without page data.
     pub process: Process,
@@ -55,11 +55,14 @@ pub struct Frozen {
     /// It was stopped when it was seized: detaching it puts it back in that stop by itself
     /// (the kernel keeps the group stop while it is traced).
     was_stopped: bool,
-    /// The `syscall` instruction in its vDSO found by [`Frozen::collect`], for the remote
+    /// The `syscall` instruction in its vDSO found by [`Frozen::collect_own`], for the remote
     /// syscalls after it (reaping its children under `--kill`): not searched for again.
     syscall_ip: Option<u64>,
     /// SIGKILL was sent by [`Frozen::kill_now`]; its end is still to be waited for.
     killed: bool,
+    /// The thread that froze it, when that is a tracer of the crew ([`crate::crew`]): every
+    /// ptrace request for it is made there. `None`: the thread that froze it.
+    tracer: Option<std::sync::Arc<crate::crew::Tracer>>,
 }
 
 /// The job-control stop signals.
@@ -129,7 +132,7 @@ pub(crate) fn freeze_seen(pid: i32, seen: Option<&crest_proc::Stat>) -> Result<F
         Some(st) => st.state == 'T',
         None => crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?).is_ok_and(|st| st.state == 'T'),
     };
-    let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false, stop_signal: 0, was_stopped, syscall_ip: None, killed: false };
+    let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false, stop_signal: 0, was_stopped, syscall_ip: None, killed: false, tracer: None };
     // Threads found to have exited, which /proc may go on listing until they are reaped.
     let mut gone_tids: Vec<i32> = Vec::new();
     loop {
@@ -238,17 +241,85 @@ fn gone(e: &TraceError) -> bool {
     matches!(e, TraceError::Died { .. }) || matches!(e, TraceError::Ptrace { err, .. } if err.raw_os_error() == Some(libc::ESRCH))
 }
 
+/// [`freeze_seen`] on `tracer`, which then makes every ptrace request for the process.
+pub(crate) fn freeze_on(tracer: &std::sync::Arc<crate::crew::Tracer>, pid: i32, seen: Option<crest_proc::Stat>) -> Result<Frozen, DumpError> {
+    let f = tracer.run(move || freeze_seen(pid, seen.as_ref()))??;
+    Ok(f.traced_by(tracer.clone()))
+}
+
 impl Frozen {
     /// Number of threads.
     pub fn thread_count(&self) -> usize {
         self.threads.len()
     }
 
-    /// Reads everything of the frozen process but its page data: `/proc`, registers, and
-    /// through remote syscalls what only the process itself can tell. Its descriptors are
-    /// compared with those of the other processes of the image through `files`.
+    /// Notes that `tracer`, the thread that froze it, makes every ptrace request for it.
+    pub(crate) fn traced_by(mut self, tracer: std::sync::Arc<crate::crew::Tracer>) -> Frozen {
+        self.tracer = Some(tracer);
+        self
+    }
+
+    /// Whether ptrace requests for it must be handed to another thread.
+    fn elsewhere(&self) -> Option<std::sync::Arc<crate::crew::Tracer>> {
+        self.tracer.as_ref().filter(|t| !t.is_current()).cloned()
+    }
+
+    /// An empty stand-in, left in place while the process is with its tracer thread: dropping
+    /// it does nothing.
+    fn stand_in(&self) -> Frozen {
+        Frozen {
+            pid: self.pid,
+            threads: Vec::new(),
+            since: self.since,
+            released: true,
+            stop_signal: self.stop_signal,
+            was_stopped: self.was_stopped,
+            syscall_ip: self.syscall_ip,
+            killed: self.killed,
+            tracer: self.tracer.clone(),
+        }
+    }
+
+    /// Runs `job` on the thread that traces the process (here, when that is this thread).
+    fn on_tracer<R: Send + 'static>(&mut self, job: impl FnOnce(&mut Frozen) -> R + Send + 'static) -> Result<R, DumpError> {
+        let Some(tracer) = self.elsewhere() else { return Ok(job(self)) };
+        let stand_in = self.stand_in();
+        let mut me = std::mem::replace(self, stand_in);
+        let (me, r) = tracer.run(move || {
+            let r = job(&mut me);
+            (me, r)
+        })?;
+        *self = me;
+        Ok(r)
+    }
+
+    /// [`Frozen::collect_own`], begun on the thread that traces the process: the process
+    /// comes back with the answer.
+    pub(crate) fn start_collect(
+        mut self,
+        save: memory::SavePolicy,
+        ppid: i32,
+        snapshot: bool,
+        known: Option<Vec<crest_proc::MapEntry>>,
+    ) -> crate::crew::Pending<(Frozen, Result<Collected, DumpError>)> {
+        match self.elsewhere() {
+            Some(tracer) => tracer.start(move || {
+                let r = self.collect_own(save, ppid, snapshot, known.as_deref());
+                (self, r)
+            }),
+            None => {
+                let r = self.collect_own(save, ppid, snapshot, known.as_deref());
+                crate::crew::Pending::Ready((self, r))
+            }
+        }
+    }
+
+    /// Reads everything of the frozen process but its page data and its descriptors: `/proc`,
+    /// registers, and through remote syscalls what only the process itself can tell. Runs on
+    /// the thread that traces the process ([`Frozen::start_collect`]); the descriptors, compared
+    /// across every process of the image, are added by [`add_files`].
     ///
-    /// With `opts.snapshot`, a copy-on-write copy of it is forked last ([`crate::snapshot`]):
+    /// With `snapshot`, a copy-on-write copy of it is forked last ([`crate::snapshot`]):
     /// its private pages can then be read from the copy once the process is let go. Without
     /// (or when the copy cannot be made), they are read from the process while it is frozen.
     ///
@@ -256,7 +327,7 @@ impl Frozen {
     /// pre-copy): when `/proc/PID/maps` shows the same mappings, their flags are taken from
     /// there rather than from `/proc/PID/smaps`, whose page counts cost a walk of every page
     /// table.
-    pub(crate) fn collect(&mut self, opts: &DumpOptions<'_>, files: &mut fd::FileTable, ppid: i32, snapshot: bool, known: Option<&[crest_proc::MapEntry]>) -> Result<Collected, DumpError> {
+    pub(crate) fn collect_own(&mut self, save: memory::SavePolicy, ppid: i32, snapshot: bool, known: Option<&[crest_proc::MapEntry]>) -> Result<Collected, DumpError> {
         let pid = self.pid;
         check_cancel()?;
         let maps = match known.and_then(|k| same_maps(&crest_proc::parse_smaps(&crest_proc::read(pid, "maps").ok()?).ok()?, k)) {
@@ -268,15 +339,12 @@ impl Frozen {
         attrs::refuse(pid, &status)?;
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
         memory::find_guards(&mut vmas, &crest_proc::Pagemap::open(pid)?, &mut Vec::new())?;
-        let (fds, dropped) = fd::dump_all(pid, files)?;
-        files.deleted_mappings(pid, &mut vmas)?;
-        memory::refuse_unbacked_private(pid, &vmas, &fds)?;
         let mut ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
         // Everything read from /proc is read now, while frozen: with a snapshot the process
         // runs on (and may even end) while its pages are saved.
         let cmdline = crest_proc::read_bytes(pid, "cmdline")?;
-        opts.save.mark(&mut vmas, &exe);
+        save.mark(&mut vmas, &exe);
         if exe.ends_with(" (deleted)") {
             return Err(DumpError::Unsupported(format!("PID {pid}: its executable {exe} was deleted; that is not supported yet")));
         }
@@ -296,15 +364,12 @@ impl Frozen {
         // Reads that need no result of the one before run in one go from a batch area, mapped
         // for the time of the collection and unmapped with the scratch page; mapped first, so
         // that every call after it, alone or not, costs one stop of the thread rather than two.
-        let batch = if trap_is_free(pid, &status) { remote.map_batch(0) } else { Err(crest_ptrace::TraceError::Unexpected { tid: pid, what: "SIGTRAP is in use".into() }) };
-        let scratch = match Scratch::map(&mut remote, pid, 0) {
-            Ok(s) => s,
-            Err(e) => {
-                if batch.is_ok() {
-                    let _ = remote.unmap_batch();
-                }
-                return Err(e.into());
-            }
+        // The scratch page is mapped with it, and goes with it.
+        let batch =
+            if trap_is_free(pid, &status) { remote.map_batch_with(0, crest_kinds::SCRATCH_LEN) } else { Err(crest_ptrace::TraceError::Unexpected { tid: pid, what: "SIGTRAP is in use".into() }) };
+        let scratch = match &batch {
+            Ok(at) => Scratch { pid, addr: *at },
+            Err(_) => Scratch::map(&mut remote, pid, 0)?,
         };
         let mut remote_syscalls = 0;
         let mut states = vec![Borrow::Borrowed];
@@ -334,10 +399,11 @@ impl Frozen {
             }
             Ok((sigactions, mmst, threads, shared_pending, pattrs, stops))
         })();
-        // The scratch page first, while the batch area is there to unmap it in one stop.
-        let unscratched = scratch.unmap(&mut remote);
-        let unbatched = if batch.is_ok() { remote.unmap_batch().map_err(crest_kinds::KindError::from) } else { Ok(()) };
-        let unmapped = unscratched.and(unbatched);
+        // The scratch page of a batch area goes with it.
+        let unmapped = match &batch {
+            Ok(_) => remote.unmap_batch().map_err(crest_kinds::KindError::from),
+            Err(_) => scratch.unmap(&mut remote),
+        };
         // The copy is forked last, without the scratch page. If it cannot be (a process limit),
         // the checkpoint goes on with the process frozen.
         let snap = match (&collected, &unmapped) {
@@ -401,13 +467,13 @@ impl Frozen {
             personality: ts.personality,
             rlimits: ts.rlimits,
             mm: mmst,
-            fds,
+            fds: Vec::new(),
             sigactions,
             shared_pending,
             threads,
             vmas,
             exit_status: None,
-            dropped,
+            dropped: Vec::new(),
             attrs: pattrs,
             cwd_deleted: ts.cwd_deleted,
             files_shared: false,
@@ -436,6 +502,10 @@ impl Frozen {
     /// no `syscall` instruction to borrow, or signals dequeued by the freeze are still to be
     /// queued again.
     pub(crate) fn call_inside(&mut self, what: &str, nr: libc::c_long, args: &[u64]) -> Result<Option<u64>, DumpError> {
+        if self.elsewhere().is_some() {
+            let (what, args) = (what.to_string(), args.to_vec());
+            return self.on_tracer(move |f| f.call_inside(&what, nr, &args))?;
+        }
         let ip = match self.syscall_ip {
             Some(ip) => ip,
             None => match vdso_syscall(self.pid)? {
@@ -456,6 +526,47 @@ impl Frozen {
         Ok(Some(r?))
     }
 
+    /// Before the processes below it are killed: makes the frozen process, killed after them,
+    /// the reaper of every orphan below it (`PR_SET_CHILD_SUBREAPER`, which the kernel passes on
+    /// to the descendants it has now) with `SIGCHLD` ignored, so that the kernel releases each
+    /// killed descendant once this tracer has seen its end, whichever of its ancestors is gone
+    /// first: they can all be killed at once, none left a zombie to an init. The new action is
+    /// written on its stack below the red zone (it never runs again). `false` when nothing was
+    /// done (no vDSO, signals to queue again, a stack that cannot be written).
+    pub(crate) fn adopt_descendants(&mut self) -> Result<bool, DumpError> {
+        if self.elsewhere().is_some() {
+            return self.on_tracer(|f| f.adopt_descendants())?;
+        }
+        let ip = match self.syscall_ip {
+            Some(ip) => ip,
+            None => match vdso_syscall(self.pid)? {
+                Some(ip) => ip,
+                None => return Ok(false),
+            },
+        };
+        let (t, fz, state) = &mut self.threads[0];
+        if *state == Borrow::Untouched && !fz.stolen.is_empty() {
+            return Ok(false);
+        }
+        // The kernel's struct sigaction: handler, flags, restorer, mask.
+        let at = fz.regs.rsp.wrapping_sub(512) & !15;
+        let mut act = [0u8; 32];
+        act[..8].copy_from_slice(&(libc::SIG_IGN as u64).to_le_bytes());
+        if crest_ptrace::mem::write(self.pid, at, &act).is_err() {
+            return Ok(false);
+        }
+        t.set_sigmask(!0)?;
+        *state = Borrow::Borrowed;
+        let mut remote = Remote::new(t, ip, fz.regs);
+        let r = remote
+            .call("ignoring SIGCHLD", libc::SYS_rt_sigaction, &[libc::SIGCHLD as u64, at, 0, 8])
+            .and_then(|_| remote.call("becoming the reaper of its descendants", libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0]));
+        put_back(t, fz)?;
+        *state = Borrow::Clean;
+        r?;
+        Ok(true)
+    }
+
     /// Sends SIGKILL to the frozen process without waiting for it to be gone: a later
     /// `release(true)` waits. Several processes killed this way end in parallel.
     pub(crate) fn kill_now(&mut self) -> Result<(), DumpError> {
@@ -469,6 +580,9 @@ impl Frozen {
 
     /// Lets every thread go, as it was; the process is no longer frozen.
     pub(crate) fn let_go(&mut self) -> Result<(), DumpError> {
+        if self.elsewhere().is_some() {
+            return self.on_tracer(|f| f.let_go())?;
+        }
         self.released = true;
         let mut first_err = None;
         // A process that was stopped goes back to its stop as it is detached; one that a SIGSTOP
@@ -490,6 +604,9 @@ impl Frozen {
     /// With `kill`, SIGKILL it instead (after a successful checkpoint with `--kill`; the
     /// process must not have been let go by a snapshot dump).
     pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
+        if let Some(tracer) = self.elsewhere() {
+            return tracer.run(move || self.release(kill))?;
+        }
         if kill && self.killed {
             for (t, _, _) in self.threads.iter().rev() {
                 let _ = t.wait_stop();
@@ -507,6 +624,19 @@ impl Frozen {
         }
         self.let_go()
     }
+}
+
+/// Adds to `c` its process's descriptors `fds` (with what was left out of them), dumped with
+/// [`fd::dump_all`] through `files`, and the saved contents of its mappings of deleted files;
+/// refuses private mappings that nothing could make again.
+pub(crate) fn add_files(c: &mut Collected, files: &mut fd::FileTable, fds: (Vec<crest_image::FdRecord>, Vec<String>)) -> Result<(), DumpError> {
+    let pid = c.process.pid;
+    let (fds, dropped) = fds;
+    files.deleted_mappings(pid, &mut c.process.vmas)?;
+    memory::refuse_unbacked_private(pid, &c.process.vmas, &fds)?;
+    c.process.fds = fds;
+    c.process.dropped = dropped;
+    Ok(())
 }
 
 /// `known`, when `now` (read from `/proc/PID/maps`) lists the same mappings.
@@ -578,7 +708,14 @@ fn requeue(pid: i32, t: &Tracee, fz: &thread::Frozen) -> Result<(), DumpError> {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        if !self.released {
+        if !self.released && !self.threads.is_empty() {
+            if let Some(tracer) = self.elsewhere() {
+                // Its threads are let go by the thread that traces them.
+                let stand_in = self.stand_in();
+                let me = std::mem::replace(self, stand_in);
+                let _ = tracer.run(move || drop(me));
+                return;
+            }
             for (t, fz, state) in std::mem::take(&mut self.threads) {
                 let _ = release_thread(self.pid, t, &fz, state);
             }

@@ -50,6 +50,7 @@
 
 pub mod checkpoint;
 pub mod claim;
+mod crew;
 mod explain;
 mod freeze;
 mod libcr;

@@ -256,34 +256,42 @@ pub fn write_pages<W: Write + Send>(
     let next = Mutex::new(start);
     let missed = Mutex::new(Vec::new());
     let zeros = Mutex::new(Vec::new());
-    let mut all = std::thread::scope(|s| -> Result<Vec<(usize, PageRun)>, DumpError> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let (pieces, batches, out, next, next_batch, failed, zeros) = (&pieces, &batches, &out, &next, &next_batch, &failed, &zeros);
-                let missed = (source == Source::Running).then_some(&missed);
-                s.spawn(move || {
-                    if source != Source::Frozen {
-                        crest_ptrace::sys::lower_thread_priority(10);
-                    }
-                    let r = work(pid, source == Source::Snapshot, pieces, batches, next_batch, failed, compress, progress, out, next, missed, zeros);
-                    if r.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    r
+    // One batch (a small process) is read here: a thread would cost more than it saves. (Not
+    // while the process runs: the readers then run at a lower priority.)
+    let workers = workers.min(batches.len()).max(1);
+    let inline = workers == 1 && source == Source::Frozen;
+    let mut all = if inline {
+        work(pid, false, &pieces, &batches, &next_batch, &failed, compress, progress, &out, &next, None, &zeros)?
+    } else {
+        std::thread::scope(|s| -> Result<Vec<(usize, PageRun)>, DumpError> {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (pieces, batches, out, next, next_batch, failed, zeros) = (&pieces, &batches, &out, &next, &next_batch, &failed, &zeros);
+                    let missed = (source == Source::Running).then_some(&missed);
+                    s.spawn(move || {
+                        if source != Source::Frozen {
+                            crest_ptrace::sys::lower_thread_priority(10);
+                        }
+                        let r = work(pid, source == Source::Snapshot, pieces, batches, next_batch, failed, compress, progress, out, next, missed, zeros);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
                 })
-            })
-            .collect();
-        let mut all = Vec::new();
-        let mut first_err = None;
-        for h in handles {
-            match h.join() {
-                Ok(Ok(r)) => all.extend(r),
-                Ok(Err(e)) => first_err = first_err.or(Some(e)),
-                Err(_) => first_err = first_err.or(Some(DumpError::Unsupported("a page writer thread panicked".into()))),
+                .collect();
+            let mut all = Vec::new();
+            let mut first_err = None;
+            for h in handles {
+                match h.join() {
+                    Ok(Ok(r)) => all.extend(r),
+                    Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                    Err(_) => first_err = first_err.or(Some(DumpError::Unsupported("a page writer thread panicked".into()))),
+                }
             }
-        }
-        first_err.map_or(Ok(all), Err)
-    })?;
+            first_err.map_or(Ok(all), Err)
+        })?
+    };
     all.sort_by_key(|r| r.1.vaddr);
     for (vi, r) in all {
         vmas[vi].pages.push(r);

@@ -438,8 +438,11 @@ pub(crate) fn disarm(f: &mut crate::Frozen) -> Result<Option<i32>, DumpError> {
 /// closed (left out of the image either way). Done before the trackers themselves are closed or
 /// taken up: while a copy is open the tracked memory stays registered with it.
 pub(crate) fn disarm_inherited(f: &mut crate::Frozen, trackers: &[(i32, i32)]) -> Result<Vec<i32>, DumpError> {
-    let own = note::read(f.pid).map(|n| n.0);
     let mut copies = Vec::new();
+    if trackers.iter().all(|&(pid, _)| pid == f.pid) {
+        return Ok(copies);
+    }
+    let own = note::read(f.pid).map(|n| n.0);
     let Ok(entries) = std::fs::read_dir(format!("/proc/{}/fd", f.pid)) else { return Ok(copies) };
     for e in entries.flatten() {
         let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };

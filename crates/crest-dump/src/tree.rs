@@ -60,6 +60,10 @@ pub struct FrozenTree {
     /// Each live process's and zombie's nearest ancestor in the scope (absent: none).
     parents: HashMap<i32, i32>,
     zombies: Vec<Zombie>,
+    /// Processes seen below the named one before it was frozen, being frozen all at once
+    /// ([`FrozenTree::freeze_early`]), until the walk of the tree takes them (or they turn out
+    /// not to be in it, and are let go).
+    early: HashMap<i32, crate::crew::Pending<Result<Frozen, DumpError>>>,
 }
 
 impl Drop for FrozenTree {
@@ -67,6 +71,7 @@ impl Drop for FrozenTree {
     /// are let go.
     fn drop(&mut self) {
         fd::leave_repair();
+        self.let_early_go();
     }
 }
 
@@ -165,6 +170,11 @@ impl Exclusion {
         Exclusion { traced, tracer_skip, tracing: tracing(), skipped: Vec::new() }
     }
 
+    /// Whether [`Exclusion::excludes`] would leave `pid` out (nothing noted).
+    fn would_exclude(&self, pid: i32) -> bool {
+        (self.traced == Ptraced::Skip && self.tracing.iter().any(|(t, _)| *t == pid)) || (self.tracer_skip && self.tracing.iter().any(|(_, by)| *by == pid))
+    }
+
     /// Whether `pid` is left out (noted with why).
     fn excludes(&mut self, pid: i32) -> bool {
         if self.traced == Ptraced::Skip {
@@ -209,18 +219,31 @@ impl Exclusion {
 /// Claims `pid` for this checkpoint ([`crate::claim`]), then freezes it.
 fn freeze(pid: i32) -> Result<Frozen, DumpError> {
     crate::claim::claim(pid)?;
-    crate::freeze::freeze(pid)
+    match next_tracer() {
+        Some(t) => crate::freeze::freeze_on(t, pid, None),
+        None => crate::freeze::freeze(pid),
+    }
 }
 
 /// [`freeze`], with the process's `stat` as just read.
 fn freeze_seen(pid: i32, st: &crest_proc::Stat) -> Result<Frozen, DumpError> {
     crate::claim::claim(pid)?;
-    crate::freeze::freeze_seen(pid, Some(st))
+    match next_tracer() {
+        Some(t) => crate::freeze::freeze_on(t, pid, Some(st.clone())),
+        None => crate::freeze::freeze_seen(pid, Some(st)),
+    }
+}
+
+/// The tracer of the crew ([`crate::crew`]) the next process frozen goes to, in turn.
+fn next_tracer() -> Option<&'static std::sync::Arc<crate::crew::Tracer>> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let crew = crate::crew::crew();
+    (!crew.is_empty()).then(|| &crew[NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % crew.len()])
 }
 
 /// Seizes and stops every process of the scope `scope` named by `id`.
 pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
-    let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new() };
+    let mut t = FrozenTree { id, scope, procs: Vec::new(), parents: HashMap::new(), zombies: Vec::new(), early: HashMap::new() };
     let mut ex = Exclusion::new();
     match scope {
         Scope::Pid | Scope::Tree => {
@@ -238,6 +261,8 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
                 return Err(DumpError::NoProcess(id));
             }
             if scope == Scope::Tree {
+                // The named process first: the time frozen counts from it.
+                t.freeze_early(id, &ex);
                 // Each process to look at with its parent if that is frozen (0: not frozen).
                 let mut todo: std::collections::VecDeque<(i32, i32)> = std::collections::VecDeque::new();
                 let me = std::process::id() as i32;
@@ -262,6 +287,7 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
                         todo.extend(crest_proc::children(pid)?.into_iter().map(|c| (c, pid)));
                     }
                 }
+                t.let_early_go();
                 if t.procs.is_empty() {
                     return Err(ex.nothing_left(id));
                 }
@@ -322,7 +348,11 @@ impl FrozenTree {
         if is_snapshot(pid, &st) {
             return Ok(false);
         }
-        match freeze_seen(pid, &st) {
+        let frozen = match self.early.remove(&pid) {
+            Some(p) => p.wait().and_then(|r| r),
+            None => freeze_seen(pid, &st),
+        };
+        match frozen {
             Ok(f) => {
                 self.procs.push(f);
                 if parent != 0 {
@@ -342,6 +372,44 @@ impl FrozenTree {
                 _ => Ok(false),
             },
             Err(e) => Err(e),
+        }
+    }
+
+    /// Starts freezing, all at once on the tracers of the crew, the processes below `root` as
+    /// `/proc` shows them now. The walk of the tree
+    /// ([`freeze_scope`]) stays what decides: it lists each process's children once the process
+    /// is frozen, as before, and takes a child's early freeze if it has one; a process frozen
+    /// early that the walk does not reach (it left the tree, or its PID was reused) is let go.
+    /// Those the walk leaves out are not frozen early.
+    fn freeze_early(&mut self, root: i32, ex: &Exclusion) {
+        let me = std::process::id() as i32;
+        let mut todo = vec![root];
+        while let Some(p) = todo.pop() {
+            for c in crest_proc::children(p).unwrap_or_default() {
+                if c == me || c == root || self.early.contains_key(&c) || ex.would_exclude(c) {
+                    continue;
+                }
+                todo.push(c);
+                if left_out(c) {
+                    continue;
+                }
+                let Some(tracer) = next_tracer() else { return };
+                let tr = tracer.clone();
+                self.early.insert(
+                    c,
+                    tracer.start(move || {
+                        crate::claim::claim(c)?;
+                        crate::freeze::freeze_seen(c, None).map(|f| f.traced_by(tr))
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Lets go the processes frozen early that the walk did not take.
+    fn let_early_go(&mut self) {
+        for (_, p) in self.early.drain() {
+            drop(p.wait());
         }
     }
 
@@ -556,6 +624,8 @@ impl FrozenTree {
         for f in &mut self.procs {
             match pre.as_ref().and_then(|p| p.tracked.get(&f.pid)).and_then(|t| t.left) {
                 Some((fd, _)) => files.hide(f.pid, fd),
+                // Only a process with a note can hold a tracker of an earlier checkpoint.
+                None if !left.iter().any(|&(p, _)| p == f.pid) => {}
                 None => {
                     if let Some(fd) = crate::precopy::disarm(f)? {
                         files.hide(f.pid, fd);
@@ -571,21 +641,59 @@ impl FrozenTree {
                 }
             }
         };
-        for f in &mut self.procs {
+        // Each process is collected by the thread that traces it, all at once; meanwhile its
+        // descriptors are dumped here, where they are compared across the image. Every process
+        // comes back, in its place, whatever fails.
+        let mut pending = Vec::with_capacity(self.procs.len());
+        for f in std::mem::take(&mut self.procs) {
             let ppid = self.parents.get(&f.pid).copied().unwrap_or(0);
             let tracked = pre.as_ref().and_then(|p| p.tracked.get(&f.pid));
             let snapshot = opts.snapshot && tracked.is_none();
-            match f.collect(opts, &mut files, ppid, snapshot, tracked.map(|t| t.maps.as_slice())) {
-                Ok(mut c) => {
-                    // Its descriptors are its parent's, saved with it.
-                    c.process.files_shared = files_shared.contains(&f.pid);
-                    collected.push(c)
-                }
+            let known = tracked.map(|t| t.maps.clone());
+            pending.push(f.start_collect(opts.save, ppid, snapshot, known));
+        }
+        let mut first_err: Option<DumpError> = None;
+        let mut fds = Vec::with_capacity(pids.len());
+        for &pid in &pids {
+            match check_cancel().and_then(|()| fd::dump_all(pid, &mut files).map_err(DumpError::from)) {
+                Ok(x) => fds.push(x),
                 Err(e) => {
-                    discard_all(collected);
-                    return Err(e);
+                    first_err = Some(e);
+                    break;
                 }
             }
+        }
+        let mut fds = fds.into_iter();
+        for p in pending {
+            let own = fds.next();
+            let (f, r) = match p.wait() {
+                Ok(x) => x,
+                Err(e) => {
+                    // The process went with its tracer thread.
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            self.procs.push(f);
+            match r {
+                Ok(mut c) => {
+                    if let (Some(own), None) = (own, &first_err) {
+                        if let Err(e) = crate::freeze::add_files(&mut c, &mut files, own) {
+                            first_err = Some(e);
+                        }
+                    }
+                    // Its descriptors are its parent's, saved with it.
+                    c.process.files_shared = files_shared.contains(&c.process.pid);
+                    collected.push(c);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            discard_all(collected);
+            return Err(e);
         }
         let collecting = started.elapsed();
         let result = self.write(out, opts, &mut collected, &mut pre);
@@ -727,9 +835,10 @@ impl FrozenTree {
         Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps, saved_whole, unlocked: fd::netlock::skipped(), cautions }))
     }
 
-    /// Lets every process go as it was; with `kill`, kills them instead, children first, each
-    /// reaped by its frozen parent from inside (so no zombie is left to an init that does not
-    /// reap), the topmost ones left to their own parents.
+    /// Lets every process go as it was; with `kill`, kills them instead, all those below the
+    /// topmost ones at once ([`FrozenTree::kill_at_once`]; where that cannot be, children first,
+    /// each reaped by its frozen parent from inside): no zombie is left to an init that does not
+    /// reap; the topmost ones are left to their own parents.
     pub fn release(mut self, kill: bool) -> Result<(), DumpError> {
         let mut first_err = None;
         // TCP connections stay in repair mode through a kill, so that they close silently.
@@ -745,6 +854,9 @@ impl FrozenTree {
                         first_err.get_or_insert(e);
                     }
                 }
+            }
+            if self.kill_at_once(&mut first_err) {
+                return first_err.map_or(Ok(()), Err);
             }
             // Level by level, the deepest first: every process of a level is sent SIGKILL, then
             // each is waited for (their ends overlap), then each is reaped by its parent, still
@@ -797,6 +909,65 @@ impl FrozenTree {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl FrozenTree {
+    /// Kills every process with a parent in the scope at once, their ends overlapping, then the
+    /// topmost ones, left to their own parents. The topmost ones are made first the reapers of
+    /// everything below them, ignoring `SIGCHLD` ([`Frozen::adopt_descendants`]): each process
+    /// killed is released by the kernel as soon as this tracer has seen it end, whether its
+    /// parent is still there or it was passed up to the topmost one. `false` (nothing killed)
+    /// when a topmost process could not be made so.
+    fn kill_at_once(&mut self, first_err: &mut Option<DumpError>) -> bool {
+        let parents = &self.parents;
+        let has_below: std::collections::HashSet<i32> = parents.values().copied().collect();
+        let needed: Vec<usize> = (0..self.procs.len()).filter(|&i| !parents.contains_key(&self.procs[i].pid) && has_below.contains(&self.procs[i].pid)).collect();
+        if needed.iter().any(|&i| self.procs[i].is_released()) {
+            return false;
+        }
+        for i in needed {
+            match self.procs[i].adopt_descendants() {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let (mut tops, mut below): (Vec<Frozen>, Vec<Frozen>) = std::mem::take(&mut self.procs).into_iter().partition(|f| !parents.contains_key(&f.pid));
+        for f in below.iter_mut().rev() {
+            if let Err(e) = f.kill_now() {
+                first_err.get_or_insert(e);
+            }
+        }
+        for f in below.into_iter().rev() {
+            if let Err(e) = f.release(true) {
+                first_err.get_or_insert(e);
+            }
+        }
+        // A child that ends with another signal than SIGCHLD is not released by the kernel:
+        // reaped from inside, until none is left.
+        for f in &mut tops {
+            for _ in 0..=self.parents.len() {
+                let all = (-1i64) as u64;
+                match f.call_inside("reaping the ended processes below it", libc::SYS_wait4, &[all, 0, (libc::WNOHANG | libc::__WALL) as u64, 0]) {
+                    Ok(Some(n)) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        for f in tops.iter_mut().rev() {
+            if let Err(e) = f.kill_now() {
+                first_err.get_or_insert(e);
+            }
+        }
+        for f in tops.into_iter().rev() {
+            if let Err(e) = f.release(true) {
+                first_err.get_or_insert(e);
+            }
+        }
+        true
     }
 }
 

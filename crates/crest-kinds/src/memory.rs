@@ -123,17 +123,35 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
 /// there by a restart, see `docs/architecture.md`): the file, through `/proc/PID/map_files`
 /// (where the image may have been deleted or replaced since) or else by its path, begins with
 /// the image magic. Page data begins at 4096 in an image, so a mapping from offset 0 is not one.
+///
+/// The answer is kept for each file (device and inode), asked about once for the libraries that
+/// every process of a tree maps, until [`forget_images`].
 pub fn maps_an_image(pid: i32, m: &MapEntry) -> bool {
     use std::os::unix::fs::FileExt;
     if m.shared || m.offset < crest_image::HEADER_LEN || !m.name.starts_with('/') {
         return false;
     }
+    let mut known = IMAGES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&is) = known.as_ref().and_then(|k| k.get(&(m.dev, m.ino))) {
+        return is;
+    }
     let file = std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).or_else(|e| match m.name.strip_suffix(" (deleted)") {
         Some(_) => Err(e),
         None => std::fs::File::open(&m.name).and_then(|f| if f.metadata()?.ino() == m.ino { Ok(f) } else { Err(std::io::ErrorKind::NotFound.into()) }),
     });
+    let Ok(file) = file else { return false };
     let mut magic = [0u8; 8];
-    file.is_ok_and(|f| f.read_exact_at(&mut magic, 0).is_ok() && magic == crest_image::MAGIC)
+    let is = file.read_exact_at(&mut magic, 0).is_ok() && magic == crest_image::MAGIC;
+    known.get_or_insert_with(std::collections::HashMap::new).insert((m.dev, m.ino), is);
+    is
+}
+
+/// What [`maps_an_image`] found of each file, by device and inode.
+static IMAGES: std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), bool>>> = std::sync::Mutex::new(None);
+
+/// Forgets what [`maps_an_image`] found (before a new checkpoint: an inode may be reused).
+pub fn forget_images() {
+    *IMAGES.lock().unwrap_or_else(|p| p.into_inner()) = None;
 }
 
 /// Which file mappings have their whole contents saved (BLCR's `--save-*` options).

@@ -111,12 +111,14 @@ pub struct Remote<'a> {
     batch: Option<u64>,
     /// A table of this thread's own (address, entries), instead of the one beside the loop.
     table: Option<(u64, usize)>,
+    /// Bytes mapped after the batch area with it ([`Remote::map_batch_with`]), unmapped with it.
+    extra: u64,
 }
 
 impl<'a> Remote<'a> {
     /// Borrows `tracee`, whose registers are `base`, to run syscalls at `syscall_ip`.
     pub fn new(tracee: &'a Tracee, syscall_ip: u64, base: Regs) -> Self {
-        Remote { tracee, syscall_ip, base, count: 0, event_msg: None, stops: 0, queue: Vec::new(), batch: None, table: None }
+        Remote { tracee, syscall_ip, base, count: 0, event_msg: None, stops: 0, queue: Vec::new(), batch: None, table: None, extra: 0 }
     }
 
     /// Where the `syscall` instruction is.
@@ -213,17 +215,26 @@ impl<'a> Remote<'a> {
     /// Until then, and after
     /// [`Remote::unmap_batch`], queued syscalls run one by one.
     pub fn map_batch(&mut self, addr: u64) -> Result<(), TraceError> {
+        self.map_batch_with(addr, 0).map(drop)
+    }
+
+    /// [`Remote::map_batch`], with `extra` bytes of read-write memory right after the area, in
+    /// the same mapping (one syscall rather than two, and one to unmap both): returns their
+    /// address, and [`Remote::unmap_batch`] unmaps them too.
+    pub fn map_batch_with(&mut self, addr: u64, extra: u64) -> Result<u64, TraceError> {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if addr != 0 { libc::MAP_FIXED_NOREPLACE } else { 0 };
-        let at = self.call("mapping the batch area", libc::SYS_mmap, &[addr, BATCH_LEN, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags as u64, u64::MAX, 0])?;
+        let len = BATCH_LEN + extra;
+        let at = self.call("mapping the batch area", libc::SYS_mmap, &[addr, len, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags as u64, u64::MAX, 0])?;
         let ready =
             mem::write_vm(self.tracee.tid, at, &BATCH_CODE).and_then(|()| self.call("protecting the batch area's code", libc::SYS_mprotect, &[at, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64]));
         if let Err(e) = ready {
             // Not left behind in the process.
-            let _ = self.one(libc::SYS_munmap, &[at, BATCH_LEN]);
+            let _ = self.one(libc::SYS_munmap, &[at, len]);
             return Err(e);
         }
         self.batch = Some(at);
-        Ok(())
+        self.extra = extra;
+        Ok(at + BATCH_LEN)
     }
 
     /// The batch area, if mapped: another thread of the same process may use it
@@ -290,11 +301,12 @@ impl<'a> Remote<'a> {
         remotes.iter_mut().try_for_each(|r| r.flush())
     }
 
-    /// Runs what is queued, then unmaps the batch area.
+    /// Runs what is queued, then unmaps the batch area (with what was mapped after it).
     pub fn unmap_batch(&mut self) -> Result<(), TraceError> {
         self.flush()?;
         if let Some(at) = self.batch.take() {
-            self.call("unmapping the batch area", libc::SYS_munmap, &[at, BATCH_LEN])?;
+            let len = BATCH_LEN + std::mem::take(&mut self.extra);
+            self.call("unmapping the batch area", libc::SYS_munmap, &[at, len])?;
         }
         Ok(())
     }
