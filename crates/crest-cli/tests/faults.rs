@@ -333,8 +333,8 @@ fn a_second_checkpoint_is_refused_in_every_phase_of_the_first() {
     // while the holder lives, it is named.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let start = stat[stat.rfind(')').expect(")") + 1..].split_whitespace().nth(19).expect("start time").to_string();
-    let dir = ["/run/lock", "/dev/shm", "/tmp"].into_iter().find(|d| Path::new(d).is_dir()).expect("a lock directory");
-    let file = Path::new(dir).join(format!("crest-checkpoint-{pid}-{start}.lock"));
+    let file = crest_dump::claim::path_of(pid).expect("a lock directory");
+    assert!(file.file_name().is_some_and(|n| n.to_string_lossy() == format!("crest-checkpoint-{pid}-{start}.lock")), "the claim file {} is named after the PID and start time", file.display());
     // `flock -o`: the lock stays with flock itself, not with the command it runs.
     let holder = procs.add(Command::new("flock").arg("-o").arg(&file).arg("sleep").arg("600").spawn().expect("flock"));
     let t = Instant::now();

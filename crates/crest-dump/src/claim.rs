@@ -7,8 +7,11 @@
 //! ahead: its own pre-copy cannot register the memory the first one tracks (one userfaultfd per
 //! range), and its scans would disturb the first one's. So before a process is frozen for the
 //! first time, the checkpoint takes an exclusive `flock` on a file named after it (its PID and
-//! start time) in a world-writable directory, `/run/lock` (else `/dev/shm`, else `/tmp`), and
-//! holds it until [`release_all`]. A second checkpoint that finds the lock taken is refused
+//! start time) in a world-writable directory, and holds it until [`release_all`]: the first of
+//! `/run/lock`, `/dev/shm` and `/tmp` that is in memory (tmpfs), else the first of them there
+//! is. A file is made and removed for every process of every checkpoint: on a disk file system
+//! that costs more than the rest of the freeze (ext4 looks for a free inode that was not
+//! freed recently; a tree of 256 processes frees 256 each time). A second checkpoint that finds the lock taken is refused
 //! with [`DumpError::Claimed`], naming the holder (found in `/proc/locks`).
 //!
 //! The kernel drops a `flock` when its holder dies, even by SIGKILL: a claim never outlives its
@@ -28,11 +31,17 @@ use crate::DumpError;
 /// The claims this process holds, by PID: the locked file and its path.
 static HELD: Mutex<Option<HashMap<i32, (File, PathBuf)>>> = Mutex::new(None);
 
-/// Directories tried for the claim files, in order: the first that exists is used by everyone.
+/// Directories tried for the claim files, in order: the first in memory, else the first that
+/// exists, is used by everyone ([`dir`]).
 const DIRS: [&str; 3] = ["/run/lock", "/dev/shm", "/tmp"];
 
 pub(crate) fn dir() -> Option<&'static str> {
-    DIRS.into_iter().find(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777))
+    static DIR: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    *DIR.get_or_init(|| {
+        let usable = |d: &&str| std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777);
+        let in_memory = |d: &&str| File::open(d).ok().and_then(|f| crest_ptrace::sys::fs_type(&f).ok()) == Some(libc::TMPFS_MAGIC);
+        DIRS.into_iter().filter(usable).find(in_memory).or_else(|| DIRS.into_iter().find(usable))
+    })
 }
 
 /// The start time of `pid` (field 22 of `/proc/PID/stat`), which tells a process from a later

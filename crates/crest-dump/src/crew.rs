@@ -31,11 +31,12 @@ pub(crate) enum Pending<R> {
 }
 
 impl<R> Pending<R> {
-    /// Waits for the answer; an error when the tracer thread is gone (it panicked).
+    /// Waits for the answer; [`DumpError::TracerLost`] when the job panicked (the thread goes
+    /// on with the next) or the thread is gone.
     pub(crate) fn wait(self) -> Result<R, DumpError> {
         match self {
             Pending::Ready(r) => Ok(r),
-            Pending::Waiting(rx) => rx.recv().map_err(|_| DumpError::Unsupported("a tracer thread of the checkpoint ended unexpectedly".into())),
+            Pending::Waiting(rx) => rx.recv().map_err(|_| DumpError::TracerLost),
         }
     }
 }
@@ -47,7 +48,8 @@ impl Tracer {
             .name("crest-tracer".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    job();
+                    // A job that panics drops its answer's sender: its caller is told.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
             })
             .ok()?;
@@ -80,11 +82,17 @@ impl Tracer {
 }
 
 /// The tracer threads of this process, one per core (at least two, at most eight), started the
-/// first time they are asked for; empty when no thread could be started.
+/// first time they are asked for; empty when no thread could be started, and in a child forked
+/// after they were (it has none of them: the caller then traces its processes itself).
 pub(crate) fn crew() -> &'static [Arc<Tracer>] {
-    static CREW: OnceLock<Vec<Arc<Tracer>>> = OnceLock::new();
-    CREW.get_or_init(|| {
+    static CREW: OnceLock<(u32, Vec<Arc<Tracer>>)> = OnceLock::new();
+    let (pid, crew) = CREW.get_or_init(|| {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
-        (0..n).map_while(|_| Tracer::spawn()).collect()
-    })
+        (std::process::id(), (0..n).map_while(|_| Tracer::spawn()).collect())
+    });
+    if *pid == std::process::id() {
+        crew
+    } else {
+        &[]
+    }
 }

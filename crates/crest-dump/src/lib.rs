@@ -167,6 +167,10 @@ pub enum DumpError {
     /// [`cancel`] was called.
     #[error("the checkpoint was cancelled")]
     Cancelled,
+    /// A thread tracing some of the processes failed (a fault of crest); the processes it
+    /// held are let go as it unwinds.
+    #[error("a tracer thread of the checkpoint failed")]
+    TracerLost,
 }
 
 /// Figures about one checkpoint.

@@ -61,14 +61,35 @@ impl Cooperation {
     /// Adds the processes of `pids` that use libcr (or omit themselves) and are not members yet;
     /// the new ones are asked to run their callbacks when `ask`.
     fn enlist(&mut self, pids: &[i32], ask: bool) {
-        for &pid in pids {
-            if self.members.iter().any(|m| m.pid == pid) {
-                continue;
-            }
-            if let Some(tid) = proto::libcr_thread(pid) {
+        let known: std::collections::HashSet<i32> = self.members.iter().map(|m| m.pid).collect();
+        let mut seen = std::collections::HashSet::new();
+        let fresh: Vec<i32> = pids.iter().copied().filter(|p| !known.contains(p) && seen.insert(*p)).collect();
+        // Each process's libcr thread, or else whether it omits itself: /proc only, read for
+        // many processes in two halves at once.
+        let probe = |pids: &[i32]| -> Vec<(i32, Option<i32>, bool)> {
+            pids.iter()
+                .map(|&pid| match proto::libcr_thread(pid) {
+                    Some(tid) => (pid, Some(tid), false),
+                    None => (pid, None, proto::omits_itself(pid)),
+                })
+                .collect()
+        };
+        let found = if fresh.len() >= 32 {
+            let (a, b) = fresh.split_at(fresh.len() / 2);
+            std::thread::scope(|s| {
+                let other = s.spawn(|| probe(b));
+                let mut all = probe(a);
+                all.extend(other.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                all
+            })
+        } else {
+            probe(&fresh)
+        };
+        for (pid, tid, omitted) in found {
+            if let Some(tid) = tid {
                 let asked = ask && proto::send(pid, tid, Msg::Request, 0, 0).is_ok();
                 self.members.push(Member { pid, tid, asked, answered: ask && !asked, omitted: false });
-            } else if proto::omits_itself(pid) {
+            } else if omitted {
                 self.members.push(Member { pid, tid: 0, asked: false, answered: true, omitted: true });
             }
         }
@@ -105,10 +126,11 @@ fn scope_pids(scope: Scope, id: i32) -> Vec<i32> {
         Scope::Pid => v.push(id),
         Scope::Tree => {
             v.push(id);
+            let mut seen = std::collections::HashSet::from([id]);
             let mut at = 0;
             while at < v.len() {
                 for c in crest_proc::children(v[at]).unwrap_or_default() {
-                    if c != me && c != parent && !v.contains(&c) {
+                    if c != me && c != parent && seen.insert(c) {
                         v.push(c);
                     }
                 }

@@ -345,11 +345,15 @@ impl FrozenTree {
             }
             return Ok(true);
         }
-        if is_snapshot(pid, &st) {
-            return Ok(false);
-        }
+        // A process frozen early is traced by this checkpoint's own tracers: only when that
+        // failed can it be another checkpoint's snapshot (traced by it, no exit signal). A
+        // child made with no exit signal (`clone` without SIGCHLD) is one of the tree's.
         let frozen = match self.early.remove(&pid) {
-            Some(p) => p.wait().and_then(|r| r),
+            Some(p) => match p.wait().and_then(|r| r) {
+                Err(_) if is_snapshot(pid, &st) => return Ok(false),
+                r => r,
+            },
+            None if is_snapshot(pid, &st) => return Ok(false),
             None => freeze_seen(pid, &st),
         };
         match frozen {
@@ -641,17 +645,12 @@ impl FrozenTree {
                 }
             }
         };
-        // Each process is collected by the thread that traces it, all at once; meanwhile its
-        // descriptors are dumped here, where they are compared across the image. Every process
-        // comes back, in its place, whatever fails.
-        let mut pending = Vec::with_capacity(self.procs.len());
-        for f in std::mem::take(&mut self.procs) {
-            let ppid = self.parents.get(&f.pid).copied().unwrap_or(0);
-            let tracked = pre.as_ref().and_then(|p| p.tracked.get(&f.pid));
-            let snapshot = opts.snapshot && tracked.is_none();
-            let known = tracked.map(|t| t.maps.clone());
-            pending.push(f.start_collect(opts.save, ppid, snapshot, known));
-        }
+        // The descriptors are dumped first, here, where they are compared across the image:
+        // a collection forks its process's copy-on-write snapshot, a child that shares every
+        // descriptor and is not traced yet for a moment, and the search for other holders of
+        // a file (a pty's slave, a socket's peer) must not find it. Then each process is
+        // collected by the thread that traces it, all at once. Every process comes back, in
+        // its place, whatever fails.
         let mut first_err: Option<DumpError> = None;
         let mut fds = Vec::with_capacity(pids.len());
         for &pid in &pids {
@@ -662,6 +661,16 @@ impl FrozenTree {
                     break;
                 }
             }
+        }
+        let mut pending = Vec::with_capacity(self.procs.len());
+        for f in std::mem::take(&mut self.procs) {
+            let ppid = self.parents.get(&f.pid).copied().unwrap_or(0);
+            let tracked = pre.as_ref().and_then(|p| p.tracked.get(&f.pid));
+            // After a failed descriptor dump nothing more is read; the processes are only
+            // handed back.
+            let snapshot = opts.snapshot && tracked.is_none() && first_err.is_none();
+            let known = tracked.map(|t| t.maps.clone());
+            pending.push(f.start_collect(opts.save, ppid, snapshot, known));
         }
         let mut fds = fds.into_iter();
         for p in pending {
