@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -60,24 +60,9 @@ fn lazy_round_trip(dir: &str, name: &str, ck_args: &[&str], damage: impl FnOnce(
         .spawn()
         .expect("cr_restart runs");
     procs.pids.push(rs.id() as i32);
-    let t = Instant::now();
-    let p = loop {
-        if let Some(p) = child_of(rs.id() as i32) {
-            break Some(p);
-        }
-        if rs.try_wait().ok().flatten().is_some() || t.elapsed() > Duration::from_secs(30) {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let p = usr2_once_let_go(&mut rs, Duration::from_secs(30), |_| true);
     if let Some(p) = p {
         procs.pids.push(p);
-        // Let go by cr_restart (no tracer), then told to check itself at once.
-        let t = Instant::now();
-        while !std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default().lines().any(|l| l.starts_with("TracerPid:") && l.ends_with("\t0")) && t.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = Command::new("kill").arg("-USR2").arg(p.to_string()).status();
     }
     let status = wait_child(&mut rs, Duration::from_secs(120));
     procs.forget(rs.id() as i32);

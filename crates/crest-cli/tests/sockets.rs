@@ -17,11 +17,7 @@ fn tcp_connections_inside_the_image() {
     if !is_root() {
         return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
     }
-    let d = Dir::new("tcpconns");
-    let prog = d.0.join("tcpconns");
-    gcc("tests/c/tcpconns.c", &prog, &[]);
-    let (st, out) = round_trip_verify(&d, &prog, &[], "ready", Duration::from_secs(60));
-    assert!(st.success() && out.contains("PASS"), "tcpconns after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    run_c("tcpconns", &[]);
 }
 
 /// A connection whose receiving end took a window update from a segment beyond what it had
@@ -33,11 +29,7 @@ fn tcp_window_updated_out_of_order_then_closed() {
     if !is_root() {
         return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR), the test a raw socket");
     }
-    let d = Dir::new("tcpwindow");
-    let prog = d.0.join("tcpwindow");
-    gcc("tests/c/tcpwindow.c", &prog, &[]);
-    let (st, out) = round_trip_verify(&d, &prog, &[], "ready", Duration::from_secs(60));
-    assert!(st.success() && out.contains("PASS"), "tcpwindow after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    run_c("tcpwindow", &[]);
 }
 
 /// A unix datagram socket connected to a socket outside the checkpoint (this test's) is

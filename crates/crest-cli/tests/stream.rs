@@ -156,26 +156,11 @@ fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
     };
     procs.pids.push(ck.id() as i32);
     procs.pids.push(rs.id() as i32);
-    let t = Instant::now();
     // The restored program: cr_restart's child that runs it (not the helper that forks it,
     // which a cr_restart with threads uses).
-    let p = loop {
-        if let Some(p) = child_of(rs.id() as i32).filter(|&p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == prog)) {
-            break Some(p);
-        }
-        if rs.try_wait().ok().flatten().is_some() || t.elapsed() > Duration::from_secs(60) {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let p = usr2_once_let_go(&mut rs, Duration::from_secs(60), |p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == prog));
     if let Some(p) = p {
         procs.pids.push(p);
-        // Let go by cr_restart (no tracer), then told to check itself at once.
-        let t = Instant::now();
-        while !std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default().lines().any(|l| l.starts_with("TracerPid:") && l.ends_with("\t0")) && t.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = Command::new("kill").arg("-USR2").arg(p.to_string()).status();
     }
     let status = wait_child(&mut rs, Duration::from_secs(180));
     // The sender has sent everything once its receiver is done, or failed to.

@@ -513,3 +513,25 @@ pub fn assert_refused_then_passes(mut p: CProgram, names: &[&str]) {
     let text = std::fs::read_to_string(&p.out).unwrap_or_default();
     assert!(st.success() && text.contains("PASS"), "the process checks itself after the refusal: {st:?}\n{text}");
 }
+
+/// The restored process that `rs` (a cr_restart) runs, its child for which `is_it` holds
+/// (`None` if cr_restart ends first or `timeout` passes); once cr_restart has let it go (no
+/// tracer), it is sent SIGUSR2, which tells the test programs to check themselves.
+pub fn usr2_once_let_go(rs: &mut Child, timeout: Duration, is_it: impl Fn(i32) -> bool) -> Option<i32> {
+    let t = Instant::now();
+    let p = loop {
+        if let Some(p) = child_of(rs.id() as i32).filter(|&p| is_it(p)) {
+            break p;
+        }
+        if rs.try_wait().ok().flatten().is_some() || t.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let t = Instant::now();
+    while proc_state(p).is_some_and(|(_, tracer)| tracer != 0) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = Command::new("kill").arg("-USR2").arg(p.to_string()).status();
+    Some(p)
+}
