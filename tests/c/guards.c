@@ -2,7 +2,10 @@
  * private anonymous memory (one page and a run of two among pages of data) and in a private
  * mapping of a file (unlinked), whose other pages hold written and unwritten data. After
  * restart every guard page still faults (SIGSEGV, caught), in the process and in a child it
- * forks (guards are inherited), and the pages around them hold their data. */
+ * forks (guards are inherited), and the pages around them hold their data. The anonymous
+ * memory is two mappings (its last pages made read-only), the run of two guard pages one in
+ * each: the checkpoint, which looks for guards in mappings next to each other at once, finds
+ * each mapping's own. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -98,6 +101,7 @@ int main(void)
     for (int i = 0; i < FILEPAGES; i++)
         if (file_guard[i])
             check(madvise(filemap + i * PG, PG, MADV_GUARD_INSTALL) == 0, "MADV_GUARD_INSTALL on the file mapping");
+    check(mprotect(anon + 5 * PG, (ANON - 5) * PG, PROT_READ) == 0, "making the last anonymous pages read-only");
     check(all_well(), "guards fault before the checkpoint");
 
     ready();

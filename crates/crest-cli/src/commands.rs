@@ -178,6 +178,9 @@ pub fn restart() -> Command {
         .arg(Arg::new("lazy").long("lazy").action(ArgAction::SetTrue).help(
             "let the restored processes run before the pages of their private anonymous memory are in: each page is given from the image when first touched (userfaultfd; its page run checked against its checksum first) and the rest are filled in in the background. A page whose data fails its checksum kills the process with a message naming it. cr_restart must stay until every page is in: it does (it waits for the processes anyway), and the --run-on-success hook runs only once every page is in. Needs CAP_SYS_PTRACE (as root) or vm.unprivileged_userfaultfd = 1; shared, locked and droppable memory is restored before the processes run, as without --lazy; overrides --map-pages",
         ))
+        .arg(Arg::new("stream-timeout").long("stream-timeout").value_name("SECONDS").value_parser(clap::value_parser!(f64)).help(
+            "from an image stream (cr_checkpoint --stream): once its metadata is in, take the stream as lost when no byte comes in for SECONDS (default 60; 0 waits for ever): the restored processes are killed and cr_restart fails, as when the stream is cut short. The sender keeps the image it could not send",
+        ))
         .arg(Arg::new("copy-pages").long("copy-pages").action(ArgAction::SetTrue).help("copy every page into the restored processes (the default); overrides --map-pages"))
         .arg(Arg::new("relaxed-stdio").long("relaxed-stdio").action(ArgAction::SetTrue).help(
             "hand cr_restart's standard input, output and error to the restored processes even where they are of another kind than at the checkpoint (a file where there was a terminal); by default such a restart is refused",

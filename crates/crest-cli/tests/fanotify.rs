@@ -8,10 +8,7 @@ use common::*;
 
 #[test]
 fn fanotify_groups_keep_their_marks() {
-    if !is_root() {
-        return skip("fanotify_init needs CAP_SYS_ADMIN");
-    }
-    run_c("fanotifies", &["notify", "DIR"]);
+    run_c_as_root("fanotify_init needs CAP_SYS_ADMIN", "fanotifies", &["notify", "DIR"]);
 }
 
 #[test]

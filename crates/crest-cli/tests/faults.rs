@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,26 @@ fn checkpoint_and_kill(procs: &mut Procs, pid: i32, img: &Path) {
     let o = ck().arg("--kill").arg("-f").arg(img).arg(pid.to_string()).output().expect("cr_checkpoint");
     assert!(o.status.success(), "{}", err(&o));
     let _ = procs.take(pid).wait();
+}
+
+/// A `steady` program built and started in its scratch directory for a test.
+struct Steady {
+    /// Its PID is here (killed on drop), and whatever else the test starts.
+    procs: Procs,
+    pid: i32,
+    prog: PathBuf,
+    /// Its standard output.
+    out: PathBuf,
+}
+
+/// Builds `steady` into `d` and starts it with `mib` MiB, its output in `d/out.txt`, and
+/// waits until it is ready.
+fn steady(d: &Dir, mib: u32) -> Steady {
+    let prog = build_steady(d);
+    let out = d.0.join("out.txt");
+    let mut procs = Procs::default();
+    let pid = procs.add(start_steady(&prog, d, mib, &out));
+    Steady { procs, pid, prog, out }
 }
 
 fn verified(img: &Path) -> bool {
@@ -81,10 +101,7 @@ fn drain_slowly(mut r: impl Read + Send + 'static, bytes_per_sec: usize) -> std:
 /// way). Returns the processes (the target, then cr_checkpoint), their PIDs, the pipe and
 /// that first MiB.
 fn dump_into_pipe(d: &Dir, env: &[(&str, &str)]) -> (Procs, i32, i32, std::process::ChildStdout, Vec<u8>) {
-    let prog = build_steady(d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, d, 256, &out));
+    let Steady { mut procs, pid, .. } = steady(d, 256);
     let mut c = ck().envs(env.iter().copied()).args(["--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
     let mut pipe = c.stdout.take().expect("piped");
     let cpid = procs.add(c);
@@ -143,10 +160,7 @@ fn target_killed_while_its_snapshot_is_saved() {
 #[test]
 fn target_killed_mid_dump_to_a_file() {
     let d = Dir::new("fault-dies-file");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 512, &out));
+    let Steady { mut procs, pid, .. } = steady(&d, 512);
     let img = d.0.join("img");
     let cpid = procs.add(ck().arg("-f").arg(&img).arg(pid.to_string()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint"));
     // Kill it as soon as it is frozen (or when the checkpoint is over, if that came first).
@@ -174,10 +188,7 @@ fn full_disk_leaves_no_partial_image() {
         return;
     }
     let d = Dir::new("fault-full");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 64, &out));
+    let Steady { procs: _procs, pid, out, .. } = steady(&d, 64);
     let small = Mount::tmpfs(&d.0.join("small"), "size=16m");
     for mode in ["--atomic", "--clobber", "--backup"] {
         let o = ck().arg(mode).arg("-f").arg(small.0.join("img")).arg(pid.to_string()).output().expect("cr_checkpoint");
@@ -196,10 +207,7 @@ fn unwritable_directory_is_refused_before_freezing() {
         return;
     }
     let d = Dir::new("fault-unwritable");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 16, &out));
+    let Steady { mut procs, pid, prog, out } = steady(&d, 16);
     let ro = Mount::tmpfs(&d.0.join("ro"), "size=1m,ro");
     let o = ck().arg("-f").arg(ro.0.join("img")).arg(pid.to_string()).output().expect("cr_checkpoint");
     failed_with(&o, libc::EROFS, "read-only file system");
@@ -226,10 +234,7 @@ fn unwritable_directory_is_refused_before_freezing() {
 #[test]
 fn time_limit_stops_the_checkpoint_and_lets_the_target_go() {
     let d = Dir::new("fault-time");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 256, &out));
+    let Steady { mut procs, pid, out, .. } = steady(&d, 256);
     // Read at 8 MiB/s, 256 MiB of pages take half a minute: the one-second limit always
     // runs out first.
     let mut c = ck().args(["--time", "1", "--fd", "1"]).arg(pid.to_string()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cr_checkpoint");
@@ -252,10 +257,7 @@ fn time_limit_stops_the_checkpoint_and_lets_the_target_go() {
 #[test]
 fn concurrent_checkpoints_of_one_process() {
     let d = Dir::new("fault-concurrent");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 64, &out));
+    let Steady { procs: _procs, pid, out, .. } = steady(&d, 64);
     let (mut both, mut one) = (0, 0);
     for round in 0..6 {
         let imgs = [d.0.join("a"), d.0.join("b")];
@@ -297,10 +299,7 @@ fn claimed(pid: i32) -> bool {
 #[test]
 fn a_second_checkpoint_is_refused_in_every_phase_of_the_first() {
     let d = Dir::new("fault-second");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 512, &out));
+    let Steady { mut procs, pid, out, .. } = steady(&d, 512);
     /// The first one's phase, its environment, and when the second starts (ms after the claim).
     type Phase<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
     let phases: [Phase; 4] =
@@ -393,11 +392,8 @@ fn a_second_checkpoint_is_refused_in_every_phase_of_the_first() {
 #[test]
 fn killing_cr_checkpoint_never_hurts_the_target() {
     let d = Dir::new("fault-kill-ck");
-    let prog = build_steady(&d);
     let killafter = build_killafter(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 128, &out));
+    let Steady { procs: _procs, pid, out, .. } = steady(&d, 128);
     let img = d.0.join("img");
     let t = Instant::now();
     let o = ck().arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
@@ -489,11 +485,8 @@ fn killing_cr_restart_leaves_nothing_half_restored() {
         return;
     }
     let d = Dir::new("fault-kill-rs");
-    let prog = build_steady(&d);
     let killafter = build_killafter(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 128, &out));
+    let Steady { mut procs, pid, prog, out } = steady(&d, 128);
     let img = d.0.join("img");
     checkpoint_and_kill(&mut procs, pid, &img);
     let sizes: Vec<_> = [out.clone(), d.0.join("steady.log")].into_iter().map(|f| (f.clone(), std::fs::metadata(&f).expect("size").len())).collect();
@@ -554,10 +547,7 @@ fn missing_or_changed_files_are_refused_and_relocate_finds_a_moved_copy() {
         return;
     }
     let d = Dir::new("fault-files");
-    let prog = build_steady(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 16, &out));
+    let Steady { mut procs, pid, prog, out } = steady(&d, 16);
     let img = d.0.join("img");
     checkpoint_and_kill(&mut procs, pid, &img);
     let log = d.0.join("steady.log");
@@ -612,11 +602,8 @@ fn taken_pid_and_the_run_on_hooks() {
         return;
     }
     let d = Dir::new("fault-hooks");
-    let prog = build_steady(&d);
     let killafter = build_killafter(&d);
-    let out = d.0.join("out.txt");
-    let mut procs = Procs::default();
-    let pid = procs.add(start_steady(&prog, &d, 16, &out));
+    let Steady { mut procs, pid, prog, out } = steady(&d, 16);
     let img = d.0.join("img");
     // Checkpointed without --kill: the original keeps the PID.
     let o = ck().arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");

@@ -1,6 +1,7 @@
 //! Descriptor kinds that name a process or a place rather than an open file: pidfds (of the
 //! process itself, of a child, of dead processes), file leases (held and being broken) and
-//! descriptors opened with `O_PATH` (symbolic links among them). Each self-checking program of
+//! descriptors opened with `O_PATH` (symbolic links among them), and terminal devices other
+//! than pseudo-terminals. Each self-checking program of
 //! `tests/c/` builds its state, is checkpointed with --kill and restarted, then gets SIGUSR2,
 //! checks everything and exits 0 with PASS. (A pidfd of a process outside the checkpoint is
 //! refused: unsupported.rs.)
@@ -39,6 +40,19 @@ fn pidfds_name_their_processes_again() {
 #[test]
 fn leases_are_held_again_and_broken_ones_still_break() {
     run_c("leases", &["DIR"]);
+}
+
+/// A system console and a virtual console open at numbers above 2 (nodes the program makes, so
+/// root only) are opened again by path: the same devices, flags and shared open file, the
+/// virtual console's settings, and its exclusive mode, which the kernel cleared when the
+/// checkpoint's --kill closed it.
+#[test]
+fn terminal_devices_are_opened_again_with_their_settings() {
+    if !is_root() {
+        return skip("making device nodes needs root");
+    }
+    let info = run_c("termdevs", &["DIR"]);
+    assert!(info.contains("terminal ") && info.contains("(4:5)") && info.contains("(5:1)"), "cr_info describes the terminals:\n{info}");
 }
 
 #[test]

@@ -37,8 +37,5 @@ fn own_proc_files_follow_the_new_pids() {
 /// contents, flags and offsets, and share pages with the mapping again.
 #[test]
 fn shared_memory_descriptors_come_back() {
-    if !is_root() {
-        return skip("opening /proc/self/map_files and reading it at checkpoint needs CAP_SYS_ADMIN");
-    }
-    run_c("shmemfds", &[]);
+    run_c_as_root("opening /proc/self/map_files and reading it at checkpoint needs CAP_SYS_ADMIN", "shmemfds", &[]);
 }

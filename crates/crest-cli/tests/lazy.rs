@@ -11,17 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Whether a lazy restart can be done here; says why not otherwise.
-fn lazy_possible() -> bool {
-    match crest_ptrace::wp::MissingPager::probe() {
-        Ok(()) => true,
-        Err(e) => {
-            skip(&format!("this user may not use userfaultfd with the fork event here ({e})"));
-            false
-        }
-    }
-}
-
 /// What a lazy round trip gave: cr_restart's status and stderr, the program's output.
 struct Outcome {
     status: std::process::ExitStatus,
@@ -34,14 +23,8 @@ struct Outcome {
 /// runs (most of its pages not in yet).
 fn lazy_round_trip(dir: &str, name: &str, ck_args: &[&str], damage: impl FnOnce(&Path)) -> Outcome {
     let d = Dir::new(dir);
-    let prog = d.0.join(name);
-    gcc(&format!("tests/c/{name}.c"), &prog, &["-pthread"]);
-    let out = d.0.join("out.txt");
     let mut procs = Procs::default();
-    let child = Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("start");
-    let pid = procs.add(child);
-    procs.pids.push(pid);
-    wait_for(&out, "ready", Duration::from_secs(30));
+    let (pid, out) = start_ready(&d, name, &["-pthread"], &mut procs, Duration::from_secs(30));
     let img = d.0.join("img");
     let ck = Command::new(bin("cr_checkpoint")).arg("--kill").args(ck_args).arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
     assert!(ck.status.success(), "cr_checkpoint failed: {}", String::from_utf8_lossy(&ck.stderr));

@@ -4,7 +4,7 @@
 //! what it started, by PID, even when it fails.
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -39,6 +39,16 @@ fn restart(img: &Path, extra: &[&str], procs: &mut Procs) -> (Child, i32) {
     (rs, p)
 }
 
+/// Builds `tests/c/mapped.c` into `d`, starts it there (its PID in `procs`), and once it is
+/// ready checkpoints it with `--kill` into `img`; returns the file of its output.
+fn start_and_checkpoint(d: &Dir, procs: &mut Procs, img: &Path) -> PathBuf {
+    let (pid, out) = start_ready(d, "mapped", &[], procs, Duration::from_secs(20));
+    checkpoint(pid, img);
+    let _ = procs.take(pid).wait();
+    procs.forget(pid);
+    out
+}
+
 fn usr2(pid: i32) {
     let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
 }
@@ -46,18 +56,9 @@ fn usr2(pid: i32) {
 #[test]
 fn mapped_memory_is_written_forked_and_checkpointed_again_without_its_image() {
     let d = Dir::new("mapped");
-    let prog = d.0.join("mapped");
-    gcc("tests/c/mapped.c", &prog, &[]);
-    let out = d.0.join("out.txt");
     let mut procs = Procs::default();
-    let child = Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("start");
-    let pid = procs.add(child);
-    procs.pids.push(pid);
-    wait_for(&out, "ready", Duration::from_secs(20));
     let (first, second) = (d.0.join("first"), d.0.join("second"));
-    checkpoint(pid, &first);
-    let _ = procs.take(pid).wait();
-    procs.forget(pid);
+    let out = start_and_checkpoint(&d, &mut procs, &first);
 
     let (rs, p) = restart(&first, &["--map-pages"], &mut procs);
     procs.children.push(rs);
@@ -86,18 +87,9 @@ fn mapped_memory_is_written_forked_and_checkpointed_again_without_its_image() {
 #[test]
 fn images_that_may_change_are_copied() {
     let d = Dir::new("mapped-copy");
-    let prog = d.0.join("mapped");
-    gcc("tests/c/mapped.c", &prog, &[]);
-    let out = d.0.join("out.txt");
     let mut procs = Procs::default();
-    let child = Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("start");
-    let pid = procs.add(child);
-    procs.pids.push(pid);
-    wait_for(&out, "ready", Duration::from_secs(20));
     let img = d.0.join("img");
-    checkpoint(pid, &img);
-    let _ = procs.take(pid).wait();
-    procs.forget(pid);
+    let out = start_and_checkpoint(&d, &mut procs, &img);
     // Writable: copied, not mapped. Asked to copy: copied. Not asked to map: copied.
     std::fs::set_permissions(&img, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let before = std::fs::read_to_string(&out).expect("output");

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The netfilter tables of this network namespace whose name holds `pid` (the locks of the
@@ -107,7 +107,7 @@ impl Peer {
 }
 
 /// Starts `tcppeer server` with its output to `log` and returns it with its port.
-fn start_server(d: &Dir, prog: &Path, six: bool, log: &Path) -> (std::process::Child, String) {
+fn start_server(d: &Dir, prog: &Path, six: bool, log: &Path) -> (Child, String) {
     let port_file = d.0.join("port");
     let f = std::fs::File::create(log).expect("server log");
     let mut args = vec!["server".to_string(), port_file.to_str().expect("utf8").to_string()];
@@ -119,56 +119,98 @@ fn start_server(d: &Dir, prog: &Path, six: bool, log: &Path) -> (std::process::C
     (server, port)
 }
 
+/// What each test sets up: `tcppeer server` built and started in a scratch directory of its
+/// own, its output in `log`, and the test's peer connected to it. On drop (in this order) the
+/// peer's end is closed, the lock tables of the server's PID are removed, the PIDs in `reaper`
+/// are killed and the directory is removed.
+struct Setup {
+    peer: Peer,
+    _unlock: Unlock,
+    reaper: Reaper,
+    server: Child,
+    pid: i32,
+    log: PathBuf,
+    prog: PathBuf,
+    d: Dir,
+}
+
+impl Setup {
+    /// Sets up in the scratch directory `name`, the server on IPv6 if `six`; `None` (said
+    /// with [`skip`]) when this machine cannot lock connections.
+    fn new(name: &str, six: bool) -> Option<Setup> {
+        if let Err(why) = can_lock() {
+            skip(&why);
+            return None;
+        }
+        let d = Dir::new(name);
+        let prog = d.0.join("tcppeer");
+        gcc("tests/c/tcppeer.c", &prog, &[]);
+        let log = d.0.join("server.txt");
+        let (server, port) = start_server(&d, &prog, six, &log);
+        let pid = server.id() as i32;
+        let reaper = Reaper(vec![pid]);
+        let _unlock = Unlock(pid);
+        let peer = Peer::connect(&port, six);
+        Some(Setup { peer, _unlock, reaper, server, pid, log, prog, d })
+    }
+
+    /// `cr_checkpoint ARGS -f IMG PID` of the server, which must succeed.
+    fn checkpoint(&self, args: &[&str], img: &Path) {
+        let ck = Command::new(bin("cr_checkpoint")).args(args).arg("-f").arg(img).arg(self.pid.to_string()).output().expect("cr_checkpoint runs");
+        assert!(ck.status.success(), "cr_checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
+    }
+
+    /// Starts `cr_restart IMG` (its standard error piped) and waits for the restored server;
+    /// both are killed on drop until the test clears `reaper`.
+    fn restart(&mut self, img: &Path) -> Child {
+        let mut rs = cr_restart_cmd().arg(img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
+        self.reaper.0.push(rs.id() as i32);
+        let restored = restored_child(&mut rs, Duration::from_secs(20));
+        self.reaper.0.push(restored);
+        rs
+    }
+
+    /// The number of lock tables of the server's PID.
+    fn locks(&self) -> Option<usize> {
+        lock_tables(self.pid).map(|t| t.len())
+    }
+}
+
 /// The server is checkpointed with `--kill`; the peer sends while no process holds the port,
 /// then the server is restarted: the peer sees no error, and every line is answered once, in
 /// order. The lock is there between the checkpoint and the restart, and gone after it.
 fn across_kill(six: bool) {
-    if let Err(why) = can_lock() {
-        return skip(&why);
-    }
-    let d = Dir::new(if six { "netlock-kill6" } else { "netlock-kill" });
-    let prog = d.0.join("tcppeer");
-    gcc("tests/c/tcppeer.c", &prog, &[]);
-    let log = d.0.join("server.txt");
-    let (mut server, port) = start_server(&d, &prog, six, &log);
-    let pid = server.id() as i32;
-    let mut reaper = Reaper(vec![pid]);
-    let _unlock = Unlock(pid);
-    let mut peer = Peer::connect(&port, six);
+    let Some(mut s) = Setup::new(if six { "netlock-kill6" } else { "netlock-kill" }, six) else { return };
     for _ in 0..5 {
-        peer.exchange("before the checkpoint");
+        s.peer.exchange("before the checkpoint");
     }
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-    assert!(ck.status.success(), "cr_checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
-    let _ = server.wait();
-    assert_eq!(lock_tables(pid).map(|t| t.len()), Some(1), "one lock table between the checkpoint and the restart");
+    let img = s.d.0.join("img");
+    s.checkpoint(&["--kill"], &img);
+    let _ = s.server.wait();
+    assert_eq!(s.locks(), Some(1), "one lock table between the checkpoint and the restart");
     // The server is gone: what the peer sends now is dropped, and sent again by its kernel.
     for _ in 0..5 {
-        peer.send("while the server is checkpointed and killed");
+        s.peer.send("while the server is checkpointed and killed");
         std::thread::sleep(Duration::from_millis(200));
     }
-    peer.quiet(Duration::from_millis(1500), "while the server is checkpointed and killed");
-    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
-    reaper.0.push(rs.id() as i32);
-    let restored = restored_child(&mut rs, Duration::from_secs(20));
-    reaper.0.push(restored);
+    s.peer.quiet(Duration::from_millis(1500), "while the server is checkpointed and killed");
+    let mut rs = s.restart(&img);
     let t = Instant::now();
     for _ in 0..5 {
-        peer.answer("after the restart");
+        s.peer.answer("after the restart");
     }
     let late = t.elapsed();
     for _ in 0..10 {
-        peer.exchange("after the restart");
+        s.peer.exchange("after the restart");
     }
-    peer.quit();
+    s.peer.quit();
     let st = wait_child(&mut rs, Duration::from_secs(30));
     let mut e = String::new();
     let _ = std::io::Read::read_to_string(rs.stderr.as_mut().expect("piped"), &mut e);
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = std::fs::read_to_string(&s.log).unwrap_or_default();
     assert!(st.success() && text.contains("server: 20 lines, then quit"), "the restored server: {st:?}: {text}\ncr_restart: {e}");
-    assert_eq!(lock_tables(pid).map(|t| t.len()), Some(0), "the restart removed the lock");
-    reaper.0.clear();
+    assert_eq!(s.locks(), Some(0), "the restart removed the lock");
+    s.reaper.0.clear();
     eprintln!("netlock: the lines sent while the server was away were answered {:.2} s after it was restored", late.as_secs_f64());
 }
 
@@ -187,19 +229,8 @@ fn peer_outside_sees_no_reset_across_kill_and_restart_ipv6() {
 /// left behind.
 #[test]
 fn peer_outside_sees_no_reset_during_a_run_checkpoint() {
-    if let Err(why) = can_lock() {
-        return skip(&why);
-    }
-    let d = Dir::new("netlock-run");
-    let prog = d.0.join("tcppeer");
-    gcc("tests/c/tcppeer.c", &prog, &[]);
-    let log = d.0.join("server.txt");
-    let (mut server, port) = start_server(&d, &prog, false, &log);
-    let pid = server.id() as i32;
-    let _reaper = Reaper(vec![pid]);
-    let _unlock = Unlock(pid);
-    let mut peer = Peer::connect(&port, false);
-    let mut sender = peer.out.try_clone().expect("a handle to send with");
+    let Some(mut s) = Setup::new("netlock-run", false) else { return };
+    let mut sender = s.peer.out.try_clone().expect("a handle to send with");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
     let writer = std::thread::spawn(move || {
@@ -214,22 +245,20 @@ fn peer_outside_sees_no_reset_during_a_run_checkpoint() {
         Ok(n)
     });
     for round in 0..3 {
-        let img = d.0.join(format!("img{round}"));
-        let ck = Command::new(bin("cr_checkpoint")).arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-        assert!(ck.status.success(), "cr_checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
+        s.checkpoint(&[], &s.d.0.join(format!("img{round}")));
         std::thread::sleep(Duration::from_millis(100));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = writer.join().expect("the writer").unwrap_or_else(|e| panic!("{e}"));
-    peer.sent = sent;
-    while peer.answered < sent {
-        peer.answer("after the checkpoints with --run");
+    s.peer.sent = sent;
+    while s.peer.answered < sent {
+        s.peer.answer("after the checkpoints with --run");
     }
-    peer.quit();
-    let st = wait_child(&mut server, Duration::from_secs(20));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    s.peer.quit();
+    let st = wait_child(&mut s.server, Duration::from_secs(20));
+    let text = std::fs::read_to_string(&s.log).unwrap_or_default();
     assert!(st.success() && text.contains(&format!("server: {sent} lines, then quit")), "the server: {st:?}: {text}");
-    assert_eq!(lock_tables(pid).map(|t| t.len()), Some(0), "no lock left after checkpoints with --run");
+    assert_eq!(s.locks(), Some(0), "no lock left after checkpoints with --run");
 }
 
 /// Where `nft` cannot run, a checkpoint with `--kill` of a TCP connection is refused with a
@@ -237,35 +266,24 @@ fn peer_outside_sees_no_reset_during_a_run_checkpoint() {
 /// option it is taken, and says that the peer may see a reset.
 #[test]
 fn without_nft_the_lock_is_refused_or_skipped_by_option() {
-    if let Err(why) = can_lock() {
-        return skip(&why);
-    }
-    let d = Dir::new("netlock-nonft");
-    let prog = d.0.join("tcppeer");
-    gcc("tests/c/tcppeer.c", &prog, &[]);
-    let log = d.0.join("server.txt");
-    let (mut server, port) = start_server(&d, &prog, false, &log);
-    let pid = server.id() as i32;
-    let _reaper = Reaper(vec![pid]);
-    let _unlock = Unlock(pid);
-    let mut peer = Peer::connect(&port, false);
-    peer.exchange("before the checkpoint");
+    let Some(mut s) = Setup::new("netlock-nonft", false) else { return };
+    s.peer.exchange("before the checkpoint");
     // A PATH without nft.
-    let empty = d.0.join("bin");
+    let empty = s.d.0.join("bin");
     std::fs::create_dir_all(&empty).expect("an empty directory");
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).env("PATH", &empty).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let img = s.d.0.join("img");
+    let ck = Command::new(bin("cr_checkpoint")).env("PATH", &empty).arg("--kill").arg("-f").arg(&img).arg(s.pid.to_string()).output().expect("cr_checkpoint runs");
     let err = String::from_utf8_lossy(&ck.stderr);
     assert!(!ck.status.success(), "refused without nft: {err}");
     assert!(err.contains("nft") && err.contains("--network-lock=skip"), "the message says why and what to do: {err}");
-    assert!(server.try_wait().expect("try_wait").is_none(), "the server runs on after a refused checkpoint");
-    peer.exchange("after a refused checkpoint");
-    let ck = Command::new(bin("cr_checkpoint")).env("PATH", &empty).arg("--kill").arg("--network-lock=skip").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    assert!(s.server.try_wait().expect("try_wait").is_none(), "the server runs on after a refused checkpoint");
+    s.peer.exchange("after a refused checkpoint");
+    let ck = Command::new(bin("cr_checkpoint")).env("PATH", &empty).arg("--kill").arg("--network-lock=skip").arg("-f").arg(&img).arg(s.pid.to_string()).output().expect("cr_checkpoint runs");
     let err = String::from_utf8_lossy(&ck.stderr);
     assert!(ck.status.success(), "taken with --network-lock=skip: {err}");
     assert!(err.contains("reset"), "it says the peer may see a reset: {err}");
-    let _ = server.wait();
-    assert_eq!(lock_tables(pid).map(|t| t.len()), Some(0), "no lock with --network-lock=skip");
+    let _ = s.server.wait();
+    assert_eq!(s.locks(), Some(0), "no lock with --network-lock=skip");
 }
 
 /// A restart that fails (here: the server's program is missing) leaves the lock, so that the
@@ -273,45 +291,30 @@ fn without_nft_the_lock_is_refused_or_skipped_by_option() {
 /// up, and removes the lock.
 #[test]
 fn a_failed_restart_keeps_the_lock_for_the_next_one() {
-    if let Err(why) = can_lock() {
-        return skip(&why);
-    }
-    let d = Dir::new("netlock-retry");
-    let prog = d.0.join("tcppeer");
-    gcc("tests/c/tcppeer.c", &prog, &[]);
-    let log = d.0.join("server.txt");
-    let (mut server, port) = start_server(&d, &prog, false, &log);
-    let pid = server.id() as i32;
-    let mut reaper = Reaper(vec![pid]);
-    let _unlock = Unlock(pid);
-    let mut peer = Peer::connect(&port, false);
-    peer.exchange("before the checkpoint");
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).arg("--kill").arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-    assert!(ck.status.success(), "cr_checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
-    let _ = server.wait();
+    let Some(mut s) = Setup::new("netlock-retry", false) else { return };
+    s.peer.exchange("before the checkpoint");
+    let img = s.d.0.join("img");
+    s.checkpoint(&["--kill"], &img);
+    let _ = s.server.wait();
     let info = Command::new(bin("cr_info")).arg(&img).output().expect("cr_info runs");
     let info = String::from_utf8_lossy(&info.stdout);
-    let tables = lock_tables(pid).unwrap_or_default();
+    let tables = lock_tables(s.pid).unwrap_or_default();
     assert!(tables.len() == 1 && info.contains(&format!("table inet {}", tables[0])), "cr_info names the lock: {info}");
-    let away = d.0.join("tcppeer.away");
-    std::fs::rename(&prog, &away).expect("moving the program away");
+    let away = s.d.0.join("tcppeer.away");
+    std::fs::rename(&s.prog, &away).expect("moving the program away");
     let rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).output().expect("cr_restart runs");
     assert!(!rs.status.success(), "the restart without its program fails: {}", String::from_utf8_lossy(&rs.stderr));
-    assert_eq!(lock_tables(pid).map(|t| t.len()), Some(1), "a failed restart leaves the lock");
-    peer.send("after a failed restart");
-    peer.quiet(Duration::from_millis(1500), "after a failed restart");
-    std::fs::rename(&away, &prog).expect("moving the program back");
-    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart runs");
-    reaper.0.push(rs.id() as i32);
-    let restored = restored_child(&mut rs, Duration::from_secs(20));
-    reaper.0.push(restored);
-    peer.answer("after the second restart");
-    peer.exchange("after the second restart");
-    peer.quit();
+    assert_eq!(s.locks(), Some(1), "a failed restart leaves the lock");
+    s.peer.send("after a failed restart");
+    s.peer.quiet(Duration::from_millis(1500), "after a failed restart");
+    std::fs::rename(&away, &s.prog).expect("moving the program back");
+    let mut rs = s.restart(&img);
+    s.peer.answer("after the second restart");
+    s.peer.exchange("after the second restart");
+    s.peer.quit();
     let st = wait_child(&mut rs, Duration::from_secs(30));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = std::fs::read_to_string(&s.log).unwrap_or_default();
     assert!(st.success() && text.contains("server: 3 lines, then quit"), "the restored server: {st:?}: {text}");
-    assert_eq!(lock_tables(pid).map(|t| t.len()), Some(0), "the second restart removed the lock");
-    reaper.0.clear();
+    assert_eq!(s.locks(), Some(0), "the second restart removed the lock");
+    s.reaper.0.clear();
 }

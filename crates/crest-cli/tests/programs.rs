@@ -111,28 +111,19 @@ fn posix_timer_due_at_checkpoint_fires_after_restart() {
 
 #[test]
 fn inotify_watches_keep_their_numbers() {
-    if !is_root() {
-        return skip("finding an inotify watch's path by its file handle needs CAP_DAC_READ_SEARCH");
-    }
-    run_c("inotifies", &["DIR"]);
+    run_c_as_root("finding an inotify watch's path by its file handle needs CAP_DAC_READ_SEARCH", "inotifies", &["DIR"]);
 }
 
 /// A watch on a file deleted while open is added again through the descriptor that holds it,
 /// with its number; a write and a close of that descriptor are its events after the restart.
 #[test]
 fn inotify_watch_of_a_deleted_open_file() {
-    if !is_root() {
-        return skip("finding an inotify watch's path by its file handle needs CAP_DAC_READ_SEARCH");
-    }
-    run_c("inotifydel", &["DIR"]);
+    run_c_as_root("finding an inotify watch's path by its file handle needs CAP_DAC_READ_SEARCH", "inotifydel", &["DIR"]);
 }
 
 #[test]
 fn deleted_files_come_back_with_their_contents() {
-    if !is_root() {
-        return skip("reading a mapped deleted file through /proc/PID/map_files needs CAP_SYS_ADMIN");
-    }
-    run_c("deleted", &["DIR"]);
+    run_c_as_root("reading a mapped deleted file through /proc/PID/map_files needs CAP_SYS_ADMIN", "deleted", &["DIR"]);
 }
 
 /// A deleted file larger than `--deleted-max` is refused, named, and the process runs on.

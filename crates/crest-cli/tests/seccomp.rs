@@ -51,8 +51,5 @@ fn seccomp_filters_are_refused_without_root() {
 /// for anything else.
 #[test]
 fn seccomp_strict_mode_comes_back() {
-    if !is_root() {
-        return skip("checkpointing a process in seccomp strict mode needs root (PTRACE_O_SUSPEND_SECCOMP)");
-    }
-    run_c("strictmode", &[]);
+    run_c_as_root("checkpointing a process in seccomp strict mode needs root (PTRACE_O_SUSPEND_SECCOMP)", "strictmode", &[]);
 }

@@ -7,8 +7,8 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -98,6 +98,50 @@ fn python_http_server() {
     eprintln!("python http.server: checkpoint --run {run_time:?} (image {} KiB), checkpoint --kill {ck_time:?}, restart to first page {rs_time:?}, image {} KiB", image_kib(&run_img), image_kib(&img));
 }
 
+/// A `cr_restart` of a program whose output is a file, and how it went until the restored
+/// program wrote a line more.
+struct Restart {
+    rs: Child,
+    pid: i32,
+    /// From the start of cr_restart to the new line (or to its end).
+    time: Duration,
+    /// Whether cr_restart ended before a new line came.
+    ended: bool,
+}
+
+impl Restart {
+    /// Starts `cr_restart IMG` (its standard error piped, its PID in `procs`) and waits until
+    /// `out` has a line more than now, or cr_restart has ended; fails saying `no_line` after
+    /// 20 s.
+    fn to_next_line(procs: &mut Procs, img: &Path, out: &Path, no_line: &str) -> Restart {
+        let lines_before = std::fs::read_to_string(out).unwrap_or_default().lines().count();
+        let t = Instant::now();
+        let mut rs = cr_restart_cmd().arg(img).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
+        let pid = rs.id() as i32;
+        procs.pids.push(pid);
+        let mut ended = false;
+        while std::fs::read_to_string(out).unwrap_or_default().lines().count() <= lines_before {
+            if rs.try_wait().ok().flatten().is_some() {
+                ended = true;
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "{no_line}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Restart { rs, pid, time: t.elapsed(), ended }
+    }
+
+    /// Waits for cr_restart to end (failing after `limit`): its status, its standard error and
+    /// the program's output, `out`.
+    fn finish(mut self, procs: &mut Procs, limit: Duration, out: &Path) -> (ExitStatus, String, String) {
+        let st = wait_child(&mut self.rs, limit);
+        procs.forget(self.pid);
+        let mut err = String::new();
+        let _ = self.rs.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        (st, err, std::fs::read_to_string(out).unwrap_or_default())
+    }
+}
+
 const ASYNC: &str = r#"
 import asyncio, sys
 state = {'n': 0}
@@ -151,24 +195,9 @@ fn python_asyncio_with_subprocess() {
     for k in &kids {
         wait_gone(*k, "the cat subprocess");
     }
-    let lines_before = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
-    let t = Instant::now();
-    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
-    let rs_pid = rs.id() as i32;
-    procs.pids.push(rs_pid);
-    while std::fs::read_to_string(&out).unwrap_or_default().lines().count() <= lines_before {
-        if rs.try_wait().ok().flatten().is_some() {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "no new line after the restart");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let rs_time = t.elapsed();
-    let st = wait_child(&mut rs, Duration::from_secs(60));
-    procs.forget(rs_pid);
-    let mut err = String::new();
-    let _ = rs.stderr.take().map(|mut e| e.read_to_string(&mut err));
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let rs = Restart::to_next_line(&mut procs, &img, &out, "no new line after the restart");
+    let rs_time = rs.time;
+    let (st, err, text) = rs.finish(&mut procs, Duration::from_secs(60), &out);
     assert!(st.success() && text.contains("PASS"), "after the restart: {st:?} {err}\n{text}");
     // The counter goes on with no gap and no repeat, across the restart.
     let ticks: Vec<u64> = text.lines().filter_map(|l| l.strip_prefix("tick ")).map(|n| n.trim().parse().expect("a tick number")).collect();
@@ -230,25 +259,13 @@ fn python_sqlite_writer() {
     let _ = procs.take(prog).wait();
     // A rollback journal left behind: the writer was killed inside a transaction.
     let in_transaction = d.0.join("rows.db-journal").exists();
-    let lines_before = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
-    let t = Instant::now();
-    let mut rs = cr_restart_cmd().arg(&img).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cr_restart");
-    let rs_pid = rs.id() as i32;
-    procs.pids.push(rs_pid);
-    while std::fs::read_to_string(&out).unwrap_or_default().lines().count() <= lines_before {
-        assert!(rs.try_wait().ok().flatten().is_none(), "cr_restart ended before the writer wrote again");
-        assert!(t.elapsed() < Duration::from_secs(20), "no new rows after the restart");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let rs_time = t.elapsed();
+    let rs = Restart::to_next_line(&mut procs, &img, &out, "no new rows after the restart");
+    assert!(!rs.ended, "cr_restart ended before the writer wrote again");
+    let rs_time = rs.time;
     // Let it commit some more, then ask it to stop.
     std::thread::sleep(Duration::from_millis(500));
     std::fs::write(d.0.join("stop"), "").expect("stop file");
-    let st = wait_child(&mut rs, Duration::from_secs(30));
-    procs.forget(rs_pid);
-    let mut err = String::new();
-    let _ = rs.stderr.take().map(|mut e| e.read_to_string(&mut err));
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let (st, err, text) = rs.finish(&mut procs, Duration::from_secs(30), &out);
     assert!(st.success() && text.contains("DONE"), "the writer after the restart: {st:?} {err}\n{text}");
     let done: u64 = text.lines().find_map(|l| l.strip_prefix("DONE ")).expect("DONE line").trim().parse().expect("a number");
     let ck = Command::new(&py).arg("check.py").arg(&db).current_dir(&d.0).output().expect("check.py");

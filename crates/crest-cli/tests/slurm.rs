@@ -97,6 +97,25 @@ impl Job {
         o.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap_or("?").to_string()
     }
 
+    /// Preempts the job twice with `scontrol requeue` (SIGTERM to every process of the job),
+    /// each time once `checkpointed` holds of its output (a checkpoint taken in this run), and
+    /// waits for it to restart from a checkpoint.
+    fn requeue_twice(&self, checkpointed: impl Fn(&str) -> bool) {
+        for round in 1..=2 {
+            self.wait("checkpoint in this run", Duration::from_secs(90), &checkpointed);
+            self.slurm("scontrol", &["requeue", &self.id]);
+            self.wait(&format!("restart {round}"), Duration::from_secs(90), |s| s.matches("restarted from checkpoint").count() == round);
+        }
+    }
+
+    /// Waits until the job's output has `result` and says its images were removed, and then
+    /// until SLURM has the job COMPLETED; returns the output.
+    fn completed(&self, result: &str) -> String {
+        let s = self.wait("result", Duration::from_secs(90), |s| s.contains(result) && s.contains("images were removed"));
+        self.wait_state("COMPLETED", Duration::from_secs(30));
+        s
+    }
+
     fn wait_state(&self, state: &str, limit: Duration) {
         let t = Instant::now();
         while self.field("JobState") != state {
@@ -123,7 +142,7 @@ fn expected_sum(steps: u32) -> u64 {
 }
 
 /// The numbers of longsum's progress lines, in order.
-fn steps_of(s: &str) -> Vec<u32> {
+fn steps_of(s: &str) -> Vec<u64> {
     s.lines().filter_map(|l| l.strip_prefix("step ")?.split('/').next()?.parse().ok()).collect()
 }
 
@@ -133,22 +152,41 @@ fn checkpointed_since_start(s: &str) -> bool {
     s[from..].contains(" taken: ")
 }
 
-/// After each restart, the job goes on from the step after one it had reached (it may do a
-/// few again, those after its last checkpoint), never from step 1; every step is done.
-fn assert_resumed(s: &str, steps: u32, restarts: usize) {
+/// The job's output `s` holds `restarts` restarts from checkpoints, and after each the job went
+/// on from the `unit` (a step or a round, numbered from 1: `of` lists those of a run's output)
+/// after one it had reached, never from the first; in each run they come in order. Returns the
+/// last one reached.
+fn resumed_each_time(s: &str, restarts: usize, unit: &str, of: fn(&str) -> Vec<u64>) -> u64 {
     let parts: Vec<&str> = s.split("restarted from checkpoint").collect();
     assert_eq!(parts.len(), restarts + 1, "{restarts} restarts from checkpoints expected:\n{s}");
     let mut reached = 0;
     for (i, part) in parts.iter().enumerate() {
-        let st = steps_of(part);
+        let r = of(part);
         if i > 0 {
-            let first = *st.first().unwrap_or_else(|| panic!("no step after restart {i}:\n{s}"));
-            assert!(first > 1 && first <= reached + 1, "after restart {i} the job went on at step {first}, having reached step {reached}: it should resume, not start over:\n{s}");
+            let first = *r.first().unwrap_or_else(|| panic!("no {unit} after restart {i}:\n{s}"));
+            assert!(first > 1 && first <= reached + 1, "after restart {i} the job went on at {unit} {first}, having reached {unit} {reached}: it should resume, not start over:\n{s}");
         }
-        assert!(st.windows(2).all(|w| w[1] == w[0] + 1), "steps out of order in run {i}:\n{s}");
-        reached = reached.max(st.last().copied().unwrap_or(0));
+        assert!(r.windows(2).all(|w| w[1] == w[0] + 1), "{unit}s out of order in run {i}:\n{s}");
+        reached = reached.max(r.last().copied().unwrap_or(0));
     }
-    assert_eq!(reached, steps, "the job did every step:\n{s}");
+    reached
+}
+
+/// After each restart, the job went on from the `unit` right after the last one of the run
+/// before (`of` lists those of a run's output): none was done twice, as the checkpoint came
+/// with `when`.
+fn assert_none_again(s: &str, unit: &str, of: fn(&str) -> Vec<u64>, when: &str) {
+    let parts: Vec<&str> = s.split("restarted from checkpoint").collect();
+    for w in parts.windows(2) {
+        assert_eq!(of(w[1]).first().copied(), of(w[0]).last().map(|l| l + 1), "no {unit} is done twice when the checkpoint came with {when}:\n{s}");
+    }
+}
+
+/// After each restart, the job goes on from the step after one it had reached (it may do a
+/// few again, those after its last checkpoint), never from step 1; every step is done.
+fn assert_resumed(s: &str, steps: u32, restarts: usize) {
+    let reached = resumed_each_time(s, restarts, "step", steps_of);
+    assert_eq!(reached, u64::from(steps), "the job did every step:\n{s}");
     assert_eq!(s.matches("begin pid").count(), 1, "the program started once, then only resumed:\n{s}");
     assert_eq!(s.matches("RESULT ok").count(), 1, "one result:\n{s}");
     assert!(s.contains(&format!("RESULT ok {}", expected_sum(steps))), "the sum is right:\n{s}");
@@ -166,13 +204,8 @@ fn requeued_twice_resumes_from_checkpoints() {
     let steps = 60;
     let job = Job::submit(&conf, &d, "--period 2", |p| format!("{} {steps} 250", p.display()));
     let t = Instant::now();
-    for round in 1..=2 {
-        job.wait("checkpoint in this run", Duration::from_secs(90), |s| checkpointed_since_start(s) && steps_of(s).len() > 2);
-        job.slurm("scontrol", &["requeue", &job.id]);
-        job.wait(&format!("restart {round}"), Duration::from_secs(90), |s| s.matches("restarted from checkpoint").count() == round);
-    }
-    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("RESULT") && s.contains("images were removed"));
-    job.wait_state("COMPLETED", Duration::from_secs(30));
+    job.requeue_twice(|s| checkpointed_since_start(s) && steps_of(s).len() > 2);
+    let s = job.completed("RESULT");
     assert_eq!(job.field("Restarts"), "2", "SLURM ran the job three times");
     assert_eq!(job.field("ExitCode"), "0:0");
     assert!(s.contains("SIGTERM: the job is being ended"), "cr_slurm said why it took no checkpoint at SIGTERM:\n{s}");
@@ -198,11 +231,9 @@ fn warning_signal_checkpoints_and_requeues() {
     let s = job.wait("requeue", Duration::from_secs(60), |s| s.contains("the job was requeued"));
     assert!(s.contains("checkpoint 1 taken on the warning signal SIGUSR1"), "{s}");
     job.wait("restart", Duration::from_secs(90), |s| s.contains("restarted from checkpoint 1"));
-    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("RESULT") && s.contains("images were removed"));
-    job.wait_state("COMPLETED", Duration::from_secs(30));
+    let s = job.completed("RESULT");
     assert_resumed(&s, steps, 1);
-    let (before, after) = s.split_once("restarted from checkpoint").expect("restarted");
-    assert_eq!(steps_of(after).first().copied(), steps_of(before).last().map(|l| l + 1), "no step is done twice when the checkpoint came with the warning:\n{s}");
+    assert_none_again(&s, "step", steps_of, "the warning");
 }
 
 /// A command whose every process ignores SIGTERM (a shell that ignores it, and the program it
@@ -222,12 +253,10 @@ fn sigterm_ignored_tree_is_checkpointed_at_preemption() {
     let s = job.wait("checkpoint", Duration::from_secs(60), |s| s.contains("taken on SIGTERM"));
     assert!(s.contains("checkpoint 1 taken on SIGTERM; the command was ended"), "{s}");
     job.wait("restart", Duration::from_secs(90), |s| s.contains("restarted from checkpoint 1"));
-    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("RESULT") && s.contains("images were removed"));
-    job.wait_state("COMPLETED", Duration::from_secs(30));
+    let s = job.completed("RESULT");
     assert_eq!(job.field("ExitCode"), "0:0");
     assert_resumed(&s, steps, 1);
-    let (before, after) = s.split_once("restarted from checkpoint").expect("restarted");
-    assert_eq!(steps_of(after).first().copied(), steps_of(before).last().map(|l| l + 1), "no step is done twice when the checkpoint came with SIGTERM:\n{s}");
+    assert_none_again(&s, "step", steps_of, "SIGTERM");
 }
 
 /// Outside SLURM (`--job-id` names the job): when the newest image is cut short, the restart
@@ -327,22 +356,67 @@ fn rounds_of(s: &str) -> Vec<u64> {
 /// round after one it had reached (never from round 1), did every round in order in each run,
 /// and ended with the ring's own check passed, once.
 fn assert_ring_resumed(s: &str, rounds: u64, restarts: usize) {
-    let parts: Vec<&str> = s.split("restarted from checkpoint").collect();
-    assert_eq!(parts.len(), restarts + 1, "{restarts} restarts from checkpoints expected:\n{s}");
-    let mut reached = 0;
-    for (i, part) in parts.iter().enumerate() {
-        let r = rounds_of(part);
-        if i > 0 {
-            let first = *r.first().unwrap_or_else(|| panic!("no round after restart {i}:\n{s}"));
-            assert!(first > 1 && first <= reached + 1, "after restart {i} the job went on at round {first}, having reached round {reached}: it should resume, not start over:\n{s}");
-        }
-        assert!(r.windows(2).all(|w| w[1] == w[0] + 1), "rounds out of order in run {i}:\n{s}");
-        reached = reached.max(r.last().copied().unwrap_or(0));
-    }
+    let reached = resumed_each_time(s, restarts, "round", rounds_of);
     assert_eq!(reached, rounds - 1, "the job did every round:\n{s}");
     assert_eq!(s.matches("round 1 token").count(), 1, "the job started once, then only resumed:\n{s}");
     assert_eq!(s.matches("PASS ring").count(), 1, "one result:\n{s}");
     assert!(s.contains(&format!("PASS ring {rounds} {RANKS} {}", rounds * RANKS)), "the ring's final token is right:\n{s}");
+}
+
+/// How an MPI job is preempted, twice.
+#[derive(Clone, Copy)]
+enum Preempt {
+    /// `scontrol requeue` (SIGTERM to every process of the job), each time once a periodic
+    /// checkpoint was taken in the run: the job comes back from the last periodic image.
+    Requeue,
+    /// The warning signal (`scancel --signal=USR1 --batch`): cr_slurm checkpoints, ends the
+    /// command and requeues the job itself, which goes on from exactly the round it reached.
+    Warning,
+}
+
+/// The MPI ring (built with `cc`) run by `launch` (the command line before the ring's path,
+/// its first word the launcher) inside a batch job that sets `env` (shell lines), under
+/// `cr_slurm ARGS`, and preempted twice by `preempt`: SLURM ran the job three times, it ended
+/// well, and the ring resumed each time and passed its check. `what` names the MPI for the
+/// figures printed.
+fn mpi_job_preempted_twice(dir: &str, what: &str, cc: &str, launch: &str, env: &str, cr_slurm_args: &str, preempt: Preempt) {
+    let conf = match slurm() {
+        Ok(c) => c,
+        Err(why) => return skip(&why),
+    };
+    let _one = ONE_MPI_JOB.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Dir::new(dir);
+    let launcher = launch.split(' ').next().unwrap_or_default();
+    let Some(ring) = mpi_ring(&d, cc, launcher) else { return };
+    let rounds = 300;
+    let job = Job::submit_script(&conf, &d, env, cr_slurm_args, &format!("{launch} {} {rounds} 40", ring.display()));
+    let since_restart = |s: &str| rounds_of(&s[s.rfind("restarted from checkpoint").unwrap_or(0)..]).len();
+    let t = Instant::now();
+    match preempt {
+        Preempt::Requeue => job.requeue_twice(|s| checkpointed_since_start(s) && since_restart(s) > 2),
+        Preempt::Warning => {
+            for round in 1..=2 {
+                job.wait("progress in this run", Duration::from_secs(90), |s| since_restart(s) > 10);
+                job.slurm("scancel", &["--signal=USR1", "--batch", &job.id]);
+                job.wait(&format!("requeue {round}"), Duration::from_secs(60), |s| s.matches("the job was requeued").count() == round);
+                job.wait(&format!("restart {round}"), Duration::from_secs(90), |s| s.matches("restarted from checkpoint").count() == round);
+            }
+        }
+    }
+    let s = job.completed("PASS ring");
+    assert_eq!(job.field("Restarts"), "2", "SLURM ran the job three times");
+    assert_eq!(job.field("ExitCode"), "0:0");
+    assert_ring_resumed(&s, rounds, 2);
+    match preempt {
+        Preempt::Requeue => {
+            assert!(!d.0.join("ck").join(&job.id).exists(), "the images are removed once the job finished");
+            eprintln!("slurm: {what} job {} requeued twice, finished in {:.0} s", job.id, t.elapsed().as_secs_f64());
+        }
+        Preempt::Warning => {
+            assert_none_again(&s, "round", rounds_of, "the warning");
+            eprintln!("slurm: {what} job {} warned and requeued twice, finished in {:.0} s", job.id, t.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// MPICH's `mpiexec -launcher fork -n 4` inside the batch job under `cr_slurm --period`: the
@@ -352,28 +426,7 @@ fn assert_ring_resumed(s: &str, rounds: u64, restarts: usize) {
 /// fork`, hydra starts its proxy with `srun` inside a SLURM job, outside the tree.)
 #[test]
 fn mpich_job_requeued_twice_resumes_from_checkpoints() {
-    let conf = match slurm() {
-        Ok(c) => c,
-        Err(why) => return skip(&why),
-    };
-    let _one = ONE_MPI_JOB.lock().unwrap_or_else(|e| e.into_inner());
-    let d = Dir::new("slurm-mpich");
-    let Some(ring) = mpi_ring(&d, "mpicc.mpich", "mpiexec.mpich") else { return };
-    let rounds = 300;
-    let job = Job::submit_script(&conf, &d, "", "--period 2", &format!("mpiexec.mpich -launcher fork -n {RANKS} {} {rounds} 40", ring.display()));
-    let t = Instant::now();
-    for round in 1..=2 {
-        job.wait("checkpoint in this run", Duration::from_secs(90), |s| checkpointed_since_start(s) && rounds_of(&s[s.rfind("restarted from checkpoint").unwrap_or(0)..]).len() > 2);
-        job.slurm("scontrol", &["requeue", &job.id]);
-        job.wait(&format!("restart {round}"), Duration::from_secs(90), |s| s.matches("restarted from checkpoint").count() == round);
-    }
-    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("PASS ring") && s.contains("images were removed"));
-    job.wait_state("COMPLETED", Duration::from_secs(30));
-    assert_eq!(job.field("Restarts"), "2", "SLURM ran the job three times");
-    assert_eq!(job.field("ExitCode"), "0:0");
-    assert_ring_resumed(&s, rounds, 2);
-    assert!(!d.0.join("ck").join(&job.id).exists(), "the images are removed once the job finished");
-    eprintln!("slurm: MPICH job {} requeued twice, finished in {:.0} s", job.id, t.elapsed().as_secs_f64());
+    mpi_job_preempted_twice("slurm-mpich", "MPICH", "mpicc.mpich", &format!("mpiexec.mpich -launcher fork -n {RANKS}"), "", "--period 2", Preempt::Requeue);
 }
 
 /// Open MPI's `mpirun --oversubscribe -n 4` inside the batch job under `cr_slurm`, warned twice
@@ -384,33 +437,8 @@ fn mpich_job_requeued_twice_resumes_from_checkpoints() {
 /// for why a periodic image of it does not restart then.)
 #[test]
 fn openmpi_job_warned_twice_resumes_from_checkpoints() {
-    let conf = match slurm() {
-        Ok(c) => c,
-        Err(why) => return skip(&why),
-    };
-    let _one = ONE_MPI_JOB.lock().unwrap_or_else(|e| e.into_inner());
-    let d = Dir::new("slurm-openmpi");
-    let Some(ring) = mpi_ring(&d, "mpicc.openmpi", "mpirun.openmpi") else { return };
-    let rounds = 300;
     let env = "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1\n";
-    let job = Job::submit_script(&conf, &d, env, "", &format!("mpirun.openmpi --oversubscribe -n {RANKS} {} {rounds} 40", ring.display()));
-    let t = Instant::now();
-    for round in 1..=2 {
-        job.wait("progress in this run", Duration::from_secs(90), |s| rounds_of(&s[s.rfind("restarted from checkpoint").unwrap_or(0)..]).len() > 10);
-        job.slurm("scancel", &["--signal=USR1", "--batch", &job.id]);
-        job.wait(&format!("requeue {round}"), Duration::from_secs(60), |s| s.matches("the job was requeued").count() == round);
-        job.wait(&format!("restart {round}"), Duration::from_secs(90), |s| s.matches("restarted from checkpoint").count() == round);
-    }
-    let s = job.wait("result", Duration::from_secs(90), |s| s.contains("PASS ring") && s.contains("images were removed"));
-    job.wait_state("COMPLETED", Duration::from_secs(30));
-    assert_eq!(job.field("Restarts"), "2", "SLURM ran the job three times");
-    assert_eq!(job.field("ExitCode"), "0:0");
-    assert_ring_resumed(&s, rounds, 2);
-    let parts: Vec<&str> = s.split("restarted from checkpoint").collect();
-    for w in parts.windows(2) {
-        assert_eq!(rounds_of(w[1]).first().copied(), rounds_of(w[0]).last().map(|l| l + 1), "no round is done twice when the checkpoint came with the warning:\n{s}");
-    }
-    eprintln!("slurm: Open MPI job {} warned and requeued twice, finished in {:.0} s", job.id, t.elapsed().as_secs_f64());
+    mpi_job_preempted_twice("slurm-openmpi", "Open MPI", "mpicc.openmpi", &format!("mpirun.openmpi --oversubscribe -n {RANKS}"), env, "", Preempt::Warning);
 }
 
 /// A job step started with `srun` (as MPICH's hydra does for its proxy inside a SLURM job,

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -14,10 +14,7 @@ use common::*;
 /// half-closed connection and connected UDP sockets (tests/c/tcpconns.c).
 #[test]
 fn tcp_connections_inside_the_image() {
-    if !is_root() {
-        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
-    }
-    run_c("tcpconns", &[]);
+    run_c_as_root("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)", "tcpconns", &[]);
 }
 
 /// A connection whose receiving end took a window update from a segment beyond what it had
@@ -26,10 +23,7 @@ fn tcp_connections_inside_the_image() {
 /// it is. It comes back, and the data goes on both ways.
 #[test]
 fn tcp_window_updated_out_of_order_then_closed() {
-    if !is_root() {
-        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR), the test a raw socket");
-    }
-    run_c("tcpwindow", &[]);
+    run_c_as_root("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR), the test a raw socket", "tcpwindow", &[]);
 }
 
 /// A unix datagram socket connected to a socket outside the checkpoint (this test's) is
@@ -88,19 +82,26 @@ fn start_server(d: &Dir, prog: &Path, six: bool) -> (std::process::Child, String
     (server, port)
 }
 
-/// The client of a connection to a server that is not checkpointed is checkpointed with
-/// --kill and restarted: it reads what the server had sent, goes on with the same connection,
-/// and the server sees neither a reset nor an end of file.
-fn peer_outside(six: bool) {
+/// In a scratch directory of its own (`dir`), builds `tests/c/NAME.c` and starts `NAME server`
+/// (on IPv6 with `six`), which is not checkpointed; its client, `NAME client PORT [DIR/FILE]
+/// [6]`, is checkpointed with --kill and restarted, and must say PASS when told to check
+/// itself. Returns the server's exit status and its log, or `None` (said with [`skip`]) where
+/// TCP connections cannot be restored.
+fn client_across_restart(dir: &str, name: &str, six: bool, file: Option<&str>) -> Option<(ExitStatus, String)> {
     if !is_root() {
-        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
+        skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
+        return None;
     }
-    let d = Dir::new(if six { "tcppeer6" } else { "tcppeer" });
-    let prog = d.0.join("tcppeer");
-    gcc("tests/c/tcppeer.c", &prog, &[]);
+    let d = Dir::new(dir);
+    let prog = d.0.join(name);
+    gcc(&format!("tests/c/{name}.c"), &prog, &[]);
     let (mut server, port) = start_server(&d, &prog, six);
     let _reaper = Reaper(vec![server.id() as i32]);
+    let file = file.map(|f| d.0.join(f));
     let mut args = vec!["client", port.as_str()];
+    if let Some(f) = &file {
+        args.push(f.to_str().expect("utf8"));
+    }
     if six {
         args.push("6");
     }
@@ -108,6 +109,14 @@ fn peer_outside(six: bool) {
     assert!(st.success() && out.contains("PASS"), "the client after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
     let sst = wait_child(&mut server, Duration::from_secs(20));
     let log = std::fs::read_to_string(d.0.join("server.txt")).unwrap_or_default();
+    Some((sst, log))
+}
+
+/// The client of a connection to a server that is not checkpointed is checkpointed with
+/// --kill and restarted: it reads what the server had sent, goes on with the same connection,
+/// and the server sees neither a reset nor an end of file.
+fn peer_outside(six: bool) {
+    let Some((sst, log)) = client_across_restart(if six { "tcppeer6" } else { "tcppeer" }, "tcppeer", six, None) else { return };
     assert!(sst.success(), "the server noticed: {sst:?}: {log}");
     assert!(log.contains("26 lines, then quit"), "the server's view: {log}");
 }
@@ -158,23 +167,7 @@ fn tcp_conversation_goes_on_during_a_checkpoint() {
 /// restored in CLOSE_WAIT reads end of file again and can still write; the server gets every
 /// byte in order and sees no reset.
 fn peer_shut_down_writing(six: bool) {
-    if !is_root() {
-        return skip("restoring TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
-    }
-    let d = Dir::new(if six { "tcphalf6" } else { "tcphalf4v6" });
-    let prog = d.0.join("tcphalf");
-    gcc("tests/c/tcphalf.c", &prog, &[]);
-    let (mut server, port) = start_server(&d, &prog, six);
-    let _reaper = Reaper(vec![server.id() as i32]);
-    let go = d.0.join("port.go");
-    let mut args = vec!["client", port.as_str(), go.to_str().expect("utf8")];
-    if six {
-        args.push("6");
-    }
-    let (st, out) = round_trip_verify(&d, &prog, &args, "ready", Duration::from_secs(60));
-    assert!(st.success() && out.contains("PASS"), "the client after restart: {st:?}\n{}", out.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
-    let sst = wait_child(&mut server, Duration::from_secs(20));
-    let log = std::fs::read_to_string(d.0.join("server.txt")).unwrap_or_default();
+    let Some((sst, log)) = client_across_restart(if six { "tcphalf6" } else { "tcphalf4v6" }, "tcphalf", six, Some("port.go")) else { return };
     assert!(sst.success() && log.contains("PASS"), "the server: {sst:?}: {log}");
 }
 
@@ -244,19 +237,34 @@ fn waiting_connection_with_data_sent_is_refused() {
 /// process and saying each of `expect`, that no image is written and the process runs on.
 fn refused_queue(mode: &str, expect: &[&str]) {
     let d = Dir::new(&format!("unixqueues-{mode}"));
-    let prog = d.0.join("unixqueues");
-    gcc("tests/c/unixqueues.c", &prog, &[]);
-    let out = d.0.join("out");
-    let mut procs = Procs::default();
-    let pid = procs.add(Command::new(&prog).arg(&d.0).arg(mode).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("unixqueues"));
-    wait_for(&out, "ready", Duration::from_secs(30));
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    let p = start_c(&d, "unixqueues", &["DIR", mode]);
+    wait_for(&p.out, "ready", Duration::from_secs(30));
+    assert_refused(&p, expect, &format!("{mode}: the message names the process and says {expect:?}"));
+}
+
+/// `cr_checkpoint --kill` of `p` is refused with EOPNOTSUPP (exit 95), its message naming the
+/// process and holding each of `expect` (`says`: what it should say, for a failure); no image
+/// is written and the process runs on.
+fn assert_refused(p: &CProgram, expect: &[&str], says: &str) {
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&p.img).arg(p.pid.to_string()).output().expect("cr_checkpoint runs");
     let err = String::from_utf8_lossy(&ck.stderr);
     assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
-    assert!(err.contains(&format!("PID {pid}")) && expect.iter().all(|e| err.contains(e)), "{mode}: the message names the process and says {expect:?}: {err}");
-    assert!(!img.exists(), "no image is written");
-    assert_untouched(pid, "after a refused checkpoint");
+    assert!(err.contains(&format!("PID {}", p.pid)) && expect.iter().all(|e| err.contains(e)), "{says}: {err}");
+    assert!(!p.img.exists(), "no image is written");
+    assert_untouched(p.pid, "after a refused checkpoint");
+}
+
+/// A checkpoint of `p` with `--run` is taken, and then, told with SIGUSR2, the process checks
+/// itself and says PASS (`what`: the process, for a failure).
+fn run_checkpoint_then_passes(mut p: CProgram, what: &str) {
+    let ck = Command::new(bin("cr_checkpoint")).args(["--run", "-f"]).arg(&p.img).arg(p.pid.to_string()).output().expect("cr_checkpoint runs");
+    assert!(ck.status.success(), "checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
+    let _ = Command::new("kill").arg("-USR2").arg(p.pid.to_string()).status();
+    // Waited for in place: killed with the others should it not end.
+    let i = p.procs.children.iter().position(|c| c.id() as i32 == p.pid).expect("a child of this test");
+    let st = wait_child(&mut p.procs.children[i], Duration::from_secs(30));
+    let text = std::fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "{what}: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
 }
 
 /// Reading the queues does not take anything from them: after a checkpoint with --run the
@@ -264,21 +272,9 @@ fn refused_queue(mode: &str, expect: &[&str]) {
 #[test]
 fn unix_socket_queues_are_left_in_place_by_a_checkpoint() {
     let d = Dir::new("unixqueues-run");
-    let prog = d.0.join("unixqueues");
-    gcc("tests/c/unixqueues.c", &prog, &[]);
-    let out = d.0.join("out");
-    let mut procs = Procs::default();
-    let pid = procs.add(Command::new(&prog).arg(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("unixqueues"));
-    wait_for(&out, "ready", Duration::from_secs(30));
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--run", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-    assert!(ck.status.success(), "checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
-    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
-    // Waited for in place: killed with the others should it not end.
-    let i = procs.children.iter().position(|c| c.id() as i32 == pid).expect("a child of this test");
-    let st = wait_child(&mut procs.children[i], Duration::from_secs(30));
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    assert!(st.success() && text.contains("PASS"), "the original after the checkpoint: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
+    let p = start_c(&d, "unixqueues", &["DIR"]);
+    wait_for(&p.out, "ready", Duration::from_secs(30));
+    run_checkpoint_then_passes(p, "the original after the checkpoint");
 }
 
 /// TCP connections waiting to be accepted, their clients in the image (IPv4, IPv6, IPv4 on an
@@ -308,25 +304,15 @@ fn tcp_waiting_connection_from_outside_is_refused() {
 /// that no image is written and the process runs on.
 fn refused_tcp_waiting(mode: &str, expect: &[&str]) {
     let d = Dir::new(&format!("tcpwaiting-{mode}"));
-    let prog = d.0.join("tcpwaiting");
-    gcc("tests/c/tcpwaiting.c", &prog, &[]);
-    let out = d.0.join("out");
-    let mut procs = Procs::default();
-    let pid = procs.add(Command::new(&prog).arg(mode).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("tcpwaiting"));
-    let text = wait_for(&out, "ready", Duration::from_secs(30));
+    let p = start_c(&d, "tcpwaiting", &[mode]);
+    let text = wait_for(&p.out, "ready", Duration::from_secs(30));
     let _client = (mode == "outside").then(|| {
         let port: u16 = text.lines().find_map(|l| l.strip_prefix("port ")).and_then(|p| p.trim().parse().ok()).expect("port line");
         let c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         std::thread::sleep(Duration::from_millis(100));
         c
     });
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-    let err = String::from_utf8_lossy(&ck.stderr);
-    assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
-    assert!(err.contains(&format!("PID {pid}")) && expect.iter().all(|e| err.contains(e)), "{mode}: the message names the process and says {expect:?}: {err}");
-    assert!(!img.exists(), "no image is written");
-    assert_untouched(pid, "after a refused checkpoint");
+    assert_refused(&p, expect, &format!("{mode}: the message names the process and says {expect:?}"));
 }
 
 /// Raw IP sockets (ICMP bound and connected with its filter, UDP with IP_HDRINCL, ICMPv6 with
@@ -335,10 +321,64 @@ fn refused_tcp_waiting(mode: &str, expect: &[&str]) {
 /// were and work (tests/c/netsocks.c).
 #[test]
 fn raw_packet_and_netlink_sockets() {
+    run_c_as_root("raw and packet sockets need CAP_NET_RAW", "netsocks", &[]);
+}
+
+/// Packet sockets with their rings mapped (TPACKET_V2 receive and transmit rings mapped
+/// shared, a TPACKET_V3 receive ring mapped private, bound to lo) come back mapped at the same
+/// addresses, with the same versions and rings, and a frame sent through the transmit ring
+/// arrives in both receive rings (tests/c/packetrings.c).
+#[test]
+fn packet_sockets_with_mapped_rings() {
+    run_c_as_root("packet sockets need CAP_NET_RAW", "packetrings", &[]);
+}
+
+/// A packet socket whose receive ring received a packet, read and handed back, before the
+/// checkpoint: after the restart the kernel fills the ring's next frame, where the program
+/// looks (tests/c/packetrings.c, "consumed").
+#[test]
+fn packet_ring_comes_back_at_its_receive_position() {
     if !is_root() {
-        return skip("raw and packet sockets need CAP_NET_RAW");
+        return skip("packet sockets need CAP_NET_RAW");
     }
-    run_c("netsocks", &[]);
+    run_c_in("packetrings-consumed", "packetrings", &["consumed"]);
+}
+
+/// As above, the socket and its mapped rings shared with a child (by fork): the ring is brought
+/// to its position once, not once per process (tests/c/packetrings.c, "forked").
+#[test]
+fn packet_ring_shared_with_a_child_comes_back_at_its_receive_position() {
+    if !is_root() {
+        return skip("packet sockets need CAP_NET_RAW");
+    }
+    run_c_in("packetrings-forked", "packetrings", &["forked"]);
+}
+
+/// A packet socket in a fanout group whose receive ring's kernel position is not its first
+/// frame is refused, naming the fanout group: the socket cannot be bound for the time its new
+/// ring is brought there.
+#[test]
+fn packet_ring_of_a_fanout_socket_past_its_first_frame_is_refused() {
+    if !is_root() {
+        return skip("packet sockets need CAP_NET_RAW");
+    }
+    let d = Dir::new("packetrings-fanout");
+    let p = start_c(&d, "packetrings", &["fanout"]);
+    wait_for(&p.out, "ready", Duration::from_secs(30));
+    assert_refused(&p, &["fanout group", "frame 1"], "the message names the process, the fanout group and the frame");
+}
+
+/// A packet socket whose receive ring holds a packet the program has not read is refused,
+/// naming the socket's rings, rather than restored without it.
+#[test]
+fn packet_ring_with_an_unread_frame_is_refused() {
+    if !is_root() {
+        return skip("packet sockets need CAP_NET_RAW");
+    }
+    let d = Dir::new("packetrings-pending");
+    let p = start_c(&d, "packetrings", &["pending"]);
+    wait_for(&p.out, "ready", Duration::from_secs(30));
+    assert_refused(&p, &["rings of the packet socket", "not read yet", "a new ring would lose"], "the message names the process, the socket's rings and the unread packet");
 }
 
 /// A netlink socket of a protocol whose kernel side keeps state by port id (netfilter) is
@@ -349,19 +389,9 @@ fn netfilter_netlink_socket_is_refused() {
         return skip("raw and packet sockets need CAP_NET_RAW");
     }
     let d = Dir::new("netsocks-netfilter");
-    let prog = d.0.join("netsocks");
-    gcc("tests/c/netsocks.c", &prog, &[]);
-    let out = d.0.join("out");
-    let mut procs = Procs::default();
-    let pid = procs.add(Command::new(&prog).arg("netfilter").stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("netsocks"));
-    wait_for(&out, "ready", Duration::from_secs(30));
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-    let err = String::from_utf8_lossy(&ck.stderr);
-    assert_eq!(ck.status.code(), Some(95), "exit status (EOPNOTSUPP); stderr: {err}");
-    assert!(err.contains(&format!("PID {pid}")) && err.contains("NETLINK_NETFILTER"), "the message names the process and the protocol: {err}");
-    assert!(!img.exists(), "no image is written");
-    assert_untouched(pid, "after a refused checkpoint");
+    let p = start_c(&d, "netsocks", &["netfilter"]);
+    wait_for(&p.out, "ready", Duration::from_secs(30));
+    assert_refused(&p, &["NETLINK_NETFILTER"], "the message names the process and the protocol");
 }
 
 /// A checkpoint with --run takes a server's connection in and out of repair mode, which
@@ -373,18 +403,7 @@ fn tcp_connection_keeps_so_reuseaddr_after_a_checkpoint_with_run() {
         return skip("saving TCP connections needs CAP_NET_ADMIN (TCP_REPAIR)");
     }
     let d = Dir::new("tcpreuse");
-    let prog = d.0.join("tcpreuse");
-    gcc("tests/c/tcpreuse.c", &prog, &[]);
-    let out = d.0.join("out");
-    let mut procs = Procs::default();
-    let pid = procs.add(Command::new(&prog).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("tcpreuse"));
-    wait_for(&out, "ready", Duration::from_secs(30));
-    let img = d.0.join("img");
-    let ck = Command::new(bin("cr_checkpoint")).args(["--run", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
-    assert!(ck.status.success(), "checkpoint: {}", String::from_utf8_lossy(&ck.stderr));
-    let _ = Command::new("kill").arg("-USR2").arg(pid.to_string()).status();
-    let i = procs.children.iter().position(|c| c.id() as i32 == pid).expect("a child of this test");
-    let st = wait_child(&mut procs.children[i], Duration::from_secs(30));
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    assert!(st.success() && text.contains("PASS"), "after the checkpoint with --run: {st:?}\n{}", text.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
+    let p = start_c(&d, "tcpreuse", &[]);
+    wait_for(&p.out, "ready", Duration::from_secs(30));
+    run_checkpoint_then_passes(p, "after the checkpoint with --run");
 }

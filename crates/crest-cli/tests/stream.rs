@@ -13,17 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Whether a lazy restart can be done here; says why not otherwise.
-fn lazy_possible() -> bool {
-    match crest_ptrace::wp::MissingPager::probe() {
-        Ok(()) => true,
-        Err(e) => {
-            skip(&format!("this user may not use userfaultfd with the fork event here ({e})"));
-            false
-        }
-    }
-}
-
 /// How the stream goes from `cr_checkpoint` to `cr_restart`.
 enum Via {
     /// One pipe.
@@ -38,6 +27,9 @@ enum Via {
     /// Through this test, which passes on the first `.0` bytes, then closes the stream both
     /// ways (the connection lost).
     Closed(u64),
+    /// Through this test, which passes on the first `.0` bytes, then sends nothing more and
+    /// keeps both ends open (a sender that stalled) until `cr_restart` has ended.
+    Stalled(u64),
 }
 
 /// What a migration gave.
@@ -58,15 +50,15 @@ struct Outcome {
 /// `via` (`cr_checkpoint --kill --stream -f -` into the stream, `cr_restart --lazy --fd 3`
 /// from it) and sends it SIGUSR2 as soon as it runs, to check every byte.
 fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
+    migrate_with(dir, via, ck_args, &[])
+}
+
+/// [`migrate`] with more arguments for `cr_restart`.
+fn migrate_with(dir: &str, via: Via, ck_args: &[&str], rs_extra: &[&str]) -> Outcome {
     let d = Dir::new(dir);
-    let prog = d.0.join("mem256");
-    gcc("tests/c/mem256.c", &prog, &["-pthread"]);
-    let out = d.0.join("out.txt");
     let mut procs = Procs::default();
-    let child = Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("start");
-    let pid = procs.add(child);
-    procs.pids.push(pid);
-    wait_for(&out, "ready", Duration::from_secs(30));
+    let (pid, out) = start_ready(&d, "mem256", &["-pthread"], &mut procs, Duration::from_secs(30));
+    let prog = d.0.join("mem256");
     // Reaped as soon as it is killed: the restart gives its PID again.
     let mut original = procs.take(pid);
     let reaped = std::thread::spawn(move || original.wait());
@@ -93,10 +85,14 @@ fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
         .arg(bin("cr_restart"))
         .args(rs_args)
         .args(["--lazy", "--relaxed-stdio", "--fd", "3"])
+        .args(rs_extra)
         .env("TMPDIR", &d.0)
         .env("CREST_TIMING", "1")
         .stderr(std::fs::File::create(&err).expect("stderr file"));
     let mut relay = None;
+    // Set once cr_restart has ended: a stalled relay then lets its ends go.
+    let restart_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = restart_done.clone();
     // The commands, which hold the stream's ends given to the children, are dropped once
     // these are started: a receiver that ends early leaves its sender no reader.
     let (mut ck, mut rs) = match (via, ck_cmd, rs_cmd) {
@@ -118,11 +114,12 @@ fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
             let mut ck = ck.stdout(Stdio::piped()).spawn().expect("cr_checkpoint runs");
             let mut rs = rs.stdin(Stdio::piped()).spawn().expect("cr_restart runs");
             let (mut from, mut to) = (ck.stdout.take().expect("piped"), rs.stdin.take().expect("piped"));
-            let (damage, cut, kill) = match via {
-                Via::Corrupt(at) => (Some(at), None, false),
-                Via::Cut(n) => (None, Some(n), true),
-                Via::Closed(n) => (None, Some(n), false),
-                _ => (None, None, false),
+            let (damage, cut, kill, stall) = match via {
+                Via::Corrupt(at) => (Some(at), None, false, false),
+                Via::Cut(n) => (None, Some(n), true, false),
+                Via::Closed(n) => (None, Some(n), false, false),
+                Via::Stalled(n) => (None, Some(n), false, true),
+                _ => (None, None, false, false),
             };
             let sender = ck.id() as i32;
             relay = Some(std::thread::spawn(move || {
@@ -130,6 +127,12 @@ fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
                 let mut pos = 0u64;
                 loop {
                     let want = cut.map_or(buf.len() as u64, |c| (c - pos).min(buf.len() as u64)) as usize;
+                    if want == 0 && stall {
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        return;
+                    }
                     if want == 0 {
                         // The sender dies mid-stream (its worker, cr_checkpoint's child, which
                         // writes it; the parent reaps it and says so).
@@ -163,6 +166,7 @@ fn migrate(dir: &str, via: Via, ck_args: &[&str]) -> Outcome {
         procs.pids.push(p);
     }
     let status = wait_child(&mut rs, Duration::from_secs(180));
+    restart_done.store(true, std::sync::atomic::Ordering::Relaxed);
     // The sender has sent everything once its receiver is done, or failed to.
     let t = Instant::now();
     while ck.try_wait().ok().flatten().is_none() {
@@ -288,6 +292,22 @@ fn a_connection_lost_kills_the_process_and_the_sender_keeps_the_image() {
     assert!(msg.contains("cut short") && msg.contains("killed"), "{msg}");
     // The sender found the stream closed and kept the image whole in its spool file, saying
     // where: the process it killed is not lost.
+    assert_eq!(o.kept_good, Some(true), "cr_checkpoint names the image it kept, and it is good: {}", o.ck_stderr);
+}
+
+/// A sender that stalls without closing the stream: after `--stream-timeout` with no byte,
+/// `cr_restart` takes the stream as lost, kills the process and fails, saying so; the sender,
+/// whose stream then has no reader, keeps the image.
+#[test]
+fn a_stalled_stream_kills_the_process_after_the_timeout() {
+    if !lazy_possible() {
+        return;
+    }
+    let o = migrate_with("stream-stalled", Via::Stalled(100 << 20), &[], &["--stream-timeout", "2"]);
+    assert!(!o.out.contains("PASS"), "the process must not run on missing memory: {}", o.out);
+    assert!(!o.status.success(), "cr_restart fails: {:?}\n{}", o.status, o.stderr);
+    let msg = o.stderr.lines().find(|l| l.contains("never arrived")).unwrap_or_else(|| panic!("a message saying the page data never arrived: {}", o.stderr));
+    assert!(msg.contains("stalled") && msg.contains("2 s") && msg.contains("killed"), "says the sender stalled and the process was killed: {msg}");
     assert_eq!(o.kept_good, Some(true), "cr_checkpoint names the image it kept, and it is good: {}", o.ck_stderr);
 }
 

@@ -2,6 +2,7 @@
 //! use them and restored with the same ids, or refused by name.
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -53,6 +54,20 @@ fn sysvmsg(dir: &str, args: &[&str]) {
     assert!(st.success() && text.contains("PASS"), "sysvmsg after restart: {st:?}\n{}", text.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
 }
 
+/// Builds `tests/c/sysvmsg.c` into `d` and starts it there, its output in `d/out.txt`; once it
+/// is ready, it and its child are in `procs`. Returns its PID, its output file and the objects
+/// it made (removed on drop).
+fn start_sysvmsg(d: &Dir, procs: &mut Procs) -> (i32, PathBuf, Objects) {
+    let prog = d.0.join("sysvmsg");
+    gcc("tests/c/sysvmsg.c", &prog, &[]);
+    let out = d.0.join("out.txt");
+    let pid = procs.add(Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(std::process::Stdio::null()).spawn().expect("sysvmsg"));
+    let text = wait_for(&out, "ready", Duration::from_secs(20));
+    let objects = Objects::from_output(&text);
+    procs.pids.extend(children_of(pid));
+    (pid, out, objects)
+}
+
 /// Two queues (one private, one keyed with its own mode and byte limit) come back with the same
 /// ids and their messages in order, types and bytes kept, an empty and a 6000-byte one among
 /// them; a child's SEM_UNDO adjustments of +1 and -3, and of +32767 and -32768 (the extremes),
@@ -71,14 +86,8 @@ fn queue_id_taken_by_another_is_refused() {
         return;
     }
     let d = Dir::new("sysvmsg-taken");
-    let prog = d.0.join("sysvmsg");
-    gcc("tests/c/sysvmsg.c", &prog, &[]);
-    let out = d.0.join("out.txt");
     let mut procs = Procs::default();
-    let pid = procs.add(Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(std::process::Stdio::null()).spawn().expect("sysvmsg"));
-    let text = wait_for(&out, "ready", Duration::from_secs(20));
-    let mut objects = Objects::from_output(&text);
-    procs.pids.extend(children_of(pid));
+    let (pid, _, mut objects) = start_sysvmsg(&d, &mut procs);
     let img = d.0.join("img");
     let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
     assert!(ck.status.success(), "{}", String::from_utf8_lossy(&ck.stderr));
@@ -107,14 +116,8 @@ fn the_original_runs_on_unchanged() {
         return;
     }
     let d = Dir::new("sysvmsg-run");
-    let prog = d.0.join("sysvmsg");
-    gcc("tests/c/sysvmsg.c", &prog, &[]);
-    let out = d.0.join("out.txt");
     let mut procs = Procs::default();
-    let pid = procs.add(Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(std::process::Stdio::null()).spawn().expect("sysvmsg"));
-    let text = wait_for(&out, "ready", Duration::from_secs(20));
-    let _objects = Objects::from_output(&text);
-    procs.pids.extend(children_of(pid));
+    let (pid, out, _objects) = start_sysvmsg(&d, &mut procs);
     let img = d.0.join("img");
     let ck = Command::new(bin("cr_checkpoint")).arg("-f").arg(&img).arg(pid.to_string()).output().expect("cr_checkpoint");
     assert!(ck.status.success(), "{}", String::from_utf8_lossy(&ck.stderr));
@@ -133,4 +136,54 @@ fn the_original_runs_on_unchanged() {
     let st = wait_child(&mut procs.take(pid), Duration::from_secs(20));
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(st.success() && text.contains("PASS"), "the original after the checkpoint: {st:?}\n{}", text.lines().filter(|l| !l.starts_with("tick")).collect::<Vec<_>>().join("\n"));
+}
+
+/// Runs tests/c/semforeign.c with `args` (as root; it becomes user 65534), the sets it printed
+/// removed whatever the outcome: checkpointed with --kill and restarted, it passes.
+fn semforeign_round_trip(dir: &str, args: &[&str]) {
+    let d = Dir::new(dir);
+    let p = start_c(&d, "semforeign", args);
+    let text = wait_for(&p.out, "ready", Duration::from_secs(20));
+    let _objects = Objects(text.lines().find_map(|l| l.strip_prefix("ipc ")).unwrap_or("").split_whitespace().filter_map(|x| x.parse().ok()).map(|id| ("-s", id)).collect());
+    let (pid, out, mut procs) = (p.pid, p.out, p.procs);
+    let ck = Command::new(bin("cr_checkpoint")).args(["--kill", "-f"]).arg(&p.img).arg(pid.to_string()).output().expect("cr_checkpoint runs");
+    assert!(ck.status.success(), "the checkpoint of a process of another user beside sets it may not change ({args:?}): {}", String::from_utf8_lossy(&ck.stderr));
+    let _ = procs.take(pid).wait();
+    let mut rs = cr_restart_cmd().arg(&p.img).stdout(std::fs::File::options().append(true).open(&out).expect("out")).stdin(std::process::Stdio::null()).spawn().expect("cr_restart");
+    let restored = restored_child(&mut rs, Duration::from_secs(30));
+    procs.pids.push(restored);
+    let _ = Command::new("kill").arg("-USR2").arg(restored.to_string()).status();
+    let st = wait_child(&mut rs, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success() && text.contains("PASS"), "semforeign {args:?} after restart: {st:?}\n{text}");
+}
+
+/// Semaphore sets on the system that a process may not change hold none of its adjustments
+/// when it has no SEM_UNDO list (a single thread that never used SEM_UNDO), whenever they were
+/// used; nor, with threads (which share a list the kernel made), when no semop went through
+/// them since it started: its checkpoint is not refused for them.
+#[test]
+fn sets_a_process_may_not_change_are_not_its_own() {
+    if !is_root() {
+        return skip("the test program makes root's sets, then becomes another user");
+    }
+    semforeign_round_trip("sysvipc-foreign-single", &["operated"]);
+    semforeign_round_trip("sysvipc-foreign-threads", &["threads"]);
+}
+
+/// A process with threads (a SEM_UNDO list) that may not change a set a semop went through
+/// since it started might hold an adjustment on it that nobody can read: refused, naming the
+/// set, the process left running.
+#[test]
+fn a_set_used_since_a_threaded_process_started_that_it_may_not_change_is_refused() {
+    if !is_root() {
+        return skip("the test program makes root's sets, then becomes another user");
+    }
+    let d = Dir::new("sysvipc-foreign-refused");
+    let p = start_c(&d, "semforeign", &["threads", "operated"]);
+    let text = wait_for(&p.out, "ready", Duration::from_secs(20));
+    let ids: Vec<i32> = text.lines().find_map(|l| l.strip_prefix("ipc ")).unwrap_or("").split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let _objects = Objects(ids.iter().map(|&id| ("-s", id)).collect());
+    let set = format!("SysV semaphore set {}", ids.get(1).expect("two sets"));
+    assert_refused_then_passes(p, &[&set, "SEM_UNDO list", "may not change"]);
 }

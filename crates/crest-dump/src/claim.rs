@@ -63,12 +63,23 @@ pub fn path_of(pid: i32) -> Option<PathBuf> {
 /// user that cannot be opened), the checkpoint goes on unclaimed: ptrace still keeps two
 /// checkpoints from freezing one process at once.
 pub fn claim(pid: i32) -> Result<(), DumpError> {
+    claim_seen(pid, None)
+}
+
+/// [`claim`], with the `/proc/PID/stat` of `pid` just read by the caller (who freezes it
+/// next): its start time is taken from there rather than read again.
+pub(crate) fn claim_seen(pid: i32, seen: Option<&crest_proc::Stat>) -> Result<(), DumpError> {
     // The table is not held while the file is made: processes are claimed on several threads.
     if HELD.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|h| h.contains_key(&pid)) {
         return Ok(());
     }
-    let Some(path) = path_of(pid) else {
-        return if crest_proc::read(pid, "stat").is_err() { Err(DumpError::NoProcess(pid)) } else { Ok(()) };
+    let path = match seen {
+        Some(st) => dir().map(|d| PathBuf::from(d).join(format!("crest-checkpoint-{pid}-{}.lock", st.start_time))),
+        None => path_of(pid),
+    };
+    let Some(path) = path else {
+        // Seen by the caller: whether it ended since, the freeze tells.
+        return if seen.is_none() && crest_proc::read(pid, "stat").is_err() { Err(DumpError::NoProcess(pid)) } else { Ok(()) };
     };
     for _ in 0..100 {
         let file = match OpenOptions::new().read(true).write(true).create(true).mode(0o644).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path) {

@@ -15,8 +15,17 @@ pub(crate) struct Collected {
     pub snap: Option<crate::snapshot::Snapshot>,
     /// Remote syscalls made.
     pub remote_syscalls: u64,
+    /// Stops of its threads waited for to run them (each a wake-up of the thread, then of
+    /// the tracer).
+    pub remote_stops: u64,
     /// The layout of its vDSO areas.
     pub vdso_layout: Vec<(crest_image::SpecialArea, u64)>,
+    /// Its `/proc/PID/pagemap`, opened once for everything read from it while it is frozen
+    /// (guard pages, pages shared with its parent, pages to save).
+    pub pagemap: crest_proc::Pagemap,
+    /// The pages to save of the mappings looked at already while it is frozen, by their start
+    /// (those that share pages with the parent's), for [`crate::pages::Seen`].
+    pub to_save: std::collections::HashMap<u64, Vec<(u64, u64)>>,
 }
 
 /// How to write the image.
@@ -83,14 +92,14 @@ fn exited(pid: i32, tid: i32) -> bool {
 /// /proc/PID/status). A batch ends on `int3`, whose SIGTRAP the kernel forces through: it would
 /// reset a handler or an ignored disposition of SIGTRAP to the default, and take the place of a
 /// SIGTRAP already pending. So only where SIGTRAP is neither caught, ignored nor pending.
-fn trap_is_free(pid: i32, status: &str) -> bool {
+fn trap_is_free(pid: i32, status: &str, tids: &[i32]) -> bool {
     let bit = 1u64 << (libc::SIGTRAP - 1);
     let has = |text: &str, key: &str| crest_proc::status_field(text, key).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).is_none_or(|m| m & bit != 0);
     if has(status, "SigCgt") || has(status, "SigIgn") || has(status, "ShdPnd") {
         return false;
     }
     // The leader's own pending signals are those of `status`: its file is not read again.
-    crest_proc::tasks(pid).is_ok_and(|tids| tids.iter().all(|&t| if t == pid { !has(status, "SigPnd") } else { crest_proc::read(pid, &format!("task/{t}/status")).is_ok_and(|s| !has(&s, "SigPnd")) }))
+    tids.iter().all(|&t| if t == pid { !has(status, "SigPnd") } else { crest_proc::read(pid, &format!("task/{t}/status")).is_ok_and(|s| !has(&s, "SigPnd")) })
 }
 
 /// What the tracer has changed in a thread that must be undone before it may run.
@@ -122,12 +131,15 @@ pub(crate) fn freeze_seen(pid: i32, seen: Option<&crest_proc::Stat>) -> Result<F
     if let Some(by) = crest_proc::status_field(&status, "TracerPid").and_then(|t| t.parse::<i32>().ok()).filter(|t| *t != 0) {
         return Err(DumpError::Traced { pid, by });
     }
-    if let Some(by) = snapshot_in_progress(pid) {
+    // Its threads as they are now, for the checks below and the first of the seizes (the
+    // threads it starts meanwhile are found by the listings after each round of seizes).
+    let listed = crest_proc::tasks(pid).map_err(|_| DumpError::NoProcess(pid))?;
+    if let Some(by) = snapshot_in_progress(pid, &listed) {
         return Err(DumpError::Busy { pid, by });
     }
     // Before anything is done to it: state that would not come back, or that a system call
     // run inside it would harm.
-    attrs::refuse_before_seizing(pid, &status)?;
+    attrs::refuse_before_seizing(pid, &status, &listed)?;
     let was_stopped = match seen {
         Some(st) => st.state == 'T',
         None => crest_proc::parse_stat(&crest_proc::read(pid, "stat").map_err(|_| DumpError::NoProcess(pid))?).is_ok_and(|st| st.state == 'T'),
@@ -135,9 +147,13 @@ pub(crate) fn freeze_seen(pid: i32, seen: Option<&crest_proc::Stat>) -> Result<F
     let mut f = Frozen { pid, threads: Vec::new(), since: Instant::now(), released: false, stop_signal: 0, was_stopped, syscall_ip: None, killed: false, tracer: None };
     // Threads found to have exited, which /proc may go on listing until they are reaped.
     let mut gone_tids: Vec<i32> = Vec::new();
+    let mut listed = Some(listed);
     loop {
         check_cancel()?;
-        let tids = crest_proc::tasks(pid).map_err(|_| DumpError::NoProcess(pid))?;
+        let tids = match listed.take() {
+            Some(t) => t,
+            None => crest_proc::tasks(pid).map_err(|_| DumpError::NoProcess(pid))?,
+        };
         let new: Vec<i32> = tids.into_iter().filter(|t| !f.threads.iter().any(|(x, _, _)| x.tid == *t) && !gone_tids.contains(t)).collect();
         if new.is_empty() {
             break;
@@ -253,6 +269,11 @@ impl Frozen {
         self.threads.len()
     }
 
+    /// Its threads, the leader first: every one it has while frozen (it starts no other).
+    pub(crate) fn tids(&self) -> Vec<i32> {
+        self.threads.iter().map(|(t, _, _)| t.tid).collect()
+    }
+
     /// Notes that `tracer`, the thread that froze it, makes every ptrace request for it.
     pub(crate) fn traced_by(mut self, tracer: std::sync::Arc<crate::crew::Tracer>) -> Frozen {
         self.tracer = Some(tracer);
@@ -336,9 +357,12 @@ impl Frozen {
         };
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
-        attrs::refuse(pid, &status)?;
+        // Its threads as frozen: it starts no other while it is.
+        let tids = self.tids();
+        attrs::refuse(pid, &status, &tids)?;
         let mut vmas: Vec<_> = maps.iter().map(|m| memory::classify(pid, m)).collect::<Result<_, _>>()?;
-        memory::find_guards(&mut vmas, &crest_proc::Pagemap::open(pid)?, &mut Vec::new())?;
+        let pagemap = crest_proc::Pagemap::open(pid)?;
+        memory::find_guards(&mut vmas, &pagemap, &mut Vec::new())?;
         let mut ts = task::dump(pid, &status)?;
         let exe = crest_proc::readlink(pid, "exe")?;
         // Everything read from /proc is read now, while frozen: with a snapshot the process
@@ -348,8 +372,7 @@ impl Frozen {
         if exe.ends_with(" (deleted)") {
             return Err(DumpError::Unsupported(format!("PID {pid}: its executable {exe} was deleted; that is not supported yet")));
         }
-        let own = crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?;
-        vdso::refuse_partial(pid, &maps, &own)?;
+        vdso::refuse_partial(pid, &maps, &own_maps()?)?;
         let Some(ip) = syscall_insn(pid, &maps)? else {
             return Err(DumpError::Unsupported(format!("PID {pid} has no vDSO and no `syscall` instruction in its executable mappings; crest needs one to run system calls inside it")));
         };
@@ -364,24 +387,41 @@ impl Frozen {
         // Reads that need no result of the one before run in one go from a batch area, mapped
         // for the time of the collection and unmapped with the scratch page; mapped first, so
         // that every call after it, alone or not, costs one stop of the thread rather than two.
-        // The scratch page is mapped with it, and goes with it.
-        let batch =
-            if trap_is_free(pid, &status) { remote.map_batch_with(0, crest_kinds::SCRATCH_LEN) } else { Err(crest_ptrace::TraceError::Unexpected { tid: pid, what: "SIGTRAP is in use".into() }) };
+        // The scratch page is mapped with it, and goes with it. The protection of the area's
+        // code runs first in the first batch (one call alone fewer), where the kernel lets
+        // the area be writable and executable for that long.
+        // Where SIGTRAP is free for a batch's `int3`, it is for the trap of a single step too:
+        // the calls that map and unmap the area then cost one stop each rather than two.
+        let batch = if trap_is_free(pid, &status, &tids) {
+            remote.step_calls(true);
+            remote.map_batch_with_protect_queued(0, crest_kinds::SCRATCH_LEN)
+        } else {
+            Err(crest_ptrace::TraceError::Unexpected { tid: pid, what: "SIGTRAP is in use".into() })
+        };
         let scratch = match &batch {
             Ok(at) => Scratch { pid, addr: *at },
             Err(_) => Scratch::map(&mut remote, pid, 0)?,
         };
         let mut remote_syscalls = 0;
+        let mut remote_stops = 0;
         let mut states = vec![Borrow::Borrowed];
         let collected = (|| -> Result<_, DumpError> {
             // The per-process kinds read through the leader, in their declared order.
-            let tids: Vec<i32> = self.threads.iter().map(|(t, _, _)| t.tid).collect();
+            // Their reads, and the leader's own, are queued first and run in one stop of the
+            // leader; each kind then takes its results.
             let mut out = process::Dumped { creds: std::mem::take(&mut ts.creds), ..Default::default() };
-            process::dump_all(&mut process::CollectCx { remote: &mut remote, scratch: &scratch, pid, status: &status, stat: &stat, tids: &tids, out: &mut out })?;
+            let mut cx =
+                process::CollectCx { remote: &mut remote, scratch: &scratch, pid, status: &status, stat: &stat, tids: &tids, out: &mut out, used: 0, reads: Default::default(), copy: Vec::new() };
+            let own_at = cx.room(thread::READS_LEN).ok_or_else(|| DumpError::Unsupported("no room in the scratch page for the leader's reads".into()))?;
+            let own = thread::queue_reads(cx.remote, own_at);
+            process::queue_all(&mut cx)?;
+            process::run_queued(&mut cx)?;
+            let own_bytes = cx.bytes(own_at, thread::READS_LEN as usize)?.to_vec();
+            process::dump_all(&mut cx)?;
             let process::Dumped { sigactions, attrs: pattrs, mm: mmst, shared_pending, creds } = out;
             ts.creds = creds;
             let mut threads = Vec::with_capacity(self.threads.len());
-            threads.push(thread::dump(leader, &mut remote, &scratch, pid, frozen)?);
+            threads.push(thread::dump(leader, &mut remote, &own_bytes, &own, pid, frozen)?);
             let mut stops = 0;
             // Signals the freeze dequeued are in the image; queue them again in the live process.
             signals::restore_pending(&mut remote, &scratch, pid, Some(leader.tid), &frozen.stolen)?;
@@ -390,9 +430,14 @@ impl Frozen {
                 t.set_sigmask(!0)?;
                 let mut r = Remote::new(t, ip, fz.regs);
                 r.use_batch(remote.batch_area());
-                threads.push(thread::dump(t, &mut r, &scratch, pid, fz)?);
+                // Its reads in one go.
+                let reads = thread::queue_reads(&mut r, scratch.addr);
+                r.flush()?;
+                let b = scratch.read(0, thread::READS_LEN as usize)?;
+                threads.push(thread::dump(t, &mut r, &b, &reads, pid, fz)?);
                 signals::restore_pending(&mut r, &scratch, pid, Some(t.tid), &fz.stolen)?;
                 remote_syscalls += r.count;
+                remote_stops += r.waits;
                 stops += r.stops;
                 put_back(t, fz)?;
                 *states.last_mut().expect("pushed above") = Borrow::Clean;
@@ -404,6 +449,8 @@ impl Frozen {
             Ok(_) => remote.unmap_batch().map_err(crest_kinds::KindError::from),
             Err(_) => scratch.unmap(&mut remote),
         };
+        // No call alone is single-stepped after (a fork would inherit the trap flag).
+        remote.step_calls(false);
         // The copy is forked last, without the scratch page. If it cannot be (a process limit),
         // the checkpoint goes on with the process frozen.
         let snap = match (&collected, &unmapped) {
@@ -411,6 +458,7 @@ impl Frozen {
             _ => None,
         };
         remote_syscalls += remote.count;
+        remote_stops += remote.waits;
         let leader_stops = remote.stops;
         for (i, st) in states.into_iter().enumerate() {
             self.threads[i].2 = st;
@@ -478,7 +526,7 @@ impl Frozen {
             cwd_deleted: ts.cwd_deleted,
             files_shared: false,
         };
-        Ok(Collected { process, snap, remote_syscalls, vdso_layout: vdso::layout(&maps) })
+        Ok(Collected { process, snap, remote_syscalls, remote_stops, vdso_layout: vdso::layout(&maps), pagemap, to_save: Default::default() })
     }
 
     /// Time since the process was frozen.
@@ -639,6 +687,25 @@ pub(crate) fn add_files(c: &mut Collected, files: &mut fd::FileTable, fds: (Vec<
     Ok(())
 }
 
+/// This process's own mappings, as read first since [`forget_own_maps`]: what the kernel gives
+/// a process (its vDSO areas), compared with each process of a checkpoint.
+static OWN_MAPS: std::sync::Mutex<Option<std::sync::Arc<Vec<crest_proc::MapEntry>>>> = std::sync::Mutex::new(None);
+
+/// Forgets this process's own mappings read for an earlier checkpoint.
+pub(crate) fn forget_own_maps() {
+    *OWN_MAPS.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+fn own_maps() -> Result<std::sync::Arc<Vec<crest_proc::MapEntry>>, DumpError> {
+    let mut held = OWN_MAPS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = held.as_ref() {
+        return Ok(m.clone());
+    }
+    let m = std::sync::Arc::new(crest_proc::parse_smaps(&crest_proc::read(std::process::id() as i32, "maps")?)?);
+    *held = Some(m.clone());
+    Ok(m)
+}
+
 /// `known`, when `now` (read from `/proc/PID/maps`) lists the same mappings.
 pub(crate) fn same_maps(now: &[crest_proc::MapEntry], known: &[crest_proc::MapEntry]) -> Option<Vec<crest_proc::MapEntry>> {
     let same =
@@ -723,11 +790,10 @@ impl Drop for Frozen {
     }
 }
 
-/// The tracer of a snapshot of `pid` still being saved (by another checkpoint, which let the
-/// process run on): a child of it with no exit signal, traced.
-fn snapshot_in_progress(pid: i32) -> Option<i32> {
-    let tids = crest_proc::tasks(pid).ok()?;
-    for tid in tids {
+/// The tracer of a snapshot of `pid` (threads `tids`) still being saved (by another
+/// checkpoint, which let the process run on): a child of it with no exit signal, traced.
+fn snapshot_in_progress(pid: i32, tids: &[i32]) -> Option<i32> {
+    for &tid in tids {
         let children = crest_proc::read(pid, &format!("task/{tid}/children")).unwrap_or_default();
         for c in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
             // Only a child without exit signal (rare) has its status read.
@@ -742,4 +808,22 @@ fn snapshot_in_progress(pid: i32) -> Option<i32> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This process's mappings are read once per checkpoint: held until forgotten.
+    #[test]
+    fn own_maps_are_read_once_until_forgotten() {
+        forget_own_maps();
+        let first = own_maps().expect("own maps");
+        assert!(first.iter().any(|m| m.name == "[stack]"));
+        assert!(std::sync::Arc::ptr_eq(&first, &own_maps().expect("own maps")), "held, not read again");
+        forget_own_maps();
+        let again = own_maps().expect("own maps");
+        assert!(!std::sync::Arc::ptr_eq(&first, &again), "read again once forgotten");
+        assert_eq!(vdso::layout(&first), vdso::layout(&again));
+    }
 }

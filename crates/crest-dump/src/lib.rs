@@ -182,6 +182,8 @@ pub struct DumpStats {
     pub vmas: usize,
     /// Remote syscalls made.
     pub remote_syscalls: u64,
+    /// Stops of the processes' threads waited for to run them.
+    pub remote_stops: u64,
     /// Time the process was frozen until the image was complete, in seconds.
     pub frozen_secs: f64,
     /// How long each step took, in order (`CREST_TIMING` prints them): with a pre-copy, its

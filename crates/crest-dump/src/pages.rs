@@ -186,10 +186,13 @@ pub struct Written {
 }
 
 /// Saves the pages of `vmas` that need saving (see [`Written`]).
-/// Only what `select` picks is read (from process `pid`). With `compress` (a zstd level), each
-/// run is stored compressed when that makes it smaller.
+/// Only what `select` picks is read (from process `pid`, whose pagemap `pm` is, when the caller
+/// holds it open already, with the pages to save of the mappings it looked at: `seen`). With
+/// `compress` (a zstd level), each run is stored compressed when that makes it smaller.
+#[allow(clippy::too_many_arguments)]
 pub fn write_pages<W: Write + Send>(
     pid: i32,
+    seen: Option<Seen<'_>>,
     mut vmas: Vec<Vma>,
     select: &Select<'_>,
     compress: Option<i32>,
@@ -197,7 +200,15 @@ pub fn write_pages<W: Write + Send>(
     source: Source,
     sink: Sink<'_, W>,
 ) -> Result<Written, DumpError> {
-    let pm = Pagemap::open(pid)?;
+    let seen = seen.filter(|s| s.pagemap.pid() == pid);
+    let opened;
+    let pm = match seen {
+        Some(s) => s.pagemap,
+        None => {
+            opened = Pagemap::open(pid)?;
+            &opened
+        }
+    };
     let mut scratch = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
     let mut need: Vec<u64> = vmas.iter().map(|v| v.need).collect();
@@ -210,7 +221,10 @@ pub fn write_pages<W: Write + Send>(
         let ranges = match select.ranges.and_then(|r| r.get(&i)) {
             Some(r) => r.clone(),
             None => {
-                let mut r = memory::pages_to_save(v, &pm, &mut scratch)?;
+                let mut r = match seen.and_then(|s| s.to_save.get(&v.start)) {
+                    Some(r) => r.clone(),
+                    None => memory::pages_to_save(v, pm, &mut scratch)?,
+                };
                 // Pages still shared with the parent are in the parent's runs.
                 if !v.inherited.is_empty() {
                     r = memory::subtract_ranges(&r, &v.inherited);
@@ -313,6 +327,17 @@ pub fn write_pages<W: Write + Send>(
     Ok(Written { vmas, bytes: end - start, missed, zeros })
 }
 
+/// What was read of a frozen process before its pages are written: its open pagemap, and the
+/// pages to save ([`memory::pages_to_save`]) of the mappings looked at already, by their
+/// start. Used by [`write_pages`] for that process only, while it is still frozen.
+#[derive(Clone, Copy)]
+pub struct Seen<'a> {
+    /// Its `/proc/PID/pagemap`.
+    pub pagemap: &'a Pagemap,
+    /// Pages to save, by the start of their mapping.
+    pub to_save: &'a std::collections::HashMap<u64, Vec<(u64, u64)>>,
+}
+
 /// [`write_pages`] into the image being written by `w` on `out`: with two threads at once
 /// when `out` is a regular file, in order otherwise.
 #[allow(clippy::too_many_arguments)]
@@ -320,22 +345,45 @@ pub fn write_into(
     w: &mut crest_image::ImageWriter<&File>,
     out: &File,
     pid: i32,
+    seen: Option<Seen<'_>>,
     vmas: Vec<Vma>,
     select: &Select<'_>,
     compress: Option<i32>,
     progress: &crest_kinds::progress::Progress,
     source: Source,
 ) -> Result<Written, DumpError> {
-    if out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false) {
+    write_into_known(w, (out, regular(out)), pid, seen, vmas, select, compress, progress, source)
+}
+
+/// Whether `out` is a regular file, which [`write_into`] writes with two threads at once.
+pub fn regular(out: &File) -> bool {
+    out.metadata().map(|m| m.file_type().is_file()).unwrap_or(false)
+}
+
+/// [`write_into`] on `out` whose kind the caller knows already (`out.1`, [`regular`]): asked
+/// once for the pages of every process of a tree rather than before each.
+#[allow(clippy::too_many_arguments)]
+pub fn write_into_known(
+    w: &mut crest_image::ImageWriter<&File>,
+    (out, regular): (&File, bool),
+    pid: i32,
+    seen: Option<Seen<'_>>,
+    vmas: Vec<Vma>,
+    select: &Select<'_>,
+    compress: Option<i32>,
+    progress: &crest_kinds::progress::Progress,
+    source: Source,
+) -> Result<Written, DumpError> {
+    if regular {
         let start = w.position();
-        let r = write_pages::<&File>(pid, vmas, select, compress, progress, source, Sink::File(out, start))?;
+        let r = write_pages::<&File>(pid, seen, vmas, select, compress, progress, source, Sink::File(out, start))?;
         // pwrite leaves the file position alone: move it past the pages for what follows.
         let mut f = out;
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start + r.bytes)).map_err(crest_image::ImageError::Io)?;
         w.note_appended(r.bytes);
         Ok(r)
     } else {
-        write_pages(pid, vmas, select, compress, progress, source, Sink::Stream(w))
+        write_pages(pid, seen, vmas, select, compress, progress, source, Sink::Stream(w))
     }
 }
 

@@ -153,7 +153,7 @@ pub fn precopy<'a>(scope: Scope, id: i32, out: &'a File, opts: &DumpOptions<'_>)
         let registered: Vec<(u64, u64)> = vmas.iter().filter(|v| trackable(v) && uffd.track(v.start, v.end - v.start).is_ok()).map(|v| (v.start, v.end)).collect();
         let on: HashSet<u64> = registered.iter().map(|r| r.0).collect();
         let select = |v: &Vma| on.contains(&v.start);
-        let written = match pages::write_into(&mut w, out, pid, vmas, &pages::Select::only(&select), opts.compress, opts.progress, pages::Source::Running) {
+        let written = match pages::write_into(&mut w, out, pid, None, vmas, &pages::Select::only(&select), opts.compress, opts.progress, pages::Source::Running) {
             Ok(r) => r,
             // It exited (or unmapped memory) while being read.
             Err(DumpError::Kind(_)) | Err(DumpError::Trace(_)) | Err(DumpError::Proc(_)) if !alive(pid) => continue,
@@ -575,7 +575,7 @@ impl Tracked {
         let dirty = ranges.values().flatten().map(|r| r.1).sum();
         let starts: HashSet<u64> = ranges.keys().map(|&i| vmas[i].start).collect();
         let only = |v: &Vma| starts.contains(&v.start);
-        let written = pages::write_into(w, out, pid, vmas, &pages::Select { vma: &only, ranges: Some(&ranges), shared: None }, opts.compress, opts.progress, pages::Source::Running)?;
+        let written = pages::write_into(w, out, pid, None, vmas, &pages::Select { vma: &only, ranges: Some(&ranges), shared: None }, opts.compress, opts.progress, pages::Source::Running)?;
         // Runs of mappings that are gone or no longer tracked are of no more use. A tracked
         // mapping whose scan failed may have had pages protected again without their being
         // saved: it is saved whole at the checkpoint proper.

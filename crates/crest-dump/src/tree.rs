@@ -227,7 +227,7 @@ fn freeze(pid: i32) -> Result<Frozen, DumpError> {
 
 /// [`freeze`], with the process's `stat` as just read.
 fn freeze_seen(pid: i32, st: &crest_proc::Stat) -> Result<Frozen, DumpError> {
-    crate::claim::claim(pid)?;
+    crate::claim::claim_seen(pid, Some(st))?;
     match next_tracer() {
         Some(t) => crate::freeze::freeze_on(t, pid, Some(st.clone())),
         None => crate::freeze::freeze_seen(pid, Some(st)),
@@ -275,7 +275,9 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
                 if root_out {
                     skipped(id, &mut todo);
                 } else {
-                    todo.extend(crest_proc::children(id)?.into_iter().map(|c| (c, id)));
+                    // Its threads are known now that it is frozen.
+                    let tids = t.procs.last().map(Frozen::tids).unwrap_or_default();
+                    todo.extend(crest_proc::children_of(id, &tids).into_iter().map(|c| (c, id)));
                 }
                 while let Some((pid, parent)) = todo.pop_front() {
                     check_cancel()?;
@@ -284,7 +286,8 @@ pub fn freeze_scope(scope: Scope, id: i32) -> Result<FrozenTree, DumpError> {
                     } else if ex.excludes(pid) {
                         // With its subtree.
                     } else if t.add(pid, parent)? && t.procs.last().is_some_and(|f| f.pid == pid) {
-                        todo.extend(crest_proc::children(pid)?.into_iter().map(|c| (c, pid)));
+                        let tids = t.procs.last().map(Frozen::tids).unwrap_or_default();
+                        todo.extend(crest_proc::children_of(pid, &tids).into_iter().map(|c| (c, pid)));
                     }
                 }
                 t.let_early_go();
@@ -402,8 +405,10 @@ impl FrozenTree {
                 self.early.insert(
                     c,
                     tracer.start(move || {
-                        crate::claim::claim(c)?;
-                        crate::freeze::freeze_seen(c, None).map(|f| f.traced_by(tr))
+                        // Read once for the claim and the freeze.
+                        let st = stat_of(c).ok_or(DumpError::NoProcess(c))?;
+                        crate::claim::claim_seen(c, Some(&st))?;
+                        crate::freeze::freeze_seen(c, Some(&st)).map(|f| f.traced_by(tr))
                     }),
                 );
             }
@@ -481,20 +486,8 @@ impl FrozenTree {
         // Zombies of a parent outside the scope are nobody's to wait for.
         let parents = &self.parents;
         self.zombies.retain(|z| parents.contains_key(&z.pid));
-        let depth = |pid: i32| {
-            let mut d = 0;
-            let mut at = pid;
-            while let Some(&p) = parents.get(&at) {
-                d += 1;
-                at = p;
-                if d > 4096 {
-                    break;
-                }
-            }
-            d
-        };
         let id = self.id;
-        self.procs.sort_by_key(|f| (depth(f.pid), f.pid != id, f.pid));
+        self.procs.sort_by_key(|f| (depth(parents, f.pid), f.pid != id, f.pid));
     }
 
     /// Refuses a process (or zombie) of the image in a process group or session that is
@@ -553,8 +546,11 @@ impl FrozenTree {
         }
         // Each kind of object, one process of each object in the kernel's order of objects
         // (`kcmp`): a binary search finds the process that shares it, in O(log K) comparisons
-        // rather than one with every other process.
-        for (kind, what) in [(1, "memory (CLONE_VM)"), (3, "root, directory and umask (CLONE_FS)"), (4, "signal handlers (CLONE_SIGHAND)"), (2, "")] {
+        // rather than one with every other process. Signal handlers (`KCMP_SIGHAND`) are not
+        // compared: the kernel lets processes share them only with their memory
+        // (`CLONE_SIGHAND` needs `CLONE_VM`; an `execve` leaves both), so two processes that
+        // share handlers were refused above for sharing their memory.
+        for (kind, what) in [(1, "memory (CLONE_VM)"), (3, "root, directory and umask (CLONE_FS)"), (2, "")] {
             let mut seen: Vec<i32> = Vec::with_capacity(pids.len());
             for &b in &pids {
                 let mut unordered = false;
@@ -610,6 +606,11 @@ impl FrozenTree {
     pub fn dump(&mut self, out: &std::fs::File, opts: &DumpOptions<'_>, mut pre: Option<crate::Precopy<'_>>) -> Result<(Image, DumpStats), DumpError> {
         check_cancel()?;
         let started = std::time::Instant::now();
+        // Every process is frozen: the global tables read for each of them are read once from
+        // now on.
+        let _ipc_tables = crest_kinds::ipc::OnceTables::start();
+        crest_kinds::memory::forget_file_stats();
+        crate::freeze::forget_own_maps();
         self.refuse_orphaned_groups()?;
         let files_shared = self.shared_tables()?;
         let pids = self.pids();
@@ -722,8 +723,9 @@ impl FrozenTree {
             Some(w) => w,
             None => ImageWriter::new(out)?,
         };
-        let mut write = |from: i32, vmas: Vec<crest_image::Vma>, select: &pages::Select<'_>, source: pages::Source| {
-            pages::write_into(&mut w, out, from, vmas, select, compress, progress, source).map(|r| (r.vmas, r.bytes))
+        let regular = pages::regular(out);
+        let mut write = |from: i32, seen: Option<pages::Seen<'_>>, vmas: Vec<crest_image::Vma>, select: &pages::Select<'_>, source: pages::Source| {
+            pages::write_into_known(&mut w, (out, regular), from, seen, vmas, select, compress, progress, source).map(|r| (r.vmas, r.bytes))
         };
         let mut page_bytes = pre.as_ref().map_or(0, |p| p.bytes);
         let started = std::time::Instant::now();
@@ -752,6 +754,7 @@ impl FrozenTree {
         for c in collected.iter_mut() {
             let pid = c.process.pid;
             let mut vmas = std::mem::take(&mut c.process.vmas);
+            let seen = Some(pages::Seen { pagemap: &c.pagemap, to_save: &c.to_save });
             let (vmas, n) = if let Some(t) = tracked(pid) {
                 let sorted = t.merge(pid, &mut vmas, pre.as_ref().is_some_and(|p| p.track))?;
                 if pre.as_ref().is_some_and(|p| p.parent.is_some()) {
@@ -766,11 +769,11 @@ impl FrozenTree {
                     v.need = need;
                     v.zero = sorted.zeros.iter().filter(|z| z.0 >= v.start && z.0 < v.end).map(|z| z.1).sum();
                 }
-                write(pid, vmas, &pages::Select { vma: &|_| true, ranges: Some(&sorted.now), shared: Some(&shared) }, pages::Source::Frozen)?
+                write(pid, seen, vmas, &pages::Select { vma: &|_| true, ranges: Some(&sorted.now), shared: Some(&shared) }, pages::Source::Frozen)?
             } else if c.snap.is_some() {
-                write(pid, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen).once(&shared), pages::Source::Frozen)?
+                write(pid, seen, vmas, &pages::Select::only(&crate::snapshot::read_while_frozen).once(&shared), pages::Source::Frozen)?
             } else {
-                write(pid, vmas, &pages::Select::only(&|_| true).once(&shared), pages::Source::Frozen)?
+                write(pid, seen, vmas, &pages::Select::only(&|_| true).once(&shared), pages::Source::Frozen)?
             };
             c.process.vmas = vmas;
             page_bytes += n;
@@ -789,7 +792,7 @@ impl FrozenTree {
             for c in collected.iter_mut() {
                 let Some(snap) = &c.snap else { continue };
                 let vmas = std::mem::take(&mut c.process.vmas);
-                let (vmas, n) = write(snap.child.tid, vmas, &pages::Select::only(&|v| !crate::snapshot::read_while_frozen(v)), pages::Source::Snapshot)?;
+                let (vmas, n) = write(snap.child.tid, None, vmas, &pages::Select::only(&|v| !crate::snapshot::read_while_frozen(v)), pages::Source::Snapshot)?;
                 c.process.vmas = vmas;
                 page_bytes += n;
             }
@@ -815,6 +818,7 @@ impl FrozenTree {
         };
         let (release, host) = crest_ptrace::sys::uname();
         let remote_syscalls = collected.iter().map(|c| c.remote_syscalls).sum();
+        let remote_stops = collected.iter().map(|c| c.remote_stops).sum();
         let image = Image {
             tool: concat!("crest ", env!("CARGO_PKG_VERSION")).to_string(),
             kernel: release,
@@ -841,7 +845,7 @@ impl FrozenTree {
             .flat_map(|p| p.vmas.iter().filter(|v| v.flags & crest_image::vma_flags::AIO != 0).map(move |v| (p.pid, v.start)))
             .map(|(pid, at)| format!("pid {pid}: AIO context {at:#x}: a poll or fsync request still in flight when it was frozen cannot be seen, and would not complete after a restart"))
             .collect();
-        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, frozen_secs, steps, saved_whole, unlocked: fd::netlock::skipped(), cautions }))
+        Ok((image, DumpStats { page_bytes, vmas, remote_syscalls, remote_stops, frozen_secs, steps, saved_whole, unlocked: fd::netlock::skipped(), cautions }))
     }
 
     /// Lets every process go as it was; with `kill`, kills them instead, all those below the
@@ -871,19 +875,7 @@ impl FrozenTree {
             // each is waited for (their ends overlap), then each is reaped by its parent, still
             // frozen one level up. A parent is never killed before its children are reaped.
             let parents = &self.parents;
-            let depth = |pid: i32| {
-                let mut d = 0;
-                let mut at = pid;
-                while let Some(&p) = parents.get(&at) {
-                    d += 1;
-                    at = p;
-                    if d > 4096 {
-                        break;
-                    }
-                }
-                d
-            };
-            let mut by_depth: Vec<(usize, Frozen)> = std::mem::take(&mut self.procs).into_iter().map(|f| (depth(f.pid), f)).collect();
+            let mut by_depth: Vec<(usize, Frozen)> = std::mem::take(&mut self.procs).into_iter().map(|f| (depth(parents, f.pid), f)).collect();
             by_depth.sort_by_key(|(d, _)| *d);
             let index: HashMap<i32, usize> = by_depth.iter().enumerate().map(|(i, (_, f))| (f.pid, i)).collect();
             while let Some(&(d, _)) = by_depth.last() {
@@ -980,33 +972,24 @@ impl FrozenTree {
     }
 }
 
+/// How many ancestors `pid` has in `parents` (each child's PID to its parent's), counted up to
+/// 4097 at the most, so that a loop in the map cannot hang it.
+fn depth(parents: &HashMap<i32, i32>, pid: i32) -> usize {
+    let mut d = 0;
+    let mut at = pid;
+    while let Some(&p) = parents.get(&at) {
+        d += 1;
+        at = p;
+        if d > 4096 {
+            break;
+        }
+    }
+    d
+}
+
 /// The record of a zombie: who it is and how it ended.
 fn zombie_record(z: &Zombie, ppid: i32) -> Process {
-    Process {
-        pid: z.pid,
-        ppid,
-        pgid: z.stat.pgrp,
-        sid: z.stat.session,
-        exe: String::new(),
-        cmdline: Vec::new(),
-        creds: Default::default(),
-        cwd: String::new(),
-        root: String::new(),
-        umask: 0,
-        personality: 0,
-        rlimits: Vec::new(),
-        mm: Default::default(),
-        vmas: Vec::new(),
-        fds: Vec::new(),
-        sigactions: Vec::new(),
-        shared_pending: Vec::new(),
-        threads: Vec::new(),
-        exit_status: Some(z.stat.exit_code),
-        dropped: Vec::new(),
-        attrs: Default::default(),
-        cwd_deleted: None,
-        files_shared: false,
-    }
+    Process { pid: z.pid, ppid, pgid: z.stat.pgrp, sid: z.stat.session, exit_status: Some(z.stat.exit_code), ..Default::default() }
 }
 
 /// Marks in each process of `collected` (where `eligible`) the pages it shares copy-on-write
@@ -1024,13 +1007,23 @@ fn mark_inherited(collected: &mut [Collected], eligible: &[bool]) -> Result<(), 
         if parent_vmas.is_empty() {
             continue;
         }
-        let pm = crest_proc::Pagemap::open(pid)?;
-        let parent_pm = crest_proc::Pagemap::open(ppid)?;
+        // The pagemaps the collections opened (the parent's is only read).
+        let (child, parent) = if i < parent {
+            let (a, b) = collected.split_at_mut(parent);
+            (&mut a[i], &b[0])
+        } else {
+            let (a, b) = collected.split_at_mut(i);
+            (&mut b[0], &a[parent])
+        };
+        debug_assert_eq!((child.pagemap.pid(), parent.pagemap.pid()), (pid, ppid));
+        let (pm, parent_pm) = (&child.pagemap, &parent.pagemap);
         let mut scratch = Vec::new();
-        for v in collected[i].process.vmas.iter_mut() {
+        for v in child.process.vmas.iter_mut() {
             let Some(w) = parent_vmas.iter().find(|w| v.shares_with(w)) else { continue };
-            let to_save = memory::pages_to_save(v, &pm, &mut scratch)?;
-            v.inherited = memory::shared_with_parent(v, w, &to_save, &pm, &parent_pm)?;
+            let to_save = memory::pages_to_save(v, pm, &mut scratch)?;
+            v.inherited = memory::shared_with_parent(v, w, &to_save, pm, parent_pm)?;
+            // The same pages are to save when they are written, the process still frozen.
+            child.to_save.insert(v.start, to_save);
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CRESTEND";
 /// Incompatible changes bump this; readers refuse other majors.
 pub const FORMAT_MAJOR: u32 = 4;
 /// Compatible additions bump this (see `docs/image-format.md` for what a minor change may do).
-pub const FORMAT_MINOR: u32 = 16;
+pub const FORMAT_MINOR: u32 = 18;
 /// Size of the header; page data starts here, page aligned.
 pub const HEADER_LEN: u64 = 4096;
 /// Size of the trailer.
@@ -225,6 +225,9 @@ pub mod marker_kinds {
     /// in `UnixPairState.passed`, its `sources` -1 and -2), format 4.16: a reader that did not
     /// know those sources would fail to make it, or add the wrong files to it.
     pub const EPOLL_IN_FLIGHT: u32 = 19;
+    /// A mapping is the rings of a packet socket (`VmaBacking::PacketRing`), format 4.18: a
+    /// reader that did not know it would restore the socket without the mapping of its rings.
+    pub const PACKET_RINGS: u32 = 20;
     /// The markers this build understands.
     pub const UNDERSTOOD: &[u32] = &[
         POSIX_TIMERS,
@@ -242,6 +245,7 @@ pub mod marker_kinds {
         AIO_RINGS,
         SECCOMP_STRICT,
         EPOLL_IN_FLIGHT,
+        PACKET_RINGS,
     ];
 
     /// The markers `image` needs.
@@ -291,6 +295,9 @@ pub mod marker_kinds {
         }
         if image.processes.iter().flat_map(|p| &p.fds).any(|f| f.kind.in_flight().iter().any(|r| matches!(r.kind, crate::FdKind::Epoll { .. }))) {
             v.push(EPOLL_IN_FLIGHT);
+        }
+        if image.processes.iter().flat_map(|p| &p.vmas).any(|m| matches!(m.backing, crate::VmaBacking::PacketRing { .. })) {
+            v.push(PACKET_RINGS);
         }
         v
     }

@@ -40,6 +40,7 @@ framed!(
     DeletedFile,
     Ghost,
     PtyState,
+    TermSettings,
     SigAction,
     Rseq,
     Thread
@@ -189,8 +190,9 @@ pub enum IpcKind {
     },
 }
 
-/// One process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One process. Its default is an empty record (no PID, nothing saved), for records that hold
+/// only a few fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(remote = "Self")]
 pub struct Process {
     /// PID.
@@ -490,6 +492,20 @@ pub enum VmaBacking {
         id: u64,
         /// The end of the mapping in the object.
         size: u64,
+    },
+    /// The rings of a packet socket (`PACKET_RX_RING`, then `PACKET_TX_RING`, mapped whole
+    /// with `mmap` of the socket), format 4.18: mapped again from the restored socket, which
+    /// sets its version and rings again from its record (`PACKET_VERSION`, `PACKET_RX_RING`,
+    /// `PACKET_TX_RING` in its options). No page of it is saved: a checkpoint refuses rings
+    /// holding frames the program or the kernel has not taken yet, or whose kernel position
+    /// cannot be made again (see `crest_kinds::fd::packet`).
+    PacketRing {
+        /// The descriptor of the process that holds the socket (an [`FdKind::Socket`] of
+        /// family `AF_PACKET`).
+        fd: i32,
+        /// The frame of the receive ring (`TPACKET_V1`, `V2`) the kernel fills next: restart
+        /// brings the new ring there (frames received and handed back to the kernel).
+        rx_head: u32,
     },
 }
 
@@ -1060,6 +1076,41 @@ pub enum FdKind {
         /// The name it had (`/dev/pts/N`), for messages.
         path: String,
     },
+    /// A terminal device other than a pseudo-terminal (a virtual console, a serial line,
+    /// `/dev/console`) open at a number above 2 (format 4.17): opened again by path with
+    /// `O_NOCTTY`, refused at restart when the path no longer names the same device, and its
+    /// settings set again where they differ from the device's.
+    Terminal {
+        /// Its path at checkpoint.
+        path: String,
+        /// Its device number (`st_rdev`).
+        rdev: u64,
+        /// Its settings.
+        settings: TermSettings,
+    },
+}
+
+/// The settings of a terminal device that belong to the device rather than to one opener
+/// (format 4.17, [`FdKind::Terminal`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct TermSettings {
+    /// `struct termios2` (`TCGETS2`): `c_iflag`, `c_oflag`, `c_cflag`, `c_lflag`.
+    pub flags: [u32; 4],
+    /// `c_line`, the line discipline.
+    pub line: u8,
+    /// `c_cc`, the special characters.
+    pub cc: Vec<u8>,
+    /// Input and output speeds (`c_ispeed`, `c_ospeed`).
+    pub speed: (u32, u32),
+    /// Window size (`TIOCGWINSZ`): rows, columns, x pixels, y pixels.
+    pub winsize: [u16; 4],
+    /// Modem control lines (`TIOCMGET`), on a device that has them.
+    pub modem: Option<i32>,
+    /// Opened exclusively (`TIOCEXCL`): no other open succeeds but root's.
+    pub exclusive: bool,
+    /// A virtual console's keyboard mode (`KDGKBMODE`).
+    pub keyboard: Option<i32>,
 }
 
 /// One mark of a fanotify group, as `/proc/PID/fdinfo` shows it.
@@ -1199,7 +1250,7 @@ impl FdKind {
     /// A new kind that names a path says so here, once.
     pub fn path(&self) -> Option<&str> {
         match self {
-            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } | FdKind::Path { path, .. } => {
+            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } | FdKind::Path { path, .. } | FdKind::Terminal { path, .. } => {
                 Some(path)
             }
             // Its watches name paths of their own (checked and relocated one by one); so do a
@@ -1282,9 +1333,13 @@ impl FdKind {
     /// [`FdKind::path`], to change it.
     pub fn path_mut(&mut self) -> Option<&mut String> {
         match self {
-            FdKind::Regular { path, .. } | FdKind::Directory { path, .. } | FdKind::CharDevice { path, .. } | FdKind::Fifo { path, .. } | FdKind::Deleted { path, .. } | FdKind::Path { path, .. } => {
-                Some(path)
-            }
+            FdKind::Regular { path, .. }
+            | FdKind::Directory { path, .. }
+            | FdKind::CharDevice { path, .. }
+            | FdKind::Fifo { path, .. }
+            | FdKind::Deleted { path, .. }
+            | FdKind::Path { path, .. }
+            | FdKind::Terminal { path, .. } => Some(path),
             _ => None,
         }
     }

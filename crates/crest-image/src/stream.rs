@@ -22,8 +22,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::format::{Header, FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, PAGE_SIZE};
 use crate::{checksum, ImageError, ImageFile, PageRun, Vma};
@@ -200,6 +201,8 @@ pub struct Arrival {
     changed: Condvar,
     /// When the stream head was read.
     pub first_byte: Instant,
+    /// When bytes last came in, in nanoseconds since `first_byte`.
+    last_byte: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -266,6 +269,52 @@ impl Arrival {
         self.lock().end.get_or_insert(r);
         self.changed.notify_all();
     }
+
+    /// Notes that bytes came in now.
+    fn heard(&self) {
+        self.last_byte.store(self.first_byte.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since bytes last came in.
+    fn silence(&self) -> Duration {
+        self.first_byte.elapsed().saturating_sub(Duration::from_nanos(self.last_byte.load(Ordering::Relaxed)))
+    }
+
+    /// Ends the stream with an error, which every waiter learns, once no byte has come in for
+    /// `limit` before its end: a sender that stalls without closing its end would otherwise
+    /// leave a process waiting for its page for ever. Watches from a thread of its own.
+    pub fn watch(self: &Arc<Self>, limit: Duration) {
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("crest-stream-watch".into()).spawn(move || {
+            let mut st = me.lock();
+            while st.end.is_none() {
+                let quiet = me.silence();
+                if quiet >= limit {
+                    drop(st);
+                    me.end(Err(format!("no byte of the image stream came in for {} s (the sender stalled; --stream-timeout sets how long to wait)", limit.as_secs_f64())));
+                    return;
+                }
+                st = me.changed.wait_timeout(st, limit - quiet).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+            }
+        });
+        if let Err(e) = spawned {
+            self.end(Err(format!("starting the thread that watches the image stream: {e}")));
+        }
+    }
+}
+
+/// The stream's input, noting in its [`Arrival`] when bytes come in.
+struct Heard<'a> {
+    input: &'a mut dyn Read,
+    arrival: &'a Arrival,
+}
+
+impl Read for Heard<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.arrival.heard();
+        Ok(n)
+    }
 }
 
 /// Whether the 8 bytes `first` start an image stream.
@@ -307,7 +356,7 @@ pub fn receive(first: [u8; 8], mut input: Box<dyn Read + Send>, spool: File) -> 
     read_full(&mut *input, &mut buf, "the image metadata")?;
     spool.set_len(head.len)?;
     spool.write_all_at(&buf, head.tail)?;
-    let arrival = Arc::new(Arrival { state: Mutex::new(ArrivalState::default()), changed: Condvar::new(), first_byte });
+    let arrival = Arc::new(Arrival { state: Mutex::new(ArrivalState::default()), changed: Condvar::new(), first_byte, last_byte: AtomicU64::new(0) });
     Ok(Receiving { head, input, spool, arrival })
 }
 
@@ -349,6 +398,7 @@ impl Receiving {
 }
 
 fn take_runs(head: &StreamHead, runs: &HashMap<u64, u64>, input: &mut dyn Read, spool: &File, arrival: &Arrival) -> Result<(), ImageError> {
+    let input = &mut Heard { input, arrival };
     if head.runs != runs.len() as u64 {
         return Err(ImageError::Stream(format!("the image stream announces {} page runs, and its metadata lists {}", head.runs, runs.len())));
     }

@@ -106,6 +106,13 @@ pub fn validate(img: &Image, pages_start: u64, pages_end: u64) -> Result<(), Ima
             if v.flags & crate::vma_flags::AIO != 0 && (!matches!(v.backing, VmaBacking::Anon) || v.flags & crate::vma_flags::SHARED != 0) {
                 return bad(format!("pid {pid}: mapping {:#x}-{:#x} is an AIO ring that is not saved as private anonymous memory", v.start, v.end));
             }
+            if let VmaBacking::PacketRing { fd, .. } = &v.backing {
+                // AF_PACKET; a process sharing its parent's descriptors has them in the parent's record.
+                let socket = |f: &crate::FdRecord| f.fd == *fd && matches!(f.kind, crate::FdKind::Socket { family: 17, .. });
+                if !v.pages.is_empty() || !(p.files_shared || p.fds.iter().any(socket)) {
+                    return bad(format!("pid {pid}: mapping {:#x}-{:#x} maps the rings of a packet socket at fd {fd}, which the process has no packet socket at, or has pages saved", v.start, v.end));
+                }
+            }
             if let VmaBacking::File { path, .. } | VmaBacking::Deleted { path, .. } = &v.backing {
                 if !path.starts_with('/') {
                     return bad(format!("pid {pid}: mapping {:#x}-{:#x} has a relative path", v.start, v.end));

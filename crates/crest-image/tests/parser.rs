@@ -171,11 +171,24 @@ fn flipped_page_data_is_caught_by_verify() {
     assert!(err.to_string().contains("page data of pid 42"), "{err}");
 }
 
+/// A change made to an image's records, for a test that it is refused.
+type Change = Box<dyn Fn(&mut Image)>;
+
+/// `img` (its pages `pages`) with each change made is refused by the reader, with a message
+/// holding the words paired with the change.
+fn assert_each_refused(img: &Image, pages: &[u8], cases: Vec<(&str, Change)>) {
+    for (want, change) in cases {
+        let mut bad = img.clone();
+        change(&mut bad);
+        let err = ImageFile::check_bytes(&rebuild(&bad, pages)).expect_err(want).to_string();
+        assert!(err.contains(want), "expected {want:?} in: {err}");
+    }
+}
+
 #[test]
 fn invalid_records_are_refused_with_reasons() {
     let (bytes, img) = build(&[2, 2, 2], 9, 2);
     let pages = page_region(&bytes, &img);
-    type Change = Box<dyn Fn(&mut Image)>;
     let cases: Vec<(&str, Change)> = vec![
         ("invalid pid", Box::new(|i: &mut Image| i.processes[0].pid = -1)),
         ("overlaps", Box::new(|i: &mut Image| i.processes[0].vmas[1].start = i.processes[0].vmas[0].start)),
@@ -204,12 +217,7 @@ fn invalid_records_are_refused_with_reasons() {
         ("pages are missing", Box::new(|i: &mut Image| i.processes[0].vmas[1].need = 1 << 30)),
         ("pages are missing", Box::new(|i: &mut Image| i.processes[0].vmas[2].zero += 4096)),
     ];
-    for (want, change) in cases {
-        let mut bad = img.clone();
-        change(&mut bad);
-        let err = ImageFile::check_bytes(&rebuild(&bad, &pages)).expect_err(want).to_string();
-        assert!(err.contains(want), "expected {want:?} in: {err}");
-    }
+    assert_each_refused(&img, &pages, cases);
 }
 
 #[test]
@@ -247,6 +255,25 @@ fn unknown_sections_that_must_be_understood_are_refused() {
     assert!(err.contains(&theirs) && err.contains(&ours) && err.contains("kind 90") && err.contains("newer crest"), "{err}");
 }
 
+/// The section of `kind` in the image `bytes`, if it has one (read from a scratch file named
+/// after `name`, removed at once).
+fn section(bytes: &[u8], name: &str, kind: SectionKind) -> Option<SectionEntry> {
+    let path = std::env::temp_dir().join(format!("crest-parser-{name}-{}", std::process::id()));
+    std::fs::write(&path, bytes).expect("write");
+    let f = ImageFile::open(&path);
+    let _ = std::fs::remove_file(&path);
+    f.expect("read").sections.into_iter().find(|s| s.kind == kind)
+}
+
+/// `img` written again (its pages `pages`) has the empty section that `marker` finds (`what`),
+/// marked MUST_UNDERSTAND, and this build reads it back whole.
+fn assert_announced(img: &Image, pages: &[u8], marker: impl Fn(&[u8]) -> Option<SectionEntry>, what: &str) {
+    let image = rebuild(img, pages);
+    let s = marker(&image).expect(what);
+    assert!(s.must_understand() && s.len == 0, "{s:?}");
+    assert_eq!(ImageFile::check_bytes(&image).expect("read by this build"), *img);
+}
+
 /// A socket record that uses a field of format 4.1 (here SO_LINGER, saved as bytes) makes the
 /// writer add the empty SocketState section marked MUST_UNDERSTAND, which 4.0 readers refuse
 /// (the field alone they would skip, restoring the socket without it); this build reads it.
@@ -254,12 +281,7 @@ fn unknown_sections_that_must_be_understood_are_refused() {
 fn socket_state_of_4_1_is_announced_to_older_readers() {
     let (bytes, mut img) = build(&[2], 4, 1);
     let pages = page_region(&bytes, &img);
-    let path = std::env::temp_dir().join(format!("crest-parser-socket-state-{}", std::process::id()));
-    let marker = |b: &[u8]| {
-        std::fs::write(&path, b).expect("write");
-        let f = ImageFile::open(&path).expect("read");
-        f.sections.into_iter().find(|s| s.kind == SectionKind::SocketState)
-    };
+    let marker = |b: &[u8]| section(b, "socket-state", SectionKind::SocketState);
     assert!(marker(&bytes).is_none(), "an image without sockets carries no SocketState section");
     img.processes[0].fds[0].kind = FdKind::Socket {
         family: 2,
@@ -284,14 +306,10 @@ fn socket_state_of_4_1_is_announced_to_older_readers() {
     if let FdKind::Socket { byte_options, .. } = &mut img.processes[0].fds[0].kind {
         byte_options.push((1, 13, vec![1, 0, 0, 0, 30, 0, 0, 0]));
     }
-    let image = rebuild(&img, &pages);
-    let s = marker(&image).expect("a SocketState section");
-    assert!(s.must_understand() && s.len == 0, "{s:?}");
-    assert_eq!(ImageFile::check_bytes(&image).expect("read by this build"), img);
+    assert_announced(&img, &pages, marker, "a SocketState section");
     // As a reader that does not know the kind sees it.
     let err = ImageFile::check_bytes(&with_sections(&img, &pages, &[(91, section_flags::MUST_UNDERSTAND, b"")])).expect_err("refused").to_string();
     assert!(err.contains("must be understood"), "{err}");
-    let _ = std::fs::remove_file(&path);
 }
 
 /// A socket record holding what format 4.6 added (a queued datagram carrying a descriptor in
@@ -302,12 +320,7 @@ fn socket_state_of_4_1_is_announced_to_older_readers() {
 fn socket_queues_of_4_4_are_announced_to_older_readers() {
     let (bytes, mut img) = build(&[2], 4, 1);
     let pages = page_region(&bytes, &img);
-    let path = std::env::temp_dir().join(format!("crest-parser-socket-queues-{}", std::process::id()));
-    let marker = |b: &[u8]| {
-        std::fs::write(&path, b).expect("write");
-        let f = ImageFile::open(&path).expect("read");
-        f.sections.into_iter().find(|s| s.kind == SectionKind::Other(crest_image::marker_kinds::SOCKET_QUEUES))
-    };
+    let marker = |b: &[u8]| section(b, "socket-queues", SectionKind::Other(crest_image::marker_kinds::SOCKET_QUEUES));
     assert!(marker(&bytes).is_none(), "an image without socket queues carries no SocketQueues section");
     let carried = FdRecord { fd: -1, flags: 0, cloexec: true, file: 0, kind: FdKind::Pipe { id: 7, write_end: false, size: 0, data: Vec::new() }, locks: Vec::new(), fown: Default::default() };
     let socket = |queue, pending, file_attrs| FdKind::Socket {
@@ -333,12 +346,8 @@ fn socket_queues_of_4_4_are_announced_to_older_readers() {
     let queued = vec![QueuedMessage { data: b"hello".to_vec(), sender: vec![1, 0, 0, b'a'], fds: vec![carried] }];
     for kind in [socket(queued, false, None), socket(Vec::new(), true, None)] {
         img.processes[0].fds[0].kind = kind;
-        let image = rebuild(&img, &pages);
-        let s = marker(&image).expect("a SocketQueues section");
-        assert!(s.must_understand() && s.len == 0, "{s:?}");
-        assert_eq!(ImageFile::check_bytes(&image).expect("read by this build"), img);
+        assert_announced(&img, &pages, marker, "a SocketQueues section");
     }
-    let _ = std::fs::remove_file(&path);
 }
 
 /// A packet, netlink or raw IP socket, or one connected to an address (`dest`, format 4.9),
@@ -348,12 +357,7 @@ fn socket_queues_of_4_4_are_announced_to_older_readers() {
 fn socket_families_of_4_8_are_announced_to_older_readers() {
     let (bytes, mut img) = build(&[2], 4, 1);
     let pages = page_region(&bytes, &img);
-    let path = std::env::temp_dir().join(format!("crest-parser-socket-families-{}", std::process::id()));
-    let marker = |b: &[u8]| {
-        std::fs::write(&path, b).expect("write");
-        let f = ImageFile::open(&path).expect("read");
-        f.sections.into_iter().find(|s| s.kind == SectionKind::Other(crest_image::marker_kinds::SOCKET_FAMILIES))
-    };
+    let marker = |b: &[u8]| section(b, "socket-families", SectionKind::Other(crest_image::marker_kinds::SOCKET_FAMILIES));
     let socket = |family, ty, dest| FdKind::Socket {
         family,
         ty,
@@ -377,12 +381,8 @@ fn socket_families_of_4_8_are_announced_to_older_readers() {
     // AF_PACKET, AF_NETLINK connected to a port, a raw IPv4 socket.
     for kind in [socket(17, 3, Vec::new()), socket(16, 3, vec![16, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]), socket(2, 3, Vec::new())] {
         img.processes[0].fds[0].kind = kind;
-        let image = rebuild(&img, &pages);
-        let s = marker(&image).expect("a SocketFamilies section");
-        assert!(s.must_understand() && s.len == 0, "{s:?}");
-        assert_eq!(ImageFile::check_bytes(&image).expect("read by this build"), img);
+        assert_announced(&img, &pages, marker, "a SocketFamilies section");
     }
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -531,7 +531,6 @@ fn inherited_pages_are_read_back_and_need_a_parent_mapping_to_share() {
     // Announced to older readers, which would restore zeros in their place.
     assert!(marker_kinds::needed(&good).contains(&marker_kinds::INHERITED));
     assert!(!marker_kinds::needed(&img).contains(&marker_kinds::INHERITED));
-    type Change = Box<dyn Fn(&mut Image)>;
     let cases: Vec<(&str, Change)> = vec![
         ("do not fit", Box::new(|i: &mut Image| i.processes[1].vmas[1].inherited[0].0 += 1)),
         ("do not fit", Box::new(|i: &mut Image| i.processes[1].vmas[1].inherited[0].1 = 1 << 30)),
@@ -539,12 +538,7 @@ fn inherited_pages_are_read_back_and_need_a_parent_mapping_to_share() {
         ("no such mapping", Box::new(|i: &mut Image| i.processes[0].vmas[1].flags |= vma_flags::SHARED)),
         ("no such mapping", Box::new(|i: &mut Image| i.processes[0].vmas[1].end -= 4096)),
     ];
-    for (want, change) in cases {
-        let mut bad = good.clone();
-        change(&mut bad);
-        let err = ImageFile::check_bytes(&rebuild(&bad, &pages)).expect_err(want).to_string();
-        assert!(err.contains(want), "expected {want:?} in: {err}");
-    }
+    assert_each_refused(&good, &pages, cases);
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! [`refuse`] is asked first, from `/proc` alone, before anything runs in the process: state
 //! crest does not restore makes the checkpoint fail rather than come back wrong.
 use crest_image::{Creds, ProcAttrs, SeccompFilter, ThreadAttrs};
-use crest_ptrace::Remote;
+use crest_ptrace::{Read, Remote};
 
 use crate::{le_u64, KindError, Scratch};
 
@@ -54,11 +54,18 @@ fn field<'a>(status: &'a str, key: &str) -> &'a str {
 }
 
 /// Refuses, from `/proc` alone (nothing runs in the process), a process that a system call run
-/// inside it would harm: checked before the process is seized.
-pub fn refuse_before_seizing(pid: i32, status: &str) -> Result<(), KindError> {
+/// inside it would harm: checked before the process is seized. `tids`: its threads, as just
+/// listed.
+pub fn refuse_before_seizing(pid: i32, status: &str, tids: &[i32]) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
-    for t in crest_proc::tasks(pid).unwrap_or_default() {
-        let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
+    for &t in tids {
+        // The leader's own status is the process's, read by the caller.
+        let ts = if t == pid {
+            std::borrow::Cow::Borrowed(status)
+        } else {
+            let Ok(ts) = crest_proc::read(pid, &format!("task/{t}/status")) else { continue };
+            std::borrow::Cow::Owned(ts)
+        };
         match field(&ts, "Seccomp") {
             "" | "0" => {}
             // Its filters, or its strict mode, are saved, and suspended for crest's system calls
@@ -92,13 +99,16 @@ fn own_namespaces() -> &'static [Option<std::path::PathBuf>] {
 
 /// Refuses, from `/proc` alone, a frozen process whose state crest would not restore: threads
 /// in control groups of their own, namespaces other than `cr_checkpoint`'s (the
-/// restarted process gets `cr_restart`'s).
-pub fn refuse(pid: i32, status: &str) -> Result<(), KindError> {
+/// restarted process gets `cr_restart`'s). `tids`: its threads, as frozen (a frozen process
+/// starts none).
+pub fn refuse(pid: i32, status: &str, tids: &[i32]) -> Result<(), KindError> {
     let who = format!("PID {pid} ({})", field(status, "Name"));
     // The leader is the process: only the other threads are compared with it.
-    for t in crest_proc::tasks(pid).unwrap_or_default().into_iter().filter(|&t| t != pid) {
+    let mut own: Option<String> = None;
+    for &t in tids.iter().filter(|&&t| t != pid) {
         let tcg = crest_proc::read(pid, &format!("task/{t}/cgroup")).unwrap_or_default();
-        if !tcg.is_empty() && cgroups(&tcg) != cgroups(&crest_proc::read(pid, "cgroup").unwrap_or_default()) {
+        let own = own.get_or_insert_with(|| crest_proc::read(pid, "cgroup").unwrap_or_default());
+        if !tcg.is_empty() && cgroups(&tcg) != cgroups(own) {
             return Err(KindError::Unsupported(format!("{who}: its thread {t} is in other control groups than the process; that is not supported")));
         }
     }
@@ -136,28 +146,52 @@ pub fn capabilities(status: &str, creds: &mut Creds) {
     creds.cap_amb = hexset(status, "CapAmb");
 }
 
-/// Reads the process-wide settings through `remote` (on the leader).
-pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds: &mut Creds) -> Result<ProcAttrs, KindError> {
-    // All read in one go (where the process has a batch area): the three interval timers into
-    // the scratch page at AT, AT+32, AT+64, the subreaper flag at AT+96.
-    let r = remote.run(&[
-        (libc::SYS_getitimer, &[0, scratch.addr + AT]),
-        (libc::SYS_getitimer, &[1, scratch.addr + AT + 32]),
-        (libc::SYS_getitimer, &[2, scratch.addr + AT + 64]),
-        (libc::SYS_prctl, &[PR_GET_CHILD_SUBREAPER, scratch.addr + AT + 96]),
+/// Bytes the process-wide reads of [`queue_process`] write.
+const PROCESS_READS: u64 = 100;
+
+/// Queues the reads of the process-wide settings on `remote` (on the leader): the three
+/// interval timers at `at`, `at`+32, `at`+64, the subreaper flag at `at`+96.
+fn queue_process(remote: &mut Remote<'_>, at: u64) -> Vec<Read> {
+    [
+        (libc::SYS_getitimer, &[0, at][..]),
+        (libc::SYS_getitimer, &[1, at + 32]),
+        (libc::SYS_getitimer, &[2, at + 64]),
+        (libc::SYS_prctl, &[PR_GET_CHILD_SUBREAPER, at + 96]),
         (libc::SYS_prctl, &[PR_GET_DUMPABLE]),
         (libc::SYS_prctl, &[PR_GET_THP_DISABLE, 0, 0, 0, 0]),
         (libc::SYS_prctl, &[PR_GET_SECUREBITS]),
         (libc::SYS_membarrier, &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0]),
-    ])?;
+    ]
+    .into_iter()
+    .map(|(nr, args)| remote.queue_read(nr, args))
+    .collect()
+}
+
+/// Reads the process-wide settings through `remote` (on the leader), all in one go where the
+/// process has a batch area.
+pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds: &mut Creds) -> Result<ProcAttrs, KindError> {
+    let reads = queue_process(remote, scratch.addr + AT);
+    remote.flush()?;
+    let b = scratch.read(AT, PROCESS_READS as usize)?;
+    take_process(remote, &b, &reads, pid, creds)
+}
+
+/// The results of `reads` once they have run (a failure `EIO` for one that did not).
+fn results(remote: &Remote<'_>, reads: &[Read]) -> Vec<Result<u64, i32>> {
+    reads.iter().map(|&k| remote.result(k).unwrap_or(Err(libc::EIO))).collect()
+}
+
+/// The process-wide settings once the reads [`queue_process`] queued have run, `b` what they
+/// wrote.
+fn take_process(remote: &Remote<'_>, b: &[u8], reads: &[Read], pid: i32, creds: &mut Creds) -> Result<ProcAttrs, KindError> {
+    let r = results(remote, reads);
     let ok = |i: usize, what: &str| r[i].map_err(|e| KindError::io(format!("{what} (inside pid {pid})"), std::io::Error::from_raw_os_error(e)));
     for (i, what) in ["reading an interval timer", "reading an interval timer", "reading an interval timer", "reading the child subreaper flag"].into_iter().enumerate() {
         ok(i, what)?;
     }
-    let b = scratch.read(AT, 100)?;
     let mut itimers = [(0, 0); 3];
     for (which, t) in itimers.iter_mut().enumerate() {
-        let us = |at: usize| le_u64(&b, which * 32 + at) * 1_000_000 + le_u64(&b, which * 32 + at + 8);
+        let us = |at: usize| le_u64(b, which * 32 + at) * 1_000_000 + le_u64(b, which * 32 + at + 8);
         *t = (us(0), us(16));
     }
     let child_subreaper = b[96..100] != [0, 0, 0, 0];
@@ -183,21 +217,28 @@ pub fn dump_process(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, creds:
     })
 }
 
-/// Reads the settings of thread `tid` through `remote` (on that thread).
-pub fn dump_thread(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i32) -> Result<ThreadAttrs, KindError> {
+/// Bytes the reads of [`queue_thread`] write.
+pub const THREAD_READS: u64 = 4;
+
+/// Queues the reads of the settings of the thread `remote` runs on (the parent-death signal
+/// written at `at`), to run with others.
+pub fn queue_thread(remote: &mut Remote<'_>, at: u64) -> Vec<Read> {
+    [(libc::SYS_prctl, &[PR_GET_PDEATHSIG, at][..]), (libc::SYS_prctl, &[PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0]), (libc::SYS_prctl, &[PR_GET_TIMERSLACK]), (libc::SYS_prctl, &[PR_GET_SECUREBITS])]
+        .into_iter()
+        .map(|(nr, args)| remote.queue_read(nr, args))
+        .collect()
+}
+
+/// The settings of thread `tid` once the reads [`queue_thread`] queued on `remote` (on that
+/// thread) have run, `b` the [`THREAD_READS`] bytes they wrote.
+pub fn take_thread(remote: &Remote<'_>, b: &[u8], reads: &[Read], pid: i32, tid: i32) -> Result<ThreadAttrs, KindError> {
     let s = crest_ptrace::sys::sched_get(tid).map_err(|e| KindError::io(format!("pid {pid}: reading the scheduling settings of thread {tid}"), e))?;
     if s.policy == SCHED_DEADLINE {
         return Err(KindError::Unsupported(format!("pid {pid}: thread {tid} runs under SCHED_DEADLINE, which is not supported yet")));
     }
-    let r = remote.run(&[
-        (libc::SYS_prctl, &[PR_GET_PDEATHSIG, scratch.addr + AT]),
-        (libc::SYS_prctl, &[PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0]),
-        (libc::SYS_prctl, &[PR_GET_TIMERSLACK]),
-        (libc::SYS_prctl, &[PR_GET_SECUREBITS]),
-    ])?;
+    let r = results(remote, reads);
     let ok = |i: usize, what: &str| r[i].map_err(|e| KindError::io(format!("{what} (inside pid {pid}, thread {tid})"), std::io::Error::from_raw_os_error(e)));
     ok(0, "reading the parent-death signal")?;
-    let b = scratch.read(AT, 4)?;
     let pdeath_sig = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let no_new_privs = ok(1, "reading no_new_privs")? != 0;
     let timer_slack = ok(2, "reading the timer slack")?;
@@ -211,9 +252,26 @@ pub fn dump_thread(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tid: i3
     Ok(ThreadAttrs { policy: s.policy | reset, nice: s.nice, rt_priority: s.priority, pdeath_sig, no_new_privs, timer_slack, creds, seccomp, seccomp_strict })
 }
 
+/// The restarting program's login uid as [`note_loginuid`] read it: `u64::MAX` not read,
+/// above `u32::MAX` unreadable, else the uid.
+static LOGINUID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+fn read_loginuid() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/loginuid").ok().and_then(|s| s.trim().parse::<u32>().ok())
+}
+
+/// In the restarting program, before it forks the husks: reads its login uid, which every husk
+/// inherits, once rather than in each husk.
+pub fn note_loginuid() {
+    LOGINUID.store(read_loginuid().map_or(u64::from(u32::MAX) + 1, u64::from), std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Inside the husk, before it stops: its login uid.
 pub fn prepare(a: &ProcAttrs) -> Result<(), String> {
-    let now = std::fs::read_to_string("/proc/self/loginuid").ok().and_then(|s| s.trim().parse::<u32>().ok());
+    let now = match LOGINUID.load(std::sync::atomic::Ordering::Relaxed) {
+        u64::MAX => read_loginuid(),
+        n => u32::try_from(n).ok(),
+    };
     if now.is_some() && now != Some(a.loginuid) {
         std::fs::write("/proc/self/loginuid", a.loginuid.to_string()).map_err(|e| format!("setting the login uid to {}: {e}", a.loginuid as i32))?;
     }
@@ -286,7 +344,8 @@ pub fn restore_process(remote: &mut Remote<'_>, scratch: &Scratch, a: &ProcAttrs
 /// the dumpable flag.
 pub fn restore_dumpable(remote: &mut Remote<'_>, a: &ProcAttrs) -> Result<(), KindError> {
     if a.dumpable <= 1 {
-        remote.call("setting the dumpable flag", libc::SYS_prctl, &[PR_SET_DUMPABLE, u64::from(a.dumpable)])?;
+        // Queued: run with the fill's last calls.
+        remote.queue("setting the dumpable flag", libc::SYS_prctl, &[PR_SET_DUMPABLE, u64::from(a.dumpable)]);
     }
     Ok(())
 }
@@ -596,10 +655,23 @@ impl ProcessKind for ProcessAttrs {
     fn dumps(&self) -> bool {
         true
     }
+    fn dump_queue(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        if let Some(at) = cx.room(PROCESS_READS) {
+            let reads = queue_process(cx.remote, at);
+            cx.queued(self.name(), at, reads);
+        }
+        Ok(())
+    }
     fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
         // Every attribute of the process (oom score, control groups, login uid, dumpable,
         // ... restored by kinds of their own) and what the credentials lack in /proc.
-        cx.out.attrs = dump_process(cx.remote, cx.scratch, cx.pid, &mut cx.out.creds)?;
+        cx.out.attrs = match cx.reads.remove(self.name()) {
+            Some((at, reads)) => {
+                let b = cx.bytes(at, PROCESS_READS as usize)?.to_vec();
+                take_process(cx.remote, &b, &reads, cx.pid, &mut cx.out.creds)?
+            }
+            None => dump_process(cx.remote, cx.scratch, cx.pid, &mut cx.out.creds)?,
+        };
         Ok(())
     }
     fn after(&self) -> &'static [&'static str] {

@@ -21,7 +21,7 @@
 //!
 //! Semaphore adjustments (`SEM_UNDO`, what the kernel adds to a semaphore when the process
 //! exits) are per process and no interface shows them. [`dump_semadj`] finds whether a process
-//! has any (`kcmp(KCMP_SYSVSEM)` against crest itself, which has none) and, if so, measures
+//! has any (`kcmp(KCMP_SYSVSEM)` against an idle child of crest, which has no undo list) and, if so, measures
 //! each by remote `semop` calls in the frozen process that can never succeed: one call sets the
 //! semaphore to a known value, moves the adjustment by a chosen amount and ends with an
 //! operation that cannot be done without waiting (`IPC_NOWAIT`), so the kernel undoes the
@@ -129,14 +129,110 @@ fn take_and_send_back(id: i32, st: &ipc::MsgStat, max: usize, what: &str) -> Res
 /// The semaphore sets of this IPC namespace, as (id, number of semaphores).
 fn sem_sets() -> Result<Vec<(i32, usize)>, KindError> {
     let table = std::fs::read_to_string("/proc/sysvipc/sem").map_err(|e| KindError::io("reading /proc/sysvipc/sem", e))?;
-    Ok(table
+    Ok(parse_sem_sets(&table))
+}
+
+fn parse_sem_sets(table: &str) -> Vec<(i32, usize)> {
+    parse_sem_table(table).into_iter().map(|s| (s.id, s.n)).collect()
+}
+
+/// A line of `/proc/sysvipc/sem`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SemSet {
+    id: i32,
+    /// Its number of semaphores.
+    n: usize,
+    /// When a semop on it last went through, in seconds since the epoch (0: never).
+    otime: u64,
+}
+
+fn parse_sem_table(table: &str) -> Vec<SemSet> {
+    table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            Some((f.get(1)?.parse().ok()?, f.get(3)?.parse().ok()?))
+            Some(SemSet { id: f.get(1)?.parse().ok()?, n: f.get(3)?.parse().ok()?, otime: f.get(8)?.parse().ok()? })
         })
-        .collect())
+        .collect()
+}
+
+/// Clock ticks of `/proc/PID/stat`'s start time per second (`USER_HZ`, 100 in the kernel's
+/// ABI on every architecture crest runs on).
+const USER_HZ: u64 = 100;
+
+/// How much earlier than a process's start a set's last semop may seem and still be taken as
+/// possibly the process's: the wall clock of `otime` may have been stepped forward since.
+const CLOCK_SLACK: u64 = 60;
+
+/// When process `pid` started, in seconds since the epoch (rounded down), if known.
+fn started(pid: i32) -> Option<u64> {
+    static BTIME: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let btime = (*BTIME.get_or_init(|| std::fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())))?;
+    let st = crest_proc::parse_stat(&crest_proc::read(pid, "stat").ok()?).ok()?;
+    Some(btime + st.start_time / USER_HZ)
+}
+
+/// Whether a process started at `start` may hold an adjustment on `set`: only if a semop on it
+/// went through since (an adjustment is made by a semop that goes through).
+fn may_hold(set: &SemSet, start: Option<u64>) -> bool {
+    set.otime != 0 && start.is_none_or(|s| set.otime + CLOCK_SLACK >= s)
+}
+
+/// The semaphore sets as [`sem_sets`] read them first since [`forget_sem_sets`], for the
+/// SEM_UNDO adjustments of every process of one checkpoint: one read of the global table rather
+/// than one per process. A process can hold an adjustment only on a set that existed when it
+/// was frozen, and the table is forgotten once all of them are ([`forget_sem_sets`]): a set
+/// made after that holds none of theirs, and one removed since is passed over (`EIDRM`).
+static SEM_SETS: std::sync::Mutex<Option<Vec<SemSet>>> = std::sync::Mutex::new(None);
+
+/// Forgets the semaphore sets read for an earlier checkpoint: called once every process of a
+/// checkpoint is frozen, before their adjustments are read ([`dump_semadj`]).
+pub fn forget_sem_sets() {
+    *SEM_SETS.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *NO_UNDO.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// The global tables a checkpoint reads once (the semaphore sets, the process of reference
+/// for undo lists): forgotten when this is made, once every process is frozen, and again when
+/// it is dropped, at the end of the checkpoint (which ends that process).
+pub struct OnceTables(());
+
+impl OnceTables {
+    /// Starts a checkpoint's use of the tables.
+    pub fn start() -> Self {
+        forget_sem_sets();
+        OnceTables(())
+    }
+}
+
+impl Drop for OnceTables {
+    fn drop(&mut self) {
+        forget_sem_sets();
+    }
+}
+
+/// A process with no SysV semaphore undo list, for [`dump_semadj`]'s `kcmp`: made when first
+/// needed, ended by [`forget_sem_sets`]. `None` inside: it could not be made.
+static NO_UNDO: std::sync::Mutex<Option<Option<crest_ptrace::sys::IdleChild>>> = std::sync::Mutex::new(None);
+
+/// Whether process `pid` has no undo list (has never made a `semop` with `SEM_UNDO` nor had
+/// a second thread), as `kcmp(KCMP_SYSVSEM)` against [`NO_UNDO`] tells; false when unknown.
+fn has_no_undo_list(pid: i32) -> bool {
+    let mut held = NO_UNDO.lock().unwrap_or_else(|p| p.into_inner());
+    let reference = held.get_or_insert_with(|| crest_ptrace::sys::idle_child().ok());
+    reference.as_ref().is_some_and(|r| crest_ptrace::sys::share(pid, r.pid(), KCMP_SYSVSEM).unwrap_or(false))
+}
+
+fn sem_sets_once() -> Result<Vec<SemSet>, KindError> {
+    let mut held = SEM_SETS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(sets) = held.as_ref() {
+        return Ok(sets.clone());
+    }
+    let table = std::fs::read_to_string("/proc/sysvipc/sem").map_err(|e| KindError::io("reading /proc/sysvipc/sem", e))?;
+    let sets = parse_sem_table(&table);
+    *held = Some(sets.clone());
+    Ok(sets)
 }
 
 /// Runs `semop` on set `id` with `ops` (semaphore, operation, flags) inside the process.
@@ -229,13 +325,15 @@ fn semadj_of(remote: &mut Remote<'_>, scratch: &Scratch, what: &str, id: i32, n:
 /// The SEM_UNDO adjustments of process `pid` (frozen, `remote` running in it), as (set id,
 /// semaphore, adjustment), the non-zero ones. See the [module documentation](self).
 pub fn dump_semadj(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32) -> Result<Vec<(i32, u16, i16)>, KindError> {
-    let me = std::process::id() as i32;
-    // crest never uses SEM_UNDO: a process whose undo list is crest's has none.
-    if crest_ptrace::sys::share(pid, me, KCMP_SYSVSEM).unwrap_or(false) {
+    // The kernel makes a process's undo list at its first semop with SEM_UNDO, or when it
+    // creates its first thread (threads share one): one without a list holds no adjustment.
+    // (crest's own list cannot serve as the reference: its tracer threads made one.)
+    if has_no_undo_list(pid) {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for (id, n) in sem_sets()? {
+    let start = started(pid);
+    for SemSet { id, n, .. } in sem_sets_once()?.into_iter().filter(|set| may_hold(set, start)) {
         let what = format!("pid {pid}: SysV semaphore set {id}");
         let values = match ipc::sem_values(id, n) {
             Ok(v) => v,
@@ -246,7 +344,9 @@ pub fn dump_semadj(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32) -> Resu
             let adj = match semadj_of(remote, scratch, &what, id, num as u16, i32::from(*v)) {
                 Ok(a) => a,
                 Err(KindError::Io { err, .. }) if err.raw_os_error() == Some(libc::EACCES) => {
-                    return Err(KindError::Unsupported(format!("{what}: the process holds SEM_UNDO adjustments but may no longer change this set (its mode or owner changed), so they cannot be read")))
+                    return Err(KindError::Unsupported(format!(
+                        "{what}: the process has a SEM_UNDO list (made by a semop with SEM_UNDO, or by its threads) and may not change this set, so whether it holds an adjustment on it cannot be read"
+                    )))
                 }
                 Err(KindError::Io { err, .. }) if matches!(err.raw_os_error(), Some(libc::EINVAL | libc::EIDRM)) => break,
                 Err(e) => return Err(e),
@@ -478,5 +578,53 @@ mod tests {
             let text = describe(&obj);
             assert!(text.starts_with(&format!("ipc {} (key 0x1234", obj.id)) && text.contains("SysV"), "{text}");
         }
+    }
+
+    #[test]
+    fn sem_table_parses_ids_and_sizes() {
+        let table = "       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n\
+                     0x0000162e          3   600          2     0     0     0     0          0 1700000000\n\
+                     0x00000000         98   666         17  1000  1000  1000  1000          0 1700000001\n";
+        assert_eq!(parse_sem_sets(table), vec![(3, 2), (98, 17)]);
+    }
+
+    /// A set no semop went through since a process started cannot hold an adjustment of it;
+    /// one operated on since (or a minute before, for a clock stepped since), or with the start
+    /// unknown, may.
+    #[test]
+    fn only_sets_operated_on_since_the_start_may_hold_adjustments() {
+        let set = |otime| SemSet { id: 1, n: 1, otime };
+        let start = Some(1_700_000_000);
+        assert!(!may_hold(&set(0), start), "never operated on");
+        assert!(!may_hold(&set(0), None), "never operated on, start unknown");
+        assert!(!may_hold(&set(1_700_000_000 - CLOCK_SLACK - 1), start), "last operated on well before the start");
+        assert!(may_hold(&set(1_700_000_000 - CLOCK_SLACK), start), "within the clock's slack");
+        assert!(may_hold(&set(1_700_000_005), start), "operated on since");
+        assert!(may_hold(&set(1), None), "start unknown");
+        let table = "       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n\
+                     0x0000162e          3   600          2     0     0     0     0 1700000123 1700000000\n";
+        assert_eq!(parse_sem_table(table), vec![SemSet { id: 3, n: 2, otime: 1_700_000_123 }]);
+    }
+
+    /// A process started just now is seen as starting now, within the clock's resolution.
+    #[test]
+    fn a_process_start_reads_in_seconds_since_the_epoch() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let me = started(std::process::id() as i32).expect("own start");
+        assert!(me <= now + 1 && me + 3600 > now, "started {me}, now {now}");
+    }
+
+    /// The table is read once until it is forgotten, then read again.
+    #[test]
+    fn sem_sets_are_read_once_per_checkpoint() {
+        forget_sem_sets();
+        let fake = SemSet { id: -1, n: 1, otime: 0 };
+        *SEM_SETS.lock().unwrap() = Some(vec![fake]);
+        assert_eq!(sem_sets_once().unwrap(), vec![fake], "held, not read again");
+        forget_sem_sets();
+        let now = sem_sets_once().unwrap();
+        assert!(!now.contains(&fake), "read again after being forgotten");
+        assert_eq!(SEM_SETS.lock().unwrap().as_ref(), Some(&now));
+        forget_sem_sets();
     }
 }

@@ -50,6 +50,13 @@ pub mod vdso;
 
 pub use ident::{ObjId, ObjKind};
 
+/// In the restarting program, just before it forks the husks: notes what of its own state
+/// every husk inherits and a husk would otherwise read for itself (signal actions, login uid).
+pub fn note_inherited() {
+    signals::note_inherited_actions();
+    attrs::note_loginuid();
+}
+
 use crest_ptrace::{mem, Remote, TraceError};
 
 /// A failure while dumping or restoring one object.
@@ -100,7 +107,16 @@ impl Scratch {
     /// Maps a fresh scratch page in the process `remote` runs in (at `hint`, if not 0, exactly).
     pub fn map(remote: &mut Remote<'_>, pid: i32, hint: u64) -> Result<Self, KindError> {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if hint != 0 { libc::MAP_FIXED_NOREPLACE } else { 0 };
-        let addr = remote.call("mapping a scratch page", libc::SYS_mmap, &[hint, SCRATCH_LEN, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags as u64, u64::MAX, 0])?;
+        let args = [hint, SCRATCH_LEN, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags as u64, u64::MAX, 0];
+        let addr = if hint != 0 {
+            // At a known place: in one go with what is queued (the page is written from
+            // outside, so it is mapped by the time this returns).
+            remote.queue_expecting("mapping a scratch page", libc::SYS_mmap, &args, hint);
+            remote.flush()?;
+            hint
+        } else {
+            remote.call("mapping a scratch page", libc::SYS_mmap, &args)?
+        };
         Ok(Scratch { pid, addr })
     }
 

@@ -108,11 +108,14 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Vma, KindError> {
             return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} is of the deleted file {path}, which is not supported")));
         }
     } else if name.starts_with('/') {
-        let md = std::fs::metadata(name).map_err(|e| KindError::io(format!("pid {pid}: mapping {range} of {name}"), e))?;
-        if md.ino() != m.ino {
-            return Err(KindError::Mismatch(format!("pid {pid}: mapping {range}: {name} was replaced since it was mapped (inode {} now, {} mapped)", md.ino(), m.ino)));
+        let md = file_stat(name, m.ino).map_err(|e| KindError::io(format!("pid {pid}: mapping {range} of {name}"), e))?;
+        if md.ino != m.ino {
+            return Err(KindError::Mismatch(format!("pid {pid}: mapping {range}: {name} was replaced since it was mapped (inode {} now, {} mapped)", md.ino, m.ino)));
         }
-        VmaBacking::File { path: name.to_string(), offset: m.offset, dev: md.dev(), ino: m.ino, size: md.size(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec() }
+        VmaBacking::File { path: name.to_string(), offset: m.offset, dev: md.dev, ino: m.ino, size: md.size, mtime_ns: md.mtime_ns }
+    } else if name.starts_with("socket:[") {
+        // The rings of a packet socket (no page saved: see `crate::fd::packet`).
+        crate::fd::packet::ring_mapping(pid, m)?
     } else {
         return Err(KindError::Unsupported(format!("pid {pid}: mapping {range} ({name}) is of a kind crest cannot checkpoint")));
     };
@@ -152,6 +155,38 @@ static IMAGES: std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), boo
 /// Forgets what [`maps_an_image`] found (before a new checkpoint: an inode may be reused).
 pub fn forget_images() {
     *IMAGES.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// What [`classify`] records of a mapped file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStat {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+}
+
+/// The files mapped by the processes of a checkpoint, by path, as [`file_stat`] found them.
+static FILE_STATS: std::sync::Mutex<Option<std::collections::HashMap<String, FileStat>>> = std::sync::Mutex::new(None);
+
+/// Forgets the mapped files [`file_stat`] looked at: called once every process of a checkpoint
+/// is frozen, so that what the image records of a file is what it was at that checkpoint.
+pub fn forget_file_stats() {
+    *FILE_STATS.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// The attributes of the file at `path`, which a mapping of inode `ino` shows: looked up once
+/// per path since [`forget_file_stats`] for the program and libraries every process of a tree
+/// maps (several mappings each), again when the inode known is not `ino`.
+fn file_stat(path: &str, ino: u64) -> std::io::Result<FileStat> {
+    let mut known = FILE_STATS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(st) = known.as_ref().and_then(|k| k.get(path)).filter(|st| st.ino == ino) {
+        return Ok(*st);
+    }
+    let md = std::fs::metadata(path)?;
+    let st = FileStat { dev: md.dev(), ino: md.ino(), size: md.size(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec() };
+    known.get_or_insert_with(std::collections::HashMap::new).insert(path.to_string(), st);
+    Ok(st)
 }
 
 /// Which file mappings have their whole contents saved (BLCR's `--save-*` options).
@@ -228,7 +263,7 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
         return Ok(if backed > 0 { vec![(vma.start, backed)] } else { Vec::new() });
     }
     let want: fn(u64) -> bool = match (&vma.backing, vma.flags & vma_flags::SHARED != 0) {
-        (VmaBacking::Special(_), _) | (VmaBacking::File { .. } | VmaBacking::Deleted { .. }, true) => return Ok(Vec::new()),
+        (VmaBacking::Special(_) | VmaBacking::PacketRing { .. }, _) | (VmaBacking::File { .. } | VmaBacking::Deleted { .. }, true) => return Ok(Vec::new()),
         (VmaBacking::File { .. } | VmaBacking::Deleted { .. } | VmaBacking::SharedPrivate { .. }, false) => {
             |e| e & pagemap::GUARD == 0 && ((e & pagemap::PRESENT != 0 && e & pagemap::FILE == 0) || e & pagemap::SWAPPED != 0)
         }
@@ -264,7 +299,36 @@ pub fn pages_to_save(vma: &Vma, pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<
 /// mapping with guard regions is refused.
 pub fn find_guards(vmas: &mut [Vma], pm: &Pagemap, scratch: &mut Vec<u64>) -> Result<(), KindError> {
     use crest_ptrace::wp::{category, scan};
-    for v in vmas.iter_mut().filter(|v| v.flags & vma_flags::SHARED == 0 && !matches!(v.backing, VmaBacking::Special(_) | VmaBacking::SysvShm { .. })) {
+    let private = |v: &Vma| v.flags & vma_flags::SHARED == 0 && !matches!(v.backing, VmaBacking::Special(_) | VmaBacking::SysvShm { .. });
+    // One scan for each run of private mappings, next to each other in address order (a
+    // shared or special mapping between them ends a run): the regions found are cut at the
+    // bounds of the mappings. Mappings that a scan could not answer for are asked one by one.
+    let mut asked = vec![false; vmas.len()];
+    let mut i = 0;
+    while i < vmas.len() {
+        if !private(&vmas[i]) {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < vmas.len() && private(&vmas[j]) && vmas[j].start >= vmas[j - 1].end {
+            j += 1;
+        }
+        if j - i > 1 {
+            if let Ok(regions) = scan(pm.file(), vmas[i].start, vmas[j - 1].end, 0, category::GUARD, category::GUARD) {
+                for (k, v) in vmas[i..j].iter_mut().enumerate() {
+                    v.guards = regions
+                        .iter()
+                        .filter(|r| r.categories & category::GUARD != 0 && r.start < v.end && r.end > v.start)
+                        .map(|r| (r.start.max(v.start), r.end.min(v.end) - r.start.max(v.start)))
+                        .collect();
+                    asked[i + k] = true;
+                }
+            }
+        }
+        i = j;
+    }
+    for (v, _) in vmas.iter_mut().zip(&asked).filter(|(v, asked)| private(v) && !**asked) {
         v.guards = match scan(pm.file(), v.start, v.end, 0, category::GUARD, category::GUARD) {
             Ok(regions) => regions.iter().filter(|r| r.categories & category::GUARD != 0).map(|r| (r.start, r.end - r.start)).collect(),
             Err(_) => {
@@ -287,6 +351,8 @@ pub fn find_guards(vmas: &mut [Vma], pm: &Pagemap, scratch: &mut Vec<u64>) -> Re
                 out
             }
         };
+    }
+    for v in vmas.iter() {
         if v.flags & vma_flags::LOCKED != 0 && !v.guards.is_empty() {
             // Only memory locked on fault can hold guards; `mlock` at restart would fail on them.
             return Err(KindError::Unsupported(format!(
@@ -496,8 +562,9 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
     for v in vmas {
         if fds.in_place.contains(&v.start) {
             let what = format!("pid {pid}: mapping {:#x}-{:#x} ({})", v.start, v.end, describe(&v.backing));
+            // Queued, with the rest: its pages are in place already.
             if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
-                remote.call(&format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)])?;
+                remote.queue(format!("{what}: setting protection"), libc::SYS_mprotect, &[v.start, v.end - v.start, u64::from(v.prot)]);
             }
             advise(remote, v)?;
             let n: u64 = v.pages.iter().map(|r| r.len).sum();
@@ -517,6 +584,9 @@ pub fn restore(remote: &mut Remote<'_>, pid: i32, vmas: &[Vma], fds: &MapFds, im
             VmaBacking::SharedPrivate { id, .. } => (i64::from(fds.shared[id]), 0, libc::MAP_PRIVATE),
             VmaBacking::File { path, offset, .. } => (i64::from(fds.files[path]), *offset, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE }),
             VmaBacking::Deleted { id, offset, .. } => (i64::from(fds.deleted[id]), *offset, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE }),
+            // The socket is in place (descriptors are restored before memory), its version and
+            // rings set again: mapping it maps its new rings.
+            VmaBacking::PacketRing { fd, .. } => (i64::from(*fd), 0, if v.flags & vma_flags::SHARED != 0 { libc::MAP_SHARED } else { libc::MAP_PRIVATE }),
         };
         flags |= libc::MAP_FIXED;
         if v.flags & vma_flags::NORESERVE != 0 {
@@ -863,6 +933,7 @@ pub fn describe(b: &VmaBacking) -> String {
         VmaBacking::SysvShm { id, .. } => format!("SysV shared memory {id}"),
         VmaBacking::File { path, .. } => path.clone(),
         VmaBacking::Deleted { path, .. } => format!("{path} (deleted)"),
+        VmaBacking::PacketRing { fd, .. } => format!("rings of the packet socket at fd {fd}"),
         VmaBacking::Special(SpecialArea::Vdso) => "[vdso]".into(),
         VmaBacking::Special(SpecialArea::Vvar) => "[vvar]".into(),
         VmaBacking::Special(SpecialArea::VvarVclock) => "[vvar_vclock]".into(),
@@ -917,7 +988,8 @@ impl crate::process::ProcessKind for RestoreDescriptors {
         // They are numbered one after another: closed in one call.
         if let (Some(&first), Some(&last)) = (aux.iter().min(), aux.iter().max()) {
             if last - first + 1 == aux.len() as i32 {
-                let _ = cx.remote.syscall(libc::SYS_close_range, &[first as u64, last as u64, 0])?;
+                // Queued: run with the next calls, in order.
+                cx.remote.queue_may_fail(libc::SYS_close_range, &[first as u64, last as u64, 0]);
             } else {
                 for &fd in aux {
                     let _ = cx.remote.syscall(libc::SYS_close, &[fd as u64])?;
@@ -934,6 +1006,44 @@ mod tests {
 
     fn run(vaddr: u64, len: u64, offset: u64) -> PageRun {
         PageRun { vaddr, len, offset, zlen: 0, sum: 0, image: 0 }
+    }
+
+    /// A mapped file is looked at once per path, again when the mapping shows another inode
+    /// (the path was replaced) or once forgotten.
+    #[test]
+    fn mapped_files_are_looked_at_once_per_path() {
+        struct Gone(std::path::PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("crest-file-stat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _gone = Gone(dir.clone());
+        let path = dir.join("lib.so");
+        let name = path.to_str().unwrap();
+        std::fs::write(&path, b"abc").unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let first = file_stat(name, ino).unwrap();
+        assert_eq!((first.ino, first.size), (ino, 3));
+        // Grown in place: the first look stands until it is forgotten.
+        std::fs::write(&path, b"abcdef").unwrap();
+        assert_eq!(file_stat(name, ino).unwrap(), first);
+        // Replaced by another file: looked at again.
+        let other = dir.join("new.so");
+        std::fs::write(&other, b"0123456789").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let new_ino = std::fs::metadata(&path).unwrap().ino();
+        assert_ne!(new_ino, ino);
+        let replaced = file_stat(name, new_ino).unwrap();
+        assert_eq!((replaced.ino, replaced.size), (new_ino, 10));
+        // A mapping of the old inode now sees the new one (and is refused by `classify`).
+        assert_eq!(file_stat(name, ino).unwrap().ino, new_ino);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(file_stat(name, new_ino).unwrap(), replaced, "known, not looked at");
+        forget_file_stats();
+        assert!(file_stat(name, new_ino).is_err(), "looked at again once forgotten");
     }
 
     #[test]

@@ -8,16 +8,20 @@
 //! needs `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`; without it the rest is still restored.
 use crest_image::MmState;
 use crest_proc::Stat;
-use crest_ptrace::Remote;
+use crest_ptrace::{Read, Remote};
 
 use crate::{KindError, Scratch};
 
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 
-/// Collects the memory descriptor of `pid`.
-pub fn dump(remote: &mut Remote<'_>, pid: i32, st: &Stat) -> Result<MmState, KindError> {
-    let brk = remote.call("reading the program break", libc::SYS_brk, &[0])?;
+/// Collects the memory descriptor of `pid`, its break read with `brk` (queued, or run now).
+pub fn dump(remote: &mut Remote<'_>, brk: Option<Read>, pid: i32, st: &Stat) -> Result<MmState, KindError> {
+    let brk = match brk {
+        Some(r) => r,
+        None => remote.queue_read(libc::SYS_brk, &[0]),
+    };
+    let brk = remote.take("reading the program break", brk)?;
     let auxv_bytes = crest_proc::read_bytes(pid, "auxv")?;
     let auxv = auxv_bytes.chunks_exact(8).map(|c| crate::le_u64(c, 0)).collect();
     Ok(MmState {
@@ -85,8 +89,14 @@ impl crate::process::ProcessKind for Mm {
     fn dumps(&self) -> bool {
         true
     }
+    fn dump_queue(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        let brk = cx.remote.queue_read(libc::SYS_brk, &[0]);
+        cx.queued(self.name(), 0, vec![brk]);
+        Ok(())
+    }
     fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
-        cx.out.mm = dump(cx.remote, cx.pid, cx.stat)?;
+        let brk = cx.reads.remove(self.name()).and_then(|(_, r)| r.first().copied());
+        cx.out.mm = dump(cx.remote, brk, cx.pid, cx.stat)?;
         Ok(())
     }
     fn after(&self) -> &'static [&'static str] {

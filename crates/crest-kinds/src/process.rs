@@ -18,12 +18,15 @@
 //!
 //! At checkpoint, the kinds that read their state through remote system calls in the frozen
 //! leader ([`ProcessKind::dump`], into [`Dumped`]) run in the order [`dump_sequence`] derives
-//! the same way from [`ProcessKind::dump_after`].
+//! the same way from [`ProcessKind::dump_after`]. Their reads that need no result of another
+//! call are queued first by every kind ([`ProcessKind::dump_queue`], [`queue_all`]), so that
+//! they run in one stop of the leader with those of its own thread; each kind's
+//! [`ProcessKind::dump`] then takes their results.
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crest_image::{Creds, MmState, ProcAttrs, Process, SigAction};
-use crest_ptrace::Remote;
+use crest_ptrace::{Read, Remote};
 
 use crate::memory::{Filled, MapFds};
 use crate::progress::Progress;
@@ -68,7 +71,14 @@ pub trait ProcessKind: Sync {
     fn dump_after(&self) -> &'static [&'static str] {
         &[]
     }
-    /// Reads it from the frozen process, through its leader.
+    /// Queues the remote reads of [`ProcessKind::dump`] that need no result of another call
+    /// ([`CollectCx::queue`]), to run in one go with those of the other kinds. It changes
+    /// nothing in the process.
+    fn dump_queue(&self, _cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
+        Ok(())
+    }
+    /// Reads it from the frozen process, through its leader, with the results of what
+    /// [`ProcessKind::dump_queue`] queued.
     fn dump(&self, _cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
         Err(KindError::Mismatch(format!("the {} kind is not read through the frozen process", self.name())))
     }
@@ -113,6 +123,46 @@ pub struct CollectCx<'r, 'a> {
     pub tids: &'r [i32],
     /// What is read.
     pub out: &'r mut Dumped,
+    /// Bytes of the scratch page handed out to queued reads ([`CollectCx::room`]).
+    pub used: u64,
+    /// What each kind queued in [`ProcessKind::dump_queue`], by its name: where in the scratch
+    /// page its reads write, and the calls.
+    pub reads: HashMap<&'static str, (u64, Vec<Read>)>,
+    /// The first [`CollectCx::used`] bytes of the scratch page as the queued reads left them
+    /// ([`run_queued`]): what a kind's dump writes there after cannot spoil them.
+    pub copy: Vec<u8>,
+}
+
+impl CollectCx<'_, '_> {
+    /// `len` bytes of the scratch page of their own for reads queued until every kind has
+    /// dumped (8-byte aligned); `None` when the page is full: the kind then reads in its
+    /// dump, one call after another, where nothing handed out lies.
+    pub fn room(&mut self, len: u64) -> Option<u64> {
+        let at = self.used.next_multiple_of(8);
+        (at + len <= crate::SCRATCH_LEN).then(|| {
+            self.used = at + len;
+            self.scratch.addr + at
+        })
+    }
+
+    /// Notes the reads kind `name` queued, which write at `at`.
+    pub fn queued(&mut self, name: &'static str, at: u64, reads: Vec<Read>) {
+        self.reads.insert(name, (at, reads));
+    }
+
+    /// The `len` bytes the queued reads wrote at `at` (an address [`CollectCx::room`] gave).
+    pub fn bytes(&self, at: u64, len: usize) -> Result<&[u8], KindError> {
+        let off = at.checked_sub(self.scratch.addr).map(|o| o as usize);
+        off.and_then(|o| self.copy.get(o..o + len)).ok_or_else(|| KindError::Mismatch(format!("{len} bytes at {at:#x} are not among those the queued reads wrote")))
+    }
+}
+
+/// Runs what [`queue_all`] and the caller queued on `cx.remote`, in one go where the process
+/// has a batch area, and keeps what the reads wrote in the scratch page ([`CollectCx::copy`]).
+pub fn run_queued(cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
+    cx.remote.flush()?;
+    cx.copy = if cx.used == 0 { Vec::new() } else { cx.scratch.read(0, cx.used as usize)? };
+    Ok(())
 }
 
 /// What a kind restored inside the husk works with.
@@ -194,6 +244,7 @@ pub static KINDS: Kinds = &[
     // From the restorer.
     &crate::memory::Memory,
     &crate::aio::AioRings,
+    &crate::fd::packet::PacketRings,
     &crate::mm::Mm,
     &crate::memory::RestoreDescriptors,
     &crate::thread::Leader,
@@ -391,7 +442,17 @@ pub fn dump_sequence() -> Result<Kinds, KindError> {
     }
 }
 
-/// Reads every kind that dumps through the frozen process, in order.
+/// Queues the reads of every kind that dumps through the frozen process, in order: they run
+/// at the next flush of `cx.remote` (or once a kind needs a result).
+pub fn queue_all(cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
+    for k in dump_sequence()? {
+        k.dump_queue(cx)?;
+    }
+    Ok(())
+}
+
+/// Reads every kind that dumps through the frozen process, in order, once [`queue_all`] has
+/// queued their reads.
 pub fn dump_all(cx: &mut CollectCx<'_, '_>) -> Result<(), KindError> {
     for k in dump_sequence()? {
         k.dump(cx)?;
@@ -469,6 +530,7 @@ mod tests {
             [
                 "memory",
                 "aio rings",
+                "packet rings",
                 "mm",
                 "restore descriptors",
                 "leader thread",

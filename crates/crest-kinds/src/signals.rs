@@ -9,7 +9,7 @@
 //! are queued again from inside with `rt_tgsigqueueinfo`/`rt_sigqueueinfo` (allowed for any
 //! `si_code` when a process signals itself) while every signal is still blocked.
 use crest_image::SigAction;
-use crest_ptrace::Remote;
+use crest_ptrace::{Read, Remote};
 
 use crate::{le_u64, KindError, Scratch};
 
@@ -17,30 +17,71 @@ fn mask_field(status: &str, key: &str) -> u64 {
     crest_proc::status_field(status, key).and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0)
 }
 
-/// Reads the dispositions of every caught or ignored signal.
-pub fn dump_actions(remote: &mut Remote<'_>, scratch: &Scratch, status: &str) -> Result<Vec<SigAction>, KindError> {
+/// The signals whose dispositions are read: every caught or ignored one.
+fn handled(status: &str) -> Vec<u32> {
     let set = mask_field(status, "SigCgt") | mask_field(status, "SigIgn");
-    let signos: Vec<u32> = (1..=64u32).filter(|&s| set & (1 << (s - 1)) != 0 && s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32).collect();
-    // Each action into its own 32 bytes of the scratch page (64 of them fit), all read in one
-    // go where the process has a batch area.
-    for (k, &signo) in signos.iter().enumerate() {
-        remote.queue(format!("reading the action of signal {signo}"), libc::SYS_rt_sigaction, &[u64::from(signo), 0, scratch.addr + 32 * k as u64, 8]);
+    (1..=64u32).filter(|&s| set & (1 << (s - 1)) != 0 && s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32).collect()
+}
+
+/// Queues the reads of the dispositions of `signos`, each into its own 32 bytes from `at`.
+fn queue_actions(remote: &mut Remote<'_>, at: u64, signos: &[u32]) -> Vec<Read> {
+    signos.iter().enumerate().map(|(k, &signo)| remote.queue_read(libc::SYS_rt_sigaction, &[u64::from(signo), 0, at + 32 * k as u64, 8])).collect()
+}
+
+/// The dispositions of `signos` once the reads [`queue_actions`] queued have run, `b` what
+/// they wrote.
+fn take_actions(remote: &mut Remote<'_>, b: &[u8], signos: &[u32], reads: &[Read]) -> Result<Vec<SigAction>, KindError> {
+    for (&signo, &r) in signos.iter().zip(reads) {
+        remote.take(&format!("reading the action of signal {signo}"), r)?;
     }
-    remote.flush()?;
-    let b = if signos.is_empty() { Vec::new() } else { scratch.read(0, 32 * signos.len())? };
     Ok(signos
         .iter()
         .enumerate()
-        .map(|(k, &signo)| SigAction { signo, handler: le_u64(&b, 32 * k), flags: le_u64(&b, 32 * k + 8), restorer: le_u64(&b, 32 * k + 16), mask: le_u64(&b, 32 * k + 24) })
+        .map(|(k, &signo)| SigAction { signo, handler: le_u64(b, 32 * k), flags: le_u64(b, 32 * k + 8), restorer: le_u64(b, 32 * k + 16), mask: le_u64(b, 32 * k + 24) })
         .collect())
+}
+
+/// Reads the dispositions of every caught or ignored signal, each into its own 32 bytes of
+/// the scratch page (64 of them fit), all in one go where the process has a batch area.
+pub fn dump_actions(remote: &mut Remote<'_>, scratch: &Scratch, status: &str) -> Result<Vec<SigAction>, KindError> {
+    let signos = handled(status);
+    let reads = queue_actions(remote, scratch.addr, &signos);
+    remote.flush()?;
+    let b = if signos.is_empty() { Vec::new() } else { scratch.read(0, 32 * signos.len())? };
+    take_actions(remote, &b, &signos, &reads)
+}
+
+/// Bit `signo - 1` set: the restarting program's action for `signo` is not the default one
+/// (handler, flags, restorer and mask not all zero), as [`note_inherited_actions`] found it.
+static INHERITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Whether [`INHERITED`] holds what the husks inherit.
+static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// In the restarting program, before it forks the husks: notes which signal actions it has
+/// that are not the default one, which every husk inherits, so that each husk resets only
+/// those (a few, rather than all 64 with one call each).
+pub fn note_inherited_actions() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut set = 0u64;
+    for signo in 1..=64u32 {
+        // A number the kernel does not accept has no action to reset.
+        if crest_ptrace::sys::sigaction_raw(signo).is_ok_and(|a| a != (0, 0, 0, 0)) {
+            set |= 1 << (signo - 1);
+        }
+    }
+    INHERITED.store(set, Relaxed);
+    NOTED.store(true, Relaxed);
 }
 
 /// Inside the husk: sets the saved dispositions on itself. Everything the husk inherited from
 /// the restarting program (its own handlers, its alternate stack) is reset first, so a signal
-/// the process left at its default keeps the default.
+/// the process left at its default keeps the default: every action that is not the default,
+/// as noted before the forks ([`note_inherited_actions`]), or all of them.
 pub fn prepare_actions(actions: &[SigAction]) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let inherited = if NOTED.load(Relaxed) { INHERITED.load(Relaxed) } else { u64::MAX };
     for signo in 1..=64u32 {
-        if signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 || actions.iter().any(|a| a.signo == signo) {
+        if inherited & (1 << (signo - 1)) == 0 || signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 || actions.iter().any(|a| a.signo == signo) {
             continue;
         }
         // A number the kernel does not accept has nothing to reset.
@@ -85,8 +126,23 @@ impl ProcessKind for Actions {
     fn dumps(&self) -> bool {
         true
     }
+    fn dump_queue(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
+        let signos = handled(cx.status);
+        if let Some(at) = cx.room(32 * signos.len() as u64) {
+            let reads = queue_actions(cx.remote, at, &signos);
+            cx.queued(self.name(), at, reads);
+        }
+        Ok(())
+    }
     fn dump(&self, cx: &mut crate::process::CollectCx<'_, '_>) -> Result<(), KindError> {
-        cx.out.sigactions = dump_actions(cx.remote, cx.scratch, cx.status)?;
+        cx.out.sigactions = match cx.reads.remove(self.name()) {
+            Some((at, reads)) => {
+                let signos = handled(cx.status);
+                let b = cx.bytes(at, 32 * signos.len())?.to_vec();
+                take_actions(cx.remote, &b, &signos, &reads)?
+            }
+            None => dump_actions(cx.remote, cx.scratch, cx.status)?,
+        };
         Ok(())
     }
     fn prepare(&self, cx: &mut HuskCx<'_>) -> Result<(), String> {

@@ -10,7 +10,7 @@
 //! A thread stopped inside a system call keeps `orig_rax` and the kernel's `-ERESTART*` value in
 //! `rax`; the kernel's own restart rules apply when it resumes (see `crest-restore`).
 use crest_image::{Regs, Rseq, Thread};
-use crest_ptrace::{Remote, Tracee};
+use crest_ptrace::{Read, Remote, Tracee};
 
 use crate::{le_u64, KindError, Scratch};
 
@@ -121,14 +121,34 @@ pub fn create(remote: &mut Remote<'_>, scratch: &Scratch, tids: &[Option<i32>]) 
     Ok(made)
 }
 
-/// Dumps thread `t` of process `pid`, borrowed through `remote` (which must run on `t`).
-pub fn dump(t: &Tracee, remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, frozen: &Frozen) -> Result<Thread, KindError> {
+/// The reads of a thread's own state [`queue_reads`] queued.
+pub struct Reads {
+    tid_address: Read,
+    altstack: Read,
+    attrs: Vec<Read>,
+}
+
+/// Bytes of the process's memory the reads of [`queue_reads`] write: `clear_child_tid`, the
+/// alternate signal stack, then those of [`crate::attrs::queue_thread`].
+pub const READS_LEN: u64 = 32 + crate::attrs::THREAD_READS;
+
+/// Queues the reads of the state of the thread `remote` runs on, writing [`READS_LEN`] bytes
+/// at `at`, to run with others.
+pub fn queue_reads(remote: &mut Remote<'_>, at: u64) -> Reads {
+    let tid_address = remote.queue_read(libc::SYS_prctl, &[PR_GET_TID_ADDRESS, at]);
+    let altstack = remote.queue_read(libc::SYS_sigaltstack, &[0, at + 8]);
+    Reads { tid_address, altstack, attrs: crate::attrs::queue_thread(remote, at + 32) }
+}
+
+/// Dumps thread `t` of process `pid`, borrowed through `remote` (which must run on `t`), once
+/// the reads [`queue_reads`] queued there have run, `b` the [`READS_LEN`] bytes they wrote.
+pub fn dump(t: &Tracee, remote: &mut Remote<'_>, b: &[u8], reads: &Reads, pid: i32, frozen: &Frozen) -> Result<Thread, KindError> {
     let tid = t.tid;
-    remote.call("reading clear_child_tid", libc::SYS_prctl, &[PR_GET_TID_ADDRESS, scratch.addr])?;
-    let clear_child_tid = le_u64(&scratch.read(0, 8)?, 0);
-    remote.call("reading the alternate signal stack", libc::SYS_sigaltstack, &[0, scratch.addr])?;
-    let ss = scratch.read(0, 24)?;
-    let altstack = (le_u64(&ss, 0), i32::from_le_bytes([ss[8], ss[9], ss[10], ss[11]]), le_u64(&ss, 16));
+    remote.take("reading clear_child_tid", reads.tid_address)?;
+    let clear_child_tid = le_u64(b, 0);
+    remote.take("reading the alternate signal stack", reads.altstack)?;
+    let ss = &b[8..32];
+    let altstack = (le_u64(ss, 0), i32::from_le_bytes([ss[8], ss[9], ss[10], ss[11]]), le_u64(ss, 16));
     let mut pending = t.pending_signals(false)?;
     pending.extend(frozen.stolen.iter().cloned());
     Ok(Thread {
@@ -142,7 +162,7 @@ pub fn dump(t: &Tracee, remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, fr
         robust_list: crest_ptrace::sys::robust_list(tid)?,
         altstack,
         rseq: t.rseq()?.map(|(addr, len, sig)| Rseq { addr, len, sig }),
-        attrs: crate::attrs::dump_thread(remote, scratch, pid, tid)?,
+        attrs: crate::attrs::take_thread(remote, &b[32..], &reads.attrs, pid, tid)?,
     })
 }
 

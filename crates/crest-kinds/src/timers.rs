@@ -17,7 +17,7 @@
 //! CPU clock of "the calling thread" in a process of several threads (which thread created it
 //! is not known).
 use crest_image::PosixTimer;
-use crest_ptrace::Remote;
+use crest_ptrace::{Read, Remote};
 
 use crate::{le_u64, KindError, Scratch};
 
@@ -120,16 +120,28 @@ pub fn dump(remote: &mut Remote<'_>, scratch: &Scratch, pid: i32, tids: &[i32]) 
         Err(_) => return Ok(Vec::new()),
     };
     let mut timers = parse(&text).map_err(|e| KindError::Unsupported(format!("PID {pid}: {e}")))?;
-    for t in &mut timers {
+    for t in &timers {
         check_clock(pid, tids, t)?;
         if t.notify & SIGEV_THREAD_ID != 0 && !tids.contains(&t.tid) {
             return Err(KindError::Unsupported(format!("PID {pid}: POSIX timer {} signals thread {}, which is not one of the process", t.id, t.tid)));
         }
-        remote.call(&format!("reading POSIX timer {}", t.id), libc::SYS_timer_gettime, &[t.id as u64, scratch.addr + AT])?;
-        let b = scratch.read(AT, 32)?;
-        t.interval_ns = timespec_ns(&b, 0);
-        t.value_ns = timespec_ns(&b, 16);
-        t.overrun = remote.call(&format!("reading the overrun count of POSIX timer {}", t.id), libc::SYS_timer_getoverrun, &[t.id as u64])? as i32;
+    }
+    // The times of as many timers as fit in the scratch page from AT (32 bytes each) and their
+    // overrun counts, read in one go where the process has a batch area.
+    for chunk in timers.chunks_mut(((crate::SCRATCH_LEN - AT) / 32) as usize) {
+        let reads: Vec<(Read, Read)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, t)| (remote.queue_read(libc::SYS_timer_gettime, &[t.id as u64, scratch.addr + AT + 32 * k as u64]), remote.queue_read(libc::SYS_timer_getoverrun, &[t.id as u64])))
+            .collect();
+        remote.flush()?;
+        let b = scratch.read(AT, 32 * chunk.len())?;
+        for (k, (t, (time, overrun))) in chunk.iter_mut().zip(reads).enumerate() {
+            remote.take(&format!("reading POSIX timer {}", t.id), time)?;
+            t.interval_ns = timespec_ns(&b, 32 * k);
+            t.value_ns = timespec_ns(&b, 32 * k + 16);
+            t.overrun = remote.take(&format!("reading the overrun count of POSIX timer {}", t.id), overrun)? as i32;
+        }
     }
     Ok(timers)
 }

@@ -113,7 +113,15 @@ pub fn restore(remote: &mut Remote<'_>, current: &[(SpecialArea, u64, u64)], sav
         for (i, dest) in dests.into_iter().enumerate() {
             let (area, s, e) = now[i];
             if s != dest {
-                remote.call(&format!("moving {area:?} from {s:#x} to {dest:#x}"), libc::SYS_mremap, &[s, e - s, e - s, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, dest])?;
+                let what = format!("moving {area:?} from {s:#x} to {dest:#x}");
+                let args = [s, e - s, e - s, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, dest];
+                // From the batch area the moves run in one go with what is queued; one by one
+                // they run from the vDSO, which each may move.
+                if remote.batch_area().is_some() {
+                    remote.queue_expecting(what, libc::SYS_mremap, &args, dest);
+                } else {
+                    remote.call(&what, libc::SYS_mremap, &args)?;
+                }
             }
             now[i] = (area, dest, dest + (e - s));
             if area == SpecialArea::Vdso {

@@ -33,14 +33,45 @@ pub enum ProcError {
 
 /// Reads `/proc/PID/NAME` as text.
 pub fn read(pid: i32, name: &str) -> Result<String, ProcError> {
-    let path = format!("/proc/{pid}/{name}");
-    fs::read_to_string(&path).map_err(|err| ProcError::Read { path, err })
+    read_path(&format!("/proc/{pid}/{name}"))
 }
 
 /// Reads `/proc/PID/NAME` as bytes.
 pub fn read_bytes(pid: i32, name: &str) -> Result<Vec<u8>, ProcError> {
     let path = format!("/proc/{pid}/{name}");
-    fs::read(&path).map_err(|err| ProcError::Read { path, err })
+    read_all(&path).map_err(|err| ProcError::Read { path, err })
+}
+
+/// Reads the file `path` (under `/proc` or `/sys`) as text.
+pub fn read_path(path: &str) -> Result<String, ProcError> {
+    let bytes = read_all(path).map_err(|err| ProcError::Read { path: path.into(), err })?;
+    String::from_utf8(bytes).map_err(|_| ProcError::Read { path: path.into(), err: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8") })
+}
+
+/// The first size a `/proc` file is read with: one page holds most of them whole.
+const FIRST_READ: usize = 4096;
+
+/// The whole contents of `path`, read in a loop until the end. Not `fs::read`: that asks the
+/// file its size first (a `statx`, and a small probing read), and a `/proc` file's size is 0
+/// anyway. Open, two reads for a file under a page (the second sees the end), close.
+fn read_all(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; FIRST_READ];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// Reads the target of the link `/proc/PID/NAME`.
@@ -180,6 +211,9 @@ pub struct Stat {
     pub faults: u64,
     /// (52) exit_code: the wait status of a zombie (0 while it runs).
     pub exit_code: i32,
+    /// (22) starttime: when it started, in clock ticks after boot (tells a process from a
+    /// later one with the same PID).
+    pub start_time: u64,
 }
 
 /// Parses `/proc/PID/stat`.
@@ -208,6 +242,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         env_start: n(50)?,
         env_end: n(51)?,
         exit_code: n(52).unwrap_or(0) as i32,
+        start_time: n(22)?,
     })
 }
 
@@ -259,15 +294,21 @@ pub fn tasks(pid: i32) -> Result<Vec<i32>, ProcError> {
 
 /// Children of every thread of `pid` (`/proc/PID/task/TID/children`), sorted.
 pub fn children(pid: i32) -> Result<Vec<i32>, ProcError> {
+    Ok(children_of(pid, &tasks(pid)?))
+}
+
+/// Children of the threads `tids` of `pid`, sorted: [`children`] when the caller knows every
+/// thread already (a frozen process starts none), without listing `/proc/PID/task` again.
+pub fn children_of(pid: i32, tids: &[i32]) -> Vec<i32> {
     let mut out = Vec::new();
-    for tid in tasks(pid)? {
+    for tid in tids {
         // A thread that ended meanwhile has no children left.
         let Ok(text) = read(pid, &format!("task/{tid}/children")) else { continue };
         out.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
     }
     out.sort_unstable();
     out.dedup();
-    Ok(out)
+    out
 }
 
 /// Every process in `/proc`, sorted.
@@ -412,6 +453,7 @@ VmFlags: rd wr sh mr mw me ms sd
         assert_eq!(st.start_code, 26);
         assert_eq!(st.env_end, 51);
         assert_eq!(st.faults, 10 + 12);
+        assert_eq!(st.start_time, 22);
     }
 
     #[test]
@@ -423,6 +465,43 @@ VmFlags: rd wr sh mr mw me ms sd
     }
 
     #[test]
+    fn reads_files_larger_than_the_first_read_whole() {
+        let dir = std::env::temp_dir().join(format!("crest-proc-read-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let cleanup = Cleanup(dir.clone());
+        for len in [0, 1, FIRST_READ - 1, FIRST_READ, FIRST_READ + 1, 3 * FIRST_READ + 7] {
+            let path = dir.join(format!("f{len}"));
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            fs::write(&path, &data).unwrap();
+            assert_eq!(read_all(path.to_str().unwrap()).unwrap(), data, "length {len}");
+        }
+        fs::write(dir.join("text"), "a\nb\n").unwrap();
+        assert_eq!(read_path(dir.join("text").to_str().unwrap()).unwrap(), "a\nb\n");
+        fs::write(dir.join("bad"), [0xff, 0xfe]).unwrap();
+        assert!(read_path(dir.join("bad").to_str().unwrap()).is_err());
+        assert!(matches!(read_path(dir.join("missing").to_str().unwrap()), Err(ProcError::Read { .. })));
+        drop(cleanup);
+    }
+
+    /// Removes a directory even when the test fails.
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn reads_large_proc_files_whole() {
+        // smaps of this process is well over a page: read whole, it ends with a mapping's
+        // VmFlags line as the kernel writes it.
+        let me = std::process::id() as i32;
+        let text = read(me, "smaps").unwrap();
+        assert!(text.len() > FIRST_READ);
+        assert!(text.trim_end().lines().last().unwrap().starts_with("VmFlags:"));
+    }
+
+    #[test]
     fn reads_own_process() {
         let me = std::process::id() as i32;
         let maps = parse_smaps(&read(me, "smaps").unwrap()).unwrap();
@@ -430,5 +509,22 @@ VmFlags: rd wr sh mr mw me ms sd
         let st = parse_stat(&read(me, "stat").unwrap()).unwrap();
         assert!(st.start_stack > 0);
         assert!(tasks(me).unwrap().contains(&me));
+    }
+
+    #[test]
+    fn children_of_known_threads_are_those_listed() {
+        let me = std::process::id() as i32;
+        let mut kid = std::process::Command::new("sleep").arg("30").spawn().expect("sleep starts");
+        let pid = kid.id() as i32;
+        let listed = children(me).unwrap();
+        let known = children_of(me, &tasks(me).unwrap());
+        // No thread: no children; a thread that is not there: none either.
+        let none = children_of(me, &[]);
+        let gone = children_of(me, &[i32::MAX]);
+        let _ = kid.kill();
+        let _ = kid.wait();
+        assert!(listed.contains(&pid), "{listed:?}");
+        assert_eq!(listed, known);
+        assert!(none.is_empty() && gone.is_empty());
     }
 }

@@ -55,9 +55,20 @@ pub fn threads_here() -> usize {
     std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())).unwrap_or(usize::MAX)
 }
 
+/// The number of threads of the calling process, known without reading `/proc` in a husk
+/// (which never has more than one while it is prepared): a husk asks before each fork, and
+/// every level of a tree waits for its parent's.
+fn threads_now() -> usize {
+    if IN_HUSK.load(std::sync::atomic::Ordering::Relaxed) {
+        1
+    } else {
+        threads_here()
+    }
+}
+
 /// Refuses a caller with threads other than the calling one.
 fn single_threaded() -> Result<(), SpawnError> {
-    match threads_here() {
+    match threads_now() {
         1 => Ok(()),
         n => Err(SpawnError::Threaded(n)),
     }
@@ -117,7 +128,7 @@ pub fn status_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 /// module's safety note); it is the caller's child all the same.
 pub fn create<F: FnOnce(i32) -> Result<i32, (i32, String)>>(pid: Option<i32>, status_fd: i32, prepare: F) -> Result<i32, SpawnError> {
     let parent = std::process::id() as i32;
-    if threads_here() != 1 {
+    if threads_now() != 1 {
         return create_through_intermediate(pid, status_fd, parent, prepare);
     }
     let child = fork_with_pid(pid)?;
@@ -412,6 +423,34 @@ fn child_main<F: FnOnce(i32) -> Result<i32, (i32, String)>>(fd: i32, parent: i32
         // SIGKILL ends it.
         unsafe { libc::syscall(libc::SYS_pause) };
     }
+}
+
+/// In a husk, once it is prepared: maps the area its tracer runs batches of syscalls from
+/// ([`crate::Remote::adopt_batch`]), [`crate::BATCH_LEN`] bytes at `at` (only if that range is
+/// free), its code written and made read and execute; the tracer then needs no calls of its
+/// own to map it. Returns whether it is there.
+pub fn map_batch_area(at: u64) -> bool {
+    let len = crate::BATCH_LEN as usize;
+    let code = &crate::remote::BATCH_CODE;
+    // SAFETY: MAP_FIXED_NOREPLACE maps nothing over an existing mapping (it fails instead); the
+    // copy writes the code into the first page of the fresh mapping, which is writable and
+    // holds no value of this process; the last calls change only that mapping.
+    unsafe {
+        let m = libc::mmap(at as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0);
+        if m == libc::MAP_FAILED {
+            return false;
+        }
+        if m as u64 != at {
+            libc::munmap(m, len);
+            return false;
+        }
+        std::ptr::copy_nonoverlapping(code.as_ptr(), m.cast::<u8>(), code.len());
+        if libc::mprotect(m, 4096, libc::PROT_READ | libc::PROT_EXEC) != 0 {
+            libc::munmap(m, len);
+            return false;
+        }
+    }
+    true
 }
 
 /// `setsid()` in the calling husk: a new session and process group led by it.

@@ -32,7 +32,7 @@ mod tracee;
 pub mod wp;
 
 pub use error::TraceError;
-pub use remote::{find_syscall_bytes, find_syscall_insn, Remote, BATCH_LEN};
+pub use remote::{find_syscall_bytes, find_syscall_insn, Read, Remote, BATCH_LEN};
 pub use tracee::{suspend_seccomp, Regs, StopKind, Tracee};
 
 /// Result of a syscall run inside the target: the tracer worked, the syscall may have failed.

@@ -62,7 +62,7 @@ pub fn find_syscall_bytes(pid: i32, start: u64, end: u64) -> Result<Option<u64>,
 ///       cmp rax,-4095 ; jb loop ; test r13,1 ; jnz loop
 /// done: int3
 /// ```
-const BATCH_CODE: [u8; 67] = [
+pub(crate) const BATCH_CODE: [u8; 67] = [
     0x4d, 0x85, 0xe4, 0x74, 0x3d, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30,
     0x4c, 0x8b, 0x6b, 0x38, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x83, 0xc3, 0x40, 0x49, 0xff, 0xcc, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x72, 0xc7, 0x49, 0xf7, 0xc5, 0x01, 0x00, 0x00, 0x00,
     0x75, 0xbe, 0xcc,
@@ -91,7 +91,14 @@ struct Queued {
     may_fail: bool,
     /// The result it must return (a read of a known length), besides not failing.
     expect: Option<u64>,
+    /// Where its result is kept ([`Remote::queue_read`]).
+    keep: Option<usize>,
 }
+
+/// A syscall queued by [`Remote::queue_read`], whose result [`Remote::result`] gives once it
+/// has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read(usize);
 
 /// A stopped thread borrowed to run syscalls.
 pub struct Remote<'a> {
@@ -101,6 +108,9 @@ pub struct Remote<'a> {
     base: Regs,
     /// Number of syscalls run, for statistics.
     pub count: u64,
+    /// Number of stops of the thread waited for while running them (each a wake-up of the
+    /// thread and then of the tracer), for statistics.
+    pub waits: u64,
     /// `PTRACE_GETEVENTMSG` of a ptrace event during the last syscall (a new thread's id).
     pub event_msg: Option<u64>,
     /// `SIGSTOP`s the thread dequeued on its way to a syscall, and that were discarded (a
@@ -113,12 +123,16 @@ pub struct Remote<'a> {
     table: Option<(u64, usize)>,
     /// Bytes mapped after the batch area with it ([`Remote::map_batch_with`]), unmapped with it.
     extra: u64,
+    /// The results of the calls of [`Remote::queue_read`] that ran, by their [`Read`].
+    kept: Vec<Option<Result<u64, i32>>>,
+    /// A call alone runs by a single step over the `syscall` instruction ([`Remote::step_calls`]).
+    step: bool,
 }
 
 impl<'a> Remote<'a> {
     /// Borrows `tracee`, whose registers are `base`, to run syscalls at `syscall_ip`.
     pub fn new(tracee: &'a Tracee, syscall_ip: u64, base: Regs) -> Self {
-        Remote { tracee, syscall_ip, base, count: 0, event_msg: None, stops: 0, queue: Vec::new(), batch: None, table: None, extra: 0 }
+        Remote { tracee, syscall_ip, base, count: 0, waits: 0, event_msg: None, stops: 0, queue: Vec::new(), batch: None, table: None, extra: 0, kept: Vec::new(), step: false }
     }
 
     /// Where the `syscall` instruction is.
@@ -147,6 +161,16 @@ impl<'a> Remote<'a> {
         self.one(nr, args)
     }
 
+    /// Makes each call alone that follows, until the batch area is unmapped
+    /// ([`Remote::unmap_batch`]), run by a single step over the `syscall` instruction: one stop
+    /// of the thread (a `SIGTRAP` once the call has returned) instead of two. The caller
+    /// vouches that SIGTRAP is free in the process, as for a batch (the kernel forces the trap
+    /// through, resetting a blocked SIGTRAP's action to the default): neither caught, ignored
+    /// nor pending. The calls of a batch area's mapping and unmapping are such calls.
+    pub fn step_calls(&mut self, on: bool) {
+        self.step = on;
+    }
+
     fn one(&mut self, nr: libc::c_long, args: &[u64]) -> RemoteResult {
         let mut r = self.base;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
@@ -162,9 +186,13 @@ impl<'a> Remote<'a> {
         let t = self.tracee;
         t.set_regs(&r)?;
         self.event_msg = None;
+        if self.step {
+            return self.stepped(nr);
+        }
         let mut stops = 0;
         while stops < 2 {
             t.syscall_step()?;
+            self.waits += 1;
             match t.wait_stop()? {
                 StopKind::Syscall => stops += 1,
                 // Before the syscall is entered, the thread passes through the kernel's signal
@@ -182,6 +210,30 @@ impl<'a> Remote<'a> {
         }
         self.count += 1;
         let ret = t.regs()?.rax as i64;
+        Ok(if (-4095..0).contains(&ret) { Err(-ret as i32) } else { Ok(ret as u64) })
+    }
+
+    /// Single-steps the thread, its registers set, over the `syscall` instruction.
+    fn stepped(&mut self, nr: libc::c_long) -> RemoteResult {
+        let t = self.tracee;
+        loop {
+            t.single_step()?;
+            self.waits += 1;
+            match t.wait_stop()? {
+                StopKind::Signal(libc::SIGTRAP) => break,
+                // As for a call made by its two stops: before the instruction runs, a group
+                // stop is passed through and a SIGSTOP dequeued is discarded and counted.
+                StopKind::Event => {}
+                StopKind::Signal(libc::SIGSTOP) => self.stops += 1,
+                other => return Err(TraceError::Unexpected { tid: t.tid, what: format!("{other:?} instead of the end of a single step in remote syscall {nr}") }),
+            }
+        }
+        let end = t.regs()?;
+        if end.rip != self.syscall_ip + 2 {
+            return Err(TraceError::Unexpected { tid: t.tid, what: format!("a single step over remote syscall {nr} stopped at {:#x}, not after the instruction", end.rip) });
+        }
+        self.count += 1;
+        let ret = end.rax as i64;
         Ok(if (-4095..0).contains(&ret) { Err(-ret as i32) } else { Ok(ret as u64) })
     }
 
@@ -206,8 +258,46 @@ impl<'a> Remote<'a> {
         self.push(what.into(), nr, args, false, Some(expect));
     }
 
+    /// Queues syscall `nr`, whose result (or failure, which does not stop the calls queued
+    /// after it) [`Remote::result`] gives once it has run: reads that need no result of the
+    /// one before, queued by several callers, then run in one go.
+    pub fn queue_read(&mut self, nr: libc::c_long, args: &[u64]) -> Read {
+        let k = self.kept.len();
+        self.kept.push(None);
+        self.queue.push(Queued { what: String::new(), nr, args: six(args), may_fail: true, expect: None, keep: Some(k) });
+        Read(k)
+    }
+
+    /// The result of a call of [`Remote::queue_read`]: `None` until it has run.
+    pub fn result(&self, read: Read) -> Option<Result<u64, i32>> {
+        self.kept.get(read.0).copied().flatten()
+    }
+
+    /// Like [`Remote::result`], running what is queued first if it has not run, a failed
+    /// syscall turned into a [`TraceError`] that names `what`.
+    pub fn take(&mut self, what: &str, read: Read) -> Result<u64, TraceError> {
+        if self.result(read).is_none() {
+            self.flush()?;
+        }
+        let tid = self.tracee.tid;
+        match self.result(read) {
+            Some(Ok(n)) => Ok(n),
+            Some(Err(e)) => Err(TraceError::Sys { what: format!("{what} (inside pid {tid})"), err: std::io::Error::from_raw_os_error(e) }),
+            None => Err(TraceError::Unexpected { tid, what: format!("{what}: the call was not run") }),
+        }
+    }
+
     fn push(&mut self, what: String, nr: libc::c_long, args: &[u64], may_fail: bool, expect: Option<u64>) {
-        self.queue.push(Queued { what, nr, args: six(args), may_fail, expect });
+        self.queue.push(Queued { what, nr, args: six(args), may_fail, expect, keep: None });
+    }
+
+    /// Keeps the results of the calls of [`Remote::queue_read`] among `queued`.
+    fn keep(&mut self, queued: &[Queued], results: &[Result<u64, i32>]) {
+        for (q, r) in queued.iter().zip(results) {
+            if let Some(slot) = q.keep.and_then(|k| self.kept.get_mut(k)) {
+                *slot = Some(*r);
+            }
+        }
     }
 
     /// Maps the area where queued syscalls are run in one go: [`BATCH_LEN`] bytes at `addr`,
@@ -222,19 +312,58 @@ impl<'a> Remote<'a> {
     /// the same mapping (one syscall rather than two, and one to unmap both): returns their
     /// address, and [`Remote::unmap_batch`] unmaps them too.
     pub fn map_batch_with(&mut self, addr: u64, extra: u64) -> Result<u64, TraceError> {
+        self.map_area(addr, extra, false)
+    }
+
+    /// [`Remote::map_batch`] with two stops of the thread fewer: the area is mapped
+    /// writable and executable, and the call that takes write access off its code is queued,
+    /// to run first in the first batch (from the area itself). Where writable code is refused
+    /// (a kernel or policy), as [`Remote::map_batch`].
+    pub fn map_batch_protect_queued(&mut self, addr: u64) -> Result<(), TraceError> {
+        self.map_area(addr, 0, true).map(drop)
+    }
+
+    /// [`Remote::map_batch_with`], the protection of the area's code queued as in
+    /// [`Remote::map_batch_protect_queued`]: two stops of the thread fewer.
+    pub fn map_batch_with_protect_queued(&mut self, addr: u64, extra: u64) -> Result<u64, TraceError> {
+        self.map_area(addr, extra, true)
+    }
+
+    fn map_area(&mut self, addr: u64, extra: u64, protect_queued: bool) -> Result<u64, TraceError> {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if addr != 0 { libc::MAP_FIXED_NOREPLACE } else { 0 };
         let len = BATCH_LEN + extra;
-        let at = self.call("mapping the batch area", libc::SYS_mmap, &[addr, len, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags as u64, u64::MAX, 0])?;
-        let ready =
-            mem::write_vm(self.tracee.tid, at, &BATCH_CODE).and_then(|()| self.call("protecting the batch area's code", libc::SYS_mprotect, &[at, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64]));
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let wx = if protect_queued { Some(self.syscall(libc::SYS_mmap, &[addr, len, rw | libc::PROT_EXEC as u64, flags as u64, u64::MAX, 0])?) } else { None };
+        let (at, writable_code) = match wx {
+            Some(Ok(at)) => (at, true),
+            _ => (self.call("mapping the batch area", libc::SYS_mmap, &[addr, len, rw, flags as u64, u64::MAX, 0])?, false),
+        };
+        let protect = [at, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64];
+        let ready = mem::write_vm(self.tracee.tid, at, &BATCH_CODE).and_then(|()| if writable_code { Ok(0) } else { self.call("protecting the batch area's code", libc::SYS_mprotect, &protect) });
         if let Err(e) = ready {
             // Not left behind in the process.
             let _ = self.one(libc::SYS_munmap, &[at, len]);
             return Err(e);
         }
+        if writable_code {
+            self.queue("protecting the batch area's code", libc::SYS_mprotect, &protect);
+        }
         self.batch = Some(at);
         self.extra = extra;
         Ok(at + BATCH_LEN)
+    }
+
+    /// Uses the batch area the process mapped for itself at `at` ([`crate::husk::map_batch_area`]),
+    /// if its code is there: no call to map it. Returns whether it is used; if so,
+    /// [`Remote::unmap_batch`] unmaps it.
+    pub fn adopt_batch(&mut self, at: u64) -> Result<bool, TraceError> {
+        let mut code = [0u8; BATCH_CODE.len()];
+        if mem::read_exact(self.tracee.tid, at, &mut code).is_err() || code != BATCH_CODE {
+            return Ok(false);
+        }
+        self.batch = Some(at);
+        self.extra = 0;
+        Ok(true)
     }
 
     /// The batch area, if mapped: another thread of the same process may use it
@@ -289,7 +418,10 @@ impl<'a> Remote<'a> {
         for (k, queued) in started {
             let r = &mut remotes[k];
             let area = r.batch.expect("started with a batch area");
-            let done = r.collect(area, queued.len()).and_then(|results| r.check(&queued, &results));
+            let done = r.collect(area, queued.len()).and_then(|results| {
+                r.keep(&queued, &results);
+                r.check(&queued, &results)
+            });
             if let Err(e) = done {
                 first_err.get_or_insert(e);
             }
@@ -306,7 +438,9 @@ impl<'a> Remote<'a> {
         self.flush()?;
         if let Some(at) = self.batch.take() {
             let len = BATCH_LEN + std::mem::take(&mut self.extra);
-            self.call("unmapping the batch area", libc::SYS_munmap, &[at, len])?;
+            let r = self.call("unmapping the batch area", libc::SYS_munmap, &[at, len]);
+            self.step = false;
+            r?;
         }
         Ok(())
     }
@@ -318,6 +452,7 @@ impl<'a> Remote<'a> {
         let Some(area) = self.batch else {
             for q in &queued {
                 let r = self.one(q.nr, &q.args)?;
+                self.keep(std::slice::from_ref(q), &[r]);
                 self.check(std::slice::from_ref(q), &[r])?;
             }
             return Ok(());
@@ -325,6 +460,7 @@ impl<'a> Remote<'a> {
         for chunk in queued.chunks(self.table(area).1) {
             let entries: Vec<(libc::c_long, [u64; 6], bool)> = chunk.iter().map(|q| (q.nr, q.args, q.may_fail)).collect();
             let results = self.execute(area, &entries)?;
+            self.keep(chunk, &results);
             self.check(chunk, &results)?;
         }
         Ok(())
@@ -403,6 +539,7 @@ impl<'a> Remote<'a> {
         let tid = t.tid;
         let (table, _) = self.table(area);
         loop {
+            self.waits += 1;
             match t.wait_stop()? {
                 StopKind::Signal(libc::SIGTRAP) => break,
                 // As in a single syscall: a SIGSTOP dequeued is discarded and counted; a group

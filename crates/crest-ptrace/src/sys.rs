@@ -79,6 +79,17 @@ pub fn set_sigaction_raw(sig: u32, handler: u64, flags: u64, restorer: u64, mask
     Ok(())
 }
 
+/// `rt_sigaction(sig, NULL, &old)` on the calling process: (handler, flags, restorer, mask).
+pub fn sigaction_raw(sig: u32) -> std::io::Result<(u64, u64, u64, u64)> {
+    let mut old = KSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+    // SAFETY: act is null; old is a live kernel sigaction the kernel fills; sigsetsize is 8.
+    let r = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig as libc::c_long, std::ptr::null::<KSigaction>(), &mut old as *mut KSigaction, 8) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((old.handler, old.flags, old.restorer, old.mask))
+}
+
 /// Turns off the calling thread's alternate signal stack.
 pub fn disable_sigaltstack() -> std::io::Result<()> {
     let ss = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
@@ -684,6 +695,64 @@ pub fn fork() -> std::io::Result<Forked> {
         -1 => Err(std::io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// A child of this process that does nothing until it is dropped (then it ends and is
+/// reaped): a process that shares none of the objects a fork does not copy, as a reference for
+/// `kcmp` (a process that never made one has no SysV semaphore undo list, whereas this one's
+/// threads made one when the first of them was created).
+#[derive(Debug)]
+pub struct IdleChild {
+    pid: i32,
+    /// The write end of the pipe the child reads: closing it ends the child.
+    wr: Option<std::os::fd::OwnedFd>,
+}
+
+impl IdleChild {
+    /// Its PID.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+impl Drop for IdleChild {
+    fn drop(&mut self) {
+        drop(self.wr.take());
+        let mut status = 0;
+        // SAFETY: status is a live out pointer; pid is this process's own child, not reaped.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
+/// Starts an [`IdleChild`]. Callable with threads: the child makes only async-signal-safe
+/// calls (`close`, `prctl`, `read`, `_exit`).
+pub fn idle_child() -> std::io::Result<IdleChild> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a live array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both were just made by pipe2 and are owned by nothing else.
+    let (rd, wr) = unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the child below calls only async-signal-safe functions on plain integers and
+    // a stack buffer, then _exit, so no lock another thread held at the fork is needed.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            let (r, w) = (rd.as_raw_fd(), wr.as_raw_fd());
+            let mut b = [0u8; 1];
+            // SAFETY: async-signal-safe calls on this process's own descriptors and a stack
+            // buffer; _exit never returns and runs no destructor of the parent's copies.
+            unsafe {
+                libc::close(w);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                while libc::read(r, b.as_mut_ptr().cast(), 1) == -1 && *libc::__errno_location() == libc::EINTR {}
+                libc::_exit(0)
+            }
+        }
+        pid => Ok(IdleChild { pid, wr: Some(wr) }),
     }
 }
 
@@ -1482,7 +1551,22 @@ pub enum TtyInt {
     Foreground,
     /// The session whose controlling terminal it is (`TIOCGSID`; not settable).
     Session,
+    /// The modem control lines of a serial line (`TIOCMGET`, `TIOCMSET`).
+    Modem,
+    /// A virtual console's keyboard mode (`KDGKBMODE`, `KDSKBMODE`).
+    Keyboard,
+    /// A virtual console's display mode, `KD_TEXT` 0 or `KD_GRAPHICS` 1 (`KDGETMODE`; not set
+    /// here).
+    Display,
+    /// Exclusive mode, 1 or 0 (`TIOCGEXCL`; set with `TIOCEXCL`, cleared with `TIOCNXCL`).
+    Exclusive,
 }
+
+/// `KDGETMODE`, `KDGKBMODE`, `KDSKBMODE` and `VT_GETMODE` (linux/kd.h, linux/vt.h).
+const KDGETMODE: libc::Ioctl = 0x4B3B;
+const KDGKBMODE: libc::Ioctl = 0x4B44;
+const KDSKBMODE: libc::Ioctl = 0x4B45;
+const VT_GETMODE: libc::Ioctl = 0x5601;
 
 impl TtyInt {
     fn requests(self) -> (libc::Ioctl, Option<libc::Ioctl>) {
@@ -1491,6 +1575,10 @@ impl TtyInt {
             TtyInt::Lock => (libc::TIOCGPTLCK, Some(libc::TIOCSPTLCK)),
             TtyInt::Foreground => (libc::TIOCGPGRP, Some(libc::TIOCSPGRP)),
             TtyInt::Session => (libc::TIOCGSID, None),
+            TtyInt::Modem => (libc::TIOCMGET, Some(libc::TIOCMSET)),
+            TtyInt::Keyboard => (KDGKBMODE, Some(KDSKBMODE)),
+            TtyInt::Display => (KDGETMODE, None),
+            TtyInt::Exclusive => (libc::TIOCGEXCL, None),
         }
     }
 }
@@ -1507,6 +1595,19 @@ pub fn tty_int(fd: i32, what: TtyInt) -> std::io::Result<i32> {
 
 /// Sets `what` of the terminal behind `fd`.
 pub fn set_tty_int(fd: i32, what: TtyInt, value: i32) -> std::io::Result<()> {
+    // Those two take the value itself as their argument, or none.
+    let by_value = match what {
+        TtyInt::Keyboard => Some((KDSKBMODE, value as libc::c_ulong)),
+        TtyInt::Exclusive => Some((if value != 0 { libc::TIOCEXCL } else { libc::TIOCNXCL }, 0)),
+        _ => None,
+    };
+    if let Some((req, arg)) = by_value {
+        // SAFETY: the argument is a plain integer, no pointer.
+        if unsafe { libc::ioctl(fd, req, arg) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(());
+    }
     let req = what.requests().1.ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let v: libc::c_int = value;
     // SAFETY: each of these ioctls reads one int from v.
@@ -1514,6 +1615,18 @@ pub fn set_tty_int(fd: i32, what: TtyInt, value: i32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// How a virtual console is switched away from (`VT_GETMODE`): `VT_AUTO` 0 by the kernel,
+/// `VT_PROCESS` 1 by asking the process that set it with a signal.
+pub fn vt_switch_mode(fd: i32) -> std::io::Result<u8> {
+    // struct vt_mode: mode, waitv (chars), then relsig, acqsig, frsig (shorts).
+    let mut m = [0u8; 8];
+    // SAFETY: VT_GETMODE writes one 8-byte struct vt_mode into m.
+    if unsafe { libc::ioctl(fd, VT_GETMODE, m.as_mut_ptr()) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(m[0])
 }
 
 /// Makes the terminal behind `fd` the caller's controlling terminal (`TIOCSCTTY`, without

@@ -218,6 +218,12 @@ impl Tracee {
         self.resume(libc::PTRACE_SYSCALL, "PTRACE_SYSCALL", 0)
     }
 
+    /// `PTRACE_SINGLESTEP`: run one instruction; a `syscall` instruction stops once, with a
+    /// `SIGTRAP`, after the system call has returned.
+    pub fn single_step(&self) -> Result<(), TraceError> {
+        self.resume(libc::PTRACE_SINGLESTEP, "PTRACE_SINGLESTEP", 0)
+    }
+
     /// `PTRACE_DETACH`, delivering `sig` (0 for none). Should it fail, a thread taken with
     /// [`Tracee::seize`] is still stopped and detached as `self` is dropped.
     pub fn detach(mut self, sig: i32) -> Result<(), TraceError> {

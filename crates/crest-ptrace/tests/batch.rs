@@ -62,3 +62,80 @@ fn queued_syscalls_run_in_one_go_and_a_failure_is_named() {
     t.set_regs(&regs).expect("registers back");
     t.detach(0).expect("detach");
 }
+
+#[test]
+fn the_batch_code_is_protected_by_the_first_batch() {
+    let child = Child(std::process::Command::new("sleep").arg("60").spawn().expect("sleep"));
+    let pid = child.0.id() as i32;
+    let t = Tracee::seize(pid).expect("seize");
+    t.interrupt().expect("interrupt");
+    while t.wait_stop().expect("stop") != StopKind::Event {
+        t.cont(0).expect("cont");
+    }
+    t.set_sigmask(!0).expect("block signals");
+    let regs = t.regs().expect("regs");
+    let (vs, ve) = vdso(pid);
+    let mut remote = Remote::new(&t, find_syscall_insn(pid, vs, ve).expect("syscall insn"), regs);
+    let area = 0x3f00_0000_0000;
+    remote.map_batch_protect_queued(area).expect("batch area");
+    let before = remote.count;
+    remote.queue_expecting("getpid", libc::SYS_getpid, &[], pid as u64);
+    remote.queue_expecting("getppid", libc::SYS_getppid, &[], std::process::id() as u64);
+    remote.flush().expect("the protection and two calls");
+    assert_eq!(remote.count - before, 3, "the protection ran, then every queued call");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(maps.lines().any(|l| l.starts_with(&format!("{area:x}-")) && l.contains("r-xp")), "the code page is read and execute once a batch ran:\n{maps}");
+    remote.unmap_batch().expect("unmapped");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(!maps.lines().any(|l| l.starts_with(&format!("{area:x}-"))), "the area is gone");
+    t.set_regs(&regs).expect("registers back");
+    t.detach(0).expect("detach");
+}
+
+#[test]
+fn reads_queued_keep_their_results_and_single_steps_cost_one_stop() {
+    let child = Child(std::process::Command::new("sleep").arg("60").spawn().expect("sleep"));
+    let pid = child.0.id() as i32;
+    let t = Tracee::seize(pid).expect("seize");
+    t.interrupt().expect("interrupt");
+    while t.wait_stop().expect("stop") != StopKind::Event {
+        t.cont(0).expect("cont");
+    }
+    t.set_sigmask(!0).expect("block signals");
+    let regs = t.regs().expect("regs");
+    let (vs, ve) = vdso(pid);
+    let mut remote = Remote::new(&t, find_syscall_insn(pid, vs, ve).expect("syscall insn"), regs);
+    // sleep neither catches, ignores nor has pending SIGTRAP: calls alone may be single-stepped.
+    remote.step_calls(true);
+    assert_eq!(remote.syscall(libc::SYS_getpid, &[]).expect("traced"), Ok(pid as u64));
+    assert_eq!(remote.waits, 1, "a call alone single-stepped is one stop");
+    let area = 0x3f00_0000_0000;
+    let extra = remote.map_batch_with_protect_queued(area, 4096).expect("batch area");
+    assert_eq!(extra, area + crest_ptrace::BATCH_LEN);
+    assert_eq!(remote.waits, 2, "the area is mapped in one stop");
+    // Reads from several callers, a failure among them, run in one go after the protection.
+    let me = remote.queue_read(libc::SYS_getpid, &[]);
+    let bad = remote.queue_read(libc::SYS_close, &[4000]);
+    let parent = remote.queue_read(libc::SYS_getppid, &[]);
+    assert_eq!(remote.result(me), None, "not run yet");
+    let before = remote.count;
+    remote.flush().expect("the protection and three reads");
+    assert_eq!(remote.count - before, 4, "the failure did not stop the reads after it");
+    assert_eq!(remote.waits, 3, "in one stop");
+    assert_eq!(remote.result(me), Some(Ok(pid as u64)));
+    assert_eq!(remote.result(bad), Some(Err(libc::EBADF)));
+    assert_eq!(remote.take("getppid", parent).expect("getppid"), u64::from(std::process::id()));
+    let e = remote.take("closing descriptor 4000", bad).expect_err("a failed read").to_string();
+    assert!(e.contains("closing descriptor 4000") && e.contains(&pid.to_string()), "{e}");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(maps.lines().any(|l| l.starts_with(&format!("{area:x}-")) && l.contains("r-xp")), "the code page is read and execute once a batch ran:\n{maps}");
+    remote.unmap_batch().expect("unmapped");
+    assert_eq!(remote.waits, 4, "the area is unmapped in one stop");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(!maps.lines().any(|l| l.starts_with(&format!("{area:x}-"))), "the area is gone");
+    // After the unmapping, a call alone makes its two stops again.
+    assert_eq!(remote.syscall(libc::SYS_getpid, &[]).expect("traced"), Ok(pid as u64));
+    assert_eq!(remote.waits, 6);
+    t.set_regs(&regs).expect("registers back");
+    t.detach(0).expect("detach");
+}

@@ -68,6 +68,9 @@ pub struct Restored {
     pub not_mapped: Option<String>,
     /// Remote syscalls made.
     pub remote_syscalls: u64,
+    /// Stops of the processes' first threads waited for to run their remote syscalls (fewer
+    /// than the calls: most run in batches).
+    pub remote_stops: u64,
     /// Whether `/proc/PID/exe` could be set (needs privilege).
     pub exe_set: bool,
     /// What was restored otherwise than it was saved, in words (a pseudo-terminal with a new
@@ -202,6 +205,9 @@ struct Ctx<'a> {
     memfds: &'a std::collections::HashMap<u64, i32>,
     /// Deleted file id -> parked recreated file.
     deleted: &'a std::collections::HashMap<u64, i32>,
+    /// (path, opened for writing) -> parked descriptor of a mapped file or an executable,
+    /// opened once for every process that needs it.
+    opened: &'a std::collections::HashMap<(String, bool), i32>,
     /// Write end of each husk's status pipe (parked), -1 for zombies.
     status: &'a [i32],
     /// The image, then the parents of an incremental one (parked).
@@ -322,40 +328,26 @@ impl Ctx<'_> {
         let p = &self.procs[i];
         let l = &self.layouts[i];
         // Everything the restore itself uses goes to its planned number above the saved
-        // descriptors: first out of the way (above the whole range), then into place.
-        let high = self.parked;
-        let mut staged: Vec<(std::os::fd::OwnedFd, i32)> = Vec::new(); // (temporary, final)
-        let mut stage = |src: i32, dst: i32, what: &str| -> Result<(), String> {
-            let t = crest_ptrace::sys::dup_above(src, high).map_err(|e| format!("{what}: {e}"))?;
-            staged.push((t, dst));
-            Ok(())
-        };
-        stage(status_fd, l.pipe_fd, "status pipe")?;
-        stage(self.image_fds[0], l.fds.image, "image file")?;
-        for (&src, &dst) in self.image_fds[1..].iter().zip(&l.fds.parents) {
-            stage(src, dst, "parent image file")?;
-        }
+        // descriptors. Each comes from a parked descriptor, above every planned number, so
+        // that none is written over before it is copied: one `dup2` each.
+        let opened = |path: &str, write: bool| self.opened.get(&(path.to_string(), write)).copied().ok_or_else(|| format!("pid {}: {path} was not opened for it", p.pid));
+        let mut moves: Vec<(i32, i32)> = vec![(status_fd, l.pipe_fd), (self.image_fds[0], l.fds.image)]; // (parked, final)
+        moves.extend(self.image_fds[1..].iter().copied().zip(l.fds.parents.iter().copied()));
         for (path, write) in &l.files {
-            let f = std::fs::OpenOptions::new().read(true).write(*write).open(path).map_err(|e| format!("opening {path} to map it: {e}"))?;
-            stage(f.as_raw_fd(), l.fds.files[path], path)?;
+            moves.push((opened(path, *write)?, l.fds.files[path]));
         }
-        for (id, _) in &l.shared {
-            stage(self.memfds[id], l.fds.shared[id], "shared memory")?;
-        }
-        for id in &l.deleted {
-            stage(self.deleted[id], l.fds.deleted[id], "a deleted file")?;
-        }
+        moves.extend(l.shared.iter().map(|(id, _)| (self.memfds[id], l.fds.shared[id])));
+        moves.extend(l.deleted.iter().map(|id| (self.deleted[id], l.fds.deleted[id])));
         // An empty path: the executable's contents come from the image (it is gone or changed).
         if !p.exe.is_empty() {
-            match std::fs::File::open(&p.exe) {
-                Ok(f) => stage(f.as_raw_fd(), l.exe_fd, &p.exe)?,
-                Err(e) => return Err(format!("opening the executable {}: {e}", p.exe)),
-            }
+            moves.push((opened(&p.exe, false)?, l.exe_fd));
+        }
+        if let Some(&(src, _)) = moves.iter().find(|m| m.0 < self.parked) {
+            return Err(format!("pid {}: descriptor {src} is not parked above {}", p.pid, self.parked));
         }
         let table = crest_ptrace::husk::fd_table().ok_or("the restore's descriptors are placed only inside a restore process")?;
-        for (t, dst) in staged {
-            table.dup2(t.as_raw_fd(), dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
-            drop(t);
+        for (src, dst) in moves {
+            table.dup2(src, dst).map_err(|e| format!("placing descriptor {dst}: {e}"))?;
             placed.set(true);
         }
         // A deleted working directory: the one made again for the image, entered through its
@@ -374,6 +366,13 @@ impl Ctx<'_> {
         let keep: Vec<i32> = (0..self.procs.len()).filter(|&j| self.table[j] == i).flat_map(|j| self.layouts[j].aux.iter().copied()).collect();
         // The descriptors and what is set inside the husk, in their declared order.
         process::prepare_all(&mut process::HuskCx { p, cwd, keep: &keep, owns_files: self.table[i] == i, shared_files: self.shared_files, parked: self.parked, pids })?;
+        // The batch area its fill runs from, where the fill looks for it (else the fill maps
+        // one itself).
+        if !trap_used(p) {
+            if let Some(at) = own_batch_place(p, &self.premap.placed(i, p)) {
+                crest_ptrace::husk::map_batch_area(at);
+            }
+        }
         Ok(l.pipe_fd)
     }
 }
@@ -469,6 +468,23 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         deleted_owned.push(n);
     }
     let deleted_list: Vec<(u64, i32)> = deleted.iter().map(|(&id, &fd)| (id, fd)).collect();
+    // The files the processes map, and their executables, opened once here for all of them.
+    let mut opened_owned = Vec::new();
+    let mut opened = std::collections::HashMap::new();
+    for &i in &live {
+        let exe = (!procs[i].exe.is_empty()).then(|| (procs[i].exe.clone(), false));
+        for (path, write) in layouts[i].files.iter().cloned().chain(exe) {
+            if opened.contains_key(&(path.clone(), write)) {
+                continue;
+            }
+            let f = std::fs::OpenOptions::new().read(true).write(write).open(&path).map_err(|e| {
+                RestoreError::Refused(if Some(&path) == Some(&procs[i].exe) && !write { format!("opening the executable {path}: {e}") } else { format!("opening {path} to map it: {e}") })
+            })?;
+            let n = crest_ptrace::sys::dup_above(f.as_raw_fd(), parked).map_err(|e| RestoreError::Refused(format!("moving a descriptor: {e}")))?;
+            opened.insert((path, write), n.as_raw_fd());
+            opened_owned.push(n);
+        }
+    }
     // Pidfds of the image's processes are made again on them in the husks (see fd::pids_kept).
     fd::pids_kept(opts.restore_pid);
     let shared = fd::prepare_shared(&records, parked, &memfd_list, &deleted_list).map_err(RestoreError::Refused)?;
@@ -518,6 +534,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         shared_files: &shared.by_file,
         memfds: &memfds,
         deleted: &deleted,
+        opened: &opened,
         status: &status,
         image_fds: &image_fds,
         parked,
@@ -529,6 +546,8 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
 
     // A deep tree is forked from memory with a short history (see `fresh_memory`); without it
     // (a caller with threads, or a failure) the husks are made all the same, only more slowly.
+    // What every husk inherits of this process and would otherwise read for itself.
+    crest_kinds::note_inherited();
     let fresh = if depth(&plan) > crest_ptrace::husk::FRESH_EVERY { crest_ptrace::husk::fresh_memory(parked, &premap.ranges()).ok().flatten() } else { None };
     // The topmost husks; each creates the husks of its children.
     let mut top_pids: Vec<i32> = Vec::new();
@@ -571,6 +590,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     drop(shared);
     drop(memfds_owned);
     drop(deleted_owned);
+    drop(opened_owned);
     drop(image_fds_owned);
     drop(fresh);
 
@@ -619,11 +639,12 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         for _ in 0..live.len() {
             match replies.recv() {
                 Ok(Reply::Filled { k, worker, result }) => match result {
-                    Ok((filled, calls, exe_set)) => {
+                    Ok((filled, calls, stops, exe_set)) => {
                         owner[k] = worker;
                         totals.page_bytes += filled.bytes;
                         totals.mapped += filled.mapped;
                         totals.calls += calls;
+                        totals.stops += stops;
                         totals.exe_set &= exe_set;
                     }
                     Err(e) => {
@@ -707,7 +728,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
         // The workers end when their orders are dropped; a husk still held then is killed
         // (PTRACE_O_EXITKILL) and, below, reaped.
     });
-    let Totals { page_bytes, mapped: mapped_bytes, calls: remote_syscalls, exe_set } = match outcome {
+    let Totals { page_bytes, mapped: mapped_bytes, calls: remote_syscalls, stops: remote_stops, exe_set } = match outcome {
         Ok(t) => t,
         Err(e) => {
             kill_all(&all_pids, &top_pids);
@@ -716,7 +737,7 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     };
     let pid = top_pids.first().copied().unwrap_or(0);
     let pids = procs.iter().zip(&new_pids).filter(|(_, &n)| n != 0).map(|(p, &n)| (p.pid, n)).collect();
-    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, exe_set, not_mapped, notes, steps, lazy: None, stream: None })
+    Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, remote_stops, exe_set, not_mapped, notes, steps, lazy: None, stream: None })
 }
 
 /// Threads that fill husks at once, at most: one per core, up to this many.
@@ -738,6 +759,7 @@ struct Totals {
     page_bytes: u64,
     mapped: u64,
     calls: u64,
+    stops: u64,
     exe_set: bool,
 }
 
@@ -752,7 +774,7 @@ enum Order {
 /// What a worker reports.
 enum Reply {
     /// Husk `k` (index in `live`) is seized and filled by `worker`, or failed.
-    Filled { k: usize, worker: usize, result: Result<(memory::Filled, u64, bool), RestoreError> },
+    Filled { k: usize, worker: usize, result: Result<(memory::Filled, u64, u64, bool), RestoreError> },
     /// An index taken after another husk failed: not filled.
     Skipped,
     /// An order was carried out.
@@ -799,9 +821,9 @@ impl Work<'_> {
                 let r = fill(&husk, &self.procs[i], self.images, &l.fds, l.exe_fd, &l.aux, self.opts, join, &placed);
                 // Held even when the fill failed: the husk dies with this thread's hold on it.
                 match r {
-                    Ok((filled, calls, exe_set, threads)) => {
+                    Ok((filled, calls, stops, exe_set, threads)) => {
                         held.push((k, husk, threads));
-                        Ok((filled, calls, exe_set))
+                        Ok((filled, calls, stops, exe_set))
                     }
                     Err(e) => {
                         held.push((k, husk, Vec::new()));
@@ -908,7 +930,25 @@ fn find_gap(vmas: &[Vma], avoid: &[(u64, u64)], len: u64) -> Option<u64> {
     std::iter::once(0x10_0000u64).chain(vmas.iter().map(|v| v.end)).chain(avoid.iter().map(|a| a.1)).filter(|&a| a + len <= crest_image::validate::USER_ADDR_END).find(|&a| !busy(a))
 }
 
-/// Turns the husk's memory into the saved process's. Returns (pages, syscalls, exe set, threads).
+/// Whether the process handles `SIGTRAP` or has one pending: a batch ends on `int3`, whose
+/// SIGTRAP the kernel forces through, which would reset a handler or an ignored disposition of
+/// SIGTRAP (set in the husk already) and take the place of a pending one. Such a process has
+/// its syscalls made one by one.
+fn trap_used(p: &Process) -> bool {
+    let is_trap = |si: &Vec<u8>| si.get(..4).is_some_and(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) == libc::SIGTRAP);
+    p.sigactions.iter().any(|a| a.signo == libc::SIGTRAP as u32 && a.handler != 0) || p.shared_pending.iter().chain(p.threads.iter().flat_map(|t| &t.pending)).any(is_trap)
+}
+
+/// Where a husk maps its batch area itself ([`crest_ptrace::husk::map_batch_area`]): a range
+/// the saved process does not use and the mappings built before the forks do not take (`placed`,
+/// as [`Premap::placed`] gives them). The husk and its fill compute it alike.
+fn own_batch_place(p: &Process, placed: &[(u64, u64, u64)]) -> Option<u64> {
+    let taken: Vec<(u64, u64)> = placed.iter().map(|&(at, len, _)| (at, at + len)).collect();
+    find_gap(&p.vmas, &taken, crest_ptrace::BATCH_LEN)
+}
+
+/// Turns the husk's memory into the saved process's. Returns (pages, syscalls, stops waited
+/// for, exe set, threads).
 #[allow(clippy::type_complexity)]
 #[allow(clippy::too_many_arguments)]
 fn fill(
@@ -921,18 +961,14 @@ fn fill(
     opts: &RestoreOptions,
     join: Option<i32>,
     placed: &[(u64, u64, u64)],
-) -> Result<(memory::Filled, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
+) -> Result<(memory::Filled, u64, u64, bool, Vec<crest_ptrace::Tracee>), RestoreError> {
     let pid = husk.tid;
     let maps = crest_proc::parse_smaps(&crest_proc::read(pid, "maps")?)?;
     let areas = vdso::areas(&maps);
     let (_, vs, ve) = *areas.iter().find(|a| a.0 == SpecialArea::Vdso).ok_or_else(|| RestoreError::Refused("this kernel gives processes no vDSO".into()))?;
     let regs = husk.regs()?;
     let mut remote = Remote::new(husk, find_syscall_insn(pid, vs, ve)?, regs);
-    // A batch ends on `int3`, whose SIGTRAP the kernel forces through: it would reset a
-    // handler or an ignored disposition of SIGTRAP (set in the husk already) and take the
-    // place of a pending one. Such a process has its syscalls made one by one.
-    let is_trap = |si: &Vec<u8>| si.get(..4).is_some_and(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) == libc::SIGTRAP);
-    let trap_used = p.sigactions.iter().any(|a| a.signo == libc::SIGTRAP as u32 && a.handler != 0) || p.shared_pending.iter().chain(p.threads.iter().flat_map(|t| &t.pending)).any(is_trap);
+    let trap_used = trap_used(p);
     // The mappings are made and filled by syscalls run in one go from an area of their own,
     // mapped first, where neither the husk's memory nor the saved process's lies: the clearing
     // of the husk's memory and the moves below run in that one go too (one stop of the husk
@@ -940,10 +976,20 @@ fn fill(
     let mut here: Vec<(u64, u64)> = areas.iter().map(|a| (a.1, a.2)).collect();
     here.extend(placed.iter().map(|&(at, len, _)| (at, at + len)));
     let busy_now: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).chain(here.iter().copied()).collect();
-    let area = find_gap(&p.vmas, &busy_now, crest_ptrace::BATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for the batch area".into()))?;
-    if !trap_used {
-        remote.map_batch(area)?;
-    }
+    // The one the husk mapped for itself, when it is there (two stops fewer), else one mapped
+    // now.
+    let own = own_batch_place(p, placed)
+        .filter(|&at| !trap_used && maps.iter().any(|m| m.start == at && m.end == at + 4096) && maps.iter().any(|m| m.start == at + 4096 && m.end == at + crest_ptrace::BATCH_LEN));
+    let area = match own {
+        Some(at) if remote.adopt_batch(at)? => at,
+        _ => {
+            let area = find_gap(&p.vmas, &busy_now, crest_ptrace::BATCH_LEN).ok_or_else(|| RestoreError::Refused("no free address range for the batch area".into()))?;
+            if !trap_used {
+                remote.map_batch_protect_queued(area)?;
+            }
+            area
+        }
+    };
     if let Some((addr, len, sig)) = husk.rseq()? {
         remote.queue("unregistering the restore process's rseq", libc::SYS_rseq, &[addr, u64::from(len), RSEQ_FLAG_UNREGISTER, u64::from(sig)]);
     }
@@ -960,6 +1006,8 @@ fn fill(
     // (the holes between them unmapped too, which is harmless), cut around the mappings kept.
     let mut keep: Vec<(u64, u64)> = placed.iter().map(|&(at, len, _)| (at, len)).collect();
     keep.push((area, crest_ptrace::BATCH_LEN));
+    // In address order, as the cutting takes them.
+    keep.sort_unstable();
     let mut spans: Vec<(u64, u64)> = Vec::new();
     let mut joined = false;
     for m in &maps {
@@ -1034,11 +1082,12 @@ fn fill(
     };
     process::restore(process::sequence(process::Stage::Traced)?, &mut cx)?;
     let FillCx { filled, exe_set, threads, syscalls: count, .. } = cx;
-    // The scratch page first, while the batch area is there to unmap it in one stop.
-    scratch.unmap(&mut remote)?;
+    // The scratch page first, while the batch area is there to unmap it, in one go with what
+    // is still queued.
+    remote.queue("unmapping the scratch page", libc::SYS_munmap, &[scratch.addr, crest_kinds::SCRATCH_LEN]);
     remote.unmap_batch()?;
     if let Some(aside) = aside {
         vdso::unmap(&mut remote, &aside)?;
     }
-    Ok((filled, remote.count + count, exe_set, threads))
+    Ok((filled, remote.count + count, remote.waits, exe_set, threads))
 }

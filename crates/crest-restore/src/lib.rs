@@ -45,7 +45,7 @@ pub mod preflight;
 pub mod restart;
 
 pub use husk::{restore, restore_chain, use_saved_contents, Barrier, RestoreOptions, Restored};
-pub use restart::{restart, Error, Request, Source};
+pub use restart::{restart, Error, Request, Source, DEFAULT_STREAM_TIMEOUT};
 
 /// What went wrong during a restart.
 #[derive(Debug, thiserror::Error)]

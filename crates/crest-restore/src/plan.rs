@@ -136,31 +136,7 @@ mod tests {
 
     /// A process record with only the ids that shape the plan.
     fn p(pid: i32, ppid: i32, pgid: i32, sid: i32) -> Process {
-        Process {
-            pid,
-            ppid,
-            pgid,
-            sid,
-            exe: String::new(),
-            cmdline: Vec::new(),
-            creds: Default::default(),
-            cwd: "/".into(),
-            root: "/".into(),
-            umask: 0o022,
-            personality: 0,
-            rlimits: Vec::new(),
-            mm: Default::default(),
-            vmas: Vec::new(),
-            fds: Vec::new(),
-            sigactions: Vec::new(),
-            shared_pending: Vec::new(),
-            threads: Vec::new(),
-            exit_status: None,
-            dropped: Vec::new(),
-            attrs: Default::default(),
-            cwd_deleted: None,
-            files_shared: false,
-        }
+        Process { pid, ppid, pgid, sid, cwd: "/".into(), root: "/".into(), umask: 0o022, ..Default::default() }
     }
 
     /// cr_restart's own group and session in these tests (never a real one).

@@ -349,6 +349,28 @@ pub fn relocate(p: &mut Process, relocs: &[Relocation]) -> HashSet<String> {
 /// was, and unchanged as far as its kind needs (see [`Named`]). `relocated(path)` says
 /// whether a path was changed by a relocation (its copy is a new inode).
 pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusal> {
+    files_looked(p, relocated, &mut Looked::default())
+}
+
+/// The metadata of the paths one restart has looked at, so that a path many processes name
+/// (their executable, the libraries they map, their directory) is looked up once.
+#[derive(Default)]
+pub struct Looked(std::collections::HashMap<(String, bool), std::fs::Metadata>);
+
+impl Looked {
+    /// The metadata of `path` (of a symbolic link itself with `symlink`), looked up once.
+    pub fn get(&mut self, path: &str, symlink: bool) -> std::io::Result<std::fs::Metadata> {
+        if let Some(md) = self.0.get(&(path.to_string(), symlink)) {
+            return Ok(md.clone());
+        }
+        let md = if symlink { std::fs::symlink_metadata(path) } else { std::fs::metadata(path) }?;
+        self.0.insert((path.to_string(), symlink), md.clone());
+        Ok(md)
+    }
+}
+
+/// [`files`], with the paths already looked at in `looked`.
+pub fn files_looked(p: &Process, relocated: &dyn Fn(&str) -> bool, looked: &mut Looked) -> Result<(), Refusal> {
     let mut seen = BTreeSet::new();
     for (at, n) in named(p) {
         let path = path_at(p, at);
@@ -361,11 +383,8 @@ pub fn files(p: &Process, relocated: &dyn Fn(&str) -> bool) -> Result<(), Refusa
             Named::Deleted => std::path::Path::new(path).parent().and_then(|d| d.to_str()).unwrap_or("/"),
             _ => path,
         };
-        let found = match n {
-            // A watched symbolic link is watched itself.
-            Named::Watched { .. } | Named::OpenPath { symlink: true, .. } => std::fs::symlink_metadata(looked_at),
-            _ => std::fs::metadata(looked_at),
-        };
+        // A watched symbolic link is watched itself.
+        let found = looked.get(looked_at, matches!(n, Named::Watched { .. } | Named::OpenPath { symlink: true, .. }));
         let md = match found {
             Ok(m) => m,
             Err(e) => return Err(refuse(e.raw_os_error().unwrap_or(libc::ENOENT), format!("{what} cannot be used ({e}); {RELOCATE}"))),
@@ -583,25 +602,11 @@ mod tests {
             ppid: 0,
             pgid: 1,
             sid: 1,
-            exe: String::new(),
-            cmdline: Vec::new(),
             creds: Creds { uid: [uid; 4], gid: [gid; 4], groups, cap_eff, ..Default::default() },
             cwd: "/".into(),
             root: "/".into(),
             umask: 0o022,
-            personality: 0,
-            rlimits: Vec::new(),
-            mm: Default::default(),
-            vmas: Vec::new(),
-            fds: Vec::new(),
-            sigactions: Vec::new(),
-            shared_pending: Vec::new(),
-            threads: Vec::new(),
-            exit_status: None,
-            dropped: Vec::new(),
-            attrs: Default::default(),
-            cwd_deleted: None,
-            files_shared: false,
+            ..Default::default()
         }
     }
 

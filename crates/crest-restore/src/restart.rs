@@ -62,6 +62,9 @@ pub struct Request<'a> {
     pub requester: Option<i32>,
     /// Wait here, everything restored and nothing running yet ([`crate::RestoreOptions::barrier`]).
     pub barrier: Option<crate::Barrier>,
+    /// From an image stream: how long no byte may come in, once its metadata is in, before
+    /// the stream is taken as lost (`cr_restart --stream-timeout`); `None`: wait for ever.
+    pub stream_timeout: Option<std::time::Duration>,
 }
 
 impl Request<'_> {
@@ -81,9 +84,14 @@ impl Request<'_> {
             on_event: None,
             requester: None,
             barrier: None,
+            stream_timeout: Some(DEFAULT_STREAM_TIMEOUT),
         }
     }
 }
+
+/// How long a restart from an image stream waits for its next byte by default
+/// ([`Request::stream_timeout`]).
+pub const DEFAULT_STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What happens during a restart, for a caller that says so.
 #[derive(Debug)]
@@ -332,6 +340,9 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
     };
     let img = ImageFile::from_file(file).map_err(|source| Error::Image { shown: shown.clone(), source })?;
     let arrival = receiving.map(|r| r.expect(&img));
+    if let (Some(a), Some(limit)) = (&arrival, req.stream_timeout) {
+        a.watch(limit);
+    }
     // An incremental image: every parent must be there and unchanged (and every run it names
     // within that parent's page data); each run is then read from the image that holds it.
     let mut chain = if img.image.parent.is_some() { crest_image::chain::Chain::open(img, &shown).map_err(|source| Error::Image { shown: shown.clone(), source })?.images } else { vec![img] };
@@ -343,14 +354,15 @@ pub fn restart(req: &Request<'_>) -> Result<Restored, Error> {
         Source::Fd(fd) => Some(fd),
         _ => None,
     };
+    let mut looked = preflight::Looked::default();
     for p in img.image.processes.iter_mut().filter(|p| p.exit_status.is_none()) {
         let moved = preflight::relocate(p, &req.relocations);
         for path in crate::use_saved_contents(p) {
             tell(Event::SavedContents { path: &path });
         }
         let refused = |source: Refusal| Error::Refused { shown: shown.clone(), source };
-        preflight::credentials(p, &caller, std::fs::metadata(&p.exe).ok().as_ref()).map_err(refused)?;
-        preflight::files(p, &|path| moved.contains(path)).map_err(refused)?;
+        preflight::credentials(p, &caller, looked.get(&p.exe, false).ok().as_ref()).map_err(refused)?;
+        preflight::files_looked(p, &|path| moved.contains(path), &mut looked).map_err(refused)?;
         preflight::stdio(p, image_fd, req.relaxed_stdio).map_err(refused)?;
         preflight::cpu_features(p, crest_ptrace::sys::enabled_xfeatures()).map_err(refused)?;
     }

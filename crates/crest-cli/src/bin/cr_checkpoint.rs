@@ -419,10 +419,11 @@ fn run(m: &clap::ArgMatches, pid: i32, say: &Say, cancel: Cancel, round: Option<
     }
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!(
-            "crest-timing: checkpoint pid={pid} page_bytes={} precopy_bytes={} remote_syscalls={} frozen_ms={:.3} total_ms={:.3}{}",
+            "crest-timing: checkpoint pid={pid} page_bytes={} precopy_bytes={} remote_syscalls={} remote_stops={} frozen_ms={:.3} total_ms={:.3}{}",
             stats.page_bytes,
             done.precopy_bytes,
             stats.remote_syscalls,
+            stats.remote_stops,
             stats.frozen_secs * 1e3,
             done.elapsed.as_secs_f64() * 1e3,
             stats.steps.iter().map(|(n, d)| format!(" {n}_ms={:.3}", d.as_secs_f64() * 1e3)).collect::<String>()

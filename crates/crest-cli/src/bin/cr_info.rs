@@ -308,6 +308,7 @@ fn describe_image(o: &mut String, path: &str, img: &ImageFile) {
             let extra = match &v.backing {
                 VmaBacking::File { offset, .. } | VmaBacking::Deleted { offset, .. } => format!(" @{offset:#x}"),
                 VmaBacking::Special(SpecialArea::Vdso) => String::new(),
+                VmaBacking::PacketRing { rx_head, .. } if *rx_head != 0 => format!(" (receive ring at frame {rx_head})"),
                 _ => String::new(),
             };
             let inherited: u64 = v.inherited.iter().map(|r| r.1).sum();

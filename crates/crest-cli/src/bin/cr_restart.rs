@@ -121,6 +121,7 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
         requester: std::env::var(proto::REQUESTER_ENV).ok().and_then(|p| p.parse().ok()),
         // One part of a job restarted by cr_coord: its processes wait, restored and silent,
         // until every part is.
+        stream_timeout: m.get_one::<f64>("stream-timeout").map_or(Some(crest_restore::DEFAULT_STREAM_TIMEOUT), |&s| (s > 0.0).then(|| std::time::Duration::from_secs_f64(s))),
         barrier: m.get_flag("coordinated").then(|| {
             crest_restore::Barrier(std::sync::Arc::new(|| {
                 coordinate::tell("ready");
@@ -163,10 +164,11 @@ fn run(m: &clap::ArgMatches, say: &Say) -> Result<Never, Failure> {
     }
     if std::env::var_os("CREST_TIMING").is_some() {
         eprintln!(
-            "crest-timing: restart pid={pid} page_bytes={} mapped_bytes={} remote_syscalls={} running_after_ms={:.3}{}",
+            "crest-timing: restart pid={pid} page_bytes={} mapped_bytes={} remote_syscalls={} remote_stops={} running_after_ms={:.3}{}",
             restored.page_bytes,
             restored.mapped_bytes,
             restored.remote_syscalls,
+            restored.remote_stops,
             started.elapsed().as_secs_f64() * 1e3,
             restored.stream.as_ref().map(|a| format!(" first_byte_to_running_ms={:.3} streamed_page_bytes_then={}", a.first_byte.elapsed().as_secs_f64() * 1e3, a.page_bytes())).unwrap_or_default()
                 + &restored.steps.iter().map(|(n, d)| format!(" {n}_ms={:.3}", d.as_secs_f64() * 1e3)).collect::<String>()

@@ -47,6 +47,17 @@ pub fn skip(why: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("SKIPPED {name}: {why}\n").as_bytes());
 }
 
+/// Whether a lazy restart can be done here; says why not otherwise.
+pub fn lazy_possible() -> bool {
+    match crest_ptrace::wp::MissingPager::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            skip(&format!("this user may not use userfaultfd with the fork event here ({e})"));
+            false
+        }
+    }
+}
+
 pub fn bin(name: &str) -> PathBuf {
     fd_hygiene();
     PathBuf::from(match name {
@@ -417,6 +428,14 @@ pub fn run_c(name: &str, args: &[&str]) {
     run_c_in(name, name, args);
 }
 
+/// [`run_c`] as root; elsewhere the test is skipped, saying `why` it needs root.
+pub fn run_c_as_root(why: &str, name: &str, args: &[&str]) {
+    if !is_root() {
+        return skip(why);
+    }
+    run_c(name, args);
+}
+
 /// [`run_c`] in a scratch directory of its own (`dir`), for a second test of one program.
 pub fn run_c_in(dir: &str, name: &str, args: &[&str]) {
     let d = Dir::new(dir);
@@ -494,6 +513,20 @@ pub fn start_c(d: &Dir, name: &str, args: &[&str]) -> CProgram {
     let child = Command::new(&prog).args(&args).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
     let pid = procs.add(child);
     CProgram { procs, pid, out, img: d.0.join("img") }
+}
+
+/// Builds `tests/c/NAME.c` (with the compiler options `cflags`) into `d` and starts it there,
+/// its output in `d/out.txt` and its PID in `procs` (killed on drop); waits until it says
+/// "ready", failing after `limit`. Returns its PID and its output file.
+pub fn start_ready(d: &Dir, name: &str, cflags: &[&str], procs: &mut Procs, limit: Duration) -> (i32, PathBuf) {
+    let prog = d.0.join(name);
+    gcc(&format!("tests/c/{name}.c"), &prog, cflags);
+    let out = d.0.join("out.txt");
+    let child = Command::new(&prog).current_dir(&d.0).stdout(std::fs::File::create(&out).expect("out")).stdin(Stdio::null()).spawn().expect("start");
+    let pid = procs.add(child);
+    procs.pids.push(pid);
+    wait_for(&out, "ready", limit);
+    (pid, out)
 }
 
 /// `cr_checkpoint --kill` of `p` is refused with EOPNOTSUPP (exit 95), its message holding

@@ -38,7 +38,7 @@ mod namespace;
 mod netlink;
 pub mod netlock;
 mod opath;
-mod packet;
+pub(crate) mod packet;
 mod pidfd;
 mod pipe;
 mod procfile;
@@ -925,6 +925,11 @@ mod tests {
             FdKind::Namespace { kind: "net".into() },
             FdKind::Fanotify { flags: 0, event_flags: 0, marks: vec![crest_image::FanotifyMark { kind: 1, mflags: 0, mask: 0x20, ignored_mask: 0, path: "/".into(), dev: 0, ino: 0 }], lost: 0 },
             FdKind::HungUpPty { path: "/dev/pts/3".into() },
+            FdKind::Terminal {
+                path: "/dev/tty5".into(),
+                rdev: libc::makedev(4, 5),
+                settings: crest_image::TermSettings { flags: [0; 4], line: 0, cc: vec![0; 19], speed: (38400, 38400), winsize: [25, 80, 0, 0], modem: None, exclusive: false, keyboard: Some(3) },
+            },
         ];
         let rank = |k: &FdKind| match k {
             FdKind::Regular { .. } => 0,
@@ -952,6 +957,7 @@ mod tests {
             FdKind::Namespace { .. } => 22,
             FdKind::Fanotify { .. } => 23,
             FdKind::HungUpPty { .. } => 24,
+            FdKind::Terminal { .. } => 25,
         };
         assert_eq!(all.iter().map(rank).collect::<Vec<_>>(), (0..all.len()).collect::<Vec<_>>(), "one sample of each kind, in order");
         all

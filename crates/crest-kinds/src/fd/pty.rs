@@ -123,10 +123,14 @@ fn read_waiting(fd: &OwnedFd, n: usize) -> std::io::Result<Vec<u8>> {
 }
 
 fn termios_of(st: &PtyState) -> sys::Termios2 {
-    // The saved fields over a read of the current settings, so that the struct is whole.
-    let mut t =
-        sys::Termios2 { c_iflag: st.flags[0], c_oflag: st.flags[1], c_cflag: st.flags[2], c_lflag: st.flags[3], c_line: st.line, c_cc: Default::default(), c_ispeed: st.speed.0, c_ospeed: st.speed.1 };
-    for (d, s) in t.c_cc.iter_mut().zip(&st.cc) {
+    termios2(st.flags, st.line, &st.cc, st.speed)
+}
+
+/// A `struct termios2` of saved settings: the four flag words, the line discipline, the
+/// special characters (as many as were saved) and the two speeds.
+pub(super) fn termios2(flags: [u32; 4], line: u8, cc: &[u8], speed: (u32, u32)) -> sys::Termios2 {
+    let mut t = sys::Termios2 { c_iflag: flags[0], c_oflag: flags[1], c_cflag: flags[2], c_lflag: flags[3], c_line: line, c_cc: Default::default(), c_ispeed: speed.0, c_ospeed: speed.1 };
+    for (d, s) in t.c_cc.iter_mut().zip(cc) {
         *d = *s;
     }
     t
