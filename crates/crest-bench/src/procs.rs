@@ -1,4 +1,5 @@
-//! The "processes" section: checkpoint (`cr_checkpoint --tree --kill`) and restart
+//! The "processes" section: checkpoint (`cr_checkpoint --tree`, the ring running on after it,
+//! then `cr_checkpoint --tree --kill`) and restart
 //! (`cr_restart --no-restore-pid`) of a ring of K processes (`tests/c/ring.c`, a chain K deep),
 //! a fresh ring for every repetition, each restored ring checking that its counter still goes
 //! round without a value lost or repeated. Interleaved with them, repetition by repetition: the
@@ -64,6 +65,13 @@ fn start_ring(c: &Ctx, k: usize) -> R<Target> {
 
 fn crest_once(c: &mut Ctx, k: usize, rep: usize, img: &Path, st: &str) -> S {
     let ring = start_ring(c, k)?;
+    // First a checkpoint the ring runs on after (as a periodic one is): the time it stood still.
+    let on = run::checkpoint(&c.o.bin, ring.pid(), img, &["--tree"], &[])?;
+    c.s.add(&key(k, "checkpoint runs on"), 0, st, rep, on.wall);
+    c.s.add(&key(k, "frozen runs on"), 0, st, rep, on.frozen);
+    let _ = std::fs::remove_file(img);
+    // It goes round again before it is checkpointed and killed.
+    drop(ring.out.until(&["tick"], START, &format!("ring of {k} after a checkpoint"))?);
     let ck = run::checkpoint(&c.o.bin, ring.pid(), img, &["--tree", "--kill"], &[])?;
     // cr_checkpoint killed it: this reaps the first member.
     drop(ring);
@@ -178,6 +186,8 @@ pub fn rows(c: &mut Ctx, k: usize, k0: usize) {
             .note(steps(c, k, "checkpoint", &CK_STEPS, &st))
             .note(image),
         Row::of(s, &key(k, "frozen"), "  frozen (reported)", 0, &st).note(per_process(c, k, k0, "frozen", &st)),
+        Row::of(s, &key(k, "checkpoint runs on"), format!("checkpoint --tree, ring of {k} runs on"), 0, &st).note(per_process(c, k, k0, "checkpoint runs on", &st)),
+        Row::of(s, &key(k, "frozen runs on"), "  frozen (reported)", 0, &st).note(per_process(c, k, k0, "frozen runs on", &st)),
         Row::of(s, &key(k, "restart"), format!("restart --no-restore-pid, ring of {k}, until it runs"), 0, &st)
             .vs(s, &key(k, "fork+exit"), "fork+exit")
             .vs(s, &key(k, "criu restore"), "criu restore")

@@ -780,13 +780,14 @@ impl FrozenTree {
         }
         let pages_took = started.elapsed();
         let mut frozen_secs = None;
-        if collected.iter().any(|c| c.snap.is_some() || tracked(c.process.pid).is_some()) {
+        // Processes that run on after the checkpoint are let go now: what is left to read of
+        // them is in their snapshots (a small process's pages were all read above, while it
+        // was frozen: it has none).
+        if opts.snapshot || collected.iter().any(|c| c.snap.is_some() || tracked(c.process.pid).is_some()) {
             // They run on now: their connections leave repair mode.
             fd::leave_repair();
-            for (f, c) in self.procs.iter_mut().zip(collected.iter()) {
-                if c.snap.is_some() || tracked(c.process.pid).is_some() {
-                    f.let_go()?;
-                }
+            for f in self.procs.iter_mut() {
+                f.let_go()?;
             }
             frozen_secs = self.procs.first().map(Frozen::frozen_for);
             for c in collected.iter_mut() {

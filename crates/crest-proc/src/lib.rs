@@ -165,6 +165,12 @@ pub fn parse_smaps(text: &str) -> Result<Vec<MapEntry>, ProcError> {
     Ok(out)
 }
 
+/// The bytes of the `Anonymous:` lines of `smaps` text, over every mapping: the process's
+/// anonymous pages in memory (private ones, and file pages copied on write).
+pub fn smaps_anonymous(text: &str) -> u64 {
+    text.lines().filter_map(|l| l.strip_prefix("Anonymous:")).filter_map(|v| v.trim().strip_suffix("kB").and_then(|n| n.trim().parse::<u64>().ok())).map(|kb| kb * 1024).sum()
+}
+
 /// glibc's `makedev` encoding, as `stat.st_dev` uses.
 pub fn makedev(maj: u64, min: u64) -> u64 {
     ((maj & 0xffff_f000) << 32) | ((maj & 0xfff) << 8) | ((min & 0xffff_ff00) << 12) | (min & 0xff)
@@ -425,6 +431,14 @@ VmFlags: rd wr mr mw me gd ac
 7f00aa000000-7f00aa001000 rw-s 00000000 00:01 99                         /dev/zero (deleted)
 VmFlags: rd wr sh mr mw me ms sd
 ";
+
+    #[test]
+    fn smaps_anonymous_bytes_add_up() {
+        let text = "00400000-00401000 r--p 00000000 fe:00 1 /bin/x\nAnonymous:             4 kB\nAnonHugePages:      2048 kB\n\
+7ffd1e0f0000-7ffd1e111000 rw-p 00000000 00:00 0 [stack]\nAnonymous:            12 kB\n";
+        assert_eq!(smaps_anonymous(text), 16 * 1024);
+        assert_eq!(smaps_anonymous(SMAPS), 0);
+    }
 
     #[test]
     fn smaps_parses_ranges_names_and_flags() {
