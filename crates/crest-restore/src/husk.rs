@@ -740,17 +740,19 @@ pub fn restore_chain(chain: &[ImageFile], opts: &RestoreOptions) -> Result<Resto
     Ok(Restored { pid, top: top_pids, pids, page_bytes, mapped_bytes, remote_syscalls, remote_stops, exe_set, not_mapped, notes, steps, lazy: None, stream: None })
 }
 
-/// Threads that fill husks at once, at most: one per core, up to this many.
-const MAX_WORKERS: usize = 8;
+/// Threads that fill husks at once, at most: four per core, up to this many.
+const MAX_WORKERS: usize = 32;
 
-/// How many workers fill the husks of a restart: one per core, at most [`MAX_WORKERS`]. The
+/// How many workers fill the husks of a restart: four per core (a fill is mostly waiting for
+/// a husk to run its system calls and stop: with one worker per core the cores stood idle
+/// half of the time), at most [`MAX_WORKERS`]. The
 /// husks are independent while they are filled: each worker makes syscalls inside the husks it
 /// holds only, in their own memory and descriptor tables; what several share (the image, read
 /// with `pread`, and the pages a parent and child share, which each moves with its own page
 /// tables) is not changed by a fill.
 fn workers_for(husks: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    husks.clamp(1, cores.clamp(1, MAX_WORKERS))
+    husks.clamp(1, (cores * 4).clamp(1, MAX_WORKERS))
 }
 
 /// Sums over the processes.
