@@ -58,6 +58,8 @@ const TCP_RECV_QUEUE: i32 = 1;
 const TCP_SEND_QUEUE: i32 = 2;
 
 const TCPOPT_MAXSEG: u32 = 2;
+/// The largest segment size `TCP_MAXSEG` takes (the kernel's `MAX_TCP_WINDOW`).
+const MAX_USER_MSS: u32 = 32767;
 const TCPOPT_WINDOW: u32 = 3;
 const TCPOPT_SACK_PERM: u32 = 4;
 const TCPOPT_TIMESTAMP: u32 = 8;
@@ -337,7 +339,10 @@ fn rebuild(fd: i32, peer: &[u8], t: &TcpState) -> Result<(), Step> {
     // the peer takes, which is set in repair mode only after it: given for the time of the
     // connect as the program's own (`TCP_MAXSEG`), it is the size agreed, not the default of
     // 536 bytes (a connection over loopback would send in pieces of 524 bytes).
-    let clamp = (88..=65535).contains(&t.mss) && set_sock_opt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, t.mss as i32).is_ok();
+    // The kernel takes no more than 32767 there (a loopback connection agrees on 65495): the
+    // size is then bounded by that, as it would be by half the peer's window, and not left at
+    // the default.
+    let clamp = t.mss >= 88 && set_sock_opt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, t.mss.min(MAX_USER_MSS) as i32).is_ok();
     crest_ptrace::net::connect_raw(fd, peer).map_err(|e| ("connecting it again (in repair mode, nothing is sent)", e))?;
     if clamp {
         tcp_int(libc::TCP_MAXSEG, 0, "setting its segment size")?;
