@@ -74,8 +74,9 @@ pub struct Frozen {
     tracer: Option<std::sync::Arc<crate::crew::Tracer>>,
 }
 
-/// Below this many bytes of private anonymous memory a process that runs on after the
-/// checkpoint is not forked a copy-on-write snapshot: its pages are read while it is frozen
+/// Below this many bytes of private anonymous memory (with the private file mappings saved
+/// whole) a process that runs on after the checkpoint is not forked a copy-on-write snapshot:
+/// its pages are read while it is frozen
 /// (about 1.6 ms per MiB here, written with the image), no longer than a fork of it takes in a
 /// deep tree, and without the fork's copy of its page tables.
 pub(crate) const SNAPSHOT_MIN_BYTES: u64 = 1 << 20;
@@ -368,10 +369,6 @@ impl Frozen {
                 crest_proc::parse_smaps(&text)?
             }
         };
-        // A small process's pages are read while it is frozen: that takes less than forking
-        // its copy, whose page tables and reverse-map chains (as long as its line of forked
-        // ancestors) the kernel copies.
-        let snapshot = snapshot && anon >= SNAPSHOT_MIN_BYTES;
         let stat = crest_proc::parse_stat(&crest_proc::read(pid, "stat")?)?;
         let status = crest_proc::read(pid, "status")?;
         // Its threads as frozen: it starts no other while it is.
@@ -386,6 +383,17 @@ impl Frozen {
         // runs on (and may even end) while its pages are saved.
         let cmdline = crest_proc::read_bytes(pid, "cmdline")?;
         save.mark(&mut vmas, &exe);
+        // A small process's pages are read while it is frozen: that takes less than forking
+        // its copy, whose page tables and reverse-map chains (as long as its line of forked
+        // ancestors) the kernel copies. Private file mappings saved whole (or of a deleted
+        // file) count with their size.
+        let whole: u64 = vmas
+            .iter()
+            .filter(|v| v.flags & crest_image::vma_flags::SHARED == 0)
+            .filter(|v| v.flags & crest_image::vma_flags::SAVED != 0 || matches!(v.backing, crest_image::VmaBacking::Deleted { .. }))
+            .map(|v| v.end - v.start)
+            .sum();
+        let snapshot = snapshot && anon + whole >= SNAPSHOT_MIN_BYTES;
         if exe.ends_with(" (deleted)") {
             return Err(DumpError::Unsupported(format!("PID {pid}: its executable {exe} was deleted; that is not supported yet")));
         }
