@@ -780,10 +780,10 @@ impl FrozenTree {
         }
         let pages_took = started.elapsed();
         let mut frozen_secs = None;
-        // Processes that run on after the checkpoint are let go now: what is left to read of
-        // them is in their snapshots (a small process's pages were all read above, while it
-        // was frozen: it has none).
-        if opts.snapshot || collected.iter().any(|c| c.snap.is_some() || tracked(c.process.pid).is_some()) {
+        // Processes that run on after the checkpoint (the only ones pre-copied or given a
+        // snapshot) are let go now: what is left to read of them is in their snapshots (a
+        // small process's pages were all read above, while it was frozen: it has none).
+        if opts.snapshot {
             // They run on now: their connections leave repair mode.
             fd::leave_repair();
             for f in self.procs.iter_mut() {
